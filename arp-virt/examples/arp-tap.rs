@@ -101,7 +101,7 @@ fn main() {
         match responder.handle_frame(frame, &others) {
             Ok(Outcome::Reply(reply)) => {
                 if args.verbose {
-                    eprintln!("arp-tap: reply {:?}", reply.repr());
+                    eprintln!("arp-tap: {}", reply.repr());
                 }
                 if let Err(error) = device.send(reply.as_bytes()) {
                     eprintln!("arp-tap: write to {}: {error}", args.tap);

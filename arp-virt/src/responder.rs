@@ -119,7 +119,7 @@ impl AsRef<[u8]> for Transmit {
 
 impl fmt::Debug for Transmit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Transmit").field(&self.repr()).finish()
+        write!(f, "Transmit({})", self.repr)
     }
 }
 

@@ -8,6 +8,7 @@
 //! Trailing bytes after the 28-byte ARP payload (Ethernet padding up to the
 //! 60-byte minimum frame) are allowed and ignored.
 
+use std::fmt;
 use std::net::Ipv4Addr;
 
 use smoltcp::wire::{
@@ -179,6 +180,26 @@ impl Repr {
     }
 }
 
+impl fmt::Display for Repr {
+    /// As tcpdump prints ARP: `request who-has 10.0.0.1 tell 10.0.0.2
+    /// (52-54-00-12-34-56 -> ff-ff-ff-ff-ff-ff)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.operation {
+            Operation::Request => write!(
+                f,
+                "request who-has {} tell {}",
+                self.target_protocol_addr, self.sender_protocol_addr
+            )?,
+            Operation::Reply => write!(
+                f,
+                "reply {} is-at {} to {}",
+                self.sender_protocol_addr, self.sender_hardware_addr, self.target_protocol_addr
+            )?,
+        }
+        write!(f, " ({} -> {})", self.source, self.destination)
+    }
+}
+
 /// Whether `frame` is an Ethernet frame with the ARP EtherType (a cheap
 /// dispatch check for callers demultiplexing TAP traffic).
 pub fn is_arp(frame: &[u8]) -> bool {
@@ -234,6 +255,22 @@ mod test {
         let mut padded = [0u8; 60];
         padded[..42].copy_from_slice(&REQUEST_BYTES);
         assert_eq!(Repr::parse(&padded), Ok(REQUEST));
+    }
+
+    #[test]
+    fn display() {
+        assert_eq!(
+            REQUEST.to_string(),
+            "request who-has 10.0.0.1 tell 10.0.0.2 (52-54-00-12-34-56 -> ff-ff-ff-ff-ff-ff)"
+        );
+        let reply = Repr {
+            operation: Operation::Reply,
+            ..REQUEST
+        };
+        assert_eq!(
+            reply.to_string(),
+            "reply 10.0.0.2 is-at 52-54-00-12-34-56 to 10.0.0.1 (52-54-00-12-34-56 -> ff-ff-ff-ff-ff-ff)"
+        );
     }
 
     #[test]
