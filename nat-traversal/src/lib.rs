@@ -1,0 +1,97 @@
+//! NAT traversal for overlay nodes, sans-IO: learn reflexive addresses,
+//! classify NATs, punch holes, keep bindings alive and fall back to relays.
+//!
+//! This crate does no networking and reads no clock: every machine takes
+//! bytes and an [`Instant`](std::time::Instant) in (`handle_*`) and gives
+//! datagrams, deadlines and events out (`poll_*`). Randomness (transaction
+//! ids) comes from a caller-provided seed. The tokio-free example
+//! `examples/punch.rs` is the I/O shell.
+//!
+//! - [`wire`]: STUN messages (RFC 8489) and our signalling format
+//!   (registration, [`Offer`](wire::Offer)s, relay, data frames).
+//! - [`server`]: a STUN Binding server, so every node is an observer.
+//! - [`discovery`]: reflexive address from several observers, and NAT
+//!   mapping/filtering classification (RFC 4787, RFC 5780).
+//! - [`punch`]: ICE-like authenticated connectivity checks (RFC 8445).
+//! - [`keepalive`]: binding keep-alives whose interval adapts to the
+//!   binding lifetime.
+//! - [`link`]: authenticated data frames over a direct path or a relay,
+//!   with a lossless relay → direct upgrade.
+//!
+//! Two peers punch to each other (the network is a pair of queues here):
+//!
+//! ```
+//! use std::time::Instant;
+//! use nat_traversal::punch::{PunchConfig, PunchEvent, PunchSession};
+//! use nat_traversal::wire::{Candidate, CandidateKind, Offer};
+//!
+//! let a_addr = "192.0.2.1:4000".parse().unwrap();
+//! let b_addr = "192.0.2.2:4000".parse().unwrap();
+//! let offer = |from: &str, to: &str, addr| Offer {
+//!     from: from.into(),
+//!     to: to.into(),
+//!     ufrag: format!("{from}frag"),
+//!     password: format!("{from} secret").into_bytes(),
+//!     candidates: vec![Candidate::new(CandidateKind::Host, addr, 65535)],
+//! };
+//! let (oa, ob) = (offer("a", "b", a_addr), offer("b", "a", b_addr));
+//! let now = Instant::now();
+//! let mut a = PunchSession::new(PunchConfig::default(), &oa, &ob, now, 1).unwrap();
+//! let mut b = PunchSession::new(PunchConfig::default(), &ob, &oa, now, 2).unwrap();
+//! let mut connected = 0;
+//! for _ in 0..10 {
+//!     while let Some(t) = a.poll_transmit() {
+//!         b.handle_input(now, a_addr, &t.payload);
+//!     }
+//!     while let Some(t) = b.poll_transmit() {
+//!         a.handle_input(now, b_addr, &t.payload);
+//!     }
+//!     for s in [&mut a, &mut b] {
+//!         while let Some(PunchEvent::Connected(outcome)) = s.poll_event() {
+//!             assert!(outcome.remote == a_addr || outcome.remote == b_addr);
+//!             connected += 1;
+//!         }
+//!     }
+//! }
+//! assert_eq!(connected, 2);
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::net::SocketAddr;
+
+pub mod discovery;
+pub mod error;
+pub mod keepalive;
+pub mod link;
+pub mod punch;
+pub mod server;
+pub mod wire;
+
+pub use error::{Error, WireError};
+
+/// Which of the caller's sockets a datagram uses. Everything but a STUN
+/// server with an alternate port uses [`Socket::Primary`] only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Socket {
+    /// The main socket.
+    Primary,
+    /// The server's second socket (RFC 5780 alternate port).
+    Alternate,
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The socket to send from.
+    pub source: Socket,
+    /// The destination.
+    pub destination: SocketAddr,
+    /// The bytes.
+    pub payload: Vec<u8>,
+}
+
+/// Compare two MACs without an early exit on the first differing byte.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,619 @@
+//! Hole punching: ICE-like connectivity checks between two peers that
+//! learned each other's candidates through a rendezvous (RFC 8445 §6–7,
+//! simplified to one component and one local socket).
+//!
+//! Each side builds a checklist from the peer's [`Offer`]: one pair per
+//! remote candidate, ordered by pair priority (RFC 8445 §6.1.2.3), plus
+//! optional guessed ports next to the peer's server-reflexive port for
+//! symmetric NATs (bounded by [`PunchConfig::max_guess_probes`]). Checks are
+//! paced every [`PunchConfig::check_interval`]; each pair is re-probed every
+//! [`PunchConfig::retransmit_interval`] up to
+//! [`PunchConfig::max_probes_per_pair`] times, until
+//! [`PunchConfig::deadline`].
+//!
+//! Probes are STUN Binding requests with `USERNAME` = `RFRAG:LFRAG` and
+//! `MESSAGE-INTEGRITY` keyed with the receiver's password (RFC 8445 §7.2.2);
+//! anything unauthenticated is dropped and counted. An authenticated
+//! request is answered and triggers a check back to its source (a
+//! peer-reflexive candidate, §7.3.1.4), which is what opens holes through
+//! port-restricted NATs. The first authenticated success response from the
+//! address probed wins: the session reports [`PunchEvent::Connected`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+
+use crate::error::Error;
+use crate::wire::signal::{Candidate, CandidateKind, Offer};
+use crate::wire::stun::{self, Attribute, Class, Packet, Repr, TransactionId};
+use crate::{Socket, Transmit};
+
+/// Punch configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PunchConfig {
+    /// Pacing between two checks (RFC 8445 §14.2 `Ta`).
+    pub check_interval: Duration,
+    /// Time before one pair is probed again.
+    pub retransmit_interval: Duration,
+    /// Probes per pair before it is given up.
+    pub max_probes_per_pair: u32,
+    /// Time after which the session fails.
+    pub deadline: Duration,
+    /// Ports guessed on each side of every remote server-reflexive port
+    /// (0 disables guessing).
+    pub port_guess_range: u16,
+    /// Total probes allowed to guessed ports.
+    pub max_guess_probes: u32,
+}
+
+impl Default for PunchConfig {
+    fn default() -> Self {
+        PunchConfig {
+            check_interval: Duration::from_millis(20),
+            retransmit_interval: Duration::from_millis(200),
+            max_probes_per_pair: 25,
+            deadline: Duration::from_secs(5),
+            port_guess_range: 0,
+            max_guess_probes: 64,
+        }
+    }
+}
+
+/// A successful punch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PunchOutcome {
+    /// The peer's address on the working path.
+    pub remote: SocketAddr,
+    /// How that address was learned.
+    pub remote_kind: CandidateKind,
+    /// Whether it was a guessed port.
+    pub guessed: bool,
+    /// Our address as the peer saw it (`XOR-MAPPED-ADDRESS`).
+    pub local_reflexive: Option<SocketAddr>,
+    /// From start to the first authenticated packet from the peer.
+    pub time_to_first_packet: Duration,
+    /// From start to the winning response.
+    pub time_to_connect: Duration,
+    /// Probes sent so far.
+    pub probes_sent: u32,
+}
+
+/// Why a punch failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PunchFailure {
+    /// The deadline passed with no authenticated answer.
+    DeadlineExpired {
+        /// Probes sent.
+        probes_sent: u32,
+        /// Authenticated requests from the peer that did reach us.
+        requests_received: u32,
+    },
+}
+
+/// Events from [`PunchSession`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PunchEvent {
+    /// A direct path works.
+    Connected(PunchOutcome),
+    /// No direct path: fall back to a relay.
+    Failed(PunchFailure),
+}
+
+/// Counters of a session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PunchMetrics {
+    /// Probes (Binding requests) sent, triggered ones included.
+    pub probes_sent: u32,
+    /// Probes to guessed ports.
+    pub guess_probes_sent: u32,
+    /// Authenticated requests answered.
+    pub responses_sent: u32,
+    /// Authenticated requests received.
+    pub requests_received: u32,
+    /// STUN inputs dropped: bad credentials, unknown transaction, malformed.
+    pub rejected: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Pair {
+    remote: SocketAddr,
+    kind: CandidateKind,
+    priority: u64,
+    guessed: bool,
+    probes: u32,
+    next_probe_at: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Checking,
+    Connected,
+    Failed,
+}
+
+/// How many outstanding transaction ids are remembered.
+const MAX_OUTSTANDING: usize = 256;
+
+/// One punch attempt towards one peer. Feed it every STUN datagram from
+/// the shared socket ([`PunchSession::handle_input`] says whether it was
+/// ours); send what [`PunchSession::poll_transmit`] returns; call
+/// [`PunchSession::handle_timeout`] at [`PunchSession::poll_timeout`].
+/// After the outcome it still answers the peer's probes, so the peer can
+/// finish too.
+#[derive(Debug)]
+pub struct PunchSession {
+    config: PunchConfig,
+    local_ufrag: String,
+    local_password: Vec<u8>,
+    remote_ufrag: String,
+    remote_password: Vec<u8>,
+    local_priority: u32,
+    controlling: bool,
+    pairs: Vec<Pair>,
+    outstanding: VecDeque<(TransactionId, usize)>,
+    started_at: Instant,
+    deadline_at: Instant,
+    next_check_at: Instant,
+    first_packet_at: Option<Instant>,
+    state: State,
+    rng: ChaCha8Rng,
+    metrics: PunchMetrics,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<PunchEvent>,
+}
+
+/// Pair priority (RFC 8445 §6.1.2.3), `g` the controlling side's candidate.
+pub fn pair_priority(g: u32, d: u32) -> u64 {
+    let (g, d) = (u64::from(g), u64::from(d));
+    (g.min(d) << 32) + 2 * g.max(d) + u64::from(g > d)
+}
+
+impl PunchSession {
+    /// Start punching at `now` from our `local` offer towards the peer's
+    /// `remote` offer. The side whose name sorts first is controlling.
+    pub fn new(
+        config: PunchConfig,
+        local: &Offer,
+        remote: &Offer,
+        now: Instant,
+        seed: u64,
+    ) -> Result<PunchSession, Error> {
+        if remote.candidates.is_empty() {
+            return Err(Error::InvalidConfig {
+                what: "peer offered no candidates",
+            });
+        }
+        if remote.password.is_empty() || local.password.is_empty() {
+            return Err(Error::InvalidConfig {
+                what: "empty password",
+            });
+        }
+        let controlling = local.from < remote.from;
+        // All local candidates share one socket; its best priority stands
+        // for the local side of every pair.
+        let local_priority = local
+            .candidates
+            .iter()
+            .map(|c| c.priority)
+            .max()
+            .unwrap_or_else(|| {
+                Candidate::new(CandidateKind::Host, remote.candidates[0].address, 0).priority
+            });
+        let mut session = PunchSession {
+            local_ufrag: local.ufrag.clone(),
+            local_password: local.password.clone(),
+            remote_ufrag: remote.ufrag.clone(),
+            remote_password: remote.password.clone(),
+            local_priority,
+            controlling,
+            pairs: Vec::new(),
+            outstanding: VecDeque::new(),
+            started_at: now,
+            deadline_at: now + config.deadline,
+            next_check_at: now,
+            first_packet_at: None,
+            state: State::Checking,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            metrics: PunchMetrics::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            config,
+        };
+        for c in &remote.candidates {
+            session.add_pair(c.address, c.kind, c.priority, false, now);
+        }
+        if session.config.port_guess_range > 0 {
+            let srflx: Vec<Candidate> = remote
+                .candidates
+                .iter()
+                .filter(|c| c.kind == CandidateKind::ServerReflexive)
+                .copied()
+                .collect();
+            // Nearest ports first, alternating above and below.
+            for step in 1..=session.config.port_guess_range {
+                for c in &srflx {
+                    for port in [
+                        c.address.port().checked_add(step),
+                        c.address.port().checked_sub(step),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| *p != 0)
+                    {
+                        let addr = SocketAddr::new(c.address.ip(), port);
+                        session.add_pair(addr, CandidateKind::PeerReflexive, 0, true, now);
+                    }
+                }
+            }
+        }
+        session.handle_timeout(now);
+        Ok(session)
+    }
+
+    fn add_pair(
+        &mut self,
+        remote: SocketAddr,
+        kind: CandidateKind,
+        remote_priority: u32,
+        guessed: bool,
+        now: Instant,
+    ) -> usize {
+        if let Some(i) = self.pairs.iter().position(|p| p.remote == remote) {
+            return i;
+        }
+        let priority = if guessed {
+            0
+        } else if self.controlling {
+            pair_priority(self.local_priority, remote_priority)
+        } else {
+            pair_priority(remote_priority, self.local_priority)
+        };
+        self.pairs.push(Pair {
+            remote,
+            kind,
+            priority,
+            guessed,
+            probes: 0,
+            next_probe_at: now,
+        });
+        self.pairs.len() - 1
+    }
+
+    /// Counters so far.
+    pub fn metrics(&self) -> PunchMetrics {
+        self.metrics
+    }
+
+    /// Whether checks are still running.
+    pub fn is_checking(&self) -> bool {
+        self.state == State::Checking
+    }
+
+    fn probe(&mut self, index: usize, now: Instant) {
+        let mut id = [0; 12];
+        self.rng.fill_bytes(&mut id);
+        let id = TransactionId(id);
+        let pair = &mut self.pairs[index];
+        pair.probes += 1;
+        pair.next_probe_at = now + self.config.retransmit_interval;
+        let mut req = Repr::binding_request(id);
+        req.attributes.push(Attribute::Username(format!(
+            "{}:{}",
+            self.remote_ufrag, self.local_ufrag
+        )));
+        req.attributes.push(Attribute::Priority(
+            Candidate::new(CandidateKind::PeerReflexive, pair.remote, 0).priority,
+        ));
+        req.message_integrity = true;
+        req.fingerprint = true;
+        let Ok(payload) = req.to_bytes(&self.remote_password) else {
+            debug_assert!(false, "probe does not encode");
+            return;
+        };
+        self.metrics.probes_sent += 1;
+        if pair.guessed {
+            self.metrics.guess_probes_sent += 1;
+        }
+        if self.outstanding.len() == MAX_OUTSTANDING {
+            self.outstanding.pop_front();
+        }
+        self.outstanding.push_back((id, index));
+        self.transmits.push_back(Transmit {
+            source: Socket::Primary,
+            destination: pair.remote,
+            payload,
+        });
+    }
+
+    fn eligible(&self, pair: &Pair, now: Instant) -> bool {
+        pair.probes < self.config.max_probes_per_pair
+            && pair.next_probe_at <= now
+            && (!pair.guessed || self.metrics.guess_probes_sent < self.config.max_guess_probes)
+    }
+
+    /// Send the next paced check, or fail once the deadline passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state != State::Checking {
+            return;
+        }
+        if now >= self.deadline_at {
+            self.state = State::Failed;
+            self.events
+                .push_back(PunchEvent::Failed(PunchFailure::DeadlineExpired {
+                    probes_sent: self.metrics.probes_sent,
+                    requests_received: self.metrics.requests_received,
+                }));
+            return;
+        }
+        if now < self.next_check_at {
+            return;
+        }
+        let best = (0..self.pairs.len())
+            .filter(|&i| self.eligible(&self.pairs[i], now))
+            .min_by_key(|&i| {
+                let p = &self.pairs[i];
+                (std::cmp::Reverse(p.priority), p.probes, i)
+            });
+        if let Some(i) = best {
+            self.probe(i, now);
+            self.next_check_at = now + self.config.check_interval;
+        } else {
+            self.next_check_at = self
+                .pairs
+                .iter()
+                .filter(|p| p.probes < self.config.max_probes_per_pair)
+                .map(|p| p.next_probe_at)
+                .min()
+                .unwrap_or(self.deadline_at)
+                .max(now + self.config.check_interval);
+        }
+    }
+
+    /// Handle a datagram from `from`. Returns whether it was an
+    /// authenticated message of this session.
+    pub fn handle_input(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> bool {
+        let Ok(packet) = Packet::new_checked(bytes) else {
+            return false;
+        };
+        let Ok(msg) = Repr::parse(&packet) else {
+            self.metrics.rejected += 1;
+            return false;
+        };
+        if !msg.is_modern() || msg.method != stun::Method::BINDING {
+            return false;
+        }
+        match msg.class {
+            Class::Request => self.handle_request(now, from, &packet, &msg),
+            Class::Success => self.handle_success(now, from, &packet, &msg),
+            _ => false,
+        }
+    }
+
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        packet: &Packet<&[u8]>,
+        msg: &Repr,
+    ) -> bool {
+        let expected = format!("{}:{}", self.local_ufrag, self.remote_ufrag);
+        if msg.username() != Some(expected.as_str())
+            || packet.verify_integrity(&self.local_password).is_err()
+        {
+            self.metrics.rejected += 1;
+            return false;
+        }
+        self.metrics.requests_received += 1;
+        self.first_packet_at.get_or_insert(now);
+        let mut resp = Repr::binding_request(msg.transaction_id);
+        resp.class = Class::Success;
+        resp.attributes.push(Attribute::XorMappedAddress(from));
+        resp.message_integrity = true;
+        resp.fingerprint = true;
+        if let Ok(payload) = resp.to_bytes(&self.local_password) {
+            self.metrics.responses_sent += 1;
+            self.transmits.push_back(Transmit {
+                source: Socket::Primary,
+                destination: from,
+                payload,
+            });
+        }
+        if self.state == State::Checking {
+            // Triggered check (RFC 8445 §7.3.1.4): probe the source now.
+            let priority = msg
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    Attribute::Priority(p) => Some(*p),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            let i = self.add_pair(from, CandidateKind::PeerReflexive, priority, false, now);
+            if self.pairs[i].probes < self.config.max_probes_per_pair {
+                self.probe(i, now);
+            }
+        }
+        true
+    }
+
+    fn handle_success(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        packet: &Packet<&[u8]>,
+        msg: &Repr,
+    ) -> bool {
+        let Some(&(_, index)) = self
+            .outstanding
+            .iter()
+            .find(|(id, _)| *id == msg.transaction_id)
+        else {
+            return false;
+        };
+        if packet.verify_integrity(&self.remote_password).is_err() {
+            self.metrics.rejected += 1;
+            return false;
+        }
+        // Non-symmetric answers fail the check (RFC 8445 §7.2.5.2.1).
+        let pair = &self.pairs[index];
+        if pair.remote != from {
+            self.metrics.rejected += 1;
+            return false;
+        }
+        self.first_packet_at.get_or_insert(now);
+        if self.state == State::Checking {
+            self.state = State::Connected;
+            let outcome = PunchOutcome {
+                remote: from,
+                remote_kind: pair.kind,
+                guessed: pair.guessed,
+                local_reflexive: msg.mapped_address(),
+                time_to_first_packet: self
+                    .first_packet_at
+                    .unwrap_or(now)
+                    .saturating_duration_since(self.started_at),
+                time_to_connect: now.saturating_duration_since(self.started_at),
+                probes_sent: self.metrics.probes_sent,
+            };
+            self.events.push_back(PunchEvent::Connected(outcome));
+        }
+        true
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// When [`PunchSession::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (self.state == State::Checking).then(|| self.next_check_at.min(self.deadline_at))
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<PunchEvent> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn offer(from: &str, to: &str, pw: &[u8], cands: &[(CandidateKind, &str)]) -> Offer {
+        Offer {
+            from: from.into(),
+            to: to.into(),
+            ufrag: format!("{from}-uf"),
+            password: pw.to_vec(),
+            candidates: cands
+                .iter()
+                .map(|(k, a)| Candidate::new(*k, a.parse().unwrap(), 65535))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn checks_follow_priority_and_pacing() {
+        let a = offer("a", "b", b"pa", &[(CandidateKind::Host, "10.0.0.1:1")]);
+        let b = offer(
+            "b",
+            "a",
+            b"pb",
+            &[
+                (CandidateKind::ServerReflexive, "203.0.113.2:4000"),
+                (CandidateKind::Host, "10.1.0.2:4000"),
+            ],
+        );
+        let t0 = Instant::now();
+        let mut s = PunchSession::new(PunchConfig::default(), &a, &b, t0, 1).unwrap();
+        let first = s.poll_transmit().unwrap();
+        assert_eq!(first.destination, "10.1.0.2:4000".parse().unwrap());
+        assert!(s.poll_transmit().is_none());
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(20)));
+        s.handle_timeout(t0 + Duration::from_millis(20));
+        let second = s.poll_transmit().unwrap();
+        assert_eq!(second.destination, "203.0.113.2:4000".parse().unwrap());
+        // The probe is authenticated with the receiver's password.
+        let p = Packet::new_checked(&second.payload[..]).unwrap();
+        p.verify_integrity(b"pb").unwrap();
+        assert_eq!(Repr::parse(&p).unwrap().username(), Some("b-uf:a-uf"));
+    }
+
+    #[test]
+    fn unauthenticated_probe_and_forged_response_are_rejected() {
+        let a = offer("a", "b", b"pa", &[(CandidateKind::Host, "10.0.0.1:1")]);
+        let b = offer("b", "a", b"pb", &[(CandidateKind::Host, "10.1.0.2:4000")]);
+        let t0 = Instant::now();
+        let mut s = PunchSession::new(PunchConfig::default(), &a, &b, t0, 1).unwrap();
+        let probe = s.poll_transmit().unwrap();
+        let from: SocketAddr = "10.1.0.2:4000".parse().unwrap();
+        // A request with the right username but the wrong key.
+        let mut req = Repr::binding_request(TransactionId([9; 12]));
+        req.attributes.push(Attribute::Username("a-uf:b-uf".into()));
+        req.message_integrity = true;
+        assert!(!s.handle_input(t0, from, &req.to_bytes(b"wrong").unwrap()));
+        // A success for our transaction keyed with the wrong password.
+        let id = Repr::parse_bytes(&probe.payload).unwrap().transaction_id;
+        let mut resp = Repr::binding_request(id);
+        resp.class = Class::Success;
+        resp.message_integrity = true;
+        assert!(!s.handle_input(t0, from, &resp.to_bytes(b"pa").unwrap()));
+        // The right key from the wrong address is not symmetric.
+        assert!(!s.handle_input(
+            t0,
+            "10.9.9.9:1".parse().unwrap(),
+            &resp.to_bytes(b"pb").unwrap()
+        ));
+        assert_eq!(s.metrics().rejected, 3);
+        assert!(s.poll_event().is_none());
+        assert!(s.handle_input(t0, from, &resp.to_bytes(b"pb").unwrap()));
+        assert!(matches!(s.poll_event(), Some(PunchEvent::Connected(o)) if o.remote == from));
+    }
+
+    #[test]
+    fn deadline_fails_and_guessing_is_bounded() {
+        let a = offer("a", "b", b"pa", &[(CandidateKind::Host, "10.0.0.1:1")]);
+        let b = offer(
+            "b",
+            "a",
+            b"pb",
+            &[(CandidateKind::ServerReflexive, "203.0.113.2:4000")],
+        );
+        let config = PunchConfig {
+            port_guess_range: 50,
+            max_guess_probes: 30,
+            ..PunchConfig::default()
+        };
+        let t0 = Instant::now();
+        let mut s = PunchSession::new(config, &a, &b, t0, 1).unwrap();
+        let mut now = t0;
+        let mut destinations = std::collections::HashSet::new();
+        while let Some(at) = s.poll_timeout() {
+            while let Some(t) = s.poll_transmit() {
+                destinations.insert(t.destination);
+            }
+            now = at;
+            s.handle_timeout(now);
+        }
+        assert_eq!(now, t0 + Duration::from_secs(5));
+        let m = s.metrics();
+        assert_eq!(m.guess_probes_sent, 30);
+        // The reflexive port and the nearest 15 ports on each side.
+        assert_eq!(destinations.len(), 31);
+        assert!(destinations.contains(&"203.0.113.2:3985".parse().unwrap()));
+        assert!(!destinations.contains(&"203.0.113.2:3984".parse().unwrap()));
+        assert_eq!(
+            s.poll_event(),
+            Some(PunchEvent::Failed(PunchFailure::DeadlineExpired {
+                probes_sent: m.probes_sent,
+                requests_received: 0
+            }))
+        );
+    }
+}
