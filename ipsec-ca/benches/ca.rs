@@ -1,0 +1,198 @@
+//! Certificates signed per second and verifications per second with a
+//! 100,000-entry CRL loaded.
+//!
+//! `cargo bench -p ipsec-ca --bench ca -- --warm-up-time 1 --measurement-time 3`
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use ipsec_ca::time::{Duration, OffsetDateTime};
+use ipsec_ca::{
+    Ca, CaIdentity, CaState, FileStore, KeyType, NodeKey, NodeRequest, Policy, Store, StoreError,
+    Verifier,
+};
+
+/// Keeps nothing: measures signing without persistence cost.
+#[derive(Default)]
+struct NullStore;
+
+impl Store for NullStore {
+    fn load(&mut self) -> Result<Option<CaState>, StoreError> {
+        Ok(None)
+    }
+    fn save(&mut self, _state: &CaState) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+}
+
+fn identity(key_type: KeyType) -> CaIdentity {
+    CaIdentity::create_root(key_type, "bench CA", now(), Duration::days(3650)).unwrap()
+}
+
+fn csrs(key_type: KeyType, n: u32) -> Vec<(Ipv4Addr, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let ip = Ipv4Addr::from(0x0a80_0000 + i);
+            let key = NodeKey::generate(key_type).unwrap();
+            (ip, key.certificate_request(&NodeRequest::new(ip)).unwrap())
+        })
+        .collect()
+}
+
+fn bench_sign(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sign");
+    group.throughput(Throughput::Elements(1));
+    for key_type in KeyType::ALL {
+        let pool = csrs(key_type, 64);
+        let pem = identity(key_type);
+        let (cert, key) = (pem.cert_pem(), pem.key_pem());
+        let mut seed = 0u8;
+        group.bench_function(format!("{key_type}_memory"), |b| {
+            b.iter_batched(
+                || {
+                    seed = seed.wrapping_add(1);
+                    let id = CaIdentity::from_pem(&cert, &key, None).unwrap();
+                    Ca::open(id, Policy::default(), NullStore, [seed; 32]).unwrap()
+                },
+                |mut ca| {
+                    for (ip, csr) in &pool {
+                        black_box(ca.sign(csr, *ip, None, now()).unwrap());
+                    }
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+
+    // One certificate per iteration, each persisted with fsync.
+    let mut group = c.benchmark_group("sign_file_store");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    let pool = csrs(KeyType::Ed25519, 64);
+    group.bench_function("ed25519_fsync", |b| {
+        b.iter_batched(
+            || {
+                let dir = std::env::temp_dir().join(format!(
+                    "ipsec-ca-bench-{}-{}",
+                    std::process::id(),
+                    rand_suffix()
+                ));
+                let _ = std::fs::remove_dir_all(&dir);
+                let store = FileStore::new(&dir).unwrap();
+                (
+                    Ca::open(
+                        identity(KeyType::Ed25519),
+                        Policy::default(),
+                        store,
+                        [1; 32],
+                    )
+                    .unwrap(),
+                    dir,
+                )
+            },
+            |(mut ca, dir)| {
+                let (ip, csr) = &pool[0];
+                black_box(ca.sign(csr, *ip, None, now()).unwrap());
+                std::fs::remove_dir_all(dir).unwrap();
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn bench_verify(c: &mut Criterion) {
+    let mut group = c.benchmark_group("verify");
+    group.throughput(Throughput::Elements(1));
+    for key_type in KeyType::ALL {
+        let mut ca = Ca::open(identity(key_type), Policy::default(), NullStore, [3; 32]).unwrap();
+        let ip = Ipv4Addr::new(10, 128, 0, 1);
+        let node = NodeKey::generate(key_type).unwrap();
+        let csr = node.certificate_request(&NodeRequest::new(ip)).unwrap();
+        let issued = ca.sign(&csr, ip, None, now()).unwrap();
+        let crl = ipsec_ca_bench_crl(&mut ca, 100_000);
+        let mut verifier = Verifier::new(ca.identity().cert_der()).unwrap();
+        verifier.handle_crl_envelope(&crl, now()).unwrap();
+        assert_eq!(verifier.revoked_count(), 100_000);
+        group.bench_function(format!("{key_type}_crl_100k"), |b| {
+            b.iter(|| black_box(verifier.verify(&issued.certificate, ip, now()).unwrap()))
+        });
+        if key_type == KeyType::Ed25519 {
+            group.bench_function("load_crl_100k", |b| {
+                b.iter(|| {
+                    let mut v = Verifier::new(ca.identity().cert_der()).unwrap();
+                    black_box(v.handle_crl_envelope(&crl, now()).unwrap())
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// A 100,000-entry CRL (random serials), signed with the CA's key through
+/// rcgen directly: issuing and revoking 100,000 certificates is not the point.
+fn ipsec_ca_bench_crl<S: Store>(ca: &mut Ca<S>, n: usize) -> Vec<u8> {
+    use rcgen::{
+        CertificateRevocationListParams, Issuer, KeyIdMethod, KeyPair, RevokedCertParams,
+        SerialNumber,
+    };
+    let identity = ca.identity();
+    let issuer = Issuer::from_ca_cert_pem(
+        &identity.cert_pem(),
+        KeyPair::from_pem(&identity.key_pem()).unwrap(),
+    )
+    .unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let revoked_certs = (0..n)
+        .map(|_| {
+            let mut serial = [0u8; 16];
+            for chunk in serial.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                chunk.copy_from_slice(&x.to_be_bytes());
+            }
+            serial[0] = (serial[0] & 0x7f) | 0x40;
+            RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&serial),
+                revocation_time: now(),
+                reason_code: None,
+                invalidity_date: None,
+            }
+        })
+        .collect();
+    let params = CertificateRevocationListParams {
+        this_update: now(),
+        next_update: now() + Duration::days(7),
+        crl_number: SerialNumber::from_slice(&[1]),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let der = params.signed_by(&issuer).unwrap().der().to_vec();
+    ipsec_ca::wire::CrlEnvelope {
+        crl_number: 1,
+        crl: &der,
+    }
+    .to_bytes()
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20);
+    targets = bench_sign, bench_verify
+}
+criterion_main!(benches);

@@ -1,0 +1,648 @@
+//! The certificate authority: signing policy, pending queue, revocation, CRLs.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr};
+
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+use rcgen::{
+    CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyUsagePurpose, PublicKeyData, RevokedCertParams,
+    SanType, SerialNumber, SignatureAlgorithm,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::csr::{CsrInfo, parse_csr};
+use crate::error::{CaError, PolicyError, StoreError, WireError};
+use crate::identity::CaIdentity;
+use crate::key::KeyType;
+use crate::state::{CaState, IssuedRecord, PendingRecord, RevocationReason};
+use crate::store::Store;
+use crate::wire::{CrlEnvelope, EnrolmentMessage, RejectReason};
+
+/// The signing policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Key types a node may certify.
+    pub allowed_key_types: Vec<KeyType>,
+    /// Validity used when the request names none.
+    pub default_validity: Duration,
+    /// Longest validity the CA grants; longer requests are refused.
+    pub max_validity: Duration,
+    /// notBefore is set this far before `now`, to absorb clock skew.
+    pub backdate: Duration,
+    /// Enrolment requests are signed at once (`true`) or queued for an
+    /// administrator (`false`).
+    pub auto_approve: bool,
+    /// Time from a CRL's thisUpdate to its nextUpdate.
+    pub crl_validity: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            allowed_key_types: KeyType::ALL.to_vec(),
+            default_validity: Duration::days(30),
+            max_validity: Duration::days(365),
+            backdate: Duration::minutes(5),
+            auto_approve: false,
+            crl_validity: Duration::days(7),
+        }
+    }
+}
+
+/// A freshly issued certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// Serial number, big-endian.
+    pub serial: Vec<u8>,
+    /// The certificate, DER.
+    pub certificate: Vec<u8>,
+}
+
+/// A freshly signed CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCrl {
+    /// CRL number (RFC 5280 §5.2.3), strictly increasing.
+    pub number: u64,
+    /// The CRL, DER.
+    pub der: Vec<u8>,
+}
+
+impl SignedCrl {
+    /// The distribution envelope carrying this CRL over the overlay.
+    pub fn envelope(&self) -> Vec<u8> {
+        CrlEnvelope {
+            crl_number: self.number,
+            crl: &self.der,
+        }
+        .to_bytes()
+    }
+}
+
+/// An enrolment reply for the overlay, addressed to a virtual IP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The node to send to.
+    pub destination: Ipv4Addr,
+    /// An encoded [`EnrolmentMessage`].
+    pub payload: Vec<u8>,
+}
+
+/// The public key of a CSR in the form rcgen signs over.
+struct RequestKey {
+    alg: &'static SignatureAlgorithm,
+    raw: Vec<u8>,
+}
+
+impl PublicKeyData for RequestKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.raw
+    }
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        self.alg
+    }
+}
+
+/// A certificate authority over a [`Store`].
+///
+/// Methods fall in three groups, as in the house style:
+/// - commands: [`Ca::sign`], [`Ca::enqueue`], [`Ca::approve`], [`Ca::reject`],
+///   [`Ca::revoke`], [`Ca::issue_crl`];
+/// - the overlay input [`Ca::handle_enrolment`] and its output [`Ca::poll_transmit`];
+/// - getters: [`Ca::issued`], [`Ca::pending`], [`Ca::policy`], [`Ca::identity`].
+///
+/// Every state change is saved through the store before the call returns; if the
+/// save fails, the in-memory state is rolled back and the error returned, so a
+/// certificate is never handed out that the index does not hold.
+pub struct Ca<S: Store> {
+    identity: CaIdentity,
+    policy: Policy,
+    store: S,
+    state: CaState,
+    by_serial: HashMap<Vec<u8>, usize>,
+    by_ip: HashMap<Ipv4Addr, Vec<usize>>,
+    rng: ChaCha20Rng,
+    transmits: VecDeque<Transmit>,
+}
+
+impl<S: Store> core::fmt::Debug for Ca<S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Ca")
+            .field("identity", &self.identity)
+            .field("issued", &self.state.issued.len())
+            .field("pending", &self.state.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+impl<S: Store> Ca<S> {
+    /// Opens a CA: loads the state from `store` (saving an empty one if there is
+    /// none). `seed` keys the serial-number generator; pass fresh OS entropy in
+    /// production (serials must be unpredictable, RFC 5280 §4.1.2.2, CA/B BR §7.1).
+    pub fn open(
+        identity: CaIdentity,
+        policy: Policy,
+        mut store: S,
+        seed: [u8; 32],
+    ) -> Result<Self, CaError> {
+        let state = match store.load()? {
+            Some(state) => state,
+            None => {
+                let state = CaState::default();
+                store.save(&state)?;
+                state
+            }
+        };
+        let mut ca = Ca {
+            identity,
+            policy,
+            store,
+            state,
+            by_serial: HashMap::new(),
+            by_ip: HashMap::new(),
+            rng: ChaCha20Rng::from_seed(seed),
+            transmits: VecDeque::new(),
+        };
+        ca.reindex()?;
+        Ok(ca)
+    }
+
+    fn reindex(&mut self) -> Result<(), StoreError> {
+        self.by_serial.clear();
+        self.by_ip.clear();
+        for (i, rec) in self.state.issued.iter().enumerate() {
+            if self.by_serial.insert(rec.serial.clone(), i).is_some() {
+                return Err(StoreError::Inconsistent);
+            }
+            self.by_ip.entry(rec.virtual_ip).or_default().push(i);
+        }
+        let mut ids = HashSet::new();
+        for p in &self.state.pending {
+            if !ids.insert(p.id) || p.id >= self.state.next_pending_id {
+                return Err(StoreError::Inconsistent);
+            }
+        }
+        Ok(())
+    }
+
+    /// The CA's identity.
+    pub fn identity(&self) -> &CaIdentity {
+        &self.identity
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Replaces the policy.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The store, mutably (e.g. for failure injection in tests).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Every certificate issued, in issue order.
+    pub fn issued(&self) -> &[IssuedRecord] {
+        &self.state.issued
+    }
+
+    /// The pending queue, oldest first.
+    pub fn pending(&self) -> &[PendingRecord] {
+        &self.state.pending
+    }
+
+    /// The index entry for `serial`.
+    pub fn find_serial(&self, serial: &[u8]) -> Option<&IssuedRecord> {
+        self.by_serial
+            .get(serial)
+            .and_then(|&i| self.state.issued.get(i))
+    }
+
+    /// Number of the last CRL issued (0 if none).
+    pub fn crl_number(&self) -> u64 {
+        self.state.crl_number
+    }
+
+    /// Checks a request against the policy without changing anything.
+    ///
+    /// `source_ip` is the authenticated virtual IP the request came from;
+    /// `validity` `None` means [`Policy::default_validity`].
+    pub fn check(
+        &self,
+        csr_der: &[u8],
+        source_ip: Ipv4Addr,
+        validity: Option<Duration>,
+        now: OffsetDateTime,
+    ) -> Result<(CsrInfo, Duration), PolicyError> {
+        let info = parse_csr(csr_der)?;
+        if !self.policy.allowed_key_types.contains(&info.key_type) {
+            return Err(PolicyError::KeyTypeNotAllowed(info.key_type));
+        }
+        if info.virtual_ip != source_ip {
+            return Err(PolicyError::IpMismatch {
+                requested: info.virtual_ip,
+                source_ip,
+            });
+        }
+        let validity = validity.unwrap_or(self.policy.default_validity);
+        if validity <= Duration::ZERO {
+            return Err(PolicyError::ValidityNotPositive);
+        }
+        if validity > self.policy.max_validity {
+            return Err(PolicyError::ValidityTooLong {
+                requested_secs: validity.whole_seconds(),
+                max_secs: self.policy.max_validity.whole_seconds(),
+            });
+        }
+        match now.checked_add(validity) {
+            Some(end) if end <= self.identity.not_after() => {}
+            _ => return Err(PolicyError::BeyondCaValidity),
+        }
+        let now_s = unix(now);
+        for rec in self.live_for_ip(info.virtual_ip, now_s) {
+            if rec.spki != info.spki_der {
+                return Err(PolicyError::IpInUse {
+                    ip: info.virtual_ip,
+                    serial_hex: crate::state::hex_encode(&rec.serial),
+                });
+            }
+        }
+        Ok((info, validity))
+    }
+
+    fn live_for_ip(&self, ip: Ipv4Addr, now_s: i64) -> impl Iterator<Item = &IssuedRecord> {
+        self.by_ip
+            .get(&ip)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.state.issued.get(i))
+            .filter(move |r| r.is_live(now_s))
+    }
+
+    /// Signs a request at once (automatic approval).
+    ///
+    /// A renewal (same IP, same key) revokes the holder's previous live
+    /// certificates as superseded, so one IP has at most one live certificate.
+    pub fn sign(
+        &mut self,
+        csr_der: &[u8],
+        source_ip: Ipv4Addr,
+        validity: Option<Duration>,
+        now: OffsetDateTime,
+    ) -> Result<Issued, CaError> {
+        let (info, validity) = self.check(csr_der, source_ip, validity, now)?;
+        self.issue(&info, validity, now, None)
+    }
+
+    fn fresh_serial(&mut self) -> Vec<u8> {
+        loop {
+            let mut serial = [0u8; 16];
+            self.rng.fill_bytes(&mut serial);
+            // Positive, 16 octets, no leading zero: DER-minimal as is.
+            serial[0] = (serial[0] & 0x7f) | 0x40;
+            if !self.by_serial.contains_key(serial.as_slice()) {
+                return serial.to_vec();
+            }
+        }
+    }
+
+    fn issue(
+        &mut self,
+        info: &CsrInfo,
+        validity: Duration,
+        now: OffsetDateTime,
+        remove_pending: Option<usize>,
+    ) -> Result<Issued, CaError> {
+        let serial = self.fresh_serial();
+        let not_after = now.checked_add(validity).ok_or(CaError::TimeOutOfRange)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        let cn = info
+            .common_name
+            .clone()
+            .unwrap_or_else(|| info.virtual_ip.to_string());
+        dn.push(DnType::CommonName, cn);
+        params.distinguished_name = dn;
+        params.not_before = now.checked_sub(self.policy.backdate).unwrap_or(now);
+        params.not_after = not_after;
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        let uri = info
+            .overlay_address
+            .to_uri()
+            .try_into()
+            .map_err(CaError::Encode)?;
+        params.subject_alt_names = vec![
+            SanType::IpAddress(IpAddr::V4(info.virtual_ip)),
+            SanType::URI(uri),
+        ];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        params.key_identifier_method = KeyIdMethod::Sha256;
+        let public_key = RequestKey {
+            alg: info.key_type.rcgen_alg(),
+            raw: info.public_key_raw.clone(),
+        };
+        let cert = params
+            .signed_by(&public_key, self.identity.issuer())
+            .map_err(CaError::Encode)?;
+        let der = cert.der().to_vec();
+
+        // Apply, persist, roll back on failure.
+        let now_s = unix(now);
+        let superseded: Vec<usize> = self
+            .by_ip
+            .get(&info.virtual_ip)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&i| {
+                self.state
+                    .issued
+                    .get(i)
+                    .is_some_and(|r| r.is_live(now_s) && r.spki == info.spki_der)
+            })
+            .collect();
+        for &i in &superseded {
+            if let Some(r) = self.state.issued.get_mut(i) {
+                r.revoked_at = Some(now_s);
+                r.revocation_reason = Some(RevocationReason::Superseded);
+            }
+        }
+        let removed = remove_pending.map(|i| self.state.pending.remove(i));
+        self.state.issued.push(IssuedRecord {
+            serial: serial.clone(),
+            virtual_ip: info.virtual_ip,
+            spki: info.spki_der.clone(),
+            issued_at: now_s,
+            not_after: unix(not_after),
+            certificate: der.clone(),
+            revoked_at: None,
+            revocation_reason: None,
+        });
+        if let Err(e) = self.store.save(&self.state) {
+            self.state.issued.pop();
+            if let (Some(i), Some(p)) = (remove_pending, removed) {
+                self.state.pending.insert(i, p);
+            }
+            for &i in &superseded {
+                if let Some(r) = self.state.issued.get_mut(i) {
+                    r.revoked_at = None;
+                    r.revocation_reason = None;
+                }
+            }
+            return Err(e.into());
+        }
+        let index = self.state.issued.len() - 1;
+        self.by_serial.insert(serial.clone(), index);
+        self.by_ip.entry(info.virtual_ip).or_default().push(index);
+        Ok(Issued {
+            serial,
+            certificate: der,
+        })
+    }
+
+    /// Checks a request and puts it in the pending queue; returns its queue id.
+    ///
+    /// `request_id` is the requester's correlation id, echoed in replies.
+    pub fn enqueue(
+        &mut self,
+        csr_der: &[u8],
+        source_ip: Ipv4Addr,
+        validity: Option<Duration>,
+        now: OffsetDateTime,
+        request_id: u64,
+    ) -> Result<u64, CaError> {
+        let (_, validity) = self.check(csr_der, source_ip, validity, now)?;
+        let id = self.state.next_pending_id;
+        self.state.next_pending_id += 1;
+        self.state.pending.push(PendingRecord {
+            id,
+            source_ip,
+            request_id,
+            received_at: unix(now),
+            validity_secs: validity.whole_seconds(),
+            csr: csr_der.to_vec(),
+        });
+        if let Err(e) = self.store.save(&self.state) {
+            self.state.pending.pop();
+            self.state.next_pending_id -= 1;
+            return Err(e.into());
+        }
+        Ok(id)
+    }
+
+    fn pending_index(&self, id: u64) -> Result<usize, CaError> {
+        self.state
+            .pending
+            .iter()
+            .position(|p| p.id == id)
+            .ok_or(CaError::UnknownRequest(id))
+    }
+
+    /// Approves a queued request: re-checks the policy at `now` and signs.
+    ///
+    /// A policy refusal leaves the request queued. The node is told through
+    /// [`Ca::poll_transmit`].
+    pub fn approve(&mut self, id: u64, now: OffsetDateTime) -> Result<Issued, CaError> {
+        let index = self.pending_index(id)?;
+        let pending = self.state.pending[index].clone();
+        let (info, validity) = self.check(
+            &pending.csr,
+            pending.source_ip,
+            Some(Duration::seconds(pending.validity_secs)),
+            now,
+        )?;
+        let issued = self.issue(&info, validity, now, Some(index))?;
+        self.transmits.push_back(Transmit {
+            destination: pending.source_ip,
+            payload: EnrolmentMessage::Issued {
+                request_id: pending.request_id,
+                certificate: &issued.certificate,
+            }
+            .to_bytes(),
+        });
+        Ok(issued)
+    }
+
+    /// Rejects and removes a queued request. The node is told through
+    /// [`Ca::poll_transmit`].
+    pub fn reject(&mut self, id: u64) -> Result<PendingRecord, CaError> {
+        let index = self.pending_index(id)?;
+        let removed = self.state.pending.remove(index);
+        if let Err(e) = self.store.save(&self.state) {
+            self.state.pending.insert(index, removed);
+            return Err(e.into());
+        }
+        self.transmits.push_back(Transmit {
+            destination: removed.source_ip,
+            payload: EnrolmentMessage::Rejected {
+                request_id: removed.request_id,
+                reason: RejectReason::Administrator,
+            }
+            .to_bytes(),
+        });
+        Ok(removed)
+    }
+
+    /// Revokes the certificate with `serial`.
+    pub fn revoke(
+        &mut self,
+        serial: &[u8],
+        reason: RevocationReason,
+        now: OffsetDateTime,
+    ) -> Result<(), CaError> {
+        let &index = self
+            .by_serial
+            .get(serial)
+            .ok_or(CaError::UnknownCertificate)?;
+        let rec = self
+            .state
+            .issued
+            .get_mut(index)
+            .ok_or(CaError::UnknownCertificate)?;
+        if rec.revoked_at.is_some() {
+            return Err(CaError::AlreadyRevoked);
+        }
+        rec.revoked_at = Some(unix(now));
+        rec.revocation_reason = Some(reason);
+        if let Err(e) = self.store.save(&self.state) {
+            if let Some(rec) = self.state.issued.get_mut(index) {
+                rec.revoked_at = None;
+                rec.revocation_reason = None;
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Revokes the certificate whose DER is `cert_der` (it must be in the index).
+    pub fn revoke_certificate(
+        &mut self,
+        cert_der: &[u8],
+        reason: RevocationReason,
+        now: OffsetDateTime,
+    ) -> Result<(), CaError> {
+        let serial = self
+            .state
+            .issued
+            .iter()
+            .find(|r| r.certificate == cert_der)
+            .map(|r| r.serial.clone())
+            .ok_or(CaError::UnknownCertificate)?;
+        self.revoke(&serial, reason, now)
+    }
+
+    /// Signs a new X.509 v2 CRL (RFC 5280 §5) with the next CRL number,
+    /// listing every revoked certificate that has not expired at `now`.
+    pub fn issue_crl(&mut self, now: OffsetDateTime) -> Result<SignedCrl, CaError> {
+        let now_s = unix(now);
+        let number = self.state.crl_number + 1;
+        let next_update = now
+            .checked_add(self.policy.crl_validity)
+            .ok_or(CaError::TimeOutOfRange)?;
+        let mut revoked_certs = Vec::new();
+        for rec in &self.state.issued {
+            let (Some(at), true) = (rec.revoked_at, rec.not_after > now_s) else {
+                continue;
+            };
+            revoked_certs.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&rec.serial),
+                revocation_time: OffsetDateTime::from_unix_timestamp(at)
+                    .map_err(|_| CaError::TimeOutOfRange)?,
+                reason_code: rec.revocation_reason.map(RevocationReason::to_rcgen),
+                invalidity_date: None,
+            });
+        }
+        let params = CertificateRevocationListParams {
+            this_update: now,
+            next_update,
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params
+            .signed_by(self.identity.issuer())
+            .map_err(CaError::Encode)?;
+        self.state.crl_number = number;
+        if let Err(e) = self.store.save(&self.state) {
+            self.state.crl_number = number - 1;
+            return Err(e.into());
+        }
+        Ok(SignedCrl {
+            number,
+            der: crl.der().to_vec(),
+        })
+    }
+
+    /// Handles an enrolment message from `source_ip` (the authenticated
+    /// overlay source). Replies are queued for [`Ca::poll_transmit`]; a policy
+    /// refusal is a `Rejected` reply, not an error. Malformed bytes, or a
+    /// message that is not a request, return an error and change nothing.
+    pub fn handle_enrolment(
+        &mut self,
+        source_ip: Ipv4Addr,
+        bytes: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<(), WireError> {
+        let EnrolmentMessage::Request { request_id, csr } = EnrolmentMessage::parse(bytes)? else {
+            return Err(WireError::Unexpected);
+        };
+        let reply = if self.policy.auto_approve {
+            match self.sign(csr, source_ip, None, now) {
+                Ok(issued) => EnrolmentMessage::Issued {
+                    request_id,
+                    certificate: &issued.certificate,
+                }
+                .to_bytes(),
+                Err(e) => EnrolmentMessage::Rejected {
+                    request_id,
+                    reason: RejectReason::from_error(&e),
+                }
+                .to_bytes(),
+            }
+        } else {
+            match self.enqueue(csr, source_ip, None, now, request_id) {
+                Ok(queue_id) => EnrolmentMessage::Pending {
+                    request_id,
+                    queue_id,
+                }
+                .to_bytes(),
+                Err(e) => EnrolmentMessage::Rejected {
+                    request_id,
+                    reason: RejectReason::from_error(&e),
+                }
+                .to_bytes(),
+            }
+        };
+        self.transmits.push_back(Transmit {
+            destination: source_ip,
+            payload: reply,
+        });
+        Ok(())
+    }
+
+    /// The next enrolment reply to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+}

@@ -1,0 +1,147 @@
+//! Reading certificate signing requests (RFC 2986) with x509-parser.
+
+use std::net::Ipv4Addr;
+
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_SIG_ED25519};
+use x509_parser::prelude::{FromDer, X509CertificationRequest};
+use x509_parser::x509::SubjectPublicKeyInfo;
+
+use crate::error::CsrError;
+use crate::key::{KeyType, OverlayAddress};
+
+/// The facts a CA needs from a CSR, owned. Only produced after the CSR's
+/// self-signature verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsrInfo {
+    /// The requested virtual IP (the single IPv4 iPAddress SAN).
+    pub virtual_ip: Ipv4Addr,
+    /// The overlay address (the `brunet:node:` URI SAN).
+    pub overlay_address: OverlayAddress,
+    /// Subject common name, if any.
+    pub common_name: Option<String>,
+    /// Key type of the requester.
+    pub key_type: KeyType,
+    /// DER SubjectPublicKeyInfo of the requester.
+    pub spki_der: Vec<u8>,
+    /// Raw public key (see [`crate::key`] for the format).
+    pub public_key_raw: Vec<u8>,
+}
+
+/// Identifies the key type of a parsed SubjectPublicKeyInfo.
+pub(crate) fn spki_key_type(spki: &SubjectPublicKeyInfo<'_>) -> Option<KeyType> {
+    if spki.algorithm.algorithm == OID_SIG_ED25519 {
+        return Some(KeyType::Ed25519);
+    }
+    if spki.algorithm.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        let curve = spki.algorithm.parameters.as_ref()?.as_oid().ok()?;
+        if curve == OID_EC_P256 {
+            return Some(KeyType::EcdsaP256);
+        }
+    }
+    None
+}
+
+/// Parses a DER CSR, checks its self-signature and extracts the SANs.
+///
+/// Never panics on any input.
+pub fn parse_csr(der: &[u8]) -> Result<CsrInfo, CsrError> {
+    let (rest, csr) = X509CertificationRequest::from_der(der).map_err(|_| CsrError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(CsrError::Malformed);
+    }
+    let info = &csr.certification_request_info;
+    let key_type = spki_key_type(&info.subject_pki).ok_or(CsrError::UnsupportedKey)?;
+    let expected_sig = match key_type {
+        KeyType::Ed25519 => x509_parser::oid_registry::OID_SIG_ED25519,
+        KeyType::EcdsaP256 => x509_parser::oid_registry::OID_SIG_ECDSA_WITH_SHA256,
+    };
+    if csr.signature_algorithm.algorithm != expected_sig {
+        return Err(CsrError::UnsupportedKey);
+    }
+    csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
+
+    let mut ip: Option<Ipv4Addr> = None;
+    let mut ip_count = 0usize;
+    let mut overlay: Option<OverlayAddress> = None;
+    let mut uri_count = 0usize;
+    if let Some(exts) = csr.requested_extensions() {
+        for ext in exts {
+            if let ParsedExtension::SubjectAlternativeName(san) = ext {
+                for name in &san.general_names {
+                    match name {
+                        GeneralName::IPAddress(bytes) => {
+                            ip_count += 1;
+                            if let Ok(octets) = <[u8; 4]>::try_from(*bytes) {
+                                ip = Some(Ipv4Addr::from(octets));
+                            }
+                        }
+                        GeneralName::URI(uri) if uri.starts_with(OverlayAddress::URI_PREFIX) => {
+                            uri_count += 1;
+                            overlay = OverlayAddress::from_uri(uri).ok();
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let virtual_ip = match (ip_count, ip) {
+        (0, _) => return Err(CsrError::MissingIp),
+        (1, Some(ip)) => ip,
+        _ => return Err(CsrError::AmbiguousIp),
+    };
+    let overlay_address = match (uri_count, overlay) {
+        (1, Some(addr)) => addr,
+        _ => return Err(CsrError::BadOverlayAddress),
+    };
+    let mut common_name = None;
+    for attr in info.subject.iter_common_name() {
+        let text = attr.as_str().map_err(|_| CsrError::BadCommonName)?;
+        common_name = Some(text.to_owned());
+    }
+    Ok(CsrInfo {
+        virtual_ip,
+        overlay_address,
+        common_name,
+        key_type,
+        spki_der: info.subject_pki.raw.to_vec(),
+        public_key_raw: info.subject_pki.subject_public_key.data.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::key::{NodeKey, NodeRequest};
+
+    #[test]
+    fn csr_round_trip() {
+        for key_type in KeyType::ALL {
+            let key = NodeKey::generate(key_type).unwrap();
+            let mut req = NodeRequest::new(Ipv4Addr::new(10, 128, 0, 7));
+            req.common_name = Some("node7".into());
+            let der = key.certificate_request(&req).unwrap();
+            let info = parse_csr(&der).unwrap();
+            assert_eq!(info.virtual_ip, req.virtual_ip);
+            assert_eq!(info.common_name.as_deref(), Some("node7"));
+            assert_eq!(info.key_type, key_type);
+            assert_eq!(info.public_key_raw, key.public_key_raw());
+            assert_eq!(info.overlay_address, key.overlay_address());
+            assert_eq!(info.spki_der, key.spki_der());
+        }
+    }
+
+    #[test]
+    fn tampered_csr_signature_is_refused() {
+        let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+        let mut der = key
+            .certificate_request(&NodeRequest::new(Ipv4Addr::new(10, 0, 0, 1)))
+            .unwrap();
+        // Flip a bit in the last byte: part of the signature value.
+        let last = der.len() - 1;
+        der[last] ^= 1;
+        assert_eq!(parse_csr(&der), Err(CsrError::BadSignature));
+        assert_eq!(parse_csr(&der[..10]), Err(CsrError::Malformed));
+    }
+}

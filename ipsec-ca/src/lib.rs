@@ -1,0 +1,86 @@
+//! A certificate authority whose host certificates are bound to virtual IPs.
+//!
+//! Only nodes an administrator authorised may reach the private part of a WOW
+//! virtual network. Each node's X.509 certificate (RFC 5280) carries its
+//! virtual IP as a SAN iPAddress and its overlay address as a SAN URI
+//! ([`OverlayAddress`]), so a certificate cannot be reused by another node.
+//! This crate is the CA ([`Ca`]), node enrolment ([`NodeKey`],
+//! [`wire::EnrolmentMessage`]) and verification ([`Verifier`]). It does no I/O
+//! besides the optional [`FileStore`], reads no clock (every call takes `now`),
+//! and draws serial numbers from a caller-seeded generator.
+//!
+//! Certificates, CSRs and CRLs are issued with `rcgen` and read with
+//! `x509-parser`; signatures are checked with `ring`. Keys are Ed25519 or
+//! ECDSA P-256 ([`KeyType`]).
+//!
+//! # Example
+//!
+//! ```
+//! use std::net::Ipv4Addr;
+//! use ipsec_ca::{Ca, CaIdentity, KeyType, MemStore, NodeKey, NodeRequest, Policy,
+//!                RevocationReason, Verifier, VerifyError};
+//! use time::{Duration, OffsetDateTime};
+//!
+//! let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+//! let identity = CaIdentity::create_root(KeyType::Ed25519, "wow CA", now, Duration::days(3650))?;
+//! let mut ca = Ca::open(identity, Policy::default(), MemStore::default(), [7; 32])?;
+//!
+//! // Node side: a key and a CSR for its virtual IP.
+//! let ip = Ipv4Addr::new(10, 128, 0, 5);
+//! let node = NodeKey::generate(KeyType::Ed25519)?;
+//! let csr = node.certificate_request(&NodeRequest::new(ip))?;
+//!
+//! // CA side: the request arrived from `ip` over the authenticated overlay.
+//! let issued = ca.sign(&csr, ip, None, now)?;
+//!
+//! // Any node: verify a peer claiming `ip`, then check its handshake signature.
+//! let mut verifier = Verifier::new(ca.identity().cert_der())?;
+//! let peer = verifier.verify(&issued.certificate, ip, now)?;
+//! peer.verify_signature(b"hello", &node.sign(b"hello")?)?;
+//! assert!(matches!(
+//!     verifier.verify(&issued.certificate, Ipv4Addr::new(10, 128, 0, 6), now),
+//!     Err(VerifyError::IpMismatch { .. })
+//! ));
+//!
+//! // Revocation spreads as a CRL envelope.
+//! ca.revoke(&issued.serial, RevocationReason::KeyCompromise, now)?;
+//! let crl = ca.issue_crl(now)?;
+//! verifier.handle_crl_envelope(&crl.envelope(), now)?;
+//! assert_eq!(verifier.verify(&issued.certificate, ip, now), Err(VerifyError::Revoked));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # For the security-association layer
+//!
+//! - Node key: [`NodeKey::pkcs8_der`] loads into `ring`'s `Ed25519KeyPair::from_pkcs8`
+//!   or `EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, ..)`.
+//! - Peer: [`Verifier::verify`]`(cert_der, claimed_ip, now)` returns a [`VerifiedPeer`]
+//!   with the virtual IP, serial, notAfter, key type and raw public key
+//!   (`UnparsedPublicKey::new(peer.key_type.ring_verification_alg(), &peer.public_key)`).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod ca;
+pub mod csr;
+pub mod error;
+pub mod file_store;
+pub mod identity;
+pub mod key;
+pub mod state;
+pub mod store;
+pub mod verify;
+pub mod wire;
+
+pub use ca::{Ca, Issued, Policy, SignedCrl, Transmit};
+pub use csr::{CsrInfo, parse_csr};
+pub use error::{
+    CaError, CrlError, CsrError, KeyError, PolicyError, StoreError, VerifyError, WireError,
+};
+pub use file_store::FileStore;
+pub use identity::CaIdentity;
+pub use key::{KeyType, NodeKey, NodeRequest, OverlayAddress};
+pub use state::{CaState, IssuedRecord, PendingRecord, RevocationReason};
+pub use store::{MemStore, Store};
+pub use time;
+pub use verify::{VerifiedPeer, Verifier};

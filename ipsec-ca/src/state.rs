@@ -1,0 +1,176 @@
+//! The CA's persistent state: issued-certificate index, pending queue, counters.
+//!
+//! Encoded as JSON (byte strings as lower-case hex) so an administrator can read
+//! it. A [`crate::Store`] persists whole snapshots.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+
+/// Current state format version.
+pub const STATE_VERSION: u32 = 1;
+
+/// Why a certificate was revoked (RFC 5280 §5.3.1 reason codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RevocationReason {
+    /// unspecified (0).
+    Unspecified,
+    /// keyCompromise (1).
+    KeyCompromise,
+    /// superseded (4): replaced by a renewal.
+    Superseded,
+    /// cessationOfOperation (5).
+    CessationOfOperation,
+}
+
+impl RevocationReason {
+    pub(crate) fn to_rcgen(self) -> rcgen::RevocationReason {
+        match self {
+            RevocationReason::Unspecified => rcgen::RevocationReason::Unspecified,
+            RevocationReason::KeyCompromise => rcgen::RevocationReason::KeyCompromise,
+            RevocationReason::Superseded => rcgen::RevocationReason::Superseded,
+            RevocationReason::CessationOfOperation => rcgen::RevocationReason::CessationOfOperation,
+        }
+    }
+}
+
+/// One issued certificate in the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedRecord {
+    /// Serial number, big-endian, as encoded in the certificate.
+    #[serde(with = "hex_bytes")]
+    pub serial: Vec<u8>,
+    /// The certified virtual IP.
+    pub virtual_ip: Ipv4Addr,
+    /// DER SubjectPublicKeyInfo of the holder.
+    #[serde(with = "hex_bytes")]
+    pub spki: Vec<u8>,
+    /// Issue time, Unix seconds.
+    pub issued_at: i64,
+    /// notAfter, Unix seconds.
+    pub not_after: i64,
+    /// The certificate, DER.
+    #[serde(with = "hex_bytes")]
+    pub certificate: Vec<u8>,
+    /// Revocation time, Unix seconds.
+    pub revoked_at: Option<i64>,
+    /// Revocation reason.
+    pub revocation_reason: Option<RevocationReason>,
+}
+
+impl IssuedRecord {
+    /// Whether the certificate is unrevoked and unexpired at `now` (Unix seconds).
+    pub fn is_live(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.not_after > now
+    }
+}
+
+/// One request waiting for an administrator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRecord {
+    /// Queue id, unique per CA.
+    pub id: u64,
+    /// Authenticated source IP of the request.
+    pub source_ip: Ipv4Addr,
+    /// The requester's correlation id (echoed in enrolment replies).
+    pub request_id: u64,
+    /// Arrival time, Unix seconds.
+    pub received_at: i64,
+    /// Requested validity, seconds.
+    pub validity_secs: i64,
+    /// The CSR, DER.
+    #[serde(with = "hex_bytes")]
+    pub csr: Vec<u8>,
+}
+
+/// A snapshot of everything the CA must not forget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaState {
+    /// Format version ([`STATE_VERSION`]).
+    pub version: u32,
+    /// Number of the last CRL issued (0: none yet).
+    pub crl_number: u64,
+    /// Next pending-queue id.
+    pub next_pending_id: u64,
+    /// Every certificate ever issued, in issue order.
+    pub issued: Vec<IssuedRecord>,
+    /// Requests awaiting approval.
+    pub pending: Vec<PendingRecord>,
+}
+
+impl Default for CaState {
+    fn default() -> Self {
+        CaState {
+            version: STATE_VERSION,
+            crl_number: 0,
+            next_pending_id: 1,
+            issued: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl CaState {
+    /// Encodes as JSON.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// Decodes JSON, checking the version.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let state: CaState = serde_json::from_slice(bytes).map_err(StoreError::Corrupt)?;
+        if state.version != STATE_VERSION {
+            return Err(StoreError::UnsupportedVersion(state.version));
+        }
+        Ok(state)
+    }
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        s.serialize_str(&out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <&str>::deserialize(d)?;
+        crate::state::hex_decode(text).ok_or_else(|| D::Error::custom("bad hex"))
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Decodes hex (either case); `None` on odd length or a non-hex digit.
+pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    let digits = text.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    let nibble = |c: u8| -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    };
+    digits
+        .chunks_exact(2)
+        .map(|pair| Some((nibble(pair[0])? << 4) | nibble(pair[1])?))
+        .collect()
+}
