@@ -1,0 +1,552 @@
+//! The sans-IO DNS server: query bytes in, response bytes out.
+//!
+//! Method families, as in quinn-proto's `Connection`:
+//!
+//! - **inputs** `handle_input` (one DNS message from UDP or TCP),
+//!   `handle_store_response`, `handle_forward_response`, `handle_timeout`;
+//! - **commands** `register`, `unregister`;
+//! - **outputs** `poll_transmit` (after `handle_input` and every result),
+//!   `poll_store_request` (after `handle_input` in decentralised mode and
+//!   after commands), `poll_forward` (after `handle_input` with forwarding
+//!   on), `poll_event`, and `poll_timeout` (after anything).
+//!
+//! Nothing here reads a clock: every input carries `now`.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Header, MessageType, ResponseCode};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+
+use crate::error::{QueryError, RegisterError};
+use crate::store::{RequestId, StoreRequest, StoreResult};
+use crate::wire::{Request, Sections, Transport, emit_truncated, frame_tcp};
+use crate::zone::{Answer, Outcome, Response, Zone, ZoneConfig, refused};
+
+/// Where names come from besides the local table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Only local names: unknown names are NXDOMAIN at once.
+    #[default]
+    Local,
+    /// Unknown names are looked up in the overlay store; registered names
+    /// are published there.
+    Decentralised,
+}
+
+/// Server configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The zone.
+    pub zone: ZoneConfig,
+    /// Local or decentralised.
+    pub mode: Mode,
+    /// How long a query waits for the store or upstream before SERVFAIL
+    /// (default 2 s, below common stub resolver timeouts).
+    pub lookup_timeout: Duration,
+    /// Lifetime of names published for registrations without one
+    /// (default 1 h).
+    pub publish_ttl: Duration,
+    /// Longest time a name learned from the store stays cached (default
+    /// 60 s).
+    pub cache_ttl: Duration,
+    /// Forward queries outside the zones through [`Server::poll_forward`]
+    /// instead of answering REFUSED (default false).
+    pub forward: bool,
+    /// Most queries waiting at once; beyond it new ones get SERVFAIL
+    /// (default 10,000).
+    pub max_pending: usize,
+    /// Seed of the name table's hash.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            zone: ZoneConfig::default(),
+            mode: Mode::Local,
+            lookup_timeout: Duration::from_secs(2),
+            publish_ttl: Duration::from_secs(3600),
+            cache_ttl: Duration::from_secs(60),
+            forward: false,
+            max_pending: 10_000,
+            seed: 0,
+        }
+    }
+}
+
+/// A response to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination: the querier.
+    pub to: SocketAddr,
+    /// Transport the query came on.
+    pub transport: Transport,
+    /// Bytes to write: a UDP datagram, or a length-prefixed message on TCP.
+    pub payload: Vec<u8>,
+}
+
+/// A query outside the zones for the caller's upstream resolver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forward {
+    /// Id to hand back with the upstream's reply.
+    pub id: RequestId,
+    /// The query as received.
+    pub query: Vec<u8>,
+}
+
+/// Things worth logging.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A query was answered FORMERR/NOTIMP, or dropped.
+    BadQuery(QueryError),
+    /// A store lookup or forward missed its deadline; its queries got
+    /// SERVFAIL.
+    TimedOut {
+        /// The request.
+        id: RequestId,
+    },
+    /// Publishing or withdrawing `name` failed in the store.
+    PublishFailed {
+        /// The name.
+        name: String,
+    },
+    /// Names whose lifetime ended were removed.
+    Expired {
+        /// How many.
+        count: usize,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Waiter {
+    from: SocketAddr,
+    transport: Transport,
+    request: Request,
+}
+
+#[derive(Clone, Debug)]
+enum Pending {
+    Lookup {
+        name: String,
+        deadline: Instant,
+        waiters: Vec<Waiter>,
+    },
+    Publish {
+        name: String,
+    },
+    Forward {
+        deadline: Instant,
+        waiter: Waiter,
+    },
+}
+
+/// Counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Queries received (parsed or not).
+    pub queries: u64,
+    /// Responses queued.
+    pub responses: u64,
+    /// Store lookups started.
+    pub lookups: u64,
+    /// Queries answered SERVFAIL.
+    pub servfail: u64,
+}
+
+/// The DNS server state machine.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    zone: Zone,
+    pending: HashMap<RequestId, Pending>,
+    lookups_by_name: HashMap<String, RequestId>,
+    waiting: usize,
+    next_id: u64,
+    transmits: VecDeque<Transmit>,
+    store_requests: VecDeque<StoreRequest>,
+    forwards: VecDeque<Forward>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    scratch: Vec<u8>,
+}
+
+impl Server {
+    /// A server with an empty name table.
+    pub fn new(config: Config) -> Self {
+        let zone = Zone::new(config.zone.clone(), config.seed);
+        Self::with_zone(config, zone)
+    }
+
+    /// A server answering from `zone` (for example one loaded with
+    /// [`Zone::load_names`]); `config.zone` is ignored.
+    pub fn with_zone(config: Config, zone: Zone) -> Self {
+        Server {
+            config,
+            zone,
+            pending: HashMap::new(),
+            lookups_by_name: HashMap::new(),
+            waiting: 0,
+            next_id: 1,
+            transmits: VecDeque::new(),
+            store_requests: VecDeque::new(),
+            forwards: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            scratch: Vec::with_capacity(512),
+        }
+    }
+
+    /// The zone.
+    pub fn zone(&self) -> &Zone {
+        &self.zone
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Queries waiting for the store or upstream.
+    pub fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    fn new_id(&mut self) -> RequestId {
+        let id = RequestId(self.next_id);
+        self.next_id += 1;
+        id
+    }
+
+    /// Handles one DNS message from `from`. On TCP, pass one message without
+    /// its length prefix (see [`crate::TcpFramer`]).
+    pub fn handle_input(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        transport: Transport,
+        bytes: &[u8],
+    ) {
+        self.stats.queries += 1;
+        let request = match Request::parse(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.events.push_back(Event::BadQuery(e));
+                let mut out = std::mem::take(&mut self.scratch);
+                if let Outcome::Answered { .. } = self.zone.respond_error(e, &mut out) {
+                    self.queue(from, transport, &out);
+                }
+                self.scratch = out;
+                return;
+            }
+        };
+        let waiter = Waiter {
+            from,
+            transport,
+            request,
+        };
+        match self.zone.answer(&waiter.request) {
+            Answer::Ready(response) => self.reply(&waiter, &response),
+            Answer::Missing => match self.config.mode {
+                Mode::Local => {
+                    let r = self.zone.nxdomain();
+                    self.reply(&waiter, &r);
+                }
+                Mode::Decentralised => self.start_lookup(now, waiter),
+            },
+            Answer::Outside if self.config.forward => {
+                if self.waiting >= self.config.max_pending {
+                    return self.servfail(&waiter);
+                }
+                let id = self.new_id();
+                self.forwards.push_back(Forward {
+                    id,
+                    query: bytes.to_vec(),
+                });
+                self.waiting += 1;
+                self.pending.insert(
+                    id,
+                    Pending::Forward {
+                        deadline: now + self.config.lookup_timeout,
+                        waiter,
+                    },
+                );
+            }
+            Answer::Outside => self.reply(&waiter, &refused()),
+        }
+    }
+
+    fn start_lookup(&mut self, now: Instant, waiter: Waiter) {
+        if self.waiting >= self.config.max_pending {
+            return self.servfail(&waiter);
+        }
+        let name = relative_lowercase(&self.zone, &waiter.request);
+        // Coalesce queries for the same name into one lookup.
+        if let Some(id) = self.lookups_by_name.get(&name)
+            && let Some(Pending::Lookup { waiters, .. }) = self.pending.get_mut(id)
+        {
+            waiters.push(waiter);
+            self.waiting += 1;
+            return;
+        }
+        let id = self.new_id();
+        self.stats.lookups += 1;
+        self.store_requests.push_back(StoreRequest::Lookup {
+            id,
+            name: name.clone(),
+        });
+        self.lookups_by_name.insert(name.clone(), id);
+        self.waiting += 1;
+        self.pending.insert(
+            id,
+            Pending::Lookup {
+                name,
+                deadline: now + self.config.lookup_timeout,
+                waiters: vec![waiter],
+            },
+        );
+    }
+
+    fn reply(&mut self, waiter: &Waiter, response: &Response) {
+        let mut out = std::mem::take(&mut self.scratch);
+        self.zone
+            .emit(&waiter.request, response, waiter.transport, &mut out);
+        self.queue(waiter.from, waiter.transport, &out);
+        self.scratch = out;
+    }
+
+    fn servfail(&mut self, waiter: &Waiter) {
+        self.stats.servfail += 1;
+        let response = Response {
+            rcode: ResponseCode::ServFail,
+            authoritative: false,
+            sections: Sections::default(),
+        };
+        self.reply(waiter, &response);
+    }
+
+    fn queue(&mut self, to: SocketAddr, transport: Transport, message: &[u8]) {
+        let payload = match transport {
+            Transport::Udp => message.to_vec(),
+            Transport::Tcp => {
+                let mut framed = Vec::with_capacity(message.len() + 2);
+                if frame_tcp(message, &mut framed).is_err() {
+                    debug_assert!(false, "responses never exceed 65535 octets");
+                    return;
+                }
+                framed
+            }
+        };
+        self.stats.responses += 1;
+        self.transmits.push_back(Transmit {
+            to,
+            transport,
+            payload,
+        });
+    }
+
+    /// Registers `name` (relative to the zone, or absolute inside it) →
+    /// `addr`, from a DHCP hostname/FQDN option or the API; with `ttl` it
+    /// expires. In decentralised mode the name is also published.
+    pub fn register(
+        &mut self,
+        now: Instant,
+        name: &str,
+        addr: Ipv4Addr,
+        ttl: Option<Duration>,
+    ) -> Result<(), RegisterError> {
+        if !self.zone.config().network.contains(&addr) {
+            return Err(RegisterError::OutsideNetwork(addr));
+        }
+        let rel = self
+            .zone
+            .relative(name)
+            .ok_or(crate::error::TableError::InvalidName { len: name.len() })?
+            .to_ascii_lowercase();
+        self.zone.insert(&rel, addr, ttl.map(|t| now + t))?;
+        if self.config.mode == Mode::Decentralised {
+            let id = self.new_id();
+            self.store_requests.push_back(StoreRequest::Publish {
+                id,
+                name: rel.clone(),
+                addr,
+                ttl: ttl.unwrap_or(self.config.publish_ttl),
+            });
+            self.pending.insert(id, Pending::Publish { name: rel });
+        }
+        Ok(())
+    }
+
+    /// Removes `name`; in decentralised mode it is withdrawn from the store
+    /// too. Returns its address.
+    pub fn unregister(&mut self, name: &str) -> Option<Ipv4Addr> {
+        let rel = self.zone.relative(name)?.to_ascii_lowercase();
+        let addr = self.zone.remove(&rel)?;
+        if self.config.mode == Mode::Decentralised {
+            let id = self.new_id();
+            self.store_requests.push_back(StoreRequest::Unpublish {
+                id,
+                name: rel.clone(),
+            });
+            self.pending.insert(id, Pending::Publish { name: rel });
+        }
+        Some(addr)
+    }
+
+    /// Feeds the store's result for request `id`. Unknown or late ids are
+    /// ignored.
+    pub fn handle_store_response(&mut self, now: Instant, id: RequestId, result: StoreResult) {
+        let Some(pending) = self.pending.remove(&id) else {
+            return;
+        };
+        match pending {
+            Pending::Publish { name } => {
+                if result == StoreResult::Failed {
+                    self.events.push_back(Event::PublishFailed { name });
+                }
+            }
+            Pending::Lookup { name, waiters, .. } => {
+                self.lookups_by_name.remove(&name);
+                self.waiting -= waiters.len();
+                match result {
+                    StoreResult::Found { addr, ttl } => {
+                        let ttl = ttl.min(self.config.cache_ttl);
+                        // Cache it; a name the table refuses is still answered.
+                        let _ = self.zone.insert(&name, addr, Some(now + ttl));
+                        for w in &waiters {
+                            let r = self.zone.address_response(&w.request, addr);
+                            self.reply(w, &r);
+                        }
+                    }
+                    StoreResult::NotFound | StoreResult::Done => {
+                        let r = self.zone.nxdomain();
+                        for w in &waiters {
+                            self.reply(w, &r);
+                        }
+                    }
+                    StoreResult::Failed => {
+                        for w in &waiters {
+                            self.servfail(w);
+                        }
+                    }
+                }
+            }
+            Pending::Forward { waiter, .. } => {
+                // Forwarding results arrive through handle_forward_response.
+                self.waiting -= 1;
+                self.servfail(&waiter);
+            }
+        }
+    }
+
+    /// Feeds the upstream resolver's reply to forward `id`. The reply is
+    /// relayed if it is a response with the query's ID that fits the
+    /// client's limit; otherwise the client gets TC (UDP) or SERVFAIL.
+    pub fn handle_forward_response(&mut self, _now: Instant, id: RequestId, reply: &[u8]) {
+        let Some(Pending::Forward { waiter, .. }) = self.pending.get(&id) else {
+            return;
+        };
+        let waiter = waiter.clone();
+        self.pending.remove(&id);
+        self.waiting -= 1;
+        let header = Header::read(&mut BinDecoder::new(reply)).ok();
+        let valid = header.is_some_and(|h| {
+            h.metadata.message_type == MessageType::Response && h.metadata.id == waiter.request.id
+        });
+        if !valid {
+            return self.servfail(&waiter);
+        }
+        let limit = self.zone.response_limit(&waiter.request, waiter.transport);
+        if reply.len() <= limit {
+            self.queue(waiter.from, waiter.transport, reply);
+        } else {
+            let mut out = std::mem::take(&mut self.scratch);
+            emit_truncated(
+                &waiter.request,
+                self.zone.config().max_udp_payload,
+                &mut out,
+            );
+            self.queue(waiter.from, waiter.transport, &out);
+            self.scratch = out;
+        }
+    }
+
+    /// Handles the passing of time: expired names go, overdue lookups and
+    /// forwards get SERVFAIL.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired = self.zone.expire(now);
+        if expired > 0 {
+            self.events.push_back(Event::Expired { count: expired });
+        }
+        let mut due: Vec<RequestId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| match p {
+                Pending::Lookup { deadline, .. } | Pending::Forward { deadline, .. } => {
+                    *deadline <= now
+                }
+                Pending::Publish { .. } => false,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        due.sort();
+        for id in due {
+            self.events.push_back(Event::TimedOut { id });
+            self.handle_store_response(now, id, StoreResult::Failed);
+        }
+    }
+
+    /// The next instant [`Server::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let pending = self
+            .pending
+            .values()
+            .filter_map(|p| match p {
+                Pending::Lookup { deadline, .. } | Pending::Forward { deadline, .. } => {
+                    Some(*deadline)
+                }
+                Pending::Publish { .. } => None,
+            })
+            .min();
+        match (pending, self.zone.table().next_expiry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next response to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next request for the store.
+    pub fn poll_store_request(&mut self) -> Option<StoreRequest> {
+        self.store_requests.pop_front()
+    }
+
+    /// The next query to forward upstream.
+    pub fn poll_forward(&mut self) -> Option<Forward> {
+        self.forwards.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
+
+fn relative_lowercase(zone: &Zone, request: &Request) -> String {
+    let name = request.query.name();
+    let n = name.iter().len();
+    let z = zone.config().zone.iter().len();
+    let mut out = String::new();
+    for (i, label) in name.iter().take(n.saturating_sub(z)).enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        out.extend(label.iter().map(|b| char::from(b.to_ascii_lowercase())));
+    }
+    out
+}

@@ -1,0 +1,639 @@
+//! The authoritative zone: forward names and the reverse zone of the network.
+//!
+//! [`Zone::answer`] decides the response to one question (RFC 1034 §4.3.2,
+//! negative answers as RFC 2308 §2–3: NXDOMAIN or NODATA with the SOA in the
+//! authority section). [`Zone::respond`] is the whole path from query bytes
+//! to response bytes for a purely local server; it takes `&self`, so many
+//! threads may share one zone.
+
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+use std::time::Instant;
+
+use hickory_proto::op::{OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, NS, PTR, SOA};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use ipnet::Ipv4Net;
+
+use crate::error::{LoadError, QueryError, TableError};
+use crate::rule::{AddressRule, parse_reverse_labels};
+use crate::table::NameTable;
+use crate::wire::{Request, Sections, Transport, emit_header_only, emit_response};
+
+/// Configuration of the virtual zone.
+#[derive(Clone, Debug)]
+pub struct ZoneConfig {
+    /// The forward zone (default `wow.internal.`).
+    pub zone: Name,
+    /// The virtual network; its `in-addr.arpa` zone is served too, and its
+    /// addresses have rule names (default `10.128.0.0/9`).
+    pub network: Ipv4Net,
+    /// Relative name of the zone's name server (default `ns`); it answers A
+    /// with [`ZoneConfig::ns_addr`] when that is set.
+    pub ns_label: String,
+    /// Address of the name server.
+    pub ns_addr: Option<Ipv4Addr>,
+    /// TTL of positive answers, seconds (default 60).
+    pub ttl: u32,
+    /// SOA MINIMUM, the TTL of negative answers (RFC 2308 §4; default 30).
+    pub negative_ttl: u32,
+    /// Largest UDP response we send, advertised in our OPT (default 1232,
+    /// the DNS flag day 2020 value). Below 512 it truncates answers that
+    /// would fit a classic 512-octet response (for tests).
+    pub max_udp_payload: u16,
+    /// Whether rule names ([`crate::rule`]) resolve (default true).
+    pub rule_names: bool,
+}
+
+impl Default for ZoneConfig {
+    fn default() -> Self {
+        ZoneConfig {
+            zone: Name::from_ascii("wow.internal.").unwrap_or_else(|_| Name::root()),
+            network: Ipv4Net::new(Ipv4Addr::new(10, 128, 0, 0), 9).unwrap_or_default(),
+            ns_label: "ns".into(),
+            ns_addr: None,
+            ttl: 60,
+            negative_ttl: 30,
+            max_udp_payload: 1232,
+            rule_names: true,
+        }
+    }
+}
+
+/// A response decided by [`Zone::answer`], ready for [`emit_response`].
+#[derive(Clone, Debug)]
+pub struct Response {
+    /// RCODE.
+    pub rcode: ResponseCode,
+    /// AA bit: set for everything inside our zones.
+    pub authoritative: bool,
+    /// Answer and authority records.
+    pub sections: Sections,
+}
+
+/// What the zone says about a question.
+#[derive(Clone, Debug)]
+pub enum Answer {
+    /// A complete response.
+    Ready(Response),
+    /// The name is in the forward zone but unknown here: NXDOMAIN for a local
+    /// server; a decentralised server asks the store first.
+    Missing,
+    /// The name is outside both zones: REFUSED, or forwarded upstream.
+    Outside,
+}
+
+/// What [`Zone::respond`] did with a query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response is in the output buffer.
+    Answered {
+        /// Its RCODE.
+        rcode: ResponseCode,
+        /// Whether it was truncated (TC).
+        truncated: bool,
+    },
+    /// Nothing to send (too short, or a response).
+    Dropped(QueryError),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Apex {
+    Forward,
+    Reverse,
+}
+
+/// The authoritative data: configuration, rule and name table.
+#[derive(Clone, Debug)]
+pub struct Zone {
+    config: ZoneConfig,
+    rule: AddressRule,
+    table: NameTable,
+    reverse: Name,
+    ns_name: Name,
+    hostmaster: Name,
+    serial: u32,
+    zone_labels: usize,
+    reverse_labels: usize,
+}
+
+impl Zone {
+    /// A zone with an empty name table; `seed` keys the table's hash.
+    pub fn new(config: ZoneConfig, seed: u64) -> Self {
+        Self::with_table(config, NameTable::new(seed))
+    }
+
+    /// A zone serving `table`.
+    pub fn with_table(mut config: ZoneConfig, table: NameTable) -> Self {
+        config.zone.set_fqdn(true);
+        config.network = config.network.trunc();
+        let reverse = reverse_apex(config.network);
+        let ns_name = Name::from_ascii(&config.ns_label)
+            .and_then(|n| n.append_domain(&config.zone))
+            .unwrap_or_else(|_| config.zone.clone());
+        let hostmaster = Name::from_ascii("hostmaster")
+            .and_then(|n| n.append_domain(&config.zone))
+            .unwrap_or_else(|_| config.zone.clone());
+        Zone {
+            rule: AddressRule::new(config.network),
+            zone_labels: config.zone.iter().len(),
+            reverse_labels: reverse.iter().len(),
+            reverse,
+            ns_name,
+            hostmaster,
+            serial: 1,
+            table,
+            config,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ZoneConfig {
+        &self.config
+    }
+
+    /// The reverse zone's apex, such as `128.10.in-addr.arpa.`.
+    pub fn reverse_zone(&self) -> &Name {
+        &self.reverse
+    }
+
+    /// The address rule.
+    pub fn rule(&self) -> &AddressRule {
+        &self.rule
+    }
+
+    /// The registered names.
+    pub fn table(&self) -> &NameTable {
+        &self.table
+    }
+
+    /// SOA serial; it grows with every change to the names.
+    pub fn serial(&self) -> u32 {
+        self.serial
+    }
+
+    /// Registers `name` (relative to the zone) → `addr`; see
+    /// [`NameTable::insert`].
+    pub fn insert(
+        &mut self,
+        name: &str,
+        addr: Ipv4Addr,
+        expires_at: Option<Instant>,
+    ) -> Result<Option<Ipv4Addr>, TableError> {
+        let prev = self.table.insert(name, addr, expires_at)?;
+        self.serial = self.serial.wrapping_add(1);
+        Ok(prev)
+    }
+
+    /// Removes `name`; returns its address.
+    pub fn remove(&mut self, name: &str) -> Option<Ipv4Addr> {
+        let prev = self.table.remove(name);
+        if prev.is_some() {
+            self.serial = self.serial.wrapping_add(1);
+        }
+        prev
+    }
+
+    /// Removes names whose lifetime is over; returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let n = self.table.expire(now);
+        if n > 0 {
+            self.serial = self.serial.wrapping_add(1);
+        }
+        n
+    }
+
+    /// Relative form of `name` if it is in the forward zone: strips a
+    /// trailing `.zone.` (or `.zone`), and requires absolute names
+    /// (`…​.`) to be inside the zone.
+    pub fn relative<'a>(&self, name: &'a str) -> Option<&'a str> {
+        let zone = self.config.zone.to_ascii();
+        let zone = zone.trim_end_matches('.');
+        if let Some(abs) = name.strip_suffix('.') {
+            let rel = strip_suffix_ignore_case(abs, zone)?;
+            return rel.strip_suffix('.');
+        }
+        Some(
+            strip_suffix_ignore_case(name, zone)
+                .and_then(|r| r.strip_suffix('.'))
+                .unwrap_or(name),
+        )
+    }
+
+    /// Loads `name address` lines (hosts-style `address name` too; blank
+    /// lines and `#` comments skipped). Names are relative to the zone unless
+    /// they end in the zone. Returns how many names were loaded.
+    pub fn load_names(&mut self, text: &str) -> Result<usize, LoadError> {
+        let lines = text.bytes().filter(|&b| b == b'\n').count() + 1;
+        if self.table.is_empty() && lines > 64 {
+            let seed = 0x6e61_6d65_u64 ^ self.serial as u64;
+            self.table = NameTable::with_capacity(seed, lines);
+        }
+        let mut loaded = 0;
+        for (i, line) in text.lines().enumerate() {
+            let line_no = i + 1;
+            let line = line.split('#').next().unwrap_or_default();
+            let mut words = line.split_ascii_whitespace();
+            let (Some(a), Some(b)) = (words.next(), words.next()) else {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                return Err(LoadError::Syntax { line: line_no });
+            };
+            if words.next().is_some() {
+                return Err(LoadError::Syntax { line: line_no });
+            }
+            let (name, addr) = match (Ipv4Addr::from_str(b), Ipv4Addr::from_str(a)) {
+                (Ok(addr), _) => (a, addr),
+                (Err(_), Ok(addr)) => (b, addr),
+                _ => return Err(LoadError::Syntax { line: line_no }),
+            };
+            let rel = self
+                .relative(name)
+                .ok_or(LoadError::OutsideZone { line: line_no })?;
+            self.table
+                .insert(rel, addr, None)
+                .map_err(|source| LoadError::Table {
+                    line: line_no,
+                    source,
+                })?;
+            loaded += 1;
+        }
+        self.serial = self.serial.wrapping_add(1);
+        Ok(loaded)
+    }
+
+    fn apex_name(&self, apex: Apex) -> &Name {
+        match apex {
+            Apex::Forward => &self.config.zone,
+            Apex::Reverse => &self.reverse,
+        }
+    }
+
+    fn soa(&self, apex: Apex, ttl: u32) -> Record {
+        let soa = SOA::new(
+            self.ns_name.clone(),
+            self.hostmaster.clone(),
+            self.serial,
+            3600,
+            600,
+            86400,
+            self.config.negative_ttl,
+        );
+        Record::from_rdata(self.apex_name(apex).clone(), ttl, RData::SOA(soa))
+    }
+
+    fn ns(&self, owner: &Name) -> Record {
+        Record::from_rdata(
+            owner.clone(),
+            self.config.ttl,
+            RData::NS(NS(self.ns_name.clone())),
+        )
+    }
+
+    fn negative(&self, apex: Apex, rcode: ResponseCode) -> Response {
+        // RFC 2308 §3: the SOA's TTL is the lesser of its TTL and MINIMUM.
+        let ttl = self.config.negative_ttl.min(self.config.ttl);
+        Response {
+            rcode,
+            authoritative: true,
+            sections: Sections {
+                answers: Vec::new(),
+                authorities: vec![self.soa(apex, ttl)],
+            },
+        }
+    }
+
+    fn positive(&self, answers: Vec<Record>) -> Response {
+        Response {
+            rcode: ResponseCode::NoError,
+            authoritative: true,
+            sections: Sections {
+                answers,
+                authorities: Vec::new(),
+            },
+        }
+    }
+
+    /// An NXDOMAIN response for a name of the forward zone.
+    pub fn nxdomain(&self) -> Response {
+        self.negative(Apex::Forward, ResponseCode::NXDomain)
+    }
+
+    /// Decides the response to `req`'s question.
+    pub fn answer(&self, req: &Request) -> Answer {
+        let q = &req.query;
+        if let Some(e) = req.edns
+            && e.version > 0
+        {
+            // RFC 6891 §6.1.3.
+            return Answer::Ready(Response {
+                rcode: ResponseCode::BADVERS,
+                authoritative: false,
+                sections: Sections::default(),
+            });
+        }
+        let qname = q.name();
+        let qtype = q.query_type();
+        let labels = qname.iter();
+        let n = labels.len();
+        let in_zone = |apex: &Name, apex_labels: usize| {
+            n >= apex_labels
+                && apex
+                    .iter()
+                    .rev()
+                    .zip(qname.iter().rev())
+                    .all(|(a, b)| a.eq_ignore_ascii_case(b))
+        };
+        let apex = if in_zone(&self.config.zone, self.zone_labels) {
+            Apex::Forward
+        } else if in_zone(&self.reverse, self.reverse_labels) {
+            Apex::Reverse
+        } else {
+            return Answer::Outside;
+        };
+        if !matches!(q.query_class(), DNSClass::IN | DNSClass::ANY) {
+            return Answer::Ready(Response {
+                rcode: ResponseCode::Refused,
+                authoritative: false,
+                sections: Sections::default(),
+            });
+        }
+        let apex_labels = match apex {
+            Apex::Forward => self.zone_labels,
+            Apex::Reverse => self.reverse_labels,
+        };
+        let rel = qname.iter().take(n - apex_labels);
+        if n == apex_labels {
+            let mut answers = Vec::new();
+            if matches!(qtype, RecordType::SOA | RecordType::ANY) {
+                answers.push(self.soa(apex, self.config.ttl));
+            }
+            if matches!(qtype, RecordType::NS | RecordType::ANY) {
+                answers.push(self.ns(qname));
+            }
+            return Answer::Ready(if answers.is_empty() {
+                self.negative(apex, ResponseCode::NoError)
+            } else {
+                self.positive(answers)
+            });
+        }
+        match apex {
+            Apex::Forward => {
+                // Labels on the stack: a name has at most 127 (RFC 1035 §3.1).
+                let mut labels: [&[u8]; 128] = [&[]; 128];
+                let mut count = 0;
+                for (slot, label) in labels.iter_mut().zip(rel) {
+                    *slot = label;
+                    count += 1;
+                }
+                let addr = self.lookup_forward(labels[..count].iter().copied());
+                let Some(addr) = addr else {
+                    return Answer::Missing;
+                };
+                Answer::Ready(self.address_response(req, addr))
+            }
+            Apex::Reverse => Answer::Ready(self.answer_reverse(qname, qtype, rel, apex)),
+        }
+    }
+
+    /// The response for a forward name known to have `addr`: the A record,
+    /// or NODATA for other types.
+    pub fn address_response(&self, req: &Request, addr: Ipv4Addr) -> Response {
+        let q = &req.query;
+        if matches!(q.query_type(), RecordType::A | RecordType::ANY) {
+            self.positive(vec![Record::from_rdata(
+                q.name().clone(),
+                self.config.ttl,
+                RData::A(A(addr)),
+            )])
+        } else {
+            self.negative(Apex::Forward, ResponseCode::NoError)
+        }
+    }
+
+    /// Address of a relative forward name given as labels. Never allocates.
+    pub fn lookup_forward<'a, I>(&self, rel: I) -> Option<Ipv4Addr>
+    where
+        I: Iterator<Item = &'a [u8]> + Clone + ExactSizeIterator,
+    {
+        if let Some(addr) = self.table.get_labels(rel.clone()) {
+            return Some(addr);
+        }
+        let mut it = rel;
+        let first = it.next()?;
+        if it.len() != 0 {
+            return None;
+        }
+        if self.config.rule_names
+            && let Some(addr) = self.rule.addr_of(first)
+        {
+            return Some(addr);
+        }
+        if let Some(ns) = self.config.ns_addr
+            && first.eq_ignore_ascii_case(self.config.ns_label.as_bytes())
+        {
+            return Some(ns);
+        }
+        None
+    }
+
+    fn answer_reverse<'a>(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        rel: impl Iterator<Item = &'a [u8]>,
+        apex: Apex,
+    ) -> Response {
+        let apex_octets = (self.reverse_labels - 2) as u8;
+        let Some((octets, count)) = parse_reverse_labels(rel) else {
+            return self.negative(apex, ResponseCode::NXDomain);
+        };
+        // `count` counts labels below the apex; octets above it were fixed by
+        // the apex match, so rebuild the full prefix.
+        let total = usize::from(apex_octets) + count;
+        if total > 4 {
+            return self.negative(apex, ResponseCode::NXDomain);
+        }
+        let net = self.config.network.network().octets();
+        let mut full = [0u8; 4];
+        full[..usize::from(apex_octets)].copy_from_slice(&net[..usize::from(apex_octets)]);
+        full[usize::from(apex_octets)..total].copy_from_slice(&octets[..count]);
+        let addr = Ipv4Addr::from(full);
+        if total < 4 {
+            // An empty non-terminal if its block overlaps the network.
+            let block = Ipv4Net::new(addr, (total * 8) as u8).unwrap_or_default();
+            let overlaps = block.contains(&self.config.network.network())
+                || self.config.network.contains(&addr);
+            let rcode = if overlaps {
+                ResponseCode::NoError
+            } else {
+                ResponseCode::NXDomain
+            };
+            return self.negative(apex, rcode);
+        }
+        let target = match self.table.name_of(addr) {
+            Some(name) => Name::from_ascii(name).and_then(|n| n.append_domain(&self.config.zone)),
+            None if self.config.rule_names => match self.rule.name_of(addr) {
+                Some(rule) => {
+                    Name::from_ascii(rule.as_str()).and_then(|n| n.append_domain(&self.config.zone))
+                }
+                None => return self.negative(apex, ResponseCode::NXDomain),
+            },
+            None => return self.negative(apex, ResponseCode::NXDomain),
+        };
+        let Ok(target) = target else {
+            return self.negative(apex, ResponseCode::NXDomain);
+        };
+        if matches!(qtype, RecordType::PTR | RecordType::ANY) {
+            self.positive(vec![Record::from_rdata(
+                qname.clone(),
+                self.config.ttl,
+                RData::PTR(PTR(target)),
+            )])
+        } else {
+            self.negative(apex, ResponseCode::NoError)
+        }
+    }
+
+    /// The largest response allowed for `req` on `transport`.
+    pub fn response_limit(&self, req: &Request, transport: Transport) -> usize {
+        req.response_limit(transport, self.config.max_udp_payload)
+    }
+
+    /// Writes `response` to `req` into `out`; returns whether it was truncated.
+    pub fn emit(
+        &self,
+        req: &Request,
+        response: &Response,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        emit_response(
+            req,
+            response.rcode,
+            response.authoritative,
+            &response.sections,
+            self.config.max_udp_payload,
+            self.response_limit(req, transport),
+            out,
+        )
+    }
+
+    /// Answers query bytes as a purely local server: unknown names get
+    /// NXDOMAIN, names outside the zones REFUSED (RFC 1035 §4.1.1), a
+    /// malformed query FORMERR and other opcodes NOTIMP. The response (bytes
+    /// without TCP framing) goes into `out`.
+    pub fn respond(&self, query: &[u8], transport: Transport, out: &mut Vec<u8>) -> Outcome {
+        out.clear();
+        let req = match Request::parse(query) {
+            Ok(req) => req,
+            Err(e) => return self.respond_error(e, out),
+        };
+        let response = match self.answer(&req) {
+            Answer::Ready(r) => r,
+            Answer::Missing => self.nxdomain(),
+            Answer::Outside => refused(),
+        };
+        let truncated = self.emit(&req, &response, transport, out);
+        Outcome::Answered {
+            rcode: response.rcode,
+            truncated,
+        }
+    }
+
+    /// Writes the FORMERR or NOTIMP response for a query that failed to
+    /// parse, or reports that it is to be dropped.
+    pub fn respond_error(&self, error: QueryError, out: &mut Vec<u8>) -> Outcome {
+        let (id, op, rcode) = match error {
+            QueryError::Malformed { id } => (id, OpCode::Query, ResponseCode::FormErr),
+            QueryError::NotImplemented { id, opcode } => (id, opcode, ResponseCode::NotImp),
+            _ => {
+                out.clear();
+                return Outcome::Dropped(error);
+            }
+        };
+        emit_header_only(id, op, rcode, out);
+        Outcome::Answered {
+            rcode,
+            truncated: false,
+        }
+    }
+}
+
+/// A REFUSED response (not authoritative, no records).
+pub fn refused() -> Response {
+    Response {
+        rcode: ResponseCode::Refused,
+        authoritative: false,
+        sections: Sections::default(),
+    }
+}
+
+fn strip_suffix_ignore_case<'a>(s: &'a str, suffix: &str) -> Option<&'a str> {
+    let cut = s.len().checked_sub(suffix.len())?;
+    let tail = s.get(cut..)?;
+    tail.eq_ignore_ascii_case(suffix)
+        .then(|| s.get(..cut))
+        .flatten()
+}
+
+/// The smallest octet-aligned `in-addr.arpa` zone holding `network`.
+fn reverse_apex(network: Ipv4Net) -> Name {
+    let octets = network.network().octets();
+    let whole = usize::from(network.prefix_len() / 8);
+    let mut text = String::new();
+    for o in octets[..whole].iter().rev() {
+        text.push_str(&o.to_string());
+        text.push('.');
+    }
+    text.push_str("in-addr.arpa.");
+    Name::from_ascii(&text).unwrap_or_else(|_| Name::root())
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn reverse_apex_is_octet_aligned() {
+        let n = |s: &str| reverse_apex(s.parse().unwrap()).to_ascii();
+        assert_eq!(n("10.128.0.0/9"), "10.in-addr.arpa.");
+        assert_eq!(n("10.128.0.0/16"), "128.10.in-addr.arpa.");
+        assert_eq!(n("192.168.7.0/24"), "7.168.192.in-addr.arpa.");
+        assert_eq!(n("192.168.7.0/25"), "7.168.192.in-addr.arpa.");
+    }
+
+    #[test]
+    fn relative_names() {
+        let z = Zone::new(ZoneConfig::default(), 0);
+        assert_eq!(z.relative("h1"), Some("h1"));
+        assert_eq!(z.relative("h1.WOW.internal"), Some("h1"));
+        assert_eq!(z.relative("a.b.wow.internal."), Some("a.b"));
+        assert_eq!(z.relative("h1.example."), None);
+        assert_eq!(z.relative("wow.internal."), None);
+    }
+
+    #[test]
+    fn loads_both_line_orders() {
+        let mut z = Zone::new(ZoneConfig::default(), 0);
+        let n = z
+            .load_names("# comment\nweb 10.128.0.9\n\n10.128.0.10 db.wow.internal\n")
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(z.table().get("web"), Some(Ipv4Addr::new(10, 128, 0, 9)));
+        assert_eq!(z.table().get("db"), Some(Ipv4Addr::new(10, 128, 0, 10)));
+        assert_eq!(z.load_names("x y\n"), Err(LoadError::Syntax { line: 1 }));
+        assert_eq!(
+            z.load_names("ok 10.0.0.1\nbad..name 10.0.0.1\n"),
+            Err(LoadError::Table {
+                line: 2,
+                source: TableError::InvalidName { len: 9 }
+            })
+        );
+        assert_eq!(
+            z.load_names("x.example. 10.0.0.1\n"),
+            Err(LoadError::OutsideZone { line: 1 })
+        );
+    }
+}
