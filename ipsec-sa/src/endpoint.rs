@@ -1,0 +1,1099 @@
+//! The endpoint: all SAs, handshakes and policy of one virtual host.
+//!
+//! Method families, as in quinn-proto's `Connection`:
+//!
+//! - inputs: [`Endpoint::seal`] (a plaintext packet to send),
+//!   [`Endpoint::open`] (a datagram received from a peer, data or
+//!   handshake), [`Endpoint::handle_unprotected`] (a cleartext packet
+//!   received), [`Endpoint::handle_timeout`];
+//! - commands: [`Endpoint::update_authenticator`] (e.g. a new CRL), which
+//!   re-checks every peer and tears down those now refused;
+//! - outputs: [`Endpoint::poll_transmit`] (handshake messages and queued
+//!   packets, to be sent to the named peer), [`Endpoint::poll_event`],
+//!   [`Endpoint::poll_timeout`].
+//!
+//! After any input or command, drain `poll_transmit` and `poll_event` and
+//! re-read `poll_timeout`. Time is always the caller's `now`; wall-clock
+//! time for certificate validity is derived from the `(Instant,
+//! SystemTime)` pair given to [`Endpoint::new`].
+
+use core::net::IpAddr;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant, SystemTime};
+
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::{Rng as _, SeedableRng as _};
+
+use crate::auth::{LocalIdentity, PeerAuthenticator, VerifiedPeer};
+use crate::error::{AuthError, HandshakeError, Rejection, SealError};
+use crate::handshake::{Established, HandshakeSeeds, Initiator, Responder, Role};
+use crate::policy::{Action, Policy};
+use crate::sa::{InboundSa, OutboundSa};
+use crate::wire::{self, HandshakeRepr, MAX_PLAINTEXT_LEN, Packet, Suite, SuiteSet};
+
+/// Endpoint configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// This host's virtual IP (the one in its certificate).
+    pub local_ip: IpAddr,
+    /// Which peers need SAs.
+    pub policy: Policy,
+    /// AEAD suites, most preferred first; all of them are offered.
+    pub suites: Vec<Suite>,
+    /// Start a new key exchange when an outbound SA is this old and in use.
+    pub rekey_after: Duration,
+    /// Delete an SA this old (hard lifetime, RFC 4301 §4.4.2.1).
+    pub reject_after: Duration,
+    /// Start a new key exchange after this many packets on an outbound SA.
+    pub rekey_after_packets: u64,
+    /// Stop using an outbound SA after this many packets.
+    pub reject_after_packets: u64,
+    /// Resend an unanswered handshake message after this long.
+    pub handshake_retransmit_timeout: Duration,
+    /// Give up a handshake after this long.
+    pub handshake_timeout: Duration,
+    /// Keep a replaced inbound SA this long after its last packet, for
+    /// packets still in flight.
+    pub drain_timeout: Duration,
+    /// Packets queued per peer while its SA is being negotiated.
+    pub max_queued_packets: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            local_ip: IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED),
+            policy: Policy::default(),
+            suites: vec![Suite::Aes256Gcm, Suite::ChaCha20Poly1305],
+            rekey_after: Duration::from_secs(120),
+            reject_after: Duration::from_secs(180),
+            // AES-GCM: at most 2^24.5 full-size records per key (RFC 8446 §5.5).
+            rekey_after_packets: 1 << 23,
+            reject_after_packets: 1 << 24,
+            handshake_retransmit_timeout: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
+            max_queued_packets: 64,
+        }
+    }
+}
+
+/// A datagram to send to a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The peer's virtual IP.
+    pub destination: IpAddr,
+    /// A handshake message or a sealed data packet.
+    pub payload: Vec<u8>,
+}
+
+/// What [`Endpoint::seal`] did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealOutput {
+    /// The sealed packet is in the output buffer; send it to the
+    /// destination.
+    Sealed,
+    /// Policy lets this destination be reached in the clear: send the
+    /// plaintext unchanged.
+    Bypass,
+    /// No SA yet: the packet is queued and a handshake runs; its messages
+    /// (and later the queued packet, sealed) come out of
+    /// [`Endpoint::poll_transmit`].
+    HandshakeNeeded,
+}
+
+/// What [`Endpoint::open`] found in a datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OpenOutput<'a> {
+    /// An authenticated packet from the peer; deliver it.
+    Plaintext(&'a [u8]),
+    /// A handshake message, consumed; poll for transmits and events.
+    Handshake,
+    /// An authenticated empty packet (keepalive or SA confirmation).
+    Keepalive,
+}
+
+/// The verdict on a packet that arrived without protection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The source may send in the clear; deliver it.
+    Accept,
+    /// The source is in the private prefix: drop it.
+    Drop,
+}
+
+/// Something the application may want to know or log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A key exchange completed and an SA pair was installed.
+    SaEstablished {
+        /// The peer.
+        peer: IpAddr,
+        /// SPI of the new inbound SA.
+        inbound_spi: u32,
+        /// SPI of the new outbound SA.
+        outbound_spi: u32,
+        /// The AEAD suite.
+        suite: Suite,
+        /// Whether this side initiated.
+        role: Role,
+        /// Whether it replaces an earlier SA (a rekey).
+        rekey: bool,
+    },
+    /// An inbound SA was deleted after being replaced and drained, or at
+    /// its hard lifetime.
+    SaExpired {
+        /// The peer.
+        peer: IpAddr,
+        /// Its SPI.
+        spi: u32,
+    },
+    /// Every SA with a peer was torn down because its certificate is no
+    /// longer acceptable (revoked by a newer CRL, or expired).
+    PeerRemoved {
+        /// The peer.
+        peer: IpAddr,
+        /// Why the certificate is now refused.
+        reason: AuthError,
+    },
+    /// A key exchange with a peer failed; its queued packets were dropped.
+    HandshakeFailed {
+        /// The peer.
+        peer: IpAddr,
+        /// Why.
+        error: HandshakeError,
+    },
+    /// A peer in the private prefix sent unprotected packets. Emitted once
+    /// per peer; every such packet is counted in
+    /// [`Stats::unprotected_dropped`].
+    UnprotectedDropped {
+        /// The source.
+        peer: IpAddr,
+    },
+}
+
+/// Counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Unprotected packets dropped because their source needs an SA.
+    pub unprotected_dropped: u64,
+    /// Sealed packets dropped by the replay check.
+    pub replayed: u64,
+    /// Sealed packets that failed authentication.
+    pub authentication_failed: u64,
+    /// Sealed packets for no known SA.
+    pub unknown_spi: u64,
+    /// Malformed datagrams.
+    pub malformed: u64,
+    /// Handshakes completed.
+    pub handshakes_completed: u64,
+    /// Handshake messages refused.
+    pub handshakes_failed: u64,
+    /// Outbound packets dropped because a peer's queue was full or its
+    /// handshake failed.
+    pub queue_dropped: u64,
+}
+
+struct InboundEntry {
+    peer: IpAddr,
+    sa: InboundSa,
+    role: Role,
+    created_at: Instant,
+    expires_at: Instant,
+    last_received_at: Option<Instant>,
+    superseded_at: Option<Instant>,
+}
+
+impl InboundEntry {
+    fn deadline(&self, drain: Duration) -> Instant {
+        match self.superseded_at {
+            Some(at) => {
+                let last = self.last_received_at.map_or(at, |r| r.max(at));
+                (last + drain).min(self.expires_at)
+            }
+            None => self.expires_at,
+        }
+    }
+}
+
+struct OutboundEntry {
+    sa: OutboundSa,
+    /// Whether it carried data (keepalives do not count): idle SAs are not
+    /// rekeyed, they expire.
+    used: bool,
+    rekey_at: Instant,
+    expires_at: Instant,
+}
+
+/// An initiator's new SA, not yet confirmed by the responder.
+struct Unconfirmed {
+    inbound_spi: u32,
+    finish: Vec<u8>,
+    retransmit_at: Instant,
+    give_up_at: Instant,
+    /// The new outbound SA, while the previous one is still used.
+    pending: Option<OutboundEntry>,
+}
+
+struct PeerCertificate {
+    der: Vec<u8>,
+    expires_at: Instant,
+}
+
+#[derive(Default)]
+struct Peer {
+    outbound: Option<OutboundEntry>,
+    unconfirmed: Option<Unconfirmed>,
+    initiating: Option<u32>,
+    inbound_spis: Vec<u32>,
+    queue: VecDeque<Vec<u8>>,
+    certificate: Option<PeerCertificate>,
+}
+
+struct PendingInitiator {
+    peer: IpAddr,
+    state: Initiator,
+    message: Vec<u8>,
+    retransmit_at: Instant,
+    give_up_at: Instant,
+}
+
+struct PendingResponder {
+    peer: IpAddr,
+    state: Responder,
+    message: Vec<u8>,
+    give_up_at: Instant,
+}
+
+/// The security-association endpoint of one virtual host. See the
+/// [module docs](self) for the call order.
+pub struct Endpoint<A> {
+    config: Config,
+    identity: LocalIdentity,
+    authenticator: A,
+    rng: ChaCha20Rng,
+    clock_anchor: (Instant, SystemTime),
+    peers: HashMap<IpAddr, Peer>,
+    inbound: HashMap<u32, InboundEntry>,
+    initiators: HashMap<u32, PendingInitiator>,
+    responders: HashMap<u32, PendingResponder>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    unprotected_seen: HashSet<IpAddr>,
+    stats: Stats,
+}
+
+impl<A> core::fmt::Debug for Endpoint<A> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("local_ip", &self.config.local_ip)
+            .field("peers", &self.peers.len())
+            .field("inbound_sas", &self.inbound.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: PeerAuthenticator> Endpoint<A> {
+    /// Creates an endpoint. `now` and `wall_now` are the same moment on the
+    /// monotonic and the wall clock; `seed` must come from a CSPRNG in
+    /// production (it seeds SPIs and the handshakes' Noise keys).
+    pub fn new(
+        config: Config,
+        identity: LocalIdentity,
+        authenticator: A,
+        now: Instant,
+        wall_now: SystemTime,
+        seed: [u8; 32],
+    ) -> Self {
+        Endpoint {
+            config,
+            identity,
+            authenticator,
+            rng: ChaCha20Rng::from_seed(seed),
+            clock_anchor: (now, wall_now),
+            peers: HashMap::new(),
+            inbound: HashMap::new(),
+            initiators: HashMap::new(),
+            responders: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            unprotected_seen: HashSet::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The authenticator.
+    pub fn authenticator(&self) -> &A {
+        &self.authenticator
+    }
+
+    /// Whether a usable outbound SA to `peer` exists.
+    pub fn has_sa(&self, peer: IpAddr) -> bool {
+        self.peers.get(&peer).is_some_and(|p| p.outbound.is_some())
+    }
+
+    /// SPIs of the inbound SAs from `peer` (current and draining).
+    pub fn inbound_spis(&self, peer: IpAddr) -> Vec<u32> {
+        self.peers
+            .get(&peer)
+            .map(|p| p.inbound_spis.clone())
+            .unwrap_or_default()
+    }
+
+    /// Re-anchors wall-clock time (e.g. after the system clock was set).
+    pub fn handle_wall_clock(&mut self, now: Instant, wall_now: SystemTime) {
+        self.clock_anchor = (now, wall_now);
+    }
+
+    fn wall(&self, now: Instant) -> SystemTime {
+        self.clock_anchor.1 + now.saturating_duration_since(self.clock_anchor.0)
+    }
+
+    fn instant_for(&self, wall: SystemTime) -> Instant {
+        let (anchor, anchor_wall) = self.clock_anchor;
+        match wall.duration_since(anchor_wall) {
+            Ok(ahead) => anchor
+                .checked_add(ahead)
+                .unwrap_or(anchor + Duration::from_secs(1 << 32)),
+            Err(_) => anchor,
+        }
+    }
+
+    /// Changes the authenticator (for example loads a newer CRL), then
+    /// re-checks every authenticated peer's certificate and tears down the
+    /// SAs of those now refused ([`Event::PeerRemoved`]).
+    pub fn update_authenticator<R>(&mut self, now: Instant, update: impl FnOnce(&mut A) -> R) -> R {
+        let result = update(&mut self.authenticator);
+        self.revalidate(now);
+        result
+    }
+
+    /// Re-checks every authenticated peer's certificate at `now`.
+    pub fn revalidate(&mut self, now: Instant) {
+        let wall = self.wall(now);
+        let refused: Vec<(IpAddr, AuthError)> = self
+            .peers
+            .iter()
+            .filter_map(|(ip, peer)| {
+                let cert = peer.certificate.as_ref()?;
+                self.authenticator
+                    .authenticate(&cert.der, *ip, wall)
+                    .err()
+                    .map(|e| (*ip, e))
+            })
+            .collect();
+        for (ip, reason) in refused {
+            self.remove_peer(ip, reason);
+        }
+    }
+
+    /// Protects a plaintext packet for `destination`.
+    ///
+    /// On [`SealOutput::Sealed`], `out` holds the packet to send; otherwise
+    /// `out` is untouched.
+    pub fn seal(
+        &mut self,
+        now: Instant,
+        destination: IpAddr,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<SealOutput, SealError> {
+        if packet.len() > MAX_PLAINTEXT_LEN {
+            return Err(SealError::TooLarge(packet.len()));
+        }
+        if destination == self.config.local_ip {
+            return Err(SealError::LocalDestination);
+        }
+        if self.config.policy.action(destination) == Action::Bypass {
+            return Ok(SealOutput::Bypass);
+        }
+        let reject_after_packets = self.config.reject_after_packets;
+        let rekey_after_packets = self.config.rekey_after_packets;
+        let peer = self.peers.entry(destination).or_default();
+        if let Some(current) = &peer.outbound
+            && (now >= current.expires_at || current.sa.packets() >= reject_after_packets)
+        {
+            peer.outbound = None;
+            if let Some(unconfirmed) = &mut peer.unconfirmed {
+                // The old SA is gone: use the new one without waiting.
+                peer.outbound = unconfirmed.pending.take();
+            }
+        }
+        if let Some(current) = &mut peer.outbound
+            && current.sa.seal(packet, out).is_ok()
+        {
+            current.used = true;
+            let rekey = current.sa.packets() >= rekey_after_packets || now >= current.rekey_at;
+            if rekey {
+                self.maybe_rekey(now, destination);
+            }
+            return Ok(SealOutput::Sealed);
+        }
+        if peer.queue.len() >= self.config.max_queued_packets {
+            peer.queue.pop_front();
+            self.stats.queue_dropped += 1;
+        }
+        peer.queue.push_back(packet.to_vec());
+        self.maybe_rekey(now, destination);
+        Ok(SealOutput::HandshakeNeeded)
+    }
+
+    /// Starts a handshake with `peer` unless one is already running.
+    fn maybe_rekey(&mut self, now: Instant, ip: IpAddr) {
+        let busy = self
+            .peers
+            .get(&ip)
+            .is_some_and(|p| p.initiating.is_some() || p.unconfirmed.is_some())
+            || self.responders.values().any(|r| r.peer == ip);
+        if !busy {
+            self.start_handshake(now, ip);
+        }
+    }
+
+    fn alloc_index(&mut self) -> u32 {
+        loop {
+            let index = self.rng.next_u32();
+            if index >= 256
+                && !self.inbound.contains_key(&index)
+                && !self.initiators.contains_key(&index)
+                && !self.responders.contains_key(&index)
+            {
+                return index;
+            }
+        }
+    }
+
+    fn offered(&self) -> SuiteSet {
+        SuiteSet::from_suites(&self.config.suites)
+    }
+
+    fn start_handshake(&mut self, now: Instant, ip: IpAddr) {
+        let index = self.alloc_index();
+        let seeds = HandshakeSeeds::draw(&mut self.rng);
+        match Initiator::start(self.config.local_ip, ip, self.offered(), index, seeds) {
+            Ok((state, message)) => {
+                self.transmits.push_back(Transmit {
+                    destination: ip,
+                    payload: message.clone(),
+                });
+                self.initiators.insert(
+                    index,
+                    PendingInitiator {
+                        peer: ip,
+                        state,
+                        message,
+                        retransmit_at: now + self.config.handshake_retransmit_timeout,
+                        give_up_at: now + self.config.handshake_timeout,
+                    },
+                );
+                self.peers.entry(ip).or_default().initiating = Some(index);
+            }
+            Err(error) => self.handshake_failed(ip, error),
+        }
+    }
+
+    fn handshake_failed(&mut self, ip: IpAddr, error: HandshakeError) {
+        self.stats.handshakes_failed += 1;
+        if let Some(peer) = self.peers.get_mut(&ip) {
+            self.stats.queue_dropped += peer.queue.len() as u64;
+            peer.queue.clear();
+        }
+        self.events
+            .push_back(Event::HandshakeFailed { peer: ip, error });
+    }
+
+    /// Handles a datagram received from `source` (the peer's virtual IP as
+    /// the overlay reports it): a data packet, decrypted in place, or a
+    /// handshake message.
+    pub fn open<'a>(
+        &mut self,
+        now: Instant,
+        source: IpAddr,
+        datagram: &'a mut [u8],
+    ) -> Result<OpenOutput<'a>, Rejection> {
+        if wire::is_handshake(datagram) {
+            return match self.handle_handshake(now, source, datagram) {
+                Ok(()) => Ok(OpenOutput::Handshake),
+                Err(error) => {
+                    if matches!(error, HandshakeError::Wire(_)) {
+                        self.stats.malformed += 1;
+                    } else {
+                        self.stats.handshakes_failed += 1;
+                    }
+                    Err(Rejection::Handshake(error))
+                }
+            };
+        }
+        let result = self.open_data(now, source, datagram);
+        if let Err(rejection) = &result {
+            match rejection {
+                Rejection::Wire(_) => self.stats.malformed += 1,
+                Rejection::UnknownSpi(_) | Rejection::WrongPeer { .. } => {
+                    self.stats.unknown_spi += 1;
+                }
+                Rejection::Replayed(_) | Rejection::OutsideWindow(_) => self.stats.replayed += 1,
+                _ => self.stats.authentication_failed += 1,
+            }
+        }
+        result
+    }
+
+    fn open_data<'a>(
+        &mut self,
+        now: Instant,
+        source: IpAddr,
+        datagram: &'a mut [u8],
+    ) -> Result<OpenOutput<'a>, Rejection> {
+        let spi = Packet::new_checked(&*datagram)?.spi();
+        let entry = self
+            .inbound
+            .get_mut(&spi)
+            .ok_or(Rejection::UnknownSpi(spi))?;
+        if entry.peer != source {
+            return Err(Rejection::WrongPeer {
+                spi,
+                sender: source,
+            });
+        }
+        if now >= entry.expires_at {
+            return Err(Rejection::UnknownSpi(spi));
+        }
+        let plaintext = entry.sa.open(datagram)?;
+        let first = entry.last_received_at.is_none();
+        entry.last_received_at = Some(now);
+        if first {
+            self.on_first_packet(now, source, spi);
+        }
+        Ok(if plaintext.is_empty() {
+            OpenOutput::Keepalive
+        } else {
+            OpenOutput::Plaintext(plaintext)
+        })
+    }
+
+    /// The peer started using inbound SA `spi`: older inbound SAs start
+    /// draining, and an unconfirmed outbound SA paired with it is confirmed.
+    fn on_first_packet(&mut self, now: Instant, ip: IpAddr, spi: u32) {
+        let Some(created_at) = self.inbound.get(&spi).map(|e| e.created_at) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&ip) else {
+            return;
+        };
+        for other in &peer.inbound_spis {
+            if let Some(entry) = self.inbound.get_mut(other)
+                && *other != spi
+                && entry.created_at <= created_at
+                && entry.superseded_at.is_none()
+            {
+                entry.superseded_at = Some(now);
+            }
+        }
+        if peer
+            .unconfirmed
+            .as_ref()
+            .is_some_and(|u| u.inbound_spi == spi)
+            && let Some(unconfirmed) = peer.unconfirmed.take()
+            && let Some(pending) = unconfirmed.pending
+        {
+            peer.outbound = Some(pending);
+        }
+    }
+
+    fn handle_handshake(
+        &mut self,
+        now: Instant,
+        source: IpAddr,
+        datagram: &[u8],
+    ) -> Result<(), HandshakeError> {
+        let repr = HandshakeRepr::parse(datagram)?;
+        if self.config.policy.action(source) != Action::Protect || source == self.config.local_ip {
+            return Err(HandshakeError::Policy);
+        }
+        match repr {
+            HandshakeRepr::Init {
+                initiator_index,
+                offered,
+                noise,
+            } => self.handle_init(now, source, initiator_index, offered, noise),
+            HandshakeRepr::Response {
+                initiator_index,
+                responder_index,
+                noise,
+            } => self.handle_response(now, source, initiator_index, responder_index, noise),
+            HandshakeRepr::Finish {
+                initiator_index,
+                responder_index,
+                noise,
+            } => self.handle_finish(now, source, initiator_index, responder_index, noise),
+        }
+    }
+
+    fn handle_init(
+        &mut self,
+        now: Instant,
+        source: IpAddr,
+        initiator_index: u32,
+        offered: SuiteSet,
+        noise: &[u8],
+    ) -> Result<(), HandshakeError> {
+        // A retransmitted init: our response was lost.
+        if let Some(pending) = self
+            .responders
+            .values()
+            .find(|r| r.peer == source && r.state.initiator_index == initiator_index)
+        {
+            let payload = pending.message.clone();
+            self.transmits.push_back(Transmit {
+                destination: source,
+                payload,
+            });
+            return Ok(());
+        }
+        // Simultaneous initiation: the lower address's handshake wins
+        // (compare RFC 7296 §2.8.1, which keeps one of two colliding SAs).
+        if let Some(ours) = self.peers.get(&source).and_then(|p| p.initiating) {
+            if self.config.local_ip < source {
+                return Ok(());
+            }
+            self.initiators.remove(&ours);
+            if let Some(peer) = self.peers.get_mut(&source) {
+                peer.initiating = None;
+            }
+        }
+        let index = self.alloc_index();
+        let seeds = HandshakeSeeds::draw(&mut self.rng);
+        let (state, message) = Responder::respond(
+            self.config.local_ip,
+            source,
+            initiator_index,
+            offered,
+            noise,
+            &self.config.suites,
+            index,
+            &self.identity,
+            seeds,
+        )?;
+        self.transmits.push_back(Transmit {
+            destination: source,
+            payload: message.clone(),
+        });
+        self.responders.insert(
+            index,
+            PendingResponder {
+                peer: source,
+                state,
+                message,
+                give_up_at: now + self.config.handshake_timeout,
+            },
+        );
+        Ok(())
+    }
+
+    fn handle_response(
+        &mut self,
+        now: Instant,
+        source: IpAddr,
+        initiator_index: u32,
+        responder_index: u32,
+        noise: &[u8],
+    ) -> Result<(), HandshakeError> {
+        match self.initiators.get(&initiator_index) {
+            None => return Err(HandshakeError::UnknownSession(initiator_index)),
+            Some(pending) if pending.peer != source => return Err(HandshakeError::WrongPeer),
+            Some(_) => {}
+        }
+        let Some(pending) = self.initiators.remove(&initiator_index) else {
+            return Err(HandshakeError::UnknownSession(initiator_index));
+        };
+        if let Some(peer) = self.peers.get_mut(&source) {
+            peer.initiating = None;
+        }
+        let wall = self.wall(now);
+        match pending.state.handle_response(
+            responder_index,
+            noise,
+            &self.identity,
+            &self.authenticator,
+            source,
+            wall,
+        ) {
+            Ok((established, finish)) => {
+                self.transmits.push_back(Transmit {
+                    destination: source,
+                    payload: finish.clone(),
+                });
+                self.install(now, established, Some(finish));
+                Ok(())
+            }
+            Err(error) => {
+                self.handshake_failed(source, error);
+                Err(error)
+            }
+        }
+    }
+
+    fn handle_finish(
+        &mut self,
+        now: Instant,
+        source: IpAddr,
+        initiator_index: u32,
+        responder_index: u32,
+        noise: &[u8],
+    ) -> Result<(), HandshakeError> {
+        match self.responders.get(&responder_index) {
+            Some(pending) if pending.peer != source => return Err(HandshakeError::WrongPeer),
+            Some(pending) if pending.state.initiator_index != initiator_index => {
+                return Err(HandshakeError::IndexMismatch);
+            }
+            Some(_) => {}
+            None => {
+                // A retransmitted finish: our confirmation was lost.
+                let known = self.inbound.get(&responder_index).is_some_and(|e| {
+                    e.peer == source && e.role == Role::Responder && e.last_received_at.is_none()
+                });
+                if !known {
+                    return Err(HandshakeError::UnknownSession(responder_index));
+                }
+                self.send_keepalive(source);
+                return Ok(());
+            }
+        }
+        let Some(pending) = self.responders.remove(&responder_index) else {
+            return Err(HandshakeError::UnknownSession(responder_index));
+        };
+        let wall = self.wall(now);
+        match pending
+            .state
+            .handle_finish(noise, &self.authenticator, source, wall)
+        {
+            Ok(established) => {
+                self.install(now, established, None);
+                Ok(())
+            }
+            Err(error) => {
+                self.handshake_failed(source, error);
+                Err(error)
+            }
+        }
+    }
+
+    fn send_keepalive(&mut self, ip: IpAddr) {
+        if let Some(current) = self.peers.get_mut(&ip).and_then(|p| p.outbound.as_mut()) {
+            let mut payload = Vec::new();
+            if current.sa.seal(&[], &mut payload).is_ok() {
+                self.transmits.push_back(Transmit {
+                    destination: ip,
+                    payload,
+                });
+            }
+        }
+    }
+
+    fn install(&mut self, now: Instant, established: Established, finish: Option<Vec<u8>>) {
+        let Established {
+            role,
+            peer: verified,
+            certificate,
+            suite,
+            local_index,
+            remote_index,
+            inbound,
+            outbound,
+        } = established;
+        let VerifiedPeer { ip, not_after, .. } = verified;
+        let cert_expires_at = self.instant_for(not_after);
+        let config = &self.config;
+        self.inbound.insert(
+            local_index,
+            InboundEntry {
+                peer: ip,
+                sa: InboundSa::new(local_index, suite, &inbound),
+                role,
+                created_at: now,
+                expires_at: now + config.reject_after + config.drain_timeout,
+                last_received_at: None,
+                superseded_at: None,
+            },
+        );
+        // The responder rekeys later so the two sides rarely collide.
+        let rekey_delay = match role {
+            Role::Initiator => config.rekey_after,
+            Role::Responder => {
+                config.rekey_after + (config.reject_after.saturating_sub(config.rekey_after)) / 2
+            }
+        };
+        let entry = OutboundEntry {
+            sa: OutboundSa::new(remote_index, suite, &outbound),
+            used: false,
+            rekey_at: now + rekey_delay,
+            expires_at: now + config.reject_after,
+        };
+        let retransmit_at = now + config.handshake_retransmit_timeout;
+        let give_up_at = now + config.handshake_timeout;
+        let peer = self.peers.entry(ip).or_default();
+        peer.certificate = Some(PeerCertificate {
+            der: certificate,
+            expires_at: cert_expires_at,
+        });
+        peer.inbound_spis.push(local_index);
+        let rekey = peer.outbound.is_some();
+        match (role, finish) {
+            (Role::Initiator, Some(finish)) => {
+                let pending = if rekey {
+                    Some(entry)
+                } else {
+                    peer.outbound = Some(entry);
+                    None
+                };
+                peer.unconfirmed = Some(Unconfirmed {
+                    inbound_spi: local_index,
+                    finish,
+                    retransmit_at,
+                    give_up_at,
+                    pending,
+                });
+            }
+            _ => {
+                peer.outbound = Some(entry);
+                // Tells the initiator that its finish arrived.
+                self.send_keepalive(ip);
+            }
+        }
+        self.stats.handshakes_completed += 1;
+        self.events.push_back(Event::SaEstablished {
+            peer: ip,
+            inbound_spi: local_index,
+            outbound_spi: remote_index,
+            suite,
+            role,
+            rekey,
+        });
+        self.flush_queue(ip);
+    }
+
+    fn flush_queue(&mut self, ip: IpAddr) {
+        let Some(peer) = self.peers.get_mut(&ip) else {
+            return;
+        };
+        let Some(current) = peer.outbound.as_mut() else {
+            return;
+        };
+        while let Some(packet) = peer.queue.pop_front() {
+            let mut payload = Vec::new();
+            if current.sa.seal(&packet, &mut payload).is_err() {
+                self.stats.queue_dropped += 1;
+                continue;
+            }
+            current.used = true;
+            self.transmits.push_back(Transmit {
+                destination: ip,
+                payload,
+            });
+        }
+    }
+
+    fn remove_peer(&mut self, ip: IpAddr, reason: AuthError) {
+        let Some(peer) = self.peers.remove(&ip) else {
+            return;
+        };
+        for spi in &peer.inbound_spis {
+            self.inbound.remove(spi);
+        }
+        self.initiators.retain(|_, p| p.peer != ip);
+        self.responders.retain(|_, p| p.peer != ip);
+        self.stats.queue_dropped += peer.queue.len() as u64;
+        self.events
+            .push_back(Event::PeerRemoved { peer: ip, reason });
+    }
+
+    /// Handles a packet that arrived in the clear from `source`: packets
+    /// from the private prefix are dropped and counted, and reported once
+    /// per source ([`Event::UnprotectedDropped`]).
+    pub fn handle_unprotected(&mut self, _now: Instant, source: IpAddr) -> Verdict {
+        match self.config.policy.action(source) {
+            Action::Bypass => Verdict::Accept,
+            Action::Protect => {
+                self.stats.unprotected_dropped += 1;
+                if self.unprotected_seen.insert(source) {
+                    self.events
+                        .push_back(Event::UnprotectedDropped { peer: source });
+                }
+                Verdict::Drop
+            }
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let drain = self.config.drain_timeout;
+        let initiators = self
+            .initiators
+            .values()
+            .map(|p| p.retransmit_at.min(p.give_up_at));
+        let responders = self.responders.values().map(|p| p.give_up_at);
+        let inbound = self.inbound.values().map(|e| e.deadline(drain));
+        let responding: HashSet<IpAddr> = self.responders.values().map(|r| r.peer).collect();
+        let peers = self.peers.iter().flat_map(|(ip, p)| {
+            let busy = p.initiating.is_some() || p.unconfirmed.is_some() || responding.contains(ip);
+            let outbound = p.outbound.as_ref().map(|o| {
+                if o.used && !busy {
+                    o.rekey_at.min(o.expires_at)
+                } else {
+                    o.expires_at
+                }
+            });
+            let unconfirmed = p
+                .unconfirmed
+                .as_ref()
+                .map(|u| u.retransmit_at.min(u.give_up_at));
+            let certificate = p.certificate.as_ref().map(|c| c.expires_at);
+            [outbound, unconfirmed, certificate].into_iter().flatten()
+        });
+        initiators
+            .chain(responders)
+            .chain(inbound)
+            .chain(peers)
+            .min()
+    }
+
+    /// Runs retransmissions, rekeys and expiries due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let config = self.config.clone();
+        // Handshakes: retransmit or give up.
+        let mut failed = Vec::new();
+        for (index, pending) in &mut self.initiators {
+            if now >= pending.give_up_at {
+                failed.push((*index, pending.peer));
+            } else if now >= pending.retransmit_at {
+                pending.retransmit_at = now + config.handshake_retransmit_timeout;
+                let payload = pending.message.clone();
+                self.transmits.push_back(Transmit {
+                    destination: pending.peer,
+                    payload,
+                });
+            }
+        }
+        for (index, ip) in failed {
+            self.initiators.remove(&index);
+            if let Some(peer) = self.peers.get_mut(&ip) {
+                peer.initiating = None;
+            }
+            self.handshake_failed(ip, HandshakeError::Timeout);
+        }
+        let expired: Vec<(u32, IpAddr)> = self
+            .responders
+            .iter()
+            .filter(|(_, p)| now >= p.give_up_at)
+            .map(|(i, p)| (*i, p.peer))
+            .collect();
+        for (index, ip) in expired {
+            self.responders.remove(&index);
+            self.handshake_failed(ip, HandshakeError::Timeout);
+        }
+        // Certificates that expired tear their peer down.
+        let expired: Vec<IpAddr> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.certificate.as_ref().is_some_and(|c| now >= c.expires_at))
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in expired {
+            self.remove_peer(ip, AuthError::Expired);
+        }
+        // Inbound SAs: drained or at hard lifetime.
+        let dead: Vec<u32> = self
+            .inbound
+            .iter()
+            .filter(|(_, e)| now >= e.deadline(config.drain_timeout))
+            .map(|(spi, _)| *spi)
+            .collect();
+        for spi in dead {
+            if let Some(entry) = self.inbound.remove(&spi) {
+                if let Some(peer) = self.peers.get_mut(&entry.peer) {
+                    peer.inbound_spis.retain(|s| *s != spi);
+                }
+                self.events.push_back(Event::SaExpired {
+                    peer: entry.peer,
+                    spi,
+                });
+            }
+        }
+        // Outbound SAs and unconfirmed handshakes.
+        let mut rekey = Vec::new();
+        let mut gave_up = Vec::new();
+        for (ip, peer) in &mut self.peers {
+            if let Some(unconfirmed) = &mut peer.unconfirmed {
+                if now >= unconfirmed.give_up_at {
+                    let inbound_spi = unconfirmed.inbound_spi;
+                    if unconfirmed.pending.is_none() {
+                        // First SA with this peer, never confirmed: the
+                        // responder most likely never installed it.
+                        peer.outbound = None;
+                    }
+                    peer.unconfirmed = None;
+                    gave_up.push((*ip, inbound_spi));
+                } else if now >= unconfirmed.retransmit_at {
+                    unconfirmed.retransmit_at = now + config.handshake_retransmit_timeout;
+                    let payload = unconfirmed.finish.clone();
+                    self.transmits.push_back(Transmit {
+                        destination: *ip,
+                        payload,
+                    });
+                }
+            }
+            if peer.outbound.as_ref().is_some_and(|o| now >= o.expires_at) {
+                peer.outbound = peer.unconfirmed.as_mut().and_then(|u| u.pending.take());
+            }
+            if let Some(current) = &peer.outbound
+                && current.used
+                && now >= current.rekey_at
+                && peer.initiating.is_none()
+                && peer.unconfirmed.is_none()
+            {
+                rekey.push(*ip);
+            }
+        }
+        for (ip, spi) in gave_up {
+            if self
+                .inbound
+                .get(&spi)
+                .is_some_and(|e| e.last_received_at.is_none())
+            {
+                self.inbound.remove(&spi);
+                if let Some(peer) = self.peers.get_mut(&ip) {
+                    peer.inbound_spis.retain(|s| *s != spi);
+                }
+            }
+            self.handshake_failed(ip, HandshakeError::Timeout);
+        }
+        for ip in rekey {
+            if !self.responders.values().any(|r| r.peer == ip) {
+                self.start_handshake(now, ip);
+            }
+        }
+    }
+}
