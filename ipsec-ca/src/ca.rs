@@ -158,6 +158,15 @@ impl<S: Store> Ca<S> {
                 state
             }
         };
+        // Mix the state into the seed: a caller that reuses a seed after a
+        // restart still gets a fresh serial sequence once anything changed.
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(&seed);
+        ctx.update(&(state.issued.len() as u64).to_be_bytes());
+        ctx.update(&state.next_pending_id.to_be_bytes());
+        ctx.update(&state.crl_number.to_be_bytes());
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(ctx.finish().as_ref());
         let mut ca = Ca {
             identity,
             policy,
@@ -268,10 +277,13 @@ impl<S: Store> Ca<S> {
                 max_secs: self.policy.max_validity.whole_seconds(),
             });
         }
-        match now.checked_add(validity) {
-            Some(end) if end <= self.identity.not_after() => {}
-            _ => return Err(PolicyError::BeyondCaValidity),
+        // Capped so no certificate outlives its issuer (RFC 5280 §6.1.3 would
+        // reject the chain after the CA expires anyway).
+        let remaining = self.identity.not_after() - now;
+        if remaining <= Duration::ZERO {
+            return Err(PolicyError::BeyondCaValidity);
         }
+        let validity = validity.min(remaining);
         let now_s = unix(now);
         for rec in self.live_for_ip(info.virtual_ip, now_s) {
             if rec.spki != info.spki_der {

@@ -93,8 +93,8 @@ pub enum PolicyError {
     /// The validity is zero or negative.
     #[error("requested validity must be positive")]
     ValidityNotPositive,
-    /// The certificate would outlive the issuing CA.
-    #[error("certificate would outlive the CA certificate")]
+    /// The issuing CA certificate has expired (or a sub-CA would outlive its parent).
+    #[error("the CA certificate has expired or would be outlived")]
     BeyondCaValidity,
 }
 

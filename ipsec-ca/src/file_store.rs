@@ -85,7 +85,11 @@ impl FileStore {
     /// Uses `dir` (created if missing, mode 0700).
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(io_err("mkdir", &dir))?;
+        if !dir.is_dir() {
+            std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+                .create(&dir)
+                .map_err(io_err("mkdir", &dir))?;
+        }
         Ok(FileStore { dir })
     }
 

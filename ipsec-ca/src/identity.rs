@@ -30,6 +30,9 @@ impl core::fmt::Debug for CaIdentity {
     }
 }
 
+/// How far a CA certificate's notBefore precedes its creation time.
+pub const CA_BACKDATE: Duration = Duration::hours(1);
+
 fn ca_params(
     common_name: &str,
     is_ca: IsCa,
@@ -47,7 +50,9 @@ fn ca_params(
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    params.not_before = now;
+    // Backdated like end-entity certificates (`Policy::backdate`), so a
+    // certificate issued right away does not start before its issuer.
+    params.not_before = now.checked_sub(CA_BACKDATE).unwrap_or(now);
     params.not_after = now.checked_add(validity).ok_or(CaError::TimeOutOfRange)?;
     // CA certificates are rare; a digest of key and time is unique and unguessable
     // enough, and keeps this path free of an RNG argument.

@@ -1,0 +1,586 @@
+//! Every signing-policy refusal, the pending queue, renewal, revocation and
+//! CRL distribution, store-failure rollback, and every verifier refusal.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::Ipv4Addr;
+
+use ipsec_ca::time::{Duration, OffsetDateTime};
+use ipsec_ca::wire::{CrlEnvelope, EnrolmentMessage, RejectReason};
+use ipsec_ca::{
+    Ca, CaError, CaIdentity, CrlError, CsrError, KeyType, MemStore, NodeKey, NodeRequest,
+    OverlayAddress, Policy, PolicyError, RevocationReason, Verifier, VerifyError, WireError,
+};
+
+const IP: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 10);
+const OTHER_IP: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 11);
+
+fn t0() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+}
+
+fn new_ca(key_type: KeyType, policy: Policy) -> Ca<MemStore> {
+    let identity = CaIdentity::create_root(key_type, "wow CA", t0(), Duration::days(3650)).unwrap();
+    Ca::open(identity, policy, MemStore::default(), [5; 32]).unwrap()
+}
+
+fn csr(key: &NodeKey, ip: Ipv4Addr) -> Vec<u8> {
+    key.certificate_request(&NodeRequest::new(ip)).unwrap()
+}
+
+fn policy_err(r: Result<impl std::fmt::Debug, CaError>) -> PolicyError {
+    match r {
+        Err(CaError::Policy(p)) => p,
+        other => panic!("expected a policy refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn refuses_csr_ip_other_than_source() {
+    let mut ca = new_ca(KeyType::Ed25519, Policy::default());
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let err = policy_err(ca.sign(&csr(&key, IP), OTHER_IP, None, t0()));
+    assert_eq!(
+        err,
+        PolicyError::IpMismatch {
+            requested: IP,
+            source_ip: OTHER_IP
+        }
+    );
+    assert!(ca.issued().is_empty());
+}
+
+#[test]
+fn refuses_duplicate_ip_with_another_key_until_revoked_or_expired() {
+    let mut ca = new_ca(KeyType::Ed25519, Policy::default());
+    let first = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let issued = ca.sign(&csr(&first, IP), IP, None, t0()).unwrap();
+    let second = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let err = policy_err(ca.sign(&csr(&second, IP), IP, None, t0()));
+    assert!(
+        matches!(err, PolicyError::IpInUse { ip, .. } if ip == IP),
+        "{err:?}"
+    );
+    assert_eq!(ca.issued().len(), 1);
+
+    // Once expired, the IP is free again.
+    let later = t0() + ca.policy().default_validity + Duration::seconds(1);
+    ca.sign(&csr(&second, IP), IP, None, later).unwrap();
+
+    // Once revoked, too.
+    let mut ca = new_ca(KeyType::Ed25519, Policy::default());
+    let issued2 = ca.sign(&csr(&first, IP), IP, None, t0()).unwrap();
+    assert!(ca.find_serial(&issued2.serial).is_some());
+    let _ = issued;
+    ca.revoke(&issued2.serial, RevocationReason::KeyCompromise, t0())
+        .unwrap();
+    ca.sign(&csr(&second, IP), IP, None, t0()).unwrap();
+}
+
+#[test]
+fn renewal_by_same_key_supersedes_old_certificate() {
+    let mut ca = new_ca(KeyType::Ed25519, Policy::default());
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let old = ca.sign(&csr(&key, IP), IP, None, t0()).unwrap();
+    let new = ca
+        .sign(&csr(&key, IP), IP, None, t0() + Duration::days(20))
+        .unwrap();
+    assert_ne!(old.serial, new.serial);
+    let old_rec = ca.find_serial(&old.serial).unwrap();
+    assert_eq!(
+        old_rec.revocation_reason,
+        Some(RevocationReason::Superseded)
+    );
+    assert!(ca.find_serial(&new.serial).unwrap().revoked_at.is_none());
+    let live = ca
+        .issued()
+        .iter()
+        .filter(|r| r.virtual_ip == IP && r.is_live(t0().unix_timestamp() + 20 * 86400))
+        .count();
+    assert_eq!(live, 1);
+}
+
+#[test]
+fn refuses_disallowed_key_type() {
+    let policy = Policy {
+        allowed_key_types: vec![KeyType::Ed25519],
+        ..Policy::default()
+    };
+    let mut ca = new_ca(KeyType::Ed25519, policy);
+    let key = NodeKey::generate(KeyType::EcdsaP256).unwrap();
+    assert_eq!(
+        policy_err(ca.sign(&csr(&key, IP), IP, None, t0())),
+        PolicyError::KeyTypeNotAllowed(KeyType::EcdsaP256)
+    );
+    let ok = NodeKey::generate(KeyType::Ed25519).unwrap();
+    ca.sign(&csr(&ok, IP), IP, None, t0()).unwrap();
+}
+
+#[test]
+fn refuses_over_long_validity_and_caps_at_ca_lifetime() {
+    let policy = Policy {
+        max_validity: Duration::days(90),
+        ..Policy::default()
+    };
+    let mut ca = new_ca(KeyType::Ed25519, policy);
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    assert_eq!(
+        policy_err(ca.sign(&csr(&key, IP), IP, Some(Duration::days(91)), t0())),
+        PolicyError::ValidityTooLong {
+            requested_secs: 91 * 86400,
+            max_secs: 90 * 86400
+        }
+    );
+    assert_eq!(
+        policy_err(ca.sign(&csr(&key, IP), IP, Some(Duration::ZERO), t0())),
+        PolicyError::ValidityNotPositive
+    );
+    let issued = ca
+        .sign(&csr(&key, IP), IP, Some(Duration::days(90)), t0())
+        .unwrap();
+    let verifier = Verifier::new(ca.identity().cert_der()).unwrap();
+    let peer = verifier.verify(&issued.certificate, IP, t0()).unwrap();
+    assert_eq!(peer.not_after, t0() + Duration::days(90));
+
+    // Near the CA's end, validity is capped at the CA's notAfter.
+    let near_end = ca.identity().not_after() - Duration::days(1);
+    let other = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let issued = ca
+        .sign(&csr(&other, OTHER_IP), OTHER_IP, None, near_end)
+        .unwrap();
+    let peer = verifier
+        .verify(&issued.certificate, OTHER_IP, near_end)
+        .unwrap();
+    assert_eq!(peer.not_after, ca.identity().not_after());
+    let after_end = ca.identity().not_after() + Duration::seconds(1);
+    let third = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let ip3 = Ipv4Addr::new(10, 128, 0, 12);
+    assert_eq!(
+        policy_err(ca.sign(&csr(&third, ip3), ip3, None, after_end)),
+        PolicyError::BeyondCaValidity
+    );
+}
+
+#[test]
+fn refuses_bad_csr_signature_and_garbage() {
+    let mut ca = new_ca(KeyType::EcdsaP256, Policy::default());
+    let key = NodeKey::generate(KeyType::EcdsaP256).unwrap();
+    let mut bad = csr(&key, IP);
+    // The ECDSA signature is the BIT STRING at the end: corrupt an r/s octet.
+    let n = bad.len();
+    bad[n - 3] ^= 0x40;
+    assert_eq!(
+        policy_err(ca.sign(&bad, IP, None, t0())),
+        PolicyError::Csr(CsrError::BadSignature)
+    );
+    assert_eq!(
+        policy_err(ca.sign(b"\x30\x03\x02\x01\x01", IP, None, t0())),
+        PolicyError::Csr(CsrError::Malformed)
+    );
+    assert!(ca.issued().is_empty());
+}
+
+#[test]
+fn refuses_csr_without_single_ipv4_san() {
+    // Build CSRs by hand with rcgen to get the shapes a NodeKey never makes.
+    use rcgen::{CertificateParams, KeyPair, PKCS_ED25519, SanType};
+    let kp = KeyPair::generate_for(&PKCS_ED25519).unwrap();
+    let uri = SanType::URI(OverlayAddress([1; 20]).to_uri().try_into().unwrap());
+    let make = |sans: Vec<SanType>| {
+        let mut p = CertificateParams::default();
+        p.subject_alt_names = sans;
+        p.serialize_request(&kp).unwrap().der().to_vec()
+    };
+    let mut ca = new_ca(KeyType::Ed25519, Policy::default());
+    assert_eq!(
+        policy_err(ca.sign(&make(vec![uri.clone()]), IP, None, t0())),
+        PolicyError::Csr(CsrError::MissingIp)
+    );
+    let two = make(vec![
+        SanType::IpAddress(IP.into()),
+        SanType::IpAddress(OTHER_IP.into()),
+        uri.clone(),
+    ]);
+    assert_eq!(
+        policy_err(ca.sign(&two, IP, None, t0())),
+        PolicyError::Csr(CsrError::AmbiguousIp)
+    );
+    let v6 = make(vec![SanType::IpAddress("fd00::1".parse().unwrap()), uri]);
+    assert_eq!(
+        policy_err(ca.sign(&v6, IP, None, t0())),
+        PolicyError::Csr(CsrError::AmbiguousIp)
+    );
+    let no_uri = make(vec![SanType::IpAddress(IP.into())]);
+    assert_eq!(
+        policy_err(ca.sign(&no_uri, IP, None, t0())),
+        PolicyError::Csr(CsrError::BadOverlayAddress)
+    );
+}
+
+#[test]
+fn serials_are_unique_and_differ_between_cas() {
+    let mut a = new_ca(KeyType::Ed25519, Policy::default());
+    let identity =
+        CaIdentity::create_root(KeyType::Ed25519, "b", t0(), Duration::days(3650)).unwrap();
+    let mut b = Ca::open(identity, Policy::default(), MemStore::default(), [6; 32]).unwrap();
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..50u32 {
+        let ip = Ipv4Addr::from(0x0a80_1000 + i);
+        let x = a.sign(&csr(&key, ip), ip, None, t0()).unwrap();
+        let y = b.sign(&csr(&key, ip), ip, None, t0()).unwrap();
+        assert_eq!(x.serial.len(), 16);
+        assert!(x.serial[0] & 0x80 == 0, "serial must be positive");
+        assert!(seen.insert(x.serial));
+        assert!(seen.insert(y.serial));
+    }
+}
+
+#[test]
+fn pending_queue_list_approve_reject() {
+    let mut ca = new_ca(KeyType::Ed25519, Policy::default());
+    let k1 = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let k2 = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let id1 = ca.enqueue(&csr(&k1, IP), IP, None, t0(), 77).unwrap();
+    let id2 = ca
+        .enqueue(&csr(&k2, OTHER_IP), OTHER_IP, None, t0(), 78)
+        .unwrap();
+    assert_ne!(id1, id2);
+    assert_eq!(ca.pending().len(), 2);
+    // Queueing still applies the policy up front.
+    assert!(matches!(
+        ca.enqueue(&csr(&k1, IP), OTHER_IP, None, t0(), 1),
+        Err(CaError::Policy(PolicyError::IpMismatch { .. }))
+    ));
+
+    let issued = ca.approve(id1, t0()).unwrap();
+    let t = ca.poll_transmit().unwrap();
+    assert_eq!(t.destination, IP);
+    assert_eq!(
+        EnrolmentMessage::parse(&t.payload).unwrap(),
+        EnrolmentMessage::Issued {
+            request_id: 77,
+            certificate: &issued.certificate
+        }
+    );
+    ca.reject(id2).unwrap();
+    let t = ca.poll_transmit().unwrap();
+    assert_eq!(
+        EnrolmentMessage::parse(&t.payload).unwrap(),
+        EnrolmentMessage::Rejected {
+            request_id: 78,
+            reason: RejectReason::Administrator
+        }
+    );
+    assert!(ca.pending().is_empty());
+    assert!(matches!(
+        ca.approve(id2, t0()),
+        Err(CaError::UnknownRequest(_))
+    ));
+    assert!(matches!(ca.reject(id1), Err(CaError::UnknownRequest(_))));
+}
+
+#[test]
+fn approval_rechecks_policy_when_ip_was_taken_meanwhile() {
+    let mut ca = new_ca(KeyType::Ed25519, Policy::default());
+    let k1 = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let k2 = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let id = ca.enqueue(&csr(&k1, IP), IP, None, t0(), 1).unwrap();
+    ca.sign(&csr(&k2, IP), IP, None, t0()).unwrap();
+    assert!(matches!(
+        ca.approve(id, t0()),
+        Err(CaError::Policy(PolicyError::IpInUse { .. }))
+    ));
+    assert_eq!(ca.pending().len(), 1, "a refused approval stays queued");
+}
+
+#[test]
+fn enrolment_messages_drive_the_ca() {
+    let mut ca = new_ca(
+        KeyType::Ed25519,
+        Policy {
+            auto_approve: true,
+            ..Policy::default()
+        },
+    );
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let req = EnrolmentMessage::Request {
+        request_id: 42,
+        csr: &csr(&key, IP),
+    }
+    .to_bytes();
+    ca.handle_enrolment(IP, &req, t0()).unwrap();
+    let t = ca.poll_transmit().unwrap();
+    let EnrolmentMessage::Issued {
+        request_id: 42,
+        certificate,
+    } = EnrolmentMessage::parse(&t.payload).unwrap()
+    else {
+        panic!("expected Issued");
+    };
+    Verifier::new(ca.identity().cert_der())
+        .unwrap()
+        .verify(certificate, IP, t0())
+        .unwrap();
+
+    // Spoofed source: rejected with a reason, nothing issued.
+    ca.handle_enrolment(OTHER_IP, &req, t0()).unwrap();
+    let t = ca.poll_transmit().unwrap();
+    assert_eq!(t.destination, OTHER_IP);
+    assert_eq!(
+        EnrolmentMessage::parse(&t.payload).unwrap(),
+        EnrolmentMessage::Rejected {
+            request_id: 42,
+            reason: RejectReason::IpMismatch
+        }
+    );
+    assert_eq!(ca.issued().len(), 1);
+
+    // Malformed bytes and replies change nothing and queue nothing.
+    assert_eq!(
+        ca.handle_enrolment(IP, &req[..5], t0()),
+        Err(WireError::Truncated)
+    );
+    let pending = EnrolmentMessage::Pending {
+        request_id: 1,
+        queue_id: 1,
+    }
+    .to_bytes();
+    assert_eq!(
+        ca.handle_enrolment(IP, &pending, t0()),
+        Err(WireError::Unexpected)
+    );
+    assert!(ca.poll_transmit().is_none());
+
+    // Manual mode: the request is queued and the node told so.
+    ca.set_policy(Policy::default());
+    let key2 = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let req2 = EnrolmentMessage::Request {
+        request_id: 43,
+        csr: &csr(&key2, OTHER_IP),
+    }
+    .to_bytes();
+    ca.handle_enrolment(OTHER_IP, &req2, t0()).unwrap();
+    let t = ca.poll_transmit().unwrap();
+    assert!(matches!(
+        EnrolmentMessage::parse(&t.payload).unwrap(),
+        EnrolmentMessage::Pending { request_id: 43, .. }
+    ));
+    assert_eq!(ca.pending().len(), 1);
+}
+
+#[test]
+fn failed_save_rolls_back_and_releases_nothing() {
+    let mut ca = new_ca(KeyType::Ed25519, Policy::default());
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    ca.store_mut().fail_next_save = true;
+    assert!(matches!(
+        ca.sign(&csr(&key, IP), IP, None, t0()),
+        Err(CaError::Store(_))
+    ));
+    assert!(ca.issued().is_empty());
+    let issued = ca.sign(&csr(&key, IP), IP, None, t0()).unwrap();
+    assert_eq!(ca.store().state.as_ref().unwrap().issued.len(), 1);
+
+    ca.store_mut().fail_next_save = true;
+    assert!(
+        ca.revoke(&issued.serial, RevocationReason::Unspecified, t0())
+            .is_err()
+    );
+    assert!(ca.find_serial(&issued.serial).unwrap().revoked_at.is_none());
+
+    ca.store_mut().fail_next_save = true;
+    assert!(ca.issue_crl(t0()).is_err());
+    assert_eq!(ca.crl_number(), 0);
+    assert_eq!(ca.issue_crl(t0()).unwrap().number, 1);
+}
+
+#[test]
+fn reopening_restores_state() {
+    let mut ca = new_ca(KeyType::EcdsaP256, Policy::default());
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let issued = ca.sign(&csr(&key, IP), IP, None, t0()).unwrap();
+    ca.enqueue(&csr(&key, OTHER_IP), OTHER_IP, None, t0(), 9)
+        .unwrap();
+    ca.issue_crl(t0()).unwrap();
+    let store = ca.store().clone();
+    let identity =
+        CaIdentity::from_pem(&ca.identity().cert_pem(), &ca.identity().key_pem(), None).unwrap();
+    let mut again = Ca::open(identity, Policy::default(), store, [8; 32]).unwrap();
+    assert_eq!(again.issued(), ca.issued());
+    assert_eq!(again.pending(), ca.pending());
+    assert_eq!(again.crl_number(), 1);
+    // The reopened CA still knows the IP is taken.
+    let other = NodeKey::generate(KeyType::Ed25519).unwrap();
+    assert!(matches!(
+        again.sign(&csr(&other, IP), IP, None, t0()),
+        Err(CaError::Policy(PolicyError::IpInUse { .. }))
+    ));
+    assert!(again.find_serial(&issued.serial).is_some());
+}
+
+#[test]
+fn refuses_stale_and_mismatched_crls() {
+    let mut ca = new_ca(KeyType::Ed25519, Policy::default());
+    let mut verifier = Verifier::new(ca.identity().cert_der()).unwrap();
+    let crl1 = ca.issue_crl(t0()).unwrap();
+    let crl2 = ca.issue_crl(t0()).unwrap();
+    assert_eq!(verifier.handle_crl_envelope(&crl2.envelope(), t0()), Ok(2));
+    assert_eq!(
+        verifier.handle_crl_envelope(&crl1.envelope(), t0()),
+        Err(CrlError::Stale {
+            offered: 1,
+            current: 2
+        })
+    );
+    assert_eq!(
+        verifier.handle_crl_envelope(&crl2.envelope(), t0()),
+        Err(CrlError::Stale {
+            offered: 2,
+            current: 2
+        })
+    );
+    assert_eq!(
+        verifier.set_crl(&crl1.der, t0()),
+        Err(CrlError::Stale {
+            offered: 1,
+            current: 2
+        })
+    );
+    // An envelope that lies about the number inside.
+    let crl3 = ca.issue_crl(t0()).unwrap();
+    let liar = CrlEnvelope {
+        crl_number: 99,
+        crl: &crl3.der,
+    }
+    .to_bytes();
+    assert_eq!(
+        verifier.handle_crl_envelope(&liar, t0()),
+        Err(CrlError::NumberMismatch {
+            envelope: 99,
+            crl: 3
+        })
+    );
+    // Expired CRL.
+    let late = t0() + ca.policy().crl_validity + Duration::seconds(1);
+    assert_eq!(verifier.set_crl(&crl3.der, late), Err(CrlError::Expired));
+    // A CRL from another CA.
+    let mut other = new_ca(KeyType::Ed25519, Policy::default());
+    for _ in 0..5 {
+        other.issue_crl(t0()).unwrap();
+    }
+    let foreign = other.issue_crl(t0()).unwrap();
+    // Same subject name "wow CA", different key: the signature check refuses it.
+    assert_eq!(
+        verifier.set_crl(&foreign.der, t0()),
+        Err(CrlError::BadSignature)
+    );
+    // Corrupted signature.
+    let mut bad = crl3.der.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    assert_eq!(verifier.set_crl(&bad, t0()), Err(CrlError::BadSignature));
+    assert_eq!(verifier.set_crl(&bad[..20], t0()), Err(CrlError::Malformed));
+    assert_eq!(verifier.crl_number(), 2, "refusals keep the loaded CRL");
+    assert_eq!(verifier.set_crl(&crl3.der, t0()), Ok(3));
+}
+
+#[test]
+fn verifier_refusals() {
+    let mut ca = new_ca(KeyType::Ed25519, Policy::default());
+    let key = NodeKey::generate(KeyType::EcdsaP256).unwrap();
+    let issued = ca.sign(&csr(&key, IP), IP, None, t0()).unwrap();
+    let mut verifier = Verifier::new(ca.identity().cert_der()).unwrap();
+    let peer = verifier.verify(&issued.certificate, IP, t0()).unwrap();
+    assert_eq!(peer.virtual_ip, IP);
+    assert_eq!(peer.serial, issued.serial);
+    assert_eq!(peer.overlay_address, Some(key.overlay_address()));
+    assert_eq!(peer.spki_der, key.spki_der());
+    // Handshake signature by the certified key checks out; by another key, not.
+    let sig = key.sign(b"transcript").unwrap();
+    peer.verify_signature(b"transcript", &sig).unwrap();
+    assert_eq!(
+        peer.verify_signature(b"other transcript", &sig),
+        Err(VerifyError::BadSignature)
+    );
+
+    assert_eq!(
+        verifier.verify(&issued.certificate, OTHER_IP, t0()),
+        Err(VerifyError::IpMismatch {
+            certified: Some(IP),
+            claimed: OTHER_IP
+        })
+    );
+    assert_eq!(
+        verifier.verify(&issued.certificate, IP, t0() - Duration::hours(1)),
+        Err(VerifyError::NotYetValid)
+    );
+    assert_eq!(
+        verifier.verify(&issued.certificate, IP, t0() + Duration::days(31)),
+        Err(VerifyError::Expired)
+    );
+    let mut tampered = issued.certificate.clone();
+    let n = tampered.len();
+    tampered[n - 1] ^= 1;
+    assert_eq!(
+        verifier.verify(&tampered, IP, t0()),
+        Err(VerifyError::BadSignature)
+    );
+    assert_eq!(
+        verifier.verify(&tampered[..40], IP, t0()),
+        Err(VerifyError::Malformed)
+    );
+    // The CA certificate itself is not a host certificate.
+    let ca_der = ca.identity().cert_der().to_vec();
+    assert_eq!(
+        verifier.verify(&ca_der, IP, t0()),
+        Err(VerifyError::BadKeyUsage)
+    );
+    // Not a CA as trust anchor.
+    assert_eq!(
+        Verifier::new(&issued.certificate).err(),
+        Some(VerifyError::BadCaCertificate)
+    );
+    // A certificate from another CA.
+    let mut other = new_ca(KeyType::Ed25519, Policy::default());
+    let foreign = other.sign(&csr(&key, IP), IP, None, t0()).unwrap();
+    assert_eq!(
+        verifier.verify(&foreign.certificate, IP, t0()),
+        Err(VerifyError::BadSignature)
+    );
+    // Revoked, with a stale CRL required to be current.
+    ca.revoke(&issued.serial, RevocationReason::KeyCompromise, t0())
+        .unwrap();
+    let crl = ca.issue_crl(t0()).unwrap();
+    verifier.set_crl(&crl.der, t0()).unwrap();
+    assert_eq!(verifier.revoked_count(), 1);
+    assert_eq!(
+        verifier.verify(&issued.certificate, IP, t0()),
+        Err(VerifyError::Revoked)
+    );
+    let key2 = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let fresh = ca.sign(&csr(&key2, IP), IP, None, t0()).unwrap();
+    let late = t0() + Duration::days(8);
+    verifier.verify(&fresh.certificate, IP, late).unwrap();
+    verifier.set_require_current_crl(true);
+    assert_eq!(
+        verifier.verify(&fresh.certificate, IP, late),
+        Err(VerifyError::CrlOutdated)
+    );
+}
+
+#[test]
+fn revoke_refusals() {
+    let mut ca = new_ca(KeyType::Ed25519, Policy::default());
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let issued = ca.sign(&csr(&key, IP), IP, None, t0()).unwrap();
+    assert!(matches!(
+        ca.revoke(&[1, 2, 3], RevocationReason::Unspecified, t0()),
+        Err(CaError::UnknownCertificate)
+    ));
+    ca.revoke_certificate(&issued.certificate, RevocationReason::Unspecified, t0())
+        .unwrap();
+    assert!(matches!(
+        ca.revoke(&issued.serial, RevocationReason::Unspecified, t0()),
+        Err(CaError::AlreadyRevoked)
+    ));
+}
