@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! dns-serve --listen 10.95.1.1:53 --zone wow.internal --network 10.128.0.0/9 \
-//!           [--names FILE] [--threads N] [--ns-addr IP]
+//!           [--names FILE] [--threads N] [--ns-addr IP] [--max-udp OCTETS]
 //! ```
 //!
 //! FILE holds `name address` lines (hosts-style `address name` works too).
@@ -28,11 +28,12 @@ struct Args {
     names: Option<String>,
     threads: usize,
     ns_addr: Option<String>,
+    max_udp: u16,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: dns-serve --listen IP:PORT --zone NAME --network CIDR [--names FILE] [--threads N] [--ns-addr IP]"
+        "usage: dns-serve --listen IP:PORT --zone NAME --network CIDR [--names FILE] [--threads N] [--ns-addr IP] [--max-udp OCTETS]"
     );
     std::process::exit(2)
 }
@@ -45,6 +46,7 @@ fn parse_args() -> Args {
         names: None,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         ns_addr: None,
+        max_udp: 1232,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -56,6 +58,7 @@ fn parse_args() -> Args {
             "--names" => args.names = Some(value()),
             "--threads" => args.threads = value().parse().unwrap_or_else(|_| usage()),
             "--ns-addr" => args.ns_addr = Some(value()),
+            "--max-udp" => args.max_udp = value().parse().unwrap_or_else(|_| usage()),
             _ => usage(),
         }
     }
@@ -128,6 +131,7 @@ fn main() {
             .ns_addr
             .as_deref()
             .map(|a| a.parse().unwrap_or_else(|_| usage())),
+        max_udp_payload: args.max_udp,
         ..ZoneConfig::default()
     };
     let mut zone = Zone::new(config, 0x5eed);
