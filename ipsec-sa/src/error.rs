@@ -72,6 +72,10 @@ pub enum AuthError {
     /// Key usage or extended key usage forbids this use.
     #[error("certificate key usage does not allow authentication")]
     KeyUsage,
+    /// The revocation list is past its next update and the verifier
+    /// requires a current one.
+    #[error("revocation list outdated")]
+    CrlOutdated,
     /// The certificate's key algorithm is not Ed25519 or ECDSA P-256.
     #[error("unsupported certificate key algorithm")]
     UnsupportedKey,

@@ -7,7 +7,9 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use ipsec_sa::{Config, Endpoint, Event, LocalIdentity, OpenOutput, Policy, Rejection};
+use ipsec_sa::{
+    Config, Endpoint, Event, LocalIdentity, OpenOutput, PeerAuthenticator, Policy, Rejection,
+};
 
 pub const A: &str = "10.1.0.1";
 pub const B: &str = "10.1.0.2";
@@ -24,16 +26,16 @@ pub fn config(local: &str) -> Config {
     }
 }
 
-pub type Ep = Endpoint<TestAuthenticator>;
+pub type Ep<A = TestAuthenticator> = Endpoint<A>;
 
-pub fn endpoint(
+pub fn endpoint<A: PeerAuthenticator>(
     config: Config,
     cert: &[u8],
     key: &[u8],
-    auth: TestAuthenticator,
+    auth: A,
     clock: &Clock,
     seed: u8,
-) -> Ep {
+) -> Ep<A> {
     let identity = LocalIdentity::from_pkcs8(cert, key).unwrap();
     Endpoint::new(
         config,
@@ -90,10 +92,10 @@ pub struct Flight {
 
 /// Two endpoints joined by a network with fixed latency. A filter may drop
 /// or rewrite datagrams.
-pub struct Pair {
+pub struct Pair<A = TestAuthenticator> {
     pub clock: Clock,
-    pub a: Ep,
-    pub b: Ep,
+    pub a: Ep<A>,
+    pub b: Ep<A>,
     pub a_ip: IpAddr,
     pub b_ip: IpAddr,
     pub latency: Duration,
@@ -109,7 +111,7 @@ pub struct Pair {
     pub filter: Filter,
 }
 
-impl Pair {
+impl Pair<TestAuthenticator> {
     /// Two hosts with certificates from one CA.
     pub fn new() -> (Pair, TestCa) {
         let ca = TestCa::new();
@@ -120,8 +122,10 @@ impl Pair {
         let b = endpoint(config(B), &cb_cert, &cb_key, ca.authenticator(), &clock, 2);
         (Pair::from_endpoints(clock, a, b), ca)
     }
+}
 
-    pub fn from_endpoints(clock: Clock, a: Ep, b: Ep) -> Pair {
+impl<A: PeerAuthenticator> Pair<A> {
+    pub fn from_endpoints(clock: Clock, a: Ep<A>, b: Ep<A>) -> Pair<A> {
         Pair {
             clock,
             a_ip: a.config().local_ip,

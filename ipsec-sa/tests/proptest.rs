@@ -1,0 +1,196 @@
+//! Property tests: wire round trips, SA seal/open, the replay window
+//! against a model, and random operation sequences on an endpoint pair.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use ipsec_sa::replay::ReplayWindow;
+use ipsec_sa::wire::{AuthPayloadRepr, HandshakeRepr, Packet, PacketRepr};
+use ipsec_sa::{InboundSa, OutboundSa, REPLAY_WINDOW, Rejection, SaKeys, Suite, SuiteSet};
+use proptest::prelude::*;
+
+fn suite() -> impl Strategy<Value = Suite> {
+    prop_oneof![Just(Suite::Aes256Gcm), Just(Suite::ChaCha20Poly1305)]
+}
+
+fn index() -> impl Strategy<Value = u32> {
+    256u32..
+}
+
+proptest! {
+    #[test]
+    fn packet_repr_round_trip(spi in index(), seq in any::<u64>(), body in 16usize..2000) {
+        let repr = PacketRepr { spi, sequence_number: seq, payload_len: body };
+        let mut bytes = vec![0xa5; repr.buffer_len()];
+        repr.emit(&mut Packet::new_unchecked(&mut bytes[..]));
+        let packet = Packet::new_checked(&bytes[..]).unwrap();
+        prop_assert_eq!(PacketRepr::parse(&packet).unwrap(), repr);
+    }
+
+    #[test]
+    fn handshake_repr_round_trip(
+        kind in 0u8..3,
+        i in index(),
+        r in index(),
+        bits in 1u8..4,
+        noise in proptest::collection::vec(any::<u8>(), 1..300),
+    ) {
+        let offered = SuiteSet::from_bits(bits).unwrap();
+        let repr = match kind {
+            0 => HandshakeRepr::Init { initiator_index: i, offered, noise: &noise },
+            1 => HandshakeRepr::Response { initiator_index: i, responder_index: r, noise: &noise },
+            _ => HandshakeRepr::Finish { initiator_index: i, responder_index: r, noise: &noise },
+        };
+        let mut bytes = Vec::new();
+        repr.emit(&mut bytes);
+        prop_assert_eq!(bytes.len(), repr.buffer_len());
+        prop_assert_eq!(HandshakeRepr::parse(&bytes).unwrap(), repr);
+    }
+
+    #[test]
+    fn auth_payload_round_trip(
+        suite in suite(),
+        index in index(),
+        cert in proptest::collection::vec(any::<u8>(), 1..3000),
+        sig in proptest::collection::vec(any::<u8>(), 1..128),
+    ) {
+        let repr = AuthPayloadRepr { suite, index, certificate: &cert, signature: &sig };
+        let mut bytes = Vec::new();
+        repr.emit(&mut bytes);
+        prop_assert_eq!(bytes.len(), repr.buffer_len());
+        prop_assert_eq!(AuthPayloadRepr::parse(&bytes).unwrap(), repr);
+    }
+
+    #[test]
+    fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = HandshakeRepr::parse(&bytes);
+        let _ = AuthPayloadRepr::parse(&bytes);
+        if let Ok(p) = Packet::new_checked(&bytes[..]) {
+            let _ = PacketRepr::parse(&p);
+        }
+    }
+
+    #[test]
+    fn seal_open_round_trip_and_any_flip_fails(
+        suite in suite(),
+        key in any::<[u8; 32]>(),
+        salt in any::<[u8; 4]>(),
+        plaintext in proptest::collection::vec(any::<u8>(), 0..1500),
+        flip in any::<prop::sample::Index>(),
+        bit in 0u8..8,
+    ) {
+        let keys = SaKeys { key, salt };
+        let mut out_sa = OutboundSa::new(0x4242, suite, &keys);
+        let mut in_sa = InboundSa::new(0x4242, suite, &keys);
+        let mut sealed = Vec::new();
+        out_sa.seal(&plaintext, &mut sealed).unwrap();
+        let mut tampered = sealed.clone();
+        let at = flip.index(tampered.len());
+        tampered[at] ^= 1 << bit;
+        prop_assert!(in_sa.open(&mut tampered).is_err());
+        prop_assert_eq!(in_sa.open(&mut sealed).unwrap(), &plaintext[..]);
+    }
+
+    #[test]
+    fn replay_window_matches_model(seqs in proptest::collection::vec(1u64..6000, 1..400)) {
+        let mut window = ReplayWindow::new();
+        let mut seen = HashSet::new();
+        let mut top = 0u64;
+        for seq in seqs {
+            let expect = if seq + REPLAY_WINDOW <= top {
+                Err(Rejection::OutsideWindow(seq))
+            } else if seen.contains(&seq) {
+                Err(Rejection::Replayed(seq))
+            } else {
+                Ok(())
+            };
+            let got = window.check(seq);
+            prop_assert_eq!(got, expect);
+            if got.is_ok() {
+                window.accept(seq);
+                seen.insert(seq);
+                top = top.max(seq);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Send {
+        a_to_b: bool,
+        len: usize,
+    },
+    Advance(u64),
+    /// Drop the oldest datagram in flight.
+    Drop,
+    /// Deliver the newest datagram in flight now, out of order.
+    Reorder,
+    /// Re-deliver a copy of the oldest datagram in flight.
+    Duplicate,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (any::<bool>(), 0usize..200).prop_map(|(a_to_b, len)| Op::Send { a_to_b, len }),
+        3 => (0u64..3000).prop_map(Op::Advance),
+        1 => Just(Op::Drop),
+        1 => Just(Op::Reorder),
+        1 => Just(Op::Duplicate),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Whatever the network does, each side delivers only packets the other
+    /// sent, at most once each.
+    #[test]
+    fn random_network_delivers_only_sent_packets_once(ops in proptest::collection::vec(op(), 1..80)) {
+        let (mut p, _ca) = common::Pair::new();
+        let mut counter = 0u32;
+        for op in ops {
+            match op {
+                Op::Send { a_to_b, len } => {
+                    counter += 1;
+                    let mut data = counter.to_be_bytes().to_vec();
+                    data.push(u8::from(a_to_b));
+                    data.resize(4 + 1 + len, 0x5a);
+                    p.send(a_to_b, &data);
+                }
+                Op::Advance(ms) => {
+                    let until = p.clock.now() + Duration::from_millis(ms);
+                    p.run_until(until);
+                }
+                Op::Drop => {
+                    p.in_flight.pop_front();
+                }
+                Op::Reorder => {
+                    if let Some(f) = p.in_flight.pop_back() {
+                        p.deliver(f.a_to_b, f.payload);
+                    }
+                }
+                Op::Duplicate => {
+                    if let Some(f) = p.in_flight.front() {
+                        let (a_to_b, payload) = (f.a_to_b, f.payload.clone());
+                        p.deliver(a_to_b, payload);
+                    }
+                }
+            }
+        }
+        let until = p.clock.now() + Duration::from_secs(30);
+        p.run_until(until);
+        for (received, from_a) in [(&p.to_b, true), (&p.to_a, false)] {
+            let mut ids = HashSet::new();
+            for data in received {
+                prop_assert_eq!(data[4], u8::from(from_a));
+                let id = u32::from_be_bytes(data[..4].try_into().unwrap());
+                prop_assert!(id >= 1 && id <= counter);
+                prop_assert!(ids.insert(id), "duplicate delivery of {}", id);
+            }
+        }
+    }
+}
