@@ -118,7 +118,9 @@ impl ClientMessageKind {
 /// A client's fully qualified domain name (option 81, RFC 4702).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientFqdn {
-    /// The flags octet (S, O, E, N bits).
+    /// The flags octet (S, O, E, N bits). Only the canonical wire encoding
+    /// of the name (E bit set) is decoded; the deprecated ASCII form is
+    /// ignored.
     pub flags: u8,
     /// The name, as sent.
     pub name: Name,
@@ -144,7 +146,8 @@ pub struct ClientMessage {
     pub relay_addr: Ipv4Addr,
     /// Relay hop count.
     pub hops: u8,
-    /// Client identifier (option 61).
+    /// Client identifier (option 61). `dhcproto` emits nothing for an
+    /// empty value.
     pub client_id: Option<Vec<u8>>,
     /// Requested IP address (option 50).
     pub requested_addr: Option<Ipv4Addr>,
