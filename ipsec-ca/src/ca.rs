@@ -36,6 +36,8 @@ pub struct Policy {
     pub auto_approve: bool,
     /// Time from a CRL's thisUpdate to its nextUpdate.
     pub crl_validity: Duration,
+    /// Longest pending queue; further requests are refused.
+    pub max_pending: usize,
 }
 
 impl Default for Policy {
@@ -47,6 +49,7 @@ impl Default for Policy {
             backdate: Duration::minutes(5),
             auto_approve: false,
             crl_validity: Duration::days(7),
+            max_pending: 1024,
         }
     }
 }
@@ -444,6 +447,18 @@ impl<S: Store> Ca<S> {
         request_id: u64,
     ) -> Result<u64, CaError> {
         let (_, validity) = self.check(csr_der, source_ip, validity, now)?;
+        // A node re-sending its request replaces its earlier one.
+        let replaced = self
+            .state
+            .pending
+            .iter()
+            .filter(|p| p.source_ip == source_ip)
+            .count();
+        if self.state.pending.len() - replaced >= self.policy.max_pending {
+            return Err(PolicyError::QueueFull.into());
+        }
+        let saved_pending = self.state.pending.clone();
+        self.state.pending.retain(|p| p.source_ip != source_ip);
         let id = self.state.next_pending_id;
         self.state.next_pending_id += 1;
         self.state.pending.push(PendingRecord {
@@ -455,7 +470,7 @@ impl<S: Store> Ca<S> {
             csr: csr_der.to_vec(),
         });
         if let Err(e) = self.store.save(&self.state) {
-            self.state.pending.pop();
+            self.state.pending = saved_pending;
             self.state.next_pending_id -= 1;
             return Err(e.into());
         }

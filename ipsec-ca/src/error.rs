@@ -93,6 +93,9 @@ pub enum PolicyError {
     /// The validity is zero or negative.
     #[error("requested validity must be positive")]
     ValidityNotPositive,
+    /// The pending queue is full.
+    #[error("the pending queue is full")]
+    QueueFull,
     /// The issuing CA certificate has expired (or a sub-CA would outlive its parent).
     #[error("the CA certificate has expired or would be outlived")]
     BeyondCaValidity,

@@ -105,11 +105,8 @@ impl FileStore {
 
     /// Writes the CA certificate, key (0600) and chain.
     pub fn save_identity(&self, identity: &CaIdentity) -> Result<(), StoreError> {
-        write_atomic(
-            &self.dir.join(CA_KEY_FILE),
-            identity.key_pem().as_bytes(),
-            0o600,
-        )?;
+        // The key goes last: its presence marks an initialised directory, so a
+        // crash part-way leaves a directory `init` can simply redo.
         if !identity.chain().is_empty() {
             write_atomic(
                 &self.dir.join(CHAIN_FILE),
@@ -121,6 +118,11 @@ impl FileStore {
             &self.dir.join(CA_CERT_FILE),
             identity.cert_pem().as_bytes(),
             0o644,
+        )?;
+        write_atomic(
+            &self.dir.join(CA_KEY_FILE),
+            identity.key_pem().as_bytes(),
+            0o600,
         )
     }
 

@@ -58,6 +58,10 @@ struct RevocationSet {
 /// A trusted CA certificate (root or intermediate), decoded once.
 #[derive(Debug, Clone)]
 struct TrustedIssuer {
+    /// The CA that signed this one (`None` for the root).
+    parent: Option<usize>,
+    /// This CA certificate's serial, for revocation by its parent's CRL.
+    serial: Option<SerialKey>,
     subject_raw: Vec<u8>,
     key_type: KeyType,
     public_key: Vec<u8>,
@@ -86,6 +90,8 @@ impl TrustedIssuer {
         let spki = cert.public_key();
         let key_type = spki_key_type(spki).ok_or(VerifyError::UnsupportedAlgorithm)?;
         Ok(TrustedIssuer {
+            parent: None,
+            serial: SerialKey::new(cert.raw_serial()),
             subject_raw: cert.subject().as_raw().to_vec(),
             key_type,
             public_key: spki.subject_public_key.data.to_vec(),
@@ -195,8 +201,11 @@ impl Verifier {
         now: OffsetDateTime,
     ) -> Result<(), VerifyError> {
         let cert = parse_cert(cert_der)?;
-        let parent = self.find_issuer(cert.issuer().as_raw())?;
-        let parent = self.issuers.get(parent).ok_or(VerifyError::UnknownIssuer)?;
+        let parent_index = self.find_issuer(cert.issuer().as_raw())?;
+        let parent = self
+            .issuers
+            .get(parent_index)
+            .ok_or(VerifyError::UnknownIssuer)?;
         parent.check_signature(
             &cert.signature_algorithm,
             cert.tbs_certificate.as_ref(),
@@ -205,7 +214,16 @@ impl Verifier {
         if now < parent.not_before || now > parent.not_after {
             return Err(VerifyError::IssuerExpired);
         }
-        let issuer = TrustedIssuer::from_cert(&cert)?;
+        let mut issuer = TrustedIssuer::from_cert(&cert)?;
+        issuer.parent = Some(parent_index);
+        if self
+            .issuers
+            .iter()
+            .any(|i| i.subject_raw == issuer.subject_raw)
+        {
+            // Already trusted (or a name clash that would make lookups ambiguous).
+            return Ok(());
+        }
         if now < issuer.not_before {
             return Err(VerifyError::NotYetValid);
         }
@@ -349,6 +367,36 @@ impl Verifier {
         Ok(number)
     }
 
+    /// Checks every CA from `index` up to the root: valid at `now`, and not
+    /// revoked by its parent's CRL.
+    fn check_issuer_path(&self, mut index: usize, now: OffsetDateTime) -> Result<(), VerifyError> {
+        // The list only grows by appending children of existing entries, so
+        // parents have lower indices and the walk terminates.
+        loop {
+            let issuer = self.issuers.get(index).ok_or(VerifyError::UnknownIssuer)?;
+            if now < issuer.not_before || now > issuer.not_after {
+                return Err(VerifyError::IssuerExpired);
+            }
+            let Some(parent_index) = issuer.parent else {
+                return Ok(());
+            };
+            let parent = self
+                .issuers
+                .get(parent_index)
+                .ok_or(VerifyError::UnknownIssuer)?;
+            if let (Some(crl), Some(serial)) = (&parent.crl, &issuer.serial)
+                && crl.serials.contains(serial)
+            {
+                return Err(VerifyError::Revoked);
+            }
+            debug_assert!(parent_index < index);
+            if parent_index >= index {
+                return Err(VerifyError::UnknownIssuer);
+            }
+            index = parent_index;
+        }
+    }
+
     /// Verifies a peer's DER certificate at `now` for the virtual IP the peer
     /// claims. Checks, in order: structure, issuer and CA signature, validity of
     /// certificate and issuer, end-entity key usage (digitalSignature, not a CA),
@@ -375,9 +423,7 @@ impl Verifier {
         if now > not_after {
             return Err(VerifyError::Expired);
         }
-        if now < issuer.not_before || now > issuer.not_after {
-            return Err(VerifyError::IssuerExpired);
-        }
+        self.check_issuer_path(index, now)?;
         if cert.is_ca() {
             return Err(VerifyError::BadKeyUsage);
         }

@@ -584,3 +584,81 @@ fn revoke_refusals() {
         Err(CaError::AlreadyRevoked)
     ));
 }
+
+#[test]
+fn queue_replaces_resent_request_and_has_a_limit() {
+    let mut ca = new_ca(
+        KeyType::Ed25519,
+        Policy {
+            max_pending: 2,
+            ..Policy::default()
+        },
+    );
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let first = ca.enqueue(&csr(&key, IP), IP, None, t0(), 1).unwrap();
+    let again = ca.enqueue(&csr(&key, IP), IP, None, t0(), 2).unwrap();
+    assert_ne!(first, again);
+    assert_eq!(ca.pending().len(), 1);
+    assert_eq!(ca.pending()[0].request_id, 2);
+    ca.enqueue(&csr(&key, OTHER_IP), OTHER_IP, None, t0(), 3)
+        .unwrap();
+    let third = Ipv4Addr::new(10, 128, 0, 99);
+    assert_eq!(
+        policy_err(ca.enqueue(&csr(&key, third), third, None, t0(), 4)),
+        PolicyError::QueueFull
+    );
+    // Re-sending from a queued IP still works when full.
+    ca.enqueue(&csr(&key, OTHER_IP), OTHER_IP, None, t0(), 5)
+        .unwrap();
+    assert_eq!(ca.pending().len(), 2);
+}
+
+#[test]
+fn intermediate_revoked_by_root_crl() {
+    let root =
+        CaIdentity::create_root(KeyType::Ed25519, "root", t0(), Duration::days(100)).unwrap();
+    let int = CaIdentity::create_intermediate(
+        &root,
+        KeyType::EcdsaP256,
+        "site",
+        t0(),
+        Duration::days(100),
+    )
+    .unwrap();
+    let int_der = int.cert_der().to_vec();
+    let mut ca = Ca::open(int, Policy::default(), MemStore::default(), [2; 32]).unwrap();
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let issued = ca.sign(&csr(&key, IP), IP, None, t0()).unwrap();
+    let mut verifier = Verifier::new(root.cert_der()).unwrap();
+    verifier.add_intermediate(&int_der, t0()).unwrap();
+    verifier.verify(&issued.certificate, IP, t0()).unwrap();
+
+    // The root revokes the intermediate: everything under it is refused.
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, parsed) = X509Certificate::from_der(&int_der).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(
+        &root.cert_pem(),
+        rcgen::KeyPair::from_pem(&root.key_pem()).unwrap(),
+    )
+    .unwrap();
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: t0(),
+        next_update: t0() + Duration::days(1),
+        crl_number: rcgen::SerialNumber::from_slice(&[1]),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from_slice(parsed.raw_serial()),
+            revocation_time: t0(),
+            reason_code: None,
+            invalidity_date: None,
+        }],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .unwrap();
+    verifier.set_crl(crl.der(), t0()).unwrap();
+    assert_eq!(
+        verifier.verify(&issued.certificate, IP, t0()),
+        Err(VerifyError::Revoked)
+    );
+}

@@ -133,6 +133,7 @@ impl RejectReason {
                 PolicyError::IpMismatch { .. } => RejectReason::IpMismatch,
                 PolicyError::IpInUse { .. } => RejectReason::IpInUse,
                 PolicyError::KeyTypeNotAllowed(_) => RejectReason::KeyTypeNotAllowed,
+                PolicyError::QueueFull => RejectReason::Internal,
                 _ => RejectReason::Validity,
             },
             _ => RejectReason::Internal,
