@@ -26,15 +26,17 @@ impl Guest {
         let ns = Netns::new("arp").unwrap();
         ns.add_tap(TAP).unwrap();
         ns.addr_add(TAP, &format!("{GUEST}/16")).unwrap();
-        if arp_accept {
-            // Let a gratuitous ARP create a neighbour entry (Linux ignores it
-            // for unknown addresses by default).
-            ns.run_ok(
-                "sysctl",
-                &["-qw", &format!("net.ipv4.conf.{TAP}.arp_accept=1")],
-            )
-            .unwrap();
-        }
+        // With arp_accept=1 a gratuitous ARP creates a neighbour entry;
+        // otherwise Linux ignores it for unknown addresses. Set it either
+        // way: a new namespace inherits the host's IPv4 defaults.
+        ns.run_ok(
+            "sysctl",
+            &[
+                "-qw",
+                &format!("net.ipv4.conf.{TAP}.arp_accept={}", u8::from(arp_accept)),
+            ],
+        )
+        .unwrap();
         let arp_tap = ns
             .spawn(
                 example_bin("arp-tap"),
@@ -100,7 +102,7 @@ fn replies(arping_output: &str) -> u32 {
 fn kernel_resolves_virtual_addresses_to_gateway_mac() {
     if !require(
         "kernel_resolves_virtual_addresses_to_gateway_mac",
-        &["ping"],
+        &["ping", "sysctl"],
     ) {
         return;
     }
@@ -144,7 +146,10 @@ fn kernel_resolves_virtual_addresses_to_gateway_mac() {
 
 #[test]
 fn arping_gets_replies_inside_the_network_only() {
-    if !require("arping_gets_replies_inside_the_network_only", &["arping"]) {
+    if !require(
+        "arping_gets_replies_inside_the_network_only",
+        &["arping", "sysctl"],
+    ) {
         return;
     }
     let guest = Guest::new(false);
@@ -169,7 +174,7 @@ fn arping_gets_replies_inside_the_network_only() {
 fn duplicate_address_detection_sees_held_addresses_only() {
     if !require(
         "duplicate_address_detection_sees_held_addresses_only",
-        &["arping"],
+        &["arping", "sysctl"],
     ) {
         return;
     }
