@@ -1,0 +1,544 @@
+//! Hole punching between two named peers through a tiny rendezvous.
+//!
+//! ```text
+//! punch rendezvous --listen 0.0.0.0:3478 [--alternate-port 3479]
+//! punch connect --bind 10.0.0.2:4000 --rendezvous 192.0.2.1:3478 \
+//!       --id alice --peer bob [--stun 192.0.2.9:3478] [--timeout 10]
+//! ```
+//!
+//! The rendezvous answers STUN Binding requests (so it is also an observer
+//! and works with any STUN client), forwards offers between registered
+//! names and relays data when asked. `connect` discovers its reflexive
+//! address, exchanges offers with the peer, punches, falls back to the
+//! relay when punching fails, exchanges a few authenticated frames and
+//! prints as its last line `path=direct time_ms=N` or `path=relay
+//! time_ms=N` (exit 0), or why it failed (exit 1).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use nat_traversal::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, NatReport};
+use nat_traversal::link::{Link, LinkEvent, PathKind, Route, session_key};
+use nat_traversal::punch::{PunchConfig, PunchEvent, PunchSession};
+use nat_traversal::server::{Server, ServerConfig};
+use nat_traversal::wire::{Candidate, CandidateKind, Offer, SignalRepr, signal, stun};
+use nat_traversal::{Socket, Transmit};
+
+#[derive(Parser)]
+#[command(about = "NAT hole punching with a rendezvous and relay fallback")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Run the rendezvous (STUN server, offer forwarding, relay).
+    Rendezvous {
+        /// UDP address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Second port for RFC 5780 CHANGE-REQUEST (filtering tests).
+        #[arg(long)]
+        alternate_port: Option<u16>,
+    },
+    /// Connect to a named peer.
+    Connect {
+        /// Local UDP address.
+        #[arg(long)]
+        bind: SocketAddr,
+        /// The rendezvous.
+        #[arg(long)]
+        rendezvous: SocketAddr,
+        /// Our name.
+        #[arg(long)]
+        id: String,
+        /// The peer's name.
+        #[arg(long)]
+        peer: String,
+        /// Overall time limit, seconds.
+        #[arg(long, default_value_t = 15.0)]
+        timeout: f64,
+        /// More STUN observers for NAT classification.
+        #[arg(long)]
+        stun: Vec<SocketAddr>,
+        /// Time allowed for punching before falling back to the relay, seconds.
+        #[arg(long, default_value_t = 3.0)]
+        punch_timeout: f64,
+        /// Ports to guess on each side of the peer's reflexive port.
+        #[arg(long, default_value_t = 0)]
+        guess: u16,
+        /// Authenticated frames to receive from the peer.
+        #[arg(long, default_value_t = 3)]
+        packets: u32,
+        /// Send through the relay while punching, then upgrade to direct.
+        #[arg(long)]
+        relay_first: bool,
+        /// Wait this long after the offer before punching, milliseconds.
+        #[arg(long, default_value_t = 0)]
+        punch_delay_ms: u64,
+    },
+}
+
+static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// `eprintln!` with milliseconds since start.
+macro_rules! log {
+    ($($arg:tt)*) => {
+        eprintln!("[{:>6} ms] {}", START.get_or_init(Instant::now).elapsed().as_millis(), format!($($arg)*))
+    };
+}
+
+fn random_u64() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+fn main() -> ExitCode {
+    START.get_or_init(Instant::now);
+    match Cli::parse().mode {
+        Mode::Rendezvous {
+            listen,
+            alternate_port,
+        } => {
+            rendezvous(listen, alternate_port);
+            ExitCode::SUCCESS
+        }
+        Mode::Connect {
+            bind,
+            rendezvous,
+            id,
+            peer,
+            timeout,
+            stun,
+            punch_timeout,
+            guess,
+            packets,
+            relay_first,
+            punch_delay_ms,
+        } => {
+            let args = ConnectArgs {
+                bind,
+                rendezvous,
+                id,
+                peer,
+                timeout: Duration::from_secs_f64(timeout),
+                stun,
+                punch_timeout: Duration::from_secs_f64(punch_timeout),
+                guess,
+                packets,
+                relay_first,
+                punch_delay: Duration::from_millis(punch_delay_ms),
+            };
+            match connect(&args) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(reason) => {
+                    println!("failed: {reason}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn rendezvous(listen: SocketAddr, alternate_port: Option<u16>) {
+    let primary = UdpSocket::bind(listen).expect("bind listen address");
+    let alternate = alternate_port.map(|p| {
+        let s = UdpSocket::bind(SocketAddr::new(listen.ip(), p)).expect("bind alternate port");
+        s.set_nonblocking(true).unwrap();
+        s
+    });
+    primary
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut server = Server::new(ServerConfig {
+        primary: listen,
+        alternate: alternate.as_ref().map(|s| s.local_addr().unwrap()),
+        software: Some("wow punch rendezvous".into()),
+    });
+    let mut names: HashMap<String, SocketAddr> = HashMap::new();
+    log!("rendezvous listening on {listen}");
+    let mut buf = [0u8; 2048];
+    loop {
+        let mut inputs = vec![];
+        match primary.recv_from(&mut buf) {
+            Ok((n, from)) => inputs.push((Socket::Primary, from, buf[..n].to_vec())),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => log!("recv: {e}"),
+        }
+        if let Some(alt) = &alternate
+            && let Ok((n, from)) = alt.recv_from(&mut buf)
+        {
+            inputs.push((Socket::Alternate, from, buf[..n].to_vec()));
+        }
+        for (socket, from, bytes) in inputs {
+            if signal::is_signal(&bytes) {
+                let Ok(msg) = SignalRepr::parse_bytes(&bytes) else {
+                    continue;
+                };
+                let reply = |to: SocketAddr, msg: SignalRepr| {
+                    let _ = primary.send_to(&msg.to_bytes().unwrap(), to);
+                };
+                match msg {
+                    SignalRepr::Register { name } => {
+                        names.insert(name, from);
+                    }
+                    SignalRepr::Offer(offer) => {
+                        names.insert(offer.from.clone(), from);
+                        match names.get(&offer.to) {
+                            Some(&to) => reply(to, SignalRepr::Offer(offer)),
+                            None => reply(from, SignalRepr::UnknownPeer { peer: offer.to }),
+                        }
+                    }
+                    SignalRepr::Relay { peer, payload } => {
+                        let sender = names.iter().find(|(_, a)| **a == from).map(|(n, _)| n);
+                        match (sender, names.get(&peer)) {
+                            (Some(sender), Some(&to)) => reply(
+                                to,
+                                SignalRepr::Relay {
+                                    peer: sender.clone(),
+                                    payload,
+                                },
+                            ),
+                            _ => reply(from, SignalRepr::UnknownPeer { peer }),
+                        }
+                    }
+                    _ => {}
+                }
+            } else {
+                server.handle_input(socket, from, &bytes);
+                while let Some(t) = server.poll_transmit() {
+                    let sock = match t.source {
+                        Socket::Alternate => alternate.as_ref().unwrap_or(&primary),
+                        Socket::Primary => &primary,
+                    };
+                    let _ = sock.send_to(&t.payload, t.destination);
+                }
+            }
+        }
+    }
+}
+
+struct ConnectArgs {
+    bind: SocketAddr,
+    rendezvous: SocketAddr,
+    id: String,
+    peer: String,
+    timeout: Duration,
+    stun: Vec<SocketAddr>,
+    punch_timeout: Duration,
+    guess: u16,
+    packets: u32,
+    relay_first: bool,
+    punch_delay: Duration,
+}
+
+fn send(socket: &UdpSocket, t: Transmit) {
+    let _ = socket.send_to(&t.payload, t.destination);
+}
+
+fn recv(socket: &UdpSocket, until: Instant, buf: &mut [u8]) -> Option<(SocketAddr, Vec<u8>)> {
+    let wait = until
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    socket.set_read_timeout(Some(wait)).unwrap();
+    match socket.recv_from(buf) {
+        Ok((n, from)) => Some((from, buf[..n].to_vec())),
+        Err(_) => None,
+    }
+}
+
+fn discover(
+    args: &ConnectArgs,
+    socket: &UdpSocket,
+    server: &mut Server,
+) -> Result<NatReport, String> {
+    let mut observers = vec![args.rendezvous];
+    observers.extend(&args.stun);
+    let mut d = Discovery::new(
+        DiscoveryConfig {
+            observers,
+            local: Some(args.bind),
+            initial_rto: Duration::from_millis(200),
+            max_transmits: 3,
+            ..DiscoveryConfig::default()
+        },
+        Instant::now(),
+        random_u64(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 2048];
+    loop {
+        while let Some(t) = d.poll_transmit() {
+            send(socket, t);
+        }
+        if let Some(DiscoveryEvent::Complete(report)) = d.poll_event() {
+            return Ok(report);
+        }
+        let Some(at) = d.poll_timeout() else {
+            return Err("discovery stalled".into());
+        };
+        if let Some((from, bytes)) = recv(socket, at, &mut buf)
+            && !d.handle_input(Instant::now(), from, &bytes)
+            && server.handle_input(Socket::Primary, from, &bytes)
+        {
+            while let Some(t) = server.poll_transmit() {
+                send(socket, t);
+            }
+        }
+        d.handle_timeout(Instant::now());
+    }
+}
+
+fn connect(args: &ConnectArgs) -> Result<String, String> {
+    let t0 = Instant::now();
+    let deadline = t0 + args.timeout;
+    let socket = UdpSocket::bind(args.bind).map_err(|e| format!("bind {}: {e}", args.bind))?;
+    let local = socket.local_addr().map_err(|e| e.to_string())?;
+    let mut server = Server::new(ServerConfig {
+        primary: local,
+        alternate: None,
+        software: None,
+    });
+    let report = discover(args, &socket, &mut server)?;
+    log!(
+        "reflexive={:?} mapping={:?} filtering={:?} observations={:?}",
+        report.reflexive,
+        report.mapping,
+        report.filtering,
+        report.observations
+    );
+    println!(
+        "nat mapping={:?} filtering={:?} reflexive={}",
+        report.mapping,
+        report.filtering,
+        report
+            .reflexive
+            .map_or("none".to_string(), |a| a.to_string())
+    );
+    let mut candidates = vec![Candidate::new(CandidateKind::Host, local, 65535)];
+    if let Some(srflx) = report.reflexive.filter(|r| *r != local) {
+        candidates.push(Candidate::new(CandidateKind::ServerReflexive, srflx, 65535));
+    }
+    let seed = random_u64();
+    let our_offer = Offer {
+        from: args.id.clone(),
+        to: args.peer.clone(),
+        ufrag: format!("{:08x}", seed as u32),
+        password: (seed ^ random_u64()).to_be_bytes().repeat(2),
+        candidates,
+    };
+    let offer_bytes = SignalRepr::Offer(our_offer.clone()).to_bytes().unwrap();
+    let relay_send = |link_payload: Vec<u8>| {
+        let msg = SignalRepr::Relay {
+            peer: args.peer.clone(),
+            payload: link_payload,
+        };
+        let _ = socket.send_to(&msg.to_bytes().unwrap(), args.rendezvous);
+    };
+
+    let mut punch: Option<PunchSession> = None;
+    let mut pending_punch: Option<(Offer, Instant)> = None;
+    let mut punch_started_at = t0;
+    let mut link: Option<Link> = None;
+    let mut next_offer_at = t0;
+    let mut next_frame_at = t0;
+    let mut received = 0u32;
+    let mut sequences = std::collections::BTreeSet::new();
+    let mut first_frame_at: Option<Instant> = None;
+    let mut done_at: Option<Instant> = None;
+    let mut buf = [0u8; 2048];
+    let mut peer_unknown = false;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(match (&link, &punch) {
+                (None, _) if peer_unknown => format!("peer {} never registered", args.peer),
+                (None, _) => format!("no offer from peer {}", args.peer),
+                _ => format!("received {received} of {} frames", args.packets),
+            });
+        }
+        if let Some(done) = done_at
+            && now >= done
+        {
+            let link = link.as_ref().unwrap();
+            let m = link.metrics();
+            let path = match link.route() {
+                Some(Route::Direct(_)) => "direct",
+                _ => "relay",
+            };
+            log!("link metrics: {m:?}");
+            let p = punch.as_ref().map(|p| p.metrics()).unwrap_or_default();
+            // Sequence numbers missing below the highest one received.
+            let gaps = sequences
+                .last()
+                .map_or(0, |max| max + 1 - sequences.len() as u64);
+            println!(
+                "probes_sent={} frames_direct={} frames_relay={} gaps={gaps} total_ms={}",
+                p.probes_sent,
+                m.received_direct,
+                m.received_relay,
+                now.duration_since(t0).as_millis()
+            );
+            // Time to first packet: from the peer's offer to its first frame.
+            let ms = first_frame_at
+                .unwrap()
+                .duration_since(punch_started_at)
+                .as_millis();
+            return Ok(format!("path={path} time_ms={ms}"));
+        }
+        // Offers until the peer is clearly talking to us.
+        if now >= next_offer_at && first_frame_at.is_none() {
+            let _ = socket.send_to(&offer_bytes, args.rendezvous);
+            next_offer_at = now + Duration::from_millis(300);
+        }
+        // Punching starts once the offer is in (after --punch-delay-ms).
+        if let Some((offer, at)) = pending_punch.take_if(|(_, at)| now >= *at) {
+            let _ = at;
+            let config = PunchConfig {
+                deadline: args.punch_timeout,
+                port_guess_range: args.guess,
+                ..PunchConfig::default()
+            };
+            punch = Some(
+                PunchSession::new(config, &our_offer, &offer, now, random_u64())
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        // Punch progress.
+        if let Some(p) = punch.as_mut() {
+            p.handle_timeout(now);
+            while let Some(t) = p.poll_transmit() {
+                send(&socket, t);
+            }
+            while let Some(ev) = p.poll_event() {
+                let l = link.as_mut().unwrap();
+                match ev {
+                    PunchEvent::Connected(o) => {
+                        log!("punched: {o:?}");
+                        l.use_route(Route::Direct(o.remote));
+                        // With --relay-first, keep going a little on the
+                        // direct path so the upgrade is exercised.
+                        if args.relay_first && done_at.is_some() {
+                            done_at = Some(now + Duration::from_millis(600));
+                        }
+                    }
+                    PunchEvent::Failed(f) => {
+                        log!("punch failed: {f:?}; relaying");
+                        if l.route().is_none() {
+                            l.use_route(Route::Relay);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Data frames, resent until the peer has had enough.
+        if let Some(l) = link.as_mut()
+            && l.route().is_some()
+            && now >= next_frame_at
+        {
+            let _ = l.send(format!("hello from {}", args.id).as_bytes());
+            next_frame_at = now + Duration::from_millis(100);
+            while let Some(t) = l.poll_transmit() {
+                match t.route {
+                    Route::Direct(to) => {
+                        let _ = socket.send_to(&t.payload, to);
+                    }
+                    Route::Relay => relay_send(t.payload),
+                }
+            }
+        }
+        let mut wake = next_offer_at.min(next_frame_at).min(deadline);
+        if let Some((_, at)) = &pending_punch {
+            wake = wake.min(*at);
+        }
+        if let Some(at) = punch.as_ref().and_then(|p| p.poll_timeout()) {
+            wake = wake.min(at);
+        }
+        if let Some(d) = done_at {
+            wake = wake.min(d);
+        }
+        let Some((from, bytes)) = recv(&socket, wake, &mut buf) else {
+            continue;
+        };
+        let now = Instant::now();
+        let mut data: Option<(PathKind, Vec<u8>)> = None;
+        if signal::is_signal(&bytes) {
+            match SignalRepr::parse_bytes(&bytes) {
+                Ok(SignalRepr::Offer(offer))
+                    if from == args.rendezvous && offer.from == args.peer && link.is_none() =>
+                {
+                    log!("offer from {}: {:?}", offer.from, offer.candidates);
+                    // Answer at once so the peer need not wait a period.
+                    let _ = socket.send_to(&offer_bytes, args.rendezvous);
+                    pending_punch = Some((offer.clone(), now + args.punch_delay));
+                    let mut l = Link::new(&session_key(&our_offer, &offer), now);
+                    if args.relay_first {
+                        // Talk through the relay at once; upgrade when punched.
+                        l.use_route(Route::Relay);
+                    }
+                    link = Some(l);
+                    punch_started_at = now;
+                }
+                Ok(SignalRepr::UnknownPeer { .. }) => peer_unknown = true,
+                Ok(SignalRepr::Relay { peer, payload })
+                    if from == args.rendezvous && peer == args.peer =>
+                {
+                    data = Some((PathKind::Relay, payload));
+                }
+                Ok(SignalRepr::Data { .. }) => data = Some((PathKind::Direct, bytes)),
+                _ => {}
+            }
+        } else if stun::is_stun(&bytes) || bytes.first().is_some_and(|b| *b < 4) {
+            let claimed = punch
+                .as_mut()
+                .is_some_and(|p| p.handle_input(now, from, &bytes));
+            if !claimed {
+                server.handle_input(Socket::Primary, from, &bytes);
+            }
+            for t in punch
+                .as_mut()
+                .map(|p| std::iter::from_fn(|| p.poll_transmit()).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .chain(std::iter::from_fn(|| server.poll_transmit()))
+            {
+                send(&socket, t);
+            }
+        }
+        if let (Some((path, frame)), Some(l)) = (data, link.as_mut())
+            && l.handle_input(now, path, &frame)
+        {
+            while let Some(ev) = l.poll_event() {
+                if let LinkEvent::Received { path, sequence, .. } = ev {
+                    received += 1;
+                    sequences.insert(sequence);
+                    first_frame_at.get_or_insert(now);
+                    log!("frame {received} via {path:?}");
+                }
+            }
+            if received >= args.packets && done_at.is_none() {
+                // Linger so the peer gets its frames and punch answers too.
+                done_at = Some(now + Duration::from_millis(600));
+            }
+        }
+    }
+}
