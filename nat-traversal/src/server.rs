@@ -117,7 +117,7 @@ impl Server {
             });
             response
                 .attributes
-                .push(Attribute::UnknownAttributes(unknown));
+                .push(unknown_attributes(unknown, request.is_modern()));
         } else if let Some((change_ip, change_port)) = change.filter(|(ip, port)| *ip || *port) {
             if change_ip || self.config.alternate.is_none() {
                 response.class = Class::Error;
@@ -125,9 +125,10 @@ impl Server {
                     code: 420,
                     reason: "Unknown Attribute".into(),
                 });
-                response.attributes.push(Attribute::UnknownAttributes(vec![
-                    stun::kind::CHANGE_REQUEST,
-                ]));
+                response.attributes.push(unknown_attributes(
+                    vec![stun::kind::CHANGE_REQUEST],
+                    request.is_modern(),
+                ));
             } else if change_port {
                 reply_from = match socket {
                     Socket::Primary => Socket::Alternate,
@@ -185,6 +186,15 @@ impl Server {
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
+}
+
+/// UNKNOWN-ATTRIBUTES; RFC 3489 §11.2.4 pads an odd list by repeating an
+/// entry, RFC 8489 §14.9 with zero bytes.
+fn unknown_attributes(mut kinds: Vec<u16>, modern: bool) -> Attribute {
+    if !modern && !kinds.len().is_multiple_of(2) {
+        kinds.push(kinds[0]);
+    }
+    Attribute::UnknownAttributes(kinds)
 }
 
 #[cfg(test)]

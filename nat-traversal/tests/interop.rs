@@ -1,0 +1,135 @@
+//! Interoperability with STUN implementations nobody here wrote: our
+//! client against coturn's `turnserver`, and Debian's `stun` client
+//! against our server, each from behind a Linux NAT so the reflexive
+//! address differs from the local one.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use wow_test_hosts::{Netns, example_bin, require, wait_until};
+
+/// A public namespace at `198.18.{net}.1` and a host at `10.{net}.0.2`
+/// behind a cone NAT whose public address is `198.18.{net}.10`.
+struct Topology {
+    public: Netns,
+    _nat: Netns,
+    host: Netns,
+}
+
+fn topology(net: u8) -> Topology {
+    let public = Netns::new("pub").unwrap();
+    let nat = Netns::new("nat").unwrap();
+    let host = Netns::new("h").unwrap();
+    public.veth_to(&nat, "p0", "wan").unwrap();
+    public
+        .addr_add("p0", &format!("198.18.{net}.1/24"))
+        .unwrap();
+    nat.addr_add("wan", &format!("198.18.{net}.10/24")).unwrap();
+    nat.veth_to(&host, "lan", "eth0").unwrap();
+    nat.addr_add("lan", &format!("10.{net}.0.1/24")).unwrap();
+    host.addr_add("eth0", &format!("10.{net}.0.2/24")).unwrap();
+    host.default_route(&format!("10.{net}.0.1")).unwrap();
+    nat.enable_forwarding().unwrap();
+    nat.nft(
+        "table ip nat {\n  chain postrouting {\n    type nat hook postrouting priority srcnat;\n    \
+         oifname \"wan\" masquerade persistent\n  }\n}\n",
+    )
+    .unwrap();
+    Topology {
+        public,
+        _nat: nat,
+        host,
+    }
+}
+
+fn listening(ns: &Netns, addr: &str) -> bool {
+    wait_until(Duration::from_secs(10), || {
+        ns.run_ok("ss", &["-Hlun"])
+            .unwrap_or_default()
+            .contains(addr)
+    })
+}
+
+#[test]
+fn our_client_against_coturn() {
+    if !require("our_client_against_coturn", &["turnserver", "nft", "ss"]) {
+        return;
+    }
+    let t = topology(61);
+    let _coturn = t
+        .public
+        .spawn(
+            "turnserver",
+            &[
+                "-n",
+                "--listening-ip",
+                "198.18.61.1",
+                "--listening-port",
+                "3478",
+                "--no-tls",
+                "--no-dtls",
+                "--stun-only",
+                "--no-cli",
+                "--log-file",
+                "stdout",
+                "--simple-log",
+            ],
+        )
+        .unwrap();
+    assert!(
+        listening(&t.public, "198.18.61.1:3478"),
+        "coturn did not start"
+    );
+    let out = t
+        .host
+        .run_ok(
+            example_bin("stun"),
+            &["--bind", "10.61.0.2:5000", "198.18.61.1:3478"],
+        )
+        .unwrap();
+    println!("{out}");
+    // The NAT's public address; `persistent` masquerade keeps the free port.
+    assert!(
+        out.contains("observer=198.18.61.1:3478 mapped=198.18.61.10:5000 "),
+        "{out}"
+    );
+    assert!(out.contains("reflexive=198.18.61.10:5000"), "{out}");
+}
+
+#[test]
+fn debian_stun_client_against_our_server() {
+    if !require(
+        "debian_stun_client_against_our_server",
+        &["stun", "nft", "ss"],
+    ) {
+        return;
+    }
+    let t = topology(62);
+    let _server = t
+        .public
+        .spawn(
+            example_bin("punch"),
+            &[
+                "rendezvous",
+                "--listen",
+                "198.18.62.1:3478",
+                "--alternate-port",
+                "3479",
+            ],
+        )
+        .unwrap();
+    assert!(listening(&t.public, "198.18.62.1:3478"));
+    // The client always talks to port 3478 and exits 0 whatever it found.
+    let out = t
+        .host
+        .run("stun", &["198.18.62.1", "-v", "-p", "40000"])
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    println!("{text}");
+    assert!(
+        text.contains("MappedAddress = 198.18.62.10:40000"),
+        "no valid answer:\n{text}"
+    );
+    assert!(text.contains("test I = 1"), "{text}");
+}
