@@ -447,7 +447,16 @@ impl<S: Store> Ca<S> {
         request_id: u64,
     ) -> Result<u64, CaError> {
         let (_, validity) = self.check(csr_der, source_ip, validity, now)?;
-        // A node re-sending its request replaces its earlier one.
+        // The same request again (a retry) keeps its place and id.
+        if let Some(p) = self
+            .state
+            .pending
+            .iter()
+            .find(|p| p.source_ip == source_ip && p.csr == csr_der)
+        {
+            return Ok(p.id);
+        }
+        // A node sending a different request replaces its earlier one.
         let replaced = self
             .state
             .pending

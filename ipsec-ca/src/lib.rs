@@ -63,6 +63,7 @@
 
 pub mod ca;
 pub mod csr;
+pub mod enrol;
 pub mod error;
 pub mod file_store;
 pub mod identity;
@@ -74,6 +75,7 @@ pub mod wire;
 
 pub use ca::{Ca, Issued, Policy, SignedCrl, Transmit};
 pub use csr::{CsrInfo, parse_csr};
+pub use enrol::{Enrolment, EnrolmentConfig, EnrolmentError, EnrolmentEvent};
 pub use error::{
     CaError, CrlError, CsrError, KeyError, PolicyError, StoreError, VerifyError, WireError,
 };

@@ -596,7 +596,16 @@ fn queue_replaces_resent_request_and_has_a_limit() {
     );
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     let first = ca.enqueue(&csr(&key, IP), IP, None, t0(), 1).unwrap();
-    let again = ca.enqueue(&csr(&key, IP), IP, None, t0(), 2).unwrap();
+    // A retry of the same request keeps its id.
+    assert_eq!(
+        ca.enqueue(&csr(&key, IP), IP, None, t0(), 1).unwrap(),
+        first
+    );
+    // A different request from the same IP replaces it.
+    let mut renamed = NodeRequest::new(IP);
+    renamed.common_name = Some("renamed".into());
+    let renamed = key.certificate_request(&renamed).unwrap();
+    let again = ca.enqueue(&renamed, IP, None, t0(), 2).unwrap();
     assert_ne!(first, again);
     assert_eq!(ca.pending().len(), 1);
     assert_eq!(ca.pending()[0].request_id, 2);
@@ -661,4 +670,129 @@ fn intermediate_revoked_by_root_crl() {
         verifier.verify(&issued.certificate, IP, t0()),
         Err(VerifyError::Revoked)
     );
+}
+
+#[test]
+fn node_enrolment_machine_against_the_ca() {
+    use ipsec_ca::{Enrolment, EnrolmentConfig, EnrolmentError, EnrolmentEvent};
+    use std::time::{Duration as StdDuration, Instant};
+
+    let mut ca = new_ca(KeyType::Ed25519, Policy::default());
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let verifier = Verifier::new(ca.identity().cert_der()).unwrap();
+    let start = Instant::now();
+    let config = EnrolmentConfig::default();
+    let mut node = Enrolment::new(
+        config,
+        &csr(&key, IP),
+        IP,
+        key.spki_der(),
+        verifier.clone(),
+        0xabc,
+        start,
+    );
+    // The first request is lost; the retry reaches the CA.
+    assert!(node.poll_transmit().is_some());
+    assert!(node.poll_transmit().is_none());
+    let retry_at = node.poll_timeout().unwrap();
+    assert_eq!(retry_at, start + config.retry_timeout);
+    node.handle_timeout(retry_at - StdDuration::from_millis(1));
+    assert!(node.poll_transmit().is_none());
+    node.handle_timeout(retry_at);
+    let request = node.poll_transmit().unwrap();
+    assert!(node.poll_timeout().unwrap() > retry_at);
+
+    ca.handle_enrolment(IP, &request, t0()).unwrap();
+    let reply = ca.poll_transmit().unwrap();
+    node.handle_input(&reply.payload, retry_at, t0()).unwrap();
+    let Some(EnrolmentEvent::Pending { queue_id }) = node.poll_event() else {
+        panic!("expected Pending");
+    };
+    // A periodic re-send while queued keeps the same queue entry.
+    let resend_at = node.poll_timeout().unwrap();
+    node.handle_timeout(resend_at);
+    ca.handle_enrolment(IP, &node.poll_transmit().unwrap(), t0())
+        .unwrap();
+    let reply = ca.poll_transmit().unwrap();
+    node.handle_input(&reply.payload, resend_at, t0()).unwrap();
+    assert!(node.poll_event().is_none(), "no second Pending event");
+    assert_eq!(ca.pending().len(), 1);
+    assert_eq!(ca.pending()[0].id, queue_id);
+
+    // A reply to someone else's request is ignored.
+    let stray = EnrolmentMessage::Rejected {
+        request_id: 1,
+        reason: RejectReason::IpInUse,
+    }
+    .to_bytes();
+    assert_eq!(
+        node.handle_input(&stray, resend_at, t0()),
+        Err(EnrolmentError::NotOurs)
+    );
+    // A certificate for another key (same IP, same id) is refused.
+    let other = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let mut ca2 = new_ca(KeyType::Ed25519, Policy::default());
+    let foreign = ca2.sign(&csr(&other, IP), IP, None, t0()).unwrap();
+    let forged = EnrolmentMessage::Issued {
+        request_id: 0xabc,
+        certificate: &foreign.certificate,
+    }
+    .to_bytes();
+    assert!(matches!(
+        node.handle_input(&forged, resend_at, t0()),
+        Err(EnrolmentError::BadCertificate(_))
+    ));
+    assert!(!node.is_finished());
+
+    // The administrator approves; the CA pushes the certificate.
+    let issued = ca.approve(queue_id, t0()).unwrap();
+    let push = ca.poll_transmit().unwrap();
+    assert_eq!(push.destination, IP);
+    node.handle_input(&push.payload, resend_at, t0()).unwrap();
+    let Some(EnrolmentEvent::Issued { certificate, peer }) = node.poll_event() else {
+        panic!("expected Issued");
+    };
+    assert_eq!(certificate, issued.certificate);
+    assert_eq!(peer.virtual_ip, IP);
+    assert!(node.is_finished());
+    assert_eq!(node.poll_timeout(), None);
+}
+
+#[test]
+fn node_enrolment_gives_up_without_answers() {
+    use ipsec_ca::{Enrolment, EnrolmentConfig, EnrolmentEvent};
+    use std::time::Instant;
+
+    let ca = new_ca(KeyType::Ed25519, Policy::default());
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let config = EnrolmentConfig {
+        max_attempts: 3,
+        ..EnrolmentConfig::default()
+    };
+    let mut now = Instant::now();
+    let mut node = Enrolment::new(
+        config,
+        &csr(&key, IP),
+        IP,
+        key.spki_der(),
+        Verifier::new(ca.identity().cert_der()).unwrap(),
+        1,
+        now,
+    );
+    let mut sent = 0;
+    let mut gaps = Vec::new();
+    while let Some(at) = node.poll_timeout() {
+        while node.poll_transmit().is_some() {
+            sent += 1;
+        }
+        gaps.push(at - now);
+        now = at;
+        node.handle_timeout(now);
+    }
+    assert_eq!(sent, 3);
+    assert!(
+        gaps.windows(2).all(|w| w[1] > w[0]),
+        "backoff grows: {gaps:?}"
+    );
+    assert_eq!(node.poll_event(), Some(EnrolmentEvent::GaveUp));
 }

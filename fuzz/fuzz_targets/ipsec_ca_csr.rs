@@ -1,0 +1,48 @@
+//! CSR input: the CSR parser, and the CA's signing policy on arbitrary CSRs.
+//!
+//! The first input byte picks the claimed source IP's last octet; the rest is
+//! the DER CSR. A CSR that parses and passes the policy must yield a
+//! certificate the verifier accepts for that IP.
+#![no_main]
+
+use std::net::Ipv4Addr;
+use std::sync::OnceLock;
+
+use ipsec_ca::time::{Duration, OffsetDateTime};
+use ipsec_ca::{Ca, CaIdentity, KeyType, MemStore, Policy, Verifier, parse_csr};
+use libfuzzer_sys::fuzz_target;
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+}
+
+fn ca_pem() -> &'static (String, String) {
+    static PEM: OnceLock<(String, String)> = OnceLock::new();
+    PEM.get_or_init(|| {
+        let id =
+            CaIdentity::create_root(KeyType::Ed25519, "fuzz", now(), Duration::days(3650)).unwrap();
+        (id.cert_pem(), id.key_pem())
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&octet, csr)) = data.split_first() else {
+        return;
+    };
+    let parsed = parse_csr(csr);
+    let (cert, key) = ca_pem();
+    let identity = CaIdentity::from_pem(cert, key, None).unwrap();
+    let mut ca = Ca::open(identity, Policy::default(), MemStore::default(), [0; 32]).unwrap();
+    let source = Ipv4Addr::new(10, 0, 0, octet);
+    match ca.sign(csr, source, None, now()) {
+        Ok(issued) => {
+            let info = parsed.unwrap();
+            assert_eq!(info.virtual_ip, source);
+            let verifier = Verifier::new(ca.identity().cert_der()).unwrap();
+            let peer = verifier.verify(&issued.certificate, source, now()).unwrap();
+            assert_eq!(peer.public_key, info.public_key_raw);
+            assert_eq!(ca.issued().len(), 1);
+        }
+        Err(_) => assert!(ca.issued().is_empty()),
+    }
+});
