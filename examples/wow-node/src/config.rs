@@ -1,0 +1,262 @@
+//! The configuration file of `wow-node up` (TOML). Every field has a
+//! default; an empty file is a valid configuration that starts a new ring.
+//!
+//! ```toml
+//! [node]
+//! state_dir = "/var/lib/wow-node"   # leases, node key, certificates, control socket
+//! listen = "0.0.0.0:4000"           # underlay UDP socket
+//! bootstrap = ["192.0.2.1:4000"]    # overlay nodes to join through; none: new ring
+//! advertise = []                    # extra endpoints peers may reach us at
+//!
+//! [network]
+//! cidr = "10.128.0.0/16"            # the virtual network
+//! gateway = "10.128.0.1"            # virtual gateway, DHCP and DNS server (default: first host)
+//! domain = "wow.internal"           # DNS zone
+//! lease_secs = 3600                 # DHCP lease time
+//! allocation = "dht"                # "dht" (decentralised) or "local"
+//!
+//! [tap]
+//! name = "wow0"                     # TAP device
+//! underlay_mtu = 1500               # the guest MTU is this minus every header (1384)
+//!
+//! [security]
+//! ca_cert = "ca.pem"                # CA certificate; with cert and key: protected mode
+//! cert = "node.pem"                 # this node's certificate (its IP is the only one offered)
+//! key = "node.key"                  # this node's PKCS#8 key
+//! crl = "ca.crl"                    # optional CRL envelope, re-read every minute
+//! public_hosts = []                 # virtual hosts reachable without an SA
+//!
+//! [confine]
+//! enabled = false                   # same as --confine
+//! allow_tcp_ports = [22]            # host services the guest may still reach
+//! ```
+//!
+//! Relative paths are relative to `state_dir`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[node]`.
+    pub node: NodeSection,
+    /// `[network]`.
+    pub network: NetworkSection,
+    /// `[tap]`.
+    pub tap: TapSection,
+    /// `[security]`.
+    pub security: SecuritySection,
+    /// `[confine]`.
+    pub confine: ConfineSection,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Underlay UDP socket.
+    pub listen: SocketAddr,
+    /// Bootstrap endpoints.
+    pub bootstrap: Vec<SocketAddr>,
+    /// Extra advertised endpoints.
+    pub advertise: Vec<SocketAddr>,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            state_dir: PathBuf::from("/var/lib/wow-node"),
+            listen: SocketAddr::from(([0, 0, 0, 0], 4000)),
+            bootstrap: Vec::new(),
+            advertise: Vec::new(),
+        }
+    }
+}
+
+/// How DHCP allocates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllocationMode {
+    /// Claim each address in the overlay DHT (decentralised, the default).
+    #[default]
+    Dht,
+    /// A local pool (one node per network, or disjoint pools).
+    Local,
+}
+
+/// `[network]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkSection {
+    /// The virtual network.
+    pub cidr: Ipv4Net,
+    /// Virtual gateway (default: the first host address).
+    pub gateway: Option<Ipv4Addr>,
+    /// DNS zone.
+    pub domain: String,
+    /// Lease time, seconds.
+    pub lease_secs: u64,
+    /// Allocation mode.
+    pub allocation: AllocationMode,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        NetworkSection {
+            cidr: Ipv4Net::new(Ipv4Addr::new(10, 128, 0, 0), 16).unwrap_or_default(),
+            gateway: None,
+            domain: "wow.internal".into(),
+            lease_secs: 3600,
+            allocation: AllocationMode::Dht,
+        }
+    }
+}
+
+impl NetworkSection {
+    /// The gateway address.
+    pub fn gateway_addr(&self) -> Ipv4Addr {
+        self.gateway
+            .unwrap_or_else(|| Ipv4Addr::from(u32::from(self.cidr.network()).saturating_add(1)))
+    }
+}
+
+/// `[tap]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TapSection {
+    /// Device name.
+    pub name: String,
+    /// Underlay MTU.
+    pub underlay_mtu: u16,
+}
+
+impl Default for TapSection {
+    fn default() -> Self {
+        TapSection {
+            name: "wow0".into(),
+            underlay_mtu: 1500,
+        }
+    }
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecuritySection {
+    /// CA certificate (PEM).
+    pub ca_cert: Option<PathBuf>,
+    /// Node certificate (PEM).
+    pub cert: Option<PathBuf>,
+    /// Node key (PKCS#8 PEM).
+    pub key: Option<PathBuf>,
+    /// CRL envelope file.
+    pub crl: Option<PathBuf>,
+    /// Public virtual hosts.
+    pub public_hosts: Vec<Ipv4Addr>,
+}
+
+/// `[confine]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfineSection {
+    /// Install the nftables rules.
+    pub enabled: bool,
+    /// Host TCP ports the guest may reach.
+    pub allow_tcp_ports: Vec<u16>,
+}
+
+impl Default for ConfineSection {
+    fn default() -> Self {
+        ConfineSection {
+            enabled: false,
+            allow_tcp_ports: vec![22],
+        }
+    }
+}
+
+/// Why a configuration did not load.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid.
+    #[error("invalid configuration {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: toml::de::Error,
+    },
+}
+
+impl Config {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// `path` relative to the state directory unless absolute.
+    pub fn state_path(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.node.state_dir.join(path)
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.network.gateway_addr(), Ipv4Addr::new(10, 128, 0, 1));
+    }
+
+    #[test]
+    fn documented_example_parses() {
+        // The example in the module docs, verbatim.
+        let doc = include_str!("config.rs");
+        let start = doc.find("//! ```toml").unwrap();
+        let end = doc[start + 10..].find("//! ```").unwrap() + start + 10;
+        let text: String = doc[start..end]
+            .lines()
+            .skip(1)
+            .map(|l| l.trim_start_matches("//!").trim_start_matches(' '))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c: Config = toml::from_str(&text).unwrap();
+        assert_eq!(c.node.bootstrap, vec!["192.0.2.1:4000".parse().unwrap()]);
+        assert_eq!(c.network.allocation, AllocationMode::Dht);
+        assert_eq!(c.confine.allow_tcp_ports, vec![22]);
+        assert_eq!(c.tap.underlay_mtu, 1500);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("[node]\nlisten_port = 1\n").is_err());
+    }
+}

@@ -1,0 +1,1133 @@
+//! The node's sans-IO core: every protocol machine, composed.
+//!
+//! [`Core`] owns the overlay node, the proxy-ARP responder, the DHCP and DNS
+//! servers and (once the node holds a certificate) the security-association
+//! endpoint. It does no I/O and reads no clock, like the crates it composes:
+//! the driver (the `up` runtime over a TAP device, or the demo over an
+//! in-process guest) feeds it
+//!
+//! - [`Core::handle_tap_frame`]: an Ethernet frame from the guest,
+//! - [`Core::handle_udp`]: a datagram from the underlay socket,
+//! - [`Core::handle_timeout`]: once [`Core::poll_timeout`] has passed,
+//!
+//! and after each call drains [`Core::poll_tap_frame`] (frames for the
+//! guest), [`Core::poll_udp`] (datagrams for the underlay) and
+//! [`Core::poll_event`]. Events of one machine become calls on another
+//! here: a DHCP lease becomes a DNS record and a DHT mapping, a DHT answer
+//! releases queued packets, a DNS miss becomes a DHT lookup.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+
+use arp_virt::{EthernetAddress, Outcome};
+use dhcp_virt::{ClaimResult, DirectoryCompletion, DirectoryOp, LeaseStore};
+use ipnet::Ipv4Net;
+use ipsec_ca::Verifier;
+use ipsec_sa::{OpenOutput, SealOutput};
+use overlay_core::wire::DhtOp;
+use overlay_core::{Address, DhtOutcome};
+use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, UdpPacket};
+
+use crate::wire::{self, Kind};
+
+/// Bytes the underlay adds: IPv4 (20) + UDP (8).
+pub const UNDERLAY_OVERHEAD: usize = 28;
+/// Bytes the overlay adds to a data payload: routed header (46) + length (2).
+pub const OVERLAY_OVERHEAD: usize = 48;
+/// Bytes ipsec-sa adds to a sealed packet: SPI + sequence (12) + tag (16).
+pub const SA_OVERHEAD: usize = ipsec_sa::wire::HEADER_LEN + ipsec_sa::wire::TAG_LEN;
+/// Everything between the guest's IP packet and the underlay's MTU.
+pub const TOTAL_OVERHEAD: usize =
+    UNDERLAY_OVERHEAD + OVERLAY_OVERHEAD + wire::HEADER_LEN + SA_OVERHEAD;
+
+/// The guest's IP MTU for an underlay MTU.
+pub fn guest_mtu(underlay_mtu: u16) -> u16 {
+    let m = usize::from(underlay_mtu).saturating_sub(TOTAL_OVERHEAD);
+    // Keep it a multiple of 8 (IP fragments) and at least the IPv4 minimum.
+    u16::try_from(m / 8 * 8).unwrap_or(576).max(576)
+}
+
+/// How long a learned `virtual IP → overlay address` mapping is trusted.
+const ROUTE_TTL: Duration = Duration::from_secs(120);
+/// How long packets wait for a DHT lookup of their destination.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(6);
+/// How long a failed lookup is remembered (packets are dropped meanwhile).
+const NEGATIVE_TTL: Duration = Duration::from_secs(1);
+/// Packets queued per unresolved destination.
+const QUEUE_LIMIT: usize = 32;
+/// Frames queued for the guest before new ones are dropped.
+const TAP_QUEUE_LIMIT: usize = 4096;
+/// Lifetime of the DHT records this node publishes (re-published on lease
+/// renewal, which the guest does at half the lease).
+const PUBLISH_TTL: Duration = Duration::from_secs(3600);
+
+/// The virtual network as the guest sees it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The virtual network.
+    pub network: Ipv4Net,
+    /// The virtual gateway, DHCP server and DNS server address.
+    pub gateway_addr: Ipv4Addr,
+    /// The gateway's MAC.
+    pub gateway_mac: [u8; 6],
+    /// The DNS zone, such as `wow.internal.`.
+    pub domain: String,
+    /// The guest's IP MTU (DHCP option 26).
+    pub guest_mtu: u16,
+    /// DHCP lease time.
+    pub lease_duration: Duration,
+    /// Allocate through the DHT (decentralised) rather than from a local pool.
+    pub dht_allocation: bool,
+    /// Only this address is offered (the address in the node's certificate).
+    pub fixed_addr: Option<Ipv4Addr>,
+    /// Hosts of the network reachable without a security association.
+    pub public_hosts: Vec<Ipv4Addr>,
+    /// Underlay MTU.
+    pub underlay_mtu: u16,
+}
+
+/// A node's certificate, key and CA certificate (DER).
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The node's certificate.
+    pub certificate: Vec<u8>,
+    /// The node's PKCS#8 key.
+    pub key: Vec<u8>,
+    /// The CA's certificate.
+    pub ca_certificate: Vec<u8>,
+    /// The virtual IP the certificate binds.
+    pub virtual_ip: Ipv4Addr,
+}
+
+/// Something a driver may log or act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoreEvent {
+    /// The overlay node found its place on the ring.
+    Joined,
+    /// The guest got (or renewed) an address.
+    Leased {
+        /// The address.
+        addr: Ipv4Addr,
+        /// The host name it sent, if any.
+        hostname: Option<String>,
+        /// Whether it renewed.
+        renewed: bool,
+    },
+    /// A security association with a peer is up.
+    SaEstablished {
+        /// The peer's virtual IP.
+        peer: IpAddr,
+    },
+    /// A key exchange failed or a peer was removed.
+    SaFailed {
+        /// The peer's virtual IP.
+        peer: IpAddr,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// An overlay link came up or went down.
+    Link {
+        /// The peer's ring address.
+        peer: Address,
+        /// Up or down.
+        up: bool,
+    },
+}
+
+/// Traffic counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// Frames read from the TAP.
+    pub tap_frames_in: u64,
+    /// Frames written to the TAP.
+    pub tap_frames_out: u64,
+    /// Datagrams received on the underlay.
+    pub udp_in: u64,
+    /// Datagrams sent on the underlay.
+    pub udp_out: u64,
+    /// Bytes received on the underlay.
+    pub udp_bytes_in: u64,
+    /// Bytes sent on the underlay.
+    pub udp_bytes_out: u64,
+    /// Guest packets sent into the overlay.
+    pub packets_routed: u64,
+    /// Packets delivered to the guest from the overlay.
+    pub packets_delivered: u64,
+    /// Packets sealed by a security association.
+    pub sealed: u64,
+    /// Packets opened by a security association.
+    pub opened: u64,
+    /// Guest packets dropped: no route, queue full, lookup failed.
+    pub dropped_no_route: u64,
+    /// Packets dropped by security policy (unprotected or bad).
+    pub dropped_policy: u64,
+    /// Frames or datagrams that did not parse.
+    pub malformed: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    address: Address,
+    expires_at: Instant,
+}
+
+#[derive(Debug)]
+struct Lookup {
+    started_at: Instant,
+    queue: VecDeque<(Kind, Vec<u8>)>,
+}
+
+/// Per-peer facts for `status`.
+#[derive(Debug, Clone, Copy, Default)]
+struct PeerInfo {
+    hops: u8,
+    packets_in: u64,
+    packets_out: u64,
+}
+
+#[derive(Debug, Clone)]
+enum DhtJob {
+    DhcpClaim {
+        id: dhcp_virt::RequestId,
+        owner: Vec<u8>,
+    },
+    IpLookup(Ipv4Addr),
+    DnsLookup(dns_virt::RequestId),
+    DnsPublish(dns_virt::RequestId),
+    Publish,
+}
+
+/// The composed node. See the [module docs](self).
+pub struct Core<S: LeaseStore> {
+    settings: Settings,
+    overlay: overlay_core::Node,
+    arp: arp_virt::Responder,
+    dhcp: dhcp_virt::Server<S>,
+    dns: dns_virt::Server,
+    sa: Option<ipsec_sa::Endpoint<Verifier>>,
+    guest_mac: Option<[u8; 6]>,
+    guest_addr: Option<Ipv4Addr>,
+    guest_name: Option<String>,
+    routes: HashMap<Ipv4Addr, Route>,
+    negative: HashMap<Ipv4Addr, Instant>,
+    lookups: HashMap<Ipv4Addr, Lookup>,
+    jobs: HashMap<u64, DhtJob>,
+    peers: HashMap<Ipv4Addr, PeerInfo>,
+    sa_peers: HashSet<IpAddr>,
+    tap_out: VecDeque<Vec<u8>>,
+    events: VecDeque<CoreEvent>,
+    counters: Counters,
+    seal_buf: Vec<u8>,
+    payload_buf: Vec<u8>,
+    open_buf: Vec<u8>,
+}
+
+/// Why the core could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// ARP configuration refused.
+    #[error("arp: {0}")]
+    Arp(#[from] arp_virt::ConfigError),
+    /// DHCP configuration or lease store refused.
+    #[error("dhcp: {0}")]
+    Dhcp(#[from] dhcp_virt::StartError),
+    /// The node's certificate or key did not load.
+    #[error("identity: {0}")]
+    Identity(#[from] ipsec_sa::IdentityError),
+    /// The CA certificate did not load.
+    #[error("ca certificate: {0}")]
+    Ca(#[from] ipsec_ca::VerifyError),
+}
+
+fn dht_key(kind: &str, suffix: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(kind.len() + 5 + suffix.len());
+    k.extend_from_slice(b"wow/");
+    k.extend_from_slice(kind.as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(suffix);
+    k
+}
+
+impl<S: LeaseStore> Core<S> {
+    /// A core whose overlay node has ring address `address`, with lease
+    /// store `leases`, started at `now` (`unix_secs` is the wall time then).
+    pub fn new(
+        settings: Settings,
+        overlay_config: overlay_core::Config,
+        address: Address,
+        leases: S,
+        now: Instant,
+        unix_secs: u64,
+        seed: u64,
+    ) -> Result<Self, CoreError> {
+        let gateway_mac = EthernetAddress(settings.gateway_mac);
+        let mut arp_config = arp_virt::Config::new(settings.network, gateway_mac);
+        arp_config.gateway_addr = settings.gateway_addr;
+        let arp = arp_virt::Responder::new(arp_config)?;
+
+        let mut dhcp_config = dhcp_virt::Config::new(settings.network, settings.gateway_addr);
+        dhcp_config.server_mac = settings.gateway_mac;
+        dhcp_config.interface_mtu = Some(settings.guest_mtu);
+        dhcp_config.lease_duration = settings.lease_duration;
+        let domain = settings.domain.trim_end_matches('.').to_string();
+        dhcp_config.domain_name = Some(domain.clone());
+        dhcp_config.domain_search = vec![domain.clone()];
+        if let Some(addr) = settings.fixed_addr {
+            dhcp_config.pool = dhcp_virt::Pool::range(addr, addr);
+        }
+        if settings.dht_allocation {
+            dhcp_config.allocation = dhcp_virt::Allocation::Directory {
+                claim_timeout: Duration::from_secs(8),
+                max_attempts: 8,
+            };
+        }
+        let dhcp = dhcp_virt::Server::new(dhcp_config, leases, now, unix_secs)?;
+
+        let mut dns_config = dns_virt::Config {
+            mode: dns_virt::Mode::Decentralised,
+            seed,
+            ..dns_virt::Config::default()
+        };
+        dns_config.zone.network = settings.network;
+        dns_config.zone.ns_addr = Some(settings.gateway_addr);
+        if let Ok(name) = hickory_name(&domain) {
+            dns_config.zone.zone = name;
+        }
+        let dns = dns_virt::Server::new(dns_config);
+
+        let overlay = overlay_core::Node::new(overlay_config, address, now, seed);
+        Ok(Core {
+            settings,
+            overlay,
+            arp,
+            dhcp,
+            dns,
+            sa: None,
+            guest_mac: None,
+            guest_addr: None,
+            guest_name: None,
+            routes: HashMap::new(),
+            negative: HashMap::new(),
+            lookups: HashMap::new(),
+            jobs: HashMap::new(),
+            peers: HashMap::new(),
+            sa_peers: HashSet::new(),
+            tap_out: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+            seal_buf: Vec::with_capacity(2048),
+            payload_buf: Vec::with_capacity(2048),
+            open_buf: Vec::with_capacity(2048),
+        })
+    }
+
+    // ----- getters -----
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+    /// The overlay node.
+    pub fn overlay(&self) -> &overlay_core::Node {
+        &self.overlay
+    }
+    /// The guest's address, once leased.
+    pub fn guest_addr(&self) -> Option<Ipv4Addr> {
+        self.guest_addr
+    }
+    /// The guest's registered name, once leased.
+    pub fn guest_name(&self) -> Option<&str> {
+        self.guest_name.as_deref()
+    }
+    /// The guest's MAC, once seen.
+    pub fn guest_mac(&self) -> Option<[u8; 6]> {
+        self.guest_mac
+    }
+    /// Traffic counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+    /// Whether private-prefix traffic is protected (a certificate is loaded).
+    pub fn is_secure(&self) -> bool {
+        self.sa.is_some()
+    }
+    /// Peers with a security association.
+    pub fn sa_count(&self) -> usize {
+        self.sa_peers.len()
+    }
+    /// ipsec-sa counters.
+    pub fn sa_stats(&self) -> Option<ipsec_sa::Stats> {
+        self.sa.as_ref().map(|s| s.stats())
+    }
+    /// DNS counters.
+    pub fn dns_stats(&self) -> dns_virt::Stats {
+        self.dns.stats()
+    }
+    /// Virtual peers this node exchanged packets with: address, overlay
+    /// address, hops of the last packet received, packets in and out.
+    pub fn peers(&self) -> Vec<(Ipv4Addr, Option<Address>, u8, u64, u64)> {
+        let mut v: Vec<_> = self
+            .peers
+            .iter()
+            .map(|(ip, p)| {
+                (
+                    *ip,
+                    self.routes.get(ip).map(|r| r.address),
+                    p.hops,
+                    p.packets_in,
+                    p.packets_out,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+    /// Hops of the last packet received from `peer`.
+    pub fn hops_from(&self, peer: Ipv4Addr) -> Option<u8> {
+        self.peers.get(&peer).map(|p| p.hops)
+    }
+
+    // ----- commands -----
+
+    /// Joins the overlay through `bootstrap` (none: start a new ring).
+    pub fn join(&mut self, now: Instant, bootstrap: &[SocketAddr]) {
+        self.overlay.join(now, bootstrap);
+        self.pump(now);
+    }
+
+    /// Leaves the overlay gracefully (on shutdown).
+    pub fn leave(&mut self, now: Instant) {
+        self.overlay.leave(now);
+    }
+
+    /// Loads the node's certificate and key and the CA certificate: from now
+    /// on traffic to and from the private prefix needs a security
+    /// association (RFC 4301 §4.4.1 policy: protect the prefix, bypass the
+    /// configured public hosts).
+    pub fn install_identity(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        credentials: &Credentials,
+        seed: [u8; 32],
+    ) -> Result<(), CoreError> {
+        let identity =
+            ipsec_sa::LocalIdentity::from_pkcs8(&credentials.certificate, &credentials.key)?;
+        let verifier = Verifier::new(&credentials.ca_certificate)?;
+        let virtual_ip = credentials.virtual_ip;
+        let mut policy = ipsec_sa::Policy::protect(ipnet::IpNet::V4(self.settings.network));
+        for host in &self.settings.public_hosts {
+            policy = policy.with_public_host(IpAddr::V4(*host));
+        }
+        // The gateway is the node itself and never sends over the overlay.
+        policy = policy.with_public_host(IpAddr::V4(self.settings.gateway_addr));
+        let config = ipsec_sa::Config {
+            local_ip: IpAddr::V4(virtual_ip),
+            policy,
+            ..ipsec_sa::Config::default()
+        };
+        self.sa = Some(ipsec_sa::Endpoint::new(
+            config, identity, verifier, now, wall, seed,
+        ));
+        Ok(())
+    }
+
+    /// Loads a newer CRL envelope into the verifier; peers it revokes are
+    /// torn down at once.
+    pub fn handle_crl(&mut self, now: Instant, wall: SystemTime, envelope: &[u8]) -> bool {
+        let Some(sa) = self.sa.as_mut() else {
+            return false;
+        };
+        let wall = ipsec_ca::time::OffsetDateTime::from(wall);
+        let ok = sa.update_authenticator(now, |v| v.handle_crl_envelope(envelope, wall).is_ok());
+        self.pump(now);
+        ok
+    }
+
+    // ----- inputs -----
+
+    /// An Ethernet frame from the guest.
+    pub fn handle_tap_frame(&mut self, now: Instant, frame: &[u8]) {
+        self.counters.tap_frames_in += 1;
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        let src = eth.src_addr();
+        if src.is_unicast() && self.guest_mac.is_none() {
+            self.guest_mac = Some(src.0);
+        }
+        match eth.ethertype() {
+            EthernetProtocol::Arp => {
+                let routes = &self.routes;
+                let others = |a: Ipv4Addr| routes.contains_key(&a);
+                if let Ok(Outcome::Reply(t)) = self.arp.handle_frame(frame, &others) {
+                    self.push_tap(t.as_bytes().to_vec());
+                }
+                while self.arp.poll_event().is_some() {}
+            }
+            EthernetProtocol::Ipv4 => self.on_guest_ipv4(now, frame, eth.payload()),
+            _ => {}
+        }
+        self.pump(now);
+    }
+
+    fn on_guest_ipv4(&mut self, now: Instant, frame: &[u8], packet: &[u8]) {
+        let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        let dst = ip.dst_addr();
+        if ip.next_header() == IpProtocol::Udp
+            && let Ok(udp) = UdpPacket::new_checked(ip.payload())
+        {
+            if udp.dst_port() == dhcp_virt::wire::SERVER_PORT {
+                let _ = self.dhcp.handle_frame(now, frame);
+                return;
+            }
+            if dst == self.settings.gateway_addr && udp.dst_port() == 53 {
+                let from = SocketAddr::new(IpAddr::V4(ip.src_addr()), udp.src_port());
+                self.dns
+                    .handle_input(now, from, dns_virt::Transport::Udp, udp.payload());
+                return;
+            }
+        }
+        if dst == self.settings.gateway_addr || !self.settings.network.contains(&dst) {
+            // Not for the overlay (`--confine` keeps it off the host too).
+            return;
+        }
+        if Some(ip.src_addr()) != self.guest_addr {
+            // Only the leased address may speak on the overlay.
+            self.counters.dropped_policy += 1;
+            return;
+        }
+        // Trim link-layer padding.
+        let len = usize::from(ip.total_len()).min(packet.len());
+        let packet = &packet[..len];
+        self.counters.packets_routed += 1;
+        self.peers.entry(dst).or_default().packets_out += 1;
+        self.route_ip(now, dst, packet);
+    }
+
+    /// A datagram from the underlay socket.
+    pub fn handle_udp(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.counters.udp_in += 1;
+        self.counters.udp_bytes_in += bytes.len() as u64;
+        if self.overlay.handle_input(now, from, bytes).is_err() {
+            self.counters.malformed += 1;
+        }
+        self.pump(now);
+    }
+
+    /// Advances every machine's timers to `now`; `wall` is the wall clock
+    /// (certificate validity).
+    pub fn handle_timeout(&mut self, now: Instant, wall: SystemTime) {
+        self.overlay.handle_timeout(now);
+        self.dhcp.handle_timeout(now);
+        self.dns.handle_timeout(now);
+        if let Some(sa) = self.sa.as_mut() {
+            sa.handle_timeout(now);
+            sa.handle_wall_clock(now, wall);
+        }
+        let expired: Vec<Ipv4Addr> = self
+            .lookups
+            .iter()
+            .filter(|(_, l)| now >= l.started_at + LOOKUP_TIMEOUT)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in expired {
+            if let Some(l) = self.lookups.remove(&ip) {
+                self.counters.dropped_no_route += l.queue.len() as u64;
+            }
+        }
+        self.routes.retain(|_, r| r.expires_at > now);
+        self.negative.retain(|_, t| *t > now);
+        self.pump(now);
+    }
+
+    // ----- outputs -----
+
+    /// The next frame for the guest.
+    pub fn poll_tap_frame(&mut self) -> Option<Vec<u8>> {
+        let f = self.tap_out.pop_front()?;
+        self.counters.tap_frames_out += 1;
+        Some(f)
+    }
+
+    /// Writes the next datagram for the underlay into `buf` (at least
+    /// `overlay_core::wire::MAX_DATA_LEN + 128` bytes); returns its
+    /// destination and length.
+    pub fn poll_udp(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        loop {
+            let t = self.overlay.poll_transmit()?;
+            if t.message.buffer_len() > buf.len() {
+                continue;
+            }
+            let n = t.message.emit(buf);
+            self.counters.udp_out += 1;
+            self.counters.udp_bytes_out += n as u64;
+            return Some((t.destination, n));
+        }
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<CoreEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let lookup = self
+            .lookups
+            .values()
+            .map(|l| l.started_at + LOOKUP_TIMEOUT)
+            .min();
+        [
+            self.overlay.poll_timeout(),
+            self.dhcp.poll_timeout(),
+            self.dns.poll_timeout(),
+            self.sa.as_ref().and_then(|s| s.poll_timeout()),
+            lookup,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ----- the data path -----
+
+    fn route_ip(&mut self, now: Instant, dst: Ipv4Addr, packet: &[u8]) {
+        let Some(sa) = self.sa.as_mut() else {
+            self.send_overlay(now, dst, Kind::Plain, packet, false);
+            return;
+        };
+        let mut out = std::mem::take(&mut self.seal_buf);
+        match sa.seal(now, IpAddr::V4(dst), packet, &mut out) {
+            Ok(SealOutput::Sealed) => {
+                self.counters.sealed += 1;
+                self.send_overlay(now, dst, Kind::Sa, &out, false);
+            }
+            Ok(SealOutput::Bypass) => self.send_overlay(now, dst, Kind::Plain, packet, false),
+            Ok(SealOutput::HandshakeNeeded) => {}
+            Err(e) => {
+                tracing::debug!(%dst, error = %e, "seal refused");
+                self.counters.dropped_policy += 1;
+            }
+        }
+        self.seal_buf = out;
+    }
+
+    /// Sends `body` to the node serving `dst`, looking the mapping up in the
+    /// DHT first if needed.
+    fn send_overlay(&mut self, now: Instant, dst: Ipv4Addr, kind: Kind, body: &[u8], _retry: bool) {
+        let Some(source) = self.guest_addr else {
+            self.counters.dropped_no_route += 1;
+            return;
+        };
+        if let Some(route) = self.routes.get(&dst).copied() {
+            let repr = wire::Repr {
+                kind,
+                source,
+                destination: dst,
+            };
+            let mut payload = std::mem::take(&mut self.payload_buf);
+            repr.emit_with_body(body, &mut payload);
+            // The overlay takes ownership of the payload; keep our buffer.
+            if self
+                .overlay
+                .send(now, route.address, payload.clone())
+                .is_err()
+            {
+                self.counters.dropped_no_route += 1;
+            }
+            self.payload_buf = payload;
+            return;
+        }
+        if self.negative.contains_key(&dst) {
+            self.counters.dropped_no_route += 1;
+            return;
+        }
+        let start = !self.lookups.contains_key(&dst);
+        let lookup = self.lookups.entry(dst).or_insert_with(|| Lookup {
+            started_at: now,
+            queue: VecDeque::new(),
+        });
+        if lookup.queue.len() >= QUEUE_LIMIT {
+            self.counters.dropped_no_route += 1;
+        } else {
+            lookup.queue.push_back((kind, body.to_vec()));
+        }
+        if start {
+            match self.overlay.dht_get(now, &dht_key("ip", &dst.octets())) {
+                Ok(id) => {
+                    self.jobs.insert(id, DhtJob::IpLookup(dst));
+                }
+                Err(_) => {
+                    if let Some(l) = self.lookups.remove(&dst) {
+                        self.counters.dropped_no_route += l.queue.len() as u64;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_delivered(&mut self, now: Instant, source: Address, hops: u8, mut payload: Vec<u8>) {
+        let Ok(packet) = wire::Packet::new_checked(&payload[..]) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        let Ok(repr) = wire::Repr::parse(&packet) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        if Some(repr.destination) != self.guest_addr
+            || !self.settings.network.contains(&repr.source)
+        {
+            self.counters.dropped_no_route += 1;
+            return;
+        }
+        let peer_ip = repr.source;
+        let body = &mut payload[wire::HEADER_LEN..];
+        let plaintext: &[u8] = match (repr.kind, self.sa.as_mut()) {
+            (Kind::Sa, Some(sa)) => match sa.open(now, IpAddr::V4(peer_ip), body) {
+                Ok(OpenOutput::Plaintext(p)) => {
+                    self.counters.opened += 1;
+                    // Copy out: `p` borrows `payload`, which we keep using.
+                    self.open_buf.clear();
+                    self.open_buf.extend_from_slice(p);
+                    &[]
+                }
+                Ok(OpenOutput::Handshake | OpenOutput::Keepalive) => {
+                    // Authenticated by the handshake: a safe time to learn.
+                    self.learn(now, peer_ip, source, hops);
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %peer_ip, error = %e, "open refused");
+                    self.counters.dropped_policy += 1;
+                    return;
+                }
+            },
+            (Kind::Sa, None) => {
+                // We hold no certificate: we cannot take part.
+                self.counters.dropped_policy += 1;
+                return;
+            }
+            (Kind::Plain, Some(sa)) => {
+                if sa.handle_unprotected(now, IpAddr::V4(peer_ip)) == ipsec_sa::Verdict::Drop {
+                    self.counters.dropped_policy += 1;
+                    return;
+                }
+                body
+            }
+            (Kind::Plain, None) => body,
+        };
+        let plaintext: Vec<u8> = if repr.kind == Kind::Sa {
+            std::mem::take(&mut self.open_buf)
+        } else {
+            plaintext.to_vec()
+        };
+        // The inner source must be the peer's (authenticated) address.
+        match Ipv4Packet::new_checked(&plaintext[..]) {
+            Ok(ip) if ip.src_addr() == peer_ip && Some(ip.dst_addr()) == self.guest_addr => {}
+            _ => {
+                self.counters.dropped_policy += 1;
+                if repr.kind == Kind::Sa {
+                    self.open_buf = plaintext;
+                }
+                return;
+            }
+        }
+        self.learn(now, peer_ip, source, hops);
+        self.peers.entry(peer_ip).or_default().packets_in += 1;
+        self.deliver_ip(&plaintext);
+        if repr.kind == Kind::Sa {
+            self.open_buf = plaintext;
+        }
+    }
+
+    fn learn(&mut self, now: Instant, ip: Ipv4Addr, address: Address, hops: u8) {
+        self.routes.insert(
+            ip,
+            Route {
+                address,
+                expires_at: now + ROUTE_TTL,
+            },
+        );
+        self.negative.remove(&ip);
+        self.peers.entry(ip).or_default().hops = hops;
+        self.flush_lookup(now, ip);
+    }
+
+    fn flush_lookup(&mut self, now: Instant, ip: Ipv4Addr) {
+        if let Some(l) = self.lookups.remove(&ip) {
+            for (kind, body) in l.queue {
+                self.send_overlay(now, ip, kind, &body, true);
+            }
+        }
+    }
+
+    fn deliver_ip(&mut self, packet: &[u8]) {
+        let Some(guest_mac) = self.guest_mac else {
+            return;
+        };
+        self.counters.packets_delivered += 1;
+        let mut frame = vec![0u8; 14 + packet.len()];
+        let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+        eth.set_dst_addr(EthernetAddress(guest_mac));
+        eth.set_src_addr(EthernetAddress(self.settings.gateway_mac));
+        eth.set_ethertype(EthernetProtocol::Ipv4);
+        eth.payload_mut().copy_from_slice(packet);
+        self.push_tap(frame);
+    }
+
+    fn push_tap(&mut self, frame: Vec<u8>) {
+        if self.tap_out.len() < TAP_QUEUE_LIMIT {
+            self.tap_out.push_back(frame);
+        }
+    }
+
+    // ----- glue between machines -----
+
+    /// Drains every machine's outputs into the others until all are quiet.
+    fn pump(&mut self, now: Instant) {
+        loop {
+            let mut busy = false;
+            while let Some(event) = self.overlay.poll_event() {
+                busy = true;
+                self.on_overlay_event(now, event);
+            }
+            while let Some(frame) = self.dhcp.poll_frame() {
+                busy = true;
+                self.push_tap(frame);
+            }
+            while let Some(event) = self.dhcp.poll_event() {
+                busy = true;
+                self.on_dhcp_event(now, event);
+            }
+            while let Some(request) = self.dhcp.poll_directory_request() {
+                busy = true;
+                self.on_directory_request(now, request);
+            }
+            while let Some(request) = self.dns.poll_store_request() {
+                busy = true;
+                self.on_store_request(now, request);
+            }
+            while let Some(t) = self.dns.poll_transmit() {
+                busy = true;
+                self.on_dns_transmit(t);
+            }
+            while self.dns.poll_event().is_some() {}
+            if let Some(sa) = self.sa.as_mut() {
+                let mut out = Vec::new();
+                while let Some(t) = sa.poll_transmit() {
+                    out.push(t);
+                }
+                let mut events = Vec::new();
+                while let Some(e) = sa.poll_event() {
+                    events.push(e);
+                }
+                for t in out {
+                    busy = true;
+                    if let IpAddr::V4(dst) = t.destination {
+                        self.send_overlay(now, dst, Kind::Sa, &t.payload, false);
+                    }
+                }
+                for e in events {
+                    busy = true;
+                    self.on_sa_event(e);
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    fn on_overlay_event(&mut self, now: Instant, event: overlay_core::Event) {
+        use overlay_core::Event as E;
+        match event {
+            E::Joined => self.events.push_back(CoreEvent::Joined),
+            E::Connected { peer } => self.events.push_back(CoreEvent::Link { peer, up: true }),
+            E::Disconnected { peer, .. } => {
+                self.events.push_back(CoreEvent::Link { peer, up: false })
+            }
+            E::Delivered {
+                source,
+                hops,
+                payload,
+            } => self.on_delivered(now, source, hops, payload),
+            E::Dht { id, op, outcome } => self.on_dht(now, id, op, outcome),
+            _ => {}
+        }
+    }
+
+    fn on_dht(&mut self, now: Instant, id: u64, _op: DhtOp, outcome: DhtOutcome) {
+        let Some(job) = self.jobs.remove(&id) else {
+            return;
+        };
+        match job {
+            DhtJob::DhcpClaim { id, owner } => {
+                let result = match &outcome {
+                    DhtOutcome::Ok(_) => ClaimResult::Granted,
+                    DhtOutcome::Exists(values) if values.contains(&owner) => ClaimResult::Granted,
+                    DhtOutcome::Exists(_) | DhtOutcome::Full | DhtOutcome::Rejected => {
+                        ClaimResult::Taken
+                    }
+                    DhtOutcome::Failed => ClaimResult::Failed,
+                };
+                self.dhcp
+                    .handle_directory_completion(now, DirectoryCompletion { id, result });
+            }
+            DhtJob::IpLookup(ip) => {
+                let found = match &outcome {
+                    DhtOutcome::Ok(values) => values.iter().rev().find_map(|v| {
+                        <[u8; overlay_core::address::ADDRESS_LEN]>::try_from(v.as_slice())
+                            .ok()
+                            .map(Address::from_bytes)
+                    }),
+                    _ => None,
+                };
+                match found {
+                    Some(address) => {
+                        self.routes.insert(
+                            ip,
+                            Route {
+                                address,
+                                expires_at: now + ROUTE_TTL,
+                            },
+                        );
+                        self.flush_lookup(now, ip);
+                    }
+                    None => {
+                        if let Some(l) = self.lookups.remove(&ip) {
+                            self.counters.dropped_no_route += l.queue.len() as u64;
+                        }
+                        self.negative.insert(ip, now + NEGATIVE_TTL);
+                    }
+                }
+            }
+            DhtJob::DnsLookup(rid) => {
+                let result = match &outcome {
+                    DhtOutcome::Ok(values) => values
+                        .iter()
+                        .rev()
+                        .find_map(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+                        .map(|b| dns_virt::StoreResult::Found {
+                            addr: Ipv4Addr::from(b),
+                            ttl: Duration::from_secs(60),
+                        })
+                        .unwrap_or(dns_virt::StoreResult::NotFound),
+                    _ => dns_virt::StoreResult::Failed,
+                };
+                self.dns.handle_store_response(now, rid, result);
+            }
+            DhtJob::DnsPublish(rid) => {
+                let result = match outcome {
+                    DhtOutcome::Ok(_) => dns_virt::StoreResult::Done,
+                    _ => dns_virt::StoreResult::Failed,
+                };
+                self.dns.handle_store_response(now, rid, result);
+            }
+            DhtJob::Publish => {}
+        }
+    }
+
+    fn on_dhcp_event(&mut self, now: Instant, event: dhcp_virt::Event) {
+        if let dhcp_virt::Event::Leased {
+            hardware_addr,
+            addr,
+            hostname,
+            renewed,
+            ..
+        } = event
+        {
+            self.guest_addr = Some(addr);
+            if let Some(mac) = hardware_addr.mac() {
+                self.guest_mac = Some(mac);
+            }
+            let _ = self.arp.set_guest_addr(Some(addr));
+            // Publish `ip → this node` so peers can route to the guest.
+            let value = self.overlay.address().to_bytes();
+            if let Ok(id) =
+                self.overlay
+                    .dht_put(now, &dht_key("ip", &addr.octets()), &value, PUBLISH_TTL)
+            {
+                self.jobs.insert(id, DhtJob::Publish);
+            }
+            if let Some(name) = hostname.as_deref().map(sanitize_hostname)
+                && !name.is_empty()
+            {
+                if self.guest_name.as_deref() != Some(name.as_str()) || !renewed {
+                    if let Some(old) = self.guest_name.take()
+                        && old != name
+                    {
+                        self.dns.unregister(&old);
+                    }
+                    if let Err(e) = self.dns.register(now, &name, addr, None) {
+                        tracing::warn!(%name, error = %e, "name not registered");
+                    }
+                }
+                self.guest_name = Some(name);
+            }
+            self.events.push_back(CoreEvent::Leased {
+                addr,
+                hostname,
+                renewed,
+            });
+        }
+    }
+
+    fn on_directory_request(&mut self, now: Instant, request: dhcp_virt::DirectoryRequest) {
+        match request.op {
+            DirectoryOp::Claim => {
+                let owner = request.owner.to_bytes();
+                let ttl = request.lease_duration.max(Duration::from_secs(60));
+                match self.overlay.dht_create(
+                    now,
+                    &dht_key("lease", &request.addr.octets()),
+                    &owner,
+                    ttl,
+                ) {
+                    Ok(id) => {
+                        self.jobs.insert(
+                            id,
+                            DhtJob::DhcpClaim {
+                                id: request.id,
+                                owner,
+                            },
+                        );
+                    }
+                    Err(_) => self.dhcp.handle_directory_completion(
+                        now,
+                        DirectoryCompletion {
+                            id: request.id,
+                            result: ClaimResult::Failed,
+                        },
+                    ),
+                }
+            }
+            // The DHT has no delete: the claim expires with its TTL.
+            _ => self.dhcp.handle_directory_completion(
+                now,
+                DirectoryCompletion {
+                    id: request.id,
+                    result: ClaimResult::Granted,
+                },
+            ),
+        }
+    }
+
+    fn on_store_request(&mut self, now: Instant, request: dns_virt::StoreRequest) {
+        use dns_virt::StoreRequest as R;
+        let (rid, started) = match request {
+            R::Lookup { id, name } => (
+                id,
+                self.overlay
+                    .dht_get(now, &dht_key("name", name.as_bytes()))
+                    .map(|j| (j, DhtJob::DnsLookup(id))),
+            ),
+            R::Publish {
+                id,
+                name,
+                addr,
+                ttl,
+            } => (
+                id,
+                self.overlay
+                    .dht_put(now, &dht_key("name", name.as_bytes()), &addr.octets(), ttl)
+                    .map(|j| (j, DhtJob::DnsPublish(id))),
+            ),
+            // The DHT has no delete: the record expires with its TTL.
+            R::Unpublish { id, .. } => {
+                self.dns
+                    .handle_store_response(now, id, dns_virt::StoreResult::Done);
+                return;
+            }
+        };
+        match started {
+            Ok((job, kind)) => {
+                self.jobs.insert(job, kind);
+            }
+            Err(_) => self
+                .dns
+                .handle_store_response(now, rid, dns_virt::StoreResult::Failed),
+        }
+    }
+
+    fn on_dns_transmit(&mut self, t: dns_virt::Transmit) {
+        let (Some(mac), SocketAddr::V4(to)) = (self.guest_mac, t.to) else {
+            return;
+        };
+        let builder = etherparse::PacketBuilder::ethernet2(self.settings.gateway_mac, mac)
+            .ipv4(self.settings.gateway_addr.octets(), to.ip().octets(), 64)
+            .udp(53, to.port());
+        let mut frame = Vec::with_capacity(builder.size(t.payload.len()));
+        if builder.write(&mut frame, &t.payload).is_ok() {
+            self.push_tap(frame);
+        }
+    }
+
+    fn on_sa_event(&mut self, event: ipsec_sa::Event) {
+        use ipsec_sa::Event as E;
+        match event {
+            E::SaEstablished { peer, .. } => {
+                self.sa_peers.insert(peer);
+                self.events.push_back(CoreEvent::SaEstablished { peer });
+            }
+            E::PeerRemoved { peer, reason } => {
+                self.sa_peers.remove(&peer);
+                self.events.push_back(CoreEvent::SaFailed {
+                    peer,
+                    reason: reason.to_string(),
+                });
+            }
+            E::HandshakeFailed { peer, error } => self.events.push_back(CoreEvent::SaFailed {
+                peer,
+                reason: error.to_string(),
+            }),
+            _ => {}
+        }
+    }
+}
+
+/// A DHCP host name as a DNS label: lowercase letters, digits and hyphens.
+pub fn sanitize_hostname(name: &str) -> String {
+    let first = name.split('.').next().unwrap_or_default();
+    first
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .map(|c| c.to_ascii_lowercase())
+        .take(63)
+        .collect()
+}
+
+fn hickory_name(domain: &str) -> Result<dns_virt_name::Name, ()> {
+    dns_virt_name::Name::from_ascii(format!("{domain}.")).map_err(|_| ())
+}
+
+/// hickory's `Name`, through dns-virt's public `ZoneConfig`.
+mod dns_virt_name {
+    pub use hickory_proto::rr::Name;
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn mtu_leaves_room_for_every_header() {
+        let m = guest_mtu(1500);
+        assert!(usize::from(m) + TOTAL_OVERHEAD <= 1500);
+        assert_eq!(m % 8, 0);
+        assert_eq!(guest_mtu(100), 576);
+    }
+
+    #[test]
+    fn hostnames_become_labels() {
+        assert_eq!(sanitize_hostname("Guest_1.lan"), "guest1");
+        assert_eq!(sanitize_hostname("web-2"), "web-2");
+    }
+}

@@ -1,0 +1,116 @@
+//! `wow-node`: the WOW virtual-network node.
+//!
+//! ```text
+//! wow-node demo [--nodes N]          # no root, no config: N in-process nodes and guests
+//! wow-node up --config FILE [--confine]
+//! wow-node status [--json] [--state-dir DIR]
+//! wow-node ca init|issue|revoke|crl|list --dir DIR ...
+//! ```
+//!
+//! See `README.md` beside this crate for the operator guide.
+
+mod ca_cmd;
+#[allow(dead_code)] // Until `up` lands.
+mod config;
+mod control;
+#[allow(dead_code)]
+mod core;
+mod demo;
+mod guest;
+mod runtime;
+#[allow(dead_code)]
+mod wire;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The WOW node: makes this host (or VM, or container) a member of a
+/// self-configuring virtual network through a TAP device.
+#[derive(Debug, Parser)]
+#[command(name = "wow-node", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run N nodes with N smoltcp guests in this process over loopback UDP:
+    /// DHCP, DNS, ping and a TCP stream across the overlay. No root needed.
+    Demo {
+        /// Number of nodes (at least 2).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Bytes each guest sends to the next over TCP.
+        #[arg(long, default_value_t = 4 * 1024 * 1024)]
+        bytes: usize,
+        /// Run without security associations (plaintext overlay).
+        #[arg(long)]
+        insecure: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 25)]
+        timeout: u64,
+    },
+    /// Open the TAP device, join the overlay and serve the guest.
+    Up {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Confine the guest to the virtual network with nftables rules.
+        #[arg(long)]
+        confine: bool,
+    },
+    /// Print a running node's status through its control socket.
+    Status {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The node's state directory.
+        #[arg(long, default_value = "/var/lib/wow-node")]
+        state_dir: PathBuf,
+    },
+    /// Certificate authority administration (wraps ipsec-ca).
+    Ca {
+        #[command(subcommand)]
+        command: ca_cmd::CaCommand,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo {
+            nodes,
+            bytes,
+            insecure,
+            timeout,
+        } => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_tracing();
+            }
+            demo::run(demo::DemoOptions {
+                nodes,
+                bytes,
+                secure: !insecure,
+                timeout: std::time::Duration::from_secs(timeout),
+            })
+        }
+        Command::Up { config, confine } => {
+            init_tracing();
+            runtime::up(&config, confine)
+        }
+        Command::Status { json, state_dir } => control::status_command(&state_dir, json),
+        Command::Ca { command } => ca_cmd::run(command),
+    }
+}

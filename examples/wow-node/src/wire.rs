@@ -1,0 +1,185 @@
+//! The node's data header, carried in overlay `Data` payloads.
+//!
+//! ```text
+//!  0        1                 5                 9
+//! +--------+-----------------+-----------------+------------------+
+//! |  kind  | source virt. IP | dest. virt. IP  | body ...         |
+//! +--------+-----------------+-----------------+------------------+
+//! ```
+//!
+//! `kind` 1 is a plaintext IPv4 packet (a public host, or no security),
+//! `kind` 2 an ipsec-sa datagram (handshake message or sealed packet).
+//! The source address is what ipsec-sa authenticates the peer as; the
+//! destination lets a node drop traffic not meant for its guest.
+
+use std::net::Ipv4Addr;
+
+/// Header length.
+pub const HEADER_LEN: usize = 9;
+
+mod field {
+    pub const KIND: usize = 0;
+    pub const SOURCE: core::ops::Range<usize> = 1..5;
+    pub const DESTINATION: core::ops::Range<usize> = 5..9;
+}
+
+/// What the body holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A plaintext IPv4 packet.
+    Plain,
+    /// An ipsec-sa datagram.
+    Sa,
+}
+
+impl Kind {
+    fn code(self) -> u8 {
+        match self {
+            Kind::Plain => 1,
+            Kind::Sa => 2,
+        }
+    }
+    fn from_code(code: u8) -> Option<Kind> {
+        match code {
+            1 => Some(Kind::Plain),
+            2 => Some(Kind::Sa),
+            _ => None,
+        }
+    }
+}
+
+/// Why a payload was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Shorter than the header.
+    #[error("payload of {0} bytes is shorter than the header")]
+    Truncated(usize),
+    /// Unknown kind.
+    #[error("unknown payload kind {0}")]
+    UnknownKind(u8),
+}
+
+/// A zero-copy view of a payload.
+#[derive(Debug)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wraps without checking.
+    pub const fn new_unchecked(buffer: T) -> Packet<T> {
+        Packet { buffer }
+    }
+
+    /// Wraps after [`Packet::check_len`].
+    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
+        let p = Packet::new_unchecked(buffer);
+        p.check_len()?;
+        Ok(p)
+    }
+
+    /// Checks that the header fits.
+    pub fn check_len(&self) -> Result<(), Error> {
+        let len = self.buffer.as_ref().len();
+        if len < HEADER_LEN {
+            return Err(Error::Truncated(len));
+        }
+        Ok(())
+    }
+
+    /// The raw kind byte.
+    pub fn kind(&self) -> u8 {
+        self.buffer.as_ref()[field::KIND]
+    }
+
+    /// Source virtual IP.
+    pub fn source(&self) -> Ipv4Addr {
+        ip(&self.buffer.as_ref()[field::SOURCE])
+    }
+
+    /// Destination virtual IP.
+    pub fn destination(&self) -> Ipv4Addr {
+        ip(&self.buffer.as_ref()[field::DESTINATION])
+    }
+
+    /// The body after the header.
+    pub fn body(&self) -> &[u8] {
+        &self.buffer.as_ref()[HEADER_LEN..]
+    }
+}
+
+fn ip(b: &[u8]) -> Ipv4Addr {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(b);
+    Ipv4Addr::from(a)
+}
+
+/// The parsed header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    /// Body kind.
+    pub kind: Kind,
+    /// Source virtual IP.
+    pub source: Ipv4Addr,
+    /// Destination virtual IP.
+    pub destination: Ipv4Addr,
+}
+
+impl Repr {
+    /// Parses the header of a checked packet.
+    pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Result<Repr, Error> {
+        packet.check_len()?;
+        let kind = Kind::from_code(packet.kind()).ok_or(Error::UnknownKind(packet.kind()))?;
+        Ok(Repr {
+            kind,
+            source: packet.source(),
+            destination: packet.destination(),
+        })
+    }
+
+    /// Header length.
+    pub const fn buffer_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    /// Appends header and `body` to `out` (cleared first).
+    pub fn emit_with_body(&self, body: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(HEADER_LEN + body.len());
+        out.push(self.kind.code());
+        out.extend_from_slice(&self.source.octets());
+        out.extend_from_slice(&self.destination.octets());
+        out.extend_from_slice(body);
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let repr = Repr {
+            kind: Kind::Sa,
+            source: Ipv4Addr::new(10, 128, 0, 2),
+            destination: Ipv4Addr::new(10, 128, 0, 3),
+        };
+        let mut out = vec![0xa5; 3];
+        repr.emit_with_body(b"xyz", &mut out);
+        assert_eq!(out.len(), HEADER_LEN + 3);
+        let p = Packet::new_checked(&out[..]).unwrap();
+        assert_eq!(Repr::parse(&p).unwrap(), repr);
+        assert_eq!(p.body(), b"xyz");
+    }
+
+    #[test]
+    fn refuses_short_and_unknown() {
+        assert_eq!(
+            Packet::new_checked(&[1u8, 2, 3][..]).unwrap_err(),
+            Error::Truncated(3)
+        );
+        let p = Packet::new_checked(&[9u8, 0, 0, 0, 0, 0, 0, 0, 0][..]).unwrap();
+        assert_eq!(Repr::parse(&p), Err(Error::UnknownKind(9)));
+    }
+}
