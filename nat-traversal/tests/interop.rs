@@ -12,7 +12,7 @@ use wow_test_hosts::{Netns, example_bin, require, wait_until};
 /// behind a cone NAT whose public address is `198.18.{net}.10`.
 struct Topology {
     public: Netns,
-    _nat: Netns,
+    nat: Netns,
     host: Netns,
 }
 
@@ -35,11 +35,7 @@ fn topology(net: u8) -> Topology {
          oifname \"wan\" masquerade persistent\n  }\n}\n",
     )
     .unwrap();
-    Topology {
-        public,
-        _nat: nat,
-        host,
-    }
+    Topology { public, nat, host }
 }
 
 fn listening(ns: &Netns, addr: &str) -> bool {
@@ -132,4 +128,73 @@ fn debian_stun_client_against_our_server() {
         "no valid answer:\n{text}"
     );
     assert!(text.contains("test I = 1"), "{text}");
+}
+
+/// The adaptive keep-alive against a real NAT whose UDP bindings expire
+/// after 3 s (conntrack timeouts set in the NAT's namespace), with random
+/// ports so an expired binding shows as a new mapped address.
+#[test]
+fn keepalive_learns_a_real_binding_lifetime() {
+    if !require(
+        "keepalive_learns_a_real_binding_lifetime",
+        &["nft", "ss", "sysctl"],
+    ) {
+        return;
+    }
+    let t = topology(63);
+    t.nat
+        .nft(
+            "flush ruleset\ntable ip nat {\n  chain postrouting {\n    type nat hook postrouting priority srcnat;\n    \
+             oifname \"wan\" masquerade fully-random\n  }\n}\n",
+        )
+        .unwrap();
+    for key in [
+        "nf_conntrack_udp_timeout",
+        "nf_conntrack_udp_timeout_stream",
+    ] {
+        t.nat
+            .run_ok("sysctl", &["-qw", &format!("net.netfilter.{key}=3")])
+            .unwrap();
+    }
+    let _server = t
+        .public
+        .spawn(
+            example_bin("punch"),
+            &["rendezvous", "--listen", "198.18.63.1:3478"],
+        )
+        .unwrap();
+    assert!(listening(&t.public, "198.18.63.1:3478"));
+    let out = t
+        .host
+        .run_ok(
+            example_bin("stun"),
+            &[
+                "--bind",
+                "10.63.0.2:5000",
+                "198.18.63.1:3478",
+                "--keepalive-secs",
+                "18",
+                "--keepalive-initial-ms",
+                "1000",
+                "--keepalive-min-ms",
+                "500",
+                "--keepalive-resolution-ms",
+                "400",
+            ],
+        )
+        .unwrap();
+    println!("{out}");
+    let last = out.lines().last().unwrap();
+    let field = |key: &str| -> u64 {
+        last.split_whitespace()
+            .find_map(|f| f.strip_prefix(key))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // It saw the binding expire, and settled on an interval that keeps it.
+    assert!(field("changes=") >= 1, "{out}");
+    let interval = field("interval_ms=");
+    assert!((1000..3000).contains(&interval), "{out}");
+    assert!(field("proven_ms=") < 3200, "{out}");
 }
