@@ -57,6 +57,9 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Packets queued per peer while its SA is being negotiated.
     pub max_queued_packets: usize,
+    /// Responder handshakes kept at once; further inits are refused until
+    /// some complete or time out (bounds the state a flood can create).
+    pub max_pending_handshakes: usize,
 }
 
 impl Default for Config {
@@ -74,6 +77,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
             max_queued_packets: 64,
+            max_pending_handshakes: 1024,
         }
     }
 }
@@ -227,13 +231,18 @@ struct OutboundEntry {
     expires_at: Instant,
 }
 
-/// An initiator's new SA, not yet confirmed by the responder.
+/// An initiator's new SA pair, not yet confirmed by the responder. The
+/// responder installs its SAs only on the finish message, so data sent
+/// earlier could overtake the finish and be dropped: the new outbound SA is
+/// used only once a packet arrives on the new inbound SA (the responder
+/// sends a keepalive at once). Until then the previous SA, if any, carries
+/// the traffic; otherwise new packets wait in the queue.
 struct Unconfirmed {
     inbound_spi: u32,
     finish: Vec<u8>,
     retransmit_at: Instant,
     give_up_at: Instant,
-    /// The new outbound SA, while the previous one is still used.
+    /// The new outbound SA.
     pending: Option<OutboundEntry>,
 }
 
@@ -610,6 +619,7 @@ impl<A: PeerAuthenticator> Endpoint<A> {
             && let Some(pending) = unconfirmed.pending
         {
             peer.outbound = Some(pending);
+            self.flush_queue(ip);
         }
     }
 
@@ -673,6 +683,9 @@ impl<A: PeerAuthenticator> Endpoint<A> {
             if let Some(peer) = self.peers.get_mut(&source) {
                 peer.initiating = None;
             }
+        }
+        if self.responders.len() >= self.config.max_pending_handshakes {
+            return Err(HandshakeError::Busy);
         }
         let index = self.alloc_index();
         let seeds = HandshakeSeeds::draw(&mut self.rng);
@@ -853,18 +866,12 @@ impl<A: PeerAuthenticator> Endpoint<A> {
         let rekey = peer.outbound.is_some();
         match (role, finish) {
             (Role::Initiator, Some(finish)) => {
-                let pending = if rekey {
-                    Some(entry)
-                } else {
-                    peer.outbound = Some(entry);
-                    None
-                };
                 peer.unconfirmed = Some(Unconfirmed {
                     inbound_spi: local_index,
                     finish,
                     retransmit_at,
                     give_up_at,
-                    pending,
+                    pending: Some(entry),
                 });
             }
             _ => {
@@ -1048,14 +1055,8 @@ impl<A: PeerAuthenticator> Endpoint<A> {
         for (ip, peer) in &mut self.peers {
             if let Some(unconfirmed) = &mut peer.unconfirmed {
                 if now >= unconfirmed.give_up_at {
-                    let inbound_spi = unconfirmed.inbound_spi;
-                    if unconfirmed.pending.is_none() {
-                        // First SA with this peer, never confirmed: the
-                        // responder most likely never installed it.
-                        peer.outbound = None;
-                    }
+                    gave_up.push((*ip, unconfirmed.inbound_spi));
                     peer.unconfirmed = None;
-                    gave_up.push((*ip, inbound_spi));
                 } else if now >= unconfirmed.retransmit_at {
                     unconfirmed.retransmit_at = now + config.handshake_retransmit_timeout;
                     let payload = unconfirmed.finish.clone();

@@ -126,6 +126,10 @@ pub enum HandshakeError {
     /// The handshake did not complete in time.
     #[error("handshake timed out")]
     Timeout,
+    /// Too many handshakes are pending
+    /// ([`Config::max_pending_handshakes`](crate::Config::max_pending_handshakes)).
+    #[error("too many pending handshakes")]
+    Busy,
 }
 
 /// Why a sealed packet received from a peer was dropped.
