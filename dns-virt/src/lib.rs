@@ -79,6 +79,6 @@ pub use error::{FrameError, LoadError, QueryError, RegisterError, TableError};
 pub use rule::{AddressRule, RuleName};
 pub use server::{Config, Event, Forward, Mode, Server, Stats, Transmit};
 pub use store::{MemoryStore, MemoryStoreConfig, RequestId, StoreRequest, StoreResult};
-pub use table::NameTable;
+pub use table::{NameTable, TableBuilder};
 pub use wire::{Request, TcpFramer, Transport};
 pub use zone::{Answer, Outcome, Response, Zone, ZoneConfig};

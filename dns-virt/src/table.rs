@@ -264,7 +264,28 @@ impl NameTable {
         addr: Ipv4Addr,
         expires_at: Option<Instant>,
     ) -> Result<Option<Ipv4Addr>, TableError> {
-        let name = name.as_bytes();
+        self.insert_bytes(name.as_bytes(), addr, expires_at)
+    }
+
+    /// Makes room for `additional` more names without rehashing.
+    pub fn reserve(&mut self, additional: usize) {
+        let want = self.len.saturating_add(additional);
+        self.entries
+            .reserve(want.saturating_sub(self.entries.len()));
+        self.arena.reserve(additional.saturating_mul(9));
+        let slots = Self::slots_for(want);
+        if slots > self.by_name.len() {
+            self.rehash(slots);
+        }
+    }
+
+    /// [`NameTable::insert`] for a name given as bytes.
+    pub fn insert_bytes(
+        &mut self,
+        name: &[u8],
+        addr: Ipv4Addr,
+        expires_at: Option<Instant>,
+    ) -> Result<Option<Ipv4Addr>, TableError> {
         validate_name(name)?;
         let addr = u32::from(addr);
         let hash = self.hash_bytes(name);
@@ -350,7 +371,10 @@ impl NameTable {
         if (self.len + 1) * 4 <= self.by_name.len() * 3 {
             return;
         }
-        let slots = self.by_name.len() * 2;
+        self.rehash(self.by_name.len() * 2);
+    }
+
+    fn rehash(&mut self, slots: usize) {
         self.by_name = vec![EMPTY; slots];
         self.by_addr = vec![EMPTY; slots];
         let mask = slots - 1;
@@ -445,13 +469,150 @@ impl NameTable {
         self.expiry.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// Iterates over `(name, address)` pairs, in no particular order.
+    /// A [`TableBuilder`] with this table's hash key.
+    pub fn builder(&self, names: usize) -> TableBuilder {
+        let mut b = TableBuilder::new(0, names);
+        b.table.seed = self.seed;
+        b
+    }
+
+    /// Iterates over `(name, address)` pairs in insertion order (for a built
+    /// table, the order names were pushed).
     pub fn iter(&self) -> impl Iterator<Item = (&str, Ipv4Addr)> + '_ {
         self.entries.iter().filter(|e| e.len > 0).filter_map(|e| {
             std::str::from_utf8(self.name_of_entry(e))
                 .ok()
                 .map(|n| (n, Ipv4Addr::from(e.addr)))
         })
+    }
+}
+
+/// Builds a [`NameTable`] from many names at once, much faster than
+/// repeated [`NameTable::insert`]: names are appended without indexing, then
+/// [`TableBuilder::finish`] sorts them by home slot and fills both indexes
+/// front to back, touching memory in order. A later name replaces an earlier
+/// equal one, as with `insert`.
+#[derive(Debug)]
+pub struct TableBuilder {
+    table: NameTable,
+}
+
+impl TableBuilder {
+    /// A builder for about `names` names; `seed` keys the hash.
+    pub fn new(seed: u64, names: usize) -> Self {
+        let mut table = NameTable::with_capacity(seed, 0);
+        table.entries.reserve(names);
+        table.arena.reserve(names.saturating_mul(9));
+        TableBuilder { table }
+    }
+
+    /// Appends `name` (relative, dotted, any case) → `addr`.
+    pub fn push(&mut self, name: &[u8], addr: Ipv4Addr) -> Result<(), TableError> {
+        validate_name(name)?;
+        let t = &mut self.table;
+        if t.arena.len() + name.len() > u32::MAX as usize
+            || t.entries.len() >= (u32::MAX - 1) as usize
+        {
+            return Err(TableError::Full);
+        }
+        let offset = t.arena.len() as u32;
+        t.arena.extend(name.iter().map(u8::to_ascii_lowercase));
+        t.entries.push(Entry {
+            hash: t.hash_bytes(name),
+            offset,
+            addr: u32::from(addr),
+            len: name.len() as u8,
+        });
+        Ok(())
+    }
+
+    /// Names pushed so far (duplicates included).
+    pub fn len(&self) -> usize {
+        self.table.entries.len()
+    }
+
+    /// Whether nothing was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.table.entries.is_empty()
+    }
+
+    /// Indexes the names and returns the table.
+    pub fn finish(self) -> NameTable {
+        let mut t = self.table;
+        let slots = NameTable::slots_for(t.entries.len());
+        let bits = slots.trailing_zeros();
+        let mask = slots - 1;
+        // Sort keys: the home slot's bits on top (so the sort follows the
+        // index), then the rest of the hash, then the entry number.
+        let mut keys: Vec<u64> = t
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(id, e)| (u64::from(e.hash.rotate_right(bits)) << 32) | id as u64)
+            .collect();
+        keys.sort_unstable();
+        t.by_name = vec![EMPTY; slots];
+        let mut i = 0;
+        while i < keys.len() {
+            let run = keys[i] >> 32;
+            let end = i + keys[i..].iter().take_while(|k| *k >> 32 == run).count();
+            for k in i..end {
+                let id = keys[k] as u32;
+                let e = t.entries[id as usize];
+                let name = t.name_of_entry(&e);
+                let replaced = keys[k + 1..end]
+                    .iter()
+                    .any(|later| t.name_of_entry(&t.entries[*later as u32 as usize]) == name);
+                if replaced {
+                    t.garbage += usize::from(e.len);
+                    t.entries[id as usize].len = 0;
+                    t.free.push(id);
+                    continue;
+                }
+                let mut slot = e.hash as usize & mask;
+                while t.by_name[slot] != EMPTY {
+                    slot = (slot + 1) & mask;
+                }
+                t.by_name[slot] = id;
+                t.len += 1;
+            }
+            i = end;
+        }
+        keys.clear();
+        keys.extend(
+            t.entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.len > 0)
+                .map(|(id, e)| {
+                    (u64::from(t.addr_hash(e.addr).rotate_right(bits)) << 32) | id as u64
+                }),
+        );
+        keys.sort_unstable();
+        t.by_addr = vec![EMPTY; slots];
+        let mut i = 0;
+        while i < keys.len() {
+            let run = keys[i] >> 32;
+            let end = i + keys[i..].iter().take_while(|k| *k >> 32 == run).count();
+            for k in i..end {
+                let id = keys[k] as u32;
+                let addr = t.entries[id as usize].addr;
+                // The latest name registered for an address gets its PTR.
+                if keys[k + 1..end]
+                    .iter()
+                    .any(|later| t.entries[*later as u32 as usize].addr == addr)
+                {
+                    continue;
+                }
+                let mut slot = t.addr_hash(addr) as usize & mask;
+                while t.by_addr[slot] != EMPTY {
+                    slot = (slot + 1) & mask;
+                }
+                t.by_addr[slot] = id;
+            }
+            i = end;
+        }
+        t
     }
 }
 
@@ -531,6 +692,40 @@ mod test {
         assert_eq!(t.get("web.rack1"), None);
         assert_eq!(t.name_of(a(2)), None);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn builder_matches_inserts() {
+        let mut inserted = NameTable::new(9);
+        let mut b = inserted.builder(100);
+        for i in 0..3000u32 {
+            // Every name three times, and addresses shared by two names.
+            let name = format!("N{}", i % 1000);
+            b.push(name.as_bytes(), a(i / 2)).unwrap();
+            inserted.insert(&name, a(i / 2), None).unwrap();
+        }
+        assert_eq!(b.len(), 3000);
+        let built = b.finish();
+        assert_eq!(built.len(), 1000);
+        for i in 2000..3000u32 {
+            let name = format!("n{}", i % 1000);
+            assert_eq!(built.get(&name), Some(a(i / 2)));
+            assert_eq!(built.get(&name), inserted.get(&name));
+            let expect = inserted.name_of(a(i / 2));
+            assert_eq!(built.name_of(a(i / 2)), expect, "{i}");
+        }
+        assert_eq!(built.iter().count(), 1000);
+        // The built table takes updates like any other.
+        let mut built = built;
+        assert_eq!(built.insert("n5", a(7), None), Ok(Some(a(1002))));
+        assert_eq!(built.remove("n6"), Some(a(1003)));
+        assert_eq!(built.len(), 999);
+        assert!(b_err());
+    }
+
+    fn b_err() -> bool {
+        let mut b = TableBuilder::new(0, 1);
+        b.push(b"bad..name", a(1)).is_err() && b.is_empty()
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //! threads may share one zone.
 
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 use std::time::Instant;
 
 use hickory_proto::op::{OpCode, ResponseCode};
@@ -115,6 +114,8 @@ pub struct Zone {
     serial: u32,
     zone_labels: usize,
     reverse_labels: usize,
+    /// The zone in lowercase text without the root dot (`wow.internal`).
+    zone_text: String,
 }
 
 impl Zone {
@@ -137,6 +138,11 @@ impl Zone {
         Zone {
             rule: AddressRule::new(config.network),
             zone_labels: config.zone.iter().len(),
+            zone_text: config
+                .zone
+                .to_ascii()
+                .trim_end_matches('.')
+                .to_ascii_lowercase(),
             reverse_labels: reverse.iter().len(),
             reverse,
             ns_name,
@@ -207,15 +213,19 @@ impl Zone {
     /// trailing `.zone.` (or `.zone`), and requires absolute names
     /// (`…​.`) to be inside the zone.
     pub fn relative<'a>(&self, name: &'a str) -> Option<&'a str> {
-        let zone = self.config.zone.to_ascii();
-        let zone = zone.trim_end_matches('.');
-        if let Some(abs) = name.strip_suffix('.') {
+        let rel = self.relative_bytes(name.as_bytes())?;
+        name.get(..rel.len())
+    }
+
+    fn relative_bytes<'a>(&self, name: &'a [u8]) -> Option<&'a [u8]> {
+        let zone = self.zone_text.as_bytes();
+        if let Some(abs) = name.strip_suffix(b".") {
             let rel = strip_suffix_ignore_case(abs, zone)?;
-            return rel.strip_suffix('.');
+            return rel.strip_suffix(b".");
         }
         Some(
             strip_suffix_ignore_case(name, zone)
-                .and_then(|r| r.strip_suffix('.'))
+                .and_then(|r| r.strip_suffix(b"."))
                 .unwrap_or(name),
         )
     }
@@ -224,18 +234,21 @@ impl Zone {
     /// lines and `#` comments skipped). Names are relative to the zone unless
     /// they end in the zone. Returns how many names were loaded.
     pub fn load_names(&mut self, text: &str) -> Result<usize, LoadError> {
-        let lines = text.bytes().filter(|&b| b == b'\n').count() + 1;
-        if self.table.is_empty() && lines > 64 {
-            let seed = 0x6e61_6d65_u64 ^ self.serial as u64;
-            self.table = NameTable::with_capacity(seed, lines);
-        }
-        let mut loaded = 0;
-        for (i, line) in text.lines().enumerate() {
+        let bytes = text.as_bytes();
+        let lines = bytes.iter().filter(|&&b| b == b'\n').count() + 1;
+        // Stage everything first: a bad line leaves the zone unchanged.
+        let mut staged = self.table.builder(lines);
+        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
             let line_no = i + 1;
-            let line = line.split('#').next().unwrap_or_default();
-            let mut words = line.split_ascii_whitespace();
+            let line = match line.iter().position(|&b| b == b'#') {
+                Some(p) => &line[..p],
+                None => line,
+            };
+            let mut words = line
+                .split(|b| b.is_ascii_whitespace())
+                .filter(|w| !w.is_empty());
             let (Some(a), Some(b)) = (words.next(), words.next()) else {
-                if line.trim().is_empty() {
+                if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
                 return Err(LoadError::Syntax { line: line_no });
@@ -243,21 +256,28 @@ impl Zone {
             if words.next().is_some() {
                 return Err(LoadError::Syntax { line: line_no });
             }
-            let (name, addr) = match (Ipv4Addr::from_str(b), Ipv4Addr::from_str(a)) {
-                (Ok(addr), _) => (a, addr),
-                (Err(_), Ok(addr)) => (b, addr),
+            let (name, addr) = match (parse_ipv4(b), parse_ipv4(a)) {
+                (Some(addr), _) => (a, addr),
+                (None, Some(addr)) => (b, addr),
                 _ => return Err(LoadError::Syntax { line: line_no }),
             };
             let rel = self
-                .relative(name)
+                .relative_bytes(name)
                 .ok_or(LoadError::OutsideZone { line: line_no })?;
-            self.table
-                .insert(rel, addr, None)
-                .map_err(|source| LoadError::Table {
-                    line: line_no,
-                    source,
-                })?;
-            loaded += 1;
+            staged.push(rel, addr).map_err(|source| LoadError::Table {
+                line: line_no,
+                source,
+            })?;
+        }
+        let loaded = staged.len();
+        let staged = staged.finish();
+        if self.table.is_empty() {
+            self.table = staged;
+        } else {
+            for (name, addr) in staged.iter() {
+                // Validated when staged.
+                let _ = self.table.insert(name, addr, None);
+            }
         }
         self.serial = self.serial.wrapping_add(1);
         Ok(loaded)
@@ -561,6 +581,27 @@ impl Zone {
     }
 }
 
+/// Dotted-quad IPv4 address, strictly `d.d.d.d` with octets 0–255.
+fn parse_ipv4(text: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = text.split(|&b| b == b'.');
+    for octet in &mut octets {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 {
+            return None;
+        }
+        let mut v: u16 = 0;
+        for &d in part {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u16::from(d - b'0');
+        }
+        *octet = u8::try_from(v).ok()?;
+    }
+    parts.next().is_none().then_some(Ipv4Addr::from(octets))
+}
+
 /// A REFUSED response (not authoritative, no records).
 pub fn refused() -> Response {
     Response {
@@ -570,7 +611,7 @@ pub fn refused() -> Response {
     }
 }
 
-fn strip_suffix_ignore_case<'a>(s: &'a str, suffix: &str) -> Option<&'a str> {
+fn strip_suffix_ignore_case<'a>(s: &'a [u8], suffix: &[u8]) -> Option<&'a [u8]> {
     let cut = s.len().checked_sub(suffix.len())?;
     let tail = s.get(cut..)?;
     tail.eq_ignore_ascii_case(suffix)
