@@ -93,6 +93,7 @@ pub struct Transmit {
 }
 
 impl Transmit {
+    #[inline]
     fn new(repr: &Repr) -> Transmit {
         Transmit {
             bytes: repr.to_bytes(),
@@ -268,10 +269,12 @@ impl HostRange {
         Ipv4Addr::from(self.first)
     }
 
+    #[inline]
     fn contains(&self, addr: Ipv4Addr) -> bool {
         u32::from(addr) & self.mask == self.network
     }
 
+    #[inline]
     fn is_host(&self, addr: Ipv4Addr) -> bool {
         (self.first..=self.last).contains(&u32::from(addr))
     }
@@ -368,6 +371,7 @@ impl Responder {
 
     /// Whether a who-has for `addr` gets the gateway's MAC: `addr` is a host
     /// address of the network and not the guest's.
+    #[inline]
     pub fn answers_for(&self, addr: Ipv4Addr) -> bool {
         self.hosts.is_host(addr) && Some(addr) != self.config.guest_addr
     }
@@ -418,6 +422,7 @@ impl Responder {
     /// # Errors
     /// A malformed frame ([`FrameError::is_malformed`]) yields `Err` and
     /// changes nothing but [`Stats::malformed`].
+    #[inline]
     pub fn handle_frame<H: OtherHosts + ?Sized>(
         &mut self,
         frame: &[u8],
@@ -451,6 +456,7 @@ impl Responder {
 
     /// Handle one already parsed ARP frame; see
     /// [`handle_frame`](Responder::handle_frame).
+    #[inline]
     pub fn handle_repr<H: OtherHosts + ?Sized>(
         &mut self,
         repr: &Repr,

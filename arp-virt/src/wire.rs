@@ -80,6 +80,7 @@ impl Repr {
     /// (another EtherType, another ARP hardware or protocol type, an unknown
     /// operation such as RARP) are reported as the matching [`FrameError`]
     /// variant; [`FrameError::is_malformed`] tells them apart from bad bytes.
+    #[inline]
     pub fn parse(frame: &[u8]) -> Result<Repr, FrameError> {
         let ethernet = EthernetFrame::new_checked(frame).map_err(|_| FrameError::Truncated {
             layer: Layer::Ethernet,
@@ -135,9 +136,9 @@ impl Repr {
             destination: ethernet.dst_addr(),
             source: ethernet.src_addr(),
             operation,
-            sender_hardware_addr: EthernetAddress::from_bytes(arp.source_hardware_addr()),
+            sender_hardware_addr: mac(arp.source_hardware_addr()),
             sender_protocol_addr: ipv4(arp.source_protocol_addr()),
-            target_hardware_addr: EthernetAddress::from_bytes(arp.target_hardware_addr()),
+            target_hardware_addr: mac(arp.target_hardware_addr()),
             target_protocol_addr: ipv4(arp.target_protocol_addr()),
         })
     }
@@ -152,6 +153,7 @@ impl Repr {
     ///
     /// # Panics
     /// When `buffer` is shorter than [`FRAME_LEN`].
+    #[inline]
     pub fn emit(&self, buffer: &mut [u8]) {
         let mut ethernet = EthernetFrame::new_unchecked(&mut buffer[..FRAME_LEN]);
         ethernet.set_dst_addr(self.destination);
@@ -173,6 +175,7 @@ impl Repr {
     }
 
     /// Emit the frame into a fresh fixed-size array.
+    #[inline]
     pub fn to_bytes(&self) -> [u8; FRAME_LEN] {
         let mut bytes = [0; FRAME_LEN];
         self.emit(&mut bytes);
@@ -206,6 +209,16 @@ pub fn is_arp(frame: &[u8]) -> bool {
     frame.get(12..14) == Some(&ETHERTYPE_ARP.to_be_bytes()[..])
 }
 
+#[inline]
+fn mac(bytes: &[u8]) -> EthernetAddress {
+    match <[u8; 6]>::try_from(bytes) {
+        Ok(octets) => EthernetAddress(octets),
+        // `parse` checked the hardware length is 6.
+        Err(_) => EthernetAddress([0; 6]),
+    }
+}
+
+#[inline]
 fn ipv4(bytes: &[u8]) -> Ipv4Addr {
     match <[u8; 4]>::try_from(bytes) {
         Ok(octets) => Ipv4Addr::from(octets),
