@@ -51,7 +51,7 @@ pub enum FrameError {
         protocol_len: u8,
     },
     /// The ARP sender hardware address is a group (multicast or broadcast)
-    /// address, which no host has (RFC 1812 section 3.3.2).
+    /// address (RFC 1812 section 3.3.2) or all zeros: no host has it.
     #[error("ARP sender hardware address {0} is not unicast")]
     SenderNotUnicast(EthernetAddress),
     /// A well-formed Ethernet frame that does not carry ARP.
@@ -103,7 +103,7 @@ pub enum ConfigError {
         /// The configured network.
         network: Ipv4Net,
     },
-    /// The gateway's hardware address is not a unicast address.
+    /// The gateway's hardware address is a group address or all zeros.
     #[error("gateway hardware address {0} is not unicast")]
     GatewayNotUnicast(EthernetAddress),
     /// The guest address lies outside the virtual network.

@@ -321,7 +321,8 @@ impl Responder {
                 network: config.network,
             });
         }
-        if !config.gateway_hardware_addr.is_unicast() {
+        let gateway_mac = config.gateway_hardware_addr;
+        if !gateway_mac.is_unicast() || gateway_mac == EthernetAddress([0; 6]) {
             return Err(ConfigError::GatewayNotUnicast(config.gateway_hardware_addr));
         }
         let guest = config.guest_addr.take();
@@ -419,6 +420,18 @@ impl Responder {
     /// sender addresses other than the guest's known one). A conflict is
     /// queued as an [`Event`].
     ///
+    /// | request (sender → target)                | answered                         |
+    /// |------------------------------------------|----------------------------------|
+    /// | who-has T, T a host address of the network other than the guest's | yes (proxy ARP) |
+    /// | T outside the network, the network's own or broadcast address, or the guest's | no |
+    /// | probe 0.0.0.0 → T (RFC 5227 section 2.1.1) | only if the gateway or another host holds T: conflict |
+    /// | announcement T → T (RFC 5227 section 3)  | only if the gateway or another host holds T: conflict |
+    /// | any reply                                | never; a held sender address is a conflict |
+    ///
+    /// Any other packet whose sender address the gateway or another host holds
+    /// is a conflict too (RFC 5227 section 2.4). Only frames sent to broadcast
+    /// or to the gateway MAC are considered.
+    ///
     /// # Errors
     /// A malformed frame ([`FrameError::is_malformed`]) yields `Err` and
     /// changes nothing but [`Stats::malformed`].
@@ -463,7 +476,7 @@ impl Responder {
         others: &H,
     ) -> Result<Outcome, FrameError> {
         let guest_hardware_addr = repr.sender_hardware_addr;
-        if !guest_hardware_addr.is_unicast() {
+        if !guest_hardware_addr.is_unicast() || guest_hardware_addr == EthernetAddress([0; 6]) {
             self.stats.malformed += 1;
             return Err(FrameError::SenderNotUnicast(guest_hardware_addr));
         }
@@ -745,6 +758,11 @@ mod test {
             responder.handle_frame(&req.to_bytes(), &NoOtherHosts),
             Err(FrameError::SenderNotUnicast(EthernetAddress::BROADCAST))
         );
+        req.sender_hardware_addr = EthernetAddress([0; 6]);
+        assert_eq!(
+            responder.handle_frame(&req.to_bytes(), &NoOtherHosts),
+            Err(FrameError::SenderNotUnicast(EthernetAddress([0; 6])))
+        );
         let mut bytes = request(GUEST, GATEWAY).to_bytes();
         bytes[18] = 8;
         assert_eq!(
@@ -755,7 +773,7 @@ mod test {
             })
         );
         let stats = responder.stats();
-        assert_eq!(stats.malformed, 3);
+        assert_eq!(stats.malformed, 4);
         assert_eq!((stats.replies, stats.ignored, stats.conflicts), (0, 0, 0));
         assert_eq!(responder.poll_event(), None);
         assert_eq!(responder.poll_transmit(), None);
@@ -939,6 +957,8 @@ mod test {
             Responder::new(bad).unwrap_err(),
             ConfigError::GatewayNotUnicast(bad.gateway_hardware_addr)
         );
+        bad.gateway_hardware_addr = EthernetAddress([0; 6]);
+        assert!(Responder::new(bad).is_err());
         let mut bad = config;
         bad.guest_addr = Some(GATEWAY);
         assert_eq!(
@@ -980,7 +1000,7 @@ mod test {
         fn replies_round_trip(
             sender in any::<u32>().prop_map(Ipv4Addr::from),
             target in any::<u32>().prop_map(Ipv4Addr::from),
-            mac in any::<[u8; 6]>().prop_map(|mut m| { m[0] &= 0xfe; EthernetAddress(m) }),
+            mac in any::<[u8; 6]>().prop_map(|mut m| { m[0] = (m[0] & 0xfe) | 0x02; EthernetAddress(m) }),
             held in any::<bool>(),
         ) {
             let mut responder = responder();
@@ -1005,7 +1025,7 @@ mod test {
         fn announcements_round_trip(
             addr in any::<u32>().prop_map(Ipv4Addr::from),
             prefix in 0u8..=32,
-            mac in any::<[u8; 6]>().prop_map(|mut m| { m[0] &= 0xfe; EthernetAddress(m) }),
+            mac in any::<[u8; 6]>().prop_map(|mut m| { m[0] = (m[0] & 0xfe) | 0x02; EthernetAddress(m) }),
         ) {
             let network = Ipv4Net::new(addr, prefix).unwrap();
             let mut responder = Responder::new(Config::new(network, mac)).unwrap();
