@@ -56,6 +56,10 @@ struct Args {
     /// Domain name (option 15) and search list (option 119).
     #[arg(long)]
     domain: Option<String>,
+    /// Write each lease to the state file before answering (default: answer
+    /// first, then write, as dnsmasq does).
+    #[arg(long)]
+    write_through: bool,
     /// Gateway MAC address.
     #[arg(long, default_value = "02:77:6f:77:00:01")]
     gateway_mac: String,
@@ -99,7 +103,8 @@ async fn main() -> std::io::Result<()> {
         config.pool = parse_pool(p);
     }
     let store = match FileStore::open(&args.state) {
-        Ok(s) => s,
+        Ok(s) if args.write_through => s,
+        Ok(s) => s.deferred(),
         Err(e) => {
             eprintln!("dhcp-tap: {e}");
             std::process::exit(1);
@@ -164,6 +169,10 @@ async fn main() -> std::io::Result<()> {
         server.handle_timeout(Instant::now().into_std());
         while let Some(frame) = server.poll_frame() {
             dev.send(&frame).await?;
+        }
+        // Replies are out; now make the leases durable.
+        if let Err(e) = server.flush_store() {
+            println!("state file: {e}");
         }
         while let Some(e) = arp.poll_event() {
             println!("arp: {e:?}");

@@ -5,6 +5,16 @@
 //! A file that exists but does not decode (torn by something else, edited
 //! by hand) is reported as [`StoreError::Corrupt`] and never replaced by an
 //! empty one. A missing file is an empty store.
+//!
+//! Two write policies: write-through (the default: `put` returns once the
+//! record is on disk, so the server answers only durable leases) and
+//! [deferred](FileStore::deferred) (`put` only updates memory; the caller
+//! calls [`LeaseStore::flush`] after sending the replies, as dnsmasq writes
+//! its lease file after answering). An atomic write with its two fsyncs
+//! costs milliseconds on a real disk, which the deferred policy takes off
+//! the DISCOVER-to-ACK path. A crash between answer and flush loses the
+//! newest leases on disk; their clients keep them, and an authoritative
+//! server grants them again when they renew or reboot.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -32,6 +42,8 @@ struct Contents {
 pub struct FileStore {
     path: PathBuf,
     leases: BTreeMap<Ipv4Addr, Lease>,
+    deferred: bool,
+    dirty: bool,
 }
 
 impl FileStore {
@@ -43,7 +55,24 @@ impl FileStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
             Err(source) => return Err(StoreError::Io { path, source }),
         };
-        Ok(FileStore { path, leases })
+        Ok(FileStore {
+            path,
+            leases,
+            deferred: false,
+            dirty: false,
+        })
+    }
+
+    /// Switch to the deferred write policy: changes reach the disk on
+    /// [`LeaseStore::flush`].
+    pub fn deferred(mut self) -> Self {
+        self.deferred = true;
+        self
+    }
+
+    /// Whether changes are waiting for [`LeaseStore::flush`].
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
     }
 
     /// The file's path.
@@ -109,6 +138,10 @@ impl LeaseStore for FileStore {
 
     fn put(&mut self, lease: &Lease) -> Result<(), StoreError> {
         let old = self.leases.insert(lease.addr, lease.clone());
+        if self.deferred {
+            self.dirty = true;
+            return Ok(());
+        }
         let res = self.write();
         if res.is_err() {
             // Keep memory equal to what is on disk.
@@ -124,11 +157,24 @@ impl LeaseStore for FileStore {
         let Some(old) = self.leases.remove(&addr) else {
             return Ok(());
         };
+        if self.deferred {
+            self.dirty = true;
+            return Ok(());
+        }
         let res = self.write();
         if res.is_err() {
             self.leases.insert(addr, old);
         }
         res
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if self.dirty {
+            // Stays dirty on failure, so the next flush retries.
+            self.write()?;
+            self.dirty = false;
+        }
+        Ok(())
     }
 }
 
@@ -171,6 +217,27 @@ mod test {
         let mut again = FileStore::open(&path).unwrap();
         assert_eq!(again.load().unwrap(), vec![lease(2)]);
         assert!(!d.join("leases.json.tmp").exists());
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn deferred_writes_reach_disk_on_flush() {
+        let d = dir();
+        let path = d.join("leases.json");
+        let mut s = FileStore::open(&path).unwrap().deferred();
+        s.put(&lease(3)).unwrap();
+        assert!(s.is_dirty());
+        assert!(!path.exists());
+        s.flush().unwrap();
+        assert!(!s.is_dirty());
+        assert_eq!(
+            FileStore::open(&path).unwrap().load().unwrap(),
+            vec![lease(3)]
+        );
+        s.remove(Ipv4Addr::new(10, 0, 0, 3)).unwrap();
+        assert_eq!(FileStore::open(&path).unwrap().load().unwrap().len(), 1);
+        s.flush().unwrap();
+        assert!(FileStore::open(&path).unwrap().load().unwrap().is_empty());
         fs::remove_dir_all(d).unwrap();
     }
 

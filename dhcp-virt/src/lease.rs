@@ -154,8 +154,12 @@ pub struct Lease {
     pub hostname: Option<String>,
 }
 
-/// Durable lease storage. The server writes through it before it answers,
-/// so a store that returns `Ok` must have made the record durable.
+/// Durable lease storage. The server writes through it before it queues
+/// the answer. A write-through store is durable when `put` returns `Ok`; a
+/// deferred store (see [`FileStore::deferred`](crate::file_store::FileStore::deferred))
+/// is durable after [`LeaseStore::flush`], which the caller runs (through
+/// [`Server::flush_store`](crate::Server::flush_store)) once the replies
+/// are sent.
 ///
 /// Implementations: [`MemoryStore`] and
 /// [`FileStore`](crate::file_store::FileStore). The decentralised
@@ -167,6 +171,10 @@ pub trait LeaseStore {
     fn put(&mut self, lease: &Lease) -> Result<(), StoreError>;
     /// Forget the record of `addr`.
     fn remove(&mut self, addr: Ipv4Addr) -> Result<(), StoreError>;
+    /// Make every change so far durable (a no-op for write-through stores).
+    fn flush(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A lease store in memory (lost when the process ends).
@@ -214,6 +222,10 @@ impl<T: LeaseStore + ?Sized> LeaseStore for Box<T> {
 
     fn remove(&mut self, addr: Ipv4Addr) -> Result<(), StoreError> {
         (**self).remove(addr)
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        (**self).flush()
     }
 }
 

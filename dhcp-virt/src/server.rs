@@ -428,6 +428,12 @@ impl<S: LeaseStore> Server<S> {
         &self.store
     }
 
+    /// Make the lease store durable ([`LeaseStore::flush`]). With a
+    /// deferred store, call it after sending the replies of each input.
+    pub fn flush_store(&mut self) -> Result<(), crate::StoreError> {
+        self.store.flush()
+    }
+
     /// The address bound to `client`, if it holds a lease.
     pub fn lease_of(&self, client: &ClientKey) -> Option<Ipv4Addr> {
         let addr = *self.by_client.get(client)?;

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# DISCOVER -> bound wall time of ISC dhclient, dhcp-tap vs dnsmasq, same run.
+#
+# Both servers get the same client, invoked the same way as the peer script
+# ../../../shared/peers/dhcp.sh does (dhclient -1 -v with a minimal hook that
+# only adds the address), timed from start until dhclient's parent exits
+# (it forks to the background once bound):
+#   dnsmasq 2.90 (no-ping, as in anchors.md) on one end of a veth pair, the
+#     client on the other end, each in its own namespace;
+#   dhcp-tap (release build, state file on disk) attached to a TAP in a
+#     namespace, the client on the TAP's kernel side; twice: as shipped
+#     (answers, then writes the state file atomically with fsync, as dnsmasq
+#     answers before writing its lease file) and with --write-through (the
+#     lease is on disk before the ACK leaves; costs one atomic write, ~2
+#     fsyncs, per DISCOVER->ACK).
+# Trials alternate between the two servers. Variants:
+#   new   - fresh random MAC every trial
+#   known - same MAC every trial, client lease file removed (full
+#           DISCOVER/OFFER/REQUEST/ACK; the server remembers the client)
+# Prints one line per server and variant (median and all trials) and the
+# ratios dhcp-tap / dnsmasq (below 1 means dhcp-tap is faster).
+#
+# Usage (root, from anywhere): dhcp-virt/scripts/bench-dhclient.sh
+# Env: TRIALS (default 7).  Needs: iproute2 dnsmasq isc-dhcp-client.
+set -eu
+
+TRIALS=${TRIALS:-7}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+[ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
+for c in ip dnsmasq dhclient; do
+  command -v $c >/dev/null || { echo "missing $c" >&2; exit 1; }
+done
+
+(cd "$ROOT" && cargo build --release -q -p dhcp-virt --example dhcp-tap)
+BIN=$ROOT/target/release/examples/dhcp-tap
+
+WORK=$(mktemp -d /tmp/bench-dhcp.XXXXXX); chmod 755 "$WORK"
+S=$$
+NSD=bdhD$S NCD=bdhC$S NST=bdhT$S NSW=bdhW$S VS=bvS$S VC=bvC$S TAP=btap$S TAPW=btapw$S
+PIDS=()
+
+cleanup() {
+  set +e
+  [ -f "$WORK/dhclient.pid" ] && kill "$(cat "$WORK/dhclient.pid")" 2>/dev/null
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  sleep 0.5
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+  for n in "$NSD" "$NCD" "$NST" "$NSW"; do ip netns del "$n" 2>/dev/null; rm -rf "/etc/netns/$n"; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+for n in "$NSD" "$NCD" "$NST" "$NSW"; do
+  ip netns add "$n"; ip -n "$n" link set lo up
+  # Whatever a client script does, it never writes the host's resolv.conf.
+  mkdir -p "/etc/netns/$n"; echo "# bench" >"/etc/netns/$n/resolv.conf"
+done
+
+# dnsmasq side: veth pair between a server and a client namespace.
+ip link add "$VS" netns "$NSD" type veth peer name "$VC" netns "$NCD"
+ip -n "$NSD" addr add 10.95.2.1/24 dev "$VS"; ip -n "$NSD" link set "$VS" up
+ip -n "$NCD" link set "$VC" up
+cat >"$WORK/dnsmasq.conf" <<EOF
+port=0
+interface=$VS
+bind-interfaces
+dhcp-range=10.95.2.100,10.95.2.250,255.255.255.0,1h
+dhcp-leasefile=$WORK/dnsmasq.leases
+dhcp-authoritative
+no-ping
+log-facility=-
+EOF
+ip netns exec "$NSD" dnsmasq -k -C "$WORK/dnsmasq.conf" >"$WORK/dnsmasq.log" 2>&1 &
+PIDS+=($!)
+
+# dhcp-tap side: the TAP's kernel side is the client's interface.
+start_tap() { # ns tap state extra...
+  local ns=$1 tap=$2 state=$3; shift 3
+  ip -n "$ns" tuntap add dev "$tap" mode tap
+  ip netns exec "$ns" "$BIN" --tap "$tap" --network 10.96.2.0/24 --gateway 10.96.2.1 \
+    --dns 10.96.2.1 --lease-secs 3600 --pool 10.96.2.100-10.96.2.250 \
+    --state "$WORK/$state" "$@" >"$WORK/$state.log" 2>&1 &
+  PIDS+=($!)
+  sleep 0.5
+  grep -q serving "$WORK/$state.log" || { cat "$WORK/$state.log" >&2; exit 1; }
+}
+start_tap "$NST" "$TAP" dhcp-tap.json
+start_tap "$NSW" "$TAPW" dhcp-tap-wt.json --write-through
+
+cat >"$WORK/hook" <<'EOF'
+#!/bin/sh
+case "$reason" in
+  PREINIT) ip link set "$interface" up ;;
+  BOUND|RENEW|REBIND|REBOOT) ip addr add "$new_ip_address/$new_subnet_mask" dev "$interface" ;;
+esac
+exit 0
+EOF
+chmod +x "$WORK/hook"
+
+now() { date +%s%N; }
+
+reset_client() { # ns dev variant
+  [ -f "$WORK/dhclient.pid" ] && { kill "$(cat "$WORK/dhclient.pid")" 2>/dev/null || true; rm -f "$WORK/dhclient.pid"; sleep 0.2; }
+  rm -f "$WORK/dhclient.leases"
+  ip -n "$1" addr flush dev "$2"
+  if [ "$3" = new ]; then
+    ip -n "$1" link set "$2" down
+    ip -n "$1" link set "$2" address "$(printf '02:00:%02x:%02x:%02x:%02x' $((RANDOM%256)) $((RANDOM%256)) $((RANDOM%256)) $((RANDOM%256)))"
+  fi
+  ip -n "$1" link set "$2" up
+  sleep 0.5
+}
+
+trial() { # ns dev variant -> seconds
+  local t0 t1
+  reset_client "$1" "$2" "$3"
+  t0=$(now)
+  ip netns exec "$1" timeout 60 dhclient -1 -v -sf "$WORK/hook" \
+    -lf "$WORK/dhclient.leases" -pf "$WORK/dhclient.pid" "$2" >>"$WORK/client.log" 2>&1
+  t1=$(now)
+  ip -n "$1" -4 addr show dev "$2" | grep -q 'inet 10\.9[56]\.2\.' \
+    || { echo "no address on $2" >&2; tail -20 "$WORK/client.log" >&2; exit 1; }
+  awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.4f\n", (b-a)/1e9}'
+}
+
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# Warm-up, not counted.
+trial "$NCD" "$VC" known >/dev/null; trial "$NST" "$TAP" known >/dev/null
+trial "$NSW" "$TAPW" known >/dev/null
+
+printf 'client\tvariant\tserver\tmedian_s\ttrials_s\n'
+for variant in new known; do
+  d=(); t=(); w=()
+  for _ in $(seq "$TRIALS"); do
+    d+=("$(trial "$NCD" "$VC" "$variant")")
+    t+=("$(trial "$NST" "$TAP" "$variant")")
+    w+=("$(trial "$NSW" "$TAPW" "$variant")")
+  done
+  md=$(median "${d[@]}"); mt=$(median "${t[@]}"); mw=$(median "${w[@]}")
+  printf 'dhclient\t%s\tdnsmasq\t%s\t%s\n' "$variant" "$md" "${d[*]}"
+  printf 'dhclient\t%s\tdhcp-tap\t%s\t%s\n' "$variant" "$mt" "${t[*]}"
+  printf 'dhclient\t%s\tdhcp-tap --write-through\t%s\t%s\n' "$variant" "$mw" "${w[*]}"
+  awk -v a="$mt" -v w="$mw" -v b="$md" -v v="$variant" \
+    'BEGIN{printf "ratio\t%s\tdhcp-tap/dnsmasq %.2f\twrite-through/dnsmasq %.2f\n", v, a/b, w/b}'
+done
