@@ -1,4 +1,5 @@
-//! STUN input: the parser, integrity check and the Binding server.
+//! STUN input: the parser, integrity check, the Binding server and the
+//! TURN client.
 //!
 //! Whatever parses must re-emit to bytes that parse to the same message;
 //! the server must answer or drop without panicking.
@@ -7,6 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use nat_traversal::Socket;
 use nat_traversal::server::{Server, ServerConfig};
+use nat_traversal::turn::{TurnClient, TurnConfig};
 use nat_traversal::wire::stun::{Packet, Repr};
 
 fuzz_target!(|data: &[u8]| {
@@ -31,4 +33,12 @@ fuzz_target!(|data: &[u8]| {
             .expect("an answered request has a response");
         Repr::parse_bytes(&t.payload).expect("responses parse");
     }
+    // Server input into a TURN client waiting for its allocation.
+    let now = std::time::Instant::now();
+    let server = "192.0.2.1:3478".parse().unwrap();
+    let mut turn = TurnClient::new(TurnConfig::new(server), now, 1).unwrap();
+    turn.handle_input(now, server, data);
+    turn.handle_timeout(now);
+    while turn.poll_transmit().is_some() {}
+    while turn.poll_event().is_some() {}
 });

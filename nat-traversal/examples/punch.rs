@@ -28,6 +28,7 @@ use nat_traversal::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, NatRe
 use nat_traversal::link::{Link, LinkEvent, PathKind, Route, session_key};
 use nat_traversal::punch::{PunchConfig, PunchEvent, PunchSession};
 use nat_traversal::server::{Server, ServerConfig};
+use nat_traversal::turn::{TurnClient, TurnConfig, TurnEvent};
 use nat_traversal::wire::{Candidate, CandidateKind, Offer, SignalRepr, signal, stun};
 use nat_traversal::{Socket, Transmit};
 
@@ -84,6 +85,10 @@ enum Mode {
         /// Wait this long after the offer before punching, milliseconds.
         #[arg(long, default_value_t = 0)]
         punch_delay_ms: u64,
+        /// A TURN server (anonymous allocations) to relay through instead
+        /// of the rendezvous.
+        #[arg(long)]
+        turn: Option<SocketAddr>,
     },
 }
 
@@ -130,6 +135,7 @@ fn main() -> ExitCode {
             packets,
             relay_first,
             punch_delay_ms,
+            turn,
         } => {
             let args = ConnectArgs {
                 bind,
@@ -143,6 +149,7 @@ fn main() -> ExitCode {
                 packets,
                 relay_first,
                 punch_delay: Duration::from_millis(punch_delay_ms),
+                turn,
             };
             match connect(&args) {
                 Ok(line) => {
@@ -248,6 +255,7 @@ struct ConnectArgs {
     packets: u32,
     relay_first: bool,
     punch_delay: Duration,
+    turn: Option<SocketAddr>,
 }
 
 fn send(socket: &UdpSocket, t: Transmit) {
@@ -307,6 +315,30 @@ fn discover(
     }
 }
 
+/// Allocate a relayed address on a TURN server (blocking, up to ~4 s).
+fn allocate(server: SocketAddr, socket: &UdpSocket) -> Result<(TurnClient, SocketAddr), String> {
+    let mut client = TurnClient::new(TurnConfig::new(server), Instant::now(), random_u64())
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 2048];
+    loop {
+        while let Some(t) = client.poll_transmit() {
+            send(socket, t);
+        }
+        match client.poll_event() {
+            Some(TurnEvent::Allocated { relayed, .. }) => return Ok((client, relayed)),
+            Some(TurnEvent::Failed(f)) => return Err(format!("TURN allocation failed: {f:?}")),
+            _ => {}
+        }
+        let at = client
+            .poll_timeout()
+            .ok_or_else(|| "TURN client stalled".to_string())?;
+        if let Some((from, bytes)) = recv(socket, at, &mut buf) {
+            client.handle_input(Instant::now(), from, &bytes);
+        }
+        client.handle_timeout(Instant::now());
+    }
+}
+
 fn connect(args: &ConnectArgs) -> Result<String, String> {
     let t0 = Instant::now();
     let deadline = t0 + args.timeout;
@@ -337,6 +369,16 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
     if let Some(srflx) = report.reflexive.filter(|r| *r != local) {
         candidates.push(Candidate::new(CandidateKind::ServerReflexive, srflx, 65535));
     }
+    let mut turn = match args.turn {
+        Some(server) => {
+            let (client, relayed) = allocate(server, &socket)?;
+            println!("turn relayed={relayed}");
+            candidates.push(Candidate::new(CandidateKind::Relayed, relayed, 65535));
+            Some(client)
+        }
+        None => None,
+    };
+    let mut turn_peer: Option<SocketAddr> = None;
     let seed = random_u64();
     let our_offer = Offer {
         from: args.id.clone(),
@@ -353,6 +395,7 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
         };
         let _ = socket.send_to(&msg.to_bytes().unwrap(), args.rendezvous);
     };
+    let relay_kind = if turn.is_some() { "turn" } else { "rendezvous" };
 
     let mut punch: Option<PunchSession> = None;
     let mut pending_punch: Option<(Offer, Instant)> = None;
@@ -391,7 +434,7 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
                 .last()
                 .map_or(0, |max| max + 1 - sequences.len() as u64);
             println!(
-                "probes_sent={} frames_direct={} frames_relay={} gaps={gaps} total_ms={}",
+                "probes_sent={} frames_direct={} frames_relay={} relay={relay_kind} gaps={gaps} total_ms={}",
                 p.probes_sent,
                 m.received_direct,
                 m.received_relay,
@@ -417,10 +460,22 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
                 port_guess_range: args.guess,
                 ..PunchConfig::default()
             };
+            // Relayed candidates are the TURN path, not punch targets.
+            let mut direct = offer.clone();
+            direct
+                .candidates
+                .retain(|c| c.kind != CandidateKind::Relayed);
             punch = Some(
-                PunchSession::new(config, &our_offer, &offer, now, random_u64())
+                PunchSession::new(config, &our_offer, &direct, now, random_u64())
                     .map_err(|e| e.to_string())?,
             );
+        }
+        // TURN timers (retransmissions, permission refresh).
+        if let Some(client) = turn.as_mut() {
+            client.handle_timeout(now);
+            while let Some(t) = client.poll_transmit() {
+                send(&socket, t);
+            }
         }
         // Punch progress.
         if let Some(p) = punch.as_mut() {
@@ -462,11 +517,22 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
                     Route::Direct(to) => {
                         let _ = socket.send_to(&t.payload, to);
                     }
-                    Route::Relay => relay_send(t.payload),
+                    Route::Relay => match (turn.as_mut(), turn_peer) {
+                        (Some(client), Some(peer)) => {
+                            let _ = client.send(peer, &t.payload);
+                            while let Some(t) = client.poll_transmit() {
+                                send(&socket, t);
+                            }
+                        }
+                        _ => relay_send(t.payload),
+                    },
                 }
             }
         }
         let mut wake = next_offer_at.min(next_frame_at).min(deadline);
+        if let Some(at) = turn.as_ref().and_then(|c| c.poll_timeout()) {
+            wake = wake.min(at);
+        }
         if let Some((_, at)) = &pending_punch {
             wake = wake.min(*at);
         }
@@ -490,6 +556,16 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
                     // Answer at once so the peer need not wait a period.
                     let _ = socket.send_to(&offer_bytes, args.rendezvous);
                     pending_punch = Some((offer.clone(), now + args.punch_delay));
+                    if let Some(client) = turn.as_mut() {
+                        turn_peer = offer
+                            .candidates
+                            .iter()
+                            .find(|c| c.kind == CandidateKind::Relayed)
+                            .map(|c| c.address);
+                        if let Some(peer) = turn_peer {
+                            client.create_permission(now, peer.ip());
+                        }
+                    }
                     let mut l = Link::new(&session_key(&our_offer, &offer), now);
                     if args.relay_first {
                         // Talk through the relay at once; upgrade when punched.
@@ -506,6 +582,17 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
                 }
                 Ok(SignalRepr::Data { .. }) => data = Some((PathKind::Direct, bytes)),
                 _ => {}
+            }
+        } else if let Some(client) = turn.as_mut()
+            && client.handle_input(now, from, &bytes)
+        {
+            while let Some(ev) = client.poll_event() {
+                match ev {
+                    TurnEvent::Data { peer, data: frame } if Some(peer) == turn_peer => {
+                        data = Some((PathKind::Relay, frame));
+                    }
+                    other => log!("turn: {other:?}"),
+                }
             }
         } else if stun::is_stun(&bytes) || bytes.first().is_some_and(|b| *b < 4) {
             let claimed = punch

@@ -17,6 +17,8 @@
 //!   binding lifetime.
 //! - [`link`]: authenticated data frames over a direct path or a relay,
 //!   with a lossless relay → direct upgrade.
+//! - [`turn`]: a TURN client (RFC 8656), for relaying through a TURN
+//!   server when no common neighbour relays.
 //!
 //! Two peers punch to each other (the network is a pair of queues here):
 //!
@@ -66,6 +68,7 @@ pub mod keepalive;
 pub mod link;
 pub mod punch;
 pub mod server;
+pub mod turn;
 pub mod wire;
 
 pub use error::{Error, WireError};

@@ -36,6 +36,11 @@ fn attribute() -> impl Strategy<Value = Attribute> {
         }),
         any::<u32>().prop_map(Attribute::Priority),
         Just(Attribute::UseCandidate),
+        addr().prop_map(Attribute::XorPeerAddress),
+        addr().prop_map(Attribute::XorRelayedAddress),
+        proptest::collection::vec(any::<u8>(), 0..40).prop_map(Attribute::Data),
+        any::<u32>().prop_map(Attribute::Lifetime),
+        any::<u8>().prop_map(Attribute::RequestedTransport),
         // Unknown types: avoid the codes we decode.
         (
             0xc000u16..0xffff,

@@ -289,3 +289,63 @@ fn relay_then_upgrade_to_direct() {
         rb.log
     );
 }
+
+/// Symmetric NATs on both sides and a TURN server (coturn, anonymous
+/// allocations) configured: the relay path goes through TURN.
+#[test]
+fn symmetric_pair_relays_through_coturn() {
+    if !require(
+        "symmetric_pair_relays_through_coturn",
+        &["nft", "ss", "turnserver"],
+    ) {
+        return;
+    }
+    let public = public();
+    public.ns.addr_add("br0", "198.18.0.3/24").unwrap();
+    let _coturn = public
+        .ns
+        .spawn(
+            "turnserver",
+            &[
+                "-n",
+                "--listening-ip",
+                "198.18.0.3",
+                "--relay-ip",
+                "198.18.0.3",
+                "--listening-port",
+                "3478",
+                "--min-port",
+                "50000",
+                "--max-port",
+                "50100",
+                "--no-auth",
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                "--log-file",
+                "stdout",
+                "--simple-log",
+            ],
+        )
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        public
+            .ns
+            .run_ok("ss", &["-Hlun"])
+            .unwrap_or_default()
+            .contains("198.18.0.3:3478")
+    }));
+    let (ra, rb) = run_case(
+        &public,
+        1,
+        Nat::Symmetric,
+        Nat::Symmetric,
+        &["--turn", "198.18.0.3:3478"],
+    );
+    for r in [&ra, &rb] {
+        assert_eq!(r.path, "relay", "{}", r.log);
+        assert!(r.stats.contains("relay=turn"), "{}", r.log);
+        assert!(r.stats.contains(" gaps=0 "), "{}", r.log);
+        assert!(r.log.contains("turn relayed=198.18.0.3:"), "{}", r.log);
+    }
+}

@@ -31,7 +31,8 @@ mod field {
     pub const TRANSACTION: Range<usize> = 8..20;
 }
 
-/// Attribute type codes (RFC 8489 §18.3, RFC 5780 §7, RFC 8445 §16.1, RFC 3489 §11.2).
+/// Attribute type codes (RFC 8489 §18.3, RFC 8656 §18, RFC 5780 §7,
+/// RFC 8445 §16.1, RFC 3489 §11.2).
 pub mod kind {
     /// MAPPED-ADDRESS (§14.1).
     pub const MAPPED_ADDRESS: u16 = 0x0001;
@@ -47,6 +48,16 @@ pub mod kind {
     pub const MESSAGE_INTEGRITY: u16 = 0x0008;
     /// ERROR-CODE (§14.8).
     pub const ERROR_CODE: u16 = 0x0009;
+    /// LIFETIME (RFC 8656 §18.2).
+    pub const LIFETIME: u16 = 0x000d;
+    /// XOR-PEER-ADDRESS (RFC 8656 §18.3).
+    pub const XOR_PEER_ADDRESS: u16 = 0x0012;
+    /// DATA (RFC 8656 §18.4).
+    pub const DATA: u16 = 0x0013;
+    /// XOR-RELAYED-ADDRESS (RFC 8656 §18.5).
+    pub const XOR_RELAYED_ADDRESS: u16 = 0x0016;
+    /// REQUESTED-TRANSPORT (RFC 8656 §18.7).
+    pub const REQUESTED_TRANSPORT: u16 = 0x0019;
     /// UNKNOWN-ATTRIBUTES (§14.9).
     pub const UNKNOWN_ATTRIBUTES: u16 = 0x000a;
     /// XOR-MAPPED-ADDRESS (§14.2).
@@ -118,6 +129,16 @@ pub struct Method(pub u16);
 impl Method {
     /// The Binding method (§18.2).
     pub const BINDING: Method = Method(0x001);
+    /// TURN Allocate (RFC 8656 §17).
+    pub const ALLOCATE: Method = Method(0x003);
+    /// TURN Refresh (RFC 8656 §17).
+    pub const REFRESH: Method = Method(0x004);
+    /// TURN Send, an indication (RFC 8656 §17).
+    pub const SEND: Method = Method(0x006);
+    /// TURN Data, an indication (RFC 8656 §17).
+    pub const DATA: Method = Method(0x007);
+    /// TURN CreatePermission (RFC 8656 §17).
+    pub const CREATE_PERMISSION: Method = Method(0x008);
 }
 
 /// Split a 14-bit message type into class and method (§5, figure 3).
@@ -364,6 +385,16 @@ pub enum Attribute {
     Priority(u32),
     /// USE-CANDIDATE (RFC 8445 §7.1.2).
     UseCandidate,
+    /// XOR-PEER-ADDRESS (RFC 8656 §18.3).
+    XorPeerAddress(SocketAddr),
+    /// XOR-RELAYED-ADDRESS (RFC 8656 §18.5).
+    XorRelayedAddress(SocketAddr),
+    /// DATA (RFC 8656 §18.4).
+    Data(Vec<u8>),
+    /// LIFETIME in seconds (RFC 8656 §18.2).
+    Lifetime(u32),
+    /// REQUESTED-TRANSPORT: an IP protocol number, 17 for UDP (RFC 8656 §18.7).
+    RequestedTransport(u8),
     /// Any other attribute, kept verbatim.
     Unknown {
         /// Attribute type.
@@ -390,6 +421,11 @@ impl Attribute {
             Attribute::ChangedAddress(_) => kind::CHANGED_ADDRESS,
             Attribute::Priority(_) => kind::PRIORITY,
             Attribute::UseCandidate => kind::USE_CANDIDATE,
+            Attribute::XorPeerAddress(_) => kind::XOR_PEER_ADDRESS,
+            Attribute::XorRelayedAddress(_) => kind::XOR_RELAYED_ADDRESS,
+            Attribute::Data(_) => kind::DATA,
+            Attribute::Lifetime(_) => kind::LIFETIME,
+            Attribute::RequestedTransport(_) => kind::REQUESTED_TRANSPORT,
             Attribute::Unknown { kind, .. } => *kind,
         }
     }
@@ -407,8 +443,12 @@ impl Attribute {
             | Attribute::ResponseOrigin(a)
             | Attribute::OtherAddress(a)
             | Attribute::SourceAddress(a)
-            | Attribute::ChangedAddress(a) => address_len(a),
+            | Attribute::ChangedAddress(a)
+            | Attribute::XorPeerAddress(a)
+            | Attribute::XorRelayedAddress(a) => address_len(a),
             Attribute::Username(s) | Attribute::Software(s) => s.len(),
+            Attribute::Data(d) => d.len(),
+            Attribute::Lifetime(_) | Attribute::RequestedTransport(_) => 4,
             Attribute::ErrorCode { reason, .. } => 4 + reason.len(),
             Attribute::UnknownAttributes(v) => 2 * v.len(),
             Attribute::ChangeRequest { .. } | Attribute::Priority(_) => 4,
@@ -428,6 +468,20 @@ impl Attribute {
             kind::OTHER_ADDRESS => Attribute::OtherAddress(parse_address(value, None, kind)?),
             kind::SOURCE_ADDRESS => Attribute::SourceAddress(parse_address(value, None, kind)?),
             kind::CHANGED_ADDRESS => Attribute::ChangedAddress(parse_address(value, None, kind)?),
+            kind::XOR_PEER_ADDRESS => {
+                Attribute::XorPeerAddress(parse_address(value, Some(id), kind)?)
+            }
+            kind::XOR_RELAYED_ADDRESS => {
+                Attribute::XorRelayedAddress(parse_address(value, Some(id), kind)?)
+            }
+            kind::DATA => Attribute::Data(value.to_vec()),
+            kind::LIFETIME => Attribute::Lifetime(parse_u32(value, kind)?),
+            kind::REQUESTED_TRANSPORT => {
+                let [protocol, 0, 0, 0] = value else {
+                    return Err(bad);
+                };
+                Attribute::RequestedTransport(*protocol)
+            }
             kind::USERNAME => Attribute::Username(parse_text(value, 513, kind)?),
             kind::SOFTWARE => Attribute::Software(parse_text(value, 763, kind)?),
             kind::ERROR_CODE => {
@@ -482,7 +536,12 @@ impl Attribute {
             | Attribute::OtherAddress(a)
             | Attribute::SourceAddress(a)
             | Attribute::ChangedAddress(a) => emit_address(a, None, out),
-            Attribute::XorMappedAddress(a) => emit_address(a, Some(id), out),
+            Attribute::XorMappedAddress(a)
+            | Attribute::XorPeerAddress(a)
+            | Attribute::XorRelayedAddress(a) => emit_address(a, Some(id), out),
+            Attribute::Data(d) => out.copy_from_slice(d),
+            Attribute::Lifetime(v) => out.copy_from_slice(&v.to_be_bytes()),
+            Attribute::RequestedTransport(p) => out.copy_from_slice(&[*p, 0, 0, 0]),
             Attribute::Username(s) | Attribute::Software(s) => out.copy_from_slice(s.as_bytes()),
             Attribute::ErrorCode { code, reason } => {
                 out[..2].fill(0);

@@ -1,0 +1,613 @@
+//! A TURN client (RFC 8656) for relaying through a TURN server when no
+//! direct path works and no common neighbour relays.
+//!
+//! It allocates a relayed address (§7), keeps it with Refresh (§8),
+//! installs and refreshes permissions for peers' IP addresses (§9) and
+//! exchanges data with Send and Data indications (§11). Long-term
+//! credentials (§9.2 of RFC 8489, an MD5 key) are not implemented: a server
+//! that answers 401 yields [`TurnFailure::AuthRequired`], so use a server
+//! that allows anonymous allocations for the overlay's own relays.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+
+use crate::error::Error;
+use crate::wire::stun::{Attribute, Class, Method, Repr, TransactionId};
+use crate::{Socket, Transmit};
+
+/// Permission lifetime (RFC 8656 §9): 300 s; refreshed a minute early.
+const PERMISSION_REFRESH: Duration = Duration::from_secs(240);
+/// UDP, for REQUESTED-TRANSPORT.
+const UDP: u8 = 17;
+
+/// TURN client configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnConfig {
+    /// The TURN server.
+    pub server: SocketAddr,
+    /// Requested allocation lifetime (RFC 8656 default 600 s).
+    pub lifetime: Duration,
+    /// First retransmission timeout of requests.
+    pub initial_rto: Duration,
+    /// Transmissions per request before giving up.
+    pub max_transmits: u32,
+}
+
+impl TurnConfig {
+    /// Defaults for `server`.
+    pub fn new(server: SocketAddr) -> TurnConfig {
+        TurnConfig {
+            server,
+            lifetime: Duration::from_secs(600),
+            initial_rto: Duration::from_millis(250),
+            max_transmits: 5,
+        }
+    }
+}
+
+/// Why the client gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TurnFailure {
+    /// A request went unanswered.
+    Timeout {
+        /// Its method.
+        method: u16,
+    },
+    /// The server wants long-term credentials.
+    AuthRequired,
+    /// The server refused a request.
+    Rejected {
+        /// Its method.
+        method: u16,
+        /// The error code.
+        code: u16,
+    },
+}
+
+/// Events from [`TurnClient`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TurnEvent {
+    /// The allocation exists.
+    Allocated {
+        /// Our relayed address: peers send here.
+        relayed: SocketAddr,
+        /// Our address as the server saw it.
+        mapped: Option<SocketAddr>,
+        /// Granted lifetime.
+        lifetime: Duration,
+    },
+    /// A permission for this peer IP is installed.
+    PermissionCreated(IpAddr),
+    /// Data relayed from a peer.
+    Data {
+        /// The peer.
+        peer: SocketAddr,
+        /// Its bytes.
+        data: Vec<u8>,
+    },
+    /// The client gave up; the allocation is unusable.
+    Failed(TurnFailure),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Allocate,
+    Refresh,
+    Permission(IpAddr),
+}
+
+#[derive(Debug)]
+struct Request {
+    id: TransactionId,
+    purpose: Purpose,
+    payload: Vec<u8>,
+    transmits: u32,
+    retransmit_at: Instant,
+    rto: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Allocating,
+    Allocated {
+        relayed: SocketAddr,
+        refresh_at: Instant,
+    },
+    Failed,
+}
+
+/// Counters of a TURN client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TurnMetrics {
+    /// Send indications queued.
+    pub sent: u64,
+    /// Data indications received.
+    pub received: u64,
+    /// Requests sent, retransmissions included.
+    pub requests_sent: u64,
+}
+
+/// The TURN client machine. Call order as for the other machines: drain
+/// [`TurnClient::poll_transmit`] after every call, feed datagrams from the
+/// server to [`TurnClient::handle_input`], call
+/// [`TurnClient::handle_timeout`] at [`TurnClient::poll_timeout`].
+#[derive(Debug)]
+pub struct TurnClient {
+    config: TurnConfig,
+    state: State,
+    requests: Vec<Request>,
+    permissions: HashMap<IpAddr, Instant>,
+    pending_permissions: Vec<IpAddr>,
+    rng: ChaCha8Rng,
+    metrics: TurnMetrics,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<TurnEvent>,
+}
+
+impl TurnClient {
+    /// Start allocating at `now`.
+    pub fn new(config: TurnConfig, now: Instant, seed: u64) -> Result<TurnClient, Error> {
+        if config.max_transmits == 0 || config.lifetime.is_zero() {
+            return Err(Error::InvalidConfig {
+                what: "TURN retransmissions or lifetime",
+            });
+        }
+        let mut c = TurnClient {
+            config,
+            state: State::Allocating,
+            requests: Vec::new(),
+            permissions: HashMap::new(),
+            pending_permissions: Vec::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            metrics: TurnMetrics::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        let lifetime = c.lifetime_secs();
+        c.request(
+            now,
+            Purpose::Allocate,
+            Method::ALLOCATE,
+            vec![
+                Attribute::RequestedTransport(UDP),
+                Attribute::Lifetime(lifetime),
+            ],
+        );
+        Ok(c)
+    }
+
+    fn lifetime_secs(&self) -> u32 {
+        u32::try_from(self.config.lifetime.as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// Our relayed address, once allocated.
+    pub fn relayed(&self) -> Option<SocketAddr> {
+        match self.state {
+            State::Allocated { relayed, .. } => Some(relayed),
+            _ => None,
+        }
+    }
+
+    /// Counters so far.
+    pub fn metrics(&self) -> TurnMetrics {
+        self.metrics
+    }
+
+    fn request(&mut self, now: Instant, purpose: Purpose, method: Method, attrs: Vec<Attribute>) {
+        let mut id = [0; 12];
+        self.rng.fill_bytes(&mut id);
+        let id = TransactionId(id);
+        let mut repr = Repr::binding_request(id);
+        repr.method = method;
+        repr.attributes = attrs;
+        repr.fingerprint = true;
+        let Ok(payload) = repr.to_bytes(&[]) else {
+            debug_assert!(false, "TURN request does not encode");
+            return;
+        };
+        self.requests.retain(|r| r.purpose != purpose);
+        self.requests.push(Request {
+            id,
+            purpose,
+            payload,
+            transmits: 0,
+            retransmit_at: now,
+            rto: self.config.initial_rto,
+        });
+        self.handle_timeout(now);
+    }
+
+    /// Allow `peer` to send to our relayed address (and us to it). Queued
+    /// until the allocation exists.
+    pub fn create_permission(&mut self, now: Instant, peer: IpAddr) {
+        match self.state {
+            State::Allocated { .. } => {
+                self.request(
+                    now,
+                    Purpose::Permission(peer),
+                    Method::CREATE_PERMISSION,
+                    vec![Attribute::XorPeerAddress(SocketAddr::new(peer, 0))],
+                );
+            }
+            State::Allocating => self.pending_permissions.push(peer),
+            State::Failed => {}
+        }
+    }
+
+    /// Relay `data` to `peer` with a Send indication (RFC 8656 §11.1).
+    pub fn send(&mut self, peer: SocketAddr, data: &[u8]) -> Result<(), Error> {
+        if self.relayed().is_none() {
+            return Err(Error::NoPath);
+        }
+        let mut id = [0; 12];
+        self.rng.fill_bytes(&mut id);
+        let mut repr = Repr::binding_request(TransactionId(id));
+        repr.class = Class::Indication;
+        repr.method = Method::SEND;
+        repr.attributes = vec![
+            Attribute::XorPeerAddress(peer),
+            Attribute::Data(data.to_vec()),
+        ];
+        let payload = repr.to_bytes(&[])?;
+        self.metrics.sent += 1;
+        self.transmits.push_back(Transmit {
+            source: Socket::Primary,
+            destination: self.config.server,
+            payload,
+        });
+        Ok(())
+    }
+
+    fn fail(&mut self, failure: TurnFailure) {
+        self.state = State::Failed;
+        self.requests.clear();
+        self.events.push_back(TurnEvent::Failed(failure));
+    }
+
+    /// Handle a datagram; returns whether it came from the server and was
+    /// a TURN message for us.
+    pub fn handle_input(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> bool {
+        if from != self.config.server || self.state == State::Failed {
+            return false;
+        }
+        let Ok(msg) = Repr::parse_bytes(bytes) else {
+            return false;
+        };
+        if msg.class == Class::Indication && msg.method == Method::DATA {
+            let peer = msg.attributes.iter().find_map(|a| match a {
+                Attribute::XorPeerAddress(p) => Some(*p),
+                _ => None,
+            });
+            let data = msg.attributes.iter().find_map(|a| match a {
+                Attribute::Data(d) => Some(d.clone()),
+                _ => None,
+            });
+            let (Some(peer), Some(data)) = (peer, data) else {
+                return false;
+            };
+            self.metrics.received += 1;
+            self.events.push_back(TurnEvent::Data { peer, data });
+            return true;
+        }
+        let Some(index) = self
+            .requests
+            .iter()
+            .position(|r| r.id == msg.transaction_id)
+        else {
+            return false;
+        };
+        let request = self.requests.remove(index);
+        if msg.class == Class::Error {
+            let code = msg
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    Attribute::ErrorCode { code, .. } => Some(*code),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            let method = msg.method.0;
+            match (request.purpose, code) {
+                (_, 401) => self.fail(TurnFailure::AuthRequired),
+                (Purpose::Permission(_), _) => {
+                    // A refused peer does not break the allocation.
+                }
+                _ => self.fail(TurnFailure::Rejected { method, code }),
+            }
+            return true;
+        }
+        if msg.class != Class::Success {
+            return false;
+        }
+        let lifetime = msg
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                Attribute::Lifetime(l) => Some(Duration::from_secs(u64::from(*l))),
+                _ => None,
+            })
+            .unwrap_or(self.config.lifetime);
+        // Refresh a minute before expiry, or at half time for short lifetimes.
+        let refresh_at = now
+            + lifetime
+                .saturating_sub(Duration::from_secs(60))
+                .max(lifetime / 2);
+        match request.purpose {
+            Purpose::Allocate => {
+                let relayed = msg.attributes.iter().find_map(|a| match a {
+                    Attribute::XorRelayedAddress(r) => Some(*r),
+                    _ => None,
+                });
+                let Some(relayed) = relayed else {
+                    self.fail(TurnFailure::Rejected {
+                        method: msg.method.0,
+                        code: 0,
+                    });
+                    return true;
+                };
+                self.state = State::Allocated {
+                    relayed,
+                    refresh_at,
+                };
+                self.events.push_back(TurnEvent::Allocated {
+                    relayed,
+                    mapped: msg.mapped_address(),
+                    lifetime,
+                });
+                for peer in std::mem::take(&mut self.pending_permissions) {
+                    self.create_permission(now, peer);
+                }
+            }
+            Purpose::Refresh => {
+                if let State::Allocated { relayed, .. } = self.state {
+                    self.state = State::Allocated {
+                        relayed,
+                        refresh_at,
+                    };
+                }
+            }
+            Purpose::Permission(peer) => {
+                self.permissions.insert(peer, now + PERMISSION_REFRESH);
+                self.events.push_back(TurnEvent::PermissionCreated(peer));
+            }
+        }
+        true
+    }
+
+    /// Retransmit requests; refresh the allocation and permissions.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Failed {
+            return;
+        }
+        if let State::Allocated { refresh_at, .. } = self.state
+            && now >= refresh_at
+            && !self.requests.iter().any(|r| r.purpose == Purpose::Refresh)
+        {
+            let lifetime = self.lifetime_secs();
+            self.request(
+                now,
+                Purpose::Refresh,
+                Method::REFRESH,
+                vec![Attribute::Lifetime(lifetime)],
+            );
+        }
+        let due: Vec<IpAddr> = self
+            .permissions
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in due {
+            self.permissions.insert(ip, now + PERMISSION_REFRESH);
+            self.create_permission(now, ip);
+        }
+        let mut timed_out = None;
+        for r in &mut self.requests {
+            if r.retransmit_at > now {
+                continue;
+            }
+            if r.transmits >= self.config.max_transmits {
+                timed_out = Some(r.purpose);
+                continue;
+            }
+            r.transmits += 1;
+            r.retransmit_at = now + r.rto;
+            r.rto *= 2;
+            self.metrics.requests_sent += 1;
+            self.transmits.push_back(Transmit {
+                source: Socket::Primary,
+                destination: self.config.server,
+                payload: r.payload.clone(),
+            });
+        }
+        match timed_out {
+            Some(Purpose::Permission(ip)) => self
+                .requests
+                .retain(|r| r.purpose != Purpose::Permission(ip)),
+            Some(Purpose::Allocate) => self.fail(TurnFailure::Timeout {
+                method: Method::ALLOCATE.0,
+            }),
+            Some(Purpose::Refresh) => self.fail(TurnFailure::Timeout {
+                method: Method::REFRESH.0,
+            }),
+            None => {}
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// When [`TurnClient::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let requests = self.requests.iter().map(|r| r.retransmit_at);
+        let permissions = self.permissions.values().copied();
+        let refresh = match self.state {
+            State::Allocated { refresh_at, .. } => Some(refresh_at),
+            _ => None,
+        };
+        requests.chain(permissions).chain(refresh).min()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<TurnEvent> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    const SERVER: &str = "192.0.2.1:3478";
+    const RELAYED: &str = "192.0.2.1:50000";
+
+    /// Answer a request the way a TURN server does.
+    fn answer(request: &[u8], class: Class, attrs: Vec<Attribute>) -> Vec<u8> {
+        let req = Repr::parse_bytes(request).unwrap();
+        let mut resp = Repr::binding_request(req.transaction_id);
+        resp.method = req.method;
+        resp.class = class;
+        resp.attributes = attrs;
+        resp.to_bytes(&[]).unwrap()
+    }
+
+    fn allocated(now: Instant) -> TurnClient {
+        let mut c = TurnClient::new(TurnConfig::new(SERVER.parse().unwrap()), now, 1).unwrap();
+        let req = c.poll_transmit().unwrap();
+        let parsed = Repr::parse_bytes(&req.payload).unwrap();
+        assert_eq!(parsed.method, Method::ALLOCATE);
+        assert!(
+            parsed
+                .attributes
+                .contains(&Attribute::RequestedTransport(17))
+        );
+        let resp = answer(
+            &req.payload,
+            Class::Success,
+            vec![
+                Attribute::XorRelayedAddress(RELAYED.parse().unwrap()),
+                Attribute::XorMappedAddress("198.51.100.1:4000".parse().unwrap()),
+                Attribute::Lifetime(600),
+            ],
+        );
+        assert!(c.handle_input(now, SERVER.parse().unwrap(), &resp));
+        c
+    }
+
+    #[test]
+    fn allocates_permits_and_relays() {
+        let now = Instant::now();
+        let mut c = allocated(now);
+        assert_eq!(c.relayed(), Some(RELAYED.parse().unwrap()));
+        assert!(matches!(c.poll_event(), Some(TurnEvent::Allocated { .. })));
+        let peer: SocketAddr = "203.0.113.5:7000".parse().unwrap();
+        c.create_permission(now, peer.ip());
+        let req = c.poll_transmit().unwrap();
+        assert_eq!(
+            Repr::parse_bytes(&req.payload).unwrap().method,
+            Method::CREATE_PERMISSION
+        );
+        c.handle_input(
+            now,
+            SERVER.parse().unwrap(),
+            &answer(&req.payload, Class::Success, vec![]),
+        );
+        assert_eq!(
+            c.poll_event(),
+            Some(TurnEvent::PermissionCreated(peer.ip()))
+        );
+        c.send(peer, b"hi").unwrap();
+        let ind = Repr::parse_bytes(&c.poll_transmit().unwrap().payload).unwrap();
+        assert_eq!((ind.class, ind.method), (Class::Indication, Method::SEND));
+        assert!(ind.attributes.contains(&Attribute::XorPeerAddress(peer)));
+        assert!(ind.attributes.contains(&Attribute::Data(b"hi".to_vec())));
+        // A Data indication from the server is delivered; from elsewhere not.
+        let mut data = Repr::binding_request(TransactionId([5; 12]));
+        data.class = Class::Indication;
+        data.method = Method::DATA;
+        data.attributes = vec![
+            Attribute::XorPeerAddress(peer),
+            Attribute::Data(b"yo".to_vec()),
+        ];
+        let data = data.to_bytes(&[]).unwrap();
+        assert!(!c.handle_input(now, peer, &data));
+        assert!(c.handle_input(now, SERVER.parse().unwrap(), &data));
+        assert_eq!(
+            c.poll_event(),
+            Some(TurnEvent::Data {
+                peer,
+                data: b"yo".to_vec()
+            })
+        );
+    }
+
+    #[test]
+    fn refreshes_allocation_and_permissions_before_expiry() {
+        let now = Instant::now();
+        let mut c = allocated(now);
+        c.create_permission(now, "203.0.113.5".parse().unwrap());
+        let req = c.poll_transmit().unwrap();
+        c.handle_input(
+            now,
+            SERVER.parse().unwrap(),
+            &answer(&req.payload, Class::Success, vec![]),
+        );
+        let at = c.poll_timeout().unwrap();
+        assert_eq!(at, now + Duration::from_secs(240));
+        c.handle_timeout(at);
+        let methods: Vec<Method> = std::iter::from_fn(|| c.poll_transmit())
+            .map(|t| Repr::parse_bytes(&t.payload).unwrap().method)
+            .collect();
+        assert_eq!(methods, vec![Method::CREATE_PERMISSION]);
+        let at = now + Duration::from_secs(540);
+        c.handle_timeout(at);
+        let methods: Vec<Method> = std::iter::from_fn(|| c.poll_transmit())
+            .map(|t| Repr::parse_bytes(&t.payload).unwrap().method)
+            .collect();
+        assert!(methods.contains(&Method::REFRESH), "{methods:?}");
+    }
+
+    #[test]
+    fn auth_challenge_and_silence_fail() {
+        let now = Instant::now();
+        let mut c = TurnClient::new(TurnConfig::new(SERVER.parse().unwrap()), now, 1).unwrap();
+        let req = c.poll_transmit().unwrap();
+        let resp = answer(
+            &req.payload,
+            Class::Error,
+            vec![Attribute::ErrorCode {
+                code: 401,
+                reason: "Unauthorized".into(),
+            }],
+        );
+        c.handle_input(now, SERVER.parse().unwrap(), &resp);
+        assert_eq!(
+            c.poll_event(),
+            Some(TurnEvent::Failed(TurnFailure::AuthRequired))
+        );
+        assert_eq!(
+            c.send("203.0.113.5:1".parse().unwrap(), b"x"),
+            Err(Error::NoPath)
+        );
+
+        let mut c = TurnClient::new(TurnConfig::new(SERVER.parse().unwrap()), now, 1).unwrap();
+        let mut sent = 0;
+        while let Some(at) = c.poll_timeout() {
+            sent += std::iter::from_fn(|| c.poll_transmit()).count();
+            c.handle_timeout(at);
+        }
+        assert_eq!(sent, 5);
+        assert_eq!(
+            c.poll_event(),
+            Some(TurnEvent::Failed(TurnFailure::Timeout { method: 3 }))
+        );
+    }
+}
