@@ -52,7 +52,7 @@ pub enum FrameError {
     },
     /// The ARP sender hardware address is a group (multicast or broadcast)
     /// address (RFC 1812 section 3.3.2) or all zeros: no host has it.
-    #[error("ARP sender hardware address {0} is not unicast")]
+    #[error("ARP sender hardware address {0} is a group or all-zero address")]
     SenderNotUnicast(EthernetAddress),
     /// A well-formed Ethernet frame that does not carry ARP.
     #[error("EtherType {ethertype:#06x} is not ARP")]
@@ -104,7 +104,7 @@ pub enum ConfigError {
         network: Ipv4Net,
     },
     /// The gateway's hardware address is a group address or all zeros.
-    #[error("gateway hardware address {0} is not unicast")]
+    #[error("gateway hardware address {0} is a group or all-zero address")]
     GatewayNotUnicast(EthernetAddress),
     /// The guest address lies outside the virtual network.
     #[error("guest address {guest} is outside the virtual network {network}")]
