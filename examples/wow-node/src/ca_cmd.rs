@@ -1,17 +1,262 @@
 //! `wow-node ca …`: the CA administrator's commands (wraps ipsec-ca).
+//!
+//! The CA lives in a directory (ipsec-ca's `FileStore`: `ca.pem`, `ca.key`
+//! mode 0600, and the index). Node credentials are issued for a virtual IP
+//! into a directory the node's `[security]` section points at.
 
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::SystemTime;
 
 use clap::Subcommand;
+use ipsec_ca::file_store::write_atomic;
+use ipsec_ca::time::{Duration, OffsetDateTime};
+use ipsec_ca::{
+    Ca, CaIdentity, FileStore, KeyType, NodeKey, NodeRequest, Policy, RevocationReason,
+};
+
+/// File names of issued node credentials.
+pub const NODE_CERT_FILE: &str = "node.pem";
+/// The node's key file (PKCS#8 PEM, mode 0600).
+pub const NODE_KEY_FILE: &str = "node.key";
+/// The CA certificate copied beside them.
+pub const CA_CERT_FILE: &str = "ca.pem";
+/// The CRL envelope file.
+pub const CRL_FILE: &str = "ca.crl";
 
 /// CA subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
-    /// Placeholder.
-    List,
+    /// Create a root CA in DIR.
+    Init {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Subject common name.
+        #[arg(long, default_value = "wow CA")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+    },
+    /// Issue a key and certificate for a virtual IP into OUT (node.key,
+    /// node.pem, ca.pem): provisioning a node by hand.
+    Issue {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node's virtual IP.
+        #[arg(long)]
+        ip: Ipv4Addr,
+        /// Output directory (the node's state directory).
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+    },
+    /// Sign a node's certificate request (DER or PEM) for IP.
+    Sign {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The CSR file.
+        #[arg(long)]
+        csr: PathBuf,
+        /// The virtual IP it must name.
+        #[arg(long)]
+        ip: Ipv4Addr,
+        /// Where to write the certificate (PEM).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Revoke a certificate by serial (hex) and write a fresh CRL envelope.
+    Revoke {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Serial number, hex.
+        #[arg(long)]
+        serial: String,
+        /// Where to write the CRL envelope (default DIR/ca.crl).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write a fresh CRL envelope.
+    Crl {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where to write it (default DIR/ca.crl).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// List issued certificates.
+    List {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 /// Runs a CA subcommand.
-pub fn run(_command: CaCommand) -> ExitCode {
-    ExitCode::FAILURE
+pub fn run(command: CaCommand) -> ExitCode {
+    match execute(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wow-node ca: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::from(SystemTime::now())
+}
+
+fn open(dir: &Path) -> Result<Ca<FileStore>, String> {
+    let store = FileStore::new(dir).map_err(|e| e.to_string())?;
+    if !store.has_identity() {
+        return Err(format!(
+            "no CA in {} (run `wow-node ca init`)",
+            dir.display()
+        ));
+    }
+    let identity = store.load_identity().map_err(|e| e.to_string())?;
+    Ca::open(identity, Policy::default(), store, seed()).map_err(|e| e.to_string())
+}
+
+fn seed() -> [u8; 32] {
+    let mut s = [0u8; 32];
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    s[..16].copy_from_slice(&t.to_le_bytes());
+    s[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+    s
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    write_atomic(path, bytes, mode).map_err(|e| e.to_string())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim().trim_start_matches("0x");
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn execute(command: CaCommand) -> Result<(), String> {
+    match command {
+        CaCommand::Init { dir, name, days } => {
+            let store = FileStore::new(&dir).map_err(|e| e.to_string())?;
+            if store.has_identity() {
+                return Err(format!("{} already holds a CA", dir.display()));
+            }
+            let identity =
+                CaIdentity::create_root(KeyType::Ed25519, &name, now(), Duration::days(days))
+                    .map_err(|e| e.to_string())?;
+            store.save_identity(&identity).map_err(|e| e.to_string())?;
+            Ca::open(identity, Policy::default(), store, seed()).map_err(|e| e.to_string())?;
+            println!("CA \"{name}\" created in {}", dir.display());
+        }
+        CaCommand::Issue { dir, ip, out, days } => {
+            let mut ca = open(&dir)?;
+            let key = NodeKey::generate(KeyType::Ed25519).map_err(|e| e.to_string())?;
+            let csr = key
+                .certificate_request(&NodeRequest::new(ip))
+                .map_err(|e| e.to_string())?;
+            let issued = ca
+                .sign(&csr, ip, Some(Duration::days(days)), now())
+                .map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+            write(&out.join(NODE_KEY_FILE), key.to_pem().as_bytes(), 0o600)?;
+            let cert = ipsec_ca::key::to_pem("CERTIFICATE", &issued.certificate);
+            write(&out.join(NODE_CERT_FILE), cert.as_bytes(), 0o644)?;
+            write(
+                &out.join(CA_CERT_FILE),
+                ca.identity().cert_pem().as_bytes(),
+                0o644,
+            )?;
+            println!(
+                "issued {ip} serial {} into {}",
+                hex(&issued.serial),
+                out.display()
+            );
+        }
+        CaCommand::Sign { dir, csr, ip, out } => {
+            let mut ca = open(&dir)?;
+            let bytes = std::fs::read(&csr).map_err(|e| e.to_string())?;
+            let der = match std::str::from_utf8(&bytes) {
+                Ok(text) if text.contains("-----BEGIN") => {
+                    ipsec_ca::key::from_pem("CERTIFICATE REQUEST", text)
+                        .map_err(|e| e.to_string())?
+                }
+                _ => bytes,
+            };
+            let issued = ca.sign(&der, ip, None, now()).map_err(|e| e.to_string())?;
+            let cert = ipsec_ca::key::to_pem("CERTIFICATE", &issued.certificate);
+            write(&out, cert.as_bytes(), 0o644)?;
+            println!("signed {ip} serial {}", hex(&issued.serial));
+        }
+        CaCommand::Revoke { dir, serial, out } => {
+            let mut ca = open(&dir)?;
+            let serial = unhex(&serial).ok_or("serial must be hex")?;
+            ca.revoke(&serial, RevocationReason::Unspecified, now())
+                .map_err(|e| e.to_string())?;
+            let crl = ca.issue_crl(now()).map_err(|e| e.to_string())?;
+            let out = out.unwrap_or_else(|| dir.join(CRL_FILE));
+            write(&out, &crl.envelope(), 0o644)?;
+            println!("revoked; CRL {} written to {}", crl.number, out.display());
+        }
+        CaCommand::Crl { dir, out } => {
+            let mut ca = open(&dir)?;
+            let crl = ca.issue_crl(now()).map_err(|e| e.to_string())?;
+            let out = out.unwrap_or_else(|| dir.join(CRL_FILE));
+            write(&out, &crl.envelope(), 0o644)?;
+            println!("CRL {} written to {}", crl.number, out.display());
+        }
+        CaCommand::List { dir } => {
+            let ca = open(&dir)?;
+            let now_s = now().unix_timestamp();
+            println!("{:<34} {:<15} {:<8}", "serial", "ip", "state");
+            for r in ca.issued() {
+                let state = if r.revoked_at.is_some() {
+                    "revoked"
+                } else if r.is_live(now_s) {
+                    "live"
+                } else {
+                    "expired"
+                };
+                println!("{:<34} {:<15} {state}", hex(&r.serial), r.virtual_ip);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_refuses_garbage() {
+        assert_eq!(
+            unhex(&hex(&[0x40, 0x01, 0xff])),
+            Some(vec![0x40, 0x01, 0xff])
+        );
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
+    }
 }

@@ -1,9 +1,283 @@
-//! The control socket and `wow-node status`.
+//! The control socket (`STATE_DIR/control.sock`) and `wow-node status`.
+//!
+//! Protocol: the client writes one line, `text` or `json`, and reads the
+//! answer until the server closes the connection.
 
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-/// `wow-node status`.
-pub fn status_command(_state_dir: &Path, _json: bool) -> ExitCode {
-    ExitCode::FAILURE
+use dhcp_virt::LeaseStore;
+use overlay_core::Roles;
+use serde::Serialize;
+
+use crate::core::{Core, Counters};
+
+/// File name of the control socket in the state directory.
+pub const SOCKET_FILE: &str = "control.sock";
+
+/// The guest as the node sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuestStatus {
+    /// Leased address.
+    pub address: Option<String>,
+    /// Registered name.
+    pub name: Option<String>,
+    /// MAC address.
+    pub mac: Option<String>,
+}
+
+/// One overlay link.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkStatus {
+    /// The peer's ring address.
+    pub peer: String,
+    /// The UDP endpoint used.
+    pub endpoint: String,
+    /// Roles: near, shortcut, leaf, demand.
+    pub roles: Vec<&'static str>,
+    /// Seconds since it came up.
+    pub age_secs: u64,
+}
+
+/// One virtual peer this node exchanged packets with.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    /// Its virtual IP.
+    pub address: String,
+    /// Its node's ring address, if known.
+    pub node: Option<String>,
+    /// `direct` (one overlay hop) or `relayed` (through other nodes).
+    pub path: &'static str,
+    /// Overlay hops of the last packet received.
+    pub hops: u8,
+    /// Packets received.
+    pub packets_in: u64,
+    /// Packets sent.
+    pub packets_out: u64,
+}
+
+/// Everything `wow-node status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// This node's ring address.
+    pub overlay_address: String,
+    /// Whether it found its place on the ring.
+    pub joined: bool,
+    /// The network-size estimate.
+    pub size_estimate: f64,
+    /// The guest.
+    pub guest: GuestStatus,
+    /// Whether private-prefix traffic is protected.
+    pub secure: bool,
+    /// Near neighbours on the ring.
+    pub ring_neighbours: Vec<String>,
+    /// Overlay links.
+    pub links: Vec<LinkStatus>,
+    /// Virtual peers.
+    pub peers: Vec<PeerStatus>,
+    /// DHT records held here.
+    pub dht_records: usize,
+    /// Peers with a security association.
+    pub security_associations: usize,
+    /// Traffic counters.
+    pub counters: Counters,
+    /// DNS queries answered.
+    pub dns_queries: u64,
+    /// Key exchanges completed.
+    pub sa_handshakes: u64,
+    /// Packets that failed SA authentication or replay checks.
+    pub sa_rejected: u64,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+}
+
+fn roles(r: Roles) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    for (flag, name) in [
+        (Roles::NEAR, "near"),
+        (Roles::SHORTCUT, "shortcut"),
+        (Roles::LEAF, "leaf"),
+        (Roles::DEMAND, "demand"),
+    ] {
+        if r.contains(flag) {
+            v.push(name);
+        }
+    }
+    v
+}
+
+fn mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl Status {
+    /// A snapshot of `core` at `now`.
+    pub fn of<S: LeaseStore>(core: &Core<S>, now: Instant, started_at: Instant) -> Status {
+        let overlay = core.overlay();
+        let links: Vec<LinkStatus> = overlay
+            .connections()
+            .iter()
+            .map(|c| LinkStatus {
+                peer: c.address.to_string(),
+                endpoint: c.endpoint.to_string(),
+                roles: roles(Roles(c.mine.0 | c.theirs.0)),
+                age_secs: now.saturating_duration_since(c.established_at).as_secs(),
+            })
+            .collect();
+        let ring_neighbours = overlay
+            .connections()
+            .iter()
+            .filter(|c| c.mine.contains(Roles::NEAR))
+            .map(|c| c.address.to_string())
+            .collect();
+        let peers = core
+            .peers()
+            .into_iter()
+            .map(|(ip, node, hops, packets_in, packets_out)| PeerStatus {
+                address: ip.to_string(),
+                node: node.map(|a| a.to_string()),
+                path: if hops <= 1 { "direct" } else { "relayed" },
+                hops,
+                packets_in,
+                packets_out,
+            })
+            .collect();
+        Status {
+            overlay_address: overlay.address().to_string(),
+            joined: overlay.is_joined(),
+            size_estimate: overlay.size_estimate(),
+            guest: GuestStatus {
+                address: core.guest_addr().map(|a| a.to_string()),
+                name: core
+                    .guest_name()
+                    .map(|n| format!("{n}.{}", core.settings().domain.trim_end_matches('.'))),
+                mac: core.guest_mac().map(mac),
+            },
+            secure: core.is_secure(),
+            ring_neighbours,
+            links,
+            peers,
+            dht_records: overlay.dht_store().len(),
+            security_associations: core.sa_count(),
+            counters: core.counters(),
+            dns_queries: core.dns_stats().queries,
+            sa_handshakes: core.sa_stats().map(|s| s.handshakes_completed).unwrap_or(0),
+            sa_rejected: core
+                .sa_stats()
+                .map(|s| s.authentication_failed + s.replayed + s.unprotected_dropped)
+                .unwrap_or(0),
+            uptime_secs: now.saturating_duration_since(started_at).as_secs(),
+        }
+    }
+
+    /// The human-readable form.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let na = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+        s += &format!(
+            "node      {} ({}, ~{:.0} nodes, up {} s)\n",
+            self.overlay_address,
+            if self.joined { "joined" } else { "joining" },
+            self.size_estimate,
+            self.uptime_secs
+        );
+        s += &format!(
+            "guest     {} {} {}\n",
+            na(&self.guest.address),
+            na(&self.guest.name),
+            na(&self.guest.mac)
+        );
+        s += &format!(
+            "security  {} ({} SAs)\n",
+            if self.secure {
+                "protected (certificate loaded)"
+            } else {
+                "open (no certificate)"
+            },
+            self.security_associations
+        );
+        s += &format!(
+            "dht       {} records; dns {} queries; sa {} handshakes, {} rejected\n",
+            self.dht_records, self.dns_queries, self.sa_handshakes, self.sa_rejected
+        );
+        s += &format!("ring      {}\n", self.ring_neighbours.join(" "));
+        s += "links:\n";
+        for l in &self.links {
+            s += &format!(
+                "  {} {} {} {} s\n",
+                l.peer,
+                l.endpoint,
+                l.roles.join(","),
+                l.age_secs
+            );
+        }
+        s += "peers:\n";
+        for p in &self.peers {
+            s += &format!(
+                "  {} via {} {} ({} hops) in {} out {}\n",
+                p.address,
+                p.node.as_deref().unwrap_or("?"),
+                p.path,
+                p.hops,
+                p.packets_in,
+                p.packets_out
+            );
+        }
+        let c = &self.counters;
+        s += &format!(
+            "traffic   tap in {} out {}, udp in {} ({} B) out {} ({} B), sealed {} opened {}, dropped: no route {} policy {} malformed {}\n",
+            c.tap_frames_in,
+            c.tap_frames_out,
+            c.udp_in,
+            c.udp_bytes_in,
+            c.udp_out,
+            c.udp_bytes_out,
+            c.sealed,
+            c.opened,
+            c.dropped_no_route,
+            c.dropped_policy,
+            c.malformed
+        );
+        s
+    }
+
+    /// The answer to a request line.
+    pub fn answer(&self, request: &str) -> String {
+        if request.trim() == "json" {
+            serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+        } else {
+            self.to_text()
+        }
+    }
+}
+
+/// `wow-node status`: asks the node behind `state_dir`.
+pub fn status_command(state_dir: &Path, json: bool) -> ExitCode {
+    let path = state_dir.join(SOCKET_FILE);
+    let result = (|| -> std::io::Result<String> {
+        let mut stream = std::os::unix::net::UnixStream::connect(&path)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(if json { b"json\n" } else { b"text\n" })?;
+        let mut out = String::new();
+        stream.read_to_string(&mut out)?;
+        Ok(out)
+    })();
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "wow-node status: cannot reach {} ({e}); is `wow-node up` running?",
+                path.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -83,8 +83,6 @@ pub struct Settings {
     pub fixed_addr: Option<Ipv4Addr>,
     /// Hosts of the network reachable without a security association.
     pub public_hosts: Vec<Ipv4Addr>,
-    /// Underlay MTU.
-    pub underlay_mtu: u16,
 }
 
 /// A node's certificate, key and CA certificate (DER).

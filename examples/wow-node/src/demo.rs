@@ -68,7 +68,6 @@ fn settings() -> Settings {
         dht_allocation: true,
         fixed_addr: None,
         public_hosts: Vec::new(),
-        underlay_mtu: 1500,
     }
 }
 

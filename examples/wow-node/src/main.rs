@@ -10,15 +10,12 @@
 //! See `README.md` beside this crate for the operator guide.
 
 mod ca_cmd;
-#[allow(dead_code)] // Until `up` lands.
 mod config;
 mod control;
-#[allow(dead_code)]
 mod core;
 mod demo;
 mod guest;
 mod runtime;
-#[allow(dead_code)]
 mod wire;
 
 use std::path::PathBuf;

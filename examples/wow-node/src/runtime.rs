@@ -1,9 +1,407 @@
 //! `wow-node up`: the node on a real TAP device.
+//!
+//! One tokio task (a current-thread runtime) owns the [`Core`] and every
+//! machine in it; it `select!`s over the underlay UDP socket, the TAP
+//! device, the next deadline, the control socket, the CRL refresh tick and
+//! SIGINT/SIGTERM. After each input it drains the core's outputs: frames to
+//! the TAP, datagrams to the socket, events to the log.
 
-use std::path::Path;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use ipsec_ca::NodeKey;
+use overlay_core::Address;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UdpSocket, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::ca_cmd;
+use crate::config::{AllocationMode, Config};
+use crate::control::{SOCKET_FILE, Status};
+use crate::core::{Core, CoreEvent, Credentials, Settings, guest_mtu};
+
+/// The gateway's virtual MAC: locally administered, spelling "wow".
+pub const GATEWAY_MAC: [u8; 6] = [0x02, 0x77, 0x6f, 0x77, 0x00, 0x01];
+/// Datagrams read per wake-up before the TAP gets a turn.
+const UDP_BATCH: usize = 64;
+/// Frames read per wake-up before the socket gets a turn.
+const TAP_BATCH: usize = 64;
 
 /// Runs the node until SIGINT/SIGTERM.
-pub fn up(_config: &Path, _confine: bool) -> ExitCode {
-    ExitCode::FAILURE
+pub fn up(config_path: &Path, confine: bool) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wow-node up: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wow-node up: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, confine)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("wow-node up: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// The IPv4 SAN of a certificate: the virtual IP it binds.
+fn certified_ip(der: &[u8]) -> Option<Ipv4Addr> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::IPAddress(b) => {
+            <[u8; 4]>::try_from(*b).ok().map(Ipv4Addr::from)
+        }
+        _ => None,
+    })
+}
+
+/// Loads the node key (generating it on first start) and the credentials.
+fn load_identity(config: &Config) -> Result<(NodeKey, Option<Credentials>), String> {
+    let sec = &config.security;
+    let key_path = sec
+        .key
+        .as_ref()
+        .map(|p| config.state_path(p))
+        .unwrap_or_else(|| config.node.state_dir.join(ca_cmd::NODE_KEY_FILE));
+    let key = if key_path.exists() {
+        NodeKey::from_pem(&read_text(&key_path)?)
+            .map_err(|e| format!("{}: {e}", key_path.display()))?
+    } else {
+        let key = NodeKey::generate(ipsec_ca::KeyType::Ed25519).map_err(|e| e.to_string())?;
+        ipsec_ca::file_store::write_atomic(&key_path, key.to_pem().as_bytes(), 0o600)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(path = %key_path.display(), "generated the node key");
+        key
+    };
+    let (Some(ca), Some(cert)) = (&sec.ca_cert, &sec.cert) else {
+        return Ok((key, None));
+    };
+    let ca_der = ipsec_ca::key::from_pem("CERTIFICATE", &read_text(&config.state_path(ca))?)
+        .map_err(|e| format!("ca_cert: {e}"))?;
+    let cert_der = ipsec_ca::key::from_pem("CERTIFICATE", &read_text(&config.state_path(cert))?)
+        .map_err(|e| format!("cert: {e}"))?;
+    let virtual_ip = certified_ip(&cert_der).ok_or("the certificate names no IPv4 address")?;
+    let credentials = Credentials {
+        certificate: cert_der,
+        key: key.pkcs8_der().to_vec(),
+        ca_certificate: ca_der,
+        virtual_ip,
+    };
+    Ok((key, Some(credentials)))
+}
+
+fn seed() -> u64 {
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ (u64::from(std::process::id()) << 32)
+}
+
+/// Installs the `--confine` nftables table and removes it when dropped.
+struct Confinement {
+    table: String,
+}
+
+impl Confinement {
+    fn install(config: &Config, tap: &str) -> Result<Confinement, String> {
+        let table = format!(
+            "wow_confine_{}",
+            tap.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        );
+        let port = config.node.listen.port();
+        let cidr = config.network.cidr;
+        let ports = config
+            .confine
+            .allow_tcp_ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let services = if ports.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "tcp sport {{ {ports} }} accept\n    tcp dport {{ {ports} }} ct direction original accept\n"
+            )
+        };
+        // The guest is this host: it may reach the virtual network (through
+        // the TAP), loopback and the configured host services; the node's own
+        // underlay datagrams pass; everything else is dropped.
+        let ruleset = format!(
+            "table inet {table} {{\n  chain output {{\n    type filter hook output priority filter; policy accept;\n    oifname \"lo\" accept\n    oifname \"{tap}\" accept\n    ip daddr {cidr} accept\n    udp sport {port} accept\n    {services}    counter drop\n  }}\n  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    iifname \"{tap}\" ip daddr != {cidr} counter drop\n  }}\n}}\n"
+        );
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &table])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run nft: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            stdin
+                .write_all(ruleset.as_bytes())
+                .map_err(|e| format!("nft: {e}"))?;
+        }
+        let status = child.wait().map_err(|e| format!("nft: {e}"))?;
+        if !status.success() {
+            return Err(format!("nft refused the confinement rules:\n{ruleset}"));
+        }
+        tracing::info!(%table, "confinement rules installed");
+        Ok(Confinement { table })
+    }
+}
+
+impl Drop for Confinement {
+    fn drop(&mut self) {
+        let ok = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .status()
+            .is_ok_and(|s| s.success());
+        tracing::info!(table = %self.table, removed = ok, "confinement rules removed");
+    }
+}
+
+/// Removes the control socket file when dropped.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+async fn run(config: Config, confine: bool) -> Result<(), String> {
+    let state_dir = config.node.state_dir.clone();
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&state_dir)
+        .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
+    let (key, credentials) = load_identity(&config)?;
+    let address = Address::from_public_key(key.public_key_raw());
+
+    let mtu = guest_mtu(config.tap.underlay_mtu);
+    let settings = Settings {
+        network: config.network.cidr.trunc(),
+        gateway_addr: config.network.gateway_addr(),
+        gateway_mac: GATEWAY_MAC,
+        domain: config.network.domain.clone(),
+        guest_mtu: mtu,
+        lease_duration: Duration::from_secs(config.network.lease_secs.max(60)),
+        dht_allocation: config.network.allocation == AllocationMode::Dht,
+        fixed_addr: credentials.as_ref().map(|c| c.virtual_ip),
+        public_hosts: config.security.public_hosts.clone(),
+    };
+
+    let socket = UdpSocket::bind(config.node.listen)
+        .await
+        .map_err(|e| format!("cannot bind {}: {e}", config.node.listen))?;
+    let mut endpoints = config.node.advertise.clone();
+    if let Ok(local) = socket.local_addr()
+        && !local.ip().is_unspecified()
+        && !endpoints.contains(&local)
+    {
+        endpoints.push(local);
+    }
+    let overlay_config = overlay_core::Config {
+        endpoints,
+        tick_duration: Duration::from_millis(250),
+        ..overlay_core::Config::default()
+    };
+    let leases = dhcp_virt::FileStore::open(state_dir.join("leases.json"))
+        .map_err(|e| format!("lease store: {e}"))?;
+    let now = Instant::now();
+    let unix = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let seed = seed();
+    let mut core = Core::new(settings, overlay_config, address, leases, now, unix, seed)
+        .map_err(|e| e.to_string())?;
+    if let Some(c) = &credentials {
+        let mut s = [0u8; 32];
+        s[..8].copy_from_slice(&seed.to_le_bytes());
+        core.install_identity(now, SystemTime::now(), c, s)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(ip = %c.virtual_ip, "certificate loaded: private traffic is protected");
+    } else {
+        tracing::warn!(
+            "no certificate: peers that require security associations will drop our traffic"
+        );
+    }
+
+    // A stable MAC for the guest's side of the TAP, so that its DHCP client
+    // (keyed by hardware address) keeps its lease across restarts.
+    let a = address.to_bytes();
+    let tap_mac = [0x02, 0x57, a[0], a[1], a[2], a[3]];
+    let tap = tun_rs::DeviceBuilder::new()
+        .name(&config.tap.name)
+        .layer(tun_rs::Layer::L2)
+        .mac_addr(tap_mac)
+        .mtu(mtu)
+        .enable(true)
+        .build_async()
+        .map_err(|e| format!("cannot open TAP {}: {e}", config.tap.name))?;
+    tracing::info!(
+        tap = %config.tap.name,
+        mtu,
+        overlay = %address,
+        listen = %config.node.listen,
+        "node up"
+    );
+
+    let _confinement = if confine || config.confine.enabled {
+        Some(Confinement::install(&config, &config.tap.name)?)
+    } else {
+        None
+    };
+
+    let socket_path = state_dir.join(SOCKET_FILE);
+    let _ = std::fs::remove_file(&socket_path);
+    let control = UnixListener::bind(&socket_path)
+        .map_err(|e| format!("cannot bind {}: {e}", socket_path.display()))?;
+    let _socket_file = SocketFile(socket_path);
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let crl_path = config.security.crl.as_ref().map(|p| config.state_path(p));
+    let mut crl_loaded: Option<Vec<u8>> = None;
+    let mut crl_tick = tokio::time::interval(Duration::from_secs(60));
+
+    core.join(now, &config.node.bootstrap);
+    let started_at = now;
+    let mut udp_buf = vec![0u8; 65536];
+    let mut tap_buf = vec![0u8; 65536];
+    let mut out = vec![0u8; 16384];
+    loop {
+        flush(&mut core, &socket, &tap, &mut out).await;
+        let now = Instant::now();
+        let deadline = core
+            .poll_timeout()
+            .unwrap_or(now + Duration::from_secs(1))
+            .min(now + Duration::from_secs(1));
+        tokio::select! {
+            r = socket.recv_from(&mut udp_buf) => {
+                if let Ok((len, from)) = r {
+                    let now = Instant::now();
+                    core.handle_udp(now, from, &udp_buf[..len]);
+                    for _ in 1..UDP_BATCH {
+                        match socket.try_recv_from(&mut udp_buf) {
+                            Ok((len, from)) => core.handle_udp(now, from, &udp_buf[..len]),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            r = tap.recv(&mut tap_buf) => {
+                match r {
+                    Ok(len) => {
+                        let now = Instant::now();
+                        core.handle_tap_frame(now, &tap_buf[..len]);
+                        for _ in 1..TAP_BATCH {
+                            match tap.try_recv(&mut tap_buf) {
+                                Ok(len) => core.handle_tap_frame(now, &tap_buf[..len]),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Err(e) => return Err(format!("TAP read: {e}")),
+                }
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
+            conn = control.accept() => {
+                if let Ok((mut stream, _)) = conn {
+                    let status = Status::of(&core, Instant::now(), started_at);
+                    tokio::spawn(async move {
+                        let mut line = [0u8; 16];
+                        let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut line))
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                            .unwrap_or(0);
+                        let request = String::from_utf8_lossy(&line[..n]).into_owned();
+                        let _ = stream.write_all(status.answer(&request).as_bytes()).await;
+                    });
+                }
+            }
+            _ = crl_tick.tick() => {
+                if let Some(path) = &crl_path
+                    && let Ok(bytes) = std::fs::read(path)
+                    && crl_loaded.as_ref() != Some(&bytes)
+                {
+                    let ok = core.handle_crl(Instant::now(), SystemTime::now(), &bytes);
+                    tracing::info!(path = %path.display(), accepted = ok, "CRL loaded");
+                    crl_loaded = Some(bytes);
+                }
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+        let now = Instant::now();
+        if core.poll_timeout().is_some_and(|t| t <= now) {
+            core.handle_timeout(now, SystemTime::now());
+        }
+        while let Some(event) = core.poll_event() {
+            log_event(&event);
+        }
+    }
+    tracing::info!("shutting down: leaving the ring");
+    core.leave(Instant::now());
+    flush(&mut core, &socket, &tap, &mut out).await;
+    Ok(())
+}
+
+async fn flush<S: dhcp_virt::LeaseStore>(
+    core: &mut Core<S>,
+    socket: &UdpSocket,
+    tap: &tun_rs::AsyncDevice,
+    out: &mut [u8],
+) {
+    while let Some(frame) = core.poll_tap_frame() {
+        if let Err(e) = tap.send(&frame).await {
+            tracing::debug!(error = %e, "TAP write failed");
+        }
+    }
+    while let Some((to, len)) = core.poll_udp(out) {
+        if let Err(e) = socket.send_to(&out[..len], to).await {
+            tracing::debug!(%to, error = %e, "send failed");
+        }
+    }
+}
+
+fn log_event(event: &CoreEvent) {
+    match event {
+        CoreEvent::Joined => tracing::info!("joined the ring"),
+        CoreEvent::Leased {
+            addr,
+            hostname,
+            renewed,
+        } => tracing::info!(%addr, ?hostname, renewed, "guest leased"),
+        CoreEvent::SaEstablished { peer } => tracing::info!(%peer, "security association up"),
+        CoreEvent::SaFailed { peer, reason } => {
+            tracing::warn!(%peer, %reason, "security association failed")
+        }
+        CoreEvent::Link { peer, up } => tracing::debug!(%peer, up, "overlay link"),
+    }
 }

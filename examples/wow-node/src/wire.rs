@@ -104,6 +104,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The body after the header.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn body(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..]
     }
@@ -146,7 +147,7 @@ impl Repr {
     /// Appends header and `body` to `out` (cleared first).
     pub fn emit_with_body(&self, body: &[u8], out: &mut Vec<u8>) {
         out.clear();
-        out.reserve(HEADER_LEN + body.len());
+        out.reserve(self.buffer_len() + body.len());
         out.push(self.kind.code());
         out.extend_from_slice(&self.source.octets());
         out.extend_from_slice(&self.destination.octets());

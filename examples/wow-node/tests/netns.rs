@@ -1,0 +1,397 @@
+//! End-to-end tests of `wow-node up` in network namespaces, with the
+//! guests' real tools: ISC dhclient on the TAP, `getent hosts` through the
+//! node's DNS, `ping`, `iperf3`; nftables NATs between the hosts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use wow_test_hosts::{Netns, Process, TempDir, require, wait_until};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wow-node");
+
+/// One host running `wow-node up` with its guest (the namespace itself) on
+/// TAP `wow0`.
+struct Host {
+    ns: Netns,
+    state: TempDir,
+    name: &'static str,
+    node: Option<Process>,
+}
+
+impl Host {
+    fn new(tag: &str, name: &'static str) -> Host {
+        Host {
+            ns: Netns::new(tag).unwrap(),
+            state: TempDir::new(tag).unwrap(),
+            name,
+            node: None,
+        }
+    }
+
+    fn config_path(&self) -> std::path::PathBuf {
+        self.state.path().join("node.toml")
+    }
+
+    fn write_config(&self, bootstrap: &[&str], listen: &str, extra: &str) {
+        let list = |v: &[&str]| {
+            v.iter()
+                .map(|s| format!("\"{s}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let text = format!(
+            "[node]\nstate_dir = \"{}\"\nlisten = \"{listen}\"\nbootstrap = [{}]\n\n[network]\ncidr = \"10.128.0.0/16\"\n{extra}",
+            self.state.path().display(),
+            list(bootstrap),
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    fn start(&mut self, extra_args: &[&str]) {
+        let config = self.config_path();
+        let mut args = vec!["up", "--config", config.to_str().unwrap()];
+        args.extend_from_slice(extra_args);
+        let mut cmd = self.ns.command(BIN);
+        cmd.args(&args).env("RUST_LOG", "info,wow_node=debug");
+        self.node = Some(Process::spawn(cmd).unwrap());
+        let ns = &self.ns;
+        assert!(
+            wait_until(Duration::from_secs(10), || ns
+                .run_ok("ip", &["link", "show", "wow0"])
+                .is_ok_and(|s| s.contains("UP"))),
+            "TAP never came up:\n{}",
+            self.log()
+        );
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut p) = self.node.take() {
+            let status = p.terminate(Duration::from_secs(5)).unwrap();
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "unclean exit:\n{}",
+                p.log()
+            );
+        }
+    }
+
+    fn log(&self) -> String {
+        self.node.as_ref().map(Process::log).unwrap_or_default()
+    }
+
+    /// Runs dhclient once on the TAP; returns the leased address.
+    fn dhcp(&self) -> String {
+        let dir = self.state.path();
+        let conf = dir.join("dhclient.conf");
+        std::fs::write(
+            &conf,
+            format!("send host-name \"{}\";\nrequest subnet-mask, routers, domain-name, domain-name-servers, domain-search, interface-mtu;\n", self.name),
+        )
+        .unwrap();
+        self.ns.set_resolv_conf("").unwrap();
+        let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+        let out = self.ns.run(
+            "timeout",
+            &[
+                "30",
+                "dhclient",
+                "-v",
+                "-1",
+                "-4",
+                "-cf",
+                &p("dhclient.conf"),
+                "-lf",
+                &p("dhclient.leases"),
+                "-pf",
+                &p("dhclient.pid"),
+                "wow0",
+            ],
+        );
+        // dhclient-script writes the DNS server and search domain it got.
+        let resolv = std::fs::read_to_string(self.ns.etc_dir().unwrap().join("resolv.conf"))
+            .unwrap_or_default();
+        assert!(
+            resolv.contains("nameserver 10.128.0.1") && resolv.contains("wow.internal"),
+            "resolv.conf from DHCP: {resolv:?}\n{out:?}"
+        );
+        let addrs = self.ns.ipv4_addrs("wow0").unwrap();
+        assert!(
+            !addrs.is_empty(),
+            "no lease: {out:?}\nnode log:\n{}",
+            self.log()
+        );
+        addrs[0].split('/').next().unwrap().to_string()
+    }
+
+    fn release_dhcp(&self) {
+        let pid = self.state.path().join("dhclient.pid");
+        if let Ok(pid) = std::fs::read_to_string(&pid) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+
+    fn status(&self, json: bool) -> String {
+        let mut args = vec!["status", "--state-dir", self.state.path().to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        self.ns.run_ok(BIN, &args).unwrap()
+    }
+
+    fn resolve(&self, name: &str) -> Option<String> {
+        let out = self.ns.run("getent", &["hosts", name]).ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace().next().map(str::to_string)
+    }
+
+    fn ping(&self, addr: &str) -> bool {
+        self.ns
+            .run("ping", &["-c", "1", "-W", "1", addr])
+            .is_ok_and(|o| o.status.success())
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.release_dhcp();
+    }
+}
+
+/// A public bootstrap host and two hosts behind their own masquerading
+/// nftables NATs.
+struct Topology {
+    public: Host,
+    a: Host,
+    b: Host,
+    _nats: [Netns; 2],
+}
+
+fn nat(public: &Netns, tag: &str, i: u8) -> Netns {
+    let nat = Netns::new(tag).unwrap();
+    let (pub_if, nat_if) = (format!("p{i}"), format!("o{i}"));
+    public.veth_to(&nat, &pub_if, &nat_if).unwrap();
+    public
+        .addr_add(&pub_if, &format!("198.51.{i}.1/24"))
+        .unwrap();
+    nat.addr_add(&nat_if, &format!("198.51.{i}.2/24")).unwrap();
+    nat.default_route(&format!("198.51.{i}.1")).unwrap();
+    nat.enable_forwarding().unwrap();
+    nat.nft(&format!(
+        "table ip nat {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat;\n  oifname \"{nat_if}\" masquerade\n }}\n}}\n"
+    ))
+    .unwrap();
+    nat
+}
+
+fn topology() -> Topology {
+    let public = Host::new("pub", "public");
+    public.ns.enable_forwarding().unwrap();
+    let a = Host::new("ha", "alpha");
+    let b = Host::new("hb", "bravo");
+    let nat_a = nat(&public.ns, "na", 1);
+    let nat_b = nat(&public.ns, "nb", 2);
+    for (host, nat, i) in [(&a, &nat_a, 1u8), (&b, &nat_b, 2u8)] {
+        nat.veth_to(&host.ns, "lan", "eth0").unwrap();
+        nat.addr_add("lan", &format!("192.168.{i}.1/24")).unwrap();
+        host.ns
+            .addr_add("eth0", &format!("192.168.{i}.2/24"))
+            .unwrap();
+        host.ns.default_route(&format!("192.168.{i}.1")).unwrap();
+        host.ns.link_up("lo").unwrap();
+    }
+    public.ns.link_up("lo").unwrap();
+    Topology {
+        public,
+        a,
+        b,
+        _nats: [nat_a, nat_b],
+    }
+}
+
+fn bootstrap() -> &'static [&'static str] {
+    &[PUBLIC]
+}
+
+/// The public host is multi-homed (one link per NAT): it binds its public
+/// address so that its answers leave from the address the NATs map.
+const PUBLIC: &str = "198.51.1.1:4000";
+const ANY: &str = "0.0.0.0:4000";
+
+#[test]
+fn guests_behind_nats_get_leases_names_ping_and_iperf() {
+    if !require(
+        "guests_behind_nats_get_leases_names_ping_and_iperf",
+        &["dhclient", "getent", "ping", "iperf3", "nft"],
+    ) {
+        return;
+    }
+    let mut t = topology();
+    t.public.write_config(&[], PUBLIC, "");
+    t.public.start(&[]);
+    t.a.write_config(bootstrap(), ANY, "");
+    t.b.write_config(bootstrap(), ANY, "");
+    t.a.start(&[]);
+    t.b.start(&[]);
+
+    let addr_a = t.a.dhcp();
+    let addr_b = t.b.dhcp();
+    assert_ne!(addr_a, addr_b);
+    assert!(addr_a.starts_with("10.128.") && addr_b.starts_with("10.128."));
+
+    // Names registered from the DHCP host names, resolved through the DHT.
+    let (a, b) = (&t.a, &t.b);
+    assert!(
+        wait_until(Duration::from_secs(10), || a
+            .resolve("bravo.wow.internal")
+            .as_deref()
+            == Some(addr_b.as_str())),
+        "alpha cannot resolve bravo: {:?}\n{}\n{}\n{}",
+        a.ns.run(
+            "dig",
+            &["+time=3", "+tries=1", "@10.128.0.1", "bravo.wow.internal"]
+        ),
+        a.status(false),
+        b.status(false),
+        t.public.status(false),
+    );
+    assert_eq!(
+        b.resolve("alpha").as_deref(),
+        Some(addr_a.as_str()),
+        "search domain"
+    );
+
+    assert!(
+        wait_until(Duration::from_secs(10), || a.ping(&addr_b)),
+        "no ping alpha -> bravo:\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+    assert!(b.ping(&addr_a));
+
+    // TCP across the overlay.
+    let _server = b.ns.spawn("iperf3", &["-s", "-1", "-B", &addr_b]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out =
+        a.ns.run_ok("iperf3", &["-c", &addr_b, "-t", "3", "-J"])
+            .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let bps = json["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
+    eprintln!("iperf3 over wow-node: {:.1} Mbit/s", bps / 1e6);
+    assert!(bps > 1e6, "{bps} bit/s");
+
+    // Status through the control socket.
+    let status: serde_json::Value = serde_json::from_str(&a.status(true)).unwrap();
+    assert_eq!(status["guest"]["address"], addr_a.as_str());
+    assert_eq!(status["joined"], true);
+    assert!(status["counters"]["packets_delivered"].as_u64().unwrap() > 0);
+    assert!(a.status(false).contains(&addr_b));
+
+    // Restart bravo's node: same address, same name.
+    t.b.release_dhcp();
+    t.b.stop();
+    t.b.ns.run_ok("ip", &["addr", "flush", "dev", "wow0"]).ok();
+    t.b.start(&[]);
+    let again = t.b.dhcp();
+    assert_eq!(again, addr_b, "address changed across a restart");
+    let a = &t.a;
+    assert!(
+        wait_until(Duration::from_secs(15), || a.ping(&addr_b)),
+        "no ping after restart:\n{}",
+        t.b.log()
+    );
+    assert_eq!(a.resolve("bravo").as_deref(), Some(addr_b.as_str()));
+    t.a.stop();
+    t.b.stop();
+    t.public.stop();
+}
+
+fn issue(ca: &Path, ip: &str, out: &Path) {
+    let status = std::process::Command::new(BIN)
+        .args([
+            "ca",
+            "issue",
+            "--dir",
+            ca.to_str().unwrap(),
+            "--ip",
+            ip,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+const SECURITY: &str =
+    "\n[security]\nca_cert = \"ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\n";
+
+#[test]
+fn only_certified_nodes_reach_private_addresses_and_confine_blocks_the_outside() {
+    if !require(
+        "only_certified_nodes_reach_private_addresses_and_confine_blocks_the_outside",
+        &["dhclient", "ping", "nft"],
+    ) {
+        return;
+    }
+    let ca = TempDir::new("ca").unwrap();
+    let run = |args: &[&str]| {
+        let s = std::process::Command::new(BIN).args(args).status().unwrap();
+        assert!(s.success(), "{args:?}");
+    };
+    run(&["ca", "init", "--dir", ca.path().to_str().unwrap()]);
+
+    let mut t = topology();
+    t.public.write_config(&[], PUBLIC, "");
+    t.public.start(&[]);
+    // alpha and bravo are certified for fixed addresses; charlie (in the
+    // public host's place as a guest) is not.
+    issue(ca.path(), "10.128.0.10", t.a.state.path());
+    issue(ca.path(), "10.128.0.20", t.b.state.path());
+    t.a.write_config(bootstrap(), ANY, SECURITY);
+    t.b.write_config(bootstrap(), ANY, SECURITY);
+    t.a.start(&["--confine"]);
+    t.b.start(&[]);
+    assert_eq!(t.a.dhcp(), "10.128.0.10");
+    assert_eq!(t.b.dhcp(), "10.128.0.20");
+    let (a, b) = (&t.a, &t.b);
+    assert!(
+        wait_until(Duration::from_secs(15), || a.ping("10.128.0.20")),
+        "certified peers cannot talk:\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+    let status: serde_json::Value = serde_json::from_str(&a.status(true)).unwrap();
+    assert!(status["security_associations"].as_u64().unwrap() >= 1);
+
+    // --confine: alpha's guest reaches the virtual network but not the
+    // public host's underlay address (outside the virtual network).
+    assert!(!a.ping("198.51.1.1"), "confined guest reached the outside");
+    assert!(
+        b.ping("198.51.2.1"),
+        "unconfined host must reach its NAT's peer"
+    );
+
+    // The public host's guest has no certificate: it gets an address but
+    // cannot reach certified peers.
+    let c = &t.public;
+    let addr_c = c.dhcp();
+    assert!(addr_c.starts_with("10.128."));
+    assert!(
+        !c.ping("10.128.0.20"),
+        "uncertified node reached a private address"
+    );
+    assert!(b.status(true).contains("\"sa_rejected\""));
+
+    // Stopping alpha removes its confinement rules.
+    t.a.stop();
+    let rules = t.a.ns.run_ok("nft", &["list", "ruleset"]).unwrap();
+    assert!(
+        !rules.contains("wow_confine"),
+        "rules left behind:\n{rules}"
+    );
+    t.b.stop();
+    t.public.stop();
+}
