@@ -993,6 +993,18 @@ mod test {
         assert!(Responder::new(Config::default()).is_ok());
     }
 
+    /// A few addresses, so that sequences hit the same ones again: hosts of
+    /// 10.0.0.0/16 (the gateway, the guest, a held one ending in .7), the
+    /// network and broadcast addresses, and addresses outside.
+    fn addr() -> impl Strategy<Value = Ipv4Addr> {
+        prop_oneof![
+            (0u8..10).prop_map(|host| Ipv4Addr::new(10, 0, 0, host)),
+            Just(Ipv4Addr::new(10, 0, 255, 255)),
+            Just(Ipv4Addr::new(10, 1, 0, 7)),
+            Just(Ipv4Addr::new(192, 168, 0, 2)),
+        ]
+    }
+
     proptest! {
         /// Every reply is a well-formed frame that round-trips and answers
         /// exactly the request it was given.
@@ -1033,6 +1045,75 @@ mod test {
             prop_assert_eq!(Repr::parse(transmit.as_bytes()), Ok(*transmit.repr()));
             prop_assert_eq!(transmit.repr().sender_protocol_addr, responder.config().gateway_addr);
             prop_assert!(network.contains(&transmit.repr().sender_protocol_addr));
+        }
+
+        /// Random sequences of frames and commands keep the invariants: no
+        /// answer for the guest's current address or outside the network,
+        /// every frame counted once, one announcement per request for one.
+        #[test]
+        fn random_sequences(ops in proptest::collection::vec(
+            prop_oneof![
+                (0u32..4, addr(), addr()).prop_map(|(kind, target, other)| {
+                    let sender = match kind {
+                        0 => GUEST,
+                        1 => target,
+                        2 => Ipv4Addr::UNSPECIFIED,
+                        _ => other,
+                    };
+                    (0u8, sender, target)
+                }),
+                addr().prop_map(|guest| (1u8, guest, Ipv4Addr::UNSPECIFIED)),
+                Just((2u8, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED)),
+                Just((3u8, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED)),
+            ],
+            0..64,
+        )) {
+            let mut responder = responder();
+            let mut frames = 0;
+            let mut announce = false;
+            for (op, a, b) in ops {
+                match op {
+                    0 => {
+                        frames += 1;
+                        let outcome = responder.handle_frame(&request(a, b).to_bytes(), &|addr: Ipv4Addr| addr.octets()[3] == 7);
+                        if !matches!(outcome, Ok(Outcome::Reply(_))) || !(a.is_unspecified() || a == b) {
+                            // Only a refused claim is checked against its event below.
+                            while responder.poll_event().is_some() {}
+                        }
+                        if let Ok(Outcome::Reply(reply)) = outcome {
+                            let answered = reply.repr().sender_protocol_addr;
+                            prop_assert_eq!(answered, b);
+                            prop_assert!(Some(answered) != responder.guest_addr());
+                            prop_assert!(responder.config().network.contains(&answered));
+                            if a.is_unspecified() || a == b {
+                                // Probes and announcements are answered only to refuse.
+                                prop_assert!(b == GATEWAY || b.octets()[3] == 7);
+                                let event = responder.poll_event();
+                                prop_assert!(
+                                    matches!(event, Some(Event::Conflict(c)) if c.addr == b),
+                                    "{:?}", event
+                                );
+                            }
+                        }
+                    }
+                    1 => {
+                        let before = responder.guest_addr();
+                        if responder.set_guest_addr(Some(a)).is_err() {
+                            prop_assert_eq!(responder.guest_addr(), before);
+                        } else {
+                            prop_assert!(!responder.answers_for(a));
+                        }
+                    }
+                    2 => {
+                        responder.announce_gateway();
+                        announce = true;
+                    }
+                    _ => prop_assert_eq!(responder.poll_transmit().is_some(), std::mem::take(&mut announce)),
+                }
+            }
+            let stats = responder.stats();
+            prop_assert_eq!(stats.replies + stats.ignored + stats.malformed, frames);
+            prop_assert_eq!(stats.malformed, 0);
         }
 
         /// Arbitrary bytes never panic, and malformed ones change nothing.
