@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use nat_traversal::Socket;
 use nat_traversal::server::{Server, ServerConfig};
 use nat_traversal::turn::{TurnClient, TurnConfig};
-use nat_traversal::wire::stun::{Packet, Repr};
+use nat_traversal::wire::stun::{Attribute, Class, Packet, Repr};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(packet) = Packet::new_checked(data) {
@@ -33,12 +33,25 @@ fuzz_target!(|data: &[u8]| {
             .expect("an answered request has a response");
         Repr::parse_bytes(&t.payload).expect("responses parse");
     }
-    // Server input into a TURN client waiting for its allocation.
+    // Server input into a TURN client, waiting for its allocation and
+    // allocated.
     let now = std::time::Instant::now();
     let server = "192.0.2.1:3478".parse().unwrap();
-    let mut turn = TurnClient::new(TurnConfig::new(server), now, 1).unwrap();
-    turn.handle_input(now, server, data);
-    turn.handle_timeout(now);
-    while turn.poll_transmit().is_some() {}
-    while turn.poll_event().is_some() {}
+    let mut waiting = TurnClient::new(TurnConfig::new(server), now, 1).unwrap();
+    let mut allocated = TurnClient::new(TurnConfig::new(server), now, 1).unwrap();
+    let request = Repr::parse_bytes(&allocated.poll_transmit().unwrap().payload).unwrap();
+    let mut success = Repr::binding_request(request.transaction_id);
+    success.class = Class::Success;
+    success.method = request.method;
+    success.attributes = vec![Attribute::XorRelayedAddress(
+        "192.0.2.1:50000".parse().unwrap(),
+    )];
+    assert!(allocated.handle_input(now, server, &success.to_bytes(&[]).unwrap()));
+    allocated.create_permission(now, "198.51.100.1".parse().unwrap());
+    for turn in [&mut waiting, &mut allocated] {
+        turn.handle_input(now, server, data);
+        turn.handle_timeout(now);
+        while turn.poll_transmit().is_some() {}
+        while turn.poll_event().is_some() {}
+    }
 });
