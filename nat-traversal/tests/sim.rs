@@ -92,6 +92,9 @@ struct Packet {
 /// Two peers, their sessions and the wire between them.
 struct Sim {
     now: Instant,
+    /// Percentage of datagrams lost, drawn from `rng_state`.
+    loss_percent: u64,
+    rng_state: u64,
     peers: [Peer; 2],
     sessions: [PunchSession; 2],
     wire: VecDeque<Packet>,
@@ -104,6 +107,8 @@ impl Sim {
         let sb = PunchSession::new(config, &b.offer, &a.offer, now, 2).unwrap();
         Sim {
             now,
+            loss_percent: 0,
+            rng_state: 0x9e37_79b9_7f4a_7c15,
             peers: [a, b],
             sessions: [sa, sb],
             wire: VecDeque::new(),
@@ -128,6 +133,13 @@ impl Sim {
                     continue;
                 }
                 let from = self.peers[i].nat.outbound(t.destination);
+                // xorshift64: seeded loss, same seed same trace.
+                self.rng_state ^= self.rng_state << 13;
+                self.rng_state ^= self.rng_state >> 7;
+                self.rng_state ^= self.rng_state << 17;
+                if self.rng_state % 100 < self.loss_percent {
+                    continue;
+                }
                 self.wire.push_back(Packet {
                     at: self.now + LATENCY,
                     from,
@@ -317,4 +329,25 @@ fn relay_then_later_punch_upgrades_without_loss() {
     // The upgrade really overtook frames in flight on the relay.
     assert_eq!(got[0].1, PathKind::Direct, "{got:?}");
     assert_eq!(rx.metrics().duplicates, 0);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Under random loss up to 40 %, cone NATs still punch before the
+    /// deadline, and every reported path leads to the peer's NAT.
+    #[test]
+    fn cone_pair_punches_under_loss(seed in 1u64.., loss in 0u64..40) {
+        let now = Instant::now();
+        let a = peer("a", "b", "10.0.0.2:4000", cone("198.51.100.1"));
+        let b = peer("b", "a", "10.1.0.2:4000", cone("198.51.100.2"));
+        let mut sim = Sim::new(a, b, PunchConfig::default(), now);
+        sim.loss_percent = loss;
+        sim.rng_state = seed;
+        sim.run(Duration::from_secs(10));
+        let c = sim.connected();
+        proptest::prop_assert_eq!(c.len(), 2, "seed {} loss {}: {:?}", seed, loss, sim.outcomes);
+        proptest::prop_assert_eq!(c[0].remote.ip(), sim.peers[1].nat.public_ip);
+        proptest::prop_assert_eq!(c[1].remote.ip(), sim.peers[0].nat.public_ip);
+    }
 }
