@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use wow_test_hosts::{Netns, example_bin, require, wait_until};
+use wow_test_hosts::{Netns, TempDir, example_bin, require, wait_until};
 
 /// A public namespace at `198.18.{net}.1` and a host at `10.{net}.0.2`
 /// behind a cone NAT whose public address is `198.18.{net}.10`.
@@ -52,6 +52,8 @@ fn our_client_against_coturn() {
         return;
     }
     let t = topology(61);
+    // coturn's database and pid file stay out of /var.
+    let scratch = TempDir::new("trn").unwrap();
     let _coturn = t
         .public
         .spawn(
@@ -69,6 +71,10 @@ fn our_client_against_coturn() {
                 "--log-file",
                 "stdout",
                 "--simple-log",
+                "--userdb",
+                &format!("{}/turndb", scratch.path().display()),
+                "--pidfile",
+                &format!("{}/turnserver.pid", scratch.path().display()),
             ],
         )
         .unwrap();

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use wow_test_hosts::{Netns, Process, example_bin, require, wait_until};
+use wow_test_hosts::{Netns, Process, TempDir, example_bin, require, wait_until};
 
 const RENDEZVOUS: &str = "198.18.0.1:3478";
 const OBSERVER: &str = "198.18.0.2:3478";
@@ -302,6 +302,8 @@ fn symmetric_pair_relays_through_coturn() {
     }
     let public = public();
     public.ns.addr_add("br0", "198.18.0.3/24").unwrap();
+    // coturn's database and pid file stay out of /var.
+    let scratch = TempDir::new("trn").unwrap();
     let _coturn = public
         .ns
         .spawn(
@@ -325,6 +327,10 @@ fn symmetric_pair_relays_through_coturn() {
                 "--log-file",
                 "stdout",
                 "--simple-log",
+                "--userdb",
+                &format!("{}/turndb", scratch.path().display()),
+                "--pidfile",
+                &format!("{}/turnserver.pid", scratch.path().display()),
             ],
         )
         .unwrap();
