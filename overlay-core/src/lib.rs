@@ -1,0 +1,58 @@
+//! A Brunet-style structured ring overlay, as a sans-IO library.
+//!
+//! Every node has a 160-bit [`Address`] on a ring. It holds a few typed
+//! links ([`table`]): two *near* links on each side of the ring, a few
+//! *shortcuts* drawn from Symphony's harmonic distribution, a temporary
+//! *leaf* link while joining, and *demand* shortcuts toward peers it
+//! exchanges much traffic with. Messages are routed greedily with one-step
+//! lookahead over the peers' own connection lists ([`routing`]), in *exact*
+//! mode (to one address) or *closest* mode (to the node nearest an address,
+//! which is how the [`dht`] finds the node responsible for a key). The
+//! binary format is documented in [`wire`].
+//!
+//! The crate does no I/O and reads no clock: [`Node`] takes bytes (or
+//! decoded messages) and the current `Instant`, and hands back messages to
+//! send, events and its next deadline. [`sim`] runs thousands of nodes
+//! deterministically in one process with the same state machine.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use overlay_core::sim::{Outcome, Sim, SimConfig};
+//!
+//! let mut sim = Sim::new(SimConfig { seed: 7, ..SimConfig::default() }, Instant::now());
+//! for _ in 0..20 {
+//!     sim.spawn(2); // join through up to two random live nodes
+//!     sim.run_for(Duration::from_millis(200));
+//! }
+//! sim.run_for(Duration::from_secs(30));
+//! assert_eq!(sim.ring_consistency(), 1.0);
+//!
+//! let key = sim.echo(0, 19).unwrap();
+//! sim.run_for(Duration::from_secs(2));
+//! assert!(matches!(sim.take_outcome(key), Some(Outcome::Echo(_))));
+//! ```
+//!
+//! Driving a real node follows the usual loop: feed
+//! [`Node::handle_input`] with each datagram, call [`Node::handle_timeout`]
+//! when [`Node::poll_timeout`] passes, and after each call send every
+//! [`Node::poll_transmit`] (encoded with [`wire::Message::emit`]) and act on
+//! every [`Node::poll_event`].
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod address;
+pub mod dht;
+pub mod error;
+pub mod node;
+pub mod routing;
+pub mod sim;
+pub mod table;
+pub mod wire;
+
+pub use address::{Address, Distance};
+pub use error::{AddressParseError, NodeError, WireError};
+pub use node::{
+    Config, DhtOutcome, DisconnectReason, DropReason, Event, Identity, Node, OpenIdentity, Stats,
+    Transmit,
+};
+pub use wire::{Message, Mode, Roles};

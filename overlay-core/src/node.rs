@@ -1,0 +1,1896 @@
+//! The sans-IO overlay node.
+//!
+//! A [`Node`] owns its connection table, DHT store, pending link attempts
+//! and pending requests. It does no I/O and reads no clock: the caller
+//! feeds it
+//!
+//! - [`Node::handle_input`] (bytes from a transport endpoint) or
+//!   [`Node::handle_message`] (an already-decoded [`Message`], as the
+//!   simulator does),
+//! - [`Node::handle_timeout`] once [`Node::poll_timeout`] has passed,
+//! - commands: [`Node::join`], [`Node::send`], [`Node::echo`],
+//!   [`Node::dht_put`], [`Node::dht_get`], [`Node::dht_create`],
+//!   [`Node::leave`],
+//!
+//! and after each call drains [`Node::poll_transmit`] and
+//! [`Node::poll_event`].
+//!
+//! Maintenance runs on a periodic tick ([`Config::tick_duration`]):
+//! keep-alives and failure detection, retries, near-link repair, shortcut
+//! upkeep, neighbour-list updates for lookahead routing, demand shortcuts
+//! and DHT republishing.
+
+use core::net::SocketAddr;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+
+use crate::address::{Address, Distance};
+use crate::dht::{DhtStore, Insert};
+use crate::error::NodeError;
+use crate::routing::{NextHop, next_hop};
+use crate::table::{Connection, ConnectionTable};
+use crate::wire::{
+    CloseReason, DhtOp, DhtStatus, LinkReply, LinkRequest, LinkStatus, MAX_DATA_LEN, MAX_KEY_LEN,
+    MAX_RECORDS, MAX_VALUE_LEN, Message, Mode, Neighbor, Payload, Record, Roles, Routed,
+};
+
+/// Node configuration. `Default` gives the values the simulator uses.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Candidate transport endpoints this node advertises.
+    pub endpoints: Vec<SocketAddr>,
+    /// Near links kept on each side of the ring (at least 2).
+    pub near_per_side: usize,
+    /// Shortcuts this node initiates; `None` derives it from the connection
+    /// limit: half the links left after the near ones.
+    pub shortcuts: Option<usize>,
+    /// Most links held; `None` is `floor(log2(n) + 3.5)` for the estimated
+    /// size `n` (the margin absorbs estimation error so that the true
+    /// `log2 N + 4` bound holds), at least 8.
+    pub max_connections: Option<usize>,
+    /// Score links by their peers' connection lists too.
+    pub lookahead: bool,
+    /// Hop limit of routed messages this node originates.
+    pub hop_limit: u8,
+    /// Maintenance period.
+    pub tick_duration: Duration,
+    /// Idle time after which a link is pinged.
+    pub keepalive_duration: Duration,
+    /// Silence after which a link is declared dead.
+    pub idle_timeout: Duration,
+    /// Silence after a send that expects an answer (a forwarded message or
+    /// a ping) after which a link is declared dead.
+    pub suspect_timeout: Duration,
+    /// Time between link-request retransmissions.
+    pub link_retry_duration: Duration,
+    /// Link-request attempts before giving up.
+    pub link_attempts: u8,
+    /// Time before an echo or DHT request is retried.
+    pub request_timeout: Duration,
+    /// Attempts per echo or DHT request.
+    pub request_attempts: u8,
+    /// Period of the "connect to my own address" near check.
+    pub near_check_duration: Duration,
+    /// Period between shortcut checks.
+    pub shortcut_check_duration: Duration,
+    /// Time an unneeded link is kept before it is closed.
+    pub unneeded_grace_duration: Duration,
+    /// Period of re-link attempts to lost near neighbours.
+    pub lost_retry_duration: Duration,
+    /// How long lost near neighbours are remembered (so that rings split
+    /// by a partition merge again when it heals).
+    pub lost_memory_duration: Duration,
+    /// Routed data packets to or from one address within
+    /// `demand_window_duration` that trigger a demand shortcut (0: never).
+    pub demand_threshold: u32,
+    /// Window for `demand_threshold`.
+    pub demand_window_duration: Duration,
+    /// Copies of each DHT record (the responsible node and its nearest).
+    pub dht_replicas: usize,
+    /// Longest accepted DHT TTL.
+    pub dht_max_ttl: Duration,
+    /// Period of DHT republishing to the replica set.
+    pub dht_republish_duration: Duration,
+    /// Emit [`Event::Forwarded`] for each forwarded message.
+    pub forward_events: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            endpoints: Vec::new(),
+            near_per_side: 2,
+            shortcuts: None,
+            max_connections: None,
+            lookahead: true,
+            hop_limit: 64,
+            tick_duration: Duration::from_secs(1),
+            keepalive_duration: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            suspect_timeout: Duration::from_secs(3),
+            link_retry_duration: Duration::from_secs(1),
+            link_attempts: 3,
+            request_timeout: Duration::from_secs(2),
+            request_attempts: 3,
+            near_check_duration: Duration::from_secs(30),
+            shortcut_check_duration: Duration::from_secs(2),
+            unneeded_grace_duration: Duration::from_secs(10),
+            lost_retry_duration: Duration::from_secs(10),
+            lost_memory_duration: Duration::from_secs(300),
+            demand_threshold: 16,
+            demand_window_duration: Duration::from_secs(10),
+            dht_replicas: 3,
+            dht_max_ttl: Duration::from_secs(24 * 3600),
+            dht_republish_duration: Duration::from_secs(30),
+            forward_events: false,
+        }
+    }
+}
+
+/// Hook that proves this node's identity and checks a peer's during the
+/// link handshake (e.g. a signature over the nonce with the key the address
+/// is derived from). The default accepts everyone.
+pub trait Identity {
+    /// Proof sent in link requests and replies.
+    fn proof(&mut self, local: Address, nonce: u64) -> Vec<u8> {
+        let _ = (local, nonce);
+        Vec::new()
+    }
+    /// Whether `proof` shows the peer owns `peer`.
+    fn verify(&mut self, peer: Address, nonce: u64, proof: &[u8]) -> bool {
+        let _ = (peer, nonce, proof);
+        true
+    }
+}
+
+/// An [`Identity`] that proves nothing and accepts every peer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenIdentity;
+
+impl Identity for OpenIdentity {}
+
+/// A message to send to a transport endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// What to send (encode with [`Message::emit`]).
+    pub message: Message,
+}
+
+/// Why a link went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The peer stopped answering.
+    Timeout,
+    /// The peer closed it.
+    Closed(CloseReason),
+    /// This node closed it (unneeded or over the limit).
+    Trimmed,
+}
+
+/// Why a routed message was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// It would exceed its hop limit.
+    HopLimit,
+    /// Exact mode and no node has the destination address.
+    NotFound,
+    /// This node has no links.
+    NoRoute,
+}
+
+/// Outcome of a DHT request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DhtOutcome {
+    /// Done; values under the key (for get).
+    Ok(Vec<Vec<u8>>),
+    /// Create lost; the values already stored.
+    Exists(Vec<Vec<u8>>),
+    /// The key is full.
+    Full,
+    /// Rejected by the responsible node.
+    Rejected,
+    /// No answer after all attempts.
+    Failed,
+}
+
+/// Something the application should know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The node found its place on the ring.
+    Joined,
+    /// A link came up.
+    Connected {
+        /// Peer address.
+        peer: Address,
+    },
+    /// A link went away.
+    Disconnected {
+        /// Peer address.
+        peer: Address,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// A link attempt started: the NAT-traversal hook. A traversal module
+    /// may punch toward `endpoints` and report more candidates with
+    /// [`Node::handle_link_candidates`].
+    LinkAttempt {
+        /// Expected peer (zero if unknown).
+        peer: Address,
+        /// Candidate endpoints being tried.
+        endpoints: Vec<SocketAddr>,
+    },
+    /// The responder of a link told us how it sees our endpoint.
+    ObservedEndpoint {
+        /// Our endpoint as seen by the peer.
+        endpoint: SocketAddr,
+    },
+    /// Data addressed to this node arrived.
+    Delivered {
+        /// Original sender.
+        source: Address,
+        /// Hops it took.
+        hops: u8,
+        /// The data.
+        payload: Vec<u8>,
+    },
+    /// A message was forwarded (only with [`Config::forward_events`]).
+    Forwarded {
+        /// Its destination.
+        destination: Address,
+        /// The next hop.
+        next_hop: Address,
+    },
+    /// A routed message was dropped here.
+    Dropped {
+        /// Its source.
+        source: Address,
+        /// Its destination.
+        destination: Address,
+        /// Why.
+        reason: DropReason,
+    },
+    /// An echo request was answered.
+    EchoReply {
+        /// The id [`Node::echo`] returned.
+        id: u64,
+        /// Hops the request took.
+        hops: u8,
+    },
+    /// An echo request got no answer.
+    EchoFailed {
+        /// The id [`Node::echo`] returned.
+        id: u64,
+    },
+    /// A DHT request finished.
+    Dht {
+        /// The id the request returned.
+        id: u64,
+        /// The operation.
+        op: DhtOp,
+        /// Its outcome.
+        outcome: DhtOutcome,
+    },
+    /// A demand shortcut was requested toward a busy peer.
+    DemandShortcut {
+        /// The peer.
+        peer: Address,
+    },
+}
+
+/// Counters, for the simulator's figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Maintenance messages sent (everything except routed data, echo and
+    /// DHT payloads and DHT replication).
+    pub maintenance_sent: u64,
+    /// Routed messages forwarded for others.
+    pub forwarded: u64,
+    /// Routed messages dropped.
+    pub dropped: u64,
+}
+
+#[derive(Debug, Clone)]
+struct PendingLink {
+    nonce: u64,
+    target: Address,
+    roles: Roles,
+    endpoints: Vec<SocketAddr>,
+    /// The link serves the peer's request (a ConnectToMe), not ours.
+    for_peer: bool,
+    attempts: u8,
+    retry_at: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct PendingCtm {
+    nonce: u64,
+    roles: Roles,
+    target: u64,
+    expires_at: Instant,
+}
+
+#[derive(Debug, Clone)]
+enum RequestKind {
+    Echo,
+    Dht(DhtOp),
+}
+
+#[derive(Debug, Clone)]
+struct PendingRequest {
+    id: u64,
+    kind: RequestKind,
+    destination: Address,
+    mode: Mode,
+    payload: Payload,
+    attempts: u8,
+    retry_at: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct Lost {
+    address: Address,
+    endpoint: SocketAddr,
+    lost_at: Instant,
+    retry_at: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct Demand {
+    peer: Address,
+    count: u32,
+    window_start: Instant,
+    requested: bool,
+}
+
+/// A node of the overlay (see the [module docs](self)).
+#[derive(Debug)]
+pub struct Node<I: Identity = OpenIdentity> {
+    config: Config,
+    address: Address,
+    identity: I,
+    rng: ChaCha8Rng,
+    table: ConnectionTable,
+    dht: DhtStore,
+    pending_links: Vec<PendingLink>,
+    pending_ctms: Vec<PendingCtm>,
+    requests: Vec<PendingRequest>,
+    lost: Vec<Lost>,
+    demand: Vec<Demand>,
+    bootstrap: Vec<SocketAddr>,
+    bootstrap_next: usize,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    next_tick_at: Instant,
+    near_check_at: Instant,
+    shortcut_check_at: Instant,
+    republish_at: Instant,
+    join_nonce: Option<u64>,
+    join_sent_at: Option<Instant>,
+    joined: bool,
+    left: bool,
+    neighbors_dirty: bool,
+    size_estimate: f64,
+    next_id: u64,
+    stats: Stats,
+}
+
+impl Node<OpenIdentity> {
+    /// A node with the open identity hook.
+    pub fn new(config: Config, address: Address, now: Instant, seed: u64) -> Node<OpenIdentity> {
+        Node::with_identity(config, address, OpenIdentity, now, seed)
+    }
+}
+
+impl<I: Identity> Node<I> {
+    /// A node with a custom identity hook.
+    pub fn with_identity(
+        config: Config,
+        address: Address,
+        identity: I,
+        now: Instant,
+        seed: u64,
+    ) -> Node<I> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let tick = config.tick_duration.max(Duration::from_millis(1));
+        // Spread the ticks of many nodes over the period.
+        let phase = tick.mul_f64((rng.next_u32() as f64) / (u32::MAX as f64 + 1.0));
+        let near_phase = config
+            .near_check_duration
+            .mul_f64((rng.next_u32() as f64) / (u32::MAX as f64 + 1.0));
+        Node {
+            address,
+            identity,
+            table: ConnectionTable::default(),
+            dht: DhtStore::default(),
+            pending_links: Vec::new(),
+            pending_ctms: Vec::new(),
+            requests: Vec::new(),
+            lost: Vec::new(),
+            demand: Vec::new(),
+            bootstrap: Vec::new(),
+            bootstrap_next: 0,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            next_tick_at: now + phase,
+            near_check_at: now + near_phase,
+            shortcut_check_at: now,
+            republish_at: now + config.dht_republish_duration,
+            join_nonce: None,
+            join_sent_at: None,
+            joined: false,
+            left: false,
+            neighbors_dirty: false,
+            size_estimate: 1.0,
+            next_id: rng.next_u64() >> 16,
+            stats: Stats::default(),
+            config,
+            rng,
+        }
+    }
+
+    // ----- getters -----
+
+    /// This node's ring address.
+    pub fn address(&self) -> Address {
+        self.address
+    }
+    /// Whether the node has found its ring neighbours.
+    pub fn is_joined(&self) -> bool {
+        self.joined
+    }
+    /// The connection table.
+    pub fn connections(&self) -> &ConnectionTable {
+        &self.table
+    }
+    /// The local DHT store.
+    pub fn dht_store(&self) -> &DhtStore {
+        &self.dht
+    }
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+    /// The current network-size estimate.
+    pub fn size_estimate(&self) -> f64 {
+        self.size_estimate
+    }
+    /// The current connection limit.
+    pub fn max_connections(&self) -> usize {
+        self.config.max_connections.unwrap_or_else(|| {
+            let n = self.size_estimate.max(1.0);
+            ((n.log2() + 3.5).floor() as usize).max(8)
+        })
+    }
+    /// Shortcuts this node tries to initiate.
+    pub fn target_shortcuts(&self) -> usize {
+        self.config.shortcuts.unwrap_or_else(|| {
+            let rest = self
+                .max_connections()
+                .saturating_sub(2 * self.config.near_per_side);
+            rest.div_ceil(2).max(1)
+        })
+    }
+    /// Approximate bytes of memory this node holds.
+    pub fn memory_estimate(&self) -> usize {
+        let conns: usize = self
+            .table
+            .iter()
+            .map(|c| core::mem::size_of::<Connection>() + c.lookahead.len() * 8)
+            .sum();
+        core::mem::size_of::<Self>()
+            + conns
+            + self.dht.heap_bytes()
+            + self.pending_links.capacity() * core::mem::size_of::<PendingLink>()
+            + self.requests.capacity() * core::mem::size_of::<PendingRequest>()
+            + self.lost.capacity() * core::mem::size_of::<Lost>()
+    }
+
+    // ----- outputs -----
+
+    /// Next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+    /// Next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called;
+    /// `None` after [`leave`](Self::leave).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (!self.left).then_some(self.next_tick_at)
+    }
+
+    // ----- commands -----
+
+    /// Starts joining through any of `bootstrap` (a leaf link). With no
+    /// bootstrap endpoints the node starts a new ring on its own.
+    pub fn join(&mut self, now: Instant, bootstrap: &[SocketAddr]) {
+        self.bootstrap = bootstrap.to_vec();
+        self.bootstrap_next = 0;
+        if self.bootstrap.is_empty() {
+            self.set_joined();
+        } else {
+            self.try_bootstrap(now);
+        }
+    }
+
+    /// Sends `payload` to the node with address `destination` (exact mode).
+    pub fn send(
+        &mut self,
+        now: Instant,
+        destination: Address,
+        payload: Vec<u8>,
+    ) -> Result<(), NodeError> {
+        if self.left {
+            return Err(NodeError::Left);
+        }
+        if payload.len() > MAX_DATA_LEN {
+            return Err(NodeError::PayloadTooLong {
+                len: payload.len(),
+                max: MAX_DATA_LEN,
+            });
+        }
+        self.count_demand(now, destination);
+        let msg = self.routed(destination, Mode::Exact, Payload::Data(payload));
+        self.route(now, None, msg);
+        Ok(())
+    }
+
+    /// Probes the route to `destination` (exact mode); answered with
+    /// [`Event::EchoReply`] or [`Event::EchoFailed`].
+    pub fn echo(&mut self, now: Instant, destination: Address) -> Result<u64, NodeError> {
+        let id = self.fresh_id();
+        self.request(
+            now,
+            id,
+            RequestKind::Echo,
+            destination,
+            Mode::Exact,
+            Payload::EchoRequest { id },
+        )?;
+        Ok(id)
+    }
+
+    /// Adds `value` under `key` for `ttl`; answered with [`Event::Dht`].
+    pub fn dht_put(
+        &mut self,
+        now: Instant,
+        key: &[u8],
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<u64, NodeError> {
+        self.dht_request(now, DhtOp::Put, key, value, ttl)
+    }
+
+    /// Reads the values under `key`; answered with [`Event::Dht`].
+    pub fn dht_get(&mut self, now: Instant, key: &[u8]) -> Result<u64, NodeError> {
+        self.dht_request(now, DhtOp::Get, key, &[], Duration::ZERO)
+    }
+
+    /// Stores `value` under `key` only if the key has no value; the node
+    /// responsible for the key decides, so of concurrent creators exactly
+    /// one gets [`DhtOutcome::Ok`] and the others [`DhtOutcome::Exists`].
+    pub fn dht_create(
+        &mut self,
+        now: Instant,
+        key: &[u8],
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<u64, NodeError> {
+        self.dht_request(now, DhtOp::Create, key, value, ttl)
+    }
+
+    /// Leaves gracefully: hands DHT records to the nearest neighbours and
+    /// closes every link. The node is inert afterwards.
+    pub fn leave(&mut self, now: Instant) {
+        if self.left {
+            return;
+        }
+        let heirs: Vec<usize> = {
+            let mut v = self.table.nearest_side(self.address, true, 1);
+            v.extend(self.table.nearest_side(self.address, false, 1));
+            v.iter().filter_map(|a| self.table.position(*a)).collect()
+        };
+        let keys: Vec<Vec<u8>> = self.dht.keys().cloned().collect();
+        let mut records = Vec::new();
+        for k in &keys {
+            records.extend(self.dht.records(now, k));
+        }
+        for i in heirs {
+            if let Some(c) = self.table.get(i) {
+                let ep = c.endpoint;
+                for chunk in records.chunks(MAX_RECORDS) {
+                    self.transmits.push_back(Transmit {
+                        destination: ep,
+                        message: Message::DhtStore(chunk.to_vec()),
+                    });
+                }
+            }
+        }
+        let eps: Vec<SocketAddr> = self.table.iter().map(|c| c.endpoint).collect();
+        for ep in eps {
+            self.send_maintenance(
+                ep,
+                Message::Close {
+                    reason: CloseReason::Leaving,
+                },
+            );
+        }
+        self.table = ConnectionTable::default();
+        self.pending_links.clear();
+        self.requests.clear();
+        self.left = true;
+    }
+
+    /// Adds candidate endpoints for a peer being linked (from a NAT
+    /// traversal module); link requests are sent to them too.
+    pub fn handle_link_candidates(&mut self, peer: Address, endpoints: &[SocketAddr]) {
+        let mut sends = Vec::new();
+        for p in self.pending_links.iter_mut().filter(|p| p.target == peer) {
+            for e in endpoints {
+                if !p.endpoints.contains(e) {
+                    p.endpoints.push(*e);
+                    sends.push((*e, p.nonce, p.target, p.roles));
+                }
+            }
+        }
+        for (e, nonce, target, roles) in sends {
+            let msg = self.link_request(nonce, target, roles);
+            self.send_maintenance(e, msg);
+        }
+    }
+
+    // ----- inputs -----
+
+    /// Decodes and handles a datagram from `from`. Malformed input is
+    /// dropped and changes no state.
+    pub fn handle_input(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), crate::error::WireError> {
+        let msg = Message::parse(bytes)?;
+        self.handle_message(now, from, msg);
+        Ok(())
+    }
+
+    /// Handles a decoded message from `from`.
+    pub fn handle_message(&mut self, now: Instant, from: SocketAddr, message: Message) {
+        if self.left {
+            return;
+        }
+        let idx = self.table.position_by_endpoint(from);
+        if let Some(i) = idx
+            && let Some(c) = self.table.get_mut(i)
+        {
+            c.last_heard_at = now;
+            c.unanswered_since = None;
+        }
+        match message {
+            Message::LinkRequest(req) => self.on_link_request(now, from, req),
+            Message::LinkReply(rep) => self.on_link_reply(now, from, rep),
+            Message::Ping { sender, nonce } => {
+                if idx.is_some_and(|i| self.table.get(i).is_some_and(|c| c.address == sender)) {
+                    self.send_maintenance(from, Message::Pong { nonce });
+                }
+            }
+            Message::Pong { .. } => {}
+            Message::Close { reason } => {
+                if let Some(i) = idx {
+                    self.drop_connection(now, i, DisconnectReason::Closed(reason));
+                }
+            }
+            Message::Neighbors {
+                size_estimate,
+                neighbors,
+            } => {
+                if let Some(i) = idx {
+                    self.on_neighbors(now, i, size_estimate, &neighbors);
+                }
+            }
+            Message::DhtStore(records) => {
+                if idx.is_some() {
+                    for r in records {
+                        let ttl =
+                            Duration::from_secs(r.ttl_secs.into()).min(self.config.dht_max_ttl);
+                        let _ = self.dht.insert(now, &r.key, &r.value, ttl);
+                    }
+                }
+            }
+            Message::Routed(msg) => {
+                if let Some(i) = idx {
+                    self.route(now, Some(i), msg);
+                }
+            }
+        }
+    }
+
+    /// Runs maintenance once `now` has reached [`poll_timeout`](Self::poll_timeout).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.left || now < self.next_tick_at {
+            return;
+        }
+        while self.next_tick_at <= now {
+            self.next_tick_at += self.config.tick_duration.max(Duration::from_millis(1));
+        }
+        self.tick(now);
+    }
+
+    // ----- internals -----
+
+    fn fresh_id(&mut self) -> u64 {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.next_id
+    }
+
+    fn routed(&self, destination: Address, mode: Mode, payload: Payload) -> Routed {
+        Routed {
+            source: self.address,
+            destination,
+            mode,
+            hops: 0,
+            hop_limit: self.config.hop_limit,
+            payload,
+        }
+    }
+
+    fn my_endpoints(&self) -> Vec<SocketAddr> {
+        self.config.endpoints.clone()
+    }
+
+    fn send_maintenance(&mut self, destination: SocketAddr, message: Message) {
+        self.stats.maintenance_sent += 1;
+        self.transmits.push_back(Transmit {
+            destination,
+            message,
+        });
+    }
+
+    fn link_request(&mut self, nonce: u64, target: Address, roles: Roles) -> Message {
+        Message::LinkRequest(LinkRequest {
+            nonce,
+            sender: self.address,
+            target,
+            roles,
+            endpoints: self.my_endpoints(),
+            identity: self.identity.proof(self.address, nonce),
+        })
+    }
+
+    fn set_joined(&mut self) {
+        if !self.joined {
+            self.joined = true;
+            self.events.push_back(Event::Joined);
+        }
+    }
+
+    fn try_bootstrap(&mut self, now: Instant) {
+        if self.bootstrap.is_empty() {
+            return;
+        }
+        let ep = self.bootstrap[self.bootstrap_next % self.bootstrap.len()];
+        self.bootstrap_next = self.bootstrap_next.wrapping_add(1);
+        let nonce = self.rng.next_u64();
+        self.start_link(now, vec![ep], Address::ZERO, Roles::LEAF, nonce, false);
+    }
+
+    fn start_link(
+        &mut self,
+        now: Instant,
+        endpoints: Vec<SocketAddr>,
+        target: Address,
+        roles: Roles,
+        nonce: u64,
+        for_peer: bool,
+    ) {
+        if target == self.address || endpoints.is_empty() {
+            return;
+        }
+        if target != Address::ZERO
+            && self
+                .pending_links
+                .iter()
+                .any(|p| p.target == target && p.nonce == nonce)
+        {
+            return;
+        }
+        let msg = self.link_request(nonce, target, roles);
+        for e in &endpoints {
+            self.send_maintenance(*e, msg.clone());
+        }
+        if target != Address::ZERO {
+            self.events.push_back(Event::LinkAttempt {
+                peer: target,
+                endpoints: endpoints.clone(),
+            });
+        }
+        self.pending_links.push(PendingLink {
+            nonce,
+            target,
+            roles,
+            endpoints,
+            for_peer,
+            attempts: 1,
+            retry_at: now + self.config.link_retry_duration,
+        });
+    }
+
+    fn on_link_request(&mut self, now: Instant, from: SocketAddr, req: LinkRequest) {
+        if req.sender == self.address {
+            return;
+        }
+        let reply = |me: &mut Self, status: LinkStatus| {
+            let identity = me.identity.proof(me.address, req.nonce);
+            let msg = Message::LinkReply(LinkReply {
+                nonce: req.nonce,
+                sender: me.address,
+                status,
+                roles: req.roles,
+                observed: from,
+                endpoints: me.my_endpoints(),
+                identity,
+            });
+            me.send_maintenance(from, msg);
+        };
+        if req.target != Address::ZERO && req.target != self.address {
+            reply(self, LinkStatus::WrongTarget);
+            return;
+        }
+        if !self.identity.verify(req.sender, req.nonce, &req.identity) {
+            reply(self, LinkStatus::IdentityRejected);
+            return;
+        }
+        // A request answering our own ConnectToMe: we need this link.
+        let ctm = self
+            .pending_ctms
+            .iter()
+            .position(|p| p.nonce == req.nonce && p.roles == req.roles);
+        let existing = self.table.position(req.sender);
+        if existing.is_none() && ctm.is_none() {
+            let room = self.table.len() < self.max_connections();
+            let must = req.roles.contains(Roles::NEAR)
+                || req.roles.contains(Roles::LEAF)
+                || req.roles.contains(Roles::DEMAND);
+            if !room && !must {
+                reply(self, LinkStatus::Full);
+                return;
+            }
+        }
+        let i = match existing {
+            Some(i) => {
+                if let Some(c) = self.table.get_mut(i) {
+                    c.endpoint = from;
+                    c.last_heard_at = now;
+                }
+                i
+            }
+            None => self.add_connection(now, req.sender, from),
+        };
+        if let Some(c) = self.table.get_mut(i) {
+            if ctm.is_some() {
+                c.mine = c.mine.with(req.roles);
+                if req.roles.contains(Roles::SHORTCUT) {
+                    c.shortcut_size = self.size_estimate as u32;
+                }
+            } else {
+                c.theirs = c.theirs.with(req.roles);
+            }
+        }
+        if let Some(p) = ctm {
+            let pc = self.pending_ctms.swap_remove(p);
+            if Some(pc.nonce) == self.join_nonce {
+                self.set_joined();
+            }
+        }
+        reply(self, LinkStatus::Accepted);
+        if existing.is_none() {
+            self.after_new_connection(now, i);
+        }
+    }
+
+    fn on_link_reply(&mut self, now: Instant, from: SocketAddr, rep: LinkReply) {
+        let Some(p) = self.pending_links.iter().position(|p| {
+            p.nonce == rep.nonce && (p.target == Address::ZERO || p.target == rep.sender)
+        }) else {
+            return;
+        };
+        if rep.sender == self.address {
+            return;
+        }
+        if rep.status != LinkStatus::Accepted {
+            let pl = self.pending_links.swap_remove(p);
+            if pl.roles.contains(Roles::LEAF) && !self.joined {
+                self.try_bootstrap(now);
+            }
+            return;
+        }
+        if !self.identity.verify(rep.sender, rep.nonce, &rep.identity) {
+            return;
+        }
+        let pl = self.pending_links.swap_remove(p);
+        self.events.push_back(Event::ObservedEndpoint {
+            endpoint: rep.observed,
+        });
+        let existing = self.table.position(rep.sender);
+        let i = match existing {
+            Some(i) => {
+                if let Some(c) = self.table.get_mut(i) {
+                    c.endpoint = from;
+                }
+                i
+            }
+            None => {
+                if self.table.len() >= self.max_connections()
+                    && !(pl.roles.contains(Roles::NEAR) || pl.roles.contains(Roles::LEAF))
+                    && !pl.for_peer
+                {
+                    self.send_maintenance(
+                        from,
+                        Message::Close {
+                            reason: CloseReason::Full,
+                        },
+                    );
+                    return;
+                }
+                self.add_connection(now, rep.sender, from)
+            }
+        };
+        let size = self.size_estimate as u32;
+        if let Some(c) = self.table.get_mut(i) {
+            if pl.for_peer {
+                c.theirs = c.theirs.with(pl.roles);
+            } else {
+                c.mine = c.mine.with(pl.roles);
+                if pl.roles.contains(Roles::SHORTCUT) {
+                    c.shortcut_size = size;
+                }
+            }
+        }
+        if pl.roles.contains(Roles::LEAF) && !self.joined {
+            self.send_join_ctm(now);
+        }
+        if existing.is_none() {
+            self.after_new_connection(now, i);
+        }
+    }
+
+    fn send_join_ctm(&mut self, now: Instant) {
+        let nonce = self.rng.next_u64();
+        self.join_nonce = Some(nonce);
+        self.join_sent_at = Some(now);
+        self.send_ctm(now, self.address, Mode::ClosestOther, Roles::NEAR, nonce);
+    }
+
+    fn send_ctm(
+        &mut self,
+        now: Instant,
+        destination: Address,
+        mode: Mode,
+        roles: Roles,
+        nonce: u64,
+    ) {
+        self.pending_ctms.push(PendingCtm {
+            nonce,
+            roles,
+            target: destination.prefix(),
+            expires_at: now + self.config.link_retry_duration * 5,
+        });
+        let payload = Payload::ConnectToMe {
+            roles,
+            nonce,
+            endpoints: self.my_endpoints(),
+        };
+        let msg = self.routed(destination, mode, payload);
+        self.stats.maintenance_sent += 1;
+        self.route(now, None, msg);
+    }
+
+    fn add_connection(&mut self, now: Instant, address: Address, endpoint: SocketAddr) -> usize {
+        self.lost.retain(|l| l.address != address);
+        let i = self.table.push(Connection::new(address, endpoint, now));
+        self.events.push_back(Event::Connected { peer: address });
+        i
+    }
+
+    fn after_new_connection(&mut self, now: Instant, i: usize) {
+        self.table
+            .update_near(self.address, self.config.near_per_side);
+        self.neighbors_dirty = true;
+        // Give the new peer our list right away: it needs it to find its
+        // other neighbours.
+        if let Some(c) = self.table.get(i) {
+            let ep = c.endpoint;
+            let addr = c.address;
+            let near = c.mine.contains(Roles::NEAR);
+            let list = self.neighbor_list();
+            self.send_maintenance(ep, list);
+            if near {
+                self.handoff_to(now, addr, ep);
+            }
+        }
+        self.enforce_limit(now);
+    }
+
+    fn neighbor_list(&self) -> Message {
+        Message::Neighbors {
+            size_estimate: self.size_estimate.min(f64::from(u32::MAX)) as u32,
+            neighbors: self
+                .table
+                .iter()
+                .map(|c| Neighbor {
+                    address: c.address,
+                    roles: c.mine,
+                })
+                .collect(),
+        }
+    }
+
+    fn on_neighbors(&mut self, now: Instant, i: usize, size_estimate: u32, list: &[Neighbor]) {
+        let me = self.address;
+        if let Some(c) = self.table.get_mut(i) {
+            c.size_estimate = size_estimate;
+            c.theirs = list
+                .iter()
+                .find(|n| n.address == me)
+                .map_or(Roles::NONE, |n| n.roles);
+            c.lookahead = list.iter().map(|n| n.address.prefix()).collect();
+        }
+        self.discover_near(now, &[]);
+    }
+
+    /// Looks for nodes nearer than the current near links among everything
+    /// known (lookahead lists and `extra`), and asks them to connect.
+    fn discover_near(&mut self, now: Instant, extra: &[u64]) {
+        let per_side = self.config.near_per_side;
+        let me = self.address.prefix();
+        // The per_side-th nearest connected distance on each side.
+        let mut right: Vec<u64> = self
+            .table
+            .iter()
+            .map(|c| c.address.prefix().wrapping_sub(me))
+            .collect();
+        let mut left: Vec<u64> = self
+            .table
+            .iter()
+            .map(|c| me.wrapping_sub(c.address.prefix()))
+            .collect();
+        right.sort_unstable();
+        left.sort_unstable();
+        let rbound = right.get(per_side - 1).copied().unwrap_or(u64::MAX);
+        let lbound = left.get(per_side - 1).copied().unwrap_or(u64::MAX);
+        let mut want: Vec<u64> = Vec::new();
+        let known = self
+            .table
+            .iter()
+            .flat_map(|c| c.lookahead.iter().copied())
+            .chain(extra.iter().copied());
+        for q in known {
+            if q == me {
+                continue;
+            }
+            let r = q.wrapping_sub(me);
+            let l = me.wrapping_sub(q);
+            if (r < rbound || l < lbound)
+                && !want.contains(&q)
+                && !self.table.iter().any(|c| c.address.prefix() == q)
+            {
+                want.push(q);
+            }
+        }
+        // Only the nearest per_side candidates on each side.
+        want.sort_unstable_by_key(|&q| q.wrapping_sub(me).min(me.wrapping_sub(q)));
+        want.truncate(2 * per_side);
+        for q in want {
+            if self
+                .pending_ctms
+                .iter()
+                .any(|p| p.target == q && p.roles == Roles::NEAR)
+            {
+                continue;
+            }
+            let nonce = self.rng.next_u64();
+            self.send_ctm(
+                now,
+                Address::from_prefix(q),
+                Mode::Closest,
+                Roles::NEAR,
+                nonce,
+            );
+        }
+    }
+
+    fn drop_connection(&mut self, now: Instant, i: usize, reason: DisconnectReason) {
+        if i >= self.table.len() {
+            return;
+        }
+        let c = self.table.remove(i);
+        let was_near = c.mine.contains(Roles::NEAR);
+        if was_near && reason == DisconnectReason::Timeout {
+            self.lost.retain(|l| l.address != c.address);
+            self.lost.push(Lost {
+                address: c.address,
+                endpoint: c.endpoint,
+                lost_at: now,
+                retry_at: now + self.config.lost_retry_duration,
+            });
+        }
+        self.events.push_back(Event::Disconnected {
+            peer: c.address,
+            reason,
+        });
+        self.table
+            .update_near(self.address, self.config.near_per_side);
+        self.neighbors_dirty = true;
+        if was_near {
+            let extra: Vec<u64> = c
+                .lookahead
+                .iter()
+                .copied()
+                .filter(|&q| q != c.address.prefix())
+                .collect();
+            self.discover_near(now, &extra);
+            // Records this node held as a replica may now be ours to serve.
+            self.republish(now, false);
+        }
+    }
+
+    fn enforce_limit(&mut self, now: Instant) {
+        let limit = self.max_connections();
+        while self.table.len() > limit {
+            // Prefer closing a link only the peer needs as a shortcut,
+            // then one of our own shortcuts; never a near or leaf link.
+            let victim = self
+                .table
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| {
+                    c.mine.is_empty()
+                        && !c.theirs.contains(Roles::NEAR)
+                        && !c.theirs.contains(Roles::LEAF)
+                        && !c.theirs.contains(Roles::DEMAND)
+                })
+                .max_by_key(|(_, c)| c.established_at)
+                .or_else(|| {
+                    self.table
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| {
+                            c.mine == Roles::SHORTCUT
+                                && !c.theirs.contains(Roles::NEAR)
+                                && !c.theirs.contains(Roles::LEAF)
+                        })
+                        .max_by_key(|(_, c)| c.established_at)
+                })
+                .map(|(i, _)| i);
+            let Some(v) = victim else { break };
+            let ep = self.table.get(v).map(|c| c.endpoint);
+            if let Some(ep) = ep {
+                self.send_maintenance(
+                    ep,
+                    Message::Close {
+                        reason: CloseReason::Full,
+                    },
+                );
+            }
+            self.drop_connection(now, v, DisconnectReason::Trimmed);
+        }
+    }
+
+    fn request(
+        &mut self,
+        now: Instant,
+        id: u64,
+        kind: RequestKind,
+        destination: Address,
+        mode: Mode,
+        payload: Payload,
+    ) -> Result<(), NodeError> {
+        if self.left {
+            return Err(NodeError::Left);
+        }
+        self.requests.push(PendingRequest {
+            id,
+            kind,
+            destination,
+            mode,
+            payload: payload.clone(),
+            attempts: 1,
+            retry_at: now + self.config.request_timeout,
+        });
+        let msg = self.routed(destination, mode, payload);
+        self.route(now, None, msg);
+        Ok(())
+    }
+
+    fn dht_request(
+        &mut self,
+        now: Instant,
+        op: DhtOp,
+        key: &[u8],
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<u64, NodeError> {
+        if key.len() > MAX_KEY_LEN {
+            return Err(NodeError::KeyTooLong {
+                len: key.len(),
+                max: MAX_KEY_LEN,
+            });
+        }
+        if value.len() > MAX_VALUE_LEN {
+            return Err(NodeError::ValueTooLong {
+                len: value.len(),
+                max: MAX_VALUE_LEN,
+            });
+        }
+        let id = self.fresh_id();
+        let ttl_secs =
+            u32::try_from(ttl.min(self.config.dht_max_ttl).as_secs()).unwrap_or(u32::MAX);
+        self.request(
+            now,
+            id,
+            RequestKind::Dht(op),
+            Address::from_key(key),
+            Mode::Closest,
+            Payload::DhtRequest {
+                id,
+                op,
+                ttl_secs,
+                key: key.to_vec(),
+                value: value.to_vec(),
+            },
+        )?;
+        Ok(id)
+    }
+
+    /// Forwards or delivers a routed message. `previous` is the link it
+    /// arrived on.
+    fn route(&mut self, now: Instant, previous: Option<usize>, mut msg: Routed) {
+        let hop = next_hop(
+            self.address,
+            &self.table,
+            msg.source,
+            msg.destination,
+            msg.mode,
+            previous,
+            self.config.lookahead,
+        );
+        match hop {
+            NextHop::Local => self.deliver(now, msg),
+            NextHop::NotFound => self.drop_routed(&msg, DropReason::NotFound),
+            NextHop::Forward(i) => {
+                if msg.hops >= msg.hop_limit {
+                    self.drop_routed(&msg, DropReason::HopLimit);
+                    return;
+                }
+                msg.hops += 1;
+                if previous.is_some() {
+                    self.stats.forwarded += 1;
+                }
+                let Some(c) = self.table.get_mut(i) else {
+                    return;
+                };
+                if c.unanswered_since.is_none() {
+                    c.unanswered_since = Some(now);
+                }
+                let ep = c.endpoint;
+                let next = c.address;
+                if self.config.forward_events && previous.is_some() {
+                    self.events.push_back(Event::Forwarded {
+                        destination: msg.destination,
+                        next_hop: next,
+                    });
+                }
+                self.transmits.push_back(Transmit {
+                    destination: ep,
+                    message: Message::Routed(msg),
+                });
+            }
+        }
+    }
+
+    fn drop_routed(&mut self, msg: &Routed, reason: DropReason) {
+        let reason = if self.table.is_empty() && reason == DropReason::NotFound {
+            DropReason::NoRoute
+        } else {
+            reason
+        };
+        self.stats.dropped += 1;
+        self.events.push_back(Event::Dropped {
+            source: msg.source,
+            destination: msg.destination,
+            reason,
+        });
+    }
+
+    fn deliver(&mut self, now: Instant, msg: Routed) {
+        match msg.payload {
+            Payload::Data(payload) => {
+                self.count_demand(now, msg.source);
+                self.events.push_back(Event::Delivered {
+                    source: msg.source,
+                    hops: msg.hops,
+                    payload,
+                });
+            }
+            Payload::ConnectToMe {
+                roles,
+                nonce,
+                endpoints,
+            } => self.on_connect_to_me(now, msg.source, roles, nonce, endpoints),
+            Payload::EchoRequest { id } => {
+                if msg.source == self.address {
+                    self.finish_echo(id, 0);
+                    return;
+                }
+                let reply = self.routed(
+                    msg.source,
+                    Mode::Exact,
+                    Payload::EchoReply {
+                        id,
+                        request_hops: msg.hops,
+                    },
+                );
+                self.route(now, None, reply);
+            }
+            Payload::EchoReply { id, request_hops } => self.finish_echo(id, request_hops),
+            Payload::DhtRequest {
+                id,
+                op,
+                ttl_secs,
+                key,
+                value,
+            } => {
+                let (status, values) = self.serve_dht(now, op, ttl_secs, &key, &value);
+                let reply = Payload::DhtReply { id, status, values };
+                if msg.source == self.address {
+                    self.finish_dht(id, status, reply);
+                } else {
+                    let r = self.routed(msg.source, Mode::Exact, reply);
+                    self.route(now, None, r);
+                }
+            }
+            Payload::DhtReply { id, status, .. } => {
+                self.finish_dht(id, status, msg.payload);
+            }
+        }
+    }
+
+    fn finish_echo(&mut self, id: u64, hops: u8) {
+        if let Some(p) = self
+            .requests
+            .iter()
+            .position(|r| r.id == id && matches!(r.kind, RequestKind::Echo))
+        {
+            self.requests.swap_remove(p);
+            self.events.push_back(Event::EchoReply { id, hops });
+        }
+    }
+
+    fn finish_dht(&mut self, id: u64, status: DhtStatus, payload: Payload) {
+        let Some(p) = self.requests.iter().position(|r| r.id == id) else {
+            return;
+        };
+        let RequestKind::Dht(op) = self.requests[p].kind else {
+            return;
+        };
+        self.requests.swap_remove(p);
+        let values = match payload {
+            Payload::DhtReply { values, .. } => values,
+            _ => Vec::new(),
+        };
+        let outcome = match status {
+            DhtStatus::Ok => DhtOutcome::Ok(values),
+            DhtStatus::Exists => DhtOutcome::Exists(values),
+            DhtStatus::Full => DhtOutcome::Full,
+            DhtStatus::Rejected => DhtOutcome::Rejected,
+        };
+        self.events.push_back(Event::Dht { id, op, outcome });
+    }
+
+    fn serve_dht(
+        &mut self,
+        now: Instant,
+        op: DhtOp,
+        ttl_secs: u32,
+        key: &[u8],
+        value: &[u8],
+    ) -> (DhtStatus, Vec<Vec<u8>>) {
+        let ttl = Duration::from_secs(ttl_secs.into()).min(self.config.dht_max_ttl);
+        match op {
+            DhtOp::Get => (DhtStatus::Ok, self.dht.get(now, key)),
+            DhtOp::Put => match self.dht.insert(now, key, value, ttl) {
+                Insert::Stored => {
+                    self.replicate(now, key);
+                    (DhtStatus::Ok, Vec::new())
+                }
+                Insert::Full => (DhtStatus::Full, Vec::new()),
+            },
+            DhtOp::Create => {
+                if self.dht.contains(now, key) {
+                    (DhtStatus::Exists, self.dht.get(now, key))
+                } else {
+                    let _ = self.dht.insert(now, key, value, ttl);
+                    self.replicate(now, key);
+                    (DhtStatus::Ok, Vec::new())
+                }
+            }
+        }
+    }
+
+    /// Links nearest to `key` that should hold replicas.
+    fn replica_links(&self, key: &[u8]) -> Vec<usize> {
+        let ka = Address::from_key(key);
+        let mut v: Vec<(Distance, usize)> = self
+            .table
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.mine.contains(Roles::NEAR))
+            .map(|(i, c)| (c.address.distance_to(ka), i))
+            .collect();
+        v.sort_unstable();
+        v.into_iter()
+            .take(self.config.dht_replicas.saturating_sub(1))
+            .map(|(_, i)| i)
+            .collect()
+    }
+
+    fn replicate(&mut self, now: Instant, key: &[u8]) {
+        let records = self.dht.records(now, key);
+        if records.is_empty() {
+            return;
+        }
+        for i in self.replica_links(key) {
+            if let Some(c) = self.table.get(i) {
+                self.transmits.push_back(Transmit {
+                    destination: c.endpoint,
+                    message: Message::DhtStore(records.clone()),
+                });
+            }
+        }
+    }
+
+    /// Pushes to a new near neighbour the records it should now hold.
+    fn handoff_to(&mut self, now: Instant, peer: Address, endpoint: SocketAddr) {
+        if self.dht.is_empty() {
+            return;
+        }
+        let keys: Vec<Vec<u8>> = self.dht.keys().cloned().collect();
+        let mut out = Vec::new();
+        for k in keys {
+            let targets = self.replica_links(&k);
+            let ka = Address::from_key(&k);
+            let peer_is_replica = targets
+                .iter()
+                .any(|&i| self.table.get(i).is_some_and(|c| c.address == peer))
+                || peer.distance_to(ka) < self.address.distance_to(ka);
+            if peer_is_replica {
+                out.extend(self.dht.records(now, &k));
+            }
+        }
+        for chunk in out.chunks(MAX_RECORDS) {
+            self.transmits.push_back(Transmit {
+                destination: endpoint,
+                message: Message::DhtStore(chunk.to_vec()),
+            });
+        }
+    }
+
+    /// Re-sends the records this node is responsible for to their replica
+    /// set (all of them when `all`, else only keys nearest this node).
+    fn republish(&mut self, now: Instant, all: bool) {
+        self.dht.expire(now);
+        if self.dht.is_empty() {
+            return;
+        }
+        let keys: Vec<Vec<u8>> = self.dht.keys().cloned().collect();
+        let mut per_peer: Vec<(SocketAddr, Vec<Record>)> = Vec::new();
+        for k in keys {
+            let ka = Address::from_key(&k);
+            let mine = self.address.distance_to(ka);
+            let responsible = self.table.iter().all(|c| c.address.distance_to(ka) >= mine);
+            if !responsible && !all {
+                continue;
+            }
+            if !responsible {
+                continue;
+            }
+            let records = self.dht.records(now, &k);
+            for i in self.replica_links(&k) {
+                let Some(c) = self.table.get(i) else { continue };
+                match per_peer.iter_mut().find(|(e, _)| *e == c.endpoint) {
+                    Some((_, v)) => v.extend(records.iter().cloned()),
+                    None => per_peer.push((c.endpoint, records.clone())),
+                }
+            }
+        }
+        for (ep, records) in per_peer {
+            for chunk in records.chunks(MAX_RECORDS) {
+                self.transmits.push_back(Transmit {
+                    destination: ep,
+                    message: Message::DhtStore(chunk.to_vec()),
+                });
+            }
+        }
+    }
+
+    fn on_connect_to_me(
+        &mut self,
+        now: Instant,
+        source: Address,
+        roles: Roles,
+        nonce: u64,
+        endpoints: Vec<SocketAddr>,
+    ) {
+        if source == self.address {
+            return;
+        }
+        let connected = self.table.position(source);
+        if roles.contains(Roles::SHORTCUT)
+            && connected.is_none()
+            && self.table.len() >= self.max_connections()
+        {
+            return;
+        }
+        let endpoints = match connected.and_then(|i| self.table.get(i)) {
+            Some(c) => vec![c.endpoint],
+            None => endpoints,
+        };
+        self.start_link(now, endpoints, source, roles, nonce, true);
+    }
+
+    fn count_demand(&mut self, now: Instant, peer: Address) {
+        if self.config.demand_threshold == 0 || peer == self.address {
+            return;
+        }
+        if self
+            .table
+            .position(peer)
+            .is_some_and(|i| self.table.get(i).is_some_and(|c| !c.mine.is_empty()))
+        {
+            return;
+        }
+        let window = self.config.demand_window_duration;
+        let entry = match self.demand.iter().position(|d| d.peer == peer) {
+            Some(i) => i,
+            None => {
+                if self.demand.len() >= 32 {
+                    // Forget the stalest entry.
+                    if let Some((i, _)) = self
+                        .demand
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, d)| d.window_start)
+                    {
+                        self.demand.swap_remove(i);
+                    }
+                }
+                self.demand.push(Demand {
+                    peer,
+                    count: 0,
+                    window_start: now,
+                    requested: false,
+                });
+                self.demand.len() - 1
+            }
+        };
+        let d = &mut self.demand[entry];
+        if now.saturating_duration_since(d.window_start) > window {
+            d.window_start = now;
+            d.count = 0;
+            d.requested = false;
+        }
+        d.count += 1;
+        if d.count >= self.config.demand_threshold && !d.requested {
+            d.requested = true;
+            self.events.push_back(Event::DemandShortcut { peer });
+            let nonce = self.rng.next_u64();
+            self.send_ctm(now, peer, Mode::Exact, Roles::DEMAND, nonce);
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.update_size_estimate();
+        self.check_links(now);
+        self.retry_links(now);
+        self.retry_requests(now);
+        self.pending_ctms.retain(|p| p.expires_at > now);
+
+        // Joining: resend the ConnectToMe, or fall back to the next bootstrap.
+        if !self.joined && !self.bootstrap.is_empty() {
+            let has_leaf = self.table.iter().any(|c| c.mine.contains(Roles::LEAF));
+            let stale = self
+                .join_sent_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.config.request_timeout);
+            if has_leaf && stale {
+                self.send_join_ctm(now);
+            } else if !has_leaf
+                && self
+                    .pending_links
+                    .iter()
+                    .all(|p| !p.roles.contains(Roles::LEAF))
+            {
+                self.try_bootstrap(now);
+            }
+        }
+
+        if self.joined {
+            self.upkeep(now);
+        }
+
+        if self.neighbors_dirty {
+            self.neighbors_dirty = false;
+            let list = self.neighbor_list();
+            let eps: Vec<SocketAddr> = self.table.iter().map(|c| c.endpoint).collect();
+            for ep in eps {
+                self.send_maintenance(ep, list.clone());
+            }
+        }
+    }
+
+    /// Local estimate averaged with the peers' gossiped estimates, so that
+    /// all nodes converge on nearly the same figure.
+    fn update_size_estimate(&mut self) {
+        let local = self.table.estimate_size(self.address);
+        let peers: Vec<f64> = self
+            .table
+            .iter()
+            .filter(|c| c.size_estimate > 0)
+            .map(|c| f64::from(c.size_estimate))
+            .collect();
+        self.size_estimate = if peers.is_empty() {
+            local
+        } else {
+            let mean = peers.iter().sum::<f64>() / peers.len() as f64;
+            0.25 * local + 0.75 * mean
+        };
+    }
+
+    fn upkeep(&mut self, now: Instant) {
+        // Near check: find our ring neighbours by routing to our own address.
+        let per_side = self.config.near_per_side;
+        let right = self.table.nearest_side(self.address, true, per_side).len();
+        let left = self.table.nearest_side(self.address, false, per_side).len();
+        if now >= self.near_check_at || (right.min(left) < per_side && self.table.len() > 1) {
+            let period = if right.min(left) < per_side {
+                self.config.near_check_duration / 6
+            } else {
+                self.config.near_check_duration
+            };
+            self.near_check_at = now + period;
+            let nonce = self.rng.next_u64();
+            if !self
+                .pending_ctms
+                .iter()
+                .any(|p| p.target == self.address.prefix())
+            {
+                self.send_ctm(now, self.address, Mode::ClosestOther, Roles::NEAR, nonce);
+            }
+            self.discover_near(now, &[]);
+        }
+
+        // Leaf links are only for joining.
+        let grace = self.config.unneeded_grace_duration;
+        let has_near = self.table.iter().any(|c| c.mine.contains(Roles::NEAR));
+        for c in self.table.iter_mut() {
+            if c.mine.contains(Roles::LEAF) && has_near {
+                c.mine = c.mine.without(Roles::LEAF);
+                self.neighbors_dirty = true;
+            }
+        }
+
+        // Shortcuts.
+        if now >= self.shortcut_check_at {
+            self.shortcut_check_at = now + self.config.shortcut_check_duration;
+            let size = self.size_estimate;
+            // Replace one shortcut drawn for a much smaller ring.
+            if let Some(c) = self.table.iter_mut().find(|c| {
+                c.mine.contains(Roles::SHORTCUT) && f64::from(c.shortcut_size) * 2.0 < size
+            }) {
+                c.mine = c.mine.without(Roles::SHORTCUT);
+                self.neighbors_dirty = true;
+            }
+            let have = self
+                .table
+                .iter()
+                .filter(|c| c.mine.contains(Roles::SHORTCUT))
+                .count();
+            let pending = self.pending_ctms.iter().any(|p| p.roles == Roles::SHORTCUT);
+            if have < self.target_shortcuts() && !pending && size >= 8.0 {
+                let target = self.draw_shortcut(size);
+                let nonce = self.rng.next_u64();
+                self.send_ctm(now, target, Mode::Closest, Roles::SHORTCUT, nonce);
+            }
+        }
+
+        // Demand links whose traffic stopped.
+        let window = self.config.demand_window_duration;
+        self.demand
+            .retain(|d| now.saturating_duration_since(d.window_start) <= window * 6);
+        let demand = &self.demand;
+        for c in self.table.iter_mut() {
+            if c.mine.contains(Roles::DEMAND) && !demand.iter().any(|d| d.peer == c.address) {
+                c.mine = c.mine.without(Roles::DEMAND);
+                self.neighbors_dirty = true;
+            }
+        }
+
+        // Close links neither side needs.
+        let unneeded: Vec<usize> = self
+            .table
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                !c.needed() && now.saturating_duration_since(c.established_at) >= grace
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for i in unneeded.into_iter().rev() {
+            if let Some(ep) = self.table.get(i).map(|c| c.endpoint) {
+                self.send_maintenance(
+                    ep,
+                    Message::Close {
+                        reason: CloseReason::Unneeded,
+                    },
+                );
+            }
+            self.drop_connection(now, i, DisconnectReason::Trimmed);
+        }
+        self.enforce_limit(now);
+
+        // Lost near neighbours: retry directly (heals partitions).
+        let memory = self.config.lost_memory_duration;
+        self.lost
+            .retain(|l| now.saturating_duration_since(l.lost_at) < memory);
+        let retry = self.config.lost_retry_duration;
+        let mut due = Vec::new();
+        for l in self.lost.iter_mut() {
+            if l.retry_at <= now {
+                l.retry_at = now + retry;
+                due.push((l.address, l.endpoint));
+            }
+        }
+        for (address, endpoint) in due {
+            let nonce = self.rng.next_u64();
+            let msg = self.link_request(nonce, address, Roles::NEAR);
+            self.send_maintenance(endpoint, msg);
+            self.pending_links.push(PendingLink {
+                nonce,
+                target: address,
+                roles: Roles::NEAR,
+                endpoints: vec![endpoint],
+                for_peer: false,
+                attempts: self.config.link_attempts,
+                retry_at: now + self.config.link_retry_duration,
+            });
+        }
+
+        if now >= self.republish_at {
+            self.republish_at = now + self.config.dht_republish_duration;
+            self.republish(now, true);
+        }
+    }
+
+    /// A shortcut target drawn from the harmonic distribution of Symphony:
+    /// distance `n^(u-1)` of the ring, in a random direction.
+    fn draw_shortcut(&mut self, size: f64) -> Address {
+        let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let fraction = (size.ln() * (u - 1.0)).exp().min(0.5);
+        let d = Distance::from_fraction(fraction);
+        if self.rng.next_u32() & 1 == 0 {
+            self.address + d
+        } else {
+            self.address - d
+        }
+    }
+
+    fn check_links(&mut self, now: Instant) {
+        let mut dead = Vec::new();
+        let mut pings = Vec::new();
+        for (i, c) in self.table.iter_mut().enumerate() {
+            let silent = now.saturating_duration_since(c.last_heard_at);
+            let suspect = c
+                .unanswered_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.config.suspect_timeout);
+            if silent >= self.config.idle_timeout || suspect {
+                dead.push(i);
+                continue;
+            }
+            let since_ping = now.saturating_duration_since(c.last_ping_at);
+            let probe = c.unanswered_since.is_some_and(|t| t < now)
+                && since_ping >= self.config.tick_duration;
+            if (silent >= self.config.keepalive_duration
+                && since_ping >= self.config.keepalive_duration / 3)
+                || probe
+            {
+                c.last_ping_at = now;
+                if c.unanswered_since.is_none() {
+                    c.unanswered_since = Some(now);
+                }
+                pings.push(c.endpoint);
+            }
+        }
+        for ep in pings {
+            let nonce = self.rng.next_u64();
+            self.send_maintenance(
+                ep,
+                Message::Ping {
+                    sender: self.address,
+                    nonce,
+                },
+            );
+        }
+        for i in dead.into_iter().rev() {
+            self.drop_connection(now, i, DisconnectReason::Timeout);
+        }
+    }
+
+    fn retry_links(&mut self, now: Instant) {
+        let mut sends = Vec::new();
+        let attempts = self.config.link_attempts;
+        let retry = self.config.link_retry_duration;
+        let mut failed_leaf = false;
+        self.pending_links.retain_mut(|p| {
+            if p.retry_at > now {
+                return true;
+            }
+            if p.attempts >= attempts {
+                failed_leaf |= p.roles.contains(Roles::LEAF);
+                return false;
+            }
+            p.attempts += 1;
+            p.retry_at = now + retry;
+            sends.push((p.endpoints.clone(), p.nonce, p.target, p.roles));
+            true
+        });
+        for (eps, nonce, target, roles) in sends {
+            let msg = self.link_request(nonce, target, roles);
+            for e in eps {
+                self.send_maintenance(e, msg.clone());
+            }
+        }
+        if failed_leaf && !self.joined {
+            self.try_bootstrap(now);
+        }
+    }
+
+    fn retry_requests(&mut self, now: Instant) {
+        let mut resend = Vec::new();
+        let mut failed = Vec::new();
+        let attempts = self.config.request_attempts;
+        let timeout = self.config.request_timeout;
+        self.requests.retain_mut(|r| {
+            if r.retry_at > now {
+                return true;
+            }
+            if r.attempts >= attempts {
+                failed.push((r.id, r.kind.clone()));
+                return false;
+            }
+            r.attempts += 1;
+            r.retry_at = now + timeout;
+            resend.push((r.destination, r.mode, r.payload.clone()));
+            true
+        });
+        for (destination, mode, payload) in resend {
+            let msg = self.routed(destination, mode, payload);
+            self.route(now, None, msg);
+        }
+        for (id, kind) in failed {
+            self.events.push_back(match kind {
+                RequestKind::Echo => Event::EchoFailed { id },
+                RequestKind::Dht(op) => Event::Dht {
+                    id,
+                    op,
+                    outcome: DhtOutcome::Failed,
+                },
+            });
+        }
+    }
+}

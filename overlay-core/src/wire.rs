@@ -1,0 +1,1099 @@
+//! The overlay's binary wire format, version 1.
+//!
+//! Every message is one datagram. As in `smoltcp::wire`, [`Packet`] is a
+//! zero-copy view over the fixed header (with one accessor per field, and
+//! setters that let a router bump the hop count in place), and [`Message`] is
+//! the owned representation with [`Message::parse`], [`Message::buffer_len`]
+//! and [`Message::emit`]. Use [`Packet::new_checked`] on untrusted bytes;
+//! after it succeeds no accessor panics. [`Message::parse`] never panics: it
+//! rejects truncated, oversize or inconsistent input (including trailing
+//! bytes) with a [`WireError`].
+//!
+//! All integers are big-endian. An *address* is 20 bytes
+//! ([`Address`]). An *endpoint* is `family:u8` (4 or 6), then 4 or 16 address
+//! bytes, then `port:u16`. A *list of endpoints* is `count:u8`
+//! (≤ [`MAX_ENDPOINTS`]) followed by the endpoints. *bytes8* / *bytes16* are a
+//! `u8` / `u16` length then that many bytes.
+//!
+//! ```text
+//!  0        1        2
+//! +--------+--------+---------------- ...
+//! |version | kind   | body (per kind)
+//! +--------+--------+---------------- ...
+//! ```
+//!
+//! | kind | message | body |
+//! |------|---------|------|
+//! | 0x01 | [`LinkRequest`] | nonce:u64, sender:address, target:address (zero if unknown), roles:u8, endpoints, identity:bytes16 |
+//! | 0x02 | [`LinkReply`] | nonce:u64, sender:address, status:u8, roles:u8, observed:endpoint, endpoints, identity:bytes16 |
+//! | 0x03 | Ping | sender:address, nonce:u64 |
+//! | 0x04 | Pong | nonce:u64 |
+//! | 0x05 | Close | reason:u8 |
+//! | 0x06 | Neighbors | size_estimate:u32, count:u8 (≤ [`MAX_NEIGHBORS`]), then count × (address, roles:u8) |
+//! | 0x07 | DhtStore | count:u8 (≤ [`MAX_RECORDS`]), then count × (key:bytes8, value:bytes16, ttl_secs:u32) |
+//! | 0x10 | [`Routed`] | source:address, destination:address, mode:u8, hops:u8, hop_limit:u8, payload_kind:u8, payload |
+//!
+//! Link messages (0x01–0x07) travel over one hop between transport
+//! endpoints. Routed messages are forwarded greedily toward `destination`;
+//! each router increments `hops` and drops the message when it would exceed
+//! `hop_limit`. Routed payloads:
+//!
+//! | payload_kind | payload | body |
+//! |------|---------|------|
+//! | 0x01 | Data | data:bytes16 (≤ [`MAX_DATA_LEN`]) |
+//! | 0x02 | ConnectToMe | roles:u8, nonce:u64, endpoints |
+//! | 0x03 | EchoRequest | id:u64 |
+//! | 0x04 | EchoReply | id:u64, request_hops:u8 |
+//! | 0x05 | DhtRequest | id:u64, op:u8, ttl_secs:u32, key:bytes8, value:bytes16 |
+//! | 0x06 | DhtReply | id:u64, status:u8, count:u8 (≤ [`MAX_VALUES_PER_KEY`]), count × value:bytes16 |
+//!
+//! Roles are a bit set: 0x01 leaf, 0x02 near, 0x04 shortcut, 0x08 demand.
+//! Modes: 0 exact (only the node with that address), 1 closest (the node
+//! nearest the address), 2 closest-other (nearest, not counting the source;
+//! used by a node to find its own ring neighbours).
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::address::{ADDRESS_LEN, Address};
+use crate::error::WireError;
+
+/// The only version this crate emits and accepts.
+pub const VERSION: u8 = 1;
+/// Most endpoints in one list.
+pub const MAX_ENDPOINTS: usize = 8;
+/// Longest identity proof.
+pub const MAX_IDENTITY_LEN: usize = 1024;
+/// Most entries in a neighbour list.
+pub const MAX_NEIGHBORS: usize = 64;
+/// Most records in one DhtStore.
+pub const MAX_RECORDS: usize = 32;
+/// Longest DHT key.
+pub const MAX_KEY_LEN: usize = 255;
+/// Longest DHT value.
+pub const MAX_VALUE_LEN: usize = 1024;
+/// Most values stored under one key.
+pub const MAX_VALUES_PER_KEY: usize = 16;
+/// Longest data payload.
+pub const MAX_DATA_LEN: usize = 9216;
+
+mod field {
+    pub const VERSION: usize = 0;
+    pub const KIND: usize = 1;
+    pub const HEADER_LEN: usize = 2;
+    // Routed header, after the common header.
+    pub const SOURCE: core::ops::Range<usize> = 2..22;
+    pub const DESTINATION: core::ops::Range<usize> = 22..42;
+    pub const MODE: usize = 42;
+    pub const HOPS: usize = 43;
+    pub const HOP_LIMIT: usize = 44;
+    pub const PAYLOAD_KIND: usize = 45;
+    pub const ROUTED_HEADER_LEN: usize = 46;
+}
+
+/// Message kind codes.
+pub mod kind {
+    /// [`super::LinkRequest`].
+    pub const LINK_REQUEST: u8 = 0x01;
+    /// [`super::LinkReply`].
+    pub const LINK_REPLY: u8 = 0x02;
+    /// Keep-alive probe.
+    pub const PING: u8 = 0x03;
+    /// Keep-alive answer.
+    pub const PONG: u8 = 0x04;
+    /// Graceful close.
+    pub const CLOSE: u8 = 0x05;
+    /// Connection list for lookahead routing.
+    pub const NEIGHBORS: u8 = 0x06;
+    /// DHT replication / handoff.
+    pub const DHT_STORE: u8 = 0x07;
+    /// [`super::Routed`].
+    pub const ROUTED: u8 = 0x10;
+}
+
+/// A zero-copy view of a message's fixed header.
+#[derive(Debug, Clone)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wraps a buffer without checking it.
+    pub const fn new_unchecked(buffer: T) -> Packet<T> {
+        Packet { buffer }
+    }
+
+    /// Wraps a buffer and checks that the header accessors cannot panic.
+    pub fn new_checked(buffer: T) -> Result<Packet<T>, WireError> {
+        let p = Packet::new_unchecked(buffer);
+        p.check_len()?;
+        Ok(p)
+    }
+
+    /// Checks the buffer holds the common header and, for routed messages,
+    /// the routed header.
+    pub fn check_len(&self) -> Result<(), WireError> {
+        let len = self.buffer.as_ref().len();
+        let needed = if len >= field::HEADER_LEN && self.kind() == kind::ROUTED {
+            field::ROUTED_HEADER_LEN
+        } else {
+            field::HEADER_LEN
+        };
+        if len < needed {
+            return Err(WireError::Truncated {
+                offset: 0,
+                needed,
+                available: len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Version byte.
+    pub fn version(&self) -> u8 {
+        self.buffer.as_ref()[field::VERSION]
+    }
+    /// Message kind byte.
+    pub fn kind(&self) -> u8 {
+        self.buffer.as_ref()[field::KIND]
+    }
+    /// Routed: original sender.
+    pub fn source(&self) -> Address {
+        addr_at(&self.buffer.as_ref()[field::SOURCE])
+    }
+    /// Routed: destination address.
+    pub fn destination(&self) -> Address {
+        addr_at(&self.buffer.as_ref()[field::DESTINATION])
+    }
+    /// Routed: delivery mode byte.
+    pub fn mode(&self) -> u8 {
+        self.buffer.as_ref()[field::MODE]
+    }
+    /// Routed: hops taken so far.
+    pub fn hops(&self) -> u8 {
+        self.buffer.as_ref()[field::HOPS]
+    }
+    /// Routed: hop limit.
+    pub fn hop_limit(&self) -> u8 {
+        self.buffer.as_ref()[field::HOP_LIMIT]
+    }
+    /// Routed: payload kind byte.
+    pub fn payload_kind(&self) -> u8 {
+        self.buffer.as_ref()[field::PAYLOAD_KIND]
+    }
+    /// Bytes after the common header.
+    pub fn body(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::HEADER_LEN..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Sets the version byte.
+    ///
+    /// # Panics
+    /// If the buffer is shorter than the common header.
+    pub fn set_version(&mut self, value: u8) {
+        self.buffer.as_mut()[field::VERSION] = value;
+    }
+    /// Sets the kind byte.
+    ///
+    /// # Panics
+    /// If the buffer is shorter than the common header.
+    pub fn set_kind(&mut self, value: u8) {
+        self.buffer.as_mut()[field::KIND] = value;
+    }
+    /// Sets the routed hop count (a router increments it in place).
+    ///
+    /// # Panics
+    /// If the buffer is shorter than the routed header.
+    pub fn set_hops(&mut self, value: u8) {
+        self.buffer.as_mut()[field::HOPS] = value;
+    }
+}
+
+fn addr_at(b: &[u8]) -> Address {
+    let mut a = [0u8; ADDRESS_LEN];
+    a.copy_from_slice(b);
+    Address::from_bytes(a)
+}
+
+/// Connection roles, as a bit set.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+pub struct Roles(pub u8);
+
+impl Roles {
+    /// No role.
+    pub const NONE: Roles = Roles(0);
+    /// Bootstrap link used while joining.
+    pub const LEAF: Roles = Roles(0x01);
+    /// Structured near link (ring neighbour).
+    pub const NEAR: Roles = Roles(0x02);
+    /// Structured shortcut (harmonic far link).
+    pub const SHORTCUT: Roles = Roles(0x04);
+    /// Demand shortcut for heavy traffic.
+    pub const DEMAND: Roles = Roles(0x08);
+    const ALL: u8 = 0x0f;
+
+    /// Whether all bits of `other` are set.
+    pub fn contains(self, other: Roles) -> bool {
+        self.0 & other.0 == other.0 && other.0 != 0
+    }
+    /// Whether no bit is set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// Union.
+    pub fn with(self, other: Roles) -> Roles {
+        Roles(self.0 | other.0)
+    }
+    /// Difference.
+    pub fn without(self, other: Roles) -> Roles {
+        Roles(self.0 & !other.0)
+    }
+}
+
+/// How a routed message is delivered.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Mode {
+    /// Only the node whose address equals the destination.
+    Exact,
+    /// The node nearest the destination.
+    Closest,
+    /// The node nearest the destination other than the source.
+    ClosestOther,
+}
+
+impl Mode {
+    fn code(self) -> u8 {
+        match self {
+            Mode::Exact => 0,
+            Mode::Closest => 1,
+            Mode::ClosestOther => 2,
+        }
+    }
+    fn from_code(v: u8) -> Result<Mode, WireError> {
+        Ok(match v {
+            0 => Mode::Exact,
+            1 => Mode::Closest,
+            2 => Mode::ClosestOther,
+            _ => {
+                return Err(WireError::InvalidValue {
+                    field: "mode",
+                    value: v.into(),
+                });
+            }
+        })
+    }
+}
+
+/// Outcome of a link request.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum LinkStatus {
+    /// The link is up.
+    Accepted,
+    /// The responder has no room for another link of this role.
+    Full,
+    /// The responder could not verify the requester's identity.
+    IdentityRejected,
+    /// The responder is not the node the requester wanted.
+    WrongTarget,
+}
+
+impl LinkStatus {
+    fn code(self) -> u8 {
+        match self {
+            LinkStatus::Accepted => 0,
+            LinkStatus::Full => 1,
+            LinkStatus::IdentityRejected => 2,
+            LinkStatus::WrongTarget => 3,
+        }
+    }
+    fn from_code(v: u8) -> Result<LinkStatus, WireError> {
+        Ok(match v {
+            0 => LinkStatus::Accepted,
+            1 => LinkStatus::Full,
+            2 => LinkStatus::IdentityRejected,
+            3 => LinkStatus::WrongTarget,
+            _ => {
+                return Err(WireError::InvalidValue {
+                    field: "status",
+                    value: v.into(),
+                });
+            }
+        })
+    }
+}
+
+/// Why a link was closed.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum CloseReason {
+    /// The node leaves the overlay.
+    Leaving,
+    /// Neither side needs the link any more.
+    Unneeded,
+    /// The closer is over its connection limit.
+    Full,
+}
+
+impl CloseReason {
+    fn code(self) -> u8 {
+        match self {
+            CloseReason::Leaving => 0,
+            CloseReason::Unneeded => 1,
+            CloseReason::Full => 2,
+        }
+    }
+    fn from_code(v: u8) -> Result<CloseReason, WireError> {
+        Ok(match v {
+            0 => CloseReason::Leaving,
+            1 => CloseReason::Unneeded,
+            2 => CloseReason::Full,
+            _ => {
+                return Err(WireError::InvalidValue {
+                    field: "reason",
+                    value: v.into(),
+                });
+            }
+        })
+    }
+}
+
+/// DHT operation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum DhtOp {
+    /// Add a value under a key.
+    Put,
+    /// Read the values under a key.
+    Get,
+    /// Store the value only if the key has none; the responsible node decides.
+    Create,
+}
+
+impl DhtOp {
+    fn code(self) -> u8 {
+        match self {
+            DhtOp::Put => 0,
+            DhtOp::Get => 1,
+            DhtOp::Create => 2,
+        }
+    }
+    fn from_code(v: u8) -> Result<DhtOp, WireError> {
+        Ok(match v {
+            0 => DhtOp::Put,
+            1 => DhtOp::Get,
+            2 => DhtOp::Create,
+            _ => {
+                return Err(WireError::InvalidValue {
+                    field: "op",
+                    value: v.into(),
+                });
+            }
+        })
+    }
+}
+
+/// Outcome of a DHT request.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum DhtStatus {
+    /// Done; for get, the values follow.
+    Ok,
+    /// Create lost: the key already has values (they follow).
+    Exists,
+    /// The key already holds the maximum number of values.
+    Full,
+    /// Key or value too long.
+    Rejected,
+}
+
+impl DhtStatus {
+    fn code(self) -> u8 {
+        match self {
+            DhtStatus::Ok => 0,
+            DhtStatus::Exists => 1,
+            DhtStatus::Full => 2,
+            DhtStatus::Rejected => 3,
+        }
+    }
+    fn from_code(v: u8) -> Result<DhtStatus, WireError> {
+        Ok(match v {
+            0 => DhtStatus::Ok,
+            1 => DhtStatus::Exists,
+            2 => DhtStatus::Full,
+            3 => DhtStatus::Rejected,
+            _ => {
+                return Err(WireError::InvalidValue {
+                    field: "dht status",
+                    value: v.into(),
+                });
+            }
+        })
+    }
+}
+
+/// Request to open a link (one hop, to a transport endpoint).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct LinkRequest {
+    /// Matches the reply (and a ConnectToMe it answers).
+    pub nonce: u64,
+    /// The requester's address.
+    pub sender: Address,
+    /// The address the requester expects to reach, or zero if unknown.
+    pub target: Address,
+    /// Why the requester wants the link.
+    pub roles: Roles,
+    /// The requester's candidate transport endpoints.
+    pub endpoints: Vec<SocketAddr>,
+    /// Opaque identity proof for the verifier hook.
+    pub identity: Vec<u8>,
+}
+
+/// Answer to a [`LinkRequest`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct LinkReply {
+    /// The request's nonce.
+    pub nonce: u64,
+    /// The responder's address.
+    pub sender: Address,
+    /// Outcome.
+    pub status: LinkStatus,
+    /// Roles the responder grants.
+    pub roles: Roles,
+    /// The endpoint the request came from, as seen by the responder.
+    pub observed: SocketAddr,
+    /// The responder's candidate transport endpoints.
+    pub endpoints: Vec<SocketAddr>,
+    /// Opaque identity proof for the verifier hook.
+    pub identity: Vec<u8>,
+}
+
+/// One entry of a neighbour list.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Neighbor {
+    /// The neighbour's address.
+    pub address: Address,
+    /// Roles the sender needs this link for.
+    pub roles: Roles,
+}
+
+/// A DHT record in transit.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Record {
+    /// Key.
+    pub key: Vec<u8>,
+    /// Value.
+    pub value: Vec<u8>,
+    /// Remaining lifetime in seconds.
+    pub ttl_secs: u32,
+}
+
+/// A message forwarded across the overlay.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Routed {
+    /// Original sender.
+    pub source: Address,
+    /// Destination address.
+    pub destination: Address,
+    /// Delivery mode.
+    pub mode: Mode,
+    /// Hops taken so far.
+    pub hops: u8,
+    /// Drop instead of exceeding this many hops.
+    pub hop_limit: u8,
+    /// What is carried.
+    pub payload: Payload,
+}
+
+/// Routed payloads.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Payload {
+    /// Application data (e.g. a virtual IP packet).
+    Data(Vec<u8>),
+    /// Ask the receiving node to link back to the source.
+    ConnectToMe {
+        /// Role wanted.
+        roles: Roles,
+        /// Echoed in the [`LinkRequest`] the receiver sends.
+        nonce: u64,
+        /// The source's candidate endpoints.
+        endpoints: Vec<SocketAddr>,
+    },
+    /// Route probe; answered with [`Payload::EchoReply`].
+    EchoRequest {
+        /// Request id.
+        id: u64,
+    },
+    /// Answer to an echo request.
+    EchoReply {
+        /// Request id.
+        id: u64,
+        /// Hops the request took.
+        request_hops: u8,
+    },
+    /// DHT request, routed in closest mode to the key's address.
+    DhtRequest {
+        /// Request id.
+        id: u64,
+        /// Operation.
+        op: DhtOp,
+        /// Lifetime for put/create.
+        ttl_secs: u32,
+        /// Key.
+        key: Vec<u8>,
+        /// Value (empty for get).
+        value: Vec<u8>,
+    },
+    /// DHT reply, routed exactly back to the requester.
+    DhtReply {
+        /// Request id.
+        id: u64,
+        /// Outcome.
+        status: DhtStatus,
+        /// Values under the key.
+        values: Vec<Vec<u8>>,
+    },
+}
+
+/// An overlay message.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Message {
+    /// Open a link.
+    LinkRequest(LinkRequest),
+    /// Answer to a link request.
+    LinkReply(LinkReply),
+    /// Keep-alive probe.
+    Ping {
+        /// Sender's address.
+        sender: Address,
+        /// Echoed in the pong.
+        nonce: u64,
+    },
+    /// Keep-alive answer.
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
+    /// Graceful close of the link.
+    Close {
+        /// Why.
+        reason: CloseReason,
+    },
+    /// The sender's connections, for lookahead routing and near repair.
+    Neighbors {
+        /// The sender's estimate of the network size (gossiped so that
+        /// estimates converge).
+        size_estimate: u32,
+        /// The sender's links.
+        neighbors: Vec<Neighbor>,
+    },
+    /// DHT records pushed for replication or handoff.
+    DhtStore(Vec<Record>),
+    /// A routed message.
+    Routed(Routed),
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
+        match end {
+            Some(end) => {
+                let s = &self.buf[self.pos..end];
+                self.pos = end;
+                Ok(s)
+            }
+            None => Err(WireError::Truncated {
+                offset: self.pos,
+                needed: n,
+                available: self.buf.len().saturating_sub(self.pos),
+            }),
+        }
+    }
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, WireError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, WireError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, WireError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
+    fn address(&mut self) -> Result<Address, WireError> {
+        Ok(addr_at(self.take(ADDRESS_LEN)?))
+    }
+    fn roles(&mut self) -> Result<Roles, WireError> {
+        let v = self.u8()?;
+        if v & !Roles::ALL != 0 {
+            return Err(WireError::InvalidValue {
+                field: "roles",
+                value: v.into(),
+            });
+        }
+        Ok(Roles(v))
+    }
+    fn endpoint(&mut self) -> Result<SocketAddr, WireError> {
+        let family = self.u8()?;
+        let ip = match family {
+            4 => {
+                let b = self.take(4)?;
+                IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+            }
+            6 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(self.take(16)?);
+                IpAddr::V6(Ipv6Addr::from(a))
+            }
+            _ => {
+                return Err(WireError::InvalidValue {
+                    field: "endpoint family",
+                    value: family.into(),
+                });
+            }
+        };
+        Ok(SocketAddr::new(ip, self.u16()?))
+    }
+    fn endpoints(&mut self) -> Result<Vec<SocketAddr>, WireError> {
+        let n = self.count("endpoints", MAX_ENDPOINTS)?;
+        (0..n).map(|_| self.endpoint()).collect()
+    }
+    fn count(&mut self, field: &'static str, max: usize) -> Result<usize, WireError> {
+        let n = usize::from(self.u8()?);
+        if n > max {
+            return Err(WireError::TooLong { field, len: n, max });
+        }
+        Ok(n)
+    }
+    fn bytes8(&mut self, field: &'static str, max: usize) -> Result<Vec<u8>, WireError> {
+        let n = usize::from(self.u8()?);
+        if n > max {
+            return Err(WireError::TooLong { field, len: n, max });
+        }
+        Ok(self.take(n)?.to_vec())
+    }
+    fn bytes16(&mut self, field: &'static str, max: usize) -> Result<Vec<u8>, WireError> {
+        let n = usize::from(self.u16()?);
+        if n > max {
+            return Err(WireError::TooLong { field, len: n, max });
+        }
+        Ok(self.take(n)?.to_vec())
+    }
+}
+
+struct Writer<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, b: &[u8]) {
+        self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
+        self.pos += b.len();
+    }
+    fn u8(&mut self, v: u8) {
+        self.put(&[v]);
+    }
+    fn u16(&mut self, v: u16) {
+        self.put(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.put(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.put(&v.to_be_bytes());
+    }
+    fn address(&mut self, a: Address) {
+        self.put(&a.to_bytes());
+    }
+    fn endpoint(&mut self, e: &SocketAddr) {
+        match e.ip() {
+            IpAddr::V4(ip) => {
+                self.u8(4);
+                self.put(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                self.u8(6);
+                self.put(&ip.octets());
+            }
+        }
+        self.u16(e.port());
+    }
+    fn endpoints(&mut self, es: &[SocketAddr]) {
+        let es = &es[..es.len().min(MAX_ENDPOINTS)];
+        self.u8(es.len() as u8);
+        for e in es {
+            self.endpoint(e);
+        }
+    }
+    fn bytes8(&mut self, b: &[u8]) {
+        let b = &b[..b.len().min(u8::MAX.into())];
+        self.u8(b.len() as u8);
+        self.put(b);
+    }
+    fn bytes16(&mut self, b: &[u8]) {
+        let b = &b[..b.len().min(u16::MAX.into())];
+        self.u16(b.len() as u16);
+        self.put(b);
+    }
+}
+
+fn endpoint_len(e: &SocketAddr) -> usize {
+    match e {
+        SocketAddr::V4(_) => 1 + 4 + 2,
+        SocketAddr::V6(_) => 1 + 16 + 2,
+    }
+}
+
+fn endpoints_len(es: &[SocketAddr]) -> usize {
+    1 + es
+        .iter()
+        .take(MAX_ENDPOINTS)
+        .map(endpoint_len)
+        .sum::<usize>()
+}
+
+fn bytes8_len(b: &[u8]) -> usize {
+    1 + b.len().min(u8::MAX.into())
+}
+
+fn bytes16_len(b: &[u8]) -> usize {
+    2 + b.len().min(u16::MAX.into())
+}
+
+impl Payload {
+    fn kind(&self) -> u8 {
+        match self {
+            Payload::Data(_) => 0x01,
+            Payload::ConnectToMe { .. } => 0x02,
+            Payload::EchoRequest { .. } => 0x03,
+            Payload::EchoReply { .. } => 0x04,
+            Payload::DhtRequest { .. } => 0x05,
+            Payload::DhtReply { .. } => 0x06,
+        }
+    }
+
+    fn buffer_len(&self) -> usize {
+        match self {
+            Payload::Data(d) => bytes16_len(d),
+            Payload::ConnectToMe { endpoints, .. } => 1 + 8 + endpoints_len(endpoints),
+            Payload::EchoRequest { .. } => 8,
+            Payload::EchoReply { .. } => 9,
+            Payload::DhtRequest { key, value, .. } => {
+                8 + 1 + 4 + bytes8_len(key) + bytes16_len(value)
+            }
+            Payload::DhtReply { values, .. } => {
+                8 + 1
+                    + 1
+                    + values
+                        .iter()
+                        .take(MAX_VALUES_PER_KEY)
+                        .map(|v| bytes16_len(v))
+                        .sum::<usize>()
+            }
+        }
+    }
+
+    fn parse(kind: u8, r: &mut Reader<'_>) -> Result<Payload, WireError> {
+        Ok(match kind {
+            0x01 => Payload::Data(r.bytes16("data", MAX_DATA_LEN)?),
+            0x02 => Payload::ConnectToMe {
+                roles: r.roles()?,
+                nonce: r.u64()?,
+                endpoints: r.endpoints()?,
+            },
+            0x03 => Payload::EchoRequest { id: r.u64()? },
+            0x04 => Payload::EchoReply {
+                id: r.u64()?,
+                request_hops: r.u8()?,
+            },
+            0x05 => Payload::DhtRequest {
+                id: r.u64()?,
+                op: DhtOp::from_code(r.u8()?)?,
+                ttl_secs: r.u32()?,
+                key: r.bytes8("key", MAX_KEY_LEN)?,
+                value: r.bytes16("value", MAX_VALUE_LEN)?,
+            },
+            0x06 => {
+                let id = r.u64()?;
+                let status = DhtStatus::from_code(r.u8()?)?;
+                let n = r.count("values", MAX_VALUES_PER_KEY)?;
+                let values = (0..n)
+                    .map(|_| r.bytes16("value", MAX_VALUE_LEN))
+                    .collect::<Result<_, _>>()?;
+                Payload::DhtReply { id, status, values }
+            }
+            other => return Err(WireError::UnknownPayload(other)),
+        })
+    }
+
+    fn emit(&self, w: &mut Writer<'_>) {
+        match self {
+            Payload::Data(d) => w.bytes16(d),
+            Payload::ConnectToMe {
+                roles,
+                nonce,
+                endpoints,
+            } => {
+                w.u8(roles.0);
+                w.u64(*nonce);
+                w.endpoints(endpoints);
+            }
+            Payload::EchoRequest { id } => w.u64(*id),
+            Payload::EchoReply { id, request_hops } => {
+                w.u64(*id);
+                w.u8(*request_hops);
+            }
+            Payload::DhtRequest {
+                id,
+                op,
+                ttl_secs,
+                key,
+                value,
+            } => {
+                w.u64(*id);
+                w.u8(op.code());
+                w.u32(*ttl_secs);
+                w.bytes8(key);
+                w.bytes16(value);
+            }
+            Payload::DhtReply { id, status, values } => {
+                w.u64(*id);
+                w.u8(status.code());
+                let values = &values[..values.len().min(MAX_VALUES_PER_KEY)];
+                w.u8(values.len() as u8);
+                for v in values {
+                    w.bytes16(v);
+                }
+            }
+        }
+    }
+}
+
+impl Message {
+    /// The kind byte of this message.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Message::LinkRequest(_) => kind::LINK_REQUEST,
+            Message::LinkReply(_) => kind::LINK_REPLY,
+            Message::Ping { .. } => kind::PING,
+            Message::Pong { .. } => kind::PONG,
+            Message::Close { .. } => kind::CLOSE,
+            Message::Neighbors { .. } => kind::NEIGHBORS,
+            Message::DhtStore(_) => kind::DHT_STORE,
+            Message::Routed(_) => kind::ROUTED,
+        }
+    }
+
+    /// Parses a message from untrusted bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Message, WireError> {
+        let packet = Packet::new_checked(bytes)?;
+        if packet.version() != VERSION {
+            return Err(WireError::UnsupportedVersion(packet.version()));
+        }
+        let mut r = Reader {
+            buf: bytes,
+            pos: field::HEADER_LEN,
+        };
+        let message = match packet.kind() {
+            kind::LINK_REQUEST => Message::LinkRequest(LinkRequest {
+                nonce: r.u64()?,
+                sender: r.address()?,
+                target: r.address()?,
+                roles: r.roles()?,
+                endpoints: r.endpoints()?,
+                identity: r.bytes16("identity", MAX_IDENTITY_LEN)?,
+            }),
+            kind::LINK_REPLY => Message::LinkReply(LinkReply {
+                nonce: r.u64()?,
+                sender: r.address()?,
+                status: LinkStatus::from_code(r.u8()?)?,
+                roles: r.roles()?,
+                observed: r.endpoint()?,
+                endpoints: r.endpoints()?,
+                identity: r.bytes16("identity", MAX_IDENTITY_LEN)?,
+            }),
+            kind::PING => Message::Ping {
+                sender: r.address()?,
+                nonce: r.u64()?,
+            },
+            kind::PONG => Message::Pong { nonce: r.u64()? },
+            kind::CLOSE => Message::Close {
+                reason: CloseReason::from_code(r.u8()?)?,
+            },
+            kind::NEIGHBORS => {
+                let size_estimate = r.u32()?;
+                let n = r.count("neighbors", MAX_NEIGHBORS)?;
+                let list = (0..n)
+                    .map(|_| {
+                        Ok(Neighbor {
+                            address: r.address()?,
+                            roles: r.roles()?,
+                        })
+                    })
+                    .collect::<Result<_, WireError>>()?;
+                Message::Neighbors {
+                    size_estimate,
+                    neighbors: list,
+                }
+            }
+            kind::DHT_STORE => {
+                let n = r.count("records", MAX_RECORDS)?;
+                let list = (0..n)
+                    .map(|_| {
+                        Ok(Record {
+                            key: r.bytes8("key", MAX_KEY_LEN)?,
+                            value: r.bytes16("value", MAX_VALUE_LEN)?,
+                            ttl_secs: r.u32()?,
+                        })
+                    })
+                    .collect::<Result<_, WireError>>()?;
+                Message::DhtStore(list)
+            }
+            kind::ROUTED => {
+                r.pos = field::ROUTED_HEADER_LEN;
+                let hops = packet.hops();
+                let hop_limit = packet.hop_limit();
+                if hops > hop_limit {
+                    return Err(WireError::InvalidValue {
+                        field: "hops",
+                        value: hops.into(),
+                    });
+                }
+                Message::Routed(Routed {
+                    source: packet.source(),
+                    destination: packet.destination(),
+                    mode: Mode::from_code(packet.mode())?,
+                    hops,
+                    hop_limit,
+                    payload: Payload::parse(packet.payload_kind(), &mut r)?,
+                })
+            }
+            other => return Err(WireError::UnknownKind(other)),
+        };
+        if r.pos != bytes.len() {
+            return Err(WireError::TrailingBytes(bytes.len() - r.pos));
+        }
+        Ok(message)
+    }
+
+    /// Length of the emitted message. Lists and byte strings longer than
+    /// their limits are truncated to the limit on emit.
+    pub fn buffer_len(&self) -> usize {
+        field::HEADER_LEN
+            + match self {
+                Message::LinkRequest(m) => {
+                    8 + 2 * ADDRESS_LEN + 1 + endpoints_len(&m.endpoints) + bytes16_len(&m.identity)
+                }
+                Message::LinkReply(m) => {
+                    8 + ADDRESS_LEN
+                        + 2
+                        + endpoint_len(&m.observed)
+                        + endpoints_len(&m.endpoints)
+                        + bytes16_len(&m.identity)
+                }
+                Message::Ping { .. } => ADDRESS_LEN + 8,
+                Message::Pong { .. } => 8,
+                Message::Close { .. } => 1,
+                Message::Neighbors { neighbors, .. } => {
+                    4 + 1 + neighbors.len().min(MAX_NEIGHBORS) * (ADDRESS_LEN + 1)
+                }
+                Message::DhtStore(list) => {
+                    1 + list
+                        .iter()
+                        .take(MAX_RECORDS)
+                        .map(|r| bytes8_len(&r.key) + bytes16_len(&r.value) + 4)
+                        .sum::<usize>()
+                }
+                Message::Routed(m) => {
+                    field::ROUTED_HEADER_LEN - field::HEADER_LEN + m.payload.buffer_len()
+                }
+            }
+    }
+
+    /// Emits the message into `buffer`, which must be at least
+    /// [`buffer_len`](Self::buffer_len) bytes; returns the bytes written.
+    ///
+    /// # Panics
+    /// If `buffer` is too short.
+    pub fn emit(&self, buffer: &mut [u8]) -> usize {
+        let mut w = Writer {
+            buf: buffer,
+            pos: 0,
+        };
+        w.u8(VERSION);
+        w.u8(self.kind());
+        match self {
+            Message::LinkRequest(m) => {
+                w.u64(m.nonce);
+                w.address(m.sender);
+                w.address(m.target);
+                w.u8(m.roles.0);
+                w.endpoints(&m.endpoints);
+                w.bytes16(&m.identity);
+            }
+            Message::LinkReply(m) => {
+                w.u64(m.nonce);
+                w.address(m.sender);
+                w.u8(m.status.code());
+                w.u8(m.roles.0);
+                w.endpoint(&m.observed);
+                w.endpoints(&m.endpoints);
+                w.bytes16(&m.identity);
+            }
+            Message::Ping { sender, nonce } => {
+                w.address(*sender);
+                w.u64(*nonce);
+            }
+            Message::Pong { nonce } => w.u64(*nonce),
+            Message::Close { reason } => w.u8(reason.code()),
+            Message::Neighbors {
+                size_estimate,
+                neighbors,
+            } => {
+                w.u32(*size_estimate);
+                let list = &neighbors[..neighbors.len().min(MAX_NEIGHBORS)];
+                w.u8(list.len() as u8);
+                for n in list {
+                    w.address(n.address);
+                    w.u8(n.roles.0);
+                }
+            }
+            Message::DhtStore(list) => {
+                let list = &list[..list.len().min(MAX_RECORDS)];
+                w.u8(list.len() as u8);
+                for r in list {
+                    w.bytes8(&r.key);
+                    w.bytes16(&r.value);
+                    w.u32(r.ttl_secs);
+                }
+            }
+            Message::Routed(m) => {
+                w.address(m.source);
+                w.address(m.destination);
+                w.u8(m.mode.code());
+                w.u8(m.hops);
+                w.u8(m.hop_limit);
+                w.u8(m.payload.kind());
+                m.payload.emit(&mut w);
+            }
+        }
+        w.pos
+    }
+
+    /// Emits the message into a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0u8; self.buffer_len()];
+        let n = self.emit(&mut v);
+        v.truncate(n);
+        v
+    }
+}
