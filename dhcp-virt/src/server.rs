@@ -1104,6 +1104,18 @@ impl<S: LeaseStore> Server<S> {
             b.hardware_addr = msg.hardware_addr;
         }
         self.set_state(addr, BindingState::Bound { expires_at });
+        if renewed && self.config.allocation != Allocation::Local {
+            // Refresh the directory record's lifetime; the answer is not
+            // awaited (the claim is ours already), so its id stays unknown.
+            let id = self.next_id();
+            self.requests.push_back(DirectoryRequest {
+                id,
+                op: DirectoryOp::Claim,
+                addr,
+                owner: client.clone(),
+                lease_duration: self.config.lease_duration,
+            });
+        }
         let mut reply = Reply::to_request(ReplyKind::Ack, msg, self.config.server_addr);
         reply.your_addr = addr;
         reply.client_addr = msg.client_addr;

@@ -29,6 +29,8 @@ pub const CLIENT_PORT: u16 = 68;
 const OPTIONS_OFFSET: usize = 240;
 /// Offset of the magic cookie.
 const COOKIE_OFFSET: usize = 236;
+/// The E bit of the client FQDN flags (RFC 4702 §2.1).
+const FQDN_E: u8 = 0x04;
 /// Ethernet broadcast address.
 pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 
@@ -119,8 +121,8 @@ impl ClientMessageKind {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientFqdn {
     /// The flags octet (S, O, E, N bits). Only the canonical wire encoding
-    /// of the name (E bit set) is decoded; the deprecated ASCII form is
-    /// ignored.
+    /// of the name is read (parsing sets the E bit); the deprecated ASCII
+    /// form is ignored.
     pub flags: u8,
     /// The name, as sent.
     pub name: Name,
@@ -214,20 +216,26 @@ impl ClientMessage {
         out.client_addr = msg.ciaddr();
         out.relay_addr = msg.giaddr();
         out.hops = msg.hops();
+        // Empty values are treated as absent: RFC 2132 gives each of these
+        // a minimum length of 1, and `dhcproto` cannot emit them.
         for (_, opt) in opts.iter() {
             match opt {
-                DhcpOption::ClientIdentifier(id) => out.client_id = Some(id.clone()),
+                DhcpOption::ClientIdentifier(id) if !id.is_empty() => {
+                    out.client_id = Some(id.clone())
+                }
                 DhcpOption::RequestedIpAddress(a) => out.requested_addr = Some(*a),
                 DhcpOption::ServerIdentifier(a) => out.server_id = Some(*a),
-                DhcpOption::ParameterRequestList(list) => {
+                DhcpOption::ParameterRequestList(list) if !list.is_empty() => {
                     out.parameter_request_list = Some(list.iter().map(|c| u8::from(*c)).collect())
                 }
                 DhcpOption::AddressLeaseTime(s) => out.lease_secs = Some(*s),
                 DhcpOption::MaxMessageSize(s) => out.max_message_size = Some(*s),
-                DhcpOption::Hostname(h) => out.hostname = Some(h.clone()),
+                DhcpOption::Hostname(h) if !h.is_empty() => out.hostname = Some(h.clone()),
                 DhcpOption::ClientFQDN(f) => {
+                    // The name was read in the canonical wire format
+                    // (RFC 4702 §2.1, E bit), whatever the flag said.
                     out.fqdn = Some(ClientFqdn {
-                        flags: u8::from(f.flags()),
+                        flags: u8::from(f.flags()) | FQDN_E,
                         name: f.domain().clone(),
                     })
                 }

@@ -244,7 +244,7 @@ fn dhclient_lease_renew_release_restart_and_nak() {
 
     // Released: the server hears it, the address leaves the interface.
     rig.dhclient(&["-r"]);
-    rig.wait_log(&format!("released {first}"), 5);
+    rig.wait_log(&format!("released {first}"), 10);
     assert_eq!(rig.addr(), None);
 
     // Re-obtained from scratch (no client lease file): same address.
@@ -335,13 +335,13 @@ fn udhcpc_lease_renew_release_restart_and_exhaustion() {
     assert!(in_pool(first));
     let link = rig.ns.ip(&["link", "show", &rig.tap]).unwrap();
     assert!(link.contains("mtu 1400"), "{link}");
-    rig.wait_log(&format!("renewed {first}"), 20);
+    rig.wait_log(&format!("renewed {first}"), 25);
 
     // SIGUSR2: release.
     rig.ns
         .run_ok("kill", &["-USR2", &daemon.id().to_string()])
         .unwrap();
-    rig.wait_log(&format!("released {first}"), 5);
+    rig.wait_log(&format!("released {first}"), 10);
     assert!(wait_until(Duration::from_secs(5), || rig.addr().is_none()));
     daemon.kill();
 
@@ -389,5 +389,5 @@ fn udhcpc_lease_renew_release_restart_and_exhaustion() {
     let out = once(&rig, &[]);
     assert!(!out.status.success(), "got a lease from an exhausted pool");
     assert_eq!(rig.addr(), None);
-    rig.wait_log("address pool exhausted", 5);
+    rig.wait_log("address pool exhausted", 10);
 }

@@ -505,3 +505,125 @@ fn leases_expired_while_down_are_remembered_not_bound() {
     assert_eq!(s.leases().count(), 0);
     assert_eq!(lease(&mut s, t0, 1), addr);
 }
+
+fn directory_server() -> (Server<MemoryStore>, Instant) {
+    let t0 = Instant::now();
+    let mut c = config();
+    c.allocation = dhcp_virt::Allocation::Directory {
+        claim_timeout: Duration::from_secs(2),
+        max_attempts: 2,
+    };
+    (Server::new(c, MemoryStore::new(), t0, UNIX).unwrap(), t0)
+}
+
+fn complete(
+    s: &mut Server<MemoryStore>,
+    now: Instant,
+    id: dhcp_virt::RequestId,
+    result: dhcp_virt::ClaimResult,
+) {
+    s.handle_directory_completion(now, dhcp_virt::DirectoryCompletion { id, result });
+}
+
+#[test]
+fn directory_mode_offers_only_claimed_addresses() {
+    use dhcp_virt::{ClaimResult, DirectoryOp};
+    let (mut s, t0) = directory_server();
+    let d = msg(ClientMessageKind::Discover, 1);
+    send(&mut s, t0, &d).unwrap();
+    assert!(s.poll_transmit().is_none(), "no offer before the claim");
+    let claim = s.poll_directory_request().unwrap();
+    assert_eq!(claim.op, DirectoryOp::Claim);
+    assert_eq!(claim.owner, ClientKey::Hardware(mac(1)));
+    // The retransmission is absorbed while the claim is out.
+    assert!(matches!(send(&mut s, t0, &d), Err(Refusal::Pending)));
+    assert!(s.poll_directory_request().is_none());
+    // Lost race: the server claims another address.
+    complete(&mut s, t0, claim.id, ClaimResult::Taken);
+    assert!(s.poll_transmit().is_none());
+    let second = s.poll_directory_request().unwrap();
+    assert_ne!(second.addr, claim.addr);
+    // A stale completion is ignored.
+    complete(&mut s, t0, claim.id, ClaimResult::Granted);
+    assert!(s.poll_transmit().is_none());
+    complete(&mut s, t0, second.id, ClaimResult::Granted);
+    let (_, offer) = reply(&mut s);
+    assert_eq!(offer.your_addr, second.addr);
+    // SELECTING REQUEST: ACK without another claim.
+    let mut r = msg(ClientMessageKind::Request, 1);
+    r.server_id = Some(SERVER);
+    r.requested_addr = Some(offer.your_addr);
+    send(&mut s, t0, &r).unwrap();
+    assert_eq!(reply(&mut s).1.kind, ReplyKind::Ack);
+    assert!(s.poll_directory_request().is_none());
+    // A renewal refreshes the record without waiting for it.
+    let mut renew = msg(ClientMessageKind::Request, 1);
+    renew.client_addr = offer.your_addr;
+    send(&mut s, t0 + Duration::from_secs(50), &renew).unwrap();
+    assert_eq!(reply(&mut s).1.kind, ReplyKind::Ack);
+    let refresh = s.poll_directory_request().unwrap();
+    assert_eq!(
+        (refresh.op, refresh.addr),
+        (DirectoryOp::Claim, offer.your_addr)
+    );
+    // Release frees the record.
+    let mut rel = msg(ClientMessageKind::Release, 1);
+    rel.client_addr = offer.your_addr;
+    send(&mut s, t0 + Duration::from_secs(51), &rel).unwrap();
+    assert_eq!(s.poll_directory_request().unwrap().op, DirectoryOp::Release);
+}
+
+#[test]
+fn directory_mode_init_reboot_conflict_naks_and_timeouts_forget() {
+    use dhcp_virt::ClaimResult;
+    let (mut s, t0) = directory_server();
+    let mut r = msg(ClientMessageKind::Request, 2);
+    r.requested_addr = Some(a("10.8.0.150"));
+    send(&mut s, t0, &r).unwrap();
+    let claim = s.poll_directory_request().unwrap();
+    assert_eq!(claim.addr, a("10.8.0.150"));
+    complete(&mut s, t0, claim.id, ClaimResult::Taken);
+    assert_eq!(reply(&mut s).1.kind, ReplyKind::Nak);
+    assert!(matches!(
+        s.poll_event(),
+        Some(Event::Refused {
+            reason: Refusal::AddressTaken { .. },
+            ..
+        })
+    ));
+    // Both attempts lost: refused as exhausted, no offer.
+    send(&mut s, t0, &msg(ClientMessageKind::Discover, 3)).unwrap();
+    let c1 = s.poll_directory_request().unwrap();
+    complete(&mut s, t0, c1.id, ClaimResult::Taken);
+    let c2 = s.poll_directory_request().unwrap();
+    complete(&mut s, t0, c2.id, ClaimResult::Taken);
+    assert!(s.poll_transmit().is_none());
+    assert!(matches!(
+        s.poll_event(),
+        Some(Event::Refused {
+            reason: Refusal::PoolExhausted,
+            ..
+        })
+    ));
+    // An unanswered claim is forgotten after the claim timeout; the
+    // client's next DISCOVER starts a new one.
+    send(&mut s, t0, &msg(ClientMessageKind::Discover, 4)).unwrap();
+    let c3 = s.poll_directory_request().unwrap();
+    assert_eq!(s.pending_count(), 1);
+    s.handle_timeout(t0 + Duration::from_secs(3));
+    assert_eq!(s.pending_count(), 0);
+    complete(
+        &mut s,
+        t0 + Duration::from_secs(3),
+        c3.id,
+        ClaimResult::Granted,
+    );
+    assert!(s.poll_transmit().is_none());
+    send(
+        &mut s,
+        t0 + Duration::from_secs(4),
+        &msg(ClientMessageKind::Discover, 4),
+    )
+    .unwrap();
+    assert!(s.poll_directory_request().is_some());
+}
