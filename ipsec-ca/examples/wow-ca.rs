@@ -10,7 +10,7 @@
 //! wow-ca revoke --dir CADIR --cert node.pem
 //! wow-ca crl --dir CADIR --out crl.pem [--envelope-out crl.env]
 //! wow-ca verify --ca ca.pem [--chain chain.pem] [--crl crl.pem] --cert node.pem --ip IP
-//! wow-ca sign-loop --dir CADIR --count N [--first-ip IP]   (crash-test driver)
+//! wow-ca sign-loop --dir CADIR --count N [--first-ip IP] [--compact-every N]   (crash-test driver)
 //! ```
 //!
 //! Every refusal exits non-zero with one line `wow-ca: <reason>` on stderr.
@@ -141,6 +141,9 @@ enum Command {
         count: u32,
         #[arg(long, default_value = "10.128.0.1")]
         first_ip: Ipv4Addr,
+        /// Journal lines between snapshots (small values exercise compaction).
+        #[arg(long)]
+        compact_every: Option<usize>,
     },
 }
 
@@ -163,7 +166,14 @@ fn seed() -> Result<[u8; 32]> {
 }
 
 fn open(dir: &Path) -> Result<Ca<FileStore>> {
-    let store = FileStore::new(dir)?;
+    open_with(dir, None)
+}
+
+fn open_with(dir: &Path, compact_every: Option<usize>) -> Result<Ca<FileStore>> {
+    let mut store = FileStore::new(dir)?;
+    if let Some(lines) = compact_every {
+        store.set_compact_every(lines);
+    }
     if !store.has_identity() {
         return Err(format!("{} holds no CA (run init)", dir.display()).into());
     }
@@ -248,7 +258,7 @@ fn run(cli: Cli) -> Result<()> {
                 for rec in ca.issued() {
                     let status = match rec.revoked_at {
                         Some(_) => "revoked",
-                        None if rec.not_after <= now_s => "expired",
+                        None if rec.not_after < now_s => "expired",
                         None => "live",
                     };
                     println!("{} {} {status}", hex(&rec.serial), rec.virtual_ip);
@@ -328,8 +338,9 @@ fn run(cli: Cli) -> Result<()> {
             dir,
             count,
             first_ip,
+            compact_every,
         } => {
-            let mut ca = open(&dir)?;
+            let mut ca = open_with(&dir, compact_every)?;
             let key = NodeKey::generate(KeyType::Ed25519)?;
             let stdout = std::io::stdout();
             let base = u32::from(first_ip);

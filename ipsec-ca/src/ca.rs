@@ -16,7 +16,7 @@ use crate::csr::{CsrInfo, parse_csr};
 use crate::error::{CaError, PolicyError, StoreError, WireError};
 use crate::identity::CaIdentity;
 use crate::key::KeyType;
-use crate::state::{CaState, IssuedRecord, PendingRecord, RevocationReason};
+use crate::state::{CaState, Change, IssuedRecord, PendingRecord, RevocationReason};
 use crate::store::Store;
 use crate::wire::{CrlEnvelope, EnrolmentMessage, RejectReason};
 
@@ -202,6 +202,19 @@ impl<S: Store> Ca<S> {
         Ok(())
     }
 
+    /// Records `change` durably, then applies it in memory. On a store error
+    /// nothing changes.
+    fn commit(&mut self, change: Change) -> Result<(), CaError> {
+        self.store.record(&self.state, &change)?;
+        self.state.apply(&change)?;
+        if let Change::Issue { record, .. } = &change {
+            let index = self.state.issued.len() - 1;
+            self.by_serial.insert(record.serial.clone(), index);
+            self.by_ip.entry(record.virtual_ip).or_default().push(index);
+        }
+        Ok(())
+    }
+
     /// The CA's identity.
     pub fn identity(&self) -> &CaIdentity {
         &self.identity
@@ -340,7 +353,7 @@ impl<S: Store> Ca<S> {
         info: &CsrInfo,
         validity: Duration,
         now: OffsetDateTime,
-        remove_pending: Option<usize>,
+        pending_id: Option<u64>,
     ) -> Result<Issued, CaError> {
         let serial = self.fresh_serial();
         let not_after = now.checked_add(validity).ok_or(CaError::TimeOutOfRange)?;
@@ -381,54 +394,26 @@ impl<S: Store> Ca<S> {
             .map_err(CaError::Encode)?;
         let der = cert.der().to_vec();
 
-        // Apply, persist, roll back on failure.
         let now_s = unix(now);
-        let superseded: Vec<usize> = self
-            .by_ip
-            .get(&info.virtual_ip)
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(|&i| {
-                self.state
-                    .issued
-                    .get(i)
-                    .is_some_and(|r| r.is_live(now_s) && r.spki == info.spki_der)
-            })
+        let superseded: Vec<Vec<u8>> = self
+            .live_for_ip(info.virtual_ip, now_s)
+            .filter(|r| r.spki == info.spki_der)
+            .map(|r| r.serial.clone())
             .collect();
-        for &i in &superseded {
-            if let Some(r) = self.state.issued.get_mut(i) {
-                r.revoked_at = Some(now_s);
-                r.revocation_reason = Some(RevocationReason::Superseded);
-            }
-        }
-        let removed = remove_pending.map(|i| self.state.pending.remove(i));
-        self.state.issued.push(IssuedRecord {
-            serial: serial.clone(),
-            virtual_ip: info.virtual_ip,
-            spki: info.spki_der.clone(),
-            issued_at: now_s,
-            not_after: unix(not_after),
-            certificate: der.clone(),
-            revoked_at: None,
-            revocation_reason: None,
-        });
-        if let Err(e) = self.store.save(&self.state) {
-            self.state.issued.pop();
-            if let (Some(i), Some(p)) = (remove_pending, removed) {
-                self.state.pending.insert(i, p);
-            }
-            for &i in &superseded {
-                if let Some(r) = self.state.issued.get_mut(i) {
-                    r.revoked_at = None;
-                    r.revocation_reason = None;
-                }
-            }
-            return Err(e.into());
-        }
-        let index = self.state.issued.len() - 1;
-        self.by_serial.insert(serial.clone(), index);
-        self.by_ip.entry(info.virtual_ip).or_default().push(index);
+        self.commit(Change::Issue {
+            record: IssuedRecord {
+                serial: serial.clone(),
+                virtual_ip: info.virtual_ip,
+                spki: info.spki_der.clone(),
+                issued_at: now_s,
+                not_after: unix(not_after),
+                certificate: der.clone(),
+                revoked_at: None,
+                revocation_reason: None,
+            },
+            superseded,
+            pending_id,
+        })?;
         Ok(Issued {
             serial,
             certificate: der,
@@ -457,32 +442,28 @@ impl<S: Store> Ca<S> {
             return Ok(p.id);
         }
         // A node sending a different request replaces its earlier one.
-        let replaced = self
+        let replaced: Vec<u64> = self
             .state
             .pending
             .iter()
             .filter(|p| p.source_ip == source_ip)
-            .count();
-        if self.state.pending.len() - replaced >= self.policy.max_pending {
+            .map(|p| p.id)
+            .collect();
+        if self.state.pending.len() - replaced.len() >= self.policy.max_pending {
             return Err(PolicyError::QueueFull.into());
         }
-        let saved_pending = self.state.pending.clone();
-        self.state.pending.retain(|p| p.source_ip != source_ip);
         let id = self.state.next_pending_id;
-        self.state.next_pending_id += 1;
-        self.state.pending.push(PendingRecord {
-            id,
-            source_ip,
-            request_id,
-            received_at: unix(now),
-            validity_secs: validity.whole_seconds(),
-            csr: csr_der.to_vec(),
-        });
-        if let Err(e) = self.store.save(&self.state) {
-            self.state.pending = saved_pending;
-            self.state.next_pending_id -= 1;
-            return Err(e.into());
-        }
+        self.commit(Change::Enqueue {
+            record: PendingRecord {
+                id,
+                source_ip,
+                request_id,
+                received_at: unix(now),
+                validity_secs: validity.whole_seconds(),
+                csr: csr_der.to_vec(),
+            },
+            replaced,
+        })?;
         Ok(id)
     }
 
@@ -507,7 +488,7 @@ impl<S: Store> Ca<S> {
             Some(Duration::seconds(pending.validity_secs)),
             now,
         )?;
-        let issued = self.issue(&info, validity, now, Some(index))?;
+        let issued = self.issue(&info, validity, now, Some(id))?;
         self.transmits.push_back(Transmit {
             destination: pending.source_ip,
             payload: EnrolmentMessage::Issued {
@@ -523,11 +504,8 @@ impl<S: Store> Ca<S> {
     /// [`Ca::poll_transmit`].
     pub fn reject(&mut self, id: u64) -> Result<PendingRecord, CaError> {
         let index = self.pending_index(id)?;
-        let removed = self.state.pending.remove(index);
-        if let Err(e) = self.store.save(&self.state) {
-            self.state.pending.insert(index, removed);
-            return Err(e.into());
-        }
+        let removed = self.state.pending[index].clone();
+        self.commit(Change::Reject { id })?;
         self.transmits.push_back(Transmit {
             destination: removed.source_ip,
             payload: EnrolmentMessage::Rejected {
@@ -546,28 +524,17 @@ impl<S: Store> Ca<S> {
         reason: RevocationReason,
         now: OffsetDateTime,
     ) -> Result<(), CaError> {
-        let &index = self
-            .by_serial
-            .get(serial)
-            .ok_or(CaError::UnknownCertificate)?;
         let rec = self
-            .state
-            .issued
-            .get_mut(index)
+            .find_serial(serial)
             .ok_or(CaError::UnknownCertificate)?;
         if rec.revoked_at.is_some() {
             return Err(CaError::AlreadyRevoked);
         }
-        rec.revoked_at = Some(unix(now));
-        rec.revocation_reason = Some(reason);
-        if let Err(e) = self.store.save(&self.state) {
-            if let Some(rec) = self.state.issued.get_mut(index) {
-                rec.revoked_at = None;
-                rec.revocation_reason = None;
-            }
-            return Err(e.into());
-        }
-        Ok(())
+        self.commit(Change::Revoke {
+            serial: serial.to_vec(),
+            at: unix(now),
+            reason,
+        })
     }
 
     /// Revokes the certificate whose DER is `cert_der` (it must be in the index).
@@ -597,7 +564,7 @@ impl<S: Store> Ca<S> {
             .ok_or(CaError::TimeOutOfRange)?;
         let mut revoked_certs = Vec::new();
         for rec in &self.state.issued {
-            let (Some(at), true) = (rec.revoked_at, rec.not_after > now_s) else {
+            let (Some(at), true) = (rec.revoked_at, rec.not_after >= now_s) else {
                 continue;
             };
             revoked_certs.push(RevokedCertParams {
@@ -619,11 +586,7 @@ impl<S: Store> Ca<S> {
         let crl = params
             .signed_by(self.identity.issuer())
             .map_err(CaError::Encode)?;
-        self.state.crl_number = number;
-        if let Err(e) = self.store.save(&self.state) {
-            self.state.crl_number = number - 1;
-            return Err(e.into());
-        }
+        self.commit(Change::CrlIssued { number })?;
         Ok(SignedCrl {
             number,
             der: crl.der().to_vec(),

@@ -155,9 +155,13 @@ pub enum StoreError {
     /// The stored state has an unknown format version.
     #[error("stored CA state has unsupported version {0}")]
     UnsupportedVersion(u32),
-    /// The stored state is internally inconsistent (duplicate serials).
+    /// The stored state is internally inconsistent (duplicate serials, a
+    /// journal gap, a change that does not fit).
     #[error("stored CA state is inconsistent")]
     Inconsistent,
+    /// Another process (or store) has this CA directory open.
+    #[error("CA directory {0} is in use by another process")]
+    Locked(PathBuf),
 }
 
 /// Why a peer certificate was not accepted.

@@ -7,19 +7,29 @@
 //! | `ca.pem` | CA certificate | 0644 |
 //! | `ca.key` | CA private key, PKCS#8 PEM | 0600 |
 //! | `chain.pem` | certificates above an intermediate CA, nearest first | 0644 |
-//! | `state.json` | [`CaState`] | 0600 |
+//! | `state.json` | [`CaState`] snapshot | 0600 |
+//! | `journal.jsonl` | changes since the snapshot, one JSON [`Change`] per line | 0600 |
+//! | `lock` | held (`flock`) while a [`FileStore`] is open | 0600 |
 //!
-//! Every file is written atomically: write a temporary file in the same
+//! Whole files are written atomically: write a temporary file in the same
 //! directory, fsync it, rename it over the target, fsync the directory.
+//! A change is one appended journal line, fsynced before the call returns
+//! (O(1) per certificate instead of rewriting the index). Every
+//! [`DEFAULT_COMPACT_EVERY`] lines the state is snapshotted and the journal
+//! emptied. Loading replays the journal lines newer than the snapshot (by
+//! sequence number, so a crash between snapshot and journal reset is
+//! harmless) and drops a torn last line: it was never acknowledged.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{CaError, StoreError};
 use crate::identity::CaIdentity;
-use crate::state::CaState;
+use crate::state::{CaState, Change};
 use crate::store::Store;
 
 /// File name of the CA certificate.
@@ -30,6 +40,19 @@ pub const CA_KEY_FILE: &str = "ca.key";
 pub const CHAIN_FILE: &str = "chain.pem";
 /// File name of the state snapshot.
 pub const STATE_FILE: &str = "state.json";
+/// File name of the change journal.
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+/// File name of the lock file.
+pub const LOCK_FILE: &str = "lock";
+/// Journal lines between snapshots.
+pub const DEFAULT_COMPACT_EVERY: usize = 1024;
+
+/// One journal line.
+#[derive(Debug, Serialize, Deserialize)]
+struct JournalEntry {
+    seq: u64,
+    change: Change,
+}
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
@@ -75,14 +98,23 @@ fn read(path: &Path) -> Result<String, StoreError> {
     fs::read_to_string(path).map_err(io_err("read", path))
 }
 
-/// A CA directory on disk.
-#[derive(Debug, Clone)]
+/// A CA directory on disk, locked for exclusive use while this value lives.
+#[derive(Debug)]
 pub struct FileStore {
     dir: PathBuf,
+    _lock: File,
+    /// Lines in the journal (valid after `load`).
+    journal_entries: usize,
+    /// Length of the journal's valid prefix, bytes.
+    journal_len: u64,
+    /// A failed append may have left a partial line: snapshot next time.
+    needs_snapshot: bool,
+    compact_every: usize,
 }
 
 impl FileStore {
-    /// Uses `dir` (created if missing, mode 0700).
+    /// Uses `dir` (created if missing, mode 0700) and takes its lock; fails
+    /// with [`StoreError::Locked`] if another `FileStore` holds it.
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let dir = dir.into();
         if !dir.is_dir() {
@@ -90,7 +122,33 @@ impl FileStore {
                 .create(&dir)
                 .map_err(io_err("mkdir", &dir))?;
         }
-        Ok(FileStore { dir })
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir)),
+            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
+        }
+        Ok(FileStore {
+            dir,
+            _lock: lock,
+            journal_entries: 0,
+            journal_len: 0,
+            needs_snapshot: true,
+            compact_every: DEFAULT_COMPACT_EVERY,
+        })
+    }
+
+    /// Sets the number of journal lines between snapshots (at least 1).
+    pub fn set_compact_every(&mut self, lines: usize) {
+        self.compact_every = lines.max(1);
     }
 
     /// The directory.
@@ -140,17 +198,111 @@ impl FileStore {
     }
 }
 
+impl FileStore {
+    fn append(&mut self, line: &[u8]) -> Result<(), StoreError> {
+        let path = self.dir.join(JOURNAL_FILE);
+        let mut file = OpenOptions::new()
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        let result = file
+            .write_all(line)
+            .and_then(|()| file.sync_data())
+            .map_err(io_err("append", &path));
+        if result.is_err() {
+            // Drop any partial line; if even that fails, the next change
+            // rewrites everything as a snapshot.
+            self.needs_snapshot = true;
+            let _ = file.set_len(self.journal_len);
+        }
+        result
+    }
+}
+
 impl Store for FileStore {
     fn load(&mut self) -> Result<Option<CaState>, StoreError> {
         let path = self.dir.join(STATE_FILE);
-        match fs::read(&path) {
-            Ok(bytes) => CaState::decode(&bytes).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err("read", &path)(e)),
+        let snapshot = match fs::read(&path) {
+            Ok(bytes) => CaState::decode(&bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.needs_snapshot = true;
+                return Ok(None);
+            }
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        let journal_path = self.dir.join(JOURNAL_FILE);
+        let journal = match fs::read(&journal_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err("read", &journal_path)(e)),
+        };
+        let mut state = snapshot;
+        let mut pos = 0usize;
+        let mut entries = 0usize;
+        while pos < journal.len() {
+            let rest = journal.get(pos..).unwrap_or_default();
+            // No newline: a torn append, never acknowledged.
+            let Some(newline) = rest.iter().position(|&b| b == b'\n') else {
+                break;
+            };
+            let line = rest.get(..newline).unwrap_or_default();
+            let entry: JournalEntry = match serde_json::from_slice(line) {
+                Ok(entry) => entry,
+                // A garbled last line is a torn append too; earlier ones are corruption.
+                Err(_) if pos + newline + 1 == journal.len() => break,
+                Err(e) => return Err(StoreError::Corrupt(e)),
+            };
+            if entry.seq > state.seq {
+                if entry.seq != state.seq + 1 {
+                    return Err(StoreError::Inconsistent);
+                }
+                state.apply(&entry.change)?;
+            }
+            entries += 1;
+            pos += newline + 1;
         }
+        if pos < journal.len() {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&journal_path)
+                .map_err(io_err("open", &journal_path))?;
+            file.set_len(pos as u64)
+                .and_then(|()| file.sync_all())
+                .map_err(io_err("truncate", &journal_path))?;
+        }
+        self.journal_entries = entries;
+        self.journal_len = pos as u64;
+        self.needs_snapshot = !journal_path.exists();
+        Ok(Some(state))
     }
 
     fn save(&mut self, state: &CaState) -> Result<(), StoreError> {
-        write_atomic(&self.dir.join(STATE_FILE), &state.encode(), 0o600)
+        write_atomic(&self.dir.join(STATE_FILE), &state.encode(), 0o600)?;
+        // Lines up to `state.seq` are now redundant (and skipped if a crash
+        // leaves them): start an empty journal.
+        write_atomic(&self.dir.join(JOURNAL_FILE), b"", 0o600)?;
+        self.journal_entries = 0;
+        self.journal_len = 0;
+        self.needs_snapshot = false;
+        Ok(())
+    }
+
+    fn record(&mut self, before: &CaState, change: &Change) -> Result<(), StoreError> {
+        if self.needs_snapshot || self.journal_entries >= self.compact_every {
+            let mut after = before.clone();
+            after.apply(change)?;
+            return self.save(&after);
+        }
+        let entry = JournalEntry {
+            seq: before.seq + 1,
+            change: change.clone(),
+        };
+        let mut line = serde_json::to_vec(&entry).map_err(StoreError::Corrupt)?;
+        line.push(b'\n');
+        self.append(&line)?;
+        self.journal_entries += 1;
+        self.journal_len += line.len() as u64;
+        Ok(())
     }
 }

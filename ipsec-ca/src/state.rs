@@ -1,7 +1,8 @@
 //! The CA's persistent state: issued-certificate index, pending queue, counters.
 //!
 //! Encoded as JSON (byte strings as lower-case hex) so an administrator can read
-//! it. A [`crate::Store`] persists whole snapshots.
+//! it. Every mutation is a [`Change`]; a [`crate::Store`] persists either whole
+//! snapshots or a journal of changes, and [`CaState::apply`] replays them.
 
 use std::net::Ipv4Addr;
 
@@ -63,9 +64,10 @@ pub struct IssuedRecord {
 }
 
 impl IssuedRecord {
-    /// Whether the certificate is unrevoked and unexpired at `now` (Unix seconds).
+    /// Whether the certificate is unrevoked and unexpired at `now` (Unix
+    /// seconds; notAfter itself is inside the validity, RFC 5280 §4.1.2.5).
     pub fn is_live(&self, now: i64) -> bool {
-        self.revoked_at.is_none() && self.not_after > now
+        self.revoked_at.is_none() && self.not_after >= now
     }
 }
 
@@ -92,6 +94,9 @@ pub struct PendingRecord {
 pub struct CaState {
     /// Format version ([`STATE_VERSION`]).
     pub version: u32,
+    /// Number of changes applied since the CA was created.
+    #[serde(default)]
+    pub seq: u64,
     /// Number of the last CRL issued (0: none yet).
     pub crl_number: u64,
     /// Next pending-queue id.
@@ -106,6 +111,7 @@ impl Default for CaState {
     fn default() -> Self {
         CaState {
             version: STATE_VERSION,
+            seq: 0,
             crl_number: 0,
             next_pending_id: 1,
             issued: Vec::new(),
@@ -114,7 +120,137 @@ impl Default for CaState {
     }
 }
 
+/// One mutation of the CA state, as journaled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Change {
+    /// A certificate was issued; `superseded` serials were revoked as
+    /// superseded at its issue time; `pending_id` left the queue.
+    Issue {
+        /// The new index entry.
+        record: IssuedRecord,
+        /// Serials the renewal superseded.
+        #[serde(with = "hex_list")]
+        superseded: Vec<Vec<u8>>,
+        /// The queue entry this approval consumed.
+        pending_id: Option<u64>,
+    },
+    /// A certificate was revoked.
+    Revoke {
+        /// Its serial.
+        #[serde(with = "hex_bytes")]
+        serial: Vec<u8>,
+        /// Unix seconds.
+        at: i64,
+        /// Why.
+        reason: RevocationReason,
+    },
+    /// A request was queued, replacing `replaced` queue entries.
+    Enqueue {
+        /// The new queue entry.
+        record: PendingRecord,
+        /// Entries it replaced.
+        replaced: Vec<u64>,
+    },
+    /// A queue entry was rejected.
+    Reject {
+        /// Its id.
+        id: u64,
+    },
+    /// A CRL with this number was issued.
+    CrlIssued {
+        /// The CRL number.
+        number: u64,
+    },
+}
+
 impl CaState {
+    /// Applies one change, checking it fits the state (so a replayed journal
+    /// cannot corrupt the index), and advances [`CaState::seq`]. On error the
+    /// state is unchanged.
+    pub fn apply(&mut self, change: &Change) -> Result<(), StoreError> {
+        match change {
+            Change::Issue {
+                record,
+                superseded,
+                pending_id,
+            } => {
+                if self.issued.iter().any(|r| r.serial == record.serial) {
+                    return Err(StoreError::Inconsistent);
+                }
+                let pending_index = match pending_id {
+                    Some(id) => Some(
+                        self.pending
+                            .iter()
+                            .position(|p| p.id == *id)
+                            .ok_or(StoreError::Inconsistent)?,
+                    ),
+                    None => None,
+                };
+                let mut targets = Vec::with_capacity(superseded.len());
+                for serial in superseded {
+                    let i = self
+                        .issued
+                        .iter()
+                        .position(|r| &r.serial == serial)
+                        .ok_or(StoreError::Inconsistent)?;
+                    targets.push(i);
+                }
+                for i in targets {
+                    if let Some(r) = self.issued.get_mut(i)
+                        && r.revoked_at.is_none()
+                    {
+                        r.revoked_at = Some(record.issued_at);
+                        r.revocation_reason = Some(RevocationReason::Superseded);
+                    }
+                }
+                if let Some(i) = pending_index {
+                    self.pending.remove(i);
+                }
+                self.issued.push(record.clone());
+            }
+            Change::Revoke { serial, at, reason } => {
+                let rec = self
+                    .issued
+                    .iter_mut()
+                    .find(|r| &r.serial == serial)
+                    .ok_or(StoreError::Inconsistent)?;
+                if rec.revoked_at.is_some() {
+                    return Err(StoreError::Inconsistent);
+                }
+                rec.revoked_at = Some(*at);
+                rec.revocation_reason = Some(*reason);
+            }
+            Change::Enqueue { record, replaced } => {
+                if record.id < self.next_pending_id
+                    || self.pending.iter().any(|p| p.id == record.id)
+                {
+                    return Err(StoreError::Inconsistent);
+                }
+                self.pending.retain(|p| !replaced.contains(&p.id));
+                self.pending.push(record.clone());
+                self.next_pending_id = record.id + 1;
+            }
+            Change::Reject { id } => {
+                let i = self
+                    .pending
+                    .iter()
+                    .position(|p| p.id == *id)
+                    .ok_or(StoreError::Inconsistent)?;
+                self.pending.remove(i);
+            }
+            Change::CrlIssued { number } => {
+                if *number <= self.crl_number {
+                    return Err(StoreError::Inconsistent);
+                }
+                self.crl_number = *number;
+            }
+        }
+        self.seq += 1;
+        Ok(())
+    }
+
     /// Encodes as JSON.
     pub fn encode(&self) -> Vec<u8> {
         // Serialising plain data with string keys cannot fail.
@@ -128,6 +264,27 @@ impl CaState {
             return Err(StoreError::UnsupportedVersion(state.version));
         }
         Ok(state)
+    }
+}
+
+mod hex_list {
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(list: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(list.len()))?;
+        for bytes in list {
+            seq.serialize_element(&crate::state::hex_encode(bytes))?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        let texts = Vec::<String>::deserialize(d)?;
+        texts
+            .iter()
+            .map(|t| crate::state::hex_decode(t).ok_or_else(|| D::Error::custom("bad hex")))
+            .collect()
     }
 }
 

@@ -1,18 +1,32 @@
 //! Persistence of [`CaState`] behind a small trait.
 
 use crate::error::StoreError;
-use crate::state::CaState;
+use crate::state::{CaState, Change};
 
 /// Where a [`crate::Ca`] keeps its state.
 ///
-/// `save` must be atomic: after a crash at any point, `load` returns either the
-/// previous snapshot or the new one, never a mix. The CA releases a certificate
-/// only after `save` of the state recording it returned `Ok`.
+/// Durability contract: when [`Store::save`] or [`Store::record`] returns
+/// `Ok`, a later [`Store::load`] (even after a crash or power loss) returns a
+/// state that includes the change. A crash during a call leaves either the
+/// state before or the state after it, never a mix. The CA hands out a
+/// certificate only after `record` of its issue returned `Ok`, so no
+/// acknowledged certificate is lost and no serial is used twice.
 pub trait Store {
-    /// Loads the last saved snapshot; `None` if nothing was ever saved.
+    /// Loads the current state; `None` if nothing was ever saved.
     fn load(&mut self) -> Result<Option<CaState>, StoreError>;
-    /// Saves a snapshot atomically and durably.
+
+    /// Saves a whole snapshot atomically and durably.
     fn save(&mut self, state: &CaState) -> Result<(), StoreError>;
+
+    /// Records `change`, made to `before`, atomically and durably.
+    ///
+    /// The default applies it to a copy and saves a whole snapshot; a store
+    /// may instead append the change to a journal (as [`crate::FileStore`] does).
+    fn record(&mut self, before: &CaState, change: &Change) -> Result<(), StoreError> {
+        let mut after = before.clone();
+        after.apply(change)?;
+        self.save(&after)
+    }
 }
 
 /// An in-memory store (tests, benches, or a CA whose state lives elsewhere).

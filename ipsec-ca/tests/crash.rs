@@ -1,7 +1,8 @@
 //! Crash safety: the `wow-ca sign-loop` example signs certificates in a loop
 //! and prints each serial once its index entry is durable; the test kills it
-//! with SIGKILL at random moments, reopens the CA directory, and checks that no
-//! printed certificate is missing and no serial was issued twice.
+//! with SIGKILL at random moments (in journal appends, snapshots and journal
+//! resets alike), reopens the CA directory, and checks that no printed
+//! certificate is missing and no serial was issued twice.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
@@ -58,6 +59,9 @@ fn sigkill_during_signing_loses_nothing_and_reuses_no_serial() {
                 "60000",
                 "--first-ip",
                 &first_ip.to_string(),
+                // Snapshot often, so kills also land inside compactions.
+                "--compact-every",
+                "16",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -86,8 +90,8 @@ fn sigkill_during_signing_loses_nothing_and_reuses_no_serial() {
             .read_to_string(&mut stderr)
             .unwrap();
         assert!(
-            !stderr.contains("wow-ca:"),
-            "round {round} (seed {seed}): signer refused: {stderr}"
+            stderr.is_empty(),
+            "round {round} (seed {seed}): signer failed: {stderr}"
         );
         // Only complete lines were acknowledged.
         for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
@@ -125,8 +129,8 @@ fn sigkill_during_signing_loses_nothing_and_reuses_no_serial() {
         Ca::open(identity, Policy::default(), store, [0; 32]).unwrap();
     }
     assert!(
-        killed_mid_run > 0,
-        "no run was killed mid-way; the test exercised nothing"
+        killed_mid_run > 0 && !acknowledged.is_empty(),
+        "no run was killed mid-way or nothing was signed; the test exercised nothing"
     );
 
     // Every acknowledged certificate verifies against the CA.

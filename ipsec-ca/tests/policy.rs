@@ -796,3 +796,27 @@ fn node_enrolment_gives_up_without_answers() {
     );
     assert_eq!(node.poll_event(), Some(EnrolmentEvent::GaveUp));
 }
+
+/// Pinned from `ca_invariants`: at exactly notAfter a certificate is still
+/// valid (RFC 5280 §4.1.2.5), for the verifier, the index and the CRL alike.
+#[test]
+fn not_after_is_inclusive_everywhere() {
+    let mut ca = new_ca(KeyType::Ed25519, Policy::default());
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let issued = ca.sign(&csr(&key, IP), IP, None, t0()).unwrap();
+    let end = t0() + ca.policy().default_validity;
+    let verifier = Verifier::new(ca.identity().cert_der()).unwrap();
+    verifier.verify(&issued.certificate, IP, end).unwrap();
+    assert!(ca.issued()[0].is_live(end.unix_timestamp()));
+    let other = NodeKey::generate(KeyType::Ed25519).unwrap();
+    assert!(matches!(
+        ca.sign(&csr(&other, IP), IP, None, end),
+        Err(CaError::Policy(PolicyError::IpInUse { .. }))
+    ));
+    let after = end + Duration::seconds(1);
+    assert_eq!(
+        verifier.verify(&issued.certificate, IP, after),
+        Err(VerifyError::Expired)
+    );
+    ca.sign(&csr(&other, IP), IP, None, after).unwrap();
+}
