@@ -3,7 +3,9 @@
 //! ```text
 //! punch rendezvous --listen 0.0.0.0:3478 [--alternate-port 3479]
 //! punch connect --bind 10.0.0.2:4000 --rendezvous 192.0.2.1:3478 \
-//!       --id alice --peer bob [--stun 192.0.2.9:3478] [--timeout 10]
+//!       --id alice --peer bob [--stun 192.0.2.9:3478] [--timeout 10] \
+//!       [--turn 192.0.2.3:3478 [--turn-user U --turn-password P]] \
+//!       [--relay-first --punch-delay-ms 400] [--guess 8]
 //! ```
 //!
 //! The rendezvous answers STUN Binding requests (so it is also an observer
@@ -28,7 +30,7 @@ use nat_traversal::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, NatRe
 use nat_traversal::link::{Link, LinkEvent, PathKind, Route, session_key};
 use nat_traversal::punch::{PunchConfig, PunchEvent, PunchSession};
 use nat_traversal::server::{Server, ServerConfig};
-use nat_traversal::turn::{TurnClient, TurnConfig, TurnEvent};
+use nat_traversal::turn::{TurnClient, TurnConfig, TurnCredentials, TurnEvent};
 use nat_traversal::wire::{Candidate, CandidateKind, Offer, SignalRepr, signal, stun};
 use nat_traversal::{Socket, Transmit};
 
@@ -40,6 +42,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)]
 enum Mode {
     /// Run the rendezvous (STUN server, offer forwarding, relay).
     Rendezvous {
@@ -85,10 +88,15 @@ enum Mode {
         /// Wait this long after the offer before punching, milliseconds.
         #[arg(long, default_value_t = 0)]
         punch_delay_ms: u64,
-        /// A TURN server (anonymous allocations) to relay through instead
-        /// of the rendezvous.
+        /// A TURN server to relay through instead of the rendezvous.
         #[arg(long)]
         turn: Option<SocketAddr>,
+        /// TURN username (long-term credentials), with --turn-password.
+        #[arg(long, requires = "turn_password")]
+        turn_user: Option<String>,
+        /// TURN password.
+        #[arg(long)]
+        turn_password: Option<String>,
     },
 }
 
@@ -136,6 +144,8 @@ fn main() -> ExitCode {
             relay_first,
             punch_delay_ms,
             turn,
+            turn_user,
+            turn_password,
         } => {
             let args = ConnectArgs {
                 bind,
@@ -150,6 +160,9 @@ fn main() -> ExitCode {
                 relay_first,
                 punch_delay: Duration::from_millis(punch_delay_ms),
                 turn,
+                turn_credentials: turn_user
+                    .zip(turn_password)
+                    .map(|(username, password)| TurnCredentials { username, password }),
             };
             match connect(&args) {
                 Ok(line) => {
@@ -256,6 +269,7 @@ struct ConnectArgs {
     relay_first: bool,
     punch_delay: Duration,
     turn: Option<SocketAddr>,
+    turn_credentials: Option<TurnCredentials>,
 }
 
 fn send(socket: &UdpSocket, t: Transmit) {
@@ -316,9 +330,9 @@ fn discover(
 }
 
 /// Allocate a relayed address on a TURN server (blocking, up to ~4 s).
-fn allocate(server: SocketAddr, socket: &UdpSocket) -> Result<(TurnClient, SocketAddr), String> {
-    let mut client = TurnClient::new(TurnConfig::new(server), Instant::now(), random_u64())
-        .map_err(|e| e.to_string())?;
+fn allocate(config: TurnConfig, socket: &UdpSocket) -> Result<(TurnClient, SocketAddr), String> {
+    let mut client =
+        TurnClient::new(config, Instant::now(), random_u64()).map_err(|e| e.to_string())?;
     let mut buf = [0u8; 2048];
     loop {
         while let Some(t) = client.poll_transmit() {
@@ -371,7 +385,9 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
     }
     let mut turn = match args.turn {
         Some(server) => {
-            let (client, relayed) = allocate(server, &socket)?;
+            let mut config = TurnConfig::new(server);
+            config.credentials = args.turn_credentials.clone();
+            let (client, relayed) = allocate(config, &socket)?;
             println!("turn relayed={relayed}");
             candidates.push(Candidate::new(CandidateKind::Relayed, relayed, 65535));
             Some(client)

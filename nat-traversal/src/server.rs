@@ -189,7 +189,7 @@ impl Server {
 }
 
 /// UNKNOWN-ATTRIBUTES; RFC 3489 §11.2.4 pads an odd list by repeating an
-/// entry, RFC 8489 §14.9 with zero bytes.
+/// entry, RFC 8489 §14.13 with zero bytes.
 fn unknown_attributes(mut kinds: Vec<u16>, modern: bool) -> Attribute {
     if !modern && !kinds.len().is_multiple_of(2) {
         kinds.push(kinds[0]);

@@ -3,10 +3,13 @@
 //!
 //! It allocates a relayed address (§7), keeps it with Refresh (§8),
 //! installs and refreshes permissions for peers' IP addresses (§9) and
-//! exchanges data with Send and Data indications (§11). Long-term
-//! credentials (§9.2 of RFC 8489, an MD5 key) are not implemented: a server
-//! that answers 401 yields [`TurnFailure::AuthRequired`], so use a server
-//! that allows anonymous allocations for the overlay's own relays.
+//! exchanges data with Send and Data indications (§11). With
+//! [`TurnConfig::credentials`] it answers the server's 401 challenge with
+//! the long-term credential mechanism (RFC 8489 §9.2: USERNAME, REALM,
+//! NONCE and MESSAGE-INTEGRITY keyed with `MD5(username:realm:password)`)
+//! and follows 438 Stale Nonce; without, a challenge yields
+//! [`TurnFailure::AuthRequired`]. Usernames and passwords are used as given
+//! (no OpaqueString preparation, RFC 8265).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -15,8 +18,10 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
+use md5::{Digest, Md5};
+
 use crate::error::Error;
-use crate::wire::stun::{Attribute, Class, Method, Repr, TransactionId};
+use crate::wire::stun::{Attribute, Class, Method, Packet, Repr, TransactionId};
 use crate::{Socket, Transmit};
 
 /// Permission lifetime (RFC 8656 §9): 300 s; refreshed a minute early.
@@ -35,6 +40,17 @@ pub struct TurnConfig {
     pub initial_rto: Duration,
     /// Transmissions per request before giving up.
     pub max_transmits: u32,
+    /// Long-term credentials, if the server asks for them.
+    pub credentials: Option<TurnCredentials>,
+}
+
+/// A TURN username and password (RFC 8489 §9.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnCredentials {
+    /// The username.
+    pub username: String,
+    /// The password.
+    pub password: String,
 }
 
 impl TurnConfig {
@@ -45,6 +61,7 @@ impl TurnConfig {
             lifetime: Duration::from_secs(600),
             initial_rto: Duration::from_millis(250),
             max_transmits: 5,
+            credentials: None,
         }
     }
 }
@@ -58,7 +75,7 @@ pub enum TurnFailure {
         /// Its method.
         method: u16,
     },
-    /// The server wants long-term credentials.
+    /// The server wants long-term credentials we lack, or refused ours.
     AuthRequired,
     /// The server refused a request.
     Rejected {
@@ -106,6 +123,10 @@ enum Purpose {
 struct Request {
     id: TransactionId,
     purpose: Purpose,
+    method: Method,
+    attributes: Vec<Attribute>,
+    /// Challenges (401, 438) answered for this request so far.
+    challenges: u8,
     payload: Vec<u8>,
     transmits: u32,
     retransmit_at: Instant,
@@ -120,6 +141,28 @@ enum State {
         refresh_at: Instant,
     },
     Failed,
+}
+
+/// Long-term credential state learned from a challenge.
+#[derive(Debug, Clone)]
+struct Auth {
+    username: String,
+    realm: String,
+    nonce: String,
+    key: [u8; 16],
+}
+
+/// The long-term key, `MD5(username ":" realm ":" password)` (RFC 8489 §9.2.2).
+fn long_term_key(username: &str, realm: &str, password: &str) -> [u8; 16] {
+    let mut h = Md5::new();
+    h.update(username.as_bytes());
+    h.update(b":");
+    h.update(realm.as_bytes());
+    h.update(b":");
+    h.update(password.as_bytes());
+    let mut key = [0; 16];
+    key.copy_from_slice(&h.finalize());
+    key
 }
 
 /// Counters of a TURN client.
@@ -144,6 +187,7 @@ pub struct TurnClient {
     requests: Vec<Request>,
     permissions: HashMap<IpAddr, Instant>,
     pending_permissions: Vec<IpAddr>,
+    auth: Option<Auth>,
     rng: ChaCha8Rng,
     metrics: TurnMetrics,
     transmits: VecDeque<Transmit>,
@@ -164,6 +208,7 @@ impl TurnClient {
             requests: Vec::new(),
             permissions: HashMap::new(),
             pending_permissions: Vec::new(),
+            auth: None,
             rng: ChaCha8Rng::seed_from_u64(seed),
             metrics: TurnMetrics::default(),
             transmits: VecDeque::new(),
@@ -200,14 +245,34 @@ impl TurnClient {
     }
 
     fn request(&mut self, now: Instant, purpose: Purpose, method: Method, attrs: Vec<Attribute>) {
+        self.request_with(now, purpose, method, attrs, 0);
+    }
+
+    fn request_with(
+        &mut self,
+        now: Instant,
+        purpose: Purpose,
+        method: Method,
+        attributes: Vec<Attribute>,
+        challenges: u8,
+    ) {
         let mut id = [0; 12];
         self.rng.fill_bytes(&mut id);
         let id = TransactionId(id);
         let mut repr = Repr::binding_request(id);
         repr.method = method;
-        repr.attributes = attrs;
+        repr.attributes = attributes.clone();
         repr.fingerprint = true;
-        let Ok(payload) = repr.to_bytes(&[]) else {
+        let mut key: &[u8] = &[];
+        if let Some(auth) = &self.auth {
+            repr.attributes
+                .push(Attribute::Username(auth.username.clone()));
+            repr.attributes.push(Attribute::Realm(auth.realm.clone()));
+            repr.attributes.push(Attribute::Nonce(auth.nonce.clone()));
+            repr.message_integrity = true;
+            key = &auth.key;
+        }
+        let Ok(payload) = repr.to_bytes(key) else {
             debug_assert!(false, "TURN request does not encode");
             return;
         };
@@ -215,6 +280,9 @@ impl TurnClient {
         self.requests.push(Request {
             id,
             purpose,
+            method,
+            attributes,
+            challenges,
             payload,
             transmits: 0,
             retransmit_at: now,
@@ -303,6 +371,16 @@ impl TurnClient {
             return false;
         };
         let request = self.requests.remove(index);
+        // With credentials in use, answers must carry our key's MAC.
+        if let Some(auth) = &self.auth
+            && msg.class == Class::Success
+            && Packet::new_checked(bytes)
+                .and_then(|p| p.verify_integrity(&auth.key))
+                .is_err()
+        {
+            self.requests.insert(index, request);
+            return false;
+        }
         if msg.class == Class::Error {
             let code = msg
                 .attributes
@@ -313,6 +391,10 @@ impl TurnClient {
                 })
                 .unwrap_or(0);
             let method = msg.method.0;
+            if code == 401 || code == 438 {
+                self.challenge(now, &msg, request, code);
+                return true;
+            }
             match (request.purpose, code) {
                 (_, 401) => self.fail(TurnFailure::AuthRequired),
                 (Purpose::Permission(_), _) => {
@@ -378,6 +460,41 @@ impl TurnClient {
             }
         }
         true
+    }
+
+    /// Answer a 401 (credentials wanted) or 438 (stale nonce) challenge by
+    /// re-sending the request with fresh long-term credentials, once each.
+    fn challenge(&mut self, now: Instant, msg: &Repr, request: Request, code: u16) {
+        let text = |kind| {
+            msg.attributes.iter().find_map(|a| match (a, kind) {
+                (Attribute::Realm(r), 0) | (Attribute::Nonce(r), 1) => Some(r.clone()),
+                _ => None,
+            })
+        };
+        let (Some(credentials), Some(nonce)) = (self.config.credentials.clone(), text(1)) else {
+            self.fail(TurnFailure::AuthRequired);
+            return;
+        };
+        let realm = text(0).or_else(|| self.auth.as_ref().map(|a| a.realm.clone()));
+        // A second 401 for the same request means our credentials are wrong.
+        let limit = if code == 438 { 3 } else { 1 };
+        let Some(realm) = realm.filter(|_| request.challenges < limit) else {
+            self.fail(TurnFailure::AuthRequired);
+            return;
+        };
+        self.auth = Some(Auth {
+            key: long_term_key(&credentials.username, &realm, &credentials.password),
+            username: credentials.username,
+            realm,
+            nonce,
+        });
+        self.request_with(
+            now,
+            request.purpose,
+            request.method,
+            request.attributes,
+            request.challenges + 1,
+        );
     }
 
     /// Retransmit requests; refresh the allocation and permissions.
@@ -609,5 +726,105 @@ mod test {
             c.poll_event(),
             Some(TurnEvent::Failed(TurnFailure::Timeout { method: 3 }))
         );
+    }
+
+    #[test]
+    fn answers_long_term_credential_challenges() {
+        // MD5("alice:wow.test:secret"), computed independently.
+        const KEY: [u8; 16] = [
+            13, 148, 75, 38, 174, 184, 204, 231, 243, 202, 199, 17, 241, 50, 10, 141,
+        ];
+        assert_eq!(long_term_key("alice", "wow.test", "secret"), KEY);
+        let now = Instant::now();
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let mut config = TurnConfig::new(server);
+        config.credentials = Some(TurnCredentials {
+            username: "alice".into(),
+            password: "secret".into(),
+        });
+        let mut c = TurnClient::new(config, now, 1).unwrap();
+        let first = c.poll_transmit().unwrap();
+        assert!(!Repr::parse_bytes(&first.payload).unwrap().message_integrity);
+        let challenge = answer(
+            &first.payload,
+            Class::Error,
+            vec![
+                Attribute::ErrorCode {
+                    code: 401,
+                    reason: "Unauthorized".into(),
+                },
+                Attribute::Realm("wow.test".into()),
+                Attribute::Nonce("n1".into()),
+            ],
+        );
+        assert!(c.handle_input(now, server, &challenge));
+        let second = c.poll_transmit().unwrap();
+        let packet = Packet::new_checked(&second.payload[..]).unwrap();
+        packet.verify_integrity(&KEY).unwrap();
+        let repr = Repr::parse(&packet).unwrap();
+        assert!(repr.attributes.contains(&Attribute::Nonce("n1".into())));
+        assert!(
+            repr.attributes
+                .contains(&Attribute::Username("alice".into()))
+        );
+        // An unauthenticated success is not trusted; an authenticated one is.
+        let relayed = vec![Attribute::XorRelayedAddress(RELAYED.parse().unwrap())];
+        let forged = answer(&second.payload, Class::Success, relayed.clone());
+        assert!(!c.handle_input(now, server, &forged));
+        let mut ok = Repr::parse_bytes(&forged).unwrap();
+        ok.message_integrity = true;
+        assert!(c.handle_input(now, server, &ok.to_bytes(&KEY).unwrap()));
+        assert_eq!(c.relayed(), Some(RELAYED.parse().unwrap()));
+        // A stale nonce later is followed with the new one.
+        c.create_permission(now, "203.0.113.5".parse().unwrap());
+        let perm = c.poll_transmit().unwrap();
+        let stale = answer(
+            &perm.payload,
+            Class::Error,
+            vec![
+                Attribute::ErrorCode {
+                    code: 438,
+                    reason: "Stale Nonce".into(),
+                },
+                Attribute::Nonce("n2".into()),
+            ],
+        );
+        assert!(c.handle_input(now, server, &stale));
+        let retry = Repr::parse_bytes(&c.poll_transmit().unwrap().payload).unwrap();
+        assert_eq!(retry.method, Method::CREATE_PERMISSION);
+        assert!(retry.attributes.contains(&Attribute::Nonce("n2".into())));
+    }
+
+    #[test]
+    fn wrong_credentials_fail_after_one_retry() {
+        let now = Instant::now();
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let mut config = TurnConfig::new(server);
+        config.credentials = Some(TurnCredentials {
+            username: "alice".into(),
+            password: "wrong".into(),
+        });
+        let mut c = TurnClient::new(config, now, 1).unwrap();
+        for _ in 0..2 {
+            let req = c.poll_transmit().unwrap();
+            let challenge = answer(
+                &req.payload,
+                Class::Error,
+                vec![
+                    Attribute::ErrorCode {
+                        code: 401,
+                        reason: "Unauthorized".into(),
+                    },
+                    Attribute::Realm("wow.test".into()),
+                    Attribute::Nonce("n".into()),
+                ],
+            );
+            c.handle_input(now, server, &challenge);
+        }
+        assert_eq!(
+            c.poll_event(),
+            Some(TurnEvent::Failed(TurnFailure::AuthRequired))
+        );
+        assert!(c.poll_transmit().is_none());
     }
 }

@@ -41,6 +41,8 @@ fn attribute() -> impl Strategy<Value = Attribute> {
         proptest::collection::vec(any::<u8>(), 0..40).prop_map(Attribute::Data),
         any::<u32>().prop_map(Attribute::Lifetime),
         any::<u8>().prop_map(Attribute::RequestedTransport),
+        "[a-z.]{0,20}".prop_map(Attribute::Realm),
+        "[a-zA-Z0-9]{0,30}".prop_map(Attribute::Nonce),
         // Unknown types: avoid the codes we decode.
         (
             0xc000u16..0xffff,

@@ -290,8 +290,8 @@ fn relay_then_upgrade_to_direct() {
     );
 }
 
-/// Symmetric NATs on both sides and a TURN server (coturn, anonymous
-/// allocations) configured: the relay path goes through TURN.
+/// Symmetric NATs on both sides and a TURN server (coturn, long-term
+/// credentials) configured: the relay path goes through TURN.
 #[test]
 fn symmetric_pair_relays_through_coturn() {
     if !require(
@@ -320,7 +320,11 @@ fn symmetric_pair_relays_through_coturn() {
                 "50000",
                 "--max-port",
                 "50100",
-                "--no-auth",
+                "--lt-cred-mech",
+                "--user",
+                "alice:secret",
+                "--realm",
+                "wow.test",
                 "--no-tls",
                 "--no-dtls",
                 "--no-cli",
@@ -346,7 +350,14 @@ fn symmetric_pair_relays_through_coturn() {
         1,
         Nat::Symmetric,
         Nat::Symmetric,
-        &["--turn", "198.18.0.3:3478"],
+        &[
+            "--turn",
+            "198.18.0.3:3478",
+            "--turn-user",
+            "alice",
+            "--turn-password",
+            "secret",
+        ],
     );
     for r in [&ra, &rb] {
         assert_eq!(r.path, "relay", "{}", r.log);

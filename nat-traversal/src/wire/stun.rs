@@ -54,11 +54,15 @@ pub mod kind {
     pub const XOR_PEER_ADDRESS: u16 = 0x0012;
     /// DATA (RFC 8656 §18.4).
     pub const DATA: u16 = 0x0013;
+    /// REALM (RFC 8489 §14.9).
+    pub const REALM: u16 = 0x0014;
+    /// NONCE (RFC 8489 §14.10).
+    pub const NONCE: u16 = 0x0015;
     /// XOR-RELAYED-ADDRESS (RFC 8656 §18.5).
     pub const XOR_RELAYED_ADDRESS: u16 = 0x0016;
-    /// REQUESTED-TRANSPORT (RFC 8656 §18.7).
+    /// REQUESTED-TRANSPORT (RFC 8656 §18.8).
     pub const REQUESTED_TRANSPORT: u16 = 0x0019;
-    /// UNKNOWN-ATTRIBUTES (§14.9).
+    /// UNKNOWN-ATTRIBUTES (§14.13).
     pub const UNKNOWN_ATTRIBUTES: u16 = 0x000a;
     /// XOR-MAPPED-ADDRESS (§14.2).
     pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
@@ -362,7 +366,7 @@ pub enum Attribute {
         /// Human-readable reason.
         reason: String,
     },
-    /// UNKNOWN-ATTRIBUTES (§14.9).
+    /// UNKNOWN-ATTRIBUTES (§14.13).
     UnknownAttributes(Vec<u16>),
     /// SOFTWARE (§14.14).
     Software(String),
@@ -393,8 +397,12 @@ pub enum Attribute {
     Data(Vec<u8>),
     /// LIFETIME in seconds (RFC 8656 §18.2).
     Lifetime(u32),
-    /// REQUESTED-TRANSPORT: an IP protocol number, 17 for UDP (RFC 8656 §18.7).
+    /// REQUESTED-TRANSPORT: an IP protocol number, 17 for UDP (RFC 8656 §18.8).
     RequestedTransport(u8),
+    /// REALM (§14.9): names the long-term credential domain.
+    Realm(String),
+    /// NONCE (§14.10): server-chosen, echoed in authenticated requests.
+    Nonce(String),
     /// Any other attribute, kept verbatim.
     Unknown {
         /// Attribute type.
@@ -426,6 +434,8 @@ impl Attribute {
             Attribute::Data(_) => kind::DATA,
             Attribute::Lifetime(_) => kind::LIFETIME,
             Attribute::RequestedTransport(_) => kind::REQUESTED_TRANSPORT,
+            Attribute::Realm(_) => kind::REALM,
+            Attribute::Nonce(_) => kind::NONCE,
             Attribute::Unknown { kind, .. } => *kind,
         }
     }
@@ -446,7 +456,10 @@ impl Attribute {
             | Attribute::ChangedAddress(a)
             | Attribute::XorPeerAddress(a)
             | Attribute::XorRelayedAddress(a) => address_len(a),
-            Attribute::Username(s) | Attribute::Software(s) => s.len(),
+            Attribute::Username(s)
+            | Attribute::Software(s)
+            | Attribute::Realm(s)
+            | Attribute::Nonce(s) => s.len(),
             Attribute::Data(d) => d.len(),
             Attribute::Lifetime(_) | Attribute::RequestedTransport(_) => 4,
             Attribute::ErrorCode { reason, .. } => 4 + reason.len(),
@@ -484,6 +497,8 @@ impl Attribute {
             }
             kind::USERNAME => Attribute::Username(parse_text(value, 513, kind)?),
             kind::SOFTWARE => Attribute::Software(parse_text(value, 763, kind)?),
+            kind::REALM => Attribute::Realm(parse_text(value, 763, kind)?),
+            kind::NONCE => Attribute::Nonce(parse_text(value, 763, kind)?),
             kind::ERROR_CODE => {
                 let [_, _, class, number, reason @ ..] = value else {
                     return Err(bad);
@@ -542,7 +557,10 @@ impl Attribute {
             Attribute::Data(d) => out.copy_from_slice(d),
             Attribute::Lifetime(v) => out.copy_from_slice(&v.to_be_bytes()),
             Attribute::RequestedTransport(p) => out.copy_from_slice(&[*p, 0, 0, 0]),
-            Attribute::Username(s) | Attribute::Software(s) => out.copy_from_slice(s.as_bytes()),
+            Attribute::Username(s)
+            | Attribute::Software(s)
+            | Attribute::Realm(s)
+            | Attribute::Nonce(s) => out.copy_from_slice(s.as_bytes()),
             Attribute::ErrorCode { code, reason } => {
                 out[..2].fill(0);
                 // Codes outside 300..=699 are refused by `Repr::emit`.
