@@ -550,26 +550,32 @@ impl TableBuilder {
             .enumerate()
             .map(|(id, e)| (u64::from(e.hash.rotate_right(bits)) << 32) | id as u64)
             .collect();
-        keys.sort_unstable();
+        let mut scratch = vec![0u64; keys.len()];
+        radix_sort_high(&mut keys, &mut scratch);
         t.by_name = vec![EMPTY; slots];
         let mut i = 0;
         while i < keys.len() {
             let run = keys[i] >> 32;
             let end = i + keys[i..].iter().take_while(|k| *k >> 32 == run).count();
+            // The hash is in the key; entries are read only for ties, so
+            // the fill walks memory in order.
+            let hash = ((run as u32).rotate_left(bits)) as usize;
             for k in i..end {
                 let id = keys[k] as u32;
-                let e = t.entries[id as usize];
-                let name = t.name_of_entry(&e);
-                let replaced = keys[k + 1..end]
-                    .iter()
-                    .any(|later| t.name_of_entry(&t.entries[*later as u32 as usize]) == name);
-                if replaced {
-                    t.garbage += usize::from(e.len);
-                    t.entries[id as usize].len = 0;
-                    t.free.push(id);
-                    continue;
+                if end - i > 1 {
+                    let e = t.entries[id as usize];
+                    let name = t.name_of_entry(&e);
+                    let replaced = keys[k + 1..end]
+                        .iter()
+                        .any(|later| t.name_of_entry(&t.entries[*later as u32 as usize]) == name);
+                    if replaced {
+                        t.garbage += usize::from(e.len);
+                        t.entries[id as usize].len = 0;
+                        t.free.push(id);
+                        continue;
+                    }
                 }
-                let mut slot = e.hash as usize & mask;
+                let mut slot = hash & mask;
                 while t.by_name[slot] != EMPTY {
                     slot = (slot + 1) & mask;
                 }
@@ -588,23 +594,26 @@ impl TableBuilder {
                     (u64::from(t.addr_hash(e.addr).rotate_right(bits)) << 32) | id as u64
                 }),
         );
-        keys.sort_unstable();
+        radix_sort_high(&mut keys, &mut scratch);
         t.by_addr = vec![EMPTY; slots];
         let mut i = 0;
         while i < keys.len() {
             let run = keys[i] >> 32;
             let end = i + keys[i..].iter().take_while(|k| *k >> 32 == run).count();
+            let hash = ((run as u32).rotate_left(bits)) as usize;
             for k in i..end {
                 let id = keys[k] as u32;
-                let addr = t.entries[id as usize].addr;
                 // The latest name registered for an address gets its PTR.
-                if keys[k + 1..end]
-                    .iter()
-                    .any(|later| t.entries[*later as u32 as usize].addr == addr)
-                {
-                    continue;
+                if end - i > 1 {
+                    let addr = t.entries[id as usize].addr;
+                    if keys[k + 1..end]
+                        .iter()
+                        .any(|later| t.entries[*later as u32 as usize].addr == addr)
+                    {
+                        continue;
+                    }
                 }
-                let mut slot = t.addr_hash(addr) as usize & mask;
+                let mut slot = hash & mask;
                 while t.by_addr[slot] != EMPTY {
                     slot = (slot + 1) & mask;
                 }
@@ -613,6 +622,33 @@ impl TableBuilder {
             i = end;
         }
         t
+    }
+}
+
+/// Stable LSD radix sort of `keys` by their high 32 bits (three passes of
+/// 11 bits): keys that tie keep their order, so entry numbers stay ascending
+/// within a hash.
+fn radix_sort_high(keys: &mut Vec<u64>, scratch: &mut Vec<u64>) {
+    scratch.clear();
+    scratch.resize(keys.len(), 0);
+    for pass in 0..3 {
+        let shift = 32 + pass * 11;
+        let mut offsets = [0usize; 2048];
+        for k in keys.iter() {
+            offsets[((k >> shift) & 2047) as usize] += 1;
+        }
+        let mut sum = 0;
+        for o in offsets.iter_mut() {
+            let count = *o;
+            *o = sum;
+            sum += count;
+        }
+        for k in keys.iter() {
+            let bucket = ((k >> shift) & 2047) as usize;
+            scratch[offsets[bucket]] = *k;
+            offsets[bucket] += 1;
+        }
+        std::mem::swap(keys, scratch);
     }
 }
 
@@ -726,6 +762,22 @@ mod test {
     fn b_err() -> bool {
         let mut b = TableBuilder::new(0, 1);
         b.push(b"bad..name", a(1)).is_err() && b.is_empty()
+    }
+
+    #[test]
+    fn radix_sort_is_a_stable_sort_by_high_bits() {
+        let mut x: u64 = 1;
+        let mut keys: Vec<u64> = (0..5000u64)
+            .map(|i| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                // Few distinct high halves, so ties are common.
+                (((x >> 40) % 97) << 32) | i
+            })
+            .collect();
+        let mut expect = keys.clone();
+        expect.sort_by_key(|k| k >> 32);
+        radix_sort_high(&mut keys, &mut Vec::new());
+        assert_eq!(keys, expect);
     }
 
     #[test]
