@@ -9,7 +9,8 @@
 //! proven to survive; a changed address means the binding expired within
 //! that idle time. The interval grows by [`KeepAliveConfig::growth_percent`]
 //! while nothing is known to fail, then bisects between the longest proven
-//! and the shortest failed idle time, and settles on the proven one.
+//! and the shortest failed idle time, and settles one
+//! [`KeepAliveConfig::resolution`] below the proven one.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -242,9 +243,11 @@ impl KeepAlive {
         let proven = self.proven.unwrap_or_default();
         let next = match self.failed {
             None => (proven.max(self.interval) * self.config.growth_percent) / 100,
-            Some(failed) if failed.saturating_sub(proven) <= self.config.resolution => {
-                proven.max(failed / 2)
-            }
+            // Settled: stay one resolution step under the proven lifetime,
+            // so scheduling jitter does not push an idle time past it.
+            Some(failed) if failed.saturating_sub(proven) <= self.config.resolution => proven
+                .saturating_sub(self.config.resolution)
+                .max(failed / 2),
             Some(failed) if self.proven.is_none() => failed / 2,
             Some(failed) => (proven + failed) / 2,
         };
