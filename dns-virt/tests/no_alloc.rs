@@ -1,0 +1,45 @@
+//! Name lookups never allocate: counted with an instrumented global
+//! allocator. The only test in this binary, so no other test allocates
+//! meanwhile.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::alloc::System;
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+
+use dns_virt::{NameTable, Zone, ZoneConfig};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+#[test]
+fn lookups_do_not_allocate() {
+    let mut zone = Zone::new(ZoneConfig::default(), 3);
+    let mut text = String::new();
+    for i in 1..=20_000u32 {
+        text.push_str(&format!("h{i} {}\n", Ipv4Addr::from(0x0a80_0000 + i)));
+    }
+    zone.load_names(&text).unwrap();
+    let table: &NameTable = zone.table();
+    let names: Vec<String> = (1..=20_000u32).map(|i| format!("H{i}")).collect();
+    let labels: Vec<[&[u8]; 2]> = (0..1000).map(|_| [&b"c010128000005"[..], b""]).collect();
+
+    let region = Region::new(GLOBAL);
+    let mut found = 0;
+    for n in &names {
+        found += usize::from(table.get(black_box(n)).is_some());
+        found += usize::from(table.name_of(Ipv4Addr::new(10, 128, 0, 7)).is_some());
+    }
+    for l in &labels {
+        let rel = l[..1].iter().copied();
+        found += usize::from(zone.lookup_forward(black_box(rel)).is_some());
+        let missing: [&[u8]; 2] = [b"nope", b"deeper"];
+        found += usize::from(zone.lookup_forward(missing.iter().copied()).is_some());
+    }
+    let stats = region.change();
+
+    assert_eq!(found, 2 * names.len() + labels.len());
+    assert_eq!(stats.allocations, 0, "{stats:?}");
+    assert_eq!(stats.reallocations, 0, "{stats:?}");
+}
