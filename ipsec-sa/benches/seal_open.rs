@@ -4,9 +4,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Instant, SystemTime};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ipsec_sa::{InboundSa, OutboundSa, SaKeys, Suite};
+use ipsec_ca::time::{Duration as CaDuration, OffsetDateTime};
+use ipsec_ca::{
+    Ca, CaIdentity, KeyType, MemStore, NodeKey, NodeRequest, Policy as CaPolicy, Verifier,
+};
+use ipsec_sa::{
+    Config, Endpoint, InboundSa, LocalIdentity, OpenOutput, OutboundSa, Policy, SaKeys, SealOutput,
+    Suite,
+};
 
 const PACKET: usize = 1_400;
 
@@ -39,6 +48,18 @@ fn seal_open(c: &mut Criterion) {
                 black_box(opened.len());
             })
         });
+        let (mut out_sa, mut in_sa) = sa_pair(suite);
+        group.bench_function(format!("open/{name}"), |b| {
+            b.iter_batched_ref(
+                || {
+                    let mut sealed = Vec::with_capacity(PACKET + 64);
+                    out_sa.seal(&plaintext, &mut sealed).unwrap();
+                    sealed
+                },
+                |sealed| black_box(in_sa.open(sealed).unwrap().len()),
+                criterion::BatchSize::SmallInput,
+            )
+        });
         let (mut out_sa, _) = sa_pair(suite);
         group.bench_function(format!("seal/{name}"), |b| {
             b.iter(|| {
@@ -50,5 +71,67 @@ fn seal_open(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, seal_open);
+/// Two endpoints with an established SA pair (ipsec-ca certificates).
+fn endpoint_pair() -> (Endpoint<Verifier>, Endpoint<Verifier>, IpAddr, IpAddr) {
+    let wall = SystemTime::now();
+    let now = OffsetDateTime::from(wall);
+    let identity =
+        CaIdentity::create_root(KeyType::Ed25519, "bench CA", now, CaDuration::days(30)).unwrap();
+    let mut ca = Ca::open(identity, CaPolicy::default(), MemStore::default(), [1; 32]).unwrap();
+    let start = Instant::now();
+    let mut make = |ip: Ipv4Addr, seed: u8| {
+        let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+        let csr = key.certificate_request(&NodeRequest::new(ip)).unwrap();
+        let cert = ca.sign(&csr, ip, None, now).unwrap().certificate;
+        let config = Config {
+            local_ip: IpAddr::V4(ip),
+            policy: Policy::protect("10.0.0.0/8".parse().unwrap()),
+            // No rekey during the measurement.
+            rekey_after_packets: u64::MAX / 2,
+            reject_after_packets: u64::MAX / 2,
+            ..Config::default()
+        };
+        let identity = LocalIdentity::from_pkcs8(&cert, key.pkcs8_der()).unwrap();
+        let verifier = Verifier::new(ca.identity().cert_der()).unwrap();
+        Endpoint::new(config, identity, verifier, start, wall, [seed; 32])
+    };
+    let (a_ip, b_ip) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    let mut a = make(a_ip, 1);
+    let mut b = make(b_ip, 2);
+    let (a_ip, b_ip) = (IpAddr::V4(a_ip), IpAddr::V4(b_ip));
+    let mut out = Vec::new();
+    a.seal(start, b_ip, b"x", &mut out).unwrap();
+    for _ in 0..4 {
+        while let Some(mut t) = a.poll_transmit() {
+            let _ = b.open(start, a_ip, &mut t.payload);
+        }
+        while let Some(mut t) = b.poll_transmit() {
+            let _ = a.open(start, b_ip, &mut t.payload);
+        }
+    }
+    assert!(a.has_sa(b_ip) && b.has_sa(a_ip));
+    (a, b, a_ip, b_ip)
+}
+
+fn endpoint_seal_open(c: &mut Criterion) {
+    let mut group = c.benchmark_group("endpoint_1400B");
+    group.throughput(Throughput::Bytes(PACKET as u64));
+    let (mut a, mut b, a_ip, b_ip) = endpoint_pair();
+    let plaintext = vec![0xabu8; PACKET];
+    let mut buf = Vec::with_capacity(PACKET + 64);
+    let now = Instant::now();
+    group.bench_function("seal+open/aes256gcm", |bench| {
+        bench.iter(|| {
+            let sealed = a.seal(now, b_ip, black_box(&plaintext), &mut buf).unwrap();
+            assert_eq!(sealed, SealOutput::Sealed);
+            match b.open(now, a_ip, &mut buf).unwrap() {
+                OpenOutput::Plaintext(p) => black_box(p.len()),
+                other => panic!("{other:?}"),
+            };
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, seal_open, endpoint_seal_open);
 criterion_main!(benches);
