@@ -256,6 +256,25 @@ mod test {
     }
 
     #[test]
+    fn readme_reference_parses_to_the_same_configuration() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```toml\n[node]").unwrap() + "```toml\n".len();
+        let end = readme[start..].find("```").unwrap() + start;
+        let from_readme: Config = toml::from_str(&readme[start..end]).unwrap();
+        let doc = include_str!("config.rs");
+        let start = doc.find("//! ```toml").unwrap();
+        let end = doc[start + 10..].find("//! ```").unwrap() + start + 10;
+        let text: String = doc[start..end]
+            .lines()
+            .skip(1)
+            .map(|l| l.trim_start_matches("//!").trim_start_matches(' '))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let from_docs: Config = toml::from_str(&text).unwrap();
+        assert_eq!(from_readme, from_docs);
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<Config>("[node]\nlisten_port = 1\n").is_err());
     }

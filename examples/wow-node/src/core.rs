@@ -608,7 +608,7 @@ impl<S: LeaseStore> Core<S> {
                 self.send_overlay(now, dst, Kind::Sa, &out, false);
             }
             Ok(SealOutput::Bypass) => self.send_overlay(now, dst, Kind::Plain, packet, false),
-            Ok(SealOutput::HandshakeNeeded) => {}
+            Ok(SealOutput::HandshakeNeeded) => tracing::debug!(%dst, "key exchange started"),
             Err(e) => {
                 tracing::debug!(%dst, error = %e, "seal refused");
                 self.counters.dropped_policy += 1;
@@ -890,6 +890,7 @@ impl<S: LeaseStore> Core<S> {
                 };
                 match found {
                     Some(address) => {
+                        tracing::debug!(%ip, %address, "route found in the DHT");
                         self.routes.insert(
                             ip,
                             Route {
@@ -900,6 +901,7 @@ impl<S: LeaseStore> Core<S> {
                         self.flush_lookup(now, ip);
                     }
                     None => {
+                        tracing::debug!(%ip, ?outcome, "no node serves this address");
                         if let Some(l) = self.lookups.remove(&ip) {
                             self.counters.dropped_no_route += l.queue.len() as u64;
                         }

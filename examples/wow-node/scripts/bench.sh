@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Data-plane benchmark, in one go: iperf3 TCP throughput (1 and 4 streams)
+# and ping RTT between two network namespaces joined by one veth pair,
+#   - over the raw veth (the limit) and the peers (wireguard-go, nebula, …)
+#     through ../../../../shared/peers/dataplane.sh, in this same run;
+#   - over wow-node (release build, encrypted with ipsec-sa: both nodes are
+#     certified by a throw-away CA), guest addresses from dhclient.
+# Prints every figure, the ratio of wow-node to the best peer, each node's
+# idle RSS and the nodes' CPU per Gbit/s.
+#
+# Usage (root): examples/wow-node/scripts/bench.sh [peer modes...]
+#   default peer modes: raw wg nebula   (see dataplane.sh; missing peers are skipped)
+# Env: DUR=10 (seconds per iperf3 run), INSECURE=1 (wow-node without SAs)
+set -eu
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../../.." && pwd)
+PEERS=${PEERS_DIR:-$ROOT/../shared/peers}
+DUR=${DUR:-10}
+MODES=("$@"); [ ${#MODES[@]} -gt 0 ] || MODES=(raw wg nebula)
+[ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
+for c in ip iperf3 jq dhclient ping; do command -v $c >/dev/null || { echo "missing $c" >&2; exit 1; }; done
+
+echo "== building wow-node (release)"
+(cd "$ROOT" && cargo build --release -p wow-node 2>&1 | tail -1)
+BIN=$ROOT/target/release/wow-node
+
+RES=$(mktemp -d /tmp/wow-bench.XXXXXX)
+S=$$
+NA=wbA$S NB=wbB$S VA=wvA$S VB=wvB$S
+UA=10.99.0.1 UB=10.99.0.2
+PIDS=()
+cleanup() {
+  set +e
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  sleep 1
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+  ip netns del "$NA" 2>/dev/null; ip netns del "$NB" 2>/dev/null
+  rm -rf "/etc/netns/$NA" "/etc/netns/$NB" "$RES"
+}
+trap cleanup EXIT INT TERM
+
+echo "== peers (dataplane.sh ${MODES[*]}, DUR=$DUR)"
+RESULTS_DIR=$RES DUR=$DUR bash "$PEERS/dataplane.sh" "${MODES[@]}" | tee "$RES/peers.txt" || true
+
+echo "== wow-node"
+ip netns add "$NA"; ip netns add "$NB"
+ip -n "$NA" link set lo up; ip -n "$NB" link set lo up
+ip link add "$VA" netns "$NA" type veth peer name "$VB" netns "$NB"
+ip -n "$NA" addr add $UA/24 dev "$VA"; ip -n "$NA" link set "$VA" up
+ip -n "$NB" addr add $UB/24 dev "$VB"; ip -n "$NB" link set "$VB" up
+
+SEC=""
+if [ "${INSECURE:-0}" != 1 ]; then
+  "$BIN" ca init --dir "$RES/ca" >/dev/null
+  "$BIN" ca issue --dir "$RES/ca" --ip 10.128.0.11 --out "$RES/a" >/dev/null
+  "$BIN" ca issue --dir "$RES/ca" --ip 10.128.0.12 --out "$RES/b" >/dev/null
+  SEC=$'[security]\nca_cert = "ca.pem"\ncert = "node.pem"\nkey = "node.key"\n'
+fi
+for n in a b; do
+  mkdir -p "$RES/$n"
+  if [ $n = a ]; then listen=$UA:4000 boot='[]'; else listen=$UB:4000 boot="[\"$UA:4000\"]"; fi
+  printf '[node]\nstate_dir = "%s"\nlisten = "%s"\nbootstrap = %s\n\n[network]\ncidr = "10.128.0.0/16"\n\n%s' \
+    "$RES/$n" "$listen" "$boot" "$SEC" >"$RES/$n/node.toml"
+done
+ip netns exec "$NA" "$BIN" up --config "$RES/a/node.toml" >"$RES/a.log" 2>&1 & PIDS+=($!); PA=$!
+sleep 0.3
+ip netns exec "$NB" "$BIN" up --config "$RES/b/node.toml" >"$RES/b.log" 2>&1 & PIDS+=($!); PB=$!
+sleep 1
+for n in a b; do
+  ns=$NA; [ $n = b ] && ns=$NB
+  mkdir -p "/etc/netns/$ns"; : >"/etc/netns/$ns/resolv.conf"
+  ip netns exec "$ns" timeout 30 dhclient -1 -4 -lf "$RES/$n/dhclient.leases" -pf "$RES/$n/dhclient.pid" wow0
+  for i in $(seq 20); do [ -s "$RES/$n/dhclient.pid" ] && break; sleep 0.1; done
+  [ -s "$RES/$n/dhclient.pid" ] && PIDS+=("$(cat "$RES/$n/dhclient.pid")")
+done
+BADDR=$(ip -n "$NB" -4 -o addr show dev wow0 | awk '{print $4}' | cut -d/ -f1)
+echo "guest B at $BADDR"
+for i in $(seq 30); do ip netns exec "$NA" ping -c1 -W1 "$BADDR" >/dev/null 2>&1 && break; sleep 0.5; done
+
+rss() { awk '/VmRSS/{print $2}' /proc/$1/status; }
+ticks() { awk '{print $14+$15}' /proc/$1/stat; }
+echo -e "idle RSS: node A $(rss $PA) kB, node B $(rss $PB) kB" | tee "$RES/wow.txt"
+
+RTT=$(ip netns exec "$NA" ping -c 20 -i 0.05 -q "$BADDR" | awk -F/ '/rtt/{print $5}')
+RAWRTT=$(ip netns exec "$NA" ping -c 20 -i 0.05 -q "$UB" | awk -F/ '/rtt/{print $5}')
+echo -e "ping RTT: veth ${RAWRTT} ms, wow-node ${RTT} ms" | tee -a "$RES/wow.txt"
+
+ip netns exec "$NB" iperf3 -s -B "$BADDR" >/dev/null 2>&1 & PIDS+=($!)
+sleep 0.5
+for P in 1 4; do
+  t0=$(( $(ticks $PA) + $(ticks $PB) ))
+  ip netns exec "$NA" timeout $((DUR + 30)) iperf3 -c "$BADDR" -t "$DUR" -P $P -J >"$RES/wow-P$P.json"
+  t1=$(( $(ticks $PA) + $(ticks $PB) ))
+  bps=$(jq '.end.sum_received.bits_per_second' "$RES/wow-P$P.json")
+  cpu=$(awk -v d=$((t1 - t0)) -v s="$DUR" 'BEGIN{printf "%.0f", d / s}')
+  gbps=$(awk -v b="$bps" 'BEGIN{printf "%.3f", b/1e9}')
+  per=$(awk -v c="$cpu" -v g="$gbps" 'BEGIN{ if (g > 0) printf "%.0f", c / g; else print "n/a"}')
+  line=$(printf "wow-node\tP=%s\t%.0f Mbit/s\tnodes_cpu=%s%%_of_1core\tcpu_per_Gbit/s=%s%%_of_1core" \
+    $P "$(awk -v b="$bps" 'BEGIN{print b/1e6}')" "$cpu" "$per")
+  echo "$line" | tee -a "$RES/wow.txt"
+done
+
+echo
+echo "== summary (DUR=$DUR s, $(nproc) cores)"
+grep -h "P=" "$RES/peers.txt" "$RES/wow.txt" | awk -F'\t' '{ n = NF > 5 ? $2 : $1; p = NF > 5 ? $3 : $2; r = NF > 5 ? $4 : $3; printf "%-14s %-4s %s\n", n, p, r }'
+for P in 1 4; do
+  wow=$(jq '.end.sum_received.bits_per_second' "$RES/wow-P$P.json")
+  best=$(grep -h "P=$P" "$RES/peers.txt" | awk -F'\t' '$2 != "raw" { split($4, a, " "); if (a[1] > m) { m = a[1]; n = $2 } } END { print m + 0, n }')
+  raw=$(grep -h "P=$P" "$RES/peers.txt" | awk -F'\t' '$2 == "raw" { split($4, a, " "); print a[1] + 0 }')
+  set -- $best
+  awk -v w="$wow" -v b="$1" -v n="${2:-none}" -v r="${raw:-0}" -v p=$P 'BEGIN {
+    w /= 1e6
+    printf "P=%s: wow-node %.0f Mbit/s", p, w
+    if (b > 0) printf "; best peer %s %.0f Mbit/s; ratio wow/best = %.2f", n, b, w / b
+    if (r > 0) printf "; raw veth %.0f Mbit/s (wow = %.1f%% of it)", r, 100 * w / r
+    printf "\n" }'
+done
