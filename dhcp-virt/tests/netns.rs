@@ -214,7 +214,7 @@ fn in_pool(a: Ipv4Addr) -> bool {
 }
 
 #[test]
-fn dhclient_lease_renew_release_restart_and_nak() {
+fn dhclient_lease_renew_release_restart_nak_and_exhaustion() {
     if !require(
         "dhclient_lease_renew_release_restart_and_nak",
         &["dhclient", "timeout"],
@@ -275,6 +275,39 @@ fn dhclient_lease_renew_release_restart_and_nak() {
     assert_eq!(rig.addr(), Some(moved));
     assert_ne!(moved, rig.preferred());
     rig.stop_dhclient();
+
+    // Pool exhaustion: a one-address pool held by this MAC; dhclient on a
+    // second MAC gets no offer (it gives up after 3 s) and the server logs
+    // why.
+    rig.stop_server();
+    rig.start_server(60, "10.77.0.120-10.77.0.120", "small.json");
+    std::fs::remove_file(rig.path("dhclient.leases")).unwrap();
+    rig.dhclient(&["-1"]);
+    assert_eq!(rig.addr(), Some(Ipv4Addr::new(10, 77, 0, 120)));
+    rig.stop_dhclient();
+    std::fs::remove_file(rig.path("dhclient.leases")).unwrap();
+    rig.set_mac("02:00:00:77:00:98");
+    std::fs::write(rig.path("dhclient.conf"), "timeout 3;\nretry 60;\n").unwrap();
+    let (pf, lf, cf) = (
+        rig.p("dhclient.pid"),
+        rig.p("dhclient.leases"),
+        rig.p("dhclient.conf"),
+    );
+    let out = rig
+        .ns
+        .run(
+            "timeout",
+            &[
+                "30", "dhclient", "-1", "-v", "-cf", &cf, "-pf", &pf, "-lf", &lf, &rig.tap,
+            ],
+        )
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "dhclient got a lease from an exhausted pool"
+    );
+    assert_eq!(rig.addr(), None);
+    rig.wait_log("address pool exhausted", 10);
 }
 
 fn udhcpc_script(dir: &Path) -> String {
