@@ -16,6 +16,30 @@
 //! re-read `poll_timeout`. Time is always the caller's `now`; wall-clock
 //! time for certificate validity is derived from the `(Instant,
 //! SystemTime)` pair given to [`Endpoint::new`].
+//!
+//! # Life of an SA pair
+//!
+//! 1. The first packet to a peer in the private prefix is queued and the
+//!    endpoint sends an init; the peer answers with a response, this side
+//!    sends a finish ([`handshake`](crate::handshake)). Each message is
+//!    retransmitted until answered or [`Config::handshake_timeout`].
+//! 2. The responder installs its SAs on the finish and confirms with a
+//!    keepalive on the new SA; the initiator starts using its new outbound
+//!    SA only then (data sent earlier could overtake the finish). The first
+//!    packet thus waits two round trips.
+//! 3. An SA that carried data is rekeyed after [`Config::rekey_after`] or
+//!    [`Config::rekey_after_packets`] by a fresh exchange (new ephemeral
+//!    keys); the old outbound SA carries traffic until the new one is
+//!    confirmed, and the old inbound SA stays until the peer has not used it
+//!    for [`Config::drain_timeout`]. Idle SAs are not rekeyed; they expire
+//!    at [`Config::reject_after`].
+//! 4. A peer whose certificate expires, or is refused after
+//!    [`Endpoint::update_authenticator`] (a newer CRL), loses all its SAs at
+//!    once ([`Event::PeerRemoved`]).
+//!
+//! Simultaneous inits between two peers are resolved as RFC 7296 §2.8.1
+//! resolves colliding rekeys: one exchange survives (here the one started
+//! by the lower address).
 
 use core::net::IpAddr;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -347,6 +371,11 @@ impl<A: PeerAuthenticator> Endpoint<A> {
     /// The authenticator.
     pub fn authenticator(&self) -> &A {
         &self.authenticator
+    }
+
+    /// Number of peers with any state (SAs, handshakes, queued packets).
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
     }
 
     /// Whether a usable outbound SA to `peer` exists.
@@ -1096,5 +1125,15 @@ impl<A: PeerAuthenticator> Endpoint<A> {
                 self.start_handshake(now, ip);
             }
         }
+        // Forget peers with nothing left.
+        let responding: HashSet<IpAddr> = self.responders.values().map(|r| r.peer).collect();
+        self.peers.retain(|ip, p| {
+            p.outbound.is_some()
+                || p.unconfirmed.is_some()
+                || p.initiating.is_some()
+                || !p.inbound_spis.is_empty()
+                || !p.queue.is_empty()
+                || responding.contains(ip)
+        });
     }
 }
