@@ -40,7 +40,12 @@ fn fixture() -> &'static Fixture {
             })
             .collect();
         let verifier = Verifier::new(ca.identity().cert_der()).unwrap();
-        Fixture { nodes, verifier, base: Instant::now(), wall }
+        Fixture {
+            nodes,
+            verifier,
+            base: Instant::now(),
+            wall,
+        }
     })
 }
 
@@ -52,7 +57,14 @@ fn endpoint(f: &'static Fixture, index: usize, ip: Ipv4Addr) -> Endpoint<&'stati
         ..Config::default()
     };
     let identity = LocalIdentity::from_pkcs8(cert, key).unwrap();
-    Endpoint::new(config, identity, &f.verifier, f.base, f.wall, [index as u8 + 1; 32])
+    Endpoint::new(
+        config,
+        identity,
+        &f.verifier,
+        f.base,
+        f.wall,
+        [index as u8 + 1; 32],
+    )
 }
 
 fn mutate(message: &mut Vec<u8>, how: &[u8]) {
@@ -96,7 +108,10 @@ fuzz_target!(|data: &[u8]| {
     // 3: finish) is mutated.
     let target = mode % 4;
     let mut out = Vec::new();
-    assert_eq!(a.seal(now, b_ip, b"x", &mut out), Ok(SealOutput::HandshakeNeeded));
+    assert_eq!(
+        a.seal(now, b_ip, b"x", &mut out),
+        Ok(SealOutput::HandshakeNeeded)
+    );
     let mut count = 0u8;
     for _ in 0..8 {
         let mut moved = false;
@@ -126,8 +141,14 @@ fuzz_target!(|data: &[u8]| {
     }
     if a.has_sa(b_ip) && b.has_sa(a_ip) {
         out.clear();
-        assert_eq!(a.seal(now, b_ip, b"after", &mut out), Ok(SealOutput::Sealed));
-        assert_eq!(b.open(now, a_ip, &mut out), Ok(OpenOutput::Plaintext(&b"after"[..])));
+        assert_eq!(
+            a.seal(now, b_ip, b"after", &mut out),
+            Ok(SealOutput::Sealed)
+        );
+        assert_eq!(
+            b.open(now, a_ip, &mut out),
+            Ok(OpenOutput::Plaintext(&b"after"[..]))
+        );
     }
     // Timers run without panicking.
     let later = now + std::time::Duration::from_secs(30);

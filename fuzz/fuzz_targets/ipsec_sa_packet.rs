@@ -12,14 +12,24 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let suite = if mode & 1 == 0 { Suite::Aes256Gcm } else { Suite::ChaCha20Poly1305 };
-    let keys = SaKeys { key: [0x42; 32], salt: [1, 2, 3, 4] };
+    let suite = if mode & 1 == 0 {
+        Suite::Aes256Gcm
+    } else {
+        Suite::ChaCha20Poly1305
+    };
+    let keys = SaKeys {
+        key: [0x42; 32],
+        salt: [1, 2, 3, 4],
+    };
     let mut inbound = InboundSa::new(0x1000, suite, &keys);
     match (mode >> 1) % 3 {
         0 => {
             // Forgeries: nothing is ever sealed with this key (mode 1 seals
             // with another), so nothing may authenticate.
-            let never_used = SaKeys { key: [0x17; 32], salt: [9, 9, 9, 9] };
+            let never_used = SaKeys {
+                key: [0x17; 32],
+                salt: [9, 9, 9, 9],
+            };
             let mut forgery_target = InboundSa::new(0x1000, suite, &never_used);
             let mut packet = rest.to_vec();
             assert!(forgery_target.open(&mut packet).is_err());
@@ -86,5 +96,12 @@ fn endpoint() -> ipsec_sa::Endpoint<Nobody> {
         policy: ipsec_sa::Policy::protect("10.1.0.0/16".parse().unwrap()),
         ..ipsec_sa::Config::default()
     };
-    ipsec_sa::Endpoint::new(config, identity, Nobody, Instant::now(), SystemTime::now(), [3; 32])
+    ipsec_sa::Endpoint::new(
+        config,
+        identity,
+        Nobody,
+        Instant::now(),
+        SystemTime::now(),
+        [3; 32],
+    )
 }
