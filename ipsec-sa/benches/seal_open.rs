@@ -73,16 +73,54 @@ fn seal_open(c: &mut Criterion) {
 
 /// Two endpoints with an established SA pair (ipsec-ca certificates).
 fn endpoint_pair() -> (Endpoint<Verifier>, Endpoint<Verifier>, IpAddr, IpAddr) {
+    let (mut make, a_ip, b_ip) = endpoint_maker();
+    let (mut a, mut b) = (make(0, 1), make(1, 2));
+    handshake(&mut a, &mut b, a_ip, b_ip);
+    (a, b, a_ip, b_ip)
+}
+
+/// Runs a key exchange from `a` to `b`.
+fn handshake(a: &mut Endpoint<Verifier>, b: &mut Endpoint<Verifier>, a_ip: IpAddr, b_ip: IpAddr) {
+    let now = Instant::now();
+    let mut out = Vec::new();
+    a.seal(now, b_ip, b"x", &mut out).unwrap();
+    for _ in 0..4 {
+        while let Some(mut t) = a.poll_transmit() {
+            let _ = b.open(now, a_ip, &mut t.payload);
+        }
+        while let Some(mut t) = b.poll_transmit() {
+            let _ = a.open(now, b_ip, &mut t.payload);
+        }
+    }
+    assert!(a.has_sa(b_ip) && b.has_sa(a_ip));
+}
+
+/// Certificates for two hosts, and a function making endpoint 0 or 1.
+#[allow(clippy::type_complexity)]
+fn endpoint_maker() -> (
+    Box<dyn FnMut(usize, u8) -> Endpoint<Verifier>>,
+    IpAddr,
+    IpAddr,
+) {
     let wall = SystemTime::now();
     let now = OffsetDateTime::from(wall);
     let identity =
         CaIdentity::create_root(KeyType::Ed25519, "bench CA", now, CaDuration::days(30)).unwrap();
     let mut ca = Ca::open(identity, CaPolicy::default(), MemStore::default(), [1; 32]).unwrap();
     let start = Instant::now();
-    let mut make = |ip: Ipv4Addr, seed: u8| {
-        let key = NodeKey::generate(KeyType::Ed25519).unwrap();
-        let csr = key.certificate_request(&NodeRequest::new(ip)).unwrap();
-        let cert = ca.sign(&csr, ip, None, now).unwrap().certificate;
+    let ips = [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)];
+    let nodes: Vec<(Vec<u8>, NodeKey)> = ips
+        .iter()
+        .map(|&ip| {
+            let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+            let csr = key.certificate_request(&NodeRequest::new(ip)).unwrap();
+            (ca.sign(&csr, ip, None, now).unwrap().certificate, key)
+        })
+        .collect();
+    let ca_der = ca.identity().cert_der().to_vec();
+    let make = move |index: usize, seed: u8| {
+        let (cert, key) = &nodes[index];
+        let ip = ips[index];
         let config = Config {
             local_ip: IpAddr::V4(ip),
             policy: Policy::protect("10.0.0.0/8".parse().unwrap()),
@@ -91,26 +129,23 @@ fn endpoint_pair() -> (Endpoint<Verifier>, Endpoint<Verifier>, IpAddr, IpAddr) {
             reject_after_packets: u64::MAX / 2,
             ..Config::default()
         };
-        let identity = LocalIdentity::from_pkcs8(&cert, key.pkcs8_der()).unwrap();
-        let verifier = Verifier::new(ca.identity().cert_der()).unwrap();
+        let identity = LocalIdentity::from_pkcs8(cert, key.pkcs8_der()).unwrap();
+        let verifier = Verifier::new(&ca_der).unwrap();
         Endpoint::new(config, identity, verifier, start, wall, [seed; 32])
     };
-    let (a_ip, b_ip) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
-    let mut a = make(a_ip, 1);
-    let mut b = make(b_ip, 2);
-    let (a_ip, b_ip) = (IpAddr::V4(a_ip), IpAddr::V4(b_ip));
-    let mut out = Vec::new();
-    a.seal(start, b_ip, b"x", &mut out).unwrap();
-    for _ in 0..4 {
-        while let Some(mut t) = a.poll_transmit() {
-            let _ = b.open(start, a_ip, &mut t.payload);
-        }
-        while let Some(mut t) = b.poll_transmit() {
-            let _ = a.open(start, b_ip, &mut t.payload);
-        }
-    }
-    assert!(a.has_sa(b_ip) && b.has_sa(a_ip));
-    (a, b, a_ip, b_ip)
+    (Box::new(make), IpAddr::V4(ips[0]), IpAddr::V4(ips[1]))
+}
+
+/// A complete key exchange (both sides' work, Ed25519 certificates).
+fn key_exchange(c: &mut Criterion) {
+    let (mut make, a_ip, b_ip) = endpoint_maker();
+    c.bench_function("handshake/ed25519", |bench| {
+        bench.iter_batched(
+            || (make(0, 1), make(1, 2)),
+            |(mut a, mut b)| handshake(&mut a, &mut b, a_ip, b_ip),
+            criterion::BatchSize::SmallInput,
+        )
+    });
 }
 
 fn endpoint_seal_open(c: &mut Criterion) {
@@ -133,5 +168,5 @@ fn endpoint_seal_open(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, seal_open, endpoint_seal_open);
+criterion_group!(benches, seal_open, endpoint_seal_open, key_exchange);
 criterion_main!(benches);
