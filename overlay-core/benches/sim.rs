@@ -33,7 +33,9 @@ fn joined(n: usize, seed: u64) -> Sim {
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("sim");
     g.sample_size(10);
-    g.bench_function("join_1000_nodes_60s", |b| b.iter(|| black_box(joined(1000, 1))));
+    g.bench_function("join_1000_nodes_60s", |b| {
+        b.iter(|| black_box(joined(1000, 1)))
+    });
 
     let mut sim = joined(1000, 2);
     g.bench_function("route_1000_echoes_on_1000_nodes", |b| {

@@ -68,7 +68,8 @@ pub struct Config {
     pub link_retry_duration: Duration,
     /// Link-request attempts before giving up.
     pub link_attempts: u8,
-    /// Time before an echo or DHT request is retried.
+    /// Time before an echo or DHT request is first retried (later retries
+    /// back off by half this each).
     pub request_timeout: Duration,
     /// Attempts per echo or DHT request.
     pub request_attempts: u8,
@@ -110,11 +111,11 @@ impl Default for Config {
             tick_duration: Duration::from_secs(1),
             keepalive_duration: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
-            suspect_timeout: Duration::from_secs(3),
+            suspect_timeout: Duration::from_secs(2),
             link_retry_duration: Duration::from_secs(1),
             link_attempts: 3,
             request_timeout: Duration::from_secs(2),
-            request_attempts: 3,
+            request_attempts: 4,
             near_check_duration: Duration::from_secs(30),
             shortcut_check_duration: Duration::from_secs(2),
             unneeded_grace_duration: Duration::from_secs(10),
@@ -707,6 +708,15 @@ impl<I: Identity> Node<I> {
             Message::Routed(msg) => {
                 if let Some(i) = idx {
                     self.route(now, Some(i), msg);
+                } else {
+                    // The sender thinks we are linked; tell it we are not, so
+                    // it stops routing through us at once.
+                    self.send_maintenance(
+                        from,
+                        Message::Close {
+                            reason: CloseReason::Unneeded,
+                        },
+                    );
                 }
             }
         }
@@ -976,6 +986,18 @@ impl<I: Identity> Node<I> {
         roles: Roles,
         nonce: u64,
     ) {
+        self.send_ctm_via(now, destination, mode, roles, nonce, None);
+    }
+
+    fn send_ctm_via(
+        &mut self,
+        now: Instant,
+        destination: Address,
+        mode: Mode,
+        roles: Roles,
+        nonce: u64,
+        via: Option<usize>,
+    ) {
         self.pending_ctms.push(PendingCtm {
             nonce,
             roles,
@@ -989,7 +1011,10 @@ impl<I: Identity> Node<I> {
         };
         let msg = self.routed(destination, mode, payload);
         self.stats.maintenance_sent += 1;
-        self.route(now, None, msg);
+        match via {
+            Some(i) if i < self.table.len() => self.forward(now, i, None, msg),
+            _ => self.route(now, None, msg),
+        }
     }
 
     fn add_connection(&mut self, now: Instant, address: Address, endpoint: SocketAddr) -> usize {
@@ -1065,29 +1090,31 @@ impl<I: Identity> Node<I> {
         left.sort_unstable();
         let rbound = right.get(per_side - 1).copied().unwrap_or(u64::MAX);
         let lbound = left.get(per_side - 1).copied().unwrap_or(u64::MAX);
-        let mut want: Vec<u64> = Vec::new();
+        // (candidate, index of the link whose list named it)
+        let mut want: Vec<(u64, Option<usize>)> = Vec::new();
         let known = self
             .table
             .iter()
-            .flat_map(|c| c.lookahead.iter().copied())
-            .chain(extra.iter().copied());
-        for q in known {
+            .enumerate()
+            .flat_map(|(i, c)| c.lookahead.iter().map(move |&q| (q, Some(i))))
+            .chain(extra.iter().map(|&q| (q, None)));
+        for (q, via) in known {
             if q == me {
                 continue;
             }
             let r = q.wrapping_sub(me);
             let l = me.wrapping_sub(q);
             if (r < rbound || l < lbound)
-                && !want.contains(&q)
+                && !want.iter().any(|w| w.0 == q)
                 && !self.table.iter().any(|c| c.address.prefix() == q)
             {
-                want.push(q);
+                want.push((q, via));
             }
         }
-        // Only the nearest per_side candidates on each side.
-        want.sort_unstable_by_key(|&q| q.wrapping_sub(me).min(me.wrapping_sub(q)));
+        // Only the nearest candidates.
+        want.sort_unstable_by_key(|&(q, _)| q.wrapping_sub(me).min(me.wrapping_sub(q)));
         want.truncate(2 * per_side);
-        for q in want {
+        for (q, via) in want {
             if self
                 .pending_ctms
                 .iter()
@@ -1096,12 +1123,16 @@ impl<I: Identity> Node<I> {
                 continue;
             }
             let nonce = self.rng.next_u64();
-            self.send_ctm(
+            // Send it through the peer that listed the candidate: that peer
+            // holds a link to it, so the request arrives even where greedy
+            // routing would stall in a ring still being built.
+            self.send_ctm_via(
                 now,
                 Address::from_prefix(q),
                 Mode::Closest,
                 Roles::NEAR,
                 nonce,
+                via,
             );
         }
     }
@@ -1251,7 +1282,7 @@ impl<I: Identity> Node<I> {
 
     /// Forwards or delivers a routed message. `previous` is the link it
     /// arrived on.
-    fn route(&mut self, now: Instant, previous: Option<usize>, mut msg: Routed) {
+    fn route(&mut self, now: Instant, previous: Option<usize>, msg: Routed) {
         let hop = next_hop(
             self.address,
             &self.table,
@@ -1264,35 +1295,38 @@ impl<I: Identity> Node<I> {
         match hop {
             NextHop::Local => self.deliver(now, msg),
             NextHop::NotFound => self.drop_routed(&msg, DropReason::NotFound),
-            NextHop::Forward(i) => {
-                if msg.hops >= msg.hop_limit {
-                    self.drop_routed(&msg, DropReason::HopLimit);
-                    return;
-                }
-                msg.hops += 1;
-                if previous.is_some() {
-                    self.stats.forwarded += 1;
-                }
-                let Some(c) = self.table.get_mut(i) else {
-                    return;
-                };
-                if c.unanswered_since.is_none() {
-                    c.unanswered_since = Some(now);
-                }
-                let ep = c.endpoint;
-                let next = c.address;
-                if self.config.forward_events && previous.is_some() {
-                    self.events.push_back(Event::Forwarded {
-                        destination: msg.destination,
-                        next_hop: next,
-                    });
-                }
-                self.transmits.push_back(Transmit {
-                    destination: ep,
-                    message: Message::Routed(msg),
-                });
-            }
+            NextHop::Forward(i) => self.forward(now, i, previous, msg),
         }
+    }
+
+    /// Sends a routed message on link `i`.
+    fn forward(&mut self, now: Instant, i: usize, previous: Option<usize>, mut msg: Routed) {
+        if msg.hops >= msg.hop_limit {
+            self.drop_routed(&msg, DropReason::HopLimit);
+            return;
+        }
+        msg.hops += 1;
+        if previous.is_some() {
+            self.stats.forwarded += 1;
+        }
+        let Some(c) = self.table.get_mut(i) else {
+            return;
+        };
+        if c.unanswered_since.is_none() {
+            c.unanswered_since = Some(now);
+        }
+        let ep = c.endpoint;
+        let next = c.address;
+        if self.config.forward_events && previous.is_some() {
+            self.events.push_back(Event::Forwarded {
+                destination: msg.destination,
+                next_hop: next,
+            });
+        }
+        self.transmits.push_back(Transmit {
+            destination: ep,
+            message: Message::Routed(msg),
+        });
     }
 
     fn drop_routed(&mut self, msg: &Routed, reason: DropReason) {
@@ -1874,7 +1908,9 @@ impl<I: Identity> Node<I> {
                 return false;
             }
             r.attempts += 1;
-            r.retry_at = now + timeout;
+            // Back off: a dead hop on the path takes the suspect timeout
+            // to be noticed.
+            r.retry_at = now + timeout.mul_f64(1.0 + 0.5 * f64::from(r.attempts - 1));
             resend.push((r.destination, r.mode, r.payload.clone()));
             true
         });

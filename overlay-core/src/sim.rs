@@ -46,6 +46,8 @@ pub struct SimConfig {
     pub loss: f64,
     /// Round-trip every n-th message through the wire format (0: never).
     pub wire_check_every: u32,
+    /// Keep every node event for [`Sim::take_events`].
+    pub record_events: bool,
 }
 
 impl Default for SimConfig {
@@ -57,6 +59,7 @@ impl Default for SimConfig {
             max_latency: Duration::from_millis(60),
             loss: 0.0,
             wire_check_every: 16,
+            record_events: false,
         }
     }
 }
@@ -147,6 +150,7 @@ pub struct Sim {
     stats: SimStats,
     outcomes: HashMap<(u32, u64), Outcome>,
     message_count: u32,
+    events: Vec<(usize, Event)>,
 }
 
 const ENDPOINT_BASE: u32 = 0x0a00_0000;
@@ -193,6 +197,7 @@ impl Sim {
             stats: SimStats::default(),
             outcomes: HashMap::new(),
             message_count: 0,
+            events: Vec::new(),
         }
     }
 
@@ -353,6 +358,41 @@ impl Sim {
         Some((from as u32, id))
     }
 
+    /// Takes the events recorded so far (with [`SimConfig::record_events`]),
+    /// each with its node's slot.
+    pub fn take_events(&mut self) -> Vec<(usize, Event)> {
+        core::mem::take(&mut self.events)
+    }
+
+    /// Sends application data from `from` to the node in slot `to`.
+    pub fn send(&mut self, from: usize, to: usize, payload: Vec<u8>) -> bool {
+        let Some(dest) = self.node(to).map(Node::address) else {
+            return false;
+        };
+        let now = self.now();
+        let ok = self
+            .slots
+            .get_mut(from)
+            .and_then(|s| s.node.as_mut())
+            .is_some_and(|n| n.send(now, dest, payload).is_ok());
+        self.drain(from);
+        ok
+    }
+
+    /// Sends a routed echo to an arbitrary address (which may not exist).
+    pub fn echo_address(&mut self, from: usize, address: Address) -> Option<(u32, u64)> {
+        let now = self.now();
+        let id = self
+            .slots
+            .get_mut(from)?
+            .node
+            .as_mut()?
+            .echo(now, address)
+            .ok()?;
+        self.drain(from);
+        Some((from as u32, id))
+    }
+
     /// Removes and returns the outcome of a request, once known.
     pub fn take_outcome(&mut self, key: (u32, u64)) -> Option<Outcome> {
         self.outcomes.remove(&key)
@@ -469,6 +509,9 @@ impl Sim {
             );
         }
         for e in events {
+            if self.config.record_events {
+                self.events.push((index, e.clone()));
+            }
             match e {
                 Event::Joined if self.slots[index].joined_at.is_none() => {
                     self.slots[index].joined_at = Some(self.now);

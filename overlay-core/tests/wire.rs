@@ -1,0 +1,289 @@
+//! Wire format: round trips for every message and rejection of bad input.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use core::net::{IpAddr, SocketAddr};
+
+use overlay_core::Address;
+use overlay_core::error::WireError;
+use overlay_core::wire::*;
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+fn addr() -> impl Strategy<Value = Address> {
+    any::<[u8; 20]>().prop_map(Address::from_bytes)
+}
+
+fn endpoint() -> impl Strategy<Value = SocketAddr> {
+    prop_oneof![
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(a, p)| SocketAddr::new(IpAddr::from(a), p)),
+        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(a, p)| SocketAddr::new(IpAddr::from(a), p)),
+    ]
+}
+
+fn roles() -> impl Strategy<Value = Roles> {
+    (0u8..16).prop_map(Roles)
+}
+
+fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    vec(any::<u8>(), 0..=max)
+}
+
+fn payload() -> impl Strategy<Value = Payload> {
+    prop_oneof![
+        bytes(64).prop_map(Payload::Data),
+        (roles(), any::<u64>(), vec(endpoint(), 0..=MAX_ENDPOINTS)).prop_map(
+            |(roles, nonce, endpoints)| Payload::ConnectToMe {
+                roles,
+                nonce,
+                endpoints
+            }
+        ),
+        any::<u64>().prop_map(|id| Payload::EchoRequest { id }),
+        (any::<u64>(), any::<u8>())
+            .prop_map(|(id, request_hops)| Payload::EchoReply { id, request_hops }),
+        (
+            any::<u64>(),
+            prop_oneof![Just(DhtOp::Put), Just(DhtOp::Get), Just(DhtOp::Create)],
+            any::<u32>(),
+            bytes(MAX_KEY_LEN),
+            bytes(64)
+        )
+            .prop_map(|(id, op, ttl_secs, key, value)| Payload::DhtRequest {
+                id,
+                op,
+                ttl_secs,
+                key,
+                value
+            }),
+        (
+            any::<u64>(),
+            prop_oneof![
+                Just(DhtStatus::Ok),
+                Just(DhtStatus::Exists),
+                Just(DhtStatus::Full),
+                Just(DhtStatus::Rejected)
+            ],
+            vec(bytes(32), 0..=MAX_VALUES_PER_KEY)
+        )
+            .prop_map(|(id, status, values)| Payload::DhtReply { id, status, values }),
+    ]
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        (
+            any::<u64>(),
+            addr(),
+            addr(),
+            roles(),
+            vec(endpoint(), 0..=MAX_ENDPOINTS),
+            bytes(64)
+        )
+            .prop_map(|(nonce, sender, target, roles, endpoints, identity)| {
+                Message::LinkRequest(LinkRequest {
+                    nonce,
+                    sender,
+                    target,
+                    roles,
+                    endpoints,
+                    identity,
+                })
+            }),
+        (
+            any::<u64>(),
+            addr(),
+            prop_oneof![
+                Just(LinkStatus::Accepted),
+                Just(LinkStatus::Full),
+                Just(LinkStatus::IdentityRejected),
+                Just(LinkStatus::WrongTarget)
+            ],
+            roles(),
+            endpoint(),
+            vec(endpoint(), 0..=MAX_ENDPOINTS),
+            bytes(64)
+        )
+            .prop_map(
+                |(nonce, sender, status, roles, observed, endpoints, identity)| {
+                    Message::LinkReply(LinkReply {
+                        nonce,
+                        sender,
+                        status,
+                        roles,
+                        observed,
+                        endpoints,
+                        identity,
+                    })
+                }
+            ),
+        (addr(), any::<u64>()).prop_map(|(sender, nonce)| Message::Ping { sender, nonce }),
+        any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
+        prop_oneof![
+            Just(CloseReason::Leaving),
+            Just(CloseReason::Unneeded),
+            Just(CloseReason::Full)
+        ]
+        .prop_map(|reason| Message::Close { reason }),
+        (
+            any::<u32>(),
+            vec(
+                (addr(), roles()).prop_map(|(address, roles)| Neighbor { address, roles }),
+                0..=MAX_NEIGHBORS
+            )
+        )
+            .prop_map(|(size_estimate, neighbors)| Message::Neighbors {
+                size_estimate,
+                neighbors
+            }),
+        vec(
+            (bytes(MAX_KEY_LEN), bytes(64), any::<u32>()).prop_map(|(key, value, ttl_secs)| {
+                Record {
+                    key,
+                    value,
+                    ttl_secs,
+                }
+            }),
+            0..=4
+        )
+        .prop_map(Message::DhtStore),
+        (
+            addr(),
+            addr(),
+            prop_oneof![
+                Just(Mode::Exact),
+                Just(Mode::Closest),
+                Just(Mode::ClosestOther)
+            ],
+            any::<u8>(),
+            any::<u8>(),
+            payload()
+        )
+            .prop_map(|(source, destination, mode, a, b, payload)| {
+                Message::Routed(Routed {
+                    source,
+                    destination,
+                    mode,
+                    hops: a.min(b),
+                    hop_limit: a.max(b),
+                    payload,
+                })
+            }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn round_trip(m in message()) {
+        let len = m.buffer_len();
+        // Pre-fill so that a field emit misses shows up.
+        let mut buf = vec![0xa5u8; len];
+        prop_assert_eq!(m.emit(&mut buf), len);
+        prop_assert_eq!(Message::parse(&buf), Ok(m.clone()));
+        // Every strict prefix is rejected, never accepted or panicking.
+        for cut in [0, 1, len / 2, len - 1] {
+            if cut < len {
+                prop_assert!(Message::parse(&buf[..cut]).is_err());
+            }
+        }
+        // Trailing garbage is rejected.
+        let mut longer = buf.clone();
+        longer.push(0);
+        prop_assert_eq!(Message::parse(&longer), Err(WireError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn parse_never_panics(data in vec(any::<u8>(), 0..200)) {
+        let _ = Message::parse(&data);
+    }
+
+    #[test]
+    fn header_view_matches_repr(m in message()) {
+        let buf = m.to_vec();
+        let p = Packet::new_checked(&buf[..]).unwrap();
+        prop_assert_eq!(p.version(), VERSION);
+        prop_assert_eq!(p.kind(), m.kind());
+        if let Message::Routed(r) = &m {
+            prop_assert_eq!(p.source(), r.source);
+            prop_assert_eq!(p.destination(), r.destination);
+            prop_assert_eq!(p.hops(), r.hops);
+            prop_assert_eq!(p.hop_limit(), r.hop_limit);
+        }
+    }
+}
+
+#[test]
+fn ping_fixture() {
+    let m = Message::Ping {
+        sender: Address::from_bytes([0x11; 20]),
+        nonce: 0x0102_0304_0506_0708,
+    };
+    let mut expected = vec![1u8, 0x03];
+    expected.extend([0x11; 20]);
+    expected.extend([1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(m.to_vec(), expected);
+}
+
+#[test]
+fn rejects_bad_input() {
+    assert!(matches!(
+        Message::parse(&[]),
+        Err(WireError::Truncated { .. })
+    ));
+    assert_eq!(
+        Message::parse(&[2, 0x04, 0, 0, 0, 0, 0, 0, 0, 0]),
+        Err(WireError::UnsupportedVersion(2))
+    );
+    assert_eq!(
+        Message::parse(&[1, 0x7f]),
+        Err(WireError::UnknownKind(0x7f))
+    );
+    // Close with an unknown reason.
+    assert!(matches!(
+        Message::parse(&[1, 0x05, 9]),
+        Err(WireError::InvalidValue {
+            field: "reason",
+            ..
+        })
+    ));
+    // A neighbour list announcing more entries than allowed.
+    assert!(matches!(
+        Message::parse(&[1, 0x06, 0, 0, 0, 0, 200]),
+        Err(WireError::TooLong {
+            field: "neighbors",
+            ..
+        })
+    ));
+    // A routed header with hops beyond the hop limit.
+    let m = Message::Routed(Routed {
+        source: Address::ZERO,
+        destination: Address::ZERO,
+        mode: Mode::Exact,
+        hops: 3,
+        hop_limit: 3,
+        payload: Payload::EchoRequest { id: 1 },
+    });
+    let mut b = m.to_vec();
+    let mut p = Packet::new_checked(&mut b[..]).unwrap();
+    p.set_hops(4);
+    assert!(matches!(
+        Message::parse(&b),
+        Err(WireError::InvalidValue { field: "hops", .. })
+    ));
+    // A data payload longer than the limit.
+    let mut b = Message::Routed(Routed {
+        source: Address::ZERO,
+        destination: Address::ZERO,
+        mode: Mode::Exact,
+        hops: 0,
+        hop_limit: 3,
+        payload: Payload::Data(vec![0; 4]),
+    })
+    .to_vec();
+    let n = b.len();
+    b[n - 6] = 0xff;
+    b[n - 5] = 0xff;
+    assert!(matches!(
+        Message::parse(&b),
+        Err(WireError::TooLong { field: "data", .. })
+    ));
+}
