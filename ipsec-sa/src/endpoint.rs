@@ -55,6 +55,10 @@ use crate::policy::{Action, Policy};
 use crate::sa::{InboundSa, OutboundSa};
 use crate::wire::{self, HandshakeRepr, MAX_PLAINTEXT_LEN, Packet, Suite, SuiteSet};
 
+/// Sources remembered for [`Event::UnprotectedDropped`]; beyond this,
+/// drops are only counted.
+const MAX_UNPROTECTED_SOURCES: usize = 65_536;
+
 /// Endpoint configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -964,7 +968,10 @@ impl<A: PeerAuthenticator> Endpoint<A> {
             Action::Bypass => Verdict::Accept,
             Action::Protect => {
                 self.stats.unprotected_dropped += 1;
-                if self.unprotected_seen.insert(source) {
+                // Bounded: a flood of spoofed sources must not grow memory.
+                if self.unprotected_seen.len() < MAX_UNPROTECTED_SOURCES
+                    && self.unprotected_seen.insert(source)
+                {
                     self.events
                         .push_back(Event::UnprotectedDropped { peer: source });
                 }

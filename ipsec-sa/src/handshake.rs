@@ -24,6 +24,15 @@
 //!
 //! The SA keys come from Noise's `Split()` (one key per direction), expanded
 //! with HKDF-SHA256 (RFC 5869) salted with the final handshake hash.
+//!
+//! A message that fails to decrypt or authenticate ends its exchange (a
+//! Noise handshake state cannot be rolled back). An on-path attacker can
+//! thus abort an exchange, as it could by dropping packets; the next packet
+//! to the peer starts a new one. The responder does its DH and signature
+//! work before the initiator is authenticated; the number of such pending
+//! exchanges is capped ([`Config::max_pending_handshakes`]).
+//!
+//! [`Config::max_pending_handshakes`]: crate::Config::max_pending_handshakes
 
 use core::net::IpAddr;
 use std::time::SystemTime;
