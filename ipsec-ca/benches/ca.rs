@@ -142,6 +142,10 @@ fn bench_verify(c: &mut Criterion) {
         let mut verifier = Verifier::new(ca.identity().cert_der()).unwrap();
         verifier.handle_crl_envelope(&crl, now()).unwrap();
         assert_eq!(verifier.revoked_count(), 100_000);
+        let bare = Verifier::new(ca.identity().cert_der()).unwrap();
+        group.bench_function(format!("{key_type}_no_crl"), |b| {
+            b.iter(|| black_box(bare.verify(&issued.certificate, ip, now()).unwrap()))
+        });
         group.bench_function(format!("{key_type}_crl_100k"), |b| {
             b.iter(|| black_box(verifier.verify(&issued.certificate, ip, now()).unwrap()))
         });
