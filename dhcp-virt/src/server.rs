@@ -251,6 +251,10 @@ struct Binding {
     hostname: Option<String>,
     /// When the state is `Idle`, the expiry that was stored (kept on disk).
     expires_unix: u64,
+    /// The earliest timer queued for this binding. A later deadline (a
+    /// renewal) queues nothing: the armed timer re-arms when it fires, so
+    /// a client renewing in a loop cannot grow the timer heap.
+    armed: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -405,6 +409,7 @@ impl<S: LeaseStore> Server<S> {
                     state,
                     hostname: lease.hostname,
                     expires_unix: lease.expires_unix,
+                    armed: state.deadline(),
                 },
             );
             if let Some(at) = state.deadline() {
@@ -447,6 +452,12 @@ impl<S: LeaseStore> Server<S> {
             BindingState::Bound { expires_at } => Some((*a, &b.client, expires_at)),
             _ => None,
         })
+    }
+
+    /// Number of queued deadlines (for metrics and tests; stays bounded by
+    /// the bindings, whatever clients send).
+    pub fn queued_timers(&self) -> usize {
+        self.timers.len()
     }
 
     /// Number of clients waiting for the directory.
@@ -508,7 +519,7 @@ impl<S: LeaseStore> Server<S> {
             }
             self.timers.pop();
             match timer {
-                Timer::Binding(addr) => self.expire_binding(now, addr),
+                Timer::Binding(addr) => self.expire_binding(now, addr, at),
                 Timer::Quarantine(addr) => {
                     if self.quarantine.get(&addr).is_some_and(|&u| u <= now) {
                         self.quarantine.remove(&addr);
@@ -921,6 +932,7 @@ impl<S: LeaseStore> Server<S> {
                         state: BindingState::Idle { released: false },
                         hostname,
                         expires_unix: 0,
+                        armed: None,
                     },
                 );
             }
@@ -931,7 +943,10 @@ impl<S: LeaseStore> Server<S> {
     fn set_state(&mut self, addr: Ipv4Addr, state: BindingState) {
         if let Some(b) = self.bindings.get_mut(&addr) {
             b.state = state;
-            if let Some(at) = state.deadline() {
+            if let Some(at) = state.deadline()
+                && b.armed.is_none_or(|armed| at < armed)
+            {
+                b.armed = Some(at);
                 self.timers.push(Reverse((at, Timer::Binding(addr))));
             }
         }
@@ -1018,15 +1033,22 @@ impl<S: LeaseStore> Server<S> {
         }
     }
 
-    fn expire_binding(&mut self, now: Instant, addr: Ipv4Addr) {
-        let Some(b) = self.bindings.get(&addr) else {
+    fn expire_binding(&mut self, now: Instant, addr: Ipv4Addr, fired: Instant) {
+        let Some(b) = self.bindings.get_mut(&addr) else {
             return;
         };
+        if b.armed == Some(fired) {
+            b.armed = None;
+        }
         let Some(deadline) = b.state.deadline() else {
             return;
         };
         if deadline > now {
-            // Re-armed later; a newer timer exists.
+            // Extended since the timer was queued: queue the new deadline.
+            if b.armed.is_none() {
+                b.armed = Some(deadline);
+                self.timers.push(Reverse((deadline, Timer::Binding(addr))));
+            }
             return;
         }
         let client = b.client.clone();

@@ -627,3 +627,26 @@ fn directory_mode_init_reboot_conflict_naks_and_timeouts_forget() {
     .unwrap();
     assert!(s.poll_directory_request().is_some());
 }
+
+#[test]
+fn renewal_floods_do_not_grow_timers_and_expiry_still_fires() {
+    let (mut s, t0) = server();
+    let addr = lease(&mut s, t0, 1);
+    let mut r = msg(ClientMessageKind::Request, 1);
+    r.client_addr = addr;
+    // 10,000 renewals over 10 s: the next deadline stays at or before the
+    // first expiry (t0 + 100 s); when it fires the lease is re-armed at the
+    // last renewal's expiry, not expired.
+    for k in 0..10_000u64 {
+        send(&mut s, t0 + Duration::from_millis(k), &r).unwrap();
+        s.poll_transmit().unwrap();
+    }
+    assert!(s.queued_timers() <= 2, "{} timers", s.queued_timers());
+    assert!(s.poll_timeout().unwrap() <= t0 + Duration::from_secs(100));
+    s.handle_timeout(t0 + Duration::from_secs(100));
+    assert_eq!(s.lease_of(&ClientKey::Hardware(mac(1))), Some(addr));
+    let last = t0 + Duration::from_millis(9_999) + Duration::from_secs(100);
+    assert_eq!(s.poll_timeout(), Some(last));
+    s.handle_timeout(last);
+    assert_eq!(s.lease_of(&ClientKey::Hardware(mac(1))), None);
+}
