@@ -50,6 +50,19 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Layout
+//!
+//! - [`key`]: [`KeyType`], [`NodeKey`] (PKCS#8, CSRs), [`OverlayAddress`] (the
+//!   `brunet:node:` URI SAN).
+//! - [`ca`]: [`Ca`] with its [`Policy`]: sign, queue/approve/reject, revoke, CRLs,
+//!   and the enrolment input [`Ca::handle_enrolment`] / output [`Ca::poll_transmit`].
+//! - [`enrol`]: the node's side of enrolment ([`Enrolment`]), with retries.
+//! - [`verify`]: [`Verifier`] and [`VerifiedPeer`].
+//! - [`wire`]: the enrolment messages and the CRL distribution envelope.
+//! - [`state`], [`store`], [`file_store`]: the index as [`state::Change`]s over a
+//!   [`Store`]; [`FileStore`] journals each change with one fsynced append,
+//!   snapshots periodically, and survives SIGKILL at any point.
+//!
 //! # For the security-association layer
 //!
 //! - Node key: [`NodeKey::pkcs8_der`] loads into `ring`'s `Ed25519KeyPair::from_pkcs8`
