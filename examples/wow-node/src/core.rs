@@ -213,6 +213,9 @@ pub struct Core<S: LeaseStore> {
     jobs: HashMap<u64, DhtJob>,
     peers: HashMap<Ipv4Addr, PeerInfo>,
     sa_peers: HashSet<IpAddr>,
+    endpoints: Vec<SocketAddr>,
+    punched: HashMap<Address, Instant>,
+    punch_out: VecDeque<SocketAddr>,
     tap_out: VecDeque<Vec<u8>>,
     events: VecDeque<CoreEvent>,
     counters: Counters,
@@ -295,6 +298,7 @@ impl<S: LeaseStore> Core<S> {
         }
         let dns = dns_virt::Server::new(dns_config);
 
+        let endpoints = overlay_config.endpoints.clone();
         let overlay = overlay_core::Node::new(overlay_config, address, now, seed);
         Ok(Core {
             settings,
@@ -312,6 +316,9 @@ impl<S: LeaseStore> Core<S> {
             jobs: HashMap::new(),
             peers: HashMap::new(),
             sa_peers: HashSet::new(),
+            endpoints,
+            punched: HashMap::new(),
+            punch_out: VecDeque::new(),
             tap_out: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
@@ -424,6 +431,9 @@ impl<S: LeaseStore> Core<S> {
         let config = ipsec_sa::Config {
             local_ip: IpAddr::V4(virtual_ip),
             policy,
+            // Both guests often speak first at once; a lost or collided key
+            // exchange then costs half a second, not the default second.
+            handshake_retransmit_timeout: Duration::from_millis(500),
             ..ipsec_sa::Config::default()
         };
         self.sa = Some(ipsec_sa::Endpoint::new(
@@ -511,6 +521,10 @@ impl<S: LeaseStore> Core<S> {
 
     /// A datagram from the underlay socket.
     pub fn handle_udp(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if bytes.is_empty() {
+            // A peer's punch datagram: it has done its job in our NAT.
+            return;
+        }
         self.counters.udp_in += 1;
         self.counters.udp_bytes_in += bytes.len() as u64;
         if self.overlay.handle_input(now, from, bytes).is_err() {
@@ -558,6 +572,10 @@ impl<S: LeaseStore> Core<S> {
     /// `overlay_core::wire::MAX_DATA_LEN + 128` bytes); returns its
     /// destination and length.
     pub fn poll_udp(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        if let Some(to) = self.punch_out.pop_front() {
+            self.counters.udp_out += 1;
+            return Some((to, 0));
+        }
         loop {
             let t = self.overlay.poll_transmit()?;
             if t.message.buffer_len() > buf.len() {
@@ -680,6 +698,19 @@ impl<S: LeaseStore> Core<S> {
             self.counters.malformed += 1;
             return;
         };
+        if repr.kind == Kind::Punch {
+            // Open our NAT toward the peer that is trying to link to us, and
+            // try its endpoints ourselves if we are linking to it too.
+            let endpoints = wire::parse_endpoints(packet.body());
+            tracing::debug!(peer = %source, ?endpoints, "punch request");
+            for e in endpoints.iter().take(4) {
+                if self.punch_out.len() < 64 {
+                    self.punch_out.push_back(*e);
+                }
+            }
+            self.overlay.handle_link_candidates(source, &endpoints);
+            return;
+        }
         if Some(repr.destination) != self.guest_addr
             || !self.settings.network.contains(&repr.source)
         {
@@ -721,6 +752,7 @@ impl<S: LeaseStore> Core<S> {
                 body
             }
             (Kind::Plain, None) => body,
+            (Kind::Punch, _) => return,
         };
         let plaintext: Vec<u8> = if repr.kind == Kind::Sa {
             std::mem::take(&mut self.open_buf)
@@ -744,6 +776,35 @@ impl<S: LeaseStore> Core<S> {
         if repr.kind == Kind::Sa {
             self.open_buf = plaintext;
         }
+    }
+
+    /// Our overlay is linking to `peer`: ask it (through the overlay) to
+    /// send an empty datagram to our endpoints, so that its NAT lets our link
+    /// requests in (hole punching, as Brunet's ConnectToMe does).
+    fn punch_request(&mut self, now: Instant, peer: Address) {
+        if peer == Address::ZERO || self.endpoints.is_empty() {
+            return;
+        }
+        if self
+            .punched
+            .get(&peer)
+            .is_some_and(|t| now < *t + Duration::from_secs(2))
+        {
+            return;
+        }
+        self.punched
+            .retain(|_, t| now < *t + Duration::from_secs(10));
+        self.punched.insert(peer, now);
+        let repr = wire::Repr {
+            kind: Kind::Punch,
+            source: self.guest_addr.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            destination: Ipv4Addr::UNSPECIFIED,
+        };
+        let mut body = Vec::with_capacity(6 * self.endpoints.len());
+        wire::emit_endpoints(&self.endpoints, &mut body);
+        let mut payload = Vec::new();
+        repr.emit_with_body(&body, &mut payload);
+        let _ = self.overlay.send(now, peer, payload);
     }
 
     fn learn(&mut self, now: Instant, ip: Ipv4Addr, address: Address, hops: u8) {
@@ -858,6 +919,15 @@ impl<S: LeaseStore> Core<S> {
                 payload,
             } => self.on_delivered(now, source, hops, payload),
             E::Dht { id, op, outcome } => self.on_dht(now, id, op, outcome),
+            E::ObservedEndpoint { endpoint } if !self.endpoints.contains(&endpoint) => {
+                tracing::debug!(%endpoint, "observed underlay endpoint");
+                self.endpoints.insert(0, endpoint);
+                self.endpoints.truncate(wire::MAX_PUNCH_ENDPOINTS);
+            }
+            E::LinkAttempt { peer, endpoints } => {
+                tracing::debug!(%peer, ?endpoints, "overlay link attempt");
+                self.punch_request(now, peer);
+            }
             _ => {}
         }
     }

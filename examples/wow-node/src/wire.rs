@@ -8,7 +8,10 @@
 //! ```
 //!
 //! `kind` 1 is a plaintext IPv4 packet (a public host, or no security),
-//! `kind` 2 an ipsec-sa datagram (handshake message or sealed packet).
+//! `kind` 2 an ipsec-sa datagram (handshake message or sealed packet),
+//! `kind` 3 a punch request: the body lists the sender's underlay endpoints
+//! (IPv4 address and port, 6 bytes each) for the receiver to send an empty
+//! datagram to, opening its NAT for the sender's link requests.
 //! The source address is what ipsec-sa authenticates the peer as; the
 //! destination lets a node drop traffic not meant for its guest.
 
@@ -30,6 +33,8 @@ pub enum Kind {
     Plain,
     /// An ipsec-sa datagram.
     Sa,
+    /// A punch request.
+    Punch,
 }
 
 impl Kind {
@@ -37,12 +42,14 @@ impl Kind {
         match self {
             Kind::Plain => 1,
             Kind::Sa => 2,
+            Kind::Punch => 3,
         }
     }
     fn from_code(code: u8) -> Option<Kind> {
         match code {
             1 => Some(Kind::Plain),
             2 => Some(Kind::Sa),
+            3 => Some(Kind::Punch),
             _ => None,
         }
     }
@@ -155,6 +162,32 @@ impl Repr {
     }
 }
 
+/// Most endpoints a punch request carries.
+pub const MAX_PUNCH_ENDPOINTS: usize = 8;
+
+/// Appends `endpoints` (IPv4 only, at most [`MAX_PUNCH_ENDPOINTS`]) as a
+/// punch body.
+pub fn emit_endpoints(endpoints: &[std::net::SocketAddr], out: &mut Vec<u8>) {
+    for e in endpoints.iter().take(MAX_PUNCH_ENDPOINTS) {
+        if let std::net::SocketAddr::V4(v4) = e {
+            out.extend_from_slice(&v4.ip().octets());
+            out.extend_from_slice(&v4.port().to_be_bytes());
+        }
+    }
+}
+
+/// Reads a punch body; trailing bytes that do not form an endpoint are
+/// ignored.
+pub fn parse_endpoints(body: &[u8]) -> Vec<std::net::SocketAddr> {
+    body.chunks_exact(6)
+        .take(MAX_PUNCH_ENDPOINTS)
+        .map(|c| {
+            let ip = Ipv4Addr::new(c[0], c[1], c[2], c[3]);
+            std::net::SocketAddr::from((ip, u16::from_be_bytes([c[4], c[5]])))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -172,6 +205,22 @@ mod test {
         let p = Packet::new_checked(&out[..]).unwrap();
         assert_eq!(Repr::parse(&p).unwrap(), repr);
         assert_eq!(p.body(), b"xyz");
+    }
+
+    #[test]
+    fn punch_endpoints_round_trip() {
+        let eps: Vec<std::net::SocketAddr> = vec![
+            "198.51.1.2:4000".parse().unwrap(),
+            "10.0.0.1:1".parse().unwrap(),
+        ];
+        let mut body = Vec::new();
+        emit_endpoints(&eps, &mut body);
+        body.push(7); // a partial endpoint is ignored
+        assert_eq!(parse_endpoints(&body), eps);
+        let many = vec![eps[0]; 20];
+        body.clear();
+        emit_endpoints(&many, &mut body);
+        assert_eq!(parse_endpoints(&body).len(), MAX_PUNCH_ENDPOINTS);
     }
 
     #[test]

@@ -33,7 +33,7 @@ impl Host {
         self.state.path().join("node.toml")
     }
 
-    fn write_config(&self, bootstrap: &[&str], listen: &str, extra: &str) {
+    fn write_config(&self, bootstrap: &[&str], listen: &str, advertise: &[&str], extra: &str) {
         let list = |v: &[&str]| {
             v.iter()
                 .map(|s| format!("\"{s}\""))
@@ -41,9 +41,10 @@ impl Host {
                 .join(", ")
         };
         let text = format!(
-            "[node]\nstate_dir = \"{}\"\nlisten = \"{listen}\"\nbootstrap = [{}]\n\n[network]\ncidr = \"10.128.0.0/16\"\n{extra}",
+            "[node]\nstate_dir = \"{}\"\nlisten = \"{listen}\"\nbootstrap = [{}]\nadvertise = [{}]\n\n[network]\ncidr = \"10.128.0.0/16\"\n{extra}",
             self.state.path().display(),
             list(bootstrap),
+            list(advertise),
         );
         std::fs::write(self.config_path(), text).unwrap();
     }
@@ -227,10 +228,10 @@ fn guests_behind_nats_get_leases_names_ping_and_iperf() {
         return;
     }
     let mut t = topology();
-    t.public.write_config(&[], PUBLIC, "");
+    t.public.write_config(&[], PUBLIC, &[], "");
     t.public.start(&[]);
-    t.a.write_config(bootstrap(), ANY, "");
-    t.b.write_config(bootstrap(), ANY, "");
+    t.a.write_config(bootstrap(), ANY, &["198.51.1.2:4000"], "");
+    t.b.write_config(bootstrap(), ANY, &["198.51.2.2:4000"], "");
     t.a.start(&[]);
     t.b.start(&[]);
 
@@ -282,6 +283,15 @@ fn guests_behind_nats_get_leases_names_ping_and_iperf() {
     eprintln!("iperf3 over wow-node: {:.1} Mbit/s", bps / 1e6);
     assert!(bps > 1e6, "{bps} bit/s");
 
+    // Both NATs filter by address and the peers' first link requests each
+    // leave a conntrack entry in the other NAT that makes it remap the
+    // port: the path stays relayed through the public node (status says so).
+    let _ = a.ping(&addr_b);
+    assert!(
+        a.status(false).contains("relayed (2 hops)"),
+        "{}",
+        a.status(false)
+    );
     // Status through the control socket.
     let status: serde_json::Value = serde_json::from_str(&a.status(true)).unwrap();
     assert_eq!(status["guest"]["address"], addr_a.as_str());
@@ -344,14 +354,14 @@ fn only_certified_nodes_reach_private_addresses_and_confine_blocks_the_outside()
     run(&["ca", "init", "--dir", ca.path().to_str().unwrap()]);
 
     let mut t = topology();
-    t.public.write_config(&[], PUBLIC, "");
+    t.public.write_config(&[], PUBLIC, &[], "");
     t.public.start(&[]);
     // alpha and bravo are certified for fixed addresses; charlie (in the
     // public host's place as a guest) is not.
     issue(ca.path(), "10.128.0.10", t.a.state.path());
     issue(ca.path(), "10.128.0.20", t.b.state.path());
-    t.a.write_config(bootstrap(), ANY, SECURITY);
-    t.b.write_config(bootstrap(), ANY, SECURITY);
+    t.a.write_config(bootstrap(), ANY, &["198.51.1.2:4000"], SECURITY);
+    t.b.write_config(bootstrap(), ANY, &["198.51.2.2:4000"], SECURITY);
     t.a.start(&["--confine"]);
     t.b.start(&[]);
     assert_eq!(t.a.dhcp(), "10.128.0.10");
