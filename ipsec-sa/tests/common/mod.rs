@@ -99,6 +99,10 @@ pub struct Pair<A = TestAuthenticator> {
     pub a_ip: IpAddr,
     pub b_ip: IpAddr,
     pub latency: Duration,
+    /// Extra random delay per datagram, up to this much (reorders).
+    pub jitter: Duration,
+    /// xorshift state for the jitter.
+    pub rng: u64,
     pub in_flight: VecDeque<Flight>,
     /// Plaintexts delivered to A and to B.
     pub to_a: Vec<Vec<u8>>,
@@ -133,6 +137,8 @@ impl<A: PeerAuthenticator> Pair<A> {
             a,
             b,
             latency: Duration::from_millis(5),
+            jitter: Duration::ZERO,
+            rng: 0x9e37_79b9_7f4a_7c15,
             in_flight: VecDeque::new(),
             to_a: Vec::new(),
             to_b: Vec::new(),
@@ -146,9 +152,9 @@ impl<A: PeerAuthenticator> Pair<A> {
 
     /// Moves every pending transmit and event into the network / logs.
     pub fn collect(&mut self) {
-        let at = self.clock.now() + self.latency;
         while let Some(t) = self.a.poll_transmit() {
             assert_eq!(t.destination, self.b_ip);
+            let at = self.delivery_time();
             self.in_flight.push_back(Flight {
                 deliver_at: at,
                 a_to_b: true,
@@ -157,6 +163,7 @@ impl<A: PeerAuthenticator> Pair<A> {
         }
         while let Some(t) = self.b.poll_transmit() {
             assert_eq!(t.destination, self.a_ip);
+            let at = self.delivery_time();
             self.in_flight.push_back(Flight {
                 deliver_at: at,
                 a_to_b: false,
@@ -173,12 +180,25 @@ impl<A: PeerAuthenticator> Pair<A> {
 
     /// Sends a sealed data packet (already produced by `seal`) into the network.
     pub fn send_raw(&mut self, a_to_b: bool, payload: Vec<u8>) {
-        let at = self.clock.now() + self.latency;
+        let at = self.delivery_time();
         self.in_flight.push_back(Flight {
             deliver_at: at,
             a_to_b,
             payload,
         });
+    }
+
+    /// Now plus latency plus a seeded random share of the jitter.
+    fn delivery_time(&mut self) -> Instant {
+        let mut extra = Duration::ZERO;
+        if !self.jitter.is_zero() {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let micros = self.jitter.as_micros() as u64;
+            extra = Duration::from_micros(self.rng % (micros + 1));
+        }
+        self.clock.now() + self.latency + extra
     }
 
     /// Seals `data` from A to B (or B to A) and puts it on the wire.
