@@ -199,6 +199,7 @@ fn main() {
 
     // Steady phase with churn and background traffic.
     let maint0 = sim.maintenance_sent();
+    let lists0 = sim.neighbor_lists_sent();
     let live0 = sim.live().len();
     let replacements = (args.churn * args.nodes as f64).round() as u64;
     let mut bg_routes = Tally::default();
@@ -211,12 +212,16 @@ fn main() {
     let mut replaced = 0u64;
     let secs = args.duration.max(1);
     let mut crashed_maint = 0u64;
+    let mut crashed_lists = 0u64;
     for s in 0..secs {
         // Churn evenly spread over the phase.
         let due = replacements * (s + 1) / secs;
         while replaced < due {
             let victim = sim.random_live().unwrap();
             crashed_maint += sim.node(victim).map_or(0, |n| n.stats().maintenance_sent);
+            crashed_lists += sim
+                .node(victim)
+                .map_or(0, |n| n.stats().neighbor_lists_sent);
             if sim.random() & 1 == 0 {
                 sim.crash(victim);
             } else {
@@ -324,6 +329,8 @@ fn main() {
     let steady_secs = sim.elapsed().as_secs_f64();
     let maint = (sim.maintenance_sent() + crashed_maint).saturating_sub(maint0);
     let maint_per_node_sec = maint as f64 / (live0 as f64 * (secs + 10) as f64);
+    let lists = (sim.neighbor_lists_sent() + crashed_lists).saturating_sub(lists0);
+    let lists_per_node_sec = lists as f64 / (live0 as f64 * (secs + 10) as f64);
     let recovery = until_consistent(&mut sim, 300);
     log(format!(
         "steady phase: {replaced} replaced, routes {:.5}, gets {:.5}, creates {:.5} ({create_conflicts} conflicts), ring recovery {recovery:?} s, wall {:.1} s",
@@ -391,7 +398,7 @@ fn main() {
             "\"connections_mean\":{:.3},\"connections_max\":{},\"connections_limit_log2n_plus_4\":{:.2},",
             "\"background_route_success\":{:.6},\"dht_put_success\":{:.6},\"dht_get_success\":{:.6},",
             "\"dht_create_success\":{:.6},\"dht_create_conflicts\":{},",
-            "\"maintenance_msgs_per_node_sec\":{:.3},\"memory_per_node_bytes\":{:.0},\"rss_per_node_bytes\":{:.0},",
+            "\"maintenance_msgs_per_node_sec\":{:.3},\"lookahead_lists_per_node_sec\":{:.3},\"memory_per_node_bytes\":{:.0},\"rss_per_node_bytes\":{:.0},",
             "\"messages_sent\":{},\"wire_checked\":{},\"wire_mismatches\":{},",
             "\"sim_secs\":{:.1},\"routes_wall_secs\":{:.3},\"wall_secs\":{:.3}}}"
         ),
@@ -422,6 +429,7 @@ fn main() {
         creates.rate(),
         create_conflicts,
         maint_per_node_sec,
+        lists_per_node_sec,
         sim.memory_per_node(),
         rss_joined.saturating_sub(rss0) as f64 / args.nodes as f64,
         stats.sent,

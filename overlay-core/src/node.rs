@@ -289,6 +289,9 @@ pub struct Stats {
     /// Maintenance messages sent (everything except routed data, echo and
     /// DHT payloads and DHT replication).
     pub maintenance_sent: u64,
+    /// Neighbour lists sent (the maintenance cost of lookahead routing;
+    /// included in `maintenance_sent`).
+    pub neighbor_lists_sent: u64,
     /// Routed messages forwarded for others.
     pub forwarded: u64,
     /// Routed messages dropped.
@@ -1035,6 +1038,7 @@ impl<I: Identity> Node<I> {
             let addr = c.address;
             let near = c.mine.contains(Roles::NEAR);
             let list = self.neighbor_list();
+            self.stats.neighbor_lists_sent += 1;
             self.send_maintenance(ep, list);
             if near {
                 self.handoff_to(now, addr, ep);
@@ -1663,6 +1667,7 @@ impl<I: Identity> Node<I> {
             let list = self.neighbor_list();
             let eps: Vec<SocketAddr> = self.table.iter().map(|c| c.endpoint).collect();
             for ep in eps {
+                self.stats.neighbor_lists_sent += 1;
                 self.send_maintenance(ep, list.clone());
             }
         }

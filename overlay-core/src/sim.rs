@@ -600,6 +600,14 @@ impl Sim {
             .sum()
     }
 
+    /// Sum of neighbour lists (lookahead upkeep) sent by live nodes.
+    pub fn neighbor_lists_sent(&self) -> u64 {
+        self.slots
+            .iter()
+            .filter_map(|s| s.node.as_ref().map(|n| n.stats().neighbor_lists_sent))
+            .sum()
+    }
+
     /// Mean of [`Node::memory_estimate`] over live nodes.
     pub fn memory_per_node(&self) -> f64 {
         let v: Vec<usize> = self

@@ -1,0 +1,166 @@
+//! The node state machine driven by hand: two nodes and a tiny pump.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use overlay_core::node::{Event, Identity};
+use overlay_core::{Address, Config, Node};
+
+fn ep(i: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, i], 7000))
+}
+
+fn config(i: u8) -> Config {
+    Config {
+        endpoints: vec![ep(i)],
+        ..Config::default()
+    }
+}
+
+/// Delivers everything in flight between `nodes` (index i has endpoint
+/// ep(i + 1)) and runs timers, for `duration` in 10 ms steps. Returns all
+/// events per node.
+fn pump<I: Identity>(
+    nodes: &mut [Node<I>],
+    now: &mut Instant,
+    duration: Duration,
+) -> Vec<Vec<Event>> {
+    let mut events = vec![Vec::new(); nodes.len()];
+    let end = *now + duration;
+    while *now < end {
+        let mut in_flight = Vec::new();
+        for (i, n) in nodes.iter_mut().enumerate() {
+            while let Some(t) = n.poll_transmit() {
+                in_flight.push((ep(i as u8 + 1), t));
+            }
+            while let Some(e) = n.poll_event() {
+                events[i].push(e);
+            }
+        }
+        for (from, t) in in_flight {
+            let to = usize::from(
+                t.destination
+                    .ip()
+                    .to_string()
+                    .rsplit('.')
+                    .next()
+                    .unwrap()
+                    .parse::<u8>()
+                    .unwrap(),
+            ) - 1;
+            if let Some(n) = nodes.get_mut(to) {
+                // Through the real encoding.
+                n.handle_input(*now, from, &t.message.to_vec()).unwrap();
+            }
+        }
+        *now += Duration::from_millis(10);
+        for n in nodes.iter_mut() {
+            if n.poll_timeout().is_some_and(|t| t <= *now) {
+                n.handle_timeout(*now);
+            }
+        }
+    }
+    events
+}
+
+#[test]
+fn two_nodes_join_and_exchange_data() {
+    let mut now = Instant::now();
+    let a = Node::new(config(1), Address::from_key(b"a"), now, 1);
+    let b = Node::new(config(2), Address::from_key(b"b"), now, 2);
+    let mut nodes = [a, b];
+    nodes[0].join(now, &[]);
+    nodes[1].join(now, &[ep(1)]);
+    let events = pump(&mut nodes, &mut now, Duration::from_secs(3));
+    assert!(events[0].contains(&Event::Joined));
+    assert!(events[1].contains(&Event::Joined));
+    // The CTM answer is a link attempt toward a known address: the
+    // NAT-traversal hook sees it with the requester's candidates.
+    assert!(events[0].iter().any(|e| matches!(
+        e,
+        Event::LinkAttempt { peer, endpoints } if *peer == nodes[1].address() && endpoints == &vec![ep(2)]
+    )));
+    assert!(events[1].contains(&Event::ObservedEndpoint { endpoint: ep(2) }));
+    assert_eq!(nodes[0].connections().len(), 1);
+    assert_eq!(nodes[1].connections().len(), 1);
+    let dest = nodes[0].address();
+    nodes[1].send(now, dest, b"hi".to_vec()).unwrap();
+    let events = pump(&mut nodes, &mut now, Duration::from_millis(50));
+    assert!(events[0].iter().any(|e| matches!(
+        e,
+        Event::Delivered { payload, hops: 1, .. } if payload == b"hi"
+    )));
+    // Keep-alives hold the link over a long idle period.
+    pump(&mut nodes, &mut now, Duration::from_secs(120));
+    assert_eq!(nodes[0].connections().len(), 1);
+    // A crash is noticed by timeout.
+    let mut alone = [nodes.into_iter().next().unwrap()];
+    let events = pump(&mut alone, &mut now, Duration::from_secs(40));
+    assert!(
+        events[0]
+            .iter()
+            .any(|e| matches!(e, Event::Disconnected { .. }))
+    );
+    assert!(alone[0].connections().is_empty());
+}
+
+#[test]
+fn malformed_input_changes_nothing() {
+    let now = Instant::now();
+    let mut n = Node::new(config(1), Address::from_key(b"a"), now, 1);
+    n.join(now, &[]);
+    while n.poll_event().is_some() {}
+    for bad in [
+        &[][..],
+        &[1],
+        &[1, 0x10, 0, 0],
+        &[9, 1, 2, 3],
+        &[1, 0x06, 0, 0, 0, 0, 1],
+    ] {
+        assert!(n.handle_input(now, ep(2), bad).is_err());
+    }
+    assert!(n.poll_transmit().is_none());
+    assert!(n.poll_event().is_none());
+    assert!(n.connections().is_empty());
+}
+
+struct RejectAll;
+impl Identity for RejectAll {
+    fn proof(&mut self, _local: Address, nonce: u64) -> Vec<u8> {
+        nonce.to_be_bytes().to_vec()
+    }
+    fn verify(&mut self, _peer: Address, _nonce: u64, _proof: &[u8]) -> bool {
+        false
+    }
+}
+
+#[test]
+fn identity_hook_can_refuse_a_peer() {
+    let mut now = Instant::now();
+    let a = Node::with_identity(config(1), Address::from_key(b"a"), RejectAll, now, 1);
+    let b = Node::with_identity(config(2), Address::from_key(b"b"), RejectAll, now, 2);
+    let mut nodes = [a, b];
+    nodes[0].join(now, &[]);
+    nodes[1].join(now, &[ep(1)]);
+    let events = pump(&mut nodes, &mut now, Duration::from_secs(5));
+    assert!(nodes[0].connections().is_empty());
+    assert!(nodes[1].connections().is_empty());
+    assert!(!events[1].contains(&Event::Joined));
+}
+
+#[test]
+fn leave_closes_links_and_goes_quiet() {
+    let mut now = Instant::now();
+    let a = Node::new(config(1), Address::from_key(b"a"), now, 1);
+    let b = Node::new(config(2), Address::from_key(b"b"), now, 2);
+    let mut nodes = [a, b];
+    nodes[0].join(now, &[]);
+    nodes[1].join(now, &[ep(1)]);
+    pump(&mut nodes, &mut now, Duration::from_secs(3));
+    nodes[1].leave(now);
+    assert!(nodes[1].poll_timeout().is_none());
+    assert!(nodes[1].send(now, Address::ZERO, vec![]).is_err());
+    pump(&mut nodes, &mut now, Duration::from_millis(50));
+    assert!(nodes[0].connections().is_empty());
+}
