@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# DISCOVER -> bound wall time of ISC dhclient, dhcp-tap vs dnsmasq, same run.
+# DISCOVER -> bound wall time of real DHCP clients, dhcp-tap vs dnsmasq, in
+# the same run.
 #
-# Both servers get the same client, invoked the same way as the peer script
-# ../../../shared/peers/dhcp.sh does (dhclient -1 -v with a minimal hook that
-# only adds the address), timed from start until dhclient's parent exits
-# (it forks to the background once bound):
+# Every server gets the same clients, invoked the same way as the peer
+# script ../../../shared/peers/dhcp.sh does, with minimal hooks that only
+# add the address:
+#   dhclient -1 -v            timed until its parent exits (it forks to the
+#                             background once bound)
+#   busybox udhcpc -n -q -f   quits once bound
+# Servers:
 #   dnsmasq 2.90 (no-ping, as in anchors.md) on one end of a veth pair, the
 #     client on the other end, each in its own namespace;
 #   dhcp-tap (release build, state file on disk) attached to a TAP in a
@@ -20,14 +24,16 @@
 # Prints one line per server and variant (median and all trials) and the
 # ratios dhcp-tap / dnsmasq (below 1 means dhcp-tap is faster).
 #
-# Usage (root, from anywhere): dhcp-virt/scripts/bench-dhclient.sh
-# Env: TRIALS (default 7).  Needs: iproute2 dnsmasq isc-dhcp-client.
+# Usage (root, from anywhere): dhcp-virt/scripts/bench-dhcp.sh
+# Env: TRIALS (default 7), CLIENTS (default "dhclient udhcpc").
+# Needs: iproute2 dnsmasq isc-dhcp-client busybox.
 set -eu
 
 TRIALS=${TRIALS:-7}
+CLIENTS=${CLIENTS:-dhclient udhcpc}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
-for c in ip dnsmasq dhclient; do
+for c in ip dnsmasq dhclient busybox; do
   command -v $c >/dev/null || { echo "missing $c" >&2; exit 1; }
 done
 
@@ -95,7 +101,14 @@ case "$reason" in
 esac
 exit 0
 EOF
-chmod +x "$WORK/hook"
+cat >"$WORK/udhcpc-hook" <<'EOF'
+#!/bin/sh
+case "$1" in
+  bound|renew) ip addr add "$ip/${mask:-24}" dev "$interface" ;;
+esac
+exit 0
+EOF
+chmod +x "$WORK/hook" "$WORK/udhcpc-hook"
 
 now() { date +%s%N; }
 
@@ -111,36 +124,44 @@ reset_client() { # ns dev variant
   sleep 0.5
 }
 
-trial() { # ns dev variant -> seconds
+trial() { # client ns dev variant -> seconds
   local t0 t1
-  reset_client "$1" "$2" "$3"
+  reset_client "$2" "$3" "$4"
   t0=$(now)
-  ip netns exec "$1" timeout 60 dhclient -1 -v -sf "$WORK/hook" \
-    -lf "$WORK/dhclient.leases" -pf "$WORK/dhclient.pid" "$2" >>"$WORK/client.log" 2>&1
+  case $1 in
+    dhclient) ip netns exec "$2" timeout 60 dhclient -1 -v -sf "$WORK/hook" \
+                -lf "$WORK/dhclient.leases" -pf "$WORK/dhclient.pid" "$3" >>"$WORK/client.log" 2>&1 ;;
+    udhcpc)   ip netns exec "$2" timeout 60 busybox udhcpc -n -q -f -i "$3" \
+                -s "$WORK/udhcpc-hook" >>"$WORK/client.log" 2>&1 ;;
+  esac
   t1=$(now)
-  ip -n "$1" -4 addr show dev "$2" | grep -q 'inet 10\.9[56]\.2\.' \
-    || { echo "no address on $2" >&2; tail -20 "$WORK/client.log" >&2; exit 1; }
+  ip -n "$2" -4 addr show dev "$3" | grep -q 'inet 10\.9[56]\.2\.' \
+    || { echo "$1: no address on $3" >&2; tail -20 "$WORK/client.log" >&2; exit 1; }
   awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.4f\n", (b-a)/1e9}'
 }
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 # Warm-up, not counted.
-trial "$NCD" "$VC" known >/dev/null; trial "$NST" "$TAP" known >/dev/null
-trial "$NSW" "$TAPW" known >/dev/null
+for c in $CLIENTS; do
+  trial "$c" "$NCD" "$VC" known >/dev/null; trial "$c" "$NST" "$TAP" known >/dev/null
+  trial "$c" "$NSW" "$TAPW" known >/dev/null
+done
 
 printf 'client\tvariant\tserver\tmedian_s\ttrials_s\n'
-for variant in new known; do
-  d=(); t=(); w=()
-  for _ in $(seq "$TRIALS"); do
-    d+=("$(trial "$NCD" "$VC" "$variant")")
-    t+=("$(trial "$NST" "$TAP" "$variant")")
-    w+=("$(trial "$NSW" "$TAPW" "$variant")")
+for c in $CLIENTS; do
+  for variant in new known; do
+    d=(); t=(); w=()
+    for _ in $(seq "$TRIALS"); do
+      d+=("$(trial "$c" "$NCD" "$VC" "$variant")")
+      t+=("$(trial "$c" "$NST" "$TAP" "$variant")")
+      w+=("$(trial "$c" "$NSW" "$TAPW" "$variant")")
+    done
+    md=$(median "${d[@]}"); mt=$(median "${t[@]}"); mw=$(median "${w[@]}")
+    printf '%s\t%s\tdnsmasq\t%s\t%s\n' "$c" "$variant" "$md" "${d[*]}"
+    printf '%s\t%s\tdhcp-tap\t%s\t%s\n' "$c" "$variant" "$mt" "${t[*]}"
+    printf '%s\t%s\tdhcp-tap --write-through\t%s\t%s\n' "$c" "$variant" "$mw" "${w[*]}"
+    awk -v a="$mt" -v w="$mw" -v b="$md" -v c="$c" -v v="$variant" \
+      'BEGIN{printf "ratio\t%s %s\tdhcp-tap/dnsmasq %.2f\twrite-through/dnsmasq %.2f\n", c, v, a/b, w/b}'
   done
-  md=$(median "${d[@]}"); mt=$(median "${t[@]}"); mw=$(median "${w[@]}")
-  printf 'dhclient\t%s\tdnsmasq\t%s\t%s\n' "$variant" "$md" "${d[*]}"
-  printf 'dhclient\t%s\tdhcp-tap\t%s\t%s\n' "$variant" "$mt" "${t[*]}"
-  printf 'dhclient\t%s\tdhcp-tap --write-through\t%s\t%s\n' "$variant" "$mw" "${w[*]}"
-  awk -v a="$mt" -v w="$mw" -v b="$md" -v v="$variant" \
-    'BEGIN{printf "ratio\t%s\tdhcp-tap/dnsmasq %.2f\twrite-through/dnsmasq %.2f\n", v, a/b, w/b}'
 done
