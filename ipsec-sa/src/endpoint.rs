@@ -53,7 +53,7 @@ use crate::error::{AuthError, HandshakeError, Rejection, SealError};
 use crate::handshake::{Established, HandshakeSeeds, Initiator, Responder, Role};
 use crate::policy::{Action, Policy};
 use crate::sa::{InboundSa, OutboundSa};
-use crate::wire::{self, HandshakeRepr, MAX_PLAINTEXT_LEN, Packet, Suite, SuiteSet};
+use crate::wire::{self, HEADER_LEN, HandshakeRepr, MAX_PLAINTEXT_LEN, Packet, Suite, SuiteSet};
 
 /// Sources remembered for [`Event::UnprotectedDropped`]; beyond this,
 /// drops are only counted.
@@ -152,6 +152,31 @@ pub enum Verdict {
     Accept,
     /// The source is in the private prefix: drop it.
     Drop,
+}
+
+/// A plaintext to seal: copied into an output buffer, or sealed in place.
+enum Plaintext<'a> {
+    Copy {
+        plaintext: &'a [u8],
+        out: &'a mut Vec<u8>,
+    },
+    InPlace(&'a mut Vec<u8>),
+}
+
+impl Plaintext<'_> {
+    fn plaintext(&self) -> &[u8] {
+        match self {
+            Plaintext::Copy { plaintext, .. } => plaintext,
+            Plaintext::InPlace(buffer) => buffer.get(HEADER_LEN..).unwrap_or_default(),
+        }
+    }
+
+    fn seal_with(&mut self, sa: &mut OutboundSa) -> Result<u64, SealError> {
+        match self {
+            Plaintext::Copy { plaintext, out } => sa.seal(plaintext, out),
+            Plaintext::InPlace(buffer) => sa.seal_in_place(buffer),
+        }
+    }
 }
 
 /// Something the application may want to know or log.
@@ -453,8 +478,42 @@ impl<A: PeerAuthenticator> Endpoint<A> {
         packet: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<SealOutput, SealError> {
-        if packet.len() > MAX_PLAINTEXT_LEN {
-            return Err(SealError::TooLarge(packet.len()));
+        self.seal_inner(
+            now,
+            destination,
+            Plaintext::Copy {
+                plaintext: packet,
+                out,
+            },
+        )
+    }
+
+    /// Like [`seal`](Self::seal), without copying the plaintext: `buffer`
+    /// holds [`HEADER_LEN`](crate::wire::HEADER_LEN) bytes of headroom
+    /// followed by the plaintext. On [`SealOutput::Sealed`] it holds the
+    /// packet; otherwise it is unchanged (on [`SealOutput::Bypass`], send
+    /// the plaintext after the headroom).
+    pub fn seal_in_place(
+        &mut self,
+        now: Instant,
+        destination: IpAddr,
+        buffer: &mut Vec<u8>,
+    ) -> Result<SealOutput, SealError> {
+        if buffer.len() < HEADER_LEN {
+            return Err(SealError::NoHeadroom);
+        }
+        self.seal_inner(now, destination, Plaintext::InPlace(buffer))
+    }
+
+    fn seal_inner(
+        &mut self,
+        now: Instant,
+        destination: IpAddr,
+        mut packet: Plaintext<'_>,
+    ) -> Result<SealOutput, SealError> {
+        let len = packet.plaintext().len();
+        if len > MAX_PLAINTEXT_LEN {
+            return Err(SealError::TooLarge(len));
         }
         if destination == self.config.local_ip {
             return Err(SealError::LocalDestination);
@@ -475,7 +534,7 @@ impl<A: PeerAuthenticator> Endpoint<A> {
             }
         }
         if let Some(current) = &mut peer.outbound
-            && current.sa.seal(packet, out).is_ok()
+            && packet.seal_with(&mut current.sa).is_ok()
         {
             current.used = true;
             let rekey = current.sa.packets() >= rekey_after_packets || now >= current.rekey_at;
@@ -484,6 +543,7 @@ impl<A: PeerAuthenticator> Endpoint<A> {
             }
             return Ok(SealOutput::Sealed);
         }
+        let packet = packet.plaintext();
         if peer.queue.len() >= self.config.max_queued_packets {
             peer.queue.pop_front();
             self.stats.queue_dropped += 1;

@@ -174,6 +174,12 @@ pub enum SealError {
     /// The destination is this node's own address.
     #[error("destination is the local address")]
     LocalDestination,
+    /// An in-place buffer is shorter than the header headroom.
+    #[error("buffer has no room for the header")]
+    NoHeadroom,
+    /// The SA's sequence numbers are used up (it must be replaced).
+    #[error("sequence numbers exhausted")]
+    SequenceExhausted,
 }
 
 /// Why a local identity could not be loaded.

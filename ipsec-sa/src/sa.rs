@@ -8,7 +8,7 @@
 
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 
-use crate::error::{Rejection, WireError};
+use crate::error::{Rejection, SealError, WireError};
 use crate::replay::ReplayWindow;
 use crate::wire::{HEADER_LEN, MAX_PLAINTEXT_LEN, Packet, PacketRepr, Suite, TAG_LEN};
 
@@ -70,12 +70,6 @@ impl core::fmt::Debug for OutboundSa {
     }
 }
 
-/// The sequence number space of an outbound SA is used up; it must be
-/// replaced (RFC 4303 §3.3.3: it never wraps).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("sequence numbers exhausted")]
-pub struct Exhausted;
-
 impl OutboundSa {
     /// A new SA that sends to the peer's inbound SA `spi`.
     pub fn new(spi: u32, suite: Suite, keys: &SaKeys) -> OutboundSa {
@@ -111,30 +105,46 @@ impl OutboundSa {
 
     /// Seals `plaintext` into a data packet written to `out` (cleared
     /// first). Returns the sequence number used.
-    ///
-    /// # Panics
-    /// If `plaintext` is longer than [`MAX_PLAINTEXT_LEN`] (the endpoint
-    /// checks this first).
-    pub fn seal(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<u64, Exhausted> {
-        assert!(plaintext.len() <= MAX_PLAINTEXT_LEN, "plaintext too long");
-        let seq = self.sequence_number.checked_add(1).ok_or(Exhausted)?;
-        if seq == u64::MAX {
-            return Err(Exhausted);
+    pub fn seal(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<u64, SealError> {
+        if plaintext.len() > MAX_PLAINTEXT_LEN {
+            return Err(SealError::TooLarge(plaintext.len()));
         }
-        self.sequence_number = seq;
-        self.bytes = self.bytes.saturating_add(plaintext.len() as u64);
         out.clear();
         out.reserve(HEADER_LEN + plaintext.len() + TAG_LEN);
-        out.extend_from_slice(&self.spi.to_be_bytes());
-        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(&[0; HEADER_LEN]);
         out.extend_from_slice(plaintext);
-        let (header, body) = out.split_at_mut(HEADER_LEN);
+        self.seal_in_place(out)
+    }
+
+    /// Seals in place, without copying the plaintext: `buffer` holds
+    /// [`HEADER_LEN`] bytes of headroom (any content) followed by the
+    /// plaintext. On success it holds the packet (header written, tag
+    /// appended); on error it is unchanged. Returns the sequence number.
+    pub fn seal_in_place(&mut self, buffer: &mut Vec<u8>) -> Result<u64, SealError> {
+        let plaintext_len = buffer
+            .len()
+            .checked_sub(HEADER_LEN)
+            .ok_or(SealError::NoHeadroom)?;
+        if plaintext_len > MAX_PLAINTEXT_LEN {
+            return Err(SealError::TooLarge(plaintext_len));
+        }
+        // Sequence numbers never wrap (RFC 4303 §3.3.3).
+        let seq = self
+            .sequence_number
+            .checked_add(1)
+            .filter(|s| *s != u64::MAX)
+            .ok_or(SealError::SequenceExhausted)?;
+        let (header, body) = buffer.split_at_mut(HEADER_LEN);
+        header[..4].copy_from_slice(&self.spi.to_be_bytes());
+        header[4..].copy_from_slice(&seq.to_be_bytes());
         let tag = self
             .key
             .seal_in_place_separate_tag(nonce(self.salt, seq), Aad::from(&*header), body)
             // ring fails only for inputs over the AEAD's limit (≫ 64 KiB).
-            .map_err(|_| Exhausted)?;
-        out.extend_from_slice(tag.as_ref());
+            .map_err(|_| SealError::TooLarge(plaintext_len))?;
+        buffer.extend_from_slice(tag.as_ref());
+        self.sequence_number = seq;
+        self.bytes = self.bytes.saturating_add(plaintext_len as u64);
         Ok(seq)
     }
 }
@@ -266,6 +276,23 @@ mod test {
         }
         assert_eq!(in_sa.packets(), 0);
         assert_eq!(in_sa.open(&mut buf).unwrap(), &[9; 40]);
+    }
+
+    #[test]
+    fn in_place_equals_copying() {
+        let (mut a, mut in_sa) = pair(Suite::Aes256Gcm);
+        let (mut b, _) = pair(Suite::Aes256Gcm);
+        let mut copied = Vec::new();
+        a.seal(b"payload", &mut copied).unwrap();
+        let mut in_place = vec![0xa5; HEADER_LEN];
+        in_place.extend_from_slice(b"payload");
+        assert_eq!(b.seal_in_place(&mut in_place), Ok(1));
+        assert_eq!(in_place, copied);
+        assert_eq!(in_sa.open(&mut in_place).unwrap(), b"payload");
+        let mut short = vec![0; HEADER_LEN - 1];
+        assert_eq!(b.seal_in_place(&mut short), Err(SealError::NoHeadroom));
+        assert_eq!(short.len(), HEADER_LEN - 1);
+        assert_eq!(b.packets(), 1);
     }
 
     #[test]

@@ -135,6 +135,37 @@ fn tampered_ciphertext_is_rejected() {
 }
 
 #[test]
+fn seal_in_place_matches_seal() {
+    let (mut p, _ca) = Pair::new();
+    p.establish();
+    let now = p.clock.now();
+    let mut buffer = vec![0u8; ipsec_sa::wire::HEADER_LEN];
+    buffer.extend_from_slice(b"in place");
+    assert_eq!(
+        p.a.seal_in_place(now, p.b_ip, &mut buffer),
+        Ok(SealOutput::Sealed)
+    );
+    assert_eq!(open_b(&mut p, buffer).unwrap(), b"in place".to_vec());
+    // Bypass and queueing leave the buffer alone.
+    let mut buffer = vec![0u8; ipsec_sa::wire::HEADER_LEN];
+    buffer.extend_from_slice(b"clear");
+    let before = buffer.clone();
+    assert_eq!(
+        p.a.seal_in_place(now, ip("192.0.2.1"), &mut buffer),
+        Ok(SealOutput::Bypass)
+    );
+    assert_eq!(
+        p.a.seal_in_place(now, ip("10.1.0.77"), &mut buffer),
+        Ok(SealOutput::HandshakeNeeded)
+    );
+    assert_eq!(buffer, before);
+    assert_eq!(
+        p.a.seal_in_place(now, p.b_ip, &mut vec![0; 3]),
+        Err(ipsec_sa::SealError::NoHeadroom)
+    );
+}
+
+#[test]
 fn wrong_source_is_rejected() {
     let (mut p, _ca) = Pair::new();
     p.establish();
