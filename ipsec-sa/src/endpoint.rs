@@ -489,7 +489,7 @@ impl<A: PeerAuthenticator> Endpoint<A> {
     }
 
     /// Like [`seal`](Self::seal), without copying the plaintext: `buffer`
-    /// holds [`HEADER_LEN`](crate::wire::HEADER_LEN) bytes of headroom
+    /// holds [`HEADER_LEN`] bytes of headroom
     /// followed by the plaintext. On [`SealOutput::Sealed`] it holds the
     /// packet; otherwise it is unchanged (on [`SealOutput::Bypass`], send
     /// the plaintext after the headroom).
