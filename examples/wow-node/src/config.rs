@@ -23,7 +23,8 @@
 //! ca_cert = "ca.pem"                # CA certificate; with cert and key: protected mode
 //! cert = "node.pem"                 # this node's certificate (its IP is the only one offered)
 //! key = "node.key"                  # this node's PKCS#8 key
-//! crl = "ca.crl"                    # optional CRL envelope, re-read every minute
+//! crl = "ca.crl"                    # optional CRL envelope file, published in the DHT
+//! crl_refresh_secs = 60             # re-read the file and fetch the DHT's CRL this often
 //! public_hosts = []                 # virtual hosts reachable without an SA
 //!
 //! [confine]
@@ -147,7 +148,7 @@ impl Default for TapSection {
 }
 
 /// `[security]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SecuritySection {
     /// CA certificate (PEM).
@@ -158,8 +159,23 @@ pub struct SecuritySection {
     pub key: Option<PathBuf>,
     /// CRL envelope file.
     pub crl: Option<PathBuf>,
+    /// CRL refresh period, seconds.
+    pub crl_refresh_secs: u64,
     /// Public virtual hosts.
     pub public_hosts: Vec<Ipv4Addr>,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        SecuritySection {
+            ca_cert: None,
+            cert: None,
+            key: None,
+            crl: None,
+            crl_refresh_secs: 60,
+            public_hosts: Vec::new(),
+        }
+    }
 }
 
 /// `[confine]`.

@@ -61,6 +61,8 @@ const TAP_QUEUE_LIMIT: usize = 4096;
 /// Lifetime of the DHT records this node publishes (re-published on lease
 /// renewal, which the guest does at half the lease).
 const PUBLISH_TTL: Duration = Duration::from_secs(3600);
+/// Lifetime of a CRL published in the DHT (re-published on every refresh).
+const CRL_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// The virtual network as the guest sees it.
 #[derive(Debug, Clone)]
@@ -124,6 +126,9 @@ pub enum CoreEvent {
         /// Why, for the log.
         reason: String,
     },
+    /// CRL envelopes found in the DHT: hand each to [`Core::handle_crl`]
+    /// with the wall clock (older ones are refused by number).
+    CrlFetched(Vec<Vec<u8>>),
     /// An overlay link came up or went down.
     Link {
         /// The peer's ring address.
@@ -191,6 +196,7 @@ enum DhtJob {
         owner: Vec<u8>,
     },
     IpLookup(Ipv4Addr),
+    CrlFetch,
     DnsLookup(dns_virt::RequestId),
     DnsPublish(dns_virt::RequestId),
     Publish,
@@ -452,6 +458,36 @@ impl<S: LeaseStore> Core<S> {
         let ok = sa.update_authenticator(now, |v| v.handle_crl_envelope(envelope, wall).is_ok());
         self.pump(now);
         ok
+    }
+
+    /// Publishes a CRL envelope in the DHT, where every node looks for the
+    /// newest one ([`Core::fetch_crl`]). Envelopes larger than a DHT value
+    /// are refused (`false`).
+    pub fn publish_crl(&mut self, now: Instant, envelope: &[u8]) -> bool {
+        if envelope.len() > overlay_core::wire::MAX_VALUE_LEN {
+            return false;
+        }
+        let ok = match self
+            .overlay
+            .dht_put(now, &dht_key("crl", b""), envelope, CRL_TTL)
+        {
+            Ok(id) => {
+                self.jobs.insert(id, DhtJob::Publish);
+                true
+            }
+            Err(_) => false,
+        };
+        self.pump(now);
+        ok
+    }
+
+    /// Looks the CRL envelopes up in the DHT; answered with
+    /// [`CoreEvent::CrlFetched`].
+    pub fn fetch_crl(&mut self, now: Instant) {
+        if let Ok(id) = self.overlay.dht_get(now, &dht_key("crl", b"")) {
+            self.jobs.insert(id, DhtJob::CrlFetch);
+        }
+        self.pump(now);
     }
 
     // ----- inputs -----
@@ -1002,6 +1038,13 @@ impl<S: LeaseStore> Core<S> {
                 self.dns.handle_store_response(now, rid, result);
             }
             DhtJob::Publish => {}
+            DhtJob::CrlFetch => {
+                if let DhtOutcome::Ok(values) = outcome
+                    && !values.is_empty()
+                {
+                    self.events.push_back(CoreEvent::CrlFetched(values));
+                }
+            }
         }
     }
 

@@ -327,7 +327,7 @@ async fn node_task(mut spec: NodeSpec, socket: UdpSocket) -> std::io::Result<Nod
                 CoreEvent::SaFailed { peer, reason } => {
                     tracing::debug!(%peer, %reason, "sa failed");
                 }
-                CoreEvent::Link { .. } => {}
+                CoreEvent::Link { .. } | CoreEvent::CrlFetched(_) => {}
             }
         }
         if guest.is_none() && core.overlay().is_joined() {

@@ -287,7 +287,8 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let crl_path = config.security.crl.as_ref().map(|p| config.state_path(p));
     let mut crl_loaded: Option<Vec<u8>> = None;
-    let mut crl_tick = tokio::time::interval(Duration::from_secs(60));
+    let mut crl_tick =
+        tokio::time::interval(Duration::from_secs(config.security.crl_refresh_secs.max(1)));
 
     core.join(now, &config.node.bootstrap);
     let started_at = now;
@@ -346,14 +347,21 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                 }
             }
             _ = crl_tick.tick() => {
+                let now = Instant::now();
                 if let Some(path) = &crl_path
                     && let Ok(bytes) = std::fs::read(path)
-                    && crl_loaded.as_ref() != Some(&bytes)
                 {
-                    let ok = core.handle_crl(Instant::now(), SystemTime::now(), &bytes);
-                    tracing::info!(path = %path.display(), accepted = ok, "CRL loaded");
+                    if crl_loaded.as_ref() != Some(&bytes) {
+                        let ok = core.handle_crl(now, SystemTime::now(), &bytes);
+                        tracing::info!(path = %path.display(), accepted = ok, "CRL loaded from file");
+                    }
+                    // Re-published every period, so new nodes and replicas have it.
+                    if !core.publish_crl(now, &bytes) {
+                        tracing::warn!("CRL too large for the DHT");
+                    }
                     crl_loaded = Some(bytes);
                 }
+                core.fetch_crl(now);
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -363,6 +371,15 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             core.handle_timeout(now, SystemTime::now());
         }
         while let Some(event) = core.poll_event() {
+            if let CoreEvent::CrlFetched(envelopes) = &event {
+                for e in envelopes {
+                    if crl_loaded.as_ref() != Some(e) && core.handle_crl(now, SystemTime::now(), e)
+                    {
+                        tracing::info!("newer CRL loaded from the overlay");
+                    }
+                }
+                continue;
+            }
             log_event(&event);
         }
     }
@@ -403,5 +420,6 @@ fn log_event(event: &CoreEvent) {
             tracing::warn!(%peer, %reason, "security association failed")
         }
         CoreEvent::Link { peer, up } => tracing::debug!(%peer, up, "overlay link"),
+        CoreEvent::CrlFetched(_) => {}
     }
 }

@@ -317,8 +317,9 @@ fn guests_behind_nats_get_leases_names_ping_and_iperf() {
     t.public.stop();
 }
 
-fn issue(ca: &Path, ip: &str, out: &Path) {
-    let status = std::process::Command::new(BIN)
+/// Issues credentials for `ip` into `out`; returns the serial (hex).
+fn issue(ca: &Path, ip: &str, out: &Path) -> String {
+    let output = std::process::Command::new(BIN)
         .args([
             "ca",
             "issue",
@@ -329,13 +330,15 @@ fn issue(ca: &Path, ip: &str, out: &Path) {
             "--out",
             out.to_str().unwrap(),
         ])
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    assert!(output.status.success());
+    // "issued IP serial HEX into DIR"
+    let text = String::from_utf8(output.stdout).unwrap();
+    text.split_whitespace().nth(3).unwrap().to_string()
 }
 
-const SECURITY: &str =
-    "\n[security]\nca_cert = \"ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\n";
+const SECURITY: &str = "\n[security]\nca_cert = \"ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\ncrl_refresh_secs = 1\n";
 
 #[test]
 fn only_certified_nodes_reach_private_addresses_and_confine_blocks_the_outside() {
@@ -353,12 +356,19 @@ fn only_certified_nodes_reach_private_addresses_and_confine_blocks_the_outside()
     run(&["ca", "init", "--dir", ca.path().to_str().unwrap()]);
 
     let mut t = topology();
-    t.public.write_config(&[], PUBLIC, &[], "");
+    // The public node (uncertified) is where the administrator drops CRLs:
+    // it publishes them in the DHT.
+    t.public.write_config(
+        &[],
+        PUBLIC,
+        &[],
+        "\n[security]\ncrl = \"ca.crl\"\ncrl_refresh_secs = 1\n",
+    );
     t.public.start(&[]);
     // alpha and bravo are certified for fixed addresses; charlie (in the
     // public host's place as a guest) is not.
     issue(ca.path(), "10.128.0.10", t.a.state.path());
-    issue(ca.path(), "10.128.0.20", t.b.state.path());
+    let bravo_serial = issue(ca.path(), "10.128.0.20", t.b.state.path());
     t.a.write_config(bootstrap(), ANY, &[], SECURITY);
     t.b.write_config(bootstrap(), ANY, &[], SECURITY);
     t.a.start(&["--confine"]);
@@ -393,6 +403,28 @@ fn only_certified_nodes_reach_private_addresses_and_confine_blocks_the_outside()
         "uncertified node reached a private address"
     );
     assert!(b.status(true).contains("\"sa_rejected\""));
+
+    // Revoking bravo: the CRL spreads through the DHT and alpha drops it.
+    run(&[
+        "ca",
+        "revoke",
+        "--dir",
+        ca.path().to_str().unwrap(),
+        "--serial",
+        bravo_serial.as_str(),
+        "--out",
+        c.state.path().join("ca.crl").to_str().unwrap(),
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(10), || !a.ping("10.128.0.20")),
+        "alpha still reaches revoked bravo:\n{}",
+        a.log()
+    );
+    assert!(
+        a.log().contains("newer CRL loaded from the overlay"),
+        "{}",
+        a.log()
+    );
 
     // Stopping alpha removes its confinement rules.
     t.a.stop();
