@@ -51,6 +51,10 @@ impl Rig {
     }
 
     fn start_server(&mut self, lease_secs: u32, pool: &str, state: &str) {
+        self.start_server_on(NETWORK, lease_secs, pool, state);
+    }
+
+    fn start_server_on(&mut self, network: &str, lease_secs: u32, pool: &str, state: &str) {
         let state = self.p(state);
         let lease = lease_secs.to_string();
         let bin = example_bin("dhcp-tap");
@@ -62,7 +66,7 @@ impl Rig {
                     "--tap",
                     &self.tap,
                     "--network",
-                    NETWORK,
+                    network,
                     "--gateway",
                     GATEWAY,
                     "--dns",
@@ -319,8 +323,11 @@ fn udhcpc_script(dir: &Path) -> String {
          case \"$1\" in\n\
          deconfig) ip -4 addr flush dev \"$interface\"; ip link set \"$interface\" up ;;\n\
          bound|renew)\n\
-           ip -4 addr flush dev \"$interface\"\n\
-           ip addr add \"$ip/${mask:-24}\" dev \"$interface\"\n\
+           # Flush only when the address changes: a flush also empties the\n\
+           # ARP cache, and a RELEASE sent later would race the next flush.\n\
+           ip -4 addr show dev \"$interface\" | grep -q \" $ip/\" ||\n\
+             ip -4 addr flush dev \"$interface\"\n\
+           ip addr replace \"$ip/${mask:-24}\" dev \"$interface\"\n\
            [ -n \"$mtu\" ] && ip link set dev \"$interface\" mtu \"$mtu\"\n\
            [ -n \"$router\" ] && ip route replace default via \"${router%% *}\" dev \"$interface\"\n\
            ;;\n\
@@ -335,7 +342,7 @@ fn udhcpc_script(dir: &Path) -> String {
 }
 
 #[test]
-fn udhcpc_lease_renew_release_restart_and_exhaustion() {
+fn udhcpc_lease_renew_release_restart_nak_and_exhaustion() {
     if !require(
         "udhcpc_lease_renew_release_restart_and_exhaustion",
         &["busybox", "timeout"],
@@ -409,6 +416,42 @@ fn udhcpc_lease_renew_release_restart_and_exhaustion() {
     assert!(once(&rig, &[]).status.success());
     assert_eq!(rig.addr().unwrap().to_string(), other);
     assert_ne!(rig.addr().unwrap(), rig.preferred_by_id());
+
+    // NAK: a daemon holds `other` (10.77.0.16x); the network shrinks to
+    // 10.77.0.0/25 (same gateway) and a forced renewal (SIGUSR1) REQUESTs an
+    // address now outside it. The server NAKs, and the client starts over
+    // and gets an address of the new pool.
+    let mut daemon = rig
+        .ns
+        .spawn(
+            "busybox",
+            &[
+                "udhcpc", "-f", "-i", &rig.tap, "-s", &script, "-t", "5", "-T", "1", "-r", other,
+            ],
+        )
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || daemon
+            .log()
+            .contains(&format!("lease of {other} obtained"))),
+        "{}",
+        daemon.log()
+    );
+    rig.stop_server();
+    rig.start_server_on("10.77.0.0/25", 30, "10.77.0.100-10.77.0.110", "nak.json");
+    rig.ns
+        .run_ok("kill", &["-USR1", &daemon.id().to_string()])
+        .unwrap();
+    rig.wait_log(&format!("{other} is not in our network"), 10);
+    assert!(
+        wait_until(Duration::from_secs(15), || rig
+            .addr()
+            .is_some_and(|a| (100..=110).contains(&a.octets()[3]))),
+        "no address from the new pool: {}\n{}",
+        daemon.log(),
+        rig.log()
+    );
+    daemon.kill();
 
     // Pool exhaustion: a one-address pool held by this MAC; a second MAC
     // gets no offer and the server logs why.
