@@ -1221,6 +1221,21 @@ impl<S: LeaseStore> Server<S> {
         if wants(26) {
             reply.interface_mtu = c.interface_mtu;
         }
+        // RFC 4702 §4: answer option 81 when the client sent it. The
+        // virtual DNS registers the A record for the lease, so the server
+        // does the update (S), overriding a client that wanted to (O); N
+        // stays 0.
+        if let Some(f) = &msg.fqdn {
+            let client_s = f.flags & FQDN_S != 0;
+            let mut flags = FQDN_S;
+            if !client_s {
+                flags |= FQDN_O;
+            }
+            reply.fqdn = Some(ClientFqdn {
+                flags,
+                name: f.name.clone(),
+            });
+        }
         if wants(121) && !c.classless_routes.is_empty() {
             reply.classless_routes = c.classless_routes.clone();
             if let Some(&gw) = c.routers.first() {
@@ -1263,6 +1278,11 @@ impl<S: LeaseStore> Server<S> {
         });
     }
 }
+
+/// Client FQDN flag S: the server performs the A RR update (RFC 4702 §2.1).
+const FQDN_S: u8 = 0x01;
+/// Client FQDN flag O: the server overrode the client's S (RFC 4702 §2.1).
+const FQDN_O: u8 = 0x02;
 
 fn client_key(msg: &ClientMessage) -> ClientKey {
     ClientKey::of(msg.client_id.as_deref(), &msg.hardware_addr)

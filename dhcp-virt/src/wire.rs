@@ -120,9 +120,9 @@ impl ClientMessageKind {
 /// A client's fully qualified domain name (option 81, RFC 4702).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientFqdn {
-    /// The flags octet (S, O, E, N bits). Only the canonical wire encoding
-    /// of the name is read (parsing sets the E bit); the deprecated ASCII
-    /// form is ignored.
+    /// The flags octet (S, O, E, N bits). The name is always written and
+    /// read in the canonical wire encoding (the E bit is set on both ways);
+    /// the deprecated ASCII form is ignored.
     pub flags: u8,
     /// The name, as sent.
     pub name: Name,
@@ -286,7 +286,7 @@ impl ClientMessage {
         }
         if let Some(f) = &self.fqdn {
             opts.insert(DhcpOption::ClientFQDN(v4::fqdn::ClientFQDN::new(
-                v4::fqdn::FqdnFlags::new(f.flags),
+                v4::fqdn::FqdnFlags::new(f.flags | FQDN_E),
                 f.name.clone(),
             )));
         }
@@ -357,6 +357,8 @@ pub struct Reply {
     pub classless_routes: Vec<(Ipv4Net, Ipv4Addr)>,
     /// Human-readable text (option 56), used in NAKs.
     pub message: Option<String>,
+    /// Client FQDN answer (option 81, RFC 4702 §4).
+    pub fqdn: Option<ClientFqdn>,
 }
 
 impl Reply {
@@ -383,6 +385,7 @@ impl Reply {
             interface_mtu: None,
             classless_routes: Vec::new(),
             message: None,
+            fqdn: None,
         }
     }
 
@@ -444,6 +447,12 @@ impl Reply {
         if let Some(m) = &self.message {
             opts.insert(DhcpOption::Message(m.clone()));
         }
+        if let Some(f) = &self.fqdn {
+            opts.insert(DhcpOption::ClientFQDN(v4::fqdn::ClientFQDN::new(
+                v4::fqdn::FqdnFlags::new(f.flags | FQDN_E),
+                f.name.clone(),
+            )));
+        }
         let mut e = Encoder::new(buf);
         // Encoding into a Vec only fails on values we never build (a string
         // longer than 255 bytes is split per RFC 3396, not refused).
@@ -502,6 +511,7 @@ impl Reply {
             interface_mtu: None,
             classless_routes: Vec::new(),
             message: None,
+            fqdn: None,
         };
         let (mut lease, mut t1, mut t2) = (None, None, None);
         for (_, opt) in opts.iter() {
@@ -520,6 +530,12 @@ impl Reply {
                 DhcpOption::InterfaceMtu(m) => r.interface_mtu = Some(*m),
                 DhcpOption::ClasslessStaticRoute(v) => r.classless_routes = v.clone(),
                 DhcpOption::Message(m) => r.message = Some(m.clone()),
+                DhcpOption::ClientFQDN(f) => {
+                    r.fqdn = Some(ClientFqdn {
+                        flags: u8::from(f.flags()) | FQDN_E,
+                        name: f.domain().clone(),
+                    })
+                }
                 _ => {}
             }
         }

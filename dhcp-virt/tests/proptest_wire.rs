@@ -102,6 +102,7 @@ prop_compose! {
         interface_mtu in proptest::option::of(any::<u16>()),
         classless_routes in proptest::collection::vec(route(), 0..4),
         message in proptest::option::of(text()),
+        fqdn in proptest::option::of(((0u8..16).prop_map(|f| f | 4), name())),
     ) -> Reply {
         let (client_addr, your_addr, relay_addr, server_id) = addrs;
         Reply {
@@ -128,6 +129,7 @@ prop_compose! {
             interface_mtu,
             classless_routes,
             message,
+            fqdn: fqdn.map(|(flags, name)| ClientFqdn { flags, name }),
         }
     }
 }

@@ -135,6 +135,37 @@ fn full_exchange_with_options() {
 }
 
 #[test]
+fn client_fqdn_is_captured_and_answered() {
+    let (mut s, t0) = server();
+    let mut d = msg(ClientMessageKind::Discover, 1);
+    let name = dhcproto::Name::from_ascii("guest.wow.example.").unwrap();
+    // The client asks to do its own A update (S = 1).
+    d.fqdn = Some(dhcp_virt::wire::ClientFqdn {
+        flags: 0x05,
+        name: name.clone(),
+    });
+    send(&mut s, t0, &d).unwrap();
+    let (_, offer) = reply(&mut s);
+    let f = offer.fqdn.unwrap();
+    // S set, O clear (no override), E set, N clear.
+    assert_eq!((f.flags, f.name.clone()), (0x05, name.clone()));
+    let mut r = msg(ClientMessageKind::Request, 1);
+    r.server_id = Some(SERVER);
+    r.requested_addr = Some(offer.your_addr);
+    // Now the client leaves the update to the server (S = 0): O is set.
+    r.fqdn = Some(dhcp_virt::wire::ClientFqdn {
+        flags: 0x04,
+        name: name.clone(),
+    });
+    send(&mut s, t0, &r).unwrap();
+    assert_eq!(reply(&mut s).1.fqdn.unwrap().flags, 0x07);
+    match s.poll_event() {
+        Some(Event::Leased { fqdn: Some(f), .. }) => assert_eq!(f.name, name),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn parameter_request_list_is_respected() {
     let (mut s, t0) = server();
     let mut d = msg(ClientMessageKind::Discover, 1);
