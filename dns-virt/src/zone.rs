@@ -656,6 +656,28 @@ mod test {
     }
 
     #[test]
+    fn later_lines_and_later_loads_win() {
+        let mut z = Zone::new(ZoneConfig::default(), 0);
+        assert_eq!(
+            z.load_names("a 10.128.0.1\nb 10.128.0.2\nA 10.128.0.3\n"),
+            Ok(3)
+        );
+        assert_eq!(z.table().len(), 2);
+        assert_eq!(z.table().get("a"), Some(Ipv4Addr::new(10, 128, 0, 3)));
+        let serial = z.serial();
+        // Loading into a non-empty zone merges.
+        assert_eq!(z.load_names("b 10.128.0.9\nc 10.128.0.4\n"), Ok(2));
+        assert_eq!(z.table().len(), 3);
+        assert_eq!(z.table().get("b"), Some(Ipv4Addr::new(10, 128, 0, 9)));
+        assert_eq!(z.table().name_of(Ipv4Addr::new(10, 128, 0, 9)), Some("b"));
+        assert!(z.serial() > serial);
+        // A bad line anywhere leaves the zone as it was.
+        assert!(z.load_names("d 10.128.0.5\ne\n").is_err());
+        assert_eq!(z.table().get("d"), None);
+        assert_eq!(z.table().len(), 3);
+    }
+
+    #[test]
     fn loads_both_line_orders() {
         let mut z = Zone::new(ZoneConfig::default(), 0);
         let n = z
