@@ -97,7 +97,16 @@ fn protected_udp_between_namespaces() {
         "10.1.0.1",
         "192.0.2.1:4500",
         "10.1.0.2=192.0.2.2:4500",
-        &["--send", "300", "--expect", "0", "--duration", "10"],
+        &[
+            "--send",
+            "300",
+            "--interval-us",
+            "1000",
+            "--expect",
+            "0",
+            "--duration",
+            "10",
+        ],
     );
     let a_refs: Vec<&str> = a_args.iter().map(String::as_str).collect();
     std::thread::sleep(Duration::from_millis(200));
