@@ -222,6 +222,7 @@ pub struct Core<S: LeaseStore> {
     endpoints: Vec<SocketAddr>,
     punched: HashMap<Address, Instant>,
     punch_out: VecDeque<SocketAddr>,
+    republish_at: Option<Instant>,
     tap_out: VecDeque<Vec<u8>>,
     events: VecDeque<CoreEvent>,
     counters: Counters,
@@ -325,6 +326,7 @@ impl<S: LeaseStore> Core<S> {
             endpoints,
             punched: HashMap::new(),
             punch_out: VecDeque::new(),
+            republish_at: None,
             tap_out: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
@@ -592,7 +594,38 @@ impl<S: LeaseStore> Core<S> {
         }
         self.routes.retain(|_, r| r.expires_at > now);
         self.negative.retain(|_, t| *t > now);
+        if self.republish_at.is_some_and(|t| t <= now) {
+            self.republish_at = None;
+            self.publish_guest(now);
+        }
         self.pump(now);
+    }
+
+    /// Publishes `guest IP → this node` and `name → guest IP` in the DHT.
+    /// Done on every lease, and again when the ring around this node
+    /// changes (a record put before the node had found its place may sit on
+    /// the wrong node).
+    fn publish_guest(&mut self, now: Instant) {
+        let Some(addr) = self.guest_addr else {
+            return;
+        };
+        let value = self.overlay.address().to_bytes();
+        if let Ok(id) =
+            self.overlay
+                .dht_put(now, &dht_key("ip", &addr.octets()), &value, PUBLISH_TTL)
+        {
+            self.jobs.insert(id, DhtJob::Publish);
+        }
+        if let Some(name) = self.guest_name.clone()
+            && let Ok(id) = self.overlay.dht_put(
+                now,
+                &dht_key("name", name.as_bytes()),
+                &addr.octets(),
+                PUBLISH_TTL,
+            )
+        {
+            self.jobs.insert(id, DhtJob::Publish);
+        }
     }
 
     // ----- outputs -----
@@ -635,6 +668,9 @@ impl<S: LeaseStore> Core<S> {
             .lookups
             .values()
             .map(|l| l.started_at + LOOKUP_TIMEOUT)
+            .min()
+            .into_iter()
+            .chain(self.republish_at)
             .min();
         [
             self.overlay.poll_timeout(),
@@ -814,6 +850,12 @@ impl<S: LeaseStore> Core<S> {
         }
     }
 
+    fn schedule_republish(&mut self, now: Instant) {
+        if self.guest_addr.is_some() && self.republish_at.is_none() {
+            self.republish_at = Some(now + Duration::from_millis(500));
+        }
+    }
+
     /// Our overlay is linking to `peer`: ask it (through the overlay) to
     /// send an empty datagram to our endpoints, so that its NAT lets our link
     /// requests in (hole punching, as Brunet's ConnectToMe does).
@@ -944,8 +986,14 @@ impl<S: LeaseStore> Core<S> {
     fn on_overlay_event(&mut self, now: Instant, event: overlay_core::Event) {
         use overlay_core::Event as E;
         match event {
-            E::Joined => self.events.push_back(CoreEvent::Joined),
-            E::Connected { peer } => self.events.push_back(CoreEvent::Link { peer, up: true }),
+            E::Joined => {
+                self.schedule_republish(now);
+                self.events.push_back(CoreEvent::Joined)
+            }
+            E::Connected { peer } => {
+                self.schedule_republish(now);
+                self.events.push_back(CoreEvent::Link { peer, up: true })
+            }
             E::Disconnected { peer, .. } => {
                 self.events.push_back(CoreEvent::Link { peer, up: false })
             }
