@@ -17,6 +17,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Header, MessageType, ResponseCode};
+use hickory_proto::rr::RecordType;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use crate::error::{QueryError, RegisterError};
@@ -130,7 +131,10 @@ struct Waiter {
 #[derive(Clone, Debug)]
 enum Pending {
     Lookup {
+        /// Coalescing key: the relative name, or `@ADDR` for addresses.
         name: String,
+        /// Set for a reverse (PTR) lookup.
+        addr: Option<Ipv4Addr>,
         deadline: Instant,
         waiters: Vec<Waiter>,
     },
@@ -254,7 +258,21 @@ impl Server {
                     let r = self.zone.nxdomain();
                     self.reply(&waiter, &r);
                 }
-                Mode::Decentralised => self.start_lookup(now, waiter),
+                Mode::Decentralised => self.start_lookup(now, waiter, None),
+            },
+            Answer::MissingReverse(addr) => match self.config.mode {
+                Mode::Decentralised
+                    if matches!(
+                        waiter.request.query.query_type(),
+                        RecordType::PTR | RecordType::ANY
+                    ) =>
+                {
+                    self.start_lookup(now, waiter, Some(addr))
+                }
+                _ => {
+                    let r = self.zone.reverse_response(&waiter.request, addr, None);
+                    self.reply(&waiter, &r);
+                }
             },
             Answer::Outside if self.config.forward => {
                 if self.waiting >= self.config.max_pending {
@@ -278,11 +296,14 @@ impl Server {
         }
     }
 
-    fn start_lookup(&mut self, now: Instant, waiter: Waiter) {
+    fn start_lookup(&mut self, now: Instant, waiter: Waiter, addr: Option<Ipv4Addr>) {
         if self.waiting >= self.config.max_pending {
             return self.servfail(&waiter);
         }
-        let name = relative_lowercase(&self.zone, &waiter.request);
+        let name = match addr {
+            Some(addr) => format!("@{addr}"),
+            None => relative_lowercase(&self.zone, &waiter.request),
+        };
         // Coalesce queries for the same name into one lookup.
         if let Some(id) = self.lookups_by_name.get(&name)
             && let Some(Pending::Lookup { waiters, .. }) = self.pending.get_mut(id)
@@ -293,9 +314,12 @@ impl Server {
         }
         let id = self.new_id();
         self.stats.lookups += 1;
-        self.store_requests.push_back(StoreRequest::Lookup {
-            id,
-            name: name.clone(),
+        self.store_requests.push_back(match addr {
+            Some(addr) => StoreRequest::LookupAddress { id, addr },
+            None => StoreRequest::Lookup {
+                id,
+                name: name.clone(),
+            },
         });
         self.lookups_by_name.insert(name.clone(), id);
         self.waiting += 1;
@@ -303,6 +327,7 @@ impl Server {
             id,
             Pending::Lookup {
                 name,
+                addr,
                 deadline: now + self.config.lookup_timeout,
                 waiters: vec![waiter],
             },
@@ -407,7 +432,37 @@ impl Server {
                     self.events.push_back(Event::PublishFailed { name });
                 }
             }
-            Pending::Lookup { name, waiters, .. } => {
+            Pending::Lookup {
+                name,
+                addr: Some(addr),
+                waiters,
+                ..
+            } => {
+                self.lookups_by_name.remove(&name);
+                self.waiting -= waiters.len();
+                // Every address of the network has a rule name: without an
+                // answer from the store, that is the answer.
+                let found = match result {
+                    StoreResult::FoundName { name, ttl } => {
+                        let ttl = ttl.min(self.config.cache_ttl);
+                        let _ = self.zone.insert(&name, addr, Some(now + ttl));
+                        Some(name)
+                    }
+                    _ => None,
+                };
+                for w in &waiters {
+                    let r = self
+                        .zone
+                        .reverse_response(&w.request, addr, found.as_deref());
+                    self.reply(w, &r);
+                }
+            }
+            Pending::Lookup {
+                name,
+                addr: None,
+                waiters,
+                ..
+            } => {
                 self.lookups_by_name.remove(&name);
                 self.waiting -= waiters.len();
                 match result {
@@ -420,7 +475,7 @@ impl Server {
                             self.reply(w, &r);
                         }
                     }
-                    StoreResult::NotFound | StoreResult::Done => {
+                    StoreResult::NotFound | StoreResult::Done | StoreResult::FoundName { .. } => {
                         let r = self.zone.nxdomain();
                         for w in &waiters {
                             self.reply(w, &r);

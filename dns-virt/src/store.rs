@@ -1,7 +1,9 @@
 //! The decentralised store contract, and an in-memory fake of it.
 //!
 //! In decentralised mode the [`crate::Server`] publishes the names registered
-//! with it into the overlay's DHT and looks up names it does not know there.
+//! with it into the overlay's DHT and looks up names it does not know there,
+//! by name (A queries) or by address (PTR queries; without an answer the
+//! address's rule name is given).
 //! The contract is sans-IO like the rest: the server emits
 //! [`StoreRequest`]s (drained with [`crate::Server::poll_store_request`]),
 //! each carrying a [`RequestId`]; the caller performs them against the real
@@ -36,7 +38,15 @@ pub enum StoreRequest {
         /// Lowercase relative name.
         name: String,
     },
-    /// Publish `name` → `addr` for `ttl`.
+    /// Find the name registered for `addr` (for PTR queries).
+    LookupAddress {
+        /// Request id, returned with the result.
+        id: RequestId,
+        /// The address.
+        addr: Ipv4Addr,
+    },
+    /// Publish `name` → `addr` for `ttl`; the store indexes it by address
+    /// too, for [`StoreRequest::LookupAddress`].
     Publish {
         /// Request id, returned with the result.
         id: RequestId,
@@ -61,6 +71,7 @@ impl StoreRequest {
     pub fn id(&self) -> RequestId {
         match self {
             StoreRequest::Lookup { id, .. }
+            | StoreRequest::LookupAddress { id, .. }
             | StoreRequest::Publish { id, .. }
             | StoreRequest::Unpublish { id, .. } => *id,
         }
@@ -68,7 +79,7 @@ impl StoreRequest {
 }
 
 /// The store's answer to a [`StoreRequest`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreResult {
     /// Lookup: the name's address and remaining lifetime.
     Found {
@@ -77,7 +88,15 @@ pub enum StoreResult {
         /// Remaining lifetime in the store.
         ttl: Duration,
     },
-    /// Lookup: no such name.
+    /// Address lookup: the name registered for the address, lowercase and
+    /// relative to the zone.
+    FoundName {
+        /// The name.
+        name: String,
+        /// Remaining lifetime in the store.
+        ttl: Duration,
+    },
+    /// Lookup: no such name (or address).
     NotFound,
     /// Publish or unpublish done.
     Done,
@@ -113,6 +132,7 @@ pub struct MemoryStore {
     config: MemoryStoreConfig,
     rng: ChaCha8Rng,
     records: HashMap<String, (Ipv4Addr, Instant)>,
+    by_addr: HashMap<Ipv4Addr, String>,
     queue: BinaryHeap<Reverse<(Instant, u64)>>,
     inflight: HashMap<u64, (usize, StoreRequest)>,
     seq: u64,
@@ -125,6 +145,7 @@ impl MemoryStore {
             config,
             rng: ChaCha8Rng::seed_from_u64(seed),
             records: HashMap::new(),
+            by_addr: HashMap::new(),
             queue: BinaryHeap::new(),
             inflight: HashMap::new(),
             seq: 0,
@@ -171,6 +192,16 @@ impl MemoryStore {
                 },
                 _ => StoreResult::NotFound,
             },
+            StoreRequest::LookupAddress { addr, .. } => {
+                let live = self.by_addr.get(&addr).and_then(|name| {
+                    let &(a, expires_at) = self.records.get(name)?;
+                    (a == addr && expires_at > at).then(|| StoreResult::FoundName {
+                        name: name.clone(),
+                        ttl: expires_at - at,
+                    })
+                });
+                live.unwrap_or(StoreResult::NotFound)
+            }
             StoreRequest::Publish {
                 ref name,
                 addr,
@@ -178,10 +209,15 @@ impl MemoryStore {
                 ..
             } => {
                 self.records.insert(name.clone(), (addr, at + ttl));
+                self.by_addr.insert(addr, name.clone());
                 StoreResult::Done
             }
             StoreRequest::Unpublish { ref name, .. } => {
-                self.records.remove(name);
+                if let Some((addr, _)) = self.records.remove(name)
+                    && self.by_addr.get(&addr) == Some(name)
+                {
+                    self.by_addr.remove(&addr);
+                }
                 StoreResult::Done
             }
         };
@@ -245,6 +281,26 @@ mod test {
                 StoreResult::Found {
                     addr: Ipv4Addr::new(10, 128, 0, 1),
                     ttl: Duration::from_millis(59_990)
+                }
+            ))
+        );
+        let t2 = t1 + Duration::from_millis(10);
+        s.handle_request(
+            t2,
+            4,
+            StoreRequest::LookupAddress {
+                id: RequestId(8),
+                addr: Ipv4Addr::new(10, 128, 0, 1),
+            },
+        );
+        assert_eq!(
+            s.poll_response(t2 + Duration::from_millis(10)),
+            Some((
+                4,
+                RequestId(8),
+                StoreResult::FoundName {
+                    name: "h1".into(),
+                    ttl: Duration::from_millis(59_980)
                 }
             ))
         );

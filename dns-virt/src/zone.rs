@@ -78,6 +78,10 @@ pub enum Answer {
     /// The name is in the forward zone but unknown here: NXDOMAIN for a local
     /// server; a decentralised server asks the store first.
     Missing,
+    /// A reverse name of the network whose address has no registered name
+    /// here: the rule name for a local server; a decentralised server asks
+    /// the store first.
+    MissingReverse(Ipv4Addr),
     /// The name is outside both zones: REFUSED, or forwarded upstream.
     Outside,
 }
@@ -413,7 +417,7 @@ impl Zone {
                 };
                 Answer::Ready(self.address_response(req, addr))
             }
-            Apex::Reverse => Answer::Ready(self.answer_reverse(qname, qtype, rel, apex)),
+            Apex::Reverse => self.answer_reverse(qname, qtype, rel, apex),
         }
     }
 
@@ -464,16 +468,16 @@ impl Zone {
         qtype: RecordType,
         rel: impl Iterator<Item = &'a [u8]>,
         apex: Apex,
-    ) -> Response {
+    ) -> Answer {
         let apex_octets = (self.reverse_labels - 2) as u8;
         let Some((octets, count)) = parse_reverse_labels(rel) else {
-            return self.negative(apex, ResponseCode::NXDomain);
+            return Answer::Ready(self.negative(apex, ResponseCode::NXDomain));
         };
         // `count` counts labels below the apex; octets above it were fixed by
         // the apex match, so rebuild the full prefix.
         let total = usize::from(apex_octets) + count;
         if total > 4 {
-            return self.negative(apex, ResponseCode::NXDomain);
+            return Answer::Ready(self.negative(apex, ResponseCode::NXDomain));
         }
         let net = self.config.network.network().octets();
         let mut full = [0u8; 4];
@@ -490,20 +494,23 @@ impl Zone {
             } else {
                 ResponseCode::NXDomain
             };
-            return self.negative(apex, rcode);
+            return Answer::Ready(self.negative(apex, rcode));
         }
-        let target = match self.table.name_of(addr) {
-            Some(name) => Name::from_ascii(name).and_then(|n| n.append_domain(&self.config.zone)),
-            None if self.config.rule_names => match self.rule.name_of(addr) {
-                Some(rule) => {
-                    Name::from_ascii(rule.as_str()).and_then(|n| n.append_domain(&self.config.zone))
-                }
-                None => return self.negative(apex, ResponseCode::NXDomain),
-            },
-            None => return self.negative(apex, ResponseCode::NXDomain),
-        };
+        match self.table.name_of(addr) {
+            Some(name) => Answer::Ready(self.ptr_response(qname, qtype, name)),
+            None if self.config.rule_names && self.rule.covers(addr) => {
+                Answer::MissingReverse(addr)
+            }
+            None => Answer::Ready(self.negative(apex, ResponseCode::NXDomain)),
+        }
+    }
+
+    /// The PTR response pointing `qname` at `name` (relative to the zone),
+    /// or NODATA for other types.
+    fn ptr_response(&self, qname: &Name, qtype: RecordType, name: &str) -> Response {
+        let target = Name::from_ascii(name).and_then(|n| n.append_domain(&self.config.zone));
         let Ok(target) = target else {
-            return self.negative(apex, ResponseCode::NXDomain);
+            return self.negative(Apex::Reverse, ResponseCode::NXDomain);
         };
         if matches!(qtype, RecordType::PTR | RecordType::ANY) {
             self.positive(vec![Record::from_rdata(
@@ -512,7 +519,18 @@ impl Zone {
                 RData::PTR(PTR(target)),
             )])
         } else {
-            self.negative(apex, ResponseCode::NoError)
+            self.negative(Apex::Reverse, ResponseCode::NoError)
+        }
+    }
+
+    /// The response for a reverse name of the network: PTR to `name`
+    /// (relative to the zone) if given, else to the address's rule name.
+    pub fn reverse_response(&self, req: &Request, addr: Ipv4Addr, name: Option<&str>) -> Response {
+        let q = &req.query;
+        match (name, self.rule.name_of(addr)) {
+            (Some(name), _) => self.ptr_response(q.name(), q.query_type(), name),
+            (None, Some(rule)) => self.ptr_response(q.name(), q.query_type(), rule.as_str()),
+            (None, None) => self.negative(Apex::Reverse, ResponseCode::NXDomain),
         }
     }
 
@@ -553,6 +571,7 @@ impl Zone {
         let response = match self.answer(&req) {
             Answer::Ready(r) => r,
             Answer::Missing => self.nxdomain(),
+            Answer::MissingReverse(addr) => self.reverse_response(&req, addr, None),
             Answer::Outside => refused(),
         };
         let truncated = self.emit(&req, &response, transport, out);

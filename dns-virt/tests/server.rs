@@ -413,6 +413,50 @@ fn decentralised_lookup_answers_when_the_store_does() {
 }
 
 #[test]
+fn decentralised_reverse_lookup_finds_remote_names() {
+    let mut net = Net::new(2, delays(10, 100, 0.0), 11);
+    let t0 = net.now;
+    net.servers[0]
+        .register(t0, "alpha", Ipv4Addr::new(10, 128, 5, 5), None)
+        .unwrap();
+    net.run(t0 + Duration::from_millis(150));
+    let ptr = |net: &mut Net, qname: &str| {
+        let bytes = query(qname, RecordType::PTR, None).to_vec().unwrap();
+        net.servers[1].handle_input(net.now, client(), Transport::Udp, &bytes);
+    };
+    ptr(&mut net, "5.5.128.10.in-addr.arpa.");
+    ptr(&mut net, "6.5.128.10.in-addr.arpa.");
+    assert!(net.replies(1).is_empty());
+    net.run(net.now + Duration::from_millis(150));
+    let mut replies = net.replies(1);
+    replies.sort_by_key(|r| r.queries[0].name().to_ascii());
+    assert_eq!(replies.len(), 2);
+    assert_eq!(
+        replies[0].answers[0].data,
+        RData::PTR(PTR(name("alpha.wow.internal.")))
+    );
+    // Unknown in the store: the rule name.
+    assert_eq!(
+        replies[1].answers[0].data,
+        RData::PTR(PTR(name("c010128005006.wow.internal.")))
+    );
+    // Cached: answered at once, forward too.
+    ptr(&mut net, "5.5.128.10.in-addr.arpa.");
+    net.query(1, "alpha.wow.internal.");
+    assert_eq!(net.replies(1).len(), 2);
+    // Local mode never waits: the rule name straight away.
+    let mut local = server();
+    let r = ask(
+        &mut local,
+        &query("6.5.128.10.in-addr.arpa.", RecordType::PTR, None),
+    );
+    assert_eq!(
+        r.answers[0].data,
+        RData::PTR(PTR(name("c010128005006.wow.internal.")))
+    );
+}
+
+#[test]
 fn lost_lookups_get_servfail_at_the_deadline_and_late_results_are_ignored() {
     let mut net = Net::new(1, delays(10, 20, 1.0), 9);
     let t0 = net.now;
