@@ -1085,14 +1085,15 @@ impl<A: PeerAuthenticator> Endpoint<A> {
 
     /// Runs retransmissions, rekeys and expiries due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let config = self.config.clone();
+        let retransmit_timeout = self.config.handshake_retransmit_timeout;
+        let drain_timeout = self.config.drain_timeout;
         // Handshakes: retransmit or give up.
         let mut failed = Vec::new();
         for (index, pending) in &mut self.initiators {
             if now >= pending.give_up_at {
                 failed.push((*index, pending.peer));
             } else if now >= pending.retransmit_at {
-                pending.retransmit_at = now + config.handshake_retransmit_timeout;
+                pending.retransmit_at = now + retransmit_timeout;
                 let payload = pending.message.clone();
                 self.transmits.push_back(Transmit {
                     destination: pending.peer,
@@ -1131,7 +1132,7 @@ impl<A: PeerAuthenticator> Endpoint<A> {
         let dead: Vec<u32> = self
             .inbound
             .iter()
-            .filter(|(_, e)| now >= e.deadline(config.drain_timeout))
+            .filter(|(_, e)| now >= e.deadline(drain_timeout))
             .map(|(spi, _)| *spi)
             .collect();
         for spi in dead {
@@ -1154,7 +1155,7 @@ impl<A: PeerAuthenticator> Endpoint<A> {
                     gave_up.push((*ip, unconfirmed.inbound_spi));
                     peer.unconfirmed = None;
                 } else if now >= unconfirmed.retransmit_at {
-                    unconfirmed.retransmit_at = now + config.handshake_retransmit_timeout;
+                    unconfirmed.retransmit_at = now + retransmit_timeout;
                     let payload = unconfirmed.finish.clone();
                     self.transmits.push_back(Transmit {
                         destination: *ip,
