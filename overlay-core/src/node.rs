@@ -95,6 +95,11 @@ pub struct Config {
     pub dht_max_ttl: Duration,
     /// Period of DHT republishing to the replica set.
     pub dht_republish_duration: Duration,
+    /// A node decides a create-if-absent (or answers a get it has no value
+    /// for) only after its near links have been stable this long, so that
+    /// records handed off by the previous responsible node have arrived;
+    /// creates also wait a quarter of it after arriving.
+    pub dht_settle_duration: Duration,
     /// Emit [`Event::Forwarded`] for each forwarded message.
     pub forward_events: bool,
 }
@@ -126,6 +131,7 @@ impl Default for Config {
             dht_replicas: 3,
             dht_max_ttl: Duration::from_secs(24 * 3600),
             dht_republish_duration: Duration::from_secs(30),
+            dht_settle_duration: Duration::from_secs(2),
             forward_events: false,
         }
     }
@@ -336,6 +342,18 @@ struct PendingRequest {
 }
 
 #[derive(Debug, Clone)]
+struct PendingDht {
+    source: Address,
+    id: u64,
+    op: DhtOp,
+    ttl_secs: u32,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    hops: u8,
+    decide_at: Instant,
+}
+
+#[derive(Debug, Clone)]
 struct Lost {
     address: Address,
     endpoint: SocketAddr,
@@ -363,6 +381,8 @@ pub struct Node<I: Identity = OpenIdentity> {
     pending_links: Vec<PendingLink>,
     pending_ctms: Vec<PendingCtm>,
     requests: Vec<PendingRequest>,
+    pending_dht: Vec<PendingDht>,
+    near_changed_at: Instant,
     lost: Vec<Lost>,
     demand: Vec<Demand>,
     bootstrap: Vec<SocketAddr>,
@@ -414,6 +434,8 @@ impl<I: Identity> Node<I> {
             pending_links: Vec::new(),
             pending_ctms: Vec::new(),
             requests: Vec::new(),
+            pending_dht: Vec::new(),
+            near_changed_at: now,
             lost: Vec::new(),
             demand: Vec::new(),
             bootstrap: Vec::new(),
@@ -579,7 +601,13 @@ impl<I: Identity> Node<I> {
 
     /// Stores `value` under `key` only if the key has no value; the node
     /// responsible for the key decides, so of concurrent creators exactly
-    /// one gets [`DhtOutcome::Ok`] and the others [`DhtOutcome::Exists`].
+    /// one gets [`DhtOutcome::Ok`] and the others [`DhtOutcome::Exists`]
+    /// with the winning value. The responsible node queues creates until
+    /// its near links have been stable for [`Config::dht_settle_duration`]
+    /// and re-routes them if a nearer node appeared meanwhile. A create
+    /// whose value is already stored under the key succeeds (a retried
+    /// winner), so creators should use distinct values (e.g. include their
+    /// address).
     pub fn dht_create(
         &mut self,
         now: Instant,
@@ -1028,8 +1056,12 @@ impl<I: Identity> Node<I> {
     }
 
     fn after_new_connection(&mut self, now: Instant, i: usize) {
-        self.table
-            .update_near(self.address, self.config.near_per_side);
+        if self
+            .table
+            .update_near(self.address, self.config.near_per_side)
+        {
+            self.near_changed_at = now;
+        }
         self.neighbors_dirty = true;
         // Give the new peer our list right away: it needs it to find its
         // other neighbours.
@@ -1160,8 +1192,13 @@ impl<I: Identity> Node<I> {
             peer: c.address,
             reason,
         });
-        self.table
-            .update_near(self.address, self.config.near_per_side);
+        if self
+            .table
+            .update_near(self.address, self.config.near_per_side)
+            || was_near
+        {
+            self.near_changed_at = now;
+        }
         self.neighbors_dirty = true;
         if was_near {
             let extra: Vec<u64> = c
@@ -1380,19 +1417,50 @@ impl<I: Identity> Node<I> {
             Payload::EchoReply { id, request_hops } => self.finish_echo(id, request_hops),
             Payload::DhtRequest {
                 id,
+                op: op @ (DhtOp::Create | DhtOp::Get),
+                ttl_secs,
+                key,
+                value,
+            } if !self.dht.contains(now, &key)
+                && (op == DhtOp::Create
+                    || now < self.near_changed_at + self.config.dht_settle_duration) =>
+            {
+                // Decide later: once the near set has been stable for a
+                // while (so handoffs from the previous responsible node have
+                // arrived) and, for creates, after concurrent creates have
+                // queued up.
+                if !self
+                    .pending_dht
+                    .iter()
+                    .any(|p| p.source == msg.source && p.id == id)
+                {
+                    let settle = self.config.dht_settle_duration;
+                    let hold = if op == DhtOp::Create {
+                        settle / 4
+                    } else {
+                        Duration::ZERO
+                    };
+                    self.pending_dht.push(PendingDht {
+                        source: msg.source,
+                        id,
+                        op,
+                        ttl_secs,
+                        key,
+                        value,
+                        hops: msg.hops,
+                        decide_at: (now + hold).max(self.near_changed_at + settle),
+                    });
+                }
+            }
+            Payload::DhtRequest {
+                id,
                 op,
                 ttl_secs,
                 key,
                 value,
             } => {
                 let (status, values) = self.serve_dht(now, op, ttl_secs, &key, &value);
-                let reply = Payload::DhtReply { id, status, values };
-                if msg.source == self.address {
-                    self.finish_dht(id, status, reply);
-                } else {
-                    let r = self.routed(msg.source, Mode::Exact, reply);
-                    self.route(now, None, r);
-                }
+                self.reply_dht(now, msg.source, id, status, values);
             }
             Payload::DhtReply { id, status, .. } => {
                 self.finish_dht(id, status, msg.payload);
@@ -1432,6 +1500,62 @@ impl<I: Identity> Node<I> {
         self.events.push_back(Event::Dht { id, op, outcome });
     }
 
+    fn reply_dht(
+        &mut self,
+        now: Instant,
+        source: Address,
+        id: u64,
+        status: DhtStatus,
+        values: Vec<Vec<u8>>,
+    ) {
+        let reply = Payload::DhtReply { id, status, values };
+        if source == self.address {
+            self.finish_dht(id, status, reply);
+        } else {
+            let r = self.routed(source, Mode::Exact, reply);
+            self.route(now, None, r);
+        }
+    }
+
+    /// Decides queued create-if-absent requests (and gets that found
+    /// nothing while the near set was changing) that are due, in arrival
+    /// order: re-routes them if a nearer node has appeared, else the first
+    /// create wins and the rest learn the winning value.
+    fn decide_pending_dht(&mut self, now: Instant) {
+        if self.pending_dht.iter().all(|p| p.decide_at > now) {
+            return;
+        }
+        let (due, rest): (Vec<PendingDht>, Vec<PendingDht>) =
+            self.pending_dht.drain(..).partition(|p| p.decide_at <= now);
+        self.pending_dht = rest;
+        for p in due {
+            let ka = Address::from_key(&p.key);
+            let mine = self.address.distance_to(ka);
+            let nearer = self.table.iter().any(|c| c.address.distance_to(ka) < mine);
+            if nearer && !self.dht.contains(now, &p.key) {
+                // No longer responsible: pass it on toward the key.
+                let msg = Routed {
+                    source: p.source,
+                    destination: ka,
+                    mode: Mode::Closest,
+                    hops: p.hops,
+                    hop_limit: self.config.hop_limit,
+                    payload: Payload::DhtRequest {
+                        id: p.id,
+                        op: p.op,
+                        ttl_secs: p.ttl_secs,
+                        key: p.key,
+                        value: p.value,
+                    },
+                };
+                self.route(now, None, msg);
+                continue;
+            }
+            let (status, values) = self.serve_dht(now, p.op, p.ttl_secs, &p.key, &p.value);
+            self.reply_dht(now, p.source, p.id, status, values);
+        }
+    }
+
     fn serve_dht(
         &mut self,
         now: Instant,
@@ -1451,8 +1575,12 @@ impl<I: Identity> Node<I> {
                 Insert::Full => (DhtStatus::Full, Vec::new()),
             },
             DhtOp::Create => {
-                if self.dht.contains(now, key) {
-                    (DhtStatus::Exists, self.dht.get(now, key))
+                let values = self.dht.get(now, key);
+                if values.iter().any(|v| v == value) {
+                    // A retry of the winning create.
+                    (DhtStatus::Ok, Vec::new())
+                } else if !values.is_empty() {
+                    (DhtStatus::Exists, values)
                 } else {
                     let _ = self.dht.insert(now, key, value, ttl);
                     self.replicate(now, key);
@@ -1638,6 +1766,7 @@ impl<I: Identity> Node<I> {
         self.check_links(now);
         self.retry_links(now);
         self.retry_requests(now);
+        self.decide_pending_dht(now);
         self.pending_ctms.retain(|p| p.expires_at > now);
 
         // Joining: resend the ConnectToMe, or fall back to the next bootstrap.
