@@ -10,7 +10,9 @@
 #
 # Usage (root): examples/wow-node/scripts/bench.sh [peer modes...]
 #   default peer modes: raw wg nebula   (see dataplane.sh; missing peers are skipped)
-# Env: DUR=10 (seconds per iperf3 run), INSECURE=1 (wow-node without SAs)
+# Env: DUR=10 (seconds per iperf3 run), INSECURE=1 (wow-node without SAs),
+#      MTU=N (guest MTU override, e.g. 8192: datagrams are IP-fragmented on the
+#      1500-byte veth; default: derived from the underlay, 1384)
 set -eu
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -57,11 +59,13 @@ if [ "${INSECURE:-0}" != 1 ]; then
   "$BIN" ca issue --dir "$RES/ca" --ip 10.128.0.12 --out "$RES/b" >/dev/null
   SEC=$'[security]\nca_cert = "ca.pem"\ncert = "node.pem"\nkey = "node.key"\n'
 fi
+TAP=""
+[ -n "${MTU:-}" ] && TAP=$'[tap]\nmtu = '"$MTU"$'\n'
 for n in a b; do
   mkdir -p "$RES/$n"
   if [ $n = a ]; then listen=$UA:4000 boot='[]'; else listen=$UB:4000 boot="[\"$UA:4000\"]"; fi
-  printf '[node]\nstate_dir = "%s"\nlisten = "%s"\nbootstrap = %s\n\n[network]\ncidr = "10.128.0.0/16"\n\n%s' \
-    "$RES/$n" "$listen" "$boot" "$SEC" >"$RES/$n/node.toml"
+  printf '[node]\nstate_dir = "%s"\nlisten = "%s"\nbootstrap = %s\n\n[network]\ncidr = "10.128.0.0/16"\n\n%s\n%s' \
+    "$RES/$n" "$listen" "$boot" "$SEC" "$TAP" >"$RES/$n/node.toml"
 done
 ip netns exec "$NA" "$BIN" up --config "$RES/a/node.toml" >"$RES/a.log" 2>&1 & PIDS+=($!); PA=$!
 sleep 0.3

@@ -18,6 +18,8 @@
 //! [tap]
 //! name = "wow0"                     # TAP device
 //! underlay_mtu = 1500               # the guest MTU is this minus every header (1384)
+//! # mtu = 8192                      # override the guest MTU (at most 9176); datagrams
+//!                                   # above the underlay MTU are IP-fragmented
 //!
 //! [security]
 //! ca_cert = "ca.pem"                # CA certificate; with cert and key: protected mode
@@ -136,6 +138,8 @@ pub struct TapSection {
     pub name: String,
     /// Underlay MTU.
     pub underlay_mtu: u16,
+    /// Guest MTU override.
+    pub mtu: Option<u16>,
 }
 
 impl Default for TapSection {
@@ -143,6 +147,7 @@ impl Default for TapSection {
         TapSection {
             name: "wow0".into(),
             underlay_mtu: 1500,
+            mtu: None,
         }
     }
 }

@@ -41,6 +41,13 @@ pub const SA_OVERHEAD: usize = ipsec_sa::wire::HEADER_LEN + ipsec_sa::wire::TAG_
 pub const TOTAL_OVERHEAD: usize =
     UNDERLAY_OVERHEAD + OVERLAY_OVERHEAD + wire::HEADER_LEN + SA_OVERHEAD;
 
+/// The largest guest MTU: an overlay data payload holds at most
+/// `MAX_DATA_LEN` bytes.
+pub const MAX_GUEST_MTU: u16 = {
+    let m = overlay_core::wire::MAX_DATA_LEN - wire::HEADER_LEN - SA_OVERHEAD;
+    (m / 8 * 8) as u16
+};
+
 /// The guest's IP MTU for an underlay MTU.
 pub fn guest_mtu(underlay_mtu: u16) -> u16 {
     let m = usize::from(underlay_mtu).saturating_sub(TOTAL_OVERHEAD);
@@ -1207,6 +1214,14 @@ impl<S: LeaseStore> Core<S> {
                     .handle_store_response(now, id, dns_virt::StoreResult::Done);
                 return;
             }
+            // Reverse lookups of remote guests are not published in the DHT
+            // yet: the zone's rule names answer them.
+            #[allow(unreachable_patterns)]
+            other => {
+                self.dns
+                    .handle_store_response(now, other.id(), dns_virt::StoreResult::NotFound);
+                return;
+            }
         };
         match started {
             Ok((job, kind)) => {
@@ -1284,6 +1299,10 @@ mod test {
         assert!(usize::from(m) + TOTAL_OVERHEAD <= 1500);
         assert_eq!(m % 8, 0);
         assert_eq!(guest_mtu(100), 576);
+        assert!(
+            usize::from(MAX_GUEST_MTU) + wire::HEADER_LEN + SA_OVERHEAD
+                <= overlay_core::wire::MAX_DATA_LEN
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::ca_cmd;
 use crate::config::{AllocationMode, Config};
 use crate::control::{SOCKET_FILE, Status};
-use crate::core::{Core, CoreEvent, Credentials, Settings, guest_mtu};
+use crate::core::{Core, CoreEvent, Credentials, MAX_GUEST_MTU, Settings, guest_mtu};
 
 /// The gateway's virtual MAC: locally administered, spelling "wow".
 pub const GATEWAY_MAC: [u8; 6] = [0x02, 0x77, 0x6f, 0x77, 0x00, 0x01];
@@ -201,7 +201,11 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     let (key, credentials) = load_identity(&config)?;
     let address = Address::from_public_key(key.public_key_raw());
 
-    let mtu = guest_mtu(config.tap.underlay_mtu);
+    let mtu = config
+        .tap
+        .mtu
+        .map(|m| m.clamp(576, MAX_GUEST_MTU))
+        .unwrap_or_else(|| guest_mtu(config.tap.underlay_mtu));
     let settings = Settings {
         network: config.network.cidr.trunc(),
         gateway_addr: config.network.gateway_addr(),
