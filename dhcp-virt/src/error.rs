@@ -190,6 +190,9 @@ pub enum ConfigError {
     /// The lease duration is zero or longer than the protocol can express.
     #[error("lease duration must be between 1 s and 2^32-2 s")]
     LeaseDuration,
+    /// The interface MTU is below 68 (RFC 2132 §5.1).
+    #[error("interface MTU {0} is below 68")]
+    InterfaceMtu(u16),
     /// A domain name in the configuration is not a valid DNS name.
     #[error("invalid domain name {0:?}")]
     DomainName(String),

@@ -314,6 +314,12 @@ impl<S: LeaseStore> Server<S> {
         if !network.contains(&config.server_addr) {
             return Err(ConfigError::ServerOutsideNetwork(config.server_addr).into());
         }
+        if let Some(mtu) = config.interface_mtu
+            && mtu < 68
+        {
+            // RFC 2132 §5.1: the minimum legal MTU is 68.
+            return Err(ConfigError::InterfaceMtu(mtu).into());
+        }
         let secs = config.lease_duration.as_secs();
         if secs == 0 || secs >= u64::from(u32::MAX) {
             return Err(ConfigError::LeaseDuration.into());
@@ -776,9 +782,10 @@ impl<S: LeaseStore> Server<S> {
         }
         // The address is in use by someone we do not know: forget the
         // binding and keep the address out of the pool for a while.
+        // Disk first: on a store error nothing changes.
+        self.store.remove(addr)?;
         self.bindings.remove(&addr);
         self.by_client.remove(&client);
-        self.store.remove(addr)?;
         let until = now + self.config.decline_duration;
         self.quarantine.insert(addr, until);
         self.timers.push(Reverse((until, Timer::Quarantine(addr))));
@@ -907,6 +914,8 @@ impl<S: LeaseStore> Server<S> {
                 self.directory_release(prev, client);
             }
             self.bindings.remove(&prev);
+            // A failed removal leaves a stale record on disk; on load the
+            // client's newest record wins, so it is harmless.
             let _ = self.store.remove(prev);
         }
         let hostname = msg.hostname.clone();

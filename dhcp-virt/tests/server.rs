@@ -681,3 +681,48 @@ fn renewal_floods_do_not_grow_timers_and_expiry_still_fires() {
     s.handle_timeout(last);
     assert_eq!(s.lease_of(&ClientKey::Hardware(mac(1))), None);
 }
+
+#[test]
+fn invalid_configurations_are_refused() {
+    use dhcp_virt::{ConfigError, StartError};
+    let t0 = Instant::now();
+    let cases: Vec<(Config, ConfigError)> = vec![
+        (
+            Config {
+                interface_mtu: Some(60),
+                ..config()
+            },
+            ConfigError::InterfaceMtu(60),
+        ),
+        (
+            Config {
+                server_addr: a("10.9.0.1"),
+                ..config()
+            },
+            ConfigError::ServerOutsideNetwork(a("10.9.0.1")),
+        ),
+        (
+            Config {
+                pool: Pool::range(a("10.8.0.200"), a("10.8.1.10")),
+                ..config()
+            },
+            ConfigError::RangeOutsideNetwork {
+                start: a("10.8.0.200"),
+                end: a("10.8.1.10"),
+            },
+        ),
+        (
+            Config {
+                lease_duration: Duration::ZERO,
+                ..config()
+            },
+            ConfigError::LeaseDuration,
+        ),
+    ];
+    for (c, want) in cases {
+        match Server::new(c, MemoryStore::new(), t0, UNIX) {
+            Err(StartError::Config(got)) => assert_eq!(got, want),
+            other => panic!("{want:?}: {other:?}"),
+        }
+    }
+}
