@@ -221,6 +221,17 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     let socket = UdpSocket::bind(config.node.listen)
         .await
         .map_err(|e| format!("cannot bind {}: {e}", config.node.listen))?;
+    // Room for bursts: a TCP window's worth of datagrams arrives at once.
+    // The forced options need CAP_NET_ADMIN; without it the kernel's
+    // rmem_max/wmem_max cap the plain ones.
+    const SOCKET_BUFFER: usize = 4 << 20;
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(&socket, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(&socket, sockopt::RcvBuf, &SOCKET_BUFFER);
+    }
+    if setsockopt(&socket, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(&socket, sockopt::SndBuf, &SOCKET_BUFFER);
+    }
     let mut endpoints = config.node.advertise.clone();
     if let Ok(local) = socket.local_addr()
         && !local.ip().is_unspecified()
