@@ -9,7 +9,6 @@
 //!
 //! See `README.md` beside this crate for the operator guide.
 
-mod batch;
 mod ca_cmd;
 mod config;
 mod control;

@@ -6,7 +6,7 @@
 //! SIGINT/SIGTERM. After each input it drains the core's outputs: frames to
 //! the TAP, datagrams to the socket, events to the log.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,7 +17,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UdpSocket, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::batch::{BATCH, Batch};
 use crate::ca_cmd;
 use crate::config::{AllocationMode, Config};
 use crate::control::{SOCKET_FILE, Status};
@@ -25,8 +24,8 @@ use crate::core::{Core, CoreEvent, Credentials, MAX_GUEST_MTU, Settings, guest_m
 
 /// The gateway's virtual MAC: locally administered, spelling "wow".
 pub const GATEWAY_MAC: [u8; 6] = [0x02, 0x77, 0x6f, 0x77, 0x00, 0x01];
-/// `recvmmsg` calls per wake-up before the TAP gets a turn.
-const UDP_ROUNDS: usize = 2;
+/// Datagrams read per wake-up before the TAP gets a turn.
+const UDP_BATCH: usize = 64;
 /// Frames read per wake-up before the socket gets a turn.
 const TAP_BATCH: usize = 64;
 
@@ -308,36 +307,25 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
 
     core.join(now, &config.node.bootstrap);
     let started_at = now;
+    let mut udp_buf = vec![0u8; 65536];
     let mut tap_buf = vec![0u8; 65536];
-    let mut batch = Batch::new();
+    let mut out = vec![0u8; 16384];
     loop {
-        flush(&mut core, &socket, &tap, &mut batch).await;
+        flush(&mut core, &socket, &tap, &mut out).await;
         let now = Instant::now();
         let deadline = core
             .poll_timeout()
             .unwrap_or(now + Duration::from_secs(1))
             .min(now + Duration::from_secs(1));
         tokio::select! {
-            r = socket.readable() => {
-                if r.is_ok() {
+            r = socket.recv_from(&mut udp_buf) => {
+                if let Ok((len, from)) = r {
                     let now = Instant::now();
-                    // A few batches, then the TAP gets a turn.
-                    for _ in 0..UDP_ROUNDS {
-                        match batch.try_recv(&socket) {
-                            Ok(()) => {
-                                for (i, &(from, len)) in batch.received.iter().enumerate() {
-                                    core.handle_udp(now, from, &batch.rx[i][..len]);
-                                }
-                                if batch.received.len() < BATCH {
-                                    break;
-                                }
-                            }
-                            Err(e) => {
-                                if e.kind() != std::io::ErrorKind::WouldBlock {
-                                    tracing::debug!(error = %e, "recvmmsg failed");
-                                }
-                                break;
-                            }
+                    core.handle_udp(now, from, &udp_buf[..len]);
+                    for _ in 1..UDP_BATCH {
+                        match socket.try_recv_from(&mut udp_buf) {
+                            Ok((len, from)) => core.handle_udp(now, from, &udp_buf[..len]),
+                            Err(_) => break,
                         }
                     }
                 }
@@ -412,7 +400,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     }
     tracing::info!("shutting down: leaving the ring");
     core.leave(Instant::now());
-    flush(&mut core, &socket, &tap, &mut batch).await;
+    flush(&mut core, &socket, &tap, &mut out).await;
     Ok(())
 }
 
@@ -420,31 +408,17 @@ async fn flush<S: dhcp_virt::LeaseStore>(
     core: &mut Core<S>,
     socket: &UdpSocket,
     tap: &tun_rs::AsyncDevice,
-    batch: &mut Batch,
+    out: &mut [u8],
 ) {
     while let Some(frame) = core.poll_tap_frame() {
         if let Err(e) = tap.send(&frame).await {
             tracing::debug!(error = %e, "TAP write failed");
         }
     }
-    loop {
-        while batch.queued.len() < BATCH {
-            let i = batch.queued.len();
-            match core.poll_udp(&mut batch.tx[i]) {
-                Some((SocketAddr::V4(to), len)) => batch.queued.push((to, len)),
-                Some((to, len)) => {
-                    // IPv6 underlay: one datagram at a time.
-                    if let Err(e) = socket.send_to(&batch.tx[i][..len], to).await {
-                        tracing::debug!(%to, error = %e, "send failed");
-                    }
-                }
-                None => break,
-            }
+    while let Some((to, len)) = core.poll_udp(out) {
+        if let Err(e) = socket.send_to(&out[..len], to).await {
+            tracing::debug!(%to, error = %e, "send failed");
         }
-        if batch.queued.is_empty() {
-            return;
-        }
-        batch.send(socket).await;
     }
 }
 
