@@ -2,14 +2,16 @@
 //!
 //! ```text
 //! dns-serve --listen 10.95.1.1:53 --zone wow.internal --network 10.128.0.0/9 \
-//!           [--names FILE] [--threads N] [--ns-addr IP] [--max-udp OCTETS]
+//!           [--names FILE] [--threads N] [--ns-addr IP] [--max-udp OCTETS] [--readers N]
 //! ```
 //!
 //! FILE holds `name address` lines (hosts-style `address name` works too).
 //! Names are loaded into one [`Zone`] shared read-only by `N` UDP sockets
-//! (default: one per CPU) bound with `SO_REUSEPORT`, each read by two
-//! threads that take up to 32 queries per `recvmmsg` and answer them with one
-//! `sendmmsg`; and a TCP acceptor with one thread per connection. Prints
+//! (default: one per CPU) bound with `SO_REUSEPORT`, each read by
+//! `--readers` threads (default 2) that take up to 32 queries per `recvmmsg`
+//! and answer them with one `sendmmsg`; and a TCP acceptor with one thread
+//! per connection. `--max-udp` caps UDP responses (below 512 it forces TC,
+//! for tests). Prints
 //! `loaded N names in T ms, B bytes/name` and `listening on ADDR` to stderr.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -32,11 +34,12 @@ struct Args {
     threads: usize,
     ns_addr: Option<String>,
     max_udp: u16,
+    readers: usize,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: dns-serve --listen IP:PORT --zone NAME --network CIDR [--names FILE] [--threads N] [--ns-addr IP] [--max-udp OCTETS]"
+        "usage: dns-serve --listen IP:PORT --zone NAME --network CIDR [--names FILE] [--threads N] [--ns-addr IP] [--max-udp OCTETS] [--readers N]"
     );
     std::process::exit(2)
 }
@@ -50,6 +53,7 @@ fn parse_args() -> Args {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         ns_addr: None,
         max_udp: 1232,
+        readers: 2,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -62,6 +66,7 @@ fn parse_args() -> Args {
             "--threads" => args.threads = value().parse().unwrap_or_else(|_| usage()),
             "--ns-addr" => args.ns_addr = Some(value()),
             "--max-udp" => args.max_udp = value().parse().unwrap_or_else(|_| usage()),
+            "--readers" => args.readers = value().parse().unwrap_or_else(|_| usage()),
             _ => usage(),
         }
     }
@@ -212,8 +217,9 @@ fn main() {
         });
         // SO_REUSEPORT spreads clients over sockets by 4-tuple; a second
         // reader per socket keeps a single busy client on both cores.
-        for s in [socket.try_clone().unwrap(), socket] {
+        for _ in 0..args.readers.max(1) {
             let zone = Arc::clone(&zone);
+            let s = socket.try_clone().unwrap();
             threads.push(std::thread::spawn(move || serve_udp(zone, s)));
         }
     }
