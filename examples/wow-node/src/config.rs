@@ -28,7 +28,12 @@
 //! crl = "ca.crl"                    # optional CRL envelope file, published in the DHT
 //! crl_refresh_secs = 60             # re-read the file and fetch the DHT's CRL this often
 //! public_hosts = []                 # virtual hosts reachable without an SA
+//! enrol = false                     # no cert yet: ask the CA node for one over the
+//!                                   # overlay, for the leased address (kept as `cert`)
 //!
+//! [ca]
+//! # dir = "/var/lib/wow-ca"         # this node is the CA's (`wow-node ca init`)
+//! auto_approve = false              # sign enrolment requests at once, else queue them
 //! [confine]
 //! enabled = false                   # same as --confine
 //! allow_tcp_ports = [22]            # host services the guest may still reach
@@ -56,6 +61,18 @@ pub struct Config {
     pub security: SecuritySection,
     /// `[confine]`.
     pub confine: ConfineSection,
+    /// `[ca]`.
+    pub ca: CaSection,
+}
+
+/// `[ca]`: this node answers enrolment requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaSection {
+    /// The CA directory.
+    pub dir: Option<PathBuf>,
+    /// Sign at once.
+    pub auto_approve: bool,
 }
 
 /// `[node]`.
@@ -168,6 +185,8 @@ pub struct SecuritySection {
     pub crl_refresh_secs: u64,
     /// Public virtual hosts.
     pub public_hosts: Vec<Ipv4Addr>,
+    /// Enrol with the CA node when no certificate is present.
+    pub enrol: bool,
 }
 
 impl Default for SecuritySection {
@@ -179,6 +198,7 @@ impl Default for SecuritySection {
             crl: None,
             crl_refresh_secs: 60,
             public_hosts: Vec::new(),
+            enrol: false,
         }
     }
 }

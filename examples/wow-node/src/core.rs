@@ -136,6 +136,12 @@ pub enum CoreEvent {
     /// CRL envelopes found in the DHT: hand each to [`Core::handle_crl`]
     /// with the wall clock (older ones are refused by number).
     CrlFetched(Vec<Vec<u8>>),
+    /// The CA issued this node's certificate (DER); it verified for the
+    /// guest's address and the node key. Install it with
+    /// [`Core::install_identity`] (and keep it).
+    Enrolled(Vec<u8>),
+    /// Enrolment failed or is waiting for the administrator.
+    EnrolmentStatus(String),
     /// An overlay link came up or went down.
     Link {
         /// The peer's ring address.
@@ -204,6 +210,7 @@ enum DhtJob {
     },
     IpLookup(Ipv4Addr),
     CrlFetch,
+    CaLookup,
     DnsLookup(dns_virt::RequestId),
     DnsPublish(dns_virt::RequestId),
     Publish,
@@ -230,6 +237,12 @@ pub struct Core<S: LeaseStore> {
     punched: HashMap<Address, Instant>,
     punch_out: VecDeque<SocketAddr>,
     republish_at: Option<Instant>,
+    ca: Option<ipsec_ca::Ca<ipsec_ca::FileStore>>,
+    enrolment: Option<ipsec_ca::Enrolment>,
+    enrol_out: Vec<Vec<u8>>,
+    ca_address: Option<Address>,
+    ca_lookup: bool,
+    wall: SystemTime,
     tap_out: VecDeque<Vec<u8>>,
     events: VecDeque<CoreEvent>,
     counters: Counters,
@@ -334,6 +347,12 @@ impl<S: LeaseStore> Core<S> {
             punched: HashMap::new(),
             punch_out: VecDeque::new(),
             republish_at: None,
+            ca: None,
+            enrolment: None,
+            enrol_out: Vec::new(),
+            ca_address: None,
+            ca_lookup: false,
+            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(unix_secs),
             tap_out: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
@@ -469,6 +488,51 @@ impl<S: LeaseStore> Core<S> {
         ok
     }
 
+    /// Makes this node the CA's: enrolment requests from guests' nodes are
+    /// answered by `ca` (signed at once with an auto-approving policy, else
+    /// queued for `wow-node ca`), and this node announces itself in the DHT.
+    pub fn set_ca(&mut self, now: Instant, ca: ipsec_ca::Ca<ipsec_ca::FileStore>) {
+        self.ca = Some(ca);
+        self.publish_ca(now);
+    }
+
+    fn publish_ca(&mut self, now: Instant) {
+        if self.ca.is_some() {
+            let value = self.overlay.address().to_bytes();
+            if let Ok(id) = self
+                .overlay
+                .dht_put(now, &dht_key("ca", b""), &value, PUBLISH_TTL)
+            {
+                self.jobs.insert(id, DhtJob::Publish);
+            }
+        }
+    }
+
+    /// Starts enrolling: `csr` (from the node key) for the guest's leased
+    /// address goes to the CA node found in the DHT, with retries.
+    pub fn start_enrolment(
+        &mut self,
+        now: Instant,
+        csr: &[u8],
+        spki: Vec<u8>,
+        ca_certificate: &[u8],
+        virtual_ip: Ipv4Addr,
+        request_id: u64,
+    ) -> Result<(), CoreError> {
+        let verifier = Verifier::new(ca_certificate)?;
+        self.enrolment = Some(ipsec_ca::Enrolment::new(
+            ipsec_ca::EnrolmentConfig::default(),
+            csr,
+            virtual_ip,
+            spki,
+            verifier,
+            request_id,
+            now,
+        ));
+        self.pump(now);
+        Ok(())
+    }
+
     /// Publishes a CRL envelope in the DHT, where every node looks for the
     /// newest one ([`Core::fetch_crl`]). Envelopes larger than a DHT value
     /// are refused (`false`).
@@ -581,6 +645,10 @@ impl<S: LeaseStore> Core<S> {
     /// Advances every machine's timers to `now`; `wall` is the wall clock
     /// (certificate validity).
     pub fn handle_timeout(&mut self, now: Instant, wall: SystemTime) {
+        self.wall = wall;
+        if let Some(e) = self.enrolment.as_mut() {
+            e.handle_timeout(now);
+        }
         self.overlay.handle_timeout(now);
         self.dhcp.handle_timeout(now);
         self.dns.handle_timeout(now);
@@ -604,6 +672,7 @@ impl<S: LeaseStore> Core<S> {
         if self.republish_at.is_some_and(|t| t <= now) {
             self.republish_at = None;
             self.publish_guest(now);
+            self.publish_ca(now);
         }
         self.pump(now);
     }
@@ -678,6 +747,7 @@ impl<S: LeaseStore> Core<S> {
             .min()
             .into_iter()
             .chain(self.republish_at)
+            .chain(self.enrolment.as_ref().and_then(|e| e.poll_timeout()))
             .min();
         [
             self.overlay.poll_timeout(),
@@ -777,6 +847,10 @@ impl<S: LeaseStore> Core<S> {
             self.counters.malformed += 1;
             return;
         };
+        if repr.kind == Kind::Enrol {
+            self.on_enrolment_message(now, source, repr.source, packet.body());
+            return;
+        }
         if repr.kind == Kind::Punch {
             // Open our NAT toward the peer that is trying to link to us, and
             // try its endpoints ourselves if we are linking to it too.
@@ -831,7 +905,7 @@ impl<S: LeaseStore> Core<S> {
                 body
             }
             (Kind::Plain, None) => body,
-            (Kind::Punch, _) => return,
+            (Kind::Punch | Kind::Enrol, _) => return,
         };
         let plaintext: Vec<u8> = if repr.kind == Kind::Sa {
             std::mem::take(&mut self.open_buf)
@@ -857,8 +931,48 @@ impl<S: LeaseStore> Core<S> {
         }
     }
 
+    fn on_enrolment_message(
+        &mut self,
+        now: Instant,
+        source: Address,
+        source_ip: Ipv4Addr,
+        body: &[u8],
+    ) {
+        let wall = ipsec_ca::time::OffsetDateTime::from(self.wall);
+        if let Some(ca) = self.ca.as_mut() {
+            // The CA's side: sign (or queue) and answer the requesting node.
+            if let Err(e) = ca.handle_enrolment(source_ip, body, wall) {
+                tracing::debug!(%source_ip, error = %e, "enrolment request refused");
+            }
+            let mut replies = Vec::new();
+            while let Some(t) = ca.poll_transmit() {
+                replies.push(t.payload);
+            }
+            for reply in replies {
+                self.send_enrolment(now, source, &reply);
+            }
+            return;
+        }
+        if let Some(e) = self.enrolment.as_mut()
+            && let Err(error) = e.handle_input(body, now, wall)
+        {
+            tracing::debug!(%error, "enrolment answer ignored");
+        }
+    }
+
+    fn send_enrolment(&mut self, now: Instant, to: Address, message: &[u8]) {
+        let repr = wire::Repr {
+            kind: Kind::Enrol,
+            source: self.guest_addr.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            destination: Ipv4Addr::UNSPECIFIED,
+        };
+        let mut payload = Vec::new();
+        repr.emit_with_body(message, &mut payload);
+        let _ = self.overlay.send(now, to, payload);
+    }
+
     fn schedule_republish(&mut self, now: Instant) {
-        if self.guest_addr.is_some() && self.republish_at.is_none() {
+        if (self.guest_addr.is_some() || self.ca.is_some()) && self.republish_at.is_none() {
             self.republish_at = Some(now + Duration::from_millis(500));
         }
     }
@@ -964,6 +1078,47 @@ impl<S: LeaseStore> Core<S> {
                 self.on_dns_transmit(t);
             }
             while self.dns.poll_event().is_some() {}
+            if let Some(e) = self.enrolment.as_mut() {
+                let mut out = Vec::new();
+                while let Some(t) = e.poll_transmit() {
+                    out.push(t);
+                }
+                let mut events = Vec::new();
+                while let Some(ev) = e.poll_event() {
+                    events.push(ev);
+                }
+                for t in out {
+                    busy = true;
+                    self.enrol_out.push(t);
+                }
+                for ev in events {
+                    busy = true;
+                    match ev {
+                        ipsec_ca::EnrolmentEvent::Issued { certificate, .. } => {
+                            self.events.push_back(CoreEvent::Enrolled(certificate));
+                        }
+                        other => self
+                            .events
+                            .push_back(CoreEvent::EnrolmentStatus(format!("{other:?}"))),
+                    }
+                }
+            }
+            if !self.enrol_out.is_empty() {
+                match self.ca_address {
+                    Some(ca) => {
+                        for m in std::mem::take(&mut self.enrol_out) {
+                            self.send_enrolment(now, ca, &m);
+                        }
+                    }
+                    None if !self.ca_lookup => {
+                        if let Ok(id) = self.overlay.dht_get(now, &dht_key("ca", b"")) {
+                            self.ca_lookup = true;
+                            self.jobs.insert(id, DhtJob::CaLookup);
+                        }
+                    }
+                    None => {}
+                }
+            }
             if let Some(sa) = self.sa.as_mut() {
                 let mut out = Vec::new();
                 while let Some(t) = sa.poll_transmit() {
@@ -1093,6 +1248,20 @@ impl<S: LeaseStore> Core<S> {
                 self.dns.handle_store_response(now, rid, result);
             }
             DhtJob::Publish => {}
+            DhtJob::CaLookup => {
+                self.ca_lookup = false;
+                if let DhtOutcome::Ok(values) = &outcome {
+                    self.ca_address = values.iter().rev().find_map(|v| {
+                        <[u8; overlay_core::address::ADDRESS_LEN]>::try_from(v.as_slice())
+                            .ok()
+                            .map(Address::from_bytes)
+                    });
+                }
+                if self.ca_address.is_none() {
+                    // Not announced yet: the enrolment's retries ask again.
+                    self.enrol_out.clear();
+                }
+            }
             DhtJob::CrlFetch => {
                 if let DhtOutcome::Ok(values) = outcome
                     && !values.is_empty()

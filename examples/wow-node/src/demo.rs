@@ -327,7 +327,10 @@ async fn node_task(mut spec: NodeSpec, socket: UdpSocket) -> std::io::Result<Nod
                 CoreEvent::SaFailed { peer, reason } => {
                     tracing::debug!(%peer, %reason, "sa failed");
                 }
-                CoreEvent::Link { .. } | CoreEvent::CrlFetched(_) => {}
+                CoreEvent::Link { .. }
+                | CoreEvent::CrlFetched(_)
+                | CoreEvent::Enrolled(_)
+                | CoreEvent::EnrolmentStatus(_) => {}
             }
         }
         if guest.is_none() && core.overlay().is_joined() {

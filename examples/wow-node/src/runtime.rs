@@ -74,8 +74,17 @@ fn certified_ip(der: &[u8]) -> Option<Ipv4Addr> {
     })
 }
 
+/// What the node starts with: its key, its credentials if certified, and
+/// the CA certificate (for enrolment).
+struct Identity {
+    key: NodeKey,
+    credentials: Option<Credentials>,
+    ca_der: Option<Vec<u8>>,
+    cert_path: PathBuf,
+}
+
 /// Loads the node key (generating it on first start) and the credentials.
-fn load_identity(config: &Config) -> Result<(NodeKey, Option<Credentials>), String> {
+fn load_identity(config: &Config) -> Result<Identity, String> {
     let sec = &config.security;
     let key_path = sec
         .key
@@ -92,21 +101,50 @@ fn load_identity(config: &Config) -> Result<(NodeKey, Option<Credentials>), Stri
         tracing::info!(path = %key_path.display(), "generated the node key");
         key
     };
-    let (Some(ca), Some(cert)) = (&sec.ca_cert, &sec.cert) else {
-        return Ok((key, None));
+    let cert_path = config.state_path(
+        sec.cert
+            .as_deref()
+            .unwrap_or_else(|| Path::new(ca_cmd::NODE_CERT_FILE)),
+    );
+    let ca_der = match &sec.ca_cert {
+        Some(ca) => Some(
+            ipsec_ca::key::from_pem("CERTIFICATE", &read_text(&config.state_path(ca))?)
+                .map_err(|e| format!("ca_cert: {e}"))?,
+        ),
+        None => None,
     };
-    let ca_der = ipsec_ca::key::from_pem("CERTIFICATE", &read_text(&config.state_path(ca))?)
-        .map_err(|e| format!("ca_cert: {e}"))?;
-    let cert_der = ipsec_ca::key::from_pem("CERTIFICATE", &read_text(&config.state_path(cert))?)
+    let Some(ca_der) = ca_der else {
+        return Ok(Identity {
+            key,
+            credentials: None,
+            ca_der: None,
+            cert_path,
+        });
+    };
+    if (sec.cert.is_none() || sec.enrol) && !cert_path.exists() {
+        // Enrolling (or uncertified): no certificate yet.
+        return Ok(Identity {
+            key,
+            credentials: None,
+            ca_der: Some(ca_der),
+            cert_path,
+        });
+    }
+    let cert_der = ipsec_ca::key::from_pem("CERTIFICATE", &read_text(&cert_path)?)
         .map_err(|e| format!("cert: {e}"))?;
     let virtual_ip = certified_ip(&cert_der).ok_or("the certificate names no IPv4 address")?;
     let credentials = Credentials {
         certificate: cert_der,
         key: key.pkcs8_der().to_vec(),
-        ca_certificate: ca_der,
+        ca_certificate: ca_der.clone(),
         virtual_ip,
     };
-    Ok((key, Some(credentials)))
+    Ok(Identity {
+        key,
+        credentials: Some(credentials),
+        ca_der: Some(ca_der),
+        cert_path,
+    })
 }
 
 fn seed() -> u64 {
@@ -198,7 +236,13 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
         .create(&state_dir)
         .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
-    let (key, credentials) = load_identity(&config)?;
+    let Identity {
+        key,
+        credentials,
+        ca_der,
+        cert_path,
+    } = load_identity(&config)?;
+    let enrol = config.security.enrol && credentials.is_none() && ca_der.is_some();
     let address = Address::from_public_key(key.public_key_raw());
 
     let mtu = config
@@ -306,6 +350,20 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         tokio::time::interval(Duration::from_secs(config.security.crl_refresh_secs.max(1)));
 
     core.join(now, &config.node.bootstrap);
+    if let Some(dir) = &config.ca.dir {
+        let store = ipsec_ca::FileStore::new(dir).map_err(|e| format!("CA: {e}"))?;
+        let identity = store.load_identity().map_err(|e| format!("CA: {e}"))?;
+        let policy = ipsec_ca::Policy {
+            auto_approve: config.ca.auto_approve,
+            ..ipsec_ca::Policy::default()
+        };
+        let mut s = [0u8; 32];
+        s[..8].copy_from_slice(&seed.to_le_bytes());
+        let ca = ipsec_ca::Ca::open(identity, policy, store, s).map_err(|e| format!("CA: {e}"))?;
+        core.set_ca(now, ca);
+        tracing::info!(dir = %dir.display(), auto_approve = config.ca.auto_approve, "serving as the CA");
+    }
+    let mut enrolment_started = false;
     let started_at = now;
     let mut udp_buf = vec![0u8; 65536];
     let mut tap_buf = vec![0u8; 65536];
@@ -386,6 +444,50 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             core.handle_timeout(now, SystemTime::now());
         }
         while let Some(event) = core.poll_event() {
+            if let CoreEvent::Leased { addr, .. } = &event
+                && enrol
+                && !enrolment_started
+                && let Some(ca_der) = &ca_der
+            {
+                enrolment_started = true;
+                match key.certificate_request(&ipsec_ca::NodeRequest::new(*addr)) {
+                    Ok(csr) => {
+                        let id = seed ^ u64::from(u32::from(*addr));
+                        if let Err(e) =
+                            core.start_enrolment(now, &csr, key.spki_der(), ca_der, *addr, id)
+                        {
+                            tracing::warn!(error = %e, "cannot enrol");
+                        } else {
+                            tracing::info!(%addr, "enrolling with the CA");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot build the certificate request"),
+                }
+            }
+            if let CoreEvent::Enrolled(certificate) = &event
+                && let Some(ca_der) = &ca_der
+                && let Some(ip) = certified_ip(certificate)
+            {
+                let pem = ipsec_ca::key::to_pem("CERTIFICATE", certificate);
+                if let Err(e) =
+                    ipsec_ca::file_store::write_atomic(&cert_path, pem.as_bytes(), 0o644)
+                {
+                    tracing::warn!(error = %e, "cannot keep the certificate");
+                }
+                let credentials = Credentials {
+                    certificate: certificate.clone(),
+                    key: key.pkcs8_der().to_vec(),
+                    ca_certificate: ca_der.clone(),
+                    virtual_ip: ip,
+                };
+                let mut s = [0u8; 32];
+                s[..8].copy_from_slice(&(seed ^ 0x5a).to_le_bytes());
+                match core.install_identity(now, SystemTime::now(), &credentials, s) {
+                    Ok(()) => tracing::info!(%ip, "enrolled: private traffic is protected"),
+                    Err(e) => tracing::warn!(error = %e, "issued certificate refused"),
+                }
+                continue;
+            }
             if let CoreEvent::CrlFetched(envelopes) = &event {
                 for e in envelopes {
                     if crl_loaded.as_ref() != Some(e) && core.handle_crl(now, SystemTime::now(), e)
@@ -435,6 +537,7 @@ fn log_event(event: &CoreEvent) {
             tracing::warn!(%peer, %reason, "security association failed")
         }
         CoreEvent::Link { peer, up } => tracing::debug!(%peer, up, "overlay link"),
-        CoreEvent::CrlFetched(_) => {}
+        CoreEvent::EnrolmentStatus(status) => tracing::info!(%status, "enrolment"),
+        CoreEvent::CrlFetched(_) | CoreEvent::Enrolled(_) => {}
     }
 }

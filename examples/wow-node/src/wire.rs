@@ -11,7 +11,8 @@
 //! `kind` 2 an ipsec-sa datagram (handshake message or sealed packet),
 //! `kind` 3 a punch request: the body lists the sender's underlay endpoints
 //! (IPv4 address and port, 6 bytes each) for the receiver to send an empty
-//! datagram to, opening its NAT for the sender's link requests.
+//! datagram to, opening its NAT for the sender's link requests,
+//! `kind` 4 an ipsec-ca enrolment message (a CSR for the CA, or its answer).
 //! The source address is what ipsec-sa authenticates the peer as; the
 //! destination lets a node drop traffic not meant for its guest.
 
@@ -35,6 +36,8 @@ pub enum Kind {
     Sa,
     /// A punch request.
     Punch,
+    /// An enrolment message.
+    Enrol,
 }
 
 impl Kind {
@@ -43,6 +46,7 @@ impl Kind {
             Kind::Plain => 1,
             Kind::Sa => 2,
             Kind::Punch => 3,
+            Kind::Enrol => 4,
         }
     }
     fn from_code(code: u8) -> Option<Kind> {
@@ -50,6 +54,7 @@ impl Kind {
             1 => Some(Kind::Plain),
             2 => Some(Kind::Sa),
             3 => Some(Kind::Punch),
+            4 => Some(Kind::Enrol),
             _ => None,
         }
     }

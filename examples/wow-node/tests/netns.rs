@@ -227,6 +227,8 @@ fn bootstrap() -> &'static [&'static str] {
 /// The public host is multi-homed (one link per NAT): it binds its public
 /// address so that its answers leave from the address the NATs map.
 const PUBLIC: &str = "198.51.1.1:4000";
+/// The CA certificate in a `wow-node ca init` directory.
+const CA_CERT: &str = "ca.pem";
 const ANY: &str = "0.0.0.0:4000";
 
 #[test]
@@ -454,6 +456,61 @@ fn only_certified_nodes_reach_private_addresses_and_confine_blocks_the_outside()
         !rules.contains("wow_confine"),
         "rules left behind:\n{rules}"
     );
+    t.b.stop();
+    t.public.stop();
+}
+
+#[test]
+fn nodes_enrol_with_the_ca_node_over_the_overlay() {
+    if !require(
+        "nodes_enrol_with_the_ca_node_over_the_overlay",
+        &["dhclient", "ping", "nft"],
+    ) {
+        return;
+    }
+    let ca = TempDir::new("ce").unwrap();
+    let ca_dir = ca.path().to_str().unwrap().to_string();
+    let s = std::process::Command::new(BIN)
+        .args(["ca", "init", "--dir", &ca_dir])
+        .status()
+        .unwrap();
+    assert!(s.success());
+    let ca_cert = ca.path().join(CA_CERT);
+
+    let mut t = topology();
+    // The public node serves the CA; alpha and bravo hold only the CA's
+    // certificate and enrol for the address DHCP gives their guests.
+    t.public.write_config(
+        &[],
+        PUBLIC,
+        &[],
+        &format!("\n[ca]\ndir = \"{ca_dir}\"\nauto_approve = true\n"),
+    );
+    t.public.start(&[]);
+    let enrol = format!(
+        "\n[security]\nca_cert = \"{}\"\nenrol = true\n",
+        ca_cert.display()
+    );
+    t.a.write_config(bootstrap(), ANY, &[], &enrol);
+    t.b.write_config(bootstrap(), ANY, &["198.51.2.2:4000"], &enrol);
+    t.a.start(&[]);
+    t.b.start(&[]);
+    let _addr_a = t.a.dhcp();
+    let addr_b = t.b.dhcp();
+    let (a, b) = (&t.a, &t.b);
+    assert!(
+        wait_until(Duration::from_secs(15), || a.ping(&addr_b)
+            && a.status(false).contains("(1 SAs)")),
+        "no protected traffic after enrolment:\n{}\n{}\n{}",
+        a.log(),
+        b.log(),
+        t.public.log()
+    );
+    assert!(a.log().contains("enrolled: private traffic is protected"));
+    // The certificate is kept for the next start.
+    assert!(a.state.path().join("node.pem").exists());
+    assert!(b.state.path().join("node.pem").exists());
+    t.a.stop();
     t.b.stop();
     t.public.stop();
 }
