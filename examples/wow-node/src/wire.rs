@@ -228,6 +228,36 @@ mod test {
         assert_eq!(parse_endpoints(&body).len(), MAX_PUNCH_ENDPOINTS);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parse_emit_round_trip(
+            kind in proptest::prop_oneof![
+                proptest::strategy::Just(Kind::Plain),
+                proptest::strategy::Just(Kind::Sa),
+                proptest::strategy::Just(Kind::Punch),
+                proptest::strategy::Just(Kind::Enrol),
+            ],
+            source: u32,
+            destination: u32,
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let repr = Repr { kind, source: source.into(), destination: destination.into() };
+            let mut out = Vec::new();
+            repr.emit_with_body(&body, &mut out);
+            let p = Packet::new_checked(&out[..]).unwrap();
+            proptest::prop_assert_eq!(Repr::parse(&p).unwrap(), repr);
+            proptest::prop_assert_eq!(p.body(), &body[..]);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..32)) {
+            if let Ok(p) = Packet::new_checked(&bytes[..]) {
+                let _ = Repr::parse(&p);
+                let _ = parse_endpoints(p.body());
+            }
+        }
+    }
+
     #[test]
     fn refuses_short_and_unknown() {
         assert_eq!(
