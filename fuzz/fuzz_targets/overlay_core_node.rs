@@ -31,7 +31,9 @@ fuzz_target!(|data: &[u8]| {
         match op % 8 {
             // A datagram: length byte, then that many bytes.
             0..=4 => {
-                let Some((&len, tail)) = rest.split_first() else { break };
+                let Some((&len, tail)) = rest.split_first() else {
+                    break;
+                };
                 let len = usize::from(len).min(tail.len());
                 let (bytes, tail) = tail.split_at(len);
                 rest = tail;
@@ -62,7 +64,10 @@ fuzz_target!(|data: &[u8]| {
         while let Some(t) = node.poll_transmit() {
             // Everything the node sends must encode and decode again.
             let bytes = t.message.to_vec();
-            assert_eq!(overlay_core::Message::parse(&bytes).as_ref(), Ok(&t.message));
+            assert_eq!(
+                overlay_core::Message::parse(&bytes).as_ref(),
+                Ok(&t.message)
+            );
         }
         while node.poll_event().is_some() {}
         assert!(node.connections().len() <= node.max_connections() + 6);
