@@ -236,6 +236,9 @@ pub struct Core<S: LeaseStore> {
     endpoints: Vec<SocketAddr>,
     punched: HashMap<Address, Instant>,
     punch_out: VecDeque<SocketAddr>,
+    /// STUN Binding server (nat-traversal): every node is an observer for
+    /// its peers' reflexive endpoint discovery.
+    stun: nat_traversal::server::Server,
     republish_at: Option<Instant>,
     ca: Option<ipsec_ca::Ca<ipsec_ca::FileStore>>,
     enrolment: Option<ipsec_ca::Enrolment>,
@@ -326,6 +329,14 @@ impl<S: LeaseStore> Core<S> {
         let dns = dns_virt::Server::new(dns_config);
 
         let endpoints = overlay_config.endpoints.clone();
+        let stun = nat_traversal::server::Server::new(nat_traversal::server::ServerConfig {
+            primary: endpoints
+                .first()
+                .copied()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+            alternate: None,
+            software: None,
+        });
         let overlay = overlay_core::Node::new(overlay_config, address, now, seed);
         Ok(Core {
             settings,
@@ -346,6 +357,7 @@ impl<S: LeaseStore> Core<S> {
             endpoints,
             punched: HashMap::new(),
             punch_out: VecDeque::new(),
+            stun,
             republish_at: None,
             ca: None,
             enrolment: None,
@@ -636,6 +648,13 @@ impl<S: LeaseStore> Core<S> {
         }
         self.counters.udp_in += 1;
         self.counters.udp_bytes_in += bytes.len() as u64;
+        if nat_traversal::wire::stun::is_stun(bytes)
+            && self
+                .stun
+                .handle_input(nat_traversal::Socket::Primary, from, bytes)
+        {
+            return;
+        }
         if self.overlay.handle_input(now, from, bytes).is_err() {
             self.counters.malformed += 1;
         }
@@ -720,6 +739,15 @@ impl<S: LeaseStore> Core<S> {
         if let Some(to) = self.punch_out.pop_front() {
             self.counters.udp_out += 1;
             return Some((to, 0));
+        }
+        while let Some(t) = self.stun.poll_transmit() {
+            let n = t.payload.len();
+            if n <= buf.len() {
+                buf[..n].copy_from_slice(&t.payload);
+                self.counters.udp_out += 1;
+                self.counters.udp_bytes_out += n as u64;
+                return Some((t.destination, n));
+            }
         }
         loop {
             let t = self.overlay.poll_transmit()?;
@@ -862,6 +890,12 @@ impl<S: LeaseStore> Core<S> {
                 }
             }
             self.overlay.handle_link_candidates(source, &endpoints);
+            // Answer with our own endpoints (rate-limited per peer, so the
+            // exchange ends): the overlay's ConnectToMe carries only
+            // configured endpoints, so a peer linking to us learns our
+            // reflexive one here, and sends its link requests through the
+            // hole our empty datagrams just opened in our NAT.
+            self.punch_request(now, source);
             return;
         }
         if Some(repr.destination) != self.guest_addr

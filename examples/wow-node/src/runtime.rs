@@ -283,6 +283,16 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     {
         endpoints.push(local);
     }
+    // Our reflexive endpoint (the NAT's mapping of our socket), learned by
+    // STUN from the bootstrap nodes (every node serves STUN Binding): the
+    // overlay advertises it in its ConnectToMe and link requests, so that
+    // peers behind other NATs can punch to it.
+    if let Some(reflexive) = discover_reflexive(&socket, &config.node.bootstrap).await
+        && !endpoints.contains(&reflexive)
+    {
+        tracing::info!(%reflexive, "reflexive endpoint (STUN)");
+        endpoints.insert(0, reflexive);
+    }
     let overlay_config = overlay_core::Config {
         endpoints,
         tick_duration: Duration::from_millis(250),
@@ -539,5 +549,52 @@ fn log_event(event: &CoreEvent) {
         CoreEvent::Link { peer, up } => tracing::debug!(%peer, up, "overlay link"),
         CoreEvent::EnrolmentStatus(status) => tracing::info!(%status, "enrolment"),
         CoreEvent::CrlFetched(_) | CoreEvent::Enrolled(_) => {}
+    }
+}
+
+/// Asks the bootstrap endpoints (STUN Binding, nat-traversal's discovery
+/// machine) for our reflexive endpoint; `None` if none answers within a
+/// couple of seconds or the address is our own (no NAT).
+async fn discover_reflexive(
+    socket: &UdpSocket,
+    bootstrap: &[std::net::SocketAddr],
+) -> Option<std::net::SocketAddr> {
+    use nat_traversal::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent};
+    let observers: Vec<_> = bootstrap.iter().copied().filter(|e| e.is_ipv4()).collect();
+    if observers.is_empty() {
+        return None;
+    }
+    let config = DiscoveryConfig {
+        observers,
+        local: socket.local_addr().ok(),
+        initial_rto: Duration::from_millis(200),
+        max_transmits: 4,
+        test_filtering: false,
+    };
+    let now = Instant::now();
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id());
+    let mut discovery = Discovery::new(config, now, seed).ok()?;
+    let mut buf = vec![0u8; 2048];
+    loop {
+        while let Some(t) = discovery.poll_transmit() {
+            let _ = socket.send_to(&t.payload, t.destination).await;
+        }
+        if let Some(DiscoveryEvent::Complete(report)) = discovery.poll_event() {
+            let local = socket.local_addr().ok();
+            return report.reflexive.filter(|r| Some(*r) != local);
+        }
+        let deadline = discovery
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(wait, socket.recv_from(&mut buf)).await {
+            Ok(Ok((n, from))) => {
+                discovery.handle_input(Instant::now(), from, &buf[..n]);
+            }
+            Ok(Err(_)) | Err(_) => discovery.handle_timeout(Instant::now()),
+        }
     }
 }
