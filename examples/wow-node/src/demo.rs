@@ -57,7 +57,9 @@ struct NodeResult {
     counters: Counters,
 }
 
-fn settings() -> Settings {
+/// The demo's network settings: `10.128.0.0/16`, gateway `10.128.0.1`,
+/// DHT allocation, guest MTU for a 1500-byte underlay.
+pub fn settings() -> Settings {
     Settings {
         network: ipnet::Ipv4Net::new(Ipv4Addr::new(10, 128, 0, 0), 16).unwrap_or_default(),
         gateway_addr: Ipv4Addr::new(10, 128, 0, 1),
@@ -71,7 +73,9 @@ fn settings() -> Settings {
     }
 }
 
-fn overlay_config(endpoint: SocketAddr) -> overlay_core::Config {
+/// The demo's overlay configuration for a node at `endpoint`: fast timers
+/// for a small ring on loopback.
+pub fn overlay_config(endpoint: SocketAddr) -> overlay_core::Config {
     overlay_core::Config {
         endpoints: vec![endpoint],
         // A small, fast ring: tick often so joins settle in well under a second.

@@ -9,14 +9,7 @@
 //!
 //! See `README.md` beside this crate for the operator guide.
 
-mod ca_cmd;
-mod config;
-mod control;
-mod core;
-mod demo;
-mod guest;
-mod runtime;
-mod wire;
+use wow_node::{ca_cmd, control, demo, runtime};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
