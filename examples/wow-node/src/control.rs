@@ -230,7 +230,7 @@ impl Status {
         }
         let c = &self.counters;
         s += &format!(
-            "traffic   tap in {} out {}, udp in {} ({} B) out {} ({} B), sealed {} opened {}, dropped: no route {} policy {} malformed {}\n",
+            "traffic   tap in {} out {}, udp in {} ({} B) out {} ({} B), sealed {} opened {}, dropped: no route {} policy {} malformed {}, punched {}\n",
             c.tap_frames_in,
             c.tap_frames_out,
             c.udp_in,
@@ -241,7 +241,8 @@ impl Status {
             c.opened,
             c.dropped_no_route,
             c.dropped_policy,
-            c.malformed
+            c.malformed,
+            c.punched
         );
         s
     }

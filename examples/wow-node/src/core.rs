@@ -180,6 +180,8 @@ pub struct Counters {
     pub dropped_policy: u64,
     /// Frames or datagrams that did not parse.
     pub malformed: u64,
+    /// Direct paths found by authenticated punch sessions.
+    pub punched: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -239,6 +241,8 @@ pub struct Core<S: LeaseStore> {
     /// STUN Binding server (nat-traversal): every node is an observer for
     /// its peers' reflexive endpoint discovery.
     stun: nat_traversal::server::Server,
+    /// Authenticated punch sessions with peers the overlay links to.
+    puncher: crate::punch::Puncher,
     republish_at: Option<Instant>,
     ca: Option<ipsec_ca::Ca<ipsec_ca::FileStore>>,
     enrolment: Option<ipsec_ca::Enrolment>,
@@ -358,6 +362,7 @@ impl<S: LeaseStore> Core<S> {
             punched: HashMap::new(),
             punch_out: VecDeque::new(),
             stun,
+            puncher: crate::punch::Puncher::new(address, seed),
             republish_at: None,
             ca: None,
             enrolment: None,
@@ -648,11 +653,14 @@ impl<S: LeaseStore> Core<S> {
         }
         self.counters.udp_in += 1;
         self.counters.udp_bytes_in += bytes.len() as u64;
-        if nat_traversal::wire::stun::is_stun(bytes)
-            && self
-                .stun
-                .handle_input(nat_traversal::Socket::Primary, from, bytes)
-        {
+        if nat_traversal::wire::stun::is_stun(bytes) {
+            // Punch checks and answers, or a STUN Binding request; late
+            // retransmissions for finished sessions are dropped here.
+            if !self.puncher.handle_input(now, from, bytes) {
+                self.stun
+                    .handle_input(nat_traversal::Socket::Primary, from, bytes);
+            }
+            self.pump(now);
             return;
         }
         if self.overlay.handle_input(now, from, bytes).is_err() {
@@ -669,6 +677,7 @@ impl<S: LeaseStore> Core<S> {
             e.handle_timeout(now);
         }
         self.overlay.handle_timeout(now);
+        self.puncher.handle_timeout(now);
         self.dhcp.handle_timeout(now);
         self.dns.handle_timeout(now);
         if let Some(sa) = self.sa.as_mut() {
@@ -740,7 +749,11 @@ impl<S: LeaseStore> Core<S> {
             self.counters.udp_out += 1;
             return Some((to, 0));
         }
-        while let Some(t) = self.stun.poll_transmit() {
+        while let Some(t) = self
+            .stun
+            .poll_transmit()
+            .or_else(|| self.puncher.poll_transmit())
+        {
             let n = t.payload.len();
             if n <= buf.len() {
                 buf[..n].copy_from_slice(&t.payload);
@@ -779,6 +792,7 @@ impl<S: LeaseStore> Core<S> {
             .min();
         [
             self.overlay.poll_timeout(),
+            self.puncher.poll_timeout(),
             self.dhcp.poll_timeout(),
             self.dns.poll_timeout(),
             self.sa.as_ref().and_then(|s| s.poll_timeout()),
@@ -879,6 +893,20 @@ impl<S: LeaseStore> Core<S> {
             self.on_enrolment_message(now, source, repr.source, packet.body());
             return;
         }
+        if repr.kind == Kind::Offer {
+            if let Ok(nat_traversal::wire::SignalRepr::Offer(offer)) =
+                nat_traversal::wire::SignalRepr::parse_bytes(packet.body())
+            {
+                let endpoints = self.endpoints.clone();
+                if let Some(answer) = self.puncher.handle_offer(now, source, &offer, &endpoints) {
+                    self.send_offer(now, source, answer);
+                }
+            } else {
+                self.counters.malformed += 1;
+            }
+            self.drain_punched();
+            return;
+        }
         if repr.kind == Kind::Punch {
             // Open our NAT toward the peer that is trying to link to us, and
             // try its endpoints ourselves if we are linking to it too.
@@ -939,7 +967,7 @@ impl<S: LeaseStore> Core<S> {
                 body
             }
             (Kind::Plain, None) => body,
-            (Kind::Punch | Kind::Enrol, _) => return,
+            (Kind::Punch | Kind::Enrol | Kind::Offer, _) => return,
         };
         let plaintext: Vec<u8> = if repr.kind == Kind::Sa {
             std::mem::take(&mut self.open_buf)
@@ -1038,6 +1066,39 @@ impl<S: LeaseStore> Core<S> {
         let mut payload = Vec::new();
         repr.emit_with_body(&body, &mut payload);
         let _ = self.overlay.send(now, peer, payload);
+        let endpoints = self.endpoints.clone();
+        if let Some(offer) = self.puncher.start(now, peer, &endpoints) {
+            self.send_offer(now, peer, offer);
+        }
+    }
+
+    /// Sends our punch offer to `peer` through the overlay.
+    fn send_offer(&mut self, now: Instant, peer: Address, offer: nat_traversal::wire::Offer) {
+        let signal = nat_traversal::wire::SignalRepr::Offer(offer);
+        let mut body = vec![0u8; signal.buffer_len()];
+        let Ok(n) = signal.emit(&mut nat_traversal::wire::SignalPacket::new_unchecked(
+            &mut body[..],
+        )) else {
+            return;
+        };
+        body.truncate(n);
+        let repr = wire::Repr {
+            kind: Kind::Offer,
+            source: self.guest_addr.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            destination: Ipv4Addr::UNSPECIFIED,
+        };
+        let mut payload = Vec::new();
+        repr.emit_with_body(&body, &mut payload);
+        let _ = self.overlay.send(now, peer, payload);
+    }
+
+    /// Hands the paths the punch sessions found to the overlay, as
+    /// candidates for its pending links.
+    fn drain_punched(&mut self) {
+        while let Some((peer, endpoint)) = self.puncher.poll_connected() {
+            self.counters.punched += 1;
+            self.overlay.handle_link_candidates(peer, &[endpoint]);
+        }
     }
 
     fn learn(&mut self, now: Instant, ip: Ipv4Addr, address: Address, hops: u8) {
@@ -1085,6 +1146,7 @@ impl<S: LeaseStore> Core<S> {
 
     /// Drains every machine's outputs into the others until all are quiet.
     fn pump(&mut self, now: Instant) {
+        self.drain_punched();
         loop {
             let mut busy = false;
             while let Some(event) = self.overlay.poll_event() {

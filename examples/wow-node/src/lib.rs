@@ -32,5 +32,6 @@ pub mod control;
 pub mod core;
 pub mod demo;
 pub mod guest;
+pub mod punch;
 pub mod runtime;
 pub mod wire;

@@ -12,7 +12,9 @@
 //! `kind` 3 a punch request: the body lists the sender's underlay endpoints
 //! (IPv4 address and port, 6 bytes each) for the receiver to send an empty
 //! datagram to, opening its NAT for the sender's link requests,
-//! `kind` 4 an ipsec-ca enrolment message (a CSR for the CA, or its answer).
+//! `kind` 4 an ipsec-ca enrolment message (a CSR for the CA, or its answer),
+//! `kind` 5 a punch offer: nat-traversal's signalling `Offer` (credentials
+//! and candidates) for an authenticated punch session.
 //! The source address is what ipsec-sa authenticates the peer as; the
 //! destination lets a node drop traffic not meant for its guest.
 
@@ -38,6 +40,8 @@ pub enum Kind {
     Punch,
     /// An enrolment message.
     Enrol,
+    /// A punch offer (nat-traversal's signalling `Offer`).
+    Offer,
 }
 
 impl Kind {
@@ -47,6 +51,7 @@ impl Kind {
             Kind::Sa => 2,
             Kind::Punch => 3,
             Kind::Enrol => 4,
+            Kind::Offer => 5,
         }
     }
     fn from_code(code: u8) -> Option<Kind> {
@@ -55,6 +60,7 @@ impl Kind {
             2 => Some(Kind::Sa),
             3 => Some(Kind::Punch),
             4 => Some(Kind::Enrol),
+            5 => Some(Kind::Offer),
             _ => None,
         }
     }
@@ -236,6 +242,7 @@ mod test {
                 proptest::strategy::Just(Kind::Sa),
                 proptest::strategy::Just(Kind::Punch),
                 proptest::strategy::Just(Kind::Enrol),
+                proptest::strategy::Just(Kind::Offer),
             ],
             source: u32,
             destination: u32,

@@ -318,6 +318,11 @@ fn guests_behind_nats_get_leases_names_ping_and_iperf() {
     assert_eq!(status["guest"]["address"], addr_a.as_str());
     assert_eq!(status["joined"], true);
     assert!(status["counters"]["packets_delivered"].as_u64().unwrap() > 0);
+    // nat-traversal's authenticated punch sessions found direct paths.
+    assert!(
+        status["counters"]["punched"].as_u64().unwrap() > 0,
+        "{status}"
+    );
     assert!(a.status(false).contains(&addr_b));
 
     // Restart bravo's node: same address, same name.
