@@ -1,0 +1,24 @@
+//! Parses arbitrary bytes as wow-node's data header (the payload of every
+//! overlay `Data` message) and as a punch request's endpoint list. What
+//! parses must re-emit to the same bytes; nothing may panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use wow_node::wire::{Packet, Repr, emit_endpoints, parse_endpoints};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(packet) = Packet::new_checked(data) {
+        let _ = (packet.kind(), packet.source(), packet.destination());
+        if let Ok(repr) = Repr::parse(&packet) {
+            let mut out = Vec::new();
+            repr.emit_with_body(packet.body(), &mut out);
+            assert_eq!(out, data);
+            let again = Packet::new_checked(&out[..]).unwrap();
+            assert_eq!(Repr::parse(&again).unwrap(), repr);
+        }
+    }
+    let endpoints = parse_endpoints(data);
+    let mut out = Vec::new();
+    emit_endpoints(&endpoints, &mut out);
+    assert_eq!(parse_endpoints(&out), endpoints);
+});
