@@ -56,10 +56,11 @@ struct Args {
     /// Domain name (option 15) and search list (option 119).
     #[arg(long)]
     domain: Option<String>,
-    /// Write each lease to the state file before answering (default: answer
-    /// first, then write, as dnsmasq does).
+    /// Answer first and write the state file just after, as dnsmasq does
+    /// (faster; a crash between answer and write loses the newest leases).
+    /// Default: each lease is durable on disk before the answer leaves.
     #[arg(long)]
-    write_through: bool,
+    deferred_write: bool,
     /// Gateway MAC address.
     #[arg(long, default_value = "02:77:6f:77:00:01")]
     gateway_mac: String,
@@ -103,8 +104,8 @@ async fn main() -> std::io::Result<()> {
         config.pool = parse_pool(p);
     }
     let store = match FileStore::open(&args.state) {
-        Ok(s) if args.write_through => s,
-        Ok(s) => s.deferred(),
+        Ok(s) if args.deferred_write => s.deferred(),
+        Ok(s) => s,
         Err(e) => {
             eprintln!("dhcp-tap: {e}");
             std::process::exit(1);
