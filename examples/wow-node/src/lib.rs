@@ -34,4 +34,5 @@ pub mod demo;
 pub mod guest;
 pub mod punch;
 pub mod runtime;
+pub mod udp;
 pub mod wire;

@@ -6,7 +6,7 @@
 //! SIGINT/SIGTERM. After each input it drains the core's outputs: frames to
 //! the TAP, datagrams to the socket, events to the log.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
@@ -376,8 +376,18 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     let mut enrolment_started = false;
     let started_at = now;
     let mut udp_buf = vec![0u8; 65536];
+    let mut cmsg_buf = crate::udp::cmsg_buffer();
     let mut tap_buf = vec![0u8; 65536];
-    let mut out = vec![0u8; 16384];
+    let mut out = Outbox {
+        buf: vec![0u8; crate::udp::MAX_BATCH_BYTES + OUT_ROOM],
+        // Datagrams larger than the underlay MTU are IP-fragmented, which
+        // UDP_SEGMENT refuses: those go one by one.
+        max_segment: usize::from(config.tap.underlay_mtu).saturating_sub(28),
+        gso: true,
+    };
+    if !crate::udp::enable_gro(&socket) {
+        tracing::debug!("UDP GRO not available");
+    }
     loop {
         flush(&mut core, &socket, &tap, &mut out).await;
         let now = Instant::now();
@@ -386,13 +396,20 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             .unwrap_or(now + Duration::from_secs(1))
             .min(now + Duration::from_secs(1));
         tokio::select! {
-            r = socket.recv_from(&mut udp_buf) => {
-                if let Ok((len, from)) = r {
+            r = socket.readable() => {
+                if r.is_ok() {
                     let now = Instant::now();
-                    core.handle_udp(now, from, &udp_buf[..len]);
-                    for _ in 1..UDP_BATCH {
-                        match socket.try_recv_from(&mut udp_buf) {
-                            Ok((len, from)) => core.handle_udp(now, from, &udp_buf[..len]),
+                    for _ in 0..UDP_BATCH {
+                        match crate::udp::try_recv(&socket, &mut udp_buf, &mut cmsg_buf) {
+                            // A GRO run of datagrams, or one.
+                            Ok((len, from, segment)) => {
+                                if len == 0 {
+                                    core.handle_udp(now, from, &[]);
+                                }
+                                for datagram in udp_buf[..len].chunks(segment.max(1)) {
+                                    core.handle_udp(now, from, datagram);
+                                }
+                            }
                             Err(_) => break,
                         }
                     }
@@ -516,21 +533,102 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Room [`Core::poll_udp`] needs for one datagram.
+const OUT_ROOM: usize = 16384;
+
+/// The underlay send buffer: datagrams to one peer of one size are
+/// gathered and sent with UDP GSO in one system call.
+struct Outbox {
+    buf: Vec<u8>,
+    max_segment: usize,
+    gso: bool,
+}
+
+impl Outbox {
+    /// Sends `buf[..total]`, datagrams of `segment` bytes (the last one
+    /// possibly shorter), to `to`.
+    async fn send(&mut self, socket: &UdpSocket, to: SocketAddr, segment: usize, total: usize) {
+        let data = &self.buf[..total];
+        if total == 0 {
+            // A punch datagram: empty on purpose.
+            if let Err(e) = socket.send_to(&[], to).await {
+                tracing::debug!(%to, error = %e, "send failed");
+            }
+            return;
+        }
+        if total > segment && self.gso {
+            match crate::udp::send_segments(socket, data, segment as u16, to).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "UDP GSO refused: sending datagrams one by one");
+                    self.gso = false;
+                }
+            }
+        }
+        for datagram in data.chunks(segment.max(1)) {
+            if let Err(e) = socket.send_to(datagram, to).await {
+                tracing::debug!(%to, error = %e, "send failed");
+            }
+        }
+    }
+}
+
 async fn flush<S: dhcp_virt::LeaseStore>(
     core: &mut Core<S>,
     socket: &UdpSocket,
     tap: &tun_rs::AsyncDevice,
-    out: &mut [u8],
+    out: &mut Outbox,
 ) {
     while let Some(frame) = core.poll_tap_frame() {
         if let Err(e) = tap.send(&frame).await {
             tracing::debug!(error = %e, "TAP write failed");
         }
     }
-    while let Some((to, len)) = core.poll_udp(out) {
-        if let Err(e) = socket.send_to(&out[..len], to).await {
-            tracing::debug!(%to, error = %e, "send failed");
+    // The batch so far: destination, segment size, bytes, datagrams.
+    let mut batch: Option<(SocketAddr, usize, usize, usize)> = None;
+    loop {
+        let start = batch.map_or(0, |b| b.2);
+        if out.buf.len() - start < OUT_ROOM {
+            if let Some((to, segment, total, _)) = batch.take() {
+                out.send(socket, to, segment, total).await;
+            }
+            continue;
         }
+        let Some((to, len)) = core.poll_udp(&mut out.buf[start..]) else {
+            break;
+        };
+        match batch {
+            Some((dest, segment, total, count))
+                if dest == to
+                    && len > 0
+                    && len <= segment
+                    && count < crate::udp::MAX_SEGMENTS
+                    && total + len <= crate::udp::MAX_BATCH_BYTES =>
+            {
+                if len < segment {
+                    // A shorter datagram ends the run.
+                    batch = None;
+                    out.send(socket, dest, segment, total + len).await;
+                } else {
+                    batch = Some((dest, segment, total + len, count + 1));
+                }
+            }
+            Some((dest, segment, total, _)) => {
+                out.send(socket, dest, segment, total).await;
+                out.buf.copy_within(start..start + len, 0);
+                batch = Some((to, len, len, 1));
+            }
+            None => batch = Some((to, len, len, 1)),
+        }
+        if let Some((dest, segment, total, _)) = batch
+            && (segment == 0 || segment > out.max_segment || !out.gso)
+        {
+            batch = None;
+            out.send(socket, dest, segment, total).await;
+        }
+    }
+    if let Some((to, segment, total, _)) = batch {
+        out.send(socket, to, segment, total).await;
     }
 }
 
