@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use dhcp_virt::{Config, Event, FileStore, FrameError, Pool, Refusal, Server};
+use dhcp_virt::{Config, Event, FileStore, FrameError, LeaseStore, Pool, Refusal, Server};
 use ipnet::Ipv4Net;
 use tokio::time::Instant;
 use tun_rs::{DeviceBuilder, Layer};
@@ -44,7 +44,9 @@ struct Args {
     /// Lease time in seconds.
     #[arg(long, default_value_t = 3600)]
     lease_secs: u64,
-    /// Lease state file (JSON, rewritten atomically).
+    /// Lease state file: a JSON snapshot, with the changes since appended to
+    /// FILE.journal (one fdatasync per change) and folded into the snapshot
+    /// every 256 changes and on SIGTERM/SIGINT.
     #[arg(long)]
     state: PathBuf,
     /// Dynamic pool as FIRST-LAST (default: every host address).
@@ -56,8 +58,8 @@ struct Args {
     /// Domain name (option 15) and search list (option 119).
     #[arg(long)]
     domain: Option<String>,
-    /// Answer first and write the state file just after, as dnsmasq does
-    /// (faster; a crash between answer and write loses the newest leases).
+    /// Answer first and append to the journal just after, as dnsmasq does
+    /// (a crash between answer and write loses the newest leases).
     /// Default: each lease is durable on disk before the answer leaves.
     #[arg(long)]
     deferred_write: bool,
@@ -133,6 +135,8 @@ async fn main() -> std::io::Result<()> {
         args.network, args.tap, args.gateway, args.gateway_mac
     );
 
+    // SIGTERM or SIGINT: stop, fold the journal into a fresh snapshot.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut buf = vec![0u8; 65536];
     loop {
         // The gateway announcement (and any later one).
@@ -166,6 +170,8 @@ async fn main() -> std::io::Result<()> {
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {}
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
         }
         server.handle_timeout(Instant::now().into_std());
         while let Some(frame) = server.poll_frame() {
@@ -204,4 +210,10 @@ async fn main() -> std::io::Result<()> {
             }
         }
     }
+    let mut store = server.into_store();
+    match store.flush().and_then(|()| store.compact()) {
+        Ok(()) => println!("dhcp-tap: state compacted into {}", store.path().display()),
+        Err(e) => println!("state file: {e}"),
+    }
+    Ok(())
 }

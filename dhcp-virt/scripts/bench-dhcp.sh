@@ -13,10 +13,10 @@
 #     client on the other end, each in its own namespace;
 #   dhcp-tap (release build, state file on disk) attached to a TAP in a
 #     namespace, the client on the TAP's kernel side; twice: as shipped
-#     (durable: the lease is on disk before the ACK leaves; costs one atomic
-#     write, ~2 fsyncs, per DISCOVER->ACK) and with --deferred-write (answers,
-#     then writes the state file atomically with fsync, as dnsmasq answers
-#     before writing its lease file).
+#     (durable: the lease is on disk before the ACK leaves; costs one journal
+#     append and one fdatasync per DISCOVER->ACK) and with --deferred-write
+#     (answers, then appends to the journal with fdatasync, as dnsmasq
+#     answers before writing its lease file).
 # Trials alternate between the two servers. Variants:
 #   new   - fresh random MAC every trial
 #   known - same MAC every trial, client lease file removed (full

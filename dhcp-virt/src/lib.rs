@@ -11,7 +11,8 @@
 //!   ([`Server::handle_frame`] / [`Server::poll_frame`]).
 //! * Addresses come from a [`Pool`] (ranges, exclusions, reservations) with a
 //!   stable per-client preference, and are kept in a [`LeaseStore`]:
-//!   [`MemoryStore`] or the atomic [`FileStore`].
+//!   [`MemoryStore`] or the [`FileStore`] (atomic snapshot plus an
+//!   append-only journal, one `fdatasync` per change).
 //! * Decentralised: with [`Allocation::Directory`] every new binding is
 //!   first claimed (create-if-absent `ip → owner`) in a shared directory
 //!   such as an overlay DHT; see [`directory`].

@@ -439,6 +439,12 @@ impl<S: LeaseStore> Server<S> {
         &self.store
     }
 
+    /// Consume the server and return its lease store (to close it cleanly,
+    /// e.g. [`FileStore::compact`](crate::FileStore::compact) on shutdown).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
     /// Make the lease store durable ([`LeaseStore::flush`]). With a
     /// deferred store, call it after sending the replies of each input.
     pub fn flush_store(&mut self) -> Result<(), crate::StoreError> {
