@@ -25,7 +25,9 @@
 # ratios dhcp-tap / dnsmasq (below 1 means dhcp-tap is faster).
 #
 # Usage (root, from anywhere): dhcp-virt/scripts/bench-dhcp.sh
-# Env: TRIALS (default 7), CLIENTS (default "dhclient udhcpc").
+# Env: TRIALS (default 7), CLIENTS (default "dhclient udhcpc"),
+#      DHCP_TAP_BIN (a dhcp-tap binary to use instead of building one, e.g.
+#      an older build to compare).
 # Needs: iproute2 dnsmasq isc-dhcp-client busybox.
 set -eu
 
@@ -37,8 +39,12 @@ for c in ip dnsmasq dhclient busybox; do
   command -v $c >/dev/null || { echo "missing $c" >&2; exit 1; }
 done
 
-(cd "$ROOT" && cargo build --release -q -p dhcp-virt --example dhcp-tap)
-BIN=$ROOT/target/release/examples/dhcp-tap
+if [ -n "${DHCP_TAP_BIN:-}" ]; then
+  BIN=$DHCP_TAP_BIN
+else
+  (cd "$ROOT" && cargo build --release -q -p dhcp-virt --example dhcp-tap)
+  BIN=$ROOT/target/release/examples/dhcp-tap
+fi
 
 WORK=$(mktemp -d /tmp/bench-dhcp.XXXXXX); chmod 755 "$WORK"
 S=$$
