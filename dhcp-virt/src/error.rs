@@ -143,7 +143,7 @@ pub enum Refusal {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// Reading or writing the state file failed.
+    /// Reading or writing the snapshot or the journal failed.
     #[error("lease file {path}: {source}")]
     Io {
         /// The file.
@@ -151,12 +151,15 @@ pub enum StoreError {
         /// The OS error.
         source: io::Error,
     },
-    /// The state file exists but is torn or corrupt; it is left untouched.
+    /// The snapshot or the journal is corrupt (a snapshot that does not
+    /// decode or has an unknown version, a bad journal line before the
+    /// last, a gap in the change numbers); both files are left untouched.
+    /// A torn last journal line is not an error: it is dropped.
     #[error("lease file {path} is corrupt: {reason}")]
     Corrupt {
         /// The file.
         path: PathBuf,
-        /// What is wrong (from the JSON decoder).
+        /// What is wrong (from the JSON decoder, or the journal check).
         reason: String,
     },
 }
