@@ -55,6 +55,11 @@ cleanup() {
   set +e
   [ -f "$WORK/dhclient.pid" ] && kill "$(cat "$WORK/dhclient.pid")" 2>/dev/null
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  # Any client left behind (e.g. one that forked before its pid file
+  # was read) lives in one of our namespaces.
+  for n in "$NSD" "$NCD" "$NST" "$NSW"; do
+    ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null
+  done
   sleep 0.5
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
   for n in "$NSD" "$NCD" "$NST" "$NSW"; do ip netns del "$n" 2>/dev/null; rm -rf "/etc/netns/$n"; done
