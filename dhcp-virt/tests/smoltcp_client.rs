@@ -4,67 +4,21 @@
 //! a lease, renews it at T1, and after a reset gets the same address again.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use dhcp_virt::{Config, Event, MemoryStore, Server};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::Medium;
 use smoltcp::socket::dhcpv4;
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Cidr};
-
-/// A TAP stand-in: frames the guest sends, frames it receives.
-#[derive(Default)]
-struct Wire {
-    to_guest: VecDeque<Vec<u8>>,
-    from_guest: VecDeque<Vec<u8>>,
-}
-
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
-
-impl phy::RxToken for Rx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl phy::TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0; len];
-        let r = f(&mut buf);
-        self.0.push_back(buf);
-        r
-    }
-}
-
-impl Device for Wire {
-    type RxToken<'a> = Rx;
-    type TxToken<'a> = Tx<'a>;
-
-    fn receive(&mut self, _: SmolInstant) -> Option<(Rx, Tx<'_>)> {
-        let frame = self.to_guest.pop_front()?;
-        Some((Rx(frame), Tx(&mut self.from_guest)))
-    }
-
-    fn transmit(&mut self, _: SmolInstant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.from_guest))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = 1514;
-        caps
-    }
-}
+use wow_test_hosts::smoltcp_device::QueueDevice;
 
 struct Rig {
     t0: Instant,
     ms: u64,
-    wire: Wire,
+    wire: QueueDevice,
     iface: Interface,
     sockets: SocketSet<'static>,
     dhcp: smoltcp::iface::SocketHandle,
@@ -89,7 +43,7 @@ impl Rig {
         arp_config.gateway_addr = config.server_addr;
         let arp = arp_virt::Responder::new(arp_config).unwrap();
         let server = Server::new(config, MemoryStore::new(), t0, 1_700_000_000).unwrap();
-        let mut wire = Wire::default();
+        let mut wire = QueueDevice::new(Medium::Ethernet, 1514);
         let mac = EthernetAddress([0x02, 0x00, 0x00, 0x12, 0x34, 0x56]);
         let mut cfg = IfaceConfig::new(mac.into());
         cfg.random_seed = 42;
@@ -165,7 +119,7 @@ impl Rig {
                 }
             }
             // Next step: the earlier of both sides' deadlines, at least 1 ms.
-            let busy = !self.wire.to_guest.is_empty() || !self.wire.from_guest.is_empty();
+            let busy = self.wire.is_busy();
             let client_next = self
                 .iface
                 .poll_at(smol_now, &self.sockets)

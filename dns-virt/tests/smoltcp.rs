@@ -3,74 +3,27 @@
 //! and the replies wrapped back into IPv4/UDP packets.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use dns_virt::{Config, Server, Transport};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
-use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::{ChecksumCapabilities, Medium};
 use smoltcp::socket::dns::{self, GetQueryResultError};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{
     DnsQueryType, HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket,
     UdpRepr,
 };
+use wow_test_hosts::smoltcp_device::QueueDevice;
 
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 2);
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 1);
 
-/// An IP-medium device whose sent packets land in `tx` and whose received
-/// packets come from `rx`.
-#[derive(Default)]
-struct Wire {
-    rx: VecDeque<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
-}
-
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
-
-impl phy::RxToken for Rx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl phy::TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0; len];
-        let r = f(&mut buf);
-        self.0.push_back(buf);
-        r
-    }
-}
-
-impl Device for Wire {
-    type RxToken<'a> = Rx;
-    type TxToken<'a> = Tx<'a>;
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.max_transmission_unit = 1500;
-        caps.medium = Medium::Ip;
-        caps
-    }
-
-    fn receive(&mut self, _: SmolInstant) -> Option<(Rx, Tx<'_>)> {
-        let packet = self.rx.pop_front()?;
-        Some((Rx(packet), Tx(&mut self.tx)))
-    }
-
-    fn transmit(&mut self, _: SmolInstant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx))
-    }
-}
-
 /// Hands smoltcp's DNS queries to the server and its replies back.
-fn carry(wire: &mut Wire, server: &mut Server, now: Instant) {
+fn carry(wire: &mut QueueDevice, server: &mut Server, now: Instant) {
     let caps = ChecksumCapabilities::default();
-    while let Some(packet) = wire.tx.pop_front() {
+    while let Some(packet) = wire.from_guest.pop_front() {
         let ip = Ipv4Packet::new_checked(&packet[..]).unwrap();
         let ip_repr = Ipv4Repr::parse(&ip, &caps).unwrap();
         assert_eq!(ip_repr.next_header, IpProtocol::Udp);
@@ -107,7 +60,7 @@ fn carry(wire: &mut Wire, server: &mut Server, now: Instant) {
                 |p| p.copy_from_slice(&t.payload),
                 &caps,
             );
-            wire.rx.push_back(buf);
+            wire.to_guest.push_back(buf);
         }
     }
 }
@@ -118,7 +71,7 @@ fn resolve(names: &[&str]) -> Vec<Result<Vec<IpAddress>, GetQueryResultError>> {
     server
         .register(start, "web", Ipv4Addr::new(10, 128, 0, 9), None)
         .unwrap();
-    let mut wire = Wire::default();
+    let mut wire = QueueDevice::new(Medium::Ip, 1500);
     let mut config = IfaceConfig::new(HardwareAddress::Ip);
     config.random_seed = 7;
     let smol_start = SmolInstant::from_millis(0);

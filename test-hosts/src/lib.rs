@@ -25,6 +25,8 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod smoltcp_device;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
