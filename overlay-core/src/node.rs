@@ -170,6 +170,7 @@ pub struct Transmit {
 
 /// Why a link went away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DisconnectReason {
     /// The peer stopped answering.
     Timeout,
@@ -181,6 +182,7 @@ pub enum DisconnectReason {
 
 /// Why a routed message was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DropReason {
     /// It would exceed its hop limit.
     HopLimit,
@@ -192,6 +194,7 @@ pub enum DropReason {
 
 /// Outcome of a DHT request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DhtOutcome {
     /// Done; values under the key (for get).
     Ok(Vec<Vec<u8>>),
@@ -207,6 +210,7 @@ pub enum DhtOutcome {
 
 /// Something the application should know.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The node found its place on the ring.
     Joined,

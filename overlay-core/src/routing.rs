@@ -26,6 +26,7 @@ use crate::wire::Mode;
 
 /// The routing decision for one message at one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NextHop {
     /// This node is the destination.
     Local,

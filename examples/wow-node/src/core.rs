@@ -1286,7 +1286,8 @@ impl<S: LeaseStore> Core<S> {
                     DhtOutcome::Exists(_) | DhtOutcome::Full | DhtOutcome::Rejected => {
                         ClaimResult::Taken
                     }
-                    DhtOutcome::Failed => ClaimResult::Failed,
+                    // `Failed`, and any outcome added later: the claim is retried.
+                    _ => ClaimResult::Failed,
                 };
                 self.dhcp
                     .handle_directory_completion(now, DirectoryCompletion { id, result });
