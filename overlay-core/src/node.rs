@@ -102,6 +102,15 @@ pub struct Config {
     pub dht_settle_duration: Duration,
     /// Emit [`Event::Forwarded`] for each forwarded message.
     pub forward_events: bool,
+    /// Hold the first link request to a known peer until the NAT-traversal
+    /// hook answers the [`Event::LinkAttempt`] with
+    /// [`Node::handle_link_candidates`] (or until `link_retry_duration`
+    /// passes), instead of sending it at once. A request that reaches a
+    /// Linux masquerading NAT before that NAT's host has sent anything to us
+    /// leaves a conntrack entry that makes the NAT remap the host's port for
+    /// us, so the hole punched afterwards does not match; deferring lets the
+    /// hook open both NATs first. Off by default.
+    pub defer_links_to_punch: bool,
 }
 
 impl Default for Config {
@@ -133,6 +142,7 @@ impl Default for Config {
             dht_republish_duration: Duration::from_secs(30),
             dht_settle_duration: Duration::from_secs(2),
             forward_events: false,
+            defer_links_to_punch: false,
         }
     }
 }
@@ -318,6 +328,9 @@ struct PendingLink {
     for_peer: bool,
     attempts: u8,
     retry_at: Instant,
+    /// No request sent yet: waiting for the NAT-traversal hook
+    /// ([`Config::defer_links_to_punch`]).
+    deferred: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -665,10 +678,15 @@ impl<I: Identity> Node<I> {
     }
 
     /// Adds candidate endpoints for a peer being linked (from a NAT
-    /// traversal module); link requests are sent to them too.
+    /// traversal module); link requests are sent to them too. A link held
+    /// by [`Config::defer_links_to_punch`] starts now, to all its endpoints.
     pub fn handle_link_candidates(&mut self, peer: Address, endpoints: &[SocketAddr]) {
         let mut sends = Vec::new();
         for p in self.pending_links.iter_mut().filter(|p| p.target == peer) {
+            if p.deferred {
+                p.deferred = false;
+                sends.extend(p.endpoints.iter().map(|e| (*e, p.nonce, p.target, p.roles)));
+            }
             for e in endpoints {
                 if !p.endpoints.contains(e) {
                     p.endpoints.push(*e);
@@ -846,9 +864,12 @@ impl<I: Identity> Node<I> {
         {
             return;
         }
-        let msg = self.link_request(nonce, target, roles);
-        for e in &endpoints {
-            self.send_maintenance(*e, msg.clone());
+        let deferred = self.config.defer_links_to_punch && target != Address::ZERO;
+        if !deferred {
+            let msg = self.link_request(nonce, target, roles);
+            for e in &endpoints {
+                self.send_maintenance(*e, msg.clone());
+            }
         }
         if target != Address::ZERO {
             self.events.push_back(Event::LinkAttempt {
@@ -862,8 +883,9 @@ impl<I: Identity> Node<I> {
             roles,
             endpoints,
             for_peer,
-            attempts: 1,
+            attempts: if deferred { 0 } else { 1 },
             retry_at: now + self.config.link_retry_duration,
+            deferred,
         });
     }
 
@@ -1940,6 +1962,7 @@ impl<I: Identity> Node<I> {
                 for_peer: false,
                 attempts: self.config.link_attempts,
                 retry_at: now + self.config.link_retry_duration,
+                deferred: false,
             });
         }
 
@@ -2018,6 +2041,8 @@ impl<I: Identity> Node<I> {
             }
             p.attempts += 1;
             p.retry_at = now + retry;
+            // The hook did not answer in time: link without it.
+            p.deferred = false;
             sends.push((p.endpoints.clone(), p.nonce, p.target, p.roles));
             true
         });

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use overlay_core::node::{Event, Identity};
-use overlay_core::{Address, Config, Node};
+use overlay_core::{Address, Config, Message, Node};
 
 fn ep(i: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, i], 7000))
@@ -163,4 +163,73 @@ fn leave_closes_links_and_goes_quiet() {
     assert!(nodes[1].send(now, Address::ZERO, vec![]).is_err());
     pump(&mut nodes, &mut now, Duration::from_millis(50));
     assert!(nodes[0].connections().is_empty());
+}
+
+#[test]
+fn deferred_link_waits_for_the_traversal_hook() {
+    let mut now = Instant::now();
+    let deferring = |i| Config {
+        defer_links_to_punch: true,
+        ..config(i)
+    };
+    let a = Node::new(deferring(1), Address::from_key(b"a"), now, 1);
+    let b = Node::new(deferring(2), Address::from_key(b"b"), now, 2);
+    let mut nodes = [a, b];
+    let b_addr = nodes[1].address();
+    nodes[0].join(now, &[]);
+    // b's bootstrap link has no known target: it is never deferred.
+    nodes[1].join(now, &[ep(1)]);
+    let is_request_to_b = |t: &overlay_core::Transmit| {
+        t.destination == ep(2)
+            && matches!(&t.message, Message::LinkRequest(r) if r.target == b_addr)
+    };
+    let mut attempt_at = None;
+    let end = now + Duration::from_secs(3);
+    while now < end {
+        let mut in_flight = Vec::new();
+        for (i, n) in nodes.iter_mut().enumerate() {
+            while let Some(t) = n.poll_transmit() {
+                if i == 0 {
+                    // Nothing goes to b until the hook answers.
+                    assert!(!is_request_to_b(&t), "link request sent before the hook");
+                }
+                in_flight.push((ep(i as u8 + 1), t));
+            }
+            while let Some(e) = n.poll_event() {
+                if i == 0 && matches!(e, Event::LinkAttempt { peer, .. } if peer == b_addr) {
+                    attempt_at.get_or_insert(now);
+                }
+            }
+        }
+        for (from, t) in in_flight {
+            let to = if t.destination == ep(1) { 0 } else { 1 };
+            nodes[to]
+                .handle_input(now, from, &t.message.to_vec())
+                .unwrap();
+        }
+        if attempt_at.is_some_and(|t| now >= t + Duration::from_millis(500)) {
+            break;
+        }
+        now += Duration::from_millis(10);
+        for n in nodes.iter_mut() {
+            if n.poll_timeout().is_some_and(|t| t <= now) {
+                n.handle_timeout(now);
+            }
+        }
+    }
+    assert!(attempt_at.is_some(), "a never tried to link to b");
+    // The hook answers: the held request leaves at once, to the known
+    // endpoint and the new candidate.
+    let extra = SocketAddr::from(([192, 0, 2, 1], 9));
+    nodes[0].handle_link_candidates(b_addr, &[extra]);
+    let mut sent = Vec::new();
+    while let Some(t) = nodes[0].poll_transmit() {
+        if matches!(&t.message, Message::LinkRequest(r) if r.target == b_addr) {
+            sent.push(t.destination);
+        }
+    }
+    sent.sort();
+    let mut want = vec![ep(2), extra];
+    want.sort();
+    assert_eq!(sent, want);
 }

@@ -1268,6 +1268,14 @@ impl<S: LeaseStore> Core<S> {
             }
             E::LinkAttempt { peer, endpoints } => {
                 tracing::debug!(%peer, ?endpoints, "overlay link attempt");
+                // Open our NAT toward the peer before it hears of us (the
+                // overlay holds its link request until the peer answers our
+                // punch request, when the runtime defers links).
+                for e in endpoints.iter().take(4) {
+                    if self.punch_out.len() < 64 {
+                        self.punch_out.push_back(*e);
+                    }
+                }
                 self.punch_request(now, peer);
             }
             _ => {}

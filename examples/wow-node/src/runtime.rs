@@ -296,6 +296,9 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     let overlay_config = overlay_core::Config {
         endpoints,
         tick_duration: Duration::from_millis(250),
+        // Our punch datagrams open our NAT before any link request leaves
+        // (see `PUNCH_TTL`).
+        defer_links_to_punch: true,
         ..overlay_core::Config::default()
     };
     let leases = dhcp_virt::FileStore::open(state_dir.join("leases.json"))
@@ -533,6 +536,14 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// IP TTL of punch datagrams: enough to leave our NAT, too little to reach
+/// the peer's. A datagram that reaches a Linux masquerading NAT before its
+/// host has sent anything to us leaves a conntrack entry there that makes
+/// the NAT remap the host's port toward us, so the hole would not match;
+/// with both NATs opened from the inside first, each side's packets arrive
+/// as answers.
+const PUNCH_TTL: u32 = 2;
+
 /// Room [`Core::poll_udp`] needs for one datagram.
 const OUT_ROOM: usize = 16384;
 
@@ -550,9 +561,19 @@ impl Outbox {
     async fn send(&mut self, socket: &UdpSocket, to: SocketAddr, segment: usize, total: usize) {
         let data = &self.buf[..total];
         if total == 0 {
-            // A punch datagram: empty on purpose.
+            // A punch datagram: empty on purpose, and short-lived, so that
+            // it opens our NAT without reaching the peer's (see `PUNCH_TTL`).
+            let ttl = socket.ttl().ok();
+            if let Err(e) = socket.set_ttl(PUNCH_TTL) {
+                tracing::debug!(error = %e, "cannot set the punch TTL");
+            }
             if let Err(e) = socket.send_to(&[], to).await {
                 tracing::debug!(%to, error = %e, "send failed");
+            }
+            if let Some(ttl) = ttl
+                && let Err(e) = socket.set_ttl(ttl)
+            {
+                tracing::debug!(error = %e, "cannot restore the TTL");
             }
             return;
         }

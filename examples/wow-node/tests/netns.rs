@@ -168,14 +168,24 @@ struct Topology {
     _nats: [Netns; 2],
 }
 
-/// A masquerading NAT between the public host and `192.168.i.0/24`, as most
-/// home routers behave (Linux conntrack, the nat-traversal testbed's "cone"):
-/// endpoint-independent mapping that keeps the host's port (`masquerade
-/// persistent`), address-and-port-dependent filtering, no port forward.
-/// Unsolicited packets to the router itself are dropped before conntrack
-/// confirms them, so a peer's early probe leaves no entry that would make
-/// the NAT remap our outgoing port.
-fn nat(public: &Netns, tag: &str, i: u8) -> Netns {
+/// How a test NAT is configured. Both are masquerading NATs as home routers
+/// behave (Linux conntrack, the nat-traversal testbed's "cone"): address-and-
+/// port-dependent filtering, no port forward.
+#[derive(Clone, Copy)]
+enum NatKind {
+    /// Endpoint-independent mapping that keeps the host's port (`masquerade
+    /// persistent`). Unsolicited packets to the router itself are dropped
+    /// before conntrack confirms them, so a peer's early probe leaves no
+    /// entry that would make the NAT remap our outgoing port.
+    Guarded,
+    /// Plain `masquerade`, nothing dropped: a peer's packet that arrives
+    /// before ours left leaves a conntrack entry that makes the NAT remap
+    /// our port toward that peer.
+    Plain,
+}
+
+/// A NAT of `kind` between the public host and `192.168.i.0/24`.
+fn nat_with(public: &Netns, tag: &str, i: u8, kind: NatKind) -> Netns {
     let nat = Netns::new(tag).unwrap();
     let (pub_if, nat_if) = (format!("p{i}"), format!("o{i}"));
     public.veth_to(&nat, &pub_if, &nat_if).unwrap();
@@ -185,21 +195,30 @@ fn nat(public: &Netns, tag: &str, i: u8) -> Netns {
     nat.addr_add(&nat_if, &format!("198.51.{i}.2/24")).unwrap();
     nat.default_route(&format!("198.51.{i}.1")).unwrap();
     nat.enable_forwarding().unwrap();
-    nat.nft(&format!(
-        "table ip nat {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat;\n  oifname \"{nat_if}\" masquerade persistent\n }}\n}}\n\
-         table inet filter {{\n chain input {{\n  type filter hook input priority filter;\n  iifname \"{nat_if}\" ct state new drop\n }}\n}}\n"
-    ))
-    .unwrap();
+    let ruleset = match kind {
+        NatKind::Guarded => format!(
+            "table ip nat {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat;\n  oifname \"{nat_if}\" masquerade persistent\n }}\n}}\n\
+             table inet filter {{\n chain input {{\n  type filter hook input priority filter;\n  iifname \"{nat_if}\" ct state new drop\n }}\n}}\n"
+        ),
+        NatKind::Plain => format!(
+            "table ip nat {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat;\n  oifname \"{nat_if}\" masquerade\n }}\n}}\n"
+        ),
+    };
+    nat.nft(&ruleset).unwrap();
     nat
 }
 
 fn topology() -> Topology {
+    topology_with(NatKind::Guarded)
+}
+
+fn topology_with(kind: NatKind) -> Topology {
     let public = Host::new("pub", "public");
     public.ns.enable_forwarding().unwrap();
     let a = Host::new("ha", "alpha");
     let b = Host::new("hb", "bravo");
-    let nat_a = nat(&public.ns, "na", 1);
-    let nat_b = nat(&public.ns, "nb", 2);
+    let nat_a = nat_with(&public.ns, "na", 1, kind);
+    let nat_b = nat_with(&public.ns, "nb", 2, kind);
     for (host, nat, i) in [(&a, &nat_a, 1u8), (&b, &nat_b, 2u8)] {
         nat.veth_to(&host.ns, "lan", "eth0").unwrap();
         nat.addr_add("lan", &format!("192.168.{i}.1/24")).unwrap();
@@ -514,6 +533,50 @@ fn nodes_enrol_with_the_ca_node_over_the_overlay() {
     // The certificate is kept for the next start.
     assert!(a.state.path().join("node.pem").exists());
     assert!(b.state.path().join("node.pem").exists());
+    t.a.stop();
+    t.b.stop();
+    t.public.stop();
+}
+
+/// Behind plain `masquerade` NATs that accept unsolicited packets into
+/// conntrack, the first packet between the hosts must not reach the other
+/// NAT before that NAT's host has sent toward us: the overlay holds its link
+/// requests until the punch exchange, whose datagrams only open our own NAT.
+#[test]
+fn guests_behind_plain_masquerade_nats_get_a_direct_path() {
+    if !require(
+        "guests_behind_plain_masquerade_nats_get_a_direct_path",
+        &["dhclient", "ping", "nft"],
+    ) {
+        return;
+    }
+    let mut t = topology_with(NatKind::Plain);
+    t.public.write_config(&[], PUBLIC, &[], "");
+    t.public.start(&[]);
+    t.a.write_config(bootstrap(), ANY, &[], "");
+    t.b.write_config(bootstrap(), ANY, &[], "");
+    t.a.start(&[]);
+    t.b.start(&[]);
+    let addr_a = t.a.dhcp();
+    let addr_b = t.b.dhcp();
+    let (a, b) = (&t.a, &t.b);
+    assert!(
+        wait_until(Duration::from_secs(10), || a.ping(&addr_b)),
+        "no ping alpha -> bravo:\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+    assert!(b.ping(&addr_a));
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let _ = a.ping(&addr_b);
+            a.status(false).contains("direct (1 hops)")
+        }),
+        "{}\n{}\n{}",
+        a.status(false),
+        b.status(false),
+        a.log()
+    );
     t.a.stop();
     t.b.stop();
     t.public.stop();
