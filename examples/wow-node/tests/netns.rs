@@ -178,10 +178,13 @@ enum NatKind {
     /// before conntrack confirms them, so a peer's early probe leaves no
     /// entry that would make the NAT remap our outgoing port.
     Guarded,
-    /// Plain `masquerade`, nothing dropped: a peer's packet that arrives
-    /// before ours left leaves a conntrack entry that makes the NAT remap
-    /// our port toward that peer.
-    Plain,
+    /// `masquerade`, with `persistent` or not, nothing dropped: a peer's
+    /// packet that arrives before ours left leaves a conntrack entry that
+    /// makes the NAT remap our port toward that peer.
+    Accepting {
+        /// `masquerade persistent`.
+        persistent: bool,
+    },
 }
 
 /// A NAT of `kind` between the public host and `192.168.i.0/24`.
@@ -200,8 +203,9 @@ fn nat_with(public: &Netns, tag: &str, i: u8, kind: NatKind) -> Netns {
             "table ip nat {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat;\n  oifname \"{nat_if}\" masquerade persistent\n }}\n}}\n\
              table inet filter {{\n chain input {{\n  type filter hook input priority filter;\n  iifname \"{nat_if}\" ct state new drop\n }}\n}}\n"
         ),
-        NatKind::Plain => format!(
-            "table ip nat {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat;\n  oifname \"{nat_if}\" masquerade\n }}\n}}\n"
+        NatKind::Accepting { persistent } => format!(
+            "table ip nat {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat;\n  oifname \"{nat_if}\" masquerade{}\n }}\n}}\n",
+            if persistent { " persistent" } else { "" }
         ),
     };
     nat.nft(&ruleset).unwrap();
@@ -538,8 +542,8 @@ fn nodes_enrol_with_the_ca_node_over_the_overlay() {
     t.public.stop();
 }
 
-/// Behind plain `masquerade` NATs that accept unsolicited packets into
-/// conntrack, the first packet between the hosts must not reach the other
+/// Behind `masquerade` NATs (with and without `persistent`) that accept
+/// unsolicited packets into conntrack, the first packet between the hosts must not reach the other
 /// NAT before that NAT's host has sent toward us: the overlay holds its link
 /// requests until the punch exchange, whose datagrams only open our own NAT.
 #[test]
@@ -550,34 +554,36 @@ fn guests_behind_plain_masquerade_nats_get_a_direct_path() {
     ) {
         return;
     }
-    let mut t = topology_with(NatKind::Plain);
-    t.public.write_config(&[], PUBLIC, &[], "");
-    t.public.start(&[]);
-    t.a.write_config(bootstrap(), ANY, &[], "");
-    t.b.write_config(bootstrap(), ANY, &[], "");
-    t.a.start(&[]);
-    t.b.start(&[]);
-    let addr_a = t.a.dhcp();
-    let addr_b = t.b.dhcp();
-    let (a, b) = (&t.a, &t.b);
-    assert!(
-        wait_until(Duration::from_secs(10), || a.ping(&addr_b)),
-        "no ping alpha -> bravo:\n{}\n{}",
-        a.log(),
-        b.log()
-    );
-    assert!(b.ping(&addr_a));
-    assert!(
-        wait_until(Duration::from_secs(15), || {
-            let _ = a.ping(&addr_b);
-            a.status(false).contains("direct (1 hops)")
-        }),
-        "{}\n{}\n{}",
-        a.status(false),
-        b.status(false),
-        a.log()
-    );
-    t.a.stop();
-    t.b.stop();
-    t.public.stop();
+    for persistent in [false, true] {
+        let mut t = topology_with(NatKind::Accepting { persistent });
+        t.public.write_config(&[], PUBLIC, &[], "");
+        t.public.start(&[]);
+        t.a.write_config(bootstrap(), ANY, &[], "");
+        t.b.write_config(bootstrap(), ANY, &[], "");
+        t.a.start(&[]);
+        t.b.start(&[]);
+        let addr_a = t.a.dhcp();
+        let addr_b = t.b.dhcp();
+        let (a, b) = (&t.a, &t.b);
+        assert!(
+            wait_until(Duration::from_secs(10), || a.ping(&addr_b)),
+            "no ping alpha -> bravo:\n{}\n{}",
+            a.log(),
+            b.log()
+        );
+        assert!(b.ping(&addr_a));
+        assert!(
+            wait_until(Duration::from_secs(15), || {
+                let _ = a.ping(&addr_b);
+                a.status(false).contains("direct (1 hops)")
+            }),
+            "persistent: {persistent}\n{}\n{}\n{}",
+            a.status(false),
+            b.status(false),
+            a.log()
+        );
+        t.a.stop();
+        t.b.stop();
+        t.public.stop();
+    }
 }
