@@ -162,19 +162,16 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Checks the header fits and the declared length matches the buffer exactly.
     pub fn check_len(&self) -> Result<(), WireError> {
-        let data = self.buffer.as_ref();
-        if data.len() < HEADER_LEN {
+        let len = self.buffer.as_ref().len();
+        if len < HEADER_LEN {
             return Err(WireError::Truncated);
         }
-        let declared = self.payload_len() as usize;
-        if declared > MAX_PAYLOAD_LEN {
-            return Err(WireError::TooLarge);
-        }
-        match (data.len() - HEADER_LEN).cmp(&declared) {
-            core::cmp::Ordering::Less => Err(WireError::Truncated),
-            core::cmp::Ordering::Greater => Err(WireError::Trailing),
-            core::cmp::Ordering::Equal => Ok(()),
-        }
+        super::check_framed_len(
+            len,
+            HEADER_LEN,
+            self.payload_len() as usize,
+            MAX_PAYLOAD_LEN,
+        )
     }
 
     /// The version octet.
