@@ -37,6 +37,13 @@
 //! when [`Node::poll_timeout`] passes, and after each call send every
 //! [`Node::poll_transmit`] (encoded with [`wire::Message::emit`]) and act on
 //! every [`Node::poll_event`].
+//!
+//! A forwarding loop that must not allocate per packet uses the pooled
+//! variants instead: [`Node::send_slice`] to send, [`Node::poll_transmit_into`]
+//! to encode straight into the caller's datagram buffer, and
+//! [`Node::recycle`] to give each [`Event::Delivered`] payload back. In the
+//! steady state the data path (including forwarding for others) then
+//! reuses the node's [`BufferPool`] and allocates nothing.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -44,6 +51,7 @@ pub mod address;
 pub mod dht;
 pub mod error;
 pub mod node;
+pub mod pool;
 pub mod routing;
 pub mod sim;
 pub mod table;
@@ -55,4 +63,5 @@ pub use node::{
     Config, DhtOutcome, DisconnectReason, DropReason, Event, Identity, Node, OpenIdentity, Stats,
     Transmit,
 };
+pub use pool::BufferPool;
 pub use wire::{Message, Mode, Roles};

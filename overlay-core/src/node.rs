@@ -15,6 +15,14 @@
 //! and after each call drains [`Node::poll_transmit`] and
 //! [`Node::poll_event`].
 //!
+//! The data path has pooled variants that do not allocate once the node's
+//! [`BufferPool`] is warm: [`Node::send_slice`] copies the payload into a
+//! pooled buffer, [`Node::handle_input`] decodes data payloads into pooled
+//! buffers, [`Node::poll_transmit_into`] encodes into the caller's buffer
+//! and takes the data buffer back, and [`Node::recycle`] returns an
+//! [`Event::Delivered`] payload. A driver that uses them for every packet
+//! sends, forwards and receives data without a heap allocation per packet.
+//!
 //! Maintenance runs on a periodic tick ([`Config::tick_duration`]):
 //! keep-alives and failure detection, retries, near-link repair, shortcut
 //! upkeep, neighbour-list updates for lookahead routing, demand shortcuts
@@ -30,6 +38,7 @@ use rand_chacha::rand_core::{Rng, SeedableRng};
 use crate::address::{Address, Distance};
 use crate::dht::{DhtStore, Insert};
 use crate::error::NodeError;
+use crate::pool::BufferPool;
 use crate::routing::{NextHop, next_hop};
 use crate::table::{Connection, ConnectionTable};
 use crate::wire::{
@@ -111,6 +120,11 @@ pub struct Config {
     /// us, so the hole punched afterwards does not match; deferring lets the
     /// hook open both NATs first. Off by default.
     pub defer_links_to_punch: bool,
+    /// Most free data buffers the node keeps for reuse (each holds
+    /// [`MAX_DATA_LEN`] bytes). It should cover the data messages in flight
+    /// inside the node between two drains of
+    /// [`poll_transmit_into`](Node::poll_transmit_into).
+    pub pool_buffers: usize,
 }
 
 impl Default for Config {
@@ -143,6 +157,7 @@ impl Default for Config {
             dht_settle_duration: Duration::from_secs(2),
             forward_events: false,
             defer_links_to_punch: false,
+            pool_buffers: 32,
         }
     }
 }
@@ -316,6 +331,9 @@ pub struct Stats {
     pub forwarded: u64,
     /// Routed messages dropped.
     pub dropped: u64,
+    /// Messages [`Node::poll_transmit_into`] skipped because they did not
+    /// fit the caller's buffer.
+    pub transmits_skipped: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -406,6 +424,7 @@ pub struct Node<I: Identity = OpenIdentity> {
     bootstrap_next: usize,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    pool: BufferPool,
     next_tick_at: Instant,
     near_check_at: Instant,
     shortcut_check_at: Instant,
@@ -459,6 +478,7 @@ impl<I: Identity> Node<I> {
             bootstrap_next: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            pool: BufferPool::new(config.pool_buffers),
             next_tick_at: now + phase,
             near_check_at: now + near_phase,
             shortcut_check_at: now,
@@ -531,6 +551,11 @@ impl<I: Identity> Node<I> {
             + self.pending_links.capacity() * core::mem::size_of::<PendingLink>()
             + self.requests.capacity() * core::mem::size_of::<PendingRequest>()
             + self.lost.capacity() * core::mem::size_of::<Lost>()
+            + self.pool.heap_bytes()
+    }
+    /// The pool of free data buffers.
+    pub fn buffer_pool(&self) -> &BufferPool {
+        &self.pool
     }
 
     // ----- outputs -----
@@ -538,6 +563,26 @@ impl<I: Identity> Node<I> {
     /// Next message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+    /// Encodes the next message to send into `buf` and returns its
+    /// destination and length; the message's data buffer goes back to the
+    /// node's pool. With a warm pool this allocates nothing.
+    ///
+    /// A `buf` of [`wire::MAX_DATA_MESSAGE_LEN`](crate::wire::MAX_DATA_MESSAGE_LEN)
+    /// bytes holds every data message, and one of
+    /// [`wire::MAX_MESSAGE_LEN`](crate::wire::MAX_MESSAGE_LEN) bytes every
+    /// message. A message longer than `buf` is skipped (dropped and counted
+    /// in [`Stats::transmits_skipped`]), never truncated.
+    pub fn poll_transmit_into(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        while let Some(t) = self.transmits.pop_front() {
+            let written = (t.message.buffer_len() <= buf.len()).then(|| t.message.emit(buf));
+            t.message.recycle_into(&mut self.pool);
+            match written {
+                Some(n) => return Some((t.destination, n)),
+                None => self.stats.transmits_skipped += 1,
+            }
+        }
+        None
     }
     /// Next event.
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -564,25 +609,61 @@ impl<I: Identity> Node<I> {
     }
 
     /// Sends `payload` to the node with address `destination` (exact mode).
+    /// [`send_slice`](Self::send_slice) does the same without taking an
+    /// owned buffer.
     pub fn send(
         &mut self,
         now: Instant,
         destination: Address,
         payload: Vec<u8>,
     ) -> Result<(), NodeError> {
+        self.check_send(payload.len())?;
+        self.send_data(now, destination, payload);
+        Ok(())
+    }
+
+    /// Sends a copy of `payload` to the node with address `destination`
+    /// (exact mode). The copy goes into a buffer from the node's pool, which
+    /// [`poll_transmit_into`](Self::poll_transmit_into) takes back once the
+    /// message is encoded: in the steady state sending allocates nothing.
+    pub fn send_slice(
+        &mut self,
+        now: Instant,
+        destination: Address,
+        payload: &[u8],
+    ) -> Result<(), NodeError> {
+        self.check_send(payload.len())?;
+        let buf = self.pool.copy_of(payload);
+        self.send_data(now, destination, buf);
+        Ok(())
+    }
+
+    /// Gives a buffer back to the node's pool for reuse: pass each
+    /// [`Event::Delivered`] payload here once done with it, so that
+    /// receiving data allocates nothing in the steady state. The pool keeps
+    /// at most [`Config::pool_buffers`] buffers and drops the rest, and
+    /// drops buffers too small to hold [`MAX_DATA_LEN`] bytes.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.pool.give(buf);
+    }
+
+    fn check_send(&self, len: usize) -> Result<(), NodeError> {
         if self.left {
             return Err(NodeError::Left);
         }
-        if payload.len() > MAX_DATA_LEN {
+        if len > MAX_DATA_LEN {
             return Err(NodeError::PayloadTooLong {
-                len: payload.len(),
+                len,
                 max: MAX_DATA_LEN,
             });
         }
+        Ok(())
+    }
+
+    fn send_data(&mut self, now: Instant, destination: Address, payload: Vec<u8>) {
         self.count_demand(now, destination);
         let msg = self.routed(destination, Mode::Exact, Payload::Data(payload));
         self.route(now, None, msg);
-        Ok(())
     }
 
     /// Probes the route to `destination` (exact mode); answered with
@@ -704,13 +785,18 @@ impl<I: Identity> Node<I> {
 
     /// Decodes and handles a datagram from `from`. Malformed input is
     /// dropped and changes no state.
+    ///
+    /// A data payload is decoded into a buffer from the node's pool
+    /// ([`Message::parse_with`]); forwarding it for others, or delivering it
+    /// and getting it back through [`recycle`](Self::recycle), allocates
+    /// nothing in the steady state.
     pub fn handle_input(
         &mut self,
         now: Instant,
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), crate::error::WireError> {
-        let msg = Message::parse(bytes)?;
+        let msg = Message::parse_with(bytes, &mut self.pool)?;
         self.handle_message(now, from, msg);
         Ok(())
     }
@@ -718,6 +804,7 @@ impl<I: Identity> Node<I> {
     /// Handles a decoded message from `from`.
     pub fn handle_message(&mut self, now: Instant, from: SocketAddr, message: Message) {
         if self.left {
+            message.recycle_into(&mut self.pool);
             return;
         }
         let idx = self.table.position_by_endpoint(from);
@@ -762,6 +849,7 @@ impl<I: Identity> Node<I> {
                 if let Some(i) = idx {
                     self.route(now, Some(i), msg);
                 } else {
+                    Message::Routed(msg).recycle_into(&mut self.pool);
                     // The sender thinks we are linked; tell it we are not, so
                     // it stops routing through us at once.
                     self.send_maintenance(
@@ -1361,7 +1449,7 @@ impl<I: Identity> Node<I> {
         );
         match hop {
             NextHop::Local => self.deliver(now, msg),
-            NextHop::NotFound => self.drop_routed(&msg, DropReason::NotFound),
+            NextHop::NotFound => self.drop_routed(msg, DropReason::NotFound),
             NextHop::Forward(i) => self.forward(now, i, previous, msg),
         }
     }
@@ -1369,7 +1457,7 @@ impl<I: Identity> Node<I> {
     /// Sends a routed message on link `i`.
     fn forward(&mut self, now: Instant, i: usize, previous: Option<usize>, mut msg: Routed) {
         if msg.hops >= msg.hop_limit {
-            self.drop_routed(&msg, DropReason::HopLimit);
+            self.drop_routed(msg, DropReason::HopLimit);
             return;
         }
         msg.hops += 1;
@@ -1377,6 +1465,7 @@ impl<I: Identity> Node<I> {
             self.stats.forwarded += 1;
         }
         let Some(c) = self.table.get_mut(i) else {
+            Message::Routed(msg).recycle_into(&mut self.pool);
             return;
         };
         if c.unanswered_since.is_none() {
@@ -1396,7 +1485,7 @@ impl<I: Identity> Node<I> {
         });
     }
 
-    fn drop_routed(&mut self, msg: &Routed, reason: DropReason) {
+    fn drop_routed(&mut self, msg: Routed, reason: DropReason) {
         let reason = if self.table.is_empty() && reason == DropReason::NotFound {
             DropReason::NoRoute
         } else {
@@ -1408,6 +1497,7 @@ impl<I: Identity> Node<I> {
             destination: msg.destination,
             reason,
         });
+        Message::Routed(msg).recycle_into(&mut self.pool);
     }
 
     fn deliver(&mut self, now: Instant, msg: Routed) {

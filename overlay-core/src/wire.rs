@@ -4,7 +4,9 @@
 //! zero-copy view over the fixed header (with one accessor per field, and
 //! setters that let a router bump the hop count in place), and [`Message`] is
 //! the owned representation with [`Message::parse`], [`Message::buffer_len`]
-//! and [`Message::emit`]. Use [`Packet::new_checked`] on untrusted bytes;
+//! and [`Message::emit`]. [`Message::parse_with`] decodes the same way but
+//! copies a data payload into a buffer from a [`BufferPool`], so that the
+//! data path does not allocate. Use [`Packet::new_checked`] on untrusted bytes;
 //! after it succeeds no accessor panics. [`Message::parse`] never panics: it
 //! rejects truncated, oversize or inconsistent input (including trailing
 //! bytes) with a [`WireError`].
@@ -56,6 +58,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::address::{ADDRESS_LEN, Address};
 use crate::error::WireError;
+use crate::pool::BufferPool;
 
 /// The only version this crate emits and accepts.
 pub const VERSION: u8 = 1;
@@ -75,6 +78,20 @@ pub const MAX_VALUE_LEN: usize = 1024;
 pub const MAX_VALUES_PER_KEY: usize = 16;
 /// Longest data payload.
 pub const MAX_DATA_LEN: usize = 9216;
+/// Longest encoded routed data message (a [`Payload::Data`] of
+/// [`MAX_DATA_LEN`] bytes): a buffer this long holds every data message.
+pub const MAX_DATA_MESSAGE_LEN: usize = field::ROUTED_HEADER_LEN + 2 + MAX_DATA_LEN;
+/// Longest encoded message of any kind (a [`Message::DhtStore`] of
+/// [`MAX_RECORDS`] records with the longest keys and values): a buffer this
+/// long holds every message.
+pub const MAX_MESSAGE_LEN: usize = max(
+    MAX_DATA_MESSAGE_LEN,
+    field::HEADER_LEN + 1 + MAX_RECORDS * (1 + MAX_KEY_LEN + 2 + MAX_VALUE_LEN + 4),
+);
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
+}
 
 mod field {
     pub const VERSION: usize = 0;
@@ -681,11 +698,14 @@ impl<'a> Reader<'a> {
         Ok(self.take(n)?.to_vec())
     }
     fn bytes16(&mut self, field: &'static str, max: usize) -> Result<Vec<u8>, WireError> {
+        Ok(self.slice16(field, max)?.to_vec())
+    }
+    fn slice16(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], WireError> {
         let n = usize::from(self.u16()?);
         if n > max {
             return Err(WireError::TooLong { field, len: n, max });
         }
-        Ok(self.take(n)?.to_vec())
+        self.take(n)
     }
 }
 
@@ -802,9 +822,15 @@ impl Payload {
         }
     }
 
-    fn parse(kind: u8, r: &mut Reader<'_>) -> Result<Payload, WireError> {
+    /// Decodes a payload; `data` turns a data payload's bytes into its
+    /// buffer.
+    fn parse(
+        kind: u8,
+        r: &mut Reader<'_>,
+        data: &mut impl FnMut(&[u8]) -> Vec<u8>,
+    ) -> Result<Payload, WireError> {
         Ok(match kind {
-            0x01 => Payload::Data(r.bytes16("data", MAX_DATA_LEN)?),
+            0x01 => Payload::Data(data(r.slice16("data", MAX_DATA_LEN)?)),
             0x02 => Payload::ConnectToMe {
                 roles: r.roles()?,
                 nonce: r.u64()?,
@@ -895,6 +921,46 @@ impl Message {
 
     /// Parses a message from untrusted bytes.
     pub fn parse(bytes: &[u8]) -> Result<Message, WireError> {
+        let (message, end) = Message::parse_prefix(bytes, &mut |d: &[u8]| d.to_vec())?;
+        if end != bytes.len() {
+            return Err(WireError::TrailingBytes(bytes.len() - end));
+        }
+        Ok(message)
+    }
+
+    /// Parses a message like [`parse`](Self::parse) (same result for every
+    /// input), but copies a [`Payload::Data`] into a buffer taken from
+    /// `pool` instead of a new vector. Once the pool holds a free buffer
+    /// (give the payload back with [`BufferPool::give`] when done), parsing
+    /// a data message does not allocate. Input that fails to parse returns
+    /// any buffer it took to the pool.
+    pub fn parse_with(bytes: &[u8], pool: &mut BufferPool) -> Result<Message, WireError> {
+        let (message, end) = Message::parse_prefix(bytes, &mut |d: &[u8]| pool.copy_of(d))?;
+        if end != bytes.len() {
+            message.recycle_into(pool);
+            return Err(WireError::TrailingBytes(bytes.len() - end));
+        }
+        Ok(message)
+    }
+
+    /// Gives the buffer of a data message to `pool`; other messages are
+    /// dropped.
+    pub fn recycle_into(self, pool: &mut BufferPool) {
+        if let Message::Routed(Routed {
+            payload: Payload::Data(data),
+            ..
+        }) = self
+        {
+            pool.give(data);
+        }
+    }
+
+    /// Decodes a message from the start of `bytes`; returns it and where it
+    /// ended.
+    fn parse_prefix(
+        bytes: &[u8],
+        data: &mut impl FnMut(&[u8]) -> Vec<u8>,
+    ) -> Result<(Message, usize), WireError> {
         let packet = Packet::new_checked(bytes)?;
         if packet.version() != VERSION {
             return Err(WireError::UnsupportedVersion(packet.version()));
@@ -974,15 +1040,12 @@ impl Message {
                     mode: Mode::from_code(packet.mode())?,
                     hops,
                     hop_limit,
-                    payload: Payload::parse(packet.payload_kind(), &mut r)?,
+                    payload: Payload::parse(packet.payload_kind(), &mut r, data)?,
                 })
             }
             other => return Err(WireError::UnknownKind(other)),
         };
-        if r.pos != bytes.len() {
-            return Err(WireError::TrailingBytes(bytes.len() - r.pos));
-        }
-        Ok(message)
+        Ok((message, r.pos))
     }
 
     /// Length of the emitted message. Lists and byte strings longer than
