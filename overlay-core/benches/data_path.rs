@@ -75,6 +75,20 @@ fn bench(c: &mut Criterion) {
             };
         })
     });
+
+    let (mut a, mut b, now) = pair();
+    let dest = b.address();
+    g.bench_function("pooled_api", |bench| {
+        bench.iter(|| {
+            a.send_slice(now, dest, &payload).unwrap();
+            let (_, n) = a.poll_transmit_into(&mut buf).unwrap();
+            b.handle_input(now, ep(1), &buf[..n]).unwrap();
+            match b.poll_event() {
+                Some(Event::Delivered { payload, .. }) => b.recycle(black_box(payload)),
+                other => panic!("{other:?}"),
+            };
+        })
+    });
     g.finish();
 }
 

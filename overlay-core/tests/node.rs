@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use overlay_core::node::{Event, Identity};
-use overlay_core::{Address, Config, Message, Node};
+use overlay_core::{Address, Config, Message, Node, NodeError, wire};
 
 fn ep(i: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, i], 7000))
@@ -232,4 +232,83 @@ fn deferred_link_waits_for_the_traversal_hook() {
     let mut want = vec![ep(2), extra];
     want.sort();
     assert_eq!(sent, want);
+}
+
+#[test]
+fn pooled_data_path_delivers_skips_and_stays_bounded() {
+    let mut now = Instant::now();
+    let small_pool = |i| Config {
+        pool_buffers: 4,
+        ..config(i)
+    };
+    let a = Node::new(small_pool(1), Address::from_key(b"a"), now, 1);
+    let b = Node::new(small_pool(2), Address::from_key(b"b"), now, 2);
+    let mut nodes = [a, b];
+    nodes[0].join(now, &[]);
+    nodes[1].join(now, &[ep(1)]);
+    pump(&mut nodes, &mut now, Duration::from_secs(3));
+    let dest = nodes[1].address();
+
+    // An oversize send is refused before taking a buffer.
+    let too_long = vec![0u8; wire::MAX_DATA_LEN + 1];
+    assert!(matches!(
+        nodes[0].send_slice(now, dest, &too_long),
+        Err(NodeError::PayloadTooLong { .. })
+    ));
+    assert!(nodes[0].buffer_pool().is_empty());
+
+    // A burst larger than the pool: every packet arrives intact, and the
+    // pools keep at most `pool_buffers` buffers afterwards.
+    let mut buf = vec![0u8; wire::MAX_DATA_MESSAGE_LEN];
+    for i in 0..10u8 {
+        nodes[0].send_slice(now, dest, &[i; 300]).unwrap();
+    }
+    let mut datagrams = Vec::new();
+    while let Some((to, n)) = nodes[0].poll_transmit_into(&mut buf) {
+        assert_eq!(to, ep(2));
+        datagrams.push(buf[..n].to_vec());
+    }
+    assert_eq!(datagrams.len(), 10);
+    assert_eq!(nodes[0].buffer_pool().len(), 4);
+    for d in &datagrams {
+        nodes[1].handle_input(now, ep(1), d).unwrap();
+    }
+    let mut delivered = Vec::new();
+    while let Some(e) = nodes[1].poll_event() {
+        if let Event::Delivered { payload, hops, .. } = e {
+            assert_eq!(hops, 1);
+            assert!(payload.capacity() >= wire::MAX_DATA_LEN);
+            delivered.push(payload[0]);
+            assert_eq!(payload, [payload[0]; 300]);
+            nodes[1].recycle(payload);
+        }
+    }
+    assert_eq!(delivered, (0..10).collect::<Vec<u8>>());
+    assert_eq!(nodes[1].buffer_pool().len(), 4);
+    // A recycled buffer too small to hold any payload is not kept.
+    let mut c = Node::new(config(3), Address::from_key(b"c"), now, 3);
+    c.recycle(vec![0; 16]);
+    assert!(c.buffer_pool().is_empty());
+
+    // A message longer than the caller's buffer is skipped and counted,
+    // and its buffer still goes back to the pool.
+    nodes[0].send_slice(now, dest, &[9; 1000]).unwrap();
+    nodes[0].send_slice(now, dest, &[8; 10]).unwrap();
+    let pooled = nodes[0].buffer_pool().len();
+    let mut short = [0u8; 200];
+    let (to, n) = nodes[0].poll_transmit_into(&mut short).unwrap();
+    assert_eq!(to, ep(2));
+    assert_eq!(nodes[0].stats().transmits_skipped, 1);
+    assert_eq!(nodes[0].buffer_pool().len(), pooled + 2);
+    nodes[1].handle_input(now, ep(1), &short[..n]).unwrap();
+    assert!(matches!(
+        nodes[1].poll_event(),
+        Some(Event::Delivered { payload, .. }) if payload == [8; 10]
+    ));
+
+    nodes[0].leave(now);
+    assert!(matches!(
+        nodes[0].send_slice(now, dest, b"x"),
+        Err(NodeError::Left)
+    ));
 }

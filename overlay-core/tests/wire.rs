@@ -3,9 +3,9 @@
 
 use core::net::{IpAddr, SocketAddr};
 
-use overlay_core::Address;
 use overlay_core::error::WireError;
 use overlay_core::wire::*;
+use overlay_core::{Address, BufferPool};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
@@ -189,11 +189,36 @@ proptest! {
         let mut longer = buf.clone();
         longer.push(0);
         prop_assert_eq!(Message::parse(&longer), Err(WireError::TrailingBytes(1)));
+        prop_assert!(len <= MAX_MESSAGE_LEN);
+    }
+
+    #[test]
+    fn parse_with_equals_parse(m in message(), cut in any::<prop::sample::Index>()) {
+        let mut pool = BufferPool::new(2);
+        let buf = m.to_vec();
+        prop_assert_eq!(Message::parse_with(&buf, &mut pool), Message::parse(&buf));
+        // A data message given back is reused for the next parse.
+        Message::parse_with(&buf, &mut pool).unwrap().recycle_into(&mut pool);
+        let data = matches!(&m, Message::Routed(Routed { payload: Payload::Data(_), .. }));
+        prop_assert_eq!(pool.len(), usize::from(data));
+        prop_assert_eq!(Message::parse_with(&buf, &mut pool), Ok(m.clone()));
+        // Bad input: the same error, and any buffer taken goes back.
+        let mut pool = BufferPool::new(2);
+        let cut = cut.index(buf.len());
+        prop_assert_eq!(Message::parse_with(&buf[..cut], &mut pool), Message::parse(&buf[..cut]));
+        let mut longer = buf.clone();
+        longer.push(0);
+        prop_assert_eq!(
+            Message::parse_with(&longer, &mut pool),
+            Err(WireError::TrailingBytes(1))
+        );
+        prop_assert_eq!(pool.len(), usize::from(data));
     }
 
     #[test]
     fn parse_never_panics(data in vec(any::<u8>(), 0..200)) {
-        let _ = Message::parse(&data);
+        let mut pool = BufferPool::new(1);
+        prop_assert_eq!(Message::parse_with(&data, &mut pool), Message::parse(&data));
     }
 
     #[test]
@@ -208,6 +233,38 @@ proptest! {
             prop_assert_eq!(p.hops(), r.hops);
             prop_assert_eq!(p.hop_limit(), r.hop_limit);
         }
+    }
+}
+
+#[test]
+fn longest_messages_fit_the_documented_buffers() {
+    let routed = |payload| {
+        Message::Routed(Routed {
+            source: Address::ZERO,
+            destination: Address::ZERO,
+            mode: Mode::Exact,
+            hops: 0,
+            hop_limit: 64,
+            payload,
+        })
+    };
+    let data = routed(Payload::Data(vec![7; MAX_DATA_LEN]));
+    assert_eq!(data.buffer_len(), MAX_DATA_MESSAGE_LEN);
+    let record = Record {
+        key: vec![1; MAX_KEY_LEN],
+        value: vec![2; MAX_VALUE_LEN],
+        ttl_secs: 1,
+    };
+    let store = Message::DhtStore(vec![record; MAX_RECORDS]);
+    assert_eq!(store.buffer_len(), MAX_MESSAGE_LEN);
+    let reply = routed(Payload::DhtReply {
+        id: 1,
+        status: DhtStatus::Ok,
+        values: vec![vec![3; MAX_VALUE_LEN]; MAX_VALUES_PER_KEY],
+    });
+    assert!(reply.buffer_len() <= MAX_MESSAGE_LEN);
+    for m in [data, store, reply] {
+        assert_eq!(Message::parse(&m.to_vec()), Ok(m));
     }
 }
 
