@@ -157,6 +157,9 @@ pub struct TapSection {
     pub underlay_mtu: u16,
     /// Guest MTU override.
     pub mtu: Option<u16>,
+    /// TAP offloads (virtio-net header: the guest hands over TCP
+    /// super-frames, the node hands back merged ones).
+    pub offload: bool,
 }
 
 impl Default for TapSection {
@@ -165,6 +168,7 @@ impl Default for TapSection {
             name: "wow0".into(),
             underlay_mtu: 1500,
             mtu: None,
+            offload: true,
         }
     }
 }

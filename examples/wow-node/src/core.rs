@@ -65,6 +65,9 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(1);
 const QUEUE_LIMIT: usize = 32;
 /// Frames queued for the guest before new ones are dropped.
 const TAP_QUEUE_LIMIT: usize = 4096;
+/// Spare frame buffers kept for reuse (a guest-MTU frame each): more than
+/// a runtime's batch (see [`Core::tap_backlog`]) needs.
+const TAP_FREE_LIMIT: usize = 1024;
 /// Lifetime of the DHT records this node publishes (re-published on lease
 /// renewal, which the guest does at half the lease).
 const PUBLISH_TTL: Duration = Duration::from_secs(3600);
@@ -250,7 +253,12 @@ pub struct Core<S: LeaseStore> {
     ca_address: Option<Address>,
     ca_lookup: bool,
     wall: SystemTime,
+    /// Frames for the guest, oldest first.
     tap_out: VecDeque<Vec<u8>>,
+    /// The frame [`Core::poll_tap_frame`] handed out last.
+    tap_current: Vec<u8>,
+    /// Frame buffers to reuse: the data path allocates none in steady state.
+    tap_free: Vec<Vec<u8>>,
     events: VecDeque<CoreEvent>,
     counters: Counters,
     seal_buf: Vec<u8>,
@@ -371,6 +379,8 @@ impl<S: LeaseStore> Core<S> {
             ca_lookup: false,
             wall: SystemTime::UNIX_EPOCH + Duration::from_secs(unix_secs),
             tap_out: VecDeque::new(),
+            tap_current: Vec::new(),
+            tap_free: Vec::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
             seal_buf: Vec::with_capacity(2048),
@@ -598,7 +608,9 @@ impl<S: LeaseStore> Core<S> {
                 let routes = &self.routes;
                 let others = |a: Ipv4Addr| routes.contains_key(&a);
                 if let Ok(Outcome::Reply(t)) = self.arp.handle_frame(frame, &others) {
-                    self.push_tap(t.as_bytes().to_vec());
+                    let mut frame = self.tap_buffer();
+                    frame.extend_from_slice(t.as_bytes());
+                    self.push_tap(frame);
                 }
                 while self.arp.poll_event().is_some() {}
             }
@@ -734,11 +746,34 @@ impl<S: LeaseStore> Core<S> {
 
     // ----- outputs -----
 
-    /// The next frame for the guest.
-    pub fn poll_tap_frame(&mut self) -> Option<Vec<u8>> {
+    /// The next frame for the guest. Its buffer is reused once the next
+    /// frame is polled.
+    pub fn poll_tap_frame(&mut self) -> Option<&[u8]> {
         let f = self.tap_out.pop_front()?;
+        let done = std::mem::replace(&mut self.tap_current, f);
+        self.recycle_tap(done);
         self.counters.tap_frames_out += 1;
-        Some(f)
+        Some(&self.tap_current)
+    }
+
+    /// Frames waiting for [`Core::poll_tap_frame`]: a runtime stops reading
+    /// datagrams for a while when this grows.
+    pub fn tap_backlog(&self) -> usize {
+        self.tap_out.len()
+    }
+
+    fn recycle_tap(&mut self, mut buf: Vec<u8>) {
+        if self.tap_free.len() < TAP_FREE_LIMIT && buf.capacity() > 0 {
+            buf.clear();
+            self.tap_free.push(buf);
+        }
+    }
+
+    /// An empty frame buffer, reused if one is free.
+    fn tap_buffer(&mut self) -> Vec<u8> {
+        self.tap_free
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(usize::from(self.settings.guest_mtu) + 14))
     }
 
     /// Writes the next datagram for the underlay into `buf` (at least
@@ -1127,7 +1162,8 @@ impl<S: LeaseStore> Core<S> {
             return;
         };
         self.counters.packets_delivered += 1;
-        let mut frame = vec![0u8; 14 + packet.len()];
+        let mut frame = self.tap_buffer();
+        frame.resize(14 + packet.len(), 0);
         let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
         eth.set_dst_addr(EthernetAddress(guest_mac));
         eth.set_src_addr(EthernetAddress(self.settings.gateway_mac));
@@ -1139,6 +1175,8 @@ impl<S: LeaseStore> Core<S> {
     fn push_tap(&mut self, frame: Vec<u8>) {
         if self.tap_out.len() < TAP_QUEUE_LIMIT {
             self.tap_out.push_back(frame);
+        } else {
+            self.recycle_tap(frame);
         }
     }
 

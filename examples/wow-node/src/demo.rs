@@ -288,7 +288,7 @@ async fn node_task(mut spec: NodeSpec, socket: UdpSocket) -> std::io::Result<Nod
                     moved = true;
                 }
                 while let Some(f) = core.poll_tap_frame() {
-                    g.device.rx.push_back(f);
+                    g.device.rx.push_back(f.to_vec());
                     moved = true;
                 }
                 if !moved {

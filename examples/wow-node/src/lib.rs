@@ -32,6 +32,7 @@ pub mod control;
 pub mod core;
 pub mod demo;
 pub mod guest;
+pub mod offload;
 pub mod punch;
 pub mod runtime;
 pub mod udp;

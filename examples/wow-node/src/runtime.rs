@@ -28,6 +28,9 @@ pub const GATEWAY_MAC: [u8; 6] = [0x02, 0x77, 0x6f, 0x77, 0x00, 0x01];
 const UDP_BATCH: usize = 64;
 /// Frames read per wake-up before the socket gets a turn.
 const TAP_BATCH: usize = 64;
+/// Frames for the guest at which the socket stops being read until they
+/// are written.
+const TAP_BACKLOG: usize = 512;
 
 /// Runs the node until SIGINT/SIGTERM.
 pub fn up(config_path: &Path, confine: bool) -> ExitCode {
@@ -327,17 +330,32 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     // (keyed by hardware address) keeps its lease across restarts.
     let a = address.to_bytes();
     let tap_mac = [0x02, 0x57, a[0], a[1], a[2], a[3]];
-    let tap = tun_rs::DeviceBuilder::new()
-        .name(&config.tap.name)
-        .layer(tun_rs::Layer::L2)
-        .mac_addr(tap_mac)
-        .mtu(mtu)
-        .enable(true)
-        .build_async()
-        .map_err(|e| format!("cannot open TAP {}: {e}", config.tap.name))?;
+    let open_tap = |offload: bool| {
+        tun_rs::DeviceBuilder::new()
+            .name(&config.tap.name)
+            .layer(tun_rs::Layer::L2)
+            .mac_addr(tap_mac)
+            .mtu(mtu)
+            .offload(offload)
+            .enable(true)
+            .build_async()
+    };
+    // With offloads the guest's kernel hands over TCP super-frames (one
+    // read for up to 64 KiB) and takes merged ones back (see `offload`).
+    let (tap, offload) = match open_tap(config.tap.offload) {
+        Ok(tap) => (tap, config.tap.offload),
+        Err(e) if config.tap.offload => {
+            tracing::warn!(error = %e, "TAP offloads refused: frames go one by one");
+            let tap =
+                open_tap(false).map_err(|e| format!("cannot open TAP {}: {e}", config.tap.name))?;
+            (tap, false)
+        }
+        Err(e) => return Err(format!("cannot open TAP {}: {e}", config.tap.name)),
+    };
     tracing::info!(
         tap = %config.tap.name,
         mtu,
+        offload,
         overlay = %address,
         listen = %config.node.listen,
         "node up"
@@ -380,7 +398,12 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     let started_at = now;
     let mut udp_buf = vec![0u8; 65536];
     let mut cmsg_buf = crate::udp::cmsg_buffer();
-    let mut tap_buf = vec![0u8; 65536];
+    let mut tap_buf = vec![0u8; crate::offload::MAX_READ];
+    let mut tap_io = TapIo {
+        offload,
+        segmenter: crate::offload::Segmenter::new(),
+        coalescer: crate::offload::Coalescer::new(),
+    };
     let mut out = Outbox {
         buf: vec![0u8; crate::udp::MAX_BATCH_BYTES + OUT_ROOM],
         // Datagrams larger than the underlay MTU are IP-fragmented, which
@@ -392,7 +415,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         tracing::debug!("UDP GRO not available");
     }
     loop {
-        flush(&mut core, &socket, &tap, &mut out).await;
+        flush(&mut core, &socket, &tap, &mut tap_io, &mut out).await;
         let now = Instant::now();
         let deadline = core
             .poll_timeout()
@@ -403,6 +426,11 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                 if r.is_ok() {
                     let now = Instant::now();
                     for _ in 0..UDP_BATCH {
+                        if core.tap_backlog() >= TAP_BACKLOG {
+                            // Let the guest drain first: frames are
+                            // buffers held.
+                            break;
+                        }
                         match crate::udp::try_recv(&socket, &mut udp_buf, &mut cmsg_buf) {
                             // A GRO run of datagrams, or one.
                             Ok((len, from, segment)) => {
@@ -422,10 +450,10 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                 match r {
                     Ok(len) => {
                         let now = Instant::now();
-                        core.handle_tap_frame(now, &tap_buf[..len]);
+                        tap_io.input(&mut core, now, &mut tap_buf[..len]);
                         for _ in 1..TAP_BATCH {
                             match tap.try_recv(&mut tap_buf) {
-                                Ok(len) => core.handle_tap_frame(now, &tap_buf[..len]),
+                                Ok(len) => tap_io.input(&mut core, now, &mut tap_buf[..len]),
                                 Err(_) => break,
                             }
                         }
@@ -532,7 +560,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     }
     tracing::info!("shutting down: leaving the ring");
     core.leave(Instant::now());
-    flush(&mut core, &socket, &tap, &mut out).await;
+    flush(&mut core, &socket, &tap, &mut tap_io, &mut out).await;
     Ok(())
 }
 
@@ -594,17 +622,74 @@ impl Outbox {
     }
 }
 
+/// The TAP side of the data path: with offloads, reads are cut into
+/// frames and frames for the guest are merged before they are written.
+struct TapIo {
+    offload: bool,
+    segmenter: crate::offload::Segmenter,
+    coalescer: crate::offload::Coalescer,
+}
+
+impl TapIo {
+    /// One read from the TAP.
+    fn input<S: dhcp_virt::LeaseStore>(
+        &mut self,
+        core: &mut Core<S>,
+        now: Instant,
+        read: &mut [u8],
+    ) {
+        if !self.offload {
+            core.handle_tap_frame(now, read);
+            return;
+        }
+        if let Err(e) = self
+            .segmenter
+            .split(read, |frame| core.handle_tap_frame(now, frame))
+        {
+            tracing::debug!(error = %e, "TAP read dropped");
+        }
+    }
+
+    /// Writes every frame the core has for the guest.
+    async fn output<S: dhcp_virt::LeaseStore>(
+        &mut self,
+        core: &mut Core<S>,
+        tap: &tun_rs::AsyncDevice,
+    ) {
+        if !self.offload {
+            while let Some(frame) = core.poll_tap_frame() {
+                if let Err(e) = tap.send(frame).await {
+                    tracing::debug!(error = %e, "TAP write failed");
+                }
+            }
+            return;
+        }
+        while let Some(frame) = core.poll_tap_frame() {
+            if self.coalescer.push(frame) {
+                continue;
+            }
+            if let Err(e) = tap.send(self.coalescer.finish()).await {
+                tracing::debug!(error = %e, "TAP write failed");
+            }
+            // An empty coalescer takes any frame.
+            let _ = self.coalescer.push(frame);
+        }
+        if !self.coalescer.is_empty()
+            && let Err(e) = tap.send(self.coalescer.finish()).await
+        {
+            tracing::debug!(error = %e, "TAP write failed");
+        }
+    }
+}
+
 async fn flush<S: dhcp_virt::LeaseStore>(
     core: &mut Core<S>,
     socket: &UdpSocket,
     tap: &tun_rs::AsyncDevice,
+    tap_io: &mut TapIo,
     out: &mut Outbox,
 ) {
-    while let Some(frame) = core.poll_tap_frame() {
-        if let Err(e) = tap.send(&frame).await {
-            tracing::debug!(error = %e, "TAP write failed");
-        }
-    }
+    tap_io.output(core, tap).await;
     // The batch so far: destination, segment size, bytes, datagrams.
     let mut batch: Option<(SocketAddr, usize, usize, usize)> = None;
     loop {
