@@ -797,16 +797,10 @@ impl<S: LeaseStore> Core<S> {
                 return Some((t.destination, n));
             }
         }
-        loop {
-            let t = self.overlay.poll_transmit()?;
-            if t.message.buffer_len() > buf.len() {
-                continue;
-            }
-            let n = t.message.emit(buf);
-            self.counters.udp_out += 1;
-            self.counters.udp_bytes_out += n as u64;
-            return Some((t.destination, n));
-        }
+        let (to, n) = self.overlay.poll_transmit_into(buf)?;
+        self.counters.udp_out += 1;
+        self.counters.udp_bytes_out += n as u64;
+        Some((to, n))
     }
 
     /// The next event.
@@ -876,10 +870,10 @@ impl<S: LeaseStore> Core<S> {
             };
             let mut payload = std::mem::take(&mut self.payload_buf);
             repr.emit_with_body(body, &mut payload);
-            // The overlay takes ownership of the payload; keep our buffer.
+            // Copied into a buffer from the overlay's pool; ours is kept.
             if self
                 .overlay
-                .send(now, route.address, payload.clone())
+                .send_slice(now, route.address, &payload)
                 .is_err()
             {
                 self.counters.dropped_no_route += 1;
@@ -915,7 +909,7 @@ impl<S: LeaseStore> Core<S> {
         }
     }
 
-    fn on_delivered(&mut self, now: Instant, source: Address, hops: u8, mut payload: Vec<u8>) {
+    fn on_delivered(&mut self, now: Instant, source: Address, hops: u8, payload: &mut [u8]) {
         let Ok(packet) = wire::Packet::new_checked(&payload[..]) else {
             self.counters.malformed += 1;
             return;
@@ -969,63 +963,62 @@ impl<S: LeaseStore> Core<S> {
         }
         let peer_ip = repr.source;
         let body = &mut payload[wire::HEADER_LEN..];
-        let plaintext: &[u8] = match (repr.kind, self.sa.as_mut()) {
+        // The packet goes to `open_buf` (kept between packets): decrypted
+        // there, or copied there when unprotected.
+        let mut plaintext = std::mem::take(&mut self.open_buf);
+        plaintext.clear();
+        match (repr.kind, self.sa.as_mut()) {
             (Kind::Sa, Some(sa)) => match sa.open(now, IpAddr::V4(peer_ip), body) {
                 Ok(OpenOutput::Plaintext(p)) => {
                     self.counters.opened += 1;
-                    // Copy out: `p` borrows `payload`, which we keep using.
-                    self.open_buf.clear();
-                    self.open_buf.extend_from_slice(p);
-                    &[]
+                    plaintext.extend_from_slice(p);
                 }
                 Ok(OpenOutput::Handshake | OpenOutput::Keepalive) => {
                     // Authenticated by the handshake: a safe time to learn.
+                    self.open_buf = plaintext;
                     self.learn(now, peer_ip, source, hops);
                     return;
                 }
                 Err(e) => {
                     tracing::debug!(peer = %peer_ip, error = %e, "open refused");
+                    self.open_buf = plaintext;
                     self.counters.dropped_policy += 1;
                     return;
                 }
             },
             (Kind::Sa, None) => {
                 // We hold no certificate: we cannot take part.
+                self.open_buf = plaintext;
                 self.counters.dropped_policy += 1;
                 return;
             }
             (Kind::Plain, Some(sa)) => {
                 if sa.handle_unprotected(now, IpAddr::V4(peer_ip)) == ipsec_sa::Verdict::Drop {
+                    self.open_buf = plaintext;
                     self.counters.dropped_policy += 1;
                     return;
                 }
-                body
+                plaintext.extend_from_slice(body);
             }
-            (Kind::Plain, None) => body,
-            (Kind::Punch | Kind::Enrol | Kind::Offer, _) => return,
-        };
-        let plaintext: Vec<u8> = if repr.kind == Kind::Sa {
-            std::mem::take(&mut self.open_buf)
-        } else {
-            plaintext.to_vec()
-        };
-        // The inner source must be the peer's (authenticated) address.
-        match Ipv4Packet::new_checked(&plaintext[..]) {
-            Ok(ip) if ip.src_addr() == peer_ip && Some(ip.dst_addr()) == self.guest_addr => {}
-            _ => {
-                self.counters.dropped_policy += 1;
-                if repr.kind == Kind::Sa {
-                    self.open_buf = plaintext;
-                }
+            (Kind::Plain, None) => plaintext.extend_from_slice(body),
+            (Kind::Punch | Kind::Enrol | Kind::Offer, _) => {
+                self.open_buf = plaintext;
                 return;
             }
         }
-        self.learn(now, peer_ip, source, hops);
-        self.peers.entry(peer_ip).or_default().packets_in += 1;
-        self.deliver_ip(&plaintext);
-        if repr.kind == Kind::Sa {
-            self.open_buf = plaintext;
+        // The inner source must be the peer's (authenticated) address.
+        let valid = matches!(
+            Ipv4Packet::new_checked(&plaintext[..]),
+            Ok(ip) if ip.src_addr() == peer_ip && Some(ip.dst_addr()) == self.guest_addr
+        );
+        if valid {
+            self.learn(now, peer_ip, source, hops);
+            self.peers.entry(peer_ip).or_default().packets_in += 1;
+            self.deliver_ip(&plaintext);
+        } else {
+            self.counters.dropped_policy += 1;
         }
+        self.open_buf = plaintext;
     }
 
     fn on_enrolment_message(
@@ -1297,7 +1290,12 @@ impl<S: LeaseStore> Core<S> {
                 source,
                 hops,
                 payload,
-            } => self.on_delivered(now, source, hops, payload),
+            } => {
+                let mut payload = payload;
+                self.on_delivered(now, source, hops, &mut payload);
+                // Back to the overlay's pool: receiving allocates nothing.
+                self.overlay.recycle(payload);
+            }
             E::Dht { id, op, outcome } => self.on_dht(now, id, op, outcome),
             E::ObservedEndpoint { endpoint } if !self.endpoints.contains(&endpoint) => {
                 tracing::debug!(%endpoint, "observed underlay endpoint");
