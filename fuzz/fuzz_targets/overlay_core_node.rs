@@ -1,13 +1,16 @@
 //! Feeds a joined overlay node an arbitrary sequence of datagrams (raw or
 //! valid-but-arbitrary messages), timer ticks and commands from a few peer
 //! endpoints. The node must never panic and must keep its invariants.
+//! Sends and transmits alternate between the owned and the pooled API, and
+//! delivered payloads are recycled; the pool must stay within its limit.
 #![no_main]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use overlay_core::{Address, Config, Node};
+use overlay_core::wire::MAX_MESSAGE_LEN;
+use overlay_core::{Address, Config, Event, Node};
 
 fuzz_target!(|data: &[u8]| {
     let start = Instant::now();
@@ -25,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut node = Node::new(config, Address::from_key(b"fuzz node"), now, 1);
     node.join(now, &peers[..1]);
+    let mut buf = vec![0u8; MAX_MESSAGE_LEN];
     let mut rest = data;
     while let Some((&op, tail)) = rest.split_first() {
         rest = tail;
@@ -57,19 +61,34 @@ fuzz_target!(|data: &[u8]| {
                     _ => node.echo(now, Address::from_key(&key)),
                 };
             }
-            _ => {
+            _ if op & 0x40 == 0 => {
                 let _ = node.send(now, Address::from_key(&[op]), vec![op; 8]);
             }
+            _ => {
+                let _ = node.send_slice(now, Address::from_key(&[op]), &[op; 8]);
+            }
         }
-        while let Some(t) = node.poll_transmit() {
-            // Everything the node sends must encode and decode again.
-            let bytes = t.message.to_vec();
-            assert_eq!(
-                overlay_core::Message::parse(&bytes).as_ref(),
-                Ok(&t.message)
-            );
+        if op & 0x80 == 0 {
+            while let Some(t) = node.poll_transmit() {
+                // Everything the node sends must encode and decode again.
+                let bytes = t.message.to_vec();
+                assert_eq!(
+                    overlay_core::Message::parse(&bytes).as_ref(),
+                    Ok(&t.message)
+                );
+            }
+        } else {
+            while let Some((_, n)) = node.poll_transmit_into(&mut buf) {
+                assert!(overlay_core::Message::parse(&buf[..n]).is_ok());
+            }
         }
-        while node.poll_event().is_some() {}
+        while let Some(e) = node.poll_event() {
+            if let Event::Delivered { payload, .. } = e {
+                node.recycle(payload);
+            }
+        }
+        assert!(node.buffer_pool().len() <= node.buffer_pool().limit());
+        assert_eq!(node.stats().transmits_skipped, 0);
         assert!(node.connections().len() <= node.max_connections() + 6);
     }
 });
