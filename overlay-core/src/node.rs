@@ -46,6 +46,9 @@ use crate::wire::{
     MAX_RECORDS, MAX_VALUE_LEN, Message, Mode, Neighbor, Payload, Record, Roles, Routed,
 };
 
+/// Peers whose data traffic is counted for demand shortcuts.
+const DEMAND_ENTRIES: usize = 32;
+
 /// Node configuration. `Default` gives the values the simulator uses.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -1842,7 +1845,11 @@ impl<I: Identity> Node<I> {
         let entry = match self.demand.iter().position(|d| d.peer == peer) {
             Some(i) => i,
             None => {
-                if self.demand.len() >= 32 {
+                if self.demand.capacity() == 0 {
+                    // One allocation for the whole table, on first use.
+                    self.demand.reserve_exact(DEMAND_ENTRIES);
+                }
+                if self.demand.len() >= DEMAND_ENTRIES {
                     // Forget the stalest entry.
                     if let Some((i, _)) = self
                         .demand

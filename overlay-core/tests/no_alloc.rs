@@ -1,12 +1,13 @@
 //! The data path allocates nothing in the steady state, counted with an
 //! instrumented global allocator: packets sent with `send_slice`, encoded
-//! with `poll_transmit_into`, decoded by `handle_input`, forwarded by a
-//! relay, delivered and given back with `recycle`. The only test in this
-//! binary, so no other test allocates meanwhile.
+//! with `poll_transmit_into`, decoded by `handle_input`, forwarded by
+//! relays, delivered and given back with `recycle`. The tests in this
+//! binary take turns (`SERIAL`), so no other test allocates meanwhile.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::System;
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use overlay_core::wire::{MAX_DATA_MESSAGE_LEN, MAX_MESSAGE_LEN};
@@ -15,6 +16,8 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+static SERIAL: Mutex<()> = Mutex::new(());
 
 const A: usize = 0;
 const B: usize = 1;
@@ -34,11 +37,18 @@ fn address(i: usize) -> Address {
     Address::from_bytes(b)
 }
 
-/// A and C cannot reach each other (as behind two NATs that defeat
-/// traversal), so every packet between them is relayed by B.
-fn reachable(from: usize, to: usize) -> bool {
+/// In the three-node test A and C cannot reach each other (as behind two
+/// NATs that defeat traversal), so every packet between them is relayed by
+/// B.
+fn a_c_blocked(from: usize, to: usize) -> bool {
     !matches!((from, to), (A, C) | (C, A))
 }
+
+fn all_reachable(_: usize, _: usize) -> bool {
+    true
+}
+
+type Reachable = fn(usize, usize) -> bool;
 
 /// Checks a delivered payload against the one sent as packet `seq`.
 fn expected(seq: u32) -> [u8; PAYLOAD_LEN] {
@@ -62,7 +72,13 @@ struct Tally {
 /// reused buffer) until all nodes are quiet, and handles events:
 /// `Delivered` payloads are checked against `expected(seq)`, where `seq`
 /// is read from the payload, and recycled.
-fn drain(nodes: &mut [Node], buf: &mut [u8], now: Instant, tally: &mut Tally) {
+fn drain(
+    nodes: &mut [Node],
+    reachable: Reachable,
+    buf: &mut [u8],
+    now: Instant,
+    tally: &mut Tally,
+) {
     loop {
         let mut moved = false;
         for from in 0..nodes.len() {
@@ -102,24 +118,55 @@ fn drain(nodes: &mut [Node], buf: &mut [u8], now: Instant, tally: &mut Tally) {
     }
 }
 
-/// Sends packets `seqs` alternately A→C and C→A, draining after each.
+/// Sends packet `seq` for each of `seqs` on the pair `pair(seq)`, draining
+/// after each.
 fn exchange(
     nodes: &mut [Node],
+    reachable: Reachable,
+    pair: fn(u32) -> (usize, usize),
     buf: &mut [u8],
     now: Instant,
     seqs: core::ops::Range<u32>,
     tally: &mut Tally,
 ) {
     for seq in seqs {
-        let (from, to) = if seq % 2 == 0 { (A, C) } else { (C, A) };
+        let (from, to) = pair(seq);
         let dest = nodes[to].address();
         nodes[from].send_slice(now, dest, &expected(seq)).unwrap();
-        drain(nodes, buf, now, tally);
+        drain(nodes, reachable, buf, now, tally);
     }
+}
+
+/// Runs the nodes with timers for `duration` in 10 ms steps.
+fn run(
+    nodes: &mut [Node],
+    reachable: Reachable,
+    buf: &mut [u8],
+    now: &mut Instant,
+    duration: Duration,
+) {
+    let mut tally = Tally::default();
+    let end = *now + duration;
+    while *now < end {
+        drain(nodes, reachable, buf, *now, &mut tally);
+        *now += Duration::from_millis(10);
+        for n in nodes.iter_mut() {
+            if n.poll_timeout().is_some_and(|t| t <= *now) {
+                n.handle_timeout(*now);
+            }
+        }
+    }
+    drain(nodes, reachable, buf, *now, &mut tally);
+}
+
+/// A→C for even packets, C→A for odd ones.
+fn a_c_pair(seq: u32) -> (usize, usize) {
+    if seq % 2 == 0 { (A, C) } else { (C, A) }
 }
 
 #[test]
 fn relayed_data_path_does_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut now = Instant::now();
     let mut nodes: Vec<Node> = (0..3)
         .map(|i| {
@@ -134,19 +181,14 @@ fn relayed_data_path_does_not_allocate() {
     nodes[B].join(now, &[ep(A)]);
     nodes[C].join(now, &[ep(B)]);
     let mut buf = vec![0u8; MAX_MESSAGE_LEN];
-    let mut tally = Tally::default();
     // Join and settle with timers running.
-    let end = now + Duration::from_secs(10);
-    while now < end {
-        drain(&mut nodes, &mut buf, now, &mut tally);
-        now += Duration::from_millis(10);
-        for n in nodes.iter_mut() {
-            if n.poll_timeout().is_some_and(|t| t <= now) {
-                n.handle_timeout(now);
-            }
-        }
-    }
-    drain(&mut nodes, &mut buf, now, &mut tally);
+    run(
+        &mut nodes,
+        a_c_blocked,
+        &mut buf,
+        &mut now,
+        Duration::from_secs(10),
+    );
     assert!(nodes.iter().all(Node::is_joined));
     assert_eq!(nodes[B].connections().len(), 2);
     assert_eq!(nodes[A].connections().len(), 1);
@@ -157,7 +199,15 @@ fn relayed_data_path_does_not_allocate() {
     // reached their steady size (this also triggers the demand-shortcut
     // requests, which fail because A and C cannot reach each other).
     let mut warm = Tally::default();
-    exchange(&mut nodes, &mut buf, now, 0..400, &mut warm);
+    exchange(
+        &mut nodes,
+        a_c_blocked,
+        a_c_pair,
+        &mut buf,
+        now,
+        0..400,
+        &mut warm,
+    );
     assert_eq!(warm.delivered, 400);
     assert!(
         nodes
@@ -170,7 +220,15 @@ fn relayed_data_path_does_not_allocate() {
     let data_buf = &mut buf[..MAX_DATA_MESSAGE_LEN];
     let mut tally = Tally::default();
     let region = Region::new(GLOBAL);
-    exchange(&mut nodes, data_buf, now, 400..1400, &mut tally);
+    exchange(
+        &mut nodes,
+        a_c_blocked,
+        a_c_pair,
+        data_buf,
+        now,
+        400..1400,
+        &mut tally,
+    );
     let stats = region.change();
 
     assert_eq!(tally.delivered, 1000);
@@ -179,6 +237,94 @@ fn relayed_data_path_does_not_allocate() {
     assert_eq!(tally.other_events, 0);
     assert_eq!(nodes[B].stats().forwarded - forwarded_before, 1000);
     assert!(nodes.iter().all(|n| n.stats().transmits_skipped == 0));
+    assert_eq!(stats.allocations, 0, "{stats:?}");
+    assert_eq!(stats.reallocations, 0, "{stats:?}");
+}
+
+const RING: usize = 16;
+
+/// Every ordered pair of the ring in turn.
+fn ring_pair(seq: u32) -> (usize, usize) {
+    let n = RING as u32;
+    let from = seq % n;
+    let to = (from + 1 + (seq / n) % (n - 1)) % n;
+    (from as usize, to as usize)
+}
+
+#[test]
+fn ring_data_path_does_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut now = Instant::now();
+    let mut buf = vec![0u8; MAX_MESSAGE_LEN];
+    // Lookahead routing on a 16-node ring (links per node are capped well
+    // below 15, so many routes take several hops). Demand is counted but
+    // never reaches its threshold, so routes stay multi-hop.
+    let mut nodes: Vec<Node> = (0..RING)
+        .map(|i| {
+            let config = Config {
+                endpoints: vec![ep(i)],
+                max_connections: Some(4),
+                demand_threshold: u32::MAX,
+                ..Config::default()
+            };
+            Node::new(config, Address::from_key(&[i as u8]), now, i as u64 + 1)
+        })
+        .collect();
+    nodes[0].join(now, &[]);
+    for i in 1..RING {
+        nodes[i].join(now, &[ep(i - 1)]);
+        run(
+            &mut nodes,
+            all_reachable,
+            &mut buf,
+            &mut now,
+            Duration::from_millis(500),
+        );
+    }
+    run(
+        &mut nodes,
+        all_reachable,
+        &mut buf,
+        &mut now,
+        Duration::from_secs(60),
+    );
+    assert!(nodes.iter().all(Node::is_joined));
+
+    let mut warm = Tally::default();
+    exchange(
+        &mut nodes,
+        all_reachable,
+        ring_pair,
+        &mut buf,
+        now,
+        0..480,
+        &mut warm,
+    );
+    assert_eq!(warm.delivered, 480);
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n.poll_timeout().is_some_and(|t| t > now))
+    );
+
+    let data_buf = &mut buf[..MAX_DATA_MESSAGE_LEN];
+    let mut tally = Tally::default();
+    let region = Region::new(GLOBAL);
+    exchange(
+        &mut nodes,
+        all_reachable,
+        ring_pair,
+        data_buf,
+        now,
+        480..1440,
+        &mut tally,
+    );
+    let stats = region.change();
+
+    assert_eq!(tally.delivered, 960);
+    assert!(tally.relayed_hops >= 240, "{}", tally.relayed_hops);
+    assert_eq!(tally.corrupt, 0);
+    assert_eq!(tally.other_events, 0);
     assert_eq!(stats.allocations, 0, "{stats:?}");
     assert_eq!(stats.reallocations, 0, "{stats:?}");
 }
