@@ -161,7 +161,11 @@ fn run(
 
 /// A→C for even packets, C→A for odd ones.
 fn a_c_pair(seq: u32) -> (usize, usize) {
-    if seq % 2 == 0 { (A, C) } else { (C, A) }
+    if seq.is_multiple_of(2) {
+        (A, C)
+    } else {
+        (C, A)
+    }
 }
 
 #[test]
