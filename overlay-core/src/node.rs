@@ -23,6 +23,35 @@
 //! [`Event::Delivered`] payload. A driver that uses them for every packet
 //! sends, forwards and receives data without a heap allocation per packet.
 //!
+//! ```
+//! use std::time::Instant;
+//! use overlay_core::wire::MAX_MESSAGE_LEN;
+//! use overlay_core::{Address, Config, Event, Node};
+//!
+//! let now = Instant::now();
+//! let mut node = Node::new(Config::default(), Address::from_key(b"me"), now, 1);
+//! node.join(now, &[]);
+//! // One datagram buffer for the life of the node.
+//! let mut datagram = vec![0u8; MAX_MESSAGE_LEN];
+//!
+//! // Data for ourselves is delivered at once; data for others leaves
+//! // through `poll_transmit_into`.
+//! let me = node.address();
+//! node.send_slice(now, me, b"hello")?;
+//! while let Some((to, len)) = node.poll_transmit_into(&mut datagram) {
+//!     // socket.send_to(&datagram[..len], to)
+//!     # let _ = (to, len);
+//! }
+//! while let Some(event) = node.poll_event() {
+//!     if let Event::Delivered { payload, .. } = event {
+//!         assert_eq!(payload, b"hello");
+//!         node.recycle(payload); // the next packet reuses it
+//!     }
+//! }
+//! assert_eq!(node.buffer_pool().len(), 1);
+//! # Ok::<(), overlay_core::NodeError>(())
+//! ```
+//!
 //! Maintenance runs on a periodic tick ([`Config::tick_duration`]):
 //! keep-alives and failure detection, retries, near-link repair, shortcut
 //! upkeep, neighbour-list updates for lookahead routing, demand shortcuts
