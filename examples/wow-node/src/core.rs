@@ -776,9 +776,12 @@ impl<S: LeaseStore> Core<S> {
             .unwrap_or_else(|| Vec::with_capacity(usize::from(self.settings.guest_mtu) + 14))
     }
 
-    /// Writes the next datagram for the underlay into `buf` (at least
-    /// `overlay_core::wire::MAX_DATA_LEN + 128` bytes); returns its
-    /// destination and length.
+    /// Writes the next datagram for the underlay into `buf` and returns its
+    /// destination and length. A `buf` of
+    /// [`overlay_core::wire::MAX_MESSAGE_LEN`] bytes holds every datagram;
+    /// one of [`overlay_core::wire::MAX_DATA_MESSAGE_LEN`] every data
+    /// datagram (longer overlay messages are dropped and counted by the
+    /// overlay).
     pub fn poll_udp(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
         if let Some(to) = self.punch_out.pop_front() {
             self.counters.udp_out += 1;

@@ -269,7 +269,7 @@ async fn node_task(mut spec: NodeSpec, socket: UdpSocket) -> std::io::Result<Nod
     let mut guest: Option<Guest> = None;
     let mut lines = Vec::new();
     let mut buf = vec![0u8; 65536];
-    let mut out = vec![0u8; 16384];
+    let mut out = vec![0u8; overlay_core::wire::MAX_MESSAGE_LEN];
     let mut reported_finished = false;
     let mut enrolled = false;
     loop {

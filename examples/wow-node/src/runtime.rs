@@ -28,6 +28,9 @@ pub const GATEWAY_MAC: [u8; 6] = [0x02, 0x77, 0x6f, 0x77, 0x00, 0x01];
 const UDP_BATCH: usize = 64;
 /// Frames read per wake-up before the socket gets a turn.
 const TAP_BATCH: usize = 64;
+/// Guest frames (after segmentation) handled per wake-up before the
+/// datagrams they became are sent.
+const TAP_FRAME_BUDGET: usize = 192;
 /// Frames for the guest at which the socket stops being read until they
 /// are written.
 const TAP_BACKLOG: usize = 512;
@@ -302,6 +305,10 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         // Our punch datagrams open our NAT before any link request leaves
         // (see `PUNCH_TTL`).
         defer_links_to_punch: true,
+        // Room for every datagram one batch of guest frames queues (see
+        // `TAP_FRAME_BUDGET`): sending reuses buffers instead of
+        // allocating them.
+        pool_buffers: 2 * TAP_FRAME_BUDGET,
         ..overlay_core::Config::default()
     };
     let leases = dhcp_virt::FileStore::open(state_dir.join("leases.json"))
@@ -450,10 +457,13 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                 match r {
                     Ok(len) => {
                         let now = Instant::now();
-                        tap_io.input(&mut core, now, &mut tap_buf[..len]);
+                        let mut frames = tap_io.input(&mut core, now, &mut tap_buf[..len]);
                         for _ in 1..TAP_BATCH {
+                            if frames >= TAP_FRAME_BUDGET {
+                                break;
+                            }
                             match tap.try_recv(&mut tap_buf) {
-                                Ok(len) => tap_io.input(&mut core, now, &mut tap_buf[..len]),
+                                Ok(len) => frames += tap_io.input(&mut core, now, &mut tap_buf[..len]),
                                 Err(_) => break,
                             }
                         }
@@ -573,7 +583,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
 const PUNCH_TTL: u32 = 2;
 
 /// Room [`Core::poll_udp`] needs for one datagram.
-const OUT_ROOM: usize = 16384;
+const OUT_ROOM: usize = overlay_core::wire::MAX_MESSAGE_LEN;
 
 /// The underlay send buffer: datagrams to one peer of one size are
 /// gathered and sent with UDP GSO in one system call.
@@ -631,22 +641,26 @@ struct TapIo {
 }
 
 impl TapIo {
-    /// One read from the TAP.
+    /// One read from the TAP; returns the number of frames it held.
     fn input<S: dhcp_virt::LeaseStore>(
         &mut self,
         core: &mut Core<S>,
         now: Instant,
         read: &mut [u8],
-    ) {
+    ) -> usize {
         if !self.offload {
             core.handle_tap_frame(now, read);
-            return;
+            return 1;
         }
-        if let Err(e) = self
+        match self
             .segmenter
             .split(read, |frame| core.handle_tap_frame(now, frame))
         {
-            tracing::debug!(error = %e, "TAP read dropped");
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "TAP read dropped");
+                0
+            }
         }
     }
 
