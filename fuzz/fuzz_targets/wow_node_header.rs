@@ -1,9 +1,11 @@
 //! Parses arbitrary bytes as wow-node's data header (the payload of every
-//! overlay `Data` message) and as a punch request's endpoint list. What
-//! parses must re-emit to the same bytes; nothing may panic.
+//! overlay `Data` message), as a punch request's endpoint list and as a
+//! CRL manifest from the DHT. What parses must re-emit to the same bytes;
+//! nothing may panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use wow_node::crl_dht::Manifest;
 use wow_node::wire::{Packet, Repr, emit_endpoints, parse_endpoints};
 
 fuzz_target!(|data: &[u8]| {
@@ -21,4 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     emit_endpoints(&endpoints, &mut out);
     assert_eq!(parse_endpoints(&out), endpoints);
+    if let Ok(manifest) = Manifest::parse(data) {
+        assert_eq!(&manifest.to_bytes()[..], data);
+    }
 });

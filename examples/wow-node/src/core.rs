@@ -73,6 +73,8 @@ const TAP_FREE_LIMIT: usize = 1024;
 const PUBLISH_TTL: Duration = Duration::from_secs(3600);
 /// Lifetime of a CRL published in the DHT (re-published on every refresh).
 const CRL_TTL: Duration = Duration::from_secs(24 * 3600);
+/// CRL envelopes fetched chunk by chunk at once.
+const MAX_CRL_ASSEMBLIES: usize = 2;
 
 /// The virtual network as the guest sees it.
 #[derive(Debug, Clone)]
@@ -215,6 +217,10 @@ enum DhtJob {
     },
     IpLookup(Ipv4Addr),
     CrlFetch,
+    CrlChunk {
+        digest: [u8; 32],
+        index: u16,
+    },
     CaLookup,
     DnsLookup(dns_virt::RequestId),
     DnsPublish(dns_virt::RequestId),
@@ -236,6 +242,10 @@ pub struct Core<S: LeaseStore> {
     negative: HashMap<Ipv4Addr, Instant>,
     lookups: HashMap<Ipv4Addr, Lookup>,
     jobs: HashMap<u64, DhtJob>,
+    /// CRL envelopes being fetched chunk by chunk, by digest.
+    crl_assemblies: HashMap<[u8; 32], crate::crl_dht::Assembly>,
+    /// Digest of the last CRL envelope fetched whole.
+    crl_fetched: Option<[u8; 32]>,
     peers: HashMap<Ipv4Addr, PeerInfo>,
     sa_peers: HashSet<IpAddr>,
     endpoints: Vec<SocketAddr>,
@@ -364,6 +374,8 @@ impl<S: LeaseStore> Core<S> {
             negative: HashMap::new(),
             lookups: HashMap::new(),
             jobs: HashMap::new(),
+            crl_assemblies: HashMap::new(),
+            crl_fetched: None,
             peers: HashMap::new(),
             sa_peers: HashSet::new(),
             endpoints,
@@ -561,22 +573,33 @@ impl<S: LeaseStore> Core<S> {
     }
 
     /// Publishes a CRL envelope in the DHT, where every node looks for the
-    /// newest one ([`Core::fetch_crl`]). Envelopes larger than a DHT value
-    /// are refused (`false`).
+    /// newest one ([`Core::fetch_crl`]): a manifest under `wow/crl` and the
+    /// envelope in 1 KiB chunks (see [`crate::crl_dht`]). `false` if the
+    /// envelope is empty or larger than [`crate::crl_dht::MAX_CRL_LEN`], or
+    /// the overlay refused the puts.
     pub fn publish_crl(&mut self, now: Instant, envelope: &[u8]) -> bool {
-        if envelope.len() > overlay_core::wire::MAX_VALUE_LEN {
+        let Ok((manifest, chunks)) = crate::crl_dht::Manifest::split(envelope) else {
             return false;
+        };
+        let mut ok = true;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let key = dht_key("crl-chunk", &manifest.chunk_suffix(i as u16));
+            match self.overlay.dht_put(now, &key, chunk, CRL_TTL) {
+                Ok(id) => {
+                    self.jobs.insert(id, DhtJob::Publish);
+                }
+                Err(_) => ok = false,
+            }
         }
-        let ok = match self
+        match self
             .overlay
-            .dht_put(now, &dht_key("crl", b""), envelope, CRL_TTL)
+            .dht_put(now, &dht_key("crl", b""), &manifest.to_bytes(), CRL_TTL)
         {
             Ok(id) => {
                 self.jobs.insert(id, DhtJob::Publish);
-                true
             }
-            Err(_) => false,
-        };
+            Err(_) => ok = false,
+        }
         self.pump(now);
         ok
     }
@@ -1407,10 +1430,71 @@ impl<S: LeaseStore> Core<S> {
                 }
             }
             DhtJob::CrlFetch => {
-                if let DhtOutcome::Ok(values) = outcome
-                    && !values.is_empty()
-                {
-                    self.events.push_back(CoreEvent::CrlFetched(values));
+                let DhtOutcome::Ok(values) = outcome else {
+                    return;
+                };
+                let mut whole = Vec::new();
+                for value in values {
+                    match crate::crl_dht::Manifest::parse(&value) {
+                        Ok(manifest) => self.fetch_crl_chunks(now, manifest),
+                        // A whole envelope, as nodes before chunking put it.
+                        Err(crate::crl_dht::ManifestError::NotManifest) => whole.push(value),
+                        Err(e) => tracing::debug!(error = %e, "CRL manifest ignored"),
+                    }
+                }
+                if !whole.is_empty() {
+                    self.events.push_back(CoreEvent::CrlFetched(whole));
+                }
+            }
+            DhtJob::CrlChunk { digest, index } => {
+                let Some(assembly) = self.crl_assemblies.get_mut(&digest) else {
+                    return;
+                };
+                let stored = match &outcome {
+                    DhtOutcome::Ok(values) => values
+                        .iter()
+                        .any(|v| assembly.insert(usize::from(index), v)),
+                    _ => false,
+                };
+                if !stored {
+                    // Missing or wrong: tried again at the next fetch.
+                    self.crl_assemblies.remove(&digest);
+                } else if assembly.is_complete() {
+                    let envelope = assembly.finish();
+                    self.crl_assemblies.remove(&digest);
+                    match envelope {
+                        Some(envelope) => {
+                            self.crl_fetched = Some(digest);
+                            self.events.push_back(CoreEvent::CrlFetched(vec![envelope]));
+                        }
+                        None => tracing::debug!("CRL chunks do not match their manifest"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts fetching the chunks of the envelope `manifest` describes,
+    /// unless it is the one fetched last or already under way.
+    fn fetch_crl_chunks(&mut self, now: Instant, manifest: crate::crl_dht::Manifest) {
+        let digest = manifest.digest;
+        if self.crl_fetched == Some(digest)
+            || self.crl_assemblies.contains_key(&digest)
+            || self.crl_assemblies.len() >= MAX_CRL_ASSEMBLIES
+        {
+            return;
+        }
+        self.crl_assemblies
+            .insert(digest, crate::crl_dht::Assembly::new(manifest));
+        for index in 0..manifest.chunks {
+            let key = dht_key("crl-chunk", &manifest.chunk_suffix(index));
+            match self.overlay.dht_get(now, &key) {
+                Ok(id) => {
+                    self.jobs.insert(id, DhtJob::CrlChunk { digest, index });
+                }
+                Err(_) => {
+                    self.crl_assemblies.remove(&digest);
+                    return;
                 }
             }
         }

@@ -30,6 +30,7 @@ pub mod ca_cmd;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod crl_dht;
 pub mod demo;
 pub mod guest;
 pub mod offload;

@@ -498,7 +498,11 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     }
                     // Re-published every period, so new nodes and replicas have it.
                     if !core.publish_crl(now, &bytes) {
-                        tracing::warn!("CRL too large for the DHT");
+                        tracing::warn!(
+                            len = bytes.len(),
+                            max = crate::crl_dht::MAX_CRL_LEN,
+                            "CRL not published in the DHT"
+                        );
                     }
                     crl_loaded = Some(bytes);
                 }

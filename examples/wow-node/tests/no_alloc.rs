@@ -8,57 +8,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::System;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime};
 
-use dhcp_virt::MemoryStore;
-use ipsec_ca::{Ca, CaIdentity, KeyType, MemStore, NodeKey, NodeRequest, Policy};
-use overlay_core::Address;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use wow_node::core::{Core, CoreEvent, Credentials};
+use support::{Node, credentials, exchange};
+use wow_node::core::CoreEvent;
 use wow_node::demo;
 use wow_node::guest::Guest;
+
+mod support;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-type Node = Core<MemoryStore>;
-
 fn smol(base: Instant, now: Instant) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(now.duration_since(base).as_micros() as i64)
-}
-
-/// Moves every datagram between the cores until none is left.
-fn exchange(cores: &mut [Node], endpoints: &[SocketAddr], now: Instant, buf: &mut [u8]) -> usize {
-    let mut moved = 0;
-    loop {
-        let mut any = false;
-        for i in 0..cores.len() {
-            while let Some((to, len)) = cores[i].poll_udp(buf) {
-                any = true;
-                moved += 1;
-                if let Some(j) = endpoints.iter().position(|e| *e == to) {
-                    cores[j].handle_udp(now, endpoints[i], &buf[..len]);
-                }
-            }
-        }
-        if !any {
-            return moved;
-        }
-    }
-}
-
-fn credentials(ca: &mut Ca<MemStore>, ca_der: &[u8], addr: Ipv4Addr) -> Credentials {
-    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
-    let csr = key.certificate_request(&NodeRequest::new(addr)).unwrap();
-    let now = ipsec_ca::time::OffsetDateTime::from(SystemTime::now());
-    let issued = ca.sign(&csr, addr, None, now).unwrap();
-    Credentials {
-        certificate: issued.certificate,
-        key: key.pkcs8_der().to_vec(),
-        ca_certificate: ca_der.to_vec(),
-        virtual_ip: addr,
-    }
 }
 
 /// An Ethernet/IPv4/UDP frame from `src` to `dst` numbered `n`.
@@ -82,37 +47,9 @@ fn number(frame: &[u8]) -> u32 {
 #[test]
 fn forwarding_guest_packets_allocates_nothing() {
     let base = Instant::now();
-    let identity = CaIdentity::create_root(
-        KeyType::Ed25519,
-        "no-alloc test CA",
-        ipsec_ca::time::OffsetDateTime::from(SystemTime::now()),
-        ipsec_ca::time::Duration::days(1),
-    )
-    .unwrap();
-    let ca_der = identity.cert_der().to_vec();
-    let mut ca = Ca::open(identity, Policy::default(), MemStore::default(), [9; 32]).unwrap();
-
-    let endpoints: Vec<SocketAddr> = vec![
-        "127.0.0.1:10001".parse().unwrap(),
-        "127.0.0.1:10002".parse().unwrap(),
-    ];
+    let (mut ca, ca_der) = support::ca("no-alloc test CA");
+    let (mut cores, endpoints) = support::cores(2, base);
     let macs = [[0x52, 0x54, 0, 0x77, 0, 1], [0x52, 0x54, 0, 0x77, 0, 2]];
-    let mut cores: Vec<Node> = (0..2)
-        .map(|i| {
-            Core::new(
-                demo::settings(),
-                demo::overlay_config(endpoints[i]),
-                Address::from_key(format!("no-alloc-{i}").as_bytes()),
-                MemoryStore::new(),
-                base,
-                1_800_000_000,
-                77 + i as u64,
-            )
-            .unwrap()
-        })
-        .collect();
-    cores[0].join(base, &[]);
-    cores[1].join(base, &endpoints[..1]);
     let mtu = cores[0].settings().guest_mtu;
     let mut guests: Vec<Guest> = (0..2)
         .map(|i| {

@@ -1,0 +1,97 @@
+//! Nodes' cores wired together in memory, in simulated time.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Instant, SystemTime};
+
+use dhcp_virt::MemoryStore;
+use ipsec_ca::{Ca, CaIdentity, KeyType, MemStore, NodeKey, NodeRequest, Policy};
+use overlay_core::Address;
+use wow_node::core::{Core, Credentials};
+use wow_node::demo;
+
+/// A core with an in-memory lease store.
+pub type Node = Core<MemoryStore>;
+
+/// `n` cores with the demo's settings at `127.0.0.1:10001…` (never bound),
+/// the first starting the ring and the others joining through it.
+pub fn cores(n: usize, now: Instant) -> (Vec<Node>, Vec<SocketAddr>) {
+    let endpoints: Vec<SocketAddr> = (0..n)
+        .map(|i| SocketAddr::from(([127, 0, 0, 1], 10001 + i as u16)))
+        .collect();
+    let mut cores: Vec<Node> = (0..n)
+        .map(|i| {
+            Core::new(
+                demo::settings(),
+                demo::overlay_config(endpoints[i]),
+                Address::from_key(format!("in-memory-{i}").as_bytes()),
+                MemoryStore::new(),
+                now,
+                1_800_000_000,
+                77 + i as u64,
+            )
+            .unwrap()
+        })
+        .collect();
+    for (i, core) in cores.iter_mut().enumerate() {
+        core.join(now, if i == 0 { &[] } else { &endpoints[..1] });
+    }
+    (cores, endpoints)
+}
+
+/// Moves every datagram between the cores until none is left.
+pub fn exchange(cores: &mut [Node], endpoints: &[SocketAddr], now: Instant, buf: &mut [u8]) {
+    loop {
+        let mut any = false;
+        for i in 0..cores.len() {
+            while let Some((to, len)) = cores[i].poll_udp(buf) {
+                any = true;
+                if let Some(j) = endpoints.iter().position(|e| *e == to) {
+                    cores[j].handle_udp(now, endpoints[i], &buf[..len]);
+                }
+            }
+        }
+        if !any {
+            return;
+        }
+    }
+}
+
+/// Runs every due timer.
+pub fn tick(cores: &mut [Node], now: Instant) {
+    for core in cores {
+        if core.poll_timeout().is_some_and(|t| t <= now) {
+            core.handle_timeout(now, SystemTime::now());
+        }
+    }
+}
+
+/// A throw-away CA and its certificate.
+pub fn ca(name: &str) -> (Ca<MemStore>, Vec<u8>) {
+    let identity = CaIdentity::create_root(
+        KeyType::Ed25519,
+        name,
+        ipsec_ca::time::OffsetDateTime::from(SystemTime::now()),
+        ipsec_ca::time::Duration::days(1),
+    )
+    .unwrap();
+    let der = identity.cert_der().to_vec();
+    (
+        Ca::open(identity, Policy::default(), MemStore::default(), [9; 32]).unwrap(),
+        der,
+    )
+}
+
+/// A key and a certificate for `addr`, signed by `ca`.
+pub fn credentials(ca: &mut Ca<MemStore>, ca_der: &[u8], addr: Ipv4Addr) -> Credentials {
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let csr = key.certificate_request(&NodeRequest::new(addr)).unwrap();
+    let now = ipsec_ca::time::OffsetDateTime::from(SystemTime::now());
+    let issued = ca.sign(&csr, addr, None, now).unwrap();
+    Credentials {
+        certificate: issued.certificate,
+        key: key.pkcs8_der().to_vec(),
+        ca_certificate: ca_der.to_vec(),
+        virtual_ip: addr,
+    }
+}
