@@ -234,6 +234,8 @@ pub struct Core<S: LeaseStore> {
     arp: arp_virt::Responder,
     dhcp: dhcp_virt::Server<S>,
     dns: dns_virt::Server,
+    /// DNS over TCP at the gateway.
+    tcp_dns: crate::tcp_dns::TcpDns,
     sa: Option<ipsec_sa::Endpoint<Verifier>>,
     guest_mac: Option<[u8; 6]>,
     guest_addr: Option<Ipv4Addr>,
@@ -360,12 +362,19 @@ impl<S: LeaseStore> Core<S> {
             software: None,
         });
         let overlay = overlay_core::Node::new(overlay_config, address, now, seed);
+        let tcp_dns = crate::tcp_dns::TcpDns::new(
+            settings.gateway_addr,
+            settings.network.prefix_len(),
+            settings.guest_mtu,
+            now,
+        );
         Ok(Core {
             settings,
             overlay,
             arp,
             dhcp,
             dns,
+            tcp_dns,
             sa: None,
             guest_mac: None,
             guest_addr: None,
@@ -663,6 +672,13 @@ impl<S: LeaseStore> Core<S> {
                 return;
             }
         }
+        if dst == self.settings.gateway_addr && ip.next_header() == IpProtocol::Tcp {
+            // DNS over TCP; anything else is refused with a reset.
+            let len = usize::from(ip.total_len()).min(packet.len());
+            self.tcp_dns.handle_packet(now, &packet[..len]);
+            self.drain_tcp_dns(now);
+            return;
+        }
         if dst == self.settings.gateway_addr || !self.settings.network.contains(&dst) {
             // Not for the overlay (`--confine` keeps it off the host too).
             return;
@@ -715,6 +731,8 @@ impl<S: LeaseStore> Core<S> {
         self.puncher.handle_timeout(now);
         self.dhcp.handle_timeout(now);
         self.dns.handle_timeout(now);
+        self.tcp_dns.handle_timeout(now);
+        self.drain_tcp_dns(now);
         if let Some(sa) = self.sa.as_mut() {
             sa.handle_timeout(now);
             sa.handle_wall_clock(now, wall);
@@ -850,6 +868,7 @@ impl<S: LeaseStore> Core<S> {
             self.puncher.poll_timeout(),
             self.dhcp.poll_timeout(),
             self.dns.poll_timeout(),
+            self.tcp_dns.poll_timeout(),
             self.sa.as_ref().and_then(|s| s.poll_timeout()),
             lookup,
         ]
@@ -1228,7 +1247,7 @@ impl<S: LeaseStore> Core<S> {
             }
             while let Some(t) = self.dns.poll_transmit() {
                 busy = true;
-                self.on_dns_transmit(t);
+                self.on_dns_transmit(now, t);
             }
             while self.dns.poll_event().is_some() {}
             if let Some(e) = self.enrolment.as_mut() {
@@ -1630,7 +1649,28 @@ impl<S: LeaseStore> Core<S> {
         }
     }
 
-    fn on_dns_transmit(&mut self, t: dns_virt::Transmit) {
+    /// Hands the queries that arrived over TCP to the DNS server and the
+    /// TCP stack's packets to the guest.
+    fn drain_tcp_dns(&mut self, now: Instant) {
+        while let Some((from, query)) = self.tcp_dns.poll_query() {
+            self.dns
+                .handle_input(now, from, dns_virt::Transport::Tcp, &query);
+        }
+        while let Some(packet) = self.tcp_dns.poll_packet() {
+            self.deliver_ip(&packet);
+        }
+    }
+
+    fn on_dns_transmit(&mut self, now: Instant, t: dns_virt::Transmit) {
+        if t.transport == dns_virt::Transport::Tcp {
+            if !self.tcp_dns.send(now, t.to, &t.payload) {
+                tracing::debug!(to = %t.to, "DNS answer for a closed TCP connection");
+            }
+            while let Some(packet) = self.tcp_dns.poll_packet() {
+                self.deliver_ip(&packet);
+            }
+            return;
+        }
         let (Some(mac), SocketAddr::V4(to)) = (self.guest_mac, t.to) else {
             return;
         };

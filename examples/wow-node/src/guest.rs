@@ -33,6 +33,19 @@ pub struct MemDevice {
     /// Frames from the guest.
     pub tx: VecDeque<Vec<u8>>,
     mtu: usize,
+    /// Carries IP packets (smoltcp's `Medium::Ip`) instead of Ethernet.
+    ip: bool,
+}
+
+impl MemDevice {
+    /// A device for IP packets of at most `mtu` bytes (no link layer).
+    pub fn ip(mtu: usize) -> MemDevice {
+        MemDevice {
+            mtu,
+            ip: true,
+            ..MemDevice::default()
+        }
+    }
 }
 
 impl Device for MemDevice {
@@ -41,7 +54,11 @@ impl Device for MemDevice {
 
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
+        caps.medium = if self.ip {
+            Medium::Ip
+        } else {
+            Medium::Ethernet
+        };
         caps.max_transmission_unit = self.mtu;
         caps
     }

@@ -36,5 +36,6 @@ pub mod guest;
 pub mod offload;
 pub mod punch;
 pub mod runtime;
+pub mod tcp_dns;
 pub mod udp;
 pub mod wire;

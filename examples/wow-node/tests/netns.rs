@@ -256,7 +256,7 @@ const ANY: &str = "0.0.0.0:4000";
 fn guests_behind_nats_get_leases_names_ping_and_iperf() {
     if !require(
         "guests_behind_nats_get_leases_names_ping_and_iperf",
-        &["dhclient", "getent", "ping", "iperf3", "nft"],
+        &["dhclient", "getent", "ping", "iperf3", "nft", "dig"],
     ) {
         return;
     }
@@ -301,6 +301,30 @@ fn guests_behind_nats_get_leases_names_ping_and_iperf() {
         a.status(false),
         b.status(false),
         t.public.status(false),
+    );
+
+    // DNS over TCP at the gateway, two queries on one connection (dig's
+    // +keepopen): the other guest's name (a DHT lookup, answered later) and
+    // this guest's own.
+    let tcp =
+        a.ns.run_ok(
+            "dig",
+            &[
+                "+tcp",
+                "+keepopen",
+                "+short",
+                "+time=5",
+                "+tries=1",
+                "@10.128.0.1",
+                "bravo.wow.internal",
+                "alpha.wow.internal",
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        tcp.split_whitespace().collect::<Vec<_>>(),
+        [addr_b.as_str(), addr_a.as_str()],
+        "dig +tcp"
     );
 
     assert!(
