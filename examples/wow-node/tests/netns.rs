@@ -185,6 +185,10 @@ enum NatKind {
         /// `masquerade persistent`.
         persistent: bool,
     },
+    /// `masquerade random`: every new destination gets a new random port
+    /// (address-and-port-dependent mapping, a "symmetric" NAT), no
+    /// unsolicited packet in. No hole can be punched between two of them.
+    Symmetric,
 }
 
 /// A NAT of `kind` between the public host and `192.168.i.0/24`.
@@ -201,6 +205,10 @@ fn nat_with(public: &Netns, tag: &str, i: u8, kind: NatKind) -> Netns {
     let ruleset = match kind {
         NatKind::Guarded => format!(
             "table ip nat {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat;\n  oifname \"{nat_if}\" masquerade persistent\n }}\n}}\n\
+             table inet filter {{\n chain input {{\n  type filter hook input priority filter;\n  iifname \"{nat_if}\" ct state new drop\n }}\n}}\n"
+        ),
+        NatKind::Symmetric => format!(
+            "table ip nat {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat;\n  oifname \"{nat_if}\" masquerade random\n }}\n}}\n\
              table inet filter {{\n chain input {{\n  type filter hook input priority filter;\n  iifname \"{nat_if}\" ct state new drop\n }}\n}}\n"
         ),
         NatKind::Accepting { persistent } => format!(
@@ -610,4 +618,57 @@ fn guests_behind_plain_masquerade_nats_get_a_direct_path() {
         t.b.stop();
         t.public.stop();
     }
+}
+
+#[test]
+fn guests_behind_symmetric_nats_are_relayed_through_the_overlay() {
+    if !require(
+        "guests_behind_symmetric_nats_are_relayed_through_the_overlay",
+        &["dhclient", "ping", "nft", "iperf3"],
+    ) {
+        return;
+    }
+    let mut t = topology_with(NatKind::Symmetric);
+    t.public.write_config(&[], PUBLIC, &[], "");
+    t.public.start(&[]);
+    t.a.write_config(bootstrap(), ANY, &[], "");
+    t.b.write_config(bootstrap(), ANY, &[], "");
+    t.a.start(&[]);
+    t.b.start(&[]);
+    let addr_a = t.a.dhcp();
+    let addr_b = t.b.dhcp();
+    let (a, b) = (&t.a, &t.b);
+    // No hole between two symmetric NATs: the guests' packets go through
+    // the public node, which both nodes are linked to.
+    assert!(
+        wait_until(Duration::from_secs(15), || a.ping(&addr_b)),
+        "no ping alpha -> bravo:\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+    assert!(b.ping(&addr_a));
+    for _ in 0..5 {
+        assert!(a.ping(&addr_b));
+    }
+    let status = a.status(false);
+    assert!(
+        status.contains("relayed (2 hops)") && !status.contains("direct (1 hops)"),
+        "{status}\n{}",
+        b.status(false)
+    );
+    // A TCP stream through the relay.
+    let _server = b.ns.spawn("iperf3", &["-s", "-1", "-B", &addr_b]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out =
+        a.ns.run_ok("iperf3", &["-c", &addr_b, "-t", "3", "-J"])
+            .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let bps = json["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
+    eprintln!(
+        "iperf3 relayed through the public node: {:.1} Mbit/s",
+        bps / 1e6
+    );
+    assert!(bps > 1e6, "{bps} bit/s");
 }
