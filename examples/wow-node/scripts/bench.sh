@@ -26,6 +26,8 @@ for c in ip iperf3 jq dhclient ping; do command -v $c >/dev/null || { echo "miss
 echo "== building wow-node (release)"
 (cd "$ROOT" && cargo build --release -p wow-node 2>&1 | tail -1)
 BIN=$ROOT/target/release/wow-node
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 RES=$(mktemp -d /tmp/wow-bench.XXXXXX)
 S=$$
@@ -71,19 +73,13 @@ ip netns exec "$NA" "$BIN" up --config "$RES/a/node.toml" >"$RES/a.log" 2>&1 & P
 sleep 0.3
 ip netns exec "$NB" "$BIN" up --config "$RES/b/node.toml" >"$RES/b.log" 2>&1 & PIDS+=($!); PB=$!
 sleep 1
-for n in a b; do
-  ns=$NA; [ $n = b ] && ns=$NB
-  mkdir -p "/etc/netns/$ns"; : >"/etc/netns/$ns/resolv.conf"
-  ip netns exec "$ns" timeout 30 dhclient -1 -4 -lf "$RES/$n/dhclient.leases" -pf "$RES/$n/dhclient.pid" wow0
-  for i in $(seq 20); do [ -s "$RES/$n/dhclient.pid" ] && break; sleep 0.1; done
-  [ -s "$RES/$n/dhclient.pid" ] && PIDS+=("$(cat "$RES/$n/dhclient.pid")")
-done
-BADDR=$(ip -n "$NB" -4 -o addr show dev wow0 | awk '{print $4}' | cut -d/ -f1)
+lease_guest "$NA" "$RES/a"
+lease_guest "$NB" "$RES/b"
+BADDR=$(guest_addr "$NB")
 echo "guest B at $BADDR"
-for i in $(seq 30); do ip netns exec "$NA" ping -c1 -W1 "$BADDR" >/dev/null 2>&1 && break; sleep 0.5; done
+wait_ping "$NA" "$BADDR" || echo "no echo reply from guest B yet"
 
 rss() { awk '/VmRSS/{print $2}' /proc/$1/status; }
-ticks() { awk '{print $14+$15}' /proc/$1/stat; }
 echo -e "idle RSS: node A $(rss $PA) kB, node B $(rss $PB) kB" | tee "$RES/wow.txt"
 
 RTT=$(ip netns exec "$NA" ping -c 20 -i 0.05 -q "$BADDR" | awk -F/ '/rtt/{print $5}')

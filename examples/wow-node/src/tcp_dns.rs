@@ -284,8 +284,8 @@ mod test {
         }
     }
 
-    #[test]
-    fn queries_arrive_whole_and_answers_go_back_on_their_connection() {
+    /// A server and a client that connected to its `port` 20 ms ago.
+    fn connected(port: u16) -> (Instant, TcpDns, Client, u64) {
         let base = Instant::now();
         let mut server = TcpDns::new(GATEWAY, 16, 1384, base);
         let mut client = Client::new();
@@ -294,9 +294,15 @@ mod test {
         client
             .sockets
             .get_mut::<tcp::Socket>(client.handle)
-            .connect(cx, (IpAddress::Ipv4(GATEWAY), 53), 40000)
+            .connect(cx, (IpAddress::Ipv4(GATEWAY), port), 40000)
             .unwrap();
         run(&mut client, &mut server, base, &mut at, 20);
+        (base, server, client, at)
+    }
+
+    #[test]
+    fn queries_arrive_whole_and_answers_go_back_on_their_connection() {
+        let (base, mut server, mut client, mut at) = connected(53);
         assert!(client.socket().may_send(), "{:?}", client.socket().state());
 
         // Two messages, the first split across writes.
@@ -334,33 +340,13 @@ mod test {
 
     #[test]
     fn other_ports_are_refused() {
-        let base = Instant::now();
-        let mut server = TcpDns::new(GATEWAY, 16, 1384, base);
-        let mut client = Client::new();
-        let mut at = 0;
-        let cx = client.iface.context();
-        client
-            .sockets
-            .get_mut::<tcp::Socket>(client.handle)
-            .connect(cx, (IpAddress::Ipv4(GATEWAY), 80), 40000)
-            .unwrap();
-        run(&mut client, &mut server, base, &mut at, 20);
+        let (_, _, mut client, _) = connected(80);
         assert_eq!(client.socket().state(), tcp::State::Closed, "reset");
     }
 
     #[test]
     fn a_zero_length_message_aborts_the_connection() {
-        let base = Instant::now();
-        let mut server = TcpDns::new(GATEWAY, 16, 1384, base);
-        let mut client = Client::new();
-        let mut at = 0;
-        let cx = client.iface.context();
-        client
-            .sockets
-            .get_mut::<tcp::Socket>(client.handle)
-            .connect(cx, (IpAddress::Ipv4(GATEWAY), 53), 40000)
-            .unwrap();
-        run(&mut client, &mut server, base, &mut at, 20);
+        let (base, mut server, mut client, mut at) = connected(53);
         client.socket().send_slice(&[0, 0]).unwrap();
         run(&mut client, &mut server, base, &mut at, 100);
         assert!(server.poll_query().is_none());

@@ -34,6 +34,11 @@ fn run_until(
     done(cores)
 }
 
+/// Runs the cores in simulated time for `d`.
+fn run_for(cores: &mut [Node], endpoints: &[SocketAddr], now: &mut Instant, d: Duration) {
+    run_until(cores, endpoints, now, d, |_| false);
+}
+
 #[test]
 fn a_crl_of_many_revocations_crosses_the_dht_in_chunks() {
     let base = Instant::now();
@@ -48,13 +53,7 @@ fn a_crl_of_many_revocations_crosses_the_dht_in_chunks() {
         |c| { c.iter().all(|n| n.overlay().is_joined()) }
     ));
     // The ring settles: every DHT key then has one responsible node.
-    run_until(
-        &mut cores,
-        &endpoints,
-        &mut now,
-        Duration::from_secs(5),
-        |_| false,
-    );
+    run_for(&mut cores, &endpoints, &mut now, Duration::from_secs(5));
 
     // Node 2 is certified (so that it can check a CRL); 120 other
     // certificates are revoked.
@@ -76,13 +75,7 @@ fn a_crl_of_many_revocations_crosses_the_dht_in_chunks() {
     );
 
     assert!(cores[0].publish_crl(now, &envelope));
-    run_until(
-        &mut cores,
-        &endpoints,
-        &mut now,
-        Duration::from_secs(2),
-        |_| false,
-    );
+    run_for(&mut cores, &endpoints, &mut now, Duration::from_secs(2));
     cores[2].fetch_crl(now);
     let mut fetched = None;
     assert!(
@@ -111,13 +104,7 @@ fn a_crl_of_many_revocations_crosses_the_dht_in_chunks() {
 
     // Fetched once: the same manifest is not fetched again.
     cores[2].fetch_crl(now);
-    run_until(
-        &mut cores,
-        &endpoints,
-        &mut now,
-        Duration::from_secs(5),
-        |_| false,
-    );
+    run_for(&mut cores, &endpoints, &mut now, Duration::from_secs(5));
     while let Some(e) = cores[2].poll_event() {
         assert!(!matches!(e, CoreEvent::CrlFetched(_)), "fetched twice");
     }

@@ -249,6 +249,51 @@ fn topology_with(kind: NatKind) -> Topology {
     }
 }
 
+/// The public node and two nodes behind NATs of `kind`, started; both
+/// guests leased (dhclient) and pinging each other. Returns the guests'
+/// addresses.
+fn leased_pair(kind: NatKind) -> (Topology, String, String) {
+    let mut t = topology_with(kind);
+    t.public.write_config(&[], PUBLIC, &[], "");
+    t.public.start(&[]);
+    t.a.write_config(bootstrap(), ANY, &[], "");
+    t.b.write_config(bootstrap(), ANY, &[], "");
+    t.a.start(&[]);
+    t.b.start(&[]);
+    let addr_a = t.a.dhcp();
+    let addr_b = t.b.dhcp();
+    let (a, b) = (&t.a, &t.b);
+    assert!(
+        wait_until(Duration::from_secs(15), || a.ping(&addr_b)),
+        "no ping alpha -> bravo:\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+    assert!(b.ping(&addr_a));
+    (t, addr_a, addr_b)
+}
+
+/// An iperf3 TCP run of `secs` seconds from `client`'s guest to the
+/// server's guest at `server_addr`; the bits per second received.
+fn iperf(client: &Host, server: &Host, server_addr: &str, secs: u32) -> f64 {
+    let _server = server
+        .ns
+        .spawn("iperf3", &["-s", "-1", "-B", server_addr])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = client
+        .ns
+        .run_ok(
+            "iperf3",
+            &["-c", server_addr, "-t", &secs.to_string(), "-J"],
+        )
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    json["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap()
+}
+
 fn bootstrap() -> &'static [&'static str] {
     &[PUBLIC]
 }
@@ -344,15 +389,7 @@ fn guests_behind_nats_get_leases_names_ping_and_iperf() {
     assert!(b.ping(&addr_a));
 
     // TCP across the overlay.
-    let _server = b.ns.spawn("iperf3", &["-s", "-1", "-B", &addr_b]).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let out =
-        a.ns.run_ok("iperf3", &["-c", &addr_b, "-t", "10", "-J"])
-            .unwrap();
-    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let bps = json["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap();
+    let bps = iperf(a, b, &addr_b, 10);
     eprintln!("iperf3 over wow-node: {:.1} Mbit/s", bps / 1e6);
     assert!(bps > 1e6, "{bps} bit/s");
 
@@ -587,23 +624,8 @@ fn guests_behind_plain_masquerade_nats_get_a_direct_path() {
         return;
     }
     for persistent in [false, true] {
-        let mut t = topology_with(NatKind::Accepting { persistent });
-        t.public.write_config(&[], PUBLIC, &[], "");
-        t.public.start(&[]);
-        t.a.write_config(bootstrap(), ANY, &[], "");
-        t.b.write_config(bootstrap(), ANY, &[], "");
-        t.a.start(&[]);
-        t.b.start(&[]);
-        let addr_a = t.a.dhcp();
-        let addr_b = t.b.dhcp();
+        let (mut t, _, addr_b) = leased_pair(NatKind::Accepting { persistent });
         let (a, b) = (&t.a, &t.b);
-        assert!(
-            wait_until(Duration::from_secs(10), || a.ping(&addr_b)),
-            "no ping alpha -> bravo:\n{}\n{}",
-            a.log(),
-            b.log()
-        );
-        assert!(b.ping(&addr_a));
         assert!(
             wait_until(Duration::from_secs(15), || {
                 let _ = a.ping(&addr_b);
@@ -628,25 +650,10 @@ fn guests_behind_symmetric_nats_are_relayed_through_the_overlay() {
     ) {
         return;
     }
-    let mut t = topology_with(NatKind::Symmetric);
-    t.public.write_config(&[], PUBLIC, &[], "");
-    t.public.start(&[]);
-    t.a.write_config(bootstrap(), ANY, &[], "");
-    t.b.write_config(bootstrap(), ANY, &[], "");
-    t.a.start(&[]);
-    t.b.start(&[]);
-    let addr_a = t.a.dhcp();
-    let addr_b = t.b.dhcp();
-    let (a, b) = (&t.a, &t.b);
     // No hole between two symmetric NATs: the guests' packets go through
     // the public node, which both nodes are linked to.
-    assert!(
-        wait_until(Duration::from_secs(15), || a.ping(&addr_b)),
-        "no ping alpha -> bravo:\n{}\n{}",
-        a.log(),
-        b.log()
-    );
-    assert!(b.ping(&addr_a));
+    let (t, _, addr_b) = leased_pair(NatKind::Symmetric);
+    let (a, b) = (&t.a, &t.b);
     for _ in 0..5 {
         assert!(a.ping(&addr_b));
     }
@@ -657,15 +664,7 @@ fn guests_behind_symmetric_nats_are_relayed_through_the_overlay() {
         b.status(false)
     );
     // A TCP stream through the relay.
-    let _server = b.ns.spawn("iperf3", &["-s", "-1", "-B", &addr_b]).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let out =
-        a.ns.run_ok("iperf3", &["-c", &addr_b, "-t", "3", "-J"])
-            .unwrap();
-    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let bps = json["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap();
+    let bps = iperf(a, b, &addr_b, 3);
     eprintln!(
         "iperf3 relayed through the public node: {:.1} Mbit/s",
         bps / 1e6

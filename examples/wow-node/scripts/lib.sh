@@ -1,0 +1,26 @@
+# Shared by bench.sh and bench-relay.sh (sourced). Expects RES (results
+# directory) and the PIDS array (processes to kill on exit).
+
+# lease_guest NETNS DIR: runs ISC dhclient once on the namespace's wow0
+# (leases and pid file in DIR) and keeps its pid for cleanup.
+lease_guest() {
+  local ns=$1 dir=$2
+  mkdir -p "/etc/netns/$ns"; : >"/etc/netns/$ns/resolv.conf"
+  ip netns exec "$ns" timeout 30 dhclient -1 -4 -lf "$dir/dhclient.leases" -pf "$dir/dhclient.pid" wow0
+  for _ in $(seq 20); do [ -s "$dir/dhclient.pid" ] && break; sleep 0.1; done
+  if [ -s "$dir/dhclient.pid" ]; then PIDS+=("$(cat "$dir/dhclient.pid")"); fi
+}
+
+# guest_addr NETNS: the IPv4 address on the namespace's wow0.
+guest_addr() {
+  ip -n "$1" -4 -o addr show dev wow0 | awk '{print $4}' | cut -d/ -f1
+}
+
+# wait_ping NETNS ADDR: up to 15 s for a first echo reply.
+wait_ping() {
+  for _ in $(seq 30); do ip netns exec "$1" ping -c1 -W1 "$2" >/dev/null 2>&1 && return 0; sleep 0.5; done
+  return 1
+}
+
+# ticks PID: user+system CPU ticks of a process.
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
