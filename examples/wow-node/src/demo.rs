@@ -279,23 +279,7 @@ async fn node_task(mut spec: NodeSpec, socket: UdpSocket) -> std::io::Result<Nod
         }
         // Guest ⇄ node frames until both are quiet.
         if let Some(g) = guest.as_mut() {
-            let ts = smol(spec.base, now);
-            g.poll(ts, &mut lines);
-            loop {
-                let mut moved = false;
-                while let Some(f) = g.device.tx.pop_front() {
-                    core.handle_tap_frame(now, &f);
-                    moved = true;
-                }
-                while let Some(f) = core.poll_tap_frame() {
-                    g.device.rx.push_back(f.to_vec());
-                    moved = true;
-                }
-                if !moved {
-                    break;
-                }
-                g.poll(ts, &mut lines);
-            }
+            g.exchange(&mut core, now, smol(spec.base, now), &mut lines);
         }
         while let Some(event) = core.poll_event() {
             match event {

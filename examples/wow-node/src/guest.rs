@@ -247,6 +247,33 @@ impl Guest {
         }
     }
 
+    /// Runs the guest and moves frames between it and its node's `core`
+    /// (the TAP's place) until both are quiet; `now` is the node's clock,
+    /// `ts` the same instant on the guest's.
+    pub fn exchange<S: dhcp_virt::LeaseStore>(
+        &mut self,
+        core: &mut crate::core::Core<S>,
+        now: std::time::Instant,
+        ts: Instant,
+        progress: &mut Vec<String>,
+    ) {
+        loop {
+            self.poll(ts, progress);
+            let mut moved = false;
+            while let Some(f) = self.device.tx.pop_front() {
+                core.handle_tap_frame(now, &f);
+                moved = true;
+            }
+            while let Some(f) = core.poll_tap_frame() {
+                self.device.rx.push_back(f.to_vec());
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
     /// The script's phase.
     pub fn phase(&self) -> &Phase {
         &self.phase

@@ -79,22 +79,7 @@ fn forwarding_guest_packets_allocates_nothing() {
             if core.poll_timeout().is_some_and(|t| t <= now) {
                 core.handle_timeout(now, SystemTime::now());
             }
-            let g = &mut guests[i];
-            loop {
-                g.poll(smol(base, now), &mut lines);
-                let mut moved = false;
-                while let Some(f) = g.device.tx.pop_front() {
-                    core.handle_tap_frame(now, &f);
-                    moved = true;
-                }
-                while let Some(f) = core.poll_tap_frame() {
-                    g.device.rx.push_back(f.to_vec());
-                    moved = true;
-                }
-                if !moved {
-                    break;
-                }
-            }
+            guests[i].exchange(core, now, smol(base, now), &mut lines);
             while let Some(event) = core.poll_event() {
                 if let CoreEvent::Leased { addr, .. } = event
                     && !certified[i]
