@@ -253,11 +253,16 @@ fn topology_with(kind: NatKind) -> Topology {
 /// guests leased (dhclient) and pinging each other. Returns the guests'
 /// addresses.
 fn leased_pair(kind: NatKind) -> (Topology, String, String) {
+    leased_pair_with(kind, "")
+}
+
+/// [`leased_pair`] with `b_extra` appended to node B's configuration.
+fn leased_pair_with(kind: NatKind, b_extra: &str) -> (Topology, String, String) {
     let mut t = topology_with(kind);
     t.public.write_config(&[], PUBLIC, &[], "");
     t.public.start(&[]);
     t.a.write_config(bootstrap(), ANY, &[], "");
-    t.b.write_config(bootstrap(), ANY, &[], "");
+    t.b.write_config(bootstrap(), ANY, &[], b_extra);
     t.a.start(&[]);
     t.b.start(&[]);
     let addr_a = t.a.dhcp();
@@ -635,8 +640,10 @@ fn guests_behind_symmetric_nats_are_relayed_through_the_overlay() {
         return;
     }
     // No hole between two symmetric NATs: the guests' packets go through
-    // the public node, which both nodes are linked to.
-    let (t, _, addr_b) = leased_pair(NatKind::Symmetric);
+    // the public node, which both nodes are linked to. Node B runs its TAP
+    // without offloads: A's segments reach B's guest one by one, and B's
+    // guest's packets are merged for A's.
+    let (t, addr_a, addr_b) = leased_pair_with(NatKind::Symmetric, "\n[tap]\noffload = false\n");
     let (a, b) = (&t.a, &t.b);
     for _ in 0..5 {
         assert!(a.ping(&addr_b));
@@ -647,7 +654,10 @@ fn guests_behind_symmetric_nats_are_relayed_through_the_overlay() {
         "{status}\n{}",
         b.status(false)
     );
-    // A TCP stream through the relay.
+    // TCP streams through the relay, both ways.
+    assert!(b.log().contains("offload=false"), "{}", b.log());
+    let back = iperf(b, a, &addr_a, 3);
+    assert!(back > 1e6, "{back} bit/s");
     let bps = iperf(a, b, &addr_b, 3);
     eprintln!(
         "iperf3 relayed through the public node: {:.1} Mbit/s",
