@@ -296,6 +296,22 @@ pub enum CoreError {
     Ca(#[from] ipsec_ca::VerifyError),
 }
 
+/// What a DHT create-if-absent answer means for a DHCP address claim by
+/// `owner`: granted if the record is new, or is ours, or — after a
+/// partition healed and replicas from both sides meet — ours is the
+/// smallest of the owners it holds, a rule every claimant applies alike.
+fn claim_result(outcome: &DhtOutcome, owner: &[u8]) -> ClaimResult {
+    match outcome {
+        DhtOutcome::Ok(_) => ClaimResult::Granted,
+        DhtOutcome::Exists(values) if values.iter().min().map(Vec::as_slice) == Some(owner) => {
+            ClaimResult::Granted
+        }
+        DhtOutcome::Exists(_) | DhtOutcome::Full | DhtOutcome::Rejected => ClaimResult::Taken,
+        // `Failed`, and any outcome added later: the claim is retried.
+        _ => ClaimResult::Failed,
+    }
+}
+
 fn dht_key(kind: &str, suffix: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(kind.len() + 5 + suffix.len());
     k.extend_from_slice(b"wow/");
@@ -1369,15 +1385,7 @@ impl<S: LeaseStore> Core<S> {
         };
         match job {
             DhtJob::DhcpClaim { id, owner } => {
-                let result = match &outcome {
-                    DhtOutcome::Ok(_) => ClaimResult::Granted,
-                    DhtOutcome::Exists(values) if values.contains(&owner) => ClaimResult::Granted,
-                    DhtOutcome::Exists(_) | DhtOutcome::Full | DhtOutcome::Rejected => {
-                        ClaimResult::Taken
-                    }
-                    // `Failed`, and any outcome added later: the claim is retried.
-                    _ => ClaimResult::Failed,
-                };
+                let result = claim_result(&outcome, &owner);
                 self.dhcp
                     .handle_directory_completion(now, DirectoryCompletion { id, result });
             }
@@ -1740,6 +1748,26 @@ mod test {
             usize::from(MAX_GUEST_MTU) + wire::HEADER_LEN + SA_OVERHEAD
                 <= overlay_core::wire::MAX_DATA_LEN
         );
+    }
+
+    #[test]
+    fn claims_after_a_healed_partition_go_to_the_smallest_owner() {
+        let (a, b) = (b"owner-a".to_vec(), b"owner-b".to_vec());
+        assert_eq!(
+            claim_result(&DhtOutcome::Ok(vec![]), &a),
+            ClaimResult::Granted
+        );
+        // A renewal: the record is ours.
+        let ours = DhtOutcome::Exists(vec![a.clone()]);
+        assert_eq!(claim_result(&ours, &a), ClaimResult::Granted);
+        assert_eq!(claim_result(&ours, &b), ClaimResult::Taken);
+        // Both sides' records: one winner, whatever the order.
+        for values in [vec![a.clone(), b.clone()], vec![b.clone(), a.clone()]] {
+            let both = DhtOutcome::Exists(values);
+            assert_eq!(claim_result(&both, &a), ClaimResult::Granted);
+            assert_eq!(claim_result(&both, &b), ClaimResult::Taken);
+        }
+        assert_eq!(claim_result(&DhtOutcome::Failed, &a), ClaimResult::Failed);
     }
 
     #[test]
