@@ -76,6 +76,7 @@ fn the_package_installs_a_node_that_leases_an_address_to_its_host() {
     assert_eq!(argv[0], "/usr/bin/wow-node");
     let config_at = argv.iter().position(|a| *a == "--config").unwrap() + 1;
     assert_eq!(argv[config_at], "/etc/wow-node/node.toml");
+    verify_unit(&unit, &r.join("usr/bin/wow-node"));
     let ifupdown = std::fs::read_to_string(r.join("etc/network/interfaces.d/wow0")).unwrap();
     assert!(ifupdown.contains("iface wow0 inet dhcp"));
 
@@ -136,4 +137,36 @@ fn the_package_installs_a_node_that_leases_an_address_to_its_host() {
     );
     let resolv = std::fs::read_to_string(ns.etc_dir().unwrap().join("resolv.conf")).unwrap();
     assert!(resolv.contains("nameserver 10.128.0.1"), "{resolv}");
+}
+
+/// `systemd-analyze verify` on the unit, pointed at the extracted binary:
+/// every directive known to this systemd, the command executable.
+fn verify_unit(unit: &str, binary: &Path) {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping the unit check: no systemd-analyze");
+        return;
+    }
+    let dir = TempDir::new("unit").unwrap();
+    let path = dir.path().join("wow-node.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/bin/wow-node", binary.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("Unknown"), "{text}");
 }
