@@ -12,6 +12,24 @@
 //! Meanwhile the client is held as pending: its retransmissions are
 //! absorbed, and a lost race makes the server try another address.
 //!
+//! # Renewals and partitions
+//!
+//! A renewal is ACKed at once and re-claims the address (a [`DirectoryOp::Claim`]
+//! by the same owner), which refreshes the record's lifetime. A network
+//! partition can let servers on both sides grant one address to two
+//! clients, each side's directory deciding alone. Once the partition heals,
+//! the directory keeps one record (a merged DHT should answer every
+//! claimant by one rule, such as the smallest owner wins) and answers the
+//! other owner's re-claim with [`ClaimResult::Taken`]. That server then
+//! gives the address up: the binding leaves its store, the address stays
+//! out of its pool while the client may still use it, and it emits
+//! [`Event::ClaimLost`](crate::Event::ClaimLost). The ACK already sent cannot
+//! be called back, so the loser keeps the duplicate until its next REQUEST
+//! (T1, half the lease), which is NAKed (RFC 2131 §4.3.2): the client
+//! restarts at DISCOVER and is offered another address. A re-claim that
+//! [`Failed`](ClaimResult::Failed) changes nothing; the next renewal tries
+//! again.
+//!
 //! [`AddressDirectory`] is the same contract from the directory's side, so
 //! a node can adapt its DHT to it and tests can use [`FakeDirectory`]: an
 //! in-memory directory with configurable delays and injected conflicts.
@@ -155,6 +173,30 @@ impl<T> FakeDirectory<T> {
         self.records.is_empty()
     }
 
+    /// Heal a partition: take over `other`'s records and its requests in
+    /// flight (still due at their times). Where both hold a record of one
+    /// address, the owner with the smallest [`ClientKey::to_bytes`] keeps
+    /// it, a rule every node of a merged DHT applies alike; the other
+    /// owner's next claim is [`ClaimResult::Taken`].
+    pub fn merge(&mut self, other: FakeDirectory<T>) {
+        for (addr, owner) in other.records {
+            match self.records.get(&addr) {
+                Some(kept) if kept.to_bytes() <= owner.to_bytes() => {}
+                _ => {
+                    self.records.insert(addr, owner);
+                }
+            }
+        }
+        let mut in_flight = other.in_flight;
+        for Reverse((due, seq)) in other.queue {
+            if let Some(entry) = in_flight.remove(&seq) {
+                self.seq += 1;
+                self.queue.push(Reverse((due, self.seq)));
+                self.in_flight.insert(self.seq, entry);
+            }
+        }
+    }
+
     /// splitmix64.
     fn next_u64(&mut self) -> u64 {
         self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -283,5 +325,53 @@ mod test {
         d.submit(end, 'x', release);
         d.poll_completion(end + Duration::from_secs(1)).unwrap();
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn merge_keeps_the_smallest_owner_and_requests_in_flight() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(1);
+        let fixed = FakeConfig {
+            min_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(10),
+            ..FakeConfig::default()
+        };
+        let mut a = FakeDirectory::new(fixed, 1);
+        let mut b = FakeDirectory::new(fixed, 2);
+        // Both sides grant 10.0.0.9, to different owners; a larger owner
+        // on the side that is merged into.
+        a.submit(t0, 'a', claim(1, key(7)));
+        b.submit(t0, 'b', claim(1, key(3)));
+        assert_eq!(
+            a.poll_completion(later).unwrap().1.result,
+            ClaimResult::Granted
+        );
+        assert_eq!(
+            b.poll_completion(later).unwrap().1.result,
+            ClaimResult::Granted
+        );
+        let mut only_b = claim(2, key(4));
+        only_b.addr = Ipv4Addr::new(10, 0, 0, 10);
+        b.submit(t0, 'b', only_b);
+        assert_eq!(
+            b.poll_completion(later).unwrap().1.result,
+            ClaimResult::Granted
+        );
+        // A request still in flight on b completes after the merge.
+        b.submit(later, 'b', claim(3, key(3)));
+        a.merge(b);
+        assert_eq!(a.len(), 2);
+        assert_eq!(a.owner(Ipv4Addr::new(10, 0, 0, 9)), Some(&key(3)));
+        assert_eq!(a.owner(Ipv4Addr::new(10, 0, 0, 10)), Some(&key(4)));
+        assert_eq!(a.poll_timeout(), Some(later + Duration::from_millis(10)));
+        let (tag, done) = a.poll_completion(later + Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            (tag, done.id, done.result),
+            ('b', RequestId(3), ClaimResult::Granted)
+        );
+        // The loser's re-claim is refused.
+        a.submit(later, 'a', claim(4, key(7)));
+        let (_, done) = a.poll_completion(later + Duration::from_secs(1)).unwrap();
+        assert_eq!(done.result, ClaimResult::Taken);
     }
 }

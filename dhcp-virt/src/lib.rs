@@ -15,7 +15,9 @@
 //!   append-only journal, one `fdatasync` per change).
 //! * Decentralised: with [`Allocation::Directory`] every new binding is
 //!   first claimed (create-if-absent `ip → owner`) in a shared directory
-//!   such as an overlay DHT; see [`directory`].
+//!   such as an overlay DHT, and every renewal re-claims it: a duplicate
+//!   left by a healed partition is given up ([`Event::ClaimLost`]) and the
+//!   loser's next REQUEST is NAKed; see [`directory`].
 //! * Every refusal is a typed [`Refusal`] the caller can log.
 //!
 //! # Example

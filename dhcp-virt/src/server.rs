@@ -40,7 +40,9 @@ pub enum Allocation {
     /// This server alone owns its pool (central).
     Local,
     /// Every new binding is first claimed in a shared directory (an overlay
-    /// DHT); see [`crate::directory`].
+    /// DHT), and every renewal re-claims it; a re-claim answered
+    /// [`ClaimResult::Taken`] gives the address up ([`Event::ClaimLost`]).
+    /// See [`crate::directory`].
     Directory {
         /// How long to wait for the directory before giving up on a claim
         /// (the client retransmits and the server tries again).
@@ -208,6 +210,20 @@ pub enum Event {
         /// The address, now quarantined.
         addr: Ipv4Addr,
     },
+    /// Directory mode: the renewal's re-claim found the address held by
+    /// another owner in the shared directory (two servers granted it during
+    /// a partition, and the directory kept the other claim). The binding is
+    /// gone from the server and its store, and the address is kept out of
+    /// the pool until the client's lease would have ended. The ACK already
+    /// sent cannot be called back: the client keeps using the address until
+    /// its next REQUEST (at T1, half the lease), which is NAKed (RFC 2131
+    /// §4.3.2), so it restarts at DISCOVER and gets another address.
+    ClaimLost {
+        /// The client that loses the address.
+        client: ClientKey,
+        /// The address, now another client's.
+        addr: Ipv4Addr,
+    },
     /// A request answered later (directory mode) was refused.
     Refused {
         /// The client.
@@ -255,6 +271,9 @@ struct Binding {
     /// renewal) queues nothing: the armed timer re-arms when it fires, so
     /// a client renewing in a loop cannot grow the timer heap.
     armed: Option<Instant>,
+    /// The latest renewal re-claim in the directory, while bound; older
+    /// answers are stale.
+    reclaim: Option<RequestId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -292,6 +311,8 @@ pub struct Server<S> {
     conflicts: HashMap<Ipv4Addr, Instant>,
     pending: HashMap<ClientKey, Pending>,
     in_flight: HashMap<RequestId, ClientKey>,
+    /// Renewal re-claims awaiting the directory: at most one per binding.
+    reclaims: HashMap<RequestId, Ipv4Addr>,
     next_request: u64,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     transmits: VecDeque<Transmit>,
@@ -377,6 +398,7 @@ impl<S: LeaseStore> Server<S> {
             conflicts: HashMap::new(),
             pending: HashMap::new(),
             in_flight: HashMap::new(),
+            reclaims: HashMap::new(),
             next_request: 0,
             timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
@@ -416,6 +438,7 @@ impl<S: LeaseStore> Server<S> {
                     hostname: lease.hostname,
                     expires_unix: lease.expires_unix,
                     armed: state.deadline(),
+                    reclaim: None,
                 },
             );
             if let Some(at) = state.deadline() {
@@ -559,8 +582,23 @@ impl<S: LeaseStore> Server<S> {
 
     /// Feed the answer to a [`DirectoryRequest`]. Unknown or stale ids are
     /// ignored.
+    ///
+    /// The answer to a renewal's re-claim changes nothing unless it is
+    /// [`ClaimResult::Taken`]: then the address is given up
+    /// ([`Event::ClaimLost`]). `Failed` is retried by the next renewal.
     pub fn handle_directory_completion(&mut self, now: Instant, completion: DirectoryCompletion) {
         self.handle_timeout(now);
+        if let Some(addr) = self.reclaims.remove(&completion.id) {
+            if let Some(b) = self.bindings.get_mut(&addr)
+                && b.reclaim == Some(completion.id)
+            {
+                b.reclaim = None;
+                if completion.result == ClaimResult::Taken {
+                    self.lose_claim(now, addr);
+                }
+            }
+            return;
+        }
         let Some(client) = self.in_flight.remove(&completion.id) else {
             return;
         };
@@ -589,9 +627,7 @@ impl<S: LeaseStore> Server<S> {
             }
             ClaimResult::Taken => {
                 self.drop_claiming(addr, &client);
-                let until = now + self.config.decline_duration;
-                self.conflicts.insert(addr, until);
-                self.timers.push(Reverse((until, Timer::Conflict(addr))));
+                self.mark_conflict(addr, now + self.config.decline_duration);
                 let msg = pending.message;
                 if msg.kind == ClientMessageKind::Discover {
                     if pending.attempts >= self.max_attempts() {
@@ -615,6 +651,31 @@ impl<S: LeaseStore> Server<S> {
                 self.drop_claiming(addr, &client);
             }
         }
+    }
+
+    /// Another owner holds `addr` in the directory: give it up, durably,
+    /// and keep it out of the pool while the client may still use it.
+    fn lose_claim(&mut self, now: Instant, addr: Ipv4Addr) {
+        let Some(b) = self.bindings.get(&addr) else {
+            return;
+        };
+        let BindingState::Bound { expires_at } = b.state else {
+            return;
+        };
+        let client = b.client.clone();
+        // Removed like a DECLINE. Unlike there, a store error does not keep
+        // the binding: a record left on disk comes back Bound after a
+        // restart, and the first renewal's re-claim removes it again.
+        let _ = self.store.remove(addr);
+        self.remove_binding(addr);
+        if self.by_client.get(&client) == Some(&addr) {
+            self.by_client.remove(&client);
+        }
+        // The client believes in its lease until `expires_at`: its REQUESTs
+        // until then are NAKed (see `on_request`), and no one else is
+        // offered the address meanwhile.
+        self.mark_conflict(addr, expires_at.max(now + self.config.decline_duration));
+        self.events.push_back(Event::ClaimLost { client, addr });
     }
 
     // ---- outputs ----
@@ -750,6 +811,13 @@ impl<S: LeaseStore> Server<S> {
         if mine && binding.is_some_and(|b| b.state.is_active()) {
             return self.bind_and_ack(now, &msg, requested);
         }
+        if self.conflicts.get(&requested).is_some_and(|&u| u > now) {
+            // Another owner holds it in the directory, e.g. a claim this
+            // server lost after granting it: NAK even when not
+            // authoritative, since we know (RFC 2131 §4.3.2).
+            self.send_nak(&msg, "address in use");
+            return Err(Refusal::AddressTaken { requested });
+        }
         if let Some(b) = binding
             && b.client != client
             && b.state.is_active()
@@ -790,7 +858,7 @@ impl<S: LeaseStore> Server<S> {
         // binding and keep the address out of the pool for a while.
         // Disk first: on a store error nothing changes.
         self.store.remove(addr)?;
-        self.bindings.remove(&addr);
+        self.remove_binding(addr);
         self.by_client.remove(&client);
         let until = now + self.config.decline_duration;
         self.quarantine.insert(addr, until);
@@ -919,7 +987,7 @@ impl<S: LeaseStore> Server<S> {
             if b.state.is_active() {
                 self.directory_release(prev, client);
             }
-            self.bindings.remove(&prev);
+            self.remove_binding(prev);
             // A failed removal leaves a stale record on disk; on load the
             // client's newest record wins, so it is harmless.
             let _ = self.store.remove(prev);
@@ -948,6 +1016,7 @@ impl<S: LeaseStore> Server<S> {
                         hostname,
                         expires_unix: 0,
                         armed: None,
+                        reclaim: None,
                     },
                 );
             }
@@ -958,6 +1027,12 @@ impl<S: LeaseStore> Server<S> {
     fn set_state(&mut self, addr: Ipv4Addr, state: BindingState) {
         if let Some(b) = self.bindings.get_mut(&addr) {
             b.state = state;
+            if !matches!(state, BindingState::Bound { .. })
+                && let Some(id) = b.reclaim.take()
+            {
+                // No longer bound: the re-claim's answer no longer matters.
+                self.reclaims.remove(&id);
+            }
             if let Some(at) = state.deadline()
                 && b.armed.is_none_or(|armed| at < armed)
             {
@@ -965,6 +1040,23 @@ impl<S: LeaseStore> Server<S> {
                 self.timers.push(Reverse((at, Timer::Binding(addr))));
             }
         }
+    }
+
+    /// Forget `addr`'s binding, and its re-claim if one is out.
+    fn remove_binding(&mut self, addr: Ipv4Addr) -> Option<Binding> {
+        let b = self.bindings.remove(&addr)?;
+        if let Some(id) = b.reclaim {
+            self.reclaims.remove(&id);
+        }
+        Some(b)
+    }
+
+    /// Keep `addr` out of the pool until `until` at least: another owner
+    /// holds it in the directory.
+    fn mark_conflict(&mut self, addr: Ipv4Addr, until: Instant) {
+        let entry = self.conflicts.entry(addr).or_insert(until);
+        *entry = (*entry).max(until);
+        self.timers.push(Reverse((until, Timer::Conflict(addr))));
     }
 
     fn start_claim(
@@ -1026,7 +1118,7 @@ impl<S: LeaseStore> Server<S> {
         if self.bindings.get(&addr).is_some_and(|b| {
             b.client == *client && matches!(b.state, BindingState::Claiming { .. })
         }) {
-            self.bindings.remove(&addr);
+            self.remove_binding(addr);
             if self.by_client.get(client) == Some(&addr) {
                 self.by_client.remove(client);
             }
@@ -1142,8 +1234,10 @@ impl<S: LeaseStore> Server<S> {
         }
         self.set_state(addr, BindingState::Bound { expires_at });
         if renewed && self.config.allocation != Allocation::Local {
-            // Refresh the directory record's lifetime; the answer is not
-            // awaited (the claim is ours already), so its id stays unknown.
+            // Refresh the directory record's lifetime. The ACK does not wait
+            // for the answer (the claim is ours already, unless a partition
+            // let another server grant the address too); a `Taken` answer
+            // gives the address up (see `lose_claim`).
             let id = self.next_id();
             self.requests.push_back(DirectoryRequest {
                 id,
@@ -1152,6 +1246,14 @@ impl<S: LeaseStore> Server<S> {
                 owner: client.clone(),
                 lease_duration: self.config.lease_duration,
             });
+            if let Some(b) = self.bindings.get_mut(&addr)
+                && let Some(old) = b.reclaim.replace(id)
+            {
+                // Only the latest re-claim is awaited, so a renewal flood
+                // cannot grow the map.
+                self.reclaims.remove(&old);
+            }
+            self.reclaims.insert(id, addr);
         }
         let mut reply = Reply::to_request(ReplyKind::Ack, msg, self.config.server_addr);
         reply.your_addr = addr;
