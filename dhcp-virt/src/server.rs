@@ -500,6 +500,16 @@ impl<S: LeaseStore> Server<S> {
         self.pending.len()
     }
 
+    /// Whether `id` is a renewal's re-claim whose answer is still awaited.
+    /// A directory adapter answers such a claim [`ClaimResult::Taken`] only
+    /// when another owner holds the record, since that gives the address up
+    /// ([`Event::ClaimLost`]); an answer that says nothing about the owner
+    /// (the store is full, the request was refused) should be
+    /// [`ClaimResult::Failed`], which keeps the lease until the next renewal.
+    pub fn is_renewal_claim(&self, id: RequestId) -> bool {
+        self.reclaims.contains_key(&id)
+    }
+
     // ---- inputs ----
 
     /// Handle a DHCP payload received on port 67.

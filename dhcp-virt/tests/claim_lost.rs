@@ -220,6 +220,7 @@ fn only_the_latest_reclaim_counts_and_failed_or_granted_change_nothing() {
     r.requested_addr = Some(Ipv4Addr::new(10, 8, 0, 150));
     s.handle_client_message(t0, r).unwrap();
     let claim = s.poll_directory_request().unwrap();
+    assert!(!s.is_renewal_claim(claim.id));
     complete(&mut s, t0, claim.id, ClaimResult::Granted);
     let addr = reply(&mut s).your_addr;
     assert_eq!(addr, Ipv4Addr::new(10, 8, 0, 150));
@@ -229,6 +230,7 @@ fn only_the_latest_reclaim_counts_and_failed_or_granted_change_nothing() {
         s.handle_client_message(now, renewing(1, addr)).unwrap();
         assert_eq!(reply(s).kind, ReplyKind::Ack);
         let reclaim = s.poll_directory_request().unwrap();
+        assert!(s.is_renewal_claim(reclaim.id));
         assert_eq!(
             (reclaim.op, reclaim.addr, &reclaim.owner),
             (DirectoryOp::Claim, addr, &key(1))
@@ -237,6 +239,8 @@ fn only_the_latest_reclaim_counts_and_failed_or_granted_change_nothing() {
     };
     let (_, first) = renew(&mut s, 10);
     let (now, second) = renew(&mut s, 11);
+    // Only the latest is awaited: a renewal flood keeps one entry.
+    assert!(!s.is_renewal_claim(first));
     // An older re-claim's answer is stale.
     complete(&mut s, now, first, ClaimResult::Taken);
     assert_eq!((claims_lost(&mut s), s.lease_of(&key(1))), (0, Some(addr)));
@@ -245,6 +249,7 @@ fn only_the_latest_reclaim_counts_and_failed_or_granted_change_nothing() {
     assert_eq!((claims_lost(&mut s), s.lease_of(&key(1))), (0, Some(addr)));
     let (now, third) = renew(&mut s, 12);
     complete(&mut s, now, third, ClaimResult::Granted);
+    assert!(!s.is_renewal_claim(third));
     assert_eq!((claims_lost(&mut s), s.lease_of(&key(1))), (0, Some(addr)));
     assert_eq!(s.store().leases().len(), 1);
     // Answered twice: the second answer is ignored.
@@ -256,6 +261,7 @@ fn only_the_latest_reclaim_counts_and_failed_or_granted_change_nothing() {
     let mut rel = msg(ClientMessageKind::Release, 1);
     rel.client_addr = addr;
     s.handle_client_message(now, rel).unwrap();
+    assert!(!s.is_renewal_claim(fourth));
     complete(&mut s, now, fourth, ClaimResult::Taken);
     assert_eq!(claims_lost(&mut s), 0);
     let released = events(&mut s);
