@@ -7,6 +7,7 @@
 //! listen = "0.0.0.0:4000"           # underlay UDP socket
 //! bootstrap = ["192.0.2.1:4000"]    # overlay nodes to join through; none: new ring
 //! advertise = []                    # extra endpoints peers may reach us at
+//! lan_discovery = true              # join nodes of this network found on the LAN
 //!
 //! [network]
 //! cidr = "10.128.0.0/16"            # the virtual network
@@ -18,6 +19,7 @@
 //! [tap]
 //! name = "wow0"                     # TAP device
 //! underlay_mtu = 1500               # the guest MTU is this minus every header (1384)
+//! offload = true                    # TAP offloads (TCP super-frames)
 //! # mtu = 8192                      # override the guest MTU (at most 9176); datagrams
 //!                                   # above the underlay MTU are IP-fragmented
 //!
@@ -87,6 +89,9 @@ pub struct NodeSection {
     pub bootstrap: Vec<SocketAddr>,
     /// Extra advertised endpoints.
     pub advertise: Vec<SocketAddr>,
+    /// Find nodes of the same network on the local network by multicast
+    /// (see [`crate::lan`]); a node that is alone joins through them.
+    pub lan_discovery: bool,
 }
 
 impl Default for NodeSection {
@@ -96,6 +101,7 @@ impl Default for NodeSection {
             listen: SocketAddr::from(([0, 0, 0, 0], 4000)),
             bootstrap: Vec::new(),
             advertise: Vec::new(),
+            lan_discovery: true,
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod core;
 pub mod crl_dht;
 pub mod demo;
 pub mod guest;
+pub mod lan;
 pub mod offload;
 pub mod punch;
 pub mod runtime;

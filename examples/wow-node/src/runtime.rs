@@ -401,6 +401,18 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         core.set_ca(now, ca);
         tracing::info!(dir = %dir.display(), auto_approve = config.ca.auto_approve, "serving as the CA");
     }
+    let mut lan = if config.node.lan_discovery {
+        match Lan::open(&config, address, now) {
+            Ok(lan) => Some(lan),
+            Err(e) => {
+                tracing::warn!(error = %e, "LAN discovery off: cannot open its multicast socket");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut lan_buf = [0u8; 64];
     let mut enrolment_started = false;
     let started_at = now;
     let mut udp_buf = vec![0u8; 65536];
@@ -472,6 +484,25 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                 }
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
+            r = Lan::recv(lan.as_ref(), &mut lan_buf) => {
+                if let (Ok((n, from)), Some(l)) = (r, lan.as_mut()) {
+                    let alone = core.overlay().connections().is_empty();
+                    if let Some(endpoint) =
+                        l.discovery.handle_announce(Instant::now(), from.ip(), &lan_buf[..n], alone)
+                    {
+                        tracing::info!(%endpoint, "joining the ring through a node found on the LAN");
+                        core.join(Instant::now(), &[endpoint]);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(
+                lan.as_ref().map_or(now + Duration::from_secs(3600), |l| l.discovery.poll_timeout())
+            )) => {
+                if let Some(l) = lan.as_mut() {
+                    let alone = core.overlay().connections().is_empty();
+                    l.announce(Instant::now(), alone, &config.tap.name).await;
+                }
+            }
             conn = control.accept() => {
                 if let Ok((mut stream, _)) = conn {
                     let status = Status::of(&core, Instant::now(), started_at);
@@ -576,6 +607,85 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     core.leave(Instant::now());
     flush(&mut core, &socket, &tap, &mut tap_io, &mut out).await;
     Ok(())
+}
+
+/// LAN discovery's multicast socket (see [`crate::lan`]).
+struct Lan {
+    socket: UdpSocket,
+    discovery: crate::lan::Discovery,
+    /// Interfaces whose group membership is set up.
+    joined: Vec<Ipv4Addr>,
+}
+
+impl Lan {
+    fn open(config: &Config, address: Address, now: Instant) -> std::io::Result<Lan> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_reuse_address(true)?;
+        s.bind(&SocketAddr::from(([0, 0, 0, 0], crate::lan::PORT)).into())?;
+        // Link-local scope: announcements never leave the LAN.
+        s.set_multicast_ttl_v4(1)?;
+        s.set_multicast_loop_v4(false)?;
+        s.set_nonblocking(true)?;
+        let network = crate::lan::network_id(
+            &config.network.cidr.trunc().to_string(),
+            &config.network.domain,
+        );
+        let discovery =
+            crate::lan::Discovery::new(network, address, config.node.listen.port(), now);
+        Ok(Lan {
+            socket: UdpSocket::from_std(s.into())?,
+            discovery,
+            joined: Vec::new(),
+        })
+    }
+
+    async fn recv(lan: Option<&Lan>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        match lan {
+            Some(l) => l.socket.recv_from(buf).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Sends the announcement, if due, on every multicast-capable IPv4
+    /// interface but the TAP (joining the group on new ones).
+    async fn announce(&mut self, now: Instant, alone: bool, tap: &str) {
+        let Some(bytes) = self.discovery.poll_announce(now, alone) else {
+            return;
+        };
+        let sock = socket2::SockRef::from(&self.socket);
+        for addr in lan_interfaces(tap) {
+            if !self.joined.contains(&addr) {
+                match sock.join_multicast_v4(&crate::lan::GROUP, &addr) {
+                    Ok(()) => self.joined.push(addr),
+                    Err(e) => tracing::debug!(%addr, error = %e, "cannot join the LAN group"),
+                }
+            }
+            if sock.set_multicast_if_v4(&addr).is_ok() {
+                let to = SocketAddr::from((crate::lan::GROUP, crate::lan::PORT));
+                if let Err(e) = self.socket.send_to(&bytes, to).await {
+                    tracing::debug!(%addr, error = %e, "LAN announcement not sent");
+                }
+            }
+        }
+    }
+}
+
+/// IPv4 addresses of the interfaces that are up, not loopback, capable of
+/// multicast, and not the TAP.
+fn lan_interfaces(tap: &str) -> Vec<Ipv4Addr> {
+    use nix::net::if_::InterfaceFlags as F;
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter(|i| {
+            i.interface_name != tap
+                && i.flags.contains(F::IFF_UP | F::IFF_MULTICAST)
+                && !i.flags.contains(F::IFF_LOOPBACK)
+        })
+        .filter_map(|i| i.address?.as_sockaddr_in().map(|a| a.ip()))
+        .collect()
 }
 
 /// IP TTL of punch datagrams: enough to leave our NAT, too little to reach

@@ -665,3 +665,44 @@ fn guests_behind_symmetric_nats_are_relayed_through_the_overlay() {
     );
     assert!(bps > 1e6, "{bps} bit/s");
 }
+
+#[test]
+fn nodes_on_one_lan_find_each_other_without_bootstrap() {
+    if !require(
+        "nodes_on_one_lan_find_each_other_without_bootstrap",
+        &["dhclient", "ping"],
+    ) {
+        return;
+    }
+    // Two hosts on one link, nothing configured but their own address:
+    // each starts a ring of its own, hears the other's multicast
+    // announcement, and one joins the other.
+    let mut a = Host::new("la", "alpha");
+    let mut b = Host::new("lb", "bravo");
+    a.ns.veth_to(&b.ns, "eth0", "eth0").unwrap();
+    a.ns.addr_add("eth0", "192.168.50.1/24").unwrap();
+    b.ns.addr_add("eth0", "192.168.50.2/24").unwrap();
+    for h in [&a, &b] {
+        h.ns.link_up("lo").unwrap();
+    }
+    a.write_config(&[], ANY, &[], "");
+    b.write_config(&[], ANY, &[], "");
+    a.start(&[]);
+    b.start(&[]);
+    let addr_a = a.dhcp();
+    let addr_b = b.dhcp();
+    assert_ne!(addr_a, addr_b, "one ring, one address space");
+    assert!(
+        wait_until(Duration::from_secs(15), || a.ping(&addr_b)),
+        "no ping alpha -> bravo:\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+    assert!(b.ping(&addr_a));
+    assert!(
+        a.log().contains("found on the LAN") || b.log().contains("found on the LAN"),
+        "{}\n{}",
+        a.log(),
+        b.log()
+    );
+}
