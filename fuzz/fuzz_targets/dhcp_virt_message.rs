@@ -1,7 +1,8 @@
 //! DHCP payloads: the parser (parse, emit, parse again gives the same repr)
 //! and the server state machine (a sequence of payloads, time advancing
-//! between them, in central and directory mode; never panics, and a
-//! refused malformed payload changes nothing).
+//! between them, in central and directory mode, renewal re-claims answered
+//! by input bytes; never panics, a refused malformed payload changes
+//! nothing, and a lost re-claim unbinds the address).
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -72,6 +73,13 @@ fuzz_target!(|data: &[u8]| {
                 result: dhcp_virt::ClaimResult::Granted,
             },
         );
+        // A lost re-claim leaves the client without that address.
+        while let Some(e) = s.poll_event() {
+            if let dhcp_virt::Event::ClaimLost { client, addr } = e {
+                assert_ne!(s.lease_of(&client), Some(addr));
+                assert!(s.leases().all(|(a, _, _)| a != addr));
+            }
+        }
         let Some((&delay, tail)) = tail.split_first() else {
             break;
         };
