@@ -64,6 +64,10 @@ pub enum AnnounceError {
     /// Port zero.
     #[error("announced port 0")]
     ZeroPort,
+    /// Flag bits this version does not define (a later version changes
+    /// the magic).
+    #[error("unknown announcement flags {0:#04x}")]
+    Flags(u8),
 }
 
 /// The identity of a virtual network on the LAN: the first 8 bytes of
@@ -105,13 +109,17 @@ impl Announce {
         if port == 0 {
             return Err(AnnounceError::ZeroPort);
         }
+        let flags = bytes[18 + ADDRESS_LEN];
+        if flags > 1 {
+            return Err(AnnounceError::Flags(flags));
+        }
         let mut a = [0u8; ADDRESS_LEN];
         a.copy_from_slice(&bytes[18..18 + ADDRESS_LEN]);
         Ok(Announce {
             network,
             port,
             address: Address::from_bytes(a),
-            alone: bytes[18 + ADDRESS_LEN] & 1 != 0,
+            alone: flags == 1,
         })
     }
 
@@ -266,6 +274,9 @@ mod test {
         };
         assert_eq!(d.handle_announce(now, from, &own.to_bytes(), true), None);
         assert_eq!(d.handle_announce(now, from, b"garbage", true), None);
+        let mut flagged = own.to_bytes();
+        flagged[ANNOUNCE_LEN - 1] = 0x2d;
+        assert_eq!(Announce::parse(&flagged), Err(AnnounceError::Flags(0x2d)));
         let ring = Announce {
             address: Address::from_key(b"x"),
             ..own
