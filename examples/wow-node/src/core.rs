@@ -214,6 +214,8 @@ enum DhtJob {
     DhcpClaim {
         id: dhcp_virt::RequestId,
         owner: Vec<u8>,
+        /// A renewal's re-claim: only another owner takes the address away.
+        renewal: bool,
     },
     IpLookup(Ipv4Addr),
     CrlFetch,
@@ -244,6 +246,9 @@ pub struct Core<S: LeaseStore> {
     negative: HashMap<Ipv4Addr, Instant>,
     lookups: HashMap<Ipv4Addr, Lookup>,
     jobs: HashMap<u64, DhtJob>,
+    /// The guest's address was lost to another claimant (not published
+    /// until the guest leases again).
+    guest_addr_lost: bool,
     /// CRL envelopes being fetched chunk by chunk, by digest.
     crl_assemblies: HashMap<[u8; 32], crate::crl_dht::Assembly>,
     /// Digest of the last CRL envelope fetched whole.
@@ -300,14 +305,19 @@ pub enum CoreError {
 /// `owner`: granted if the record is new, or is ours, or — after a
 /// partition healed and replicas from both sides meet — ours is the
 /// smallest of the owners it holds, a rule every claimant applies alike.
-fn claim_result(outcome: &DhtOutcome, owner: &[u8]) -> ClaimResult {
+/// For a `renewal`'s re-claim only another owner takes the address away: a
+/// full or refusing store says nothing about the owner, so the lease
+/// stands and the next renewal asks again.
+fn claim_result(outcome: &DhtOutcome, owner: &[u8], renewal: bool) -> ClaimResult {
     match outcome {
         DhtOutcome::Ok(_) => ClaimResult::Granted,
         DhtOutcome::Exists(values) if values.iter().min().map(Vec::as_slice) == Some(owner) => {
             ClaimResult::Granted
         }
-        DhtOutcome::Exists(_) | DhtOutcome::Full | DhtOutcome::Rejected => ClaimResult::Taken,
-        // `Failed`, and any outcome added later: the claim is retried.
+        DhtOutcome::Exists(_) => ClaimResult::Taken,
+        DhtOutcome::Full | DhtOutcome::Rejected if !renewal => ClaimResult::Taken,
+        // `Failed`, a full store on renewal, and any outcome added later:
+        // the claim is retried.
         _ => ClaimResult::Failed,
     }
 }
@@ -399,6 +409,7 @@ impl<S: LeaseStore> Core<S> {
             negative: HashMap::new(),
             lookups: HashMap::new(),
             jobs: HashMap::new(),
+            guest_addr_lost: false,
             crl_assemblies: HashMap::new(),
             crl_fetched: None,
             peers: HashMap::new(),
@@ -779,7 +790,7 @@ impl<S: LeaseStore> Core<S> {
     /// changes (a record put before the node had found its place may sit on
     /// the wrong node).
     fn publish_guest(&mut self, now: Instant) {
-        let Some(addr) = self.guest_addr else {
+        let Some(addr) = self.guest_addr.filter(|_| !self.guest_addr_lost) else {
             return;
         };
         let value = self.overlay.address().to_bytes();
@@ -1384,8 +1395,8 @@ impl<S: LeaseStore> Core<S> {
             return;
         };
         match job {
-            DhtJob::DhcpClaim { id, owner } => {
-                let result = claim_result(&outcome, &owner);
+            DhtJob::DhcpClaim { id, owner, renewal } => {
+                let result = claim_result(&outcome, &owner, renewal);
                 self.dhcp
                     .handle_directory_completion(now, DirectoryCompletion { id, result });
             }
@@ -1537,6 +1548,7 @@ impl<S: LeaseStore> Core<S> {
         } = event
         {
             self.guest_addr = Some(addr);
+            self.guest_addr_lost = false;
             if let Some(mac) = hardware_addr.mac() {
                 self.guest_mac = Some(mac);
             }
@@ -1569,6 +1581,19 @@ impl<S: LeaseStore> Core<S> {
                 hostname,
                 renewed,
             });
+            return;
+        }
+        if let dhcp_virt::Event::ClaimLost { addr, .. } = event
+            && self.guest_addr == Some(addr)
+        {
+            // A healed partition gave the address to another node's guest:
+            // stop advertising it; the guest is refused at its next renewal
+            // and takes a new address.
+            tracing::warn!(%addr, "address claimed by another node: given up");
+            if let Some(name) = self.guest_name.take() {
+                self.dns.unregister(&name);
+            }
+            self.guest_addr_lost = true;
         }
     }
 
@@ -1584,11 +1609,13 @@ impl<S: LeaseStore> Core<S> {
                     ttl,
                 ) {
                     Ok(id) => {
+                        let renewal = self.dhcp.is_renewal_claim(request.id);
                         self.jobs.insert(
                             id,
                             DhtJob::DhcpClaim {
                                 id: request.id,
                                 owner,
+                                renewal,
                             },
                         );
                     }
@@ -1753,21 +1780,34 @@ mod test {
     #[test]
     fn claims_after_a_healed_partition_go_to_the_smallest_owner() {
         let (a, b) = (b"owner-a".to_vec(), b"owner-b".to_vec());
-        assert_eq!(
-            claim_result(&DhtOutcome::Ok(vec![]), &a),
-            ClaimResult::Granted
-        );
-        // A renewal: the record is ours.
-        let ours = DhtOutcome::Exists(vec![a.clone()]);
-        assert_eq!(claim_result(&ours, &a), ClaimResult::Granted);
-        assert_eq!(claim_result(&ours, &b), ClaimResult::Taken);
-        // Both sides' records: one winner, whatever the order.
-        for values in [vec![a.clone(), b.clone()], vec![b.clone(), a.clone()]] {
-            let both = DhtOutcome::Exists(values);
-            assert_eq!(claim_result(&both, &a), ClaimResult::Granted);
-            assert_eq!(claim_result(&both, &b), ClaimResult::Taken);
+        for renewal in [false, true] {
+            let claim = |outcome: &DhtOutcome, owner: &[u8]| claim_result(outcome, owner, renewal);
+            assert_eq!(claim(&DhtOutcome::Ok(vec![]), &a), ClaimResult::Granted);
+            // The record is ours (a renewal), or another's.
+            let ours = DhtOutcome::Exists(vec![a.clone()]);
+            assert_eq!(claim(&ours, &a), ClaimResult::Granted);
+            assert_eq!(claim(&ours, &b), ClaimResult::Taken);
+            // Both sides' records: one winner, whatever the order.
+            for values in [vec![a.clone(), b.clone()], vec![b.clone(), a.clone()]] {
+                let both = DhtOutcome::Exists(values);
+                assert_eq!(claim(&both, &a), ClaimResult::Granted);
+                assert_eq!(claim(&both, &b), ClaimResult::Taken);
+            }
+            assert_eq!(claim(&DhtOutcome::Failed, &a), ClaimResult::Failed);
         }
-        assert_eq!(claim_result(&DhtOutcome::Failed, &a), ClaimResult::Failed);
+        // A full store refuses a new claim but does not undo a lease.
+        assert_eq!(
+            claim_result(&DhtOutcome::Full, &a, false),
+            ClaimResult::Taken
+        );
+        assert_eq!(
+            claim_result(&DhtOutcome::Full, &a, true),
+            ClaimResult::Failed
+        );
+        assert_eq!(
+            claim_result(&DhtOutcome::Rejected, &a, true),
+            ClaimResult::Failed
+        );
     }
 
     #[test]
