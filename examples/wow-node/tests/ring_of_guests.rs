@@ -30,7 +30,7 @@ fn thirty_two_guests_lease_resolve_ping_and_stream_across_the_ring() {
     let mut guests: Vec<Option<Guest>> = (0..NODES).map(|_| None).collect();
     let mut buf = vec![0u8; overlay_core::wire::MAX_MESSAGE_LEN];
     let mut lines = Vec::new();
-    let mut certified = vec![false; NODES];
+    let mut certified = [false; NODES];
     let mut now = base;
     let deadline = base + Duration::from_secs(90);
     while guests
