@@ -36,6 +36,7 @@ use crate::wire::{
 
 /// Where addresses come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Allocation {
     /// This server alone owns its pool (central).
     Local,
@@ -131,6 +132,7 @@ impl Default for Config {
 
 /// Where a reply goes (RFC 2131 §4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Destination {
     /// To 255.255.255.255:68 and the broadcast MAC.
     Broadcast,
