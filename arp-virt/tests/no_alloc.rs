@@ -66,7 +66,10 @@ fn answering_and_ignoring_frames_allocates_nothing() {
         while responder.poll_event().is_some() {}
     }
     let stats = region.change();
-    assert!(replies > 600 && ignored > 300, "{replies} replies, {ignored} ignored");
+    assert!(
+        replies > 600 && ignored > 300,
+        "{replies} replies, {ignored} ignored"
+    );
     assert_eq!(stats.allocations, 0, "{stats:?}");
     assert_eq!(stats.reallocations, 0, "{stats:?}");
 }
