@@ -46,6 +46,12 @@ pub enum WireError {
     /// A field is too long for its length prefix.
     #[error("field too long to encode")]
     TooLong,
+    /// A ChannelData channel number outside 0x4000..=0x4FFF (RFC 8656 §12).
+    #[error("channel number 0x{number:04x} out of range")]
+    BadChannel {
+        /// The number found.
+        number: u16,
+    },
 }
 
 /// Caller misuse of a state machine.
@@ -64,4 +70,8 @@ pub enum Error {
     /// Data cannot be sent: the link has no path yet.
     #[error("no path to the peer")]
     NoPath,
+    /// Every TURN channel number (0x4000..=0x4FFF) is bound or still
+    /// cooling down (RFC 8656 §12).
+    #[error("no free TURN channel number")]
+    NoFreeChannel,
 }

@@ -3,13 +3,27 @@
 //!
 //! It allocates a relayed address (§7), keeps it with Refresh (§8),
 //! installs and refreshes permissions for peers' IP addresses (§9) and
-//! exchanges data with Send and Data indications (§11). With
+//! exchanges data with Send and Data indications (§11) or, once
+//! [`TurnClient::bind_channel`] has bound a channel to a peer, with 4-byte
+//! ChannelData headers (§12). With
 //! [`TurnConfig::credentials`] it answers the server's 401 challenge with
 //! the long-term credential mechanism (RFC 8489 §9.2: USERNAME, REALM,
 //! NONCE and MESSAGE-INTEGRITY keyed with `MD5(username:realm:password)`)
 //! and follows 438 Stale Nonce; without, a challenge yields
 //! [`TurnFailure::AuthRequired`]. Usernames and passwords are used as given
 //! (no OpaqueString preparation, RFC 8265).
+//!
+//! # Data path
+//!
+//! [`TurnClient::send`] and [`TurnEvent::Data`] copy every packet into a
+//! new `Vec`. The allocation-free path is [`TurnClient::send_into`], which
+//! writes a ChannelData message (or, before the peer's channel is bound, a
+//! Send indication) into the caller's buffer, and
+//! [`TurnClient::handle_channel_data`], which returns the payload of a
+//! ChannelData message as a slice of the received datagram. Channels are
+//! bound explicitly, once per peer; a bound channel is re-bound every
+//! 4 minutes, which refreshes both the binding (10 minute lifetime, §12)
+//! and the peer's permission (5 minutes, §9) with one request.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -20,12 +34,18 @@ use rand_chacha::rand_core::{Rng, SeedableRng};
 
 use md5::{Digest, Md5};
 
-use crate::error::Error;
+use crate::error::{Error, WireError};
+use crate::wire::channel_data::{
+    self, MAX_CHANNEL, MIN_CHANNEL, Packet as ChannelDataPacket, Repr as ChannelDataRepr,
+};
 use crate::wire::stun::{Attribute, Class, Method, Packet, Repr, TransactionId};
 use crate::{Socket, Transmit};
 
 /// Permission lifetime (RFC 8656 §9): 300 s; refreshed a minute early.
 const PERMISSION_REFRESH: Duration = Duration::from_secs(240);
+/// Channel bindings last 600 s (RFC 8656 §12); re-binding at the
+/// permission's pace refreshes both with one request.
+const CHANNEL_REFRESH: Duration = PERMISSION_REFRESH;
 /// UDP, for REQUESTED-TRANSPORT.
 const UDP: u8 = 17;
 
@@ -101,6 +121,26 @@ pub enum TurnEvent {
     },
     /// A permission for this peer IP is installed.
     PermissionCreated(IpAddr),
+    /// A channel to `peer` is bound (RFC 8656 §12):
+    /// [`TurnClient::send_into`] now sends ChannelData, and the server
+    /// relays the peer's data as ChannelData too.
+    ChannelBound {
+        /// The peer.
+        peer: SocketAddr,
+        /// The channel number.
+        channel: u16,
+    },
+    /// Binding or re-binding a channel failed. The channel is released;
+    /// data to the peer goes by Send indication, which needs a permission
+    /// ([`TurnClient::create_permission`]). The allocation is unaffected.
+    ChannelFailed {
+        /// The peer.
+        peer: SocketAddr,
+        /// The channel number.
+        channel: u16,
+        /// Why.
+        failure: TurnFailure,
+    },
     /// Data relayed from a peer.
     Data {
         /// The peer.
@@ -117,6 +157,17 @@ enum Purpose {
     Allocate,
     Refresh,
     Permission(IpAddr),
+    Channel { number: u16, peer: SocketAddr },
+}
+
+/// A channel bound, or being bound, to a peer.
+#[derive(Debug, Clone, Copy)]
+struct Channel {
+    number: u16,
+    /// A ChannelBind succeeded; ChannelData may be sent.
+    bound: bool,
+    /// When to re-bind (meaningful once bound).
+    refresh_at: Instant,
 }
 
 #[derive(Debug)]
@@ -168,9 +219,9 @@ fn long_term_key(username: &str, realm: &str, password: &str) -> [u8; 16] {
 /// Counters of a TURN client.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TurnMetrics {
-    /// Send indications queued.
+    /// Data messages sent: Send indications and ChannelData.
     pub sent: u64,
-    /// Data indications received.
+    /// Data messages received: Data indications and ChannelData.
     pub received: u64,
     /// Requests sent, retransmissions included.
     pub requests_sent: u64,
@@ -187,6 +238,10 @@ pub struct TurnClient {
     requests: Vec<Request>,
     permissions: HashMap<IpAddr, Instant>,
     pending_permissions: Vec<IpAddr>,
+    channels: HashMap<SocketAddr, Channel>,
+    channel_peers: HashMap<u16, SocketAddr>,
+    next_channel: u16,
+    pending_channels: Vec<SocketAddr>,
     auth: Option<Auth>,
     rng: ChaCha8Rng,
     metrics: TurnMetrics,
@@ -208,6 +263,10 @@ impl TurnClient {
             requests: Vec::new(),
             permissions: HashMap::new(),
             pending_permissions: Vec::new(),
+            channels: HashMap::new(),
+            channel_peers: HashMap::new(),
+            next_channel: MIN_CHANNEL,
+            pending_channels: Vec::new(),
             auth: None,
             rng: ChaCha8Rng::seed_from_u64(seed),
             metrics: TurnMetrics::default(),
@@ -308,11 +367,122 @@ impl TurnClient {
         }
     }
 
-    /// Relay `data` to `peer` with a Send indication (RFC 8656 §11.1).
-    pub fn send(&mut self, peer: SocketAddr, data: &[u8]) -> Result<(), Error> {
+    /// Bind a channel to `peer` (RFC 8656 §12.1) and return its number.
+    ///
+    /// Sends a ChannelBind request (queued until the allocation exists),
+    /// which also installs a permission for the peer's IP. On success
+    /// [`TurnEvent::ChannelBound`] follows, on failure
+    /// [`TurnEvent::ChannelFailed`]. Until bound, [`TurnClient::send_into`]
+    /// uses Send indications. Binding an already bound (or binding) peer
+    /// returns its number and sends nothing. Numbers are handed out in
+    /// turn over 0x4000..=0x4FFF, so a released number is reused only after
+    /// all others (§12: not within 5 minutes of its expiry).
+    pub fn bind_channel(&mut self, now: Instant, peer: SocketAddr) -> Result<u16, Error> {
+        if self.state == State::Failed {
+            return Err(Error::NoPath);
+        }
+        if let Some(channel) = self.channels.get(&peer) {
+            return Ok(channel.number);
+        }
+        let number = (0..=MAX_CHANNEL - MIN_CHANNEL)
+            .map(|i| {
+                MIN_CHANNEL
+                    + (self.next_channel - MIN_CHANNEL + i) % (MAX_CHANNEL - MIN_CHANNEL + 1)
+            })
+            .find(|n| !self.channel_peers.contains_key(n))
+            .ok_or(Error::NoFreeChannel)?;
+        self.next_channel = if number == MAX_CHANNEL {
+            MIN_CHANNEL
+        } else {
+            number + 1
+        };
+        self.channels.insert(
+            peer,
+            Channel {
+                number,
+                bound: false,
+                refresh_at: now,
+            },
+        );
+        self.channel_peers.insert(number, peer);
+        match self.state {
+            State::Allocated { .. } => self.request_channel_bind(now, number, peer),
+            _ => self.pending_channels.push(peer),
+        }
+        Ok(number)
+    }
+
+    fn request_channel_bind(&mut self, now: Instant, number: u16, peer: SocketAddr) {
+        self.request(
+            now,
+            Purpose::Channel { number, peer },
+            Method::CHANNEL_BIND,
+            vec![
+                Attribute::ChannelNumber(number),
+                Attribute::XorPeerAddress(peer),
+            ],
+        );
+    }
+
+    fn release_channel(&mut self, number: u16, peer: SocketAddr, failure: TurnFailure) {
+        if self.channels.get(&peer).is_some_and(|c| c.number == number) {
+            self.channels.remove(&peer);
+            self.channel_peers.remove(&number);
+            self.events.push_back(TurnEvent::ChannelFailed {
+                peer,
+                channel: number,
+                failure,
+            });
+        }
+    }
+
+    /// The channel bound to `peer`, once [`TurnEvent::ChannelBound`] said
+    /// so.
+    pub fn channel(&self, peer: SocketAddr) -> Option<u16> {
+        self.channels
+            .get(&peer)
+            .filter(|c| c.bound)
+            .map(|c| c.number)
+    }
+
+    /// Write a message relaying `data` to `peer` into `out`, without
+    /// allocating when the peer has a bound channel; returns the
+    /// destination (the server) and the message length.
+    ///
+    /// With a bound channel this is a ChannelData message (RFC 8656
+    /// §12.4, 4 bytes of overhead, unpadded as allowed over UDP, §12.5).
+    /// Otherwise it is a Send indication (§11.1, which allocates while it
+    /// is built), for which the peer needs a permission. Fails with
+    /// [`Error::NoPath`] before allocation and with
+    /// [`WireError::BufferTooSmall`] when `out` is too short.
+    pub fn send_into(
+        &mut self,
+        peer: SocketAddr,
+        data: &[u8],
+        out: &mut [u8],
+    ) -> Result<(SocketAddr, usize), Error> {
         if self.relayed().is_none() {
             return Err(Error::NoPath);
         }
+        let len = match self.channels.get(&peer) {
+            Some(channel) if channel.bound => ChannelDataRepr {
+                channel_number: channel.number,
+                payload: data,
+            }
+            .emit(&mut ChannelDataPacket::new_unchecked(out))?,
+            _ => {
+                let repr = self.send_indication(peer, data);
+                if out.len() < repr.buffer_len() {
+                    return Err(WireError::BufferTooSmall.into());
+                }
+                repr.emit(&mut Packet::new_unchecked(out), &[])?
+            }
+        };
+        self.metrics.sent += 1;
+        Ok((self.config.server, len))
+    }
+
+    fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) -> Repr {
         let mut id = [0; 12];
         self.rng.fill_bytes(&mut id);
         let mut repr = Repr::binding_request(TransactionId(id));
@@ -322,7 +492,38 @@ impl TurnClient {
             Attribute::XorPeerAddress(peer),
             Attribute::Data(data.to_vec()),
         ];
-        let payload = repr.to_bytes(&[])?;
+        repr
+    }
+
+    /// Handle a datagram that may be ChannelData from the server (RFC 8656
+    /// §12.6), without allocating: returns the peer and the payload, a
+    /// slice of `bytes`. Returns `None` for anything else (feed that to
+    /// [`TurnClient::handle_input`]), for malformed messages and for
+    /// channels we have not bound.
+    pub fn handle_channel_data<'a>(
+        &mut self,
+        from: SocketAddr,
+        bytes: &'a [u8],
+    ) -> Option<(SocketAddr, &'a [u8])> {
+        if from != self.config.server
+            || self.relayed().is_none()
+            || !channel_data::is_channel_data(bytes)
+        {
+            return None;
+        }
+        let repr = ChannelDataRepr::parse_bytes(bytes).ok()?;
+        let peer = *self.channel_peers.get(&repr.channel_number)?;
+        self.metrics.received += 1;
+        Some((peer, repr.payload))
+    }
+
+    /// Relay `data` to `peer` with a Send indication (RFC 8656 §11.1),
+    /// queued for [`TurnClient::poll_transmit`].
+    pub fn send(&mut self, peer: SocketAddr, data: &[u8]) -> Result<(), Error> {
+        if self.relayed().is_none() {
+            return Err(Error::NoPath);
+        }
+        let payload = self.send_indication(peer, data).to_bytes(&[])?;
         self.metrics.sent += 1;
         self.transmits.push_back(Transmit {
             source: Socket::Primary,
@@ -339,10 +540,22 @@ impl TurnClient {
     }
 
     /// Handle a datagram; returns whether it came from the server and was
-    /// a TURN message for us.
+    /// a TURN message for us. ChannelData is accepted here too and becomes
+    /// a [`TurnEvent::Data`] (a copy); [`TurnClient::handle_channel_data`]
+    /// avoids that.
     pub fn handle_input(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> bool {
         if from != self.config.server || self.state == State::Failed {
             return false;
+        }
+        if channel_data::is_channel_data(bytes) {
+            let Some((peer, data)) = self.handle_channel_data(from, bytes) else {
+                return false;
+            };
+            self.events.push_back(TurnEvent::Data {
+                peer,
+                data: data.to_vec(),
+            });
+            return true;
         }
         let Ok(msg) = Repr::parse_bytes(bytes) else {
             return false;
@@ -400,6 +613,9 @@ impl TurnClient {
                 (Purpose::Permission(_), _) => {
                     // A refused peer does not break the allocation.
                 }
+                (Purpose::Channel { number, peer }, _) => {
+                    self.release_channel(number, peer, TurnFailure::Rejected { method, code });
+                }
                 _ => self.fail(TurnFailure::Rejected { method, code }),
             }
             return true;
@@ -445,6 +661,11 @@ impl TurnClient {
                 for peer in std::mem::take(&mut self.pending_permissions) {
                     self.create_permission(now, peer);
                 }
+                for peer in std::mem::take(&mut self.pending_channels) {
+                    if let Some(channel) = self.channels.get(&peer) {
+                        self.request_channel_bind(now, channel.number, peer);
+                    }
+                }
             }
             Purpose::Refresh => {
                 if let State::Allocated { relayed, .. } = self.state {
@@ -457,6 +678,20 @@ impl TurnClient {
             Purpose::Permission(peer) => {
                 self.permissions.insert(peer, now + PERMISSION_REFRESH);
                 self.events.push_back(TurnEvent::PermissionCreated(peer));
+            }
+            Purpose::Channel { number, peer } => {
+                if let Some(channel) = self.channels.get_mut(&peer)
+                    && channel.number == number
+                {
+                    channel.refresh_at = now + CHANNEL_REFRESH;
+                    if !channel.bound {
+                        channel.bound = true;
+                        self.events.push_back(TurnEvent::ChannelBound {
+                            peer,
+                            channel: number,
+                        });
+                    }
+                }
             }
         }
         true
@@ -524,13 +759,25 @@ impl TurnClient {
             self.permissions.insert(ip, now + PERMISSION_REFRESH);
             self.create_permission(now, ip);
         }
-        let mut timed_out = None;
+        let due: Vec<(SocketAddr, u16)> = self
+            .channels
+            .iter_mut()
+            .filter(|(_, c)| c.bound && c.refresh_at <= now)
+            .map(|(peer, c)| {
+                c.refresh_at = now + CHANNEL_REFRESH;
+                (*peer, c.number)
+            })
+            .collect();
+        for (peer, number) in due {
+            self.request_channel_bind(now, number, peer);
+        }
+        let mut timed_out = Vec::new();
         for r in &mut self.requests {
             if r.retransmit_at > now {
                 continue;
             }
             if r.transmits >= self.config.max_transmits {
-                timed_out = Some(r.purpose);
+                timed_out.push(r.purpose);
                 continue;
             }
             r.transmits += 1;
@@ -543,17 +790,27 @@ impl TurnClient {
                 payload: r.payload.clone(),
             });
         }
-        match timed_out {
-            Some(Purpose::Permission(ip)) => self
-                .requests
-                .retain(|r| r.purpose != Purpose::Permission(ip)),
-            Some(Purpose::Allocate) => self.fail(TurnFailure::Timeout {
-                method: Method::ALLOCATE.0,
-            }),
-            Some(Purpose::Refresh) => self.fail(TurnFailure::Timeout {
-                method: Method::REFRESH.0,
-            }),
-            None => {}
+        for purpose in timed_out {
+            self.requests.retain(|r| r.purpose != purpose);
+            match purpose {
+                Purpose::Permission(_) => {}
+                Purpose::Channel { number, peer } => self.release_channel(
+                    number,
+                    peer,
+                    TurnFailure::Timeout {
+                        method: Method::CHANNEL_BIND.0,
+                    },
+                ),
+                Purpose::Allocate => self.fail(TurnFailure::Timeout {
+                    method: Method::ALLOCATE.0,
+                }),
+                Purpose::Refresh => self.fail(TurnFailure::Timeout {
+                    method: Method::REFRESH.0,
+                }),
+            }
+            if self.state == State::Failed {
+                break;
+            }
         }
     }
 
@@ -566,11 +823,20 @@ impl TurnClient {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let requests = self.requests.iter().map(|r| r.retransmit_at);
         let permissions = self.permissions.values().copied();
+        let channels = self
+            .channels
+            .values()
+            .filter(|c| c.bound)
+            .map(|c| c.refresh_at);
         let refresh = match self.state {
             State::Allocated { refresh_at, .. } => Some(refresh_at),
             _ => None,
         };
-        requests.chain(permissions).chain(refresh).min()
+        requests
+            .chain(permissions)
+            .chain(channels)
+            .chain(refresh)
+            .min()
     }
 
     /// The next event.
@@ -793,6 +1059,205 @@ mod test {
         let retry = Repr::parse_bytes(&c.poll_transmit().unwrap().payload).unwrap();
         assert_eq!(retry.method, Method::CREATE_PERMISSION);
         assert!(retry.attributes.contains(&Attribute::Nonce("n2".into())));
+    }
+
+    /// Bind a channel for `peer` on an allocated client and answer it.
+    fn bound(now: Instant, c: &mut TurnClient, peer: SocketAddr) -> u16 {
+        let number = c.bind_channel(now, peer).unwrap();
+        let req = c.poll_transmit().unwrap();
+        let resp = answer(&req.payload, Class::Success, vec![]);
+        assert!(c.handle_input(now, SERVER.parse().unwrap(), &resp));
+        number
+    }
+
+    #[test]
+    fn binds_channel_and_relays_channel_data() {
+        let now = Instant::now();
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let peer: SocketAddr = "203.0.113.5:7000".parse().unwrap();
+        let mut c = allocated(now);
+        c.poll_event();
+        assert_eq!(c.bind_channel(now, peer), Ok(0x4000));
+        let req = c.poll_transmit().unwrap();
+        let parsed = Repr::parse_bytes(&req.payload).unwrap();
+        assert_eq!(
+            (parsed.class, parsed.method),
+            (Class::Request, Method::CHANNEL_BIND)
+        );
+        assert!(
+            parsed
+                .attributes
+                .contains(&Attribute::ChannelNumber(0x4000))
+        );
+        assert!(parsed.attributes.contains(&Attribute::XorPeerAddress(peer)));
+        // Binding again sends nothing and keeps the number.
+        assert_eq!(c.bind_channel(now, peer), Ok(0x4000));
+        assert!(c.poll_transmit().is_none());
+        // Until bound, send_into writes a Send indication.
+        let mut out = [0xa5u8; 128];
+        let (to, n) = c.send_into(peer, b"hi", &mut out).unwrap();
+        assert_eq!(to, server);
+        let ind = Repr::parse_bytes(&out[..n]).unwrap();
+        assert_eq!((ind.class, ind.method), (Class::Indication, Method::SEND));
+        assert!(ind.attributes.contains(&Attribute::Data(b"hi".to_vec())));
+        assert_eq!(c.channel(peer), None);
+
+        let resp = answer(&req.payload, Class::Success, vec![]);
+        assert!(c.handle_input(now, server, &resp));
+        assert_eq!(
+            c.poll_event(),
+            Some(TurnEvent::ChannelBound {
+                peer,
+                channel: 0x4000
+            })
+        );
+        assert_eq!(c.channel(peer), Some(0x4000));
+        let (to, n) = c.send_into(peer, b"hi", &mut out).unwrap();
+        assert_eq!(
+            (to, &out[..n]),
+            (server, &[0x40, 0x00, 0x00, 0x02, b'h', b'i'][..])
+        );
+        assert_eq!(
+            c.send_into(peer, b"hi", &mut out[..5]),
+            Err(Error::Wire(WireError::BufferTooSmall))
+        );
+        // ChannelData from the server, padded or not, borrows the payload.
+        let padded = [0x40, 0x00, 0x00, 0x02, b'y', b'o', 0, 0];
+        assert_eq!(
+            c.handle_channel_data(server, &padded),
+            Some((peer, &b"yo"[..]))
+        );
+        assert_eq!(
+            c.handle_channel_data(server, &padded[..6]),
+            Some((peer, &b"yo"[..]))
+        );
+        // Not from the server, unbound channel, truncated: ignored.
+        assert_eq!(c.handle_channel_data(peer, &padded), None);
+        assert_eq!(
+            c.handle_channel_data(server, &[0x40, 0x01, 0x00, 0x00]),
+            None
+        );
+        assert_eq!(c.handle_channel_data(server, &padded[..5]), None);
+        // handle_input turns it into an owned Data event.
+        assert!(c.handle_input(now, server, &padded));
+        assert_eq!(
+            c.poll_event(),
+            Some(TurnEvent::Data {
+                peer,
+                data: b"yo".to_vec()
+            })
+        );
+        assert!(!c.handle_input(now, server, &[0x40, 0x01, 0x00, 0x00]));
+        assert_eq!(c.metrics().sent, 2);
+        assert_eq!(c.metrics().received, 3);
+        // The next peer gets the next number.
+        let other: SocketAddr = "203.0.113.6:7000".parse().unwrap();
+        assert_eq!(bound(now, &mut c, other), 0x4001);
+    }
+
+    #[test]
+    fn channel_bind_waits_for_allocation_and_refreshes() {
+        let now = Instant::now();
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let peer: SocketAddr = "203.0.113.5:7000".parse().unwrap();
+        let mut c = TurnClient::new(TurnConfig::new(server), now, 1).unwrap();
+        let allocate = c.poll_transmit().unwrap();
+        assert_eq!(c.bind_channel(now, peer), Ok(0x4000));
+        assert!(c.poll_transmit().is_none());
+        let mut out = [0u8; 64];
+        assert_eq!(c.send_into(peer, b"x", &mut out), Err(Error::NoPath));
+        let resp = answer(
+            &allocate.payload,
+            Class::Success,
+            vec![Attribute::XorRelayedAddress(RELAYED.parse().unwrap())],
+        );
+        assert!(c.handle_input(now, server, &resp));
+        let bind = c.poll_transmit().unwrap();
+        assert_eq!(
+            Repr::parse_bytes(&bind.payload).unwrap().method,
+            Method::CHANNEL_BIND
+        );
+        assert!(c.handle_input(now, server, &answer(&bind.payload, Class::Success, vec![])));
+        // Re-bound before the permission (300 s) lapses, with the same
+        // number and peer.
+        let at = c.poll_timeout().unwrap();
+        assert_eq!(at, now + Duration::from_secs(240));
+        let events: Vec<TurnEvent> = std::iter::from_fn(|| c.poll_event()).collect();
+        assert!(events.contains(&TurnEvent::ChannelBound {
+            peer,
+            channel: 0x4000
+        }));
+        c.handle_timeout(at);
+        let rebind = c.poll_transmit().unwrap();
+        let parsed = Repr::parse_bytes(&rebind.payload).unwrap();
+        assert_eq!(parsed.method, Method::CHANNEL_BIND);
+        assert!(
+            parsed
+                .attributes
+                .contains(&Attribute::ChannelNumber(0x4000))
+        );
+        assert!(parsed.attributes.contains(&Attribute::XorPeerAddress(peer)));
+        assert!(c.poll_transmit().is_none());
+        // Still usable while the refresh is in flight; no second event.
+        assert_eq!(c.channel(peer), Some(0x4000));
+        let rebind = answer(&rebind.payload, Class::Success, vec![]);
+        assert!(c.handle_input(at, server, &rebind));
+        assert!(
+            std::iter::from_fn(|| c.poll_event())
+                .all(|e| !matches!(e, TurnEvent::ChannelBound { .. }))
+        );
+        assert_eq!(c.poll_timeout(), Some(at + Duration::from_secs(240)));
+    }
+
+    #[test]
+    fn channel_failures_release_the_channel_only() {
+        let now = Instant::now();
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let peer: SocketAddr = "203.0.113.5:7000".parse().unwrap();
+        let mut c = allocated(now);
+        c.poll_event();
+        let number = c.bind_channel(now, peer).unwrap();
+        let req = c.poll_transmit().unwrap();
+        let refused = answer(
+            &req.payload,
+            Class::Error,
+            vec![Attribute::ErrorCode {
+                code: 403,
+                reason: "Forbidden".into(),
+            }],
+        );
+        assert!(c.handle_input(now, server, &refused));
+        assert_eq!(
+            c.poll_event(),
+            Some(TurnEvent::ChannelFailed {
+                peer,
+                channel: number,
+                failure: TurnFailure::Rejected {
+                    method: 9,
+                    code: 403
+                },
+            })
+        );
+        assert_eq!(c.channel(peer), None);
+        assert_eq!(c.relayed(), Some(RELAYED.parse().unwrap()));
+        // An unanswered bind times out after max_transmits, with a new number.
+        assert_eq!(c.bind_channel(now, peer), Ok(number + 1));
+        let mut sent = 0;
+        let mut at = now;
+        while !matches!(c.poll_event(), Some(TurnEvent::ChannelFailed { .. })) {
+            sent += std::iter::from_fn(|| c.poll_transmit()).count();
+            at = c.poll_timeout().unwrap();
+            c.handle_timeout(at);
+        }
+        assert_eq!(sent, 5);
+        assert!(at < now + Duration::from_secs(60));
+        assert_eq!(c.channel(peer), None);
+        assert_eq!(c.relayed(), Some(RELAYED.parse().unwrap()));
+        // ChannelData for a released channel is not delivered.
+        assert_eq!(
+            c.handle_channel_data(server, &[0x40, 0x01, 0x00, 0x00]),
+            None
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use nat_traversal::wire::channel_data;
 use nat_traversal::wire::stun::{self, Attribute, Class, Method, Repr, TransactionId};
-use nat_traversal::wire::{Candidate, CandidateKind, Offer, SignalRepr};
+use nat_traversal::wire::{Candidate, CandidateKind, ChannelDataRepr, Offer, SignalRepr};
 use proptest::prelude::*;
 
 fn addr() -> impl Strategy<Value = SocketAddr> {
@@ -40,6 +41,7 @@ fn attribute() -> impl Strategy<Value = Attribute> {
         addr().prop_map(Attribute::XorRelayedAddress),
         proptest::collection::vec(any::<u8>(), 0..40).prop_map(Attribute::Data),
         any::<u32>().prop_map(Attribute::Lifetime),
+        any::<u16>().prop_map(Attribute::ChannelNumber),
         any::<u8>().prop_map(Attribute::RequestedTransport),
         "[a-z.]{0,20}".prop_map(Attribute::Realm),
         "[a-zA-Z0-9]{0,30}".prop_map(Attribute::Nonce),
@@ -170,6 +172,30 @@ proptest! {
         if let Ok(repr) = SignalRepr::parse_bytes(&bytes) {
             let again = repr.to_bytes().unwrap();
             prop_assert_eq!(SignalRepr::parse_bytes(&again).unwrap(), repr);
+        }
+    }
+
+    #[test]
+    fn channel_data_round_trip(
+        channel_number in channel_data::MIN_CHANNEL..=channel_data::MAX_CHANNEL,
+        payload in proptest::collection::vec(any::<u8>(), 0..300),
+        padding in 0usize..4,
+    ) {
+        let repr = ChannelDataRepr { channel_number, payload: &payload };
+        let mut buf = vec![0xa5; repr.buffer_len() + padding];
+        let n = repr.emit(&mut channel_data::Packet::new_unchecked(&mut buf[..])).unwrap();
+        prop_assert_eq!(n, repr.buffer_len());
+        // Padding after the message is accepted (RFC 8656 §12.5).
+        prop_assert_eq!(ChannelDataRepr::parse_bytes(&buf).unwrap(), repr);
+        prop_assert_eq!(ChannelDataRepr::parse_bytes(&buf[..n]).unwrap(), repr);
+    }
+
+    #[test]
+    fn channel_data_parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        if let Ok(repr) = ChannelDataRepr::parse_bytes(&bytes) {
+            let mut again = vec![0; repr.buffer_len()];
+            repr.emit(&mut channel_data::Packet::new_unchecked(&mut again[..])).unwrap();
+            prop_assert_eq!(&again[..], &bytes[..repr.buffer_len()]);
         }
     }
 }

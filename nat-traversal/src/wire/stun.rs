@@ -50,6 +50,8 @@ pub mod kind {
     pub const ERROR_CODE: u16 = 0x0009;
     /// LIFETIME (RFC 8656 §18.2).
     pub const LIFETIME: u16 = 0x000d;
+    /// CHANNEL-NUMBER (RFC 8656 §18.1).
+    pub const CHANNEL_NUMBER: u16 = 0x000c;
     /// XOR-PEER-ADDRESS (RFC 8656 §18.3).
     pub const XOR_PEER_ADDRESS: u16 = 0x0012;
     /// DATA (RFC 8656 §18.4).
@@ -143,6 +145,8 @@ impl Method {
     pub const DATA: Method = Method(0x007);
     /// TURN CreatePermission (RFC 8656 §17).
     pub const CREATE_PERMISSION: Method = Method(0x008);
+    /// TURN ChannelBind (RFC 8656 §17).
+    pub const CHANNEL_BIND: Method = Method(0x009);
 }
 
 /// Split a 14-bit message type into class and method (§5, figure 3).
@@ -397,6 +401,9 @@ pub enum Attribute {
     Data(Vec<u8>),
     /// LIFETIME in seconds (RFC 8656 §18.2).
     Lifetime(u32),
+    /// CHANNEL-NUMBER (RFC 8656 §18.1): the number; the RFFU half is
+    /// written as zero and ignored on receipt.
+    ChannelNumber(u16),
     /// REQUESTED-TRANSPORT: an IP protocol number, 17 for UDP (RFC 8656 §18.8).
     RequestedTransport(u8),
     /// REALM (§14.9): names the long-term credential domain.
@@ -433,6 +440,7 @@ impl Attribute {
             Attribute::XorRelayedAddress(_) => kind::XOR_RELAYED_ADDRESS,
             Attribute::Data(_) => kind::DATA,
             Attribute::Lifetime(_) => kind::LIFETIME,
+            Attribute::ChannelNumber(_) => kind::CHANNEL_NUMBER,
             Attribute::RequestedTransport(_) => kind::REQUESTED_TRANSPORT,
             Attribute::Realm(_) => kind::REALM,
             Attribute::Nonce(_) => kind::NONCE,
@@ -461,7 +469,9 @@ impl Attribute {
             | Attribute::Realm(s)
             | Attribute::Nonce(s) => s.len(),
             Attribute::Data(d) => d.len(),
-            Attribute::Lifetime(_) | Attribute::RequestedTransport(_) => 4,
+            Attribute::Lifetime(_)
+            | Attribute::RequestedTransport(_)
+            | Attribute::ChannelNumber(_) => 4,
             Attribute::ErrorCode { reason, .. } => 4 + reason.len(),
             Attribute::UnknownAttributes(v) => 2 * v.len(),
             Attribute::ChangeRequest { .. } | Attribute::Priority(_) => 4,
@@ -489,6 +499,12 @@ impl Attribute {
             }
             kind::DATA => Attribute::Data(value.to_vec()),
             kind::LIFETIME => Attribute::Lifetime(parse_u32(value, kind)?),
+            kind::CHANNEL_NUMBER => {
+                let [high, low, _, _] = value else {
+                    return Err(bad);
+                };
+                Attribute::ChannelNumber(u16::from_be_bytes([*high, *low]))
+            }
             kind::REQUESTED_TRANSPORT => {
                 let [protocol, 0, 0, 0] = value else {
                     return Err(bad);
@@ -556,6 +572,10 @@ impl Attribute {
             | Attribute::XorRelayedAddress(a) => emit_address(a, Some(id), out),
             Attribute::Data(d) => out.copy_from_slice(d),
             Attribute::Lifetime(v) => out.copy_from_slice(&v.to_be_bytes()),
+            Attribute::ChannelNumber(n) => {
+                out[..2].copy_from_slice(&n.to_be_bytes());
+                out[2..].fill(0);
+            }
             Attribute::RequestedTransport(p) => out.copy_from_slice(&[*p, 0, 0, 0]),
             Attribute::Username(s)
             | Attribute::Software(s)
