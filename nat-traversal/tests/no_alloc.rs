@@ -1,0 +1,118 @@
+//! The TURN channel data path allocates nothing once the channel is bound,
+//! counted with an instrumented global allocator: 1,000 packets written
+//! with `send_into`, relayed by a fake TURN server to a peer that answers,
+//! and the answers read back with `handle_channel_data`.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::alloc::System;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use nat_traversal::turn::{TurnClient, TurnConfig, TurnEvent};
+use nat_traversal::wire::channel_data::{Packet as ChannelDataPacket, Repr as ChannelDataRepr};
+use nat_traversal::wire::stun::{Attribute, Class, Method, Repr};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+const PACKETS: u32 = 1000;
+const PAYLOAD_LEN: usize = 1200;
+
+/// Just enough TURN server: answers Allocate and ChannelBind, and relays
+/// ChannelData by channel number.
+struct FakeTurn {
+    relayed: SocketAddr,
+    channels: HashMap<u16, SocketAddr>,
+}
+
+impl FakeTurn {
+    fn answer(&mut self, request: &[u8]) -> Vec<u8> {
+        let req = Repr::parse_bytes(request).unwrap();
+        let mut resp = Repr::binding_request(req.transaction_id);
+        resp.method = req.method;
+        resp.class = Class::Success;
+        if req.method == Method::ALLOCATE {
+            resp.attributes = vec![Attribute::XorRelayedAddress(self.relayed)];
+        } else if req.method == Method::CHANNEL_BIND {
+            let number = req.attributes.iter().find_map(|a| match a {
+                Attribute::ChannelNumber(n) => Some(*n),
+                _ => None,
+            });
+            let peer = req.attributes.iter().find_map(|a| match a {
+                Attribute::XorPeerAddress(p) => Some(*p),
+                _ => None,
+            });
+            self.channels.insert(number.unwrap(), peer.unwrap());
+        } else {
+            panic!("unexpected request {:?}", req.method);
+        }
+        resp.to_bytes(&[]).unwrap()
+    }
+}
+
+fn payload(seq: u32, out: &mut [u8; PAYLOAD_LEN]) {
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = (i as u32).wrapping_mul(31).wrapping_add(seq) as u8;
+    }
+    out[..4].copy_from_slice(&seq.to_be_bytes());
+}
+
+#[test]
+fn channel_data_path_allocates_nothing() {
+    let now = Instant::now();
+    let server: SocketAddr = "192.0.2.1:3478".parse().unwrap();
+    let peer: SocketAddr = "203.0.113.5:7000".parse().unwrap();
+    let mut fake = FakeTurn {
+        relayed: "192.0.2.1:50000".parse().unwrap(),
+        channels: HashMap::new(),
+    };
+    let mut client = TurnClient::new(TurnConfig::new(server), now, 7).unwrap();
+    let allocate = client.poll_transmit().unwrap();
+    assert!(client.handle_input(now, server, &fake.answer(&allocate.payload)));
+    let channel = client.bind_channel(now, peer).unwrap();
+    let bind = client.poll_transmit().unwrap();
+    assert!(client.handle_input(now, server, &fake.answer(&bind.payload)));
+    let events: Vec<TurnEvent> = std::iter::from_fn(|| client.poll_event()).collect();
+    assert!(events.contains(&TurnEvent::ChannelBound { peer, channel }));
+
+    let mut to_server = [0u8; 2048];
+    let mut to_client = [0u8; 2048];
+    let mut data = [0u8; PAYLOAD_LEN];
+    let mut answered = 0u32;
+    let region = Region::new(GLOBAL);
+    for seq in 0..PACKETS {
+        payload(seq, &mut data);
+        let (dest, n) = client.send_into(peer, &data, &mut to_server).unwrap();
+        assert_eq!(dest, server);
+        // The server relays it to the channel's peer, which answers with the
+        // bytes reversed through the same channel.
+        let up = ChannelDataRepr::parse_bytes(&to_server[..n]).unwrap();
+        assert_eq!(fake.channels.get(&up.channel_number), Some(&peer));
+        assert_eq!(up.payload, &data[..]);
+        data.reverse();
+        let down = ChannelDataRepr {
+            channel_number: up.channel_number,
+            payload: &data,
+        };
+        let m = down
+            .emit(&mut ChannelDataPacket::new_unchecked(&mut to_client[..]))
+            .unwrap();
+        let (from_peer, received) = client.handle_channel_data(server, &to_client[..m]).unwrap();
+        assert_eq!(from_peer, peer);
+        assert_eq!(received, &data[..]);
+        answered += 1;
+    }
+    let stats = region.change();
+    assert_eq!(answered, PACKETS);
+    assert_eq!(stats.allocations, 0, "{stats:?}");
+    assert_eq!(stats.reallocations, 0, "{stats:?}");
+    assert_eq!(client.metrics().sent, u64::from(PACKETS));
+    assert_eq!(client.metrics().received, u64::from(PACKETS));
+
+    // The counter does see the indication path's copies.
+    let region = Region::new(GLOBAL);
+    client.send(peer, &data).unwrap();
+    assert!(region.change().allocations > 0);
+}
