@@ -1,7 +1,7 @@
-//! Interoperability with STUN implementations nobody here wrote: our
-//! client against coturn's `turnserver`, and Debian's `stun` client
-//! against our server, each from behind a Linux NAT so the reflexive
-//! address differs from the local one.
+//! Interoperability with STUN and TURN implementations nobody here wrote:
+//! our STUN and TURN clients against coturn's `turnserver`, and Debian's
+//! `stun` client against our server, each from behind a Linux NAT so the
+//! reflexive address differs from the local one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -46,12 +46,17 @@ fn listening(ns: &Netns, addr: &str) -> bool {
     })
 }
 
+/// Our STUN client, then our TURN client: allocation, Send/Data
+/// indications to an echo peer, then a channel (ChannelBind) and
+/// ChannelData both ways.
 #[test]
 fn our_client_against_coturn() {
     if !require("our_client_against_coturn", &["turnserver", "nft", "ss"]) {
         return;
     }
     let t = topology(61);
+    // The peer has its own public address.
+    t.public.addr_add("p0", "198.18.61.2/24").unwrap();
     // coturn's database and pid file stay out of /var.
     let scratch = TempDir::new("trn").unwrap();
     let _coturn = t
@@ -62,11 +67,21 @@ fn our_client_against_coturn() {
                 "-n",
                 "--listening-ip",
                 "198.18.61.1",
+                "--relay-ip",
+                "198.18.61.1",
                 "--listening-port",
                 "3478",
+                "--min-port",
+                "50000",
+                "--max-port",
+                "50100",
+                "--lt-cred-mech",
+                "--user",
+                "alice:secret",
+                "--realm",
+                "wow.test",
                 "--no-tls",
                 "--no-dtls",
-                "--stun-only",
                 "--no-cli",
                 "--log-file",
                 "stdout",
@@ -96,6 +111,57 @@ fn our_client_against_coturn() {
         "{out}"
     );
     assert!(out.contains("reflexive=198.18.61.10:5000"), "{out}");
+
+    let echo = t
+        .public
+        .spawn(example_bin("turn"), &["echo", "--bind", "198.18.61.2:6000"])
+        .unwrap();
+    assert!(listening(&t.public, "198.18.61.2:6000"), "echo peer");
+    let out = t
+        .host
+        .run(
+            example_bin("turn"),
+            &[
+                "relay",
+                "--bind",
+                "10.61.0.2:5001",
+                "--server",
+                "198.18.61.1:3478",
+                "--user",
+                "alice",
+                "--password",
+                "secret",
+                "--peer",
+                "198.18.61.2:6000",
+                "--count",
+                "200",
+            ],
+        )
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    println!("{text}\n--- echo peer ---\n{}", echo.log());
+    assert!(out.status.success(), "{text}\n{}", _coturn.log());
+    let relayed = text
+        .lines()
+        .find_map(|l| l.strip_prefix("relayed="))
+        .unwrap();
+    assert!(relayed.starts_with("198.18.61.1:50"), "{text}");
+    assert!(text.contains("indication sent=1 received=1"), "{text}");
+    assert!(text.contains("channel=0x4000"), "{text}");
+    assert!(
+        text.contains("channel sent=200 received=200 via_indication=0"),
+        "{text}"
+    );
+    // The peer saw every message, and from the relayed address only.
+    let log = echo.log();
+    let from: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("from="))
+        .collect();
+    assert!(from.len() >= 201, "{log}");
+    let expected = format!("{relayed} ");
+    assert!(from.iter().all(|l| l.starts_with(&expected)), "{log}");
 }
 
 #[test]
