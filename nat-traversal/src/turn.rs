@@ -1261,6 +1261,37 @@ mod test {
     }
 
     #[test]
+    fn channel_numbers_run_out_and_wrap() {
+        let now = Instant::now();
+        let mut c = allocated(now);
+        let peer = |i: u32| SocketAddr::new(std::net::Ipv4Addr::from(0xcb00_7100 + i).into(), 7000);
+        for i in 0..4096 {
+            assert_eq!(c.bind_channel(now, peer(i)), Ok(0x4000 + i as u16));
+        }
+        assert_eq!(c.bind_channel(now, peer(4096)), Err(Error::NoFreeChannel));
+        assert_eq!(c.bind_channel(now, peer(7)), Ok(0x4007));
+        // Refuse the bind of 0x4005: that number is the only free one.
+        let bind = std::iter::from_fn(|| c.poll_transmit())
+            .find(|t| {
+                Repr::parse_bytes(&t.payload)
+                    .unwrap()
+                    .attributes
+                    .contains(&Attribute::ChannelNumber(0x4005))
+            })
+            .unwrap();
+        let refused = answer(
+            &bind.payload,
+            Class::Error,
+            vec![Attribute::ErrorCode {
+                code: 400,
+                reason: "Bad Request".into(),
+            }],
+        );
+        assert!(c.handle_input(now, SERVER.parse().unwrap(), &refused));
+        assert_eq!(c.bind_channel(now, peer(4096)), Ok(0x4005));
+    }
+
+    #[test]
     fn wrong_credentials_fail_after_one_retry() {
         let now = Instant::now();
         let server: SocketAddr = SERVER.parse().unwrap();
