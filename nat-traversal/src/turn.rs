@@ -20,7 +20,8 @@
 //! writes a ChannelData message (or, before the peer's channel is bound, a
 //! Send indication) into the caller's buffer, and
 //! [`TurnClient::handle_channel_data`], which returns the payload of a
-//! ChannelData message as a slice of the received datagram. Channels are
+//! ChannelData message as a slice of the received datagram (Data
+//! indications still arrive as owned [`TurnEvent::Data`]). Channels are
 //! bound explicitly, once per peer; a bound channel is re-bound every
 //! 4 minutes, which refreshes both the binding (10 minute lifetime, §12)
 //! and the peer's permission (5 minutes, §9) with one request.
@@ -34,11 +35,11 @@ use rand_chacha::rand_core::{Rng, SeedableRng};
 
 use md5::{Digest, Md5};
 
-use crate::error::{Error, WireError};
+use crate::error::Error;
 use crate::wire::channel_data::{
     self, MAX_CHANNEL, MIN_CHANNEL, Packet as ChannelDataPacket, Repr as ChannelDataRepr,
 };
-use crate::wire::stun::{Attribute, Class, Method, Packet, Repr, TransactionId};
+use crate::wire::stun::{self, Attribute, Class, Method, Packet, Repr, TransactionId};
 use crate::{Socket, Transmit};
 
 /// Permission lifetime (RFC 8656 §9): 300 s; refreshed a minute early.
@@ -446,15 +447,17 @@ impl TurnClient {
     }
 
     /// Write a message relaying `data` to `peer` into `out`, without
-    /// allocating when the peer has a bound channel; returns the
-    /// destination (the server) and the message length.
+    /// allocating; returns the destination (the server) and the message
+    /// length.
     ///
     /// With a bound channel this is a ChannelData message (RFC 8656
     /// §12.4, 4 bytes of overhead, unpadded as allowed over UDP, §12.5).
-    /// Otherwise it is a Send indication (§11.1, which allocates while it
-    /// is built), for which the peer needs a permission. Fails with
-    /// [`Error::NoPath`] before allocation and with
-    /// [`WireError::BufferTooSmall`] when `out` is too short.
+    /// Otherwise it is a Send indication (§11.1, 36 bytes of overhead for
+    /// an IPv4 peer, 48 for IPv6, plus padding), which the server relays
+    /// only if the peer's IP has a permission
+    /// ([`TurnClient::create_permission`], or a ChannelBind once it
+    /// succeeded). Fails with [`Error::NoPath`] before allocation and with
+    /// [`WireError::BufferTooSmall`](crate::WireError::BufferTooSmall) when `out` is too short.
     pub fn send_into(
         &mut self,
         peer: SocketAddr,
@@ -471,28 +474,18 @@ impl TurnClient {
             }
             .emit(&mut ChannelDataPacket::new_unchecked(out))?,
             _ => {
-                let repr = self.send_indication(peer, data);
-                if out.len() < repr.buffer_len() {
-                    return Err(WireError::BufferTooSmall.into());
-                }
-                repr.emit(&mut Packet::new_unchecked(out), &[])?
+                let id = self.transaction_id();
+                stun::emit_send_indication(&mut Packet::new_unchecked(out), id, peer, data)?
             }
         };
         self.metrics.sent += 1;
         Ok((self.config.server, len))
     }
 
-    fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) -> Repr {
+    fn transaction_id(&mut self) -> TransactionId {
         let mut id = [0; 12];
         self.rng.fill_bytes(&mut id);
-        let mut repr = Repr::binding_request(TransactionId(id));
-        repr.class = Class::Indication;
-        repr.method = Method::SEND;
-        repr.attributes = vec![
-            Attribute::XorPeerAddress(peer),
-            Attribute::Data(data.to_vec()),
-        ];
-        repr
+        TransactionId(id)
     }
 
     /// Handle a datagram that may be ChannelData from the server (RFC 8656
@@ -523,7 +516,16 @@ impl TurnClient {
         if self.relayed().is_none() {
             return Err(Error::NoPath);
         }
-        let payload = self.send_indication(peer, data).to_bytes(&[])?;
+        // Sized for an IPv6 peer; trimmed to the emitted length.
+        let mut payload = vec![0; stun::HEADER_LEN + 24 + 4 + data.len() + 3];
+        let id = self.transaction_id();
+        let len = stun::emit_send_indication(
+            &mut Packet::new_unchecked(&mut payload[..]),
+            id,
+            peer,
+            data,
+        )?;
+        payload.truncate(len);
         self.metrics.sent += 1;
         self.transmits.push_back(Transmit {
             source: Socket::Primary,
@@ -848,6 +850,7 @@ impl TurnClient {
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::error::WireError;
 
     const SERVER: &str = "192.0.2.1:3478";
     const RELAYED: &str = "192.0.2.1:50000";

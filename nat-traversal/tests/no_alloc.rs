@@ -1,7 +1,8 @@
 //! The TURN channel data path allocates nothing once the channel is bound,
 //! counted with an instrumented global allocator: 1,000 packets written
 //! with `send_into`, relayed by a fake TURN server to a peer that answers,
-//! and the answers read back with `handle_channel_data`.
+//! and the answers read back with `handle_channel_data`; and 1,000 Send
+//! indications written by `send_into` to a peer without a channel.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::System;
@@ -111,7 +112,31 @@ fn channel_data_path_allocates_nothing() {
     assert_eq!(client.metrics().sent, u64::from(PACKETS));
     assert_eq!(client.metrics().received, u64::from(PACKETS));
 
-    // The counter does see the indication path's copies.
+    // Before a peer has a channel, send_into writes Send indications,
+    // also without allocating.
+    let unbound: SocketAddr = "203.0.113.6:7000".parse().unwrap();
+    let region = Region::new(GLOBAL);
+    for seq in 0..PACKETS {
+        payload(seq, &mut data);
+        let (_, n) = client.send_into(unbound, &data, &mut to_server).unwrap();
+        assert_eq!(to_server[..2], [0x00, 0x16]);
+        assert_eq!(to_server[n - PAYLOAD_LEN..n], data);
+    }
+    let stats = region.change();
+    assert_eq!(stats.allocations, 0, "{stats:?}");
+    assert_eq!(stats.reallocations, 0, "{stats:?}");
+    let indication = Repr::parse_bytes(&to_server[..PAYLOAD_LEN + 36]).unwrap();
+    assert_eq!(
+        (indication.class, indication.method),
+        (Class::Indication, Method::SEND)
+    );
+    assert!(
+        indication
+            .attributes
+            .contains(&Attribute::XorPeerAddress(unbound))
+    );
+
+    // The counter does see the queued indication path's copies.
     let region = Region::new(GLOBAL);
     client.send(peer, &data).unwrap();
     assert!(region.change().allocations > 0);

@@ -874,6 +874,41 @@ impl Repr {
     }
 }
 
+/// Emit a TURN Send indication (RFC 8656 §11.1) relaying `data` to `peer`
+/// straight into `packet`'s buffer: XOR-PEER-ADDRESS then DATA, nothing
+/// else. It parses to the [`Repr`] with those two attributes, but unlike
+/// that `Repr` needs no copy of `data`. Returns the emitted length.
+pub fn emit_send_indication<T: AsRef<[u8]> + AsMut<[u8]>>(
+    packet: &mut Packet<T>,
+    transaction_id: TransactionId,
+    peer: SocketAddr,
+    data: &[u8],
+) -> Result<usize, WireError> {
+    let peer_len = address_len(&peer);
+    let total = HEADER_LEN + 4 + peer_len + 4 + padded(data.len());
+    if data.len() > usize::from(u16::MAX) {
+        return Err(WireError::TooLong);
+    }
+    let body = u16::try_from(total - HEADER_LEN).map_err(|_| WireError::TooLong)?;
+    if packet.buffer.as_ref().len() < total {
+        return Err(WireError::BufferTooSmall);
+    }
+    packet.set_message_type(Class::Indication, Method::SEND);
+    packet.set_length(body);
+    packet.set_magic_cookie(MAGIC_COOKIE);
+    packet.set_transaction_id(transaction_id);
+    let id = cookie_and_id(MAGIC_COOKIE, transaction_id);
+    let buf = packet.buffer.as_mut();
+    let mut at = HEADER_LEN;
+    write_attr_header(buf, at, kind::XOR_PEER_ADDRESS, peer_len);
+    emit_address(&peer, Some(&id), &mut buf[at + 4..at + 4 + peer_len]);
+    at += 4 + peer_len;
+    write_attr_header(buf, at, kind::DATA, data.len());
+    buf[at + 4..at + 4 + data.len()].copy_from_slice(data);
+    buf[at + 4 + data.len()..total].fill(0);
+    Ok(total)
+}
+
 fn write_attr_header(buf: &mut [u8], at: usize, kind: u16, len: usize) {
     buf[at..at + 2].copy_from_slice(&kind.to_be_bytes());
     // Callers bound `len` to u16 before emitting.
@@ -1080,6 +1115,39 @@ mod test {
         let parsed = Repr::parse_bytes(&bytes).unwrap();
         assert!(parsed.attributes.is_empty());
         assert!(parsed.message_integrity);
+    }
+
+    #[test]
+    fn send_indication_matches_repr() {
+        let id = TransactionId([3; 12]);
+        for (peer, data) in [
+            ("203.0.113.5:7000", &b"hello"[..]),
+            ("[2001:db8::1]:9", &b"four"[..]),
+            ("203.0.113.5:7000", &b""[..]),
+        ] {
+            let peer: SocketAddr = peer.parse().unwrap();
+            let mut repr = Repr::binding_request(id);
+            repr.class = Class::Indication;
+            repr.method = Method::SEND;
+            repr.attributes = vec![
+                Attribute::XorPeerAddress(peer),
+                Attribute::Data(data.to_vec()),
+            ];
+            let expected = repr.to_bytes(&[]).unwrap();
+            let mut buf = [0xa5u8; 64];
+            let n = emit_send_indication(&mut Packet::new_unchecked(&mut buf[..]), id, peer, data)
+                .unwrap();
+            assert_eq!(&buf[..n], &expected[..]);
+            assert_eq!(
+                emit_send_indication(
+                    &mut Packet::new_unchecked(&mut buf[..n - 1]),
+                    id,
+                    peer,
+                    data
+                ),
+                Err(WireError::BufferTooSmall)
+            );
+        }
     }
 
     #[test]
