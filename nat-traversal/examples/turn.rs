@@ -9,9 +9,10 @@
 //! ```
 //!
 //! `relay` prints `relayed=ADDR`, `indication sent=1 received=1`,
-//! `channel=0xNNNN` and `channel sent=N received=M via_indication=K`, and
-//! exits 1 unless every message came back (the channel answers as
-//! ChannelData, `via_indication=0`). `echo` sends every datagram back to its
+//! `channel=0xNNNN` and `channel sent=N received=M via_indication=K
+//! resent=R`, and exits 1 unless every message came back (the channel
+//! answers as ChannelData, `via_indication=0`). Channel messages go 16 at a
+//! time; one unanswered after 300 ms is sent again. `echo` sends every datagram back to its
 //! source and prints `from=ADDR len=N` for each.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -205,38 +206,64 @@ fn relay(
         return Err("channel bind timed out".into());
     }
     println!("channel=0x{number:04x}");
+    // At most WINDOW messages in flight; one unanswered for RESEND is sent
+    // again (UDP bursts into busy namespaces do lose datagrams).
+    const WINDOW: usize = 16;
+    const RESEND: Duration = Duration::from_millis(300);
     let mut out = [0u8; 2048];
+    let mut sent_at: Vec<Option<Instant>> = vec![None; count as usize];
     let mut received = vec![false; count as usize];
     let mut via_indication = 0u32;
-    for seq in 0..count {
-        let message = format!("channel message {seq}");
-        let (to, n) = client
-            .send_into(peer, message.as_bytes(), &mut out)
-            .map_err(|e| e.to_string())?;
-        let _ = socket.send_to(&out[..n], to);
-    }
+    let mut resent = 0u32;
     let mut left = count;
-    drive(&mut client, &socket, deadline, |_, input| {
-        match input {
-            Input::Channel(p, payload) if p == peer => {
-                let seq = std::str::from_utf8(payload)
-                    .ok()
-                    .and_then(|s| s.strip_prefix("channel message "))
-                    .and_then(|s| s.parse::<usize>().ok());
-                if let Some(slot) = seq.and_then(|s| received.get_mut(s))
-                    && !*slot
-                {
-                    *slot = true;
-                    left -= 1;
-                }
+    while left > 0 && Instant::now() < deadline {
+        let now = Instant::now();
+        let mut in_flight = (0..sent_at.len())
+            .filter(|&i| sent_at[i].is_some() && !received[i])
+            .count();
+        for seq in 0..sent_at.len() {
+            let due = match sent_at[seq] {
+                None => in_flight < WINDOW,
+                Some(at) => !received[seq] && now >= at + RESEND,
+            };
+            if !due {
+                continue;
             }
-            Input::Event(TurnEvent::Data { .. }) => via_indication += 1,
-            _ => {}
+            if sent_at[seq].is_some() {
+                resent += 1;
+            } else {
+                in_flight += 1;
+            }
+            sent_at[seq] = Some(now);
+            let message = format!("channel message {seq}");
+            let (to, n) = client
+                .send_into(peer, message.as_bytes(), &mut out)
+                .map_err(|e| e.to_string())?;
+            let _ = socket.send_to(&out[..n], to);
         }
-        left == 0
-    });
+        let round = (now + Duration::from_millis(20)).min(deadline);
+        drive(&mut client, &socket, round, |_, input| {
+            match input {
+                Input::Channel(p, payload) if p == peer => {
+                    let seq = std::str::from_utf8(payload)
+                        .ok()
+                        .and_then(|s| s.strip_prefix("channel message "))
+                        .and_then(|s| s.parse::<usize>().ok());
+                    if let Some(slot) = seq.and_then(|s| received.get_mut(s))
+                        && !*slot
+                    {
+                        *slot = true;
+                        left -= 1;
+                    }
+                }
+                Input::Event(TurnEvent::Data { .. }) => via_indication += 1,
+                _ => {}
+            }
+            left == 0
+        });
+    }
     println!(
-        "channel sent={count} received={} via_indication={via_indication}",
+        "channel sent={count} received={} via_indication={via_indication} resent={resent}",
         count - left
     );
     if left > 0 || via_indication > 0 {

@@ -150,7 +150,7 @@ fn our_client_against_coturn() {
     assert!(text.contains("indication sent=1 received=1"), "{text}");
     assert!(text.contains("channel=0x4000"), "{text}");
     assert!(
-        text.contains("channel sent=200 received=200 via_indication=0"),
+        text.contains("channel sent=200 received=200 via_indication=0 "),
         "{text}"
     );
     // The peer saw every message, and from the relayed address only.
