@@ -39,6 +39,11 @@
 //! [confine]
 //! enabled = false                   # same as --confine
 //! allow_tcp_ports = [22]            # host services the guest may still reach
+//!
+//! [turn]
+//! # server = "192.0.2.1:3478"       # a TURN server: relayed endpoint of last resort
+//! # username = "wow"                # its long-term credentials, if it asks
+//! # password = "secret"
 //! ```
 //!
 //! Relative paths are relative to `state_dir`.
@@ -65,6 +70,21 @@ pub struct Config {
     pub confine: ConfineSection,
     /// `[ca]`.
     pub ca: CaSection,
+    /// `[turn]`.
+    pub turn: TurnSection,
+}
+
+/// `[turn]`: a TURN server (RFC 8656) as the relay of last resort, for
+/// peers that reach neither us nor a common overlay node directly.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnSection {
+    /// The server's UDP endpoint.
+    pub server: Option<SocketAddr>,
+    /// Long-term credential user name.
+    pub username: Option<String>,
+    /// Long-term credential password.
+    pub password: Option<String>,
 }
 
 /// `[ca]`: this node answers enrolment requests.

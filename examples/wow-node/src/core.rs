@@ -229,6 +229,26 @@ enum DhtJob {
     Publish,
 }
 
+/// Peers reached through the TURN server at most (each a channel).
+const MAX_TURN_PEERS: usize = 256;
+
+/// The TURN relay fallback: our allocation on a TURN server (RFC 8656)
+/// gives us a relayed address that peers behind symmetric NATs can reach.
+/// It is advertised last among our endpoints; a peer whose link request
+/// arrives through it is answered through it, on a channel.
+struct Turn {
+    client: nat_traversal::turn::TurnClient,
+    server: SocketAddr,
+    /// Underlay endpoints heard through the relay: answered through it.
+    peers: HashSet<SocketAddr>,
+    /// Peer IPs given a permission already.
+    permitted: HashSet<IpAddr>,
+    /// Peers a channel was asked for.
+    channels: HashSet<SocketAddr>,
+    /// Scratch room for wrapping a datagram (kept between datagrams).
+    buf: Vec<u8>,
+}
+
 /// The composed node. See the [module docs](self).
 pub struct Core<S: LeaseStore> {
     settings: Settings,
@@ -246,6 +266,8 @@ pub struct Core<S: LeaseStore> {
     negative: HashMap<Ipv4Addr, Instant>,
     lookups: HashMap<Ipv4Addr, Lookup>,
     jobs: HashMap<u64, DhtJob>,
+    /// TURN relay fallback (see [`Core::set_turn`]).
+    turn: Option<Turn>,
     /// The guest's address was lost to another claimant (not published
     /// until the guest leases again).
     guest_addr_lost: bool,
@@ -409,6 +431,7 @@ impl<S: LeaseStore> Core<S> {
             negative: HashMap::new(),
             lookups: HashMap::new(),
             jobs: HashMap::new(),
+            turn: None,
             guest_addr_lost: false,
             crl_assemblies: HashMap::new(),
             crl_fetched: None,
@@ -725,6 +748,25 @@ impl<S: LeaseStore> Core<S> {
 
     /// A datagram from the underlay socket.
     pub fn handle_udp(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if let Some(turn) = self.turn.as_mut()
+            && from == turn.server
+        {
+            // A peer's datagram relayed on a channel, or the server's own.
+            if let Some((peer, payload)) = turn.client.handle_channel_data(from, bytes) {
+                self.note_turn_peer(now, peer);
+                self.handle_underlay(now, peer, payload);
+                return;
+            }
+            if turn.client.handle_input(now, from, bytes) {
+                self.drain_turn(now);
+                self.pump(now);
+                return;
+            }
+        }
+        self.handle_underlay(now, from, bytes);
+    }
+
+    fn handle_underlay(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         if bytes.is_empty() {
             // A peer's punch datagram: it has done its job in our NAT.
             return;
@@ -747,6 +789,100 @@ impl<S: LeaseStore> Core<S> {
         self.pump(now);
     }
 
+    /// Uses the TURN server in `config` as a relay of last resort: the
+    /// allocation's relayed address joins our advertised endpoints (last),
+    /// peers that cannot reach us otherwise link through it, and they are
+    /// answered through it on a channel (ChannelData, no allocation per
+    /// datagram).
+    pub fn set_turn(
+        &mut self,
+        now: Instant,
+        config: nat_traversal::turn::TurnConfig,
+        seed: u64,
+    ) -> Result<(), nat_traversal::Error> {
+        let server = config.server;
+        let client = nat_traversal::turn::TurnClient::new(config, now, seed)?;
+        self.turn = Some(Turn {
+            client,
+            server,
+            peers: HashSet::new(),
+            permitted: HashSet::new(),
+            channels: HashSet::new(),
+            buf: Vec::with_capacity(overlay_core::wire::MAX_DATA_MESSAGE_LEN + 64),
+        });
+        Ok(())
+    }
+
+    /// The relayed address of our TURN allocation, once it exists.
+    pub fn turn_relayed(&self) -> Option<SocketAddr> {
+        self.turn.as_ref().and_then(|t| t.client.relayed())
+    }
+
+    /// Lets `peer`'s addresses reach us through our TURN allocation.
+    fn permit_turn_peers(&mut self, now: Instant, endpoints: &[SocketAddr]) {
+        let Some(turn) = self.turn.as_mut() else {
+            return;
+        };
+        for e in endpoints {
+            if turn.permitted.len() < MAX_TURN_PEERS && turn.permitted.insert(e.ip()) {
+                turn.client.create_permission(now, e.ip());
+            }
+        }
+    }
+
+    /// Acts on the TURN client's events.
+    fn drain_turn(&mut self, now: Instant) {
+        let mut relayed = Vec::new();
+        let Some(turn) = self.turn.as_mut() else {
+            return;
+        };
+        while let Some(event) = turn.client.poll_event() {
+            use nat_traversal::turn::TurnEvent as E;
+            match event {
+                E::Allocated { relayed: r, .. } => {
+                    tracing::info!(relayed = %r, server = %turn.server, "TURN allocation: relayed endpoint advertised");
+                    if !self.endpoints.contains(&r) {
+                        self.endpoints.push(r);
+                    }
+                }
+                E::Data { peer, data } => relayed.push((peer, data)),
+                E::ChannelBound { peer, channel } => {
+                    tracing::debug!(%peer, channel, "TURN channel bound");
+                }
+                E::ChannelFailed { peer, .. } => {
+                    turn.channels.remove(&peer);
+                }
+                E::Failed(failure) => {
+                    tracing::warn!(?failure, "TURN allocation failed: no relay fallback");
+                }
+                _ => {}
+            }
+        }
+        for (peer, data) in relayed {
+            self.note_turn_peer(now, peer);
+            self.handle_underlay(now, peer, &data);
+        }
+    }
+
+    /// Notes that `peer` reached us through the relay, so that we answer
+    /// through it, and binds it a channel.
+    fn note_turn_peer(&mut self, now: Instant, peer: SocketAddr) {
+        let Some(turn) = self.turn.as_mut() else {
+            return;
+        };
+        if turn.peers.len() < MAX_TURN_PEERS && turn.peers.insert(peer) {
+            tracing::debug!(%peer, "peer reached through the TURN relay");
+        }
+        if turn.client.channel(peer).is_none()
+            && turn.channels.len() < MAX_TURN_PEERS
+            && turn.channels.insert(peer)
+            && let Err(e) = turn.client.bind_channel(now, peer)
+        {
+            tracing::debug!(%peer, error = %e, "no TURN channel");
+            turn.channels.remove(&peer);
+        }
+    }
+
     /// Advances every machine's timers to `now`; `wall` is the wall clock
     /// (certificate validity).
     pub fn handle_timeout(&mut self, now: Instant, wall: SystemTime) {
@@ -756,6 +892,10 @@ impl<S: LeaseStore> Core<S> {
         }
         self.overlay.handle_timeout(now);
         self.puncher.handle_timeout(now);
+        if let Some(turn) = self.turn.as_mut() {
+            turn.client.handle_timeout(now);
+            self.drain_turn(now);
+        }
         self.dhcp.handle_timeout(now);
         self.dns.handle_timeout(now);
         self.tcp_dns.handle_timeout(now);
@@ -868,7 +1008,31 @@ impl<S: LeaseStore> Core<S> {
                 return Some((t.destination, n));
             }
         }
-        let (to, n) = self.overlay.poll_transmit_into(buf)?;
+        if let Some(t) = self.turn.as_mut().and_then(|t| t.client.poll_transmit()) {
+            let n = t.payload.len();
+            if n <= buf.len() {
+                buf[..n].copy_from_slice(&t.payload);
+                self.counters.udp_out += 1;
+                self.counters.udp_bytes_out += n as u64;
+                return Some((t.destination, n));
+            }
+        }
+        let (mut to, mut n) = self.overlay.poll_transmit_into(buf)?;
+        if let Some(turn) = self.turn.as_mut()
+            && turn.peers.contains(&to)
+        {
+            // Answer through the relay the peer came through: a channel
+            // message (or a Send indication until the channel is bound),
+            // built in the kept scratch buffer.
+            turn.buf.resize(n + 64, 0);
+            match turn.client.send_into(to, &buf[..n], &mut turn.buf) {
+                Ok((server, m)) if m <= buf.len() => {
+                    buf[..m].copy_from_slice(&turn.buf[..m]);
+                    (to, n) = (server, m);
+                }
+                _ => tracing::debug!(%to, "cannot relay through TURN: sent directly"),
+            }
+        }
         self.counters.udp_out += 1;
         self.counters.udp_bytes_out += n as u64;
         Some((to, n))
@@ -896,6 +1060,7 @@ impl<S: LeaseStore> Core<S> {
             self.dhcp.poll_timeout(),
             self.dns.poll_timeout(),
             self.tcp_dns.poll_timeout(),
+            self.turn.as_ref().and_then(|t| t.client.poll_timeout()),
             self.sa.as_ref().and_then(|s| s.poll_timeout()),
             lookup,
         ]
@@ -1013,6 +1178,9 @@ impl<S: LeaseStore> Core<S> {
             // try its endpoints ourselves if we are linking to it too.
             let endpoints = wire::parse_endpoints(packet.body());
             tracing::debug!(peer = %source, ?endpoints, "punch request");
+            // The peer may link to our TURN relayed address, from any port
+            // of its addresses: let them in.
+            self.permit_turn_peers(now, &endpoints);
             for e in endpoints.iter().take(4) {
                 if self.punch_out.len() < 64 {
                     self.punch_out.push_back(*e);

@@ -387,6 +387,18 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     let mut crl_tick =
         tokio::time::interval(Duration::from_secs(config.security.crl_refresh_secs.max(1)));
 
+    if let Some(server) = config.turn.server {
+        let mut turn = nat_traversal::turn::TurnConfig::new(server);
+        if let (Some(username), Some(password)) = (&config.turn.username, &config.turn.password) {
+            turn.credentials = Some(nat_traversal::turn::TurnCredentials {
+                username: username.clone(),
+                password: password.clone(),
+            });
+        }
+        core.set_turn(now, turn, seed ^ 0x7475_726e)
+            .map_err(|e| format!("TURN: {e}"))?;
+        tracing::info!(%server, "TURN server configured as the relay of last resort");
+    }
     core.join(now, &config.node.bootstrap);
     if let Some(dir) = &config.ca.dir {
         let store = ipsec_ca::FileStore::new(dir).map_err(|e| format!("CA: {e}"))?;

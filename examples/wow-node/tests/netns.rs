@@ -258,10 +258,15 @@ fn leased_pair(kind: NatKind) -> (Topology, String, String) {
 
 /// [`leased_pair`] with `b_extra` appended to node B's configuration.
 fn leased_pair_with(kind: NatKind, b_extra: &str) -> (Topology, String, String) {
-    let mut t = topology_with(kind);
+    leased_pair_on(topology_with(kind), "", b_extra)
+}
+
+/// [`leased_pair`] on topology `t`, with `a_extra` and `b_extra` appended
+/// to nodes A's and B's configurations.
+fn leased_pair_on(mut t: Topology, a_extra: &str, b_extra: &str) -> (Topology, String, String) {
     t.public.write_config(&[], PUBLIC, &[], "");
     t.public.start(&[]);
-    t.a.write_config(bootstrap(), ANY, &[], "");
+    t.a.write_config(bootstrap(), ANY, &[], a_extra);
     t.b.write_config(bootstrap(), ANY, &[], b_extra);
     t.a.start(&[]);
     t.b.start(&[]);
@@ -705,4 +710,95 @@ fn nodes_on_one_lan_find_each_other_without_bootstrap() {
         a.log(),
         b.log()
     );
+}
+
+#[test]
+fn guests_behind_symmetric_nats_link_through_a_turn_server() {
+    if !require(
+        "guests_behind_symmetric_nats_link_through_a_turn_server",
+        &["dhclient", "ping", "nft", "iperf3", "turnserver", "ss"],
+    ) {
+        return;
+    }
+    // coturn on the public host (long-term credentials); both nodes use it
+    // as the relay of last resort. No hole between two symmetric NATs, but
+    // each peer reaches the other's relayed address: a one-hop overlay link
+    // through the TURN server instead of two hops through the public node.
+    let t = topology_with(NatKind::Symmetric);
+    let scratch = TempDir::new("trn").unwrap();
+    let db = format!("{}/turndb", scratch.path().display());
+    let pid = format!("{}/turnserver.pid", scratch.path().display());
+    let _coturn = t
+        .public
+        .ns
+        .spawn(
+            "turnserver",
+            &[
+                "-n",
+                "--listening-ip",
+                "198.51.1.1",
+                "--relay-ip",
+                "198.51.1.1",
+                "--listening-port",
+                "3478",
+                "--min-port",
+                "50000",
+                "--max-port",
+                "50100",
+                "--lt-cred-mech",
+                "--user",
+                "wow:secret",
+                "--realm",
+                "wow.test",
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                "--log-file",
+                "stdout",
+                "--simple-log",
+                "--userdb",
+                &db,
+                "--pidfile",
+                &pid,
+            ],
+        )
+        .unwrap();
+    let public = &t.public.ns;
+    assert!(
+        wait_until(Duration::from_secs(10), || public
+            .run_ok("ss", &["-lun"])
+            .is_ok_and(|s| s.contains("198.51.1.1:3478"))),
+        "coturn did not start"
+    );
+    let turn =
+        "\n[turn]\nserver = \"198.51.1.1:3478\"\nusername = \"wow\"\npassword = \"secret\"\n";
+    let (t, addr_a, addr_b) = leased_pair_on(t, turn, turn);
+    let (a, b) = (&t.a, &t.b);
+    assert!(a.log().contains("TURN allocation"), "{}", a.log());
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let _ = a.ping(&addr_b);
+            let _ = b.ping(&addr_a);
+            a.status(false).contains("direct (1 hops)")
+        }),
+        "no one-hop path through the relay:\n{}\n{}\n{}",
+        a.status(false),
+        b.status(false),
+        b.log()
+    );
+    // The link's endpoint is a relayed address on the TURN server.
+    let status: serde_json::Value = serde_json::from_str(&a.status(true)).unwrap();
+    let endpoints: Vec<String> = status["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["endpoint"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        endpoints.iter().any(|e| e.starts_with("198.51.1.1:50")),
+        "{endpoints:?}"
+    );
+    let bps = iperf(a, b, &addr_b, 3);
+    eprintln!("iperf3 through the TURN relay: {:.1} Mbit/s", bps / 1e6);
+    assert!(bps > 1e6, "{bps} bit/s");
 }
