@@ -91,6 +91,14 @@ pub struct Status {
     pub sa_rejected: u64,
     /// Seconds since start.
     pub uptime_secs: u64,
+    /// Our underlay endpoints as advertised to peers (reflexive, configured,
+    /// TURN relayed last).
+    pub endpoints: Vec<String>,
+    /// The relayed address of our TURN allocation, if one is configured and
+    /// granted.
+    pub turn_relayed: Option<String>,
+    /// Peer endpoints answered through the TURN relay.
+    pub turn_peers: Vec<String>,
 }
 
 fn roles(r: Roles) -> Vec<&'static str> {
@@ -172,6 +180,9 @@ impl Status {
                 .map(|s| s.authentication_failed + s.replayed + s.unprotected_dropped)
                 .unwrap_or(0),
             uptime_secs: now.saturating_duration_since(started_at).as_secs(),
+            endpoints: core.endpoints().iter().map(ToString::to_string).collect(),
+            turn_relayed: core.turn_relayed().map(|a| a.to_string()),
+            turn_peers: core.turn_peers().iter().map(ToString::to_string).collect(),
         }
     }
 
@@ -206,6 +217,14 @@ impl Status {
             self.dht_records, self.dns_queries, self.sa_handshakes, self.sa_rejected
         );
         s += &format!("ring      {}\n", self.ring_neighbours.join(" "));
+        s += &format!(
+            "underlay  {}{}\n",
+            self.endpoints.join(" "),
+            self.turn_relayed
+                .as_ref()
+                .map(|r| format!(" (TURN relayed {r})"))
+                .unwrap_or_default()
+        );
         s += "links:\n";
         for l in &self.links {
             s += &format!(

@@ -763,6 +763,15 @@ impl<S: LeaseStore> Core<S> {
                 return;
             }
         }
+        if let Some(turn) = self.turn.as_mut()
+            && !turn.peers.is_empty()
+            && turn.peers.remove(&from)
+        {
+            // Heard directly: answered directly from now on. (A reachable
+            // node may also have tried our relayed address, among our
+            // endpoints, while linking.)
+            tracing::debug!(peer = %from, "peer reached directly: no longer through the TURN relay");
+        }
         self.handle_underlay(now, from, bytes);
     }
 
@@ -813,6 +822,19 @@ impl<S: LeaseStore> Core<S> {
         Ok(())
     }
 
+    /// Our underlay endpoints as we advertise them to peers.
+    pub fn endpoints(&self) -> &[SocketAddr] {
+        &self.endpoints
+    }
+
+    /// Underlay endpoints we answer through our TURN relay.
+    pub fn turn_peers(&self) -> Vec<SocketAddr> {
+        self.turn
+            .as_ref()
+            .map(|t| t.peers.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// The relayed address of our TURN allocation, once it exists.
     pub fn turn_relayed(&self) -> Option<SocketAddr> {
         self.turn.as_ref().and_then(|t| t.client.relayed())
@@ -840,10 +862,7 @@ impl<S: LeaseStore> Core<S> {
             use nat_traversal::turn::TurnEvent as E;
             match event {
                 E::Allocated { relayed: r, .. } => {
-                    tracing::info!(relayed = %r, server = %turn.server, "TURN allocation: relayed endpoint advertised");
-                    if !self.endpoints.contains(&r) {
-                        self.endpoints.push(r);
-                    }
+                    tracing::info!(relayed = %r, server = %turn.server, "TURN allocation: relayed endpoint offered where punching fails");
                 }
                 E::Data { peer, data } => relayed.push((peer, data)),
                 E::ChannelBound { peer, channel } => {
@@ -1170,7 +1189,7 @@ impl<S: LeaseStore> Core<S> {
             } else {
                 self.counters.malformed += 1;
             }
-            self.drain_punched();
+            self.drain_punched(now);
             return;
         }
         if repr.kind == Kind::Punch {
@@ -1324,20 +1343,25 @@ impl<S: LeaseStore> Core<S> {
         self.punched
             .retain(|_, t| now < *t + Duration::from_secs(10));
         self.punched.insert(peer, now);
+        let endpoints = self.endpoints.clone();
+        self.send_punch(now, peer, &endpoints);
+        if let Some(offer) = self.puncher.start(now, peer, &endpoints) {
+            self.send_offer(now, peer, offer);
+        }
+    }
+
+    /// Sends `peer`, through the overlay, endpoints it may link to us at.
+    fn send_punch(&mut self, now: Instant, peer: Address, endpoints: &[SocketAddr]) {
         let repr = wire::Repr {
             kind: Kind::Punch,
             source: self.guest_addr.unwrap_or(Ipv4Addr::UNSPECIFIED),
             destination: Ipv4Addr::UNSPECIFIED,
         };
-        let mut body = Vec::with_capacity(6 * self.endpoints.len());
-        wire::emit_endpoints(&self.endpoints, &mut body);
+        let mut body = Vec::with_capacity(6 * endpoints.len());
+        wire::emit_endpoints(endpoints, &mut body);
         let mut payload = Vec::new();
         repr.emit_with_body(&body, &mut payload);
         let _ = self.overlay.send(now, peer, payload);
-        let endpoints = self.endpoints.clone();
-        if let Some(offer) = self.puncher.start(now, peer, &endpoints) {
-            self.send_offer(now, peer, offer);
-        }
     }
 
     /// Sends our punch offer to `peer` through the overlay.
@@ -1362,10 +1386,18 @@ impl<S: LeaseStore> Core<S> {
 
     /// Hands the paths the punch sessions found to the overlay, as
     /// candidates for its pending links.
-    fn drain_punched(&mut self) {
+    fn drain_punched(&mut self, now: Instant) {
         while let Some((peer, endpoint)) = self.puncher.poll_connected() {
             self.counters.punched += 1;
             self.overlay.handle_link_candidates(peer, &[endpoint]);
+        }
+        while let Some(peer) = self.puncher.poll_failed() {
+            // No hole: offer our TURN relayed address, which the peer's
+            // own punch request already gave a permission.
+            if let Some(relayed) = self.turn_relayed() {
+                tracing::debug!(%peer, %relayed, "punching failed: relayed endpoint offered");
+                self.send_punch(now, peer, &[relayed]);
+            }
         }
     }
 
@@ -1417,7 +1449,7 @@ impl<S: LeaseStore> Core<S> {
 
     /// Drains every machine's outputs into the others until all are quiet.
     fn pump(&mut self, now: Instant) {
-        self.drain_punched();
+        self.drain_punched(now);
         loop {
             let mut busy = false;
             while let Some(event) = self.overlay.poll_event() {

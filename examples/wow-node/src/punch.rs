@@ -50,6 +50,7 @@ pub struct Puncher {
     rng: u64,
     exchanges: HashMap<Address, Exchange>,
     connected: VecDeque<(Address, SocketAddr)>,
+    failed: VecDeque<Address>,
     stats: PunchStats,
 }
 
@@ -62,6 +63,7 @@ impl Puncher {
             rng: seed ^ 0x9e37_79b9_7f4a_7c15,
             exchanges: HashMap::new(),
             connected: VecDeque::new(),
+            failed: VecDeque::new(),
             stats: PunchStats::default(),
         }
     }
@@ -217,6 +219,9 @@ impl Puncher {
                     PunchEvent::Failed(f) => {
                         tracing::debug!(%peer, failure = ?f, "punch failed");
                         self.stats.failed += 1;
+                        if self.failed.len() < MAX_EXCHANGES {
+                            self.failed.push_back(*peer);
+                        }
                     }
                     _ => {}
                 }
@@ -234,6 +239,11 @@ impl Puncher {
     /// The next path a session found: the peer and its working endpoint.
     pub fn poll_connected(&mut self) -> Option<(Address, SocketAddr)> {
         self.connected.pop_front()
+    }
+
+    /// The next peer no path could be punched to.
+    pub fn poll_failed(&mut self) -> Option<Address> {
+        self.failed.pop_front()
     }
 
     /// When [`Puncher::handle_timeout`] should next be called.

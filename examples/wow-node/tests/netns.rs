@@ -140,6 +140,11 @@ impl Host {
         self.ns.run_ok(BIN, &args).unwrap()
     }
 
+    fn overlay_address(&self) -> String {
+        let status: serde_json::Value = serde_json::from_str(&self.status(true)).unwrap();
+        status["overlay_address"].as_str().unwrap().to_string()
+    }
+
     fn resolve(&self, name: &str) -> Option<String> {
         let out = self.ns.run("getent", &["hosts", name]).ok()?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -721,9 +726,10 @@ fn guests_behind_symmetric_nats_link_through_a_turn_server() {
         return;
     }
     // coturn on the public host (long-term credentials); both nodes use it
-    // as the relay of last resort. No hole between two symmetric NATs, but
-    // each peer reaches the other's relayed address: a one-hop overlay link
-    // through the TURN server instead of two hops through the public node.
+    // as the relay of last resort. No hole between two symmetric NATs; once
+    // punching fails, each offers the other its relayed address: a one-hop
+    // overlay link through the TURN server instead of two hops through the
+    // public node (which reaches both directly and never uses the relay).
     let t = topology_with(NatKind::Symmetric);
     let scratch = TempDir::new("trn").unwrap();
     let db = format!("{}/turndb", scratch.path().display());
@@ -775,6 +781,23 @@ fn guests_behind_symmetric_nats_link_through_a_turn_server() {
     let (t, addr_a, addr_b) = leased_pair_on(t, turn, turn);
     let (a, b) = (&t.a, &t.b);
     assert!(a.log().contains("TURN allocation"), "{}", a.log());
+    for h in [a, b] {
+        let status: serde_json::Value = serde_json::from_str(&h.status(true)).unwrap();
+        let relayed = status["turn_relayed"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(relayed.starts_with("198.51.1.1:50"), "{status}");
+        // Not advertised to everyone: offered only to peers no hole could
+        // be punched to.
+        let advertised = status["endpoints"].as_array().unwrap();
+        assert!(
+            !advertised
+                .iter()
+                .any(|e| e.as_str() == Some(relayed.as_str())),
+            "{status}"
+        );
+    }
     assert!(
         wait_until(Duration::from_secs(20), || {
             let _ = a.ping(&addr_b);
@@ -786,17 +809,38 @@ fn guests_behind_symmetric_nats_link_through_a_turn_server() {
         b.status(false),
         b.log()
     );
-    // The link's endpoint is a relayed address on the TURN server.
-    let status: serde_json::Value = serde_json::from_str(&a.status(true)).unwrap();
-    let endpoints: Vec<String> = status["links"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l["endpoint"].as_str().map(str::to_string))
-        .collect();
+    // The link between them goes through the TURN server: to the other's
+    // relayed address, or to the other's NAT mapping heard through our own
+    // allocation and answered through it. (At least one side holds it.)
+    let mut links = 0;
+    for (h, other) in [(a, b), (b, a)] {
+        let status: serde_json::Value = serde_json::from_str(&h.status(true)).unwrap();
+        let other_node = other.overlay_address();
+        let Some(link) = status["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["peer"].as_str() == Some(other_node.as_str()))
+        else {
+            continue;
+        };
+        links += 1;
+        let endpoint = link["endpoint"].as_str().unwrap().to_string();
+        let through_ours = status["turn_peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str() == Some(endpoint.as_str()));
+        assert!(
+            endpoint.starts_with("198.51.1.1:50") || through_ours,
+            "{status}"
+        );
+    }
     assert!(
-        endpoints.iter().any(|e| e.starts_with("198.51.1.1:50")),
-        "{endpoints:?}"
+        links > 0,
+        "no link between A and B:\n{}\n{}",
+        a.status(false),
+        b.status(false)
     );
     let bps = iperf(a, b, &addr_b, 3);
     eprintln!("iperf3 through the TURN relay: {:.1} Mbit/s", bps / 1e6);
