@@ -61,42 +61,8 @@ fn our_client_against_coturn() {
     let scratch = TempDir::new("trn").unwrap();
     let _coturn = t
         .public
-        .spawn(
-            "turnserver",
-            &[
-                "-n",
-                "--listening-ip",
-                "198.18.61.1",
-                "--relay-ip",
-                "198.18.61.1",
-                "--listening-port",
-                "3478",
-                "--min-port",
-                "50000",
-                "--max-port",
-                "50100",
-                "--lt-cred-mech",
-                "--user",
-                "alice:secret",
-                "--realm",
-                "wow.test",
-                "--no-tls",
-                "--no-dtls",
-                "--no-cli",
-                "--log-file",
-                "stdout",
-                "--simple-log",
-                "--userdb",
-                &format!("{}/turndb", scratch.path().display()),
-                "--pidfile",
-                &format!("{}/turnserver.pid", scratch.path().display()),
-            ],
-        )
+        .spawn_coturn("198.18.61.1", "alice:secret", scratch.path())
         .unwrap();
-    assert!(
-        listening(&t.public, "198.18.61.1:3478"),
-        "coturn did not start"
-    );
     let out = t
         .host
         .run_ok(

@@ -306,45 +306,8 @@ fn symmetric_pair_relays_through_coturn() {
     let scratch = TempDir::new("trn").unwrap();
     let _coturn = public
         .ns
-        .spawn(
-            "turnserver",
-            &[
-                "-n",
-                "--listening-ip",
-                "198.18.0.3",
-                "--relay-ip",
-                "198.18.0.3",
-                "--listening-port",
-                "3478",
-                "--min-port",
-                "50000",
-                "--max-port",
-                "50100",
-                "--lt-cred-mech",
-                "--user",
-                "alice:secret",
-                "--realm",
-                "wow.test",
-                "--no-tls",
-                "--no-dtls",
-                "--no-cli",
-                "--log-file",
-                "stdout",
-                "--simple-log",
-                "--userdb",
-                &format!("{}/turndb", scratch.path().display()),
-                "--pidfile",
-                &format!("{}/turnserver.pid", scratch.path().display()),
-            ],
-        )
+        .spawn_coturn("198.18.0.3", "alice:secret", scratch.path())
         .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || {
-        public
-            .ns
-            .run_ok("ss", &["-Hlun"])
-            .unwrap_or_default()
-            .contains("198.18.0.3:3478")
-    }));
     let (ra, rb) = run_case(
         &public,
         1,

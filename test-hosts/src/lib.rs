@@ -187,6 +187,60 @@ impl Netns {
         Process::spawn(cmd)
     }
 
+    /// Start coturn's `turnserver` in the namespace, listening and relaying
+    /// on `ip` (UDP port 3478, relayed ports 50000–50100), with long-term
+    /// credentials `user` (`name:password`, realm `wow.test`), its database
+    /// and pid file in `state`; returns once it listens (error after 10 s).
+    pub fn spawn_coturn(&self, ip: &str, user: &str, state: &Path) -> io::Result<Process> {
+        let db = state.join("turndb");
+        let pid = state.join("turnserver.pid");
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let process = self.spawn(
+            "turnserver",
+            &[
+                "-n",
+                "--listening-ip",
+                ip,
+                "--relay-ip",
+                ip,
+                "--listening-port",
+                "3478",
+                "--min-port",
+                "50000",
+                "--max-port",
+                "50100",
+                "--lt-cred-mech",
+                "--user",
+                user,
+                "--realm",
+                "wow.test",
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                "--log-file",
+                "stdout",
+                "--simple-log",
+                "--userdb",
+                &path(&db),
+                "--pidfile",
+                &path(&pid),
+            ],
+        )?;
+        let listen = format!("{ip}:3478");
+        let up = wait_until(Duration::from_secs(10), || {
+            self.run_ok("ss", &["-Hlun"])
+                .is_ok_and(|s| s.contains(&listen))
+        });
+        if up {
+            Ok(process)
+        } else {
+            Err(io::Error::other(format!(
+                "coturn did not listen on {listen}:\n{}",
+                process.log()
+            )))
+        }
+    }
+
     /// Create a veth pair with `local` in this namespace and `remote` in
     /// `other`, both brought up.
     pub fn veth_to(&self, other: &Netns, local: &str, remote: &str) -> io::Result<()> {

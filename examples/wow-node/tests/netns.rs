@@ -732,50 +732,11 @@ fn guests_behind_symmetric_nats_link_through_a_turn_server() {
     // public node (which reaches both directly and never uses the relay).
     let t = topology_with(NatKind::Symmetric);
     let scratch = TempDir::new("trn").unwrap();
-    let db = format!("{}/turndb", scratch.path().display());
-    let pid = format!("{}/turnserver.pid", scratch.path().display());
     let _coturn = t
         .public
         .ns
-        .spawn(
-            "turnserver",
-            &[
-                "-n",
-                "--listening-ip",
-                "198.51.1.1",
-                "--relay-ip",
-                "198.51.1.1",
-                "--listening-port",
-                "3478",
-                "--min-port",
-                "50000",
-                "--max-port",
-                "50100",
-                "--lt-cred-mech",
-                "--user",
-                "wow:secret",
-                "--realm",
-                "wow.test",
-                "--no-tls",
-                "--no-dtls",
-                "--no-cli",
-                "--log-file",
-                "stdout",
-                "--simple-log",
-                "--userdb",
-                &db,
-                "--pidfile",
-                &pid,
-            ],
-        )
+        .spawn_coturn("198.51.1.1", "wow:secret", scratch.path())
         .unwrap();
-    let public = &t.public.ns;
-    assert!(
-        wait_until(Duration::from_secs(10), || public
-            .run_ok("ss", &["-lun"])
-            .is_ok_and(|s| s.contains("198.51.1.1:3478"))),
-        "coturn did not start"
-    );
     let turn =
         "\n[turn]\nserver = \"198.51.1.1:3478\"\nusername = \"wow\"\npassword = \"secret\"\n";
     let (t, addr_a, addr_b) = leased_pair_on(t, turn, turn);
