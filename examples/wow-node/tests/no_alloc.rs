@@ -12,8 +12,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use support::{Node, credentials, exchange};
-use wow_node::core::CoreEvent;
+use support::{Node, exchange, smol};
 use wow_node::demo;
 use wow_node::guest::Guest;
 
@@ -21,10 +20,6 @@ mod support;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-fn smol(base: Instant, now: Instant) -> smoltcp::time::Instant {
-    smoltcp::time::Instant::from_micros(now.duration_since(base).as_micros() as i64)
-}
 
 /// An Ethernet/IPv4/UDP frame from `src` to `dst` numbered `n`.
 fn frame(mac: [u8; 6], gateway: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, n: u32) -> Vec<u8> {
@@ -71,8 +66,7 @@ fn forwarding_guest_packets_allocates_nothing() {
     let mut lines = Vec::new();
     let mut addrs: [Option<Ipv4Addr>; 2] = [None, None];
     let mut now = base;
-    let mut certified = [false; 2];
-    while !(guests.iter().all(Guest::finished) && certified.iter().all(|c| *c)) {
+    while !(guests.iter().all(Guest::finished) && addrs.iter().all(Option::is_some)) {
         assert!(now < base + Duration::from_secs(120), "setup timed out");
         now += Duration::from_millis(2);
         for (i, core) in cores.iter_mut().enumerate() {
@@ -80,17 +74,7 @@ fn forwarding_guest_packets_allocates_nothing() {
                 core.handle_timeout(now, SystemTime::now());
             }
             guests[i].exchange(core, now, smol(base, now), &mut lines);
-            while let Some(event) = core.poll_event() {
-                if let CoreEvent::Leased { addr, .. } = event
-                    && !certified[i]
-                {
-                    let c = credentials(&mut ca, &ca_der, addr);
-                    core.install_identity(now, SystemTime::now(), &c, [i as u8 + 1; 32])
-                        .unwrap();
-                    certified[i] = true;
-                    addrs[i] = Some(addr);
-                }
-            }
+            support::certify_first_lease(core, &mut ca, &ca_der, now, i as u8 + 1, &mut addrs[i]);
         }
         exchange(&mut cores, &endpoints, now, &mut buf);
     }

@@ -7,19 +7,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use support::{credentials, exchange, tick};
-use wow_node::core::CoreEvent;
+use support::{exchange, smol, tick};
 use wow_node::guest::{Guest, Phase};
 
 mod support;
 
 const NODES: usize = 32;
-
-fn smol(base: Instant, now: Instant) -> smoltcp::time::Instant {
-    smoltcp::time::Instant::from_micros(now.duration_since(base).as_micros() as i64)
-}
 
 #[test]
 fn thirty_two_guests_lease_resolve_ping_and_stream_across_the_ring() {
@@ -30,7 +25,7 @@ fn thirty_two_guests_lease_resolve_ping_and_stream_across_the_ring() {
     let mut guests: Vec<Option<Guest>> = (0..NODES).map(|_| None).collect();
     let mut buf = vec![0u8; overlay_core::wire::MAX_MESSAGE_LEN];
     let mut lines = Vec::new();
-    let mut certified = [false; NODES];
+    let mut certified = [None; NODES];
     let mut now = base;
     let deadline = base + Duration::from_secs(90);
     while guests
@@ -67,16 +62,14 @@ fn thirty_two_guests_lease_resolve_ping_and_stream_across_the_ring() {
             if let Some(g) = guests[i].as_mut() {
                 g.exchange(core, now, smol(base, now), &mut lines);
             }
-            while let Some(event) = core.poll_event() {
-                if let CoreEvent::Leased { addr, .. } = event
-                    && !certified[i]
-                {
-                    let c = credentials(&mut ca, &ca_der, addr);
-                    core.install_identity(now, SystemTime::now(), &c, [i as u8 + 1; 32])
-                        .unwrap();
-                    certified[i] = true;
-                }
-            }
+            support::certify_first_lease(
+                core,
+                &mut ca,
+                &ca_der,
+                now,
+                i as u8 + 1,
+                &mut certified[i],
+            );
         }
         exchange(&mut cores, &endpoints, now, &mut buf);
     }

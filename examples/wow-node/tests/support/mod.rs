@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 use dhcp_virt::MemoryStore;
 use ipsec_ca::{Ca, CaIdentity, KeyType, MemStore, NodeKey, NodeRequest, Policy};
 use overlay_core::Address;
-use wow_node::core::{Core, Credentials};
+use wow_node::core::{Core, CoreEvent, Credentials};
 use wow_node::demo;
 
 /// A core with an in-memory lease store.
@@ -93,5 +93,33 @@ pub fn credentials(ca: &mut Ca<MemStore>, ca_der: &[u8], addr: Ipv4Addr) -> Cred
         key: key.pkcs8_der().to_vec(),
         ca_certificate: ca_der.to_vec(),
         virtual_ip: addr,
+    }
+}
+
+/// The smoltcp clock at `now`, counted from `base`.
+pub fn smol(base: Instant, now: Instant) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(now.duration_since(base).as_micros() as i64)
+}
+
+/// Drains `core`'s events; on the first lease (while `certified` is
+/// `None`), certifies the leased address with `ca`, installs the identity
+/// (SA seed from `seed`) and records the address in `certified`.
+pub fn certify_first_lease(
+    core: &mut Node,
+    ca: &mut Ca<MemStore>,
+    ca_der: &[u8],
+    now: Instant,
+    seed: u8,
+    certified: &mut Option<Ipv4Addr>,
+) {
+    while let Some(event) = core.poll_event() {
+        if let CoreEvent::Leased { addr, .. } = event
+            && certified.is_none()
+        {
+            let c = credentials(ca, ca_der, addr);
+            core.install_identity(now, SystemTime::now(), &c, [seed; 32])
+                .unwrap();
+            *certified = Some(addr);
+        }
     }
 }
