@@ -1084,14 +1084,7 @@ impl<S: LeaseStore> Server<S> {
         };
         let deadline = now + claim_timeout;
         self.set_state(addr, BindingState::Claiming { until: deadline });
-        let id = self.next_id();
-        self.requests.push_back(DirectoryRequest {
-            id,
-            op: DirectoryOp::Claim,
-            addr,
-            owner: client.clone(),
-            lease_duration: self.config.lease_duration,
-        });
+        let id = self.directory_request(DirectoryOp::Claim, addr, &client);
         self.in_flight.insert(id, client.clone());
         self.timers.push(Reverse((deadline, Timer::Claim(id))));
         self.pending.insert(
@@ -1115,14 +1108,25 @@ impl<S: LeaseStore> Server<S> {
         if self.config.allocation == Allocation::Local {
             return;
         }
+        self.directory_request(DirectoryOp::Release, addr, client);
+    }
+
+    /// Queues a directory request about `addr` for `client`; its id.
+    fn directory_request(
+        &mut self,
+        op: DirectoryOp,
+        addr: Ipv4Addr,
+        client: &ClientKey,
+    ) -> RequestId {
         let id = self.next_id();
         self.requests.push_back(DirectoryRequest {
             id,
-            op: DirectoryOp::Release,
+            op,
             addr,
             owner: client.clone(),
             lease_duration: self.config.lease_duration,
         });
+        id
     }
 
     /// Forget a binding that was only being claimed.
@@ -1250,14 +1254,7 @@ impl<S: LeaseStore> Server<S> {
             // for the answer (the claim is ours already, unless a partition
             // let another server grant the address too); a `Taken` answer
             // gives the address up (see `lose_claim`).
-            let id = self.next_id();
-            self.requests.push_back(DirectoryRequest {
-                id,
-                op: DirectoryOp::Claim,
-                addr,
-                owner: client.clone(),
-                lease_duration: self.config.lease_duration,
-            });
+            let id = self.directory_request(DirectoryOp::Claim, addr, &client);
             if let Some(b) = self.bindings.get_mut(&addr)
                 && let Some(old) = b.reclaim.replace(id)
             {
