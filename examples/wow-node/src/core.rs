@@ -1092,16 +1092,16 @@ impl<S: LeaseStore> Core<S> {
 
     fn route_ip(&mut self, now: Instant, dst: Ipv4Addr, packet: &[u8]) {
         let Some(sa) = self.sa.as_mut() else {
-            self.send_overlay(now, dst, Kind::Plain, packet, false);
+            self.send_overlay(now, dst, Kind::Plain, packet);
             return;
         };
         let mut out = std::mem::take(&mut self.seal_buf);
         match sa.seal(now, IpAddr::V4(dst), packet, &mut out) {
             Ok(SealOutput::Sealed) => {
                 self.counters.sealed += 1;
-                self.send_overlay(now, dst, Kind::Sa, &out, false);
+                self.send_overlay(now, dst, Kind::Sa, &out);
             }
-            Ok(SealOutput::Bypass) => self.send_overlay(now, dst, Kind::Plain, packet, false),
+            Ok(SealOutput::Bypass) => self.send_overlay(now, dst, Kind::Plain, packet),
             Ok(SealOutput::HandshakeNeeded) => tracing::debug!(%dst, "key exchange started"),
             Err(e) => {
                 tracing::debug!(%dst, error = %e, "seal refused");
@@ -1113,7 +1113,7 @@ impl<S: LeaseStore> Core<S> {
 
     /// Sends `body` to the node serving `dst`, looking the mapping up in the
     /// DHT first if needed.
-    fn send_overlay(&mut self, now: Instant, dst: Ipv4Addr, kind: Kind, body: &[u8], _retry: bool) {
+    fn send_overlay(&mut self, now: Instant, dst: Ipv4Addr, kind: Kind, body: &[u8]) {
         let Some(source) = self.guest_addr else {
             self.counters.dropped_no_route += 1;
             return;
@@ -1417,7 +1417,7 @@ impl<S: LeaseStore> Core<S> {
     fn flush_lookup(&mut self, now: Instant, ip: Ipv4Addr) {
         if let Some(l) = self.lookups.remove(&ip) {
             for (kind, body) in l.queue {
-                self.send_overlay(now, ip, kind, &body, true);
+                self.send_overlay(now, ip, kind, &body);
             }
         }
     }
@@ -1478,19 +1478,11 @@ impl<S: LeaseStore> Core<S> {
             }
             while self.dns.poll_event().is_some() {}
             if let Some(e) = self.enrolment.as_mut() {
-                let mut out = Vec::new();
                 while let Some(t) = e.poll_transmit() {
-                    out.push(t);
-                }
-                let mut events = Vec::new();
-                while let Some(ev) = e.poll_event() {
-                    events.push(ev);
-                }
-                for t in out {
                     busy = true;
                     self.enrol_out.push(t);
                 }
-                for ev in events {
+                while let Some(ev) = e.poll_event() {
                     busy = true;
                     match ev {
                         ipsec_ca::EnrolmentEvent::Issued { certificate, .. } => {
@@ -1530,7 +1522,7 @@ impl<S: LeaseStore> Core<S> {
                 for t in out {
                     busy = true;
                     if let IpAddr::V4(dst) = t.destination {
-                        self.send_overlay(now, dst, Kind::Sa, &t.payload, false);
+                        self.send_overlay(now, dst, Kind::Sa, &t.payload);
                     }
                 }
                 for e in events {
