@@ -29,7 +29,7 @@ fn fixture() -> &'static Fixture {
         let now = OffsetDateTime::from(wall);
         let identity =
             CaIdentity::create_root(KeyType::Ed25519, "fuzz CA", now, Duration::days(365)).unwrap();
-        let mut ca = Ca::open(identity, Policy::default(), MemStore::default(), [9; 32]).unwrap();
+        let mut ca = Ca::open_with_insecure_seed(identity, Policy::default(), MemStore::default(), [9; 32]).unwrap();
         let nodes = [(A, KeyType::Ed25519), (B, KeyType::EcdsaP256)]
             .into_iter()
             .map(|(ip, kt)| {
@@ -57,7 +57,7 @@ fn endpoint(f: &'static Fixture, index: usize, ip: Ipv4Addr) -> Endpoint<&'stati
         ..Config::default()
     };
     let identity = LocalIdentity::from_pkcs8(cert, key).unwrap();
-    Endpoint::new(
+    Endpoint::new_with_insecure_seed(
         config,
         identity,
         &f.verifier,

@@ -96,7 +96,7 @@ fn endpoint() -> ipsec_sa::Endpoint<Nobody> {
         policy: ipsec_sa::Policy::protect("10.1.0.0/16".parse().unwrap()),
         ..ipsec_sa::Config::default()
     };
-    ipsec_sa::Endpoint::new(
+    ipsec_sa::Endpoint::new_with_insecure_seed(
         config,
         identity,
         Nobody,

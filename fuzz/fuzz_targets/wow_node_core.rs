@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     let peer_ep: SocketAddr = "10.0.0.2:4000".parse().unwrap();
     let address = Address::from_key(b"fuzz node");
     let peer = Address::from_key(b"fuzz peer");
-    let mut core = Core::new(
+    let mut core = Core::new_with_insecure_seed(
         settings(),
         overlay_config(me),
         address,

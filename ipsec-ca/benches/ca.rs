@@ -59,7 +59,8 @@ fn bench_sign(c: &mut Criterion) {
                 || {
                     seed = seed.wrapping_add(1);
                     let id = CaIdentity::from_pem(&cert, &key, None).unwrap();
-                    Ca::open(id, Policy::default(), NullStore, [seed; 32]).unwrap()
+                    Ca::open_with_insecure_seed(id, Policy::default(), NullStore, [seed; 32])
+                        .unwrap()
                 },
                 |mut ca| {
                     for (ip, csr) in &pool {
@@ -80,7 +81,8 @@ fn bench_sign(c: &mut Criterion) {
     let pool = csrs(KeyType::Ed25519, 64);
     let identity = identity(KeyType::Ed25519);
     let (cert, key) = (identity.cert_pem(), identity.key_pem());
-    let mut big = Ca::open(identity, Policy::default(), NullStore, [7; 32]).unwrap();
+    let mut big =
+        Ca::open_with_insecure_seed(identity, Policy::default(), NullStore, [7; 32]).unwrap();
     let filler = NodeKey::generate(KeyType::Ed25519).unwrap();
     for i in 0..10_000u32 {
         let ip = Ipv4Addr::from(0x0b00_0000 + i);
@@ -100,7 +102,7 @@ fn bench_sign(c: &mut Criterion) {
     let mut store = FileStore::new(&dir.0).unwrap();
     store.save(&state).unwrap();
     let id = CaIdentity::from_pem(&cert, &key, None).unwrap();
-    let mut ca = Ca::open(id, Policy::default(), store, [8; 32]).unwrap();
+    let mut ca = Ca::open_with_insecure_seed(id, Policy::default(), store, [8; 32]).unwrap();
     let mut n = 0usize;
     group.bench_function("ed25519_fdatasync_index_10k", |b| {
         b.iter(|| {
@@ -133,7 +135,9 @@ fn bench_verify(c: &mut Criterion) {
     let mut group = c.benchmark_group("verify");
     group.throughput(Throughput::Elements(1));
     for key_type in KeyType::ALL {
-        let mut ca = Ca::open(identity(key_type), Policy::default(), NullStore, [3; 32]).unwrap();
+        let mut ca =
+            Ca::open_with_insecure_seed(identity(key_type), Policy::default(), NullStore, [3; 32])
+                .unwrap();
         let ip = Ipv4Addr::new(10, 128, 0, 1);
         let node = NodeKey::generate(key_type).unwrap();
         let csr = node.certificate_request(&NodeRequest::new(ip)).unwrap();

@@ -28,7 +28,6 @@ use ipsec_ca::time::{Duration, OffsetDateTime};
 use ipsec_ca::{
     Ca, CaIdentity, FileStore, KeyType, NodeKey, NodeRequest, Policy, RevocationReason, Verifier,
 };
-use ring::rand::SecureRandom;
 
 #[derive(Parser)]
 #[command(name = "wow-ca", about = "WOW virtual-network certificate authority")]
@@ -157,14 +156,6 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
     Ok(write_atomic(path, text.as_bytes(), mode)?)
 }
 
-fn seed() -> Result<[u8; 32]> {
-    let mut seed = [0u8; 32];
-    ring::rand::SystemRandom::new()
-        .fill(&mut seed)
-        .map_err(|_| "no OS entropy")?;
-    Ok(seed)
-}
-
 fn open(dir: &Path) -> Result<Ca<FileStore>> {
     open_with(dir, None)
 }
@@ -178,7 +169,7 @@ fn open_with(dir: &Path, compact_every: Option<usize>) -> Result<Ca<FileStore>> 
         return Err(format!("{} holds no CA (run init)", dir.display()).into());
     }
     let identity = store.load_identity()?;
-    Ok(Ca::open(identity, Policy::default(), store, seed()?)?)
+    Ok(Ca::open(identity, Policy::default(), store)?)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -208,7 +199,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             };
             store.save_identity(&identity)?;
-            let ca = Ca::open(identity, Policy::default(), store, seed()?)?;
+            let ca = Ca::open(identity, Policy::default(), store)?;
             println!(
                 "initialised {} CA in {}",
                 ca.identity().key_type(),

@@ -10,6 +10,7 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyUsagePurpose, PublicKeyData, RevokedCertParams,
     SanType, SerialNumber, SignatureAlgorithm,
 };
+use ring::rand::{SecureRandom as _, SystemRandom};
 use time::{Duration, OffsetDateTime};
 
 use crate::csr::{CsrInfo, parse_csr};
@@ -125,8 +126,33 @@ pub struct Ca<S: Store> {
     state: CaState,
     by_serial: HashMap<Vec<u8>, usize>,
     by_ip: HashMap<Ipv4Addr, Vec<usize>>,
-    rng: ChaCha20Rng,
+    rng: SerialSource,
     transmits: VecDeque<Transmit>,
+}
+
+enum Serials {
+    Os(SystemRandom),
+    Seeded([u8; 32]),
+}
+
+/// Where serial numbers come from.
+enum SerialSource {
+    /// A fresh draw from the operating system for each serial.
+    Os(SystemRandom),
+    /// Tests only.
+    Seeded(Box<ChaCha20Rng>),
+}
+
+impl SerialSource {
+    fn fill(&mut self, out: &mut [u8]) -> Result<(), CaError> {
+        match self {
+            SerialSource::Os(rng) => rng.fill(out).map_err(|_| CaError::Random),
+            SerialSource::Seeded(rng) => {
+                rng.fill_bytes(out);
+                Ok(())
+            }
+        }
+    }
 }
 
 impl<S: Store> core::fmt::Debug for Ca<S> {
@@ -145,13 +171,29 @@ fn unix(t: OffsetDateTime) -> i64 {
 
 impl<S: Store> Ca<S> {
     /// Opens a CA: loads the state from `store` (saving an empty one if there is
-    /// none). `seed` keys the serial-number generator; pass fresh OS entropy in
-    /// production (serials must be unpredictable, RFC 5280 §4.1.2.2, CA/B BR §7.1).
-    pub fn open(
+    /// none). Serial numbers are drawn from the operating system's random
+    /// source, one draw each (serials must be unpredictable, RFC 5280
+    /// §4.1.2.2, CA/B BR §7.1).
+    pub fn open(identity: CaIdentity, policy: Policy, store: S) -> Result<Self, CaError> {
+        Ca::open_with(identity, policy, store, Serials::Os(SystemRandom::new()))
+    }
+
+    /// [`Ca::open`] with serials from a generator seeded with `seed` (mixed
+    /// with the state's counters): **predictable**, for tests only.
+    pub fn open_with_insecure_seed(
+        identity: CaIdentity,
+        policy: Policy,
+        store: S,
+        seed: [u8; 32],
+    ) -> Result<Self, CaError> {
+        Ca::open_with(identity, policy, store, Serials::Seeded(seed))
+    }
+
+    fn open_with(
         identity: CaIdentity,
         policy: Policy,
         mut store: S,
-        seed: [u8; 32],
+        serials: Serials,
     ) -> Result<Self, CaError> {
         let state = match store.load()? {
             Some(state) => state,
@@ -161,15 +203,22 @@ impl<S: Store> Ca<S> {
                 state
             }
         };
-        // Mix the state into the seed: a caller that reuses a seed after a
-        // restart still gets a fresh serial sequence once anything changed.
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(&seed);
-        ctx.update(&(state.issued.len() as u64).to_be_bytes());
-        ctx.update(&state.next_pending_id.to_be_bytes());
-        ctx.update(&state.crl_number.to_be_bytes());
-        let mut seed = [0u8; 32];
-        seed.copy_from_slice(ctx.finish().as_ref());
+        let rng = match serials {
+            Serials::Os(rng) => SerialSource::Os(rng),
+            Serials::Seeded(seed) => {
+                // Mix the state into the seed: a test that reuses a seed
+                // after a restart still gets a fresh serial sequence once
+                // anything changed.
+                let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+                ctx.update(&seed);
+                ctx.update(&(state.issued.len() as u64).to_be_bytes());
+                ctx.update(&state.next_pending_id.to_be_bytes());
+                ctx.update(&state.crl_number.to_be_bytes());
+                let mut seed = [0u8; 32];
+                seed.copy_from_slice(ctx.finish().as_ref());
+                SerialSource::Seeded(Box::new(ChaCha20Rng::from_seed(seed)))
+            }
+        };
         let mut ca = Ca {
             identity,
             policy,
@@ -177,7 +226,7 @@ impl<S: Store> Ca<S> {
             state,
             by_serial: HashMap::new(),
             by_ip: HashMap::new(),
-            rng: ChaCha20Rng::from_seed(seed),
+            rng,
             transmits: VecDeque::new(),
         };
         ca.reindex()?;
@@ -336,14 +385,14 @@ impl<S: Store> Ca<S> {
         self.issue(&info, validity, now, None)
     }
 
-    fn fresh_serial(&mut self) -> Vec<u8> {
+    fn fresh_serial(&mut self) -> Result<Vec<u8>, CaError> {
         loop {
             let mut serial = [0u8; 16];
-            self.rng.fill_bytes(&mut serial);
+            self.rng.fill(&mut serial)?;
             // Positive, 16 octets, no leading zero: DER-minimal as is.
             serial[0] = (serial[0] & 0x7f) | 0x40;
             if !self.by_serial.contains_key(serial.as_slice()) {
-                return serial.to_vec();
+                return Ok(serial.to_vec());
             }
         }
     }
@@ -355,7 +404,7 @@ impl<S: Store> Ca<S> {
         now: OffsetDateTime,
         pending_id: Option<u64>,
     ) -> Result<Issued, CaError> {
-        let serial = self.fresh_serial();
+        let serial = self.fresh_serial()?;
         let not_after = now.checked_add(validity).ok_or(CaError::TimeOutOfRange)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();

@@ -132,6 +132,9 @@ pub enum CaError {
     /// A time computation overflowed.
     #[error("time out of range")]
     TimeOutOfRange,
+    /// The operating system's random source failed (no serial number).
+    #[error("the operating system's random source failed")]
+    Random,
 }
 
 /// A persistence failure.

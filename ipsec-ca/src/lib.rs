@@ -23,7 +23,7 @@
 //!
 //! let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
 //! let identity = CaIdentity::create_root(KeyType::Ed25519, "wow CA", now, Duration::days(3650))?;
-//! let mut ca = Ca::open(identity, Policy::default(), MemStore::default(), [7; 32])?;
+//! let mut ca = Ca::open(identity, Policy::default(), MemStore::default())?;
 //!
 //! // Node side: a key and a CSR for its virtual IP.
 //! let ip = Ipv4Addr::new(10, 128, 0, 5);

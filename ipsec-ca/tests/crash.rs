@@ -126,7 +126,7 @@ fn sigkill_during_signing_loses_nothing_and_reuses_no_serial() {
         assert!(state.issued.len() <= acknowledged.len() + round + 1);
         // And the directory still opens as a working CA.
         let identity = store.load_identity().unwrap();
-        Ca::open(identity, Policy::default(), store, [0; 32]).unwrap();
+        Ca::open_with_insecure_seed(identity, Policy::default(), store, [0; 32]).unwrap();
     }
     assert!(
         killed_mid_run > 0 && !acknowledged.is_empty(),

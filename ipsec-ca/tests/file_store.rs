@@ -33,13 +33,13 @@ fn init(dir: &Path, compact_every: usize) -> Ca<FileStore> {
     let identity =
         CaIdentity::create_root(KeyType::Ed25519, "fs", t0(), Duration::days(3650)).unwrap();
     store.save_identity(&identity).unwrap();
-    Ca::open(identity, Policy::default(), store, [1; 32]).unwrap()
+    Ca::open_with_insecure_seed(identity, Policy::default(), store, [1; 32]).unwrap()
 }
 
 fn reopen(dir: &Path) -> Ca<FileStore> {
     let store = FileStore::new(dir).unwrap();
     let identity = store.load_identity().unwrap();
-    Ca::open(identity, Policy::default(), store, [2; 32]).unwrap()
+    Ca::open_with_insecure_seed(identity, Policy::default(), store, [2; 32]).unwrap()
 }
 
 /// Issues, revokes, queues, rejects and numbers CRLs: every change kind.

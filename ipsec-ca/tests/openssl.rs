@@ -67,7 +67,7 @@ fn lifecycle(key_type: KeyType, node_key_type: KeyType) {
     let identity =
         CaIdentity::create_root(key_type, "wow test CA", now(), Duration::days(30)).unwrap();
     store.save_identity(&identity).unwrap();
-    let mut ca = Ca::open(identity, Policy::default(), store, [9; 32]).unwrap();
+    let mut ca = Ca::open_with_insecure_seed(identity, Policy::default(), store, [9; 32]).unwrap();
     let ca_pem = dir.join("ca").join("ca.pem");
 
     let ip = Ipv4Addr::new(10, 128, 3, 4);
@@ -202,7 +202,7 @@ fn openssl_reloaded_ca_and_intermediate_chain() {
     int_store.save_identity(&int).unwrap();
     let int = int_store.load_identity().unwrap();
     assert_eq!(int.chain().len(), 1);
-    let mut ca = Ca::open(int, Policy::default(), int_store, [4; 32]).unwrap();
+    let mut ca = Ca::open_with_insecure_seed(int, Policy::default(), int_store, [4; 32]).unwrap();
 
     let ip = Ipv4Addr::new(10, 128, 9, 9);
     let node = NodeKey::generate(KeyType::EcdsaP256).unwrap();
@@ -300,7 +300,7 @@ fn openssl_made_csr_is_signed_and_foreign_cert_refused() {
     .unwrap();
     let identity =
         CaIdentity::create_root(KeyType::Ed25519, "wow CA", now(), Duration::days(30)).unwrap();
-    let mut ca = Ca::open(
+    let mut ca = Ca::open_with_insecure_seed(
         identity,
         Policy::default(),
         ipsec_ca::MemStore::default(),

@@ -20,7 +20,7 @@ fn t0() -> OffsetDateTime {
 
 fn new_ca(key_type: KeyType, policy: Policy) -> Ca<MemStore> {
     let identity = CaIdentity::create_root(key_type, "wow CA", t0(), Duration::days(3650)).unwrap();
-    Ca::open(identity, policy, MemStore::default(), [5; 32]).unwrap()
+    Ca::open_with_insecure_seed(identity, policy, MemStore::default(), [5; 32]).unwrap()
 }
 
 fn csr(key: &NodeKey, ip: Ipv4Addr) -> Vec<u8> {
@@ -221,7 +221,9 @@ fn serials_are_unique_and_differ_between_cas() {
     let mut a = new_ca(KeyType::Ed25519, Policy::default());
     let identity =
         CaIdentity::create_root(KeyType::Ed25519, "b", t0(), Duration::days(3650)).unwrap();
-    let mut b = Ca::open(identity, Policy::default(), MemStore::default(), [6; 32]).unwrap();
+    let mut b =
+        Ca::open_with_insecure_seed(identity, Policy::default(), MemStore::default(), [6; 32])
+            .unwrap();
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     let mut seen = std::collections::HashSet::new();
     for i in 0..50u32 {
@@ -405,7 +407,8 @@ fn reopening_restores_state() {
     let store = ca.store().clone();
     let identity =
         CaIdentity::from_pem(&ca.identity().cert_pem(), &ca.identity().key_pem(), None).unwrap();
-    let mut again = Ca::open(identity, Policy::default(), store, [8; 32]).unwrap();
+    let mut again =
+        Ca::open_with_insecure_seed(identity, Policy::default(), store, [8; 32]).unwrap();
     assert_eq!(again.issued(), ca.issued());
     assert_eq!(again.pending(), ca.pending());
     assert_eq!(again.crl_number(), 1);
@@ -635,7 +638,8 @@ fn intermediate_revoked_by_root_crl() {
     )
     .unwrap();
     let int_der = int.cert_der().to_vec();
-    let mut ca = Ca::open(int, Policy::default(), MemStore::default(), [2; 32]).unwrap();
+    let mut ca =
+        Ca::open_with_insecure_seed(int, Policy::default(), MemStore::default(), [2; 32]).unwrap();
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     let issued = ca.sign(&csr(&key, IP), IP, None, t0()).unwrap();
     let mut verifier = Verifier::new(root.cert_der()).unwrap();
@@ -819,4 +823,34 @@ fn not_after_is_inclusive_everywhere() {
         Err(VerifyError::Expired)
     );
     ca.sign(&csr(&other, IP), IP, None, after).unwrap();
+}
+
+#[test]
+fn attack_predictable_serials_production_cas_draw_from_the_os() {
+    // Two CAs opened through the production path from the same identity and
+    // the same (empty) state, issuing the same request at the same time: the
+    // serials must still differ (a seed from the clock or the state would
+    // repeat them).
+    let identity =
+        CaIdentity::create_root(KeyType::Ed25519, "wow CA", t0(), Duration::days(3650)).unwrap();
+    let (cert_pem, key_pem) = (identity.cert_pem(), identity.key_pem());
+    let identity = || CaIdentity::from_pem(&cert_pem, &key_pem, None).unwrap();
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let serial = || {
+        let mut ca = Ca::open(identity(), Policy::default(), MemStore::default()).unwrap();
+        ca.sign(&csr(&key, IP), IP, None, t0()).unwrap().serial
+    };
+    assert_ne!(serial(), serial());
+    // The seeded constructor repeats itself, so this test tells them apart.
+    let seeded = || {
+        let mut ca = Ca::open_with_insecure_seed(
+            identity(),
+            Policy::default(),
+            MemStore::default(),
+            [1; 32],
+        )
+        .unwrap();
+        ca.sign(&csr(&key, IP), IP, None, t0()).unwrap().serial
+    };
+    assert_eq!(seeded(), seeded());
 }

@@ -119,7 +119,9 @@ fn endpoint_maker() -> (
     let now = OffsetDateTime::from(wall);
     let identity =
         CaIdentity::create_root(KeyType::Ed25519, "bench CA", now, CaDuration::days(30)).unwrap();
-    let mut ca = Ca::open(identity, CaPolicy::default(), MemStore::default(), [1; 32]).unwrap();
+    let mut ca =
+        Ca::open_with_insecure_seed(identity, CaPolicy::default(), MemStore::default(), [1; 32])
+            .unwrap();
     let start = Instant::now();
     let ips = [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)];
     let nodes: Vec<(Vec<u8>, NodeKey)> = ips
@@ -144,7 +146,7 @@ fn endpoint_maker() -> (
         };
         let identity = LocalIdentity::from_pkcs8(cert, key.pkcs8_der()).unwrap();
         let verifier = Verifier::new(&ca_der).unwrap();
-        Endpoint::new(config, identity, verifier, start, wall, [seed; 32])
+        Endpoint::new_with_insecure_seed(config, identity, verifier, start, wall, [seed; 32])
     };
     (Box::new(make), IpAddr::V4(ips[0]), IpAddr::V4(ips[1]))
 }

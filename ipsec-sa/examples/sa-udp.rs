@@ -119,9 +119,7 @@ fn main() -> ExitCode {
         ..Config::default()
     };
     let identity = LocalIdentity::from_pkcs8(&cert, key.pkcs8_der()).unwrap();
-    let mut seed = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed).unwrap();
-    let mut endpoint = Endpoint::new(config, identity, verifier, start, wall, seed);
+    let mut endpoint = Endpoint::new(config, identity, verifier, start, wall);
 
     let socket = UdpSocket::bind(args.bind).unwrap();
     let by_ip: HashMap<IpAddr, SocketAddr> = args.peers.iter().copied().collect();

@@ -45,10 +45,8 @@ use core::net::IpAddr;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
-use rand_chacha::ChaCha20Rng;
-use rand_chacha::rand_core::{Rng as _, SeedableRng as _};
-
 use crate::auth::{LocalIdentity, PeerAuthenticator, VerifiedPeer};
+use crate::entropy::Entropy;
 use crate::error::{AuthError, HandshakeError, Rejection, SealError};
 use crate::handshake::{Established, HandshakeSeeds, Initiator, Responder, Role};
 use crate::policy::{Action, Policy};
@@ -335,7 +333,7 @@ pub struct Endpoint<A> {
     config: Config,
     identity: LocalIdentity,
     authenticator: A,
-    rng: ChaCha20Rng,
+    rng: Entropy,
     clock_anchor: (Instant, SystemTime),
     peers: HashMap<IpAddr, Peer>,
     inbound: HashMap<u32, InboundEntry>,
@@ -360,9 +358,25 @@ impl<A> core::fmt::Debug for Endpoint<A> {
 
 impl<A: PeerAuthenticator> Endpoint<A> {
     /// Creates an endpoint. `now` and `wall_now` are the same moment on the
-    /// monotonic and the wall clock; `seed` must come from a CSPRNG in
-    /// production (it seeds SPIs and the handshakes' Noise keys).
+    /// monotonic and the wall clock. SPIs and the handshakes' Noise keys
+    /// are drawn from the operating system's random source, each when it
+    /// is needed.
+    ///
+    /// # Panics
+    /// A draw panics if the operating system's random source fails.
     pub fn new(
+        config: Config,
+        identity: LocalIdentity,
+        authenticator: A,
+        now: Instant,
+        wall_now: SystemTime,
+    ) -> Self {
+        Endpoint::with_entropy(config, identity, authenticator, now, wall_now, Entropy::Os)
+    }
+
+    /// [`Endpoint::new`] with every SPI and key drawn from a generator
+    /// seeded with `seed`: **predictable**, for tests and simulators only.
+    pub fn new_with_insecure_seed(
         config: Config,
         identity: LocalIdentity,
         authenticator: A,
@@ -370,11 +384,23 @@ impl<A: PeerAuthenticator> Endpoint<A> {
         wall_now: SystemTime,
         seed: [u8; 32],
     ) -> Self {
+        let rng = Entropy::insecure_seed(seed);
+        Endpoint::with_entropy(config, identity, authenticator, now, wall_now, rng)
+    }
+
+    fn with_entropy(
+        config: Config,
+        identity: LocalIdentity,
+        authenticator: A,
+        now: Instant,
+        wall_now: SystemTime,
+        rng: Entropy,
+    ) -> Self {
         Endpoint {
             config,
             identity,
             authenticator,
-            rng: ChaCha20Rng::from_seed(seed),
+            rng,
             clock_anchor: (now, wall_now),
             peers: HashMap::new(),
             inbound: HashMap::new(),

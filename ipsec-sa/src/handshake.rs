@@ -103,13 +103,13 @@ pub(crate) struct HandshakeSeeds {
 }
 
 impl HandshakeSeeds {
-    pub(crate) fn draw(rng: &mut ChaCha20Rng) -> HandshakeSeeds {
+    pub(crate) fn draw(rng: &mut crate::entropy::Entropy) -> HandshakeSeeds {
         let mut seeds = HandshakeSeeds {
             static_key: [0; 32],
             ephemeral: [0; 32],
         };
-        rng.fill_bytes(&mut seeds.static_key);
-        rng.fill_bytes(&mut seeds.ephemeral);
+        rng.fill(&mut seeds.static_key);
+        rng.fill(&mut seeds.ephemeral);
         seeds
     }
 }

@@ -38,7 +38,7 @@
 //! let ca = TestCa::new();
 //! let (a_ip, b_ip) = ("10.1.0.1".parse().unwrap(), "10.1.0.2".parse().unwrap());
 //! let (now, wall) = (Instant::now(), SystemTime::now());
-//! let endpoint = |ip, seed| {
+//! let endpoint = |ip| {
 //!     let (cert, key) = ca.issue(ip);
 //!     let config = Config {
 //!         local_ip: ip,
@@ -46,9 +46,10 @@
 //!         ..Config::default()
 //!     };
 //!     let identity = LocalIdentity::from_pkcs8(&cert, &key).unwrap();
-//!     Endpoint::new(config, identity, ca.authenticator(), now, wall, [seed; 32])
+//!     // SPIs and Noise keys come from the operating system's random source.
+//!     Endpoint::new(config, identity, ca.authenticator(), now, wall)
 //! };
-//! let (mut a, mut b) = (endpoint(a_ip, 1), endpoint(b_ip, 2));
+//! let (mut a, mut b) = (endpoint(a_ip), endpoint(b_ip));
 //!
 //! // No SA yet: the packet waits while a handshake runs.
 //! let mut sealed = Vec::new();
@@ -81,6 +82,7 @@
 pub mod auth;
 pub mod ca;
 pub mod endpoint;
+mod entropy;
 pub mod error;
 pub mod handshake;
 pub mod policy;

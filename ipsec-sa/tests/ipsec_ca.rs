@@ -21,7 +21,8 @@ struct Node {
 fn new_ca(now: OffsetDateTime, seed: u8) -> Ca<MemStore> {
     let identity =
         CaIdentity::create_root(KeyType::Ed25519, "wow test CA", now, Duration::days(365)).unwrap();
-    Ca::open(identity, Policy::default(), MemStore::default(), [seed; 32]).unwrap()
+    Ca::open_with_insecure_seed(identity, Policy::default(), MemStore::default(), [seed; 32])
+        .unwrap()
 }
 
 fn enrol(ca: &mut Ca<MemStore>, ip: Ipv4Addr, key_type: KeyType, now: OffsetDateTime) -> Node {

@@ -31,7 +31,9 @@ fn protected_udp_between_namespaces() {
     let now = OffsetDateTime::now_utc();
     let identity =
         CaIdentity::create_root(KeyType::Ed25519, "wow CA", now, CaDuration::days(30)).unwrap();
-    let mut ca = Ca::open(identity, Policy::default(), MemStore::default(), [5; 32]).unwrap();
+    let mut ca =
+        Ca::open_with_insecure_seed(identity, Policy::default(), MemStore::default(), [5; 32])
+            .unwrap();
     write_pem(
         &dir.path().join("ca.pem"),
         "CERTIFICATE",

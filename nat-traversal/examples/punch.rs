@@ -18,8 +18,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
@@ -107,18 +105,6 @@ macro_rules! log {
     ($($arg:tt)*) => {
         eprintln!("[{:>6} ms] {}", START.get_or_init(Instant::now).elapsed().as_millis(), format!($($arg)*))
     };
-}
-
-fn random_u64() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 fn main() -> ExitCode {
@@ -303,7 +289,6 @@ fn discover(
             ..DiscoveryConfig::default()
         },
         Instant::now(),
-        random_u64(),
     )
     .map_err(|e| e.to_string())?;
     let mut buf = [0u8; 2048];
@@ -331,8 +316,7 @@ fn discover(
 
 /// Allocate a relayed address on a TURN server (blocking, up to ~4 s).
 fn allocate(config: TurnConfig, socket: &UdpSocket) -> Result<(TurnClient, SocketAddr), String> {
-    let mut client =
-        TurnClient::new(config, Instant::now(), random_u64()).map_err(|e| e.to_string())?;
+    let mut client = TurnClient::new(config, Instant::now()).map_err(|e| e.to_string())?;
     let mut buf = [0u8; 2048];
     loop {
         while let Some(t) = client.poll_transmit() {
@@ -395,14 +379,7 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
         None => None,
     };
     let mut turn_peer: Option<SocketAddr> = None;
-    let seed = random_u64();
-    let our_offer = Offer {
-        from: args.id.clone(),
-        to: args.peer.clone(),
-        ufrag: format!("{:08x}", seed as u32),
-        password: (seed ^ random_u64()).to_be_bytes().repeat(2),
-        candidates,
-    };
+    let our_offer = Offer::with_fresh_credentials(args.id.clone(), args.peer.clone(), candidates);
     let offer_bytes = SignalRepr::Offer(our_offer.clone()).to_bytes().unwrap();
     let relay_send = |link_payload: Vec<u8>| {
         let msg = SignalRepr::Relay {
@@ -482,8 +459,7 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
                 .candidates
                 .retain(|c| c.kind != CandidateKind::Relayed);
             punch = Some(
-                PunchSession::new(config, &our_offer, &direct, now, random_u64())
-                    .map_err(|e| e.to_string())?,
+                PunchSession::new(config, &our_offer, &direct, now).map_err(|e| e.to_string())?,
             );
         }
         // TURN timers (retransmissions, permission refresh).

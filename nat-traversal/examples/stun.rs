@@ -45,7 +45,7 @@ struct Cli {
     keepalive_resolution_ms: u64,
 }
 
-fn keepalive(cli: &Cli, socket: &UdpSocket, seed: u64) {
+fn keepalive(cli: &Cli, socket: &UdpSocket) {
     let Some(secs) = cli.keepalive_secs else {
         return;
     };
@@ -58,7 +58,7 @@ fn keepalive(cli: &Cli, socket: &UdpSocket, seed: u64) {
     };
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
-    let mut k = KeepAlive::new(config, cli.servers[0], start, seed).expect("config");
+    let mut k = KeepAlive::new(config, cli.servers[0], start).expect("config");
     let mut changes = 0;
     let mut buf = [0u8; 2048];
     while Instant::now() < end {
@@ -99,10 +99,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let socket = UdpSocket::bind(cli.bind).expect("bind");
     let local = socket.local_addr().unwrap();
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
     let mut d = Discovery::new(
         DiscoveryConfig {
             observers: cli.servers.clone(),
@@ -110,7 +106,6 @@ fn main() -> ExitCode {
             ..DiscoveryConfig::default()
         },
         Instant::now(),
-        seed,
     )
     .expect("config");
     let mut buf = [0u8; 2048];
@@ -133,7 +128,7 @@ fn main() -> ExitCode {
                 report.filtering,
                 report.reflexive.map_or("none".into(), |m| m.to_string())
             );
-            keepalive(&cli, &socket, seed);
+            keepalive(&cli, &socket);
             return if report.reflexive.is_some() {
                 ExitCode::SUCCESS
             } else {

@@ -16,8 +16,6 @@
 //! source and prints `from=ADDR len=N` for each.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -64,18 +62,6 @@ enum Mode {
         #[arg(long)]
         bind: SocketAddr,
     },
-}
-
-fn random_u64() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 /// What a datagram from the server was, for the caller's phase.
@@ -137,8 +123,7 @@ fn relay(
     let socket = UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
     let mut config = TurnConfig::new(server);
     config.credentials = credentials;
-    let mut client =
-        TurnClient::new(config, Instant::now(), random_u64()).map_err(|e| e.to_string())?;
+    let mut client = TurnClient::new(config, Instant::now()).map_err(|e| e.to_string())?;
     let mut failure = None;
     let allocated = drive(&mut client, &socket, deadline, |_, input| match input {
         Input::Event(TurnEvent::Allocated { .. }) => true,

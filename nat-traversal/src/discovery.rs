@@ -148,8 +148,31 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// Start discovery at `now`; `seed` drives transaction ids.
-    pub fn new(config: DiscoveryConfig, now: Instant, seed: u64) -> Result<Discovery, Error> {
+    /// Start discovery at `now`; transaction ids come from the operating
+    /// system's random source.
+    ///
+    /// # Panics
+    /// If the operating system's random source fails (as `std`'s
+    /// `HashMap::new` does).
+    pub fn new(config: DiscoveryConfig, now: Instant) -> Result<Discovery, Error> {
+        Discovery::with_rng(config, now, crate::os_rng())
+    }
+
+    /// [`Discovery::new`] with **predictable** randomness from `seed`, for tests and simulators only; production code uses
+    /// [`Discovery::new`].
+    pub fn new_with_insecure_seed(
+        config: DiscoveryConfig,
+        now: Instant,
+        seed: u64,
+    ) -> Result<Discovery, Error> {
+        Discovery::with_rng(config, now, ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    fn with_rng(
+        config: DiscoveryConfig,
+        now: Instant,
+        rng: ChaCha8Rng,
+    ) -> Result<Discovery, Error> {
         if config.observers.is_empty() {
             return Err(Error::InvalidConfig {
                 what: "no observers",
@@ -171,7 +194,7 @@ impl Discovery {
                 })
                 .collect(),
             started_at: now,
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng,
             transactions: Vec::new(),
             filtering: FilteringBehavior::NotTested,
             requests_sent: 0,
@@ -388,7 +411,7 @@ mod test {
         let t0 = Instant::now();
         let mut now = t0;
         let mut servers = [observer(O1, true), observer(O2, false)];
-        let mut d = Discovery::new(
+        let mut d = Discovery::new_with_insecure_seed(
             DiscoveryConfig {
                 observers: vec![O1.parse().unwrap(), O2.parse().unwrap()],
                 local: Some("10.0.0.2:5000".parse().unwrap()),
@@ -457,7 +480,7 @@ mod test {
     #[test]
     fn unanswered_observer_retransmits_with_backoff_then_gives_up() {
         let t0 = Instant::now();
-        let mut d = Discovery::new(
+        let mut d = Discovery::new_with_insecure_seed(
             DiscoveryConfig {
                 observers: vec![O1.parse().unwrap()],
                 ..Default::default()
@@ -488,7 +511,7 @@ mod test {
     #[test]
     fn forged_answer_from_wrong_source_is_ignored() {
         let t0 = Instant::now();
-        let mut d = Discovery::new(
+        let mut d = Discovery::new_with_insecure_seed(
             DiscoveryConfig {
                 observers: vec![O1.parse().unwrap()],
                 ..Default::default()

@@ -102,11 +102,35 @@ pub struct KeepAlive {
 impl KeepAlive {
     /// Start at `now`: the first keep-alive goes out immediately to learn
     /// the mapping.
+    /// Transaction ids come from the operating system's random source.
+    ///
+    /// # Panics
+    /// If the operating system's random source fails (as `std`'s
+    /// `HashMap::new` does).
     pub fn new(
         config: KeepAliveConfig,
         target: SocketAddr,
         now: Instant,
+    ) -> Result<KeepAlive, Error> {
+        KeepAlive::with_rng(config, target, now, crate::os_rng())
+    }
+
+    /// [`KeepAlive::new`] with **predictable** randomness from `seed`, for tests and simulators only; production code uses
+    /// [`KeepAlive::new`].
+    pub fn new_with_insecure_seed(
+        config: KeepAliveConfig,
+        target: SocketAddr,
+        now: Instant,
         seed: u64,
+    ) -> Result<KeepAlive, Error> {
+        KeepAlive::with_rng(config, target, now, ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    fn with_rng(
+        config: KeepAliveConfig,
+        target: SocketAddr,
+        now: Instant,
+        rng: ChaCha8Rng,
     ) -> Result<KeepAlive, Error> {
         if config.min_interval.is_zero() || config.min_interval > config.max_interval {
             return Err(Error::InvalidConfig {
@@ -125,7 +149,7 @@ impl KeepAlive {
             last_sent_at: now,
             next_at: now,
             waiting: None,
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -306,7 +330,8 @@ mod test {
             last_out: None,
         };
         let t0 = Instant::now();
-        let mut k = KeepAlive::new(KeepAliveConfig::default(), target, t0, 3).unwrap();
+        let mut k =
+            KeepAlive::new_with_insecure_seed(KeepAliveConfig::default(), target, t0, 3).unwrap();
         let mut changes = 0;
         let mut intervals = vec![];
         let mut now = t0;
@@ -352,7 +377,8 @@ mod test {
     fn silent_target_is_reported_unreachable() {
         let target: SocketAddr = "203.0.113.1:3478".parse().unwrap();
         let t0 = Instant::now();
-        let mut k = KeepAlive::new(KeepAliveConfig::default(), target, t0, 3).unwrap();
+        let mut k =
+            KeepAlive::new_with_insecure_seed(KeepAliveConfig::default(), target, t0, 3).unwrap();
         let mut sent = 0;
         loop {
             sent += std::iter::from_fn(|| k.poll_transmit()).count();

@@ -40,8 +40,8 @@
 //! };
 //! let (oa, ob) = (offer("a", "b", a_addr), offer("b", "a", b_addr));
 //! let now = Instant::now();
-//! let mut a = PunchSession::new(PunchConfig::default(), &oa, &ob, now, 1).unwrap();
-//! let mut b = PunchSession::new(PunchConfig::default(), &ob, &oa, now, 2).unwrap();
+//! let mut a = PunchSession::new(PunchConfig::default(), &oa, &ob, now).unwrap();
+//! let mut b = PunchSession::new(PunchConfig::default(), &ob, &oa, now).unwrap();
 //! let mut connected = 0;
 //! for _ in 0..10 {
 //!     while let Some(t) = a.poll_transmit() {
@@ -99,4 +99,15 @@ pub struct Transmit {
 /// Compare two MACs without an early exit on the first differing byte.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A generator seeded with 256 bits from the operating system's random
+/// source: the production source of transaction ids.
+pub(crate) fn os_rng() -> rand_chacha::ChaCha8Rng {
+    use rand_chacha::rand_core::SeedableRng;
+    let mut seed = [0u8; 32];
+    if let Err(e) = getrandom::fill(&mut seed) {
+        panic!("the operating system's random source failed: {e}");
+    }
+    rand_chacha::ChaCha8Rng::from_seed(seed)
 }

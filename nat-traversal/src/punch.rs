@@ -176,12 +176,38 @@ pub fn pair_priority(g: u32, d: u32) -> u64 {
 impl PunchSession {
     /// Start punching at `now` from our `local` offer towards the peer's
     /// `remote` offer. The side whose name sorts first is controlling.
+    /// Transaction ids come from the operating system's random source.
+    ///
+    /// # Panics
+    /// If the operating system's random source fails (as `std`'s
+    /// `HashMap::new` does).
     pub fn new(
         config: PunchConfig,
         local: &Offer,
         remote: &Offer,
         now: Instant,
+    ) -> Result<PunchSession, Error> {
+        PunchSession::with_rng(config, local, remote, now, crate::os_rng())
+    }
+
+    /// [`PunchSession::new`] with **predictable** randomness from `seed`, for tests and simulators only; production code uses
+    /// [`PunchSession::new`].
+    pub fn new_with_insecure_seed(
+        config: PunchConfig,
+        local: &Offer,
+        remote: &Offer,
+        now: Instant,
         seed: u64,
+    ) -> Result<PunchSession, Error> {
+        PunchSession::with_rng(config, local, remote, now, ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    fn with_rng(
+        config: PunchConfig,
+        local: &Offer,
+        remote: &Offer,
+        now: Instant,
+        rng: ChaCha8Rng,
     ) -> Result<PunchSession, Error> {
         if remote.candidates.is_empty() {
             return Err(Error::InvalidConfig {
@@ -218,7 +244,7 @@ impl PunchSession {
             next_check_at: now,
             first_packet_at: None,
             state: State::Checking,
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng,
             metrics: PunchMetrics::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -531,7 +557,8 @@ mod test {
             ],
         );
         let t0 = Instant::now();
-        let mut s = PunchSession::new(PunchConfig::default(), &a, &b, t0, 1).unwrap();
+        let mut s =
+            PunchSession::new_with_insecure_seed(PunchConfig::default(), &a, &b, t0, 1).unwrap();
         let first = s.poll_transmit().unwrap();
         assert_eq!(first.destination, "10.1.0.2:4000".parse().unwrap());
         assert!(s.poll_transmit().is_none());
@@ -550,7 +577,8 @@ mod test {
         let a = offer("a", "b", b"pa", &[(CandidateKind::Host, "10.0.0.1:1")]);
         let b = offer("b", "a", b"pb", &[(CandidateKind::Host, "10.1.0.2:4000")]);
         let t0 = Instant::now();
-        let mut s = PunchSession::new(PunchConfig::default(), &a, &b, t0, 1).unwrap();
+        let mut s =
+            PunchSession::new_with_insecure_seed(PunchConfig::default(), &a, &b, t0, 1).unwrap();
         let probe = s.poll_transmit().unwrap();
         let from: SocketAddr = "10.1.0.2:4000".parse().unwrap();
         // A request with the right username but the wrong key.
@@ -591,7 +619,7 @@ mod test {
             ..PunchConfig::default()
         };
         let t0 = Instant::now();
-        let mut s = PunchSession::new(config, &a, &b, t0, 1).unwrap();
+        let mut s = PunchSession::new_with_insecure_seed(config, &a, &b, t0, 1).unwrap();
         let mut now = t0;
         let mut destinations = std::collections::HashSet::new();
         while let Some(at) = s.poll_timeout() {

@@ -251,8 +251,27 @@ pub struct TurnClient {
 }
 
 impl TurnClient {
-    /// Start allocating at `now`.
-    pub fn new(config: TurnConfig, now: Instant, seed: u64) -> Result<TurnClient, Error> {
+    /// Start allocating at `now`; transaction ids come from the operating
+    /// system's random source.
+    ///
+    /// # Panics
+    /// If the operating system's random source fails (as `std`'s
+    /// `HashMap::new` does).
+    pub fn new(config: TurnConfig, now: Instant) -> Result<TurnClient, Error> {
+        TurnClient::with_rng(config, now, crate::os_rng())
+    }
+
+    /// [`TurnClient::new`] with **predictable** randomness from `seed`, for tests and simulators only; production code uses
+    /// [`TurnClient::new`].
+    pub fn new_with_insecure_seed(
+        config: TurnConfig,
+        now: Instant,
+        seed: u64,
+    ) -> Result<TurnClient, Error> {
+        TurnClient::with_rng(config, now, ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    fn with_rng(config: TurnConfig, now: Instant, rng: ChaCha8Rng) -> Result<TurnClient, Error> {
         if config.max_transmits == 0 || config.lifetime.is_zero() {
             return Err(Error::InvalidConfig {
                 what: "TURN retransmissions or lifetime",
@@ -269,7 +288,7 @@ impl TurnClient {
             next_channel: MIN_CHANNEL,
             pending_channels: Vec::new(),
             auth: None,
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng,
             metrics: TurnMetrics::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -866,7 +885,9 @@ mod test {
     }
 
     fn allocated(now: Instant) -> TurnClient {
-        let mut c = TurnClient::new(TurnConfig::new(SERVER.parse().unwrap()), now, 1).unwrap();
+        let mut c =
+            TurnClient::new_with_insecure_seed(TurnConfig::new(SERVER.parse().unwrap()), now, 1)
+                .unwrap();
         let req = c.poll_transmit().unwrap();
         let parsed = Repr::parse_bytes(&req.payload).unwrap();
         assert_eq!(parsed.method, Method::ALLOCATE);
@@ -964,7 +985,9 @@ mod test {
     #[test]
     fn auth_challenge_and_silence_fail() {
         let now = Instant::now();
-        let mut c = TurnClient::new(TurnConfig::new(SERVER.parse().unwrap()), now, 1).unwrap();
+        let mut c =
+            TurnClient::new_with_insecure_seed(TurnConfig::new(SERVER.parse().unwrap()), now, 1)
+                .unwrap();
         let req = c.poll_transmit().unwrap();
         let resp = answer(
             &req.payload,
@@ -984,7 +1007,9 @@ mod test {
             Err(Error::NoPath)
         );
 
-        let mut c = TurnClient::new(TurnConfig::new(SERVER.parse().unwrap()), now, 1).unwrap();
+        let mut c =
+            TurnClient::new_with_insecure_seed(TurnConfig::new(SERVER.parse().unwrap()), now, 1)
+                .unwrap();
         let mut sent = 0;
         while let Some(at) = c.poll_timeout() {
             sent += std::iter::from_fn(|| c.poll_transmit()).count();
@@ -1011,7 +1036,7 @@ mod test {
             username: "alice".into(),
             password: "secret".into(),
         });
-        let mut c = TurnClient::new(config, now, 1).unwrap();
+        let mut c = TurnClient::new_with_insecure_seed(config, now, 1).unwrap();
         let first = c.poll_transmit().unwrap();
         assert!(!Repr::parse_bytes(&first.payload).unwrap().message_integrity);
         let challenge = answer(
@@ -1163,7 +1188,7 @@ mod test {
         let now = Instant::now();
         let server: SocketAddr = SERVER.parse().unwrap();
         let peer: SocketAddr = "203.0.113.5:7000".parse().unwrap();
-        let mut c = TurnClient::new(TurnConfig::new(server), now, 1).unwrap();
+        let mut c = TurnClient::new_with_insecure_seed(TurnConfig::new(server), now, 1).unwrap();
         let allocate = c.poll_transmit().unwrap();
         assert_eq!(c.bind_channel(now, peer), Ok(0x4000));
         assert!(c.poll_transmit().is_none());
@@ -1303,7 +1328,7 @@ mod test {
             username: "alice".into(),
             password: "wrong".into(),
         });
-        let mut c = TurnClient::new(config, now, 1).unwrap();
+        let mut c = TurnClient::new_with_insecure_seed(config, now, 1).unwrap();
         for _ in 0..2 {
             let req = c.poll_transmit().unwrap();
             let challenge = answer(

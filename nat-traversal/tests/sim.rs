@@ -103,8 +103,9 @@ struct Sim {
 
 impl Sim {
     fn new(a: Peer, b: Peer, config: PunchConfig, now: Instant) -> Sim {
-        let sa = PunchSession::new(config.clone(), &a.offer, &b.offer, now, 1).unwrap();
-        let sb = PunchSession::new(config, &b.offer, &a.offer, now, 2).unwrap();
+        let sa = PunchSession::new_with_insecure_seed(config.clone(), &a.offer, &b.offer, now, 1)
+            .unwrap();
+        let sb = PunchSession::new_with_insecure_seed(config, &b.offer, &a.offer, now, 2).unwrap();
         Sim {
             now,
             loss_percent: 0,
@@ -119,8 +120,8 @@ impl Sim {
     fn restart(&mut self, config: PunchConfig, seed: u64) {
         let (a, b) = (&self.peers[0].offer, &self.peers[1].offer);
         self.sessions = [
-            PunchSession::new(config.clone(), a, b, self.now, seed).unwrap(),
-            PunchSession::new(config, b, a, self.now, seed + 1).unwrap(),
+            PunchSession::new_with_insecure_seed(config.clone(), a, b, self.now, seed).unwrap(),
+            PunchSession::new_with_insecure_seed(config, b, a, self.now, seed + 1).unwrap(),
         ];
         self.outcomes = [None, None];
     }

@@ -29,7 +29,7 @@
 //! use overlay_core::{Address, Config, Event, Node};
 //!
 //! let now = Instant::now();
-//! let mut node = Node::new(Config::default(), Address::from_key(b"me"), now, 1);
+//! let mut node = Node::new(Config::default(), Address::from_key(b"me"), now);
 //! node.join(now, &[]);
 //! // One datagram buffer for the life of the node.
 //! let mut datagram = vec![0u8; MAX_MESSAGE_LEN];
@@ -472,22 +472,68 @@ pub struct Node<I: Identity = OpenIdentity> {
 }
 
 impl Node<OpenIdentity> {
-    /// A node with the open identity hook.
-    pub fn new(config: Config, address: Address, now: Instant, seed: u64) -> Node<OpenIdentity> {
-        Node::with_identity(config, address, OpenIdentity, now, seed)
+    /// A node with the open identity hook. Its randomness (link nonces,
+    /// request ids, timer phases) is seeded from the operating system.
+    ///
+    /// # Panics
+    /// If the operating system's random source fails, as `std`'s
+    /// `HashMap::new` does.
+    pub fn new(config: Config, address: Address, now: Instant) -> Node<OpenIdentity> {
+        Node::with_identity(config, address, OpenIdentity, now)
+    }
+
+    /// A node whose randomness comes from `seed`: **predictable**, for the
+    /// deterministic simulator and tests only. Production code uses
+    /// [`Node::new`].
+    pub fn new_with_insecure_seed(
+        config: Config,
+        address: Address,
+        now: Instant,
+        seed: u64,
+    ) -> Node<OpenIdentity> {
+        Node::with_identity_and_insecure_seed(config, address, OpenIdentity, now, seed)
     }
 }
 
 impl<I: Identity> Node<I> {
-    /// A node with a custom identity hook.
-    pub fn with_identity(
+    /// A node with a custom identity hook; randomness from the operating
+    /// system (see [`Node::new`]).
+    ///
+    /// # Panics
+    /// If the operating system's random source fails.
+    pub fn with_identity(config: Config, address: Address, identity: I, now: Instant) -> Node<I> {
+        let mut seed = [0u8; 32];
+        if let Err(e) = getrandom::fill(&mut seed) {
+            panic!("the operating system's random source failed: {e}");
+        }
+        Node::build(config, address, identity, now, ChaCha8Rng::from_seed(seed))
+    }
+
+    /// [`Node::with_identity`] with **predictable** randomness from `seed`,
+    /// for the deterministic simulator and tests only.
+    pub fn with_identity_and_insecure_seed(
         config: Config,
         address: Address,
         identity: I,
         now: Instant,
         seed: u64,
     ) -> Node<I> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        Node::build(
+            config,
+            address,
+            identity,
+            now,
+            ChaCha8Rng::seed_from_u64(seed),
+        )
+    }
+
+    fn build(
+        config: Config,
+        address: Address,
+        identity: I,
+        now: Instant,
+        mut rng: ChaCha8Rng,
+    ) -> Node<I> {
         let tick = config.tick_duration.max(Duration::from_millis(1));
         // Spread the ticks of many nodes over the period.
         let phase = tick.mul_f64((rng.next_u32() as f64) / (u32::MAX as f64 + 1.0));

@@ -277,7 +277,7 @@ impl Sim {
         let mut config = self.config.node.clone();
         config.endpoints = vec![endpoint_of(index)];
         let now = self.now();
-        let mut node = Node::new(config, address, now, seed);
+        let mut node = Node::new_with_insecure_seed(config, address, now, seed);
         node.join(now, &eps);
         self.slots.push(Slot {
             node: Some(node),

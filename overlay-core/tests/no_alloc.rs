@@ -178,7 +178,7 @@ fn relayed_data_path_does_not_allocate() {
                 endpoints: vec![ep(i)],
                 ..Config::default()
             };
-            Node::new(config, address(i), now, i as u64 + 1)
+            Node::new_with_insecure_seed(config, address(i), now, i as u64 + 1)
         })
         .collect();
     nodes[A].join(now, &[]);
@@ -271,7 +271,7 @@ fn ring_data_path_does_not_allocate() {
                 demand_threshold: u32::MAX,
                 ..Config::default()
             };
-            Node::new(config, Address::from_key(&[i as u8]), now, i as u64 + 1)
+            Node::new_with_insecure_seed(config, Address::from_key(&[i as u8]), now, i as u64 + 1)
         })
         .collect();
     nodes[0].join(now, &[]);

@@ -67,8 +67,8 @@ fn pump<I: Identity>(
 #[test]
 fn two_nodes_join_and_exchange_data() {
     let mut now = Instant::now();
-    let a = Node::new(config(1), Address::from_key(b"a"), now, 1);
-    let b = Node::new(config(2), Address::from_key(b"b"), now, 2);
+    let a = Node::new_with_insecure_seed(config(1), Address::from_key(b"a"), now, 1);
+    let b = Node::new_with_insecure_seed(config(2), Address::from_key(b"b"), now, 2);
     let mut nodes = [a, b];
     nodes[0].join(now, &[]);
     nodes[1].join(now, &[ep(1)]);
@@ -108,7 +108,7 @@ fn two_nodes_join_and_exchange_data() {
 #[test]
 fn malformed_input_changes_nothing() {
     let now = Instant::now();
-    let mut n = Node::new(config(1), Address::from_key(b"a"), now, 1);
+    let mut n = Node::new_with_insecure_seed(config(1), Address::from_key(b"a"), now, 1);
     n.join(now, &[]);
     while n.poll_event().is_some() {}
     for bad in [
@@ -138,8 +138,20 @@ impl Identity for RejectAll {
 #[test]
 fn identity_hook_can_refuse_a_peer() {
     let mut now = Instant::now();
-    let a = Node::with_identity(config(1), Address::from_key(b"a"), RejectAll, now, 1);
-    let b = Node::with_identity(config(2), Address::from_key(b"b"), RejectAll, now, 2);
+    let a = Node::with_identity_and_insecure_seed(
+        config(1),
+        Address::from_key(b"a"),
+        RejectAll,
+        now,
+        1,
+    );
+    let b = Node::with_identity_and_insecure_seed(
+        config(2),
+        Address::from_key(b"b"),
+        RejectAll,
+        now,
+        2,
+    );
     let mut nodes = [a, b];
     nodes[0].join(now, &[]);
     nodes[1].join(now, &[ep(1)]);
@@ -152,8 +164,8 @@ fn identity_hook_can_refuse_a_peer() {
 #[test]
 fn leave_closes_links_and_goes_quiet() {
     let mut now = Instant::now();
-    let a = Node::new(config(1), Address::from_key(b"a"), now, 1);
-    let b = Node::new(config(2), Address::from_key(b"b"), now, 2);
+    let a = Node::new_with_insecure_seed(config(1), Address::from_key(b"a"), now, 1);
+    let b = Node::new_with_insecure_seed(config(2), Address::from_key(b"b"), now, 2);
     let mut nodes = [a, b];
     nodes[0].join(now, &[]);
     nodes[1].join(now, &[ep(1)]);
@@ -172,8 +184,8 @@ fn deferred_link_waits_for_the_traversal_hook() {
         defer_links_to_punch: true,
         ..config(i)
     };
-    let a = Node::new(deferring(1), Address::from_key(b"a"), now, 1);
-    let b = Node::new(deferring(2), Address::from_key(b"b"), now, 2);
+    let a = Node::new_with_insecure_seed(deferring(1), Address::from_key(b"a"), now, 1);
+    let b = Node::new_with_insecure_seed(deferring(2), Address::from_key(b"b"), now, 2);
     let mut nodes = [a, b];
     let b_addr = nodes[1].address();
     nodes[0].join(now, &[]);
@@ -241,8 +253,8 @@ fn pooled_data_path_delivers_skips_and_stays_bounded() {
         pool_buffers: 4,
         ..config(i)
     };
-    let a = Node::new(small_pool(1), Address::from_key(b"a"), now, 1);
-    let b = Node::new(small_pool(2), Address::from_key(b"b"), now, 2);
+    let a = Node::new_with_insecure_seed(small_pool(1), Address::from_key(b"a"), now, 1);
+    let b = Node::new_with_insecure_seed(small_pool(2), Address::from_key(b"b"), now, 2);
     let mut nodes = [a, b];
     nodes[0].join(now, &[]);
     nodes[1].join(now, &[ep(1)]);
@@ -286,7 +298,7 @@ fn pooled_data_path_delivers_skips_and_stays_bounded() {
     assert_eq!(delivered, (0..10).collect::<Vec<u8>>());
     assert_eq!(nodes[1].buffer_pool().len(), 4);
     // A recycled buffer too small to hold any payload is not kept.
-    let mut c = Node::new(config(3), Address::from_key(b"c"), now, 3);
+    let mut c = Node::new_with_insecure_seed(config(3), Address::from_key(b"c"), now, 3);
     c.recycle(vec![0; 16]);
     assert!(c.buffer_pool().is_empty());
 

@@ -124,18 +124,7 @@ fn open(dir: &Path) -> Result<Ca<FileStore>, String> {
         ));
     }
     let identity = store.load_identity().map_err(|e| e.to_string())?;
-    Ca::open(identity, Policy::default(), store, seed()).map_err(|e| e.to_string())
-}
-
-fn seed() -> [u8; 32] {
-    let mut s = [0u8; 32];
-    let t = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    s[..16].copy_from_slice(&t.to_le_bytes());
-    s[16..20].copy_from_slice(&std::process::id().to_le_bytes());
-    s
+    Ca::open(identity, Policy::default(), store).map_err(|e| e.to_string())
 }
 
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
@@ -168,7 +157,7 @@ fn execute(command: CaCommand) -> Result<(), String> {
                 CaIdentity::create_root(KeyType::Ed25519, &name, now(), Duration::days(days))
                     .map_err(|e| e.to_string())?;
             store.save_identity(&identity).map_err(|e| e.to_string())?;
-            Ca::open(identity, Policy::default(), store, seed()).map_err(|e| e.to_string())?;
+            Ca::open(identity, Policy::default(), store).map_err(|e| e.to_string())?;
             println!("CA \"{name}\" created in {}", dir.display());
         }
         CaCommand::Issue { dir, ip, out, days } => {

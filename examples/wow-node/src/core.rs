@@ -285,6 +285,7 @@ pub struct Core<S: LeaseStore> {
     stun: nat_traversal::server::Server,
     /// Authenticated punch sessions with peers the overlay links to.
     puncher: crate::punch::Puncher,
+    randomness: Randomness,
     republish_at: Option<Instant>,
     ca: Option<ipsec_ca::Ca<ipsec_ca::FileStore>>,
     enrolment: Option<ipsec_ca::Enrolment>,
@@ -344,6 +345,27 @@ fn claim_result(outcome: &DhtOutcome, owner: &[u8], renewal: bool) -> ClaimResul
     }
 }
 
+/// Where a core's randomness comes from.
+#[derive(Debug, Clone, Copy)]
+enum Randomness {
+    /// The operating system, for every key, SPI, credential and id.
+    Os,
+    /// A caller's seed: predictable, for tests and fuzzing only.
+    InsecureSeed(u64),
+}
+
+/// 64 bits from the operating system's random source.
+///
+/// # Panics
+/// If the operating system's random source fails.
+pub fn os_random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if let Err(e) = getrandom::fill(&mut b) {
+        panic!("the operating system's random source failed: {e}");
+    }
+    u64::from_le_bytes(b)
+}
+
 fn dht_key(kind: &str, suffix: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(kind.len() + 5 + suffix.len());
     k.extend_from_slice(b"wow/");
@@ -356,6 +378,8 @@ fn dht_key(kind: &str, suffix: &[u8]) -> Vec<u8> {
 impl<S: LeaseStore> Core<S> {
     /// A core whose overlay node has ring address `address`, with lease
     /// store `leases`, started at `now` (`unix_secs` is the wall time then).
+    /// Every key, SPI, credential and id it makes comes from the operating
+    /// system's random source.
     pub fn new(
         settings: Settings,
         overlay_config: overlay_core::Config,
@@ -363,7 +387,42 @@ impl<S: LeaseStore> Core<S> {
         leases: S,
         now: Instant,
         unix_secs: u64,
+    ) -> Result<Self, CoreError> {
+        let (a, l) = (address, leases);
+        Core::build(
+            settings,
+            overlay_config,
+            a,
+            l,
+            now,
+            unix_secs,
+            Randomness::Os,
+        )
+    }
+
+    /// [`Core::new`] with randomness from `seed`: **predictable keys**, for
+    /// tests and fuzzing only.
+    pub fn new_with_insecure_seed(
+        settings: Settings,
+        overlay_config: overlay_core::Config,
+        address: Address,
+        leases: S,
+        now: Instant,
+        unix_secs: u64,
         seed: u64,
+    ) -> Result<Self, CoreError> {
+        let (a, l, r) = (address, leases, Randomness::InsecureSeed(seed));
+        Core::build(settings, overlay_config, a, l, now, unix_secs, r)
+    }
+
+    fn build(
+        settings: Settings,
+        overlay_config: overlay_core::Config,
+        address: Address,
+        leases: S,
+        now: Instant,
+        unix_secs: u64,
+        randomness: Randomness,
     ) -> Result<Self, CoreError> {
         let gateway_mac = EthernetAddress(settings.gateway_mac);
         let mut arp_config = arp_virt::Config::new(settings.network, gateway_mac);
@@ -390,7 +449,10 @@ impl<S: LeaseStore> Core<S> {
 
         let mut dns_config = dns_virt::Config {
             mode: dns_virt::Mode::Decentralised,
-            seed,
+            seed: match randomness {
+                Randomness::Os => os_random_u64(),
+                Randomness::InsecureSeed(seed) => seed,
+            },
             ..dns_virt::Config::default()
         };
         dns_config.zone.network = settings.network;
@@ -409,7 +471,12 @@ impl<S: LeaseStore> Core<S> {
             alternate: None,
             software: None,
         });
-        let overlay = overlay_core::Node::new(overlay_config, address, now, seed);
+        let overlay = match randomness {
+            Randomness::Os => overlay_core::Node::new(overlay_config, address, now),
+            Randomness::InsecureSeed(seed) => {
+                overlay_core::Node::new_with_insecure_seed(overlay_config, address, now, seed)
+            }
+        };
         let tcp_dns = crate::tcp_dns::TcpDns::new(
             settings.gateway_addr,
             settings.network.prefix_len(),
@@ -441,7 +508,8 @@ impl<S: LeaseStore> Core<S> {
             punched: HashMap::new(),
             punch_out: VecDeque::new(),
             stun,
-            puncher: crate::punch::Puncher::new(address, seed),
+            puncher: crate::punch::Puncher::new(address),
+            randomness,
             republish_at: None,
             ca: None,
             enrolment: None,
@@ -548,7 +616,6 @@ impl<S: LeaseStore> Core<S> {
         now: Instant,
         wall: SystemTime,
         credentials: &Credentials,
-        seed: [u8; 32],
     ) -> Result<(), CoreError> {
         let identity =
             ipsec_sa::LocalIdentity::from_pkcs8(&credentials.certificate, &credentials.key)?;
@@ -568,9 +635,15 @@ impl<S: LeaseStore> Core<S> {
             handshake_retransmit_timeout: Duration::from_millis(500),
             ..ipsec_sa::Config::default()
         };
-        self.sa = Some(ipsec_sa::Endpoint::new(
-            config, identity, verifier, now, wall, seed,
-        ));
+        self.sa = Some(match self.randomness {
+            Randomness::Os => ipsec_sa::Endpoint::new(config, identity, verifier, now, wall),
+            Randomness::InsecureSeed(seed) => {
+                let mut s = [0u8; 32];
+                s[..8].copy_from_slice(&seed.to_le_bytes());
+                s[8..12].copy_from_slice(&virtual_ip.octets());
+                ipsec_sa::Endpoint::new_with_insecure_seed(config, identity, verifier, now, wall, s)
+            }
+        });
         Ok(())
     }
 
@@ -807,10 +880,14 @@ impl<S: LeaseStore> Core<S> {
         &mut self,
         now: Instant,
         config: nat_traversal::turn::TurnConfig,
-        seed: u64,
     ) -> Result<(), nat_traversal::Error> {
         let server = config.server;
-        let client = nat_traversal::turn::TurnClient::new(config, now, seed)?;
+        let client = match self.randomness {
+            Randomness::Os => nat_traversal::turn::TurnClient::new(config, now)?,
+            Randomness::InsecureSeed(seed) => {
+                nat_traversal::turn::TurnClient::new_with_insecure_seed(config, now, seed)?
+            }
+        };
         self.turn = Some(Turn {
             client,
             server,

@@ -138,7 +138,7 @@ async fn run_async(options: DemoOptions) -> std::io::Result<bool> {
         )
         .map_err(std::io::Error::other)?;
         let cert_der = identity.cert_der().to_vec();
-        let ca = Ca::open(identity, Policy::default(), MemStore::default(), [7; 32])
+        let ca = Ca::open(identity, Policy::default(), MemStore::default())
             .map_err(std::io::Error::other)?;
         Some(Arc::new(Mutex::new(DemoCa { ca, cert_der })))
     } else {
@@ -242,7 +242,9 @@ fn std_at(base: Instant, at: smoltcp::time::Instant) -> Instant {
 async fn node_task(mut spec: NodeSpec, socket: UdpSocket) -> std::io::Result<NodeResult> {
     let index = spec.index;
     let now = Instant::now();
-    let seed = 0x5eed_0000 + index as u64;
+    // Seeds only the demo guest's own smoltcp stack (its TCP sequence
+    // numbers); the node's keys come from the operating system.
+    let guest_seed = 0x5eed_0000 + index as u64;
     // Deterministic ring addresses spread around the ring.
     let address = Address::from_key(format!("wow-demo-node-{index}").as_bytes());
     let mut core = Core::new(
@@ -252,7 +254,6 @@ async fn node_task(mut spec: NodeSpec, socket: UdpSocket) -> std::io::Result<Nod
         MemoryStore::new(),
         now,
         unix_now(),
-        seed,
     )
     .map_err(std::io::Error::other)?;
     let bootstrap: Vec<SocketAddr> = spec.bootstrap.into_iter().collect();
@@ -290,14 +291,7 @@ async fn node_task(mut spec: NodeSpec, socket: UdpSocket) -> std::io::Result<Nod
                     if !enrolled && let Some(ca) = spec.ca.as_ref() {
                         match enrol(ca, addr) {
                             Ok(credentials) => {
-                                let mut seed32 = [0u8; 32];
-                                seed32[..8].copy_from_slice(&seed.to_le_bytes());
-                                match core.install_identity(
-                                    now,
-                                    SystemTime::now(),
-                                    &credentials,
-                                    seed32,
-                                ) {
+                                match core.install_identity(now, SystemTime::now(), &credentials) {
                                     Ok(()) => {
                                         enrolled = true;
                                         lines.push(format!("certified for {addr} by the demo CA"));
@@ -331,7 +325,7 @@ async fn node_task(mut spec: NodeSpec, socket: UdpSocket) -> std::io::Result<Nod
                 spec.bytes,
                 core.settings().guest_mtu,
                 smol(spec.base, now),
-                seed,
+                guest_seed,
             ));
             continue;
         }

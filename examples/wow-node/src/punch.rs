@@ -47,7 +47,6 @@ struct Exchange {
 #[derive(Debug)]
 pub struct Puncher {
     name: String,
-    rng: u64,
     exchanges: HashMap<Address, Exchange>,
     connected: VecDeque<(Address, SocketAddr)>,
     failed: VecDeque<Address>,
@@ -55,12 +54,12 @@ pub struct Puncher {
 }
 
 impl Puncher {
-    /// A puncher for the node at ring address `me`; `seed` drives the
-    /// credentials and the sessions' transaction ids.
-    pub fn new(me: Address, seed: u64) -> Puncher {
+    /// A puncher for the node at ring address `me`. Credentials and the
+    /// sessions' transaction ids come from the operating system's random
+    /// source (offers travel through the overlay in clear).
+    pub fn new(me: Address) -> Puncher {
         Puncher {
             name: me.to_string(),
-            rng: seed ^ 0x9e37_79b9_7f4a_7c15,
             exchanges: HashMap::new(),
             connected: VecDeque::new(),
             failed: VecDeque::new(),
@@ -71,15 +70,6 @@ impl Puncher {
     /// Counters so far.
     pub fn stats(&self) -> PunchStats {
         self.stats
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        // splitmix64
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
     }
 
     fn expire(&mut self, now: Instant) {
@@ -128,18 +118,11 @@ impl Puncher {
         if candidates.is_empty() {
             return None;
         }
-        let ufrag = format!("{:016x}", self.next_u64());
-        let mut password = Vec::with_capacity(32);
-        for _ in 0..4 {
-            password.extend_from_slice(&self.next_u64().to_be_bytes());
-        }
-        Some(Offer {
-            from: self.name.clone(),
-            to: peer.to_string(),
-            ufrag,
-            password,
+        Some(Offer::with_fresh_credentials(
+            self.name.clone(),
+            peer.to_string(),
             candidates,
-        })
+        ))
     }
 
     /// The peer's offer arrived. Starts (or restarts, for a new offer) the
@@ -159,12 +142,11 @@ impl Puncher {
         if !self.exchanges.contains_key(&peer) {
             answer = self.start(now, peer, endpoints);
         }
-        let seed = self.next_u64();
         let exchange = self.exchanges.get_mut(&peer)?;
         if exchange.remote_ufrag.as_deref() == Some(remote.ufrag.as_str()) {
             return answer;
         }
-        match PunchSession::new(PunchConfig::default(), &exchange.local, remote, now, seed) {
+        match PunchSession::new(PunchConfig::default(), &exchange.local, remote, now) {
             Ok(session) => {
                 tracing::debug!(%peer, candidates = ?remote.candidates.iter().map(|c| c.address).collect::<Vec<_>>(), "punch session");
                 exchange.session = Some(session);
@@ -267,8 +249,8 @@ mod test {
         let a_ep: SocketAddr = "192.0.2.1:4000".parse().unwrap();
         let b_ep: SocketAddr = "198.51.100.2:4000".parse().unwrap();
         let now = Instant::now();
-        let mut a = Puncher::new(a_addr, 1);
-        let mut b = Puncher::new(b_addr, 2);
+        let mut a = Puncher::new(a_addr);
+        let mut b = Puncher::new(b_addr);
         let offer_a = a.start(now, b_addr, &[a_ep]).unwrap();
         assert!(
             a.start(now, b_addr, &[a_ep]).is_none(),
@@ -297,8 +279,8 @@ mod test {
         let (a_addr, b_addr) = (Address::from_key(b"a"), Address::from_key(b"b"));
         let c_addr = Address::from_key(b"c");
         let now = Instant::now();
-        let mut a = Puncher::new(a_addr, 1);
-        let mut c = Puncher::new(c_addr, 3);
+        let mut a = Puncher::new(a_addr);
+        let mut c = Puncher::new(c_addr);
         let offer = c
             .start(now, b_addr, &["192.0.2.3:1".parse().unwrap()])
             .unwrap();

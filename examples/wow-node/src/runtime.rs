@@ -153,14 +153,6 @@ fn load_identity(config: &Config) -> Result<Identity, String> {
     })
 }
 
-fn seed() -> u64 {
-    let t = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    t ^ (u64::from(std::process::id()) << 32)
-}
-
 /// Installs the `--confine` nftables table and removes it when dropped.
 struct Confinement {
     table: String,
@@ -318,13 +310,10 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let seed = seed();
-    let mut core = Core::new(settings, overlay_config, address, leases, now, unix, seed)
+    let mut core = Core::new(settings, overlay_config, address, leases, now, unix)
         .map_err(|e| e.to_string())?;
     if let Some(c) = &credentials {
-        let mut s = [0u8; 32];
-        s[..8].copy_from_slice(&seed.to_le_bytes());
-        core.install_identity(now, SystemTime::now(), c, s)
+        core.install_identity(now, SystemTime::now(), c)
             .map_err(|e| e.to_string())?;
         tracing::info!(ip = %c.virtual_ip, "certificate loaded: private traffic is protected");
     } else {
@@ -395,8 +384,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                 password: password.clone(),
             });
         }
-        core.set_turn(now, turn, seed ^ 0x7475_726e)
-            .map_err(|e| format!("TURN: {e}"))?;
+        core.set_turn(now, turn).map_err(|e| format!("TURN: {e}"))?;
         tracing::info!(%server, "TURN server configured as the relay of last resort");
     }
     core.join(now, &config.node.bootstrap);
@@ -407,9 +395,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             auto_approve: config.ca.auto_approve,
             ..ipsec_ca::Policy::default()
         };
-        let mut s = [0u8; 32];
-        s[..8].copy_from_slice(&seed.to_le_bytes());
-        let ca = ipsec_ca::Ca::open(identity, policy, store, s).map_err(|e| format!("CA: {e}"))?;
+        let ca = ipsec_ca::Ca::open(identity, policy, store).map_err(|e| format!("CA: {e}"))?;
         core.set_ca(now, ca);
         tracing::info!(dir = %dir.display(), auto_approve = config.ca.auto_approve, "serving as the CA");
     }
@@ -567,7 +553,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                 enrolment_started = true;
                 match key.certificate_request(&ipsec_ca::NodeRequest::new(*addr)) {
                     Ok(csr) => {
-                        let id = seed ^ u64::from(u32::from(*addr));
+                        let id = crate::core::os_random_u64();
                         if let Err(e) =
                             core.start_enrolment(now, &csr, key.spki_der(), ca_der, *addr, id)
                         {
@@ -595,9 +581,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     ca_certificate: ca_der.clone(),
                     virtual_ip: ip,
                 };
-                let mut s = [0u8; 32];
-                s[..8].copy_from_slice(&(seed ^ 0x5a).to_le_bytes());
-                match core.install_identity(now, SystemTime::now(), &credentials, s) {
+                match core.install_identity(now, SystemTime::now(), &credentials) {
                     Ok(()) => tracing::info!(%ip, "enrolled: private traffic is protected"),
                     Err(e) => tracing::warn!(error = %e, "issued certificate refused"),
                 }
@@ -915,12 +899,7 @@ async fn discover_reflexive(
         max_transmits: 4,
         test_filtering: false,
     };
-    let now = Instant::now();
-    let seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-        ^ u64::from(std::process::id());
-    let mut discovery = Discovery::new(config, now, seed).ok()?;
+    let mut discovery = Discovery::new(config, Instant::now()).ok()?;
     let mut buf = vec![0u8; 2048];
     loop {
         while let Some(t) = discovery.poll_transmit() {

@@ -59,7 +59,7 @@ fn a_crl_of_many_revocations_crosses_the_dht_in_chunks() {
     // certificates are revoked.
     let fetcher = support::credentials(&mut ca, &ca_der, Ipv4Addr::new(10, 128, 0, 12));
     cores[2]
-        .install_identity(now, SystemTime::now(), &fetcher, [3; 32])
+        .install_identity(now, SystemTime::now(), &fetcher)
         .unwrap();
     let when = ipsec_ca::time::OffsetDateTime::from(SystemTime::now());
     for i in 0..120u32 {

@@ -74,7 +74,7 @@ fn forwarding_guest_packets_allocates_nothing() {
                 core.handle_timeout(now, SystemTime::now());
             }
             guests[i].exchange(core, now, smol(base, now), &mut lines);
-            support::certify_first_lease(core, &mut ca, &ca_der, now, i as u8 + 1, &mut addrs[i]);
+            support::certify_first_lease(core, &mut ca, &ca_der, now, &mut addrs[i]);
         }
         exchange(&mut cores, &endpoints, now, &mut buf);
     }

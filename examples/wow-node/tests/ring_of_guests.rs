@@ -62,14 +62,7 @@ fn thirty_two_guests_lease_resolve_ping_and_stream_across_the_ring() {
             if let Some(g) = guests[i].as_mut() {
                 g.exchange(core, now, smol(base, now), &mut lines);
             }
-            support::certify_first_lease(
-                core,
-                &mut ca,
-                &ca_der,
-                now,
-                i as u8 + 1,
-                &mut certified[i],
-            );
+            support::certify_first_lease(core, &mut ca, &ca_der, now, &mut certified[i]);
         }
         exchange(&mut cores, &endpoints, now, &mut buf);
     }

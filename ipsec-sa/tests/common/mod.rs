@@ -37,7 +37,7 @@ pub fn endpoint<A: PeerAuthenticator>(
     seed: u8,
 ) -> Ep<A> {
     let identity = LocalIdentity::from_pkcs8(cert, key).unwrap();
-    Endpoint::new(
+    Endpoint::new_with_insecure_seed(
         config,
         identity,
         auth,

@@ -190,6 +190,30 @@ pub struct Offer {
     pub candidates: Vec<Candidate>,
 }
 
+impl Offer {
+    /// An offer with fresh credentials from the operating system's random
+    /// source: a 64-bit username fragment (16 hex digits) and a 256-bit
+    /// password. Offers travel through the overlay in clear, so these must
+    /// not be guessable from anything else the sender has sent.
+    ///
+    /// # Panics
+    /// If the operating system's random source fails.
+    pub fn with_fresh_credentials(from: String, to: String, candidates: Vec<Candidate>) -> Offer {
+        let mut bytes = [0u8; 40];
+        if let Err(e) = getrandom::fill(&mut bytes) {
+            panic!("the operating system's random source failed: {e}");
+        }
+        let (ufrag, password) = bytes.split_at(8);
+        Offer {
+            from,
+            to,
+            ufrag: ufrag.iter().map(|b| format!("{b:02x}")).collect(),
+            password: password.to_vec(),
+            candidates,
+        }
+    }
+}
+
 /// A signalling message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

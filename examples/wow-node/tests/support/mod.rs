@@ -21,7 +21,7 @@ pub fn cores(n: usize, now: Instant) -> (Vec<Node>, Vec<SocketAddr>) {
         .collect();
     let mut cores: Vec<Node> = (0..n)
         .map(|i| {
-            Core::new(
+            Core::new_with_insecure_seed(
                 demo::settings(),
                 demo::overlay_config(endpoints[i]),
                 Address::from_key(format!("in-memory-{i}").as_bytes()),
@@ -77,7 +77,8 @@ pub fn ca(name: &str) -> (Ca<MemStore>, Vec<u8>) {
     .unwrap();
     let der = identity.cert_der().to_vec();
     (
-        Ca::open(identity, Policy::default(), MemStore::default(), [9; 32]).unwrap(),
+        Ca::open_with_insecure_seed(identity, Policy::default(), MemStore::default(), [9; 32])
+            .unwrap(),
         der,
     )
 }
@@ -103,13 +104,13 @@ pub fn smol(base: Instant, now: Instant) -> smoltcp::time::Instant {
 
 /// Drains `core`'s events; on the first lease (while `certified` is
 /// `None`), certifies the leased address with `ca`, installs the identity
-/// (SA seed from `seed`) and records the address in `certified`.
+/// (SA randomness from the core's seed) and records the address in
+/// `certified`.
 pub fn certify_first_lease(
     core: &mut Node,
     ca: &mut Ca<MemStore>,
     ca_der: &[u8],
     now: Instant,
-    seed: u8,
     certified: &mut Option<Ipv4Addr>,
 ) {
     while let Some(event) = core.poll_event() {
@@ -117,8 +118,7 @@ pub fn certify_first_lease(
             && certified.is_none()
         {
             let c = credentials(ca, ca_der, addr);
-            core.install_identity(now, SystemTime::now(), &c, [seed; 32])
-                .unwrap();
+            core.install_identity(now, SystemTime::now(), &c).unwrap();
             *certified = Some(addr);
         }
     }
