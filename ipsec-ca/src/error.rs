@@ -135,6 +135,9 @@ pub enum CaError {
     /// The operating system's random source failed (no serial number).
     #[error("the operating system's random source failed")]
     Random,
+    /// A statement's label (over 255 octets) or body is too large to sign.
+    #[error("statement too large to sign")]
+    StatementTooLarge,
 }
 
 /// A persistence failure.
@@ -212,6 +215,12 @@ pub enum VerifyError {
     /// The CA certificate is malformed or not a CA.
     #[error("trust anchor is not a usable CA certificate")]
     BadCaCertificate,
+    /// A signed statement is malformed.
+    #[error("malformed signed statement: {0}")]
+    Statement(WireError),
+    /// A signed statement is of another kind than expected.
+    #[error("signed statement has another label")]
+    StatementLabel,
 }
 
 /// Why a CRL or CRL envelope was refused. The verifier keeps its previous CRL.

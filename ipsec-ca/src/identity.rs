@@ -69,6 +69,21 @@ fn ca_params(
 }
 
 impl CaIdentity {
+    /// Signs `body` as a statement of kind `label` with this CA's key (see
+    /// [`crate::wire::statement`]); [`crate::Verifier::verify_statement`]
+    /// checks it against the CA certificate.
+    pub fn sign_statement(&self, label: &[u8], body: &[u8]) -> Result<Vec<u8>, CaError> {
+        use rcgen::SigningKey as _;
+        let signed = crate::wire::statement::signed_part(label, body)
+            .map_err(|_| CaError::StatementTooLarge)?;
+        let signature = self
+            .issuer
+            .key()
+            .sign(&crate::wire::statement::to_be_signed(&signed))
+            .map_err(|e| CaError::Key(KeyError::Sign(e)))?;
+        crate::wire::statement::finish(signed, &signature).map_err(|_| CaError::StatementTooLarge)
+    }
+
     /// Creates a self-signed root CA valid from `now` for `validity`.
     pub fn create_root(
         key_type: KeyType,

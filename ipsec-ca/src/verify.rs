@@ -193,6 +193,34 @@ impl Verifier {
         })
     }
 
+    /// Checks a statement signed by one of the trusted CA keys (see
+    /// [`crate::wire::statement`]) and returns its body. A statement of
+    /// another `label`, a malformed one or a bad signature is refused.
+    pub fn verify_statement<'a>(
+        &self,
+        label: &[u8],
+        bytes: &'a [u8],
+    ) -> Result<&'a [u8], VerifyError> {
+        let statement = crate::wire::Statement::parse(bytes).map_err(VerifyError::Statement)?;
+        if statement.label != label {
+            return Err(VerifyError::StatementLabel);
+        }
+        let message = crate::wire::statement::to_be_signed(statement.signed_bytes());
+        let signed_by_trusted = self.issuers.iter().any(|issuer| {
+            ring::signature::UnparsedPublicKey::new(
+                issuer.key_type.ring_verification_alg(),
+                &issuer.public_key,
+            )
+            .verify(&message, statement.signature)
+            .is_ok()
+        });
+        if signed_by_trusted {
+            Ok(statement.body)
+        } else {
+            Err(VerifyError::BadSignature)
+        }
+    }
+
     /// Trusts an intermediate CA certificate signed by a CA already trusted,
     /// if it is valid at `now`.
     pub fn add_intermediate(

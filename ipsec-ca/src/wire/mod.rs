@@ -7,11 +7,13 @@
 
 pub mod enrol;
 pub mod envelope;
+pub mod statement;
 
 pub use enrol::{
     Message as EnrolmentMessage, MessageType, Packet as EnrolmentPacket, RejectReason,
 };
 pub use envelope::{Envelope as CrlEnvelope, Packet as CrlEnvelopePacket};
+pub use statement::Statement;
 
 use crate::error::WireError;
 
