@@ -794,14 +794,17 @@ impl<A: PeerAuthenticator> Endpoint<A> {
         }
         // Simultaneous initiation: the lower address's handshake wins
         // (compare RFC 7296 §2.8.1, which keeps one of two colliding SAs).
-        if let Some(ours) = self.peers.get(&source).and_then(|p| p.initiating) {
-            if self.config.local_ip < source {
-                return Ok(());
-            }
-            self.initiators.remove(&ours);
-            if let Some(peer) = self.peers.get_mut(&source) {
-                peer.initiating = None;
-            }
+        // The higher side answers but keeps its own initiator until the
+        // peer's handshake completes (`handle_finish`): an Init is
+        // unauthenticated, and one forged in the peer's name must not
+        // cancel a handshake in progress.
+        if self.config.local_ip < source
+            && self
+                .peers
+                .get(&source)
+                .is_some_and(|p| p.initiating.is_some())
+        {
+            return Ok(());
         }
         if self.responders.len() >= self.config.max_pending_handshakes {
             return Err(HandshakeError::Busy);
@@ -913,6 +916,15 @@ impl<A: PeerAuthenticator> Endpoint<A> {
             .handle_finish(noise, &self.authenticator, source, wall)
         {
             Ok(established) => {
+                // The peer won a collision and proved who it is: our own
+                // initiation to it is no longer needed.
+                if let Some(ours) = self
+                    .peers
+                    .get_mut(&source)
+                    .and_then(|p| p.initiating.take())
+                {
+                    self.initiators.remove(&ours);
+                }
                 self.install(now, established, None);
                 Ok(())
             }

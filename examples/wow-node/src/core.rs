@@ -1297,31 +1297,61 @@ impl<S: LeaseStore> Core<S> {
             self.counters.dropped_no_route += 1;
             return;
         }
+        // The gateway is this node itself, and the network and broadcast
+        // addresses are nobody's: whoever claims them over the overlay is
+        // forging DHCP/DNS answers or worse.
+        if repr.source == self.settings.gateway_addr
+            || repr.source == self.settings.network.network()
+            || repr.source == self.settings.network.broadcast()
+        {
+            self.counters.dropped_policy += 1;
+            return;
+        }
         let peer_ip = repr.source;
+        // Routes move only on authenticated input (WireGuard's roaming
+        // rule): a decrypted packet, or a handshake message that completed
+        // a security association. Without an SA endpoint nothing is
+        // authenticated and the node learns from plaintext, as before.
+        let mut authenticated = self.sa.is_none();
         let body = &mut payload[wire::HEADER_LEN..];
         // The packet goes to `open_buf` (kept between packets): decrypted
         // there, or copied there when unprotected.
         let mut plaintext = std::mem::take(&mut self.open_buf);
         plaintext.clear();
         match (repr.kind, self.sa.as_mut()) {
-            (Kind::Sa, Some(sa)) => match sa.open(now, IpAddr::V4(peer_ip), body) {
-                Ok(OpenOutput::Plaintext(p)) => {
-                    self.counters.opened += 1;
-                    plaintext.extend_from_slice(p);
+            (Kind::Sa, Some(sa)) => {
+                let completed = sa.stats().handshakes_completed;
+                match sa.open(now, IpAddr::V4(peer_ip), body) {
+                    Ok(OpenOutput::Plaintext(p)) => {
+                        self.counters.opened += 1;
+                        authenticated = true;
+                        plaintext.extend_from_slice(p);
+                    }
+                    Ok(OpenOutput::Keepalive) => {
+                        // Decrypted under an SA: authenticated.
+                        self.open_buf = plaintext;
+                        self.learn(now, peer_ip, source, hops);
+                        return;
+                    }
+                    Ok(OpenOutput::Handshake) => {
+                        // An Init proves nothing (anyone can send one in
+                        // anyone's name); the messages that complete an SA
+                        // carry the peer's certificate and signature.
+                        let done = sa.stats().handshakes_completed > completed;
+                        self.open_buf = plaintext;
+                        if done {
+                            self.learn(now, peer_ip, source, hops);
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %peer_ip, error = %e, "open refused");
+                        self.open_buf = plaintext;
+                        self.counters.dropped_policy += 1;
+                        return;
+                    }
                 }
-                Ok(OpenOutput::Handshake | OpenOutput::Keepalive) => {
-                    // Authenticated by the handshake: a safe time to learn.
-                    self.open_buf = plaintext;
-                    self.learn(now, peer_ip, source, hops);
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!(peer = %peer_ip, error = %e, "open refused");
-                    self.open_buf = plaintext;
-                    self.counters.dropped_policy += 1;
-                    return;
-                }
-            },
+            }
             (Kind::Sa, None) => {
                 // We hold no certificate: we cannot take part.
                 self.open_buf = plaintext;
@@ -1348,7 +1378,12 @@ impl<S: LeaseStore> Core<S> {
             Ok(ip) if ip.src_addr() == peer_ip && Some(ip.dst_addr()) == self.guest_addr
         );
         if valid {
-            self.learn(now, peer_ip, source, hops);
+            // Plaintext from a public host is delivered (the policy lets it
+            // through) but never moves its route: that comes from the
+            // directory, not from whoever sends in the host's name.
+            if authenticated {
+                self.learn(now, peer_ip, source, hops);
+            }
             self.peers.entry(peer_ip).or_default().packets_in += 1;
             self.deliver_ip(&plaintext);
         } else {
