@@ -38,7 +38,7 @@
 //! auto_approve = false              # sign enrolment requests at once, else queue them
 //! [confine]
 //! enabled = false                   # same as --confine
-//! allow_tcp_ports = [22]            # host services the guest may still reach
+//! allow_tcp_ports = [22]            # host ports that still answer (replies only)
 //!
 //! [turn]
 //! # server = "192.0.2.1:3478"       # a TURN server: relayed endpoint of last resort
@@ -239,7 +239,8 @@ impl Default for SecuritySection {
 pub struct ConfineSection {
     /// Install the nftables rules.
     pub enabled: bool,
-    /// Host TCP ports the guest may reach.
+    /// Host TCP ports whose replies still pass (connections others open
+    /// to them); see [`crate::confine`].
     pub allow_tcp_ports: Vec<u16>,
 }
 
