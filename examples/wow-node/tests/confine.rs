@@ -243,3 +243,69 @@ fn attack_confinement_fails_open_after_the_node_stops() {
         .unwrap();
     assert!(out.contains("nothing to remove"), "{out}");
 }
+
+/// Datagrams the outside received from source port 4000 (an nftables
+/// counter in its input chain).
+fn outside_saw_port_4000(net: &Net) -> u64 {
+    let rules = net
+        .outside
+        .run_ok("nft", &["list", "chain", "inet", "seen", "input"])
+        .unwrap();
+    rules
+        .split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+/// A DNS query from `HOST_V4:4000` to the outside, as `uid`.
+fn send_from_port_4000(net: &Net, uid: u32) {
+    let uid = uid.to_string();
+    let source = format!("-b{HOST_V4}#4000");
+    let server = format!("@{OUTSIDE_V4}");
+    let _ = net.host.run(
+        "setpriv",
+        &[
+            "--reuid",
+            &uid,
+            "--regid",
+            &uid,
+            "--clear-groups",
+            "--",
+            "dig",
+            "+tries=1",
+            "+time=1",
+            &source,
+            &server,
+            "wow.test",
+        ],
+    );
+}
+
+#[test]
+fn attack_local_user_sends_from_the_node_port_while_it_is_stopped() {
+    if !require(
+        "attack_local_user_sends_from_the_node_port_while_it_is_stopped",
+        &["nft", "busybox", "bash", "timeout", "ss", "dig", "setpriv"],
+    ) {
+        return;
+    }
+    let net = net("cfu");
+    net.outside
+        .nft("table inet seen {\n chain input {\n  type filter hook input priority filter;\n  udp sport 4000 counter\n }\n}\n")
+        .unwrap();
+    // The node's underlay port is open to the node's own sockets only (here
+    // root's: the node ran as root); once it has stopped, another user
+    // binding that port sends nothing out.
+    stop(net.start(&["--confine"]));
+    send_from_port_4000(&net, 64_918);
+    assert_eq!(
+        outside_saw_port_4000(&net),
+        0,
+        "another user sent through the stopped node's port"
+    );
+    // The node's uid still may (the test sees what passes).
+    send_from_port_4000(&net, 0);
+    assert!(outside_saw_port_4000(&net) > 0, "the probe never passes");
+}
