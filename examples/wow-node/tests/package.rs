@@ -317,7 +317,10 @@ fn the_node_refuses_a_world_readable_config_holding_the_turn_password() {
     std::fs::write(
         &path,
         format!(
-            "[node]\nstate_dir = \"{}\"\n[turn]\nserver = \"192.0.2.1:3478\"\npassword = \"secret\"\n",
+            // A listen address that is no host's: were the file accepted,
+            // the node would stop at its socket, before any device.
+            "[node]\nstate_dir = \"{}\"\nlisten = \"192.0.2.1:9\"\n\
+             [turn]\nserver = \"192.0.2.1:3478\"\npassword = \"secret\"\n",
             dir.path().display()
         ),
     )
