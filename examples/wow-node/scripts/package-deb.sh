@@ -35,6 +35,7 @@ install -m 0755 "$BIN" "$P/usr/bin/wow-node"
 # Release builds keep debug info for profiling; the package does not need it.
 strip --strip-debug "$P/usr/bin/wow-node" 2>/dev/null || true
 install -m 0644 "$CRATE/dist/wow-node.service" "$P/lib/systemd/system/wow-node.service"
+install -m 0644 "$CRATE/dist/wow-node-confine.service" "$P/lib/systemd/system/wow-node-confine.service"
 # 0640: it may hold secrets (the TURN password). The postinst gives it to
 # group wow-node (dpkg-statoverride, so upgrades keep root:wow-node 0640).
 install -m 0640 "$CRATE/dist/node.toml" "$P/etc/wow-node/node.toml"
@@ -107,6 +108,10 @@ cat >"$P/DEBIAN/prerm" <<'PRERM'
 set -e
 if [ -d /run/systemd/system ]; then
   systemctl disable --now wow-node.service >/dev/null 2>&1 || true
+  # Its --confine rules stay (fail-closed) until `wow-node unconfine`.
+  if [ "$1" = remove ]; then
+    systemctl disable wow-node-confine.service >/dev/null 2>&1 || true
+  fi
 fi
 exit 0
 PRERM

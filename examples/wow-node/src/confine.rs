@@ -21,7 +21,9 @@
 //! Installing replaces the table in one nftables transaction (no moment
 //! without rules). The node never removes the table: it stays while the
 //! node is stopped or restarting, so the confinement fails closed, until
-//! `wow-node unconfine` deletes it.
+//! `wow-node unconfine` deletes it. Rules do not survive a reboot:
+//! `wow-node confine` installs them alone, which the packaged
+//! `wow-node-confine.service` does at boot before the network is up.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -196,6 +198,28 @@ pub fn at_start(config: &Config, confine: bool) -> Result<(), ConfineError> {
         );
     }
     Ok(())
+}
+
+/// `wow-node confine`: installs the rules for `config` without a node
+/// (the node, started later, replaces them with its own).
+pub fn confine_command(config: &std::path::Path) -> std::process::ExitCode {
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wow-node confine: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match install(&config) {
+        Ok(table) => {
+            println!("installed nftables table inet {table}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wow-node confine: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// `wow-node unconfine`: removes the rules for the TAP named in `config`

@@ -3,6 +3,7 @@
 //! ```text
 //! wow-node demo [--nodes N]          # no root, no config: N in-process nodes and guests
 //! wow-node up --config FILE [--confine]
+//! wow-node confine --config FILE      # the --confine rules alone (at boot, before the network)
 //! wow-node unconfine [--config FILE | --tap NAME]
 //! wow-node status [--json] [--state-dir DIR]
 //! wow-node ca init|issue|revoke|crl|list --dir DIR ...
@@ -53,6 +54,13 @@ enum Command {
         /// they stay after the node exits, until `wow-node unconfine`.
         #[arg(long)]
         confine: bool,
+    },
+    /// Install the `--confine` nftables rules without starting the node
+    /// (at boot, before the network comes up: `wow-node-confine.service`).
+    Confine {
+        /// The node's configuration file (TAP, listen port, allowed ports).
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Remove the `--confine` nftables rules (they outlive the node).
     Unconfine {
@@ -120,6 +128,7 @@ fn main() -> ExitCode {
             }
             runtime::up(&config, confine)
         }
+        Command::Confine { config } => confine::confine_command(&config),
         Command::Unconfine { config, tap } => confine::unconfine_command(config.as_deref(), &tap),
         Command::Status { json, state_dir } => control::status_command(&state_dir, json),
         Command::Ca { command } => ca_cmd::run(command),

@@ -242,6 +242,15 @@ fn attack_confinement_fails_open_after_the_node_stops() {
         .run_ok(BIN, &["unconfine", "--tap", "wow0"])
         .unwrap();
     assert!(out.contains("nothing to remove"), "{out}");
+    // `wow-node confine` (at boot, before any node) puts them back alone.
+    net.host
+        .run_ok(BIN, &["confine", "--config", &config])
+        .unwrap();
+    assert!(net.table_present());
+    assert_eq!(reaches_outside(&net), (false, false));
+    net.host
+        .run_ok(BIN, &["unconfine", "--tap", "wow0"])
+        .unwrap();
 }
 
 /// Datagrams the outside received from source port 4000 (an nftables

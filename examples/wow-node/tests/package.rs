@@ -57,6 +57,7 @@ fn the_package_installs_a_node_that_leases_an_address_to_its_host() {
     for path in [
         "./usr/bin/wow-node",
         "./lib/systemd/system/wow-node.service",
+        "./lib/systemd/system/wow-node-confine.service",
         "./etc/wow-node/node.toml",
         "./etc/network/interfaces.d/wow0",
         "./etc/systemd/network/60-wow0.network",
@@ -113,6 +114,24 @@ fn the_package_installs_a_node_that_leases_an_address_to_its_host() {
     verify_unit(&unit, &r.join("usr/bin/wow-node"));
     check_hardening(&unit);
     check_start_conditions(&unit);
+    // The boot-time confinement unit: the rules alone, as the node's user,
+    // before the network.
+    let confine_unit =
+        std::fs::read_to_string(r.join("lib/systemd/system/wow-node-confine.service")).unwrap();
+    verify_unit(&confine_unit, &r.join("usr/bin/wow-node"));
+    assert_eq!(
+        values(&confine_unit, "ExecStart"),
+        ["/usr/bin/wow-node confine --config /etc/wow-node/node.toml"]
+    );
+    assert_eq!(
+        values(&confine_unit, "Before"),
+        ["network-pre.target wow-node.service"]
+    );
+    assert_eq!(values(&confine_unit, "User"), ["wow-node"]);
+    assert_eq!(
+        values(&confine_unit, "CapabilityBoundingSet"),
+        ["CAP_NET_ADMIN"]
+    );
     let ifupdown = std::fs::read_to_string(r.join("etc/network/interfaces.d/wow0")).unwrap();
     assert!(ifupdown.contains("iface wow0 inet dhcp"));
 
