@@ -277,6 +277,7 @@ fn check_hardening(unit: &str) {
             "AF_INET AF_INET6 AF_UNIX AF_NETLINK",
         ),
         ("MemoryMax", "512M"),
+        ("RestartPreventExitStatus", "2"),
     ] {
         assert_eq!(values(unit, key), [value], "{key}");
     }
