@@ -77,6 +77,7 @@ for n in a b; do
   i=1; [ $n = b ] && i=2
   printf '[node]\nstate_dir = "%s"\nlisten = "10.98.%s.2:4000"\nbootstrap = ["10.98.%s.1:4000"]\n\n[network]\ncidr = "10.128.0.0/16"\n\n%s%s' \
     "$RES/$n" $i $i "$SEC" "$TURNCFG" >"$RES/$n/node.toml"
+  chmod 0640 "$RES/$n/node.toml"   # it may hold the TURN password: the node refuses o+r
 done
 ip netns exec "$NR" "$BIN" up --config "$RES/r/node.toml" >"$RES/r.log" 2>&1 & PIDS+=($!); PR=$!
 sleep 0.3

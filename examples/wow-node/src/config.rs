@@ -38,7 +38,7 @@
 //! auto_approve = false              # sign enrolment requests at once, else queue them
 //! [confine]
 //! enabled = false                   # same as --confine
-//! allow_tcp_ports = [22]            # host services the guest may still reach
+//! allow_tcp_ports = [22]            # host ports that still answer (replies only)
 //!
 //! [turn]
 //! # server = "192.0.2.1:3478"       # a TURN server: relayed endpoint of last resort
@@ -239,7 +239,8 @@ impl Default for SecuritySection {
 pub struct ConfineSection {
     /// Install the nftables rules.
     pub enabled: bool,
-    /// Host TCP ports the guest may reach.
+    /// Host TCP ports whose replies still pass (connections others open
+    /// to them); see [`crate::confine`].
     pub allow_tcp_ports: Vec<u16>,
 }
 
@@ -271,6 +272,20 @@ pub enum ConfigError {
         /// The parser's error.
         source: toml::de::Error,
     },
+    /// The file is writable by everyone, or readable by everyone while it
+    /// holds secrets.
+    #[error(
+        "{path} has mode {mode:04o}: other users may read or change it (secrets: {secrets}); \
+         make it `chmod 0640` (owner root, group of the node's user)"
+    )]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// The secrets it holds (empty: none, but it is world-writable).
+        secrets: String,
+    },
 }
 
 impl Config {
@@ -284,6 +299,40 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })
+    }
+
+    /// The secrets this configuration holds, by name (today the TURN
+    /// password): a file holding any must not be readable by everyone.
+    pub fn secrets(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.turn.password.is_some() {
+            names.push("turn.password");
+        }
+        names
+    }
+
+    /// Loads `path` as [`Config::load`] does, then refuses a file that
+    /// anyone may write, or that anyone may read while it holds
+    /// [`Config::secrets`]. The packaged file is `root:wow-node 0640`.
+    pub fn load_private(path: &Path) -> Result<Config, ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        let config = Config::load(path)?;
+        let mode = std::fs::metadata(path)
+            .map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .permissions()
+            .mode();
+        let secrets = config.secrets();
+        if mode & 0o002 != 0 || (mode & 0o004 != 0 && !secrets.is_empty()) {
+            return Err(ConfigError::Exposed {
+                path: path.to_path_buf(),
+                mode: mode & 0o7777,
+                secrets: secrets.join(", "),
+            });
+        }
+        Ok(config)
     }
 
     /// `path` relative to the state directory unless absolute.
@@ -343,6 +392,31 @@ mod test {
             .join("\n");
         let from_docs: Config = toml::from_str(&text).unwrap();
         assert_eq!(from_readme, from_docs);
+    }
+
+    #[test]
+    fn a_config_with_secrets_must_not_be_world_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = wow_test_hosts::TempDir::new("cfgmode").unwrap();
+        let path = dir.path().join("node.toml");
+        let set = |text: &str, mode: u32| {
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let secret = "[turn]\nserver = \"192.0.2.1:3478\"\npassword = \"s\"\n";
+        set(secret, 0o644);
+        let e = Config::load_private(&path).unwrap_err();
+        assert!(e.to_string().contains("turn.password"), "{e}");
+        set(secret, 0o640);
+        assert!(Config::load_private(&path).is_ok());
+        // Without secrets, world-readable is fine; world-writable never is.
+        set("", 0o644);
+        assert!(Config::load_private(&path).is_ok());
+        set("", 0o646);
+        assert!(matches!(
+            Config::load_private(&path),
+            Err(ConfigError::Exposed { .. })
+        ));
     }
 
     #[test]

@@ -28,6 +28,7 @@
 
 pub mod ca_cmd;
 pub mod config;
+pub mod confine;
 pub mod control;
 pub mod core;
 pub mod crl_dht;

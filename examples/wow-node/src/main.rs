@@ -3,13 +3,15 @@
 //! ```text
 //! wow-node demo [--nodes N]          # no root, no config: N in-process nodes and guests
 //! wow-node up --config FILE [--confine]
+//! wow-node confine --config FILE      # the --confine rules alone (at boot, before the network)
+//! wow-node unconfine [--config FILE | --tap NAME]
 //! wow-node status [--json] [--state-dir DIR]
 //! wow-node ca init|issue|revoke|crl|list --dir DIR ...
 //! ```
 //!
 //! See `README.md` beside this crate for the operator guide.
 
-use wow_node::{ca_cmd, control, demo, runtime};
+use wow_node::{ca_cmd, config, confine, control, demo, runtime};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,9 +50,26 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long)]
         config: PathBuf,
-        /// Confine the guest to the virtual network with nftables rules.
+        /// Confine the guest to the virtual network with nftables rules;
+        /// they stay after the node exits, until `wow-node unconfine`.
         #[arg(long)]
         confine: bool,
+    },
+    /// Install the `--confine` nftables rules without starting the node
+    /// (at boot, before the network comes up: `wow-node-confine.service`).
+    Confine {
+        /// The node's configuration file (TAP, listen port, allowed ports).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Remove the `--confine` nftables rules (they outlive the node).
+    Unconfine {
+        /// The node's configuration file: its TAP's rules are removed.
+        #[arg(long, conflicts_with = "tap")]
+        config: Option<PathBuf>,
+        /// The TAP whose rules are removed (without `--config`).
+        #[arg(long, default_value = "wow0")]
+        tap: String,
     },
     /// Print a running node's status through its control socket.
     Status {
@@ -101,8 +120,16 @@ fn main() -> ExitCode {
         }
         Command::Up { config, confine } => {
             init_tracing();
+            // A file others may change, or read while it holds secrets,
+            // stops the node before it does anything.
+            if let Err(e) = config::Config::load_private(&config) {
+                eprintln!("wow-node up: {e}");
+                return ExitCode::from(2);
+            }
             runtime::up(&config, confine)
         }
+        Command::Confine { config } => confine::confine_command(&config),
+        Command::Unconfine { config, tap } => confine::unconfine_command(config.as_deref(), &tap),
         Command::Status { json, state_dir } => control::status_command(&state_dir, json),
         Command::Ca { command } => ca_cmd::run(command),
     }

@@ -153,73 +153,6 @@ fn load_identity(config: &Config) -> Result<Identity, String> {
     })
 }
 
-/// Installs the `--confine` nftables table and removes it when dropped.
-struct Confinement {
-    table: String,
-}
-
-impl Confinement {
-    fn install(config: &Config, tap: &str) -> Result<Confinement, String> {
-        let table = format!(
-            "wow_confine_{}",
-            tap.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-        );
-        let port = config.node.listen.port();
-        let cidr = config.network.cidr;
-        let ports = config
-            .confine
-            .allow_tcp_ports
-            .iter()
-            .map(u16::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let services = if ports.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "tcp sport {{ {ports} }} accept\n    tcp dport {{ {ports} }} ct direction original accept\n"
-            )
-        };
-        // The guest is this host: it may reach the virtual network (through
-        // the TAP), loopback and the configured host services; the node's own
-        // underlay datagrams pass; everything else is dropped.
-        let ruleset = format!(
-            "table inet {table} {{\n  chain output {{\n    type filter hook output priority filter; policy accept;\n    oifname \"lo\" accept\n    oifname \"{tap}\" accept\n    ip daddr {cidr} accept\n    udp sport {port} accept\n    {services}    counter drop\n  }}\n  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    iifname \"{tap}\" ip daddr != {cidr} counter drop\n  }}\n}}\n"
-        );
-        let _ = std::process::Command::new("nft")
-            .args(["delete", "table", "inet", &table])
-            .stderr(std::process::Stdio::null())
-            .status();
-        let mut child = std::process::Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run nft: {e}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            use std::io::Write;
-            stdin
-                .write_all(ruleset.as_bytes())
-                .map_err(|e| format!("nft: {e}"))?;
-        }
-        let status = child.wait().map_err(|e| format!("nft: {e}"))?;
-        if !status.success() {
-            return Err(format!("nft refused the confinement rules:\n{ruleset}"));
-        }
-        tracing::info!(%table, "confinement rules installed");
-        Ok(Confinement { table })
-    }
-}
-
-impl Drop for Confinement {
-    fn drop(&mut self) {
-        let ok = std::process::Command::new("nft")
-            .args(["delete", "table", "inet", &self.table])
-            .status()
-            .is_ok_and(|s| s.success());
-        tracing::info!(table = %self.table, removed = ok, "confinement rules removed");
-    }
-}
-
 /// Removes the control socket file when dropped.
 struct SocketFile(PathBuf);
 
@@ -230,6 +163,8 @@ impl Drop for SocketFile {
 }
 
 async fn run(config: Config, confine: bool) -> Result<(), String> {
+    // Before any socket or device: the rules stay after exit (fail-closed).
+    crate::confine::at_start(&config, confine).map_err(|e| e.to_string())?;
     let state_dir = config.node.state_dir.clone();
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
         .create(&state_dir)
@@ -356,12 +291,6 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         listen = %config.node.listen,
         "node up"
     );
-
-    let _confinement = if confine || config.confine.enabled {
-        Some(Confinement::install(&config, &config.tap.name)?)
-    } else {
-        None
-    };
 
     let socket_path = state_dir.join(SOCKET_FILE);
     let _ = std::fs::remove_file(&socket_path);

@@ -47,6 +47,12 @@ impl Host {
             list(advertise),
         );
         std::fs::write(self.config_path(), text).unwrap();
+        // As packaged: a file that may hold secrets is not world-readable.
+        std::fs::set_permissions(
+            self.config_path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o640),
+        )
+        .unwrap();
     }
 
     fn start(&mut self, extra_args: &[&str]) {
@@ -544,8 +550,15 @@ fn only_certified_nodes_reach_private_addresses_and_confine_blocks_the_outside()
         a.log()
     );
 
-    // Stopping alpha removes its confinement rules.
+    // Alpha's confinement rules outlive it (fail-closed) until
+    // `wow-node unconfine` (tests/confine.rs checks they still block).
     t.a.stop();
+    let rules = t.a.ns.run_ok("nft", &["list", "ruleset"]).unwrap();
+    assert!(rules.contains("wow_confine_wow0"), "rules gone:\n{rules}");
+    let config = t.a.config_path();
+    t.a.ns
+        .run_ok(BIN, &["unconfine", "--config", config.to_str().unwrap()])
+        .unwrap();
     let rules = t.a.ns.run_ok("nft", &["list", "ruleset"]).unwrap();
     assert!(
         !rules.contains("wow_confine"),
