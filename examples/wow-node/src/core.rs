@@ -940,8 +940,9 @@ impl<S: LeaseStore> Core<S> {
         }
     }
 
-    /// A CRL message over the overlay: the CA node answers requests; any
-    /// node takes answers (signed manifests, digest-checked chunks).
+    /// A CRL message over the overlay: the CA node answers requests; a
+    /// node takes answers from the CA node's address (and checks them all
+    /// the same: signed manifests, digest-checked chunks).
     fn on_crl_message(&mut self, now: Instant, source: Address, body: &[u8]) {
         use crate::crl_dht::Message;
         let Some(message) = Message::parse(body) else {
@@ -954,6 +955,9 @@ impl<S: LeaseStore> Core<S> {
                     self.send_crl(now, source, &answer);
                 }
             }
+            // Answers only from the CA node we asked: no signature checks
+            // for whoever sends.
+            _ if Some(source) != self.ca_address => {}
             Message::Manifest(signed) => self.on_crl_manifests(now, [signed]),
             Message::Chunk {
                 number,

@@ -543,6 +543,15 @@ fn only_certified_nodes_reach_private_addresses_and_confine_blocks_the_outside()
         "{}",
         a.log()
     );
+    let status: serde_json::Value = serde_json::from_str(&a.status(true)).unwrap();
+    assert!(status["crl"]["number"].as_u64().unwrap() >= 1, "{status}");
+    assert_eq!(status["crl"]["stale"], false, "{status}");
+    assert!(status["crl"]["next_update_in_secs"].as_i64().unwrap() > 0);
+    assert!(
+        a.status(false).contains("crl       #"),
+        "{}",
+        a.status(false)
+    );
 
     // Stopping alpha removes its confinement rules.
     t.a.stop();
