@@ -797,6 +797,12 @@ impl<S: LeaseStore> Core<S> {
         }
     }
 
+    /// On the CA node, after a revocation: the next [`Core::refresh_crl`]
+    /// issues a new CRL at once.
+    pub fn reissue_crl_soon(&mut self) {
+        self.crl_reissue_at = None;
+    }
+
     /// Serves and publishes a CRL the CA signed elsewhere (`wow-node ca`
     /// writes the signed manifest next to the envelope), unless this node is
     /// the CA's or serves a newer one.

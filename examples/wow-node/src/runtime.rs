@@ -881,6 +881,9 @@ impl CrlFiles {
         {
             let ok = core.handle_crl(now, wall, &bytes);
             tracing::info!(path = %path.display(), accepted = ok, "CRL loaded from file");
+            if ok {
+                self.keep(&bytes);
+            }
             let manifest = crate::crl_dht::manifest_path(path);
             match std::fs::read(&manifest) {
                 Ok(signed) => match crate::crl_dht::Published::from_signed(signed, bytes.clone()) {
@@ -925,10 +928,15 @@ impl CrlFiles {
         for e in envelopes {
             if core.handle_crl(now, SystemTime::now(), e) {
                 tracing::info!("newer CRL loaded from the overlay");
-                if let Err(error) = ipsec_ca::file_store::write_atomic(&self.cache, e, 0o644) {
-                    tracing::warn!(%error, "cannot keep the CRL");
-                }
+                self.keep(e);
             }
+        }
+    }
+
+    /// Keeps an accepted CRL envelope in the cache.
+    fn keep(&self, envelope: &[u8]) {
+        if let Err(error) = ipsec_ca::file_store::write_atomic(&self.cache, envelope, 0o644) {
+            tracing::warn!(%error, "cannot keep the CRL");
         }
     }
 }

@@ -310,6 +310,10 @@ fn attack_flooded_crl_key_still_delivers_from_the_ca_node() {
     assert_eq!(cores[0].refresh_crl(now, SystemTime::now()), None);
     let later = SystemTime::now() + Duration::from_secs(4 * 24 * 3600);
     assert_eq!(cores[0].refresh_crl(now, later), Some(number + 1));
+    assert_eq!(cores[0].refresh_crl(now, later), None);
+    // After a revocation, at once.
+    cores[0].reissue_crl_soon();
+    assert_eq!(cores[0].refresh_crl(now, later), Some(number + 2));
 }
 
 /// Two guests try to ping each other through certified nodes that loaded a
