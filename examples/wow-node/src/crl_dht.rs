@@ -657,6 +657,58 @@ mod test {
     }
 
     #[test]
+    fn the_fetcher_takes_the_highest_signed_number_and_skips_bad_chunks() {
+        let ca = ca();
+        let verifier = ipsec_ca::Verifier::new(ca.cert_der()).unwrap();
+        let envelope = |n: u8| -> Vec<u8> { (0..2500u32).map(|i| (i as u8) ^ n).collect() };
+        let p3 = Published::new(&ca, 3, envelope(3)).unwrap();
+        let p5 = Published::new(&ca, 5, envelope(5)).unwrap();
+        let p4 = Published::new(&ca, 4, envelope(4)).unwrap();
+        let mut unsigned = p5.clone();
+        unsigned.manifest.number = 9;
+        unsigned.signed = unsigned.manifest.to_body();
+
+        let mut f = Fetcher::default();
+        // Nothing above the loaded number.
+        assert!(f.offer_manifests(&verifier, 5, [&p3.signed[..]]).is_none());
+        // The highest signed one wins, in any order; unsigned ones are ignored.
+        let values = [&unsigned.signed[..], &p3.signed, &p5.signed, &p4.signed];
+        assert_eq!(
+            f.offer_manifests(&verifier, 2, values).map(|m| m.number),
+            Some(5)
+        );
+        assert!(f.offer_manifests(&verifier, 2, [&p4.signed[..]]).is_none());
+        assert_eq!(f.missing(), vec![0, 1, 2]);
+
+        // Chunks of another CRL, or bad ones: skipped; retried a few times.
+        let good = |i: u16| p5.chunk(i).unwrap();
+        assert_eq!(
+            f.offer_chunk(4, 0, [p4.chunk(0).unwrap()]),
+            ChunkOutcome::Ignored
+        );
+        let wrong = p3.chunk(1).unwrap();
+        for _ in 0..CHUNK_RETRIES {
+            assert_eq!(f.offer_chunk(5, 1, [wrong]), ChunkOutcome::Bad(true));
+        }
+        assert_eq!(f.offer_chunk(5, 1, [wrong]), ChunkOutcome::Bad(false));
+        assert_eq!(f.offer_chunk(5, 0, [good(0)]), ChunkOutcome::Stored);
+        assert_eq!(f.offer_chunk(5, 0, [good(0)]), ChunkOutcome::Ignored);
+        // A bad copy next to a good one does not matter.
+        assert_eq!(f.offer_chunk(5, 1, [wrong, good(1)]), ChunkOutcome::Stored);
+        assert_eq!(f.missing(), vec![2]);
+        assert_eq!(
+            f.offer_chunk(5, 2, [good(2)]),
+            ChunkOutcome::Complete(envelope(5))
+        );
+        // Assembled once: not again, nor anything older.
+        assert!(
+            f.offer_manifests(&verifier, 0, [&p5.signed[..], &p4.signed])
+                .is_none()
+        );
+        assert!(f.current().is_none());
+    }
+
+    #[test]
     fn messages_answer_requests() {
         let envelope: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
         let p = Published::new(&ca(), 9, envelope.clone()).unwrap();
