@@ -278,8 +278,9 @@ impl Verifier {
     /// Fails closed on revocation: certificates of the root CA are refused
     /// ([`VerifyError::CrlOutdated`]) once its CRL is more than `grace` past
     /// nextUpdate, or while no CRL at all has been loaded after
-    /// `first_crl_by`. Security associations already up are not re-checked
-    /// by this alone; new ones are refused.
+    /// `first_crl_by`. Only [`Verifier::verify`] calls made after that
+    /// refuse (new key exchanges, rekeys); nothing already verified is
+    /// revisited by this alone.
     pub fn require_fresh_crl(&mut self, grace: time::Duration, first_crl_by: OffsetDateTime) {
         self.require_current_crl = true;
         self.crl_grace = grace;
