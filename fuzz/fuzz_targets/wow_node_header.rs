@@ -1,11 +1,12 @@
 //! Parses arbitrary bytes as wow-node's data header (the payload of every
 //! overlay `Data` message), as a punch request's endpoint list, as a CRL
-//! manifest from the DHT and as a LAN discovery announcement. What parses must re-emit to the same bytes;
+//! manifest body and a CRL message (the CA node's), and as a LAN discovery
+//! announcement. What parses must re-emit to the same bytes;
 //! nothing may panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wow_node::crl_dht::Manifest;
+use wow_node::crl_dht::{Manifest, Message};
 use wow_node::lan::Announce;
 use wow_node::wire::{Packet, Repr, emit_endpoints, parse_endpoints};
 
@@ -24,8 +25,11 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     emit_endpoints(&endpoints, &mut out);
     assert_eq!(parse_endpoints(&out), endpoints);
-    if let Ok(manifest) = Manifest::parse(data) {
-        assert_eq!(&manifest.to_bytes()[..], data);
+    if let Ok(manifest) = Manifest::parse_body(data) {
+        assert_eq!(&manifest.to_body()[..], data);
+    }
+    if let Some(message) = Message::parse(data) {
+        assert_eq!(&message.to_bytes()[..], data);
     }
     if let Ok(announce) = Announce::parse(data) {
         assert_eq!(&announce.to_bytes()[..], data);

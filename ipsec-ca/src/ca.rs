@@ -71,6 +71,10 @@ pub struct SignedCrl {
     pub number: u64,
     /// The CRL, DER.
     pub der: Vec<u8>,
+    /// Its thisUpdate.
+    pub this_update: OffsetDateTime,
+    /// Its nextUpdate: re-issue well before.
+    pub next_update: OffsetDateTime,
 }
 
 impl SignedCrl {
@@ -639,6 +643,8 @@ impl<S: Store> Ca<S> {
         Ok(SignedCrl {
             number,
             der: crl.der().to_vec(),
+            this_update: now,
+            next_update,
         })
     }
 

@@ -201,8 +201,9 @@ pub enum VerifyError {
     /// Revoked by the loaded CRL.
     #[error("certificate is revoked")]
     Revoked,
-    /// The issuer's CRL is past nextUpdate and the verifier requires a current one.
-    #[error("CRL is past its next update")]
+    /// The issuer's CRL is past nextUpdate (plus the grace), or none was
+    /// loaded in time, and the verifier requires a current one.
+    #[error("no current CRL (past its next update, or none loaded)")]
     CrlOutdated,
     /// The certificate's IP is not the peer's claimed virtual IP.
     #[error("certificate is for {certified:?}, peer claims {claimed}")]

@@ -173,6 +173,10 @@ pub struct Verifier {
     issuers: Vec<TrustedIssuer>,
     /// Refuse certificates when the issuer's CRL is past nextUpdate.
     require_current_crl: bool,
+    /// Tolerance after nextUpdate before a CRL counts as outdated.
+    crl_grace: time::Duration,
+    /// Without any CRL, certificates are refused after this time.
+    first_crl_by: Option<OffsetDateTime>,
 }
 
 impl Verifier {
@@ -190,6 +194,8 @@ impl Verifier {
         Ok(Verifier {
             issuers: vec![root],
             require_current_crl: false,
+            crl_grace: time::Duration::ZERO,
+            first_crl_by: None,
         })
     }
 
@@ -267,6 +273,47 @@ impl Verifier {
     /// arrive late, and a stale CRL still revokes what it lists.
     pub fn set_require_current_crl(&mut self, require: bool) {
         self.require_current_crl = require;
+    }
+
+    /// Fails closed on revocation: certificates of the root CA are refused
+    /// ([`VerifyError::CrlOutdated`]) once its CRL is more than `grace` past
+    /// nextUpdate, or while no CRL at all has been loaded after
+    /// `first_crl_by`. Only [`Verifier::verify`] calls made after that
+    /// refuse (new key exchanges, rekeys); nothing already verified is
+    /// revisited by this alone.
+    pub fn require_fresh_crl(&mut self, grace: time::Duration, first_crl_by: OffsetDateTime) {
+        self.require_current_crl = true;
+        self.crl_grace = grace;
+        self.first_crl_by = Some(first_crl_by);
+    }
+
+    /// The nextUpdate of the CRL loaded for the root CA.
+    pub fn crl_next_update(&self) -> Option<OffsetDateTime> {
+        self.issuers
+            .first()
+            .and_then(|i| i.crl.as_ref())
+            .and_then(|c| c.next_update)
+    }
+
+    /// Whether certificates of the root CA are refused at `now` for want of
+    /// a current CRL (see [`Verifier::require_fresh_crl`]); always `false`
+    /// when no current CRL is required.
+    pub fn crl_is_stale(&self, now: OffsetDateTime) -> bool {
+        self.issuers
+            .first()
+            .is_some_and(|i| self.crl_outdated(i.crl.as_ref(), now))
+    }
+
+    fn crl_outdated(&self, crl: Option<&RevocationSet>, now: OffsetDateTime) -> bool {
+        if !self.require_current_crl {
+            return false;
+        }
+        match crl {
+            Some(crl) => crl
+                .next_update
+                .is_some_and(|next| now > next.saturating_add(self.crl_grace)),
+            None => self.first_crl_by.is_some_and(|by| now > by),
+        }
     }
 
     fn find_issuer(&self, name_raw: &[u8]) -> Result<usize, VerifyError> {
@@ -460,10 +507,10 @@ impl Verifier {
             _ => return Err(VerifyError::BadKeyUsage),
         }
         let serial = cert.raw_serial();
+        if self.crl_outdated(issuer.crl.as_ref(), now) {
+            return Err(VerifyError::CrlOutdated);
+        }
         if let Some(crl) = &issuer.crl {
-            if self.require_current_crl && crl.next_update.is_some_and(|next| now > next) {
-                return Err(VerifyError::CrlOutdated);
-            }
             let key = SerialKey::new(serial).ok_or(VerifyError::Malformed)?;
             if crl.serials.contains(&key) {
                 return Err(VerifyError::Revoked);

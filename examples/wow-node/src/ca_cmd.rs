@@ -131,6 +131,21 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
     write_atomic(path, bytes, mode).map_err(|e| e.to_string())
 }
 
+/// Issues a CRL and writes its envelope to `out` and its signed manifest
+/// (see [`crate::crl_dht`]) next to it, for a node to publish.
+fn write_crl<S: ipsec_ca::Store>(ca: &mut ipsec_ca::Ca<S>, out: &Path) -> Result<u64, String> {
+    let crl = ca.issue_crl(now()).map_err(|e| e.to_string())?;
+    let published = crate::crl_dht::Published::new(ca.identity(), crl.number, crl.envelope())
+        .map_err(|e| e.to_string())?;
+    write(
+        &crate::crl_dht::manifest_path(out),
+        &published.signed,
+        0o644,
+    )?;
+    write(out, &published.envelope, 0o644)?;
+    Ok(crl.number)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -204,17 +219,15 @@ fn execute(command: CaCommand) -> Result<(), String> {
             let serial = unhex(&serial).ok_or("serial must be hex")?;
             ca.revoke(&serial, RevocationReason::Unspecified, now())
                 .map_err(|e| e.to_string())?;
-            let crl = ca.issue_crl(now()).map_err(|e| e.to_string())?;
             let out = out.unwrap_or_else(|| dir.join(CRL_FILE));
-            write(&out, &crl.envelope(), 0o644)?;
-            println!("revoked; CRL {} written to {}", crl.number, out.display());
+            let number = write_crl(&mut ca, &out)?;
+            println!("revoked; CRL {number} written to {}", out.display());
         }
         CaCommand::Crl { dir, out } => {
             let mut ca = open(&dir)?;
-            let crl = ca.issue_crl(now()).map_err(|e| e.to_string())?;
             let out = out.unwrap_or_else(|| dir.join(CRL_FILE));
-            write(&out, &crl.envelope(), 0o644)?;
-            println!("CRL {} written to {}", crl.number, out.display());
+            let number = write_crl(&mut ca, &out)?;
+            println!("CRL {number} written to {}", out.display());
         }
         CaCommand::List { dir } => {
             let ca = open(&dir)?;

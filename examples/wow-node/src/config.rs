@@ -27,8 +27,10 @@
 //! ca_cert = "ca.pem"                # CA certificate; with cert and key: protected mode
 //! cert = "node.pem"                 # this node's certificate (its IP is the only one offered)
 //! key = "node.key"                  # this node's PKCS#8 key
-//! crl = "ca.crl"                    # optional CRL envelope file, published in the DHT
-//! crl_refresh_secs = 60             # re-read the file and fetch the DHT's CRL this often
+//! crl = "ca.crl"                    # optional CRL envelope file (with ca.crl.manifest), published
+//! crl_refresh_secs = 60             # re-read the file and fetch the newest CRL this often
+//! crl_grace_secs = 3600             # CRL past nextUpdate by this (or none this long
+//!                                   # after start): new security associations refused
 //! public_hosts = []                 # virtual hosts reachable without an SA
 //! enrol = false                     # no cert yet: ask the CA node for one over the
 //!                                   # overlay, for the leased address (kept as `cert`)
@@ -213,6 +215,9 @@ pub struct SecuritySection {
     pub crl: Option<PathBuf>,
     /// CRL refresh period, seconds.
     pub crl_refresh_secs: u64,
+    /// Seconds a CRL may be past its nextUpdate (and a certified node may
+    /// go without any CRL) before new security associations are refused.
+    pub crl_grace_secs: u64,
     /// Public virtual hosts.
     pub public_hosts: Vec<Ipv4Addr>,
     /// Enrol with the CA node when no certificate is present.
@@ -227,6 +232,7 @@ impl Default for SecuritySection {
             key: None,
             crl: None,
             crl_refresh_secs: 60,
+            crl_grace_secs: 3600,
             public_hosts: Vec::new(),
             enrol: false,
         }

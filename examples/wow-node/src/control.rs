@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use dhcp_virt::LeaseStore;
 use overlay_core::Roles;
@@ -58,6 +58,55 @@ pub struct PeerStatus {
     pub packets_out: u64,
 }
 
+/// The CRL the node holds (certified nodes only).
+#[derive(Debug, Clone, Serialize)]
+pub struct CrlStatus {
+    /// Its CRL number (0: none loaded).
+    pub number: u64,
+    /// Its nextUpdate, seconds since the Unix epoch.
+    pub next_update_unix: Option<u64>,
+    /// Seconds from now to nextUpdate (negative when past).
+    pub next_update_in_secs: Option<i64>,
+    /// No current CRL: new security associations are refused.
+    pub stale: bool,
+}
+
+impl CrlStatus {
+    fn of(s: crate::core::CrlStatus, wall: SystemTime) -> CrlStatus {
+        let in_secs = s.next_update.map(|t| match t.duration_since(wall) {
+            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+        });
+        CrlStatus {
+            number: s.number,
+            next_update_unix: s
+                .next_update
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
+            next_update_in_secs: in_secs,
+            stale: s.stale,
+        }
+    }
+
+    fn to_text(&self) -> String {
+        let next = match self.next_update_in_secs {
+            Some(s) if s >= 0 => format!("next update in {} h", s / 3600),
+            Some(s) => format!("next update {} h ago", -s / 3600),
+            None => "no next update".into(),
+        };
+        let state = if self.stale {
+            "STALE: new SAs refused"
+        } else {
+            "current"
+        };
+        if self.number == 0 {
+            format!("crl       none ({state})\n")
+        } else {
+            format!("crl       #{} {next} ({state})\n", self.number)
+        }
+    }
+}
+
 /// Everything `wow-node status` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -99,6 +148,8 @@ pub struct Status {
     pub turn_relayed: Option<String>,
     /// Peer endpoints answered through the TURN relay.
     pub turn_peers: Vec<String>,
+    /// The CRL held, when certified.
+    pub crl: Option<CrlStatus>,
 }
 
 fn roles(r: Roles) -> Vec<&'static str> {
@@ -183,6 +234,9 @@ impl Status {
             endpoints: core.endpoints().iter().map(ToString::to_string).collect(),
             turn_relayed: core.turn_relayed().map(|a| a.to_string()),
             turn_peers: core.turn_peers().iter().map(ToString::to_string).collect(),
+            crl: core
+                .crl_status(SystemTime::now())
+                .map(|c| CrlStatus::of(c, SystemTime::now())),
         }
     }
 
@@ -212,6 +266,9 @@ impl Status {
             },
             self.security_associations
         );
+        if let Some(crl) = &self.crl {
+            s += &crl.to_text();
+        }
         s += &format!(
             "dht       {} records; dns {} queries; sa {} handshakes, {} rejected\n",
             self.dht_records, self.dns_queries, self.sa_handshakes, self.sa_rejected

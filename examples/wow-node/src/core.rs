@@ -73,8 +73,6 @@ const TAP_FREE_LIMIT: usize = 1024;
 const PUBLISH_TTL: Duration = Duration::from_secs(3600);
 /// Lifetime of a CRL published in the DHT (re-published on every refresh).
 const CRL_TTL: Duration = Duration::from_secs(24 * 3600);
-/// CRL envelopes fetched chunk by chunk at once.
-const MAX_CRL_ASSEMBLIES: usize = 2;
 
 /// The virtual network as the guest sees it.
 #[derive(Debug, Clone)]
@@ -138,8 +136,9 @@ pub enum CoreEvent {
         /// Why, for the log.
         reason: String,
     },
-    /// CRL envelopes found in the DHT: hand each to [`Core::handle_crl`]
-    /// with the wall clock (older ones are refused by number).
+    /// A CRL envelope fetched (from the DHT or the CA node) under a manifest
+    /// signed by the CA, newer than the one loaded: hand it to
+    /// [`Core::handle_crl`] with the wall clock.
     CrlFetched(Vec<Vec<u8>>),
     /// The CA issued this node's certificate (DER); it verified for the
     /// guest's address and the node key. Install it with
@@ -154,6 +153,17 @@ pub enum CoreEvent {
         /// Up or down.
         up: bool,
     },
+}
+
+/// The loaded CRL, for `status` (see [`Core::crl_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrlStatus {
+    /// Its CRL number (0: none loaded).
+    pub number: u64,
+    /// Its nextUpdate.
+    pub next_update: Option<SystemTime>,
+    /// New security associations are refused for want of a current CRL.
+    pub stale: bool,
 }
 
 /// Traffic counters.
@@ -220,7 +230,7 @@ enum DhtJob {
     IpLookup(Ipv4Addr),
     CrlFetch,
     CrlChunk {
-        digest: [u8; 32],
+        number: u64,
         index: u16,
     },
     CaLookup,
@@ -271,10 +281,17 @@ pub struct Core<S: LeaseStore> {
     /// The guest's address was lost to another claimant (not published
     /// until the guest leases again).
     guest_addr_lost: bool,
-    /// CRL envelopes being fetched chunk by chunk, by digest.
-    crl_assemblies: HashMap<[u8; 32], crate::crl_dht::Assembly>,
-    /// Digest of the last CRL envelope fetched whole.
-    crl_fetched: Option<[u8; 32]>,
+    /// The CRL being fetched: best signed manifest and its chunks.
+    crl: crate::crl_dht::Fetcher,
+    /// The CRL envelope loaded last (re-applied to a new identity).
+    crl_loaded: Option<Vec<u8>>,
+    /// Tolerance after nextUpdate (and for the first CRL); `None`: a stale
+    /// CRL stops nothing.
+    crl_grace: Option<Duration>,
+    /// The CA node's current CRL, signed manifest and envelope.
+    crl_published: Option<crate::crl_dht::Published>,
+    /// When the CA node re-issues its CRL (half its validity).
+    crl_reissue_at: Option<SystemTime>,
     peers: HashMap<Ipv4Addr, PeerInfo>,
     sa_peers: HashSet<IpAddr>,
     endpoints: Vec<SocketAddr>,
@@ -500,8 +517,11 @@ impl<S: LeaseStore> Core<S> {
             jobs: HashMap::new(),
             turn: None,
             guest_addr_lost: false,
-            crl_assemblies: HashMap::new(),
-            crl_fetched: None,
+            crl: crate::crl_dht::Fetcher::default(),
+            crl_loaded: None,
+            crl_grace: None,
+            crl_published: None,
+            crl_reissue_at: None,
             peers: HashMap::new(),
             sa_peers: HashSet::new(),
             endpoints,
@@ -619,7 +639,8 @@ impl<S: LeaseStore> Core<S> {
     ) -> Result<(), CoreError> {
         let identity =
             ipsec_sa::LocalIdentity::from_pkcs8(&credentials.certificate, &credentials.key)?;
-        let verifier = Verifier::new(&credentials.ca_certificate)?;
+        let mut verifier = Verifier::new(&credentials.ca_certificate)?;
+        self.crl_policy(&mut verifier, wall);
         let virtual_ip = credentials.virtual_ip;
         let mut policy = ipsec_sa::Policy::protect(ipnet::IpNet::V4(self.settings.network));
         for host in &self.settings.public_hosts {
@@ -655,8 +676,43 @@ impl<S: LeaseStore> Core<S> {
         };
         let wall = ipsec_ca::time::OffsetDateTime::from(wall);
         let ok = sa.update_authenticator(now, |v| v.handle_crl_envelope(envelope, wall).is_ok());
+        if ok {
+            self.crl_loaded = Some(envelope.to_vec());
+        }
         self.pump(now);
         ok
+    }
+
+    /// Fails closed on revocation from the next [`Core::install_identity`]
+    /// on: new security associations are refused once the CRL is `grace`
+    /// past its nextUpdate, or when none came within `grace` of installing.
+    pub fn set_crl_grace(&mut self, grace: Duration) {
+        self.crl_grace = Some(grace);
+    }
+
+    /// Applies the CRL policy to a new verifier, with the CRL loaded last
+    /// (a new identity never falls back to an older CRL).
+    fn crl_policy(&self, verifier: &mut Verifier, wall: SystemTime) {
+        let at = ipsec_ca::time::OffsetDateTime::from(wall);
+        if let Some(grace) = self.crl_grace {
+            let grace =
+                ipsec_ca::time::Duration::try_from(grace).unwrap_or(ipsec_ca::time::Duration::MAX);
+            verifier.require_fresh_crl(grace, at.saturating_add(grace));
+        }
+        if let Some(envelope) = &self.crl_loaded {
+            let _ = verifier.handle_crl_envelope(envelope, at);
+        }
+    }
+
+    /// The loaded CRL at `wall`: number, nextUpdate and whether it is stale
+    /// (new security associations refused); `None` without a certificate.
+    pub fn crl_status(&self, wall: SystemTime) -> Option<CrlStatus> {
+        let v = self.sa.as_ref()?.authenticator();
+        Some(CrlStatus {
+            number: v.crl_number(),
+            next_update: v.crl_next_update().map(SystemTime::from),
+            stale: v.crl_is_stale(ipsec_ca::time::OffsetDateTime::from(wall)),
+        })
     }
 
     /// Makes this node the CA's: enrolment requests from guests' nodes are
@@ -704,45 +760,217 @@ impl<S: LeaseStore> Core<S> {
         Ok(())
     }
 
-    /// Publishes a CRL envelope in the DHT, where every node looks for the
-    /// newest one ([`Core::fetch_crl`]): a manifest under `wow/crl` and the
-    /// envelope in 1 KiB chunks (see [`crate::crl_dht`]). `false` if the
-    /// envelope is empty or larger than [`crate::crl_dht::MAX_CRL_LEN`], or
-    /// the overlay refused the puts.
-    pub fn publish_crl(&mut self, now: Instant, envelope: &[u8]) -> bool {
-        let Ok((manifest, chunks)) = crate::crl_dht::Manifest::split(envelope) else {
+    /// On the CA node: issues a CRL when none is current or half its
+    /// validity has passed at `wall` (so nodes have the next one well
+    /// before nextUpdate) and loads it. On every node serving a CRL (the CA
+    /// node, or one given a signed one by [`Core::serve_crl`]): publishes
+    /// it again ([`Core::publish_crl`]). Returns the number of a CRL issued
+    /// now.
+    pub fn refresh_crl(&mut self, now: Instant, wall: SystemTime) -> Option<u64> {
+        let issued = self.reissue_crl(now, wall);
+        self.publish_crl(now);
+        issued
+    }
+
+    fn reissue_crl(&mut self, now: Instant, wall: SystemTime) -> Option<u64> {
+        let ca = self.ca.as_mut()?;
+        if self.crl_reissue_at.is_some_and(|at| wall < at) {
+            return None;
+        }
+        let crl = ca
+            .issue_crl(ipsec_ca::time::OffsetDateTime::from(wall))
+            .map_err(|e| tracing::warn!(error = %e, "cannot issue a CRL"))
+            .ok()?;
+        let half = (crl.next_update - crl.this_update) / 2;
+        self.crl_reissue_at = Some(SystemTime::from(crl.this_update.saturating_add(half)));
+        match crate::crl_dht::Published::new(ca.identity(), crl.number, crl.envelope()) {
+            Ok(p) => {
+                let envelope = p.envelope.clone();
+                self.crl_published = Some(p);
+                self.handle_crl(now, wall, &envelope);
+                Some(crl.number)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "CRL not published");
+                None
+            }
+        }
+    }
+
+    /// On the CA node, after a revocation: the next [`Core::refresh_crl`]
+    /// issues a new CRL at once.
+    pub fn reissue_crl_soon(&mut self) {
+        self.crl_reissue_at = None;
+    }
+
+    /// Serves and publishes a CRL the CA signed elsewhere (`wow-node ca`
+    /// writes the signed manifest next to the envelope), unless this node is
+    /// the CA's or serves a newer one.
+    pub fn serve_crl(&mut self, now: Instant, published: crate::crl_dht::Published) {
+        if self.ca.is_some()
+            || self
+                .crl_published
+                .as_ref()
+                .is_some_and(|p| p.manifest.number >= published.manifest.number)
+        {
+            return;
+        }
+        self.crl_published = Some(published);
+        self.publish_crl(now);
+    }
+
+    /// Publishes the CA node's CRL in the DHT, where every node looks for
+    /// the newest one ([`Core::fetch_crl`]): the signed manifest under
+    /// `wow/crl`, the envelope in 1 KiB chunks (see [`crate::crl_dht`]).
+    /// `false` if there is none or the overlay refused the puts.
+    pub fn publish_crl(&mut self, now: Instant) -> bool {
+        let Some(p) = &self.crl_published else {
             return false;
         };
+        let mut puts = Vec::new();
+        for i in 0..p.manifest.chunks() {
+            if let Some(chunk) = p.chunk(i) {
+                puts.push((
+                    dht_key("crl-chunk", &p.manifest.chunk_suffix(i)),
+                    chunk.to_vec(),
+                ));
+            }
+        }
+        puts.push((dht_key("crl", b""), p.signed.clone()));
         let mut ok = true;
-        for (i, chunk) in chunks.iter().enumerate() {
-            let key = dht_key("crl-chunk", &manifest.chunk_suffix(i as u16));
-            match self.overlay.dht_put(now, &key, chunk, CRL_TTL) {
+        for (key, value) in puts {
+            match self.overlay.dht_put(now, &key, &value, CRL_TTL) {
                 Ok(id) => {
                     self.jobs.insert(id, DhtJob::Publish);
                 }
                 Err(_) => ok = false,
             }
         }
-        match self
-            .overlay
-            .dht_put(now, &dht_key("crl", b""), &manifest.to_bytes(), CRL_TTL)
-        {
-            Ok(id) => {
-                self.jobs.insert(id, DhtJob::Publish);
-            }
-            Err(_) => ok = false,
-        }
         self.pump(now);
         ok
     }
 
-    /// Looks the CRL envelopes up in the DHT; answered with
-    /// [`CoreEvent::CrlFetched`].
+    /// Looks for a newer CRL: every manifest under `wow/crl` in the DHT,
+    /// the CA node's own (asked over the overlay), and the chunks still
+    /// missing of one under way. Answered with [`CoreEvent::CrlFetched`].
     pub fn fetch_crl(&mut self, now: Instant) {
         if let Ok(id) = self.overlay.dht_get(now, &dht_key("crl", b"")) {
             self.jobs.insert(id, DhtJob::CrlFetch);
         }
+        match self.ca_address {
+            Some(ca) => {
+                let request = crate::crl_dht::Message::ManifestRequest.to_bytes();
+                self.send_crl(now, ca, &request);
+            }
+            None if !self.ca_lookup && self.ca.is_none() => {
+                if let Ok(id) = self.overlay.dht_get(now, &dht_key("ca", b"")) {
+                    self.ca_lookup = true;
+                    self.jobs.insert(id, DhtJob::CaLookup);
+                }
+            }
+            None => {}
+        }
+        for index in self.crl.missing() {
+            self.request_crl_chunk(now, index);
+        }
         self.pump(now);
+    }
+
+    fn send_crl(&mut self, now: Instant, to: Address, message: &[u8]) {
+        self.send_to_node(now, to, Kind::Crl, message);
+    }
+
+    /// Sends `body` of `kind` (not a guest packet) to the node at `to`.
+    fn send_to_node(&mut self, now: Instant, to: Address, kind: Kind, body: &[u8]) {
+        let repr = wire::Repr {
+            kind,
+            source: self.guest_addr.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            destination: Ipv4Addr::UNSPECIFIED,
+        };
+        let mut payload = Vec::new();
+        repr.emit_with_body(body, &mut payload);
+        let _ = self.overlay.send(now, to, payload);
+    }
+
+    /// Asks the DHT and the CA node for chunk `index` of the CRL under way.
+    fn request_crl_chunk(&mut self, now: Instant, index: u16) {
+        let Some(m) = self.crl.current() else {
+            return;
+        };
+        let (number, key) = (m.number, dht_key("crl-chunk", &m.chunk_suffix(index)));
+        if let Ok(id) = self.overlay.dht_get(now, &key) {
+            self.jobs.insert(id, DhtJob::CrlChunk { number, index });
+        }
+        if let Some(ca) = self.ca_address {
+            let request = crate::crl_dht::Message::ChunkRequest { number, index }.to_bytes();
+            self.send_crl(now, ca, &request);
+        }
+    }
+
+    /// Signed manifests from the DHT or the CA node: the highest valid CRL
+    /// number above the loaded one is fetched.
+    fn on_crl_manifests<'a>(&mut self, now: Instant, values: impl IntoIterator<Item = &'a [u8]>) {
+        let Some(verifier) = self.sa.as_ref().map(|sa| sa.authenticator()) else {
+            return;
+        };
+        if let Some(m) = self
+            .crl
+            .offer_manifests(verifier, verifier.crl_number(), values)
+        {
+            tracing::debug!(
+                number = m.number,
+                chunks = m.chunks(),
+                "fetching a newer CRL"
+            );
+            for index in 0..m.chunks() {
+                self.request_crl_chunk(now, index);
+            }
+        }
+    }
+
+    /// Values found for a CRL chunk: a wrong one is asked again.
+    fn on_crl_chunk<'a>(
+        &mut self,
+        now: Instant,
+        number: u64,
+        index: u16,
+        values: impl IntoIterator<Item = &'a [u8]>,
+    ) {
+        use crate::crl_dht::ChunkOutcome;
+        match self.crl.offer_chunk(number, index, values) {
+            ChunkOutcome::Complete(envelope) => {
+                self.events.push_back(CoreEvent::CrlFetched(vec![envelope]));
+            }
+            ChunkOutcome::Bad(true) => self.request_crl_chunk(now, index),
+            ChunkOutcome::Bad(false) | ChunkOutcome::Stored | ChunkOutcome::Ignored => {}
+        }
+    }
+
+    /// A CRL message over the overlay: the CA node answers requests; a
+    /// node takes answers from the CA node's address (and checks them all
+    /// the same: signed manifests, digest-checked chunks).
+    fn on_crl_message(&mut self, now: Instant, source: Address, body: &[u8]) {
+        use crate::crl_dht::Message;
+        let Some(message) = Message::parse(body) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        match message {
+            Message::ManifestRequest | Message::ChunkRequest { .. } => {
+                if let Some(answer) = self.crl_published.as_ref().and_then(|p| p.answer(&message)) {
+                    self.send_crl(now, source, &answer);
+                }
+            }
+            // Answers only from the CA node we asked: no signature checks
+            // for whoever sends.
+            _ if Some(source) != self.ca_address => {}
+            Message::Manifest(signed) => self.on_crl_manifests(now, [signed]),
+            Message::Chunk {
+                number,
+                index,
+                bytes,
+            } => self.on_crl_chunk(now, number, index, [bytes]),
+        }
     }
 
     // ----- inputs -----
@@ -1255,6 +1483,10 @@ impl<S: LeaseStore> Core<S> {
             self.on_enrolment_message(now, source, repr.source, packet.body());
             return;
         }
+        if repr.kind == Kind::Crl {
+            self.on_crl_message(now, source, packet.body());
+            return;
+        }
         if repr.kind == Kind::Offer {
             if let Ok(nat_traversal::wire::SignalRepr::Offer(offer)) =
                 nat_traversal::wire::SignalRepr::parse_bytes(packet.body())
@@ -1367,7 +1599,7 @@ impl<S: LeaseStore> Core<S> {
                 plaintext.extend_from_slice(body);
             }
             (Kind::Plain, None) => plaintext.extend_from_slice(body),
-            (Kind::Punch | Kind::Enrol | Kind::Offer, _) => {
+            (Kind::Punch | Kind::Enrol | Kind::Offer | Kind::Crl, _) => {
                 self.open_buf = plaintext;
                 return;
             }
@@ -1422,14 +1654,7 @@ impl<S: LeaseStore> Core<S> {
     }
 
     fn send_enrolment(&mut self, now: Instant, to: Address, message: &[u8]) {
-        let repr = wire::Repr {
-            kind: Kind::Enrol,
-            source: self.guest_addr.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            destination: Ipv4Addr::UNSPECIFIED,
-        };
-        let mut payload = Vec::new();
-        repr.emit_with_body(message, &mut payload);
-        let _ = self.overlay.send(now, to, payload);
+        self.send_to_node(now, to, Kind::Enrol, message);
     }
 
     fn schedule_republish(&mut self, now: Instant) {
@@ -1772,72 +1997,16 @@ impl<S: LeaseStore> Core<S> {
                 }
             }
             DhtJob::CrlFetch => {
-                let DhtOutcome::Ok(values) = outcome else {
-                    return;
-                };
-                let mut whole = Vec::new();
-                for value in values {
-                    match crate::crl_dht::Manifest::parse(&value) {
-                        Ok(manifest) => self.fetch_crl_chunks(now, manifest),
-                        // A whole envelope, as nodes before chunking put it.
-                        Err(crate::crl_dht::ManifestError::NotManifest) => whole.push(value),
-                        Err(e) => tracing::debug!(error = %e, "CRL manifest ignored"),
-                    }
-                }
-                if !whole.is_empty() {
-                    self.events.push_back(CoreEvent::CrlFetched(whole));
+                if let DhtOutcome::Ok(values) = &outcome {
+                    self.on_crl_manifests(now, values.iter().map(Vec::as_slice));
                 }
             }
-            DhtJob::CrlChunk { digest, index } => {
-                let Some(assembly) = self.crl_assemblies.get_mut(&digest) else {
-                    return;
+            DhtJob::CrlChunk { number, index } => {
+                let values = match &outcome {
+                    DhtOutcome::Ok(values) => values.as_slice(),
+                    _ => &[],
                 };
-                let stored = match &outcome {
-                    DhtOutcome::Ok(values) => values
-                        .iter()
-                        .any(|v| assembly.insert(usize::from(index), v)),
-                    _ => false,
-                };
-                if !stored {
-                    // Missing or wrong: tried again at the next fetch.
-                    self.crl_assemblies.remove(&digest);
-                } else if assembly.is_complete() {
-                    let envelope = assembly.finish();
-                    self.crl_assemblies.remove(&digest);
-                    match envelope {
-                        Some(envelope) => {
-                            self.crl_fetched = Some(digest);
-                            self.events.push_back(CoreEvent::CrlFetched(vec![envelope]));
-                        }
-                        None => tracing::debug!("CRL chunks do not match their manifest"),
-                    }
-                }
-            }
-        }
-    }
-
-    /// Starts fetching the chunks of the envelope `manifest` describes,
-    /// unless it is the one fetched last or already under way.
-    fn fetch_crl_chunks(&mut self, now: Instant, manifest: crate::crl_dht::Manifest) {
-        let digest = manifest.digest;
-        if self.crl_fetched == Some(digest)
-            || self.crl_assemblies.contains_key(&digest)
-            || self.crl_assemblies.len() >= MAX_CRL_ASSEMBLIES
-        {
-            return;
-        }
-        self.crl_assemblies
-            .insert(digest, crate::crl_dht::Assembly::new(manifest));
-        for index in 0..manifest.chunks {
-            let key = dht_key("crl-chunk", &manifest.chunk_suffix(index));
-            match self.overlay.dht_get(now, &key) {
-                Ok(id) => {
-                    self.jobs.insert(id, DhtJob::CrlChunk { digest, index });
-                }
-                Err(_) => {
-                    self.crl_assemblies.remove(&digest);
-                    return;
-                }
+                self.on_crl_chunk(now, number, index, values.iter().map(Vec::as_slice));
             }
         }
     }

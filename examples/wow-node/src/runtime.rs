@@ -247,6 +247,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         .unwrap_or(0);
     let mut core = Core::new(settings, overlay_config, address, leases, now, unix)
         .map_err(|e| e.to_string())?;
+    core.set_crl_grace(Duration::from_secs(config.security.crl_grace_secs));
     if let Some(c) = &credentials {
         core.install_identity(now, SystemTime::now(), c)
             .map_err(|e| e.to_string())?;
@@ -300,8 +301,13 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let crl_path = config.security.crl.as_ref().map(|p| config.state_path(p));
-    let mut crl_loaded: Option<Vec<u8>> = None;
+    let mut crl = CrlFiles {
+        path: config.security.crl.as_ref().map(|p| config.state_path(p)),
+        cache: state_dir.join(CRL_CACHE_FILE),
+        loaded: None,
+        stale: false,
+    };
+    crl.load_cache(&mut core, now);
     let mut crl_tick =
         tokio::time::interval(Duration::from_secs(config.security.crl_refresh_secs.max(1)));
 
@@ -445,27 +451,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     });
                 }
             }
-            _ = crl_tick.tick() => {
-                let now = Instant::now();
-                if let Some(path) = &crl_path
-                    && let Ok(bytes) = std::fs::read(path)
-                {
-                    if crl_loaded.as_ref() != Some(&bytes) {
-                        let ok = core.handle_crl(now, SystemTime::now(), &bytes);
-                        tracing::info!(path = %path.display(), accepted = ok, "CRL loaded from file");
-                    }
-                    // Re-published every period, so new nodes and replicas have it.
-                    if !core.publish_crl(now, &bytes) {
-                        tracing::warn!(
-                            len = bytes.len(),
-                            max = crate::crl_dht::MAX_CRL_LEN,
-                            "CRL not published in the DHT"
-                        );
-                    }
-                    crl_loaded = Some(bytes);
-                }
-                core.fetch_crl(now);
-            }
+            _ = crl_tick.tick() => crl.tick(&mut core, Instant::now(), SystemTime::now()),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -517,12 +503,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                 continue;
             }
             if let CoreEvent::CrlFetched(envelopes) = &event {
-                for e in envelopes {
-                    if crl_loaded.as_ref() != Some(e) && core.handle_crl(now, SystemTime::now(), e)
-                    {
-                        tracing::info!("newer CRL loaded from the overlay");
-                    }
-                }
+                crl.fetched(&mut core, now, envelopes);
                 continue;
             }
             log_event(&event);
@@ -788,6 +769,104 @@ async fn flush<S: dhcp_virt::LeaseStore>(
     }
     if let Some((to, segment, total, _)) = batch {
         out.send(socket, to, segment, total).await;
+    }
+}
+
+/// Where the node keeps the newest CRL it accepted, so that a restart
+/// never falls back to an older one.
+const CRL_CACHE_FILE: &str = "crl-cache";
+
+/// The CRL files: the configured one (`[security] crl`, with the signed
+/// manifest `wow-node ca` writes next to it) and the cache.
+struct CrlFiles {
+    path: Option<PathBuf>,
+    cache: PathBuf,
+    /// The configured file's bytes, last read.
+    loaded: Option<Vec<u8>>,
+    /// Whether the node was last seen without a current CRL.
+    stale: bool,
+}
+
+impl CrlFiles {
+    fn load_cache<S: dhcp_virt::LeaseStore>(&self, core: &mut Core<S>, now: Instant) {
+        if let Ok(bytes) = std::fs::read(&self.cache)
+            && core.handle_crl(now, SystemTime::now(), &bytes)
+        {
+            tracing::info!(path = %self.cache.display(), "CRL loaded from the cache");
+        }
+    }
+
+    /// Every `crl_refresh_secs`: the configured file, the CA node's
+    /// re-issue, a fetch, and a warning when no current CRL is held.
+    fn tick<S: dhcp_virt::LeaseStore>(
+        &mut self,
+        core: &mut Core<S>,
+        now: Instant,
+        wall: SystemTime,
+    ) {
+        if let Some(path) = &self.path
+            && let Ok(bytes) = std::fs::read(path)
+            && self.loaded.as_ref() != Some(&bytes)
+        {
+            let ok = core.handle_crl(now, wall, &bytes);
+            tracing::info!(path = %path.display(), accepted = ok, "CRL loaded from file");
+            if ok {
+                self.keep(&bytes);
+            }
+            let manifest = crate::crl_dht::manifest_path(path);
+            match std::fs::read(&manifest) {
+                Ok(signed) => match crate::crl_dht::Published::from_signed(signed, bytes.clone()) {
+                    Ok(p) => core.serve_crl(now, p),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "CRL not published: its manifest does not match")
+                    }
+                },
+                Err(e) => tracing::warn!(
+                    path = %manifest.display(),
+                    error = %e,
+                    "CRL not published: no signed manifest (`wow-node ca crl` writes it)"
+                ),
+            }
+            self.loaded = Some(bytes);
+        }
+        if let Some(number) = core.refresh_crl(now, wall) {
+            tracing::info!(number, "CRL issued and published");
+        }
+        core.fetch_crl(now);
+        let status = core.crl_status(wall);
+        let stale = status.is_some_and(|s| s.stale);
+        if stale && !self.stale {
+            tracing::warn!(
+                number = status.map_or(0, |s| s.number),
+                "no current CRL (past nextUpdate and the grace, or none received): \
+                 new security associations are refused until one arrives"
+            );
+        } else if self.stale && !stale {
+            tracing::info!("a current CRL is loaded again");
+        }
+        self.stale = stale;
+    }
+
+    /// A CRL fetched from the overlay: loaded, and kept if newer.
+    fn fetched<S: dhcp_virt::LeaseStore>(
+        &mut self,
+        core: &mut Core<S>,
+        now: Instant,
+        envelopes: &[Vec<u8>],
+    ) {
+        for e in envelopes {
+            if core.handle_crl(now, SystemTime::now(), e) {
+                tracing::info!("newer CRL loaded from the overlay");
+                self.keep(e);
+            }
+        }
+    }
+
+    /// Keeps an accepted CRL envelope in the cache.
+    fn keep(&self, envelope: &[u8]) {
+        if let Err(error) = ipsec_ca::file_store::write_atomic(&self.cache, envelope, 0o644) {
+            tracing::warn!(%error, "cannot keep the CRL");
+        }
     }
 }
 

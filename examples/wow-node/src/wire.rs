@@ -14,7 +14,8 @@
 //! datagram to, opening its NAT for the sender's link requests,
 //! `kind` 4 an ipsec-ca enrolment message (a CSR for the CA, or its answer),
 //! `kind` 5 a punch offer: nat-traversal's signalling `Offer` (credentials
-//! and candidates) for an authenticated punch session.
+//! and candidates) for an authenticated punch session,
+//! `kind` 6 a CRL request or answer between a node and the CA node.
 //! The source address is what ipsec-sa authenticates the peer as; the
 //! destination lets a node drop traffic not meant for its guest.
 
@@ -42,6 +43,8 @@ pub enum Kind {
     Enrol,
     /// A punch offer (nat-traversal's signalling `Offer`).
     Offer,
+    /// A CRL request or answer (see [`crate::crl_dht::Message`]).
+    Crl,
 }
 
 impl Kind {
@@ -52,6 +55,7 @@ impl Kind {
             Kind::Punch => 3,
             Kind::Enrol => 4,
             Kind::Offer => 5,
+            Kind::Crl => 6,
         }
     }
     fn from_code(code: u8) -> Option<Kind> {
@@ -61,6 +65,7 @@ impl Kind {
             3 => Some(Kind::Punch),
             4 => Some(Kind::Enrol),
             5 => Some(Kind::Offer),
+            6 => Some(Kind::Crl),
             _ => None,
         }
     }

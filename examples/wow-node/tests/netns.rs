@@ -549,6 +549,15 @@ fn only_certified_nodes_reach_private_addresses_and_confine_blocks_the_outside()
         "{}",
         a.log()
     );
+    let status: serde_json::Value = serde_json::from_str(&a.status(true)).unwrap();
+    assert!(status["crl"]["number"].as_u64().unwrap() >= 1, "{status}");
+    assert_eq!(status["crl"]["stale"], false, "{status}");
+    assert!(status["crl"]["next_update_in_secs"].as_i64().unwrap() > 0);
+    assert!(
+        a.status(false).contains("crl       #"),
+        "{}",
+        a.status(false)
+    );
 
     // Alpha's confinement rules outlive it (fail-closed) until
     // `wow-node unconfine` (tests/confine.rs checks they still block).
