@@ -32,10 +32,12 @@
 //! public_hosts = []                 # virtual hosts reachable without an SA
 //! enrol = false                     # no cert yet: ask the CA node for one over the
 //!                                   # overlay, for the leased address (kept as `cert`)
+//! # join_token = "wowjoin1.…"       # from `wow-node ca token`: signed at once, else
+//!                                   # the request waits for `wow-node ca approve`
 //!
 //! [ca]
 //! # dir = "/var/lib/wow-ca"         # this node is the CA's (`wow-node ca init`)
-//! auto_approve = false              # sign enrolment requests at once, else queue them
+//! insecure_auto_approve = false     # INSECURE: sign requests without a join token
 //! [confine]
 //! enabled = false                   # same as --confine
 //! allow_tcp_ports = [22]            # host services the guest may still reach
@@ -93,8 +95,9 @@ pub struct TurnSection {
 pub struct CaSection {
     /// The CA directory.
     pub dir: Option<PathBuf>,
-    /// Sign at once.
-    pub auto_approve: bool,
+    /// Sign requests without a join token at once (insecure: anyone who
+    /// reaches the CA gets any free address).
+    pub insecure_auto_approve: bool,
 }
 
 /// `[node]`.
@@ -217,6 +220,8 @@ pub struct SecuritySection {
     pub public_hosts: Vec<Ipv4Addr>,
     /// Enrol with the CA node when no certificate is present.
     pub enrol: bool,
+    /// A join token (`wow-node ca token`) authorising the enrolment.
+    pub join_token: Option<String>,
 }
 
 impl Default for SecuritySection {
@@ -229,6 +234,7 @@ impl Default for SecuritySection {
             crl_refresh_secs: 60,
             public_hosts: Vec::new(),
             enrol: false,
+            join_token: None,
         }
     }
 }

@@ -572,22 +572,41 @@ fn nodes_enrol_with_the_ca_node_over_the_overlay() {
     assert!(s.success());
     let ca_cert = ca.path().join(CA_CERT);
 
+    // One join token per node, issued offline before the CA node starts.
+    let token = || {
+        let out = std::process::Command::new(BIN)
+            .args([
+                "ca",
+                "token",
+                "--dir",
+                &ca_dir,
+                "--state-dir",
+                &ca_dir,
+                "--ttl",
+                "1h",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (token_a, token_b) = (token(), token());
+
     let mut t = topology();
     // The public node serves the CA; alpha and bravo hold only the CA's
-    // certificate and enrol for the address DHCP gives their guests.
-    t.public.write_config(
-        &[],
-        PUBLIC,
-        &[],
-        &format!("\n[ca]\ndir = \"{ca_dir}\"\nauto_approve = true\n"),
-    );
+    // certificate and a join token, and enrol for the address DHCP gives
+    // their guests.
+    t.public
+        .write_config(&[], PUBLIC, &[], &format!("\n[ca]\ndir = \"{ca_dir}\"\n"));
     t.public.start(&[]);
-    let enrol = format!(
-        "\n[security]\nca_cert = \"{}\"\nenrol = true\n",
-        ca_cert.display()
-    );
-    t.a.write_config(bootstrap(), ANY, &[], &enrol);
-    t.b.write_config(bootstrap(), ANY, &[], &enrol);
+    let enrol = |token: &str| {
+        format!(
+            "\n[security]\nca_cert = \"{}\"\nenrol = true\njoin_token = \"{token}\"\n",
+            ca_cert.display()
+        )
+    };
+    t.a.write_config(bootstrap(), ANY, &[], &enrol(&token_a));
+    t.b.write_config(bootstrap(), ANY, &[], &enrol(&token_b));
     t.a.start(&[]);
     t.b.start(&[]);
     let _addr_a = t.a.dhcp();
