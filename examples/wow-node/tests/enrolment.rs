@@ -40,7 +40,7 @@ fn file_ca(name: &str) -> (Ca<FileStore>, Vec<u8>, CaDir) {
         KeyType::Ed25519,
         name,
         wall(),
-        ipsec_ca::time::Duration::days(30),
+        ipsec_ca::time::Duration::days(3650),
     )
     .unwrap();
     store.save_identity(&identity).unwrap();
@@ -314,4 +314,75 @@ fn attack_plaintext_to_and_from_an_unenrolled_node_is_dropped() {
             assert!(seen[1] > 0 && seen[2] > 0, "no traffic at all: {seen:?}");
         }
     }
+}
+
+#[test]
+fn a_node_renews_its_certificate_with_the_same_key_at_two_thirds() {
+    use wow_node::enrol::{Lifetime, LifetimeAction};
+    let base = Instant::now();
+    let (ca, ca_der, _dir) = file_ca("renewal test CA");
+    let (mut cores, endpoints) = support::cores(2, base);
+    cores[0].set_ca(base, ca);
+    let token = cores[0]
+        .with_ca(base, |ca| {
+            ca.issue_token(None, ipsec_ca::time::Duration::hours(1), wall())
+        })
+        .unwrap()
+        .unwrap();
+    let mut node = Enrollee::new(1, Some(token), 0);
+    let mut now = base;
+    while node.enrolled.is_none() {
+        assert!(now < base + Duration::from_secs(60), "not enrolled");
+        now += Duration::from_millis(10);
+        step_all(&mut cores, &endpoints, now);
+        node.step(&mut cores[1], &ca_der, base, now);
+    }
+    let first = node.enrolled.take().unwrap();
+    let lifetime = Lifetime::of(&first);
+    let (_, first_not_after) = lifetime.validity.unwrap();
+
+    // 21 days later on every wall clock (two thirds of 30 days is 20).
+    let later = SystemTime::now() + Duration::from_secs(21 * 86_400);
+    let later_unix = later
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert_eq!(lifetime.action(later_unix), LifetimeAction::Renew);
+    assert!(lifetime.warning(later_unix).is_none());
+    let ip = cores[1].identity_ip().unwrap();
+    let csr = node.key.certificate_request(&NodeRequest::new(ip)).unwrap();
+    cores[1]
+        .start_enrolment(
+            now,
+            &csr,
+            node.key.spki_der(),
+            &ca_der,
+            ip,
+            wow_node::core::os_random_u64(),
+            None,
+        )
+        .unwrap();
+    let mut buf = vec![0u8; overlay_core::wire::MAX_MESSAGE_LEN];
+    while node.enrolled.is_none() {
+        assert!(now < base + Duration::from_secs(120), "not renewed");
+        now += Duration::from_millis(10);
+        for core in cores.iter_mut() {
+            core.handle_timeout(now, later);
+        }
+        exchange(&mut cores, &endpoints, now, &mut buf);
+        node.step(&mut cores[1], &ca_der, base, now);
+    }
+    let renewed = node.enrolled.unwrap();
+    let (_, renewed_not_after) = Lifetime::of(&renewed).validity.unwrap();
+    assert!(renewed_not_after > first_not_after);
+    let verified = ipsec_ca::Verifier::new(&ca_der)
+        .unwrap()
+        .verify(&renewed, ip, ipsec_ca::time::OffsetDateTime::from(later))
+        .unwrap();
+    assert_eq!(verified.spki_der, node.key.spki_der(), "the same key");
+    // The old certificate stays live until it expires.
+    let revoked = cores[0]
+        .with_ca(now, |ca| ca.issued().iter().any(|r| r.revoked_at.is_some()))
+        .unwrap();
+    assert!(!revoked);
 }
