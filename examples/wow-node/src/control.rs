@@ -207,7 +207,7 @@ impl Status {
     pub fn set_certificate(&mut self, validity: Option<(i64, i64)>, now: i64) {
         let lifetime = crate::enrol::Lifetime {
             validity,
-            renewing: false,
+            ..crate::enrol::Lifetime::default()
         };
         self.certificate_expires = validity.map(|(_, to)| to);
         self.certificate_expires_in_secs = validity.map(|(_, to)| to - now);

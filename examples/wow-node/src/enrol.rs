@@ -155,7 +155,13 @@ pub struct Lifetime {
     pub validity: Option<(i64, i64)>,
     /// A renewal is under way.
     pub renewing: bool,
+    /// No renewal before this time (Unix seconds), after the CA kept the
+    /// current certificate.
+    pub not_before_retry: i64,
 }
+
+/// Wait after the CA answered a renewal with the current certificate.
+pub const RENEW_RETRY_SECS: i64 = 3600;
 
 /// What the lifetime asks for at some time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,13 +178,16 @@ impl Lifetime {
         Lifetime {
             validity: validity(certificate),
             renewing: false,
+            not_before_retry: 0,
         }
     }
 
     /// What to do at `now` (Unix seconds).
     pub fn action(&self, now: i64) -> LifetimeAction {
         match self.validity {
-            Some((from, to)) if !self.renewing && now >= renew_at(from, to) => {
+            Some((from, to))
+                if !self.renewing && now >= renew_at(from, to) && now >= self.not_before_retry =>
+            {
                 LifetimeAction::Renew
             }
             _ => LifetimeAction::Nothing,
@@ -372,11 +381,16 @@ mod test {
         let mut l = Lifetime {
             validity: Some((0, 30 * day)),
             renewing: false,
+            not_before_retry: 0,
         };
         assert_eq!(l.action(20 * day - 1), LifetimeAction::Nothing);
         assert_eq!(l.action(20 * day), LifetimeAction::Renew);
         l.renewing = true;
         assert_eq!(l.action(21 * day), LifetimeAction::Nothing);
+        l.renewing = false;
+        l.not_before_retry = 21 * day + 3600;
+        assert_eq!(l.action(21 * day), LifetimeAction::Nothing);
+        assert_eq!(l.action(21 * day + 3600), LifetimeAction::Renew);
         assert_eq!(l.warning(27 * day - 1), None);
         assert!(l.warning(27 * day).is_some());
         assert!(l.warning(31 * day).unwrap().contains("expired"));

@@ -653,6 +653,18 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                 }
             }
             if let CoreEvent::Enrolled(certificate) = &event
+                && lifetime.renewing
+                && crate::enrol::Lifetime::of(certificate).validity == lifetime.validity
+            {
+                // The CA answered the renewal with the current certificate
+                // (its clock sees less than half the lifetime gone): ask
+                // again later, keep the security associations.
+                lifetime.renewing = false;
+                lifetime.not_before_retry = unix_now() + crate::enrol::RENEW_RETRY_SECS;
+                tracing::info!("the CA kept the current certificate; renewal retried later");
+                continue;
+            }
+            if let CoreEvent::Enrolled(certificate) = &event
                 && let Some(ca_der) = &ca_der
                 && let Some(ip) = certified_ip(certificate)
             {
