@@ -156,7 +156,17 @@ pub struct Target {
 /// Runs `request` on the CA node behind `target`, else on its directory.
 fn on_ca(target: &Target, request: &CaRequest) -> Result<(), String> {
     let socket = target.state_dir.join(crate::control::SOCKET_FILE);
-    match ask_node(&socket, request) {
+    let answer = ask_node(&socket, request).and_then(|answer| {
+        if answer == crate::enrol::NOT_THE_CA && target.dir.is_some() {
+            // The node here is not the CA's: use the directory.
+            Err(std::io::Error::other(
+                "the node there does not serve the CA",
+            ))
+        } else {
+            Ok(answer)
+        }
+    });
+    match answer {
         Ok(answer) => {
             if let Some(e) = answer.strip_prefix("error: ") {
                 return Err(e.trim_end().to_string());
@@ -343,6 +353,61 @@ fn execute(command: CaCommand) -> Result<(), String> {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    /// A node that answers every control line with `answer`.
+    fn fake_node(dir: &Path, answer: &'static str) -> std::thread::JoinHandle<()> {
+        use std::io::{Read, Write};
+        let listener =
+            std::os::unix::net::UnixListener::bind(dir.join(crate::control::SOCKET_FILE)).unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut line = [0u8; 64];
+                let _ = s.read(&mut line);
+                let _ = s.write_all(answer.as_bytes());
+            }
+        })
+    }
+
+    #[test]
+    fn ca_commands_use_the_node_and_fall_back_to_the_directory() {
+        let base =
+            std::env::temp_dir().join(format!("wow-ca-cmd-{}", crate::core::os_random_u64()));
+        let (state, ca_dir) = (base.join("state"), base.join("ca"));
+        std::fs::create_dir_all(&state).unwrap();
+        execute(CaCommand::Init {
+            dir: ca_dir.clone(),
+            name: "t".into(),
+            days: 10,
+        })
+        .unwrap();
+        let target = Target {
+            state_dir: state.clone(),
+            dir: Some(ca_dir.clone()),
+        };
+        // No node: the directory.
+        on_ca(&target, &CaRequest::Pending).unwrap();
+        // A node that is not the CA's: the directory too.
+        let t = fake_node(&state, crate::enrol::NOT_THE_CA);
+        on_ca(
+            &target,
+            &CaRequest::Token {
+                ip: None,
+                ttl_secs: 60,
+            },
+        )
+        .unwrap();
+        t.join().unwrap();
+        assert_eq!(open(&ca_dir).unwrap().tokens().len(), 1);
+        // The CA node refusing: its error, no fallback.
+        std::fs::remove_file(state.join(crate::control::SOCKET_FILE)).unwrap();
+        let t = fake_node(&state, "error: no pending request with id 4\n");
+        assert_eq!(
+            on_ca(&target, &CaRequest::Approve(4)),
+            Err("no pending request with id 4".to_string())
+        );
+        t.join().unwrap();
+        let _ = std::fs::remove_dir_all(&base);
+    }
 
     #[test]
     fn hex_round_trips_and_refuses_garbage() {

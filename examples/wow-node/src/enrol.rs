@@ -231,6 +231,10 @@ pub fn parse_ttl(text: &str) -> Option<ipsec_ca::time::Duration> {
     (secs > 0).then(|| ipsec_ca::time::Duration::seconds(secs))
 }
 
+/// The control socket's answer to a CA command on a node that does not
+/// serve the CA.
+pub const NOT_THE_CA: &str = "error: this node does not serve the CA (no [ca] dir)\n";
+
 /// One CA administration command, as sent over the control socket
 /// (`ca pending`, `ca approve ID`, `ca reject ID`, `ca token IP|- TTL`).
 #[derive(Debug, Clone, PartialEq, Eq)]

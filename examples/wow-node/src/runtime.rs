@@ -564,15 +564,13 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             }
             Some((request, reply)) = ca_rx.recv() => {
                 let wall = ipsec_ca::time::OffsetDateTime::from(SystemTime::now());
-                let answer = core
-                    .with_ca(Instant::now(), |ca| request.execute(ca, wall))
-                    .unwrap_or_else(|| Err("this node is not the CA's (no [ca] dir)".into()));
-                let answer = match answer {
-                    Ok(text) => {
+                let answer = match core.with_ca(Instant::now(), |ca| request.execute(ca, wall)) {
+                    Some(Ok(text)) => {
                         tracing::info!(command = ?request, "CA command");
                         text
                     }
-                    Err(e) => format!("error: {e}\n"),
+                    Some(Err(e)) => format!("error: {e}\n"),
+                    None => crate::enrol::NOT_THE_CA.to_string(),
                 };
                 let _ = reply.send(answer);
             }
@@ -984,6 +982,10 @@ fn log_event(event: &CoreEvent) {
             tracing::warn!(%peer, %reason, "security association failed")
         }
         CoreEvent::Link { peer, up } => tracing::debug!(%peer, up, "overlay link"),
+        CoreEvent::EnrolmentStatus(status) if status.starts_with("Pending") => tracing::info!(
+            %status,
+            "enrolment queued: approve it with `wow-node ca pending` and `wow-node ca approve ID` on the CA node's host"
+        ),
         CoreEvent::EnrolmentStatus(status) => tracing::info!(%status, "enrolment"),
         CoreEvent::CrlFetched(_) | CoreEvent::Enrolled(_) => {}
     }
