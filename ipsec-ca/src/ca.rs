@@ -774,6 +774,27 @@ impl<S: Store> Ca<S> {
         })
     }
 
+    /// Whether `bytes` is a token request that a usable join token
+    /// authorises (without parsing the CSR: one HMAC). Lets a caller that
+    /// rate-limits requests let these through even under a flood.
+    pub fn has_valid_token(&self, bytes: &[u8], now: OffsetDateTime) -> bool {
+        let Ok(EnrolmentMessage::TokenRequest {
+            request_id,
+            token_id,
+            mac,
+            csr,
+        }) = EnrolmentMessage::parse(bytes)
+        else {
+            return false;
+        };
+        let now_s = unix(now);
+        self.state.tokens.iter().any(|t| {
+            t.id == token_id
+                && t.is_usable(now_s)
+                && crate::token::verify_mac(&t.secret, request_id, csr, mac)
+        })
+    }
+
     /// The newest live certificate for this IP and key.
     fn live_same_key(&self, ip: Ipv4Addr, spki: &[u8], now_s: i64) -> Option<&IssuedRecord> {
         self.live_for_ip(ip, now_s)

@@ -389,3 +389,25 @@ fn a_full_queue_is_retried_not_final() {
     assert!(node.poll_timeout().is_some());
     let _ = &mut ca;
 }
+
+#[test]
+fn only_a_usable_token_with_the_right_mac_passes_the_flood_check() {
+    let mut ca = new_ca();
+    let token = ca.issue_token(None, Duration::hours(1), t0()).unwrap();
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let csr_der = csr(&key, IP);
+    let good = token_request(&token, 1, &csr_der);
+    assert!(ca.has_valid_token(&good, t0()));
+    let mut forged = good.clone();
+    *forged.last_mut().unwrap() ^= 1;
+    assert!(!ca.has_valid_token(&forged, t0()));
+    let plain = EnrolmentMessage::Request {
+        request_id: 1,
+        csr: &csr_der,
+    }
+    .to_bytes();
+    assert!(!ca.has_valid_token(&plain, t0()));
+    assert!(!ca.has_valid_token(&good, t0() + Duration::hours(2)));
+    ask(&mut ca, IP, &good, t0());
+    assert!(!ca.has_valid_token(&good, t0()), "used");
+}

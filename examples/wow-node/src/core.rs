@@ -1469,10 +1469,13 @@ impl<S: LeaseStore> Core<S> {
             // node. The source address is the sender's claim: it grants
             // nothing (a token, a live certificate of the same key or the
             // administrator does).
+            // Requests a join token authorises pass even when a flood has
+            // spent the buckets.
             if !self
                 .ca_limiter
                 .as_mut()
                 .is_some_and(|l| l.allow(source, now))
+                && !ca.has_valid_token(body, wall)
             {
                 tracing::debug!(%source, "enrolment request over the rate limit");
                 return;
