@@ -401,7 +401,7 @@ mod test {
     }
 
     #[test]
-    fn rate_limit_per_source_and_refill() {
+    fn attack_one_source_cannot_flood_the_ca() {
         let t = Instant::now();
         let mut l = RateLimiter::new(t);
         let a = Address::from_key(b"a");

@@ -644,7 +644,13 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                         ) {
                             tracing::warn!(error = %e, "cannot enrol");
                         } else {
-                            tracing::info!(%addr, "enrolling with the CA");
+                            let raw = ipsec_ca::state::hex_encode(key.public_key_raw());
+                            let key = raw.get(..16).unwrap_or(&raw);
+                            tracing::info!(
+                                %addr,
+                                %key,
+                                "enrolling with the CA (the key `wow-node ca pending` shows)"
+                            );
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot build the certificate request"),
