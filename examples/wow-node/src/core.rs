@@ -296,6 +296,8 @@ pub struct Core<S: LeaseStore> {
     /// Checks the CA's signed announcement (from `start_enrolment`).
     ca_verifier: Option<Verifier>,
     ca_lookup: bool,
+    /// CA node: its signed announcement and when it was signed (Unix s).
+    ca_announcement: Option<(u64, Vec<u8>)>,
     /// CA node: rate limits on enrolment requests.
     ca_limiter: Option<crate::enrol::RateLimiter>,
     /// CA node: the overlay node each enrolling address last asked from
@@ -528,6 +530,7 @@ impl<S: LeaseStore> Core<S> {
             enrol_out: Vec::new(),
             ca_found_at: None,
             ca_verifier: None,
+            ca_announcement: None,
             ca_limiter: None,
             enrolling: HashMap::new(),
             closed: false,
@@ -736,20 +739,34 @@ impl<S: LeaseStore> Core<S> {
         self.closed = closed;
     }
 
+    /// Puts the CA node's signed announcement in the DHT again (the
+    /// runtime calls this periodically, well within its TTL; a no-op on
+    /// other nodes).
+    pub fn announce_ca(&mut self, now: Instant) {
+        self.publish_ca(now);
+        self.pump(now);
+    }
+
     fn publish_ca(&mut self, now: Instant) {
         let unix = self
             .wall
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let signed = self
-            .ca
-            .as_ref()
-            .map(|ca| crate::enrol::announcement(ca.identity(), self.overlay.address(), unix));
-        if let Some(signed) = signed {
-            let Ok(value) = signed else {
-                tracing::warn!("cannot sign the CA announcement");
-                return;
-            };
+        // Signed again hourly, not on every republish: each signature is a
+        // new DHT value.
+        if let Some(ca) = self.ca.as_ref()
+            && self
+                .ca_announcement
+                .as_ref()
+                .is_none_or(|(at, _)| unix >= at + crate::enrol::ANNOUNCE_RESIGN_SECS)
+        {
+            match crate::enrol::announcement(ca.identity(), self.overlay.address(), unix) {
+                Ok(value) => self.ca_announcement = Some((unix, value)),
+                Err(e) => tracing::warn!(error = %e, "cannot sign the CA announcement"),
+            }
+        }
+        if let Some((_, value)) = self.ca.as_ref().and(self.ca_announcement.as_ref()) {
+            let value = value.clone();
             if let Ok(id) = self
                 .overlay
                 .dht_put(now, &dht_key("ca", b""), &value, PUBLISH_TTL)

@@ -22,6 +22,9 @@ use overlay_core::address::ADDRESS_LEN;
 /// Statement label of the CA node's announcement.
 pub const ANNOUNCE_LABEL: &[u8] = b"wow-ca-location/1";
 
+/// The CA node signs its announcement again after this long.
+pub const ANNOUNCE_RESIGN_SECS: u64 = 3600;
+
 /// Renew when this fraction of the lifetime (numerator / denominator) has
 /// passed.
 pub const RENEW_AT: (i64, i64) = (2, 3);

@@ -576,6 +576,9 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             }
             _ = lifetime_tick.tick() => {
                 let unix = unix_now();
+                // The CA node's announcement outlives ring changes (its
+                // DHT TTL is an hour).
+                core.announce_ca(Instant::now());
                 if let Some(warning) = lifetime.warning(unix) {
                     tracing::warn!(%warning, "renew the certificate");
                 }
