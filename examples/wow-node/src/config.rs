@@ -34,6 +34,8 @@
 //!                                   # overlay, for the leased address (kept as `cert`)
 //! # join_token = "wowjoin1.…"       # from `wow-node ca token`: signed at once, else
 //!                                   # the request waits for `wow-node ca approve`
+//! # ca_node = "…"                   # the CA node's overlay address (its `status`):
+//!                                   # used instead of its DHT announcement
 //!
 //! [ca]
 //! # dir = "/var/lib/wow-ca"         # this node is the CA's (`wow-node ca init`)
@@ -222,6 +224,8 @@ pub struct SecuritySection {
     pub enrol: bool,
     /// A join token (`wow-node ca token`) authorising the enrolment.
     pub join_token: Option<String>,
+    /// The CA node's overlay address, instead of its DHT announcement.
+    pub ca_node: Option<String>,
 }
 
 impl Default for SecuritySection {
@@ -235,6 +239,7 @@ impl Default for SecuritySection {
             public_hosts: Vec::new(),
             enrol: false,
             join_token: None,
+            ca_node: None,
         }
     }
 }

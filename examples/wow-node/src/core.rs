@@ -732,6 +732,14 @@ impl<S: LeaseStore> Core<S> {
         }
     }
 
+    /// Sends enrolment requests to the CA node at `address` instead of
+    /// looking its announcement up in the DHT (replies must still be
+    /// signed by the CA).
+    pub fn set_ca_node(&mut self, address: Address) {
+        self.ca_address = Some(address);
+        self.ca_found_at = None;
+    }
+
     /// Closes (or opens) the private prefix while the node has no
     /// certificate: with a CA configured, no plaintext guest traffic may
     /// leave or enter before enrolment (public hosts excepted).

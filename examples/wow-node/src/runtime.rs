@@ -408,6 +408,10 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         tracing::info!(%server, "TURN server configured as the relay of last resort");
     }
     core.join(now, &config.node.bootstrap);
+    if let Some(text) = &config.security.ca_node {
+        let ca_node: Address = text.parse().map_err(|e| format!("ca_node: {e:?}"))?;
+        core.set_ca_node(ca_node);
+    }
     if let Some(dir) = &config.ca.dir {
         let store = ipsec_ca::FileStore::new(dir).map_err(|e| format!("CA: {e}"))?;
         let identity = store.load_identity().map_err(|e| format!("CA: {e}"))?;

@@ -386,3 +386,39 @@ fn a_node_renews_its_certificate_with_the_same_key_at_two_thirds() {
         .unwrap();
     assert!(!revoked);
 }
+
+#[test]
+fn a_configured_ca_node_is_used_and_its_replies_still_checked() {
+    let base = Instant::now();
+    let (ca, ca_der, _dir) = file_ca("configured CA");
+    let (fake, _, _fake_dir) = file_ca("configured CA");
+    let (mut cores, endpoints) = support::cores(3, base);
+    cores[0].set_ca(base, ca);
+    cores[2].set_ca(base, fake);
+    let token = cores[0]
+        .with_ca(base, |ca| {
+            ca.issue_token(None, ipsec_ca::time::Duration::hours(1), wall())
+        })
+        .unwrap()
+        .unwrap();
+    let (real, fake) = (cores[0].overlay().address(), cores[2].overlay().address());
+    let mut node = Enrollee::new(1, Some(token), 0);
+    // Pointed at the fake CA node: its answers are not believed.
+    cores[1].set_ca_node(fake);
+    let mut now = base;
+    while now < base + Duration::from_secs(20) {
+        now += Duration::from_millis(10);
+        step_all(&mut cores, &endpoints, now);
+        node.step(&mut cores[1], &ca_der, base, now);
+        while cores[2].poll_event().is_some() {}
+    }
+    assert!(node.enrolled.is_none(), "enrolled by the fake CA");
+    cores[1].set_ca_node(real);
+    while node.enrolled.is_none() {
+        assert!(now < base + Duration::from_secs(90), "not enrolled");
+        now += Duration::from_millis(10);
+        step_all(&mut cores, &endpoints, now);
+        node.step(&mut cores[1], &ca_der, base, now);
+        while cores[2].poll_event().is_some() {}
+    }
+}
