@@ -132,6 +132,15 @@ impl Enrollee {
     }
 }
 
+/// A join token for any address, valid for an hour, from the CA `core` serves.
+fn issue_token(core: &mut Node, now: Instant) -> JoinToken {
+    core.with_ca(now, |ca| {
+        ca.issue_token(None, ipsec_ca::time::Duration::hours(1), wall())
+    })
+    .unwrap()
+    .unwrap()
+}
+
 fn step_all(cores: &mut [Node], endpoints: &[std::net::SocketAddr], now: Instant) {
     let mut buf = vec![0u8; overlay_core::wire::MAX_MESSAGE_LEN];
     tick(cores, now);
@@ -144,12 +153,7 @@ fn a_token_node_enrols_at_once_and_an_approved_node_gets_its_certificate_pushed(
     let (ca, ca_der, _dir) = file_ca("approval test CA");
     let (mut cores, endpoints) = support::cores(3, base);
     cores[0].set_ca(base, ca);
-    let token = cores[0]
-        .with_ca(base, |ca| {
-            ca.issue_token(None, ipsec_ca::time::Duration::hours(1), wall())
-        })
-        .unwrap()
-        .unwrap();
+    let token = issue_token(&mut cores[0], base);
     let mut with_token = Enrollee::new(1, Some(token), 2);
     let mut manual = Enrollee::new(2, None, 1);
     for i in [1, 2] {
@@ -218,12 +222,7 @@ fn attack_fake_ca_announcement_does_not_end_enrolment() {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000),
     );
     cores[3].set_ca(now, fake);
-    let token = cores[0]
-        .with_ca(now, |ca| {
-            ca.issue_token(None, ipsec_ca::time::Duration::hours(1), wall())
-        })
-        .unwrap()
-        .unwrap();
+    let token = issue_token(&mut cores[0], now);
     let mut node = Enrollee::new(1, Some(token), 2);
     cores[1].set_closed_until_enrolled(true);
     while node.enrolled.is_none() {
@@ -323,12 +322,7 @@ fn a_node_renews_its_certificate_with_the_same_key_at_two_thirds() {
     let (ca, ca_der, _dir) = file_ca("renewal test CA");
     let (mut cores, endpoints) = support::cores(2, base);
     cores[0].set_ca(base, ca);
-    let token = cores[0]
-        .with_ca(base, |ca| {
-            ca.issue_token(None, ipsec_ca::time::Duration::hours(1), wall())
-        })
-        .unwrap()
-        .unwrap();
+    let token = issue_token(&mut cores[0], base);
     let mut node = Enrollee::new(1, Some(token), 0);
     let mut now = base;
     while node.enrolled.is_none() {
@@ -395,12 +389,7 @@ fn a_configured_ca_node_is_used_and_its_replies_still_checked() {
     let (mut cores, endpoints) = support::cores(3, base);
     cores[0].set_ca(base, ca);
     cores[2].set_ca(base, fake);
-    let token = cores[0]
-        .with_ca(base, |ca| {
-            ca.issue_token(None, ipsec_ca::time::Duration::hours(1), wall())
-        })
-        .unwrap()
-        .unwrap();
+    let token = issue_token(&mut cores[0], base);
     let (real, fake) = (cores[0].overlay().address(), cores[2].overlay().address());
     let mut node = Enrollee::new(1, Some(token), 0);
     // Pointed at the fake CA node: its answers are not believed.
