@@ -45,7 +45,11 @@ fuzz_target!(|data: &[u8]| {
         Ok(()) => {
             let reply = ca.poll_transmit().unwrap();
             assert_eq!(reply.destination, source);
-            let reply = EnrolmentMessage::parse(&reply.payload).unwrap();
+            let verifier = ipsec_ca::Verifier::new(ca.identity().cert_der()).unwrap();
+            let body = verifier
+                .verify_statement(ipsec_ca::wire::enrol::REPLY_LABEL, &reply.payload)
+                .unwrap();
+            let reply = EnrolmentMessage::parse(body).unwrap();
             assert_eq!(
                 reply.request_id(),
                 EnrolmentMessage::parse(bytes).unwrap().request_id()
@@ -56,7 +60,9 @@ fuzz_target!(|data: &[u8]| {
                 EnrolmentMessage::Rejected { .. } => {
                     assert!(ca.issued().is_empty() && ca.pending().is_empty())
                 }
-                EnrolmentMessage::Request { .. } => panic!("CA sent a request"),
+                EnrolmentMessage::Request { .. } | EnrolmentMessage::TokenRequest { .. } => {
+                    panic!("CA sent a request")
+                }
             }
         }
         Err(_) => {

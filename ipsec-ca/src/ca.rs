@@ -17,8 +17,10 @@ use crate::csr::{CsrInfo, parse_csr};
 use crate::error::{CaError, PolicyError, StoreError, WireError};
 use crate::identity::CaIdentity;
 use crate::key::KeyType;
-use crate::state::{CaState, Change, IssuedRecord, PendingRecord, RevocationReason};
+use crate::state::{CaState, Change, IssuedRecord, PendingRecord, RevocationReason, TokenRecord};
 use crate::store::Store;
+use crate::token::JoinToken;
+use crate::wire::enrol::REPLY_LABEL;
 use crate::wire::{CrlEnvelope, EnrolmentMessage, RejectReason};
 
 /// The signing policy.
@@ -32,9 +34,14 @@ pub struct Policy {
     pub max_validity: Duration,
     /// notBefore is set this far before `now`, to absorb clock skew.
     pub backdate: Duration,
-    /// Enrolment requests are signed at once (`true`) or queued for an
-    /// administrator (`false`).
+    /// **Insecure**: enrolment requests without a valid join token are
+    /// signed at once (`true`) instead of queued for an administrator
+    /// (`false`). Anyone who can reach the CA then gets a certificate for any
+    /// free address of the network; for closed test networks only.
     pub auto_approve: bool,
+    /// The network the CA serves (address, prefix length): a certificate is
+    /// only issued for one of its host addresses. `None`: any address.
+    pub network: Option<(Ipv4Addr, u8)>,
     /// Time from a CRL's thisUpdate to its nextUpdate.
     pub crl_validity: Duration,
     /// Longest pending queue; further requests are refused.
@@ -51,6 +58,7 @@ impl Default for Policy {
             auto_approve: false,
             crl_validity: Duration::days(7),
             max_pending: 1024,
+            network: None,
         }
     }
 }
@@ -93,8 +101,44 @@ impl SignedCrl {
 pub struct Transmit {
     /// The node to send to.
     pub destination: Ipv4Addr,
-    /// An encoded [`EnrolmentMessage`].
+    /// An encoded [`EnrolmentMessage`] inside a statement signed by the CA
+    /// key (label [`crate::wire::enrol::REPLY_LABEL`]).
     pub payload: Vec<u8>,
+}
+
+/// Why a certificate is issued (what the index records with it).
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// [`Ca::sign`], or automatic approval.
+    Direct,
+    /// An approved queue entry.
+    Pending(u64),
+    /// A request carrying this join token.
+    Token(u64),
+    /// A renewal for the same address and key.
+    Renewal,
+}
+
+/// What an enrolment request gets.
+enum Outcome {
+    /// This existing certificate.
+    Issued(Vec<u8>),
+    /// A new certificate.
+    Sign(CsrInfo, Duration, Source),
+    /// A place in the pending queue.
+    Queue,
+}
+
+/// Whether `ip` is a host address of `net/len` (not its network or
+/// broadcast address when the prefix has them).
+fn is_host_of(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
+    let len = u32::from(len.min(32));
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    let (ip, net) = (u32::from(ip), u32::from(net) & mask);
+    if ip & mask != net {
+        return false;
+    }
+    len >= 31 || (ip != net && ip != net | !mask)
 }
 
 /// The public key of a CSR in the form rcgen signs over.
@@ -336,6 +380,11 @@ impl<S: Store> Ca<S> {
                 source_ip,
             });
         }
+        if let Some((net, len)) = self.policy.network
+            && !is_host_of(info.virtual_ip, net, len)
+        {
+            return Err(PolicyError::OutsideNetwork(info.virtual_ip));
+        }
         let validity = validity.unwrap_or(self.policy.default_validity);
         if validity <= Duration::ZERO {
             return Err(PolicyError::ValidityNotPositive);
@@ -386,7 +435,7 @@ impl<S: Store> Ca<S> {
         now: OffsetDateTime,
     ) -> Result<Issued, CaError> {
         let (info, validity) = self.check(csr_der, source_ip, validity, now)?;
-        self.issue(&info, validity, now, None)
+        self.issue(&info, validity, now, Source::Direct)
     }
 
     fn fresh_serial(&mut self) -> Result<Vec<u8>, CaError> {
@@ -406,8 +455,16 @@ impl<S: Store> Ca<S> {
         info: &CsrInfo,
         validity: Duration,
         now: OffsetDateTime,
-        pending_id: Option<u64>,
+        source: Source,
     ) -> Result<Issued, CaError> {
+        let (pending_id, token, supersede) = match source {
+            Source::Direct => (None, None, true),
+            Source::Pending(id) => (Some(id), None, true),
+            Source::Token(id) => (None, Some(id), true),
+            // A renewal leaves the current certificate alone: a replayed
+            // renewal request must not cut its holder off.
+            Source::Renewal => (None, None, false),
+        };
         let serial = self.fresh_serial()?;
         let not_after = now.checked_add(validity).ok_or(CaError::TimeOutOfRange)?;
         let mut params = CertificateParams::default();
@@ -450,7 +507,7 @@ impl<S: Store> Ca<S> {
         let now_s = unix(now);
         let superseded: Vec<Vec<u8>> = self
             .live_for_ip(info.virtual_ip, now_s)
-            .filter(|r| r.spki == info.spki_der)
+            .filter(|r| supersede && r.spki == info.spki_der)
             .map(|r| r.serial.clone())
             .collect();
         self.commit(Change::Issue {
@@ -466,6 +523,7 @@ impl<S: Store> Ca<S> {
             },
             superseded,
             pending_id,
+            token,
         })?;
         Ok(Issued {
             serial,
@@ -541,15 +599,14 @@ impl<S: Store> Ca<S> {
             Some(Duration::seconds(pending.validity_secs)),
             now,
         )?;
-        let issued = self.issue(&info, validity, now, Some(id))?;
-        self.transmits.push_back(Transmit {
-            destination: pending.source_ip,
-            payload: EnrolmentMessage::Issued {
+        let issued = self.issue(&info, validity, now, Source::Pending(id))?;
+        self.push_reply(
+            pending.source_ip,
+            EnrolmentMessage::Issued {
                 request_id: pending.request_id,
                 certificate: &issued.certificate,
-            }
-            .to_bytes(),
-        });
+            },
+        );
         Ok(issued)
     }
 
@@ -559,14 +616,13 @@ impl<S: Store> Ca<S> {
         let index = self.pending_index(id)?;
         let removed = self.state.pending[index].clone();
         self.commit(Change::Reject { id })?;
-        self.transmits.push_back(Transmit {
-            destination: removed.source_ip,
-            payload: EnrolmentMessage::Rejected {
+        self.push_reply(
+            removed.source_ip,
+            EnrolmentMessage::Rejected {
                 request_id: removed.request_id,
                 reason: RejectReason::Administrator,
-            }
-            .to_bytes(),
-        });
+            },
+        );
         Ok(removed)
     }
 
@@ -648,51 +704,223 @@ impl<S: Store> Ca<S> {
         })
     }
 
-    /// Handles an enrolment message from `source_ip` (the authenticated
-    /// overlay source). Replies are queued for [`Ca::poll_transmit`]; a policy
-    /// refusal is a `Rejected` reply, not an error. Malformed bytes, or a
-    /// message that is not a request, return an error and change nothing.
+    /// Issues a single-use join token valid until `now + ttl`, for `ip`
+    /// only if given (see [`crate::token`]). Expired tokens are forgotten
+    /// in the same change.
+    pub fn issue_token(
+        &mut self,
+        ip: Option<Ipv4Addr>,
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Result<JoinToken, CaError> {
+        if ttl <= Duration::ZERO {
+            return Err(PolicyError::ValidityNotPositive.into());
+        }
+        if let (Some(ip), Some((net, len))) = (ip, self.policy.network)
+            && !is_host_of(ip, net, len)
+        {
+            return Err(PolicyError::OutsideNetwork(ip).into());
+        }
+        let now_s = unix(now);
+        let expires_at = now.checked_add(ttl).ok_or(CaError::TimeOutOfRange)?;
+        let mut secret = [0u8; 32];
+        self.rng.fill(&mut secret)?;
+        let id = loop {
+            let mut id = [0u8; 8];
+            self.rng.fill(&mut id)?;
+            let id = u64::from_be_bytes(id);
+            if !self.state.tokens.iter().any(|t| t.id == id) {
+                break id;
+            }
+        };
+        let dropped = self
+            .state
+            .tokens
+            .iter()
+            .filter(|t| t.expires_at < now_s)
+            .map(|t| t.id)
+            .collect();
+        self.commit(Change::TokenIssued {
+            record: TokenRecord {
+                id,
+                secret: secret.to_vec(),
+                ip,
+                issued_at: now_s,
+                expires_at: unix(expires_at),
+                used_at: None,
+            },
+            dropped,
+        })?;
+        Ok(JoinToken { id, secret })
+    }
+
+    /// The join tokens the state holds (used, unused and not yet forgotten
+    /// expired ones).
+    pub fn tokens(&self) -> &[TokenRecord] {
+        &self.state.tokens
+    }
+
+    /// Whether a token request authorises `csr`: the token exists, is
+    /// unused and unexpired, the MAC is right and the address is the one it
+    /// names (if it names one).
+    fn token_authorises(
+        &self,
+        token_id: u64,
+        mac: &[u8],
+        request_id: u64,
+        csr: &[u8],
+        ip: Ipv4Addr,
+        now_s: i64,
+    ) -> bool {
+        self.state.tokens.iter().any(|t| {
+            t.id == token_id
+                && t.is_usable(now_s)
+                && t.ip.is_none_or(|fixed| fixed == ip)
+                && crate::token::verify_mac(&t.secret, request_id, csr, mac)
+        })
+    }
+
+    /// Whether `bytes` is a token request that a usable join token
+    /// authorises (without parsing the CSR: one HMAC). Lets a caller that
+    /// rate-limits requests let these through even under a flood.
+    pub fn has_valid_token(&self, bytes: &[u8], now: OffsetDateTime) -> bool {
+        let Ok(EnrolmentMessage::TokenRequest {
+            request_id,
+            token_id,
+            mac,
+            csr,
+        }) = EnrolmentMessage::parse(bytes)
+        else {
+            return false;
+        };
+        let now_s = unix(now);
+        self.state.tokens.iter().any(|t| {
+            t.id == token_id
+                && t.is_usable(now_s)
+                && crate::token::verify_mac(&t.secret, request_id, csr, mac)
+        })
+    }
+
+    /// The newest live certificate for this IP and key.
+    fn live_same_key(&self, ip: Ipv4Addr, spki: &[u8], now_s: i64) -> Option<&IssuedRecord> {
+        self.live_for_ip(ip, now_s)
+            .filter(|r| r.spki == spki)
+            .max_by_key(|r| r.not_after)
+    }
+
+    /// Handles an enrolment message from `source_ip` (the address in the
+    /// overlay header; not authenticated, so nothing is granted for it).
+    /// Replies, signed by the CA key, are queued for [`Ca::poll_transmit`];
+    /// a policy refusal is a `Rejected` reply, not an error. Malformed
+    /// bytes, or a message that is not a request, return an error and
+    /// change nothing.
+    ///
+    /// What a request gets:
+    /// - if the CSR's address and key already hold a live certificate: that
+    ///   certificate (a repeated request, or a node polling after an
+    ///   approval), or a renewal once half its lifetime has passed (the CSR's
+    ///   self-signature proves the key; the current certificate is left
+    ///   live);
+    /// - with a valid join token ([`Ca::issue_token`]): a certificate at
+    ///   once, the token consumed;
+    /// - with [`Policy::auto_approve`] (insecure): a certificate at once;
+    /// - otherwise a place in the pending queue for an administrator.
     pub fn handle_enrolment(
         &mut self,
         source_ip: Ipv4Addr,
         bytes: &[u8],
         now: OffsetDateTime,
     ) -> Result<(), WireError> {
-        let EnrolmentMessage::Request { request_id, csr } = EnrolmentMessage::parse(bytes)? else {
-            return Err(WireError::Unexpected);
+        let (request_id, csr, token) = match EnrolmentMessage::parse(bytes)? {
+            EnrolmentMessage::Request { request_id, csr } => (request_id, csr, None),
+            EnrolmentMessage::TokenRequest {
+                request_id,
+                token_id,
+                mac,
+                csr,
+            } => (request_id, csr, Some((token_id, mac))),
+            _ => return Err(WireError::Unexpected),
         };
-        let reply = if self.policy.auto_approve {
-            match self.sign(csr, source_ip, None, now) {
-                Ok(issued) => EnrolmentMessage::Issued {
-                    request_id,
-                    certificate: &issued.certificate,
+        let now_s = unix(now);
+        let outcome = self
+            .check(csr, source_ip, None, now)
+            .map(|(info, validity)| self.decide(info, validity, request_id, csr, token, now_s));
+        let reply = match outcome {
+            Ok(Outcome::Issued(certificate)) => Ok(certificate),
+            Ok(Outcome::Sign(info, validity, source)) => self
+                .issue(&info, validity, now, source)
+                .map(|i| i.certificate)
+                .map_err(|e| RejectReason::from_error(&e)),
+            Ok(Outcome::Queue) => match self.enqueue(csr, source_ip, None, now, request_id) {
+                Ok(queue_id) => {
+                    self.push_reply(
+                        source_ip,
+                        EnrolmentMessage::Pending {
+                            request_id,
+                            queue_id,
+                        },
+                    );
+                    return Ok(());
                 }
-                .to_bytes(),
-                Err(e) => EnrolmentMessage::Rejected {
-                    request_id,
-                    reason: RejectReason::from_error(&e),
-                }
-                .to_bytes(),
-            }
-        } else {
-            match self.enqueue(csr, source_ip, None, now, request_id) {
-                Ok(queue_id) => EnrolmentMessage::Pending {
-                    request_id,
-                    queue_id,
-                }
-                .to_bytes(),
-                Err(e) => EnrolmentMessage::Rejected {
-                    request_id,
-                    reason: RejectReason::from_error(&e),
-                }
-                .to_bytes(),
-            }
+                Err(e) => Err(RejectReason::from_error(&e)),
+            },
+            Err(e) => Err(RejectReason::from_error(&CaError::Policy(e))),
         };
-        self.transmits.push_back(Transmit {
-            destination: source_ip,
-            payload: reply,
-        });
+        let message = match &reply {
+            Ok(certificate) => EnrolmentMessage::Issued {
+                request_id,
+                certificate,
+            },
+            Err(reason) => EnrolmentMessage::Rejected {
+                request_id,
+                reason: *reason,
+            },
+        };
+        self.push_reply(source_ip, message);
         Ok(())
+    }
+
+    /// What a request that passed the policy gets (see
+    /// [`Ca::handle_enrolment`]).
+    fn decide(
+        &self,
+        info: CsrInfo,
+        validity: Duration,
+        request_id: u64,
+        csr: &[u8],
+        token: Option<(u64, &[u8; 32])>,
+        now_s: i64,
+    ) -> Outcome {
+        if let Some(live) = self.live_same_key(info.virtual_ip, &info.spki_der, now_s) {
+            let lifetime = live.not_after - live.issued_at;
+            if (live.not_after - now_s).saturating_mul(2) > lifetime {
+                return Outcome::Issued(live.certificate.clone());
+            }
+            return Outcome::Sign(info, validity, Source::Renewal);
+        }
+        if let Some((token_id, mac)) = token
+            && self.token_authorises(token_id, mac, request_id, csr, info.virtual_ip, now_s)
+        {
+            return Outcome::Sign(info, validity, Source::Token(token_id));
+        }
+        if self.policy.auto_approve {
+            return Outcome::Sign(info, validity, Source::Direct);
+        }
+        Outcome::Queue
+    }
+
+    /// Queues `message`, signed by the CA key, for `destination`. A message
+    /// the key cannot sign is not sent (the node retries).
+    fn push_reply(&mut self, destination: Ipv4Addr, message: EnrolmentMessage<'_>) {
+        if let Ok(payload) = self
+            .identity
+            .sign_statement(REPLY_LABEL, &message.to_bytes())
+        {
+            self.transmits.push_back(Transmit {
+                destination,
+                payload,
+            });
+        }
     }
 
     /// The next enrolment reply to send.

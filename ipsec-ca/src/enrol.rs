@@ -2,6 +2,12 @@
 //! until answered, and accept the certificate only if it verifies for this
 //! node's virtual IP and key.
 //!
+//! Every reply must be a statement signed by the CA key
+//! ([`crate::wire::enrol::REPLY_LABEL`]); anything else is ignored, so
+//! neither a fake CA nor a forged `Rejected` can end the enrolment. A signed
+//! `Rejected` for a transient reason ([`RejectReason::Internal`], e.g. a
+//! full queue) is retried with the backoff rather than final.
+//!
 //! Sans-IO, in the house shape: inputs [`Enrolment::handle_input`] and
 //! [`Enrolment::handle_timeout`]; outputs [`Enrolment::poll_transmit`] (bytes
 //! for the CA), [`Enrolment::poll_timeout`] and [`Enrolment::poll_event`].
@@ -13,7 +19,9 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use crate::error::{VerifyError, WireError};
+use crate::token::JoinToken;
 use crate::verify::{VerifiedPeer, Verifier};
+use crate::wire::enrol::REPLY_LABEL;
 use crate::wire::{EnrolmentMessage, RejectReason};
 
 /// Retry timing.
@@ -79,6 +87,9 @@ pub enum EnrolmentError {
     /// The issued certificate does not verify for this node.
     #[error("issued certificate refused: {0}")]
     BadCertificate(VerifyError),
+    /// The reply is not signed by the CA.
+    #[error("reply not signed by the CA: {0}")]
+    Unsigned(VerifyError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +117,11 @@ impl Enrolment {
     /// Starts enrolling `csr_der` (from [`crate::NodeKey::certificate_request`])
     /// for `virtual_ip`; `spki_der` is the node's public key, which the issued
     /// certificate must carry. `verifier` trusts the CA. The first request is
-    /// ready at once in [`Enrolment::poll_transmit`].
+    /// ready at once in [`Enrolment::poll_transmit`]. With a join `token`
+    /// the request carries its id and MAC ([`JoinToken::mac`]) and is
+    /// signed at once by the CA; without, it waits for an administrator
+    /// (unless it renews a live certificate of the same key).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: EnrolmentConfig,
         csr_der: &[u8],
@@ -114,13 +129,23 @@ impl Enrolment {
         spki_der: Vec<u8>,
         verifier: Verifier,
         request_id: u64,
+        token: Option<&JoinToken>,
         now: Instant,
     ) -> Self {
-        let request = EnrolmentMessage::Request {
-            request_id,
-            csr: csr_der,
-        }
-        .to_bytes();
+        let request = match token {
+            Some(token) => EnrolmentMessage::TokenRequest {
+                request_id,
+                token_id: token.id,
+                mac: &token.mac(request_id, csr_der),
+                csr: csr_der,
+            }
+            .to_bytes(),
+            None => EnrolmentMessage::Request {
+                request_id,
+                csr: csr_der,
+            }
+            .to_bytes(),
+        };
         let mut enrolment = Enrolment {
             config,
             virtual_ip,
@@ -152,7 +177,11 @@ impl Enrolment {
         now: Instant,
         wall: OffsetDateTime,
     ) -> Result<(), EnrolmentError> {
-        let message = EnrolmentMessage::parse(bytes)?;
+        let body = self
+            .verifier
+            .verify_statement(REPLY_LABEL, bytes)
+            .map_err(EnrolmentError::Unsigned)?;
+        let message = EnrolmentMessage::parse(body)?;
         if self.state == State::Done {
             return Err(EnrolmentError::Finished);
         }
@@ -160,7 +189,9 @@ impl Enrolment {
             return Err(EnrolmentError::NotOurs);
         }
         match message {
-            EnrolmentMessage::Request { .. } => return Err(EnrolmentError::NotOurs),
+            EnrolmentMessage::Request { .. } | EnrolmentMessage::TokenRequest { .. } => {
+                return Err(EnrolmentError::NotOurs);
+            }
             EnrolmentMessage::Pending { queue_id, .. } => {
                 if !matches!(self.state, State::Pending { .. }) {
                     self.events.push_back(EnrolmentEvent::Pending { queue_id });
@@ -183,6 +214,18 @@ impl Enrolment {
                     peer,
                 });
             }
+            EnrolmentMessage::Rejected {
+                reason: RejectReason::Internal,
+                ..
+            } => {
+                // Transient: ask again after the backoff.
+                if let State::Requesting { attempts, .. } = self.state {
+                    self.state = State::Requesting {
+                        attempts,
+                        retry_at: now + self.backoff(attempts),
+                    };
+                }
+            }
             EnrolmentMessage::Rejected { reason, .. } => {
                 self.state = State::Done;
                 self.events.push_back(EnrolmentEvent::Rejected(reason));
@@ -200,11 +243,7 @@ impl Enrolment {
                     self.events.push_back(EnrolmentEvent::GaveUp);
                     return;
                 }
-                let backoff = self
-                    .config
-                    .retry_timeout
-                    .saturating_mul(1 << attempts.min(16))
-                    .min(self.config.max_retry_timeout);
+                let backoff = self.backoff(attempts);
                 self.state = State::Requesting {
                     attempts: attempts + 1,
                     retry_at: now + backoff,
@@ -219,6 +258,14 @@ impl Enrolment {
             }
             _ => {}
         }
+    }
+
+    /// The wait after `attempts` sends: doubling, capped.
+    fn backoff(&self, attempts: u32) -> Duration {
+        self.config
+            .retry_timeout
+            .saturating_mul(1 << attempts.min(16))
+            .min(self.config.max_retry_timeout)
     }
 
     /// The next message for the CA.

@@ -96,6 +96,10 @@ pub enum PolicyError {
     /// The pending queue is full.
     #[error("the pending queue is full")]
     QueueFull,
+    /// The address lies outside the network the CA serves, or is its
+    /// network or broadcast address.
+    #[error("{0} is not a host address of the network")]
+    OutsideNetwork(Ipv4Addr),
     /// The issuing CA certificate has expired (or a sub-CA would outlive its parent).
     #[error("the CA certificate has expired or would be outlived")]
     BeyondCaValidity,

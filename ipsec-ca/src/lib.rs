@@ -56,7 +56,11 @@
 //!   `brunet:node:` URI SAN).
 //! - [`ca`]: [`Ca`] with its [`Policy`]: sign, queue/approve/reject, revoke, CRLs,
 //!   and the enrolment input [`Ca::handle_enrolment`] / output [`Ca::poll_transmit`].
-//! - [`enrol`]: the node's side of enrolment ([`Enrolment`]), with retries.
+//! - [`enrol`]: the node's side of enrolment ([`Enrolment`]), with retries;
+//!   it believes only replies signed by the CA key.
+//! - [`token`]: single-use join tokens ([`JoinToken`], [`Ca::issue_token`]):
+//!   a request MAC'd with one is signed at once, others wait for an
+//!   administrator.
 //! - [`verify`]: [`Verifier`] and [`VerifiedPeer`].
 //! - [`wire`]: the enrolment messages and the CRL distribution envelope.
 //! - [`state`], [`store`], [`file_store`]: the index as [`state::Change`]s over a
@@ -83,6 +87,7 @@ pub mod identity;
 pub mod key;
 pub mod state;
 pub mod store;
+pub mod token;
 pub mod verify;
 pub mod wire;
 
@@ -95,7 +100,8 @@ pub use error::{
 pub use file_store::FileStore;
 pub use identity::CaIdentity;
 pub use key::{KeyType, NodeKey, NodeRequest, OverlayAddress};
-pub use state::{CaState, IssuedRecord, PendingRecord, RevocationReason};
+pub use state::{CaState, IssuedRecord, PendingRecord, RevocationReason, TokenRecord};
 pub use store::{MemStore, Store};
 pub use time;
+pub use token::JoinToken;
 pub use verify::{VerifiedPeer, Verifier};

@@ -89,6 +89,31 @@ pub struct PendingRecord {
     pub csr: Vec<u8>,
 }
 
+/// A join token the administrator issued (see [`crate::token`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Public id.
+    pub id: u64,
+    /// The MAC key.
+    #[serde(with = "hex_bytes")]
+    pub secret: Vec<u8>,
+    /// The only address it may enrol, if fixed.
+    pub ip: Option<Ipv4Addr>,
+    /// Issue time, Unix seconds.
+    pub issued_at: i64,
+    /// Expiry, Unix seconds (inclusive).
+    pub expires_at: i64,
+    /// When an issue consumed it.
+    pub used_at: Option<i64>,
+}
+
+impl TokenRecord {
+    /// Whether it may still authorise an issue at `now` (Unix seconds).
+    pub fn is_usable(&self, now: i64) -> bool {
+        self.used_at.is_none() && now <= self.expires_at
+    }
+}
+
 /// A snapshot of everything the CA must not forget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaState {
@@ -105,6 +130,9 @@ pub struct CaState {
     pub issued: Vec<IssuedRecord>,
     /// Requests awaiting approval.
     pub pending: Vec<PendingRecord>,
+    /// Join tokens, used or not.
+    #[serde(default)]
+    pub tokens: Vec<TokenRecord>,
 }
 
 impl Default for CaState {
@@ -116,6 +144,7 @@ impl Default for CaState {
             next_pending_id: 1,
             issued: Vec::new(),
             pending: Vec::new(),
+            tokens: Vec::new(),
         }
     }
 }
@@ -135,6 +164,9 @@ pub enum Change {
         superseded: Vec<Vec<u8>>,
         /// The queue entry this approval consumed.
         pending_id: Option<u64>,
+        /// The join token this issue consumed.
+        #[serde(default)]
+        token: Option<u64>,
     },
     /// A certificate was revoked.
     Revoke {
@@ -163,6 +195,13 @@ pub enum Change {
         /// The CRL number.
         number: u64,
     },
+    /// A join token was issued; expired tokens in `dropped` were forgotten.
+    TokenIssued {
+        /// The new token.
+        record: TokenRecord,
+        /// Ids of expired tokens removed.
+        dropped: Vec<u64>,
+    },
 }
 
 impl CaState {
@@ -175,10 +214,25 @@ impl CaState {
                 record,
                 superseded,
                 pending_id,
+                token,
             } => {
                 if self.issued.iter().any(|r| r.serial == record.serial) {
                     return Err(StoreError::Inconsistent);
                 }
+                let token_index = match token {
+                    Some(id) => {
+                        let i = self
+                            .tokens
+                            .iter()
+                            .position(|t| t.id == *id)
+                            .ok_or(StoreError::Inconsistent)?;
+                        if self.tokens[i].used_at.is_some() {
+                            return Err(StoreError::Inconsistent);
+                        }
+                        Some(i)
+                    }
+                    None => None,
+                };
                 let pending_index = match pending_id {
                     Some(id) => Some(
                         self.pending
@@ -207,6 +261,9 @@ impl CaState {
                 }
                 if let Some(i) = pending_index {
                     self.pending.remove(i);
+                }
+                if let Some(t) = token_index.and_then(|i| self.tokens.get_mut(i)) {
+                    t.used_at = Some(record.issued_at);
                 }
                 self.issued.push(record.clone());
             }
@@ -245,6 +302,13 @@ impl CaState {
                     return Err(StoreError::Inconsistent);
                 }
                 self.crl_number = *number;
+            }
+            Change::TokenIssued { record, dropped } => {
+                if self.tokens.iter().any(|t| t.id == record.id) {
+                    return Err(StoreError::Inconsistent);
+                }
+                self.tokens.retain(|t| !dropped.contains(&t.id));
+                self.tokens.push(record.clone());
             }
         }
         self.seq += 1;

@@ -220,3 +220,39 @@ fn changes_go_to_the_journal_not_the_snapshot() {
     assert_eq!(lines, 5 + 2 + 2 + 2 + 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A join token and its use survive a restart, through the journal and
+/// through a snapshot alike.
+#[test]
+fn join_tokens_and_their_use_survive_a_restart() {
+    for compact_every in [1000, 1] {
+        let dir = tmpdir("tokens");
+        let ip = Ipv4Addr::new(10, 128, 0, 7);
+        let token = {
+            let mut ca = init(&dir, compact_every);
+            ca.issue_token(Some(ip), Duration::hours(1), t0()).unwrap()
+        };
+        let mut ca = reopen(&dir);
+        assert_eq!(ca.tokens().len(), 1);
+        assert_eq!(ca.tokens()[0].id, token.id);
+        assert_eq!(ca.tokens()[0].secret, token.secret.to_vec());
+        assert_eq!(ca.tokens()[0].ip, Some(ip));
+        let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+        let csr = key.certificate_request(&NodeRequest::new(ip)).unwrap();
+        let request = ipsec_ca::wire::EnrolmentMessage::TokenRequest {
+            request_id: 3,
+            token_id: token.id,
+            mac: &token.mac(3, &csr),
+            csr: &csr,
+        }
+        .to_bytes();
+        ca.handle_enrolment(ip, &request, t0()).unwrap();
+        assert_eq!(ca.issued().len(), 1);
+        drop(ca);
+        let ca = reopen(&dir);
+        assert!(ca.tokens()[0].used_at.is_some(), "the use is durable");
+        assert_eq!(ca.issued().len(), 1);
+        drop(ca);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

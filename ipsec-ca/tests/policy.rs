@@ -27,6 +27,15 @@ fn csr(key: &NodeKey, ip: Ipv4Addr) -> Vec<u8> {
     key.certificate_request(&NodeRequest::new(ip)).unwrap()
 }
 
+/// The enrolment message inside a reply signed by `ca`.
+fn reply<'a, S: ipsec_ca::Store>(ca: &Ca<S>, payload: &'a [u8]) -> EnrolmentMessage<'a> {
+    let body = Verifier::new(ca.identity().cert_der())
+        .unwrap()
+        .verify_statement(ipsec_ca::wire::enrol::REPLY_LABEL, payload)
+        .unwrap();
+    EnrolmentMessage::parse(body).unwrap()
+}
+
 fn policy_err(r: Result<impl std::fmt::Debug, CaError>) -> PolicyError {
     match r {
         Err(CaError::Policy(p)) => p,
@@ -258,7 +267,7 @@ fn pending_queue_list_approve_reject() {
     let t = ca.poll_transmit().unwrap();
     assert_eq!(t.destination, IP);
     assert_eq!(
-        EnrolmentMessage::parse(&t.payload).unwrap(),
+        reply(&ca, &t.payload),
         EnrolmentMessage::Issued {
             request_id: 77,
             certificate: &issued.certificate
@@ -267,7 +276,7 @@ fn pending_queue_list_approve_reject() {
     ca.reject(id2).unwrap();
     let t = ca.poll_transmit().unwrap();
     assert_eq!(
-        EnrolmentMessage::parse(&t.payload).unwrap(),
+        reply(&ca, &t.payload),
         EnrolmentMessage::Rejected {
             request_id: 78,
             reason: RejectReason::Administrator
@@ -315,7 +324,7 @@ fn enrolment_messages_drive_the_ca() {
     let EnrolmentMessage::Issued {
         request_id: 42,
         certificate,
-    } = EnrolmentMessage::parse(&t.payload).unwrap()
+    } = reply(&ca, &t.payload)
     else {
         panic!("expected Issued");
     };
@@ -329,7 +338,7 @@ fn enrolment_messages_drive_the_ca() {
     let t = ca.poll_transmit().unwrap();
     assert_eq!(t.destination, OTHER_IP);
     assert_eq!(
-        EnrolmentMessage::parse(&t.payload).unwrap(),
+        reply(&ca, &t.payload),
         EnrolmentMessage::Rejected {
             request_id: 42,
             reason: RejectReason::IpMismatch
@@ -364,7 +373,7 @@ fn enrolment_messages_drive_the_ca() {
     ca.handle_enrolment(OTHER_IP, &req2, t0()).unwrap();
     let t = ca.poll_transmit().unwrap();
     assert!(matches!(
-        EnrolmentMessage::parse(&t.payload).unwrap(),
+        reply(&ca, &t.payload),
         EnrolmentMessage::Pending { request_id: 43, .. }
     ));
     assert_eq!(ca.pending().len(), 1);
@@ -693,6 +702,7 @@ fn node_enrolment_machine_against_the_ca() {
         key.spki_der(),
         verifier.clone(),
         0xabc,
+        None,
         start,
     );
     // The first request is lost; the retry reaches the CA.
@@ -724,13 +734,18 @@ fn node_enrolment_machine_against_the_ca() {
     assert_eq!(ca.pending()[0].id, queue_id);
 
     // A reply to someone else's request is ignored.
+    let sign = |m: &[u8]| {
+        ca.identity()
+            .sign_statement(ipsec_ca::wire::enrol::REPLY_LABEL, m)
+            .unwrap()
+    };
     let stray = EnrolmentMessage::Rejected {
         request_id: 1,
         reason: RejectReason::IpInUse,
     }
     .to_bytes();
     assert_eq!(
-        node.handle_input(&stray, resend_at, t0()),
+        node.handle_input(&sign(&stray), resend_at, t0()),
         Err(EnrolmentError::NotOurs)
     );
     // A certificate for another key (same IP, same id) is refused.
@@ -742,6 +757,7 @@ fn node_enrolment_machine_against_the_ca() {
         certificate: &foreign.certificate,
     }
     .to_bytes();
+    let forged = sign(&forged);
     assert!(matches!(
         node.handle_input(&forged, resend_at, t0()),
         Err(EnrolmentError::BadCertificate(_))
@@ -781,6 +797,7 @@ fn node_enrolment_gives_up_without_answers() {
         key.spki_der(),
         Verifier::new(ca.identity().cert_der()).unwrap(),
         1,
+        None,
         now,
     );
     let mut sent = 0;

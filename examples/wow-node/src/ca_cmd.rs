@@ -3,6 +3,10 @@
 //! The CA lives in a directory (ipsec-ca's `FileStore`: `ca.pem`, `ca.key`
 //! mode 0600, and the index). Node credentials are issued for a virtual IP
 //! into a directory the node's `[security]` section points at.
+//!
+//! `token`, `pending`, `approve` and `reject` act on the running CA node
+//! through its control socket (the node holds the directory's lock), and
+//! on the directory when no node answers.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -15,6 +19,8 @@ use ipsec_ca::time::{Duration, OffsetDateTime};
 use ipsec_ca::{
     Ca, CaIdentity, FileStore, KeyType, NodeKey, NodeRequest, Policy, RevocationReason,
 };
+
+use crate::enrol::CaRequest;
 
 /// File names of issued node credentials.
 pub const NODE_CERT_FILE: &str = "node.pem";
@@ -98,6 +104,101 @@ pub enum CaCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Issue a single-use join token (for `[security] join_token`).
+    Token {
+        /// Where it acts.
+        #[command(flatten)]
+        target: Target,
+        /// The only address the token may enrol.
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        /// Lifetime: seconds, or with a unit (90s, 30m, 1h, 7d).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+    /// List enrolment requests waiting for approval.
+    Pending {
+        /// Where it acts.
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Approve a waiting request: the certificate reaches its node over
+    /// the overlay.
+    Approve {
+        /// Where it acts.
+        #[command(flatten)]
+        target: Target,
+        /// Queue id (from `pending`).
+        id: u64,
+    },
+    /// Reject a waiting request.
+    Reject {
+        /// Where it acts.
+        #[command(flatten)]
+        target: Target,
+        /// Queue id (from `pending`).
+        id: u64,
+    },
+}
+
+/// Where a command acts: the running CA node (through its control socket)
+/// or, when none answers, the CA directory.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// State directory of the node serving the CA (its control socket).
+    #[arg(long, default_value = "/var/lib/wow-node")]
+    state_dir: PathBuf,
+    /// CA directory, used when no CA node runs.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// Runs `request` on the CA node behind `target`, else on its directory.
+fn on_ca(target: &Target, request: &CaRequest) -> Result<(), String> {
+    let socket = target.state_dir.join(crate::control::SOCKET_FILE);
+    let answer = ask_node(&socket, request).and_then(|answer| {
+        if answer == crate::enrol::NOT_THE_CA && target.dir.is_some() {
+            // The node here is not the CA's: use the directory.
+            Err(std::io::Error::other(
+                "the node there does not serve the CA",
+            ))
+        } else {
+            Ok(answer)
+        }
+    });
+    match answer {
+        Ok(answer) => {
+            if let Some(e) = answer.strip_prefix("error: ") {
+                return Err(e.trim_end().to_string());
+            }
+            if answer.is_empty() {
+                return Err(format!("no answer from {}", socket.display()));
+            }
+            print!("{answer}");
+            Ok(())
+        }
+        Err(e) => {
+            let Some(dir) = &target.dir else {
+                return Err(format!(
+                    "cannot reach the CA node at {} ({e}), and no --dir given",
+                    socket.display()
+                ));
+            };
+            let mut ca = open(dir)?;
+            print!("{}", request.execute(&mut ca, now())?);
+            Ok(())
+        }
+    }
+}
+
+fn ask_node(socket: &Path, request: &CaRequest) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    stream.write_all(request.to_line().as_bytes())?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out)?;
+    Ok(out)
 }
 
 /// Runs a CA subcommand.
@@ -229,6 +330,20 @@ fn execute(command: CaCommand) -> Result<(), String> {
             let number = write_crl(&mut ca, &out)?;
             println!("CRL {number} written to {}", out.display());
         }
+        CaCommand::Token { target, ip, ttl } => {
+            let ttl = crate::enrol::parse_ttl(&ttl)
+                .ok_or("--ttl: expected seconds or a number with s, m, h or d")?;
+            on_ca(
+                &target,
+                &CaRequest::Token {
+                    ip,
+                    ttl_secs: ttl.whole_seconds(),
+                },
+            )?;
+        }
+        CaCommand::Pending { target } => on_ca(&target, &CaRequest::Pending)?,
+        CaCommand::Approve { target, id } => on_ca(&target, &CaRequest::Approve(id))?,
+        CaCommand::Reject { target, id } => on_ca(&target, &CaRequest::Reject(id))?,
         CaCommand::List { dir } => {
             let ca = open(&dir)?;
             let now_s = now().unix_timestamp();
@@ -251,6 +366,61 @@ fn execute(command: CaCommand) -> Result<(), String> {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    /// A node that answers every control line with `answer`.
+    fn fake_node(dir: &Path, answer: &'static str) -> std::thread::JoinHandle<()> {
+        use std::io::{Read, Write};
+        let listener =
+            std::os::unix::net::UnixListener::bind(dir.join(crate::control::SOCKET_FILE)).unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut line = [0u8; 64];
+                let _ = s.read(&mut line);
+                let _ = s.write_all(answer.as_bytes());
+            }
+        })
+    }
+
+    #[test]
+    fn ca_commands_use_the_node_and_fall_back_to_the_directory() {
+        let base =
+            std::env::temp_dir().join(format!("wow-ca-cmd-{}", crate::core::os_random_u64()));
+        let (state, ca_dir) = (base.join("state"), base.join("ca"));
+        std::fs::create_dir_all(&state).unwrap();
+        execute(CaCommand::Init {
+            dir: ca_dir.clone(),
+            name: "t".into(),
+            days: 10,
+        })
+        .unwrap();
+        let target = Target {
+            state_dir: state.clone(),
+            dir: Some(ca_dir.clone()),
+        };
+        // No node: the directory.
+        on_ca(&target, &CaRequest::Pending).unwrap();
+        // A node that is not the CA's: the directory too.
+        let t = fake_node(&state, crate::enrol::NOT_THE_CA);
+        on_ca(
+            &target,
+            &CaRequest::Token {
+                ip: None,
+                ttl_secs: 60,
+            },
+        )
+        .unwrap();
+        t.join().unwrap();
+        assert_eq!(open(&ca_dir).unwrap().tokens().len(), 1);
+        // The CA node refusing: its error, no fallback.
+        std::fs::remove_file(state.join(crate::control::SOCKET_FILE)).unwrap();
+        let t = fake_node(&state, "error: no pending request with id 4\n");
+        assert_eq!(
+            on_ca(&target, &CaRequest::Approve(4)),
+            Err("no pending request with id 4".to_string())
+        );
+        t.join().unwrap();
+        let _ = std::fs::remove_dir_all(&base);
+    }
 
     #[test]
     fn hex_round_trips_and_refuses_garbage() {

@@ -34,10 +34,14 @@
 //! public_hosts = []                 # virtual hosts reachable without an SA
 //! enrol = false                     # no cert yet: ask the CA node for one over the
 //!                                   # overlay, for the leased address (kept as `cert`)
+//! # join_token = "wowjoin1.…"       # from `wow-node ca token`: signed at once, else
+//!                                   # the request waits for `wow-node ca approve`
+//! # ca_node = "…"                   # the CA node's overlay address (its `status`):
+//!                                   # used instead of its DHT announcement
 //!
 //! [ca]
 //! # dir = "/var/lib/wow-ca"         # this node is the CA's (`wow-node ca init`)
-//! auto_approve = false              # sign enrolment requests at once, else queue them
+//! insecure_auto_approve = false     # INSECURE: sign requests without a join token
 //! [confine]
 //! enabled = false                   # same as --confine
 //! allow_tcp_ports = [22]            # host ports that still answer (replies only)
@@ -95,8 +99,9 @@ pub struct TurnSection {
 pub struct CaSection {
     /// The CA directory.
     pub dir: Option<PathBuf>,
-    /// Sign at once.
-    pub auto_approve: bool,
+    /// Sign requests without a join token at once (insecure: anyone who
+    /// reaches the CA gets any free address).
+    pub insecure_auto_approve: bool,
 }
 
 /// `[node]`.
@@ -222,6 +227,10 @@ pub struct SecuritySection {
     pub public_hosts: Vec<Ipv4Addr>,
     /// Enrol with the CA node when no certificate is present.
     pub enrol: bool,
+    /// A join token (`wow-node ca token`) authorising the enrolment.
+    pub join_token: Option<String>,
+    /// The CA node's overlay address, instead of its DHT announcement.
+    pub ca_node: Option<String>,
 }
 
 impl Default for SecuritySection {
@@ -235,6 +244,8 @@ impl Default for SecuritySection {
             crl_grace_secs: 3600,
             public_hosts: Vec::new(),
             enrol: false,
+            join_token: None,
+            ca_node: None,
         }
     }
 }
@@ -313,6 +324,9 @@ impl Config {
         let mut names = Vec::new();
         if self.turn.password.is_some() {
             names.push("turn.password");
+        }
+        if self.security.join_token.is_some() {
+            names.push("security.join_token");
         }
         names
     }
@@ -415,6 +429,10 @@ mod test {
         assert!(e.to_string().contains("turn.password"), "{e}");
         set(secret, 0o640);
         assert!(Config::load_private(&path).is_ok());
+        // A join token is a credential too.
+        set("[security]\njoin_token = \"wowjoin1.x\"\n", 0o644);
+        let e = Config::load_private(&path).unwrap_err();
+        assert!(e.to_string().contains("security.join_token"), "{e}");
         // Without secrets, world-readable is fine; world-writable never is.
         set("", 0o644);
         assert!(Config::load_private(&path).is_ok());

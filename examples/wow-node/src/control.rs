@@ -1,7 +1,11 @@
 //! The control socket (`STATE_DIR/control.sock`) and `wow-node status`.
 //!
-//! Protocol: the client writes one line, `text` or `json`, and reads the
-//! answer until the server closes the connection.
+//! Protocol: the client writes one line and reads the answer until the
+//! server closes the connection. `text` or `json`: the status; `ca
+//! pending`, `ca approve ID`, `ca reject ID`, `ca token IP|- TTL_SECS`: the
+//! CA commands of a node serving the CA ([`crate::enrol::CaRequest`]),
+//! answered `error: …` when refused. The socket lives in the state
+//! directory (mode 0700): whoever may open it administers the node.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -120,6 +124,14 @@ pub struct Status {
     pub guest: GuestStatus,
     /// Whether private-prefix traffic is protected.
     pub secure: bool,
+    /// No certificate yet (a CA configured): the private prefix is closed.
+    pub closed_until_enrolled: bool,
+    /// notAfter of the node's certificate, Unix seconds.
+    pub certificate_expires: Option<i64>,
+    /// Seconds until then (negative once expired).
+    pub certificate_expires_in_secs: Option<i64>,
+    /// Set when the certificate expires within three days.
+    pub certificate_warning: Option<String>,
     /// Near neighbours on the ring.
     pub ring_neighbours: Vec<String>,
     /// Overlay links.
@@ -218,6 +230,10 @@ impl Status {
                 mac: core.guest_mac().map(mac),
             },
             secure: core.is_secure(),
+            closed_until_enrolled: core.is_closed(),
+            certificate_expires: None,
+            certificate_expires_in_secs: None,
+            certificate_warning: None,
             ring_neighbours,
             links,
             peers,
@@ -238,6 +254,18 @@ impl Status {
                 .crl_status(SystemTime::now())
                 .map(|c| CrlStatus::of(c, SystemTime::now())),
         }
+    }
+
+    /// Fills in the certificate's expiry from its validity (Unix seconds)
+    /// at `now`.
+    pub fn set_certificate(&mut self, validity: Option<(i64, i64)>, now: i64) {
+        let lifetime = crate::enrol::Lifetime {
+            validity,
+            ..crate::enrol::Lifetime::default()
+        };
+        self.certificate_expires = validity.map(|(_, to)| to);
+        self.certificate_expires_in_secs = validity.map(|(_, to)| to - now);
+        self.certificate_warning = lifetime.warning(now);
     }
 
     /// The human-readable form.
@@ -261,6 +289,8 @@ impl Status {
             "security  {} ({} SAs)\n",
             if self.secure {
                 "protected (certificate loaded)"
+            } else if self.closed_until_enrolled {
+                "closed until enrolled (no certificate yet)"
             } else {
                 "open (no certificate)"
             },
@@ -268,6 +298,21 @@ impl Status {
         );
         if let Some(crl) = &self.crl {
             s += &crl.to_text();
+        }
+        if let (Some(at), Some(left)) = (self.certificate_expires, self.certificate_expires_in_secs)
+        {
+            let when = ipsec_ca::time::OffsetDateTime::from_unix_timestamp(at)
+                .map(|t| t.to_string())
+                .unwrap_or_else(|_| at.to_string());
+            s += &format!(
+                "cert      expires {when} (in {} d {} h){}\n",
+                left / 86_400,
+                left % 86_400 / 3600,
+                self.certificate_warning
+                    .as_ref()
+                    .map(|w| format!(" WARNING: {w}"))
+                    .unwrap_or_default()
+            );
         }
         s += &format!(
             "dht       {} records; dns {} queries; sa {} handshakes, {} rejected\n",

@@ -308,7 +308,21 @@ pub struct Core<S: LeaseStore> {
     enrolment: Option<ipsec_ca::Enrolment>,
     enrol_out: Vec<Vec<u8>>,
     ca_address: Option<Address>,
+    /// When `ca_address` was found (looked up again after a minute).
+    ca_found_at: Option<Instant>,
+    /// Checks the CA's signed announcement (from `start_enrolment`).
+    ca_verifier: Option<Verifier>,
     ca_lookup: bool,
+    /// CA node: its signed announcement and when it was signed (Unix s).
+    ca_announcement: Option<(u64, Vec<u8>)>,
+    /// CA node: rate limits on enrolment requests.
+    ca_limiter: Option<crate::enrol::RateLimiter>,
+    /// CA node: the overlay node each enrolling address last asked from
+    /// (where an approval is pushed).
+    enrolling: HashMap<Ipv4Addr, Address>,
+    /// No certificate yet but a CA configured: the private prefix is closed
+    /// both ways until enrolment installs one.
+    closed: bool,
     wall: SystemTime,
     /// Frames for the guest, oldest first.
     tap_out: VecDeque<Vec<u8>>,
@@ -534,6 +548,12 @@ impl<S: LeaseStore> Core<S> {
             ca: None,
             enrolment: None,
             enrol_out: Vec::new(),
+            ca_found_at: None,
+            ca_verifier: None,
+            ca_announcement: None,
+            ca_limiter: None,
+            enrolling: HashMap::new(),
+            closed: false,
             ca_address: None,
             ca_lookup: false,
             wall: SystemTime::UNIX_EPOCH + Duration::from_secs(unix_secs),
@@ -577,6 +597,20 @@ impl<S: LeaseStore> Core<S> {
     /// Whether private-prefix traffic is protected (a certificate is loaded).
     pub fn is_secure(&self) -> bool {
         self.sa.is_some()
+    }
+
+    /// The virtual IP of the installed certificate.
+    pub fn identity_ip(&self) -> Option<Ipv4Addr> {
+        match self.sa.as_ref()?.config().local_ip {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        }
+    }
+
+    /// Whether the private prefix is closed until enrolment (no
+    /// certificate yet, a CA configured).
+    pub fn is_closed(&self) -> bool {
+        self.closed && self.sa.is_none()
     }
     /// Peers with a security association.
     pub fn sa_count(&self) -> usize {
@@ -640,6 +674,11 @@ impl<S: LeaseStore> Core<S> {
         let identity =
             ipsec_sa::LocalIdentity::from_pkcs8(&credentials.certificate, &credentials.key)?;
         let mut verifier = Verifier::new(&credentials.ca_certificate)?;
+        // The same CA signs its overlay announcement (`wow/ca`), which a
+        // certified node needs to fetch CRLs from the CA node.
+        if self.ca_verifier.is_none() {
+            self.ca_verifier = Some(verifier.clone());
+        }
         self.crl_policy(&mut verifier, wall);
         let virtual_ip = credentials.virtual_ip;
         let mut policy = ipsec_sa::Policy::protect(ipnet::IpNet::V4(self.settings.network));
@@ -720,12 +759,83 @@ impl<S: LeaseStore> Core<S> {
     /// queued for `wow-node ca`), and this node announces itself in the DHT.
     pub fn set_ca(&mut self, now: Instant, ca: ipsec_ca::Ca<ipsec_ca::FileStore>) {
         self.ca = Some(ca);
+        self.ca_limiter = Some(crate::enrol::RateLimiter::new(now));
         self.publish_ca(now);
     }
 
+    /// Runs `f` on this node's CA (`None` if it is not the CA's), then
+    /// sends the replies it queued (an approval's certificate, a
+    /// rejection) to the nodes that asked.
+    pub fn with_ca<R>(
+        &mut self,
+        now: Instant,
+        f: impl FnOnce(&mut ipsec_ca::Ca<ipsec_ca::FileStore>) -> R,
+    ) -> Option<R> {
+        let result = f(self.ca.as_mut()?);
+        self.send_ca_replies(now);
+        self.pump(now);
+        Some(result)
+    }
+
+    /// Sends the CA's queued replies to the overlay node each address last
+    /// asked from (replies to unknown addresses wait for the node's poll).
+    fn send_ca_replies(&mut self, now: Instant) {
+        let mut replies = Vec::new();
+        if let Some(ca) = self.ca.as_mut() {
+            while let Some(t) = ca.poll_transmit() {
+                replies.push(t);
+            }
+        }
+        for t in replies {
+            if let Some(to) = self.enrolling.get(&t.destination).copied() {
+                self.send_enrolment(now, to, &t.payload);
+            }
+        }
+    }
+
+    /// Sends enrolment requests to the CA node at `address` instead of
+    /// looking its announcement up in the DHT (replies must still be
+    /// signed by the CA).
+    pub fn set_ca_node(&mut self, address: Address) {
+        self.ca_address = Some(address);
+        self.ca_found_at = None;
+    }
+
+    /// Closes (or opens) the private prefix while the node has no
+    /// certificate: with a CA configured, no plaintext guest traffic may
+    /// leave or enter before enrolment (public hosts excepted).
+    pub fn set_closed_until_enrolled(&mut self, closed: bool) {
+        self.closed = closed;
+    }
+
+    /// Puts the CA node's signed announcement in the DHT again (the
+    /// runtime calls this periodically, well within its TTL; a no-op on
+    /// other nodes).
+    pub fn announce_ca(&mut self, now: Instant) {
+        self.publish_ca(now);
+        self.pump(now);
+    }
+
     fn publish_ca(&mut self, now: Instant) {
-        if self.ca.is_some() {
-            let value = self.overlay.address().to_bytes();
+        let unix = self
+            .wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        // Signed again hourly, not on every republish: each signature is a
+        // new DHT value.
+        if let Some(ca) = self.ca.as_ref()
+            && self
+                .ca_announcement
+                .as_ref()
+                .is_none_or(|(at, _)| unix >= at + crate::enrol::ANNOUNCE_RESIGN_SECS)
+        {
+            match crate::enrol::announcement(ca.identity(), self.overlay.address(), unix) {
+                Ok(value) => self.ca_announcement = Some((unix, value)),
+                Err(e) => tracing::warn!(error = %e, "cannot sign the CA announcement"),
+            }
+        }
+        if let Some((_, value)) = self.ca.as_ref().and(self.ca_announcement.as_ref()) {
+            let value = value.clone();
             if let Ok(id) = self
                 .overlay
                 .dht_put(now, &dht_key("ca", b""), &value, PUBLISH_TTL)
@@ -735,8 +845,11 @@ impl<S: LeaseStore> Core<S> {
         }
     }
 
-    /// Starts enrolling: `csr` (from the node key) for the guest's leased
-    /// address goes to the CA node found in the DHT, with retries.
+    /// Starts enrolling (or renewing): `csr` (from the node key) for the
+    /// guest's leased address goes to the CA node found in the DHT (its
+    /// signed announcement), with retries and backoff, carrying the join
+    /// `token` if the node has one. Only replies signed by the CA count.
+    #[allow(clippy::too_many_arguments)]
     pub fn start_enrolment(
         &mut self,
         now: Instant,
@@ -745,15 +858,18 @@ impl<S: LeaseStore> Core<S> {
         ca_certificate: &[u8],
         virtual_ip: Ipv4Addr,
         request_id: u64,
+        token: Option<&ipsec_ca::JoinToken>,
     ) -> Result<(), CoreError> {
         let verifier = Verifier::new(ca_certificate)?;
+        self.ca_verifier = Some(verifier.clone());
         self.enrolment = Some(ipsec_ca::Enrolment::new(
-            ipsec_ca::EnrolmentConfig::default(),
+            crate::enrol::enrolment_config(),
             csr,
             virtual_ip,
             spki,
             verifier,
             request_id,
+            token,
             now,
         ));
         self.pump(now);
@@ -1397,6 +1513,11 @@ impl<S: LeaseStore> Core<S> {
 
     fn route_ip(&mut self, now: Instant, dst: Ipv4Addr, packet: &[u8]) {
         let Some(sa) = self.sa.as_mut() else {
+            if self.closed && !self.settings.public_hosts.contains(&dst) {
+                // Not enrolled yet: nothing leaves in plaintext.
+                self.counters.dropped_policy += 1;
+                return;
+            }
             self.send_overlay(now, dst, Kind::Plain, packet);
             return;
         };
@@ -1598,7 +1719,15 @@ impl<S: LeaseStore> Core<S> {
                 }
                 plaintext.extend_from_slice(body);
             }
-            (Kind::Plain, None) => plaintext.extend_from_slice(body),
+            (Kind::Plain, None) => {
+                if self.closed && !self.settings.public_hosts.contains(&peer_ip) {
+                    // Not enrolled yet: nothing enters in plaintext.
+                    self.open_buf = plaintext;
+                    self.counters.dropped_policy += 1;
+                    return;
+                }
+                plaintext.extend_from_slice(body);
+            }
             (Kind::Punch | Kind::Enrol | Kind::Offer | Kind::Crl, _) => {
                 self.open_buf = plaintext;
                 return;
@@ -1633,17 +1762,30 @@ impl<S: LeaseStore> Core<S> {
     ) {
         let wall = ipsec_ca::time::OffsetDateTime::from(self.wall);
         if let Some(ca) = self.ca.as_mut() {
-            // The CA's side: sign (or queue) and answer the requesting node.
+            // The CA's side: sign, renew or queue, and answer the requesting
+            // node. The source address is the sender's claim: it grants
+            // nothing (a token, a live certificate of the same key or the
+            // administrator does).
+            // Requests a join token authorises pass even when a flood has
+            // spent the buckets.
+            if !self
+                .ca_limiter
+                .as_mut()
+                .is_some_and(|l| l.allow(source, now))
+                && !ca.has_valid_token(body, wall)
+            {
+                tracing::debug!(%source, "enrolment request over the rate limit");
+                return;
+            }
             if let Err(e) = ca.handle_enrolment(source_ip, body, wall) {
                 tracing::debug!(%source_ip, error = %e, "enrolment request refused");
+                return;
             }
-            let mut replies = Vec::new();
-            while let Some(t) = ca.poll_transmit() {
-                replies.push(t.payload);
+            if self.enrolling.len() >= 4096 && !self.enrolling.contains_key(&source_ip) {
+                self.enrolling.clear();
             }
-            for reply in replies {
-                self.send_enrolment(now, source, &reply);
-            }
+            self.enrolling.insert(source_ip, source);
+            self.send_ca_replies(now);
             return;
         }
         if let Some(e) = self.enrolment.as_mut()
@@ -1832,6 +1974,17 @@ impl<S: LeaseStore> Core<S> {
                 }
             }
             if !self.enrol_out.is_empty() {
+                // Look again now and then: the CA node may have moved.
+                if self
+                    .ca_found_at
+                    .is_some_and(|t| now >= t + crate::enrol::CA_LOOKUP_PERIOD)
+                    && !self.ca_lookup
+                    && let Ok(id) = self.overlay.dht_get(now, &dht_key("ca", b""))
+                {
+                    self.ca_lookup = true;
+                    self.ca_found_at = Some(now);
+                    self.jobs.insert(id, DhtJob::CaLookup);
+                }
                 match self.ca_address {
                     Some(ca) => {
                         for m in std::mem::take(&mut self.enrol_out) {
@@ -1984,12 +2137,12 @@ impl<S: LeaseStore> Core<S> {
             DhtJob::Publish => {}
             DhtJob::CaLookup => {
                 self.ca_lookup = false;
-                if let DhtOutcome::Ok(values) = &outcome {
-                    self.ca_address = values.iter().rev().find_map(|v| {
-                        <[u8; overlay_core::address::ADDRESS_LEN]>::try_from(v.as_slice())
-                            .ok()
-                            .map(Address::from_bytes)
-                    });
+                if let (DhtOutcome::Ok(values), Some(verifier)) = (&outcome, &self.ca_verifier) {
+                    // Only the CA's signed announcements count, the newest first.
+                    if let Some(ca) = crate::enrol::newest_announcement(verifier, values) {
+                        self.ca_address = Some(ca);
+                        self.ca_found_at = Some(now);
+                    }
                 }
                 if self.ca_address.is_none() {
                     // Not announced yet: the enrolment's retries ask again.

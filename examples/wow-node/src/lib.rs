@@ -33,6 +33,7 @@ pub mod control;
 pub mod core;
 pub mod crl_dht;
 pub mod demo;
+pub mod enrol;
 pub mod guest;
 pub mod lan;
 pub mod offload;

@@ -7,6 +7,7 @@
 //! wow-node unconfine [--config FILE | --tap NAME]
 //! wow-node status [--json] [--state-dir DIR]
 //! wow-node ca init|issue|revoke|crl|list --dir DIR ...
+//! wow-node ca token|pending|approve|reject [--state-dir DIR] [--dir CA_DIR] ...
 //! ```
 //!
 //! See `README.md` beside this crate for the operator guide.

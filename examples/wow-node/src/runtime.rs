@@ -64,6 +64,12 @@ pub fn up(config_path: &Path, confine: bool) -> ExitCode {
     }
 }
 
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 fn read_text(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
@@ -176,6 +182,16 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         cert_path,
     } = load_identity(&config)?;
     let enrol = config.security.enrol && credentials.is_none() && ca_der.is_some();
+    let join_token = match &config.security.join_token {
+        Some(text) => {
+            Some(crate::enrol::parse_token(text).map_err(|e| format!("join_token: {e}"))?)
+        }
+        None => None,
+    };
+    let mut lifetime = credentials
+        .as_ref()
+        .map(|c| crate::enrol::Lifetime::of(&c.certificate))
+        .unwrap_or_default();
     let address = Address::from_public_key(key.public_key_raw());
 
     let mtu = config
@@ -252,6 +268,10 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         core.install_identity(now, SystemTime::now(), c)
             .map_err(|e| e.to_string())?;
         tracing::info!(ip = %c.virtual_ip, "certificate loaded: private traffic is protected");
+    } else if ca_der.is_some() {
+        // Fail closed: nothing private in plaintext before enrolment.
+        core.set_closed_until_enrolled(true);
+        tracing::warn!("no certificate yet: the private prefix is closed until enrolment");
     } else {
         tracing::warn!(
             "no certificate: peers that require security associations will drop our traffic"
@@ -323,16 +343,27 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         tracing::info!(%server, "TURN server configured as the relay of last resort");
     }
     core.join(now, &config.node.bootstrap);
+    if let Some(text) = &config.security.ca_node {
+        let ca_node: Address = text.parse().map_err(|e| format!("ca_node: {e:?}"))?;
+        core.set_ca_node(ca_node);
+    }
     if let Some(dir) = &config.ca.dir {
         let store = ipsec_ca::FileStore::new(dir).map_err(|e| format!("CA: {e}"))?;
         let identity = store.load_identity().map_err(|e| format!("CA: {e}"))?;
+        let net = config.network.cidr.trunc();
         let policy = ipsec_ca::Policy {
-            auto_approve: config.ca.auto_approve,
+            auto_approve: config.ca.insecure_auto_approve,
+            network: Some((net.network(), net.prefix_len())),
             ..ipsec_ca::Policy::default()
         };
         let ca = ipsec_ca::Ca::open(identity, policy, store).map_err(|e| format!("CA: {e}"))?;
         core.set_ca(now, ca);
-        tracing::info!(dir = %dir.display(), auto_approve = config.ca.auto_approve, "serving as the CA");
+        if config.ca.insecure_auto_approve {
+            tracing::warn!(
+                "insecure_auto_approve: any node that reaches the CA gets a certificate for any free address"
+            );
+        }
+        tracing::info!(dir = %dir.display(), "serving as the CA (join tokens, or `wow-node ca approve`)");
     }
     let mut lan = if config.node.lan_discovery {
         match Lan::open(&config, address, now) {
@@ -347,6 +378,11 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     };
     let mut lan_buf = [0u8; 64];
     let mut enrolment_started = false;
+    let mut lifetime_tick = tokio::time::interval(Duration::from_secs(60));
+    let (ca_tx, mut ca_rx) = tokio::sync::mpsc::channel::<(
+        crate::enrol::CaRequest,
+        tokio::sync::oneshot::Sender<String>,
+    )>(8);
     let started_at = now;
     let mut udp_buf = vec![0u8; 65536];
     let mut cmsg_buf = crate::udp::cmsg_buffer();
@@ -438,17 +474,67 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             }
             conn = control.accept() => {
                 if let Ok((mut stream, _)) = conn {
-                    let status = Status::of(&core, Instant::now(), started_at);
+                    let mut status = Status::of(&core, Instant::now(), started_at);
+                    status.set_certificate(lifetime.validity, unix_now());
+                    let ca_tx = ca_tx.clone();
                     tokio::spawn(async move {
-                        let mut line = [0u8; 16];
+                        let mut line = [0u8; 64];
                         let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut line))
                             .await
                             .ok()
                             .and_then(Result::ok)
                             .unwrap_or(0);
                         let request = String::from_utf8_lossy(&line[..n]).into_owned();
-                        let _ = stream.write_all(status.answer(&request).as_bytes()).await;
+                        let answer = match crate::enrol::CaRequest::parse(&request) {
+                            // CA commands run on the core, in the main loop.
+                            Some(ca) => {
+                                let (tx, rx) = tokio::sync::oneshot::channel();
+                                if ca_tx.send((ca, tx)).await.is_ok() {
+                                    rx.await.unwrap_or_default()
+                                } else {
+                                    String::new()
+                                }
+                            }
+                            None => status.answer(&request),
+                        };
+                        let _ = stream.write_all(answer.as_bytes()).await;
                     });
+                }
+            }
+            Some((request, reply)) = ca_rx.recv() => {
+                let wall = ipsec_ca::time::OffsetDateTime::from(SystemTime::now());
+                let answer = match core.with_ca(Instant::now(), |ca| request.execute(ca, wall)) {
+                    Some(Ok(text)) => {
+                        tracing::info!(command = ?request, "CA command");
+                        text
+                    }
+                    Some(Err(e)) => format!("error: {e}\n"),
+                    None => crate::enrol::NOT_THE_CA.to_string(),
+                };
+                let _ = reply.send(answer);
+            }
+            _ = lifetime_tick.tick() => {
+                let unix = unix_now();
+                // The CA node's announcement outlives ring changes (its
+                // DHT TTL is an hour).
+                core.announce_ca(Instant::now());
+                if let Some(warning) = lifetime.warning(unix) {
+                    tracing::warn!(%warning, "renew the certificate");
+                }
+                if lifetime.action(unix) == crate::enrol::LifetimeAction::Renew
+                    && let (Some(ca_der), Some(c)) = (&ca_der, core.identity_ip())
+                {
+                    lifetime.renewing = true;
+                    match key.certificate_request(&ipsec_ca::NodeRequest::new(c)) {
+                        Ok(csr) => {
+                            let id = crate::core::os_random_u64();
+                            match core.start_enrolment(Instant::now(), &csr, key.spki_der(), ca_der, c, id, None) {
+                                Ok(()) => tracing::info!(ip = %c, "renewing the certificate"),
+                                Err(e) => tracing::warn!(error = %e, "cannot renew"),
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot build the renewal request"),
+                    }
                 }
             }
             _ = crl_tick.tick() => crl.tick(&mut core, Instant::now(), SystemTime::now()),
@@ -469,16 +555,40 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                 match key.certificate_request(&ipsec_ca::NodeRequest::new(*addr)) {
                     Ok(csr) => {
                         let id = crate::core::os_random_u64();
-                        if let Err(e) =
-                            core.start_enrolment(now, &csr, key.spki_der(), ca_der, *addr, id)
-                        {
+                        if let Err(e) = core.start_enrolment(
+                            now,
+                            &csr,
+                            key.spki_der(),
+                            ca_der,
+                            *addr,
+                            id,
+                            join_token.as_ref(),
+                        ) {
                             tracing::warn!(error = %e, "cannot enrol");
                         } else {
-                            tracing::info!(%addr, "enrolling with the CA");
+                            let raw = ipsec_ca::state::hex_encode(key.public_key_raw());
+                            let key = raw.get(..16).unwrap_or(&raw);
+                            tracing::info!(
+                                %addr,
+                                %key,
+                                "enrolling with the CA (the key `wow-node ca pending` shows)"
+                            );
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot build the certificate request"),
                 }
+            }
+            if let CoreEvent::Enrolled(certificate) = &event
+                && lifetime.renewing
+                && crate::enrol::Lifetime::of(certificate).validity == lifetime.validity
+            {
+                // The CA answered the renewal with the current certificate
+                // (its clock sees less than half the lifetime gone): ask
+                // again later, keep the security associations.
+                lifetime.renewing = false;
+                lifetime.not_before_retry = unix_now() + crate::enrol::RENEW_RETRY_SECS;
+                tracing::info!("the CA kept the current certificate; renewal retried later");
+                continue;
             }
             if let CoreEvent::Enrolled(certificate) = &event
                 && let Some(ca_der) = &ca_der
@@ -497,7 +607,18 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     virtual_ip: ip,
                 };
                 match core.install_identity(now, SystemTime::now(), &credentials) {
-                    Ok(()) => tracing::info!(%ip, "enrolled: private traffic is protected"),
+                    Ok(()) => {
+                        let renewal = lifetime.renewing;
+                        lifetime = crate::enrol::Lifetime::of(certificate);
+                        // Core re-applies the last CRL to the new verifier;
+                        // the configured file is read again too.
+                        crl.loaded = None;
+                        if renewal {
+                            tracing::info!(%ip, "certificate renewed");
+                        } else {
+                            tracing::info!(%ip, "enrolled: private traffic is protected");
+                        }
+                    }
                     Err(e) => tracing::warn!(error = %e, "issued certificate refused"),
                 }
                 continue;
@@ -883,6 +1004,10 @@ fn log_event(event: &CoreEvent) {
             tracing::warn!(%peer, %reason, "security association failed")
         }
         CoreEvent::Link { peer, up } => tracing::debug!(%peer, up, "overlay link"),
+        CoreEvent::EnrolmentStatus(status) if status.starts_with("Pending") => tracing::info!(
+            %status,
+            "enrolment queued: approve it with `wow-node ca pending` and `wow-node ca approve ID` on the CA node's host"
+        ),
         CoreEvent::EnrolmentStatus(status) => tracing::info!(%status, "enrolment"),
         CoreEvent::CrlFetched(_) | CoreEvent::Enrolled(_) => {}
     }

@@ -594,26 +594,84 @@ fn nodes_enrol_with_the_ca_node_over_the_overlay() {
     assert!(s.success());
     let ca_cert = ca.path().join(CA_CERT);
 
+    // A join token for alpha, issued offline before the CA node starts;
+    // bravo has none and waits for the administrator.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "ca",
+            "token",
+            "--dir",
+            &ca_dir,
+            "--state-dir",
+            &ca_dir,
+            "--ttl",
+            "1h",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token_a = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
     let mut t = topology();
     // The public node serves the CA; alpha and bravo hold only the CA's
-    // certificate and enrol for the address DHCP gives their guests.
-    t.public.write_config(
-        &[],
-        PUBLIC,
-        &[],
-        &format!("\n[ca]\ndir = \"{ca_dir}\"\nauto_approve = true\n"),
-    );
+    // certificate, and enrol for the address DHCP gives their guests.
+    t.public
+        .write_config(&[], PUBLIC, &[], &format!("\n[ca]\ndir = \"{ca_dir}\"\n"));
     t.public.start(&[]);
     let enrol = format!(
         "\n[security]\nca_cert = \"{}\"\nenrol = true\n",
         ca_cert.display()
     );
-    t.a.write_config(bootstrap(), ANY, &[], &enrol);
+    t.a.write_config(
+        bootstrap(),
+        ANY,
+        &[],
+        &format!("{enrol}join_token = \"{token_a}\"\n"),
+    );
     t.b.write_config(bootstrap(), ANY, &[], &enrol);
     t.a.start(&[]);
     t.b.start(&[]);
     let _addr_a = t.a.dhcp();
     let addr_b = t.b.dhcp();
+    // The administrator, on the CA node's host while it runs: bravo's
+    // request waits in the queue; approving it sends bravo its certificate.
+    let public_state = t.public.state.path().to_str().unwrap().to_string();
+    let ca = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(["ca"])
+            .args(args)
+            .args(["--state-dir", &public_state])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let mut pending_id = None;
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let (ok, text) = ca(&["pending"]);
+            pending_id = text
+                .lines()
+                .skip(1)
+                .find(|l| l.contains(&addr_b))
+                .and_then(|l| l.split_whitespace().next().map(str::to_string));
+            ok && pending_id.is_some()
+        }),
+        "bravo's request is not pending: {:?}\n{}\n{}",
+        ca(&["pending"]),
+        t.b.log(),
+        t.public.log()
+    );
+    assert!(!t.b.status(false).contains("protected (certificate loaded)"));
+    assert!(t.b.status(false).contains("closed until enrolled"));
+    let (ok, text) = ca(&["approve", pending_id.as_deref().unwrap()]);
+    assert!(ok, "approve failed: {text}");
+    // A token through the running node too.
+    let (ok, text) = ca(&["token", "--ttl", "10m"]);
+    assert!(ok && text.starts_with("wowjoin1."), "{text}");
     let (a, b) = (&t.a, &t.b);
     assert!(
         wait_until(Duration::from_secs(15), || a.ping(&addr_b)
@@ -624,6 +682,9 @@ fn nodes_enrol_with_the_ca_node_over_the_overlay() {
         t.public.log()
     );
     assert!(a.log().contains("enrolled: private traffic is protected"));
+    assert!(b.log().contains("enrolled: private traffic is protected"));
+    assert!(b.status(true).contains("\"certificate_expires\""));
+    assert!(b.status(false).contains("cert      expires"));
     // The certificate is kept for the next start.
     assert!(a.state.path().join("node.pem").exists());
     assert!(b.state.path().join("node.pem").exists());

@@ -13,15 +13,22 @@
 //! | 2 | Pending (CA → node) | queue id (u64) |
 //! | 3 | Issued (CA → node) | X.509 certificate, DER |
 //! | 4 | Rejected (CA → node) | reason (u8, [`RejectReason`]) |
+//! | 5 | TokenRequest (node → CA) | join token id (u64), HMAC (32 octets, [`crate::JoinToken::mac`]), PKCS#10 CSR |
 //!
-//! The request id is chosen by the node and echoed by the CA. The CA takes the
-//! requester's virtual IP from the authenticated overlay source, never from the
-//! message.
+//! The request id is chosen by the node (from the OS random source) and
+//! echoed by the CA. Every message from the CA travels inside a statement
+//! signed by the CA key with the label [`REPLY_LABEL`]
+//! ([`crate::CaIdentity::sign_statement`]); a node believes no reply that
+//! does not verify against its CA certificate.
 
 use crate::error::{CaError, CsrError, PolicyError, WireError};
 
 /// Format version.
 pub const VERSION: u8 = 1;
+/// The statement label of every CA reply.
+pub const REPLY_LABEL: &[u8] = b"wow-enrol-reply/1";
+/// Length of a token request's fixed part (token id and MAC).
+pub const TOKEN_AUTH_LEN: usize = 8 + 32;
 /// Largest payload accepted.
 pub const MAX_PAYLOAD_LEN: usize = 64 * 1024;
 
@@ -49,6 +56,8 @@ pub enum MessageType {
     Issued,
     /// Refused.
     Rejected,
+    /// A CSR authorised by a join token.
+    TokenRequest,
 }
 
 impl MessageType {
@@ -59,6 +68,7 @@ impl MessageType {
             MessageType::Pending => 2,
             MessageType::Issued => 3,
             MessageType::Rejected => 4,
+            MessageType::TokenRequest => 5,
         }
     }
 
@@ -69,6 +79,7 @@ impl MessageType {
             2 => MessageType::Pending,
             3 => MessageType::Issued,
             4 => MessageType::Rejected,
+            5 => MessageType::TokenRequest,
             other => return Err(WireError::MessageType(other)),
         })
     }
@@ -91,6 +102,8 @@ pub enum RejectReason {
     Administrator,
     /// The CA failed internally (e.g. storage); retry later.
     Internal,
+    /// The address is not a host address of the network.
+    OutsideNetwork,
     /// A code this version does not know.
     Unknown(u8),
 }
@@ -106,6 +119,7 @@ impl RejectReason {
             RejectReason::Validity => 5,
             RejectReason::Administrator => 6,
             RejectReason::Internal => 7,
+            RejectReason::OutsideNetwork => 8,
             RejectReason::Unknown(v) => v,
         }
     }
@@ -120,6 +134,7 @@ impl RejectReason {
             5 => RejectReason::Validity,
             6 => RejectReason::Administrator,
             7 => RejectReason::Internal,
+            8 => RejectReason::OutsideNetwork,
             v => RejectReason::Unknown(v),
         }
     }
@@ -134,6 +149,7 @@ impl RejectReason {
                 PolicyError::IpInUse { .. } => RejectReason::IpInUse,
                 PolicyError::KeyTypeNotAllowed(_) => RejectReason::KeyTypeNotAllowed,
                 PolicyError::QueueFull => RejectReason::Internal,
+                PolicyError::OutsideNetwork(_) => RejectReason::OutsideNetwork,
                 _ => RejectReason::Validity,
             },
             _ => RejectReason::Internal,
@@ -264,6 +280,17 @@ pub enum Message<'a> {
         /// Why.
         reason: RejectReason,
     },
+    /// Node → CA: certify this CSR, authorised by a join token.
+    TokenRequest {
+        /// Correlation id.
+        request_id: u64,
+        /// The token's public id.
+        token_id: u64,
+        /// [`crate::JoinToken::mac`] of the request id and CSR.
+        mac: &'a [u8; 32],
+        /// PKCS#10 CSR, DER.
+        csr: &'a [u8],
+    },
 }
 
 impl<'a> Message<'a> {
@@ -305,6 +332,21 @@ impl<'a> Message<'a> {
                 [] => return Err(WireError::Truncated),
                 _ => return Err(WireError::Trailing),
             },
+            MessageType::TokenRequest => {
+                if payload.len() < TOKEN_AUTH_LEN {
+                    return Err(WireError::Truncated);
+                }
+                let (id, rest) = payload.split_at(8);
+                let (mac, csr) = rest.split_at(32);
+                let mut token_id = [0u8; 8];
+                token_id.copy_from_slice(id);
+                Message::TokenRequest {
+                    request_id,
+                    token_id: u64::from_be_bytes(token_id),
+                    mac: mac.try_into().map_err(|_| WireError::Truncated)?,
+                    csr,
+                }
+            }
         })
     }
 
@@ -315,6 +357,7 @@ impl<'a> Message<'a> {
             Message::Pending { .. } => MessageType::Pending,
             Message::Issued { .. } => MessageType::Issued,
             Message::Rejected { .. } => MessageType::Rejected,
+            Message::TokenRequest { .. } => MessageType::TokenRequest,
         }
     }
 
@@ -324,7 +367,8 @@ impl<'a> Message<'a> {
             Message::Request { request_id, .. }
             | Message::Pending { request_id, .. }
             | Message::Issued { request_id, .. }
-            | Message::Rejected { request_id, .. } => request_id,
+            | Message::Rejected { request_id, .. }
+            | Message::TokenRequest { request_id, .. } => request_id,
         }
     }
 
@@ -334,6 +378,7 @@ impl<'a> Message<'a> {
             Message::Pending { .. } => 8,
             Message::Issued { certificate, .. } => certificate.len(),
             Message::Rejected { .. } => 1,
+            Message::TokenRequest { csr, .. } => TOKEN_AUTH_LEN + csr.len(),
         }
     }
 
@@ -361,6 +406,13 @@ impl<'a> Message<'a> {
             } => payload.copy_from_slice(bytes),
             Message::Pending { queue_id, .. } => payload.copy_from_slice(&queue_id.to_be_bytes()),
             Message::Rejected { reason, .. } => payload.copy_from_slice(&[reason.to_u8()]),
+            Message::TokenRequest {
+                token_id, mac, csr, ..
+            } => {
+                payload[..8].copy_from_slice(&token_id.to_be_bytes());
+                payload[8..TOKEN_AUTH_LEN].copy_from_slice(mac);
+                payload[TOKEN_AUTH_LEN..].copy_from_slice(csr);
+            }
         }
     }
 

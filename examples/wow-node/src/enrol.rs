@@ -1,0 +1,452 @@
+//! Enrolment around ipsec-ca: the CA node's signed announcement in the DHT,
+//! per-source rate limits on requests, the control-socket commands of a
+//! running CA (`wow-node ca pending|approve|reject|token`), and the
+//! certificate lifetime rules (renewal at two thirds, warning within three
+//! days of expiry).
+//!
+//! The announcement under `wow/ca` is a statement signed by the CA key
+//! ([`ipsec_ca::CaIdentity::sign_statement`], label [`ANNOUNCE_LABEL`])
+//! whose body is the CA node's overlay address and the Unix time it was
+//! signed. A node believes only announcements that verify against its
+//! `ca_cert`, and among several the newest.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use ipsec_ca::time::OffsetDateTime;
+use ipsec_ca::{Ca, CaIdentity, FileStore, JoinToken, Verifier};
+use overlay_core::Address;
+use overlay_core::address::ADDRESS_LEN;
+
+/// Statement label of the CA node's announcement.
+pub const ANNOUNCE_LABEL: &[u8] = b"wow-ca-location/1";
+
+/// The CA node signs its announcement again after this long.
+pub const ANNOUNCE_RESIGN_SECS: u64 = 3600;
+
+/// Renew when this fraction of the lifetime (numerator / denominator) has
+/// passed.
+pub const RENEW_AT: (i64, i64) = (2, 3);
+
+/// How long a CA location found in the DHT is used before looking again.
+pub const CA_LOOKUP_PERIOD: Duration = Duration::from_secs(60);
+
+/// The node's enrolment timing: retries with doubling backoff up to a
+/// minute, a poll every 10 s while queued (so an approval arrives even if
+/// its push is lost), and no giving up.
+pub fn enrolment_config() -> ipsec_ca::EnrolmentConfig {
+    ipsec_ca::EnrolmentConfig {
+        retry_timeout: Duration::from_secs(1),
+        max_retry_timeout: Duration::from_secs(60),
+        pending_timeout: Duration::from_secs(10),
+        max_attempts: u32::MAX,
+    }
+}
+
+/// Warn when the certificate expires within this many seconds.
+pub const EXPIRY_WARNING_SECS: i64 = 3 * 24 * 3600;
+
+/// The signed announcement of the CA node at `address`, made at `unix`.
+pub fn announcement(
+    identity: &CaIdentity,
+    address: Address,
+    unix: u64,
+) -> Result<Vec<u8>, ipsec_ca::CaError> {
+    let mut body = Vec::with_capacity(ADDRESS_LEN + 8);
+    body.extend_from_slice(&address.to_bytes());
+    body.extend_from_slice(&unix.to_be_bytes());
+    identity.sign_statement(ANNOUNCE_LABEL, &body)
+}
+
+/// The CA node's address from the newest announcement among `values`
+/// that `verifier` accepts; unsigned, wrongly signed or malformed values
+/// are ignored.
+pub fn newest_announcement(verifier: &Verifier, values: &[Vec<u8>]) -> Option<Address> {
+    values
+        .iter()
+        .filter_map(|v| {
+            let body = verifier.verify_statement(ANNOUNCE_LABEL, v).ok()?;
+            if body.len() != ADDRESS_LEN + 8 {
+                return None;
+            }
+            let (addr, time) = body.split_at(ADDRESS_LEN);
+            let addr = <[u8; ADDRESS_LEN]>::try_from(addr).ok()?;
+            let time = u64::from_be_bytes(<[u8; 8]>::try_from(time).ok()?);
+            Some((time, Address::from_bytes(addr)))
+        })
+        .max_by_key(|(time, _)| *time)
+        .map(|(_, addr)| addr)
+}
+
+/// Requests each source may send in a burst.
+const BURST: f64 = 4.0;
+/// Requests per second each source earns back.
+const REFILL_PER_SEC: f64 = 0.2;
+/// Requests per second all sources together may send.
+const GLOBAL_PER_SEC: f64 = 20.0;
+/// Sources tracked at once; beyond this the oldest idle ones are forgotten.
+const MAX_SOURCES: usize = 4096;
+
+/// Token buckets on enrolment requests, per overlay source and overall,
+/// so that no source (and no flood of them) keeps the CA signing and
+/// writing its journal.
+#[derive(Debug)]
+pub struct RateLimiter {
+    sources: HashMap<Address, (f64, Instant)>,
+    global: (f64, Instant),
+}
+
+impl RateLimiter {
+    /// A limiter with full buckets at `now`.
+    pub fn new(now: Instant) -> RateLimiter {
+        RateLimiter {
+            sources: HashMap::new(),
+            global: (GLOBAL_PER_SEC, now),
+        }
+    }
+
+    /// Whether a request from `source` at `now` may be handled (and
+    /// counts it).
+    pub fn allow(&mut self, source: Address, now: Instant) -> bool {
+        let (tokens, at) = &mut self.global;
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * GLOBAL_PER_SEC)
+            .min(GLOBAL_PER_SEC);
+        *at = now;
+        if *tokens < 1.0 {
+            return false;
+        }
+        if self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(&source) {
+            // Forget sources whose bucket has refilled.
+            let full = Duration::from_secs_f64(BURST / REFILL_PER_SEC);
+            self.sources
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < full);
+            if self.sources.len() >= MAX_SOURCES {
+                return false;
+            }
+        }
+        let (tokens, at) = self.sources.entry(source).or_insert((BURST, now));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * REFILL_PER_SEC)
+            .min(BURST);
+        *at = now;
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        self.global.0 -= 1.0;
+        true
+    }
+}
+
+/// notBefore and notAfter of a certificate, Unix seconds.
+pub fn validity(der: &[u8]) -> Option<(i64, i64)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let v = cert.validity();
+    Some((v.not_before.timestamp(), v.not_after.timestamp()))
+}
+
+/// When to renew a certificate valid from `not_before` to `not_after`.
+pub fn renew_at(not_before: i64, not_after: i64) -> i64 {
+    not_before + (not_after - not_before) * RENEW_AT.0 / RENEW_AT.1
+}
+
+/// The node certificate's lifetime as the runtime tracks it: when to renew
+/// and when to warn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lifetime {
+    /// notBefore and notAfter of the certificate in use, Unix seconds.
+    pub validity: Option<(i64, i64)>,
+    /// A renewal is under way.
+    pub renewing: bool,
+    /// No renewal before this time (Unix seconds), after the CA kept the
+    /// current certificate.
+    pub not_before_retry: i64,
+}
+
+/// Wait after the CA answered a renewal with the current certificate.
+pub const RENEW_RETRY_SECS: i64 = 3600;
+
+/// What the lifetime asks for at some time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifetimeAction {
+    /// Nothing to do.
+    Nothing,
+    /// Two thirds have passed: renew now.
+    Renew,
+}
+
+impl Lifetime {
+    /// The lifetime of `certificate` (DER).
+    pub fn of(certificate: &[u8]) -> Lifetime {
+        Lifetime {
+            validity: validity(certificate),
+            renewing: false,
+            not_before_retry: 0,
+        }
+    }
+
+    /// What to do at `now` (Unix seconds).
+    pub fn action(&self, now: i64) -> LifetimeAction {
+        match self.validity {
+            Some((from, to))
+                if !self.renewing && now >= renew_at(from, to) && now >= self.not_before_retry =>
+            {
+                LifetimeAction::Renew
+            }
+            _ => LifetimeAction::Nothing,
+        }
+    }
+
+    /// The warning to show at `now`, if the certificate expires within
+    /// [`EXPIRY_WARNING_SECS`] (or has expired).
+    pub fn warning(&self, now: i64) -> Option<String> {
+        let (_, to) = self.validity?;
+        let left = to - now;
+        if left < 0 {
+            Some(format!("certificate expired {} s ago", -left))
+        } else if left <= EXPIRY_WARNING_SECS {
+            Some(format!(
+                "certificate expires in {} h {} min",
+                left / 3600,
+                left % 3600 / 60
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// Parses a duration such as `3600`, `90s`, `30m`, `1h` or `7d`.
+pub fn parse_ttl(text: &str) -> Option<ipsec_ca::time::Duration> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&text[..i], c),
+        _ => (text, 's'),
+    };
+    let n: i64 = number.parse().ok()?;
+    let secs = n.checked_mul(match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    })?;
+    (secs > 0).then(|| ipsec_ca::time::Duration::seconds(secs))
+}
+
+/// The control socket's answer to a CA command on a node that does not
+/// serve the CA.
+pub const NOT_THE_CA: &str = "error: this node does not serve the CA (no [ca] dir)\n";
+
+/// One CA administration command, as sent over the control socket
+/// (`ca pending`, `ca approve ID`, `ca reject ID`, `ca token IP|- TTL`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaRequest {
+    /// List the pending queue.
+    Pending,
+    /// Approve a queued request.
+    Approve(u64),
+    /// Reject a queued request.
+    Reject(u64),
+    /// Issue a join token.
+    Token {
+        /// The only address it may enrol.
+        ip: Option<Ipv4Addr>,
+        /// Lifetime, seconds.
+        ttl_secs: i64,
+    },
+}
+
+impl CaRequest {
+    /// The control-socket line.
+    pub fn to_line(&self) -> String {
+        match self {
+            CaRequest::Pending => "ca pending\n".into(),
+            CaRequest::Approve(id) => format!("ca approve {id}\n"),
+            CaRequest::Reject(id) => format!("ca reject {id}\n"),
+            CaRequest::Token { ip, ttl_secs } => format!(
+                "ca token {} {ttl_secs}\n",
+                ip.map_or_else(|| "-".to_string(), |ip| ip.to_string())
+            ),
+        }
+    }
+
+    /// Parses a control-socket line; `None` if it is not a CA command.
+    pub fn parse(line: &str) -> Option<CaRequest> {
+        let mut words = line.split_whitespace();
+        if words.next()? != "ca" {
+            return None;
+        }
+        let request = match (words.next()?, words.next(), words.next()) {
+            ("pending", None, None) => CaRequest::Pending,
+            ("approve", Some(id), None) => CaRequest::Approve(id.parse().ok()?),
+            ("reject", Some(id), None) => CaRequest::Reject(id.parse().ok()?),
+            ("token", Some(ip), Some(ttl)) => CaRequest::Token {
+                ip: if ip == "-" {
+                    None
+                } else {
+                    Some(ip.parse().ok()?)
+                },
+                ttl_secs: ttl.parse().ok().filter(|s| *s > 0)?,
+            },
+            _ => return None,
+        };
+        words.next().is_none().then_some(request)
+    }
+
+    /// Carries the command out on `ca`; the answer is the text to print,
+    /// `Err` for a refusal.
+    pub fn execute(&self, ca: &mut Ca<FileStore>, now: OffsetDateTime) -> Result<String, String> {
+        match self {
+            CaRequest::Pending => Ok(pending_table(ca, now)),
+            CaRequest::Approve(id) => {
+                let issued = ca.approve(*id, now).map_err(|e| e.to_string())?;
+                Ok(format!(
+                    "approved {id}: serial {}\n",
+                    ipsec_ca::state::hex_encode(&issued.serial)
+                ))
+            }
+            CaRequest::Reject(id) => {
+                let removed = ca.reject(*id).map_err(|e| e.to_string())?;
+                Ok(format!("rejected {id} ({})\n", removed.source_ip))
+            }
+            CaRequest::Token { ip, ttl_secs } => {
+                let token = ca
+                    .issue_token(*ip, ipsec_ca::time::Duration::seconds(*ttl_secs), now)
+                    .map_err(|e| e.to_string())?;
+                Ok(format!("{}\n", token.to_text()))
+            }
+        }
+    }
+}
+
+/// The pending queue as a table.
+pub fn pending_table(ca: &Ca<FileStore>, now: OffsetDateTime) -> String {
+    let mut s = format!("{:<6} {:<15} {:>8}  key\n", "id", "ip", "age");
+    for p in ca.pending() {
+        let key = ipsec_ca::parse_csr(&p.csr)
+            .map(|i| ipsec_ca::state::hex_encode(&i.public_key_raw))
+            .unwrap_or_else(|_| "?".into());
+        let key = key.get(..16).unwrap_or(&key).to_string();
+        s += &format!(
+            "{:<6} {:<15} {:>7}s  {key}…\n",
+            p.id,
+            p.source_ip,
+            now.unix_timestamp().saturating_sub(p.received_at)
+        );
+    }
+    s
+}
+
+/// Parses a join token from the configuration.
+pub fn parse_token(text: &str) -> Result<JoinToken, String> {
+    JoinToken::parse(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn control_lines_round_trip() {
+        for r in [
+            CaRequest::Pending,
+            CaRequest::Approve(7),
+            CaRequest::Reject(9),
+            CaRequest::Token {
+                ip: Some(Ipv4Addr::new(10, 128, 0, 5)),
+                ttl_secs: 3600,
+            },
+            CaRequest::Token {
+                ip: None,
+                ttl_secs: 60,
+            },
+        ] {
+            assert_eq!(CaRequest::parse(&r.to_line()), Some(r));
+        }
+        assert_eq!(CaRequest::parse("json"), None);
+        assert_eq!(CaRequest::parse("ca approve x"), None);
+        assert_eq!(CaRequest::parse("ca pending extra"), None);
+        assert_eq!(CaRequest::parse("ca token - 0"), None);
+    }
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("90"), Some(ipsec_ca::time::Duration::seconds(90)));
+        assert_eq!(parse_ttl("1h"), Some(ipsec_ca::time::Duration::hours(1)));
+        assert_eq!(parse_ttl("7d"), Some(ipsec_ca::time::Duration::days(7)));
+        assert_eq!(parse_ttl("0"), None);
+        assert_eq!(parse_ttl("1y"), None);
+        assert_eq!(parse_ttl(""), None);
+    }
+
+    #[test]
+    fn renewal_is_at_two_thirds_and_warning_within_three_days() {
+        assert_eq!(renew_at(0, 30), 20);
+        assert_eq!(renew_at(100, 400), 300);
+        let day = 86_400;
+        let mut l = Lifetime {
+            validity: Some((0, 30 * day)),
+            renewing: false,
+            not_before_retry: 0,
+        };
+        assert_eq!(l.action(20 * day - 1), LifetimeAction::Nothing);
+        assert_eq!(l.action(20 * day), LifetimeAction::Renew);
+        l.renewing = true;
+        assert_eq!(l.action(21 * day), LifetimeAction::Nothing);
+        l.renewing = false;
+        l.not_before_retry = 21 * day + 3600;
+        assert_eq!(l.action(21 * day), LifetimeAction::Nothing);
+        assert_eq!(l.action(21 * day + 3600), LifetimeAction::Renew);
+        assert_eq!(l.warning(27 * day - 1), None);
+        assert!(l.warning(27 * day).is_some());
+        assert!(l.warning(31 * day).unwrap().contains("expired"));
+    }
+
+    #[test]
+    fn attack_one_source_cannot_flood_the_ca() {
+        let t = Instant::now();
+        let mut l = RateLimiter::new(t);
+        let a = Address::from_key(b"a");
+        let b = Address::from_key(b"b");
+        for _ in 0..4 {
+            assert!(l.allow(a, t));
+        }
+        assert!(!l.allow(a, t), "burst spent");
+        assert!(l.allow(b, t), "another source is not held back");
+        assert!(l.allow(a, t + Duration::from_secs(5)), "refilled");
+    }
+
+    #[test]
+    fn only_signed_announcements_count_and_the_newest_wins() {
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let ca = ipsec_ca::CaIdentity::create_root(
+            ipsec_ca::KeyType::Ed25519,
+            "a",
+            now,
+            ipsec_ca::time::Duration::days(1),
+        )
+        .unwrap();
+        let fake = ipsec_ca::CaIdentity::create_root(
+            ipsec_ca::KeyType::Ed25519,
+            "a",
+            now,
+            ipsec_ca::time::Duration::days(1),
+        )
+        .unwrap();
+        let verifier = Verifier::new(ca.cert_der()).unwrap();
+        let (old, new, evil) = (
+            Address::from_key(b"old"),
+            Address::from_key(b"new"),
+            Address::from_key(b"evil"),
+        );
+        let values = vec![
+            announcement(&ca, new, 200).unwrap(),
+            announcement(&ca, old, 100).unwrap(),
+            announcement(&fake, evil, 300).unwrap(),
+            evil.to_bytes().to_vec(),
+        ];
+        assert_eq!(newest_announcement(&verifier, &values), Some(new));
+        assert_eq!(newest_announcement(&verifier, &values[2..]), None);
+    }
+}
