@@ -81,6 +81,7 @@
 
 pub mod auth;
 pub mod ca;
+pub mod cookie;
 pub mod endpoint;
 mod entropy;
 pub mod error;
