@@ -117,8 +117,9 @@ fn pair_with_b(config_b: Config) -> (Pair, TestCa) {
     (Pair::from_endpoints(clock, a, b), ca)
 }
 
-/// 1,200 fresh inits (more than the 1,024 responder slots) from one spoofed
-/// address while A opens its first SA with B: B keeps at most the
+/// 1,200 inits (more than the 1,024 responder slots) from one spoofed
+/// address, one a millisecond; A opens its first SA with B near the end of
+/// the flood, when an undefended B would be full. B keeps at most the
 /// per-source cap of state for the spoofed address, answers the rest with
 /// cookie replies (which go to the spoofed address, not to the attacker),
 /// and A gets its SA. Run with and without `require_reachability`.
@@ -129,9 +130,12 @@ fn attack_init_flood_from_one_spoofed_source_leaves_room_for_a_real_peer() {
         config_b.require_reachability = require_reachability;
         let (mut p, ca) = pair_with_b(config_b);
         let mut forger = Forger::new(&ca, SPOOFED, B, &p.clock, 9);
-        assert_eq!(p.send(true, b"hello"), SealOutput::HandshakeNeeded);
         let mut most_pending = 0;
-        for _ in 0..1_200 {
+        for i in 0..1_200 {
+            // A starts when an undefended responder would be full.
+            if i == 1_100 {
+                assert_eq!(p.send(true, b"hello"), SealOutput::HandshakeNeeded);
+            }
             let now = p.clock.now();
             let mut init = forger.next_init();
             let _ = p.b.open(now, ip(SPOOFED), &mut init);
@@ -142,6 +146,8 @@ fn attack_init_flood_from_one_spoofed_source_leaves_room_for_a_real_peer() {
             let until = now + Duration::from_millis(1);
             p.run_until(until);
         }
+        let until = p.clock.now() + Duration::from_secs(2);
+        p.run_until(until);
         assert_eq!(p.to_b, vec![b"hello".to_vec()], "{require_reachability}");
         assert!(p.a.has_sa(p.b_ip) && p.b.has_sa(p.a_ip));
         assert!(
