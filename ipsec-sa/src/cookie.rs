@@ -19,11 +19,14 @@
 //! a responder drops inits whose `mac1` is wrong before any other work.
 //! When it wants proof of reachability (under load, for an initiator it has
 //! no SA with, see [`Config`](crate::Config)), an init without a valid
-//! `mac2` gets a [`CookieReplyRepr`] and leaves no state behind. The reply
-//! goes to the claimed source IP, so only whoever really receives that IP's
-//! traffic learns the cookie; a cookie is bound to that IP and dies with the
-//! secret. The reply's associated data is the init's `mac1`, so a reply
-//! cannot be made for an init one has not seen.
+//! `mac2` gets a cookie reply ([`HandshakeRepr::CookieReply`]) and leaves
+//! no state behind. The reply goes to the claimed source IP, so only
+//! whoever really receives that IP's traffic learns the cookie; a cookie is
+//! bound to that IP and dies with the secret. The reply's associated data
+//! is the init's `mac1`, so a reply cannot be made for an init one has not
+//! seen.
+//!
+//! [`HandshakeRepr::CookieReply`]: crate::wire::HandshakeRepr::CookieReply
 //!
 //! The reply's encryption key is public knowledge (derived from the
 //! responder's IP), as WireGuard's is for anyone who knows the responder's

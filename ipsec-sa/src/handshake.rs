@@ -29,8 +29,14 @@
 //! Noise handshake state cannot be rolled back). An on-path attacker can
 //! thus abort an exchange, as it could by dropping packets; the next packet
 //! to the peer starts a new one. The responder does its DH and signature
-//! work before the initiator is authenticated; the number of such pending
-//! exchanges is capped ([`Config::max_pending_handshakes`]).
+//! work, and reveals its certificate, before the initiator is
+//! authenticated; the endpoint first asks for a cookie when under load or
+//! on first contact ([`crate::cookie`]), and caps pending exchanges in all
+//! and per source ([`Config::max_pending_handshakes`]).
+//!
+//! Seeds, the X25519 private key handed to snow, `Split()` outputs and the
+//! derived SA keys are wiped after use; snow 0.10 itself does not wipe its
+//! handshake state.
 //!
 //! [`Config::max_pending_handshakes`]: crate::Config::max_pending_handshakes
 
