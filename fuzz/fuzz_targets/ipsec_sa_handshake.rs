@@ -1,6 +1,8 @@
-//! Handshake messages: raw bytes to a responder, and real key exchanges
-//! with one message mutated (bit flips, truncation, replacement, extension).
-//! Nothing may panic; a mutated exchange either fails or yields working SAs.
+//! Handshake messages: raw bytes to a responder, raw cookie replies to an
+//! initiator, and real key exchanges (init, cookie reply, init with the
+//! cookie, response, finish) with one message mutated (bit flips,
+//! truncation, replacement, extension). Nothing may panic; a mutated
+//! exchange either fails or yields working SAs.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -95,7 +97,7 @@ fuzz_target!(|data: &[u8]| {
     let mut a = endpoint(f, 0, A);
     let mut b = endpoint(f, 1, B);
     let now = f.base;
-    if mode % 4 == 0 {
+    if mode % 7 == 0 {
         let mut raw = rest.to_vec();
         let _ = b.open(now, a_ip, &mut raw);
         let mut marked = vec![0, 0, 0, 0];
@@ -104,14 +106,24 @@ fuzz_target!(|data: &[u8]| {
         while b.poll_transmit().is_some() {}
         return;
     }
-    // A real exchange; message number `target` (1: init, 2: response,
-    // 3: finish) is mutated.
-    let target = mode % 4;
     let mut out = Vec::new();
     assert_eq!(
         a.seal(now, b_ip, b"x", &mut out),
         Ok(SealOutput::HandshakeNeeded)
     );
+    if mode % 7 == 6 {
+        // A cookie reply (kind 4) for A's pending init, with fuzzed body.
+        let init = a.poll_transmit().unwrap().payload;
+        let mut reply = vec![0, 0, 0, 0, 4, ipsec_sa::wire::VERSION];
+        reply.extend_from_slice(&init[6..10]);
+        reply.extend_from_slice(rest);
+        let _ = a.open(now, b_ip, &mut reply);
+        while a.poll_transmit().is_some() {}
+        return;
+    }
+    // A real exchange; message number `target` (1: init, 2: cookie reply,
+    // 3: init with the cookie, 4: response, 5: finish) is mutated.
+    let target = mode % 7;
     let mut count = 0u8;
     for _ in 0..8 {
         let mut moved = false;

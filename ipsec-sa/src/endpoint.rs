@@ -39,23 +39,67 @@
 //!
 //! Simultaneous inits between two peers are resolved as RFC 7296 §2.8.1
 //! resolves colliding rekeys: one exchange survives (here the one started
-//! by the lower address).
+//! by the lower address). The higher address gives up its own exchange only
+//! for an init that proved reachability with a cookie, so a spoofed init
+//! cannot cancel it.
+//!
+//! # Handshake denial of service
+//!
+//! A responder does Diffie-Hellman and signature work, and keeps state,
+//! before the initiator is authenticated. As in WireGuard, it can instead
+//! answer an init with a small cookie reply and keep nothing
+//! ([`crate::cookie`]); the initiator repeats its init with the cookie's
+//! MAC, which proves that it receives traffic for the address it claims.
+//! An init without a valid cookie gets a cookie reply when
+//!
+//! - more than [`Config::cookie_threshold`] responder handshakes are
+//!   pending (under load);
+//! - [`Config::require_reachability`] is on (the default) and this side
+//!   has no SA and no authenticated handshake in the last ten minutes with
+//!   the source: a first contact costs one extra round trip, and this
+//!   side's certificate (in Noise message 2) goes only to whoever receives
+//!   the claimed address's traffic;
+//! - this side is itself initiating to the source (a collision it would
+//!   give way in);
+//! - the source already has [`Config::max_pending_per_source`] pending
+//!   handshakes, or used up its [`Config::max_inits_per_source_per_second`].
+//!
+//! An init with a valid cookie is held to the same per-source bounds; over
+//! them it is dropped ([`HandshakeError::RateLimited`],
+//! [`Stats::handshakes_rate_limited`]), except that it may take the place
+//! of the oldest pending handshake of its source that never proved
+//! reachability. Responder slots in all are capped at
+//! [`Config::max_pending_handshakes`].
 
 use core::net::IpAddr;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::auth::{LocalIdentity, PeerAuthenticator, VerifiedPeer};
+use crate::cookie::{self, COOKIE_SECRET_LIFETIME, Cookie, CookieChecker, MAC_LEN};
 use crate::entropy::Entropy;
 use crate::error::{AuthError, HandshakeError, Rejection, SealError};
 use crate::handshake::{Established, HandshakeSeeds, Initiator, Responder, Role};
 use crate::policy::{Action, Policy};
 use crate::sa::{InboundSa, OutboundSa};
-use crate::wire::{self, HEADER_LEN, HandshakeRepr, MAX_PLAINTEXT_LEN, Packet, Suite, SuiteSet};
+use crate::wire::{
+    self, COOKIE_REPLY_LEN, HEADER_LEN, HandshakeRepr, INIT_MACS_LEN, MAX_PLAINTEXT_LEN, Packet,
+    Suite, SuiteSet,
+};
 
 /// Sources remembered for [`Event::UnprotectedDropped`]; beyond this,
 /// drops are only counted.
 const MAX_UNPROTECTED_SOURCES: usize = 65_536;
+/// Sources whose init rate is tracked at once; a new source beyond this is
+/// treated as over its rate until older entries expire.
+const MAX_RATE_SOURCES: usize = 65_536;
+/// Peers remembered as reachable after an authenticated handshake.
+const MAX_RECENT_PEERS: usize = 65_536;
+/// How long an authenticated handshake with a peer spares its later inits
+/// the reachability round trip ([`Config::require_reachability`]).
+pub const RECENT_PEER_MEMORY: Duration = Duration::from_secs(600);
+/// The window of [`Config::max_inits_per_source_per_second`].
+const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// Endpoint configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +130,21 @@ pub struct Config {
     /// Responder handshakes kept at once; further inits are refused until
     /// some complete or time out (bounds the state a flood can create).
     pub max_pending_handshakes: usize,
+    /// Pending responder handshakes at or above which every init must carry
+    /// a valid cookie: "under load" (see [the module docs](self)).
+    pub cookie_threshold: usize,
+    /// Answer an init from an address with which this side has no SA and
+    /// no recent authenticated handshake ([`RECENT_PEER_MEMORY`]) with a
+    /// cookie reply first, so that this side's certificate only goes to
+    /// whoever receives that address's traffic. Costs one round trip on
+    /// first contact.
+    pub require_reachability: bool,
+    /// Pending responder handshakes per source address.
+    pub max_pending_per_source: usize,
+    /// Inits per source address and second that may start a responder
+    /// handshake; more get cookie replies, or are dropped if they carry a
+    /// valid cookie.
+    pub max_inits_per_source_per_second: u32,
 }
 
 impl Default for Config {
@@ -104,6 +163,11 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             max_queued_packets: 64,
             max_pending_handshakes: 1024,
+            // WireGuard: under load at an eighth of its handshake queue.
+            cookie_threshold: 128,
+            require_reachability: true,
+            max_pending_per_source: 4,
+            max_inits_per_source_per_second: 10,
         }
     }
 }
@@ -249,6 +313,14 @@ pub struct Stats {
     /// Outbound packets dropped because a peer's queue was full or its
     /// handshake failed.
     pub queue_dropped: u64,
+    /// Cookie replies sent instead of a handshake response.
+    pub cookie_replies_sent: u64,
+    /// Valid cookie replies received (as initiator).
+    pub cookies_received: u64,
+    /// Inits with a valid cookie dropped by the per-source bounds
+    /// ([`Config::max_pending_per_source`],
+    /// [`Config::max_inits_per_source_per_second`]).
+    pub handshakes_rate_limited: u64,
 }
 
 struct InboundEntry {
@@ -310,6 +382,18 @@ struct Peer {
     inbound_spis: Vec<u32>,
     queue: VecDeque<Vec<u8>>,
     certificate: Option<PeerCertificate>,
+    /// The latest cookie this peer sent us, and when.
+    cookie: Option<(Cookie, Instant)>,
+}
+
+/// A parsed init and the datagram it came in (its macs cover the bytes).
+struct Init<'a> {
+    bytes: &'a [u8],
+    initiator_index: u32,
+    offered: SuiteSet,
+    noise: &'a [u8],
+    mac1: [u8; MAC_LEN],
+    mac2: [u8; MAC_LEN],
 }
 
 struct PendingInitiator {
@@ -324,7 +408,16 @@ struct PendingResponder {
     peer: IpAddr,
     state: Responder,
     message: Vec<u8>,
+    created_at: Instant,
     give_up_at: Instant,
+    /// Whether the init carried a valid cookie.
+    proven: bool,
+}
+
+/// Inits from one source in the current one-second window.
+struct RateWindow {
+    start: Instant,
+    count: u32,
 }
 
 /// The security-association endpoint of one virtual host. See the
@@ -342,6 +435,10 @@ pub struct Endpoint<A> {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     unprotected_seen: HashSet<IpAddr>,
+    cookies: CookieChecker,
+    /// When each peer last completed an authenticated handshake.
+    recent_peers: HashMap<IpAddr, Instant>,
+    init_rates: HashMap<IpAddr, RateWindow>,
     stats: Stats,
 }
 
@@ -409,8 +506,16 @@ impl<A: PeerAuthenticator> Endpoint<A> {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             unprotected_seen: HashSet::new(),
+            cookies: CookieChecker::new(),
+            recent_peers: HashMap::new(),
+            init_rates: HashMap::new(),
             stats: Stats::default(),
         }
+    }
+
+    /// Responder handshakes pending (answered inits waiting for a finish).
+    pub fn pending_responders(&self) -> usize {
+        self.responders.len()
     }
 
     /// The configuration.
@@ -585,10 +690,17 @@ impl<A: PeerAuthenticator> Endpoint<A> {
             .peers
             .get(&ip)
             .is_some_and(|p| p.initiating.is_some() || p.unconfirmed.is_some())
-            || self.responders.values().any(|r| r.peer == ip);
+            || self.responding_proven(ip);
         if !busy {
             self.start_handshake(now, ip);
         }
+    }
+
+    /// Whether a responder handshake with `ip` runs whose init proved
+    /// reachability (one that did not may be a spoofer's, and must not hold
+    /// off this side's own exchange).
+    fn responding_proven(&self, ip: IpAddr) -> bool {
+        self.responders.values().any(|r| r.peer == ip && r.proven)
     }
 
     fn alloc_index(&mut self) -> u32 {
@@ -612,7 +724,14 @@ impl<A: PeerAuthenticator> Endpoint<A> {
         let index = self.alloc_index();
         let seeds = HandshakeSeeds::draw(&mut self.rng);
         match Initiator::start(self.config.local_ip, ip, self.offered(), index, seeds) {
-            Ok((state, message)) => {
+            Ok((state, mut message)) => {
+                let cookie = self
+                    .peers
+                    .get(&ip)
+                    .and_then(|p| p.cookie.as_ref())
+                    .filter(|(_, at)| now.saturating_duration_since(*at) < COOKIE_SECRET_LIFETIME)
+                    .map(|(c, _)| c);
+                cookie::stamp_init(&mut message, ip, cookie);
                 self.transmits.push_back(Transmit {
                     destination: ip,
                     payload: message.clone(),
@@ -656,10 +775,10 @@ impl<A: PeerAuthenticator> Endpoint<A> {
             return match self.handle_handshake(now, source, datagram) {
                 Ok(()) => Ok(OpenOutput::Handshake),
                 Err(error) => {
-                    if matches!(error, HandshakeError::Wire(_)) {
-                        self.stats.malformed += 1;
-                    } else {
-                        self.stats.handshakes_failed += 1;
+                    match error {
+                        HandshakeError::Wire(_) => self.stats.malformed += 1,
+                        HandshakeError::RateLimited => self.stats.handshakes_rate_limited += 1,
+                        _ => self.stats.handshakes_failed += 1,
                     }
                     Err(Rejection::Handshake(error))
                 }
@@ -757,7 +876,24 @@ impl<A: PeerAuthenticator> Endpoint<A> {
                 initiator_index,
                 offered,
                 noise,
-            } => self.handle_init(now, source, initiator_index, offered, noise),
+                mac1,
+                mac2,
+            } => {
+                let init = Init {
+                    bytes: datagram,
+                    initiator_index,
+                    offered,
+                    noise,
+                    mac1,
+                    mac2,
+                };
+                self.handle_init(now, source, &init)
+            }
+            HandshakeRepr::CookieReply {
+                initiator_index,
+                nonce,
+                cookie,
+            } => self.handle_cookie_reply(now, source, initiator_index, &nonce, &cookie),
             HandshakeRepr::Response {
                 initiator_index,
                 responder_index,
@@ -771,19 +907,82 @@ impl<A: PeerAuthenticator> Endpoint<A> {
         }
     }
 
+    /// Whether `source` completed an authenticated handshake with us
+    /// recently or still has SAs with us.
+    fn is_known(&self, now: Instant, source: IpAddr) -> bool {
+        self.recent_peers
+            .get(&source)
+            .is_some_and(|at| now.saturating_duration_since(*at) < RECENT_PEER_MEMORY)
+            || self
+                .peers
+                .get(&source)
+                .is_some_and(|p| p.outbound.is_some() || !p.inbound_spis.is_empty())
+    }
+
+    /// Whether `source` may start another responder handshake in this
+    /// second; counts it if `take`.
+    fn rate_allows(&mut self, now: Instant, source: IpAddr, take: bool) -> bool {
+        let limit = self.config.max_inits_per_source_per_second;
+        if !self.init_rates.contains_key(&source) && self.init_rates.len() >= MAX_RATE_SOURCES {
+            self.init_rates
+                .retain(|_, w| now.saturating_duration_since(w.start) < RATE_WINDOW);
+            if self.init_rates.len() >= MAX_RATE_SOURCES {
+                return false;
+            }
+        }
+        let window = self.init_rates.entry(source).or_insert(RateWindow {
+            start: now,
+            count: 0,
+        });
+        if now.saturating_duration_since(window.start) >= RATE_WINDOW {
+            *window = RateWindow {
+                start: now,
+                count: 0,
+            };
+        }
+        let allowed = window.count < limit;
+        if allowed && take {
+            window.count += 1;
+        }
+        allowed
+    }
+
+    /// Answers `init` with a cookie reply and keeps no state.
+    fn send_cookie_reply(&mut self, now: Instant, source: IpAddr, init: &Init<'_>) {
+        let (nonce, cookie) =
+            self.cookies
+                .reply(now, &mut self.rng, self.config.local_ip, source, &init.mac1);
+        let mut payload = Vec::with_capacity(COOKIE_REPLY_LEN);
+        HandshakeRepr::CookieReply {
+            initiator_index: init.initiator_index,
+            nonce,
+            cookie,
+        }
+        .emit(&mut payload);
+        self.stats.cookie_replies_sent += 1;
+        self.transmits.push_back(Transmit {
+            destination: source,
+            payload,
+        });
+    }
+
     fn handle_init(
         &mut self,
         now: Instant,
         source: IpAddr,
-        initiator_index: u32,
-        offered: SuiteSet,
-        noise: &[u8],
+        init: &Init<'_>,
     ) -> Result<(), HandshakeError> {
+        // The parser guarantees room for the macs after a non-empty body.
+        let mac1_at = init.bytes.len() - INIT_MACS_LEN;
+        let mac2_at = mac1_at + MAC_LEN;
+        if !cookie::mac1_matches(self.config.local_ip, &init.bytes[..mac1_at], &init.mac1) {
+            return Err(HandshakeError::BadMac);
+        }
         // A retransmitted init: our response was lost.
         if let Some(pending) = self
             .responders
             .values()
-            .find(|r| r.peer == source && r.state.initiator_index == initiator_index)
+            .find(|r| r.peer == source && r.state.initiator_index == init.initiator_index)
         {
             let payload = pending.message.clone();
             self.transmits.push_back(Transmit {
@@ -794,29 +993,67 @@ impl<A: PeerAuthenticator> Endpoint<A> {
         }
         // Simultaneous initiation: the lower address's handshake wins
         // (compare RFC 7296 §2.8.1, which keeps one of two colliding SAs).
-        // The higher side answers but keeps its own initiator until the
-        // peer's handshake completes (`handle_finish`): an Init is
-        // unauthenticated, and one forged in the peer's name must not
-        // cancel a handshake in progress.
-        if self.config.local_ip < source
-            && self
-                .peers
-                .get(&source)
-                .is_some_and(|p| p.initiating.is_some())
-        {
+        // The higher side answers (once the init is proven) but keeps its
+        // own initiator until the peer's handshake completes
+        // (`handle_finish`): even a proven init is unauthenticated, and one
+        // in the peer's name must not cancel a handshake in progress.
+        let ours = self.peers.get(&source).and_then(|p| p.initiating);
+        if ours.is_some() && self.config.local_ip < source {
             return Ok(());
+        }
+        let proven = init.mac2 != [0; MAC_LEN]
+            && self.cookies.mac2_matches(
+                now,
+                &mut self.rng,
+                source,
+                &init.bytes[..mac2_at],
+                &init.mac2,
+            );
+        let from_source = self
+            .responders
+            .values()
+            .filter(|r| r.peer == source)
+            .count();
+        if !proven {
+            let want_cookie = self.responders.len() >= self.config.cookie_threshold
+                || (self.config.require_reachability && !self.is_known(now, source))
+                || ours.is_some()
+                || from_source >= self.config.max_pending_per_source
+                || !self.rate_allows(now, source, false);
+            if want_cookie {
+                self.send_cookie_reply(now, source, init);
+                return Ok(());
+            }
+        } else if from_source >= self.config.max_pending_per_source {
+            // A proven init may replace the oldest unproven one of its
+            // source (perhaps a spoofer's); otherwise the source is at its cap.
+            let oldest = self
+                .responders
+                .iter()
+                .filter(|(_, r)| r.peer == source && !r.proven)
+                .min_by_key(|(_, r)| r.created_at)
+                .map(|(index, _)| *index);
+            match oldest {
+                Some(index) => {
+                    self.responders.remove(&index);
+                }
+                None => return Err(HandshakeError::RateLimited),
+            }
         }
         if self.responders.len() >= self.config.max_pending_handshakes {
             return Err(HandshakeError::Busy);
+        }
+        if !self.rate_allows(now, source, true) {
+            return Err(HandshakeError::RateLimited);
         }
         let index = self.alloc_index();
         let seeds = HandshakeSeeds::draw(&mut self.rng);
         let (state, message) = Responder::respond(
             self.config.local_ip,
             source,
-            initiator_index,
-            offered,
-            noise,
+            init.initiator_index,
+            init.offered,
+            init.noise,
             &self.config.suites,
             index,
             &self.identity,
@@ -832,9 +1069,47 @@ impl<A: PeerAuthenticator> Endpoint<A> {
                 peer: source,
                 state,
                 message,
+                created_at: now,
                 give_up_at: now + self.config.handshake_timeout,
+                proven,
             },
         );
+        Ok(())
+    }
+
+    /// A cookie reply to one of our inits: keep the cookie and, if it is
+    /// new, send the init again with its MAC.
+    fn handle_cookie_reply(
+        &mut self,
+        now: Instant,
+        source: IpAddr,
+        initiator_index: u32,
+        nonce: &[u8; cookie::COOKIE_NONCE_LEN],
+        encrypted: &[u8; cookie::ENCRYPTED_COOKIE_LEN],
+    ) -> Result<(), HandshakeError> {
+        let pending = self
+            .initiators
+            .get_mut(&initiator_index)
+            .ok_or(HandshakeError::UnknownSession(initiator_index))?;
+        if pending.peer != source {
+            return Err(HandshakeError::WrongPeer);
+        }
+        let mac1_at = pending.message.len() - INIT_MACS_LEN;
+        let mac2_at = mac1_at + MAC_LEN;
+        let cookie =
+            cookie::open_reply(source, &pending.message[mac1_at..mac2_at], nonce, encrypted)
+                .ok_or(HandshakeError::BadCookie)?;
+        self.stats.cookies_received += 1;
+        // A replayed reply changes nothing and sends nothing.
+        if cookie.mac2(&pending.message[..mac2_at])[..] != pending.message[mac2_at..] {
+            cookie::stamp_init(&mut pending.message, source, Some(&cookie));
+            pending.retransmit_at = now + self.config.handshake_retransmit_timeout;
+            self.transmits.push_back(Transmit {
+                destination: source,
+                payload: pending.message.clone(),
+            });
+        }
+        self.peers.entry(source).or_default().cookie = Some((cookie, now));
         Ok(())
     }
 
@@ -988,6 +1263,9 @@ impl<A: PeerAuthenticator> Endpoint<A> {
         };
         let retransmit_at = now + config.handshake_retransmit_timeout;
         let give_up_at = now + config.handshake_timeout;
+        if self.recent_peers.len() < MAX_RECENT_PEERS || self.recent_peers.contains_key(&ip) {
+            self.recent_peers.insert(ip, now);
+        }
         let peer = self.peers.entry(ip).or_default();
         peer.certificate = Some(PeerCertificate {
             der: certificate,
@@ -1051,6 +1329,7 @@ impl<A: PeerAuthenticator> Endpoint<A> {
         for spi in &peer.inbound_spis {
             self.inbound.remove(spi);
         }
+        self.recent_peers.remove(&ip);
         self.initiators.retain(|_, p| p.peer != ip);
         self.responders.retain(|_, p| p.peer != ip);
         self.stats.queue_dropped += peer.queue.len() as u64;
@@ -1154,8 +1433,21 @@ impl<A: PeerAuthenticator> Endpoint<A> {
             .collect();
         for (index, ip) in expired {
             self.responders.remove(&index);
-            self.handshake_failed(ip, HandshakeError::Timeout);
+            // Packets queued for the peer belong to our own exchange: an
+            // init that never finished (perhaps spoofed) does not drop them.
+            self.stats.handshakes_failed += 1;
+            self.events.push_back(Event::HandshakeFailed {
+                peer: ip,
+                error: HandshakeError::Timeout,
+            });
+            if self.peers.get(&ip).is_some_and(|p| !p.queue.is_empty()) {
+                self.maybe_rekey(now, ip);
+            }
         }
+        self.recent_peers
+            .retain(|_, at| now.saturating_duration_since(*at) < RECENT_PEER_MEMORY);
+        self.init_rates
+            .retain(|_, w| now.saturating_duration_since(w.start) < RATE_WINDOW);
         // Certificates that expired tear their peer down.
         let expired: Vec<IpAddr> = self
             .peers
@@ -1227,7 +1519,7 @@ impl<A: PeerAuthenticator> Endpoint<A> {
             self.handshake_failed(ip, HandshakeError::Timeout);
         }
         for ip in rekey {
-            if !self.responders.values().any(|r| r.peer == ip) {
+            if !self.responding_proven(ip) {
                 self.start_handshake(now, ip);
             }
         }
@@ -1240,6 +1532,9 @@ impl<A: PeerAuthenticator> Endpoint<A> {
                 || !p.inbound_spis.is_empty()
                 || !p.queue.is_empty()
                 || responding.contains(ip)
+                || p.cookie.as_ref().is_some_and(|(_, at)| {
+                    now.saturating_duration_since(*at) < COOKIE_SECRET_LIFETIME
+                })
         });
     }
 }

@@ -130,6 +130,17 @@ pub enum HandshakeError {
     /// ([`Config::max_pending_handshakes`](crate::Config::max_pending_handshakes)).
     #[error("too many pending handshakes")]
     Busy,
+    /// An init's `mac1` is wrong: not made for this responder, or damaged.
+    #[error("init with a bad mac1")]
+    BadMac,
+    /// A cookie reply that does not decrypt for our init.
+    #[error("cookie reply does not match our init")]
+    BadCookie,
+    /// The source is over its per-source bounds
+    /// ([`Config::max_pending_per_source`](crate::Config::max_pending_per_source),
+    /// [`Config::max_inits_per_source_per_second`](crate::Config::max_inits_per_source_per_second)).
+    #[error("too many handshakes from this source")]
+    RateLimited,
 }
 
 /// Why a sealed packet received from a peer was dropped.

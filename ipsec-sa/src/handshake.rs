@@ -29,18 +29,25 @@
 //! Noise handshake state cannot be rolled back). An on-path attacker can
 //! thus abort an exchange, as it could by dropping packets; the next packet
 //! to the peer starts a new one. The responder does its DH and signature
-//! work before the initiator is authenticated; the number of such pending
-//! exchanges is capped ([`Config::max_pending_handshakes`]).
+//! work, and reveals its certificate, before the initiator is
+//! authenticated; the endpoint first asks for a cookie when under load or
+//! on first contact ([`crate::cookie`]), and caps pending exchanges in all
+//! and per source ([`Config::max_pending_handshakes`]).
+//!
+//! Seeds, the X25519 private key handed to snow, `Split()` outputs and the
+//! derived SA keys are wiped after use; snow 0.10 itself does not wipe its
+//! handshake state.
 //!
 //! [`Config::max_pending_handshakes`]: crate::Config::max_pending_handshakes
 
 use core::net::IpAddr;
 use std::time::SystemTime;
 
-use rand_chacha::ChaCha20Rng;
-use rand_chacha::rand_core::{Rng as _, SeedableRng as _};
+use chacha20::ChaCha20;
+use chacha20::cipher::{KeyIvInit as _, StreamCipher as _};
 use ring::hkdf;
 use snow::resolvers::{BoxedCryptoResolver, CryptoResolver, DefaultResolver, FallbackResolver};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::auth::{LocalIdentity, PeerAuthenticator, VerifiedPeer, verify_signature};
 use crate::error::{HandshakeError, WireError};
@@ -54,21 +61,29 @@ const SIGNATURE_LABEL: &[u8] = b"wow-ipsec-sa/1 auth";
 const KDF_LABEL: &[u8] = b"wow-ipsec-sa/1 sa keys";
 const NOISE_MAX: usize = 65_535;
 
-struct SeededRandom(ChaCha20Rng);
+/// A ChaCha20 keystream from a handshake seed (snow draws one X25519 key
+/// from it). The cipher state is wiped when snow drops it.
+struct SeededRandom(ChaCha20);
 
 impl snow::types::Random for SeededRandom {
     fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
-        self.0.fill_bytes(dest);
+        dest.fill(0);
+        self.0.apply_keystream(dest);
         Ok(())
     }
 }
 
 /// Gives snow a seeded RNG (for the ephemeral key) instead of the OS one.
+/// The seed is wiped on drop.
+#[derive(Zeroize, ZeroizeOnDrop)]
 struct SeededResolver([u8; 32]);
 
 impl CryptoResolver for SeededResolver {
     fn resolve_rng(&self) -> Option<Box<dyn snow::types::Random>> {
-        Some(Box::new(SeededRandom(ChaCha20Rng::from_seed(self.0))))
+        Some(Box::new(SeededRandom(ChaCha20::new(
+            (&self.0).into(),
+            (&[0u8; 12]).into(),
+        ))))
     }
     fn resolve_dh(&self, _: &snow::params::DHChoice) -> Option<Box<dyn snow::types::Dh>> {
         None
@@ -95,8 +110,9 @@ fn builder<'a>(seed: [u8; 32]) -> Result<snow::Builder<'a>, HandshakeError> {
     Ok(snow::Builder::with_resolver(params, resolver))
 }
 
-/// Fresh randomness for one handshake, drawn from the endpoint's seeded RNG.
-#[derive(Clone, Copy)]
+/// Fresh randomness for one handshake, drawn from the endpoint's source;
+/// wiped on drop.
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub(crate) struct HandshakeSeeds {
     pub static_key: [u8; 32],
     pub ephemeral: [u8; 32],
@@ -114,7 +130,7 @@ impl HandshakeSeeds {
     }
 }
 
-fn ip_bytes(ip: IpAddr) -> [u8; 17] {
+pub(crate) fn ip_bytes(ip: IpAddr) -> [u8; 17] {
     let mut out = [0u8; 17];
     match ip {
         IpAddr::V4(v4) => {
@@ -157,15 +173,17 @@ fn signed_message(role: u8, h: &[u8], static_key: &[u8], suite: Suite, index: u3
 }
 
 fn new_state(
-    seeds: HandshakeSeeds,
+    seeds: &HandshakeSeeds,
     prologue: &[u8],
     initiator: bool,
 ) -> Result<(snow::HandshakeState, Vec<u8>), HandshakeError> {
     let keypair = builder(seeds.static_key)?
         .generate_keypair()
         .map_err(|_| HandshakeError::Transcript)?;
+    let snow::Keypair { private, public } = keypair;
+    let private = Zeroizing::new(private);
     let builder = builder(seeds.ephemeral)?
-        .local_private_key(&keypair.private)
+        .local_private_key(&private)
         .and_then(|b| b.prologue(prologue))
         .map_err(|_| HandshakeError::Transcript)?;
     let state = if initiator {
@@ -173,10 +191,7 @@ fn new_state(
     } else {
         builder.build_responder()
     };
-    Ok((
-        state.map_err(|_| HandshakeError::Transcript)?,
-        keypair.public,
-    ))
+    Ok((state.map_err(|_| HandshakeError::Transcript)?, public))
 }
 
 /// Which end of the exchange this side was.
@@ -216,8 +231,10 @@ fn derive(hash: &[u8], key: &[u8], direction: u8, suite: Suite, spi: u32) -> SaK
     info.push(suite as u8);
     info.extend_from_slice(&spi.to_be_bytes());
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, hash).extract(key);
-    let mut out = [0u8; 36];
-    let filled = prk.expand(&[&info], Len).and_then(|okm| okm.fill(&mut out));
+    let mut out = Zeroizing::new([0u8; 36]);
+    let filled = prk
+        .expand(&[&info], Len)
+        .and_then(|okm| okm.fill(&mut out[..]));
     // 36 bytes is far below HKDF-SHA256's 255 * 32 limit.
     debug_assert!(filled.is_ok());
     let mut keys = SaKeys {
@@ -241,8 +258,9 @@ fn finish(
 ) -> Established {
     let hash = noise.get_handshake_hash().to_vec();
     let (i2r, r2i) = noise.dangerously_get_raw_split();
-    let to_responder = derive(&hash, &i2r, b'i', suite, responder_index);
-    let to_initiator = derive(&hash, &r2i, b'r', suite, initiator_index);
+    let (i2r, r2i) = (Zeroizing::new(i2r), Zeroizing::new(r2i));
+    let to_responder = derive(&hash, &i2r[..], b'i', suite, responder_index);
+    let to_initiator = derive(&hash, &r2i[..], b'r', suite, initiator_index);
     let (local_index, remote_index, inbound, outbound) = match role {
         Role::Initiator => (initiator_index, responder_index, to_initiator, to_responder),
         Role::Responder => (responder_index, initiator_index, to_responder, to_initiator),
@@ -317,16 +335,19 @@ impl Initiator {
         seeds: HandshakeSeeds,
     ) -> Result<(Initiator, Vec<u8>), HandshakeError> {
         let prologue = prologue(local_ip, peer_ip, offered, local_index);
-        let (mut noise, static_key) = new_state(seeds, &prologue, true)?;
+        let (mut noise, static_key) = new_state(&seeds, &prologue, true)?;
         let mut buf = vec![0u8; NOISE_MAX];
         let len = noise
             .write_message(&[], &mut buf)
             .map_err(|_| HandshakeError::Transcript)?;
         let mut out = Vec::new();
+        // The endpoint stamps mac1 and mac2 (crate::cookie).
         HandshakeRepr::Init {
             initiator_index: local_index,
             offered,
             noise: buf.get(..len).ok_or(HandshakeError::Transcript)?,
+            mac1: [0; 16],
+            mac2: [0; 16],
         }
         .emit(&mut out);
         Ok((
@@ -437,7 +458,7 @@ impl Responder {
             .find(|s| offered.contains(*s))
             .ok_or(HandshakeError::NoCommonSuite)?;
         let prologue = prologue(peer_ip, local_ip, offered, initiator_index);
-        let (mut noise, static_key) = new_state(seeds, &prologue, false)?;
+        let (mut noise, static_key) = new_state(&seeds, &prologue, false)?;
         let mut buf = vec![0u8; NOISE_MAX];
         let len = noise
             .read_message(noise_message, &mut buf)

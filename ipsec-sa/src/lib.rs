@@ -15,12 +15,23 @@
 //!   [`wire`]), and an anti-replay window of [`REPLAY_WINDOW`] packets;
 //! - rekeying by time and volume without loss (the old inbound SA drains),
 //!   and teardown when a peer's certificate is revoked or expires;
-//! - policy by netmask with a list of public hosts ([`Policy`]).
+//! - policy by netmask with a list of public hosts ([`Policy`]);
+//! - handshake denial-of-service defences ([`cookie`], and
+//!   [the endpoint docs](endpoint#handshake-denial-of-service)): WireGuard's
+//!   mac1/mac2 and cookie reply, used under load and, by default, for every
+//!   first contact, so that a responder keeps no state for, and sends its
+//!   certificate to no one but, whoever receives the claimed address's
+//!   traffic; per-source caps and rate limits;
+//! - key erasure: SA keys, Noise split outputs, handshake seeds and cookie
+//!   secrets are wiped (`zeroize`) when dropped. Keys inside `ring` and
+//!   `snow` are theirs to manage: `ring` holds only expanded AEAD keys, and
+//!   snow 0.10 does not wipe its handshake state.
 //!
 //! The crate does no I/O and reads no clock: bytes and `Instant`s go in;
-//! datagrams, events and deadlines come out of an [`Endpoint`]. Randomness
-//! comes from a caller-provided seed, except ECDSA signature nonces, which
-//! ring draws from the OS.
+//! datagrams, events and deadlines come out of an [`Endpoint`]. SPIs, Noise
+//! keys, cookie secrets and nonces come from the operating system
+//! ([`Endpoint::new`]), or from a seed in tests and simulators
+//! ([`Endpoint::new_with_insecure_seed`]).
 //!
 //! # Example
 //!
@@ -55,7 +66,9 @@
 //! let mut sealed = Vec::new();
 //! assert_eq!(a.seal(now, b_ip, b"ping", &mut sealed), Ok(SealOutput::HandshakeNeeded));
 //!
-//! // Shuttle datagrams until both sides are quiet (the network's job).
+//! // Shuttle datagrams until both sides are quiet (the network's job). On
+//! // this first contact B answers A's init with a cookie reply, then A's
+//! // repeated init with the real response.
 //! let mut delivered = Vec::new();
 //! let mut shuttle = |from: &mut Endpoint<_>, from_ip, to: &mut Endpoint<_>| {
 //!     let mut moved = false;
@@ -81,6 +94,7 @@
 
 pub mod auth;
 pub mod ca;
+pub mod cookie;
 pub mod endpoint;
 mod entropy;
 pub mod error;
@@ -98,3 +112,20 @@ pub use policy::{Action, Policy};
 pub use replay::REPLAY_WINDOW;
 pub use sa::{InboundSa, OutboundSa, SaKeys};
 pub use wire::{Suite, SuiteSet};
+
+#[cfg(test)]
+mod zeroize_test {
+    use zeroize::ZeroizeOnDrop;
+
+    fn wiped_on_drop<T: ZeroizeOnDrop>() {}
+
+    /// Every type that holds key material wipes it on drop (a compile-time
+    /// check: removing the derive breaks this test).
+    #[test]
+    fn key_material_is_zeroize_on_drop() {
+        wiped_on_drop::<crate::SaKeys>();
+        wiped_on_drop::<crate::cookie::Cookie>();
+        wiped_on_drop::<crate::cookie::CookieChecker>();
+        wiped_on_drop::<crate::handshake::HandshakeSeeds>();
+    }
+}

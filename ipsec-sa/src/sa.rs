@@ -12,8 +12,9 @@ use crate::error::{Rejection, SealError, WireError};
 use crate::replay::ReplayWindow;
 use crate::wire::{HEADER_LEN, MAX_PLAINTEXT_LEN, Packet, PacketRepr, Suite, TAG_LEN};
 
-/// Key bytes and nonce salt for one SA.
-#[derive(Clone)]
+/// Key bytes and nonce salt for one SA; wiped on drop. The SAs hand the
+/// key to `ring` and keep no copy of it (ring's key schedule is opaque).
+#[derive(Clone, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct SaKeys {
     /// The AEAD key.
     pub key: [u8; 32],

@@ -20,16 +20,22 @@
 //! +---------------+------+---------+-----------------------------------------------+
 //! | 0x00000000    | kind | version | kind-specific fields, then the Noise message |
 //! +---------------+------+---------+-----------------------------------------------+
-//!   init     (1): initiator index (u32) | offered suites (u8 bit set) | Noise msg 1
+//!   init     (1): initiator index (u32) | offered suites (u8 bit set) | Noise msg 1 | mac1 (16) | mac2 (16)
 //!   response (2): initiator index (u32) | responder index (u32)         | Noise msg 2
 //!   finish   (3): initiator index (u32) | responder index (u32)         | Noise msg 3
+//!   cookie   (4): initiator index (u32) | nonce (24) | encrypted cookie (16) and tag (16)
 //! ```
+//!
+//! An init's `mac1` and `mac2`, and the cookie reply (66 bytes in all),
+//! are described in [`crate::cookie`]. Version 1 had no macs and no cookie
+//! reply.
 //!
 //! The ciphertext carries the inner IP packet unchanged: no ESP padding or
 //! next-header trailer, since the payload is always an IP packet and the
 //! AEAD needs no block alignment. An empty payload is a keepalive
 //! (RFC 4303 §2.6 "dummy packet").
 
+use crate::cookie::{COOKIE_NONCE_LEN, ENCRYPTED_COOKIE_LEN, MAC_LEN};
 use crate::error::WireError;
 
 /// Length of the cleartext header of a data packet: SPI and sequence number.
@@ -41,11 +47,15 @@ pub const MIN_PACKET_LEN: usize = HEADER_LEN + TAG_LEN;
 /// Largest plaintext a data packet may carry (an IPv4/IPv6 packet).
 pub const MAX_PLAINTEXT_LEN: usize = 65_535;
 /// The protocol version carried in every handshake message.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest certificate a handshake payload may carry.
 pub const MAX_CERT_LEN: usize = 8_192;
 /// Largest signature a handshake payload may carry (DER ECDSA P-256 ≤ 72).
 pub const MAX_SIGNATURE_LEN: usize = 128;
+/// Length of the `mac1` and `mac2` fields that end every init.
+pub const INIT_MACS_LEN: usize = 2 * MAC_LEN;
+/// Length of a cookie reply.
+pub const COOKIE_REPLY_LEN: usize = field::COOKIE.end;
 
 mod field {
     use core::ops::{Range, RangeFrom};
@@ -61,6 +71,8 @@ mod field {
     pub const INIT_NOISE: RangeFrom<usize> = 11..;
     pub const RESPONDER_INDEX: Range<usize> = 10..14;
     pub const REPLY_NOISE: RangeFrom<usize> = 14..;
+    pub const NONCE: Range<usize> = 10..34;
+    pub const COOKIE: Range<usize> = 34..66;
 }
 
 /// An AEAD suite for the SAs (ESP transforms of RFC 4106 and RFC 7634).
@@ -272,6 +284,10 @@ pub enum HandshakeRepr<'a> {
         offered: SuiteSet,
         /// The Noise message.
         noise: &'a [u8],
+        /// MAC of everything before it, keyed by the responder's IP.
+        mac1: [u8; MAC_LEN],
+        /// MAC of everything before it, keyed by a cookie; zeros if none.
+        mac2: [u8; MAC_LEN],
     },
     /// Noise XX message 2 (`<- e, ee, s, es`), from the responder.
     Response {
@@ -291,11 +307,33 @@ pub enum HandshakeRepr<'a> {
         /// The Noise message.
         noise: &'a [u8],
     },
+    /// A responder under load, or one asking an unknown initiator to prove
+    /// that it receives traffic for its address, answers an init with a
+    /// cookie instead of Noise message 2 ([`crate::cookie`]).
+    CookieReply {
+        /// Echo of the initiator's index.
+        initiator_index: u32,
+        /// Random nonce for XChaCha20-Poly1305.
+        nonce: [u8; COOKIE_NONCE_LEN],
+        /// The cookie, encrypted, followed by the tag.
+        cookie: [u8; ENCRYPTED_COOKIE_LEN],
+    },
 }
 
 const KIND_INIT: u8 = 1;
 const KIND_RESPONSE: u8 = 2;
 const KIND_FINISH: u8 = 3;
+const KIND_COOKIE: u8 = 4;
+
+fn read_array<const N: usize>(
+    bytes: &[u8],
+    range: core::ops::Range<usize>,
+) -> Result<[u8; N], WireError> {
+    bytes
+        .get(range)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(WireError::Truncated)
+}
 
 fn check_index(index: u32) -> Result<u32, WireError> {
     if index < 256 {
@@ -316,7 +354,7 @@ impl<'a> HandshakeRepr<'a> {
         }
         let kind = bytes[field::KIND];
         let version = bytes[field::VERSION];
-        if !(KIND_INIT..=KIND_FINISH).contains(&kind) {
+        if !(KIND_INIT..=KIND_COOKIE).contains(&kind) {
             return Err(WireError::UnknownKind(kind));
         }
         if version != VERSION {
@@ -326,14 +364,27 @@ impl<'a> HandshakeRepr<'a> {
         if kind == KIND_INIT {
             let offered =
                 SuiteSet::from_bits(*bytes.get(field::OFFERED).ok_or(WireError::Truncated)?)?;
-            let noise = bytes.get(field::INIT_NOISE).ok_or(WireError::Truncated)?;
-            if noise.is_empty() {
-                return Err(WireError::Truncated);
-            }
+            let macs_at = bytes
+                .len()
+                .checked_sub(INIT_MACS_LEN)
+                .filter(|at| *at > field::INIT_NOISE.start)
+                .ok_or(WireError::Truncated)?;
             return Ok(HandshakeRepr::Init {
                 initiator_index,
                 offered,
-                noise,
+                noise: &bytes[field::INIT_NOISE.start..macs_at],
+                mac1: read_array(bytes, macs_at..macs_at + MAC_LEN)?,
+                mac2: read_array(bytes, macs_at + MAC_LEN..bytes.len())?,
+            });
+        }
+        if kind == KIND_COOKIE {
+            if bytes.len() > COOKIE_REPLY_LEN {
+                return Err(WireError::TrailingBytes);
+            }
+            return Ok(HandshakeRepr::CookieReply {
+                initiator_index,
+                nonce: read_array(bytes, field::NONCE)?,
+                cookie: read_array(bytes, field::COOKIE)?,
             });
         }
         let responder_index = check_index(read_u32(bytes, field::RESPONDER_INDEX)?)?;
@@ -356,19 +407,23 @@ impl<'a> HandshakeRepr<'a> {
         })
     }
 
-    /// The Noise bytes.
+    /// The Noise bytes (none in a cookie reply).
     pub fn noise(&self) -> &'a [u8] {
         match *self {
             HandshakeRepr::Init { noise, .. }
             | HandshakeRepr::Response { noise, .. }
             | HandshakeRepr::Finish { noise, .. } => noise,
+            HandshakeRepr::CookieReply { .. } => &[],
         }
     }
 
     /// Length of the emitted message.
     pub fn buffer_len(&self) -> usize {
         match self {
-            HandshakeRepr::Init { noise, .. } => field::INIT_NOISE.start + noise.len(),
+            HandshakeRepr::Init { noise, .. } => {
+                field::INIT_NOISE.start + noise.len() + INIT_MACS_LEN
+            }
+            HandshakeRepr::CookieReply { .. } => COOKIE_REPLY_LEN,
             HandshakeRepr::Response { noise, .. } | HandshakeRepr::Finish { noise, .. } => {
                 field::REPLY_NOISE.start + noise.len()
             }
@@ -384,11 +439,25 @@ impl<'a> HandshakeRepr<'a> {
                 initiator_index,
                 offered,
                 noise,
+                mac1,
+                mac2,
             } => {
                 out.extend_from_slice(&[KIND_INIT, VERSION]);
                 out.extend_from_slice(&initiator_index.to_be_bytes());
                 out.push(offered.bits());
                 out.extend_from_slice(noise);
+                out.extend_from_slice(&mac1);
+                out.extend_from_slice(&mac2);
+            }
+            HandshakeRepr::CookieReply {
+                initiator_index,
+                nonce,
+                cookie,
+            } => {
+                out.extend_from_slice(&[KIND_COOKIE, VERSION]);
+                out.extend_from_slice(&initiator_index.to_be_bytes());
+                out.extend_from_slice(&nonce);
+                out.extend_from_slice(&cookie);
             }
             HandshakeRepr::Response {
                 initiator_index,
@@ -548,6 +617,8 @@ mod test {
             initiator_index: 0x1000,
             offered: SuiteSet(3),
             noise: &[1; 32],
+            mac1: [2; 16],
+            mac2: [3; 16],
         }
         .emit(&mut out);
         assert!(is_handshake(&out));
@@ -569,13 +640,32 @@ mod test {
             HandshakeRepr::parse(&no_suite),
             Err(WireError::NoSuiteOffered)
         );
-        for len in 0..12 {
+        for len in 0..44 {
             assert_eq!(
                 HandshakeRepr::parse(&out[..len]),
                 Err(WireError::Truncated),
                 "{len}"
             );
         }
+    }
+
+    #[test]
+    fn cookie_reply_is_fixed_length() {
+        let repr = HandshakeRepr::CookieReply {
+            initiator_index: 0x1234_5678,
+            nonce: [5; 24],
+            cookie: [6; 32],
+        };
+        let mut out = Vec::new();
+        repr.emit(&mut out);
+        assert_eq!(out.len(), COOKIE_REPLY_LEN);
+        assert_eq!(out.len(), 66);
+        assert_eq!(HandshakeRepr::parse(&out), Ok(repr));
+        for len in 0..out.len() {
+            assert_eq!(HandshakeRepr::parse(&out[..len]), Err(WireError::Truncated));
+        }
+        out.push(0);
+        assert_eq!(HandshakeRepr::parse(&out), Err(WireError::TrailingBytes));
     }
 
     #[test]

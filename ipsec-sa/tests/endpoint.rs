@@ -367,11 +367,26 @@ fn key_not_matching_certificate_is_rejected() {
 
 #[test]
 fn suite_downgrade_is_detected() {
-    let (mut p, _ca) = Pair::new();
-    // An attacker strips AES-256-GCM from A's offer (byte 10 is the set).
-    p.filter = Box::new(|a_to_b, bytes| {
-        if a_to_b && bytes.len() > 10 && bytes[..6] == [0, 0, 0, 0, 1, 1] {
+    // B answers at once (no cookie round trip), so that the Noise
+    // transcript is what catches the downgrade.
+    let ca = TestCa::new();
+    let clock = Clock::new();
+    let (ca_cert, ca_key) = ca.issue(ip(A));
+    let (cb_cert, cb_key) = ca.issue(ip(B));
+    let mut config_b = config(B);
+    config_b.require_reachability = false;
+    let a = endpoint(config(A), &ca_cert, &ca_key, ca.authenticator(), &clock, 1);
+    let b = endpoint(config_b, &cb_cert, &cb_key, ca.authenticator(), &clock, 2);
+    let mut p = Pair::from_endpoints(clock, a, b);
+    let b_ip = ip(B);
+    // An attacker strips AES-256-GCM from A's offer (byte 10 is the set)
+    // and recomputes mac1, whose key is public.
+    p.filter = Box::new(move |a_to_b, bytes| {
+        if a_to_b && bytes.len() > 10 && bytes[..6] == [0, 0, 0, 0, 1, ipsec_sa::wire::VERSION] {
             bytes[10] = Suite::ChaCha20Poly1305.bit();
+            let at = bytes.len() - 32;
+            let mac1 = ipsec_sa::cookie::mac1(b_ip, &bytes[..at]);
+            bytes[at..at + 16].copy_from_slice(&mac1);
         }
         true
     });
@@ -540,6 +555,8 @@ fn policy_bypass_and_unprotected_drop() {
         initiator_index: 0x1234,
         offered: ipsec_sa::SuiteSet::from_suites(&[Suite::Aes256Gcm]),
         noise: &[0; 32],
+        mac1: [0; 16],
+        mac2: [0; 16],
     }
     .emit(&mut init);
     assert_eq!(
@@ -694,6 +711,12 @@ fn init_flood_is_bounded() {
     let (cb_cert, cb_key) = ca.issue(ip(B));
     let mut config_b = config(B);
     config_b.max_pending_handshakes = 4;
+    // The global cap alone: no cookies, no per-source bounds (the
+    // attack_* tests cover those).
+    config_b.require_reachability = false;
+    config_b.cookie_threshold = usize::MAX;
+    config_b.max_pending_per_source = usize::MAX;
+    config_b.max_inits_per_source_per_second = u32::MAX;
     let mut b = endpoint(config_b, &cb_cert, &cb_key, ca.authenticator(), &clock, 2);
     let now = clock.now();
     let mut results = Vec::new();

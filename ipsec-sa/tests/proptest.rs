@@ -37,10 +37,12 @@ proptest! {
         r in index(),
         bits in 1u8..4,
         noise in proptest::collection::vec(any::<u8>(), 1..300),
+        mac1 in any::<[u8; 16]>(),
+        mac2 in any::<[u8; 16]>(),
     ) {
         let offered = SuiteSet::from_bits(bits).unwrap();
         let repr = match kind {
-            0 => HandshakeRepr::Init { initiator_index: i, offered, noise: &noise },
+            0 => HandshakeRepr::Init { initiator_index: i, offered, noise: &noise, mac1, mac2 },
             1 => HandshakeRepr::Response { initiator_index: i, responder_index: r, noise: &noise },
             _ => HandshakeRepr::Finish { initiator_index: i, responder_index: r, noise: &noise },
         };
@@ -48,6 +50,28 @@ proptest! {
         repr.emit(&mut bytes);
         prop_assert_eq!(bytes.len(), repr.buffer_len());
         prop_assert_eq!(HandshakeRepr::parse(&bytes).unwrap(), repr);
+    }
+
+    /// The cookie reply (kind 4): a fixed 66 bytes that round-trip, and
+    /// any other length is refused.
+    #[test]
+    fn cookie_reply_round_trip(
+        i in index(),
+        nonce in any::<[u8; 24]>(),
+        cookie in any::<[u8; 32]>(),
+        cut in 0usize..66,
+        extra in proptest::collection::vec(any::<u8>(), 1..8),
+    ) {
+        let repr = HandshakeRepr::CookieReply { initiator_index: i, nonce, cookie };
+        let mut bytes = Vec::new();
+        repr.emit(&mut bytes);
+        prop_assert_eq!(bytes.len(), repr.buffer_len());
+        prop_assert_eq!(bytes.len(), ipsec_sa::wire::COOKIE_REPLY_LEN);
+        prop_assert_eq!(HandshakeRepr::parse(&bytes).unwrap(), repr);
+        prop_assert!(HandshakeRepr::parse(&bytes[..cut]).is_err());
+        let mut long = bytes.clone();
+        long.extend_from_slice(&extra);
+        prop_assert!(HandshakeRepr::parse(&long).is_err());
     }
 
     #[test]
