@@ -25,6 +25,7 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod alloc_count;
 pub mod smoltcp_device;
 
 use std::ffi::OsStr;
