@@ -6,16 +6,24 @@
 //! made it, so what other threads of the test process allocate meanwhile
 //! (other tests, the test harness) is never counted.
 //!
-//! ```ignore
+//! ```rust,standalone_crate
 //! use wow_test_hosts::alloc_count::{CountingAlloc, Region};
 //!
 //! #[global_allocator]
 //! static GLOBAL: CountingAlloc = CountingAlloc;
 //!
-//! let region = Region::new();
-//! hot_path();
-//! let stats = region.change();
-//! assert_eq!(stats.allocations, 0, "{stats:?}");
+//! fn main() {
+//!     let numbers = vec![3u64, 1, 2];
+//!     let region = Region::new();
+//!     let sum: u64 = numbers.iter().sum();
+//!     let stats = region.change();
+//!     assert_eq!(stats.allocations, 0, "{stats:?}");
+//!
+//!     let region = Region::new();
+//!     let copy = std::hint::black_box(numbers.clone());
+//!     assert_eq!(region.change().allocations, 1);
+//!     assert_eq!((sum, copy.len()), (6, 3));
+//! }
 //! ```
 // The one place of the workspace with unsafe code: a `GlobalAlloc` can only
 // be written with it. Every method forwards to `System` unchanged.
