@@ -6,7 +6,8 @@
 #
 #   scripts/flake-hunt.sh [RUNS]      (default 10)
 #
-# Run as root with WOW_REQUIRE_ALL=1 so that nothing skips. LOAD=0 runs
+# Run as root with WOW_REQUIRE_ALL=1 so that nothing skips (an #[ignore]d
+# test then counts as a failure too). LOAD=0 runs
 # without the parallel build. Logs of every run are kept in LOG_DIR (default
 # a fresh directory under /tmp, printed at the start). Exits non-zero when a
 # run failed.
@@ -56,6 +57,9 @@ if [[ ${LOAD:-1} != 0 ]]; then
   echo "load: cargo build --workspace in $load_dir (process group $load_pid)"
 fi
 
+# Under WOW_REQUIRE_ALL=1 an #[ignore]d test is a skip too, so a failure.
+strict=0
+[[ ${WOW_REQUIRE_ALL:-} == 1 ]] && strict=1
 declare -A failed_count=()
 failed_runs=0
 for ((i = 1; i <= runs; i++)); do
@@ -66,13 +70,17 @@ for ((i = 1; i <= runs; i++)); do
   secs=$(($(date +%s) - t0))
   # Failed tests as "BINARY::TEST"; a binary that died without naming a
   # test (a crash, a signal) appears by its cargo rerun line.
-  mapfile -t failures < <(awk '
+  mapfile -t failures < <(awk -v strict="$strict" '
     FNR == NR { name[$1] = $2 " " $3 " " $4; next }
     /^ *Running / { exe = $NF; gsub(/[()]/, "", exe); n = split(exe, p, "/"); bin = name[p[n]]; if (bin == "") bin = $2 }
     /^test .* \.\.\. FAILED$/ { sub(/^test /, ""); sub(/ \.\.\. FAILED$/, ""); print bin "::" $0 }
+    /^test .* \.\.\. ignored/ && strict { sub(/^test /, ""); sub(/ \.\.\. ignored.*$/, ""); print "ignored " bin "::" $0 }
     /^error: test failed, to rerun pass/ { sub(/.*to rerun pass /, ""); print "binary " $0 }
     /^    `-p .*`$/ { sub(/^ +/, ""); print "binary " $0 }
   ' "$log_dir/binaries" "$log" | sort -u)
+  if ((rc == 0 && ${#failures[@]} > 0)); then
+    rc=1
+  fi
   if ((rc == 0)); then
     echo "run $i: PASS (${secs}s)"
   else
