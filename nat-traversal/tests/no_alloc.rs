@@ -1,11 +1,10 @@
 //! The TURN channel data path allocates nothing once the channel is bound,
-//! counted with an instrumented global allocator: 1,000 packets written
+//! counted per thread by `wow_test_hosts::alloc_count`: 1,000 packets written
 //! with `send_into`, relayed by a fake TURN server to a peer that answers,
 //! and the answers read back with `handle_channel_data`; and 1,000 Send
 //! indications written by `send_into` to a peer without a channel.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::alloc::System;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -13,10 +12,10 @@ use std::time::Instant;
 use nat_traversal::turn::{TurnClient, TurnConfig, TurnEvent};
 use nat_traversal::wire::channel_data::{Packet as ChannelDataPacket, Repr as ChannelDataRepr};
 use nat_traversal::wire::stun::{Attribute, Class, Method, Repr};
-use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use wow_test_hosts::alloc_count::{CountingAlloc, Region};
 
 #[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 const PACKETS: u32 = 1000;
 const PAYLOAD_LEN: usize = 1200;
@@ -82,7 +81,7 @@ fn channel_data_path_allocates_nothing() {
     let mut to_client = [0u8; 2048];
     let mut data = [0u8; PAYLOAD_LEN];
     let mut answered = 0u32;
-    let region = Region::new(GLOBAL);
+    let region = Region::new();
     for seq in 0..PACKETS {
         payload(seq, &mut data);
         let (dest, n) = client.send_into(peer, &data, &mut to_server).unwrap();
@@ -115,7 +114,7 @@ fn channel_data_path_allocates_nothing() {
     // Before a peer has a channel, send_into writes Send indications,
     // also without allocating.
     let unbound: SocketAddr = "203.0.113.6:7000".parse().unwrap();
-    let region = Region::new(GLOBAL);
+    let region = Region::new();
     for seq in 0..PACKETS {
         payload(seq, &mut data);
         let (_, n) = client.send_into(unbound, &data, &mut to_server).unwrap();
@@ -137,7 +136,7 @@ fn channel_data_path_allocates_nothing() {
     );
 
     // The counter does see the queued indication path's copies.
-    let region = Region::new(GLOBAL);
+    let region = Region::new();
     client.send(peer, &data).unwrap();
     assert!(region.change().allocations > 0);
 }

@@ -1,23 +1,19 @@
-//! The data path allocates nothing in the steady state, counted with an
-//! instrumented global allocator: packets sent with `send_slice`, encoded
-//! with `poll_transmit_into`, decoded by `handle_input`, forwarded by
-//! relays, delivered and given back with `recycle`. The tests in this
-//! binary take turns (`SERIAL`), so no other test allocates meanwhile.
+//! The data path allocates nothing in the steady state, counted per thread
+//! by `wow_test_hosts::alloc_count` (so the tests may run in parallel):
+//! packets sent with `send_slice`, encoded with `poll_transmit_into`,
+//! decoded by `handle_input`, forwarded by relays, delivered and given back
+//! with `recycle`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::alloc::System;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use overlay_core::wire::{MAX_DATA_MESSAGE_LEN, MAX_MESSAGE_LEN};
 use overlay_core::{Address, Config, Event, Node};
-use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use wow_test_hosts::alloc_count::{CountingAlloc, Region};
 
 #[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-static SERIAL: Mutex<()> = Mutex::new(());
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 const A: usize = 0;
 const B: usize = 1;
@@ -170,7 +166,6 @@ fn a_c_pair(seq: u32) -> (usize, usize) {
 
 #[test]
 fn relayed_data_path_does_not_allocate() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut now = Instant::now();
     let mut nodes: Vec<Node> = (0..3)
         .map(|i| {
@@ -223,7 +218,7 @@ fn relayed_data_path_does_not_allocate() {
     // Only data messages from here; a buffer that holds the largest.
     let data_buf = &mut buf[..MAX_DATA_MESSAGE_LEN];
     let mut tally = Tally::default();
-    let region = Region::new(GLOBAL);
+    let region = Region::new();
     exchange(
         &mut nodes,
         a_c_blocked,
@@ -257,7 +252,6 @@ fn ring_pair(seq: u32) -> (usize, usize) {
 
 #[test]
 fn ring_data_path_does_not_allocate() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut now = Instant::now();
     let mut buf = vec![0u8; MAX_MESSAGE_LEN];
     // Lookahead routing on a 16-node ring (links per node are capped well
@@ -313,7 +307,7 @@ fn ring_data_path_does_not_allocate() {
 
     let data_buf = &mut buf[..MAX_DATA_MESSAGE_LEN];
     let mut tally = Tally::default();
-    let region = Region::new(GLOBAL);
+    let region = Region::new();
     exchange(
         &mut nodes,
         all_reachable,

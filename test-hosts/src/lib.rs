@@ -8,7 +8,9 @@
 //! process and per call, so tests running in parallel never collide.
 //!
 //! Tests call [`require`] first: it returns `false` (and prints the reason)
-//! when the test cannot run here, for example when not root.
+//! when the test cannot run here, for example when not root. With
+//! `WOW_REQUIRE_ALL=1` (set by `.ci/run`) every skip, here or through
+//! [`skip`], is a failure instead.
 //!
 //! ```no_run
 //! use wow_test_hosts::{require, Netns};
@@ -25,6 +27,7 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod alloc_count;
 pub mod smoltcp_device;
 
 use std::ffi::OsStr;
@@ -76,12 +79,29 @@ pub fn find_tool(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Whether a skip must fail instead: `WOW_REQUIRE_ALL=1` is set (as CI
+/// sets it), or its older name `WOW_REQUIRE_NETNS=1`.
+pub fn skips_forbidden() -> bool {
+    ["WOW_REQUIRE_ALL", "WOW_REQUIRE_NETNS"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|v| v == "1"))
+}
+
+/// Skip `test` (or a part of it) for `reason`: prints `skipping TEST:
+/// REASON`, or panics when [`skips_forbidden`], so a machine that silently
+/// lost a capability fails loudly. Every skip in the suite goes through here.
+pub fn skip(test: &str, reason: &str) {
+    if skips_forbidden() {
+        panic!("{test}: {reason} (WOW_REQUIRE_ALL=1: nothing may skip)");
+    }
+    eprintln!("skipping {test}: {reason}");
+}
+
 /// Decide whether a namespace test can run here.
 ///
 /// Returns `true` when the process is root, `ip netns` works, and every tool
-/// in `tools` is installed. Otherwise prints `skipping TEST: REASON` and
-/// returns `false`. Set `WOW_REQUIRE_NETNS=1` (as CI does) to turn a skip into
-/// a panic, so a CI machine that silently lost a capability fails loudly.
+/// in `tools` is installed. Otherwise [`skip`]s (prints `skipping TEST:
+/// REASON`, or panics under `WOW_REQUIRE_ALL=1`) and returns `false`.
 pub fn require(test: &str, tools: &[&str]) -> bool {
     let reason = if !is_root() {
         Some("needs root for network namespaces".to_string())
@@ -96,10 +116,7 @@ pub fn require(test: &str, tools: &[&str]) -> bool {
     match reason {
         None => true,
         Some(reason) => {
-            if std::env::var_os("WOW_REQUIRE_NETNS").is_some_and(|v| v == "1") {
-                panic!("{test}: {reason} (WOW_REQUIRE_NETNS=1)");
-            }
-            eprintln!("skipping {test}: {reason}");
+            skip(test, &reason);
             false
         }
     }

@@ -2,24 +2,23 @@
 //! memory, guests leased by DHCP (smoltcp clients), certified by a CA,
 //! security associations up; then guest packets cross the overlay both
 //! ways — TAP frame in, sealed, overlay-routed, UDP datagram out, UDP
-//! datagram in, opened, TAP frame out — under an instrumented global
-//! allocator. The only test in this binary, so nothing else allocates
-//! meanwhile.
+//! datagram in, opened, TAP frame out — counted per thread by
+//! `wow_test_hosts::alloc_count`, so what other threads of the process
+//! allocate meanwhile is not counted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::alloc::System;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime};
 
-use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use support::{Node, exchange, smol};
 use wow_node::demo;
 use wow_node::guest::Guest;
+use wow_test_hosts::alloc_count::{CountingAlloc, Region};
 
 mod support;
 
 #[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 /// An Ethernet/IPv4/UDP frame from `src` to `dst` numbered `n`.
 fn frame(mac: [u8; 6], gateway: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, n: u32) -> Vec<u8> {
@@ -125,7 +124,7 @@ fn forwarding_guest_packets_allocates_nothing() {
         };
     // Warm-up: queues, maps and pools reach their working size.
     run(&mut cores, 0..PACKETS, &mut received);
-    let region = Region::new(GLOBAL);
+    let region = Region::new();
     run(&mut cores, PACKETS..2 * PACKETS, &mut received);
     let stats = region.change();
 

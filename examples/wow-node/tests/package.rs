@@ -364,7 +364,7 @@ fn verify_unit(unit: &str, binary: &Path) {
         .output()
         .is_err()
     {
-        eprintln!("skipping the unit check: no systemd-analyze");
+        wow_test_hosts::skip("the unit check", "`systemd-analyze` is not installed");
         return;
     }
     let dir = TempDir::new("unit").unwrap();
