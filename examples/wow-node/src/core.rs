@@ -419,15 +419,15 @@ impl<S: LeaseStore> Core<S> {
         now: Instant,
         unix_secs: u64,
     ) -> Result<Self, CoreError> {
-        let (a, l) = (address, leases);
+        let randomness = Randomness::Os;
         Core::build(
             settings,
             overlay_config,
-            a,
-            l,
+            address,
+            leases,
             now,
             unix_secs,
-            Randomness::Os,
+            randomness,
         )
     }
 
@@ -442,8 +442,16 @@ impl<S: LeaseStore> Core<S> {
         unix_secs: u64,
         seed: u64,
     ) -> Result<Self, CoreError> {
-        let (a, l, r) = (address, leases, Randomness::InsecureSeed(seed));
-        Core::build(settings, overlay_config, a, l, now, unix_secs, r)
+        let randomness = Randomness::InsecureSeed(seed);
+        Core::build(
+            settings,
+            overlay_config,
+            address,
+            leases,
+            now,
+            unix_secs,
+            randomness,
+        )
     }
 
     fn build(

@@ -85,21 +85,15 @@ fn certified_pair() -> Net {
         })
         .collect();
     let mut buf = vec![0u8; 16384];
-    let mut lines = Vec::new();
-    let mut addrs: [Option<Ipv4Addr>; 2] = [None, None];
-    let mut now = base;
-    while !(guests.iter().all(Guest::finished) && addrs.iter().all(Option::is_some)) {
-        assert!(now < base + Duration::from_secs(120), "setup timed out");
-        now += Duration::from_millis(2);
-        for (i, core) in cores.iter_mut().enumerate() {
-            if core.poll_timeout().is_some_and(|t| t <= now) {
-                core.handle_timeout(now, SystemTime::now());
-            }
-            guests[i].exchange(core, now, smol(base, now), &mut lines);
-            support::certify_first_lease(core, &mut ca, &ca_der, now, &mut addrs[i]);
-        }
-        exchange(&mut cores, &endpoints, now, &mut buf);
-    }
+    let (now, addrs) = support::bring_up(
+        &mut cores,
+        &endpoints,
+        &mut guests,
+        &mut ca,
+        &ca_der,
+        base,
+        &mut buf,
+    );
     for core in &mut cores {
         while core.poll_tap_frame().is_some() {}
         while core.poll_event().is_some() {}
@@ -107,7 +101,7 @@ fn certified_pair() -> Net {
     Net {
         cores,
         endpoints,
-        addrs: [addrs[0].unwrap(), addrs[1].unwrap()],
+        addrs: [addrs[0], addrs[1]],
         now,
         buf,
     }

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use support::{Node, exchange, smol};
 use wow_node::demo;
@@ -62,21 +62,15 @@ fn forwarding_guest_packets_allocates_nothing() {
     // Setup, in simulated time: join, leases, certificates, the guests'
     // DNS/ping/TCP script (which brings routes and SAs up).
     let mut buf = vec![0u8; 16384];
-    let mut lines = Vec::new();
-    let mut addrs: [Option<Ipv4Addr>; 2] = [None, None];
-    let mut now = base;
-    while !(guests.iter().all(Guest::finished) && addrs.iter().all(Option::is_some)) {
-        assert!(now < base + Duration::from_secs(120), "setup timed out");
-        now += Duration::from_millis(2);
-        for (i, core) in cores.iter_mut().enumerate() {
-            if core.poll_timeout().is_some_and(|t| t <= now) {
-                core.handle_timeout(now, SystemTime::now());
-            }
-            guests[i].exchange(core, now, smol(base, now), &mut lines);
-            support::certify_first_lease(core, &mut ca, &ca_der, now, &mut addrs[i]);
-        }
-        exchange(&mut cores, &endpoints, now, &mut buf);
-    }
+    let (now, addrs) = support::bring_up(
+        &mut cores,
+        &endpoints,
+        &mut guests,
+        &mut ca,
+        &ca_der,
+        base,
+        &mut buf,
+    );
     for (i, g) in guests.iter().enumerate() {
         assert!(
             g.report.replies > 0 && g.report.receive_done,
@@ -89,7 +83,6 @@ fn forwarding_guest_packets_allocates_nothing() {
     for core in &mut cores {
         while core.poll_tap_frame().is_some() {}
     }
-    let addrs = [addrs[0].unwrap(), addrs[1].unwrap()];
     assert!(cores[0].sa_count() > 0 && cores[1].sa_count() > 0);
     let gateway = demo::settings().gateway_mac;
 

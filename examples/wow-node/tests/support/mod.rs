@@ -2,13 +2,14 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use dhcp_virt::MemoryStore;
 use ipsec_ca::{Ca, CaIdentity, KeyType, MemStore, NodeKey, NodeRequest, Policy};
 use overlay_core::Address;
 use wow_node::core::{Core, CoreEvent, Credentials};
 use wow_node::demo;
+use wow_node::guest::Guest;
 
 /// A core with an in-memory lease store.
 pub type Node = Core<MemoryStore>;
@@ -122,4 +123,36 @@ pub fn certify_first_lease(
             *certified = Some(addr);
         }
     }
+}
+
+/// Runs the guests' script (DNS, ping, TCP, which brings routes and SAs
+/// up) on `cores` in simulated time from `base`, each core's first lease
+/// certified by `ca`, until every guest has finished and every core is
+/// certified (at most two simulated minutes). Returns the time then and
+/// the certified addresses, in the cores' order.
+pub fn bring_up(
+    cores: &mut [Node],
+    endpoints: &[SocketAddr],
+    guests: &mut [Guest],
+    ca: &mut Ca<MemStore>,
+    ca_der: &[u8],
+    base: Instant,
+    buf: &mut [u8],
+) -> (Instant, Vec<Ipv4Addr>) {
+    let mut lines = Vec::new();
+    let mut addrs: Vec<Option<Ipv4Addr>> = vec![None; cores.len()];
+    let mut now = base;
+    while !(guests.iter().all(Guest::finished) && addrs.iter().all(Option::is_some)) {
+        assert!(now < base + Duration::from_secs(120), "setup timed out");
+        now += Duration::from_millis(2);
+        for (i, core) in cores.iter_mut().enumerate() {
+            if core.poll_timeout().is_some_and(|t| t <= now) {
+                core.handle_timeout(now, SystemTime::now());
+            }
+            guests[i].exchange(core, now, smol(base, now), &mut lines);
+            certify_first_lease(core, ca, ca_der, now, &mut addrs[i]);
+        }
+        exchange(cores, endpoints, now, buf);
+    }
+    (now, addrs.into_iter().flatten().collect())
 }
