@@ -11,6 +11,7 @@
 # Usage (root): examples/wow-node/scripts/bench.sh [peer modes...]
 #   default peer modes: raw wg nebula   (see dataplane.sh; missing peers are skipped)
 # Env: DUR=10 (seconds per iperf3 run), INSECURE=1 (wow-node without SAs),
+#      WOW_BIN=path (use this wow-node binary instead of building one),
 #      MTU=N (guest MTU override, e.g. 8192: datagrams are IP-fragmented on the
 #      1500-byte veth; default: derived from the underlay, 1384)
 set -eu
@@ -23,9 +24,14 @@ MODES=("$@"); [ ${#MODES[@]} -gt 0 ] || MODES=(raw wg nebula)
 [ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
 for c in ip iperf3 jq dhclient ping; do command -v $c >/dev/null || { echo "missing $c" >&2; exit 1; }; done
 
-echo "== building wow-node (release)"
-(cd "$ROOT" && cargo build --release -p wow-node 2>&1 | tail -1)
-BIN=$ROOT/target/release/wow-node
+if [ -n "${WOW_BIN:-}" ]; then
+  BIN=$WOW_BIN   # a prebuilt binary, e.g. an earlier revision for a before/after run
+  echo "== wow-node: $BIN"
+else
+  echo "== building wow-node (release)"
+  (cd "$ROOT" && cargo build --release -p wow-node 2>&1 | tail -1)
+  BIN=$ROOT/target/release/wow-node
+fi
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 
