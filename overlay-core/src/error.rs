@@ -85,6 +85,18 @@ pub enum NodeError {
         /// The limit.
         max: usize,
     },
+    /// The record credential is longer than
+    /// [`MAX_CREDENTIAL_LEN`](crate::wire::MAX_CREDENTIAL_LEN).
+    #[error("credential is {len} bytes, limit {max}")]
+    CredentialTooLong {
+        /// Credential length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The record signer could not sign.
+    #[error("the record signer failed")]
+    SignerFailed,
     /// The data payload is longer than [`MAX_DATA_LEN`](crate::wire::MAX_DATA_LEN).
     #[error("payload is {len} bytes, limit {max}")]
     PayloadTooLong {

@@ -7,7 +7,8 @@
 //! exchanges much traffic with. Messages are routed greedily with one-step
 //! lookahead over the peers' own connection lists ([`routing`]), in *exact*
 //! mode (to one address) or *closest* mode (to the node nearest an address,
-//! which is how the [`dht`] finds the node responsible for a key). The
+//! which is how the [`dht`] finds the node responsible for a key; its
+//! values are signed [`record`]s that only their writer can change). The
 //! binary format is documented in [`wire`].
 //!
 //! The crate does no I/O and reads no clock: [`Node`] takes bytes (or
@@ -52,6 +53,7 @@ pub mod dht;
 pub mod error;
 pub mod node;
 pub mod pool;
+pub mod record;
 pub mod routing;
 pub mod sim;
 pub mod table;
@@ -64,4 +66,5 @@ pub use node::{
     Transmit,
 };
 pub use pool::BufferPool;
+pub use record::{KeySigner, KeyType, RecordPolicy, RecordSigner, WriterKey};
 pub use wire::{Message, Mode, Roles};

@@ -65,14 +65,19 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
 use crate::address::{Address, Distance};
-use crate::dht::{DhtStore, Insert};
+use crate::dht::{DhtStore, Quotas};
 use crate::error::NodeError;
 use crate::pool::BufferPool;
+use crate::record::{
+    AcceptSigned, KeySigner, PolicyStage, RecordPolicy, RecordRejection, RecordRejections,
+    RecordSigner,
+};
 use crate::routing::{NextHop, next_hop};
 use crate::table::{Connection, ConnectionTable};
 use crate::wire::{
-    CloseReason, DhtOp, DhtStatus, LinkReply, LinkRequest, LinkStatus, MAX_DATA_LEN, MAX_KEY_LEN,
-    MAX_RECORDS, MAX_VALUE_LEN, Message, Mode, Neighbor, Payload, Record, Roles, Routed,
+    CloseReason, DhtOp, DhtRequest, DhtStatus, LinkReply, LinkRequest, LinkStatus,
+    MAX_CREDENTIAL_LEN, MAX_DATA_LEN, MAX_DHT_STORE_LEN, MAX_KEY_LEN, MAX_RECORDS, MAX_VALUE_LEN,
+    Message, Mode, Neighbor, Payload, Record, Replica, Roles, Routed,
 };
 
 /// Peers whose data traffic is counted for demand shortcuts.
@@ -141,6 +146,16 @@ pub struct Config {
     /// records handed off by the previous responsible node have arrived;
     /// creates also wait a quarter of it after arriving.
     pub dht_settle_duration: Duration,
+    /// Limits of this node's DHT store: keys and bytes per writer, slots
+    /// and bytes in all. A write over them gets
+    /// [`DhtStatus::QuotaExceeded`] and changes nothing.
+    pub dht_quotas: Quotas,
+    /// Most DHT requests from one source address waiting to be decided
+    /// (creates, and gets while the near set settles); more are answered
+    /// with [`DhtStatus::QuotaExceeded`].
+    pub dht_max_pending_per_peer: usize,
+    /// Most DHT requests waiting to be decided, from all sources.
+    pub dht_max_pending: usize,
     /// Emit [`Event::Forwarded`] for each forwarded message.
     pub forward_events: bool,
     /// Hold the first link request to a known peer until the NAT-traversal
@@ -187,6 +202,9 @@ impl Default for Config {
             dht_max_ttl: Duration::from_secs(24 * 3600),
             dht_republish_duration: Duration::from_secs(30),
             dht_settle_duration: Duration::from_secs(2),
+            dht_quotas: Quotas::default(),
+            dht_max_pending_per_peer: 32,
+            dht_max_pending: 1024,
             forward_events: false,
             defer_links_to_punch: false,
             pool_buffers: 32,
@@ -259,8 +277,14 @@ pub enum DhtOutcome {
     Exists(Vec<Vec<u8>>),
     /// The key is full.
     Full,
-    /// Rejected by the responsible node.
+    /// Rejected by the responsible node (bad signature, or refused by its
+    /// record policy).
     Rejected,
+    /// This node already holds a newer record under the key at the
+    /// responsible node (see [`crate::record`]).
+    Stale,
+    /// The responsible node is at a quota for this writer or in all.
+    QuotaExceeded,
     /// No answer after all attempts.
     Failed,
 }
@@ -340,8 +364,11 @@ pub enum Event {
         id: u64,
         /// The operation.
         op: DhtOp,
-        /// Its outcome.
+        /// Its outcome; the values are those of `records`.
         outcome: DhtOutcome,
+        /// The records behind the outcome's values, with their writers and
+        /// credentials, each verified and accepted by the record policy.
+        records: Vec<Record>,
     },
     /// A demand shortcut was requested toward a busy peer.
     DemandShortcut {
@@ -366,6 +393,14 @@ pub struct Stats {
     /// Messages [`Node::poll_transmit_into`] skipped because they did not
     /// fit the caller's buffer.
     pub transmits_skipped: u64,
+    /// DHT records dropped (not stored, not returned), by reason.
+    pub records_rejected: RecordRejections,
+    /// DHT and echo replies whose id matched no pending request of ours
+    /// (forged, or late), or that came from another node than the one
+    /// asked; dropped.
+    pub unmatched_replies: u64,
+    /// DHT requests refused because too many were waiting to be decided.
+    pub dht_requests_refused: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -412,12 +447,27 @@ struct PendingRequest {
 struct PendingDht {
     source: Address,
     id: u64,
-    op: DhtOp,
-    ttl_secs: u32,
-    key: Vec<u8>,
-    value: Vec<u8>,
+    request: Box<DhtRequest>,
     hops: u8,
     decide_at: Instant,
+}
+
+/// The node's record signer (boxed; `Debug` shows only the writer).
+struct Signer(Box<dyn RecordSigner>);
+
+impl core::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_tuple("Signer").field(&self.0.writer()).finish()
+    }
+}
+
+/// The node's record policy (boxed).
+struct Policy(Box<dyn RecordPolicy>);
+
+impl core::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Policy")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -467,7 +517,11 @@ pub struct Node<I: Identity = OpenIdentity> {
     left: bool,
     neighbors_dirty: bool,
     size_estimate: f64,
-    next_id: u64,
+    /// Request ids and the default record key; seeded like `rng`.
+    id_rng: ChaCha8Rng,
+    signer: Option<Signer>,
+    policy: Policy,
+    credential: Vec<u8>,
     stats: Stats,
 }
 
@@ -503,10 +557,20 @@ impl<I: Identity> Node<I> {
     /// If the operating system's random source fails.
     pub fn with_identity(config: Config, address: Address, identity: I, now: Instant) -> Node<I> {
         let mut seed = [0u8; 32];
-        if let Err(e) = getrandom::fill(&mut seed) {
-            panic!("the operating system's random source failed: {e}");
+        let mut id_seed = [0u8; 32];
+        for s in [&mut seed, &mut id_seed] {
+            if let Err(e) = getrandom::fill(s) {
+                panic!("the operating system's random source failed: {e}");
+            }
         }
-        Node::build(config, address, identity, now, ChaCha8Rng::from_seed(seed))
+        Node::build(
+            config,
+            address,
+            identity,
+            now,
+            ChaCha8Rng::from_seed(seed),
+            Some(ChaCha8Rng::from_seed(id_seed)),
+        )
     }
 
     /// [`Node::with_identity`] with **predictable** randomness from `seed`,
@@ -524,6 +588,7 @@ impl<I: Identity> Node<I> {
             identity,
             now,
             ChaCha8Rng::seed_from_u64(seed),
+            None,
         )
     }
 
@@ -533,6 +598,7 @@ impl<I: Identity> Node<I> {
         identity: I,
         now: Instant,
         mut rng: ChaCha8Rng,
+        id_rng: Option<ChaCha8Rng>,
     ) -> Node<I> {
         let tick = config.tick_duration.max(Duration::from_millis(1));
         // Spread the ticks of many nodes over the period.
@@ -544,7 +610,7 @@ impl<I: Identity> Node<I> {
             address,
             identity,
             table: ConnectionTable::default(),
-            dht: DhtStore::default(),
+            dht: DhtStore::with_quotas(config.dht_quotas),
             pending_links: Vec::new(),
             pending_ctms: Vec::new(),
             requests: Vec::new(),
@@ -567,7 +633,15 @@ impl<I: Identity> Node<I> {
             left: false,
             neighbors_dirty: false,
             size_estimate: 1.0,
-            next_id: rng.next_u64() >> 16,
+            // Seeded ones draw once, as the sequential ids' start once did,
+            // so that the simulator's random sequence is unchanged.
+            id_rng: {
+                let derived = ChaCha8Rng::seed_from_u64(rng.next_u64());
+                id_rng.unwrap_or(derived)
+            },
+            signer: None,
+            policy: Policy(Box::new(AcceptSigned)),
+            credential: Vec::new(),
             stats: Stats::default(),
             config,
             rng,
@@ -634,6 +708,120 @@ impl<I: Identity> Node<I> {
     /// The pool of free data buffers.
     pub fn buffer_pool(&self) -> &BufferPool {
         &self.pool
+    }
+
+    // ----- DHT records -----
+
+    /// Signs every DHT record this node writes from now on with `signer`
+    /// (which wraps the node's key; see [`KeySigner`]). Without one the
+    /// node signs with an ephemeral Ed25519 key drawn from its random
+    /// source when it first writes, so it cannot update its records after
+    /// a restart.
+    pub fn set_record_signer(&mut self, signer: Box<dyn RecordSigner>) {
+        self.signer = Some(Signer(signer));
+    }
+
+    /// Judges every record this node is asked to store and every record
+    /// it reads (see [`RecordPolicy`]); the default accepts every
+    /// correctly signed record.
+    pub fn set_record_policy(&mut self, policy: Box<dyn RecordPolicy>) {
+        self.policy = Policy(policy);
+    }
+
+    /// Attaches `credential` (for example the node's DER certificate) to
+    /// every record this node writes from now on, for the readers' and
+    /// storers' [`RecordPolicy`]; empty for none.
+    pub fn set_record_credential(&mut self, credential: Vec<u8>) -> Result<(), NodeError> {
+        if credential.len() > MAX_CREDENTIAL_LEN {
+            return Err(NodeError::CredentialTooLong {
+                len: credential.len(),
+                max: MAX_CREDENTIAL_LEN,
+            });
+        }
+        self.credential = credential;
+        Ok(())
+    }
+
+    /// The key this node's records are signed with.
+    pub fn record_writer(&mut self) -> crate::record::WriterKey {
+        self.signer().writer()
+    }
+
+    fn signer(&mut self) -> &mut dyn RecordSigner {
+        let signer = match self.signer.take() {
+            Some(s) => s,
+            None => {
+                let mut seed = [0u8; 32];
+                self.id_rng.fill_bytes(&mut seed);
+                Signer(Box::new(KeySigner::ed25519_from_seed(&seed, 0)))
+            }
+        };
+        &mut *self.signer.insert(signer).0
+    }
+
+    /// Checks a record arriving to be stored or read: its signature, then
+    /// the policy. Counts a rejection.
+    fn admit(&mut self, now: Instant, stage: PolicyStage, record: &Record) -> bool {
+        let verdict = crate::record::verify(record).and_then(|()| {
+            if self.policy.0.accept(now, stage, record) {
+                Ok(())
+            } else {
+                Err(RecordRejection::Policy)
+            }
+        });
+        match verdict {
+            Ok(()) => true,
+            Err(e) => {
+                self.stats.records_rejected.count(e);
+                false
+            }
+        }
+    }
+
+    /// Stores replicas pushed by a linked peer: each verified, judged and
+    /// inserted under the quotas; bad ones are dropped and counted.
+    fn on_dht_store(&mut self, now: Instant, replicas: Vec<Replica>) {
+        for r in replicas {
+            let ttl = Duration::from_secs(r.remaining_secs.min(r.record.lifetime_secs).into())
+                .min(self.config.dht_max_ttl);
+            // The same record again (a periodic republish) is only a
+            // refresh: no need to check its signature once more.
+            let known = self
+                .dht
+                .slots(&r.record.key)
+                .iter()
+                .any(|s| s.record == r.record);
+            if !known && !self.admit(now, PolicyStage::Store, &r.record) {
+                continue;
+            }
+            if let Err(e) = self.dht.insert(now, &r.record, ttl) {
+                self.stats.records_rejected.count(e);
+            }
+        }
+    }
+
+    /// Queues DhtStore messages carrying `replicas` to `destination`, cut
+    /// to at most [`MAX_RECORDS`] records and [`MAX_DHT_STORE_LEN`] bytes
+    /// each.
+    fn push_replicas(&mut self, destination: SocketAddr, replicas: &[Replica]) {
+        let mut start = 0;
+        while start < replicas.len() {
+            let mut len = 3;
+            let mut end = start;
+            while end < replicas.len() && end - start < MAX_RECORDS {
+                let l = replicas[end].record.buffer_len() + 4;
+                if end > start && len + l > MAX_DHT_STORE_LEN {
+                    break;
+                }
+                len += l;
+                end += 1;
+            }
+            self.transmits.push_back(Transmit {
+                destination,
+                message: Message::DhtStore(replicas[start..end].to_vec()),
+            });
+            start = end;
+        }
     }
 
     // ----- outputs -----
@@ -808,17 +996,12 @@ impl<I: Identity> Node<I> {
         let keys: Vec<Vec<u8>> = self.dht.keys().cloned().collect();
         let mut records = Vec::new();
         for k in &keys {
-            records.extend(self.dht.records(now, k));
+            records.extend(self.dht.replicas(now, k));
         }
         for i in heirs {
             if let Some(c) = self.table.get(i) {
                 let ep = c.endpoint;
-                for chunk in records.chunks(MAX_RECORDS) {
-                    self.transmits.push_back(Transmit {
-                        destination: ep,
-                        message: Message::DhtStore(chunk.to_vec()),
-                    });
-                }
+                self.push_replicas(ep, &records);
             }
         }
         let eps: Vec<SocketAddr> = self.table.iter().map(|c| c.endpoint).collect();
@@ -914,13 +1097,9 @@ impl<I: Identity> Node<I> {
                     self.on_neighbors(now, i, size_estimate, &neighbors);
                 }
             }
-            Message::DhtStore(records) => {
+            Message::DhtStore(replicas) => {
                 if idx.is_some() {
-                    for r in records {
-                        let ttl =
-                            Duration::from_secs(r.ttl_secs.into()).min(self.config.dht_max_ttl);
-                        let _ = self.dht.insert(now, &r.key, &r.value, ttl);
-                    }
+                    self.on_dht_store(now, replicas);
                 }
             }
             Message::Routed(msg) => {
@@ -954,9 +1133,16 @@ impl<I: Identity> Node<I> {
 
     // ----- internals -----
 
+    /// A random request id (from the OS-seeded generator, or the insecure
+    /// seed), distinct from every pending one: a reply must name it to be
+    /// accepted.
     fn fresh_id(&mut self) -> u64 {
-        self.next_id = self.next_id.wrapping_add(1);
-        self.next_id
+        loop {
+            let id = self.id_rng.next_u64();
+            if !self.requests.iter().any(|r| r.id == id) {
+                return id;
+            }
+        }
     }
 
     fn routed(&self, destination: Address, mode: Mode, payload: Payload) -> Routed {
@@ -1493,9 +1679,25 @@ impl<I: Identity> Node<I> {
                 max: MAX_VALUE_LEN,
             });
         }
+        if self.left {
+            return Err(NodeError::Left);
+        }
+        let request = if op == DhtOp::Get {
+            DhtRequest::Get { key: key.to_vec() }
+        } else {
+            let lifetime_secs =
+                u32::try_from(ttl.min(self.config.dht_max_ttl).as_secs()).unwrap_or(u32::MAX);
+            let credential = core::mem::take(&mut self.credential);
+            let record = crate::record::sign(self.signer(), key, value, lifetime_secs, &credential);
+            self.credential = credential;
+            let record = record.ok_or(NodeError::SignerFailed)?;
+            if op == DhtOp::Put {
+                DhtRequest::Put(record)
+            } else {
+                DhtRequest::Create(record)
+            }
+        };
         let id = self.fresh_id();
-        let ttl_secs =
-            u32::try_from(ttl.min(self.config.dht_max_ttl).as_secs()).unwrap_or(u32::MAX);
         self.request(
             now,
             id,
@@ -1504,10 +1706,7 @@ impl<I: Identity> Node<I> {
             Mode::Closest,
             Payload::DhtRequest {
                 id,
-                op,
-                ttl_secs,
-                key: key.to_vec(),
-                value: value.to_vec(),
+                request: Box::new(request),
             },
         )?;
         Ok(id)
@@ -1595,7 +1794,7 @@ impl<I: Identity> Node<I> {
             } => self.on_connect_to_me(now, msg.source, roles, nonce, endpoints),
             Payload::EchoRequest { id } => {
                 if msg.source == self.address {
-                    self.finish_echo(id, 0);
+                    self.finish_echo(id, self.address, 0);
                     return;
                 }
                 let reply = self.routed(
@@ -1608,90 +1807,153 @@ impl<I: Identity> Node<I> {
                 );
                 self.route(now, None, reply);
             }
-            Payload::EchoReply { id, request_hops } => self.finish_echo(id, request_hops),
-            Payload::DhtRequest {
+            Payload::EchoReply { id, request_hops } => {
+                self.finish_echo(id, msg.source, request_hops)
+            }
+            Payload::DhtRequest { id, request } => {
+                self.on_dht_request(now, msg.source, msg.hops, id, request)
+            }
+            Payload::DhtReply {
                 id,
-                op: op @ (DhtOp::Create | DhtOp::Get),
-                ttl_secs,
-                key,
-                value,
-            } if !self.dht.contains(now, &key)
-                && (op == DhtOp::Create
-                    || now < self.near_changed_at + self.config.dht_settle_duration) =>
-            {
-                // Decide later: once the near set has been stable for a
-                // while (so handoffs from the previous responsible node have
-                // arrived) and, for creates, after concurrent creates have
-                // queued up.
-                if !self
-                    .pending_dht
-                    .iter()
-                    .any(|p| p.source == msg.source && p.id == id)
-                {
-                    let settle = self.config.dht_settle_duration;
-                    let hold = if op == DhtOp::Create {
-                        settle / 4
-                    } else {
-                        Duration::ZERO
-                    };
-                    self.pending_dht.push(PendingDht {
-                        source: msg.source,
-                        id,
-                        op,
-                        ttl_secs,
-                        key,
-                        value,
-                        hops: msg.hops,
-                        decide_at: (now + hold).max(self.near_changed_at + settle),
-                    });
-                }
-            }
-            Payload::DhtRequest {
-                id,
-                op,
-                ttl_secs,
-                key,
-                value,
-            } => {
-                let (status, values) = self.serve_dht(now, op, ttl_secs, &key, &value);
-                self.reply_dht(now, msg.source, id, status, values);
-            }
-            Payload::DhtReply { id, status, .. } => {
-                self.finish_dht(id, status, msg.payload);
-            }
+                status,
+                records,
+            } => self.finish_dht(now, id, msg.source, status, records),
         }
     }
 
-    fn finish_echo(&mut self, id: u64, hops: u8) {
-        if let Some(p) = self
+    fn on_dht_request(
+        &mut self,
+        now: Instant,
+        source: Address,
+        hops: u8,
+        id: u64,
+        request: Box<DhtRequest>,
+    ) {
+        if let DhtRequest::Put(r) | DhtRequest::Create(r) = &*request
+            && !self.admit(now, PolicyStage::Store, r)
+        {
+            self.reply_dht(now, source, id, DhtStatus::Rejected, Vec::new());
+            return;
+        }
+        let op = request.op();
+        let wait = op != DhtOp::Put
+            && !self.dht.contains(now, request.key())
+            && (op == DhtOp::Create
+                || now < self.near_changed_at + self.config.dht_settle_duration);
+        if !wait {
+            let (status, records) = self.serve_dht(now, &request);
+            self.reply_dht(now, source, id, status, records);
+            return;
+        }
+        // Decide later: once the near set has been stable for a while (so
+        // handoffs from the previous responsible node have arrived) and,
+        // for creates, after concurrent creates have queued up.
+        if self
+            .pending_dht
+            .iter()
+            .any(|p| p.source == source && p.id == id)
+        {
+            return;
+        }
+        let from_source = self
+            .pending_dht
+            .iter()
+            .filter(|p| p.source == source)
+            .count();
+        if from_source >= self.config.dht_max_pending_per_peer
+            || self.pending_dht.len() >= self.config.dht_max_pending
+        {
+            self.stats.dht_requests_refused += 1;
+            self.reply_dht(now, source, id, DhtStatus::QuotaExceeded, Vec::new());
+            return;
+        }
+        let settle = self.config.dht_settle_duration;
+        let hold = if op == DhtOp::Create {
+            settle / 4
+        } else {
+            Duration::ZERO
+        };
+        self.pending_dht.push(PendingDht {
+            source,
+            id,
+            request,
+            hops,
+            decide_at: (now + hold).max(self.near_changed_at + settle),
+        });
+    }
+
+    /// An echo reply counts only from the node the echo went to.
+    fn finish_echo(&mut self, id: u64, from: Address, hops: u8) {
+        match self.requests.iter().position(|r| {
+            r.id == id && matches!(r.kind, RequestKind::Echo) && r.destination == from
+        }) {
+            Some(p) => {
+                self.requests.swap_remove(p);
+                self.events.push_back(Event::EchoReply { id, hops });
+            }
+            None => self.stats.unmatched_replies += 1,
+        }
+    }
+
+    /// A DHT reply counts only if it names one of our pending DHT
+    /// requests (ids are random). The responder of a closest-mode request
+    /// is not known in advance, so any node may answer; its records are
+    /// believed only if they are for the key asked, correctly signed and
+    /// accepted by the record policy.
+    fn finish_dht(
+        &mut self,
+        now: Instant,
+        id: u64,
+        from: Address,
+        status: DhtStatus,
+        records: Vec<Record>,
+    ) {
+        let Some(p) = self
             .requests
             .iter()
-            .position(|r| r.id == id && matches!(r.kind, RequestKind::Echo))
-        {
-            self.requests.swap_remove(p);
-            self.events.push_back(Event::EchoReply { id, hops });
+            .position(|r| r.id == id && matches!(r.kind, RequestKind::Dht(_)))
+        else {
+            self.stats.unmatched_replies += 1;
+            return;
+        };
+        let pending = self.requests.swap_remove(p);
+        let RequestKind::Dht(op) = pending.kind else {
+            return;
+        };
+        let key = match &pending.payload {
+            Payload::DhtRequest { request, .. } => request.key(),
+            _ => &[][..],
+        };
+        let mut kept = Vec::with_capacity(records.len());
+        for r in records {
+            if r.key != key {
+                self.stats.records_rejected.count(RecordRejection::WrongKey);
+            } else if from == self.address {
+                // From our own store: verified when stored.
+                if self.policy.0.accept(now, PolicyStage::Read, &r) {
+                    kept.push(r);
+                } else {
+                    self.stats.records_rejected.count(RecordRejection::Policy);
+                }
+            } else if self.admit(now, PolicyStage::Read, &r) {
+                kept.push(r);
+            }
         }
-    }
-
-    fn finish_dht(&mut self, id: u64, status: DhtStatus, payload: Payload) {
-        let Some(p) = self.requests.iter().position(|r| r.id == id) else {
-            return;
-        };
-        let RequestKind::Dht(op) = self.requests[p].kind else {
-            return;
-        };
-        self.requests.swap_remove(p);
-        let values = match payload {
-            Payload::DhtReply { values, .. } => values,
-            _ => Vec::new(),
-        };
+        let values = || kept.iter().map(|r| r.value.clone()).collect();
         let outcome = match status {
-            DhtStatus::Ok => DhtOutcome::Ok(values),
-            DhtStatus::Exists => DhtOutcome::Exists(values),
+            DhtStatus::Ok => DhtOutcome::Ok(values()),
+            DhtStatus::Exists => DhtOutcome::Exists(values()),
             DhtStatus::Full => DhtOutcome::Full,
             DhtStatus::Rejected => DhtOutcome::Rejected,
+            DhtStatus::Stale => DhtOutcome::Stale,
+            DhtStatus::QuotaExceeded => DhtOutcome::QuotaExceeded,
         };
-        self.events.push_back(Event::Dht { id, op, outcome });
+        self.events.push_back(Event::Dht {
+            id,
+            op,
+            outcome,
+            records: kept,
+        });
     }
 
     fn reply_dht(
@@ -1700,12 +1962,16 @@ impl<I: Identity> Node<I> {
         source: Address,
         id: u64,
         status: DhtStatus,
-        values: Vec<Vec<u8>>,
+        records: Vec<Record>,
     ) {
-        let reply = Payload::DhtReply { id, status, values };
         if source == self.address {
-            self.finish_dht(id, status, reply);
+            self.finish_dht(now, id, source, status, records);
         } else {
+            let reply = Payload::DhtReply {
+                id,
+                status,
+                records,
+            };
             let r = self.routed(source, Mode::Exact, reply);
             self.route(now, None, r);
         }
@@ -1723,10 +1989,10 @@ impl<I: Identity> Node<I> {
             self.pending_dht.drain(..).partition(|p| p.decide_at <= now);
         self.pending_dht = rest;
         for p in due {
-            let ka = Address::from_key(&p.key);
+            let ka = Address::from_key(p.request.key());
             let mine = self.address.distance_to(ka);
             let nearer = self.table.iter().any(|c| c.address.distance_to(ka) < mine);
-            if nearer && !self.dht.contains(now, &p.key) {
+            if nearer && !self.dht.contains(now, p.request.key()) {
                 // No longer responsible: pass it on toward the key.
                 let msg = Routed {
                     source: p.source,
@@ -1736,50 +2002,53 @@ impl<I: Identity> Node<I> {
                     hop_limit: self.config.hop_limit,
                     payload: Payload::DhtRequest {
                         id: p.id,
-                        op: p.op,
-                        ttl_secs: p.ttl_secs,
-                        key: p.key,
-                        value: p.value,
+                        request: p.request,
                     },
                 };
                 self.route(now, None, msg);
                 continue;
             }
-            let (status, values) = self.serve_dht(now, p.op, p.ttl_secs, &p.key, &p.value);
-            self.reply_dht(now, p.source, p.id, status, values);
+            let (status, records) = self.serve_dht(now, &p.request);
+            self.reply_dht(now, p.source, p.id, status, records);
         }
     }
 
-    fn serve_dht(
-        &mut self,
-        now: Instant,
-        op: DhtOp,
-        ttl_secs: u32,
-        key: &[u8],
-        value: &[u8],
-    ) -> (DhtStatus, Vec<Vec<u8>>) {
-        let ttl = Duration::from_secs(ttl_secs.into()).min(self.config.dht_max_ttl);
-        match op {
-            DhtOp::Get => (DhtStatus::Ok, self.dht.get(now, key)),
-            DhtOp::Put => match self.dht.insert(now, key, value, ttl) {
-                Insert::Stored => {
-                    self.replicate(now, key);
-                    (DhtStatus::Ok, Vec::new())
+    /// Serves a request whose record (if any) has been verified and
+    /// accepted by the policy.
+    fn serve_dht(&mut self, now: Instant, request: &DhtRequest) -> (DhtStatus, Vec<Record>) {
+        let record = match request {
+            DhtRequest::Get { key } => return (DhtStatus::Ok, self.dht.get(now, key)),
+            DhtRequest::Put(r) => r,
+            DhtRequest::Create(r) => {
+                // A create loses to a live slot of another writer, unless
+                // the creator already holds a slot (a retried winner, or an
+                // update of its own claim).
+                let own = self
+                    .dht
+                    .slots(&r.key)
+                    .iter()
+                    .any(|s| s.expires_at > now && s.record.writer == r.writer);
+                if !own && self.dht.held_by_other(now, &r.key, &r.writer) {
+                    return (DhtStatus::Exists, self.dht.get(now, &r.key));
                 }
-                Insert::Full => (DhtStatus::Full, Vec::new()),
-            },
-            DhtOp::Create => {
-                let values = self.dht.get(now, key);
-                if values.iter().any(|v| v == value) {
-                    // A retry of the winning create.
-                    (DhtStatus::Ok, Vec::new())
-                } else if !values.is_empty() {
-                    (DhtStatus::Exists, values)
-                } else {
-                    let _ = self.dht.insert(now, key, value, ttl);
-                    self.replicate(now, key);
-                    (DhtStatus::Ok, Vec::new())
-                }
+                r
+            }
+        };
+        let ttl = Duration::from_secs(record.lifetime_secs.into()).min(self.config.dht_max_ttl);
+        match self.dht.insert(now, record, ttl) {
+            Ok(_) => {
+                self.replicate(now, &record.key);
+                (DhtStatus::Ok, Vec::new())
+            }
+            Err(e) => {
+                self.stats.records_rejected.count(e);
+                let status = match e {
+                    RecordRejection::Stale => DhtStatus::Stale,
+                    RecordRejection::Full => DhtStatus::Full,
+                    RecordRejection::Quota => DhtStatus::QuotaExceeded,
+                    _ => DhtStatus::Rejected,
+                };
+                (status, Vec::new())
             }
         }
     }
@@ -1802,16 +2071,14 @@ impl<I: Identity> Node<I> {
     }
 
     fn replicate(&mut self, now: Instant, key: &[u8]) {
-        let records = self.dht.records(now, key);
+        let records = self.dht.replicas(now, key);
         if records.is_empty() {
             return;
         }
         for i in self.replica_links(key) {
             if let Some(c) = self.table.get(i) {
-                self.transmits.push_back(Transmit {
-                    destination: c.endpoint,
-                    message: Message::DhtStore(records.clone()),
-                });
+                let ep = c.endpoint;
+                self.push_replicas(ep, &records);
             }
         }
     }
@@ -1831,15 +2098,10 @@ impl<I: Identity> Node<I> {
                 .any(|&i| self.table.get(i).is_some_and(|c| c.address == peer))
                 || peer.distance_to(ka) < self.address.distance_to(ka);
             if peer_is_replica {
-                out.extend(self.dht.records(now, &k));
+                out.extend(self.dht.replicas(now, &k));
             }
         }
-        for chunk in out.chunks(MAX_RECORDS) {
-            self.transmits.push_back(Transmit {
-                destination: endpoint,
-                message: Message::DhtStore(chunk.to_vec()),
-            });
-        }
+        self.push_replicas(endpoint, &out);
     }
 
     /// Re-sends the records this node is responsible for to their replica
@@ -1850,7 +2112,7 @@ impl<I: Identity> Node<I> {
             return;
         }
         let keys: Vec<Vec<u8>> = self.dht.keys().cloned().collect();
-        let mut per_peer: Vec<(SocketAddr, Vec<Record>)> = Vec::new();
+        let mut per_peer: Vec<(SocketAddr, Vec<Replica>)> = Vec::new();
         for k in keys {
             let ka = Address::from_key(&k);
             let mine = self.address.distance_to(ka);
@@ -1861,7 +2123,7 @@ impl<I: Identity> Node<I> {
             if !responsible {
                 continue;
             }
-            let records = self.dht.records(now, &k);
+            let records = self.dht.replicas(now, &k);
             for i in self.replica_links(&k) {
                 let Some(c) = self.table.get(i) else { continue };
                 match per_peer.iter_mut().find(|(e, _)| *e == c.endpoint) {
@@ -1871,12 +2133,7 @@ impl<I: Identity> Node<I> {
             }
         }
         for (ep, records) in per_peer {
-            for chunk in records.chunks(MAX_RECORDS) {
-                self.transmits.push_back(Transmit {
-                    destination: ep,
-                    message: Message::DhtStore(chunk.to_vec()),
-                });
-            }
+            self.push_replicas(ep, &records);
         }
     }
 
@@ -2260,6 +2517,7 @@ impl<I: Identity> Node<I> {
                     id,
                     op,
                     outcome: DhtOutcome::Failed,
+                    records: Vec::new(),
                 },
             });
         }

@@ -524,7 +524,9 @@ impl Sim {
                     self.outcomes
                         .insert((index as u32, id), Outcome::EchoFailed);
                 }
-                Event::Dht { id, op, outcome } => {
+                Event::Dht {
+                    id, op, outcome, ..
+                } => {
                     self.outcomes
                         .insert((index as u32, id), Outcome::Dht(op, outcome));
                 }

@@ -32,7 +32,8 @@
 //! | 0x04 | Pong | nonce:u64 |
 //! | 0x05 | Close | reason:u8 |
 //! | 0x06 | Neighbors | size_estimate:u32, count:u8 (≤ [`MAX_NEIGHBORS`]), then count × (address, roles:u8) |
-//! | 0x07 | DhtStore | count:u8 (≤ [`MAX_RECORDS`]), then count × (key:bytes8, value:bytes16, ttl_secs:u32) |
+//! | 0x07 | (retired: the unsigned DhtStore of the first DHT) | rejected as an unknown kind |
+//! | 0x08 | DhtStore | count:u8 (≤ [`MAX_RECORDS`]), then count × (record, remaining_secs:u32) |
 //! | 0x10 | [`Routed`] | source:address, destination:address, mode:u8, hops:u8, hop_limit:u8, payload_kind:u8, payload |
 //!
 //! Link messages (0x01–0x07) travel over one hop between transport
@@ -46,8 +47,23 @@
 //! | 0x02 | ConnectToMe | roles:u8, nonce:u64, endpoints |
 //! | 0x03 | EchoRequest | id:u64 |
 //! | 0x04 | EchoReply | id:u64, request_hops:u8 |
-//! | 0x05 | DhtRequest | id:u64, op:u8, ttl_secs:u32, key:bytes8, value:bytes16 |
-//! | 0x06 | DhtReply | id:u64, status:u8, count:u8 (≤ [`MAX_VALUES_PER_KEY`]), count × value:bytes16 |
+//! | 0x05, 0x06 | (retired: the unsigned DhtRequest/DhtReply) | rejected as unknown payloads |
+//! | 0x07 | DhtRequest | id:u64, op:u8, then for get key:bytes8, for put and create a record |
+//! | 0x08 | DhtReply | id:u64, status:u8, count:u8 (≤ [`MAX_VALUES_PER_KEY`]), count × record |
+//!
+//! A *record* is one writer's signed value (see [`crate::record`]):
+//!
+//! ```text
+//! key:bytes8 (≤ MAX_KEY_LEN)  value:bytes16 (≤ MAX_VALUE_LEN)  lifetime_secs:u32
+//! version:u64  key_type:u8 (1 Ed25519, 2 ECDSA P-256)  public_key:bytes8 (32 or 65 bytes)
+//! credential:bytes16 (≤ MAX_CREDENTIAL_LEN)  signature:bytes8 (≤ MAX_SIGNATURE_LEN)
+//! ```
+//!
+//! The signature covers [`RECORD_SIGNATURE_CONTEXT`] followed by every
+//! field before it, encoded as above ([`Record::signed_bytes`]).
+//! `remaining_secs` in a DhtStore is the unsigned rest of the lifetime a
+//! replica should keep (capped by `lifetime_secs`). DhtStore messages are
+//! cut to [`MAX_DHT_STORE_LEN`] bytes by the node.
 //!
 //! Roles are a bit set: 0x01 leaf, 0x02 near, 0x04 shortcut, 0x08 demand.
 //! Modes: 0 exact (only the node with that address), 1 closest (the node
@@ -59,6 +75,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use crate::address::{ADDRESS_LEN, Address};
 use crate::error::WireError;
 use crate::pool::BufferPool;
+use crate::record::{KeyType, WriterKey};
 
 /// The only version this crate emits and accepts.
 pub const VERSION: u8 = 1;
@@ -76,17 +93,46 @@ pub const MAX_KEY_LEN: usize = 255;
 pub const MAX_VALUE_LEN: usize = 1024;
 /// Most values stored under one key.
 pub const MAX_VALUES_PER_KEY: usize = 16;
+/// Longest credential attached to a record (e.g. a DER certificate).
+pub const MAX_CREDENTIAL_LEN: usize = 2048;
+/// Longest record signature (ECDSA P-256 ASN.1 DER is at most 72 bytes).
+pub const MAX_SIGNATURE_LEN: usize = 96;
+/// Longest public key in a record.
+pub const MAX_PUBLIC_KEY_LEN: usize = crate::record::P256_PUBLIC_KEY_LEN;
+/// Longest encoded record.
+pub const MAX_RECORD_LEN: usize = 1
+    + MAX_KEY_LEN
+    + 2
+    + MAX_VALUE_LEN
+    + 4
+    + 8
+    + 1
+    + 1
+    + MAX_PUBLIC_KEY_LEN
+    + 2
+    + MAX_CREDENTIAL_LEN
+    + 1
+    + MAX_SIGNATURE_LEN;
+/// Domain separation prefix of the bytes a record signature covers.
+pub const RECORD_SIGNATURE_CONTEXT: &[u8] = b"wow-overlay dht record v1\0";
+/// Longest DhtStore message the node sends (it cuts replication into
+/// messages no longer than this, so that each fits a UDP datagram).
+pub const MAX_DHT_STORE_LEN: usize = 60_000;
+/// Longest encoded DhtReply: [`MAX_VALUES_PER_KEY`] records.
+pub const MAX_DHT_REPLY_LEN: usize =
+    field::ROUTED_HEADER_LEN + 8 + 1 + 1 + MAX_VALUES_PER_KEY * MAX_RECORD_LEN;
 /// Longest data payload.
 pub const MAX_DATA_LEN: usize = 9216;
 /// Longest encoded routed data message (a [`Payload::Data`] of
 /// [`MAX_DATA_LEN`] bytes): a buffer this long holds every data message.
 pub const MAX_DATA_MESSAGE_LEN: usize = field::ROUTED_HEADER_LEN + 2 + MAX_DATA_LEN;
-/// Longest encoded message of any kind (a [`Message::DhtStore`] of
-/// [`MAX_RECORDS`] records with the longest keys and values): a buffer this
-/// long holds every message.
+/// Longest encoded message a node sends (a DhtReply of
+/// [`MAX_VALUES_PER_KEY`] longest records, or a DhtStore of
+/// [`MAX_DHT_STORE_LEN`] bytes): a buffer this long holds every message a
+/// node emits. A hand-built [`Message::DhtStore`] can be longer.
 pub const MAX_MESSAGE_LEN: usize = max(
     MAX_DATA_MESSAGE_LEN,
-    field::HEADER_LEN + 1 + MAX_RECORDS * (1 + MAX_KEY_LEN + 2 + MAX_VALUE_LEN + 4),
+    max(MAX_DHT_REPLY_LEN, MAX_DHT_STORE_LEN),
 );
 
 const fn max(a: usize, b: usize) -> usize {
@@ -121,8 +167,8 @@ pub mod kind {
     pub const CLOSE: u8 = 0x05;
     /// Connection list for lookahead routing.
     pub const NEIGHBORS: u8 = 0x06;
-    /// DHT replication / handoff.
-    pub const DHT_STORE: u8 = 0x07;
+    /// DHT replication / handoff (signed records).
+    pub const DHT_STORE: u8 = 0x08;
     /// [`super::Routed`].
     pub const ROUTED: u8 = 0x10;
 }
@@ -417,8 +463,15 @@ pub enum DhtStatus {
     Exists,
     /// The key already holds the maximum number of values.
     Full,
-    /// Key or value too long.
+    /// Key or value too long, a bad signature, or refused by the storing
+    /// node's record policy.
     Rejected,
+    /// The writer already holds a newer record under this key (an old
+    /// value replayed, or a version that did not increase).
+    Stale,
+    /// The writer (or the storing node's whole store, or its queue of
+    /// requests waiting to be decided) is at its quota; nothing changed.
+    QuotaExceeded,
 }
 
 impl DhtStatus {
@@ -428,6 +481,8 @@ impl DhtStatus {
             DhtStatus::Exists => 1,
             DhtStatus::Full => 2,
             DhtStatus::Rejected => 3,
+            DhtStatus::Stale => 4,
+            DhtStatus::QuotaExceeded => 5,
         }
     }
     fn from_code(v: u8) -> Result<DhtStatus, WireError> {
@@ -436,6 +491,8 @@ impl DhtStatus {
             1 => DhtStatus::Exists,
             2 => DhtStatus::Full,
             3 => DhtStatus::Rejected,
+            4 => DhtStatus::Stale,
+            5 => DhtStatus::QuotaExceeded,
             _ => {
                 return Err(WireError::InvalidValue {
                     field: "dht status",
@@ -491,15 +548,165 @@ pub struct Neighbor {
     pub roles: Roles,
 }
 
-/// A DHT record in transit.
+/// One writer's signed value under a key (see [`crate::record`]).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Record {
     /// Key.
     pub key: Vec<u8>,
     /// Value.
     pub value: Vec<u8>,
-    /// Remaining lifetime in seconds.
-    pub ttl_secs: u32,
+    /// Lifetime the writer granted, in seconds.
+    pub lifetime_secs: u32,
+    /// Must increase with each new record of this writer under this key.
+    pub version: u64,
+    /// The writer (owner of the slot).
+    pub writer: WriterKey,
+    /// Optional credential for the reader's policy (e.g. a DER
+    /// certificate); empty if none.
+    pub credential: Vec<u8>,
+    /// The writer's signature over [`Record::signed_bytes`].
+    pub signature: Vec<u8>,
+}
+
+impl Record {
+    /// The bytes the signature covers: [`RECORD_SIGNATURE_CONTEXT`], then
+    /// every field but the signature in wire order.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let len = RECORD_SIGNATURE_CONTEXT.len() + self.unsigned_len();
+        let mut v = vec![0u8; len];
+        let mut w = Writer {
+            buf: &mut v,
+            pos: 0,
+        };
+        w.put(RECORD_SIGNATURE_CONTEXT);
+        self.emit_unsigned(&mut w);
+        v
+    }
+
+    fn unsigned_len(&self) -> usize {
+        bytes8_len(&self.key)
+            + bytes16_len(&self.value)
+            + 4
+            + 8
+            + 1
+            + bytes8_len(&self.writer.public_key)
+            + bytes16_len(&self.credential)
+    }
+
+    /// Length of the encoded record.
+    pub fn buffer_len(&self) -> usize {
+        self.unsigned_len() + bytes8_len(&self.signature)
+    }
+
+    fn emit_unsigned(&self, w: &mut Writer<'_>) {
+        w.bytes8(&self.key);
+        w.bytes16(&self.value);
+        w.u32(self.lifetime_secs);
+        w.u64(self.version);
+        w.u8(self.writer.key_type.code());
+        w.bytes8(&self.writer.public_key);
+        w.bytes16(&self.credential);
+    }
+
+    fn emit(&self, w: &mut Writer<'_>) {
+        self.emit_unsigned(w);
+        w.bytes8(&self.signature);
+    }
+
+    fn parse(r: &mut Reader<'_>) -> Result<Record, WireError> {
+        let key = r.bytes8("key", MAX_KEY_LEN)?;
+        let value = r.bytes16("value", MAX_VALUE_LEN)?;
+        let lifetime_secs = r.u32()?;
+        let version = r.u64()?;
+        let code = r.u8()?;
+        let key_type = KeyType::from_code(code).ok_or(WireError::InvalidValue {
+            field: "key type",
+            value: code.into(),
+        })?;
+        let public_key = r.bytes8("public key", MAX_PUBLIC_KEY_LEN)?;
+        if public_key.len() != key_type.public_key_len() {
+            return Err(WireError::InvalidValue {
+                field: "public key length",
+                value: public_key.len() as u32,
+            });
+        }
+        Ok(Record {
+            key,
+            value,
+            lifetime_secs,
+            version,
+            writer: WriterKey {
+                key_type,
+                public_key,
+            },
+            credential: r.bytes16("credential", MAX_CREDENTIAL_LEN)?,
+            signature: r.bytes8("signature", MAX_SIGNATURE_LEN)?,
+        })
+    }
+}
+
+/// A record pushed to a replica, with the rest of its lifetime.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Replica {
+    /// The signed record.
+    pub record: Record,
+    /// Seconds the replica should keep it (capped by the record's
+    /// lifetime; not signed).
+    pub remaining_secs: u32,
+}
+
+/// What a DHT request asks.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum DhtRequest {
+    /// Read every writer's record under the key.
+    Get {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Store (or update) the writer's record.
+    Put(Record),
+    /// Store the writer's record only if no other writer holds the key.
+    Create(Record),
+}
+
+impl DhtRequest {
+    /// The operation.
+    pub fn op(&self) -> DhtOp {
+        match self {
+            DhtRequest::Get { .. } => DhtOp::Get,
+            DhtRequest::Put(_) => DhtOp::Put,
+            DhtRequest::Create(_) => DhtOp::Create,
+        }
+    }
+    /// The key.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            DhtRequest::Get { key } => key,
+            DhtRequest::Put(r) | DhtRequest::Create(r) => &r.key,
+        }
+    }
+    fn buffer_len(&self) -> usize {
+        1 + match self {
+            DhtRequest::Get { key } => bytes8_len(key),
+            DhtRequest::Put(r) | DhtRequest::Create(r) => r.buffer_len(),
+        }
+    }
+    fn emit(&self, w: &mut Writer<'_>) {
+        w.u8(self.op().code());
+        match self {
+            DhtRequest::Get { key } => w.bytes8(key),
+            DhtRequest::Put(r) | DhtRequest::Create(r) => r.emit(w),
+        }
+    }
+    fn parse(r: &mut Reader<'_>) -> Result<DhtRequest, WireError> {
+        Ok(match DhtOp::from_code(r.u8()?)? {
+            DhtOp::Get => DhtRequest::Get {
+                key: r.bytes8("key", MAX_KEY_LEN)?,
+            },
+            DhtOp::Put => DhtRequest::Put(Record::parse(r)?),
+            DhtOp::Create => DhtRequest::Create(Record::parse(r)?),
+        })
+    }
 }
 
 /// A message forwarded across the overlay.
@@ -547,16 +754,11 @@ pub enum Payload {
     },
     /// DHT request, routed in closest mode to the key's address.
     DhtRequest {
-        /// Request id.
+        /// Request id (random).
         id: u64,
-        /// Operation.
-        op: DhtOp,
-        /// Lifetime for put/create.
-        ttl_secs: u32,
-        /// Key.
-        key: Vec<u8>,
-        /// Value (empty for get).
-        value: Vec<u8>,
+        /// What is asked (boxed: it is far larger than the other payloads,
+        /// and messages are moved often).
+        request: Box<DhtRequest>,
     },
     /// DHT reply, routed exactly back to the requester.
     DhtReply {
@@ -564,8 +766,9 @@ pub enum Payload {
         id: u64,
         /// Outcome.
         status: DhtStatus,
-        /// Values under the key.
-        values: Vec<Vec<u8>>,
+        /// The writers' records under the key (for a get, or the other
+        /// writers' after a lost create).
+        records: Vec<Record>,
     },
 }
 
@@ -602,7 +805,7 @@ pub enum Message {
         neighbors: Vec<Neighbor>,
     },
     /// DHT records pushed for replication or handoff.
-    DhtStore(Vec<Record>),
+    DhtStore(Vec<Replica>),
     /// A routed message.
     Routed(Routed),
 }
@@ -796,8 +999,8 @@ impl Payload {
             Payload::ConnectToMe { .. } => 0x02,
             Payload::EchoRequest { .. } => 0x03,
             Payload::EchoReply { .. } => 0x04,
-            Payload::DhtRequest { .. } => 0x05,
-            Payload::DhtReply { .. } => 0x06,
+            Payload::DhtRequest { .. } => 0x07,
+            Payload::DhtReply { .. } => 0x08,
         }
     }
 
@@ -807,16 +1010,14 @@ impl Payload {
             Payload::ConnectToMe { endpoints, .. } => 1 + 8 + endpoints_len(endpoints),
             Payload::EchoRequest { .. } => 8,
             Payload::EchoReply { .. } => 9,
-            Payload::DhtRequest { key, value, .. } => {
-                8 + 1 + 4 + bytes8_len(key) + bytes16_len(value)
-            }
-            Payload::DhtReply { values, .. } => {
+            Payload::DhtRequest { request, .. } => 8 + request.buffer_len(),
+            Payload::DhtReply { records, .. } => {
                 8 + 1
                     + 1
-                    + values
+                    + records
                         .iter()
                         .take(MAX_VALUES_PER_KEY)
-                        .map(|v| bytes16_len(v))
+                        .map(Record::buffer_len)
                         .sum::<usize>()
             }
         }
@@ -841,21 +1042,20 @@ impl Payload {
                 id: r.u64()?,
                 request_hops: r.u8()?,
             },
-            0x05 => Payload::DhtRequest {
+            0x07 => Payload::DhtRequest {
                 id: r.u64()?,
-                op: DhtOp::from_code(r.u8()?)?,
-                ttl_secs: r.u32()?,
-                key: r.bytes8("key", MAX_KEY_LEN)?,
-                value: r.bytes16("value", MAX_VALUE_LEN)?,
+                request: Box::new(DhtRequest::parse(r)?),
             },
-            0x06 => {
+            0x08 => {
                 let id = r.u64()?;
                 let status = DhtStatus::from_code(r.u8()?)?;
-                let n = r.count("values", MAX_VALUES_PER_KEY)?;
-                let values = (0..n)
-                    .map(|_| r.bytes16("value", MAX_VALUE_LEN))
-                    .collect::<Result<_, _>>()?;
-                Payload::DhtReply { id, status, values }
+                let n = r.count("records", MAX_VALUES_PER_KEY)?;
+                let records = (0..n).map(|_| Record::parse(r)).collect::<Result<_, _>>()?;
+                Payload::DhtReply {
+                    id,
+                    status,
+                    records,
+                }
             }
             other => return Err(WireError::UnknownPayload(other)),
         })
@@ -878,26 +1078,21 @@ impl Payload {
                 w.u64(*id);
                 w.u8(*request_hops);
             }
-            Payload::DhtRequest {
+            Payload::DhtRequest { id, request } => {
+                w.u64(*id);
+                request.emit(w);
+            }
+            Payload::DhtReply {
                 id,
-                op,
-                ttl_secs,
-                key,
-                value,
+                status,
+                records,
             } => {
                 w.u64(*id);
-                w.u8(op.code());
-                w.u32(*ttl_secs);
-                w.bytes8(key);
-                w.bytes16(value);
-            }
-            Payload::DhtReply { id, status, values } => {
-                w.u64(*id);
                 w.u8(status.code());
-                let values = &values[..values.len().min(MAX_VALUES_PER_KEY)];
-                w.u8(values.len() as u8);
-                for v in values {
-                    w.bytes16(v);
+                let records = &records[..records.len().min(MAX_VALUES_PER_KEY)];
+                w.u8(records.len() as u8);
+                for r in records {
+                    r.emit(w);
                 }
             }
         }
@@ -1015,10 +1210,9 @@ impl Message {
                 let n = r.count("records", MAX_RECORDS)?;
                 let list = (0..n)
                     .map(|_| {
-                        Ok(Record {
-                            key: r.bytes8("key", MAX_KEY_LEN)?,
-                            value: r.bytes16("value", MAX_VALUE_LEN)?,
-                            ttl_secs: r.u32()?,
+                        Ok(Replica {
+                            record: Record::parse(&mut r)?,
+                            remaining_secs: r.u32()?,
                         })
                     })
                     .collect::<Result<_, WireError>>()?;
@@ -1073,7 +1267,7 @@ impl Message {
                     1 + list
                         .iter()
                         .take(MAX_RECORDS)
-                        .map(|r| bytes8_len(&r.key) + bytes16_len(&r.value) + 4)
+                        .map(|r| r.record.buffer_len() + 4)
                         .sum::<usize>()
                 }
                 Message::Routed(m) => {
@@ -1134,9 +1328,8 @@ impl Message {
                 let list = &list[..list.len().min(MAX_RECORDS)];
                 w.u8(list.len() as u8);
                 for r in list {
-                    w.bytes8(&r.key);
-                    w.bytes16(&r.value);
-                    w.u32(r.ttl_secs);
+                    r.record.emit(&mut w);
+                    w.u32(r.remaining_secs);
                 }
             }
             Message::Routed(m) => {

@@ -393,16 +393,27 @@ fn dht_create_has_one_winner_and_limits_hold() {
         .unwrap();
     assert_eq!(win_value.len(), 1);
 
-    // Values per key are bounded.
-    let a = sim.random_live().unwrap();
+    // Writers per key are bounded (one slot per writer: a writer's later
+    // puts replace its own value).
+    let live = sim.live();
     let mut last = None;
-    for v in 0..=overlay_core::wire::MAX_VALUES_PER_KEY as u8 {
-        last = sim.dht(a, DhtOp::Put, b"many", &[v], TTL);
+    for (v, &writer) in live[..=overlay_core::wire::MAX_VALUES_PER_KEY]
+        .iter()
+        .enumerate()
+    {
+        last = sim.dht(writer, DhtOp::Put, b"many", &[v as u8], TTL);
         sim.run_for(Duration::from_millis(500));
     }
     assert_eq!(
         sim.take_outcome(last.unwrap()),
         Some(Outcome::Dht(DhtOp::Put, DhtOutcome::Full))
+    );
+    let a = live[0];
+    let again = sim.dht(a, DhtOp::Put, b"many", b"new", TTL).unwrap();
+    sim.run_for(Duration::from_millis(500));
+    assert_eq!(
+        sim.take_outcome(again),
+        Some(Outcome::Dht(DhtOp::Put, DhtOutcome::Ok(vec![])))
     );
     // TTL: a value expires.
     sim.dht(a, DhtOp::Put, b"short", b"x", Duration::from_secs(5));

@@ -4,6 +4,7 @@
 use core::net::{IpAddr, SocketAddr};
 
 use overlay_core::error::WireError;
+use overlay_core::record::{KeyType, WriterKey};
 use overlay_core::wire::*;
 use overlay_core::{Address, BufferPool};
 use proptest::collection::vec;
@@ -28,6 +29,45 @@ fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
     vec(any::<u8>(), 0..=max)
 }
 
+fn record() -> impl Strategy<Value = Record> {
+    (
+        bytes(MAX_KEY_LEN),
+        bytes(64),
+        any::<u32>(),
+        any::<u64>(),
+        prop_oneof![
+            vec(any::<u8>(), 32).prop_map(|k| (KeyType::Ed25519, k)),
+            vec(any::<u8>(), 65).prop_map(|k| (KeyType::EcdsaP256, k)),
+        ],
+        bytes(80),
+        bytes(MAX_SIGNATURE_LEN),
+    )
+        .prop_map(
+            |(
+                key,
+                value,
+                lifetime_secs,
+                version,
+                (key_type, public_key),
+                credential,
+                signature,
+            )| {
+                Record {
+                    key,
+                    value,
+                    lifetime_secs,
+                    version,
+                    writer: WriterKey {
+                        key_type,
+                        public_key,
+                    },
+                    credential,
+                    signature,
+                }
+            },
+        )
+}
+
 fn payload() -> impl Strategy<Value = Payload> {
     prop_oneof![
         bytes(64).prop_map(Payload::Data),
@@ -43,17 +83,15 @@ fn payload() -> impl Strategy<Value = Payload> {
             .prop_map(|(id, request_hops)| Payload::EchoReply { id, request_hops }),
         (
             any::<u64>(),
-            prop_oneof![Just(DhtOp::Put), Just(DhtOp::Get), Just(DhtOp::Create)],
-            any::<u32>(),
-            bytes(MAX_KEY_LEN),
-            bytes(64)
+            prop_oneof![
+                bytes(MAX_KEY_LEN).prop_map(|key| DhtRequest::Get { key }),
+                record().prop_map(DhtRequest::Put),
+                record().prop_map(DhtRequest::Create),
+            ]
         )
-            .prop_map(|(id, op, ttl_secs, key, value)| Payload::DhtRequest {
+            .prop_map(|(id, request)| Payload::DhtRequest {
                 id,
-                op,
-                ttl_secs,
-                key,
-                value
+                request: Box::new(request)
             }),
         (
             any::<u64>(),
@@ -61,11 +99,17 @@ fn payload() -> impl Strategy<Value = Payload> {
                 Just(DhtStatus::Ok),
                 Just(DhtStatus::Exists),
                 Just(DhtStatus::Full),
-                Just(DhtStatus::Rejected)
+                Just(DhtStatus::Rejected),
+                Just(DhtStatus::Stale),
+                Just(DhtStatus::QuotaExceeded)
             ],
-            vec(bytes(32), 0..=MAX_VALUES_PER_KEY)
+            vec(record(), 0..=4)
         )
-            .prop_map(|(id, status, values)| Payload::DhtReply { id, status, values }),
+            .prop_map(|(id, status, records)| Payload::DhtReply {
+                id,
+                status,
+                records
+            }),
     ]
 }
 
@@ -136,12 +180,9 @@ fn message() -> impl Strategy<Value = Message> {
                 neighbors
             }),
         vec(
-            (bytes(MAX_KEY_LEN), bytes(64), any::<u32>()).prop_map(|(key, value, ttl_secs)| {
-                Record {
-                    key,
-                    value,
-                    ttl_secs,
-                }
+            (record(), any::<u32>()).prop_map(|(record, remaining_secs)| Replica {
+                record,
+                remaining_secs
             }),
             0..=4
         )
@@ -253,16 +294,33 @@ fn longest_messages_fit_the_documented_buffers() {
     let record = Record {
         key: vec![1; MAX_KEY_LEN],
         value: vec![2; MAX_VALUE_LEN],
-        ttl_secs: 1,
+        lifetime_secs: 1,
+        version: 2,
+        writer: WriterKey {
+            key_type: KeyType::EcdsaP256,
+            public_key: vec![4; MAX_PUBLIC_KEY_LEN],
+        },
+        credential: vec![5; MAX_CREDENTIAL_LEN],
+        signature: vec![6; MAX_SIGNATURE_LEN],
     };
-    let store = Message::DhtStore(vec![record; MAX_RECORDS]);
-    assert_eq!(store.buffer_len(), MAX_MESSAGE_LEN);
+    assert_eq!(record.buffer_len(), MAX_RECORD_LEN);
     let reply = routed(Payload::DhtReply {
         id: 1,
         status: DhtStatus::Ok,
-        values: vec![vec![3; MAX_VALUE_LEN]; MAX_VALUES_PER_KEY],
+        records: vec![record.clone(); MAX_VALUES_PER_KEY],
     });
+    assert_eq!(reply.buffer_len(), MAX_DHT_REPLY_LEN);
     assert!(reply.buffer_len() <= MAX_MESSAGE_LEN);
+    // The node cuts a DhtStore at MAX_DHT_STORE_LEN: as many longest
+    // records as fit.
+    let replica = Replica {
+        record,
+        remaining_secs: 1,
+    };
+    let n = (MAX_DHT_STORE_LEN - 3) / (MAX_RECORD_LEN + 4);
+    let store = Message::DhtStore(vec![replica; n]);
+    assert!(store.buffer_len() <= MAX_DHT_STORE_LEN);
+    const { assert!(MAX_DHT_STORE_LEN <= MAX_MESSAGE_LEN && MAX_MESSAGE_LEN <= 65_507) };
     for m in [data, store, reply] {
         assert_eq!(Message::parse(&m.to_vec()), Ok(m));
     }
@@ -342,5 +400,62 @@ fn rejects_bad_input() {
     assert!(matches!(
         Message::parse(&b),
         Err(WireError::TooLong { field: "data", .. })
+    ));
+}
+
+#[test]
+fn retired_unsigned_dht_codes_and_bad_writer_keys_are_rejected() {
+    // The unsigned DhtStore of wire version 1's first DHT.
+    assert_eq!(
+        Message::parse(&[1, 0x07, 0]),
+        Err(WireError::UnknownKind(0x07))
+    );
+    let routed = |kind: u8, body: &[u8]| {
+        let mut v = vec![1u8, 0x10];
+        v.extend([0; 40]);
+        v.extend([0, 0, 64, kind]);
+        v.extend(body);
+        v
+    };
+    assert_eq!(
+        Message::parse(&routed(0x05, &[0; 8])),
+        Err(WireError::UnknownPayload(0x05))
+    );
+    let record = Record {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        lifetime_secs: 1,
+        version: 1,
+        writer: WriterKey {
+            key_type: KeyType::Ed25519,
+            public_key: vec![9; 32],
+        },
+        credential: Vec::new(),
+        signature: vec![1; 64],
+    };
+    let good = Message::DhtStore(vec![Replica {
+        record: record.clone(),
+        remaining_secs: 1,
+    }]);
+    assert!(Message::parse(&good.to_vec()).is_ok());
+    // An Ed25519 key of P-256 length.
+    let mut bad = record.clone();
+    bad.writer.public_key = vec![9; 65];
+    let bad = Message::DhtStore(vec![Replica {
+        record: bad,
+        remaining_secs: 1,
+    }]);
+    assert!(matches!(
+        Message::parse(&bad.to_vec()),
+        Err(WireError::InvalidValue { .. })
+    ));
+    // An unknown key type (the byte after key, value, lifetime, version).
+    let mut bytes = good.to_vec();
+    let at = 3 + 2 + 3 + 4 + 8;
+    assert_eq!(bytes[at], 1);
+    bytes[at] = 7;
+    assert!(matches!(
+        Message::parse(&bytes),
+        Err(WireError::InvalidValue { .. })
     ));
 }

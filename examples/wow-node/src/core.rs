@@ -730,6 +730,13 @@ impl<S: LeaseStore> Core<S> {
         ok
     }
 
+    /// Signs the DHT records this node publishes (names, leases, routes,
+    /// the CA location, the CRL) with `signer`, which wraps the node key;
+    /// without it the overlay signs with an ephemeral key.
+    pub fn set_record_signer(&mut self, signer: Box<dyn overlay_core::RecordSigner>) {
+        self.overlay.set_record_signer(signer);
+    }
+
     /// Fails closed on revocation from the next [`Core::install_identity`]
     /// on: new security associations are refused once the CRL is `grace`
     /// past its nextUpdate, or when none came within `grace` of installing.
@@ -2058,7 +2065,9 @@ impl<S: LeaseStore> Core<S> {
                 // Back to the overlay's pool: receiving allocates nothing.
                 self.overlay.recycle(payload);
             }
-            E::Dht { id, op, outcome } => self.on_dht(now, id, op, outcome),
+            E::Dht {
+                id, op, outcome, ..
+            } => self.on_dht(now, id, op, outcome),
             E::ObservedEndpoint { endpoint } if !self.endpoints.contains(&endpoint) => {
                 tracing::debug!(%endpoint, "observed underlay endpoint");
                 self.endpoints.insert(0, endpoint);

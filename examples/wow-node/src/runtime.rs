@@ -95,6 +95,24 @@ struct Identity {
     cert_path: PathBuf,
 }
 
+/// The overlay's DHT record signer over the node key. Its versions count
+/// up from the wall clock in microseconds, so that they increase across
+/// restarts.
+fn record_signer(key: &NodeKey) -> Result<Box<dyn overlay_core::RecordSigner>, String> {
+    let key_type = match key.key_type() {
+        ipsec_ca::KeyType::Ed25519 => overlay_core::KeyType::Ed25519,
+        ipsec_ca::KeyType::EcdsaP256 => overlay_core::KeyType::EcdsaP256,
+        other => return Err(format!("node key type {other:?} cannot sign DHT records")),
+    };
+    let micros = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let signer = overlay_core::KeySigner::from_pkcs8(key_type, key.pkcs8_der(), micros)
+        .map_err(|e| e.to_string())?;
+    Ok(Box::new(signer))
+}
+
 /// Loads the node key (generating it on first start) and the credentials.
 fn load_identity(config: &Config) -> Result<Identity, String> {
     let sec = &config.security;
@@ -264,6 +282,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     let mut core = Core::new(settings, overlay_config, address, leases, now, unix)
         .map_err(|e| e.to_string())?;
     core.set_crl_grace(Duration::from_secs(config.security.crl_grace_secs));
+    core.set_record_signer(record_signer(&key)?);
     if let Some(c) = &credentials {
         core.install_identity(now, SystemTime::now(), c)
             .map_err(|e| e.to_string())?;
