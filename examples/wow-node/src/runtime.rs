@@ -354,6 +354,8 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         let policy = ipsec_ca::Policy {
             auto_approve: config.ca.insecure_auto_approve,
             network: Some((net.network(), net.prefix_len())),
+            // Host names are certified as `<name>.<zone>`, one per key.
+            dns_zone: Some(config.network.domain.to_ascii_lowercase()),
             ..ipsec_ca::Policy::default()
         };
         let ca = ipsec_ca::Ca::open(identity, policy, store).map_err(|e| format!("CA: {e}"))?;
@@ -542,7 +544,16 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     && let (Some(ca_der), Some(c)) = (&ca_der, core.identity_ip())
                 {
                     lifetime.renewing = true;
-                    match key.certificate_request(&ipsec_ca::NodeRequest::new(c)) {
+                    // A renewal keeps the certified host names.
+                    let names = std::fs::read_to_string(&cert_path)
+                        .ok()
+                        .and_then(|t| ipsec_ca::key::from_pem("CERTIFICATE", &t).ok())
+                        .and_then(|der| ipsec_ca::verify::certificate_dns_names(&der).ok())
+                        .unwrap_or_default();
+                    let request = names
+                        .into_iter()
+                        .fold(ipsec_ca::NodeRequest::new(c), |r, n| r.with_dns_name(n));
+                    match key.certificate_request(&request) {
                         Ok(csr) => {
                             let id = crate::core::os_random_u64();
                             match core.start_enrolment(Instant::now(), &csr, key.spki_der(), ca_der, c, id, None) {
@@ -563,13 +574,22 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             core.handle_timeout(now, SystemTime::now());
         }
         while let Some(event) = core.poll_event() {
-            if let CoreEvent::Leased { addr, .. } = &event
+            if let CoreEvent::Leased { addr, hostname, .. } = &event
                 && enrol
                 && !enrolment_started
                 && let Some(ca_der) = &ca_der
             {
                 enrolment_started = true;
-                match key.certificate_request(&ipsec_ca::NodeRequest::new(*addr)) {
+                // The guest's host name, as the DNS will answer it, is
+                // certified with the address.
+                let mut request = ipsec_ca::NodeRequest::new(*addr);
+                if let Some(name) = hostname.as_deref().map(crate::core::sanitize_hostname)
+                    && !name.is_empty()
+                {
+                    request = request
+                        .with_dns_name(crate::ca_cmd::host_name_in(&name, &config.network.domain));
+                }
+                match key.certificate_request(&request) {
                     Ok(csr) => {
                         let id = crate::core::os_random_u64();
                         if let Err(e) = core.start_enrolment(
