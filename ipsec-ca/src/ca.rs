@@ -46,6 +46,11 @@ pub struct Policy {
     pub crl_validity: Duration,
     /// Longest pending queue; further requests are refused.
     pub max_pending: usize,
+    /// The DNS zone the CA names hosts in (e.g. `wow.internal`): a
+    /// requested DNS name must be one label under it. `None`: any
+    /// [`crate::csr::is_dns_name`]. Either way a name live in another key's
+    /// certificate is refused ([`PolicyError::NameInUse`]).
+    pub dns_zone: Option<String>,
 }
 
 impl Default for Policy {
@@ -58,6 +63,7 @@ impl Default for Policy {
             auto_approve: false,
             crl_validity: Duration::days(7),
             max_pending: 1024,
+            dns_zone: None,
             network: None,
         }
     }
@@ -411,7 +417,38 @@ impl<S: Store> Ca<S> {
                 });
             }
         }
+        self.check_names(&info, now_s)?;
         Ok((info, validity))
+    }
+
+    /// Each requested DNS name is in the zone and not live for another key.
+    fn check_names(&self, info: &CsrInfo, now_s: i64) -> Result<(), PolicyError> {
+        if info.dns_names.is_empty() {
+            return Ok(());
+        }
+        if let Some(zone) = &self.policy.dns_zone {
+            for name in &info.dns_names {
+                let label = name
+                    .strip_suffix(zone.as_str())
+                    .and_then(|l| l.strip_suffix('.'));
+                if !label.is_some_and(|l| !l.is_empty() && !l.contains('.')) {
+                    return Err(PolicyError::NameOutsideZone(name.clone()));
+                }
+            }
+        }
+        for rec in self.state.issued.iter().filter(|r| r.is_live(now_s)) {
+            if rec.spki == info.spki_der {
+                continue;
+            }
+            let held = crate::verify::certificate_dns_names(&rec.certificate).unwrap_or_default();
+            if let Some(name) = info.dns_names.iter().find(|n| held.contains(n)) {
+                return Err(PolicyError::NameInUse {
+                    name: name.clone(),
+                    serial_hex: crate::state::hex_encode(&rec.serial),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn live_for_ip(&self, ip: Ipv4Addr, now_s: i64) -> impl Iterator<Item = &IssuedRecord> {
@@ -487,6 +524,11 @@ impl<S: Store> Ca<S> {
             SanType::IpAddress(IpAddr::V4(info.virtual_ip)),
             SanType::URI(uri),
         ];
+        for name in &info.dns_names {
+            params.subject_alt_names.push(SanType::DnsName(
+                name.as_str().try_into().map_err(CaError::Encode)?,
+            ));
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![

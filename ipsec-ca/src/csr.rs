@@ -20,6 +20,8 @@ pub struct CsrInfo {
     pub overlay_address: OverlayAddress,
     /// Subject common name, if any.
     pub common_name: Option<String>,
+    /// Requested host names (dNSName SANs), each [`is_dns_name`].
+    pub dns_names: Vec<String>,
     /// Key type of the requester.
     pub key_type: KeyType,
     /// DER SubjectPublicKeyInfo of the requester.
@@ -40,6 +42,27 @@ pub(crate) fn spki_key_type(spki: &SubjectPublicKeyInfo<'_>) -> Option<KeyType> 
         }
     }
     None
+}
+
+/// Most dNSName SANs a request may carry.
+pub const MAX_DNS_NAMES: usize = 8;
+
+/// A host name the CA certifies: lowercase letters, digits and hyphens in
+/// dot-separated labels of 1 to 63 characters, no label starting or ending
+/// with a hyphen, at most 253 characters, no trailing dot. One label (a
+/// bare name) is allowed; wow-node asks for `<name>.<zone>`.
+pub fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
 }
 
 /// Parses a DER CSR, checks its self-signature and extracts the SANs.
@@ -65,6 +88,7 @@ pub fn parse_csr(der: &[u8]) -> Result<CsrInfo, CsrError> {
     let mut ip_count = 0usize;
     let mut overlay: Option<OverlayAddress> = None;
     let mut uri_count = 0usize;
+    let mut dns_names: Vec<String> = Vec::new();
     if let Some(exts) = csr.requested_extensions() {
         for ext in exts {
             if let ParsedExtension::SubjectAlternativeName(san) = ext {
@@ -79,6 +103,14 @@ pub fn parse_csr(der: &[u8]) -> Result<CsrInfo, CsrError> {
                         GeneralName::URI(uri) if uri.starts_with(OverlayAddress::URI_PREFIX) => {
                             uri_count += 1;
                             overlay = OverlayAddress::from_uri(uri).ok();
+                        }
+                        GeneralName::DNSName(name) => {
+                            if !is_dns_name(name) || dns_names.len() >= MAX_DNS_NAMES {
+                                return Err(CsrError::BadDnsName);
+                            }
+                            if !dns_names.iter().any(|n| n == name) {
+                                dns_names.push((*name).to_owned());
+                            }
                         }
                         _ => {}
                     }
@@ -104,6 +136,7 @@ pub fn parse_csr(der: &[u8]) -> Result<CsrInfo, CsrError> {
         virtual_ip,
         overlay_address,
         common_name,
+        dns_names,
         key_type,
         spki_der: info.subject_pki.raw.to_vec(),
         public_key_raw: info.subject_pki.subject_public_key.data.to_vec(),

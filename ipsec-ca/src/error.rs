@@ -27,6 +27,11 @@ pub enum KeyError {
     /// The overlay address URI is not `brunet:node:<32 base32 chars>`.
     #[error("malformed overlay address URI")]
     BadOverlayUri,
+    /// A requested DNS name is not a lowercase host name (see
+    /// [`crate::csr::is_dns_name`]), or there are more than
+    /// [`crate::csr::MAX_DNS_NAMES`].
+    #[error("DNS name {0:?} is not a lowercase host name, or too many names")]
+    BadDnsName(String),
 }
 
 /// Why a certificate signing request is unusable.
@@ -54,6 +59,10 @@ pub enum CsrError {
     /// The subject common name is not valid text.
     #[error("CSR subject common name is not a string")]
     BadCommonName,
+    /// A dNSName SAN is not a lowercase host name, or there are more than
+    /// [`crate::csr::MAX_DNS_NAMES`].
+    #[error("CSR dNSName SAN is malformed, or too many")]
+    BadDnsName,
 }
 
 /// A refusal by the signing policy. Every refusal is its own variant.
@@ -103,6 +112,17 @@ pub enum PolicyError {
     /// The issuing CA certificate has expired (or a sub-CA would outlive its parent).
     #[error("the CA certificate has expired or would be outlived")]
     BeyondCaValidity,
+    /// A requested DNS name is not one label under [`crate::Policy::dns_zone`].
+    #[error("{0} is not a name in the CA's DNS zone")]
+    NameOutsideZone(String),
+    /// Another key holds a live certificate for this DNS name.
+    #[error("{name} already has live certificate {serial_hex} for another key")]
+    NameInUse {
+        /// The contested name.
+        name: String,
+        /// Serial of the live certificate, hex.
+        serial_hex: String,
+    },
 }
 
 /// A CA operation failure.

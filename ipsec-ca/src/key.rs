@@ -256,8 +256,23 @@ impl NodeKey {
     /// Builds a DER PKCS#10 certificate signing request (RFC 2986) for `request`.
     ///
     /// The CSR carries the virtual IP as a SAN iPAddress, the overlay address as a
-    /// SAN URI ([`OverlayAddress::to_uri`]) and the common name in the subject.
+    /// SAN URI ([`OverlayAddress::to_uri`]), each DNS name as a SAN dNSName and
+    /// the common name in the subject.
     pub fn certificate_request(&self, request: &NodeRequest) -> Result<Vec<u8>, KeyError> {
+        if request.dns_names.len() > crate::csr::MAX_DNS_NAMES {
+            return Err(KeyError::BadDnsName(request.dns_names.join(",")));
+        }
+        let mut dns = Vec::new();
+        for name in &request.dns_names {
+            if !crate::csr::is_dns_name(name) {
+                return Err(KeyError::BadDnsName(name.clone()));
+            }
+            dns.push(SanType::DnsName(
+                name.as_str()
+                    .try_into()
+                    .map_err(|_| KeyError::BadDnsName(name.clone()))?,
+            ));
+        }
         let overlay = request
             .overlay_address
             .unwrap_or_else(|| self.overlay_address());
@@ -277,6 +292,7 @@ impl NodeKey {
             SanType::IpAddress(IpAddr::V4(request.virtual_ip)),
             SanType::URI(uri),
         ];
+        params.subject_alt_names.extend(dns);
         let csr = params
             .serialize_request(&self.key_pair)
             .map_err(KeyError::Sign)?;
@@ -293,6 +309,9 @@ pub struct NodeRequest {
     pub overlay_address: Option<OverlayAddress>,
     /// Subject common name; `None` uses the virtual IP's text form.
     pub common_name: Option<String>,
+    /// Host names to certify (dNSName SANs), e.g. `db.wow.internal`: a
+    /// name record for them is then believed only from this key.
+    pub dns_names: Vec<String>,
 }
 
 impl NodeRequest {
@@ -302,7 +321,15 @@ impl NodeRequest {
             virtual_ip,
             overlay_address: None,
             common_name: None,
+            dns_names: Vec::new(),
         }
+    }
+
+    /// This request, also asking for the host name `name` (lowercase,
+    /// e.g. `db.wow.internal`).
+    pub fn with_dns_name(mut self, name: impl Into<String>) -> Self {
+        self.dns_names.push(name.into());
+        self
     }
 }
 

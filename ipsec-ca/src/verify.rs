@@ -127,6 +127,23 @@ fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, VerifyError> {
     }
 }
 
+/// The dNSName SANs of a DER certificate, **without verifying it**: for a
+/// CA's own records, or to see what a certificate claims before
+/// [`Verifier::verify`] (whose [`VerifiedPeer::dns_names`] are the ones to
+/// trust).
+pub fn certificate_dns_names(cert_der: &[u8]) -> Result<Vec<String>, VerifyError> {
+    let cert = parse_cert(cert_der)?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::DNSName(name) = name {
+                names.push((*name).to_owned());
+            }
+        }
+    }
+    Ok(names)
+}
+
 /// A peer whose certificate verified. Hand [`VerifiedPeer::public_key`] and
 /// [`VerifiedPeer::key_type`] to `ring` (or call [`VerifiedPeer::verify_signature`])
 /// to authenticate the peer's handshake signature.
@@ -139,6 +156,9 @@ pub struct VerifiedPeer {
     pub overlay_address: Option<OverlayAddress>,
     /// Subject common name, if any.
     pub common_name: Option<String>,
+    /// The certified host names (dNSName SANs), as issued; a name record
+    /// for one of them is the holder's to publish.
+    pub dns_names: Vec<String>,
     /// Serial number, big-endian, as encoded (DER INTEGER contents).
     pub serial: Vec<u8>,
     /// notAfter: the peer must re-authenticate before this.
@@ -518,10 +538,12 @@ impl Verifier {
         }
         let mut ips = Vec::new();
         let mut overlay_address = None;
+        let mut dns_names = Vec::new();
         if let Ok(Some(san)) = cert.subject_alternative_name() {
             for name in &san.value.general_names {
                 match name {
                     GeneralName::IPAddress(bytes) => ips.push(*bytes),
+                    GeneralName::DNSName(name) => dns_names.push((*name).to_owned()),
                     GeneralName::URI(uri) => {
                         if let Ok(addr) = OverlayAddress::from_uri(uri) {
                             overlay_address = Some(addr);
@@ -553,6 +575,7 @@ impl Verifier {
             virtual_ip: claimed_ip,
             overlay_address,
             common_name,
+            dns_names,
             serial: serial.to_vec(),
             not_after,
             key_type,

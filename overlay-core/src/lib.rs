@@ -45,12 +45,19 @@
 //! [`Node::recycle`] to give each [`Event::Delivered`] payload back. In the
 //! steady state the data path (including forwarding for others) then
 //! reuses the node's [`BufferPool`] and allocates nothing.
+//!
+//! With the cargo feature `lan`, the `lan` module finds other nodes of the
+//! same network on the local network by multicast, with announcements
+//! authenticated by a key derived from the network's CA certificate or a
+//! shared secret.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod address;
 pub mod dht;
 pub mod error;
+#[cfg(feature = "lan")]
+pub mod lan;
 pub mod node;
 pub mod pool;
 pub mod record;

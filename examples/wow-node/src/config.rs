@@ -8,6 +8,8 @@
 //! bootstrap = ["192.0.2.1:4000"]    # overlay nodes to join through; none: new ring
 //! advertise = []                    # extra endpoints peers may reach us at
 //! lan_discovery = true              # join nodes of this network found on the LAN
+//! # lan_secret = "…"                # authenticates LAN announcements (else a key
+//!                                   # from ca_cert; neither: discovery off)
 //!
 //! [network]
 //! cidr = "10.128.0.0/16"            # the virtual network
@@ -117,8 +119,14 @@ pub struct NodeSection {
     /// Extra advertised endpoints.
     pub advertise: Vec<SocketAddr>,
     /// Find nodes of the same network on the local network by multicast
-    /// (see [`crate::lan`]); a node that is alone joins through them.
+    /// (see [`overlay_core::lan`]); a node that is alone joins through
+    /// them. Needs a key: [`NodeSection::lan_secret`] or `[security]
+    /// ca_cert`.
     pub lan_discovery: bool,
+    /// A secret shared by the network's nodes that authenticates LAN
+    /// announcements; without it the key comes from the CA certificate,
+    /// and without either discovery is off.
+    pub lan_secret: Option<String>,
 }
 
 impl Default for NodeSection {
@@ -129,6 +137,7 @@ impl Default for NodeSection {
             bootstrap: Vec::new(),
             advertise: Vec::new(),
             lan_discovery: true,
+            lan_secret: None,
         }
     }
 }
@@ -322,6 +331,9 @@ impl Config {
     /// password): a file holding any must not be readable by everyone.
     pub fn secrets(&self) -> Vec<&'static str> {
         let mut names = Vec::new();
+        if self.node.lan_secret.is_some() {
+            names.push("node.lan_secret");
+        }
         if self.turn.password.is_some() {
             names.push("turn.password");
         }

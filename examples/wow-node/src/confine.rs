@@ -80,8 +80,8 @@ pub fn ruleset(config: &Config, uid: u32) -> String {
     let lan = if config.node.lan_discovery {
         format!(
             "    meta skuid {uid} ip daddr {} udp dport {} accept\n",
-            crate::lan::GROUP,
-            crate::lan::PORT
+            overlay_core::lan::GROUP,
+            overlay_core::lan::PORT
         )
     } else {
         String::new()

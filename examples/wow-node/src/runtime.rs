@@ -373,6 +373,8 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         let policy = ipsec_ca::Policy {
             auto_approve: config.ca.insecure_auto_approve,
             network: Some((net.network(), net.prefix_len())),
+            // Host names are certified as `<name>.<zone>`, one per key.
+            dns_zone: Some(config.network.domain.to_ascii_lowercase()),
             ..ipsec_ca::Policy::default()
         };
         let ca = ipsec_ca::Ca::open(identity, policy, store).map_err(|e| format!("CA: {e}"))?;
@@ -384,18 +386,29 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         }
         tracing::info!(dir = %dir.display(), "serving as the CA (join tokens, or `wow-node ca approve`)");
     }
-    let mut lan = if config.node.lan_discovery {
-        match Lan::open(&config, address, now) {
+    let mut lan = match (
+        config.node.lan_discovery,
+        lan_key(&config, ca_der.as_deref()),
+    ) {
+        (false, _) => None,
+        (true, None) => {
+            tracing::warn!(
+                "LAN discovery off: no CA certificate ([security] ca_cert) and no \
+                 [node] lan_secret to authenticate announcements with"
+            );
+            None
+        }
+        (true, Some(key)) => match Lan::open(&config, key, address, now) {
             Ok(lan) => Some(lan),
             Err(e) => {
                 tracing::warn!(error = %e, "LAN discovery off: cannot open its multicast socket");
                 None
             }
-        }
-    } else {
-        None
+        },
     };
-    let mut lan_buf = [0u8; 64];
+    // Room for one byte more than an announcement: longer datagrams are
+    // seen as such and dropped.
+    let mut lan_buf = [0u8; overlay_core::lan::ANNOUNCE_LEN + 1];
     let mut enrolment_started = false;
     let mut lifetime_tick = tokio::time::interval(Duration::from_secs(60));
     let (ca_tx, mut ca_rx) = tokio::sync::mpsc::channel::<(
@@ -474,12 +487,18 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
             r = Lan::recv(lan.as_ref(), &mut lan_buf) => {
                 if let (Ok((n, from)), Some(l)) = (r, lan.as_mut()) {
-                    let alone = core.overlay().connections().is_empty();
-                    if let Some(endpoint) =
-                        l.discovery.handle_announce(Instant::now(), from.ip(), &lan_buf[..n], alone)
+                    l.discovery.set_alone(core.overlay().connections().is_empty());
+                    let now = Instant::now();
+                    if let Err(e) =
+                        l.discovery.handle_announce(now, SystemTime::now(), from.ip(), &lan_buf[..n])
                     {
-                        tracing::info!(%endpoint, "joining the ring through a node found on the LAN");
-                        core.join(Instant::now(), &[endpoint]);
+                        tracing::debug!(%from, error = %e, "LAN announcement dropped");
+                    }
+                    while let Some(event) = l.discovery.poll_event() {
+                        if let overlay_core::lan::LanEvent::Candidate(endpoint) = event {
+                            tracing::info!(%endpoint, "joining the ring through a node found on the LAN");
+                            core.join(now, &[endpoint]);
+                        }
                     }
                 }
             }
@@ -544,7 +563,16 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     && let (Some(ca_der), Some(c)) = (&ca_der, core.identity_ip())
                 {
                     lifetime.renewing = true;
-                    match key.certificate_request(&ipsec_ca::NodeRequest::new(c)) {
+                    // A renewal keeps the certified host names.
+                    let names = std::fs::read_to_string(&cert_path)
+                        .ok()
+                        .and_then(|t| ipsec_ca::key::from_pem("CERTIFICATE", &t).ok())
+                        .and_then(|der| ipsec_ca::verify::certificate_dns_names(&der).ok())
+                        .unwrap_or_default();
+                    let request = names
+                        .into_iter()
+                        .fold(ipsec_ca::NodeRequest::new(c), |r, n| r.with_dns_name(n));
+                    match key.certificate_request(&request) {
                         Ok(csr) => {
                             let id = crate::core::os_random_u64();
                             match core.start_enrolment(Instant::now(), &csr, key.spki_der(), ca_der, c, id, None) {
@@ -565,13 +593,22 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             core.handle_timeout(now, SystemTime::now());
         }
         while let Some(event) = core.poll_event() {
-            if let CoreEvent::Leased { addr, .. } = &event
+            if let CoreEvent::Leased { addr, hostname, .. } = &event
                 && enrol
                 && !enrolment_started
                 && let Some(ca_der) = &ca_der
             {
                 enrolment_started = true;
-                match key.certificate_request(&ipsec_ca::NodeRequest::new(*addr)) {
+                // The guest's host name, as the DNS will answer it, is
+                // certified with the address.
+                let mut request = ipsec_ca::NodeRequest::new(*addr);
+                if let Some(name) = hostname.as_deref().map(crate::core::sanitize_hostname)
+                    && !name.is_empty()
+                {
+                    request = request
+                        .with_dns_name(crate::ca_cmd::host_name_in(&name, &config.network.domain));
+                }
+                match key.certificate_request(&request) {
                     Ok(csr) => {
                         let id = crate::core::os_random_u64();
                         if let Err(e) = core.start_enrolment(
@@ -655,30 +692,51 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// LAN discovery's multicast socket (see [`crate::lan`]).
+/// The key LAN announcements are authenticated with: from `[node]
+/// lan_secret` if set, else from the CA certificate; none without either
+/// (see [`overlay_core::lan`]).
+fn lan_key(config: &Config, ca_der: Option<&[u8]>) -> Option<overlay_core::lan::NetworkKey> {
+    let cidr = config.network.cidr.trunc().to_string();
+    let domain = &config.network.domain;
+    match (&config.node.lan_secret, ca_der) {
+        (Some(secret), _) => Some(overlay_core::lan::NetworkKey::from_secret(
+            secret.as_bytes(),
+            &cidr,
+            domain,
+        )),
+        (None, Some(ca)) => Some(overlay_core::lan::NetworkKey::from_ca_certificate(
+            ca, &cidr, domain,
+        )),
+        (None, None) => None,
+    }
+}
+
+/// LAN discovery's multicast socket (see [`overlay_core::lan`]).
 struct Lan {
     socket: UdpSocket,
-    discovery: crate::lan::Discovery,
+    discovery: overlay_core::lan::Discovery,
     /// Interfaces whose group membership is set up.
     joined: Vec<Ipv4Addr>,
 }
 
 impl Lan {
-    fn open(config: &Config, address: Address, now: Instant) -> std::io::Result<Lan> {
+    fn open(
+        config: &Config,
+        key: overlay_core::lan::NetworkKey,
+        address: Address,
+        now: Instant,
+    ) -> std::io::Result<Lan> {
         use socket2::{Domain, Protocol, Socket, Type};
         let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
         s.set_reuse_address(true)?;
-        s.bind(&SocketAddr::from(([0, 0, 0, 0], crate::lan::PORT)).into())?;
+        s.bind(&SocketAddr::from(([0, 0, 0, 0], overlay_core::lan::PORT)).into())?;
         // Link-local scope: announcements never leave the LAN.
         s.set_multicast_ttl_v4(1)?;
         s.set_multicast_loop_v4(false)?;
         s.set_nonblocking(true)?;
-        let network = crate::lan::network_id(
-            &config.network.cidr.trunc().to_string(),
-            &config.network.domain,
-        );
         let discovery =
-            crate::lan::Discovery::new(network, address, config.node.listen.port(), now);
+            overlay_core::lan::Discovery::new(key, address, config.node.listen.port(), now)
+                .map_err(std::io::Error::other)?;
         Ok(Lan {
             socket: UdpSocket::from_std(s.into())?,
             discovery,
@@ -696,19 +754,20 @@ impl Lan {
     /// Sends the announcement, if due, on every multicast-capable IPv4
     /// interface but the TAP (joining the group on new ones).
     async fn announce(&mut self, now: Instant, alone: bool, tap: &str) {
-        let Some(bytes) = self.discovery.poll_announce(now, alone) else {
-            return;
-        };
+        let sources = lan_interfaces(tap);
+        let due = self
+            .discovery
+            .poll_announce(now, SystemTime::now(), alone, &sources);
         let sock = socket2::SockRef::from(&self.socket);
-        for addr in lan_interfaces(tap) {
+        for (addr, bytes) in due {
             if !self.joined.contains(&addr) {
-                match sock.join_multicast_v4(&crate::lan::GROUP, &addr) {
+                match sock.join_multicast_v4(&overlay_core::lan::GROUP, &addr) {
                     Ok(()) => self.joined.push(addr),
                     Err(e) => tracing::debug!(%addr, error = %e, "cannot join the LAN group"),
                 }
             }
             if sock.set_multicast_if_v4(&addr).is_ok() {
-                let to = SocketAddr::from((crate::lan::GROUP, crate::lan::PORT));
+                let to = SocketAddr::from((overlay_core::lan::GROUP, overlay_core::lan::PORT));
                 if let Err(e) = self.socket.send_to(&bytes, to).await {
                     tracing::debug!(%addr, error = %e, "LAN announcement not sent");
                 }

@@ -778,8 +778,16 @@ fn nodes_on_one_lan_find_each_other_without_bootstrap() {
     for h in [&a, &b] {
         h.ns.link_up("lo").unwrap();
     }
-    a.write_config(&[], ANY, &[], "");
-    b.write_config(&[], ANY, &[], "");
+    // Announcements are authenticated: both share a network secret.
+    for h in [&a, &b] {
+        h.write_config(&[], ANY, &[], "");
+        let text = std::fs::read_to_string(h.config_path()).unwrap().replacen(
+            "[node]\n",
+            "[node]\nlan_secret = \"one LAN, one network\"\n",
+            1,
+        );
+        std::fs::write(h.config_path(), text).unwrap();
+    }
     a.start(&[]);
     b.start(&[]);
     let addr_a = a.dhcp();
