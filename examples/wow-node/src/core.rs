@@ -324,6 +324,8 @@ pub struct Core<S: LeaseStore> {
     /// both ways until enrolment installs one.
     closed: bool,
     wall: SystemTime,
+    /// This node's host certificate (DER), attached to its DHT records.
+    host_certificate: Option<Vec<u8>>,
     /// Frames for the guest, oldest first.
     tap_out: VecDeque<Vec<u8>>,
     /// The frame [`Core::poll_tap_frame`] handed out last.
@@ -510,12 +512,21 @@ impl<S: LeaseStore> Core<S> {
             alternate: None,
             software: None,
         });
-        let overlay = match randomness {
+        let mut overlay = match randomness {
             Randomness::Os => overlay_core::Node::new(overlay_config, address, now),
             Randomness::InsecureSeed(seed) => {
                 overlay_core::Node::new_with_insecure_seed(overlay_config, address, now, seed)
             }
         };
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(unix_secs);
+        overlay.set_record_policy(Box::new(crate::records::NodePolicy::new(
+            settings.network,
+            settings.gateway_addr,
+            &domain,
+            None,
+            now,
+            wall,
+        )));
         let tcp_dns = crate::tcp_dns::TcpDns::new(
             settings.gateway_addr,
             settings.network.prefix_len(),
@@ -564,7 +575,8 @@ impl<S: LeaseStore> Core<S> {
             closed: false,
             ca_address: None,
             ca_lookup: false,
-            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(unix_secs),
+            wall,
+            host_certificate: None,
             tap_out: VecDeque::new(),
             tap_current: Vec::new(),
             tap_free: Vec::new(),
@@ -712,7 +724,56 @@ impl<S: LeaseStore> Core<S> {
                 ipsec_sa::Endpoint::new_with_insecure_seed(config, identity, verifier, now, wall, s)
             }
         });
+        // DHT records are signed with the certified key, so that readers
+        // can match the certificate attached to them with their writer.
+        let key_type = match ipsec_ca::NodeKey::from_pkcs8_der(&credentials.key)
+            .map(|k| k.key_type())
+        {
+            Ok(ipsec_ca::KeyType::EcdsaP256) => overlay_core::KeyType::EcdsaP256,
+            _ => overlay_core::KeyType::Ed25519,
+        };
+        let micros = wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        match overlay_core::KeySigner::from_pkcs8(key_type, &credentials.key, micros) {
+            Ok(signer) => self.overlay.set_record_signer(Box::new(signer)),
+            Err(e) => tracing::warn!(error = ?e, "the certified key cannot sign DHT records"),
+        }
+        self.host_certificate = Some(credentials.certificate.clone());
+        self.wall = self.wall.max(wall);
+        self.refresh_record_policy(now);
         Ok(())
+    }
+
+    /// Re-judges DHT records with what the node now knows of the CA (its
+    /// certificate, the CRL) and attaches this node's credential to the
+    /// records it writes: its host certificate, or on a CA node without
+    /// one, the CA's announcement naming it.
+    fn refresh_record_policy(&mut self, now: Instant) {
+        let verifier = match (&self.sa, &self.ca_verifier, &self.ca) {
+            (Some(sa), _, _) => Some(sa.authenticator().clone()),
+            (None, Some(v), _) => Some(v.clone()),
+            (None, None, Some(ca)) => Verifier::new(ca.identity().cert_der()).ok(),
+            (None, None, None) => None,
+        };
+        let domain = self.settings.domain.trim_end_matches('.').to_string();
+        self.overlay
+            .set_record_policy(Box::new(crate::records::NodePolicy::new(
+                self.settings.network,
+                self.settings.gateway_addr,
+                &domain,
+                verifier,
+                now,
+                self.wall,
+            )));
+        let credential = match (&self.host_certificate, &self.ca_announcement) {
+            (Some(cert), _) => cert.clone(),
+            (None, Some((_, announcement))) => announcement.clone(),
+            (None, None) => Vec::new(),
+        };
+        if let Err(e) = self.overlay.set_record_credential(credential) {
+            tracing::warn!(error = %e, "credential not attached to DHT records");
+        }
     }
 
     /// Loads a newer CRL envelope into the verifier; peers it revokes are
@@ -725,6 +786,7 @@ impl<S: LeaseStore> Core<S> {
         let ok = sa.update_authenticator(now, |v| v.handle_crl_envelope(envelope, wall).is_ok());
         if ok {
             self.crl_loaded = Some(envelope.to_vec());
+            self.refresh_record_policy(now);
         }
         self.pump(now);
         ok
@@ -776,6 +838,7 @@ impl<S: LeaseStore> Core<S> {
         self.ca = Some(ca);
         self.ca_limiter = Some(crate::enrol::RateLimiter::new(now));
         self.publish_ca(now);
+        self.refresh_record_policy(now);
     }
 
     /// Runs `f` on this node's CA (`None` if it is not the CA's), then
@@ -844,8 +907,15 @@ impl<S: LeaseStore> Core<S> {
                 .as_ref()
                 .is_none_or(|(at, _)| unix >= at + crate::enrol::ANNOUNCE_RESIGN_SECS)
         {
-            match crate::enrol::announcement(ca.identity(), self.overlay.address(), unix) {
-                Ok(value) => self.ca_announcement = Some((unix, value)),
+            let writer = self.overlay.record_writer().public_key;
+            match crate::enrol::announcement(ca.identity(), self.overlay.address(), unix, &writer)
+            {
+                Ok(value) => {
+                    self.ca_announcement = Some((unix, value));
+                    if self.host_certificate.is_none() {
+                        self.refresh_record_policy(now);
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot sign the CA announcement"),
             }
         }
@@ -877,6 +947,7 @@ impl<S: LeaseStore> Core<S> {
     ) -> Result<(), CoreError> {
         let verifier = Verifier::new(ca_certificate)?;
         self.ca_verifier = Some(verifier.clone());
+        self.refresh_record_policy(now);
         self.enrolment = Some(ipsec_ca::Enrolment::new(
             crate::enrol::enrolment_config(),
             csr,

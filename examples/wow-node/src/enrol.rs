@@ -48,15 +48,47 @@ pub fn enrolment_config() -> ipsec_ca::EnrolmentConfig {
 pub const EXPIRY_WARNING_SECS: i64 = 3 * 24 * 3600;
 
 /// The signed announcement of the CA node at `address`, made at `unix`.
+/// `writer` is the public key the CA node signs its DHT records with, so
+/// that the announcement vouches for that key and no other (a copy
+/// attached to someone else's records proves nothing).
 pub fn announcement(
     identity: &CaIdentity,
     address: Address,
     unix: u64,
+    writer: &[u8],
 ) -> Result<Vec<u8>, ipsec_ca::CaError> {
-    let mut body = Vec::with_capacity(ADDRESS_LEN + 8);
+    let mut body = Vec::with_capacity(ADDRESS_LEN + 8 + writer.len());
     body.extend_from_slice(&address.to_bytes());
     body.extend_from_slice(&unix.to_be_bytes());
+    body.extend_from_slice(writer);
     identity.sign_statement(ANNOUNCE_LABEL, &body)
+}
+
+/// A CA announcement that verified: where the CA node is, when it said
+/// so, and the key it signs its DHT records with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    /// The CA node's ring address.
+    pub address: Address,
+    /// When it was signed (Unix seconds).
+    pub unix: u64,
+    /// The CA node's DHT record key (raw public key).
+    pub writer: Vec<u8>,
+}
+
+/// `value` as an announcement signed by the CA `verifier` trusts.
+pub fn verify_announcement(verifier: &Verifier, value: &[u8]) -> Option<Announcement> {
+    let body = verifier.verify_statement(ANNOUNCE_LABEL, value).ok()?;
+    if body.len() < ADDRESS_LEN + 8 {
+        return None;
+    }
+    let (addr, rest) = body.split_at(ADDRESS_LEN);
+    let (time, writer) = rest.split_at(8);
+    Some(Announcement {
+        address: Address::from_bytes(<[u8; ADDRESS_LEN]>::try_from(addr).ok()?),
+        unix: u64::from_be_bytes(<[u8; 8]>::try_from(time).ok()?),
+        writer: writer.to_vec(),
+    })
 }
 
 /// The CA node's address from the newest announcement among `values`
@@ -65,18 +97,9 @@ pub fn announcement(
 pub fn newest_announcement(verifier: &Verifier, values: &[Vec<u8>]) -> Option<Address> {
     values
         .iter()
-        .filter_map(|v| {
-            let body = verifier.verify_statement(ANNOUNCE_LABEL, v).ok()?;
-            if body.len() != ADDRESS_LEN + 8 {
-                return None;
-            }
-            let (addr, time) = body.split_at(ADDRESS_LEN);
-            let addr = <[u8; ADDRESS_LEN]>::try_from(addr).ok()?;
-            let time = u64::from_be_bytes(<[u8; 8]>::try_from(time).ok()?);
-            Some((time, Address::from_bytes(addr)))
-        })
-        .max_by_key(|(time, _)| *time)
-        .map(|(_, addr)| addr)
+        .filter_map(|v| verify_announcement(verifier, v))
+        .max_by_key(|a| a.unix)
+        .map(|a| a.address)
 }
 
 /// Requests each source may send in a burst.
@@ -441,9 +464,9 @@ mod test {
             Address::from_key(b"evil"),
         );
         let values = vec![
-            announcement(&ca, new, 200).unwrap(),
-            announcement(&ca, old, 100).unwrap(),
-            announcement(&fake, evil, 300).unwrap(),
+            announcement(&ca, new, 200, b"k1").unwrap(),
+            announcement(&ca, old, 100, b"k2").unwrap(),
+            announcement(&fake, evil, 300, b"k3").unwrap(),
             evil.to_bytes().to_vec(),
         ];
         assert_eq!(newest_announcement(&verifier, &values), Some(new));

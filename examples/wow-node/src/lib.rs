@@ -37,6 +37,7 @@ pub mod enrol;
 pub mod guest;
 pub mod offload;
 pub mod punch;
+pub mod records;
 pub mod runtime;
 pub mod tcp_dns;
 pub mod udp;

@@ -74,18 +74,6 @@ fn read_text(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// The IPv4 SAN of a certificate: the virtual IP it binds.
-fn certified_ip(der: &[u8]) -> Option<Ipv4Addr> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    san.value.general_names.iter().find_map(|n| match n {
-        x509_parser::extensions::GeneralName::IPAddress(b) => {
-            <[u8; 4]>::try_from(*b).ok().map(Ipv4Addr::from)
-        }
-        _ => None,
-    })
-}
-
 /// What the node starts with: its key, its credentials if certified, and
 /// the CA certificate (for enrolment).
 struct Identity {
@@ -162,7 +150,7 @@ fn load_identity(config: &Config) -> Result<Identity, String> {
     }
     let cert_der = ipsec_ca::key::from_pem("CERTIFICATE", &read_text(&cert_path)?)
         .map_err(|e| format!("cert: {e}"))?;
-    let virtual_ip = certified_ip(&cert_der).ok_or("the certificate names no IPv4 address")?;
+    let virtual_ip = crate::records::certified_ip(&cert_der).ok_or("the certificate names no IPv4 address")?;
     let credentials = Credentials {
         certificate: cert_der,
         key: key.pkcs8_der().to_vec(),
@@ -648,7 +636,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             }
             if let CoreEvent::Enrolled(certificate) = &event
                 && let Some(ca_der) = &ca_der
-                && let Some(ip) = certified_ip(certificate)
+                && let Some(ip) = crate::records::certified_ip(certificate)
             {
                 let pem = ipsec_ca::key::to_pem("CERTIFICATE", certificate);
                 if let Err(e) =

@@ -1,0 +1,260 @@
+//! Which DHT records this node stores and believes: the node's
+//! [`RecordPolicy`].
+//!
+//! The overlay already guarantees that every record is signed by its
+//! writer and that no writer changes another's slot
+//! ([`overlay_core::record`]). This policy decides which *writers* may
+//! say what, under each of the node's keys (`wow/<kind>/<suffix>`):
+//!
+//! | key | in a network with a CA | without a CA |
+//! |---|---|---|
+//! | `name/<host>` | the writer's certificate (the record's credential) binds `<host>` (`<host>.<zone>` dNSName) and the value is its certified IP | the value is a guest address of the network |
+//! | `ip/<addr>` | the certificate binds `<addr>` (the value is a ring address) | the value is a ring address |
+//! | `lease/<addr>` | `<addr>` is in the network; a certified writer may claim only its certified address (uncertified writers may claim, for enrolment; certified claims win, see [`claim_rank`]) | `<addr>` is in the network |
+//! | `ca` | the value is the CA's signed announcement naming the writer's key | any |
+//! | `crl` | the value is a CRL manifest signed by the CA; the writer is certified or the CA node | any |
+//! | `crl-chunk/…` | the writer is certified or the CA node | any |
+//! | anything else | refused | any |
+//!
+//! "Certified" means: the record's credential is a DER certificate that
+//! chains to the CA, is valid now and not revoked, and whose key is the
+//! writer's key. The CA node itself need not hold a host certificate: its
+//! records carry its signed announcement as their credential instead.
+//! Storing nodes and readers apply the same rules ([`PolicyStage`] is
+//! ignored), so a record refused here is neither stored nor believed.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::{Instant, SystemTime};
+
+use ipnet::Ipv4Net;
+use ipsec_ca::Verifier;
+use overlay_core::record::PolicyStage;
+use overlay_core::wire::Record;
+use overlay_core::RecordPolicy;
+
+/// Certificates verified recently, by their SHA-256: verifying a chain
+/// costs a signature check; a node re-reads the same few certificates.
+const CACHE_LIMIT: usize = 4096;
+
+/// What a record's writer can show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// A host certificate from the CA for this IP, with these names.
+    Certified {
+        /// The certified virtual IP.
+        ip: Ipv4Addr,
+        /// The certified host names (dNSName SANs).
+        names: Vec<String>,
+    },
+    /// The CA node (its credential is the CA's announcement naming it).
+    CaNode,
+    /// Nothing the CA vouches for.
+    None,
+}
+
+/// The node's rules for DHT records (see the module docs).
+pub struct NodePolicy {
+    network: Ipv4Net,
+    gateway: Ipv4Addr,
+    zone: String,
+    ca: Option<Verifier>,
+    /// Wall time at `base`: the policy gets only `Instant`s.
+    base: (Instant, SystemTime),
+    cache: HashMap<[u8; 32], Option<(Vec<u8>, Standing)>>,
+}
+
+impl std::fmt::Debug for NodePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodePolicy")
+            .field("network", &self.network)
+            .field("with_ca", &self.ca.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodePolicy {
+    /// Rules for `network` (guest addresses; `gateway` is the node itself),
+    /// host names in `zone`, and, in a network with a CA, `ca` (with the
+    /// current CRL loaded). `now` and `wall` are the same moment.
+    pub fn new(
+        network: Ipv4Net,
+        gateway: Ipv4Addr,
+        zone: &str,
+        ca: Option<Verifier>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> NodePolicy {
+        NodePolicy {
+            network,
+            gateway,
+            zone: zone.trim_end_matches('.').to_ascii_lowercase(),
+            ca,
+            base: (now, wall),
+            cache: HashMap::new(),
+        }
+    }
+
+    fn wall(&self, now: Instant) -> ipsec_ca::time::OffsetDateTime {
+        let wall = self.base.1 + now.saturating_duration_since(self.base.0);
+        ipsec_ca::time::OffsetDateTime::from(wall)
+    }
+
+    /// Whether `ip` can be a guest's address.
+    pub fn is_guest_addr(&self, ip: Ipv4Addr) -> bool {
+        self.network.contains(&ip)
+            && ip != self.gateway
+            && ip != self.network.network()
+            && ip != self.network.broadcast()
+    }
+
+    /// What `record`'s writer can show, at `now`.
+    pub fn standing(&mut self, now: Instant, record: &Record) -> Standing {
+        let Some(verifier) = self.ca.as_ref() else {
+            return Standing::None;
+        };
+        if record.credential.is_empty() {
+            return Standing::None;
+        }
+        // The CA node: its announcement, naming the writer's key.
+        if let Some(a) = crate::enrol::verify_announcement(verifier, &record.credential) {
+            return if a.writer == record.writer.public_key {
+                Standing::CaNode
+            } else {
+                Standing::None
+            };
+        }
+        let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, &record.credential)
+            .as_ref()
+            .try_into()
+            .unwrap_or([0; 32]);
+        let at = self.wall(now);
+        let verified = match self.cache.get(&digest) {
+            Some(v) => v.clone(),
+            None => {
+                let v = certified_ip(&record.credential)
+                    .and_then(|ip| verifier.verify(&record.credential, ip, at).ok())
+                    .map(|peer| {
+                        let standing = Standing::Certified {
+                            ip: peer.virtual_ip,
+                            names: peer.dns_names.clone(),
+                        };
+                        (peer.public_key, standing)
+                    });
+                if self.cache.len() >= CACHE_LIMIT {
+                    self.cache.clear();
+                }
+                self.cache.insert(digest, v.clone());
+                v
+            }
+        };
+        match verified {
+            Some((key, standing)) if key == record.writer.public_key => standing,
+            _ => Standing::None,
+        }
+    }
+
+    fn name_bound(&self, names: &[String], host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        let fqdn = format!("{host}.{}", self.zone);
+        names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(&host) || n.eq_ignore_ascii_case(&fqdn))
+    }
+
+    fn judge(&mut self, now: Instant, record: &Record) -> bool {
+        let Some(rest) = record.key.strip_prefix(b"wow/") else {
+            return self.ca.is_none();
+        };
+        let (kind, suffix) = match rest.iter().position(|b| *b == b'/') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &[][..]),
+        };
+        let with_ca = self.ca.is_some();
+        match kind {
+            b"name" => {
+                let Some(ip) = ipv4(&record.value).filter(|ip| self.is_guest_addr(*ip)) else {
+                    return false;
+                };
+                if !with_ca {
+                    return true;
+                }
+                let Ok(host) = std::str::from_utf8(suffix) else {
+                    return false;
+                };
+                match self.standing(now, record) {
+                    Standing::Certified { ip: certified, names } => {
+                        certified == ip && self.name_bound(&names, host)
+                    }
+                    _ => false,
+                }
+            }
+            b"ip" => {
+                let Some(addr) = ipv4(suffix).filter(|ip| self.is_guest_addr(*ip)) else {
+                    return false;
+                };
+                if record.value.len() != overlay_core::address::ADDRESS_LEN {
+                    return false;
+                }
+                !with_ca
+                    || matches!(self.standing(now, record),
+                        Standing::Certified { ip, .. } if ip == addr)
+            }
+            b"lease" => {
+                let Some(addr) = ipv4(suffix).filter(|ip| self.is_guest_addr(*ip)) else {
+                    return false;
+                };
+                match self.standing(now, record) {
+                    Standing::Certified { ip, .. } => ip == addr,
+                    _ => true,
+                }
+            }
+            b"ca" => match self.ca.as_ref() {
+                None => true,
+                Some(verifier) => crate::enrol::verify_announcement(verifier, &record.value)
+                    .is_some_and(|a| a.writer == record.writer.public_key),
+            },
+            b"crl" => match self.ca.as_ref() {
+                None => true,
+                Some(verifier) => {
+                    crate::crl_dht::Manifest::verify(verifier, &record.value).is_ok()
+                        && self.standing(now, record) != Standing::None
+                }
+            },
+            b"crl-chunk" => !with_ca || self.standing(now, record) != Standing::None,
+            _ => !with_ca,
+        }
+    }
+}
+
+impl RecordPolicy for NodePolicy {
+    fn accept(&mut self, now: Instant, _stage: PolicyStage, record: &Record) -> bool {
+        self.judge(now, record)
+    }
+}
+
+/// How strongly a lease claim holds, for the DHCP conflict rule: a claim
+/// by a writer certified for the address beats every other claim, so no
+/// uncertified claim (an enrolling node's, or an intruder's) evicts a
+/// certified guest. Higher ranks win.
+pub fn claim_rank(standing: &Standing, addr: Ipv4Addr) -> u8 {
+    match standing {
+        Standing::Certified { ip, .. } if *ip == addr => 1,
+        _ => 0,
+    }
+}
+
+fn ipv4(bytes: &[u8]) -> Option<Ipv4Addr> {
+    <[u8; 4]>::try_from(bytes).ok().map(Ipv4Addr::from)
+}
+
+/// The IPv4 SAN of a certificate: the virtual IP it binds.
+pub fn certified_ip(der: &[u8]) -> Option<Ipv4Addr> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::IPAddress(b) => ipv4(b),
+        _ => None,
+    })
+}
+
