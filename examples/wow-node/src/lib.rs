@@ -36,7 +36,6 @@ pub mod demo;
 pub mod enrol;
 pub mod guest;
 pub mod lan;
-pub mod offload;
 pub mod punch;
 pub mod runtime;
 pub mod tcp_dns;
