@@ -35,7 +35,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -68,14 +68,6 @@ struct Contents {
 enum Change {
     Put(Lease),
     Remove(Ipv4Addr),
-}
-
-/// One journal line.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Entry {
-    seq: u64,
-    change: Change,
 }
 
 /// A [`LeaseStore`] backed by a snapshot file and a journal beside it.
@@ -123,26 +115,10 @@ fn corrupt(path: &Path, reason: String) -> StoreError {
 /// Replace `path` with `bytes`: write `path.tmp`, fsync, rename, fsync the
 /// directory.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let err = io_err(path);
     let mut tmp = path.to_path_buf().into_os_string();
     tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(&err)?;
-    f.write_all(bytes).map_err(&err)?;
-    f.sync_all().map_err(&err)?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(&err)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    File::open(dir).and_then(|d| d.sync_all()).map_err(&err)?;
-    Ok(())
+    wow_journal::write_atomic(path, Path::new(&tmp), bytes, None)
+        .map_err(|e| io_err(path)(e.source))
 }
 
 impl FileStore {
@@ -210,45 +186,12 @@ impl FileStore {
     /// Apply the journal lines newer than the snapshot; returns the length
     /// of the valid prefix (shorter than `journal` only by a torn last line).
     fn replay(&mut self, journal: &[u8]) -> Result<usize, StoreError> {
-        let mut pos = 0;
-        let mut line_no = 0usize;
-        while pos < journal.len() {
-            let rest = journal.get(pos..).unwrap_or_default();
-            // No newline: a torn append, never acknowledged.
-            let Some(newline) = rest.iter().position(|&b| b == b'\n') else {
-                break;
-            };
-            line_no += 1;
-            let line = rest.get(..newline).unwrap_or_default();
-            let last = pos + newline + 1 == journal.len();
-            let entry: Entry = match serde_json::from_slice(line) {
-                Ok(entry) => entry,
-                // A garbled last line is a torn append too; earlier ones are
-                // corruption.
-                Err(_) if last => break,
-                Err(e) => {
-                    return Err(corrupt(&self.journal_path, format!("line {line_no}: {e}")));
-                }
-            };
-            if entry.seq > self.seq {
-                if entry.seq != self.seq + 1 {
-                    return Err(corrupt(
-                        &self.journal_path,
-                        format!(
-                            "line {line_no}: change {} follows change {}",
-                            entry.seq, self.seq
-                        ),
-                    ));
-                }
-                apply(&mut self.leases, &entry.change).map_err(|reason| {
-                    corrupt(&self.journal_path, format!("line {line_no}: {reason}"))
-                })?;
-                self.seq = entry.seq;
-            }
-            self.journal_lines += 1;
-            pos += newline + 1;
-        }
-        Ok(pos)
+        let leases = &mut self.leases;
+        let done = wow_journal::replay(journal, self.seq, |change: Change| apply(leases, &change))
+            .map_err(|e| corrupt(&self.journal_path, e.to_string()))?;
+        self.seq = done.seq;
+        self.journal_lines += done.lines;
+        Ok(done.valid_len)
     }
 
     /// Switch to the deferred write policy: changes reach the disk on
@@ -328,30 +271,15 @@ impl FileStore {
         }
         let first = self.seq + 1 - changes.len() as u64;
         let mut buf = Vec::new();
-        for (seq, change) in (first..).zip(changes) {
-            let entry = Entry {
-                seq,
-                change: change.clone(),
-            };
-            serde_json::to_writer(&mut buf, &entry)
-                .map_err(|e| io_err(&self.journal_path)(io::Error::other(e)))?;
-            buf.push(b'\n');
-        }
-        let res = file
-            .write_all(&buf)
-            .and_then(|()| file.sync_data())
-            .map_err(io_err(&self.journal_path));
-        if res.is_err() {
-            // Drop any partial line; if even that fails, the next change
+        wow_journal::encode(first, changes, &mut buf)
+            .map_err(|e| io_err(&self.journal_path)(io::Error::other(e)))?;
+        if let Err(e) = wow_journal::append(file, self.journal_len, &buf) {
+            // A partial line that could not be cut off: the next change
             // rewrites everything as a snapshot.
-            if file
-                .set_len(self.journal_len)
-                .and_then(|()| file.sync_data())
-                .is_err()
-            {
+            if !e.rolled_back {
                 self.journal = None;
             }
-            return res;
+            return Err(io_err(&self.journal_path)(e.source));
         }
         self.journal_lines += changes.len();
         self.journal_len += buf.len() as u64;

@@ -21,11 +21,8 @@
 //! harmless) and drops a torn last line: it was never acknowledged.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-
-use serde::{Deserialize, Serialize};
 
 use crate::error::{CaError, StoreError};
 use crate::identity::CaIdentity;
@@ -47,13 +44,6 @@ pub const LOCK_FILE: &str = "lock";
 /// Journal lines between snapshots.
 pub const DEFAULT_COMPACT_EVERY: usize = 1024;
 
-/// One journal line.
-#[derive(Debug, Serialize, Deserialize)]
-struct JournalEntry {
-    seq: u64,
-    change: Change,
-}
-
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         op,
@@ -62,36 +52,25 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
-/// Writes `bytes` to `path` atomically and durably with the given mode.
+impl From<wow_journal::IoError> for StoreError {
+    fn from(e: wow_journal::IoError) -> Self {
+        StoreError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically and durably with the given mode,
+/// through the temporary file `.NAME.tmp` beside it.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(
+    let tmp = path.with_file_name(format!(
         ".{}.tmp",
         file_name.as_deref().unwrap_or("unnamed")
     ));
-    {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
-        // `mode` only applies on creation; a leftover temp file keeps its mode.
-        fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))
-            .map_err(io_err("chmod", &tmp))?;
-        file.write_all(bytes).map_err(io_err("write", &tmp))?;
-        file.sync_all().map_err(io_err("fsync", &tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(io_err("rename", path))?;
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync dir", &dir))?;
-    Ok(())
+    Ok(wow_journal::write_atomic(path, &tmp, bytes, Some(mode))?)
 }
 
 fn read(path: &Path) -> Result<String, StoreError> {
@@ -206,17 +185,11 @@ impl FileStore {
             .mode(0o600)
             .open(&path)
             .map_err(io_err("open", &path))?;
-        let result = file
-            .write_all(line)
-            .and_then(|()| file.sync_data())
-            .map_err(io_err("append", &path));
-        if result.is_err() {
-            // Drop any partial line; if even that fails, the next change
-            // rewrites everything as a snapshot.
+        wow_journal::append(&mut file, self.journal_len, line).map_err(|e| {
+            // The next change rewrites everything as a snapshot.
             self.needs_snapshot = true;
-            let _ = file.set_len(self.journal_len);
-        }
-        result
+            io_err("append", &path)(e.source)
+        })
     }
 }
 
@@ -238,30 +211,14 @@ impl Store for FileStore {
             Err(e) => return Err(io_err("read", &journal_path)(e)),
         };
         let mut state = snapshot;
-        let mut pos = 0usize;
-        let mut entries = 0usize;
-        while pos < journal.len() {
-            let rest = journal.get(pos..).unwrap_or_default();
-            // No newline: a torn append, never acknowledged.
-            let Some(newline) = rest.iter().position(|&b| b == b'\n') else {
-                break;
-            };
-            let line = rest.get(..newline).unwrap_or_default();
-            let entry: JournalEntry = match serde_json::from_slice(line) {
-                Ok(entry) => entry,
-                // A garbled last line is a torn append too; earlier ones are corruption.
-                Err(_) if pos + newline + 1 == journal.len() => break,
-                Err(e) => return Err(StoreError::Corrupt(e)),
-            };
-            if entry.seq > state.seq {
-                if entry.seq != state.seq + 1 {
-                    return Err(StoreError::Inconsistent);
-                }
-                state.apply(&entry.change)?;
-            }
-            entries += 1;
-            pos += newline + 1;
-        }
+        let from = state.seq;
+        let done = wow_journal::replay(&journal, from, |change: Change| state.apply(&change))
+            .map_err(|e| match e {
+                wow_journal::ReplayError::Garbled { source, .. } => StoreError::Corrupt(source),
+                wow_journal::ReplayError::Gap { .. } => StoreError::Inconsistent,
+                wow_journal::ReplayError::Apply { reason, .. } => reason,
+            })?;
+        let (pos, entries) = (done.valid_len, done.lines);
         if pos < journal.len() {
             let file = OpenOptions::new()
                 .write(true)
@@ -294,12 +251,8 @@ impl Store for FileStore {
             after.apply(change)?;
             return self.save(&after);
         }
-        let entry = JournalEntry {
-            seq: before.seq + 1,
-            change: change.clone(),
-        };
-        let mut line = serde_json::to_vec(&entry).map_err(StoreError::Corrupt)?;
-        line.push(b'\n');
+        let mut line = Vec::new();
+        wow_journal::encode(before.seq + 1, [change], &mut line).map_err(StoreError::Corrupt)?;
         self.append(&line)?;
         self.journal_entries += 1;
         self.journal_len += line.len() as u64;

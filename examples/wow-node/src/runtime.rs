@@ -406,11 +406,11 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     let started_at = now;
     let mut udp_buf = vec![0u8; 65536];
     let mut cmsg_buf = crate::udp::cmsg_buffer();
-    let mut tap_buf = vec![0u8; crate::offload::MAX_READ];
+    let mut tap_buf = vec![0u8; tap_offload::MAX_READ];
     let mut tap_io = TapIo {
         offload,
-        segmenter: crate::offload::Segmenter::new(),
-        coalescer: crate::offload::Coalescer::new(),
+        segmenter: tap_offload::Segmenter::new(),
+        coalescer: tap_offload::Coalescer::new(),
     };
     let mut out = Outbox {
         buf: vec![0u8; crate::udp::MAX_BATCH_BYTES + OUT_ROOM],
@@ -843,8 +843,8 @@ impl Outbox {
 /// frames and frames for the guest are merged before they are written.
 struct TapIo {
     offload: bool,
-    segmenter: crate::offload::Segmenter,
-    coalescer: crate::offload::Coalescer,
+    segmenter: tap_offload::Segmenter,
+    coalescer: tap_offload::Coalescer,
 }
 
 impl TapIo {

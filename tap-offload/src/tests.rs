@@ -1,0 +1,166 @@
+//! Unit tests: what needs the crate's private checksum helpers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use smoltcp::wire::{IpAddress, Ipv4Packet, UdpPacket};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use super::*;
+use support::{DST, SRC, TCP_SYN, assert_valid_tcp, split_all, tcp_frame, tso, with_hdr};
+
+#[test]
+fn header_round_trips() {
+    let hdr = tso(1400, 32);
+    let mut b = [0u8; VNET_HDR_LEN];
+    hdr.emit(&mut b).unwrap();
+    assert_eq!(VnetHdr::parse(&b), Ok(hdr));
+    assert_eq!(
+        VnetHdr::parse(&b[..9]),
+        Err(OffloadError::Truncated { len: 9 })
+    );
+    assert_eq!(
+        hdr.emit(&mut [0u8; 9]),
+        Err(OffloadError::Truncated { len: 9 })
+    );
+}
+
+#[test]
+fn partial_checksums_are_completed() {
+    let frame = tcp_frame(5, TCP_ACK | TCP_PSH, &[], b"hello, partial checksum");
+    let mut partial = frame.clone();
+    let l4 = ETH_LEN + 20;
+    let tcp_len = (frame.len() - l4) as u32;
+    put16(
+        &mut partial,
+        l4 + 16,
+        checksum::pseudo_header_v4(&SRC, &DST, PROTO_TCP, tcp_len),
+    );
+    checksum::fix_ip(&mut partial, 20);
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        csum_start: l4 as u16,
+        csum_offset: 16,
+        ..VnetHdr::default()
+    };
+    let out = split_all(&mut with_hdr(hdr, &partial)).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_valid_tcp(&out[0]);
+
+    let bad = VnetHdr {
+        csum_start: 60,
+        csum_offset: 200,
+        ..hdr
+    };
+    assert!(matches!(
+        split_all(&mut with_hdr(bad, &partial)),
+        Err(OffloadError::ChecksumOutside { .. })
+    ));
+}
+
+#[test]
+fn udp_super_frames_are_cut() {
+    let payload: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+    let mut f = tcp_frame(0, 0, &[], &[]);
+    f.truncate(ETH_LEN + 20);
+    f[ETH_LEN + 9] = 17;
+    f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 0]);
+    f.extend_from_slice(&payload);
+    put16(&mut f, ETH_LEN + 2, (20 + 8 + payload.len()) as u16);
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_UDP_L4,
+        hdr_len: (ETH_LEN + 28) as u16,
+        gso_size: 1200,
+        csum_start: (ETH_LEN + 20) as u16,
+        csum_offset: 6,
+    };
+    let out = split_all(&mut with_hdr(hdr, &f)).unwrap();
+    assert_eq!(out.len(), 3);
+    let mut joined = Vec::new();
+    for s in &out {
+        let ip = Ipv4Packet::new_checked(&s[ETH_LEN..]).unwrap();
+        assert!(ip.verify_checksum());
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(udp.verify_checksum(&IpAddress::Ipv4(SRC), &IpAddress::Ipv4(DST)));
+        assert_eq!(usize::from(udp.len()), 8 + udp.payload().len());
+        joined.extend_from_slice(udp.payload());
+    }
+    assert_eq!(joined, payload);
+}
+
+#[test]
+fn bad_super_frames_are_refused() {
+    let frame = tcp_frame(1, TCP_ACK, &[], &[0; 3000]);
+    let zero = VnetHdr {
+        gso_size: 0,
+        ..tso(0, 20)
+    };
+    assert_eq!(
+        split_all(&mut with_hdr(zero, &frame)),
+        Err(OffloadError::ZeroSegmentSize)
+    );
+    let v6 = VnetHdr {
+        gso_type: GSO_TCPV6,
+        ..tso(1000, 20)
+    };
+    assert_eq!(
+        split_all(&mut with_hdr(v6, &frame)),
+        Err(OffloadError::UnsupportedGso(GSO_TCPV6))
+    );
+    assert!(matches!(
+        split_all(&mut with_hdr(tso(1000, 20), &frame[..40])),
+        Err(OffloadError::Truncated { .. })
+    ));
+    let mut udp = frame.clone();
+    udp[ETH_LEN + 9] = 17;
+    assert_eq!(
+        split_all(&mut with_hdr(tso(1000, 20), &udp)),
+        Err(OffloadError::NotIpv4(PROTO_UDP))
+    );
+}
+
+#[test]
+fn only_what_gro_would_merge_is_merged() {
+    let seg = |seq: u32, flags: u8, len: usize| {
+        let mut f = tcp_frame(seq, flags, &[], &vec![7u8; len]);
+        checksum::fix_ip(&mut f, 20);
+        checksum::fix_l4(&mut f, ETH_LEN + 20, 16, PROTO_TCP);
+        f
+    };
+    let mut gro = Coalescer::new();
+    assert!(gro.push(&seg(1000, TCP_ACK, 100)));
+    // A gap in the sequence.
+    assert!(!gro.push(&seg(1200, TCP_ACK, 100)));
+    // Contiguous: merged; a shorter one closes the run.
+    assert!(gro.push(&seg(1100, TCP_ACK, 100)));
+    assert!(gro.push(&seg(1200, TCP_ACK, 50)));
+    assert!(!gro.push(&seg(1250, TCP_ACK, 100)));
+    let out = gro.finish().to_vec();
+    let hdr = VnetHdr::parse(&out).unwrap();
+    assert_eq!((hdr.gso_type, hdr.gso_size), (GSO_TCPV4, 100));
+    assert_eq!(out.len(), VNET_HDR_LEN + ETH_LEN + 40 + 250);
+
+    // Another flow, a SYN, a different ACK number: not merged.
+    assert!(gro.push(&seg(1, TCP_ACK, 100)));
+    let mut other_port = seg(101, TCP_ACK, 100);
+    put16(&mut other_port, ETH_LEN + 22, 5202);
+    assert!(!gro.push(&other_port));
+    assert!(!gro.push(&seg(101, TCP_SYN | TCP_ACK, 100)));
+    let mut other_ack = seg(101, TCP_ACK, 100);
+    other_ack[ETH_LEN + 20 + 11] ^= 1;
+    assert!(!gro.push(&other_ack));
+    // A PSH segment is merged and ends the run.
+    assert!(gro.push(&seg(101, TCP_ACK | TCP_PSH, 100)));
+    assert!(!gro.push(&seg(201, TCP_ACK, 100)));
+    let out = gro.finish().to_vec();
+    assert_eq!(out[VNET_HDR_LEN + ETH_LEN + 20 + 13], TCP_ACK | TCP_PSH);
+
+    // Anything that is not TCP data stands alone.
+    assert!(gro.push(&seg(1, TCP_ACK, 0)));
+    assert!(!gro.push(&seg(1, TCP_ACK, 0)));
+    assert_eq!(VnetHdr::parse(gro.finish()).unwrap(), VnetHdr::default());
+    assert!(gro.is_empty());
+    assert!(gro.finish().is_empty());
+}
