@@ -158,6 +158,8 @@ pub struct Stats {
     pub lookups: u64,
     /// Queries answered SERVFAIL.
     pub servfail: u64,
+    /// Store answers dropped because their address is outside the network.
+    pub outside_network: u64,
 }
 
 /// The DNS server state machine.
@@ -466,6 +468,17 @@ impl Server {
                 self.lookups_by_name.remove(&name);
                 self.waiting -= waiters.len();
                 match result {
+                    // The store is written by others: an address outside
+                    // the network is never answered (nor cached).
+                    StoreResult::Found { addr, .. }
+                        if !self.config.zone.network.contains(&addr) =>
+                    {
+                        self.stats.outside_network += 1;
+                        let r = self.zone.nxdomain();
+                        for w in &waiters {
+                            self.reply(w, &r);
+                        }
+                    }
                     StoreResult::Found { addr, ttl } => {
                         let ttl = ttl.min(self.config.cache_ttl);
                         // Cache it; a name the table refuses is still answered.

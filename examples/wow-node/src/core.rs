@@ -2202,10 +2202,13 @@ impl<S: LeaseStore> Core<S> {
             }
             DhtJob::DnsLookup(rid) => {
                 let result = match &outcome {
+                    // The newest value inside the network: one outside it
+                    // must not hide it (dns-virt never answers those).
                     DhtOutcome::Ok(values) => values
                         .iter()
                         .rev()
-                        .find_map(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+                        .filter_map(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+                        .find(|b| self.settings.network.contains(&Ipv4Addr::from(*b)))
                         .map(|b| dns_virt::StoreResult::Found {
                             addr: Ipv4Addr::from(b),
                             ttl: Duration::from_secs(60),

@@ -1,0 +1,227 @@
+//! Issue #16's namespace acceptance: certified A and B, and a node M
+//! without a certificate whose guest sends A's host name. B must still
+//! resolve A's name to A's address, and M must not get into the closed
+//! ring. A routes between B's and M's links (one hop each).
+//!
+//! Today both fail (the name record is last-writer-wins and the ring is
+//! open), hence `#[ignore]` until the record policy and closed-ring
+//! admission land.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use wow_test_hosts::{Netns, Process, TempDir, require, wait_until};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wow-node");
+const SECURITY: &str =
+    "\n[security]\nca_cert = \"ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\n";
+
+/// A host running `wow-node up`, its guest (the namespace) on `wow0`
+/// sending DHCP host name `guest_name`.
+struct Host {
+    ns: Netns,
+    state: TempDir,
+    guest_name: &'static str,
+    node: Option<Process>,
+}
+
+impl Host {
+    fn new(tag: &str, guest_name: &'static str) -> Host {
+        Host {
+            ns: Netns::new(tag).unwrap(),
+            state: TempDir::new(tag).unwrap(),
+            guest_name,
+            node: None,
+        }
+    }
+
+    fn start(&mut self, bootstrap: &str, extra: &str) {
+        let path = self.state.path().join("node.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[node]\nstate_dir = \"{}\"\nlisten = \"0.0.0.0:4000\"\nbootstrap = [{bootstrap}]\n\
+                 lan_discovery = false\n\n[network]\ncidr = \"10.128.0.0/16\"\n{extra}",
+                self.state.path().display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+            .unwrap();
+        let mut cmd = self.ns.command(BIN);
+        cmd.args(["up", "--config", path.to_str().unwrap()])
+            .env("RUST_LOG", "info,wow_node=debug");
+        self.node = Some(Process::spawn(cmd).unwrap());
+        let ns = &self.ns;
+        assert!(
+            wait_until(Duration::from_secs(10), || ns
+                .run_ok("ip", &["link", "show", "wow0"])
+                .is_ok_and(|s| s.contains("UP"))),
+            "TAP never came up:\n{}",
+            self.log()
+        );
+    }
+
+    fn log(&self) -> String {
+        self.node.as_ref().map(Process::log).unwrap_or_default()
+    }
+
+    /// dhclient once on the TAP, sending the guest's host name; the lease.
+    fn dhcp(&self) -> String {
+        let dir = self.state.path();
+        std::fs::write(
+            dir.join("dhclient.conf"),
+            format!(
+                "send host-name \"{}\";\nrequest subnet-mask, routers, domain-name, \
+                 domain-name-servers, domain-search;\n",
+                self.guest_name
+            ),
+        )
+        .unwrap();
+        self.ns.set_resolv_conf("").unwrap();
+        let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+        let out = self.ns.run(
+            "timeout",
+            &[
+                "30",
+                "dhclient",
+                "-1",
+                "-4",
+                "-cf",
+                &p("dhclient.conf"),
+                "-lf",
+                &p("dhclient.leases"),
+                "-pf",
+                &p("dhclient.pid"),
+                "wow0",
+            ],
+        );
+        let addrs = self.ns.ipv4_addrs("wow0").unwrap();
+        assert!(!addrs.is_empty(), "no lease: {out:?}\n{}", self.log());
+        addrs[0].split('/').next().unwrap().to_string()
+    }
+
+    fn resolve(&self, name: &str) -> Option<String> {
+        let out = self.ns.run("getent", &["hosts", name]).ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace().next().map(str::to_string)
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        let text = self
+            .ns
+            .run_ok(
+                BIN,
+                &[
+                    "status",
+                    "--json",
+                    "--state-dir",
+                    self.state.path().to_str().unwrap(),
+                ],
+            )
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.state.path().join("dhclient.pid")) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+fn issue(ca: &Path, ip: &str, name: &str, out: &Path) {
+    let output = std::process::Command::new(BIN)
+        .args([
+            "ca",
+            "issue",
+            "--dir",
+            ca.to_str().unwrap(),
+            "--ip",
+            ip,
+            "--name",
+            name,
+        ])
+        .args(["--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+}
+
+#[test]
+#[ignore = "needs Security II record policy"]
+fn attack_name_take_over_and_closed_ring_in_namespaces() {
+    if !require(
+        "attack_name_take_over_and_closed_ring_in_namespaces",
+        &["dhclient", "getent"],
+    ) {
+        return;
+    }
+    let ca = TempDir::new("ca").unwrap();
+    let s = std::process::Command::new(BIN)
+        .args(["ca", "init", "--dir", ca.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(s.success());
+    let mut a = Host::new("xa", "alpha");
+    let mut b = Host::new("xb", "bravo");
+    // M's guest asks for alpha's name.
+    let mut m = Host::new("xm", "alpha");
+    a.ns.veth_to(&b.ns, "eb", "eth0").unwrap();
+    a.ns.veth_to(&m.ns, "em", "eth0").unwrap();
+    a.ns.addr_add("eb", "192.168.70.1/24").unwrap();
+    a.ns.addr_add("em", "192.168.71.1/24").unwrap();
+    b.ns.addr_add("eth0", "192.168.70.2/24").unwrap();
+    m.ns.addr_add("eth0", "192.168.71.2/24").unwrap();
+    for h in [&a, &b, &m] {
+        h.ns.link_up("lo").unwrap();
+    }
+    a.ns.run_ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
+        .unwrap();
+    b.ns.run_ok("ip", &["route", "add", "default", "via", "192.168.70.1"])
+        .unwrap();
+    m.ns.run_ok("ip", &["route", "add", "default", "via", "192.168.71.1"])
+        .unwrap();
+
+    issue(ca.path(), "10.128.0.10", "alpha", a.state.path());
+    issue(ca.path(), "10.128.0.20", "bravo", b.state.path());
+    // M holds the CA certificate (it is no secret) but no certificate.
+    std::fs::copy(ca.path().join("ca.pem"), m.state.path().join("ca.pem")).unwrap();
+
+    a.start("", SECURITY);
+    b.start("\"192.168.70.1:4000\"", SECURITY);
+    m.start(
+        "\"192.168.71.1:4000\"",
+        "\n[security]\nca_cert = \"ca.pem\"\n",
+    );
+    assert_eq!(a.dhcp(), "10.128.0.10");
+    assert_eq!(b.dhcp(), "10.128.0.20");
+    assert!(
+        wait_until(Duration::from_secs(20), || b.resolve("alpha").as_deref()
+            == Some("10.128.0.10")),
+        "bravo never resolved alpha:\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+    let addr_m = m.dhcp();
+    // The take-over showed within a minute (once the 60 s name cache had
+    // expired): watch for 80 s.
+    let until = Instant::now() + Duration::from_secs(80);
+    while Instant::now() < until {
+        let seen = b.resolve("alpha");
+        assert_eq!(
+            seen.as_deref(),
+            Some("10.128.0.10"),
+            "bravo resolves alpha to {seen:?} (M's guest has {addr_m})\nM:\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // M is not in the closed ring: no overlay link.
+    let status = m.status_json();
+    let links = status["links"].as_array().map_or(0, Vec::len);
+    assert_eq!(links, 0, "M got into the ring: {status}");
+}
