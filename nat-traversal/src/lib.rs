@@ -18,6 +18,9 @@
 //!   binding lifetime.
 //! - [`link`]: authenticated data frames over a direct path or a relay,
 //!   with a lossless relay → direct upgrade.
+//! - [`agent`]: hole punching with many peers at once, the "open our own
+//!   NAT first" policy (a [`Transmit`] can ask for a low IP TTL) and the
+//!   TURN relay of last resort, behind one interface.
 //! - [`turn`]: a TURN client (RFC 8656), for relaying through a TURN
 //!   server when no common neighbour relays; with channels, its data path
 //!   costs 4 bytes a packet and allocates nothing.
@@ -64,6 +67,7 @@
 
 use std::net::SocketAddr;
 
+pub mod agent;
 pub mod discovery;
 pub mod error;
 pub mod keepalive;
@@ -94,6 +98,9 @@ pub struct Transmit {
     pub destination: SocketAddr,
     /// The bytes.
     pub payload: Vec<u8>,
+    /// The IP TTL (hop limit) to send with; `None`: the socket's default.
+    /// Only [`agent::Agent`]'s NAT-opening datagrams set it.
+    pub ttl: Option<u8>,
 }
 
 /// Compare two MACs without an early exit on the first differing byte.
