@@ -37,7 +37,6 @@ pub mod enrol;
 pub mod guest;
 pub mod lan;
 pub mod offload;
-pub mod punch;
 pub mod runtime;
 pub mod tcp_dns;
 pub mod udp;
