@@ -4,8 +4,8 @@
 //! This crate does no networking and reads no clock: every machine takes
 //! bytes and an [`Instant`](std::time::Instant) in (`handle_*`) and gives
 //! datagrams, deadlines and events out (`poll_*`). Randomness (transaction
-//! ids) comes from a caller-provided seed. The tokio-free example
-//! `examples/punch.rs` is the I/O shell.
+//! ids) comes from a caller-provided seed. The tokio-free examples
+//! `examples/punch.rs` and `examples/punch_agent.rs` are I/O shells.
 //!
 //! - [`wire`]: STUN messages (RFC 8489), TURN ChannelData (RFC 8656
 //!   §12.4) and our signalling format (registration,
