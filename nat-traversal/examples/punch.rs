@@ -9,12 +9,13 @@
 //! ```
 //!
 //! The rendezvous answers STUN Binding requests (so it is also an observer
-//! and works with any STUN client), forwards offers between registered
-//! names and relays data when asked. `connect` discovers its reflexive
-//! address, exchanges offers with the peer, punches, falls back to the
-//! relay when punching fails, exchanges a few authenticated frames and
-//! prints as its last line `path=direct time_ms=N` or `path=relay
-//! time_ms=N` (exit 0), or why it failed (exit 1).
+//! and works with any STUN client), forwards offers (and `punch_agent`'s
+//! punch requests) between registered names and relays data when asked.
+//! `connect` discovers its reflexive address, exchanges offers with the
+//! peer, punches, falls back to the relay when punching fails, exchanges a
+//! few authenticated frames and prints as its last line `path=direct
+//! time_ms=N` or `path=relay time_ms=N` (exit 0), or why it failed (exit
+//! 1).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -211,6 +212,25 @@ fn rendezvous(listen: SocketAddr, alternate_port: Option<u16>) {
                         match names.get(&offer.to) {
                             Some(&to) => reply(to, SignalRepr::Offer(offer)),
                             None => reply(from, SignalRepr::UnknownPeer { peer: offer.to }),
+                        }
+                    }
+                    // A punch request of `punch_agent`, forwarded the same way.
+                    SignalRepr::Endpoints {
+                        from: sender,
+                        to,
+                        endpoints,
+                    } => {
+                        names.insert(sender.clone(), from);
+                        match names.get(&to) {
+                            Some(&dest) => reply(
+                                dest,
+                                SignalRepr::Endpoints {
+                                    from: sender,
+                                    to,
+                                    endpoints,
+                                },
+                            ),
+                            None => reply(from, SignalRepr::UnknownPeer { peer: to }),
                         }
                     }
                     SignalRepr::Relay { peer, payload } => {

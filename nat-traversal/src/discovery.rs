@@ -248,6 +248,7 @@ impl Discovery {
                 source: Socket::Primary,
                 destination: t.destination,
                 payload,
+                ttl: None,
             });
         }
     }

@@ -191,6 +191,7 @@ impl KeepAlive {
                 source: Socket::Primary,
                 destination: self.target,
                 payload,
+                ttl: None,
             });
         }
         self.last_sent_at = now;

@@ -4,8 +4,8 @@
 //! This crate does no networking and reads no clock: every machine takes
 //! bytes and an [`Instant`](std::time::Instant) in (`handle_*`) and gives
 //! datagrams, deadlines and events out (`poll_*`). Randomness (transaction
-//! ids) comes from a caller-provided seed. The tokio-free example
-//! `examples/punch.rs` is the I/O shell.
+//! ids) comes from a caller-provided seed. The tokio-free examples
+//! `examples/punch.rs` and `examples/punch_agent.rs` are I/O shells.
 //!
 //! - [`wire`]: STUN messages (RFC 8489), TURN ChannelData (RFC 8656
 //!   §12.4) and our signalling format (registration,
@@ -18,6 +18,9 @@
 //!   binding lifetime.
 //! - [`link`]: authenticated data frames over a direct path or a relay,
 //!   with a lossless relay → direct upgrade.
+//! - [`agent`]: hole punching with many peers at once, the "open our own
+//!   NAT first" policy (a [`Transmit`] can ask for a low IP TTL) and the
+//!   TURN relay of last resort, behind one interface.
 //! - [`turn`]: a TURN client (RFC 8656), for relaying through a TURN
 //!   server when no common neighbour relays; with channels, its data path
 //!   costs 4 bytes a packet and allocates nothing.
@@ -64,6 +67,7 @@
 
 use std::net::SocketAddr;
 
+pub mod agent;
 pub mod discovery;
 pub mod error;
 pub mod keepalive;
@@ -94,6 +98,9 @@ pub struct Transmit {
     pub destination: SocketAddr,
     /// The bytes.
     pub payload: Vec<u8>,
+    /// The IP TTL (hop limit) to send with; `None`: the socket's default.
+    /// Only [`agent::Agent`]'s NAT-opening datagrams set it.
+    pub ttl: Option<u8>,
 }
 
 /// Compare two MACs without an early exit on the first differing byte.

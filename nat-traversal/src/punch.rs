@@ -353,6 +353,7 @@ impl PunchSession {
             source: Socket::Primary,
             destination: pair.remote,
             payload,
+            ttl: None,
         });
     }
 
@@ -447,6 +448,7 @@ impl PunchSession {
                 source: Socket::Primary,
                 destination: from,
                 payload,
+                ttl: None,
             });
         }
         if self.state == State::Checking {

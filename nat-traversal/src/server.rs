@@ -172,6 +172,7 @@ impl Server {
                     source: reply_from,
                     destination: from,
                     payload,
+                    ttl: None,
                 });
                 true
             }

@@ -550,6 +550,7 @@ impl TurnClient {
             source: Socket::Primary,
             destination: self.config.server,
             payload,
+            ttl: None,
         });
         Ok(())
     }
@@ -809,6 +810,7 @@ impl TurnClient {
                 source: Socket::Primary,
                 destination: self.config.server,
                 payload: r.payload.clone(),
+                ttl: None,
             });
         }
         for purpose in timed_out {

@@ -2,7 +2,8 @@
 //! observer, and private hosts each behind its own Linux NAT (nftables),
 //! on separate private networks. Every case runs `examples/punch.rs` on
 //! both hosts and checks the path chosen, the NAT classification, and
-//! prints the time to first packet.
+//! prints the time to first packet; one runs `examples/punch_agent.rs`
+//! (the punch `Agent` over real sockets) instead.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -327,5 +328,60 @@ fn symmetric_pair_relays_through_coturn() {
         assert!(r.stats.contains("relay=turn"), "{}", r.log);
         assert!(r.stats.contains(" gaps=0 "), "{}", r.log);
         assert!(r.log.contains("turn relayed=198.18.0.3:"), "{}", r.log);
+    }
+}
+
+/// Proof of reuse: two `punch_agent` processes, each behind its own Linux
+/// NAT, punch a direct path with `nat_traversal::agent::Agent` and exchange
+/// datagrams on it.
+#[test]
+fn agent_punches_between_two_processes_behind_nats() {
+    if !require(
+        "agent_punches_between_two_processes_behind_nats",
+        &["nft", "ss"],
+    ) {
+        return;
+    }
+    let public = public();
+    let bin = example_bin("punch_agent");
+    for (index, a, b) in [
+        (21, Nat::Cone, Nat::Cone),
+        (23, Nat::FullCone, Nat::Symmetric),
+    ] {
+        let sa = site(&public, index, a);
+        let sb = site(&public, index + 1, b);
+        let spawn = |site: &Site, i: u8, id: &str, peer: &str| {
+            let bind = format!("10.{i}.0.2:{PORT}");
+            let args = [
+                "--bind",
+                &bind,
+                "--rendezvous",
+                RENDEZVOUS,
+                "--id",
+                id,
+                "--peer",
+                peer,
+                "--timeout",
+                "15",
+            ];
+            site.host.spawn(&bin, &args).unwrap()
+        };
+        let (ida, idb) = (format!("a{index}"), format!("b{index}"));
+        let mut pa = spawn(&sa, index, &ida, &idb);
+        let mut pb = spawn(&sb, index + 1, &idb, &ida);
+        for (p, nat) in [(&mut pa, a), (&mut pb, b)] {
+            let status = p.wait_timeout(Duration::from_secs(20)).unwrap();
+            let log = p.log();
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "{a:?}<->{b:?}: {nat:?} side failed ({status:?}):\n{log}"
+            );
+            let last = log.lines().last().unwrap_or_default();
+            assert!(last.starts_with("path=direct "), "{last:?}:\n{log}");
+            if std::env::var_os("PUNCH_LOGS").is_some() {
+                println!("--- {nat:?}\n{log}");
+            }
+            println!("{a:?} <-> {b:?}, {nat:?} side: {last}");
+        }
     }
 }

@@ -239,26 +239,6 @@ enum DhtJob {
     Publish,
 }
 
-/// Peers reached through the TURN server at most (each a channel).
-const MAX_TURN_PEERS: usize = 256;
-
-/// The TURN relay fallback: our allocation on a TURN server (RFC 8656)
-/// gives us a relayed address that peers behind symmetric NATs can reach.
-/// It is advertised last among our endpoints; a peer whose link request
-/// arrives through it is answered through it, on a channel.
-struct Turn {
-    client: nat_traversal::turn::TurnClient,
-    server: SocketAddr,
-    /// Underlay endpoints heard through the relay: answered through it.
-    peers: HashSet<SocketAddr>,
-    /// Peer IPs given a permission already.
-    permitted: HashSet<IpAddr>,
-    /// Peers a channel was asked for.
-    channels: HashSet<SocketAddr>,
-    /// Scratch room for wrapping a datagram (kept between datagrams).
-    buf: Vec<u8>,
-}
-
 /// The composed node. See the [module docs](self).
 pub struct Core<S: LeaseStore> {
     settings: Settings,
@@ -276,8 +256,6 @@ pub struct Core<S: LeaseStore> {
     negative: HashMap<Ipv4Addr, Instant>,
     lookups: HashMap<Ipv4Addr, Lookup>,
     jobs: HashMap<u64, DhtJob>,
-    /// TURN relay fallback (see [`Core::set_turn`]).
-    turn: Option<Turn>,
     /// The guest's address was lost to another claimant (not published
     /// until the guest leases again).
     guest_addr_lost: bool,
@@ -294,14 +272,12 @@ pub struct Core<S: LeaseStore> {
     crl_reissue_at: Option<SystemTime>,
     peers: HashMap<Ipv4Addr, PeerInfo>,
     sa_peers: HashSet<IpAddr>,
-    endpoints: Vec<SocketAddr>,
-    punched: HashMap<Address, Instant>,
-    punch_out: VecDeque<SocketAddr>,
     /// STUN Binding server (nat-traversal): every node is an observer for
     /// its peers' reflexive endpoint discovery.
     stun: nat_traversal::server::Server,
-    /// Authenticated punch sessions with peers the overlay links to.
-    puncher: crate::punch::Puncher,
+    /// Punch sessions with the peers the overlay links to, NAT opening and
+    /// the TURN relay of last resort (our endpoints live there).
+    agent: nat_traversal::agent::Agent<Address>,
     randomness: Randomness,
     republish_at: Option<Instant>,
     ca: Option<ipsec_ca::Ca<ipsec_ca::FileStore>>,
@@ -512,6 +488,22 @@ impl<S: LeaseStore> Core<S> {
             alternate: None,
             software: None,
         });
+        let mut agent = match randomness {
+            Randomness::Os => {
+                nat_traversal::agent::Agent::new(address.to_string(), Default::default())
+            }
+            Randomness::InsecureSeed(seed) => {
+                let mut own = [0u8; 8];
+                own.copy_from_slice(&address.to_bytes()[..8]);
+                let seed = seed ^ u64::from_le_bytes(own);
+                nat_traversal::agent::Agent::new_with_insecure_seed(
+                    address.to_string(),
+                    Default::default(),
+                    seed,
+                )
+            }
+        };
+        agent.set_local_endpoints(endpoints);
         let mut overlay = match randomness {
             Randomness::Os => overlay_core::Node::new(overlay_config, address, now),
             Randomness::InsecureSeed(seed) => {
@@ -548,7 +540,6 @@ impl<S: LeaseStore> Core<S> {
             negative: HashMap::new(),
             lookups: HashMap::new(),
             jobs: HashMap::new(),
-            turn: None,
             guest_addr_lost: false,
             crl: crate::crl_dht::Fetcher::default(),
             crl_loaded: None,
@@ -557,11 +548,8 @@ impl<S: LeaseStore> Core<S> {
             crl_reissue_at: None,
             peers: HashMap::new(),
             sa_peers: HashSet::new(),
-            endpoints,
-            punched: HashMap::new(),
-            punch_out: VecDeque::new(),
             stun,
-            puncher: crate::punch::Puncher::new(address),
+            agent,
             randomness,
             republish_at: None,
             ca: None,
@@ -1251,54 +1239,30 @@ impl<S: LeaseStore> Core<S> {
 
     /// A datagram from the underlay socket.
     pub fn handle_udp(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        if let Some(turn) = self.turn.as_mut()
-            && from == turn.server
-        {
-            // A peer's datagram relayed on a channel, or the server's own.
-            if let Some((peer, payload)) = turn.client.handle_channel_data(from, bytes) {
-                self.note_turn_peer(now, peer);
-                self.handle_underlay(now, peer, payload);
-                return;
-            }
-            if turn.client.handle_input(now, from, bytes) {
-                self.drain_turn(now);
-                self.pump(now);
-                return;
-            }
+        if !bytes.is_empty() {
+            self.counters.udp_in += 1;
+            self.counters.udp_bytes_in += bytes.len() as u64;
         }
-        if let Some(turn) = self.turn.as_mut()
-            && !turn.peers.is_empty()
-            && turn.peers.remove(&from)
+        // Punch checks, TURN and peers' NAT-opening datagrams are the
+        // agent's; a peer's datagram relayed on a channel comes back
+        // unwrapped.
+        if let nat_traversal::agent::Input::Data { from, payload } =
+            self.agent.handle_input(now, from, bytes)
         {
-            // Heard directly: answered directly from now on. (A reachable
-            // node may also have tried our relayed address, among our
-            // endpoints, while linking.)
-            tracing::debug!(peer = %from, "peer reached directly: no longer through the TURN relay");
+            self.handle_underlay(now, from, payload);
         }
-        self.handle_underlay(now, from, bytes);
+        self.pump(now);
     }
 
     fn handle_underlay(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        if bytes.is_empty() {
-            // A peer's punch datagram: it has done its job in our NAT.
-            return;
-        }
-        self.counters.udp_in += 1;
-        self.counters.udp_bytes_in += bytes.len() as u64;
         if nat_traversal::wire::stun::is_stun(bytes) {
-            // Punch checks and answers, or a STUN Binding request; late
-            // retransmissions for finished sessions are dropped here.
-            if !self.puncher.handle_input(now, from, bytes) {
-                self.stun
-                    .handle_input(nat_traversal::Socket::Primary, from, bytes);
-            }
-            self.pump(now);
-            return;
-        }
-        if self.overlay.handle_input(now, from, bytes).is_err() {
+            // A STUN Binding request; late retransmissions for finished
+            // punch sessions are dropped here.
+            self.stun
+                .handle_input(nat_traversal::Socket::Primary, from, bytes);
+        } else if self.overlay.handle_input(now, from, bytes).is_err() {
             self.counters.malformed += 1;
         }
-        self.pump(now);
     }
 
     /// Uses the TURN server in `config` as a relay of last resort: the
@@ -1311,102 +1275,22 @@ impl<S: LeaseStore> Core<S> {
         now: Instant,
         config: nat_traversal::turn::TurnConfig,
     ) -> Result<(), nat_traversal::Error> {
-        let server = config.server;
-        let client = match self.randomness {
-            Randomness::Os => nat_traversal::turn::TurnClient::new(config, now)?,
-            Randomness::InsecureSeed(seed) => {
-                nat_traversal::turn::TurnClient::new_with_insecure_seed(config, now, seed)?
-            }
-        };
-        self.turn = Some(Turn {
-            client,
-            server,
-            peers: HashSet::new(),
-            permitted: HashSet::new(),
-            channels: HashSet::new(),
-            buf: Vec::with_capacity(overlay_core::wire::MAX_DATA_MESSAGE_LEN + 64),
-        });
-        Ok(())
+        self.agent.set_turn(now, config)
     }
 
     /// Our underlay endpoints as we advertise them to peers.
     pub fn endpoints(&self) -> &[SocketAddr] {
-        &self.endpoints
+        self.agent.local_endpoints()
     }
 
     /// Underlay endpoints we answer through our TURN relay.
     pub fn turn_peers(&self) -> Vec<SocketAddr> {
-        self.turn
-            .as_ref()
-            .map(|t| t.peers.iter().copied().collect())
-            .unwrap_or_default()
+        self.agent.relay_peers()
     }
 
     /// The relayed address of our TURN allocation, once it exists.
     pub fn turn_relayed(&self) -> Option<SocketAddr> {
-        self.turn.as_ref().and_then(|t| t.client.relayed())
-    }
-
-    /// Lets `peer`'s addresses reach us through our TURN allocation.
-    fn permit_turn_peers(&mut self, now: Instant, endpoints: &[SocketAddr]) {
-        let Some(turn) = self.turn.as_mut() else {
-            return;
-        };
-        for e in endpoints {
-            if turn.permitted.len() < MAX_TURN_PEERS && turn.permitted.insert(e.ip()) {
-                turn.client.create_permission(now, e.ip());
-            }
-        }
-    }
-
-    /// Acts on the TURN client's events.
-    fn drain_turn(&mut self, now: Instant) {
-        let mut relayed = Vec::new();
-        let Some(turn) = self.turn.as_mut() else {
-            return;
-        };
-        while let Some(event) = turn.client.poll_event() {
-            use nat_traversal::turn::TurnEvent as E;
-            match event {
-                E::Allocated { relayed: r, .. } => {
-                    tracing::info!(relayed = %r, server = %turn.server, "TURN allocation: relayed endpoint offered where punching fails");
-                }
-                E::Data { peer, data } => relayed.push((peer, data)),
-                E::ChannelBound { peer, channel } => {
-                    tracing::debug!(%peer, channel, "TURN channel bound");
-                }
-                E::ChannelFailed { peer, .. } => {
-                    turn.channels.remove(&peer);
-                }
-                E::Failed(failure) => {
-                    tracing::warn!(?failure, "TURN allocation failed: no relay fallback");
-                }
-                _ => {}
-            }
-        }
-        for (peer, data) in relayed {
-            self.note_turn_peer(now, peer);
-            self.handle_underlay(now, peer, &data);
-        }
-    }
-
-    /// Notes that `peer` reached us through the relay, so that we answer
-    /// through it, and binds it a channel.
-    fn note_turn_peer(&mut self, now: Instant, peer: SocketAddr) {
-        let Some(turn) = self.turn.as_mut() else {
-            return;
-        };
-        if turn.peers.len() < MAX_TURN_PEERS && turn.peers.insert(peer) {
-            tracing::debug!(%peer, "peer reached through the TURN relay");
-        }
-        if turn.client.channel(peer).is_none()
-            && turn.channels.len() < MAX_TURN_PEERS
-            && turn.channels.insert(peer)
-            && let Err(e) = turn.client.bind_channel(now, peer)
-        {
-            tracing::debug!(%peer, error = %e, "no TURN channel");
-            turn.channels.remove(&peer);
-        }
+        self.agent.relayed()
     }
 
     /// Advances every machine's timers to `now`; `wall` is the wall clock
@@ -1417,11 +1301,7 @@ impl<S: LeaseStore> Core<S> {
             e.handle_timeout(now);
         }
         self.overlay.handle_timeout(now);
-        self.puncher.handle_timeout(now);
-        if let Some(turn) = self.turn.as_mut() {
-            turn.client.handle_timeout(now);
-            self.drain_turn(now);
-        }
+        self.agent.handle_timeout(now);
         self.dhcp.handle_timeout(now);
         self.dns.handle_timeout(now);
         self.tcp_dns.handle_timeout(now);
@@ -1517,51 +1397,36 @@ impl<S: LeaseStore> Core<S> {
     /// datagram (longer overlay messages are dropped and counted by the
     /// overlay).
     pub fn poll_udp(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
-        if let Some(to) = self.punch_out.pop_front() {
-            self.counters.udp_out += 1;
-            return Some((to, 0));
-        }
+        self.poll_udp_with_ttl(buf).map(|(to, n, _)| (to, n))
+    }
+
+    /// [`Core::poll_udp`], with the IP TTL to send the datagram with
+    /// (`None`: the socket's). Only the empty datagrams that open our NAT
+    /// toward a peer ask for one, so low that they die before the peer's
+    /// NAT ([`nat_traversal::agent`]); [`Core::poll_udp`] drops it, which
+    /// is fine where there is no NAT (loopback, in memory).
+    pub fn poll_udp_with_ttl(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, usize, Option<u8>)> {
         while let Some(t) = self
-            .stun
+            .agent
             .poll_transmit()
-            .or_else(|| self.puncher.poll_transmit())
+            .or_else(|| self.stun.poll_transmit())
         {
             let n = t.payload.len();
             if n <= buf.len() {
                 buf[..n].copy_from_slice(&t.payload);
                 self.counters.udp_out += 1;
                 self.counters.udp_bytes_out += n as u64;
-                return Some((t.destination, n));
-            }
-        }
-        if let Some(t) = self.turn.as_mut().and_then(|t| t.client.poll_transmit()) {
-            let n = t.payload.len();
-            if n <= buf.len() {
-                buf[..n].copy_from_slice(&t.payload);
-                self.counters.udp_out += 1;
-                self.counters.udp_bytes_out += n as u64;
-                return Some((t.destination, n));
+                return Some((t.destination, n, t.ttl));
             }
         }
         let (mut to, mut n) = self.overlay.poll_transmit_into(buf)?;
-        if let Some(turn) = self.turn.as_mut()
-            && turn.peers.contains(&to)
-        {
-            // Answer through the relay the peer came through: a channel
-            // message (or a Send indication until the channel is bound),
-            // built in the kept scratch buffer.
-            turn.buf.resize(n + 64, 0);
-            match turn.client.send_into(to, &buf[..n], &mut turn.buf) {
-                Ok((server, m)) if m <= buf.len() => {
-                    buf[..m].copy_from_slice(&turn.buf[..m]);
-                    (to, n) = (server, m);
-                }
-                _ => tracing::debug!(%to, "cannot relay through TURN: sent directly"),
-            }
+        if let Some(relayed) = self.agent.relay_in_place(to, buf, n) {
+            // Answered through the TURN relay the peer came through.
+            (to, n) = relayed;
         }
         self.counters.udp_out += 1;
         self.counters.udp_bytes_out += n as u64;
-        Some((to, n))
+        Some((to, n, None))
     }
 
     /// The next event.
@@ -1582,11 +1447,10 @@ impl<S: LeaseStore> Core<S> {
             .min();
         [
             self.overlay.poll_timeout(),
-            self.puncher.poll_timeout(),
+            self.agent.poll_timeout(),
             self.dhcp.poll_timeout(),
             self.dns.poll_timeout(),
             self.tcp_dns.poll_timeout(),
-            self.turn.as_ref().and_then(|t| t.client.poll_timeout()),
             self.sa.as_ref().and_then(|s| s.poll_timeout()),
             lookup,
         ]
@@ -1695,39 +1559,27 @@ impl<S: LeaseStore> Core<S> {
             return;
         }
         if repr.kind == Kind::Offer {
-            if let Ok(nat_traversal::wire::SignalRepr::Offer(offer)) =
-                nat_traversal::wire::SignalRepr::parse_bytes(packet.body())
-            {
-                let endpoints = self.endpoints.clone();
-                if let Some(answer) = self.puncher.handle_offer(now, source, &offer, &endpoints) {
-                    self.send_offer(now, source, answer);
+            match nat_traversal::wire::SignalRepr::parse_bytes(packet.body()) {
+                Ok(nat_traversal::wire::SignalRepr::Offer(offer)) => {
+                    self.agent.handle_offer(now, source, &offer);
                 }
-            } else {
-                self.counters.malformed += 1;
+                _ => self.counters.malformed += 1,
             }
-            self.drain_punched(now);
             return;
         }
         if repr.kind == Kind::Punch {
-            // Open our NAT toward the peer that is trying to link to us, and
-            // try its endpoints ourselves if we are linking to it too.
-            let endpoints = wire::parse_endpoints(packet.body());
-            tracing::debug!(peer = %source, ?endpoints, "punch request");
-            // The peer may link to our TURN relayed address, from any port
-            // of its addresses: let them in.
-            self.permit_turn_peers(now, &endpoints);
-            for e in endpoints.iter().take(4) {
-                if self.punch_out.len() < 64 {
-                    self.punch_out.push_back(*e);
-                }
-            }
-            self.overlay.handle_link_candidates(source, &endpoints);
-            // Answer with our own endpoints (rate-limited per peer, so the
-            // exchange ends): the overlay's ConnectToMe carries only
+            // The peer is linking to us: the agent lets its addresses in on
+            // our TURN allocation, opens our NAT toward them and answers
+            // with our own endpoints (rate-limited per peer, so the
+            // exchange ends). The overlay's ConnectToMe carries only
             // configured endpoints, so a peer linking to us learns our
             // reflexive one here, and sends its link requests through the
             // hole our empty datagrams just opened in our NAT.
-            self.punch_request(now, source);
+            let endpoints = wire::parse_endpoints(packet.body());
+            tracing::debug!(peer = %source, ?endpoints, "punch request");
+            self.agent.handle_endpoints(now, source, &endpoints);
+            // Try its endpoints ourselves if we are linking to it too.
+            self.overlay.handle_link_candidates(source, &endpoints);
             return;
         }
         if Some(repr.destination) != self.guest_addr
@@ -1891,79 +1743,51 @@ impl<S: LeaseStore> Core<S> {
         }
     }
 
-    /// Our overlay is linking to `peer`: ask it (through the overlay) to
-    /// send an empty datagram to our endpoints, so that its NAT lets our link
-    /// requests in (hole punching, as Brunet's ConnectToMe does).
-    fn punch_request(&mut self, now: Instant, peer: Address) {
-        if peer == Address::ZERO || self.endpoints.is_empty() {
-            return;
-        }
-        if self
-            .punched
-            .get(&peer)
-            .is_some_and(|t| now < *t + Duration::from_secs(2))
-        {
-            return;
-        }
-        self.punched
-            .retain(|_, t| now < *t + Duration::from_secs(10));
-        self.punched.insert(peer, now);
-        let endpoints = self.endpoints.clone();
-        self.send_punch(now, peer, &endpoints);
-        if let Some(offer) = self.puncher.start(now, peer, &endpoints) {
-            self.send_offer(now, peer, offer);
-        }
-    }
-
-    /// Sends `peer`, through the overlay, endpoints it may link to us at.
-    fn send_punch(&mut self, now: Instant, peer: Address, endpoints: &[SocketAddr]) {
-        let repr = wire::Repr {
-            kind: Kind::Punch,
-            source: self.guest_addr.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            destination: Ipv4Addr::UNSPECIFIED,
-        };
-        let mut body = Vec::with_capacity(6 * endpoints.len());
-        wire::emit_endpoints(endpoints, &mut body);
-        let mut payload = Vec::new();
-        repr.emit_with_body(&body, &mut payload);
-        let _ = self.overlay.send(now, peer, payload);
-    }
-
-    /// Sends our punch offer to `peer` through the overlay.
-    fn send_offer(&mut self, now: Instant, peer: Address, offer: nat_traversal::wire::Offer) {
-        let signal = nat_traversal::wire::SignalRepr::Offer(offer);
-        let mut body = vec![0u8; signal.buffer_len()];
-        let Ok(n) = signal.emit(&mut nat_traversal::wire::SignalPacket::new_unchecked(
-            &mut body[..],
-        )) else {
-            return;
-        };
-        body.truncate(n);
-        let repr = wire::Repr {
-            kind: Kind::Offer,
-            source: self.guest_addr.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            destination: Ipv4Addr::UNSPECIFIED,
-        };
-        let mut payload = Vec::new();
-        repr.emit_with_body(&body, &mut payload);
-        let _ = self.overlay.send(now, peer, payload);
-    }
-
-    /// Hands the paths the punch sessions found to the overlay, as
-    /// candidates for its pending links.
-    fn drain_punched(&mut self, now: Instant) {
-        while let Some((peer, endpoint)) = self.puncher.poll_connected() {
-            self.counters.punched += 1;
-            self.overlay.handle_link_candidates(peer, &[endpoint]);
-        }
-        while let Some(peer) = self.puncher.poll_failed() {
-            // No hole: offer our TURN relayed address, which the peer's
-            // own punch request already gave a permission.
-            if let Some(relayed) = self.turn_relayed() {
-                tracing::debug!(%peer, %relayed, "punching failed: relayed endpoint offered");
-                self.send_punch(now, peer, &[relayed]);
+    /// Acts on the punch agent's events: signals go to the peer through
+    /// the overlay, punched paths to the overlay as candidates for its
+    /// pending links. Returns whether there was any.
+    fn drain_agent(&mut self, now: Instant) -> bool {
+        use nat_traversal::agent::{AgentEvent as E, Signal};
+        let mut busy = false;
+        while let Some(event) = self.agent.poll_event() {
+            busy = true;
+            match event {
+                E::Signal { peer, .. } if peer == Address::ZERO => {}
+                E::Signal {
+                    peer,
+                    signal: Signal::Endpoints(endpoints),
+                } => {
+                    let mut body = Vec::with_capacity(6 * endpoints.len());
+                    wire::emit_endpoints(&endpoints, &mut body);
+                    self.send_to_node(now, peer, Kind::Punch, &body);
+                }
+                E::Signal {
+                    peer,
+                    signal: Signal::Offer(offer),
+                } => {
+                    if let Ok(body) = nat_traversal::wire::SignalRepr::Offer(offer).to_bytes() {
+                        self.send_to_node(now, peer, Kind::Offer, &body);
+                    }
+                }
+                E::Punched { peer, remote } => {
+                    tracing::debug!(%peer, %remote, "punched a direct path");
+                    self.counters.punched += 1;
+                    self.overlay.handle_link_candidates(peer, &[remote]);
+                }
+                E::PunchFailed { peer } => {
+                    tracing::debug!(%peer, relayed = ?self.agent.relayed(), "punching failed");
+                }
+                E::Data { from, data } => self.handle_underlay(now, from, &data),
+                E::RelayAllocated { relayed } => {
+                    tracing::info!(%relayed, "TURN allocation: relayed endpoint offered where punching fails");
+                }
+                E::RelayFailed(failure) => {
+                    tracing::warn!(?failure, "TURN allocation failed: no relay fallback");
+                }
+                _ => {}
             }
         }
+        busy
     }
 
     fn learn(&mut self, now: Instant, ip: Ipv4Addr, address: Address, hops: u8) {
@@ -2014,13 +1838,13 @@ impl<S: LeaseStore> Core<S> {
 
     /// Drains every machine's outputs into the others until all are quiet.
     fn pump(&mut self, now: Instant) {
-        self.drain_punched(now);
         loop {
-            let mut busy = false;
+            let mut busy = self.drain_agent(now);
             while let Some(event) = self.overlay.poll_event() {
                 busy = true;
                 self.on_overlay_event(now, event);
             }
+            busy |= self.drain_agent(now);
             while let Some(frame) = self.dhcp.poll_frame() {
                 busy = true;
                 self.push_tap(frame);
@@ -2139,22 +1963,21 @@ impl<S: LeaseStore> Core<S> {
             E::Dht {
                 id, op, outcome, ..
             } => self.on_dht(now, id, op, outcome),
-            E::ObservedEndpoint { endpoint } if !self.endpoints.contains(&endpoint) => {
+            E::ObservedEndpoint { endpoint }
+                if !self.agent.local_endpoints().contains(&endpoint) =>
+            {
                 tracing::debug!(%endpoint, "observed underlay endpoint");
-                self.endpoints.insert(0, endpoint);
-                self.endpoints.truncate(wire::MAX_PUNCH_ENDPOINTS);
+                let mut endpoints = vec![endpoint];
+                endpoints.extend_from_slice(self.agent.local_endpoints());
+                endpoints.truncate(wire::MAX_PUNCH_ENDPOINTS);
+                self.agent.set_local_endpoints(endpoints);
             }
             E::LinkAttempt { peer, endpoints } => {
                 tracing::debug!(%peer, ?endpoints, "overlay link attempt");
                 // Open our NAT toward the peer before it hears of us (the
                 // overlay holds its link request until the peer answers our
                 // punch request, when the runtime defers links).
-                for e in endpoints.iter().take(4) {
-                    if self.punch_out.len() < 64 {
-                        self.punch_out.push_back(*e);
-                    }
-                }
-                self.punch_request(now, peer);
+                self.agent.connect(now, peer, &endpoints);
             }
             _ => {}
         }

@@ -35,7 +35,6 @@ pub mod crl_dht;
 pub mod demo;
 pub mod enrol;
 pub mod guest;
-pub mod punch;
 pub mod records;
 pub mod runtime;
 pub mod tcp_dns;

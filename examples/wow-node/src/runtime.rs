@@ -252,7 +252,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         endpoints,
         tick_duration: Duration::from_millis(250),
         // Our punch datagrams open our NAT before any link request leaves
-        // (see `PUNCH_TTL`).
+        // (see `nat_traversal::agent`).
         defer_links_to_punch: true,
         // Room for every datagram one batch of guest frames queues (see
         // `TAP_FRAME_BUDGET`): sending reuses buffers instead of
@@ -781,14 +781,6 @@ fn lan_interfaces(tap: &str) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// IP TTL of punch datagrams: enough to leave our NAT, too little to reach
-/// the peer's. A datagram that reaches a Linux masquerading NAT before its
-/// host has sent anything to us leaves a conntrack entry there that makes
-/// the NAT remap the host's port toward us, so the hole would not match;
-/// with both NATs opened from the inside first, each side's packets arrive
-/// as answers.
-const PUNCH_TTL: u32 = 2;
-
 /// Room [`Core::poll_udp`] needs for one datagram.
 const OUT_ROOM: usize = overlay_core::wire::MAX_MESSAGE_LEN;
 
@@ -806,19 +798,8 @@ impl Outbox {
     async fn send(&mut self, socket: &UdpSocket, to: SocketAddr, segment: usize, total: usize) {
         let data = &self.buf[..total];
         if total == 0 {
-            // A punch datagram: empty on purpose, and short-lived, so that
-            // it opens our NAT without reaching the peer's (see `PUNCH_TTL`).
-            let ttl = socket.ttl().ok();
-            if let Err(e) = socket.set_ttl(PUNCH_TTL) {
-                tracing::debug!(error = %e, "cannot set the punch TTL");
-            }
             if let Err(e) = socket.send_to(&[], to).await {
                 tracing::debug!(%to, error = %e, "send failed");
-            }
-            if let Some(ttl) = ttl
-                && let Err(e) = socket.set_ttl(ttl)
-            {
-                tracing::debug!(error = %e, "cannot restore the TTL");
             }
             return;
         }
@@ -835,6 +816,25 @@ impl Outbox {
             if let Err(e) = socket.send_to(datagram, to).await {
                 tracing::debug!(%to, error = %e, "send failed");
             }
+        }
+    }
+
+    /// Sends `buf[..len]` alone to `to` with IP TTL `ttl`, then restores
+    /// the socket's TTL: the punch agent's datagrams that open our NAT
+    /// toward a peer and die before the peer's
+    /// ([`nat_traversal::agent`]).
+    async fn send_with_ttl(&mut self, socket: &UdpSocket, to: SocketAddr, len: usize, ttl: u8) {
+        let old = socket.ttl().ok();
+        if let Err(e) = socket.set_ttl(u32::from(ttl)) {
+            tracing::debug!(error = %e, "cannot set the TTL");
+        }
+        if let Err(e) = socket.send_to(&self.buf[..len], to).await {
+            tracing::debug!(%to, error = %e, "send failed");
+        }
+        if let Some(old) = old
+            && let Err(e) = socket.set_ttl(old)
+        {
+            tracing::debug!(error = %e, "cannot restore the TTL");
         }
     }
 }
@@ -921,9 +921,18 @@ async fn flush<S: dhcp_virt::LeaseStore>(
             }
             continue;
         }
-        let Some((to, len)) = core.poll_udp(&mut out.buf[start..]) else {
+        let Some((to, len, ttl)) = core.poll_udp_with_ttl(&mut out.buf[start..]) else {
             break;
         };
+        if let Some(ttl) = ttl {
+            // Alone, with its own TTL, after the batch so far.
+            if let Some((dest, segment, total, _)) = batch.take() {
+                out.send(socket, dest, segment, total).await;
+                out.buf.copy_within(start..start + len, 0);
+            }
+            out.send_with_ttl(socket, to, len, ttl).await;
+            continue;
+        }
         match batch {
             Some((dest, segment, total, count))
                 if dest == to

@@ -38,6 +38,7 @@ mod kind {
     pub const RELAY: u8 = 3;
     pub const DATA: u8 = 4;
     pub const UNKNOWN_PEER: u8 = 5;
+    pub const ENDPOINTS: u8 = 6;
 }
 
 /// A view of a signalling message in a buffer.
@@ -203,6 +204,17 @@ impl Offer {
         if let Err(e) = getrandom::fill(&mut bytes) {
             panic!("the operating system's random source failed: {e}");
         }
+        Offer::with_credentials_from(&bytes, from, to, candidates)
+    }
+
+    /// An offer whose username fragment and password are made of `bytes`
+    /// (8 and 32 of them).
+    pub(crate) fn with_credentials_from(
+        bytes: &[u8; 40],
+        from: String,
+        to: String,
+        candidates: Vec<Candidate>,
+    ) -> Offer {
         let (ufrag, password) = bytes.split_at(8);
         Offer {
             from,
@@ -246,6 +258,17 @@ pub enum Repr {
     UnknownPeer {
         /// The name that was asked for.
         peer: String,
+    },
+    /// A punch request, forwarded by the rendezvous to `to`: "open your
+    /// NAT toward these endpoints of mine and link to them" (the wire form
+    /// of [`Signal::Endpoints`](crate::agent::Signal::Endpoints)).
+    Endpoints {
+        /// The sender's name.
+        from: String,
+        /// The receiver's name.
+        to: String,
+        /// The sender's endpoints, at most [`MAX_CANDIDATES`].
+        endpoints: Vec<SocketAddr>,
     },
 }
 
@@ -424,6 +447,22 @@ impl Repr {
                 }
             }
             kind::UNKNOWN_PEER => Repr::UnknownPeer { peer: r.string()? },
+            kind::ENDPOINTS => {
+                let from = r.string()?;
+                let to = r.string()?;
+                let count = usize::from(r.u8()?);
+                if count > MAX_CANDIDATES {
+                    return Err(WireError::Malformed);
+                }
+                let endpoints = (0..count)
+                    .map(|_| r.address())
+                    .collect::<Result<Vec<_>, _>>()?;
+                Repr::Endpoints {
+                    from,
+                    to,
+                    endpoints,
+                }
+            }
             other => return Err(WireError::UnknownKind { kind: other }),
         };
         r.finish()?;
@@ -442,6 +481,7 @@ impl Repr {
             Repr::Relay { .. } => kind::RELAY,
             Repr::Data { .. } => kind::DATA,
             Repr::UnknownPeer { .. } => kind::UNKNOWN_PEER,
+            Repr::Endpoints { .. } => kind::ENDPOINTS,
         }
     }
 
@@ -461,6 +501,11 @@ impl Repr {
             }
             Repr::Relay { peer, payload } => 1 + peer.len() + 2 + payload.len(),
             Repr::Data { payload, .. } => 8 + 2 + payload.len() + TAG_LEN,
+            Repr::Endpoints {
+                from,
+                to,
+                endpoints,
+            } => 3 + from.len() + to.len() + endpoints.iter().map(address_len).sum::<usize>(),
         }
     }
 
@@ -500,6 +545,17 @@ impl Repr {
                 long(payload.len())?;
             }
             Repr::Data { payload, .. } => long(payload.len())?,
+            Repr::Endpoints {
+                from,
+                to,
+                endpoints,
+            } => {
+                short(from.len())?;
+                short(to.len())?;
+                if endpoints.len() > MAX_CANDIDATES {
+                    return Err(WireError::TooLong);
+                }
+            }
         }
         long(self.body_len())
     }
@@ -550,6 +606,18 @@ impl Repr {
                 w.long_bytes(payload);
                 w.put(tag);
             }
+            Repr::Endpoints {
+                from,
+                to,
+                endpoints,
+            } => {
+                w.string(from.as_bytes());
+                w.string(to.as_bytes());
+                w.put(&[u8::try_from(endpoints.len()).unwrap_or(0)]);
+                for e in endpoints {
+                    w.address(e);
+                }
+            }
         }
         debug_assert_eq!(w.at, usize::from(body));
         Ok(total)
@@ -580,6 +648,30 @@ mod test {
         assert_eq!(n, 7);
         assert_eq!(buf, [VERSION, 1, 0, 3, 2, b'a', b'b']);
         assert_eq!(Repr::parse_bytes(&buf).unwrap(), repr);
+    }
+
+    #[test]
+    fn endpoints_round_trip_and_bounds() {
+        let repr = Repr::Endpoints {
+            from: "a".into(),
+            to: "b".into(),
+            endpoints: vec![
+                "192.0.2.1:4000".parse().unwrap(),
+                "[::1]:7".parse().unwrap(),
+            ],
+        };
+        let bytes = repr.to_bytes().unwrap();
+        assert_eq!(bytes.len(), HEADER_LEN + 3 + 2 + 7 + 19);
+        assert_eq!(Repr::parse_bytes(&bytes).unwrap(), repr);
+        for n in 0..bytes.len() {
+            assert!(Repr::parse_bytes(&bytes[..n]).is_err());
+        }
+        let too_many = Repr::Endpoints {
+            from: "a".into(),
+            to: "b".into(),
+            endpoints: vec!["192.0.2.1:1".parse().unwrap(); MAX_CANDIDATES + 1],
+        };
+        assert_eq!(too_many.to_bytes(), Err(WireError::TooLong));
     }
 
     #[test]

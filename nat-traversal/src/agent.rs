@@ -1,0 +1,1087 @@
+//! A punch [`Agent`]: hole punching with many peers at once, the "open our
+//! own NAT first" policy and the TURN relay of last resort, behind one
+//! sans-IO interface.
+//!
+//! [`PunchSession`] punches to one peer and [`TurnClient`] keeps one
+//! allocation; an overlay node needs both for every peer it links to. The
+//! agent keeps one exchange (offer, session) per peer, rate-limits the
+//! signalling, answers offers, opens our NAT toward a peer before the
+//! peer hears of us, lets peers that come through our TURN relay in and
+//! answers them through it, and offers the relayed address when punching
+//! fails.
+//!
+//! The caller carries signalling between peers (an overlay, a rendezvous,
+//! anything that gets a message to a named peer): [`AgentEvent::Signal`]
+//! out, [`Agent::handle_endpoints`] and [`Agent::handle_offer`] in. Peers
+//! are named by any `P` whose `Display` form is the name in offers (an
+//! overlay address, a string).
+//!
+//! # The flow
+//!
+//! 1. We want a path to `peer`: [`Agent::connect`] with whatever endpoints
+//!    of the peer we know. The agent sends [`Signal::Endpoints`] (ours: "open
+//!    your NAT toward these and try them") and [`Signal::Offer`] (fresh
+//!    credentials and our candidates), and, with the policy on, an empty
+//!    datagram with a low IP TTL ([`AgentConfig::open_ttl`]) to each known
+//!    endpoint of the peer.
+//! 2. The peer's agent gets the endpoints ([`Agent::handle_endpoints`]):
+//!    it opens its own NAT toward them the same way, permits them on its
+//!    TURN allocation and signals back. Offers
+//!    ([`Agent::handle_offer`]) start authenticated connectivity checks on
+//!    both sides.
+//! 3. [`AgentEvent::Punched`] names the working path; on
+//!    [`AgentEvent::PunchFailed`] the agent signals our TURN relayed
+//!    address, if any, as the peer's last resort.
+//!
+//! # Why a low TTL
+//!
+//! A datagram that reaches a Linux masquerading NAT before its host has
+//! sent anything to us leaves a conntrack entry there that makes the NAT
+//! remap the host's port toward us, so the hole would not match. With a
+//! TTL of 2 the datagram leaves our NAT (opening it toward the peer)
+//! and dies before the peer's: with both NATs opened from the inside
+//! first, each side's packets arrive as answers. [`Transmit::ttl`] asks the
+//! caller's socket for that TTL.
+//!
+//! # Example
+//!
+//! Two agents, the network and the signalling channel are queues here:
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use std::time::Instant;
+//! use nat_traversal::agent::{Agent, AgentConfig, AgentEvent, Input, Signal};
+//!
+//! /// Carries `from`'s signals and datagrams to `to`; collects punched paths.
+//! fn deliver(
+//!     from: &mut Agent<String>,
+//!     from_ep: SocketAddr,
+//!     to: &mut Agent<String>,
+//!     now: Instant,
+//!     punched: &mut Vec<(String, SocketAddr)>,
+//! ) {
+//!     let name = from.name().to_string();
+//!     while let Some(event) = from.poll_event() {
+//!         match event {
+//!             // Signalling: whatever carries a message to a named peer.
+//!             AgentEvent::Signal { signal: Signal::Endpoints(e), .. } => {
+//!                 to.handle_endpoints(now, name.clone(), &e)
+//!             }
+//!             AgentEvent::Signal { signal: Signal::Offer(o), .. } => {
+//!                 to.handle_offer(now, name.clone(), &o)
+//!             }
+//!             AgentEvent::Punched { peer, remote } => punched.push((peer, remote)),
+//!             _ => {}
+//!         }
+//!     }
+//!     // The network: datagrams with a TTL die on the way (they only open
+//!     // the sender's own NAT).
+//!     while let Some(t) = from.poll_transmit() {
+//!         if t.ttl.is_none() {
+//!             assert_eq!(to.handle_input(now, from_ep, &t.payload), Input::Consumed);
+//!         }
+//!     }
+//! }
+//!
+//! let a_ep: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+//! let b_ep: SocketAddr = "198.51.100.2:4000".parse().unwrap();
+//! let mut a = Agent::new("a".to_string(), AgentConfig::default());
+//! let mut b = Agent::new("b".to_string(), AgentConfig::default());
+//! a.set_local_endpoints(vec![a_ep]);
+//! b.set_local_endpoints(vec![b_ep]);
+//! let now = Instant::now();
+//! a.connect(now, "b".to_string(), &[b_ep]);
+//! let mut punched = Vec::new();
+//! for _ in 0..10 {
+//!     deliver(&mut a, a_ep, &mut b, now, &mut punched);
+//!     deliver(&mut b, b_ep, &mut a, now, &mut punched);
+//! }
+//! punched.sort();
+//! // Each side names the other and the address it answered from.
+//! assert_eq!(punched, [("a".to_string(), a_ep), ("b".to_string(), b_ep)]);
+//! ```
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt::Display;
+use std::hash::Hash;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+
+use crate::error::Error;
+use crate::punch::{PunchConfig, PunchEvent, PunchSession};
+use crate::turn::{TurnClient, TurnConfig, TurnEvent, TurnFailure};
+use crate::wire::stun;
+use crate::wire::{Candidate, CandidateKind, Offer};
+use crate::{Socket, Transmit};
+
+/// The default IP TTL of the datagrams that open our NAT toward a peer:
+/// enough to leave our NAT, too little to reach the peer's (see the
+/// [module docs](self)).
+pub const DEFAULT_OPEN_TTL: u8 = 2;
+
+/// Agent configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// The connectivity checks of every session.
+    pub punch: PunchConfig,
+    /// "Open our own NAT first": the IP TTL of the empty datagram sent to
+    /// each endpoint of a peer we link to or that asks us to punch, before
+    /// anything else goes to it. `None` turns the policy off.
+    pub open_ttl: Option<u8>,
+    /// Endpoints of one peer that get an opening datagram.
+    pub open_per_peer: usize,
+    /// Opening datagrams queued at most (more are dropped).
+    pub max_open_queue: usize,
+    /// Exchanges (one per peer) in progress at most.
+    pub max_exchanges: usize,
+    /// How long a finished exchange is kept (a new one with that peer may
+    /// start afterwards).
+    pub exchange_lifetime: Duration,
+    /// Least time between two punch requests to one peer.
+    pub request_interval: Duration,
+    /// Candidates in our offers at most (IPv4 local endpoints only).
+    pub max_candidates: usize,
+    /// Peers reached through our TURN relay, permitted IPs and channels, at
+    /// most each.
+    pub max_relay_peers: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            punch: PunchConfig::default(),
+            open_ttl: Some(DEFAULT_OPEN_TTL),
+            open_per_peer: 4,
+            max_open_queue: 64,
+            max_exchanges: 64,
+            exchange_lifetime: Duration::from_secs(10),
+            request_interval: Duration::from_secs(2),
+            max_candidates: 8,
+            max_relay_peers: 256,
+        }
+    }
+}
+
+/// A message for the caller to deliver to a peer, who hands it to its own
+/// agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// A punch request: "open your NAT toward these endpoints of mine and
+    /// link to them" (to [`Agent::handle_endpoints`]). After a failed
+    /// punch it carries our TURN relayed address alone.
+    Endpoints(Vec<SocketAddr>),
+    /// Our offer for the punch session (to [`Agent::handle_offer`]). It
+    /// carries the session's password in clear: the channel must keep it
+    /// from third parties that could also reach our socket.
+    Offer(Offer),
+}
+
+/// Events from the [`Agent`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AgentEvent<P> {
+    /// Deliver `signal` to `peer`.
+    Signal {
+        /// The peer.
+        peer: P,
+        /// The message.
+        signal: Signal,
+    },
+    /// An authenticated connectivity check found a direct path to `peer`.
+    Punched {
+        /// The peer.
+        peer: P,
+        /// Its address on the working path.
+        remote: SocketAddr,
+    },
+    /// No direct path to `peer` was found in time.
+    PunchFailed {
+        /// The peer.
+        peer: P,
+    },
+    /// A datagram from `from` came through our TURN relay in a Data
+    /// indication: handle it as if `from` had sent it to the socket.
+    Data {
+        /// The peer that sent it to our relayed address.
+        from: SocketAddr,
+        /// Its bytes.
+        data: Vec<u8>,
+    },
+    /// Our TURN allocation exists; its address is offered to peers that
+    /// cannot punch to us.
+    RelayAllocated {
+        /// The relayed address.
+        relayed: SocketAddr,
+    },
+    /// The TURN allocation failed: no relay of last resort.
+    RelayFailed(TurnFailure),
+}
+
+/// What [`Agent::handle_input`] made of a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// The agent's own traffic (a connectivity check, TURN control, a
+    /// peer's empty NAT-opening datagram): nothing left to do.
+    Consumed,
+    /// Not the agent's: `payload` from `from` is for the caller (a peer's
+    /// datagram relayed on a TURN channel arrives here with the peer's
+    /// address and without the channel header).
+    Data {
+        /// The sender.
+        from: SocketAddr,
+        /// The bytes.
+        payload: &'a [u8],
+    },
+}
+
+/// Counters of the agent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AgentStats {
+    /// Punch sessions started.
+    pub started: u64,
+    /// Sessions that found a direct path.
+    pub connected: u64,
+    /// Sessions that gave up.
+    pub failed: u64,
+    /// NAT-opening datagrams queued.
+    pub opened: u64,
+}
+
+#[derive(Debug)]
+struct Exchange {
+    local: Offer,
+    session: Option<PunchSession>,
+    remote_ufrag: Option<String>,
+    started_at: Instant,
+}
+
+/// Our allocation on a TURN server and the peers that use it.
+#[derive(Debug)]
+struct Relay {
+    client: TurnClient,
+    server: SocketAddr,
+    /// Peers heard through the relay: answered through it.
+    peers: HashSet<SocketAddr>,
+    /// Peer IPs given a permission already.
+    permitted: HashSet<IpAddr>,
+    /// Peers a channel was asked for.
+    channels: HashSet<SocketAddr>,
+    /// Scratch room for wrapping a datagram (kept between datagrams).
+    buf: Vec<u8>,
+}
+
+/// Events queued at most (signalling beyond this is dropped).
+const MAX_EVENTS: usize = 1024;
+
+/// Punch sessions with many peers, NAT opening and a TURN relay of last
+/// resort, sans-IO. See the [module docs](self).
+///
+/// Feed it every datagram from the socket ([`Agent::handle_input`]; what it
+/// does not consume is the caller's), send what [`Agent::poll_transmit`]
+/// returns (honouring [`Transmit::ttl`]), act on [`Agent::poll_event`], and
+/// call [`Agent::handle_timeout`] at [`Agent::poll_timeout`].
+#[derive(Debug)]
+pub struct Agent<P> {
+    name: String,
+    config: AgentConfig,
+    endpoints: Vec<SocketAddr>,
+    exchanges: HashMap<P, Exchange>,
+    requested: HashMap<P, Instant>,
+    opening: VecDeque<SocketAddr>,
+    relay: Option<Relay>,
+    /// `None`: the operating system's random source.
+    rng: Option<ChaCha8Rng>,
+    stats: AgentStats,
+    events: VecDeque<AgentEvent<P>>,
+}
+
+impl<P: Clone + Eq + Hash + Display> Agent<P> {
+    /// An agent for the peer named `name` (peers check that offers are
+    /// addressed to it). Offer credentials, transaction ids and TURN
+    /// request ids come from the operating system's random source.
+    ///
+    /// # Panics
+    /// If the operating system's random source fails (as `std`'s
+    /// `HashMap::new` does).
+    pub fn new(name: String, config: AgentConfig) -> Agent<P> {
+        Agent::with_rng(name, config, None)
+    }
+
+    /// [`Agent::new`] with **predictable** credentials and ids from `seed`,
+    /// for tests and simulators only; production code uses [`Agent::new`].
+    pub fn new_with_insecure_seed(name: String, config: AgentConfig, seed: u64) -> Agent<P> {
+        Agent::with_rng(name, config, Some(ChaCha8Rng::seed_from_u64(seed)))
+    }
+
+    fn with_rng(name: String, config: AgentConfig, rng: Option<ChaCha8Rng>) -> Agent<P> {
+        Agent {
+            name,
+            config,
+            endpoints: Vec::new(),
+            exchanges: HashMap::new(),
+            requested: HashMap::new(),
+            opening: VecDeque::new(),
+            relay: None,
+            rng,
+            stats: AgentStats::default(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Our name in offers.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> AgentStats {
+        self.stats
+    }
+
+    /// Sets the endpoints we advertise, best first (configured, reflexive,
+    /// the TURN relayed address last if the caller includes it).
+    pub fn set_local_endpoints(&mut self, endpoints: Vec<SocketAddr>) {
+        self.endpoints = endpoints;
+    }
+
+    /// The endpoints we advertise.
+    pub fn local_endpoints(&self) -> &[SocketAddr] {
+        &self.endpoints
+    }
+
+    /// Uses the TURN server in `config` as a relay of last resort: peers
+    /// whose punch requests reach us get a permission, those heard through
+    /// the relay are answered through it on a channel
+    /// ([`Agent::relay_in_place`]), and the relayed address is signalled
+    /// to a peer when punching to it fails.
+    pub fn set_turn(&mut self, now: Instant, config: TurnConfig) -> Result<(), Error> {
+        let server = config.server;
+        let client = match self.rng.as_mut() {
+            None => TurnClient::new(config, now)?,
+            Some(rng) => TurnClient::new_with_insecure_seed(config, now, rng.next_u64())?,
+        };
+        self.relay = Some(Relay {
+            client,
+            server,
+            peers: HashSet::new(),
+            permitted: HashSet::new(),
+            channels: HashSet::new(),
+            buf: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// The relayed address of our TURN allocation, once it exists.
+    pub fn relayed(&self) -> Option<SocketAddr> {
+        self.relay.as_ref().and_then(|r| r.client.relayed())
+    }
+
+    /// Peers we answer through our TURN relay.
+    pub fn relay_peers(&self) -> Vec<SocketAddr> {
+        self.relay
+            .as_ref()
+            .map(|r| r.peers.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// "Open our own NAT first": queues an empty datagram with
+    /// [`AgentConfig::open_ttl`] to (the first few of) `endpoints`. A no-op
+    /// with the policy off.
+    pub fn open_nat(&mut self, endpoints: &[SocketAddr]) {
+        if self.config.open_ttl.is_none() {
+            return;
+        }
+        for e in endpoints.iter().take(self.config.open_per_peer) {
+            if self.opening.len() < self.config.max_open_queue {
+                self.opening.push_back(*e);
+                self.stats.opened += 1;
+            }
+        }
+    }
+
+    /// We want a direct path to `peer`, known at `endpoints` (possibly
+    /// none): opens our NAT toward them and sends the peer a punch request
+    /// and an offer (at most one request per peer every
+    /// [`AgentConfig::request_interval`], one exchange per peer at a time).
+    pub fn connect(&mut self, now: Instant, peer: P, endpoints: &[SocketAddr]) {
+        self.open_nat(endpoints);
+        self.request(now, peer);
+    }
+
+    /// The peer's punch request ([`Signal::Endpoints`]) arrived: permits
+    /// its addresses on our TURN allocation, opens our NAT toward them and
+    /// answers with ours (rate-limited, so the exchange ends). The caller
+    /// may also try `endpoints` itself.
+    pub fn handle_endpoints(&mut self, now: Instant, peer: P, endpoints: &[SocketAddr]) {
+        if let Some(relay) = self.relay.as_mut() {
+            for e in endpoints {
+                if relay.permitted.len() < self.config.max_relay_peers
+                    && relay.permitted.insert(e.ip())
+                {
+                    relay.client.create_permission(now, e.ip());
+                }
+            }
+        }
+        self.open_nat(endpoints);
+        self.request(now, peer);
+    }
+
+    /// The peer's [`Signal::Offer`] arrived. Starts (or, for a new offer,
+    /// restarts) the session and answers with our offer, which a peer that
+    /// has it already ignores (so a lost offer costs no exchange, and
+    /// answers end after one round). An offer not from `peer` to us is
+    /// ignored.
+    pub fn handle_offer(&mut self, now: Instant, peer: P, remote: &Offer) {
+        if remote.from != peer.to_string() || remote.to != self.name {
+            return;
+        }
+        self.expire(now);
+        if !self.exchanges.contains_key(&peer) {
+            self.start(now, peer.clone());
+        }
+        let Some(exchange) = self.exchanges.get_mut(&peer) else {
+            return;
+        };
+        if exchange.remote_ufrag.as_deref() == Some(remote.ufrag.as_str()) {
+            return;
+        }
+        let config = self.config.punch.clone();
+        let session = match self.rng.as_mut() {
+            None => PunchSession::new(config, &exchange.local, remote, now),
+            Some(rng) => PunchSession::new_with_insecure_seed(
+                config,
+                &exchange.local,
+                remote,
+                now,
+                rng.next_u64(),
+            ),
+        };
+        let Ok(session) = session else {
+            return;
+        };
+        exchange.session = Some(session);
+        exchange.remote_ufrag = Some(remote.ufrag.clone());
+        let answer = exchange.local.clone();
+        self.stats.started += 1;
+        self.push_event(AgentEvent::Signal {
+            peer,
+            signal: Signal::Offer(answer),
+        });
+    }
+
+    /// A datagram from `from` on our socket. Connectivity checks, TURN
+    /// control and peers' empty NAT-opening datagrams are consumed;
+    /// anything else is returned for the caller (unwrapped when it came on
+    /// a TURN channel). Data indications from the TURN server become
+    /// [`AgentEvent::Data`].
+    pub fn handle_input<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &'a [u8],
+    ) -> Input<'a> {
+        if let Some(relay) = self.relay.as_mut()
+            && from == relay.server
+        {
+            if let Some((peer, payload)) = relay.client.handle_channel_data(from, bytes) {
+                self.note_relay_peer(now, peer);
+                return self.handle_direct(now, peer, payload);
+            }
+            if relay.client.handle_input(now, from, bytes) {
+                self.drain_turn(now);
+                return Input::Consumed;
+            }
+        }
+        if let Some(relay) = self.relay.as_mut()
+            && !relay.peers.is_empty()
+        {
+            // Heard directly: answered directly from now on.
+            relay.peers.remove(&from);
+        }
+        self.handle_direct(now, from, bytes)
+    }
+
+    fn handle_direct<'a>(&mut self, now: Instant, from: SocketAddr, bytes: &'a [u8]) -> Input<'a> {
+        if bytes.is_empty() {
+            // A peer's NAT-opening datagram: it has done its job.
+            return Input::Consumed;
+        }
+        if stun::is_stun(bytes) {
+            let taken = self.exchanges.values_mut().any(|e| {
+                e.session
+                    .as_mut()
+                    .is_some_and(|s| s.handle_input(now, from, bytes))
+            });
+            self.collect();
+            if taken {
+                return Input::Consumed;
+            }
+        }
+        Input::Data {
+            from,
+            payload: bytes,
+        }
+    }
+
+    /// If `to` reached us through our TURN relay, rewrites the datagram
+    /// `buf[..len]` in place as a relayed message (a ChannelData message,
+    /// or a Send indication until the channel is bound) and returns its
+    /// new destination (the TURN server) and length. `None`: send it as it
+    /// is (not a relay peer, or `buf` too short for the wrapped message).
+    pub fn relay_in_place(
+        &mut self,
+        to: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<(SocketAddr, usize)> {
+        let relay = self.relay.as_mut()?;
+        if !relay.peers.contains(&to) {
+            return None;
+        }
+        let data = buf.get(..len)?;
+        relay.buf.resize(len + 64, 0);
+        let (server, n) = relay.client.send_into(to, data, &mut relay.buf).ok()?;
+        buf.get_mut(..n)?.copy_from_slice(relay.buf.get(..n)?);
+        Some((server, n))
+    }
+
+    /// Advances sessions, the TURN client and expiry to `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for exchange in self.exchanges.values_mut() {
+            if let Some(s) = exchange.session.as_mut() {
+                s.handle_timeout(now);
+            }
+        }
+        self.collect();
+        self.expire(now);
+        if let Some(relay) = self.relay.as_mut() {
+            relay.client.handle_timeout(now);
+            self.drain_turn(now);
+        }
+    }
+
+    /// The next datagram to send: NAT-opening datagrams first (with
+    /// [`Transmit::ttl`] set), then connectivity checks, then TURN
+    /// requests.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some(destination) = self.opening.pop_front() {
+            return Some(Transmit {
+                source: Socket::Primary,
+                destination,
+                payload: Vec::new(),
+                ttl: self.config.open_ttl,
+            });
+        }
+        self.exchanges
+            .values_mut()
+            .find_map(|e| e.session.as_mut().and_then(|s| s.poll_transmit()))
+            .or_else(|| self.relay.as_mut().and_then(|r| r.client.poll_transmit()))
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<AgentEvent<P>> {
+        self.events.pop_front()
+    }
+
+    /// When [`Agent::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let sessions = self
+            .exchanges
+            .values()
+            .filter_map(|e| e.session.as_ref().and_then(|s| s.poll_timeout()));
+        let relay = self.relay.as_ref().and_then(|r| r.client.poll_timeout());
+        sessions.chain(relay).min()
+    }
+
+    fn push_event(&mut self, event: AgentEvent<P>) {
+        if self.events.len() < MAX_EVENTS {
+            self.events.push_back(event);
+        }
+    }
+
+    /// A punch request and an offer to `peer`, rate-limited.
+    fn request(&mut self, now: Instant, peer: P) {
+        if self.endpoints.is_empty() {
+            return;
+        }
+        if self
+            .requested
+            .get(&peer)
+            .is_some_and(|t| now < *t + self.config.request_interval)
+        {
+            return;
+        }
+        let keep = self.config.exchange_lifetime;
+        self.requested.retain(|_, t| now < *t + keep);
+        if self.requested.len() >= self.config.max_exchanges * 4 {
+            return;
+        }
+        self.requested.insert(peer.clone(), now);
+        self.push_event(AgentEvent::Signal {
+            peer: peer.clone(),
+            signal: Signal::Endpoints(self.endpoints.clone()),
+        });
+        self.expire(now);
+        if let Some(offer) = self.start(now, peer.clone()) {
+            self.push_event(AgentEvent::Signal {
+                peer,
+                signal: Signal::Offer(offer),
+            });
+        }
+    }
+
+    /// Our offer for a new exchange with `peer`, or `None` if one is in
+    /// progress (or too many are, or we have no IPv4 endpoint).
+    fn start(&mut self, now: Instant, peer: P) -> Option<Offer> {
+        if self.exchanges.contains_key(&peer) || self.exchanges.len() >= self.config.max_exchanges {
+            return None;
+        }
+        let candidates: Vec<Candidate> = self
+            .endpoints
+            .iter()
+            .filter(|e| e.is_ipv4())
+            .take(self.config.max_candidates)
+            .enumerate()
+            .map(|(i, e)| {
+                let preference = u16::try_from(i).map_or(0, |i| 65535 - i);
+                Candidate::new(CandidateKind::ServerReflexive, *e, preference)
+            })
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let offer = self.fresh_offer(peer.to_string(), candidates);
+        self.exchanges.insert(
+            peer,
+            Exchange {
+                local: offer.clone(),
+                session: None,
+                remote_ufrag: None,
+                started_at: now,
+            },
+        );
+        Some(offer)
+    }
+
+    fn fresh_offer(&mut self, to: String, candidates: Vec<Candidate>) -> Offer {
+        let Some(rng) = self.rng.as_mut() else {
+            return Offer::with_fresh_credentials(self.name.clone(), to, candidates);
+        };
+        let mut bytes = [0u8; 40];
+        rng.fill_bytes(&mut bytes);
+        Offer::with_credentials_from(&bytes, self.name.clone(), to, candidates)
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let lifetime = self.config.exchange_lifetime;
+        self.exchanges.retain(|_, e| {
+            e.session.as_ref().is_some_and(|s| s.is_checking()) || now < e.started_at + lifetime
+        });
+    }
+
+    /// Turns the sessions' outcomes into events.
+    fn collect(&mut self) {
+        let mut outcomes = Vec::new();
+        for (peer, exchange) in self.exchanges.iter_mut() {
+            let Some(s) = exchange.session.as_mut() else {
+                continue;
+            };
+            while let Some(event) = s.poll_event() {
+                outcomes.push((peer.clone(), event));
+            }
+        }
+        for (peer, event) in outcomes {
+            match event {
+                PunchEvent::Connected(outcome) => {
+                    self.stats.connected += 1;
+                    self.push_event(AgentEvent::Punched {
+                        peer,
+                        remote: outcome.remote,
+                    });
+                }
+                PunchEvent::Failed(_) => {
+                    self.stats.failed += 1;
+                    self.push_event(AgentEvent::PunchFailed { peer: peer.clone() });
+                    // No hole: offer our TURN relayed address, which the
+                    // peer's own punch request already gave a permission.
+                    if let Some(relayed) = self.relayed() {
+                        self.push_event(AgentEvent::Signal {
+                            peer,
+                            signal: Signal::Endpoints(vec![relayed]),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acts on the TURN client's events.
+    fn drain_turn(&mut self, now: Instant) {
+        let mut relayed = Vec::new();
+        let Some(relay) = self.relay.as_mut() else {
+            return;
+        };
+        while let Some(event) = relay.client.poll_event() {
+            match event {
+                TurnEvent::Allocated { relayed: r, .. } => {
+                    self.events
+                        .push_back(AgentEvent::RelayAllocated { relayed: r });
+                }
+                TurnEvent::Data { peer, data } => relayed.push((peer, data)),
+                TurnEvent::ChannelFailed { peer, .. } => {
+                    relay.channels.remove(&peer);
+                }
+                TurnEvent::Failed(failure) => {
+                    self.events.push_back(AgentEvent::RelayFailed(failure));
+                }
+                _ => {}
+            }
+        }
+        for (peer, data) in relayed {
+            self.note_relay_peer(now, peer);
+            if matches!(self.handle_direct(now, peer, &data), Input::Data { .. }) {
+                self.push_event(AgentEvent::Data { from: peer, data });
+            }
+        }
+    }
+
+    /// Notes that `peer` reached us through the relay, so that we answer
+    /// through it, and binds it a channel.
+    fn note_relay_peer(&mut self, now: Instant, peer: SocketAddr) {
+        let max = self.config.max_relay_peers;
+        let Some(relay) = self.relay.as_mut() else {
+            return;
+        };
+        if relay.peers.len() < max {
+            relay.peers.insert(peer);
+        }
+        if relay.client.channel(peer).is_none()
+            && relay.channels.len() < max
+            && relay.channels.insert(peer)
+            && relay.client.bind_channel(now, peer).is_err()
+        {
+            relay.channels.remove(&peer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::wire::stun::{Attribute, Class, Method, Repr, TransactionId};
+
+    const SERVER: &str = "192.0.2.100:3478";
+    const RELAYED: &str = "192.0.2.100:50000";
+
+    fn ep(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn agent(name: &str, endpoint: &str, config: AgentConfig) -> Agent<String> {
+        let mut a = Agent::new_with_insecure_seed(name.to_string(), config, 7);
+        a.set_local_endpoints(vec![ep(endpoint)]);
+        a
+    }
+
+    fn events(a: &mut Agent<String>) -> Vec<AgentEvent<String>> {
+        std::iter::from_fn(|| a.poll_event()).collect()
+    }
+
+    fn transmits(a: &mut Agent<String>) -> Vec<Transmit> {
+        std::iter::from_fn(|| a.poll_transmit()).collect()
+    }
+
+    fn offer_in(events: &[AgentEvent<String>]) -> Offer {
+        events
+            .iter()
+            .find_map(|e| match e {
+                AgentEvent::Signal {
+                    signal: Signal::Offer(o),
+                    ..
+                } => Some(o.clone()),
+                _ => None,
+            })
+            .expect("an offer")
+    }
+
+    /// Answers a TURN request the way a server does.
+    fn answer(request: &[u8], attrs: Vec<Attribute>) -> Vec<u8> {
+        let req = Repr::parse_bytes(request).unwrap();
+        let mut resp = Repr::binding_request(req.transaction_id);
+        resp.method = req.method;
+        resp.class = Class::Success;
+        resp.attributes = attrs;
+        resp.to_bytes(&[]).unwrap()
+    }
+
+    /// An agent whose TURN allocation exists.
+    fn allocated(now: Instant) -> Agent<String> {
+        let mut a = agent("a", "192.0.2.1:4000", AgentConfig::default());
+        a.set_turn(now, TurnConfig::new(ep(SERVER))).unwrap();
+        let allocate = a.poll_transmit().unwrap();
+        assert_eq!(allocate.destination, ep(SERVER));
+        let resp = answer(
+            &allocate.payload,
+            vec![
+                Attribute::XorRelayedAddress(ep(RELAYED)),
+                Attribute::Lifetime(600),
+            ],
+        );
+        assert_eq!(a.handle_input(now, ep(SERVER), &resp), Input::Consumed);
+        assert_eq!(
+            events(&mut a),
+            [AgentEvent::RelayAllocated {
+                relayed: ep(RELAYED)
+            }]
+        );
+        a
+    }
+
+    #[test]
+    fn opening_datagram_with_a_low_ttl_goes_first_when_the_policy_is_on() {
+        let now = Instant::now();
+        let mut a = agent("a", "192.0.2.1:4000", AgentConfig::default());
+        a.connect(now, "b".into(), &[ep("198.51.100.2:4000")]);
+        let first = a.poll_transmit().unwrap();
+        assert_eq!(first.destination, ep("198.51.100.2:4000"));
+        assert_eq!(first.ttl, Some(DEFAULT_OPEN_TTL));
+        assert!(first.payload.is_empty());
+        let ev = events(&mut a);
+        assert_eq!(
+            ev[0],
+            AgentEvent::Signal {
+                peer: "b".into(),
+                signal: Signal::Endpoints(vec![ep("192.0.2.1:4000")])
+            }
+        );
+        assert_eq!(offer_in(&ev).to, "b");
+        // Policy off: nothing opens our NAT.
+        let mut quiet = agent(
+            "a",
+            "192.0.2.1:4000",
+            AgentConfig {
+                open_ttl: None,
+                ..AgentConfig::default()
+            },
+        );
+        quiet.connect(now, "b".into(), &[ep("198.51.100.2:4000")]);
+        assert!(quiet.poll_transmit().is_none());
+        assert_eq!(quiet.stats().opened, 0);
+    }
+
+    /// Carries `from`'s signals and datagrams to `to`; returns the signals
+    /// carried.
+    fn deliver(
+        from: &mut Agent<String>,
+        from_ep: SocketAddr,
+        to: &mut Agent<String>,
+        now: Instant,
+        punched: &mut Vec<(String, SocketAddr)>,
+    ) -> usize {
+        let name = from.name().to_string();
+        let mut signals = 0;
+        for event in events(from) {
+            match event {
+                AgentEvent::Signal { signal, .. } => {
+                    signals += 1;
+                    match signal {
+                        Signal::Endpoints(e) => to.handle_endpoints(now, name.clone(), &e),
+                        Signal::Offer(o) => to.handle_offer(now, name.clone(), &o),
+                    }
+                }
+                AgentEvent::Punched { peer, remote } => punched.push((peer, remote)),
+                other => panic!("{other:?}"),
+            }
+        }
+        for t in transmits(from) {
+            if t.ttl.is_none() {
+                assert_eq!(to.handle_input(now, from_ep, &t.payload), Input::Consumed);
+            }
+        }
+        signals
+    }
+
+    #[test]
+    fn two_agents_punch_and_signals_end() {
+        let (a_ep, b_ep) = (ep("192.0.2.1:4000"), ep("198.51.100.2:4000"));
+        let now = Instant::now();
+        let mut a = agent("a", "192.0.2.1:4000", AgentConfig::default());
+        let mut b = agent("b", "198.51.100.2:4000", AgentConfig::default());
+        a.connect(now, "b".into(), &[]);
+        let mut punched = Vec::new();
+        let mut signals = 0;
+        for _ in 0..10 {
+            signals += deliver(&mut a, a_ep, &mut b, now, &mut punched);
+            signals += deliver(&mut b, b_ep, &mut a, now, &mut punched);
+        }
+        punched.sort();
+        assert_eq!(punched, [("a".into(), a_ep), ("b".into(), b_ep)]);
+        // Endpoints both ways (once each: rate-limited), offers both ways,
+        // and an answer each way that the other side ignores: it ends.
+        assert_eq!(signals, 6);
+        assert_eq!(a.stats().connected, 1);
+        assert_eq!(b.stats().started, 1);
+    }
+
+    #[test]
+    fn a_session_times_out_to_an_event_and_the_relayed_address_is_offered() {
+        let now = Instant::now();
+        let mut a = allocated(now);
+        let mut b = agent("b", "198.51.100.2:4000", AgentConfig::default());
+        b.connect(now, "a".into(), &[]);
+        let offer = offer_in(&events(&mut b));
+        a.handle_offer(now, "b".into(), &offer);
+        let first = offer_in(&events(&mut a));
+        assert_eq!(first.to, "b");
+        // Nothing ever answers.
+        let mut at = now;
+        while let Some(t) = a
+            .poll_timeout()
+            .filter(|t| *t < now + Duration::from_secs(60))
+        {
+            transmits(&mut a);
+            at = t;
+            a.handle_timeout(at);
+        }
+        assert_eq!(at, now + PunchConfig::default().deadline);
+        assert_eq!(
+            events(&mut a),
+            [
+                AgentEvent::PunchFailed { peer: "b".into() },
+                AgentEvent::Signal {
+                    peer: "b".into(),
+                    signal: Signal::Endpoints(vec![ep(RELAYED)])
+                }
+            ]
+        );
+        assert_eq!(a.stats().failed, 1);
+        // The finished exchange is forgotten after its lifetime: a new
+        // connect starts a new one, with new credentials.
+        a.handle_timeout(now + Duration::from_secs(11));
+        a.connect(now + Duration::from_secs(11), "b".into(), &[]);
+        let again = offer_in(&events(&mut a));
+        assert_ne!(again.ufrag, first.ufrag);
+    }
+
+    #[test]
+    fn turn_permissions_are_refreshed_before_they_expire() {
+        let now = Instant::now();
+        let mut a = allocated(now);
+        a.handle_endpoints(now, "b".into(), &[ep("198.51.100.2:4000")]);
+        let permission = transmits(&mut a)
+            .into_iter()
+            .find(|t| t.destination == ep(SERVER))
+            .unwrap();
+        let req = Repr::parse_bytes(&permission.payload).unwrap();
+        assert_eq!(req.method, Method::CREATE_PERMISSION);
+        let ok = answer(&permission.payload, vec![]);
+        assert_eq!(a.handle_input(now, ep(SERVER), &ok), Input::Consumed);
+        // Permissions last 300 s (RFC 8656 §9).
+        let at = a.poll_timeout().unwrap();
+        assert!(at < now + Duration::from_secs(300), "{at:?}");
+        a.handle_timeout(now + Duration::from_secs(299));
+        let methods: Vec<Method> = transmits(&mut a)
+            .iter()
+            .filter(|t| t.destination == ep(SERVER))
+            .map(|t| Repr::parse_bytes(&t.payload).unwrap().method)
+            .collect();
+        assert!(methods.contains(&Method::CREATE_PERMISSION), "{methods:?}");
+    }
+
+    #[test]
+    fn relayed_peers_are_answered_through_the_relay_until_heard_directly() {
+        let now = Instant::now();
+        let mut a = allocated(now);
+        let peer = ep("203.0.113.5:7000");
+        let mut data = Repr::binding_request(TransactionId([5; 12]));
+        data.class = Class::Indication;
+        data.method = Method::DATA;
+        data.attributes = vec![
+            Attribute::XorPeerAddress(peer),
+            Attribute::Data(b"hello".to_vec()),
+        ];
+        let data = data.to_bytes(&[]).unwrap();
+        assert_eq!(a.handle_input(now, ep(SERVER), &data), Input::Consumed);
+        assert_eq!(
+            events(&mut a),
+            [AgentEvent::Data {
+                from: peer,
+                data: b"hello".to_vec()
+            }]
+        );
+        assert_eq!(a.relay_peers(), [peer]);
+        // A channel is asked for.
+        let bind = a.poll_transmit().unwrap();
+        assert_eq!(
+            Repr::parse_bytes(&bind.payload).unwrap().method,
+            Method::CHANNEL_BIND
+        );
+        // Answers to the peer are wrapped for the server.
+        let mut buf = [0u8; 128];
+        buf[..3].copy_from_slice(b"hey");
+        let (to, n) = a.relay_in_place(peer, &mut buf, 3).unwrap();
+        assert_eq!(to, ep(SERVER));
+        assert_eq!(Repr::parse_bytes(&buf[..n]).unwrap().method, Method::SEND);
+        assert!(a.relay_in_place(ep("203.0.113.6:1"), &mut buf, 3).is_none());
+        // Heard directly: answered directly.
+        assert_eq!(
+            a.handle_input(now, peer, b"direct"),
+            Input::Data {
+                from: peer,
+                payload: b"direct"
+            }
+        );
+        assert!(a.relay_peers().is_empty());
+        assert!(a.relay_in_place(peer, &mut buf, 3).is_none());
+    }
+
+    /// An offer replayed to us from another exchange, or one in another
+    /// peer's name, starts nothing.
+    #[test]
+    fn attack_offers_not_from_the_peer_to_us_are_ignored() {
+        let now = Instant::now();
+        let mut a = agent("a", "192.0.2.1:4000", AgentConfig::default());
+        let mut c = agent("c", "192.0.2.3:4000", AgentConfig::default());
+        c.connect(now, "b".into(), &[]);
+        let for_b = offer_in(&events(&mut c));
+        a.handle_offer(now, "c".into(), &for_b);
+        let mut in_b_name = for_b.clone();
+        in_b_name.to = "a".into();
+        in_b_name.from = "b".into();
+        a.handle_offer(now, "c".into(), &in_b_name);
+        assert_eq!(a.stats().started, 0);
+        assert!(events(&mut a).is_empty());
+        assert!(a.poll_transmit().is_none());
+    }
+
+    /// Signalling from many peers cannot grow the agent without bound.
+    #[test]
+    fn attack_a_signal_flood_is_bounded() {
+        let now = Instant::now();
+        let mut a = allocated(now);
+        let endpoints: Vec<SocketAddr> = (0..32u16)
+            .map(|i| SocketAddr::from(([203, 0, 113, (i % 250) as u8], 1000 + i)))
+            .collect();
+        for i in 0..5000u32 {
+            let peer = format!("p{i}");
+            a.handle_endpoints(now, peer.clone(), &endpoints);
+            let mut offer = Offer::with_fresh_credentials(
+                peer.clone(),
+                "a".into(),
+                vec![Candidate::new(CandidateKind::Host, endpoints[0], 1)],
+            );
+            offer.from = peer.clone();
+            a.handle_offer(now, peer, &offer);
+        }
+        let config = AgentConfig::default();
+        assert!(a.exchanges.len() <= config.max_exchanges);
+        assert!(a.requested.len() <= config.max_exchanges * 4);
+        assert!(a.opening.len() <= config.max_open_queue);
+        assert!(a.events.len() <= MAX_EVENTS);
+        let relay = a.relay.as_ref().unwrap();
+        assert!(relay.permitted.len() <= config.max_relay_peers);
+    }
+}
