@@ -714,12 +714,11 @@ impl<S: LeaseStore> Core<S> {
         });
         // DHT records are signed with the certified key, so that readers
         // can match the certificate attached to them with their writer.
-        let key_type = match ipsec_ca::NodeKey::from_pkcs8_der(&credentials.key)
-            .map(|k| k.key_type())
-        {
-            Ok(ipsec_ca::KeyType::EcdsaP256) => overlay_core::KeyType::EcdsaP256,
-            _ => overlay_core::KeyType::Ed25519,
-        };
+        let key_type =
+            match ipsec_ca::NodeKey::from_pkcs8_der(&credentials.key).map(|k| k.key_type()) {
+                Ok(ipsec_ca::KeyType::EcdsaP256) => overlay_core::KeyType::EcdsaP256,
+                _ => overlay_core::KeyType::Ed25519,
+            };
         let micros = wall
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
@@ -730,6 +729,9 @@ impl<S: LeaseStore> Core<S> {
         self.host_certificate = Some(credentials.certificate.clone());
         self.wall = self.wall.max(wall);
         self.refresh_record_policy(now);
+        // What the guest published before is not certified: again, signed
+        // with the certified key and carrying the certificate.
+        self.publish_guest(now);
         Ok(())
     }
 
@@ -896,8 +898,7 @@ impl<S: LeaseStore> Core<S> {
                 .is_none_or(|(at, _)| unix >= at + crate::enrol::ANNOUNCE_RESIGN_SECS)
         {
             let writer = self.overlay.record_writer().public_key;
-            match crate::enrol::announcement(ca.identity(), self.overlay.address(), unix, &writer)
-            {
+            match crate::enrol::announcement(ca.identity(), self.overlay.address(), unix, &writer) {
                 Ok(value) => {
                     self.ca_announcement = Some((unix, value));
                     if self.host_certificate.is_none() {

@@ -287,9 +287,12 @@ async fn node_task(mut spec: NodeSpec, socket: UdpSocket) -> std::io::Result<Nod
                 CoreEvent::Joined => {
                     lines.push("joined the ring".into());
                 }
-                CoreEvent::Leased { addr, .. } => {
+                CoreEvent::Leased { addr, hostname, .. } => {
                     if !enrolled && let Some(ca) = spec.ca.as_ref() {
-                        match enrol(ca, addr) {
+                        // The certificate binds the guest's host name too:
+                        // peers believe its name record only then.
+                        let name = hostname.as_deref().map(crate::core::sanitize_hostname);
+                        match enrol(ca, addr, name.as_deref()) {
                             Ok(credentials) => {
                                 match core.install_identity(now, SystemTime::now(), &credentials) {
                                     Ok(()) => {
@@ -382,10 +385,17 @@ async fn node_task(mut spec: NodeSpec, socket: UdpSocket) -> std::io::Result<Nod
     })
 }
 
-fn enrol(ca: &Mutex<DemoCa>, addr: Ipv4Addr) -> Result<Credentials, String> {
+fn enrol(ca: &Mutex<DemoCa>, addr: Ipv4Addr, name: Option<&str>) -> Result<Credentials, String> {
     let key = NodeKey::generate(KeyType::Ed25519).map_err(|e| e.to_string())?;
+    let mut request = NodeRequest::new(addr);
+    if let Some(name) = name.filter(|n| !n.is_empty()) {
+        request = request.with_dns_name(format!(
+            "{name}.{}",
+            settings().domain.trim_end_matches('.')
+        ));
+    }
     let csr = key
-        .certificate_request(&NodeRequest::new(addr))
+        .certificate_request(&request)
         .map_err(|e| e.to_string())?;
     let mut ca = ca.lock().map_err(|_| "CA lock poisoned".to_string())?;
     let now = ipsec_ca::time::OffsetDateTime::from(SystemTime::now());

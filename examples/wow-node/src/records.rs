@@ -12,8 +12,8 @@
 //! | `ip/<addr>` | the certificate binds `<addr>` (the value is a ring address) | the value is a ring address |
 //! | `lease/<addr>` | `<addr>` is in the network; a certified writer may claim only its certified address (uncertified writers may claim, for enrolment; certified claims win, see [`claim_rank`]) | `<addr>` is in the network |
 //! | `ca` | the value is the CA's signed announcement naming the writer's key | any |
-//! | `crl` | the value is a CRL manifest signed by the CA; the writer is certified or the CA node | any |
-//! | `crl-chunk/…` | the writer is certified or the CA node | any |
+//! | `crl` | the value is a CRL manifest signed by the CA (any node may relay it) | any |
+//! | `crl-chunk/…` | any (readers check each chunk against the signed manifest) | any |
 //! | anything else | refused | any |
 //!
 //! "Certified" means: the record's credential is a DER certificate that
@@ -29,9 +29,9 @@ use std::time::{Instant, SystemTime};
 
 use ipnet::Ipv4Net;
 use ipsec_ca::Verifier;
+use overlay_core::RecordPolicy;
 use overlay_core::record::PolicyStage;
 use overlay_core::wire::Record;
-use overlay_core::RecordPolicy;
 
 /// Certificates verified recently, by their SHA-256: verifying a chain
 /// costs a signature check; a node re-reads the same few certificates.
@@ -183,9 +183,10 @@ impl NodePolicy {
                     return false;
                 };
                 match self.standing(now, record) {
-                    Standing::Certified { ip: certified, names } => {
-                        certified == ip && self.name_bound(&names, host)
-                    }
+                    Standing::Certified {
+                        ip: certified,
+                        names,
+                    } => certified == ip && self.name_bound(&names, host),
                     _ => false,
                 }
             }
@@ -214,14 +215,13 @@ impl NodePolicy {
                 Some(verifier) => crate::enrol::verify_announcement(verifier, &record.value)
                     .is_some_and(|a| a.writer == record.writer.public_key),
             },
+            // Any node may relay the CA's CRL: the manifest is the CA's
+            // statement, and readers check each chunk against its digest.
             b"crl" => match self.ca.as_ref() {
                 None => true,
-                Some(verifier) => {
-                    crate::crl_dht::Manifest::verify(verifier, &record.value).is_ok()
-                        && self.standing(now, record) != Standing::None
-                }
+                Some(verifier) => crate::crl_dht::Manifest::verify(verifier, &record.value).is_ok(),
             },
-            b"crl-chunk" => !with_ca || self.standing(now, record) != Standing::None,
+            b"crl-chunk" => true,
             _ => !with_ca,
         }
     }
@@ -257,4 +257,3 @@ pub fn certified_ip(der: &[u8]) -> Option<Ipv4Addr> {
         _ => None,
     })
 }
-

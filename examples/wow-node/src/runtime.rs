@@ -150,7 +150,8 @@ fn load_identity(config: &Config) -> Result<Identity, String> {
     }
     let cert_der = ipsec_ca::key::from_pem("CERTIFICATE", &read_text(&cert_path)?)
         .map_err(|e| format!("cert: {e}"))?;
-    let virtual_ip = crate::records::certified_ip(&cert_der).ok_or("the certificate names no IPv4 address")?;
+    let virtual_ip =
+        crate::records::certified_ip(&cert_der).ok_or("the certificate names no IPv4 address")?;
     let credentials = Credentials {
         certificate: cert_der,
         key: key.pkcs8_der().to_vec(),

@@ -86,8 +86,23 @@ pub fn ca(name: &str) -> (Ca<MemStore>, Vec<u8>) {
 
 /// A key and a certificate for `addr`, signed by `ca`.
 pub fn credentials(ca: &mut Ca<MemStore>, ca_der: &[u8], addr: Ipv4Addr) -> Credentials {
+    credentials_named(ca, ca_der, addr, None)
+}
+
+/// A key and a certificate for `addr` and, if given, host name `name`
+/// (certified as `<name>.wow.internal`), signed by `ca`.
+pub fn credentials_named(
+    ca: &mut Ca<MemStore>,
+    ca_der: &[u8],
+    addr: Ipv4Addr,
+    name: Option<&str>,
+) -> Credentials {
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
-    let csr = key.certificate_request(&NodeRequest::new(addr)).unwrap();
+    let mut request = NodeRequest::new(addr);
+    if let Some(name) = name {
+        request = request.with_dns_name(format!("{name}.wow.internal"));
+    }
+    let csr = key.certificate_request(&request).unwrap();
     let now = ipsec_ca::time::OffsetDateTime::from(SystemTime::now());
     let issued = ca.sign(&csr, addr, None, now).unwrap();
     Credentials {
@@ -115,10 +130,11 @@ pub fn certify_first_lease(
     certified: &mut Option<Ipv4Addr>,
 ) {
     while let Some(event) = core.poll_event() {
-        if let CoreEvent::Leased { addr, .. } = event
+        if let CoreEvent::Leased { addr, hostname, .. } = event
             && certified.is_none()
         {
-            let c = credentials(ca, ca_der, addr);
+            let name = hostname.as_deref().map(wow_node::core::sanitize_hostname);
+            let c = credentials_named(ca, ca_der, addr, name.as_deref());
             core.install_identity(now, SystemTime::now(), &c).unwrap();
             *certified = Some(addr);
         }
