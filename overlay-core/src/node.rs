@@ -666,6 +666,11 @@ impl<I: Identity> Node<I> {
     pub fn dht_store(&self) -> &DhtStore {
         &self.dht
     }
+    /// DHT requests from others waiting here to be decided (bounded by
+    /// [`Config::dht_max_pending`]).
+    pub fn dht_pending(&self) -> usize {
+        self.pending_dht.len()
+    }
     /// Counters.
     pub fn stats(&self) -> Stats {
         self.stats
