@@ -727,7 +727,7 @@ impl<S: LeaseStore> Core<S> {
             Err(e) => tracing::warn!(error = ?e, "the certified key cannot sign DHT records"),
         }
         self.host_certificate = Some(credentials.certificate.clone());
-        self.wall = self.wall.max(wall);
+        self.wall = wall;
         self.refresh_record_policy(now);
         // What the guest published before is not certified: again, signed
         // with the certified key and carrying the certificate.
