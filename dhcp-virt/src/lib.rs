@@ -82,8 +82,8 @@ pub mod server;
 pub mod wire;
 
 pub use directory::{
-    AddressDirectory, ClaimResult, DirectoryCompletion, DirectoryOp, DirectoryRequest, FakeConfig,
-    FakeDirectory, RequestId,
+    AddressDirectory, ClaimKind, ClaimResult, CreateAnswer, DirectoryCompletion, DirectoryOp,
+    DirectoryRequest, FakeConfig, FakeDirectory, RequestId,
 };
 pub use error::{ConfigError, FrameError, MessageError, Refusal, StartError, StoreError};
 pub use file_store::FileStore;

@@ -24,7 +24,7 @@ use dhcproto::Name;
 use ipnet::Ipv4Net;
 
 use crate::directory::{
-    ClaimResult, DirectoryCompletion, DirectoryOp, DirectoryRequest, RequestId,
+    ClaimKind, ClaimResult, DirectoryCompletion, DirectoryOp, DirectoryRequest, RequestId,
 };
 use crate::error::{ConfigError, FrameError, Refusal, StartError};
 use crate::lease::{ClientKey, Lease, LeaseState, LeaseStore};
@@ -508,8 +508,22 @@ impl<S: LeaseStore> Server<S> {
     /// ([`Event::ClaimLost`]); an answer that says nothing about the owner
     /// (the store is full, the request was refused) should be
     /// [`ClaimResult::Failed`], which keeps the lease until the next renewal.
+    /// [`directory::claim_result`](crate::directory::claim_result) applies
+    /// this rule, given [`Server::claim_kind`].
     pub fn is_renewal_claim(&self, id: RequestId) -> bool {
         self.reclaims.contains_key(&id)
+    }
+
+    /// The kind of the claim `id`, for
+    /// [`directory::claim_result`](crate::directory::claim_result):
+    /// [`ClaimKind::Renewal`] while a renewal's re-claim is awaited (see
+    /// [`Server::is_renewal_claim`]), else [`ClaimKind::New`].
+    pub fn claim_kind(&self, id: RequestId) -> ClaimKind {
+        if self.is_renewal_claim(id) {
+            ClaimKind::Renewal
+        } else {
+            ClaimKind::New
+        }
     }
 
     // ---- inputs ----
