@@ -270,7 +270,7 @@ pub struct Core<S: LeaseStore> {
     dhcp: dhcp_virt::Server<S>,
     dns: dns_virt::Server,
     /// DNS over TCP at the gateway.
-    tcp_dns: crate::tcp_dns::TcpDns,
+    tcp_dns: dns_virt::TcpEndpoint,
     sa: Option<ipsec_sa::Endpoint<Verifier>>,
     guest_mac: Option<[u8; 6]>,
     guest_addr: Option<Ipv4Addr>,
@@ -510,7 +510,7 @@ impl<S: LeaseStore> Core<S> {
                 overlay_core::Node::new_with_insecure_seed(overlay_config, address, now, seed)
             }
         };
-        let tcp_dns = crate::tcp_dns::TcpDns::new(
+        let tcp_dns = dns_virt::TcpEndpoint::new(
             settings.gateway_addr,
             settings.network.prefix_len(),
             settings.guest_mtu,

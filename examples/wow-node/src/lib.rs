@@ -39,6 +39,5 @@ pub mod lan;
 pub mod offload;
 pub mod punch;
 pub mod runtime;
-pub mod tcp_dns;
 pub mod udp;
 pub mod wire;
