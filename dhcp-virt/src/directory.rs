@@ -30,6 +30,32 @@
 //! [`Failed`](ClaimResult::Failed) changes nothing; the next renewal tries
 //! again.
 //!
+//! # The conflict rule
+//!
+//! A DHT does not answer in [`ClaimResult`]s: a create-if-absent either
+//! stores the record or reports the owners already stored, and after a
+//! healed partition the replicas of both sides may report several. An
+//! adapter turns that [`CreateAnswer`] into a [`ClaimResult`] with
+//! [`claim_result`], one rule every claimant applies alike so that all
+//! agree on one winner without talking to each other: **the smallest
+//! owner wins** ([`winning_owner`]). A renewal's re-claim
+//! ([`ClaimKind::Renewal`], see
+//! [`Server::claim_kind`](crate::Server::claim_kind)) loses its address only
+//! to another owner: a directory that refuses to store (full, rejected)
+//! says nothing about owners, so the lease stands and the next renewal asks
+//! again, while a new claim so refused is [`ClaimResult::Taken`] and the
+//! server tries another address.
+//!
+//! Owners are opaque to the rule: any `Ord` type. Today a node stores
+//! [`ClientKey::to_bytes`] and compares those bytes. The rule is written
+//! so that the owners can become *authenticated* claims: when the
+//! directory's records are signed, the owner handed to [`claim_result`]
+//! is the verified writer key of each record (with the client key, as a
+//! tuple, when one writer claims for several clients), and a record whose
+//! signature does not verify must be left out of the answer before the
+//! rule runs — otherwise anyone could plant a smaller owner and take every
+//! address. The rule itself never looks inside an owner.
+//!
 //! [`AddressDirectory`] is the same contract from the directory's side, so
 //! a node can adapt its DHT to it and tests can use [`FakeDirectory`]: an
 //! in-memory directory with configurable delays and injected conflicts.
@@ -90,6 +116,82 @@ pub struct DirectoryCompletion {
     pub id: RequestId,
     /// The outcome.
     pub result: ClaimResult,
+}
+
+/// Whether a claim is a new binding's or a renewal's re-claim (see
+/// [`Server::claim_kind`](crate::Server::claim_kind)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClaimKind {
+    /// A new binding: the client is held until the answer comes.
+    New,
+    /// A renewal's re-claim of a bound address: the ACK has gone already,
+    /// and only another owner takes the address away.
+    Renewal,
+}
+
+/// What a directory answered to a create-if-absent of `address → owner`,
+/// before the [conflict rule](self#the-conflict-rule) reads it. `O` is an
+/// opaque owner identity (bytes today, a verified signer later).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CreateAnswer<O> {
+    /// No record existed; the claimant's is stored now.
+    Created,
+    /// Records exist: the owners they name, in any order (several after a
+    /// healed partition, when the replicas of both sides meet). Only
+    /// authenticated owners belong here.
+    Exists(Vec<O>),
+    /// The directory would not store the record (the key is full, the
+    /// request was rejected): nothing is known about owners.
+    Refused,
+    /// No answer (timeout, no route).
+    Failed,
+}
+
+/// The owner that keeps an address claimed by several: the smallest. Every
+/// claimant applies this alike, so all agree on one winner. `None` if there
+/// are no owners.
+pub fn winning_owner<'a, O: Ord + 'a>(owners: impl IntoIterator<Item = &'a O>) -> Option<&'a O> {
+    owners.into_iter().min()
+}
+
+/// The conflict rule: what `answer` means for a claim by `claimant`.
+///
+/// * [`CreateAnswer::Created`] → [`ClaimResult::Granted`].
+/// * [`CreateAnswer::Exists`] → `Granted` if the claimant is the
+///   [winning owner](winning_owner) (the record is ours: a renewal, a
+///   client that moved between servers, or a partition we won), else
+///   [`ClaimResult::Taken`].
+/// * [`CreateAnswer::Refused`] → `Taken` for a [`ClaimKind::New`] claim
+///   (try another address), [`ClaimResult::Failed`] for a
+///   [`ClaimKind::Renewal`] (the lease stands; the next renewal asks
+///   again).
+/// * [`CreateAnswer::Failed`] → `Failed`.
+///
+/// ```
+/// use dhcp_virt::directory::{claim_result, ClaimKind, CreateAnswer};
+/// use dhcp_virt::ClaimResult;
+///
+/// // After a healed partition both sides' owners come back: the smallest wins.
+/// let both = CreateAnswer::Exists(vec![b"owner-b".to_vec(), b"owner-a".to_vec()]);
+/// assert_eq!(claim_result(&both, &b"owner-a".to_vec(), ClaimKind::Renewal), ClaimResult::Granted);
+/// assert_eq!(claim_result(&both, &b"owner-b".to_vec(), ClaimKind::Renewal), ClaimResult::Taken);
+/// ```
+pub fn claim_result<O: Ord>(
+    answer: &CreateAnswer<O>,
+    claimant: &O,
+    kind: ClaimKind,
+) -> ClaimResult {
+    match (answer, kind) {
+        (CreateAnswer::Created, _) => ClaimResult::Granted,
+        (CreateAnswer::Exists(owners), _) if winning_owner(owners) == Some(claimant) => {
+            ClaimResult::Granted
+        }
+        (CreateAnswer::Exists(_), _) => ClaimResult::Taken,
+        (CreateAnswer::Refused, ClaimKind::New) => ClaimResult::Taken,
+        (CreateAnswer::Refused, ClaimKind::Renewal) | (CreateAnswer::Failed, _) => {
+            ClaimResult::Failed
+        }
+    }
 }
 
 /// A shared `address → owner` directory seen as a sans-IO machine.
@@ -180,11 +282,15 @@ impl<T> FakeDirectory<T> {
     /// owner's next claim is [`ClaimResult::Taken`].
     pub fn merge(&mut self, other: FakeDirectory<T>) {
         for (addr, owner) in other.records {
-            match self.records.get(&addr) {
-                Some(kept) if kept.to_bytes() <= owner.to_bytes() => {}
-                _ => {
-                    self.records.insert(addr, owner);
+            let keep = match self.records.get(&addr) {
+                Some(kept) => {
+                    let (kept_bytes, other_bytes) = (kept.to_bytes(), owner.to_bytes());
+                    winning_owner([&kept_bytes, &other_bytes]) == Some(&kept_bytes)
                 }
+                None => false,
+            };
+            if !keep {
+                self.records.insert(addr, owner);
             }
         }
         let mut in_flight = other.in_flight;
@@ -296,6 +402,57 @@ mod test {
             owner,
             lease_duration: Duration::from_secs(60),
         }
+    }
+
+    // Moved from wow-node's core, where the rule used to live.
+    #[test]
+    fn claims_after_a_healed_partition_go_to_the_smallest_owner() {
+        let (a, b) = (b"owner-a".to_vec(), b"owner-b".to_vec());
+        for kind in [ClaimKind::New, ClaimKind::Renewal] {
+            let claim =
+                |answer: &CreateAnswer<Vec<u8>>, owner: &Vec<u8>| claim_result(answer, owner, kind);
+            assert_eq!(claim(&CreateAnswer::Created, &a), ClaimResult::Granted);
+            // The record is ours (a renewal), or another's.
+            let ours = CreateAnswer::Exists(vec![a.clone()]);
+            assert_eq!(claim(&ours, &a), ClaimResult::Granted);
+            assert_eq!(claim(&ours, &b), ClaimResult::Taken);
+            // Both sides' records: one winner, whatever the order.
+            for owners in [vec![a.clone(), b.clone()], vec![b.clone(), a.clone()]] {
+                let both = CreateAnswer::Exists(owners);
+                assert_eq!(claim(&both, &a), ClaimResult::Granted);
+                assert_eq!(claim(&both, &b), ClaimResult::Taken);
+            }
+            // A record with no owner we can name is nobody's grant.
+            assert_eq!(claim(&CreateAnswer::Exists(vec![]), &a), ClaimResult::Taken);
+            assert_eq!(claim(&CreateAnswer::Failed, &a), ClaimResult::Failed);
+        }
+        // A refusing store turns a new claim away but does not undo a lease.
+        assert_eq!(
+            claim_result(&CreateAnswer::Refused, &a, ClaimKind::New),
+            ClaimResult::Taken
+        );
+        assert_eq!(
+            claim_result(&CreateAnswer::Refused, &a, ClaimKind::Renewal),
+            ClaimResult::Failed
+        );
+    }
+
+    #[test]
+    fn owners_are_opaque_any_ordered_identity_works() {
+        // A signed claim's owner: (writer key, client) compared as a tuple.
+        let ours = ([1u8; 32], 7u32);
+        let theirs = ([2u8; 32], 1u32);
+        let answer = CreateAnswer::Exists(vec![theirs, ours]);
+        assert_eq!(
+            claim_result(&answer, &ours, ClaimKind::Renewal),
+            ClaimResult::Granted
+        );
+        assert_eq!(
+            claim_result(&answer, &theirs, ClaimKind::Renewal),
+            ClaimResult::Taken
+        );
+        assert_eq!(winning_owner(&[3, 1, 2]), Some(&1));
+        assert_eq!(winning_owner::<u8>(&[]), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
+#[cfg(feature = "serde")]
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::StoreError;
@@ -113,12 +114,16 @@ impl FromStr for ClientKey {
     }
 }
 
+/// As its [`Display`](fmt::Display) text (feature `serde`).
+#[cfg(feature = "serde")]
 impl Serialize for ClientKey {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
 }
 
+/// From its [`Display`](fmt::Display) text (feature `serde`).
+#[cfg(feature = "serde")]
 impl<'de> Deserialize<'de> for ClientKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -127,8 +132,9 @@ impl<'de> Deserialize<'de> for ClientKey {
 }
 
 /// What a stored lease record says about its address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum LeaseState {
     /// Leased until `expires_unix`.
     Bound,
@@ -139,7 +145,8 @@ pub enum LeaseState {
 }
 
 /// One lease record as stores keep it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct Lease {
     /// The address.
     pub addr: Ipv4Addr,
@@ -150,7 +157,10 @@ pub struct Lease {
     /// Bound, released or expired.
     pub state: LeaseState,
     /// The client's host name (option 12), if it sent one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub hostname: Option<String>,
 }
 

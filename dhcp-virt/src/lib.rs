@@ -7,8 +7,10 @@
 //! and `Instant`s go in, replies, events and deadlines come out.
 //!
 //! * Two faces: DHCP payloads ([`Server::handle_message`] /
-//!   [`Server::poll_transmit`]) or whole Ethernet frames from a TAP
-//!   ([`Server::handle_frame`] / [`Server::poll_frame`]).
+//!   [`Server::poll_transmit`]), for a host on an ordinary UDP socket, or
+//!   whole Ethernet frames from a TAP ([`Server::handle_frame`] /
+//!   [`Server::poll_frame`], feature `frames`). See [Hosting
+//!   it](#hosting-it).
 //! * Addresses come from a [`Pool`] (ranges, exclusions, reservations) with a
 //!   stable per-client preference, and are kept in a [`LeaseStore`]:
 //!   [`MemoryStore`] or the [`FileStore`] (atomic snapshot plus an
@@ -47,9 +49,55 @@
 //! assert_eq!((ack.kind, ack.your_addr), (ReplyKind::Ack, offer.your_addr));
 //! ```
 //!
-//! # The driving loop
+//! # Hosting it
+//!
+//! ## On an ordinary UDP socket
+//!
+//! Bind a UDP socket to port 67 on the clients' link only
+//! (`SO_BINDTODEVICE`) and allow it to broadcast (`SO_BROADCAST`); feed
+//! each datagram to [`Server::handle_message`] and send each
+//! [`Transmit`] to [`Destination::socket_addr`]. A socket cannot reach a
+//! client at the address it is being offered (the client does not hold it
+//! yet, so nobody answers the kernel's ARP): `socket_addr` broadcasts those
+//! replies ([`Destination::Hardware`]), as RFC 2131 §4.1 allows. This
+//! needs none of the crate's features. `examples/dhcp-socket.rs` is a
+//! whole server, checked against busybox udhcpc by `tests/socket.rs`.
 //!
 //! ```no_run
+//! # use std::time::Instant;
+//! # use dhcp_virt::{Config, MemoryStore, Server};
+//! # fn main() -> std::io::Result<()> {
+//! let socket = std::net::UdpSocket::bind("0.0.0.0:67")?; // and SO_BINDTODEVICE
+//! socket.set_broadcast(true)?;
+//! let mut server = Server::new(Config::default(), MemoryStore::new(), Instant::now(), 0).unwrap();
+//! let mut buf = [0u8; 1500];
+//! loop {
+//!     let (n, _from) = socket.recv_from(&mut buf)?; // or wake at server.poll_timeout()
+//!     let now = Instant::now();
+//!     if let Err(reason) = server.handle_message(now, &buf[..n]) {
+//!         eprintln!("not served: {reason}");
+//!     }
+//!     server.handle_timeout(now);
+//!     while let Some(t) = server.poll_transmit() {
+//!         socket.send_to(&t.payload, t.destination.socket_addr())?;
+//!     }
+//!     while let Some(event) = server.poll_event() {
+//!         eprintln!("{event:?}");
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! ## On a TAP device (feature `frames`)
+//!
+//! A TAP host sees whole Ethernet frames and writes replies exactly where
+//! RFC 2131 says, unicast to a client's hardware address included.
+//! `examples/dhcp-tap.rs` is a whole server (with `arp-virt` for ARP),
+//! checked against ISC dhclient and busybox udhcpc by `tests/netns.rs`.
+//!
+//! ```no_run
+//! # #[cfg(feature = "frames")]
+//! # fn main() {
 //! # use std::time::Instant;
 //! # use dhcp_virt::{Config, MemoryStore, Server};
 //! # fn read_tap() -> Vec<u8> { Vec::new() }
@@ -69,12 +117,28 @@
 //!         eprintln!("{event:?}");
 //!     }
 //! }
+//! # }
+//! # #[cfg(not(feature = "frames"))]
+//! # fn main() {}
 //! ```
+//!
+//! # Cargo features
+//!
+//! All on by default; message-only use (a socket host with
+//! [`MemoryStore`] or its own [`LeaseStore`]) needs none of them and pulls
+//! in no frame parser, no serde and no file store:
+//!
+//! * `frames`: [`Server::handle_frame`], [`Server::poll_frame`] and the
+//!   frame half of [`wire`] (etherparse).
+//! * `serde`: `Serialize`/`Deserialize` for [`Lease`], [`LeaseState`] and
+//!   [`ClientKey`].
+//! * `file-store`: [`FileStore`] (implies `serde`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod directory;
 pub mod error;
+#[cfg(feature = "file-store")]
 pub mod file_store;
 pub mod lease;
 pub mod pool;
@@ -82,11 +146,18 @@ pub mod server;
 pub mod wire;
 
 pub use directory::{
-    AddressDirectory, ClaimResult, DirectoryCompletion, DirectoryOp, DirectoryRequest, FakeConfig,
-    FakeDirectory, RequestId,
+    AddressDirectory, ClaimKind, ClaimResult, CreateAnswer, DirectoryCompletion, DirectoryOp,
+    DirectoryRequest, FakeConfig, FakeDirectory, RequestId,
 };
 pub use error::{ConfigError, FrameError, MessageError, Refusal, StartError, StoreError};
+#[cfg(feature = "file-store")]
 pub use file_store::FileStore;
 pub use lease::{ClientKey, Lease, LeaseState, LeaseStore, MemoryStore};
 pub use pool::{Pool, Reservation, ReservationKey};
 pub use server::{Allocation, Config, Destination, Event, Server, Transmit};
+
+/// Foreign types in this crate's public signatures, so that a user needs
+/// no version-matched dependency of its own: the network of [`Config`]
+/// and the domain names of [`wire::Reply`] and [`wire::ClientFqdn`].
+pub use dhcproto::Name;
+pub use ipnet::Ipv4Net;

@@ -24,14 +24,16 @@ use dhcproto::Name;
 use ipnet::Ipv4Net;
 
 use crate::directory::{
-    ClaimResult, DirectoryCompletion, DirectoryOp, DirectoryRequest, RequestId,
+    ClaimKind, ClaimResult, DirectoryCompletion, DirectoryOp, DirectoryRequest, RequestId,
 };
 use crate::error::{ConfigError, FrameError, Refusal, StartError};
 use crate::lease::{ClientKey, Lease, LeaseState, LeaseStore};
 use crate::pool::Pool;
+#[cfg(feature = "frames")]
+use crate::wire;
 use crate::wire::{
-    self, BROADCAST_MAC, CLIENT_PORT, ClientFqdn, ClientMessage, ClientMessageKind, HardwareAddr,
-    LeaseTimes, Reply, ReplyKind, SERVER_PORT,
+    CLIENT_PORT, ClientFqdn, ClientMessage, ClientMessageKind, HardwareAddr, LeaseTimes, Reply,
+    ReplyKind, SERVER_PORT,
 };
 
 /// Where addresses come from.
@@ -131,16 +133,35 @@ impl Default for Config {
 }
 
 /// Where a reply goes (RFC 2131 §4.1).
+///
+/// A host that writes whole frames (a TAP, a raw socket) follows the
+/// destination exactly, as [`Server::poll_frame`] does. A host that sends
+/// with an ordinary UDP socket cannot reach a client at an address the
+/// client does not hold yet ([`Destination::Hardware`]): it sends to
+/// [`Destination::socket_addr`], which broadcasts those replies, as
+/// RFC 2131 §4.1 allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Destination {
     /// To 255.255.255.255:68 and the broadcast MAC.
     Broadcast,
-    /// To `addr`:68 at `mac`, without ARP (the client has no address yet).
+    /// To `addr`:68, the address the client holds and names in `ciaddr`
+    /// (renewing, rebinding, INFORM): it answers ARP, so any UDP socket
+    /// can send there. `mac` is its hardware address, for a frame host.
     Unicast {
         /// IP destination.
         addr: Ipv4Addr,
         /// Ethernet destination.
+        mac: [u8; 6],
+    },
+    /// To `addr`:68 at `mac` without ARP: the address offered or
+    /// acknowledged (`yiaddr`), which the client does not hold yet and so
+    /// cannot answer ARP for. Only a frame host can send this as a
+    /// unicast; [`Destination::socket_addr`] turns it into a broadcast.
+    Hardware {
+        /// IP destination (`yiaddr`).
+        addr: Ipv4Addr,
+        /// Ethernet destination (`chaddr`).
         mac: [u8; 6],
     },
     /// To the relay agent at `addr`:67.
@@ -151,13 +172,45 @@ pub enum Destination {
 }
 
 impl Destination {
-    /// The UDP destination.
+    /// The UDP destination for a host that sends with an ordinary socket:
+    /// 255.255.255.255:68 for [`Destination::Broadcast`] and
+    /// [`Destination::Hardware`] (RFC 2131 §4.1: "if unicasting is not
+    /// possible, the message MAY be sent as an IP broadcast"), the client's
+    /// address (port 68) for [`Destination::Unicast`], the relay's (port 67)
+    /// for [`Destination::Relay`].
+    ///
+    /// Such a socket is bound to port 67 on the clients' link only
+    /// (`SO_BINDTODEVICE`: a broadcast must leave by that interface, and
+    /// only that link's requests may be answered) and may broadcast
+    /// (`SO_BROADCAST`). The `dhcp-socket` example is one.
+    ///
+    /// ```
+    /// use std::net::{Ipv4Addr, SocketAddrV4};
+    /// use dhcp_virt::Destination;
+    ///
+    /// let (addr, mac) = (Ipv4Addr::new(10, 8, 0, 9), [2, 0, 0, 0, 0, 9]);
+    /// // An OFFER to the address the client does not hold yet: broadcast.
+    /// let offer = Destination::Hardware { addr, mac };
+    /// assert_eq!(offer.socket_addr(), SocketAddrV4::new(Ipv4Addr::BROADCAST, 68));
+    /// assert!(offer.is_socket_broadcast());
+    /// // An ACK to a renewing client: unicast.
+    /// let renewal = Destination::Unicast { addr, mac };
+    /// assert_eq!(renewal.socket_addr(), SocketAddrV4::new(addr, 68));
+    /// ```
     pub fn socket_addr(&self) -> SocketAddrV4 {
         match *self {
-            Destination::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
+            Destination::Broadcast | Destination::Hardware { .. } => {
+                SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
+            }
             Destination::Unicast { addr, .. } => SocketAddrV4::new(addr, CLIENT_PORT),
             Destination::Relay { addr } => SocketAddrV4::new(addr, SERVER_PORT),
         }
+    }
+
+    /// Whether [`Destination::socket_addr`] is the limited broadcast
+    /// address (the socket needs `SO_BROADCAST`).
+    pub fn is_socket_broadcast(&self) -> bool {
+        matches!(self, Destination::Broadcast | Destination::Hardware { .. })
     }
 }
 
@@ -320,6 +373,7 @@ pub struct Server<S> {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     requests: VecDeque<DirectoryRequest>,
+    #[cfg(feature = "frames")]
     frame_buf: Vec<u8>,
 }
 
@@ -406,6 +460,7 @@ impl<S: LeaseStore> Server<S> {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             requests: VecDeque::new(),
+            #[cfg(feature = "frames")]
             frame_buf: Vec::new(),
         };
         for lease in loaded {
@@ -508,8 +563,22 @@ impl<S: LeaseStore> Server<S> {
     /// ([`Event::ClaimLost`]); an answer that says nothing about the owner
     /// (the store is full, the request was refused) should be
     /// [`ClaimResult::Failed`], which keeps the lease until the next renewal.
+    /// [`directory::claim_result`](crate::directory::claim_result) applies
+    /// this rule, given [`Server::claim_kind`].
     pub fn is_renewal_claim(&self, id: RequestId) -> bool {
         self.reclaims.contains_key(&id)
+    }
+
+    /// The kind of the claim `id`, for
+    /// [`directory::claim_result`](crate::directory::claim_result):
+    /// [`ClaimKind::Renewal`] while a renewal's re-claim is awaited (see
+    /// [`Server::is_renewal_claim`]), else [`ClaimKind::New`].
+    pub fn claim_kind(&self, id: RequestId) -> ClaimKind {
+        if self.is_renewal_claim(id) {
+            ClaimKind::Renewal
+        } else {
+            ClaimKind::New
+        }
     }
 
     // ---- inputs ----
@@ -541,12 +610,13 @@ impl<S: LeaseStore> Server<S> {
         }
     }
 
-    /// Handle an Ethernet frame from the TAP.
+    /// Handle an Ethernet frame from the TAP (feature `frames`).
     ///
     /// Frames that are not IPv4/UDP to port 67 return
     /// `Err(Refusal::Malformed(FrameError::NotDhcp))`: hand them to the next
     /// protocol. Unicast requests addressed to another host are ignored the
     /// same way.
+    #[cfg(feature = "frames")]
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), Refusal> {
         let inbound = wire::parse_frame(frame)?;
         if inbound.destination_addr != Ipv4Addr::BROADCAST
@@ -699,14 +769,16 @@ impl<S: LeaseStore> Server<S> {
 
     /// The next reply as an Ethernet frame for the TAP (RFC 2131 §4.1:
     /// unicast to `chaddr`/`yiaddr` unless the client asked for broadcast).
+    #[cfg(feature = "frames")]
     pub fn poll_frame(&mut self) -> Option<Vec<u8>> {
         let t = self.transmits.pop_front()?;
-        let (mac, dst) = match t.destination {
-            Destination::Broadcast => (BROADCAST_MAC, *Destination::Broadcast.socket_addr().ip()),
-            Destination::Unicast { addr, mac } => (mac, addr),
-            Destination::Relay { addr } => (BROADCAST_MAC, addr),
+        let (mac, dst, port) = match t.destination {
+            Destination::Broadcast => (wire::BROADCAST_MAC, Ipv4Addr::BROADCAST, CLIENT_PORT),
+            Destination::Unicast { addr, mac } | Destination::Hardware { addr, mac } => {
+                (mac, addr, CLIENT_PORT)
+            }
+            Destination::Relay { addr } => (wire::BROADCAST_MAC, addr, SERVER_PORT),
         };
-        let port = t.destination.socket_addr().port();
         wire::emit_frame(
             self.config.server_mac,
             mac,
@@ -1391,7 +1463,7 @@ impl<S: LeaseStore> Server<S> {
             Destination::Broadcast
         } else {
             match msg.hardware_addr.mac() {
-                Some(mac) => Destination::Unicast {
+                Some(mac) => Destination::Hardware {
                     addr: reply.your_addr,
                     mac,
                 },

@@ -9,17 +9,20 @@
 //! fit `chaddr`, and options whose decoders assume a minimum length (client
 //! FQDN, RFC 4702) are length-checked, so no input can panic a decoder.
 //!
-//! The frame half ([`parse_frame`], [`emit_frame`]) reads a frame from a TAP
-//! and builds the framed reply with `etherparse`.
+//! The frame half (feature `frames`: `parse_frame`, `emit_frame`) reads a
+//! frame from a TAP and builds the framed reply with `etherparse`.
 
 use std::net::Ipv4Addr;
 
 use dhcproto::v4::{self, DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder, Name};
+#[cfg(feature = "frames")]
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use ipnet::Ipv4Net;
 
-use crate::error::{FrameError, MessageError};
+#[cfg(feature = "frames")]
+use crate::error::FrameError;
+use crate::error::MessageError;
 
 /// UDP port of DHCP servers (RFC 2131 §4.1).
 pub const SERVER_PORT: u16 = 67;
@@ -640,6 +643,7 @@ fn check_run(run: Option<(u8, usize)>) -> Result<(), MessageError> {
 }
 
 /// A DHCP datagram read from a TAP frame.
+#[cfg(feature = "frames")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundFrame<'a> {
     /// Ethernet source address.
@@ -653,6 +657,7 @@ pub struct InboundFrame<'a> {
 }
 
 /// Read an Ethernet frame; `Ok` when it is IPv4/UDP to port 67.
+#[cfg(feature = "frames")]
 ///
 /// Returns [`FrameError::NotDhcp`] for any other well-formed traffic, so
 /// the caller can hand the frame to the next protocol (ARP, the overlay).
@@ -683,6 +688,7 @@ pub fn parse_frame(frame: &[u8]) -> Result<InboundFrame<'_>, FrameError> {
 }
 
 /// Build an Ethernet/IPv4/UDP frame from port 67 to `dst_port`.
+#[cfg(feature = "frames")]
 #[allow(clippy::too_many_arguments)]
 pub fn emit_frame(
     source_mac: [u8; 6],
@@ -785,6 +791,7 @@ mod test {
         );
     }
 
+    #[cfg(feature = "frames")]
     #[test]
     fn frame_round_trip() {
         let payload = discover().emit();

@@ -8,12 +8,15 @@
 //! dhclient-script never touches the host's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use dhcp_virt::wire::HardwareAddr;
 use dhcp_virt::{ClientKey, Pool};
+use support::udhcpc_script;
 use wow_test_hosts::{Netns, Process, TempDir, example_bin, require, unique_name, wait_until};
 
 const NETWORK: &str = "10.77.0.0/24";
@@ -312,33 +315,6 @@ fn dhclient_lease_renew_release_restart_nak_and_exhaustion() {
     );
     assert_eq!(rig.addr(), None);
     rig.wait_log("address pool exhausted", 10);
-}
-
-fn udhcpc_script(dir: &Path) -> String {
-    let path = dir.join("udhcpc.sh");
-    std::fs::write(
-        &path,
-        "#!/bin/sh\n\
-         # Minimal udhcpc hook: apply the address, router and MTU with ip.\n\
-         case \"$1\" in\n\
-         deconfig) ip -4 addr flush dev \"$interface\"; ip link set \"$interface\" up ;;\n\
-         bound|renew)\n\
-           # Flush only when the address changes: a flush also empties the\n\
-           # ARP cache, and a RELEASE sent later would race the next flush.\n\
-           ip -4 addr show dev \"$interface\" | grep -q \" $ip/\" ||\n\
-             ip -4 addr flush dev \"$interface\"\n\
-           ip addr replace \"$ip/${mask:-24}\" dev \"$interface\"\n\
-           [ -n \"$mtu\" ] && ip link set dev \"$interface\" mtu \"$mtu\"\n\
-           [ -n \"$router\" ] && ip route replace default via \"${router%% *}\" dev \"$interface\"\n\
-           ;;\n\
-         esac\n\
-         exit 0\n",
-    )
-    .unwrap();
-    let _ = std::process::Command::new("chmod")
-        .args(["755", path.to_str().unwrap()])
-        .status();
-    path.to_str().unwrap().to_string()
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The server state machine through its message API, by hand.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use dhcp_virt::wire::{ClientMessage, ClientMessageKind, HardwareAddr, Reply, ReplyKind};
@@ -79,10 +79,16 @@ fn full_exchange_with_options() {
     // No broadcast flag, no ciaddr: unicast to chaddr/yiaddr (RFC 2131 §4.1).
     assert_eq!(
         dest,
-        Destination::Unicast {
+        Destination::Hardware {
             addr: offer.your_addr,
             mac: [2, 0, 0, 0, 0, 1]
         }
+    );
+    // A socket host cannot unicast to an address the client does not hold
+    // yet: it broadcasts (RFC 2131 §4.1 allows it).
+    assert_eq!(
+        dest.socket_addr(),
+        SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)
     );
     assert!(Pool::range(a("10.8.0.100"), a("10.8.0.199")).is_dynamic(offer.your_addr));
     assert_eq!(offer.server_id, SERVER);
@@ -231,6 +237,9 @@ fn renewing_rebinding_and_expiry() {
             mac: [2, 0, 0, 0, 0, 1]
         }
     );
+    // The renewing client holds its address: a socket host unicasts.
+    assert_eq!(dest.socket_addr(), SocketAddrV4::new(addr, 68));
+    assert!(!dest.is_socket_broadcast());
     assert_eq!(
         (ack.kind, ack.your_addr, ack.client_addr),
         (ReplyKind::Ack, addr, addr)

@@ -8,17 +8,16 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use dhcp_virt::{Config, Event, MemoryStore, Server};
+use dns_virt::MemDevice;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
-use smoltcp::phy::Medium;
 use smoltcp::socket::dhcpv4;
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Cidr};
-use wow_test_hosts::smoltcp_device::QueueDevice;
 
 struct Rig {
     t0: Instant,
     ms: u64,
-    wire: QueueDevice,
+    wire: MemDevice,
     iface: Interface,
     sockets: SocketSet<'static>,
     dhcp: smoltcp::iface::SocketHandle,
@@ -43,7 +42,7 @@ impl Rig {
         arp_config.gateway_addr = config.server_addr;
         let arp = arp_virt::Responder::new(arp_config).unwrap();
         let server = Server::new(config, MemoryStore::new(), t0, 1_700_000_000).unwrap();
-        let mut wire = QueueDevice::new(Medium::Ethernet, 1514);
+        let mut wire = MemDevice::ethernet(1514);
         let mac = EthernetAddress([0x02, 0x00, 0x00, 0x12, 0x34, 0x56]);
         let mut cfg = IfaceConfig::new(mac.into());
         cfg.random_seed = 42;
@@ -91,13 +90,13 @@ impl Rig {
                 None => {}
             }
             while let Some(t) = self.arp.poll_transmit() {
-                self.wire.to_guest.push_back(t.as_bytes().to_vec());
+                self.wire.rx.push_back(t.as_bytes().to_vec());
             }
-            while let Some(frame) = self.wire.from_guest.pop_front() {
+            while let Some(frame) = self.wire.tx.pop_front() {
                 if let Ok(arp_virt::Outcome::Reply(t)) =
                     self.arp.handle_frame(&frame, &arp_virt::NoOtherHosts)
                 {
-                    self.wire.to_guest.push_back(t.as_bytes().to_vec());
+                    self.wire.rx.push_back(t.as_bytes().to_vec());
                     self.arp_replies += 1;
                     continue;
                 }
@@ -107,7 +106,7 @@ impl Rig {
             }
             self.server.handle_timeout(now);
             while let Some(frame) = self.server.poll_frame() {
-                self.wire.to_guest.push_back(frame);
+                self.wire.rx.push_back(frame);
             }
             while let Some(e) = self.server.poll_event() {
                 if let Event::Leased { addr, renewed, .. } = e {

@@ -16,7 +16,8 @@
 //! - answers: A, PTR, SOA, NS; NXDOMAIN and NODATA with the SOA
 //!   (RFC 2308); REFUSED (or forwarding) outside the zones; FORMERR, NOTIMP;
 //!   EDNS0 (RFC 6891) and truncation with TC over UDP, a length-prefixed TCP
-//!   path ([`TcpFramer`]); names compared case-insensitively with the case
+//!   path ([`TcpFramer`], and with feature `smoltcp` a whole TCP endpoint
+//!   on an in-process smoltcp stack, [`tcp`]); names compared case-insensitively with the case
 //!   of the question preserved; never a UDP response larger than the query
 //!   allows.
 //!
@@ -72,6 +73,8 @@ pub mod rule;
 pub mod server;
 pub mod store;
 pub mod table;
+#[cfg(feature = "smoltcp")]
+pub mod tcp;
 pub mod wire;
 pub mod zone;
 
@@ -82,3 +85,13 @@ pub use store::{MemoryStore, MemoryStoreConfig, RequestId, StoreRequest, StoreRe
 pub use table::{NameTable, TableBuilder};
 pub use wire::{Request, TcpFramer, Transport};
 pub use zone::{Answer, Outcome, Response, Zone, ZoneConfig};
+
+#[cfg(feature = "smoltcp")]
+pub use tcp::{MemDevice, TcpEndpoint};
+
+/// Foreign types in this crate's public signatures, so that a user needs
+/// no version-matched dependency of its own: hickory-proto's (names,
+/// records, codes) and ipnet's network.
+pub use hickory_proto::op::{OpCode, ResponseCode};
+pub use hickory_proto::rr::{Name, Record};
+pub use ipnet::Ipv4Net;

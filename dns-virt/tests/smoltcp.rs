@@ -6,24 +6,23 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use dns_virt::{Config, Server, Transport};
+use dns_virt::{Config, MemDevice, Server, Transport};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
-use smoltcp::phy::{ChecksumCapabilities, Medium};
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::dns::{self, GetQueryResultError};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{
     DnsQueryType, HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket,
     UdpRepr,
 };
-use wow_test_hosts::smoltcp_device::QueueDevice;
 
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 2);
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 1);
 
 /// Hands smoltcp's DNS queries to the server and its replies back.
-fn carry(wire: &mut QueueDevice, server: &mut Server, now: Instant) {
+fn carry(wire: &mut MemDevice, server: &mut Server, now: Instant) {
     let caps = ChecksumCapabilities::default();
-    while let Some(packet) = wire.from_guest.pop_front() {
+    while let Some(packet) = wire.tx.pop_front() {
         let ip = Ipv4Packet::new_checked(&packet[..]).unwrap();
         let ip_repr = Ipv4Repr::parse(&ip, &caps).unwrap();
         assert_eq!(ip_repr.next_header, IpProtocol::Udp);
@@ -60,7 +59,7 @@ fn carry(wire: &mut QueueDevice, server: &mut Server, now: Instant) {
                 |p| p.copy_from_slice(&t.payload),
                 &caps,
             );
-            wire.to_guest.push_back(buf);
+            wire.rx.push_back(buf);
         }
     }
 }
@@ -71,7 +70,7 @@ fn resolve(names: &[&str]) -> Vec<Result<Vec<IpAddress>, GetQueryResultError>> {
     server
         .register(start, "web", Ipv4Addr::new(10, 128, 0, 9), None)
         .unwrap();
-    let mut wire = QueueDevice::new(Medium::Ip, 1500);
+    let mut wire = MemDevice::ip(1500);
     let mut config = IfaceConfig::new(HardwareAddress::Ip);
     config.random_seed = 7;
     let smol_start = SmolInstant::from_millis(0);

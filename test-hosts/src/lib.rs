@@ -28,7 +28,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod alloc_count;
-pub mod smoltcp_device;
 
 use std::ffi::OsStr;
 use std::fs;

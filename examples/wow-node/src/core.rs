@@ -21,7 +21,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use arp_virt::{EthernetAddress, Outcome};
-use dhcp_virt::{ClaimResult, DirectoryCompletion, DirectoryOp, LeaseStore};
+use dhcp_virt::directory::claim_result;
+use dhcp_virt::{
+    ClaimKind, ClaimResult, CreateAnswer, DirectoryCompletion, DirectoryOp, LeaseStore,
+};
 use ipnet::Ipv4Net;
 use ipsec_ca::Verifier;
 use ipsec_sa::{OpenOutput, SealOutput};
@@ -225,7 +228,7 @@ enum DhtJob {
         id: dhcp_virt::RequestId,
         owner: Vec<u8>,
         /// A renewal's re-claim: only another owner takes the address away.
-        renewal: bool,
+        kind: ClaimKind,
     },
     IpLookup(Ipv4Addr),
     CrlFetch,
@@ -247,7 +250,7 @@ pub struct Core<S: LeaseStore> {
     dhcp: dhcp_virt::Server<S>,
     dns: dns_virt::Server,
     /// DNS over TCP at the gateway.
-    tcp_dns: crate::tcp_dns::TcpDns,
+    tcp_dns: dns_virt::TcpEndpoint,
     sa: Option<ipsec_sa::Endpoint<Verifier>>,
     guest_mac: Option<[u8; 6]>,
     guest_addr: Option<Ipv4Addr>,
@@ -333,24 +336,15 @@ pub enum CoreError {
     Ca(#[from] ipsec_ca::VerifyError),
 }
 
-/// What a DHT create-if-absent answer means for a DHCP address claim by
-/// `owner`: granted if the record is new, or is ours, or — after a
-/// partition healed and replicas from both sides meet — ours is the
-/// smallest of the owners it holds, a rule every claimant applies alike.
-/// For a `renewal`'s re-claim only another owner takes the address away: a
-/// full or refusing store says nothing about the owner, so the lease
-/// stands and the next renewal asks again.
-fn claim_result(outcome: &DhtOutcome, owner: &[u8], renewal: bool) -> ClaimResult {
+/// A DHT create-if-absent outcome as dhcp-virt's directory sees it; the
+/// claim conflict rule is `dhcp_virt::directory::claim_result`.
+fn create_answer(outcome: DhtOutcome) -> CreateAnswer<Vec<u8>> {
     match outcome {
-        DhtOutcome::Ok(_) => ClaimResult::Granted,
-        DhtOutcome::Exists(values) if values.iter().min().map(Vec::as_slice) == Some(owner) => {
-            ClaimResult::Granted
-        }
-        DhtOutcome::Exists(_) => ClaimResult::Taken,
-        DhtOutcome::Full | DhtOutcome::Rejected if !renewal => ClaimResult::Taken,
-        // `Failed`, a full store on renewal, and any outcome added later:
-        // the claim is retried.
-        _ => ClaimResult::Failed,
+        DhtOutcome::Ok(_) => CreateAnswer::Created,
+        DhtOutcome::Exists(owners) => CreateAnswer::Exists(owners),
+        DhtOutcome::Full | DhtOutcome::Rejected => CreateAnswer::Refused,
+        // `Failed`, and any outcome added later: the claim is retried.
+        _ => CreateAnswer::Failed,
     }
 }
 
@@ -519,7 +513,7 @@ impl<S: LeaseStore> Core<S> {
             now,
             wall,
         )));
-        let tcp_dns = crate::tcp_dns::TcpDns::new(
+        let tcp_dns = dns_virt::TcpEndpoint::new(
             settings.gateway_addr,
             settings.network.prefix_len(),
             settings.guest_mtu,
@@ -1989,8 +1983,8 @@ impl<S: LeaseStore> Core<S> {
             return;
         };
         match job {
-            DhtJob::DhcpClaim { id, owner, renewal } => {
-                let result = claim_result(&outcome, &owner, renewal);
+            DhtJob::DhcpClaim { id, owner, kind } => {
+                let result = claim_result(&create_answer(outcome), &owner, kind);
                 self.dhcp
                     .handle_directory_completion(now, DirectoryCompletion { id, result });
             }
@@ -2150,13 +2144,13 @@ impl<S: LeaseStore> Core<S> {
                     ttl,
                 ) {
                     Ok(id) => {
-                        let renewal = self.dhcp.is_renewal_claim(request.id);
+                        let kind = self.dhcp.claim_kind(request.id);
                         self.jobs.insert(
                             id,
                             DhtJob::DhcpClaim {
                                 id: request.id,
                                 owner,
-                                renewal,
+                                kind,
                             },
                         );
                     }
@@ -2319,34 +2313,22 @@ mod test {
     }
 
     #[test]
-    fn claims_after_a_healed_partition_go_to_the_smallest_owner() {
+    fn dht_outcomes_feed_the_claim_rule() {
         let (a, b) = (b"owner-a".to_vec(), b"owner-b".to_vec());
-        for renewal in [false, true] {
-            let claim = |outcome: &DhtOutcome, owner: &[u8]| claim_result(outcome, owner, renewal);
-            assert_eq!(claim(&DhtOutcome::Ok(vec![]), &a), ClaimResult::Granted);
-            // The record is ours (a renewal), or another's.
-            let ours = DhtOutcome::Exists(vec![a.clone()]);
-            assert_eq!(claim(&ours, &a), ClaimResult::Granted);
-            assert_eq!(claim(&ours, &b), ClaimResult::Taken);
-            // Both sides' records: one winner, whatever the order.
-            for values in [vec![a.clone(), b.clone()], vec![b.clone(), a.clone()]] {
-                let both = DhtOutcome::Exists(values);
-                assert_eq!(claim(&both, &a), ClaimResult::Granted);
-                assert_eq!(claim(&both, &b), ClaimResult::Taken);
-            }
-            assert_eq!(claim(&DhtOutcome::Failed, &a), ClaimResult::Failed);
-        }
-        // A full store refuses a new claim but does not undo a lease.
+        let claim = |o: DhtOutcome, kind| claim_result(&create_answer(o), &a, kind);
+        let both = || DhtOutcome::Exists(vec![b.clone(), a.clone()]);
+        assert_eq!(claim(both(), ClaimKind::Renewal), ClaimResult::Granted);
         assert_eq!(
-            claim_result(&DhtOutcome::Full, &a, false),
-            ClaimResult::Taken
+            claim(DhtOutcome::Ok(vec![]), ClaimKind::New),
+            ClaimResult::Granted
         );
+        assert_eq!(claim(DhtOutcome::Full, ClaimKind::New), ClaimResult::Taken);
         assert_eq!(
-            claim_result(&DhtOutcome::Full, &a, true),
+            claim(DhtOutcome::Rejected, ClaimKind::Renewal),
             ClaimResult::Failed
         );
         assert_eq!(
-            claim_result(&DhtOutcome::Rejected, &a, true),
+            claim(DhtOutcome::Failed, ClaimKind::New),
             ClaimResult::Failed
         );
     }

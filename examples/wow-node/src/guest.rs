@@ -6,11 +6,9 @@
 //! and send it a TCP stream; meanwhile it accepts the previous guest's
 //! stream and answers pings (smoltcp's automatic echo reply).
 
-use std::collections::VecDeque;
 use std::time::Duration as StdDuration;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{dhcpv4, dns, icmp, tcp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
@@ -25,85 +23,8 @@ pub const PINGS: u16 = 5;
 const ICMP_IDENT: u16 = 0x2a2a;
 const TCP_BUFFER: usize = 64 * 1024;
 
-/// Frames in both directions between the guest and its node.
-#[derive(Debug, Default)]
-pub struct MemDevice {
-    /// Frames for the guest.
-    pub rx: VecDeque<Vec<u8>>,
-    /// Frames from the guest.
-    pub tx: VecDeque<Vec<u8>>,
-    mtu: usize,
-    /// Carries IP packets (smoltcp's `Medium::Ip`) instead of Ethernet.
-    ip: bool,
-}
-
-impl MemDevice {
-    /// A device for IP packets of at most `mtu` bytes (no link layer).
-    pub fn ip(mtu: usize) -> MemDevice {
-        MemDevice {
-            mtu,
-            ip: true,
-            ..MemDevice::default()
-        }
-    }
-}
-
-impl Device for MemDevice {
-    type RxToken<'a> = RxToken;
-    type TxToken<'a> = TxToken<'a>;
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = if self.ip {
-            Medium::Ip
-        } else {
-            Medium::Ethernet
-        };
-        caps.max_transmission_unit = self.mtu;
-        caps
-    }
-
-    fn receive(&mut self, _: Instant) -> Option<(RxToken, TxToken<'_>)> {
-        let buffer = self.rx.pop_front()?;
-        Some((
-            RxToken { buffer },
-            TxToken {
-                queue: &mut self.tx,
-            },
-        ))
-    }
-
-    fn transmit(&mut self, _: Instant) -> Option<TxToken<'_>> {
-        Some(TxToken {
-            queue: &mut self.tx,
-        })
-    }
-}
-
-/// A received frame.
-pub struct RxToken {
-    buffer: Vec<u8>,
-}
-
-impl phy::RxToken for RxToken {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.buffer)
-    }
-}
-
-/// Room for a frame to send.
-pub struct TxToken<'a> {
-    queue: &'a mut VecDeque<Vec<u8>>,
-}
-
-impl phy::TxToken for TxToken<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buffer = vec![0; len];
-        let r = f(&mut buffer);
-        self.queue.push_back(buffer);
-        r
-    }
-}
+/// The in-memory device the guest and its node exchange frames through.
+pub use dns_virt::MemDevice;
 
 /// Where the guest's script stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -180,10 +101,7 @@ impl Guest {
         now: Instant,
         seed: u64,
     ) -> Guest {
-        let mut device = MemDevice {
-            mtu: usize::from(mtu) + 14,
-            ..MemDevice::default()
-        };
+        let mut device = MemDevice::ethernet(usize::from(mtu) + 14);
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         config.random_seed = seed;
         let iface = Interface::new(config, &mut device, now);

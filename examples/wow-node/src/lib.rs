@@ -37,6 +37,5 @@ pub mod enrol;
 pub mod guest;
 pub mod records;
 pub mod runtime;
-pub mod tcp_dns;
 pub mod udp;
 pub mod wire;

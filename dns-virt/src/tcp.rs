@@ -1,36 +1,172 @@
-//! DNS over TCP at the virtual gateway (RFC 1035 §4.2.2, RFC 7766).
+//! DNS over TCP on a small smoltcp stack (feature `smoltcp`; RFC 1035
+//! §4.2.2, RFC 7766).
 //!
-//! The guest's resolver retries over TCP when an answer comes back
-//! truncated, and some resolvers (`options use-vc`, `dig +tcp`) use TCP
-//! from the start. The node terminates those connections itself: a small
-//! smoltcp stack on the gateway address, fed with the guest's TCP packets
-//! to port 53, with a few listening sockets. Each connection's byte stream
-//! is cut into messages by dns-virt's [`TcpFramer`] and answered by the
-//! same [`dns_virt::Server`] as UDP queries; answers go back on the
-//! connection they came from. TCP to any other gateway port is refused
-//! with a reset.
+//! A host that answers DNS at an address it captures packets for (a
+//! virtual gateway on a TAP, say) has no kernel TCP there. A stub resolver
+//! retries over TCP when an answer comes back truncated, and some
+//! (`options use-vc`, `dig +tcp`) use TCP from the start. [`TcpEndpoint`]
+//! terminates those connections itself: a smoltcp stack at the gateway
+//! address, fed with the querier's IPv4 packets, with [`CONNECTIONS`]
+//! listening sockets on port 53. Each connection's byte stream is cut into
+//! messages by a [`TcpFramer`]; hand each query to
+//! [`Server::handle_input`](crate::Server::handle_input) with
+//! [`Transport::Tcp`](crate::Transport::Tcp) and send each TCP
+//! [`Transmit`](crate::Transmit) back with [`TcpEndpoint::send`], which
+//! finds the connection it came from. TCP to any other port is refused with
+//! a reset. Like the rest of the crate it does no I/O and reads no clock:
+//! packets and `Instant`s in, packets and deadlines out.
+//!
+//! [`MemDevice`] is the in-memory smoltcp device it runs on, public so that
+//! other in-process smoltcp stacks (test clients, simulated guests) can use
+//! the same one.
 //!
 //! ```
-//! use std::net::Ipv4Addr;
+//! use std::net::{Ipv4Addr, SocketAddr};
 //! use std::time::Instant;
-//! use wow_node::tcp_dns::TcpDns;
+//! use dns_virt::tcp::TcpEndpoint;
+//! use dns_virt::{Config, Server, Transport};
 //!
-//! let mut tcp = TcpDns::new(Ipv4Addr::new(10, 128, 0, 1), 16, 1384, Instant::now());
-//! // Nothing to do until the guest connects.
-//! assert!(tcp.poll_packet().is_none());
-//! assert!(tcp.poll_query().is_none());
+//! let now = Instant::now();
+//! let mut dns = Server::new(Config::default());
+//! let mut tcp = TcpEndpoint::new(Ipv4Addr::new(10, 128, 0, 1), 9, 1400, now);
+//! # fn packet_from_guest() -> Option<Vec<u8>> { None }
+//! # fn packet_to_guest(_: &[u8]) {}
+//! // For each IPv4 packet the querier sends to the gateway over TCP:
+//! while let Some(packet) = packet_from_guest() {
+//!     tcp.handle_packet(now, &packet);
+//! }
+//! // Whole queries go to the DNS server, its answers back on their connection.
+//! while let Some((from, query)) = tcp.poll_query() {
+//!     dns.handle_input(now, from, Transport::Tcp, &query);
+//! }
+//! while let Some(t) = dns.poll_transmit() {
+//!     if t.transport == Transport::Tcp {
+//!         tcp.send(now, t.to, &t.payload);
+//!     }
+//! }
+//! // The stack's packets for the querier; `handle_timeout` at `poll_timeout`.
+//! while let Some(packet) = tcp.poll_packet() {
+//!     packet_to_guest(&packet);
+//! }
 //! ```
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
-use dns_virt::TcpFramer;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 
-use crate::guest::MemDevice;
+use crate::wire::TcpFramer;
+
+/// Frames (or IP packets) in both directions between an in-process
+/// smoltcp stack and whatever carries them: the stand-in for a TAP
+/// ([`Medium::Ethernet`]) or a TUN ([`Medium::Ip`]).
+///
+/// `rx` is what the stack owning the device will receive, `tx` what it
+/// sent, oldest first.
+///
+/// ```
+/// use dns_virt::tcp::MemDevice;
+///
+/// let mut dev = MemDevice::ethernet(1514);
+/// dev.rx.push_back(vec![0; 60]);
+/// assert!(dev.is_busy());
+/// ```
+#[derive(Debug)]
+pub struct MemDevice {
+    /// Frames for the stack.
+    pub rx: VecDeque<Vec<u8>>,
+    /// Frames from the stack.
+    pub tx: VecDeque<Vec<u8>>,
+    medium: Medium,
+    mtu: usize,
+}
+
+impl MemDevice {
+    /// A device of `medium` for frames (packets) of at most `mtu` bytes;
+    /// for Ethernet, the whole frame (e.g. 1514).
+    pub fn new(medium: Medium, mtu: usize) -> MemDevice {
+        MemDevice {
+            rx: VecDeque::new(),
+            tx: VecDeque::new(),
+            medium,
+            mtu,
+        }
+    }
+
+    /// An Ethernet device for frames of at most `mtu` bytes.
+    pub fn ethernet(mtu: usize) -> MemDevice {
+        MemDevice::new(Medium::Ethernet, mtu)
+    }
+
+    /// A device for IP packets of at most `mtu` bytes (no link layer).
+    pub fn ip(mtu: usize) -> MemDevice {
+        MemDevice::new(Medium::Ip, mtu)
+    }
+
+    /// Whether frames wait in either direction.
+    pub fn is_busy(&self) -> bool {
+        !self.rx.is_empty() || !self.tx.is_empty()
+    }
+}
+
+impl Device for MemDevice {
+    type RxToken<'a> = RxToken;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = self.medium;
+        caps.max_transmission_unit = self.mtu;
+        caps
+    }
+
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(RxToken, TxToken<'_>)> {
+        let buffer = self.rx.pop_front()?;
+        Some((
+            RxToken { buffer },
+            TxToken {
+                queue: &mut self.tx,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<TxToken<'_>> {
+        Some(TxToken {
+            queue: &mut self.tx,
+        })
+    }
+}
+
+/// A received frame ([`MemDevice`]).
+#[derive(Debug)]
+pub struct RxToken {
+    buffer: Vec<u8>,
+}
+
+impl phy::RxToken for RxToken {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.buffer)
+    }
+}
+
+/// Room for a frame to send ([`MemDevice`]).
+#[derive(Debug)]
+pub struct TxToken<'a> {
+    queue: &'a mut VecDeque<Vec<u8>>,
+}
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buffer = vec![0; len];
+        let r = f(&mut buffer);
+        self.queue.push_back(buffer);
+        r
+    }
+}
 
 /// Connections served at once.
 pub const CONNECTIONS: usize = 8;
@@ -50,8 +186,8 @@ struct Slot {
     framer: TcpFramer,
 }
 
-/// The gateway's DNS-over-TCP endpoint. See the [module docs](self).
-pub struct TcpDns {
+/// A DNS-over-TCP endpoint at one address. See the [module docs](self).
+pub struct TcpEndpoint {
     iface: Interface,
     device: MemDevice,
     sockets: SocketSet<'static>,
@@ -62,9 +198,9 @@ pub struct TcpDns {
     next: Option<Instant>,
 }
 
-impl std::fmt::Debug for TcpDns {
+impl std::fmt::Debug for TcpEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TcpDns")
+        f.debug_struct("TcpEndpoint")
             .field("connections", &self.slots.len())
             .finish_non_exhaustive()
     }
@@ -80,10 +216,10 @@ fn listening_socket() -> tcp::Socket<'static> {
     s
 }
 
-impl TcpDns {
+impl TcpEndpoint {
     /// An endpoint at `gateway` in a network of `prefix` bits, for packets
-    /// of at most `mtu` bytes.
-    pub fn new(gateway: Ipv4Addr, prefix: u8, mtu: u16, now: Instant) -> TcpDns {
+    /// of at most `mtu` bytes; `now` is the stack's time origin.
+    pub fn new(gateway: Ipv4Addr, prefix: u8, mtu: u16, now: Instant) -> TcpEndpoint {
         let mut device = MemDevice::ip(usize::from(mtu));
         let config = Config::new(HardwareAddress::Ip);
         let mut iface = Interface::new(config, &mut device, smoltcp::time::Instant::ZERO);
@@ -97,7 +233,7 @@ impl TcpDns {
                 framer: TcpFramer::new(),
             })
             .collect();
-        TcpDns {
+        TcpEndpoint {
             iface,
             device,
             sockets,
@@ -114,7 +250,9 @@ impl TcpDns {
         )
     }
 
-    /// An IPv4 packet from the guest (TCP to the gateway).
+    /// An IPv4 packet from a querier (TCP to the endpoint's address).
+    /// At most 64 packets wait between polls; more are dropped (TCP
+    /// retransmits them).
     pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) {
         if self.device.rx.len() < 64 {
             self.device.rx.push_back(packet.to_vec());
@@ -127,13 +265,14 @@ impl TcpDns {
         self.poll(now);
     }
 
-    /// When [`TcpDns::handle_timeout`] should next be called.
+    /// When [`TcpEndpoint::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.next
     }
 
-    /// Sends `bytes` (a length-prefixed answer, as dns-virt queues it for
-    /// TCP) on the connection from `to`; `false` if it is gone or full.
+    /// Sends `bytes` (a length-prefixed answer, as
+    /// [`Server`](crate::Server) queues it for TCP) on the connection from
+    /// `to`; `false` if it is gone or full.
     pub fn send(&mut self, now: Instant, to: SocketAddr, bytes: &[u8]) -> bool {
         let remote = IpEndpoint::new(
             match to.ip() {
@@ -154,12 +293,12 @@ impl TcpDns {
     }
 
     /// The next whole query received: the querier and the message
-    /// (without its length prefix).
+    /// (without its length prefix). At most 64 wait; more are dropped.
     pub fn poll_query(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
         self.queries.pop_front()
     }
 
-    /// The next IPv4 packet for the guest.
+    /// The next IPv4 packet for a querier.
     pub fn poll_packet(&mut self) -> Option<Vec<u8>> {
         self.device.tx.pop_front()
     }
@@ -266,7 +405,7 @@ mod test {
     }
 
     /// Runs both stacks for `steps` milliseconds of simulated time.
-    fn run(client: &mut Client, server: &mut TcpDns, base: Instant, at: &mut u64, steps: u64) {
+    fn run(client: &mut Client, server: &mut TcpEndpoint, base: Instant, at: &mut u64, steps: u64) {
         for _ in 0..steps {
             *at += 1;
             let now = base + Duration::from_millis(*at);
@@ -285,9 +424,9 @@ mod test {
     }
 
     /// A server and a client that connected to its `port` 20 ms ago.
-    fn connected(port: u16) -> (Instant, TcpDns, Client, u64) {
+    fn connected(port: u16) -> (Instant, TcpEndpoint, Client, u64) {
         let base = Instant::now();
-        let mut server = TcpDns::new(GATEWAY, 16, 1384, base);
+        let mut server = TcpEndpoint::new(GATEWAY, 16, 1384, base);
         let mut client = Client::new();
         let mut at = 0;
         let cx = client.iface.context();
@@ -336,6 +475,30 @@ mod test {
         client.socket().close();
         run(&mut client, &mut server, base, &mut at, 50);
         assert!(!client.socket().is_active() || client.socket().state() == tcp::State::TimeWait);
+    }
+
+    // Moved from wow-test-hosts' QueueDevice, which this device replaces.
+    #[test]
+    fn frames_flow_through_both_queues_in_order() {
+        use smoltcp::phy::{RxToken as _, TxToken as _};
+        let t = smoltcp::time::Instant::ZERO;
+        let mut dev = MemDevice::ip(1500);
+        assert!(!dev.is_busy());
+        assert!(dev.receive(t).is_none());
+        dev.rx.push_back(vec![1, 2, 3]);
+        dev.rx.push_back(vec![4]);
+        let (rx, _) = dev.receive(t).unwrap();
+        assert_eq!(rx.consume(|b| b.to_vec()), vec![1, 2, 3]);
+        let tx = dev.transmit(t).unwrap();
+        tx.consume(2, |b| b.copy_from_slice(&[7, 8]));
+        assert_eq!(dev.tx.pop_front(), Some(vec![7, 8]));
+        assert_eq!(dev.rx.len(), 1);
+        assert_eq!(dev.capabilities().medium, Medium::Ip);
+        assert_eq!(dev.capabilities().max_transmission_unit, 1500);
+        assert_eq!(
+            MemDevice::ethernet(1514).capabilities().medium,
+            Medium::Ethernet
+        );
     }
 
     #[test]
