@@ -226,7 +226,8 @@ struct PeerInfo {
 enum DhtJob {
     DhcpClaim {
         id: dhcp_virt::RequestId,
-        owner: Vec<u8>,
+        addr: Ipv4Addr,
+        claim: Claim,
         /// A renewal's re-claim: only another owner takes the address away.
         kind: ClaimKind,
     },
@@ -305,6 +306,8 @@ pub struct Core<S: LeaseStore> {
     wall: SystemTime,
     /// This node's host certificate (DER), attached to its DHT records.
     host_certificate: Option<Vec<u8>>,
+    /// The record policy's rules, for ranking lease claims.
+    record_judge: crate::records::NodePolicy,
     /// Frames for the guest, oldest first.
     tap_out: VecDeque<Vec<u8>>,
     /// The frame [`Core::poll_tap_frame`] handed out last.
@@ -336,12 +339,40 @@ pub enum CoreError {
     Ca(#[from] ipsec_ca::VerifyError),
 }
 
-/// A DHT create-if-absent outcome as dhcp-virt's directory sees it; the
-/// claim conflict rule is `dhcp_virt::directory::claim_result`.
-fn create_answer(outcome: DhtOutcome) -> CreateAnswer<Vec<u8>> {
+/// A signed claim on an address, as the DHCP conflict rule compares them
+/// (smallest wins): first a claim by the writer certified for the address
+/// (rank 0) over any other (rank 1), then the writer's key, then the DHCP
+/// client it holds the address for. An intruder's claim neither forges a
+/// writer nor outranks a certified guest.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Claim {
+    rank: u8,
+    writer: Vec<u8>,
+    owner: Vec<u8>,
+}
+
+/// A DHT create-if-absent outcome as dhcp-virt's directory sees it, each
+/// existing record a [`Claim`] judged by `judge`; the claim conflict rule
+/// is `dhcp_virt::directory::claim_result`.
+fn create_answer(
+    outcome: DhtOutcome,
+    records: &[overlay_core::wire::Record],
+    addr: Ipv4Addr,
+    judge: &mut crate::records::NodePolicy,
+    now: Instant,
+) -> CreateAnswer<Claim> {
     match outcome {
         DhtOutcome::Ok(_) => CreateAnswer::Created,
-        DhtOutcome::Exists(owners) => CreateAnswer::Exists(owners),
+        DhtOutcome::Exists(_) => CreateAnswer::Exists(
+            records
+                .iter()
+                .map(|r| Claim {
+                    rank: 1 - crate::records::claim_rank(&judge.standing(now, r), addr),
+                    writer: r.writer.public_key.clone(),
+                    owner: r.value.clone(),
+                })
+                .collect(),
+        ),
         DhtOutcome::Full | DhtOutcome::Rejected => CreateAnswer::Refused,
         // `Failed`, and any outcome added later: the claim is retried.
         _ => CreateAnswer::Failed,
@@ -505,6 +536,14 @@ impl<S: LeaseStore> Core<S> {
             }
         };
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(unix_secs);
+        let record_judge = crate::records::NodePolicy::new(
+            settings.network,
+            settings.gateway_addr,
+            &domain,
+            None,
+            now,
+            wall,
+        );
         overlay.set_record_policy(Box::new(crate::records::NodePolicy::new(
             settings.network,
             settings.gateway_addr,
@@ -559,6 +598,7 @@ impl<S: LeaseStore> Core<S> {
             ca_lookup: false,
             wall,
             host_certificate: None,
+            record_judge,
             tap_out: VecDeque::new(),
             tap_current: Vec::new(),
             tap_free: Vec::new(),
@@ -741,15 +781,18 @@ impl<S: LeaseStore> Core<S> {
             (None, None, None) => None,
         };
         let domain = self.settings.domain.trim_end_matches('.').to_string();
-        self.overlay
-            .set_record_policy(Box::new(crate::records::NodePolicy::new(
+        let policy = |verifier| {
+            crate::records::NodePolicy::new(
                 self.settings.network,
                 self.settings.gateway_addr,
                 &domain,
                 verifier,
                 now,
                 self.wall,
-            )));
+            )
+        };
+        self.record_judge = policy(verifier.clone());
+        self.overlay.set_record_policy(Box::new(policy(verifier)));
         let credential = match (&self.host_certificate, &self.ca_announcement) {
             (Some(cert), _) => cert.clone(),
             (None, Some((_, announcement))) => announcement.clone(),
@@ -1956,8 +1999,11 @@ impl<S: LeaseStore> Core<S> {
                 self.overlay.recycle(payload);
             }
             E::Dht {
-                id, op, outcome, ..
-            } => self.on_dht(now, id, op, outcome),
+                id,
+                op,
+                outcome,
+                records,
+            } => self.on_dht(now, id, op, outcome, &records),
             E::ObservedEndpoint { endpoint }
                 if !self.agent.local_endpoints().contains(&endpoint) =>
             {
@@ -1978,13 +2024,26 @@ impl<S: LeaseStore> Core<S> {
         }
     }
 
-    fn on_dht(&mut self, now: Instant, id: u64, _op: DhtOp, outcome: DhtOutcome) {
+    fn on_dht(
+        &mut self,
+        now: Instant,
+        id: u64,
+        _op: DhtOp,
+        outcome: DhtOutcome,
+        records: &[overlay_core::wire::Record],
+    ) {
         let Some(job) = self.jobs.remove(&id) else {
             return;
         };
         match job {
-            DhtJob::DhcpClaim { id, owner, kind } => {
-                let result = claim_result(&create_answer(outcome), &owner, kind);
+            DhtJob::DhcpClaim {
+                id,
+                addr,
+                claim,
+                kind,
+            } => {
+                let answer = create_answer(outcome, records, addr, &mut self.record_judge, now);
+                let result = claim_result(&answer, &claim, kind);
                 self.dhcp
                     .handle_directory_completion(now, DirectoryCompletion { id, result });
             }
@@ -2136,6 +2195,16 @@ impl<S: LeaseStore> Core<S> {
         match request.op {
             DirectoryOp::Claim => {
                 let owner = request.owner.to_bytes();
+                let certified = self
+                    .host_certificate
+                    .as_deref()
+                    .and_then(crate::records::certified_ip)
+                    == Some(request.addr);
+                let claim = Claim {
+                    rank: u8::from(!certified),
+                    writer: self.overlay.record_writer().public_key,
+                    owner: owner.clone(),
+                };
                 let ttl = request.lease_duration.max(Duration::from_secs(60));
                 match self.overlay.dht_create(
                     now,
@@ -2149,7 +2218,8 @@ impl<S: LeaseStore> Core<S> {
                             id,
                             DhtJob::DhcpClaim {
                                 id: request.id,
-                                owner,
+                                addr: request.addr,
+                                claim,
                                 kind,
                             },
                         );
@@ -2314,21 +2384,67 @@ mod test {
 
     #[test]
     fn dht_outcomes_feed_the_claim_rule() {
-        let (a, b) = (b"owner-a".to_vec(), b"owner-b".to_vec());
-        let claim = |o: DhtOutcome, kind| claim_result(&create_answer(o), &a, kind);
-        let both = || DhtOutcome::Exists(vec![b.clone(), a.clone()]);
-        assert_eq!(claim(both(), ClaimKind::Renewal), ClaimResult::Granted);
+        let settings = crate::demo::settings();
+        let now = Instant::now();
+        let mut judge = crate::records::NodePolicy::new(
+            settings.network,
+            settings.gateway_addr,
+            &settings.domain,
+            None,
+            now,
+            SystemTime::now(),
+        );
+        let addr = Ipv4Addr::new(10, 128, 3, 3);
+        let mut signer_a = overlay_core::KeySigner::ed25519_from_seed(&[1; 32], 1);
+        let mut signer_b = overlay_core::KeySigner::ed25519_from_seed(&[2; 32], 1);
+        let key = dht_key("lease", &addr.octets());
+        let ra = overlay_core::record::sign(&mut signer_a, &key, b"owner-a", 60, &[]).unwrap();
+        let rb = overlay_core::record::sign(&mut signer_b, &key, b"owner-b", 60, &[]).unwrap();
+        let a = Claim {
+            rank: 1,
+            writer: ra.writer.public_key.clone(),
+            owner: ra.value.clone(),
+        };
+        let b_claim = Claim {
+            rank: 1,
+            writer: rb.writer.public_key.clone(),
+            owner: rb.value.clone(),
+        };
+        let records = vec![rb, ra];
+        let mut claim = |o: DhtOutcome, who: &Claim, kind| {
+            claim_result(
+                &create_answer(o, &records, addr, &mut judge, now),
+                who,
+                kind,
+            )
+        };
+        let both = || DhtOutcome::Exists(Vec::new());
+        // Of two uncertified claims, the smaller writer key wins, for both.
+        let (small, large) = if a < b_claim {
+            (&a, &b_claim)
+        } else {
+            (&b_claim, &a)
+        };
         assert_eq!(
-            claim(DhtOutcome::Ok(vec![]), ClaimKind::New),
+            claim(both(), small, ClaimKind::Renewal),
             ClaimResult::Granted
         );
-        assert_eq!(claim(DhtOutcome::Full, ClaimKind::New), ClaimResult::Taken);
+        assert_eq!(claim(both(), large, ClaimKind::Renewal), ClaimResult::Taken);
+        let a = small.clone();
         assert_eq!(
-            claim(DhtOutcome::Rejected, ClaimKind::Renewal),
+            claim(DhtOutcome::Ok(vec![]), &a, ClaimKind::New),
+            ClaimResult::Granted
+        );
+        assert_eq!(
+            claim(DhtOutcome::Full, &a, ClaimKind::New),
+            ClaimResult::Taken
+        );
+        assert_eq!(
+            claim(DhtOutcome::Rejected, &a, ClaimKind::Renewal),
             ClaimResult::Failed
         );
         assert_eq!(
-            claim(DhtOutcome::Failed, ClaimKind::New),
+            claim(DhtOutcome::Failed, &a, ClaimKind::New),
             ClaimResult::Failed
         );
     }
