@@ -17,9 +17,9 @@
 //!   (RFC 2308); REFUSED (or forwarding) outside the zones; FORMERR, NOTIMP;
 //!   EDNS0 (RFC 6891) and truncation with TC over UDP, a length-prefixed TCP
 //!   path ([`TcpFramer`], and with feature `smoltcp` a whole TCP endpoint
-//!   on an in-process smoltcp stack, [`tcp`]); names compared case-insensitively with the case
-//!   of the question preserved; never a UDP response larger than the query
-//!   allows.
+//!   on an in-process smoltcp stack, module `tcp`); names compared
+//!   case-insensitively with the case of the question preserved; never a
+//!   UDP response larger than the query allows.
 //!
 //! Messages are decoded and encoded by `hickory-proto`.
 //!
