@@ -50,6 +50,7 @@
 pub mod address;
 pub mod dht;
 pub mod error;
+pub mod identity;
 pub mod node;
 pub mod pool;
 pub mod routing;
@@ -59,9 +60,7 @@ pub mod wire;
 
 pub use address::{Address, Distance};
 pub use error::{AddressParseError, NodeError, WireError};
-pub use node::{
-    Config, DhtOutcome, DisconnectReason, DropReason, Event, Identity, Node, OpenIdentity, Stats,
-    Transmit,
-};
+pub use identity::{DynIdentity, Identity, IdentityError, KeyAlgorithm, KeyIdentity, OpenIdentity};
+pub use node::{Config, DhtOutcome, DisconnectReason, DropReason, Event, Node, Stats, Transmit};
 pub use pool::BufferPool;
 pub use wire::{Message, Mode, Roles};
