@@ -725,6 +725,11 @@ impl<I: Identity> Node<I> {
             + self.lost.capacity() * core::mem::size_of::<Lost>()
             + self.pool.heap_bytes()
     }
+    /// Link attempts under way (bounded by [`Config::max_pending_links`]
+    /// for those other nodes asked for).
+    pub fn pending_links(&self) -> usize {
+        self.pending_links.len()
+    }
     /// The pool of free data buffers.
     pub fn buffer_pool(&self) -> &BufferPool {
         &self.pool

@@ -322,9 +322,15 @@ fn attack_sybil_address() {
 
 /// Routed ConnectToMe messages from a linked attacker, with made-up
 /// sources and the given endpoints.
-fn connect_to_me_flood(net: &mut Net, to: usize, count: usize, endpoints: &[SocketAddr]) {
+fn connect_to_me_flood(
+    net: &mut Net,
+    to: usize,
+    first: usize,
+    count: usize,
+    endpoints: &[SocketAddr],
+) {
     let target = net.nodes[to].address();
-    for i in 0..count {
+    for i in first..first + count {
         let source = Address::from_key(format!("fake source {i}").as_bytes());
         let msg = Message::Routed(Routed {
             source,
@@ -422,7 +428,7 @@ fn attack_memory_growth_from_one_peer() {
     // naming a different endpoint.
     for i in 0..1000u16 {
         let e = SocketAddr::from(([192, 0, 2, (i % 250) as u8], 1000 + i));
-        connect_to_me_flood(&mut net, victim, 1, &[e]);
+        connect_to_me_flood(&mut net, victim, usize::from(i), 1, &[e]);
     }
     let grown = net.nodes[victim].memory_estimate();
     assert!(
@@ -430,6 +436,7 @@ fn attack_memory_growth_from_one_peer() {
         "memory grew from {base} to {grown} bytes"
     );
     assert!(net.nodes[victim].connections().len() <= 2 + 1);
+    assert!(net.nodes[victim].pending_links() <= Config::default().max_pending_links);
 }
 
 /// A ConnectToMe naming a victim's endpoint does not make the node a
@@ -442,7 +449,7 @@ fn attack_reflection_via_connect_to_me() {
         .map(|i| SocketAddr::from(([203, 0, 113, 7], 4000 + i)))
         .collect();
     let before = net.events[0].len();
-    connect_to_me_flood(&mut net, 0, 20, &victims);
+    connect_to_me_flood(&mut net, 0, 0, 20, &victims);
     net.run(Duration::from_secs(10));
     let mut bytes_in = 0;
     for _ in 0..20 {
