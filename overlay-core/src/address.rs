@@ -1,8 +1,9 @@
 //! 160-bit ring addresses and ring arithmetic.
 //!
 //! The ring is the integers modulo 2^160, as in Brunet and Chord. An
-//! [`Address`] is derived from a node's public key ([`Address::from_public_key`],
-//! the first 160 bits of its SHA-256) or drawn at random
+//! [`Address`] is derived from a node's public key ([`Address::from_spki`],
+//! the first 160 bits of the SHA-256 of its SubjectPublicKeyInfo, lowest
+//! bit cleared: the certificate's overlay address) or drawn at random
 //! ([`Address::random`]). DHT keys map onto the ring with
 //! [`Address::from_key`].
 //!
@@ -94,10 +95,29 @@ impl Address {
         out
     }
 
-    /// Derives a node address from a public key: the first 160 bits of
-    /// SHA-256(key), so a node cannot choose its position freely.
-    pub fn from_public_key(public_key: &[u8]) -> Address {
-        Self::hash_with(b"wow-overlay node\0", public_key)
+    /// Derives a node address from a public key's DER
+    /// SubjectPublicKeyInfo: the first 160 bits of SHA-256(SPKI) with the
+    /// lowest bit cleared, so a node cannot choose its position freely.
+    /// This is exactly `ipsec_ca::OverlayAddress::from_public_key`, the
+    /// overlay address a host certificate carries.
+    pub fn from_spki(spki_der: &[u8]) -> Address {
+        let digest = Sha256::digest(spki_der);
+        let mut bytes = [0u8; ADDRESS_LEN];
+        bytes.copy_from_slice(&digest[..ADDRESS_LEN]);
+        bytes[ADDRESS_LEN - 1] &= 0xfe;
+        Address::from_bytes(bytes)
+    }
+
+    /// [`Address::from_spki`] of a raw public key of `algorithm` (32 bytes
+    /// for Ed25519, a 65-byte uncompressed point for P-256); `None` if the
+    /// key has the wrong length.
+    pub fn from_public_key(
+        algorithm: crate::identity::KeyAlgorithm,
+        public_key: &[u8],
+    ) -> Option<Address> {
+        algorithm
+            .spki_der(public_key)
+            .map(|spki| Address::from_spki(&spki))
     }
 
     /// Maps a DHT key onto the ring (domain-separated from node addresses).
@@ -287,7 +307,7 @@ mod test {
 
     #[test]
     fn key_derivation_is_domain_separated() {
-        assert_ne!(Address::from_key(b"k"), Address::from_public_key(b"k"));
+        assert_ne!(Address::from_key(b"k"), Address::from_spki(b"k"));
         assert_eq!(Address::from_key(b"k"), Address::from_key(b"k"));
     }
 

@@ -56,6 +56,7 @@
 pub mod address;
 pub mod dht;
 pub mod error;
+pub mod identity;
 #[cfg(feature = "lan")]
 pub mod lan;
 pub mod node;
@@ -68,10 +69,8 @@ pub mod wire;
 
 pub use address::{Address, Distance};
 pub use error::{AddressParseError, NodeError, WireError};
-pub use node::{
-    Config, DhtOutcome, DisconnectReason, DropReason, Event, Identity, Node, OpenIdentity, Stats,
-    Transmit,
-};
+pub use identity::{DynIdentity, Identity, IdentityError, KeyAlgorithm, KeyIdentity, OpenIdentity};
+pub use node::{Config, DhtOutcome, DisconnectReason, DropReason, Event, Node, Stats, Transmit};
 pub use pool::BufferPool;
 pub use record::{KeySigner, KeyType, RecordPolicy, RecordSigner, WriterKey};
 pub use wire::{Message, Mode, Roles};

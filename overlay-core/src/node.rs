@@ -26,10 +26,10 @@
 //! ```
 //! use std::time::Instant;
 //! use overlay_core::wire::MAX_MESSAGE_LEN;
-//! use overlay_core::{Address, Config, Event, Node};
+//! use overlay_core::{Config, Event, KeyIdentity, Node};
 //!
 //! let now = Instant::now();
-//! let mut node = Node::new(Config::default(), Address::from_key(b"me"), now);
+//! let mut node = Node::new(Config::default(), KeyIdentity::generate_ed25519(), now);
 //! node.join(now, &[]);
 //! // One datagram buffer for the life of the node.
 //! let mut datagram = vec![0u8; MAX_MESSAGE_LEN];
@@ -52,6 +52,12 @@
 //! # Ok::<(), overlay_core::NodeError>(())
 //! ```
 //!
+//! Links are set up with the challenge-response handshake of
+//! [`crate::identity`]: a link exists, and a link's endpoint moves, only
+//! once the peer's proof for the [`Identity`] checks. Request ids and
+//! nonces are drawn from the node's random source (seeded by the
+//! operating system unless a `*_with_insecure_seed` constructor is used).
+//!
 //! Maintenance runs on a periodic tick ([`Config::tick_duration`]):
 //! keep-alives and failure detection, retries, near-link repair, shortcut
 //! upkeep, neighbour-list updates for lookahead routing, demand shortcuts
@@ -64,9 +70,13 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
+use ring::hmac;
+
 use crate::address::{Address, Distance};
 use crate::dht::{DhtStore, Quotas};
 use crate::error::NodeError;
+pub use crate::identity::{Identity, OpenIdentity};
+use crate::identity::{IdentityError, Role, Transcript};
 use crate::pool::BufferPool;
 use crate::record::{
     AcceptSigned, KeySigner, PolicyStage, RecordPolicy, RecordRejection, RecordRejections,
@@ -82,6 +92,12 @@ use crate::wire::{
 
 /// Peers whose data traffic is counted for demand shortcuts.
 const DEMAND_ENTRIES: usize = 32;
+/// Endpoints named by other nodes that this node remembers probing.
+const PROBE_ENTRIES: usize = 128;
+/// Endpoints named by another node's ConnectToMe that are probed.
+const PROBES_PER_CONNECT: usize = 4;
+/// Observed-endpoint reports remembered.
+const OBSERVED_ENTRIES: usize = 8;
 
 /// Node configuration. `Default` gives the values the simulator uses.
 #[derive(Debug, Clone)]
@@ -167,6 +183,20 @@ pub struct Config {
     /// us, so the hole punched afterwards does not match; deferring lets the
     /// hook open both NATs first. Off by default.
     pub defer_links_to_punch: bool,
+    /// Most link attempts made for other nodes' ConnectToMe requests that
+    /// are pending at once; further requests are ignored.
+    pub max_pending_links: usize,
+    /// Most links kept only because the peer asked for them as near, leaf
+    /// or demand links (such links are exempt from trimming); further such
+    /// requests are answered [`LinkStatus::Full`].
+    pub max_exempt_links: usize,
+    /// Distinct authenticated peers that must report the same endpoint for
+    /// us before [`Event::ObservedEndpoint`] is raised (one suffices when
+    /// it is the node we joined through).
+    pub observed_confirmations: usize,
+    /// Period after which the secret behind link challenges is replaced
+    /// (challenges made with the previous secret stay valid one period).
+    pub challenge_rotation_duration: Duration,
     /// Most free data buffers the node keeps for reuse (each holds
     /// [`MAX_DATA_LEN`] bytes). It should cover the data messages in flight
     /// inside the node between two drains of
@@ -208,31 +238,13 @@ impl Default for Config {
             forward_events: false,
             defer_links_to_punch: false,
             pool_buffers: 32,
+            max_pending_links: 32,
+            max_exempt_links: 16,
+            observed_confirmations: 2,
+            challenge_rotation_duration: Duration::from_secs(120),
         }
     }
 }
-
-/// Hook that proves this node's identity and checks a peer's during the
-/// link handshake (e.g. a signature over the nonce with the key the address
-/// is derived from). The default accepts everyone.
-pub trait Identity {
-    /// Proof sent in link requests and replies.
-    fn proof(&mut self, local: Address, nonce: u64) -> Vec<u8> {
-        let _ = (local, nonce);
-        Vec::new()
-    }
-    /// Whether `proof` shows the peer owns `peer`.
-    fn verify(&mut self, peer: Address, nonce: u64, proof: &[u8]) -> bool {
-        let _ = (peer, nonce, proof);
-        true
-    }
-}
-
-/// An [`Identity`] that proves nothing and accepts every peer.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OpenIdentity;
-
-impl Identity for OpenIdentity {}
 
 /// A message to send to a transport endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +265,8 @@ pub enum DisconnectReason {
     Closed(CloseReason),
     /// This node closed it (unneeded or over the limit).
     Trimmed,
+    /// Another node authenticated from the link's endpoint.
+    Replaced,
 }
 
 /// Why a routed message was dropped.
@@ -316,7 +330,9 @@ pub enum Event {
         /// Candidate endpoints being tried.
         endpoints: Vec<SocketAddr>,
     },
-    /// The responder of a link told us how it sees our endpoint.
+    /// Authenticated peers told us how they see our endpoint: raised once
+    /// [`Config::observed_confirmations`] distinct peers (or the node we
+    /// joined through) reported it in signed link replies.
     ObservedEndpoint {
         /// Our endpoint as seen by the peer.
         endpoint: SocketAddr,
@@ -370,6 +386,25 @@ pub enum Event {
         /// credentials, each verified and accepted by the record policy.
         records: Vec<Record>,
     },
+    /// A peer's identity proof failed; no link was made and nothing moved.
+    PeerRejected {
+        /// The address it claimed.
+        peer: Address,
+        /// Where it spoke from.
+        endpoint: SocketAddr,
+        /// Why it was refused.
+        error: IdentityError,
+    },
+    /// A peer refused our link request (e.g. [`LinkStatus::IdentityRejected`]:
+    /// this node is not admitted to a closed network).
+    LinkRefused {
+        /// The peer's address.
+        peer: Address,
+        /// Its endpoint.
+        endpoint: SocketAddr,
+        /// Its answer.
+        status: LinkStatus,
+    },
     /// A demand shortcut was requested toward a busy peer.
     DemandShortcut {
         /// The peer.
@@ -403,12 +438,28 @@ pub struct Stats {
     pub dht_requests_refused: u64,
 }
 
+/// A responder's challenge, answered with a proof.
+#[derive(Debug, Clone, Copy)]
+struct Answered {
+    endpoint: SocketAddr,
+    responder: Address,
+    challenge: u64,
+    observed: SocketAddr,
+}
+
 #[derive(Debug, Clone)]
 struct PendingLink {
     nonce: u64,
     target: Address,
     roles: Roles,
+    /// Endpoints trusted enough to retry (configured, formerly linked, or
+    /// reported by the NAT-traversal hook).
     endpoints: Vec<SocketAddr>,
+    /// Endpoints another node named, not yet seen to answer: each gets one
+    /// small probe and no retries (return-routability check).
+    unconfirmed: Vec<SocketAddr>,
+    /// The challenge being answered (step 3 of the handshake).
+    answered: Option<Answered>,
     /// The link serves the peer's request (a ConnectToMe), not ours.
     for_peer: bool,
     attempts: u8,
@@ -478,12 +529,51 @@ struct Lost {
     retry_at: Instant,
 }
 
+/// An endpoint named by another node that was probed.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    endpoint: SocketAddr,
+    at: Instant,
+    answered: bool,
+}
+
+/// Reports of our own endpoint by authenticated peers.
+#[derive(Debug, Clone)]
+struct Observed {
+    endpoint: SocketAddr,
+    reporters: Vec<Address>,
+    raised: bool,
+}
+
 #[derive(Debug, Clone)]
 struct Demand {
     peer: Address,
     count: u32,
     window_start: Instant,
     requested: bool,
+}
+
+/// A fresh secret for link challenges.
+fn challenge_key(rng: &mut ChaCha8Rng) -> hmac::Key {
+    let mut secret = [0u8; 32];
+    rng.fill_bytes(&mut secret);
+    hmac::Key::new(hmac::HMAC_SHA256, &secret)
+}
+
+/// The challenge for a probe with `nonce` from `sender` at `endpoint`.
+fn challenge_for(key: &hmac::Key, nonce: u64, sender: Address, endpoint: SocketAddr) -> u64 {
+    let mut ctx = hmac::Context::with_key(key);
+    ctx.update(&nonce.to_be_bytes());
+    ctx.update(&sender.to_bytes());
+    match endpoint {
+        SocketAddr::V4(a) => ctx.update(&a.ip().to_ipv6_mapped().octets()),
+        SocketAddr::V6(a) => ctx.update(&a.ip().octets()),
+    }
+    ctx.update(&endpoint.port().to_be_bytes());
+    let tag = ctx.sign();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&tag.as_ref()[..8]);
+    u64::from_be_bytes(b).max(1)
 }
 
 /// A node of the overlay (see the [module docs](self)).
@@ -523,39 +613,46 @@ pub struct Node<I: Identity = OpenIdentity> {
     policy: Policy,
     credential: Vec<u8>,
     stats: Stats,
+    /// Secrets behind link challenges: current and previous.
+    challenge_keys: [hmac::Key; 2],
+    challenge_rotate_at: Instant,
+    probes: Vec<Probe>,
+    observed: Vec<Observed>,
 }
 
 impl Node<OpenIdentity> {
-    /// A node with the open identity hook. Its randomness (link nonces,
-    /// request ids, timer phases) is seeded from the operating system.
+    /// **Insecure**: a node with the [`OpenIdentity`], whose address is
+    /// whatever it claims and which accepts every peer. For tests only;
+    /// real nodes use [`Node::new`] with a key-bound identity. Randomness
+    /// comes from the operating system.
     ///
     /// # Panics
-    /// If the operating system's random source fails, as `std`'s
-    /// `HashMap::new` does.
-    pub fn new(config: Config, address: Address, now: Instant) -> Node<OpenIdentity> {
-        Node::with_identity(config, address, OpenIdentity, now)
+    /// If the operating system's random source fails.
+    pub fn new_open(config: Config, address: Address, now: Instant) -> Node<OpenIdentity> {
+        Node::new(config, OpenIdentity::new(address), now)
     }
 
-    /// A node whose randomness comes from `seed`: **predictable**, for the
-    /// deterministic simulator and tests only. Production code uses
-    /// [`Node::new`].
+    /// **Insecure** both ways: the [`OpenIdentity`] and randomness from
+    /// `seed`. For the deterministic simulator and tests only.
     pub fn new_with_insecure_seed(
         config: Config,
         address: Address,
         now: Instant,
         seed: u64,
     ) -> Node<OpenIdentity> {
-        Node::with_identity_and_insecure_seed(config, address, OpenIdentity, now, seed)
+        Node::with_identity_and_insecure_seed(config, OpenIdentity::new(address), now, seed)
     }
 }
 
 impl<I: Identity> Node<I> {
-    /// A node with a custom identity hook; randomness from the operating
-    /// system (see [`Node::new`]).
+    /// A node with `identity` (its address is [`Identity::address`]). Its
+    /// randomness (link nonces, challenge secrets, request ids, timer
+    /// phases) is seeded from the operating system.
     ///
     /// # Panics
-    /// If the operating system's random source fails.
-    pub fn with_identity(config: Config, address: Address, identity: I, now: Instant) -> Node<I> {
+    /// If the operating system's random source fails, as `std`'s
+    /// `HashMap::new` does.
+    pub fn new(config: Config, identity: I, now: Instant) -> Node<I> {
         let mut seed = [0u8; 32];
         let mut id_seed = [0u8; 32];
         for s in [&mut seed, &mut id_seed] {
@@ -565,7 +662,6 @@ impl<I: Identity> Node<I> {
         }
         Node::build(
             config,
-            address,
             identity,
             now,
             ChaCha8Rng::from_seed(seed),
@@ -573,28 +669,19 @@ impl<I: Identity> Node<I> {
         )
     }
 
-    /// [`Node::with_identity`] with **predictable** randomness from `seed`,
-    /// for the deterministic simulator and tests only.
+    /// [`Node::new`] with **predictable** randomness from `seed`, for the
+    /// deterministic simulator and tests only.
     pub fn with_identity_and_insecure_seed(
         config: Config,
-        address: Address,
         identity: I,
         now: Instant,
         seed: u64,
     ) -> Node<I> {
-        Node::build(
-            config,
-            address,
-            identity,
-            now,
-            ChaCha8Rng::seed_from_u64(seed),
-            None,
-        )
+        Node::build(config, identity, now, ChaCha8Rng::seed_from_u64(seed), None)
     }
 
     fn build(
         config: Config,
-        address: Address,
         identity: I,
         now: Instant,
         mut rng: ChaCha8Rng,
@@ -606,8 +693,9 @@ impl<I: Identity> Node<I> {
         let near_phase = config
             .near_check_duration
             .mul_f64((rng.next_u32() as f64) / (u32::MAX as f64 + 1.0));
+        let challenge_keys = [challenge_key(&mut rng), challenge_key(&mut rng)];
         Node {
-            address,
+            address: identity.address(),
             identity,
             table: ConnectionTable::default(),
             dht: DhtStore::with_quotas(config.dht_quotas),
@@ -643,6 +731,10 @@ impl<I: Identity> Node<I> {
             policy: Policy(Box::new(AcceptSigned)),
             credential: Vec::new(),
             stats: Stats::default(),
+            challenge_keys,
+            challenge_rotate_at: now + config.challenge_rotation_duration,
+            probes: Vec::new(),
+            observed: Vec::new(),
             config,
             rng,
         }
@@ -706,9 +798,21 @@ impl<I: Identity> Node<I> {
             + conns
             + self.dht.heap_bytes()
             + self.pending_links.capacity() * core::mem::size_of::<PendingLink>()
+            + self
+                .pending_links
+                .iter()
+                .map(|p| (p.endpoints.capacity() + p.unconfirmed.capacity()) * 32)
+                .sum::<usize>()
+            + self.pending_ctms.capacity() * core::mem::size_of::<PendingCtm>()
+            + self.probes.capacity() * core::mem::size_of::<Probe>()
             + self.requests.capacity() * core::mem::size_of::<PendingRequest>()
             + self.lost.capacity() * core::mem::size_of::<Lost>()
             + self.pool.heap_bytes()
+    }
+    /// Link attempts under way (bounded by [`Config::max_pending_links`]
+    /// for those other nodes asked for).
+    pub fn pending_links(&self) -> usize {
+        self.pending_links.len()
     }
     /// The pool of free data buffers.
     pub fn buffer_pool(&self) -> &BufferPool {
@@ -1020,29 +1124,45 @@ impl<I: Identity> Node<I> {
         }
         self.table = ConnectionTable::default();
         self.pending_links.clear();
+        self.pending_ctms.clear();
         self.requests.clear();
+        self.probes.clear();
         self.left = true;
     }
 
     /// Adds candidate endpoints for a peer being linked (from a NAT
-    /// traversal module); link requests are sent to them too. A link held
-    /// by [`Config::defer_links_to_punch`] starts now, to all its endpoints.
+    /// traversal module, which vouches for them: they are probed and
+    /// retried like configured ones). A link held by
+    /// [`Config::defer_links_to_punch`] starts now, to all its endpoints.
     pub fn handle_link_candidates(&mut self, peer: Address, endpoints: &[SocketAddr]) {
+        let mut starts = Vec::new();
         let mut sends = Vec::new();
-        for p in self.pending_links.iter_mut().filter(|p| p.target == peer) {
-            if p.deferred {
-                p.deferred = false;
-                sends.extend(p.endpoints.iter().map(|e| (*e, p.nonce, p.target, p.roles)));
+        for (i, p) in self.pending_links.iter_mut().enumerate() {
+            if p.target != peer || p.answered.is_some() {
+                continue;
             }
+            let start = p.deferred;
+            p.deferred = false;
             for e in endpoints {
                 if !p.endpoints.contains(e) {
                     p.endpoints.push(*e);
-                    sends.push((*e, p.nonce, p.target, p.roles));
+                    p.unconfirmed.retain(|u| u != e);
+                    if !start {
+                        sends.push((*e, p.nonce, p.target, p.roles));
+                    }
                 }
             }
+            if start {
+                starts.push(i);
+            }
+        }
+        for i in starts {
+            // The hook answered: its endpoints, not the ones another node
+            // named, are the ones to use.
+            self.send_trusted_probes(i);
         }
         for (e, nonce, target, roles) in sends {
-            let msg = self.link_request(nonce, target, roles);
+            let msg = self.probe(nonce, target, roles);
             self.send_maintenance(e, msg);
         }
     }
@@ -1173,15 +1293,132 @@ impl<I: Identity> Node<I> {
         });
     }
 
-    fn link_request(&mut self, nonce: u64, target: Address, roles: Roles) -> Message {
+    /// Step 1 of the handshake: a probe without proof or endpoints.
+    fn probe(&self, nonce: u64, target: Address, roles: Roles) -> Message {
         Message::LinkRequest(LinkRequest {
             nonce,
+            challenge: 0,
             sender: self.address,
             target,
             roles,
-            endpoints: self.my_endpoints(),
-            identity: self.identity.proof(self.address, nonce),
+            endpoints: Vec::new(),
+            identity: Vec::new(),
         })
+    }
+
+    /// Step 3: the answer to a challenge, with our proof.
+    fn answer(&mut self, nonce: u64, roles: Roles, a: Answered) -> Message {
+        let transcript = Transcript {
+            role: Role::Request,
+            requester: self.address,
+            responder: a.responder,
+            nonce,
+            challenge: a.challenge,
+            roles: roles.0,
+            requester_endpoint: a.observed,
+        };
+        Message::LinkRequest(LinkRequest {
+            nonce,
+            challenge: a.challenge,
+            sender: self.address,
+            target: a.responder,
+            roles,
+            endpoints: self.my_endpoints(),
+            identity: self.identity.prove(&transcript),
+        })
+    }
+
+    /// Sends the probes of pending link `i`: to its trusted endpoints, and
+    /// (when `first`) one to each unconfirmed endpoint not probed lately.
+    fn send_probes(&mut self, now: Instant, i: usize, first: bool) {
+        self.send_trusted_probes(i);
+        let Some(p) = self.pending_links.get(i) else {
+            return;
+        };
+        if !first || p.unconfirmed.is_empty() {
+            return;
+        }
+        let msg = self.probe(p.nonce, p.target, p.roles);
+        let unconfirmed = p.unconfirmed.clone();
+        let hold = self.config.link_retry_duration * u32::from(self.config.link_attempts.max(1));
+        for e in unconfirmed {
+            if self
+                .probes
+                .iter()
+                .any(|r| r.endpoint == e && now < r.at + hold)
+            {
+                continue;
+            }
+            if self.probes.len() >= PROBE_ENTRIES
+                && let Some((j, _)) = self.probes.iter().enumerate().min_by_key(|(_, r)| r.at)
+            {
+                self.probes.swap_remove(j);
+            }
+            self.probes.push(Probe {
+                endpoint: e,
+                at: now,
+                answered: false,
+            });
+            self.send_maintenance(e, msg.clone());
+        }
+    }
+
+    /// Sends the probe of pending link `i` to its trusted endpoints.
+    fn send_trusted_probes(&mut self, i: usize) {
+        let Some(p) = self.pending_links.get(i) else {
+            return;
+        };
+        let msg = self.probe(p.nonce, p.target, p.roles);
+        for e in p.endpoints.clone() {
+            self.send_maintenance(e, msg.clone());
+        }
+    }
+
+    /// Whether `e` is known to answer: a linked peer's endpoint or one
+    /// that answered a probe.
+    fn is_confirmed(&self, e: SocketAddr) -> bool {
+        self.table.position_by_endpoint(e).is_some()
+            || self.probes.iter().any(|r| r.endpoint == e && r.answered)
+    }
+
+    /// Links kept only because the peer asked for an untrimmable role.
+    fn exempt_links(&self) -> usize {
+        self.table
+            .iter()
+            .filter(|c| {
+                c.mine.is_empty()
+                    && (c.theirs.contains(Roles::NEAR)
+                        || c.theirs.contains(Roles::LEAF)
+                        || c.theirs.contains(Roles::DEMAND))
+            })
+            .count()
+    }
+
+    /// An authenticated peer reports our endpoint; raise it once confirmed.
+    fn observe(&mut self, reporter: Address, endpoint: SocketAddr, trusted: bool) {
+        let i = match self.observed.iter().position(|o| o.endpoint == endpoint) {
+            Some(i) => i,
+            None => {
+                if self.observed.len() >= OBSERVED_ENTRIES {
+                    self.observed.remove(0);
+                }
+                self.observed.push(Observed {
+                    endpoint,
+                    reporters: Vec::new(),
+                    raised: false,
+                });
+                self.observed.len() - 1
+            }
+        };
+        let need = self.config.observed_confirmations.max(1);
+        let o = &mut self.observed[i];
+        if !o.reporters.contains(&reporter) && o.reporters.len() < need {
+            o.reporters.push(reporter);
+        }
+        if !o.raised && (trusted || o.reporters.len() >= need) {
+            o.raised = true;
+            self.events.push_back(Event::ObservedEndpoint { endpoint });
+        }
     }
 
     fn set_joined(&mut self) {
@@ -1198,19 +1435,31 @@ impl<I: Identity> Node<I> {
         let ep = self.bootstrap[self.bootstrap_next % self.bootstrap.len()];
         self.bootstrap_next = self.bootstrap_next.wrapping_add(1);
         let nonce = self.rng.next_u64();
-        self.start_link(now, vec![ep], Address::ZERO, Roles::LEAF, nonce, false);
+        self.start_link(
+            now,
+            vec![ep],
+            Vec::new(),
+            Address::ZERO,
+            Roles::LEAF,
+            nonce,
+            false,
+        );
     }
 
+    /// Starts a link attempt: `endpoints` are trusted (retried),
+    /// `unconfirmed` were named by another node (probed once).
+    #[allow(clippy::too_many_arguments)]
     fn start_link(
         &mut self,
         now: Instant,
         endpoints: Vec<SocketAddr>,
+        unconfirmed: Vec<SocketAddr>,
         target: Address,
         roles: Roles,
         nonce: u64,
         for_peer: bool,
     ) {
-        if target == self.address || endpoints.is_empty() {
+        if target == self.address || (endpoints.is_empty() && unconfirmed.is_empty()) {
             return;
         }
         if target != Address::ZERO
@@ -1221,14 +1470,27 @@ impl<I: Identity> Node<I> {
         {
             return;
         }
-        let deferred = self.config.defer_links_to_punch && target != Address::ZERO;
-        if !deferred {
-            let msg = self.link_request(nonce, target, roles);
-            for e in &endpoints {
-                self.send_maintenance(*e, msg.clone());
+        if for_peer
+            && self.pending_links.iter().filter(|p| p.for_peer).count()
+                >= self.config.max_pending_links
+        {
+            return;
+        }
+        let (mut endpoints, mut unconfirmed) = (endpoints, unconfirmed);
+        let (known, rest): (Vec<SocketAddr>, Vec<SocketAddr>) =
+            unconfirmed.drain(..).partition(|e| self.is_confirmed(*e));
+        for e in known {
+            if !endpoints.contains(&e) {
+                endpoints.push(e);
             }
         }
+        unconfirmed = rest;
+        unconfirmed.dedup();
+        unconfirmed.truncate(PROBES_PER_CONNECT);
+        let deferred = self.config.defer_links_to_punch && target != Address::ZERO;
         if target != Address::ZERO {
+            // Only endpoints known to answer: the hook must not punch
+            // toward an endpoint some other node named.
             self.events.push_back(Event::LinkAttempt {
                 peer: target,
                 endpoints: endpoints.clone(),
@@ -1239,54 +1501,90 @@ impl<I: Identity> Node<I> {
             target,
             roles,
             endpoints,
+            unconfirmed,
+            answered: None,
             for_peer,
             attempts: if deferred { 0 } else { 1 },
             retry_at: now + self.config.link_retry_duration,
             deferred,
         });
+        if !deferred {
+            self.send_probes(now, self.pending_links.len() - 1, true);
+        }
+    }
+
+    /// Refuses a link request (no proof, no endpoints: never larger than
+    /// the request).
+    fn refuse(&mut self, from: SocketAddr, req: &LinkRequest, status: LinkStatus, challenge: u64) {
+        let msg = Message::LinkReply(LinkReply {
+            nonce: req.nonce,
+            challenge,
+            sender: self.address,
+            status,
+            roles: req.roles,
+            observed: from,
+            endpoints: Vec::new(),
+            identity: Vec::new(),
+        });
+        self.send_maintenance(from, msg);
     }
 
     fn on_link_request(&mut self, now: Instant, from: SocketAddr, req: LinkRequest) {
         if req.sender == self.address {
             return;
         }
-        let reply = |me: &mut Self, status: LinkStatus| {
-            let identity = me.identity.proof(me.address, req.nonce);
-            let msg = Message::LinkReply(LinkReply {
-                nonce: req.nonce,
-                sender: me.address,
-                status,
-                roles: req.roles,
-                observed: from,
-                endpoints: me.my_endpoints(),
-                identity,
-            });
-            me.send_maintenance(from, msg);
-        };
         if req.target != Address::ZERO && req.target != self.address {
-            reply(self, LinkStatus::WrongTarget);
+            self.refuse(from, &req, LinkStatus::WrongTarget, req.challenge);
             return;
         }
-        if !self.identity.verify(req.sender, req.nonce, &req.identity) {
-            reply(self, LinkStatus::IdentityRejected);
+        let fresh = challenge_for(&self.challenge_keys[0], req.nonce, req.sender, from);
+        let valid = req.challenge != 0
+            && (req.challenge == fresh
+                || req.challenge
+                    == challenge_for(&self.challenge_keys[1], req.nonce, req.sender, from));
+        if !valid {
+            // A probe, or an answer to a challenge made for another
+            // endpoint (a replay) or long ago: challenge it. Nothing is
+            // stored and nothing moves.
+            self.refuse(from, &req, LinkStatus::Challenge, fresh);
             return;
         }
+        let transcript = Transcript {
+            role: Role::Request,
+            requester: req.sender,
+            responder: self.address,
+            nonce: req.nonce,
+            challenge: req.challenge,
+            roles: req.roles.0,
+            requester_endpoint: from,
+        };
+        if let Err(error) = self.identity.verify(req.sender, &transcript, &req.identity) {
+            self.events.push_back(Event::PeerRejected {
+                peer: req.sender,
+                endpoint: from,
+                error,
+            });
+            self.refuse(from, &req, LinkStatus::IdentityRejected, req.challenge);
+            return;
+        }
+        // Authenticated from here on.
         // A request answering our own ConnectToMe: we need this link.
         let ctm = self
             .pending_ctms
             .iter()
             .position(|p| p.nonce == req.nonce && p.roles == req.roles);
-        let existing = self.table.position(req.sender);
-        if existing.is_none() && ctm.is_none() {
+        if self.table.position(req.sender).is_none() && ctm.is_none() {
             let room = self.table.len() < self.max_connections();
             let must = req.roles.contains(Roles::NEAR)
                 || req.roles.contains(Roles::LEAF)
                 || req.roles.contains(Roles::DEMAND);
-            if !room && !must {
-                reply(self, LinkStatus::Full);
+            if (!room && !must) || (must && self.exempt_links() >= self.config.max_exempt_links) {
+                self.refuse(from, &req, LinkStatus::Full, req.challenge);
                 return;
             }
         }
+        self.replace_at_endpoint(now, from, req.sender);
+        let existing = self.table.position(req.sender);
         let i = match existing {
             Some(i) => {
                 if let Some(c) = self.table.get_mut(i) {
@@ -1313,35 +1611,128 @@ impl<I: Identity> Node<I> {
                 self.set_joined();
             }
         }
-        reply(self, LinkStatus::Accepted);
+        let proof = self.identity.prove(&Transcript {
+            role: Role::Reply,
+            ..transcript
+        });
+        let msg = Message::LinkReply(LinkReply {
+            nonce: req.nonce,
+            challenge: req.challenge,
+            sender: self.address,
+            status: LinkStatus::Accepted,
+            roles: req.roles,
+            observed: from,
+            endpoints: self.my_endpoints(),
+            identity: proof,
+        });
+        self.send_maintenance(from, msg);
         if existing.is_none() {
             self.after_new_connection(now, i);
         }
     }
 
+    /// One link per endpoint: a node other than `peer` that held
+    /// `endpoint` is gone (`peer` just authenticated from there).
+    fn replace_at_endpoint(&mut self, now: Instant, endpoint: SocketAddr, peer: Address) {
+        if let Some(j) = self.table.position_by_endpoint(endpoint)
+            && self.table.get(j).is_some_and(|c| c.address != peer)
+        {
+            self.drop_connection(now, j, DisconnectReason::Replaced);
+        }
+    }
+
     fn on_link_reply(&mut self, now: Instant, from: SocketAddr, rep: LinkReply) {
+        if rep.sender == self.address {
+            return;
+        }
         let Some(p) = self.pending_links.iter().position(|p| {
             p.nonce == rep.nonce && (p.target == Address::ZERO || p.target == rep.sender)
         }) else {
             return;
         };
-        if rep.sender == self.address {
-            return;
-        }
-        if rep.status != LinkStatus::Accepted {
-            let pl = self.pending_links.swap_remove(p);
-            if pl.roles.contains(Roles::LEAF) && !self.joined {
-                self.try_bootstrap(now);
+        match rep.status {
+            LinkStatus::Challenge => {
+                let pl = &mut self.pending_links[p];
+                if rep.challenge == 0 || pl.answered.is_some_and(|a| a.endpoint != from) {
+                    return;
+                }
+                let a = Answered {
+                    endpoint: from,
+                    responder: rep.sender,
+                    challenge: rep.challenge,
+                    observed: rep.observed,
+                };
+                pl.answered = Some(a);
+                let (nonce, roles) = (pl.nonce, pl.roles);
+                // The endpoint answered our probe: it is reachable.
+                if let Some(r) = self.probes.iter_mut().find(|r| r.endpoint == from) {
+                    r.answered = true;
+                }
+                let msg = self.answer(nonce, roles, a);
+                self.send_maintenance(from, msg);
             }
+            LinkStatus::Accepted => self.on_link_accepted(now, from, p, rep),
+            status => {
+                // Not authenticated, but bound to our fresh nonce.
+                let pl = self.pending_links.swap_remove(p);
+                if status == LinkStatus::IdentityRejected {
+                    self.events.push_back(Event::LinkRefused {
+                        peer: rep.sender,
+                        endpoint: from,
+                        status,
+                    });
+                    // Not admitted: the next tick tries the next bootstrap
+                    // (no tight retry loop against a closed network).
+                    return;
+                }
+                if pl.roles.contains(Roles::LEAF) && !self.joined {
+                    self.try_bootstrap(now);
+                }
+            }
+        }
+    }
+
+    fn on_link_accepted(&mut self, now: Instant, from: SocketAddr, p: usize, rep: LinkReply) {
+        let Some(a) = self.pending_links[p].answered else {
+            return;
+        };
+        if a.endpoint != from || a.responder != rep.sender || a.challenge != rep.challenge {
             return;
         }
-        if !self.identity.verify(rep.sender, rep.nonce, &rep.identity) {
+        let transcript = Transcript {
+            role: Role::Reply,
+            requester: self.address,
+            responder: rep.sender,
+            nonce: rep.nonce,
+            challenge: rep.challenge,
+            roles: self.pending_links[p].roles.0,
+            requester_endpoint: a.observed,
+        };
+        if let Err(error) = self.identity.verify(rep.sender, &transcript, &rep.identity) {
+            self.events.push_back(Event::PeerRejected {
+                peer: rep.sender,
+                endpoint: from,
+                error,
+            });
             return;
         }
         let pl = self.pending_links.swap_remove(p);
-        self.events.push_back(Event::ObservedEndpoint {
-            endpoint: rep.observed,
-        });
+        let joined_through = pl.roles.contains(Roles::LEAF) && pl.target == Address::ZERO;
+        self.observe(rep.sender, a.observed, joined_through);
+        if self.table.position(rep.sender).is_none()
+            && self.table.len() >= self.max_connections()
+            && !(pl.roles.contains(Roles::NEAR) || pl.roles.contains(Roles::LEAF))
+            && !pl.for_peer
+        {
+            self.send_maintenance(
+                from,
+                Message::Close {
+                    reason: CloseReason::Full,
+                },
+            );
+            return;
+        }
+        self.replace_at_endpoint(now, from, rep.sender);
         let existing = self.table.position(rep.sender);
         let i = match existing {
             Some(i) => {
@@ -1350,21 +1741,7 @@ impl<I: Identity> Node<I> {
                 }
                 i
             }
-            None => {
-                if self.table.len() >= self.max_connections()
-                    && !(pl.roles.contains(Roles::NEAR) || pl.roles.contains(Roles::LEAF))
-                    && !pl.for_peer
-                {
-                    self.send_maintenance(
-                        from,
-                        Message::Close {
-                            reason: CloseReason::Full,
-                        },
-                    );
-                    return;
-                }
-                self.add_connection(now, rep.sender, from)
-            }
+            None => self.add_connection(now, rep.sender, from),
         };
         let size = self.size_estimate as u32;
         if let Some(c) = self.table.get_mut(i) {
@@ -2160,11 +2537,13 @@ impl<I: Identity> Node<I> {
         {
             return;
         }
-        let endpoints = match connected.and_then(|i| self.table.get(i)) {
-            Some(c) => vec![c.endpoint],
-            None => endpoints,
+        // Endpoints the (unauthenticated) requester named are probed once
+        // before anything else is sent there.
+        let (trusted, named) = match connected.and_then(|i| self.table.get(i)) {
+            Some(c) => (vec![c.endpoint], Vec::new()),
+            None => (Vec::new(), endpoints),
         };
-        self.start_link(now, endpoints, source, roles, nonce, true);
+        self.start_link(now, trusted, named, source, roles, nonce, true);
     }
 
     fn count_demand(&mut self, now: Instant, peer: Address) {
@@ -2228,6 +2607,11 @@ impl<I: Identity> Node<I> {
         self.retry_requests(now);
         self.decide_pending_dht(now);
         self.pending_ctms.retain(|p| p.expires_at > now);
+        if now >= self.challenge_rotate_at {
+            self.challenge_rotate_at = now + self.config.challenge_rotation_duration;
+            self.challenge_keys[1] = self.challenge_keys[0].clone();
+            self.challenge_keys[0] = challenge_key(&mut self.rng);
+        }
 
         // Joining: resend the ConnectToMe, or fall back to the next bootstrap.
         if !self.joined && !self.bootstrap.is_empty() {
@@ -2386,13 +2770,15 @@ impl<I: Identity> Node<I> {
         }
         for (address, endpoint) in due {
             let nonce = self.rng.next_u64();
-            let msg = self.link_request(nonce, address, Roles::NEAR);
+            let msg = self.probe(nonce, address, Roles::NEAR);
             self.send_maintenance(endpoint, msg);
             self.pending_links.push(PendingLink {
                 nonce,
                 target: address,
                 roles: Roles::NEAR,
                 endpoints: vec![endpoint],
+                unconfirmed: Vec::new(),
+                answered: None,
                 for_peer: false,
                 attempts: self.config.link_attempts,
                 retry_at: now + self.config.link_retry_duration,
@@ -2475,15 +2861,22 @@ impl<I: Identity> Node<I> {
             }
             p.attempts += 1;
             p.retry_at = now + retry;
+            sends.push((p.nonce, p.answered, p.deferred));
             // The hook did not answer in time: link without it.
             p.deferred = false;
-            sends.push((p.endpoints.clone(), p.nonce, p.target, p.roles));
             true
         });
-        for (eps, nonce, target, roles) in sends {
-            let msg = self.link_request(nonce, target, roles);
-            for e in eps {
-                self.send_maintenance(e, msg.clone());
+        for (nonce, answered, deferred) in sends {
+            let Some(i) = self.pending_links.iter().position(|p| p.nonce == nonce) else {
+                continue;
+            };
+            match answered {
+                Some(a) => {
+                    let roles = self.pending_links[i].roles;
+                    let msg = self.answer(nonce, roles, a);
+                    self.send_maintenance(a.endpoint, msg);
+                }
+                None => self.send_probes(now, i, deferred),
             }
         }
         if failed_leaf && !self.joined {

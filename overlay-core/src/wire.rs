@@ -26,8 +26,8 @@
 //!
 //! | kind | message | body |
 //! |------|---------|------|
-//! | 0x01 | [`LinkRequest`] | nonce:u64, sender:address, target:address (zero if unknown), roles:u8, endpoints, identity:bytes16 |
-//! | 0x02 | [`LinkReply`] | nonce:u64, sender:address, status:u8, roles:u8, observed:endpoint, endpoints, identity:bytes16 |
+//! | 0x01 | [`LinkRequest`] | nonce:u64, challenge:u64, sender:address, target:address (zero if unknown), roles:u8, endpoints, identity:bytes16 |
+//! | 0x02 | [`LinkReply`] | nonce:u64, challenge:u64, sender:address, status:u8, roles:u8, observed:endpoint, endpoints, identity:bytes16 |
 //! | 0x03 | Ping | sender:address, nonce:u64 |
 //! | 0x04 | Pong | nonce:u64 |
 //! | 0x05 | Close | reason:u8 |
@@ -359,6 +359,9 @@ pub enum LinkStatus {
     IdentityRejected,
     /// The responder is not the node the requester wanted.
     WrongTarget,
+    /// Step 2 of the handshake: answer again with `challenge` and a proof
+    /// (see [`crate::identity`]).
+    Challenge,
 }
 
 impl LinkStatus {
@@ -368,6 +371,7 @@ impl LinkStatus {
             LinkStatus::Full => 1,
             LinkStatus::IdentityRejected => 2,
             LinkStatus::WrongTarget => 3,
+            LinkStatus::Challenge => 4,
         }
     }
     fn from_code(v: u8) -> Result<LinkStatus, WireError> {
@@ -376,6 +380,7 @@ impl LinkStatus {
             1 => LinkStatus::Full,
             2 => LinkStatus::IdentityRejected,
             3 => LinkStatus::WrongTarget,
+            4 => LinkStatus::Challenge,
             _ => {
                 return Err(WireError::InvalidValue {
                     field: "status",
@@ -506,8 +511,12 @@ impl DhtStatus {
 /// Request to open a link (one hop, to a transport endpoint).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct LinkRequest {
-    /// Matches the reply (and a ConnectToMe it answers).
+    /// Matches the reply (and a ConnectToMe it answers); fresh from the
+    /// requester's random source.
     pub nonce: u64,
+    /// The responder's challenge being answered, or 0 in the first
+    /// request (a probe, without proof).
+    pub challenge: u64,
     /// The requester's address.
     pub sender: Address,
     /// The address the requester expects to reach, or zero if unknown.
@@ -516,7 +525,8 @@ pub struct LinkRequest {
     pub roles: Roles,
     /// The requester's candidate transport endpoints.
     pub endpoints: Vec<SocketAddr>,
-    /// Opaque identity proof for the verifier hook.
+    /// Identity proof over the handshake transcript (empty in a probe or
+    /// a challenge).
     pub identity: Vec<u8>,
 }
 
@@ -525,6 +535,8 @@ pub struct LinkRequest {
 pub struct LinkReply {
     /// The request's nonce.
     pub nonce: u64,
+    /// The responder's challenge (see [`crate::identity`]).
+    pub challenge: u64,
     /// The responder's address.
     pub sender: Address,
     /// Outcome.
@@ -535,7 +547,8 @@ pub struct LinkReply {
     pub observed: SocketAddr,
     /// The responder's candidate transport endpoints.
     pub endpoints: Vec<SocketAddr>,
-    /// Opaque identity proof for the verifier hook.
+    /// Identity proof over the handshake transcript (empty in a probe or
+    /// a challenge).
     pub identity: Vec<u8>,
 }
 
@@ -1167,6 +1180,7 @@ impl Message {
         let message = match packet.kind() {
             kind::LINK_REQUEST => Message::LinkRequest(LinkRequest {
                 nonce: r.u64()?,
+                challenge: r.u64()?,
                 sender: r.address()?,
                 target: r.address()?,
                 roles: r.roles()?,
@@ -1175,6 +1189,7 @@ impl Message {
             }),
             kind::LINK_REPLY => Message::LinkReply(LinkReply {
                 nonce: r.u64()?,
+                challenge: r.u64()?,
                 sender: r.address()?,
                 status: LinkStatus::from_code(r.u8()?)?,
                 roles: r.roles()?,
@@ -1248,10 +1263,13 @@ impl Message {
         field::HEADER_LEN
             + match self {
                 Message::LinkRequest(m) => {
-                    8 + 2 * ADDRESS_LEN + 1 + endpoints_len(&m.endpoints) + bytes16_len(&m.identity)
+                    16 + 2 * ADDRESS_LEN
+                        + 1
+                        + endpoints_len(&m.endpoints)
+                        + bytes16_len(&m.identity)
                 }
                 Message::LinkReply(m) => {
-                    8 + ADDRESS_LEN
+                    16 + ADDRESS_LEN
                         + 2
                         + endpoint_len(&m.observed)
                         + endpoints_len(&m.endpoints)
@@ -1291,6 +1309,7 @@ impl Message {
         match self {
             Message::LinkRequest(m) => {
                 w.u64(m.nonce);
+                w.u64(m.challenge);
                 w.address(m.sender);
                 w.address(m.target);
                 w.u8(m.roles.0);
@@ -1299,6 +1318,7 @@ impl Message {
             }
             Message::LinkReply(m) => {
                 w.u64(m.nonce);
+                w.u64(m.challenge);
                 w.address(m.sender);
                 w.u8(m.status.code());
                 w.u8(m.roles.0);

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use overlay_core::identity::{IdentityError, Transcript};
 use overlay_core::node::{Event, Identity};
 use overlay_core::{Address, Config, Message, Node, NodeError, wire};
 
@@ -76,7 +77,8 @@ fn two_nodes_join_and_exchange_data() {
     assert!(events[0].contains(&Event::Joined));
     assert!(events[1].contains(&Event::Joined));
     // The CTM answer is a link attempt toward a known address: the
-    // NAT-traversal hook sees it with the requester's candidates.
+    // NAT-traversal hook sees it with the endpoint of the (authenticated)
+    // leaf link it came over.
     assert!(events[0].iter().any(|e| matches!(
         e,
         Event::LinkAttempt { peer, endpoints } if *peer == nodes[1].address() && endpoints == &vec![ep(2)]
@@ -125,13 +127,16 @@ fn malformed_input_changes_nothing() {
     assert!(n.connections().is_empty());
 }
 
-struct RejectAll;
+struct RejectAll(Address);
 impl Identity for RejectAll {
-    fn proof(&mut self, _local: Address, nonce: u64) -> Vec<u8> {
-        nonce.to_be_bytes().to_vec()
+    fn address(&self) -> Address {
+        self.0
     }
-    fn verify(&mut self, _peer: Address, _nonce: u64, _proof: &[u8]) -> bool {
-        false
+    fn prove(&mut self, t: &Transcript) -> Vec<u8> {
+        t.nonce.to_be_bytes().to_vec()
+    }
+    fn verify(&mut self, _: Address, _: &Transcript, _: &[u8]) -> Result<(), IdentityError> {
+        Err(IdentityError::BadSignature)
     }
 }
 
@@ -140,15 +145,13 @@ fn identity_hook_can_refuse_a_peer() {
     let mut now = Instant::now();
     let a = Node::with_identity_and_insecure_seed(
         config(1),
-        Address::from_key(b"a"),
-        RejectAll,
+        RejectAll(Address::from_key(b"a")),
         now,
         1,
     );
     let b = Node::with_identity_and_insecure_seed(
         config(2),
-        Address::from_key(b"b"),
-        RejectAll,
+        RejectAll(Address::from_key(b"b")),
         now,
         2,
     );
@@ -159,6 +162,17 @@ fn identity_hook_can_refuse_a_peer() {
     assert!(nodes[0].connections().is_empty());
     assert!(nodes[1].connections().is_empty());
     assert!(!events[1].contains(&Event::Joined));
+    // Each side says why: a refused proof, and a refused request.
+    assert!(
+        events[0]
+            .iter()
+            .any(|e| matches!(e, Event::PeerRejected { .. }))
+    );
+    assert!(
+        events[1]
+            .iter()
+            .any(|e| matches!(e, Event::LinkRefused { .. }))
+    );
 }
 
 #[test]

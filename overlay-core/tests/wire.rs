@@ -126,6 +126,7 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(nonce, sender, target, roles, endpoints, identity)| {
                 Message::LinkRequest(LinkRequest {
                     nonce,
+                    challenge: nonce.rotate_left(7),
                     sender,
                     target,
                     roles,
@@ -140,7 +141,8 @@ fn message() -> impl Strategy<Value = Message> {
                 Just(LinkStatus::Accepted),
                 Just(LinkStatus::Full),
                 Just(LinkStatus::IdentityRejected),
-                Just(LinkStatus::WrongTarget)
+                Just(LinkStatus::WrongTarget),
+                Just(LinkStatus::Challenge)
             ],
             roles(),
             endpoint(),
@@ -151,6 +153,7 @@ fn message() -> impl Strategy<Value = Message> {
                 |(nonce, sender, status, roles, observed, endpoints, identity)| {
                     Message::LinkReply(LinkReply {
                         nonce,
+                        challenge: nonce ^ 0x5a5a,
                         sender,
                         status,
                         roles,
