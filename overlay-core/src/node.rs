@@ -88,7 +88,7 @@ use crate::wire::{
 /// Peers whose data traffic is counted for demand shortcuts.
 const DEMAND_ENTRIES: usize = 32;
 /// Endpoints named by other nodes that this node remembers probing.
-const PROBE_ENTRIES: usize = 128;
+const PROBE_ENTRIES: usize = 32;
 /// Endpoints named by another node's ConnectToMe that are probed.
 const PROBES_PER_CONNECT: usize = 4;
 /// Observed-endpoint reports remembered.
@@ -221,7 +221,7 @@ impl Default for Config {
             defer_links_to_punch: false,
             pool_buffers: 32,
             max_pending_links: 32,
-            max_exempt_links: 16,
+            max_exempt_links: 64,
             observed_confirmations: 2,
             challenge_rotation_duration: Duration::from_secs(120),
         }
@@ -1457,7 +1457,14 @@ impl<I: Identity> Node<I> {
         match rep.status {
             LinkStatus::Challenge => {
                 let pl = &mut self.pending_links[p];
-                if rep.challenge == 0 || pl.answered.is_some_and(|a| a.endpoint != from) {
+                // Only the first endpoint that answers, and each challenge
+                // once (a duplicate is not answered again: the retry timer
+                // resends).
+                if rep.challenge == 0
+                    || pl
+                        .answered
+                        .is_some_and(|a| a.endpoint != from || a.challenge == rep.challenge)
+                {
                     return;
                 }
                 let a = Answered {
@@ -1478,20 +1485,17 @@ impl<I: Identity> Node<I> {
             LinkStatus::Accepted => self.on_link_accepted(now, from, p, rep),
             status => {
                 // Not authenticated, but bound to our fresh nonce.
-                let pl = self.pending_links.swap_remove(p);
+                self.pending_links.swap_remove(p);
                 if status == LinkStatus::IdentityRejected {
                     self.events.push_back(Event::LinkRefused {
                         peer: rep.sender,
                         endpoint: from,
                         status,
                     });
-                    // Not admitted: the next tick tries the next bootstrap
-                    // (no tight retry loop against a closed network).
-                    return;
                 }
-                if pl.roles.contains(Roles::LEAF) && !self.joined {
-                    self.try_bootstrap(now);
-                }
+                // A refused leaf link: the next tick tries the next
+                // bootstrap (no tight retry loop against a full or closed
+                // node).
             }
         }
     }
@@ -1521,6 +1525,8 @@ impl<I: Identity> Node<I> {
             return;
         }
         let pl = self.pending_links.swap_remove(p);
+        // The link's endpoint is known to answer from now on.
+        self.probes.retain(|r| r.endpoint != from);
         let joined_through = pl.roles.contains(Roles::LEAF) && pl.target == Address::ZERO;
         self.observe(rep.sender, a.observed, joined_through);
         if self.table.position(rep.sender).is_none()

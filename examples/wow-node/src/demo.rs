@@ -245,12 +245,20 @@ async fn node_task(mut spec: NodeSpec, socket: UdpSocket) -> std::io::Result<Nod
     // Seeds only the demo guest's own smoltcp stack (its TCP sequence
     // numbers); the node's keys come from the operating system.
     let guest_seed = 0x5eed_0000 + index as u64;
-    // Deterministic ring addresses spread around the ring.
-    let address = Address::from_key(format!("wow-demo-node-{index}").as_bytes());
-    let mut core = Core::new(
+    // The node key: its hash is the ring address, link set-up proves it,
+    // and the demo CA certifies it (so the certificate's overlay address is
+    // the ring address).
+    let node_key = NodeKey::generate(KeyType::Ed25519).map_err(std::io::Error::other)?;
+    let identity = overlay_core::KeyIdentity::from_pkcs8(
+        overlay_core::KeyAlgorithm::Ed25519,
+        node_key.pkcs8_der(),
+    )
+    .map_err(std::io::Error::other)?;
+    let address = overlay_core::Identity::address(&identity);
+    let mut core = Core::with_overlay_identity(
         settings(),
         overlay_config(spec.endpoint),
-        address,
+        Box::new(identity),
         MemoryStore::new(),
         now,
         unix_now(),
@@ -289,7 +297,7 @@ async fn node_task(mut spec: NodeSpec, socket: UdpSocket) -> std::io::Result<Nod
                 }
                 CoreEvent::Leased { addr, .. } => {
                     if !enrolled && let Some(ca) = spec.ca.as_ref() {
-                        match enrol(ca, addr) {
+                        match enrol(ca, addr, &node_key) {
                             Ok(credentials) => {
                                 match core.install_identity(now, SystemTime::now(), &credentials) {
                                     Ok(()) => {
@@ -382,8 +390,7 @@ async fn node_task(mut spec: NodeSpec, socket: UdpSocket) -> std::io::Result<Nod
     })
 }
 
-fn enrol(ca: &Mutex<DemoCa>, addr: Ipv4Addr) -> Result<Credentials, String> {
-    let key = NodeKey::generate(KeyType::Ed25519).map_err(|e| e.to_string())?;
+fn enrol(ca: &Mutex<DemoCa>, addr: Ipv4Addr, key: &NodeKey) -> Result<Credentials, String> {
     let csr = key
         .certificate_request(&NodeRequest::new(addr))
         .map_err(|e| e.to_string())?;

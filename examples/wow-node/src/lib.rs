@@ -37,6 +37,7 @@ pub mod enrol;
 pub mod guest;
 pub mod lan;
 pub mod offload;
+pub mod overlay_identity;
 pub mod punch;
 pub mod runtime;
 pub mod tcp_dns;

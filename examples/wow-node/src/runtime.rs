@@ -74,17 +74,7 @@ fn read_text(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// The IPv4 SAN of a certificate: the virtual IP it binds.
-fn certified_ip(der: &[u8]) -> Option<Ipv4Addr> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    san.value.general_names.iter().find_map(|n| match n {
-        x509_parser::extensions::GeneralName::IPAddress(b) => {
-            <[u8; 4]>::try_from(*b).ok().map(Ipv4Addr::from)
-        }
-        _ => None,
-    })
-}
+use crate::overlay_identity::certified_ip;
 
 /// What the node starts with: its key, its credentials if certified, and
 /// the CA certificate (for enrolment).
@@ -192,7 +182,17 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         .as_ref()
         .map(|c| crate::enrol::Lifetime::of(&c.certificate))
         .unwrap_or_default();
-    let address = Address::from_public_key(key.public_key_raw());
+    // The ring address is the hash of the node key: the overlay address
+    // the certificate carries. In a closed network only certified peers
+    // are admitted at link set-up.
+    let overlay_identity =
+        crate::overlay_identity::CaIdentity::new(&key, ca_der.as_deref(), config.security.closed)
+            .map_err(|e| e.to_string())?;
+    let overlay_handle = overlay_identity.handle();
+    if let Some(c) = &credentials {
+        overlay_handle.set_certificate(c.certificate.clone());
+    }
+    let address = overlay_core::Identity::address(&overlay_identity);
 
     let mtu = config
         .tap
@@ -261,8 +261,15 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let mut core = Core::new(settings, overlay_config, address, leases, now, unix)
-        .map_err(|e| e.to_string())?;
+    let mut core = Core::with_overlay_identity(
+        settings,
+        overlay_config,
+        Box::new(overlay_identity),
+        leases,
+        now,
+        unix,
+    )
+    .map_err(|e| e.to_string())?;
     core.set_crl_grace(Duration::from_secs(config.security.crl_grace_secs));
     if let Some(c) = &credentials {
         core.install_identity(now, SystemTime::now(), c)
@@ -537,7 +544,11 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     }
                 }
             }
-            _ = crl_tick.tick() => crl.tick(&mut core, Instant::now(), SystemTime::now()),
+            _ = crl_tick.tick() => {
+                crl.tick(&mut core, Instant::now(), SystemTime::now());
+                // The overlay admits by the same CRL the SAs use.
+                overlay_handle.load_crl(core.crl_envelope(), SystemTime::now());
+            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -608,6 +619,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                 };
                 match core.install_identity(now, SystemTime::now(), &credentials) {
                     Ok(()) => {
+                        overlay_handle.set_certificate(certificate.clone());
                         let renewal = lifetime.renewing;
                         lifetime = crate::enrol::Lifetime::of(certificate);
                         // Core re-applies the last CRL to the new verifier;
