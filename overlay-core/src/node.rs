@@ -299,7 +299,10 @@ pub enum Event {
     },
     /// A link attempt started: the NAT-traversal hook. A traversal module
     /// may punch toward `endpoints` and report more candidates with
-    /// [`Node::handle_link_candidates`].
+    /// [`Node::handle_link_candidates`]. `endpoints` holds only endpoints
+    /// known to answer (a linked peer's, or one that answered a probe):
+    /// those another node merely named are probed once by the node itself
+    /// and never handed to the hook.
     LinkAttempt {
         /// Expected peer (zero if unknown).
         peer: Address,
