@@ -299,10 +299,11 @@ pub enum Event {
     },
     /// A link attempt started: the NAT-traversal hook. A traversal module
     /// may punch toward `endpoints` and report more candidates with
-    /// [`Node::handle_link_candidates`]. `endpoints` holds only endpoints
-    /// known to answer (a linked peer's, or one that answered a probe):
-    /// those another node merely named are probed once by the node itself
-    /// and never handed to the hook.
+    /// [`Node::handle_link_candidates`]. For a link another node asked
+    /// for, `endpoints` are the ones it named: unconfirmed. The node itself
+    /// sends each at most one small probe (no retries) until one answers;
+    /// a hook that sends to them must bound that itself (the traversal
+    /// needs to open its NAT toward them before the peer answers).
     LinkAttempt {
         /// Expected peer (zero if unknown).
         peer: Address,
@@ -1296,11 +1297,9 @@ impl<I: Identity> Node<I> {
         unconfirmed.truncate(PROBES_PER_CONNECT);
         let deferred = self.config.defer_links_to_punch && target != Address::ZERO;
         if target != Address::ZERO {
-            // Only endpoints known to answer: the hook must not punch
-            // toward an endpoint some other node named.
             self.events.push_back(Event::LinkAttempt {
                 peer: target,
-                endpoints: endpoints.clone(),
+                endpoints: endpoints.iter().chain(&unconfirmed).copied().collect(),
             });
         }
         self.pending_links.push(PendingLink {
