@@ -37,16 +37,25 @@ fuzz_target!(|data: &[u8]| {
     )
     .unwrap();
     // The peer links to us, so that its routed messages are accepted.
-    let link = Message::LinkRequest(LinkRequest {
+    // A probe, then the answer to the core's challenge (the open identity
+    // asks for no proof).
+    let mut link = LinkRequest {
         nonce: 7,
+        challenge: 0,
         sender: peer,
         target: Address::ZERO,
         roles: Roles::NEAR,
         endpoints: vec![peer_ep],
         identity: Vec::new(),
-    });
-    core.handle_udp(now, peer_ep, &emit(&link));
+    };
+    core.handle_udp(now, peer_ep, &emit(&Message::LinkRequest(link.clone())));
     let mut out = vec![0u8; 65536];
+    while let Some((_, len)) = core.poll_udp(&mut out) {
+        if let Ok(Message::LinkReply(r)) = Message::parse(&out[..len]) {
+            link.challenge = r.challenge;
+        }
+    }
+    core.handle_udp(now, peer_ep, &emit(&Message::LinkRequest(link)));
     let mut rest = data;
     while let Some((&op, tail)) = rest.split_first() {
         rest = tail;

@@ -11,6 +11,13 @@
 //! values are signed [`record`]s that only their writer can change). The
 //! binary format is documented in [`wire`].
 //!
+//! Nodes are bound to keys ([`identity`]): a ring address is the hash of
+//! the node's public key (the overlay address its certificate carries, if
+//! it has one), links are set up with a signed challenge-response
+//! handshake, and a link's endpoint moves only after the peer's proof
+//! checks. [`KeyIdentity`] does this for open networks; [`OpenIdentity`]
+//! proves nothing and is for the simulator and tests only.
+//!
 //! The crate does no I/O and reads no clock: [`Node`] takes bytes (or
 //! decoded messages) and the current `Instant`, and hands back messages to
 //! send, events and its next deadline. [`sim`] runs thousands of nodes

@@ -93,7 +93,7 @@ use crate::wire::{
 /// Peers whose data traffic is counted for demand shortcuts.
 const DEMAND_ENTRIES: usize = 32;
 /// Endpoints named by other nodes that this node remembers probing.
-const PROBE_ENTRIES: usize = 128;
+const PROBE_ENTRIES: usize = 32;
 /// Endpoints named by another node's ConnectToMe that are probed.
 const PROBES_PER_CONNECT: usize = 4;
 /// Observed-endpoint reports remembered.
@@ -239,7 +239,7 @@ impl Default for Config {
             defer_links_to_punch: false,
             pool_buffers: 32,
             max_pending_links: 32,
-            max_exempt_links: 16,
+            max_exempt_links: 64,
             observed_confirmations: 2,
             challenge_rotation_duration: Duration::from_secs(120),
         }
@@ -323,7 +323,11 @@ pub enum Event {
     },
     /// A link attempt started: the NAT-traversal hook. A traversal module
     /// may punch toward `endpoints` and report more candidates with
-    /// [`Node::handle_link_candidates`].
+    /// [`Node::handle_link_candidates`]. For a link another node asked
+    /// for, `endpoints` are the ones it named: unconfirmed. The node itself
+    /// sends each at most one small probe (no retries) until one answers;
+    /// a hook that sends to them must bound that itself (the traversal
+    /// needs to open its NAT toward them before the peer answers).
     LinkAttempt {
         /// Expected peer (zero if unknown).
         peer: Address,
@@ -1489,11 +1493,9 @@ impl<I: Identity> Node<I> {
         unconfirmed.truncate(PROBES_PER_CONNECT);
         let deferred = self.config.defer_links_to_punch && target != Address::ZERO;
         if target != Address::ZERO {
-            // Only endpoints known to answer: the hook must not punch
-            // toward an endpoint some other node named.
             self.events.push_back(Event::LinkAttempt {
                 peer: target,
-                endpoints: endpoints.clone(),
+                endpoints: endpoints.iter().chain(&unconfirmed).copied().collect(),
             });
         }
         self.pending_links.push(PendingLink {
@@ -1653,7 +1655,14 @@ impl<I: Identity> Node<I> {
         match rep.status {
             LinkStatus::Challenge => {
                 let pl = &mut self.pending_links[p];
-                if rep.challenge == 0 || pl.answered.is_some_and(|a| a.endpoint != from) {
+                // Only the first endpoint that answers, and each challenge
+                // once (a duplicate is not answered again: the retry timer
+                // resends).
+                if rep.challenge == 0
+                    || pl
+                        .answered
+                        .is_some_and(|a| a.endpoint != from || a.challenge == rep.challenge)
+                {
                     return;
                 }
                 let a = Answered {
@@ -1674,20 +1683,17 @@ impl<I: Identity> Node<I> {
             LinkStatus::Accepted => self.on_link_accepted(now, from, p, rep),
             status => {
                 // Not authenticated, but bound to our fresh nonce.
-                let pl = self.pending_links.swap_remove(p);
+                self.pending_links.swap_remove(p);
                 if status == LinkStatus::IdentityRejected {
                     self.events.push_back(Event::LinkRefused {
                         peer: rep.sender,
                         endpoint: from,
                         status,
                     });
-                    // Not admitted: the next tick tries the next bootstrap
-                    // (no tight retry loop against a closed network).
-                    return;
                 }
-                if pl.roles.contains(Roles::LEAF) && !self.joined {
-                    self.try_bootstrap(now);
-                }
+                // A refused leaf link: the next tick tries the next
+                // bootstrap (no tight retry loop against a full or closed
+                // node).
             }
         }
     }
@@ -1717,6 +1723,8 @@ impl<I: Identity> Node<I> {
             return;
         }
         let pl = self.pending_links.swap_remove(p);
+        // The link's endpoint is known to answer from now on.
+        self.probes.retain(|r| r.endpoint != from);
         let joined_through = pl.roles.contains(Roles::LEAF) && pl.target == Address::ZERO;
         self.observe(rep.sender, a.observed, joined_through);
         if self.table.position(rep.sender).is_none()

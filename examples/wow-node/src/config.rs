@@ -240,6 +240,11 @@ pub struct SecuritySection {
     pub join_token: Option<String>,
     /// The CA node's overlay address, instead of its DHT announcement.
     pub ca_node: Option<String>,
+    /// Admit to the overlay only nodes whose certificate chains to the CA,
+    /// is not revoked and whose overlay address is their ring address
+    /// (needs `ca_cert`; an uncertified node cannot join, so enrolment
+    /// must happen out of band, e.g. `wow-node ca issue`).
+    pub closed: bool,
 }
 
 impl Default for SecuritySection {
@@ -255,6 +260,7 @@ impl Default for SecuritySection {
             enrol: false,
             join_token: None,
             ca_node: None,
+            closed: false,
         }
     }
 }

@@ -246,7 +246,7 @@ enum DhtJob {
 /// The composed node. See the [module docs](self).
 pub struct Core<S: LeaseStore> {
     settings: Settings,
-    overlay: overlay_core::Node,
+    overlay: overlay_core::Node<overlay_core::DynIdentity>,
     arp: arp_virt::Responder,
     dhcp: dhcp_virt::Server<S>,
     dns: dns_virt::Server,
@@ -410,10 +410,13 @@ fn dht_key(kind: &str, suffix: &[u8]) -> Vec<u8> {
 }
 
 impl<S: LeaseStore> Core<S> {
-    /// A core whose overlay node has ring address `address`, with lease
-    /// store `leases`, started at `now` (`unix_secs` is the wall time then).
-    /// Every key, SPI, credential and id it makes comes from the operating
-    /// system's random source.
+    /// A core whose overlay node has ring address `address` under the
+    /// **insecure** [`overlay_core::OpenIdentity`] (self-chosen address,
+    /// every peer accepted: for tests and closed labs; `wow-node up` uses
+    /// [`Core::with_overlay_identity`]), with lease store `leases`, started
+    /// at `now` (`unix_secs` is the wall time then). Every key, SPI,
+    /// credential and id it makes comes from the operating system's random
+    /// source.
     pub fn new(
         settings: Settings,
         overlay_config: overlay_core::Config,
@@ -422,11 +425,26 @@ impl<S: LeaseStore> Core<S> {
         now: Instant,
         unix_secs: u64,
     ) -> Result<Self, CoreError> {
+        let identity = Box::new(overlay_core::OpenIdentity::new(address));
+        Core::with_overlay_identity(settings, overlay_config, identity, leases, now, unix_secs)
+    }
+
+    /// [`Core::new`] with the overlay identity `identity` (e.g. a
+    /// [`crate::overlay_identity::CaIdentity`]): the ring address is
+    /// `identity.address()`, and link set-up proves and checks keys.
+    pub fn with_overlay_identity(
+        settings: Settings,
+        overlay_config: overlay_core::Config,
+        identity: overlay_core::DynIdentity,
+        leases: S,
+        now: Instant,
+        unix_secs: u64,
+    ) -> Result<Self, CoreError> {
         let randomness = Randomness::Os;
         Core::build(
             settings,
             overlay_config,
-            address,
+            identity,
             leases,
             now,
             unix_secs,
@@ -449,7 +467,7 @@ impl<S: LeaseStore> Core<S> {
         Core::build(
             settings,
             overlay_config,
-            address,
+            Box::new(overlay_core::OpenIdentity::new(address)),
             leases,
             now,
             unix_secs,
@@ -460,7 +478,7 @@ impl<S: LeaseStore> Core<S> {
     fn build(
         settings: Settings,
         overlay_config: overlay_core::Config,
-        address: Address,
+        identity: overlay_core::DynIdentity,
         leases: S,
         now: Instant,
         unix_secs: u64,
@@ -513,6 +531,7 @@ impl<S: LeaseStore> Core<S> {
             alternate: None,
             software: None,
         });
+        let address = identity.address();
         let mut agent = match randomness {
             Randomness::Os => {
                 nat_traversal::agent::Agent::new(address.to_string(), Default::default())
@@ -530,10 +549,13 @@ impl<S: LeaseStore> Core<S> {
         };
         agent.set_local_endpoints(endpoints);
         let mut overlay = match randomness {
-            Randomness::Os => overlay_core::Node::new(overlay_config, address, now),
-            Randomness::InsecureSeed(seed) => {
-                overlay_core::Node::new_with_insecure_seed(overlay_config, address, now, seed)
-            }
+            Randomness::Os => overlay_core::Node::new(overlay_config, identity, now),
+            Randomness::InsecureSeed(seed) => overlay_core::Node::with_identity_and_insecure_seed(
+                overlay_config,
+                identity,
+                now,
+                seed,
+            ),
         };
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(unix_secs);
         let record_judge = crate::records::NodePolicy::new(
@@ -617,7 +639,7 @@ impl<S: LeaseStore> Core<S> {
         &self.settings
     }
     /// The overlay node.
-    pub fn overlay(&self) -> &overlay_core::Node {
+    pub fn overlay(&self) -> &overlay_core::Node<overlay_core::DynIdentity> {
         &self.overlay
     }
     /// The guest's address, once leased.
@@ -824,6 +846,11 @@ impl<S: LeaseStore> Core<S> {
     /// without it the overlay signs with an ephemeral key.
     pub fn set_record_signer(&mut self, signer: Box<dyn overlay_core::RecordSigner>) {
         self.overlay.set_record_signer(signer);
+    }
+
+    /// The CRL envelope loaded last (from a file, a peer or the DHT).
+    pub fn crl_envelope(&self) -> Option<&[u8]> {
+        self.crl_loaded.as_deref()
     }
 
     /// Fails closed on revocation from the next [`Core::install_identity`]
@@ -2013,6 +2040,16 @@ impl<S: LeaseStore> Core<S> {
                 endpoints.truncate(wire::MAX_PUNCH_ENDPOINTS);
                 self.agent.set_local_endpoints(endpoints);
             }
+            E::PeerRejected {
+                peer,
+                endpoint,
+                error,
+            } => tracing::warn!(%peer, %endpoint, %error, "overlay link refused: identity"),
+            E::LinkRefused {
+                peer,
+                endpoint,
+                status,
+            } => tracing::warn!(%peer, %endpoint, ?status, "our overlay link was refused"),
             E::LinkAttempt { peer, endpoints } => {
                 tracing::debug!(%peer, ?endpoints, "overlay link attempt");
                 // Open our NAT toward the peer before it hears of us (the

@@ -245,12 +245,20 @@ async fn node_task(mut spec: NodeSpec, socket: UdpSocket) -> std::io::Result<Nod
     // Seeds only the demo guest's own smoltcp stack (its TCP sequence
     // numbers); the node's keys come from the operating system.
     let guest_seed = 0x5eed_0000 + index as u64;
-    // Deterministic ring addresses spread around the ring.
-    let address = Address::from_key(format!("wow-demo-node-{index}").as_bytes());
-    let mut core = Core::new(
+    // The node key: its hash is the ring address, link set-up proves it,
+    // and the demo CA certifies it (so the certificate's overlay address is
+    // the ring address).
+    let node_key = NodeKey::generate(KeyType::Ed25519).map_err(std::io::Error::other)?;
+    let identity = overlay_core::KeyIdentity::from_pkcs8(
+        overlay_core::KeyAlgorithm::Ed25519,
+        node_key.pkcs8_der(),
+    )
+    .map_err(std::io::Error::other)?;
+    let address = overlay_core::Identity::address(&identity);
+    let mut core = Core::with_overlay_identity(
         settings(),
         overlay_config(spec.endpoint),
-        address,
+        Box::new(identity),
         MemoryStore::new(),
         now,
         unix_now(),
@@ -292,7 +300,7 @@ async fn node_task(mut spec: NodeSpec, socket: UdpSocket) -> std::io::Result<Nod
                         // The certificate binds the guest's host name too:
                         // peers believe its name record only then.
                         let name = hostname.as_deref().map(crate::core::sanitize_hostname);
-                        match enrol(ca, addr, name.as_deref()) {
+                        match enrol(ca, addr, &node_key, name.as_deref()) {
                             Ok(credentials) => {
                                 match core.install_identity(now, SystemTime::now(), &credentials) {
                                     Ok(()) => {
@@ -385,8 +393,12 @@ async fn node_task(mut spec: NodeSpec, socket: UdpSocket) -> std::io::Result<Nod
     })
 }
 
-fn enrol(ca: &Mutex<DemoCa>, addr: Ipv4Addr, name: Option<&str>) -> Result<Credentials, String> {
-    let key = NodeKey::generate(KeyType::Ed25519).map_err(|e| e.to_string())?;
+fn enrol(
+    ca: &Mutex<DemoCa>,
+    addr: Ipv4Addr,
+    key: &NodeKey,
+    name: Option<&str>,
+) -> Result<Credentials, String> {
     let mut request = NodeRequest::new(addr);
     if let Some(name) = name.filter(|n| !n.is_empty()) {
         request = request.with_dns_name(format!(

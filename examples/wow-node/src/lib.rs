@@ -35,6 +35,7 @@ pub mod crl_dht;
 pub mod demo;
 pub mod enrol;
 pub mod guest;
+pub mod overlay_identity;
 pub mod records;
 pub mod runtime;
 pub mod udp;

@@ -199,7 +199,17 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         .as_ref()
         .map(|c| crate::enrol::Lifetime::of(&c.certificate))
         .unwrap_or_default();
-    let address = Address::from_public_key(key.public_key_raw());
+    // The ring address is the hash of the node key: the overlay address
+    // the certificate carries. In a closed network only certified peers
+    // are admitted at link set-up.
+    let overlay_identity =
+        crate::overlay_identity::CaIdentity::new(&key, ca_der.as_deref(), config.security.closed)
+            .map_err(|e| e.to_string())?;
+    let overlay_handle = overlay_identity.handle();
+    if let Some(c) = &credentials {
+        overlay_handle.set_certificate(c.certificate.clone());
+    }
+    let address = overlay_core::Identity::address(&overlay_identity);
 
     let mtu = config
         .tap
@@ -268,8 +278,15 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let mut core = Core::new(settings, overlay_config, address, leases, now, unix)
-        .map_err(|e| e.to_string())?;
+    let mut core = Core::with_overlay_identity(
+        settings,
+        overlay_config,
+        Box::new(overlay_identity),
+        leases,
+        now,
+        unix,
+    )
+    .map_err(|e| e.to_string())?;
     core.set_crl_grace(Duration::from_secs(config.security.crl_grace_secs));
     core.set_record_signer(record_signer(&key)?);
     if let Some(c) = &credentials {
@@ -573,7 +590,11 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     }
                 }
             }
-            _ = crl_tick.tick() => crl.tick(&mut core, Instant::now(), SystemTime::now()),
+            _ = crl_tick.tick() => {
+                crl.tick(&mut core, Instant::now(), SystemTime::now());
+                // The overlay admits by the same CRL the SAs use.
+                overlay_handle.load_crl(core.crl_envelope(), SystemTime::now());
+            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -653,6 +674,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                 };
                 match core.install_identity(now, SystemTime::now(), &credentials) {
                     Ok(()) => {
+                        overlay_handle.set_certificate(certificate.clone());
                         let renewal = lifetime.renewing;
                         lifetime = crate::enrol::Lifetime::of(certificate);
                         // Core re-applies the last CRL to the new verifier;

@@ -3,9 +3,10 @@
 //! resolve A's name to A's address, and M must not get into the closed
 //! ring. A routes between B's and M's links (one hop each).
 //!
-//! Today both fail (the name record is last-writer-wins and the ring is
-//! open), hence `#[ignore]` until the record policy and closed-ring
-//! admission land.
+//! Run twice: with an open ring (M links, writes its name record, and the
+//! record policy keeps it from counting) and with `closed = true` (M gets
+//! no link at all). Both failed before Security II: the name record was
+//! last-writer-wins, and there was no closed ring.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -152,7 +153,17 @@ fn issue(ca: &Path, ip: &str, name: &str, out: &Path) {
 }
 
 #[test]
-#[ignore = "needs Security II record policy"]
+fn attack_name_take_over_in_namespaces_open_ring() {
+    if !require(
+        "attack_name_take_over_in_namespaces_open_ring",
+        &["dhclient", "getent"],
+    ) {
+        return;
+    }
+    name_take_over(false, ["ya", "yb", "ym"]);
+}
+
+#[test]
 fn attack_name_take_over_and_closed_ring_in_namespaces() {
     if !require(
         "attack_name_take_over_and_closed_ring_in_namespaces",
@@ -160,16 +171,20 @@ fn attack_name_take_over_and_closed_ring_in_namespaces() {
     ) {
         return;
     }
+    name_take_over(true, ["xa", "xb", "xm"]);
+}
+
+fn name_take_over(closed: bool, names: [&'static str; 3]) {
     let ca = TempDir::new("ca").unwrap();
     let s = std::process::Command::new(BIN)
         .args(["ca", "init", "--dir", ca.path().to_str().unwrap()])
         .status()
         .unwrap();
     assert!(s.success());
-    let mut a = Host::new("xa", "alpha");
-    let mut b = Host::new("xb", "bravo");
+    let mut a = Host::new(names[0], "alpha");
+    let mut b = Host::new(names[1], "bravo");
     // M's guest asks for alpha's name.
-    let mut m = Host::new("xm", "alpha");
+    let mut m = Host::new(names[2], "alpha");
     a.ns.veth_to(&b.ns, "eb", "eth0").unwrap();
     a.ns.veth_to(&m.ns, "em", "eth0").unwrap();
     a.ns.addr_add("eb", "192.168.70.1/24").unwrap();
@@ -191,8 +206,13 @@ fn attack_name_take_over_and_closed_ring_in_namespaces() {
     // M holds the CA certificate (it is no secret) but no certificate.
     std::fs::copy(ca.path().join("ca.pem"), m.state.path().join("ca.pem")).unwrap();
 
-    a.start("", SECURITY);
-    b.start("\"192.168.70.1:4000\"", SECURITY);
+    let security = if closed {
+        format!("{SECURITY}closed = true\n")
+    } else {
+        SECURITY.to_string()
+    };
+    a.start("", &security);
+    b.start("\"192.168.70.1:4000\"", &security);
     m.start(
         "\"192.168.71.1:4000\"",
         "\n[security]\nca_cert = \"ca.pem\"\n",
@@ -220,8 +240,14 @@ fn attack_name_take_over_and_closed_ring_in_namespaces() {
         );
         std::thread::sleep(Duration::from_secs(2));
     }
-    // M is not in the closed ring: no overlay link.
     let status = m.status_json();
     let links = status["links"].as_array().map_or(0, Vec::len);
-    assert_eq!(links, 0, "M got into the ring: {status}");
+    if closed {
+        // M is not in the closed ring: no overlay link.
+        assert_eq!(links, 0, "M got into the ring: {status}");
+    } else {
+        // In the open ring M is a member (so the name check above was
+        // against a writer that reached the DHT).
+        assert!(links > 0, "M never joined the open ring: {status}");
+    }
 }

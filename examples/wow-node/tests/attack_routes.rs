@@ -119,15 +119,35 @@ impl Net {
     /// sends it one overlay data message: the node's header `repr`, then
     /// `body`.
     fn inject(&mut self, i: usize, repr: Repr, body: &[u8]) {
-        let link = Message::LinkRequest(LinkRequest {
+        let mut link = LinkRequest {
             nonce: 99,
+            challenge: 0,
             sender: attacker(),
             target: Address::ZERO,
             roles: Roles::NEAR,
             endpoints: vec![ATTACKER_EP],
             identity: Vec::new(),
-        });
-        self.cores[i].handle_udp(self.now, ATTACKER_EP, &emit(&link));
+        };
+        // The probe, then the answer to the core's challenge (the open
+        // identity asks for no proof).
+        self.cores[i].handle_udp(
+            self.now,
+            ATTACKER_EP,
+            &emit(&Message::LinkRequest(link.clone())),
+        );
+        while let Some((to, len)) = self.cores[i].poll_udp(&mut self.buf) {
+            match Message::parse(&self.buf[..len]) {
+                Ok(Message::LinkReply(r)) if to == ATTACKER_EP => link.challenge = r.challenge,
+                _ => {
+                    let bytes = self.buf[..len].to_vec();
+                    if let Some(j) = self.endpoints.iter().position(|e| *e == to) {
+                        let from = self.endpoints[i];
+                        self.cores[j].handle_udp(self.now, from, &bytes);
+                    }
+                }
+            }
+        }
+        self.cores[i].handle_udp(self.now, ATTACKER_EP, &emit(&Message::LinkRequest(link)));
         let mut payload = Vec::new();
         repr.emit_with_body(body, &mut payload);
         let message = Message::Routed(Routed {
