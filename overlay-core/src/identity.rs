@@ -24,7 +24,7 @@
 //!    the endpoint the probe came from: S can recompute it later without
 //!    having stored anything.
 //! 3. R → S `LinkRequest { nonce, challenge, proof }`: R signs the
-//!    [`transcript`] (both addresses, both nonces, R's roles and R's
+//!    [transcript](Transcript) (both addresses, both nonces, R's roles and R's
 //!    endpoint as S sees it, from step 2). S recomputes the challenge from
 //!    the endpoint *this* message came from, so a request recorded and
 //!    replayed from another endpoint fails here, then checks the proof.

@@ -644,7 +644,7 @@ impl<I: Identity> Node<I> {
         endpoint: SocketAddr,
     ) -> usize {
         self.lost.retain(|l| l.address != address);
-        let i = self.table.push(Connection::new(address, endpoint, now));
+        let i = self.table.push(Connection::new(now, address, endpoint));
         self.events.push_back(Event::Connected { peer: address });
         i
     }

@@ -13,44 +13,7 @@
 //!   [`Node::leave`],
 //!
 //! and after each call drains [`Node::poll_transmit`] and
-//! [`Node::poll_event`].
-//!
-//! The data path has pooled variants that do not allocate once the node's
-//! [`BufferPool`] is warm: [`Node::send_slice`] copies the payload into a
-//! pooled buffer, [`Node::handle_input`] decodes data payloads into pooled
-//! buffers, [`Node::poll_transmit_into`] encodes into the caller's buffer
-//! and takes the data buffer back, and [`Node::recycle`] returns an
-//! [`Event::Delivered`] payload. A driver that uses them for every packet
-//! sends, forwards and receives data without a heap allocation per packet.
-//!
-//! ```
-//! use std::time::Instant;
-//! use overlay_core::wire::MAX_MESSAGE_LEN;
-//! use overlay_core::{Config, Event, KeyIdentity, Node};
-//!
-//! let now = Instant::now();
-//! let mut node = Node::new(Config::default(), KeyIdentity::generate_ed25519(), now);
-//! node.join(now, &[]);
-//! // One datagram buffer for the life of the node.
-//! let mut datagram = vec![0u8; MAX_MESSAGE_LEN];
-//!
-//! // Data for ourselves is delivered at once; data for others leaves
-//! // through `poll_transmit_into`.
-//! let me = node.address();
-//! node.send_slice(now, me, b"hello")?;
-//! while let Some((to, len)) = node.poll_transmit_into(&mut datagram) {
-//!     // socket.send_to(&datagram[..len], to)
-//!     # let _ = (to, len);
-//! }
-//! while let Some(event) = node.poll_event() {
-//!     if let Event::Delivered { payload, .. } = event {
-//!         assert_eq!(payload, b"hello");
-//!         node.recycle(payload); // the next packet reuses it
-//!     }
-//! }
-//! assert_eq!(node.buffer_pool().len(), 1);
-//! # Ok::<(), overlay_core::NodeError>(())
-//! ```
+//! [`Node::poll_event`]. The crate docs show the loop.
 //!
 //! Links are set up with the challenge-response handshake of
 //! [`crate::identity`]: a link exists, and a link's endpoint moves, only
@@ -62,6 +25,15 @@
 //! keep-alives and failure detection, retries, near-link repair, shortcut
 //! upkeep, neighbour-list updates for lookahead routing, demand shortcuts
 //! and DHT republishing.
+//!
+//! The implementation is split by the state each part owns: `link`
+//! (pending links and ConnectToMe, probes, challenges, observed
+//! endpoints; links made and dropped), `dht` (record signing and checks,
+//! requests waiting to be decided, replication and republishing),
+//! `maintenance` (neighbour lists, near discovery, shortcuts, demand,
+//! trimming, liveness), `route` (forwarding, delivery, the node's own
+//! pending requests); this file holds the node's state, its public entry
+//! points and the tick that drives the others.
 
 use core::net::SocketAddr;
 use std::collections::VecDeque;
@@ -76,7 +48,7 @@ use crate::address::Address;
 use crate::dht::{DhtStore, Quotas};
 use crate::error::NodeError;
 use crate::identity::IdentityError;
-pub use crate::identity::{Identity, OpenIdentity};
+use crate::identity::{Identity, OpenIdentity};
 use crate::pool::BufferPool;
 use crate::record::{AcceptSigned, RecordPolicy, RecordRejections, RecordSigner};
 use crate::table::{Connection, ConnectionTable};
@@ -98,7 +70,11 @@ use route::{PendingRequest, RequestKind};
 /// Node configuration. `Default` gives the values the simulator uses.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Candidate transport endpoints this node advertises.
+    /// Transport endpoints this node advertises: the addresses at which
+    /// peers can reach it (for example the bound address of its UDP
+    /// socket, not `0.0.0.0`). **Required**: [`Node::join`] fails with
+    /// [`NodeError::NoEndpoints`] while it is empty. Can be changed later
+    /// with [`Node::set_endpoints`].
     pub endpoints: Vec<SocketAddr>,
     /// Near links kept on each side of the ring (at least 2).
     pub near_per_side: usize,
@@ -160,11 +136,11 @@ pub struct Config {
     pub dht_settle_duration: Duration,
     /// Limits of this node's DHT store: keys and bytes per writer, slots
     /// and bytes in all. A write over them gets
-    /// [`DhtStatus::QuotaExceeded`] and changes nothing.
+    /// [`DhtStatus::QuotaExceeded`](crate::wire::DhtStatus::QuotaExceeded) and changes nothing.
     pub dht_quotas: Quotas,
     /// Most DHT requests from one source address waiting to be decided
     /// (creates, and gets while the near set settles); more are answered
-    /// with [`DhtStatus::QuotaExceeded`].
+    /// with [`DhtStatus::QuotaExceeded`](crate::wire::DhtStatus::QuotaExceeded).
     pub dht_max_pending_per_peer: usize,
     /// Most DHT requests waiting to be decided, from all sources.
     pub dht_max_pending: usize,
@@ -303,7 +279,10 @@ pub enum DhtOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// The node found its place on the ring.
+    /// The node found its place on the ring: it holds a link toward its
+    /// ring neighbourhood (or started a new ring). From now on DHT
+    /// requests reach the node responsible for their key; see
+    /// [`Node::dht_put`] for what "ready" means.
     Joined,
     /// A link came up.
     Connected {
@@ -329,6 +308,12 @@ pub enum Event {
     /// Authenticated peers told us how they see our endpoint: raised once
     /// [`Config::observed_confirmations`] distinct peers (or the node we
     /// joined through) reported it in signed link replies.
+    ///
+    /// If it is not among [`Node::endpoints`], this node is probably
+    /// behind a NAT and `endpoint` is its public mapping: add it with
+    /// [`Node::set_endpoints`] (keeping the local endpoints for peers on
+    /// the same network) so that peers elsewhere can link back. The node
+    /// never advertises it by itself.
     ObservedEndpoint {
         /// Our endpoint as seen by the peer.
         endpoint: SocketAddr,
@@ -434,7 +419,7 @@ pub struct Stats {
     pub dht_requests_refused: u64,
 }
 
-/// A node of the overlay (see the [module docs](self)).
+/// A node of the overlay (see the [crate docs](crate) for how to drive it).
 #[derive(Debug)]
 pub struct Node<I: Identity = OpenIdentity> {
     config: Config,
@@ -486,19 +471,19 @@ impl Node<OpenIdentity> {
     ///
     /// # Panics
     /// If the operating system's random source fails.
-    pub fn new_open(config: Config, address: Address, now: Instant) -> Node<OpenIdentity> {
-        Node::new(config, OpenIdentity::new(address), now)
+    pub fn new_open(now: Instant, config: Config, address: Address) -> Node<OpenIdentity> {
+        Node::new(now, config, OpenIdentity::new(address))
     }
 
     /// **Insecure** both ways: the [`OpenIdentity`] and randomness from
     /// `seed`. For the deterministic simulator and tests only.
     pub fn new_with_insecure_seed(
+        now: Instant,
         config: Config,
         address: Address,
-        now: Instant,
         seed: u64,
     ) -> Node<OpenIdentity> {
-        Node::with_identity_and_insecure_seed(config, OpenIdentity::new(address), now, seed)
+        Node::with_identity_and_insecure_seed(now, config, OpenIdentity::new(address), seed)
     }
 }
 
@@ -510,7 +495,7 @@ impl<I: Identity> Node<I> {
     /// # Panics
     /// If the operating system's random source fails, as `std`'s
     /// `HashMap::new` does.
-    pub fn new(config: Config, identity: I, now: Instant) -> Node<I> {
+    pub fn new(now: Instant, config: Config, identity: I) -> Node<I> {
         let mut seed = [0u8; 32];
         let mut id_seed = [0u8; 32];
         for s in [&mut seed, &mut id_seed] {
@@ -530,9 +515,9 @@ impl<I: Identity> Node<I> {
     /// [`Node::new`] with **predictable** randomness from `seed`, for the
     /// deterministic simulator and tests only.
     pub fn with_identity_and_insecure_seed(
+        now: Instant,
         config: Config,
         identity: I,
-        now: Instant,
         seed: u64,
     ) -> Node<I> {
         Node::build(config, identity, now, ChaCha8Rng::seed_from_u64(seed), None)
@@ -687,7 +672,7 @@ impl<I: Identity> Node<I> {
     }
 
     /// Signs every DHT record this node writes from now on with `signer`
-    /// (which wraps the node's key; see [`KeySigner`]). Without one the
+    /// (which wraps the node's key; see [`KeySigner`](crate::KeySigner)). Without one the
     /// node signs with an ephemeral Ed25519 key drawn from its random
     /// source when it first writes, so it cannot update its records after
     /// a restart.
@@ -760,7 +745,23 @@ impl<I: Identity> Node<I> {
 
     /// Starts joining through any of `bootstrap` (a leaf link). With no
     /// bootstrap endpoints the node starts a new ring on its own.
-    pub fn join(&mut self, now: Instant, bootstrap: &[SocketAddr]) {
+    ///
+    /// [`Event::Joined`] follows once the node has found its place on the
+    /// ring (at once for a new ring); wait for it before the first DHT
+    /// request (see [`dht_put`](Self::dht_put)).
+    ///
+    /// # Errors
+    /// [`NodeError::NoEndpoints`] if the node advertises no endpoint
+    /// ([`Config::endpoints`] empty and no [`set_endpoints`](Self::set_endpoints)
+    /// yet): peers could never link back to it, so its ring would never
+    /// close. [`NodeError::Left`] after [`leave`](Self::leave).
+    pub fn join(&mut self, now: Instant, bootstrap: &[SocketAddr]) -> Result<(), NodeError> {
+        if self.left {
+            return Err(NodeError::Left);
+        }
+        if self.config.endpoints.is_empty() {
+            return Err(NodeError::NoEndpoints);
+        }
         self.bootstrap = bootstrap.to_vec();
         self.bootstrap_next = 0;
         if self.bootstrap.is_empty() {
@@ -768,6 +769,24 @@ impl<I: Identity> Node<I> {
         } else {
             self.try_bootstrap(now);
         }
+        Ok(())
+    }
+
+    /// Replaces the transport endpoints this node advertises (initially
+    /// [`Config::endpoints`]): the addresses at which peers can reach it,
+    /// sent in its link handshakes and ConnectToMe requests. Links made
+    /// from now on use them; existing links keep the endpoint they were
+    /// made on. Typical use: add the endpoint of an
+    /// [`Event::ObservedEndpoint`] (this node's address as seen from
+    /// outside a NAT) to the local ones.
+    pub fn set_endpoints(&mut self, endpoints: Vec<SocketAddr>) {
+        self.config.endpoints = endpoints;
+    }
+
+    /// The transport endpoints this node advertises (see
+    /// [`set_endpoints`](Self::set_endpoints)).
+    pub fn endpoints(&self) -> &[SocketAddr] {
+        &self.config.endpoints
     }
 
     /// Sends `payload` to the node with address `destination` (exact mode).
@@ -844,6 +863,16 @@ impl<I: Identity> Node<I> {
     }
 
     /// Adds `value` under `key` for `ttl`; answered with [`Event::Dht`].
+    ///
+    /// **When the DHT is ready**: after [`Event::Joined`] (or once
+    /// [`is_joined`](Self::is_joined) is true). Before that a node without
+    /// links serves requests from its own store, so a put lands only
+    /// locally and a get sees only local values. Right after joining, a
+    /// get may still wait up to [`Config::dht_settle_duration`] at the
+    /// responsible node (while records handed off to it arrive), and
+    /// requests are retried ([`Config::request_attempts`]) until the ring
+    /// around the key has formed; [`DhtOutcome::Failed`] means no answer
+    /// came.
     pub fn dht_put(
         &mut self,
         now: Instant,
@@ -854,7 +883,8 @@ impl<I: Identity> Node<I> {
         self.dht_request(now, DhtOp::Put, key, value, ttl)
     }
 
-    /// Reads the values under `key`; answered with [`Event::Dht`].
+    /// Reads the values under `key`; answered with [`Event::Dht`]. Ready
+    /// after [`Event::Joined`], as [`dht_put`](Self::dht_put).
     pub fn dht_get(&mut self, now: Instant, key: &[u8]) -> Result<u64, NodeError> {
         self.dht_request(now, DhtOp::Get, key, &[], Duration::ZERO)
     }
