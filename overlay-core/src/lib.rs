@@ -106,6 +106,11 @@
 //! authenticated by a key derived from the network's CA certificate or a
 //! shared secret.
 //!
+//! With the cargo feature `chunked`, the `chunked` module stores values
+//! larger than one DHT value as a manifest plus chunks under derived keys,
+//! and assembles them, taking only chunks that match the manifest (whose
+//! authentication is the caller's).
+//!
 //! # Root re-exports
 //!
 //! The root holds what driving a node takes: the node and its
@@ -116,6 +121,8 @@
 #![deny(missing_docs)]
 
 pub mod address;
+#[cfg(feature = "chunked")]
+pub mod chunked;
 pub mod dht;
 mod error;
 pub mod identity;
