@@ -47,7 +47,7 @@ impl Net {
                     endpoints: vec![ep(i)],
                     ..Config::default()
                 };
-                Node::with_identity_and_insecure_seed(config, id, now, i as u64 + 1)
+                Node::with_identity_and_insecure_seed(now, config, id, i as u64 + 1)
             })
             .collect();
         let n = nodes.len();
@@ -64,9 +64,9 @@ impl Net {
     fn ring(identities: Vec<DynIdentity>) -> Net {
         let mut net = Net::new(identities);
         let now = net.now;
-        net.nodes[0].join(now, &[]);
+        net.nodes[0].join(now, &[]).unwrap();
         for i in 1..net.nodes.len() {
-            net.nodes[i].join(now, &[ep(0)]);
+            net.nodes[i].join(now, &[ep(0)]).unwrap();
         }
         net.run(Duration::from_secs(5));
         for n in &net.nodes {
@@ -294,8 +294,8 @@ fn attack_sybil_address() {
         ..Config::default()
     };
     let now = net.now;
-    let mut node = Node::with_identity_and_insecure_seed(config, sybil, now, 99);
-    node.join(now, &[ep(0)]);
+    let mut node = Node::with_identity_and_insecure_seed(now, config, sybil, 99);
+    node.join(now, &[ep(0)]).unwrap();
     net.nodes.push(node);
     net.events.push(Vec::new());
     net.run(Duration::from_secs(10));
