@@ -440,8 +440,8 @@ fn attack_memory_growth_from_one_peer() {
 }
 
 /// A ConnectToMe naming a victim's endpoint does not make the node a
-/// reflector: at most one small probe per named endpoint, no retries,
-/// and fewer bytes out than in.
+/// reflector: at most three small probes per named endpoint (one per link
+/// retry, however many requests name it), and fewer bytes out than in.
 #[test]
 fn attack_reflection_via_connect_to_me() {
     let mut net = Net::ring(vec![key(1), key(2)]);
@@ -475,7 +475,7 @@ fn attack_reflection_via_connect_to_me() {
             .filter(|(_, to, _)| to == v)
             .map(|(_, _, m)| m)
             .collect();
-        assert!(sent.len() <= 1, "{} packets to {v}", sent.len());
+        assert!(sent.len() <= 3, "{} packets to {v}", sent.len());
         for m in sent {
             assert!(
                 matches!(m, Message::LinkRequest(r) if r.identity.is_empty() && r.endpoints.is_empty())

@@ -16,6 +16,10 @@ use crate::wire::{CloseReason, LinkReply, LinkRequest, LinkStatus, Message, Mode
 
 /// Endpoints named by other nodes that this node remembers probing.
 pub(super) const PROBE_ENTRIES: usize = 32;
+/// Probes an endpoint named by another node gets before it answers, one
+/// per link retry (a TURN relay or a NAT drops the first ones until the
+/// peer has opened its side).
+pub(super) const PROBES_PER_UNCONFIRMED: u8 = 3;
 /// Endpoints named by another node's ConnectToMe that are probed.
 pub(super) const PROBES_PER_CONNECT: usize = 4;
 /// Observed-endpoint reports remembered.
@@ -38,8 +42,9 @@ pub(super) struct PendingLink {
     /// Endpoints trusted enough to retry (configured, formerly linked, or
     /// reported by the NAT-traversal hook).
     pub(super) endpoints: Vec<SocketAddr>,
-    /// Endpoints another node named, not yet seen to answer: each gets one
-    /// small probe and no retries (return-routability check).
+    /// Endpoints another node named, not yet seen to answer: each gets at
+    /// most [`PROBES_PER_UNCONFIRMED`] small probes, one per retry, however
+    /// many nodes name it (return-routability check).
     pub(super) unconfirmed: Vec<SocketAddr>,
     /// The challenge being answered (step 3 of the handshake).
     pub(super) answered: Option<Answered>,
@@ -64,7 +69,12 @@ pub(super) struct PendingCtm {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Probe {
     pub(super) endpoint: SocketAddr,
+    /// When the first probe went out.
     pub(super) at: Instant,
+    /// When the last one went out.
+    pub(super) last: Instant,
+    /// How many went out.
+    pub(super) sent: u8,
     pub(super) answered: bool,
 }
 
@@ -141,26 +151,36 @@ impl<I: Identity> Node<I> {
     }
 
     /// Sends the probes of pending link `i`: to its trusted endpoints, and
-    /// (when `first`) one to each unconfirmed endpoint not probed lately.
-    pub(super) fn send_probes(&mut self, now: Instant, i: usize, first: bool) {
+    /// to each unconfirmed endpoint that has had fewer than
+    /// [`PROBES_PER_UNCONFIRMED`] probes in this hold period and none
+    /// within the last retry interval (whichever link asked).
+    pub(super) fn send_probes(&mut self, now: Instant, i: usize) {
         self.send_trusted_probes(i);
         let Some(p) = self.pending_links.get(i) else {
             return;
         };
-        if !first || p.unconfirmed.is_empty() {
+        if p.unconfirmed.is_empty() {
             return;
         }
         let msg = self.probe(p.nonce, p.target, p.roles);
         let unconfirmed = p.unconfirmed.clone();
-        let hold = self.config.link_retry_duration * u32::from(self.config.link_attempts.max(1));
+        let retry = self.config.link_retry_duration;
+        let hold = retry * u32::from(self.config.link_attempts.max(1));
         for e in unconfirmed {
-            if self
+            if let Some(r) = self
                 .probes
-                .iter()
-                .any(|r| r.endpoint == e && now < r.at + hold)
+                .iter_mut()
+                .find(|r| r.endpoint == e && now < r.at + hold)
             {
+                if r.sent >= PROBES_PER_UNCONFIRMED || now < r.last + retry.mul_f32(0.9) {
+                    continue;
+                }
+                r.sent += 1;
+                r.last = now;
+                self.send_maintenance(e, msg.clone());
                 continue;
             }
+            self.probes.retain(|r| r.endpoint != e);
             if self.probes.len() >= PROBE_ENTRIES
                 && let Some((j, _)) = self.probes.iter().enumerate().min_by_key(|(_, r)| r.at)
             {
@@ -169,6 +189,8 @@ impl<I: Identity> Node<I> {
             self.probes.push(Probe {
                 endpoint: e,
                 at: now,
+                last: now,
+                sent: 1,
                 answered: false,
             });
             self.send_maintenance(e, msg.clone());
@@ -319,7 +341,7 @@ impl<I: Identity> Node<I> {
             deferred,
         });
         if !deferred {
-            self.send_probes(now, self.pending_links.len() - 1, true);
+            self.send_probes(now, self.pending_links.len() - 1);
         }
     }
 
@@ -759,12 +781,12 @@ impl<I: Identity> Node<I> {
             }
             p.attempts += 1;
             p.retry_at = now + retry;
-            sends.push((p.nonce, p.answered, p.deferred));
+            sends.push((p.nonce, p.answered));
             // The hook did not answer in time: link without it.
             p.deferred = false;
             true
         });
-        for (nonce, answered, deferred) in sends {
+        for (nonce, answered) in sends {
             let Some(i) = self.pending_links.iter().position(|p| p.nonce == nonce) else {
                 continue;
             };
@@ -774,7 +796,7 @@ impl<I: Identity> Node<I> {
                     let msg = self.answer(nonce, roles, a);
                     self.send_maintenance(a.endpoint, msg);
                 }
-                None => self.send_probes(now, i, deferred),
+                None => self.send_probes(now, i),
             }
         }
         if failed_leaf && !self.joined {
