@@ -46,8 +46,8 @@
 //! 1. Build it with [`Node::new`] and a key-bound identity
 //!    ([`KeyIdentity`]), and set [`Config::endpoints`] to the address(es)
 //!    peers reach it at (for a UDP socket: its bound address, not
-//!    `0.0.0.0`); [`Node::join`] refuses to start without one
-//!    ([`NodeError::NoEndpoints`]).
+//!    `0.0.0.0`); without one, [`Node::join`] warns with
+//!    [`Event::NoEndpoints`] (peers could never link back to the node).
 //! 2. [`Node::join`] through bootstrap endpoints (none: start a new ring).
 //! 3. Loop: feed [`Node::handle_input`] with each datagram, call
 //!    [`Node::handle_timeout`] when [`Node::poll_timeout`] passes, and after

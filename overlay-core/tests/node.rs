@@ -340,11 +340,11 @@ fn pooled_data_path_delivers_skips_and_stays_bounded() {
 }
 
 /// The trap of issue 15: a node built with `Config::default()` advertises
-/// no endpoint, so peers could never link back to it. `join` says so, and
-/// `set_endpoints` fixes it after `Node::new`; the three nodes then close
-/// their ring (each linked to both others).
+/// no endpoint, so peers could never link back to it. `join` says so with
+/// an event, and `set_endpoints` fixes it after `Node::new`; the three
+/// nodes then close their ring (each linked to both others).
 #[test]
-fn join_without_endpoints_is_an_error_and_set_endpoints_fixes_it() {
+fn join_without_endpoints_is_loud_and_set_endpoints_fixes_it() {
     let mut now = Instant::now();
     let mut nodes = [
         Node::new_with_insecure_seed(now, config(1), Address::from_key(b"a"), 1),
@@ -353,11 +353,12 @@ fn join_without_endpoints_is_an_error_and_set_endpoints_fixes_it() {
     ];
     nodes[0].join(now, &[]).unwrap();
     nodes[1].join(now, &[ep(1)]).unwrap();
-    assert_eq!(nodes[2].join(now, &[ep(1)]), Err(NodeError::NoEndpoints));
-    assert!(nodes[2].poll_transmit().is_none(), "nothing sent");
+    nodes[2].join(now, &[ep(1)]).unwrap();
+    assert_eq!(nodes[2].poll_event(), Some(Event::NoEndpoints));
     nodes[2].set_endpoints(vec![ep(3)]);
     assert_eq!(nodes[2].endpoints(), &[ep(3)]);
     nodes[2].join(now, &[ep(1)]).unwrap();
+    assert_ne!(nodes[2].poll_event(), Some(Event::NoEndpoints));
     let events = pump(&mut nodes, &mut now, Duration::from_secs(5));
     for (i, n) in nodes.iter().enumerate() {
         assert!(events[i].contains(&Event::Joined), "node {i} joined");

@@ -72,9 +72,9 @@ use route::{PendingRequest, RequestKind};
 pub struct Config {
     /// Transport endpoints this node advertises: the addresses at which
     /// peers can reach it (for example the bound address of its UDP
-    /// socket, not `0.0.0.0`). **Required**: [`Node::join`] fails with
-    /// [`NodeError::NoEndpoints`] while it is empty. Can be changed later
-    /// with [`Node::set_endpoints`].
+    /// socket, not `0.0.0.0`). **Needed** for peers to link to this node:
+    /// [`Node::join`] raises [`Event::NoEndpoints`] while it is empty. Can
+    /// be changed later with [`Node::set_endpoints`].
     pub endpoints: Vec<SocketAddr>,
     /// Near links kept on each side of the ring (at least 2).
     pub near_per_side: usize,
@@ -309,6 +309,14 @@ pub enum Event {
         /// Candidate endpoints being tried.
         endpoints: Vec<SocketAddr>,
     },
+    /// This node advertises no transport endpoint (it joined with
+    /// [`Config::endpoints`] empty): peers answer the links it asks for,
+    /// but none can link to it (no ConnectToMe, no near links from
+    /// others), so a ring of such nodes never closes. Set the address
+    /// peers reach it at (for a UDP socket its bound address, not
+    /// `0.0.0.0`, or an [`Event::ObservedEndpoint`]) with
+    /// [`Node::set_endpoints`].
+    NoEndpoints,
     /// Authenticated peers told us how they see our endpoint: raised once
     /// [`Config::observed_confirmations`] distinct peers (or the node we
     /// joined through) reported it in signed link replies.
@@ -754,17 +762,20 @@ impl<I: Identity> Node<I> {
     /// ring (at once for a new ring); wait for it before the first DHT
     /// request (see [`dht_put`](Self::dht_put)).
     ///
+    /// A node that advertises no endpoint ([`Config::endpoints`] empty
+    /// and no [`set_endpoints`](Self::set_endpoints) yet) still joins, but
+    /// says so with [`Event::NoEndpoints`] first: peers answer the links it
+    /// asks for, yet none can link to it, so a ring of such nodes never
+    /// closes.
+    ///
     /// # Errors
-    /// [`NodeError::NoEndpoints`] if the node advertises no endpoint
-    /// ([`Config::endpoints`] empty and no [`set_endpoints`](Self::set_endpoints)
-    /// yet): peers could never link back to it, so its ring would never
-    /// close. [`NodeError::Left`] after [`leave`](Self::leave).
+    /// [`NodeError::Left`] after [`leave`](Self::leave).
     pub fn join(&mut self, now: Instant, bootstrap: &[SocketAddr]) -> Result<(), NodeError> {
         if self.left {
             return Err(NodeError::Left);
         }
         if self.config.endpoints.is_empty() {
-            return Err(NodeError::NoEndpoints);
+            self.events.push_back(Event::NoEndpoints);
         }
         self.bootstrap = bootstrap.to_vec();
         self.bootstrap_next = 0;
