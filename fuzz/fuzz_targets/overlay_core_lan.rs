@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(&a.seal(&key)[..], data);
     }
     let now = Instant::now();
-    let mut d = Discovery::new_with_insecure_seed(key, Address::from_key(b"fuzz"), 4000, now, 0);
+    let mut d = Discovery::new_with_insecure_seed(now, key, Address::from_key(b"fuzz"), 4000, 0);
     let from = match &announced {
         Ok(a) => IpAddr::V4(a.ip),
         Err(_) => IpAddr::from([192, 0, 2, 1]),

@@ -26,8 +26,8 @@ fuzz_target!(|data: &[u8]| {
         endpoints: vec![me],
         ..Config::default()
     };
-    let mut node = Node::new_with_insecure_seed(config, Address::from_key(b"fuzz node"), now, 1);
-    node.join(now, &peers[..1]);
+    let mut node = Node::new_with_insecure_seed(now, config, Address::from_key(b"fuzz node"), 1);
+    node.join(now, &peers[..1]).unwrap();
     let mut buf = vec![0u8; MAX_MESSAGE_LEN];
     let mut rest = data;
     while let Some((&op, tail)) = rest.split_first() {

@@ -30,10 +30,10 @@ fn pair() -> (Node, Node, Instant) {
         endpoints: vec![ep(i)],
         ..Config::default()
     };
-    let mut a = Node::new_with_insecure_seed(config(1), Address::from_key(b"a"), now, 1);
-    let mut b = Node::new_with_insecure_seed(config(2), Address::from_key(b"b"), now, 2);
-    a.join(now, &[]);
-    b.join(now, &[ep(1)]);
+    let mut a = Node::new_with_insecure_seed(now, config(1), Address::from_key(b"a"), 1);
+    let mut b = Node::new_with_insecure_seed(now, config(2), Address::from_key(b"b"), 2);
+    a.join(now, &[]).unwrap();
+    b.join(now, &[ep(1)]).unwrap();
     let end = now + Duration::from_secs(3);
     while now < end {
         while let Some(t) = a.poll_transmit() {

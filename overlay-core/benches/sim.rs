@@ -16,11 +16,11 @@ use overlay_core::wire::Mode;
 
 fn joined(n: usize, seed: u64) -> Sim {
     let mut sim = Sim::new(
+        Instant::now(),
         SimConfig {
             seed,
             ..SimConfig::default()
         },
-        Instant::now(),
     );
     for _ in 0..n {
         sim.spawn(3);

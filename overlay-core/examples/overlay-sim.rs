@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use overlay_core::node::DhtOutcome;
+use overlay_core::DhtOutcome;
 use overlay_core::sim::{Outcome, Sim, SimConfig};
 use overlay_core::wire::DhtOp;
 
@@ -141,7 +141,7 @@ fn main() {
         ..SimConfig::default()
     };
     config.node.lookahead = !args.no_lookahead;
-    let mut sim = Sim::new(config, Instant::now());
+    let mut sim = Sim::new(Instant::now(), config);
     let log = |msg: String| {
         if !args.json {
             println!("{msg}");

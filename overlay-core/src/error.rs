@@ -108,4 +108,13 @@ pub enum NodeError {
     /// The node has left the overlay.
     #[error("node has left the overlay")]
     Left,
+    /// The node advertises no transport endpoint, so peers could not link
+    /// back to it: set [`Config::endpoints`](crate::Config::endpoints) or
+    /// call [`Node::set_endpoints`](crate::Node::set_endpoints) with the
+    /// address peers reach this node at (for a UDP socket, its bound
+    /// address; not `0.0.0.0`).
+    #[error(
+        "no endpoints: set Config::endpoints or call Node::set_endpoints with the address peers reach this node at"
+    )]
+    NoEndpoints,
 }

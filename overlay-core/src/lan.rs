@@ -68,8 +68,8 @@
 //! let (now, wall) = (Instant::now(), SystemTime::now());
 //! let ip_a = "192.0.2.1".parse().unwrap();
 //! let ip_b = "192.0.2.2".parse().unwrap();
-//! let mut a = Discovery::new(key.clone(), Address::from_key(b"a"), 4000, now).unwrap();
-//! let mut b = Discovery::new(key, Address::from_key(b"b"), 4000, now).unwrap();
+//! let mut a = Discovery::new(now, key.clone(), Address::from_key(b"a"), 4000).unwrap();
+//! let mut b = Discovery::new(now, key, Address::from_key(b"b"), 4000).unwrap();
 //! let from_a = a.poll_announce(now, wall, true, &[ip_a]);
 //! let from_b = b.poll_announce(now, wall, true, &[ip_b]);
 //! a.handle_announce(now, wall, ip_b.into(), &from_b[0].1).unwrap();
@@ -332,18 +332,18 @@ impl Discovery {
     /// announcement is due at `now`. The nonce's start comes from the
     /// operating system.
     pub fn new(
+        now: Instant,
         key: NetworkKey,
         address: Address,
         port: u16,
-        now: Instant,
     ) -> Result<Discovery, LanError> {
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(LanError::Random)?;
         Ok(Discovery::new_with_insecure_seed(
+            now,
             key,
             address,
             port,
-            now,
             u64::from_be_bytes(seed),
         ))
     }
@@ -351,10 +351,10 @@ impl Discovery {
     /// [`Discovery::new`] with a **predictable** nonce start, for tests and
     /// simulators only.
     pub fn new_with_insecure_seed(
+        now: Instant,
         key: NetworkKey,
         address: Address,
         port: u16,
-        now: Instant,
         seed: u64,
     ) -> Discovery {
         Discovery {
@@ -594,7 +594,7 @@ mod test {
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let ip = Ipv4Addr::new(192, 0, 2, 1);
         let mut d =
-            Discovery::new_with_insecure_seed(key(), Address::from_key(b"member"), 4000, now, 0);
+            Discovery::new_with_insecure_seed(now, key(), Address::from_key(b"member"), 4000, 0);
         assert_eq!(d.poll_announce(now, wall, false, &[ip]).len(), 1);
         assert!(
             d.poll_announce(now + Duration::from_secs(1), wall, false, &[ip])
@@ -632,7 +632,7 @@ mod test {
         let now = Instant::now();
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let me = Address::from_key(b"me");
-        let mut d = Discovery::new_with_insecure_seed(key(), me, 4000, now, 0);
+        let mut d = Discovery::new_with_insecure_seed(now, key(), me, 4000, 0);
         let from = Ipv4Addr::new(192, 0, 2, 9);
         let ring = |nonce| Announce {
             unix_secs: 1_000_000,

@@ -8,7 +8,7 @@
 //! never kept.
 //!
 //! ```
-//! use overlay_core::pool::BufferPool;
+//! use overlay_core::BufferPool;
 //! use overlay_core::wire::MAX_DATA_LEN;
 //!
 //! let mut pool = BufferPool::new(2);
@@ -25,7 +25,17 @@
 use crate::wire::MAX_DATA_LEN;
 
 /// A bounded free list of `Vec<u8>` buffers with capacity for
-/// [`MAX_DATA_LEN`] bytes (see the [module docs](self)).
+/// [`MAX_DATA_LEN`] bytes. Every buffer it hands out has room for
+/// [`MAX_DATA_LEN`] bytes; it keeps at most [`limit`](BufferPool::limit)
+/// free buffers and drops the rest.
+///
+/// ```
+/// use overlay_core::BufferPool;
+/// let mut pool = BufferPool::new(2);
+/// let buf = pool.copy_of(b"packet");
+/// pool.give(buf);
+/// assert_eq!(pool.len(), 1);
+/// ```
 #[derive(Debug)]
 pub struct BufferPool {
     free: Vec<Vec<u8>>,

@@ -1,7 +1,7 @@
 //! Signed DHT records: who wrote a value, and the hooks that sign and
 //! judge records.
 //!
-//! Every value in the DHT is a [`Record`](crate::wire::Record): the key,
+//! Every value in the DHT is a [`Record`]: the key,
 //! the value, a lifetime, a *version*, the writer's public key
 //! ([`WriterKey`]: Ed25519 or ECDSA P-256, as `ipsec-ca`'s key types), an
 //! optional credential blob (for example the writer's DER certificate) and

@@ -183,7 +183,7 @@ fn micros(d: Duration) -> u64 {
 
 impl Sim {
     /// A simulator with no nodes, its clock starting at `start`.
-    pub fn new(config: SimConfig, start: Instant) -> Sim {
+    pub fn new(start: Instant, config: SimConfig) -> Sim {
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
         Sim {
             config,
@@ -277,8 +277,10 @@ impl Sim {
         let mut config = self.config.node.clone();
         config.endpoints = vec![endpoint_of(index)];
         let now = self.now();
-        let mut node = Node::new_with_insecure_seed(config, address, now, seed);
-        node.join(now, &eps);
+        let mut node = Node::new_with_insecure_seed(now, config, address, seed);
+        // Cannot fail: the node has an endpoint and has not left.
+        let joined = node.join(now, &eps);
+        debug_assert!(joined.is_ok());
         self.slots.push(Slot {
             node: Some(node),
             group: 0,

@@ -38,7 +38,7 @@ pub struct Connection {
 
 impl Connection {
     /// A fresh connection.
-    pub fn new(address: Address, endpoint: SocketAddr, now: Instant) -> Connection {
+    pub fn new(now: Instant, address: Address, endpoint: SocketAddr) -> Connection {
         Connection {
             address,
             endpoint,

@@ -8,12 +8,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use overlay_core::dht::Quotas;
-use overlay_core::node::{DhtOutcome, Event};
 use overlay_core::record::{KeySigner, sign};
 use overlay_core::wire::{
     DhtRequest, DhtStatus, MAX_VALUES_PER_KEY, Payload, Record, Replica, Routed,
 };
 use overlay_core::{Address, Config, Message, Mode, Node, RecordSigner};
+use overlay_core::{DhtOutcome, Event};
 
 const TTL: Duration = Duration::from_secs(600);
 
@@ -72,12 +72,12 @@ fn ring(configs: Vec<Config>, now: &mut Instant) -> Vec<Node> {
         .enumerate()
         .map(|(i, c)| {
             let name = format!("node-{i}");
-            Node::new_with_insecure_seed(c, Address::from_key(name.as_bytes()), *now, i as u64)
+            Node::new_with_insecure_seed(*now, c, Address::from_key(name.as_bytes()), i as u64)
         })
         .collect();
-    nodes[0].join(*now, &[]);
+    nodes[0].join(*now, &[]).unwrap();
     for i in 1..nodes.len() {
-        nodes[i].join(*now, &[ep(0)]);
+        nodes[i].join(*now, &[ep(0)]).unwrap();
         pump(&mut nodes, now, Duration::from_secs(2));
     }
     pump(&mut nodes, now, Duration::from_secs(5));

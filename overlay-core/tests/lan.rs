@@ -30,7 +30,7 @@ fn wall() -> SystemTime {
 /// Mallory included, receives it).
 fn member_announcement(now: Instant) -> [u8; ANNOUNCE_LEN] {
     let mut member =
-        Discovery::new_with_insecure_seed(ca_key(), Address::from_key(b"member"), 4000, now, 9);
+        Discovery::new_with_insecure_seed(now, ca_key(), Address::from_key(b"member"), 4000, 9);
     member.poll_announce(now, wall(), false, &[MEMBER_IP])[0].1
 }
 
@@ -51,7 +51,7 @@ fn candidates(d: &mut Discovery) -> Vec<SocketAddr> {
 fn attack_lan_pull_in() {
     let now = Instant::now();
     let mut victim =
-        Discovery::new_with_insecure_seed(ca_key(), Address::from_key(b"victim"), 4000, now, 1);
+        Discovery::new_with_insecure_seed(now, ca_key(), Address::from_key(b"victim"), 4000, 1);
     let heard = member_announcement(now);
     let mallory_endpoint = SocketAddr::new(MALLORY_IP.into(), 4666);
 
@@ -117,7 +117,7 @@ fn attack_lan_pull_in() {
 fn attack_lan_replay() {
     let now = Instant::now();
     let new_victim =
-        || Discovery::new_with_insecure_seed(ca_key(), Address::from_key(b"victim"), 4000, now, 1);
+        || Discovery::new_with_insecure_seed(now, ca_key(), Address::from_key(b"victim"), 4000, 1);
     let heard = member_announcement(now);
 
     // From elsewhere: the sender address inside is the member's.
@@ -175,7 +175,7 @@ fn attack_lan_replay() {
 fn a_secret_and_a_ca_key_do_not_interoperate() {
     let now = Instant::now();
     let secret = NetworkKey::from_secret(b"network secret", CIDR, ZONE);
-    let mut d = Discovery::new_with_insecure_seed(secret, Address::from_key(b"v"), 4000, now, 0);
+    let mut d = Discovery::new_with_insecure_seed(now, secret, Address::from_key(b"v"), 4000, 0);
     assert_eq!(
         d.handle_announce(now, wall(), MEMBER_IP.into(), &member_announcement(now)),
         Err(AnnounceError::OtherNetwork)
@@ -216,7 +216,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
         let key = ca_key();
-        let mut d = Discovery::new_with_insecure_seed(key.clone(), Address::from_key(b"v"), 4000, Instant::now(), 0);
+        let mut d = Discovery::new_with_insecure_seed(Instant::now(), key.clone(), Address::from_key(b"v"), 4000, 0);
         if let Ok(a) = Announce::open(&key, &bytes) {
             prop_assert_eq!(&a.seal(&key)[..], &bytes[..]);
         }

@@ -173,12 +173,12 @@ fn relayed_data_path_does_not_allocate() {
                 endpoints: vec![ep(i)],
                 ..Config::default()
             };
-            Node::new_with_insecure_seed(config, address(i), now, i as u64 + 1)
+            Node::new_with_insecure_seed(now, config, address(i), i as u64 + 1)
         })
         .collect();
-    nodes[A].join(now, &[]);
-    nodes[B].join(now, &[ep(A)]);
-    nodes[C].join(now, &[ep(B)]);
+    nodes[A].join(now, &[]).unwrap();
+    nodes[B].join(now, &[ep(A)]).unwrap();
+    nodes[C].join(now, &[ep(B)]).unwrap();
     let mut buf = vec![0u8; MAX_MESSAGE_LEN];
     // Join and settle with timers running.
     run(
@@ -265,12 +265,12 @@ fn ring_data_path_does_not_allocate() {
                 demand_threshold: u32::MAX,
                 ..Config::default()
             };
-            Node::new_with_insecure_seed(config, Address::from_key(&[i as u8]), now, i as u64 + 1)
+            Node::new_with_insecure_seed(now, config, Address::from_key(&[i as u8]), i as u64 + 1)
         })
         .collect();
-    nodes[0].join(now, &[]);
+    nodes[0].join(now, &[]).unwrap();
     for i in 1..RING {
-        nodes[i].join(now, &[ep(i - 1)]);
+        nodes[i].join(now, &[ep(i - 1)]).unwrap();
         run(
             &mut nodes,
             all_reachable,

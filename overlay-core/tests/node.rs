@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use overlay_core::identity::{IdentityError, Transcript};
-use overlay_core::node::{Event, Identity};
 use overlay_core::{Address, Config, Message, Node, NodeError, wire};
+use overlay_core::{Event, Identity};
 
 fn ep(i: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, i], 7000))
@@ -68,11 +68,11 @@ fn pump<I: Identity>(
 #[test]
 fn two_nodes_join_and_exchange_data() {
     let mut now = Instant::now();
-    let a = Node::new_with_insecure_seed(config(1), Address::from_key(b"a"), now, 1);
-    let b = Node::new_with_insecure_seed(config(2), Address::from_key(b"b"), now, 2);
+    let a = Node::new_with_insecure_seed(now, config(1), Address::from_key(b"a"), 1);
+    let b = Node::new_with_insecure_seed(now, config(2), Address::from_key(b"b"), 2);
     let mut nodes = [a, b];
-    nodes[0].join(now, &[]);
-    nodes[1].join(now, &[ep(1)]);
+    nodes[0].join(now, &[]).unwrap();
+    nodes[1].join(now, &[ep(1)]).unwrap();
     let events = pump(&mut nodes, &mut now, Duration::from_secs(3));
     assert!(events[0].contains(&Event::Joined));
     assert!(events[1].contains(&Event::Joined));
@@ -110,8 +110,8 @@ fn two_nodes_join_and_exchange_data() {
 #[test]
 fn malformed_input_changes_nothing() {
     let now = Instant::now();
-    let mut n = Node::new_with_insecure_seed(config(1), Address::from_key(b"a"), now, 1);
-    n.join(now, &[]);
+    let mut n = Node::new_with_insecure_seed(now, config(1), Address::from_key(b"a"), 1);
+    n.join(now, &[]).unwrap();
     while n.poll_event().is_some() {}
     for bad in [
         &[][..],
@@ -144,20 +144,20 @@ impl Identity for RejectAll {
 fn identity_hook_can_refuse_a_peer() {
     let mut now = Instant::now();
     let a = Node::with_identity_and_insecure_seed(
+        now,
         config(1),
         RejectAll(Address::from_key(b"a")),
-        now,
         1,
     );
     let b = Node::with_identity_and_insecure_seed(
+        now,
         config(2),
         RejectAll(Address::from_key(b"b")),
-        now,
         2,
     );
     let mut nodes = [a, b];
-    nodes[0].join(now, &[]);
-    nodes[1].join(now, &[ep(1)]);
+    nodes[0].join(now, &[]).unwrap();
+    nodes[1].join(now, &[ep(1)]).unwrap();
     let events = pump(&mut nodes, &mut now, Duration::from_secs(5));
     assert!(nodes[0].connections().is_empty());
     assert!(nodes[1].connections().is_empty());
@@ -178,11 +178,11 @@ fn identity_hook_can_refuse_a_peer() {
 #[test]
 fn leave_closes_links_and_goes_quiet() {
     let mut now = Instant::now();
-    let a = Node::new_with_insecure_seed(config(1), Address::from_key(b"a"), now, 1);
-    let b = Node::new_with_insecure_seed(config(2), Address::from_key(b"b"), now, 2);
+    let a = Node::new_with_insecure_seed(now, config(1), Address::from_key(b"a"), 1);
+    let b = Node::new_with_insecure_seed(now, config(2), Address::from_key(b"b"), 2);
     let mut nodes = [a, b];
-    nodes[0].join(now, &[]);
-    nodes[1].join(now, &[ep(1)]);
+    nodes[0].join(now, &[]).unwrap();
+    nodes[1].join(now, &[ep(1)]).unwrap();
     pump(&mut nodes, &mut now, Duration::from_secs(3));
     nodes[1].leave(now);
     assert!(nodes[1].poll_timeout().is_none());
@@ -198,13 +198,13 @@ fn deferred_link_waits_for_the_traversal_hook() {
         defer_links_to_punch: true,
         ..config(i)
     };
-    let a = Node::new_with_insecure_seed(deferring(1), Address::from_key(b"a"), now, 1);
-    let b = Node::new_with_insecure_seed(deferring(2), Address::from_key(b"b"), now, 2);
+    let a = Node::new_with_insecure_seed(now, deferring(1), Address::from_key(b"a"), 1);
+    let b = Node::new_with_insecure_seed(now, deferring(2), Address::from_key(b"b"), 2);
     let mut nodes = [a, b];
     let b_addr = nodes[1].address();
-    nodes[0].join(now, &[]);
+    nodes[0].join(now, &[]).unwrap();
     // b's bootstrap link has no known target: it is never deferred.
-    nodes[1].join(now, &[ep(1)]);
+    nodes[1].join(now, &[ep(1)]).unwrap();
     let is_request_to_b = |t: &overlay_core::Transmit| {
         t.destination == ep(2)
             && matches!(&t.message, Message::LinkRequest(r) if r.target == b_addr)
@@ -267,11 +267,11 @@ fn pooled_data_path_delivers_skips_and_stays_bounded() {
         pool_buffers: 4,
         ..config(i)
     };
-    let a = Node::new_with_insecure_seed(small_pool(1), Address::from_key(b"a"), now, 1);
-    let b = Node::new_with_insecure_seed(small_pool(2), Address::from_key(b"b"), now, 2);
+    let a = Node::new_with_insecure_seed(now, small_pool(1), Address::from_key(b"a"), 1);
+    let b = Node::new_with_insecure_seed(now, small_pool(2), Address::from_key(b"b"), 2);
     let mut nodes = [a, b];
-    nodes[0].join(now, &[]);
-    nodes[1].join(now, &[ep(1)]);
+    nodes[0].join(now, &[]).unwrap();
+    nodes[1].join(now, &[ep(1)]).unwrap();
     pump(&mut nodes, &mut now, Duration::from_secs(3));
     let dest = nodes[1].address();
 
@@ -312,7 +312,7 @@ fn pooled_data_path_delivers_skips_and_stays_bounded() {
     assert_eq!(delivered, (0..10).collect::<Vec<u8>>());
     assert_eq!(nodes[1].buffer_pool().len(), 4);
     // A recycled buffer too small to hold any payload is not kept.
-    let mut c = Node::new_with_insecure_seed(config(3), Address::from_key(b"c"), now, 3);
+    let mut c = Node::new_with_insecure_seed(now, config(3), Address::from_key(b"c"), 3);
     c.recycle(vec![0; 16]);
     assert!(c.buffer_pool().is_empty());
 
@@ -337,4 +337,30 @@ fn pooled_data_path_delivers_skips_and_stays_bounded() {
         nodes[0].send_slice(now, dest, b"x"),
         Err(NodeError::Left)
     ));
+}
+
+/// The trap of issue 15: a node built with `Config::default()` advertises
+/// no endpoint, so peers could never link back to it. `join` says so, and
+/// `set_endpoints` fixes it after `Node::new`; the three nodes then close
+/// their ring (each linked to both others).
+#[test]
+fn join_without_endpoints_is_an_error_and_set_endpoints_fixes_it() {
+    let mut now = Instant::now();
+    let mut nodes = [
+        Node::new_with_insecure_seed(now, config(1), Address::from_key(b"a"), 1),
+        Node::new_with_insecure_seed(now, config(2), Address::from_key(b"b"), 2),
+        Node::new_with_insecure_seed(now, Config::default(), Address::from_key(b"c"), 3),
+    ];
+    nodes[0].join(now, &[]).unwrap();
+    nodes[1].join(now, &[ep(1)]).unwrap();
+    assert_eq!(nodes[2].join(now, &[ep(1)]), Err(NodeError::NoEndpoints));
+    assert!(nodes[2].poll_transmit().is_none(), "nothing sent");
+    nodes[2].set_endpoints(vec![ep(3)]);
+    assert_eq!(nodes[2].endpoints(), &[ep(3)]);
+    nodes[2].join(now, &[ep(1)]).unwrap();
+    let events = pump(&mut nodes, &mut now, Duration::from_secs(5));
+    for (i, n) in nodes.iter().enumerate() {
+        assert!(events[i].contains(&Event::Joined), "node {i} joined");
+        assert_eq!(n.connections().len(), 2, "node {i} linked to both others");
+    }
 }

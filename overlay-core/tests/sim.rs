@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use overlay_core::node::{DhtOutcome, DisconnectReason, DropReason, Event};
 use overlay_core::sim::{Outcome, Sim, SimConfig};
 use overlay_core::wire::{CloseReason, DhtOp};
 use overlay_core::{Address, Config};
+use overlay_core::{DhtOutcome, DisconnectReason, DropReason, Event};
 
 const TTL: Duration = Duration::from_secs(3600);
 
@@ -17,7 +17,7 @@ fn build(n: usize, seed: u64, tweak: impl FnOnce(&mut SimConfig)) -> Sim {
         ..SimConfig::default()
     };
     tweak(&mut config);
-    let mut sim = Sim::new(config, Instant::now());
+    let mut sim = Sim::new(Instant::now(), config);
     for _ in 0..n {
         sim.spawn(3);
         sim.run_for(Duration::from_millis(20));

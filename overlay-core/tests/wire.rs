@@ -3,7 +3,7 @@
 
 use core::net::{IpAddr, SocketAddr};
 
-use overlay_core::error::WireError;
+use overlay_core::WireError;
 use overlay_core::record::{KeyType, WriterKey};
 use overlay_core::wire::*;
 use overlay_core::{Address, BufferPool};

@@ -549,11 +549,11 @@ impl<S: LeaseStore> Core<S> {
         };
         agent.set_local_endpoints(endpoints);
         let mut overlay = match randomness {
-            Randomness::Os => overlay_core::Node::new(overlay_config, identity, now),
+            Randomness::Os => overlay_core::Node::new(now, overlay_config, identity),
             Randomness::InsecureSeed(seed) => overlay_core::Node::with_identity_and_insecure_seed(
+                now,
                 overlay_config,
                 identity,
-                now,
                 seed,
             ),
         };
@@ -714,9 +714,12 @@ impl<S: LeaseStore> Core<S> {
 
     // ----- commands -----
 
-    /// Joins the overlay through `bootstrap` (none: start a new ring).
+    /// Joins the overlay through `bootstrap` (none: start a new ring). A
+    /// node that cannot join (no endpoint to advertise) says so in the log.
     pub fn join(&mut self, now: Instant, bootstrap: &[SocketAddr]) {
-        self.overlay.join(now, bootstrap);
+        if let Err(e) = self.overlay.join(now, bootstrap) {
+            tracing::error!(error = %e, "cannot join the overlay");
+        }
         self.pump(now);
     }
 

@@ -749,7 +749,7 @@ impl Lan {
         s.set_multicast_loop_v4(false)?;
         s.set_nonblocking(true)?;
         let discovery =
-            overlay_core::lan::Discovery::new(key, address, config.node.listen.port(), now)
+            overlay_core::lan::Discovery::new(now, key, address, config.node.listen.port())
                 .map_err(std::io::Error::other)?;
         Ok(Lan {
             socket: UdpSocket::from_std(s.into())?,

@@ -81,7 +81,7 @@ impl Net {
                     endpoints: vec![ep(i)],
                     ..Config::default()
                 };
-                Node::with_identity_and_insecure_seed(config, id, now, i as u64 + 1)
+                Node::with_identity_and_insecure_seed(now, config, id, i as u64 + 1)
             })
             .collect();
         let events = vec![Vec::new(); nodes.len()];
@@ -140,15 +140,15 @@ fn attack_uncertified_node_refused_in_closed_network() {
     let addr_m = m.address();
     let mut net = Net::new(vec![a, b, m]);
     let now = net.now;
-    net.nodes[0].join(now, &[]);
-    net.nodes[1].join(now, &[ep(0)]);
+    net.nodes[0].join(now, &[]).unwrap();
+    net.nodes[1].join(now, &[ep(0)]).unwrap();
     net.run(Duration::from_secs(3));
     assert!(net.nodes[1].is_joined(), "certified B did not join");
     let addr_b = net.nodes[1].address();
     assert!(net.linked(0, addr_b));
 
     let now = net.now;
-    net.nodes[2].join(now, &[ep(0), ep(1)]);
+    net.nodes[2].join(now, &[ep(0), ep(1)]).unwrap();
     net.run(Duration::from_secs(10));
     assert!(
         !net.nodes[2].is_joined(),
@@ -188,8 +188,8 @@ fn attack_revoked_node_refused_in_closed_network() {
     let (r, _) = lab.identity(&kr, cr, true);
     let mut net = Net::new(vec![a, r]);
     let now = net.now;
-    net.nodes[0].join(now, &[]);
-    net.nodes[1].join(now, &[ep(0)]);
+    net.nodes[0].join(now, &[]).unwrap();
+    net.nodes[1].join(now, &[ep(0)]).unwrap();
     net.run(Duration::from_secs(5));
     assert!(!net.nodes[1].is_joined(), "a revoked node joined");
     assert!(net.events[0].iter().any(|e| matches!(
@@ -210,8 +210,8 @@ fn open_network_with_a_ca_admits_uncertified_nodes() {
     let (m, _) = lab.identity(&km, None, false);
     let mut net = Net::new(vec![a, m]);
     let now = net.now;
-    net.nodes[0].join(now, &[]);
-    net.nodes[1].join(now, &[ep(0)]);
+    net.nodes[0].join(now, &[]).unwrap();
+    net.nodes[1].join(now, &[ep(0)]).unwrap();
     net.run(Duration::from_secs(3));
     assert!(net.nodes[1].is_joined());
 }

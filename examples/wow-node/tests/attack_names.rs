@@ -59,12 +59,12 @@ fn attack_name_outside_network() {
     let base = Instant::now();
     let (mut cores, endpoints) = support::cores(2, base);
     let mut attacker = overlay_core::Node::new_with_insecure_seed(
+        base,
         wow_core::demo::overlay_config(ATTACKER_EP),
         Address::from_key(b"name attacker"),
-        base,
         5,
     );
-    attacker.join(base, &endpoints[..1]);
+    attacker.join(base, &endpoints[..1]).unwrap();
     let mtu = cores[0].settings().guest_mtu;
     // Guest 0 looks up a name the attacker points outside the network,
     // guest 1 one it points inside (the control: the path works).

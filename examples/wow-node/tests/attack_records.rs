@@ -311,16 +311,16 @@ fn attack_name_takeover_end_to_end_the_other_guest_still_resolves_the_owner() {
     // keeps publishing guest-0's name for her address.
     let creds = support::credentials_named(&mut ca, &ca_der, MALLORY_IP, Some("mallory"));
     let mut mallory = overlay_core::Node::new_with_insecure_seed(
+        base,
         wow_core::demo::overlay_config(MALLORY_EP),
         Address::from_key(b"mallory"),
-        base,
         9,
     );
     mallory.set_record_signer(Box::new(signer(&creds)));
     mallory
         .set_record_credential(creds.certificate.clone())
         .unwrap();
-    mallory.join(base, &endpoints[..1]);
+    mallory.join(base, &endpoints[..1]).unwrap();
     let mtu = cores[0].settings().guest_mtu;
     // Guest 1 looks guest-0 up once the first publications are out.
     let mut guests = [

@@ -1,0 +1,221 @@
+//! Routing of messages and the node's own requests (echo and DHT):
+//! forwarding, delivery, retries.
+
+use std::time::Instant;
+
+use super::{DhtOutcome, DropReason, Event, Node, Transmit};
+use crate::address::Address;
+use crate::error::NodeError;
+use crate::identity::Identity;
+use crate::routing::{NextHop, next_hop};
+use crate::wire::{DhtOp, Message, Mode, Payload, Routed};
+
+#[derive(Debug, Clone)]
+pub(super) enum RequestKind {
+    Echo,
+    Dht(DhtOp),
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct PendingRequest {
+    pub(super) id: u64,
+    pub(super) kind: RequestKind,
+    pub(super) destination: Address,
+    pub(super) mode: Mode,
+    pub(super) payload: Payload,
+    pub(super) attempts: u8,
+    pub(super) retry_at: Instant,
+}
+
+impl<I: Identity> Node<I> {
+    pub(super) fn request(
+        &mut self,
+        now: Instant,
+        id: u64,
+        kind: RequestKind,
+        destination: Address,
+        mode: Mode,
+        payload: Payload,
+    ) -> Result<(), NodeError> {
+        if self.left {
+            return Err(NodeError::Left);
+        }
+        self.requests.push(PendingRequest {
+            id,
+            kind,
+            destination,
+            mode,
+            payload: payload.clone(),
+            attempts: 1,
+            retry_at: now + self.config.request_timeout,
+        });
+        let msg = self.routed(destination, mode, payload);
+        self.route(now, None, msg);
+        Ok(())
+    }
+
+    /// Forwards or delivers a routed message. `previous` is the link it
+    /// arrived on.
+    pub(super) fn route(&mut self, now: Instant, previous: Option<usize>, msg: Routed) {
+        let hop = next_hop(
+            self.address,
+            &self.table,
+            msg.source,
+            msg.destination,
+            msg.mode,
+            previous,
+            self.config.lookahead,
+        );
+        match hop {
+            NextHop::Local => self.deliver(now, msg),
+            NextHop::NotFound => self.drop_routed(msg, DropReason::NotFound),
+            NextHop::Forward(i) => self.forward(now, i, previous, msg),
+        }
+    }
+
+    /// Sends a routed message on link `i`.
+    pub(super) fn forward(
+        &mut self,
+        now: Instant,
+        i: usize,
+        previous: Option<usize>,
+        mut msg: Routed,
+    ) {
+        if msg.hops >= msg.hop_limit {
+            self.drop_routed(msg, DropReason::HopLimit);
+            return;
+        }
+        msg.hops += 1;
+        if previous.is_some() {
+            self.stats.forwarded += 1;
+        }
+        let Some(c) = self.table.get_mut(i) else {
+            Message::Routed(msg).recycle_into(&mut self.pool);
+            return;
+        };
+        if c.unanswered_since.is_none() {
+            c.unanswered_since = Some(now);
+        }
+        let ep = c.endpoint;
+        let next = c.address;
+        if self.config.forward_events && previous.is_some() {
+            self.events.push_back(Event::Forwarded {
+                destination: msg.destination,
+                next_hop: next,
+            });
+        }
+        self.transmits.push_back(Transmit {
+            destination: ep,
+            message: Message::Routed(msg),
+        });
+    }
+
+    pub(super) fn drop_routed(&mut self, msg: Routed, reason: DropReason) {
+        let reason = if self.table.is_empty() && reason == DropReason::NotFound {
+            DropReason::NoRoute
+        } else {
+            reason
+        };
+        self.stats.dropped += 1;
+        self.events.push_back(Event::Dropped {
+            source: msg.source,
+            destination: msg.destination,
+            reason,
+        });
+        Message::Routed(msg).recycle_into(&mut self.pool);
+    }
+
+    pub(super) fn deliver(&mut self, now: Instant, msg: Routed) {
+        match msg.payload {
+            Payload::Data(payload) => {
+                self.count_demand(now, msg.source);
+                self.events.push_back(Event::Delivered {
+                    source: msg.source,
+                    hops: msg.hops,
+                    payload,
+                });
+            }
+            Payload::ConnectToMe {
+                roles,
+                nonce,
+                endpoints,
+            } => self.on_connect_to_me(now, msg.source, roles, nonce, endpoints),
+            Payload::EchoRequest { id } => {
+                if msg.source == self.address {
+                    self.finish_echo(id, self.address, 0);
+                    return;
+                }
+                let reply = self.routed(
+                    msg.source,
+                    Mode::Exact,
+                    Payload::EchoReply {
+                        id,
+                        request_hops: msg.hops,
+                    },
+                );
+                self.route(now, None, reply);
+            }
+            Payload::EchoReply { id, request_hops } => {
+                self.finish_echo(id, msg.source, request_hops)
+            }
+            Payload::DhtRequest { id, request } => {
+                self.on_dht_request(now, msg.source, msg.hops, id, request)
+            }
+            Payload::DhtReply {
+                id,
+                status,
+                records,
+            } => self.finish_dht(now, id, msg.source, status, records),
+        }
+    }
+
+    /// An echo reply counts only from the node the echo went to.
+    pub(super) fn finish_echo(&mut self, id: u64, from: Address, hops: u8) {
+        match self.requests.iter().position(|r| {
+            r.id == id && matches!(r.kind, RequestKind::Echo) && r.destination == from
+        }) {
+            Some(p) => {
+                self.requests.swap_remove(p);
+                self.events.push_back(Event::EchoReply { id, hops });
+            }
+            None => self.stats.unmatched_replies += 1,
+        }
+    }
+
+    pub(super) fn retry_requests(&mut self, now: Instant) {
+        let mut resend = Vec::new();
+        let mut failed = Vec::new();
+        let attempts = self.config.request_attempts;
+        let timeout = self.config.request_timeout;
+        self.requests.retain_mut(|r| {
+            if r.retry_at > now {
+                return true;
+            }
+            if r.attempts >= attempts {
+                failed.push((r.id, r.kind.clone()));
+                return false;
+            }
+            r.attempts += 1;
+            // Back off: a dead hop on the path takes the suspect timeout
+            // to be noticed.
+            r.retry_at = now + timeout.mul_f64(1.0 + 0.5 * f64::from(r.attempts - 1));
+            resend.push((r.destination, r.mode, r.payload.clone()));
+            true
+        });
+        for (destination, mode, payload) in resend {
+            let msg = self.routed(destination, mode, payload);
+            self.route(now, None, msg);
+        }
+        for (id, kind) in failed {
+            self.events.push_back(match kind {
+                RequestKind::Echo => Event::EchoFailed { id },
+                RequestKind::Dht(op) => Event::Dht {
+                    id,
+                    op,
+                    outcome: DhtOutcome::Failed,
+                    records: Vec::new(),
+                },
+            });
+        }
+    }
+}
