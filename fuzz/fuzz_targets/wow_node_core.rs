@@ -10,8 +10,8 @@ use dhcp_virt::MemoryStore;
 use libfuzzer_sys::fuzz_target;
 use overlay_core::wire::{LinkRequest, Payload, Routed};
 use overlay_core::{Address, Message, Mode, Roles};
-use wow_node::core::Core;
-use wow_node::demo::{overlay_config, settings};
+use wow_core::core::Core;
+use wow_core::demo::{overlay_config, settings};
 
 fn emit(message: &Message) -> Vec<u8> {
     let mut buf = vec![0; message.buffer_len()];

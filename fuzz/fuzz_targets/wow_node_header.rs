@@ -7,8 +7,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wow_node::crl_dht::{Manifest, Message};
-use wow_node::wire::{Packet, Repr, emit_endpoints, parse_endpoints};
+use wow_core::crl_dht::{Manifest, Message};
+use wow_core::wire::{Packet, Repr, emit_endpoints, parse_endpoints};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(packet) = Packet::new_checked(data) {

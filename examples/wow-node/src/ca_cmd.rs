@@ -245,10 +245,10 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
 /// (see [`crate::crl_dht`]) next to it, for a node to publish.
 fn write_crl<S: ipsec_ca::Store>(ca: &mut ipsec_ca::Ca<S>, out: &Path) -> Result<u64, String> {
     let crl = ca.issue_crl(now()).map_err(|e| e.to_string())?;
-    let published = crate::crl_dht::Published::new(ca.identity(), crl.number, crl.envelope())
+    let published = wow_core::crl_dht::Published::new(ca.identity(), crl.number, crl.envelope())
         .map_err(|e| e.to_string())?;
     write(
-        &crate::crl_dht::manifest_path(out),
+        &wow_core::crl_dht::manifest_path(out),
         &published.signed,
         0o644,
     )?;
@@ -417,7 +417,7 @@ mod test {
     #[test]
     fn ca_commands_use_the_node_and_fall_back_to_the_directory() {
         let base =
-            std::env::temp_dir().join(format!("wow-ca-cmd-{}", crate::core::os_random_u64()));
+            std::env::temp_dir().join(format!("wow-ca-cmd-{}", wow_core::core::os_random_u64()));
         let (state, ca_dir) = (base.join("state"), base.join("ca"));
         std::fs::create_dir_all(&state).unwrap();
         execute(CaCommand::Init {
@@ -460,7 +460,7 @@ mod test {
     #[test]
     fn issue_with_a_name_certifies_it() {
         let base =
-            std::env::temp_dir().join(format!("wow-ca-name-{}", crate::core::os_random_u64()));
+            std::env::temp_dir().join(format!("wow-ca-name-{}", wow_core::core::os_random_u64()));
         let (out, ca_dir) = (base.join("node"), base.join("ca"));
         execute(CaCommand::Init {
             dir: ca_dir.clone(),

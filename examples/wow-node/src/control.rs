@@ -16,7 +16,7 @@ use dhcp_virt::LeaseStore;
 use overlay_core::Roles;
 use serde::Serialize;
 
-use crate::core::{Core, Counters};
+use wow_core::core::{Core, Counters};
 
 /// File name of the control socket in the state directory.
 pub const SOCKET_FILE: &str = "control.sock";
@@ -76,7 +76,7 @@ pub struct CrlStatus {
 }
 
 impl CrlStatus {
-    fn of(s: crate::core::CrlStatus, wall: SystemTime) -> CrlStatus {
+    fn of(s: wow_core::core::CrlStatus, wall: SystemTime) -> CrlStatus {
         let in_secs = s.next_update.map(|t| match t.duration_since(wall) {
             Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
             Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
@@ -259,9 +259,9 @@ impl Status {
     /// Fills in the certificate's expiry from its validity (Unix seconds)
     /// at `now`.
     pub fn set_certificate(&mut self, validity: Option<(i64, i64)>, now: i64) {
-        let lifetime = crate::enrol::Lifetime {
+        let lifetime = wow_core::enrol::Lifetime {
             validity,
-            ..crate::enrol::Lifetime::default()
+            ..wow_core::enrol::Lifetime::default()
         };
         self.certificate_expires = validity.map(|(_, to)| to);
         self.certificate_expires_in_secs = validity.map(|(_, to)| to - now);

@@ -20,8 +20,9 @@ use overlay_core::Address;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
-use crate::core::{Core, CoreEvent, Counters, Credentials, Settings, guest_mtu};
-use crate::guest::{Guest, Phase, Report};
+use wow_core::core::{Core, CoreEvent, Counters, Credentials};
+use wow_core::demo::{overlay_config, settings};
+use wow_core::guest::{Guest, Phase, Report};
 
 /// What `demo` runs.
 #[derive(Debug, Clone)]
@@ -55,36 +56,6 @@ struct NodeResult {
     hops: Option<u8>,
     sa_count: usize,
     counters: Counters,
-}
-
-/// The demo's network settings: `10.128.0.0/16`, gateway `10.128.0.1`,
-/// DHT allocation, guest MTU for a 1500-byte underlay.
-pub fn settings() -> Settings {
-    Settings {
-        network: ipnet::Ipv4Net::new(Ipv4Addr::new(10, 128, 0, 0), 16).unwrap_or_default(),
-        gateway_addr: Ipv4Addr::new(10, 128, 0, 1),
-        gateway_mac: [0x02, 0x77, 0x6f, 0x77, 0x00, 0x01],
-        domain: "wow.internal".into(),
-        guest_mtu: guest_mtu(1500),
-        lease_duration: Duration::from_secs(3600),
-        dht_allocation: true,
-        fixed_addr: None,
-        public_hosts: Vec::new(),
-    }
-}
-
-/// The demo's overlay configuration for a node at `endpoint`: fast timers
-/// for a small ring on loopback.
-pub fn overlay_config(endpoint: SocketAddr) -> overlay_core::Config {
-    overlay_core::Config {
-        endpoints: vec![endpoint],
-        // A small, fast ring: tick often so joins settle in well under a second.
-        tick_duration: Duration::from_millis(100),
-        link_retry_duration: Duration::from_millis(300),
-        request_timeout: Duration::from_millis(700),
-        shortcut_check_duration: Duration::from_millis(500),
-        ..overlay_core::Config::default()
-    }
 }
 
 /// Runs the demo; prints progress and the final table.
@@ -299,7 +270,7 @@ async fn node_task(mut spec: NodeSpec, socket: UdpSocket) -> std::io::Result<Nod
                     if !enrolled && let Some(ca) = spec.ca.as_ref() {
                         // The certificate binds the guest's host name too:
                         // peers believe its name record only then.
-                        let name = hostname.as_deref().map(crate::core::sanitize_hostname);
+                        let name = hostname.as_deref().map(wow_core::core::sanitize_hostname);
                         match enrol(ca, addr, &node_key, name.as_deref()) {
                             Ok(credentials) => {
                                 match core.install_identity(now, SystemTime::now(), &credentials) {

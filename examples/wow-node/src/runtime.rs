@@ -20,7 +20,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::ca_cmd;
 use crate::config::{AllocationMode, Config};
 use crate::control::{SOCKET_FILE, Status};
-use crate::core::{Core, CoreEvent, Credentials, MAX_GUEST_MTU, Settings, guest_mtu};
+use wow_core::core::{Core, CoreEvent, Credentials, MAX_GUEST_MTU, Settings, guest_mtu};
 
 /// The gateway's virtual MAC: locally administered, spelling "wow".
 pub const GATEWAY_MAC: [u8; 6] = [0x02, 0x77, 0x6f, 0x77, 0x00, 0x01];
@@ -150,8 +150,8 @@ fn load_identity(config: &Config) -> Result<Identity, String> {
     }
     let cert_der = ipsec_ca::key::from_pem("CERTIFICATE", &read_text(&cert_path)?)
         .map_err(|e| format!("cert: {e}"))?;
-    let virtual_ip =
-        crate::records::certified_ip(&cert_der).ok_or("the certificate names no IPv4 address")?;
+    let virtual_ip = wow_core::records::certified_ip(&cert_der)
+        .ok_or("the certificate names no IPv4 address")?;
     let credentials = Credentials {
         certificate: cert_der,
         key: key.pkcs8_der().to_vec(),
@@ -197,14 +197,17 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     };
     let mut lifetime = credentials
         .as_ref()
-        .map(|c| crate::enrol::Lifetime::of(&c.certificate))
+        .map(|c| wow_core::enrol::Lifetime::of(&c.certificate))
         .unwrap_or_default();
     // The ring address is the hash of the node key: the overlay address
     // the certificate carries. In a closed network only certified peers
     // are admitted at link set-up.
-    let overlay_identity =
-        crate::overlay_identity::CaIdentity::new(&key, ca_der.as_deref(), config.security.closed)
-            .map_err(|e| e.to_string())?;
+    let overlay_identity = wow_core::overlay_identity::CaIdentity::new(
+        &key,
+        ca_der.as_deref(),
+        config.security.closed,
+    )
+    .map_err(|e| e.to_string())?;
     let overlay_handle = overlay_identity.handle();
     if let Some(c) = &credentials {
         overlay_handle.set_certificate(c.certificate.clone());
@@ -565,7 +568,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                 if let Some(warning) = lifetime.warning(unix) {
                     tracing::warn!(%warning, "renew the certificate");
                 }
-                if lifetime.action(unix) == crate::enrol::LifetimeAction::Renew
+                if lifetime.action(unix) == wow_core::enrol::LifetimeAction::Renew
                     && let (Some(ca_der), Some(c)) = (&ca_der, core.identity_ip())
                 {
                     lifetime.renewing = true;
@@ -580,7 +583,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                         .fold(ipsec_ca::NodeRequest::new(c), |r, n| r.with_dns_name(n));
                     match key.certificate_request(&request) {
                         Ok(csr) => {
-                            let id = crate::core::os_random_u64();
+                            let id = wow_core::core::os_random_u64();
                             match core.start_enrolment(Instant::now(), &csr, key.spki_der(), ca_der, c, id, None) {
                                 Ok(()) => tracing::info!(ip = %c, "renewing the certificate"),
                                 Err(e) => tracing::warn!(error = %e, "cannot renew"),
@@ -612,7 +615,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                 // The guest's host name, as the DNS will answer it, is
                 // certified with the address.
                 let mut request = ipsec_ca::NodeRequest::new(*addr);
-                if let Some(name) = hostname.as_deref().map(crate::core::sanitize_hostname)
+                if let Some(name) = hostname.as_deref().map(wow_core::core::sanitize_hostname)
                     && !name.is_empty()
                 {
                     request = request
@@ -620,7 +623,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                 }
                 match key.certificate_request(&request) {
                     Ok(csr) => {
-                        let id = crate::core::os_random_u64();
+                        let id = wow_core::core::os_random_u64();
                         if let Err(e) = core.start_enrolment(
                             now,
                             &csr,
@@ -646,19 +649,19 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             }
             if let CoreEvent::Enrolled(certificate) = &event
                 && lifetime.renewing
-                && crate::enrol::Lifetime::of(certificate).validity == lifetime.validity
+                && wow_core::enrol::Lifetime::of(certificate).validity == lifetime.validity
             {
                 // The CA answered the renewal with the current certificate
                 // (its clock sees less than half the lifetime gone): ask
                 // again later, keep the security associations.
                 lifetime.renewing = false;
-                lifetime.not_before_retry = unix_now() + crate::enrol::RENEW_RETRY_SECS;
+                lifetime.not_before_retry = unix_now() + wow_core::enrol::RENEW_RETRY_SECS;
                 tracing::info!("the CA kept the current certificate; renewal retried later");
                 continue;
             }
             if let CoreEvent::Enrolled(certificate) = &event
                 && let Some(ca_der) = &ca_der
-                && let Some(ip) = crate::records::certified_ip(certificate)
+                && let Some(ip) = wow_core::records::certified_ip(certificate)
             {
                 let pem = ipsec_ca::key::to_pem("CERTIFICATE", certificate);
                 if let Err(e) =
@@ -676,7 +679,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     Ok(()) => {
                         overlay_handle.set_certificate(certificate.clone());
                         let renewal = lifetime.renewing;
-                        lifetime = crate::enrol::Lifetime::of(certificate);
+                        lifetime = wow_core::enrol::Lifetime::of(certificate);
                         // Core re-applies the last CRL to the new verifier;
                         // the configured file is read again too.
                         crl.loaded = None;
@@ -1032,14 +1035,16 @@ impl CrlFiles {
             if ok {
                 self.keep(&bytes);
             }
-            let manifest = crate::crl_dht::manifest_path(path);
+            let manifest = wow_core::crl_dht::manifest_path(path);
             match std::fs::read(&manifest) {
-                Ok(signed) => match crate::crl_dht::Published::from_signed(signed, bytes.clone()) {
-                    Ok(p) => core.serve_crl(now, p),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "CRL not published: its manifest does not match")
+                Ok(signed) => {
+                    match wow_core::crl_dht::Published::from_signed(signed, bytes.clone()) {
+                        Ok(p) => core.serve_crl(now, p),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "CRL not published: its manifest does not match")
+                        }
                     }
-                },
+                }
                 Err(e) => tracing::warn!(
                     path = %manifest.display(),
                     error = %e,

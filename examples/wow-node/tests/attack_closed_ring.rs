@@ -10,7 +10,7 @@ use ipsec_ca::{Ca, CaIdentity as CaRoot, KeyType, MemStore, NodeKey, NodeRequest
 use overlay_core::identity::IdentityError;
 use overlay_core::wire::LinkStatus;
 use overlay_core::{Address, Config, DynIdentity, Event, Identity, Node};
-use wow_node::overlay_identity::{CaIdentity, CaIdentityHandle};
+use wow_core::overlay_identity::{CaIdentity, CaIdentityHandle};
 
 fn ep(i: usize) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, i as u8 + 1], 4000))

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use overlay_core::{Address, Message};
 use support::{Node, smol};
-use wow_node::guest::{Guest, Phase};
+use wow_core::guest::{Guest, Phase};
 
 mod support;
 
@@ -60,7 +60,7 @@ fn attack_name_outside_network() {
     let (mut cores, endpoints) = support::cores(2, base);
     let mut attacker = overlay_core::Node::new_with_insecure_seed(
         base,
-        wow_node::demo::overlay_config(ATTACKER_EP),
+        wow_core::demo::overlay_config(ATTACKER_EP),
         Address::from_key(b"name attacker"),
         5,
     );

@@ -15,9 +15,9 @@ use overlay_core::record::{self, PolicyStage};
 use overlay_core::wire::Record;
 use overlay_core::{Address, KeySigner, KeyType, Message, RecordPolicy};
 use support::{Node, smol};
-use wow_node::core::Credentials;
-use wow_node::guest::Guest;
-use wow_node::records::{NodePolicy, Standing, claim_rank};
+use wow_core::core::Credentials;
+use wow_core::guest::Guest;
+use wow_core::records::{NodePolicy, Standing, claim_rank};
 
 mod support;
 
@@ -48,7 +48,7 @@ fn world() -> World {
     let (mut ca, ca_der) = support::ca("records test CA");
     let alice = support::credentials_named(&mut ca, &ca_der, ALICE_IP, Some("alice"));
     let mallory = support::credentials_named(&mut ca, &ca_der, MALLORY_IP, Some("mallory"));
-    let settings = wow_node::demo::settings();
+    let settings = wow_core::demo::settings();
     let now = Instant::now();
     let policy = NodePolicy::new(
         settings.network,
@@ -132,7 +132,7 @@ fn attack_route_poisoning_is_refused() {
         "an insider routed another's address to herself"
     );
     // Routes for addresses outside the guests' (the gateway, the network).
-    let settings = wow_node::demo::settings();
+    let settings = wow_core::demo::settings();
     for ip in [
         settings.gateway_addr,
         settings.network.network(),
@@ -165,7 +165,7 @@ fn attack_revoked_certificate_no_longer_vouches() {
     let crl = w.ca.issue_crl(wall).unwrap();
     let mut verifier = Verifier::new(&w.alice.ca_certificate).unwrap();
     verifier.handle_crl_envelope(&crl.envelope(), wall).unwrap();
-    let settings = wow_node::demo::settings();
+    let settings = wow_core::demo::settings();
     w.policy = NodePolicy::new(
         settings.network,
         settings.gateway_addr,
@@ -194,11 +194,11 @@ fn attack_fake_ca_location_is_refused() {
     .unwrap();
     let unix = 1_900_000_000;
     let forged =
-        wow_node::enrol::announcement(&fake, Address::from_key(b"evil"), unix, &writer).unwrap();
+        wow_core::enrol::announcement(&fake, Address::from_key(b"evil"), unix, &writer).unwrap();
     let r = signed(&mut m, &key("ca", b""), &forged, &[]);
     assert!(!taken(&mut w, &r), "a fake CA's announcement was taken");
     // The real CA's announcement of another node, replayed by Mallory.
-    let real = wow_node::enrol::announcement(
+    let real = wow_core::enrol::announcement(
         w.ca.identity(),
         Address::from_key(b"ca node"),
         unix,
@@ -209,7 +209,7 @@ fn attack_fake_ca_location_is_refused() {
     assert!(!taken(&mut w, &r), "a replayed announcement was taken");
     // Control: the real CA's announcement naming the writer's key.
     let own =
-        wow_node::enrol::announcement(w.ca.identity(), Address::from_key(b"ca"), unix, &writer)
+        wow_core::enrol::announcement(w.ca.identity(), Address::from_key(b"ca"), unix, &writer)
             .unwrap();
     let r = signed(&mut m, &key("ca", b""), &own, &[]);
     assert!(taken(&mut w, &r));
@@ -246,7 +246,7 @@ fn attack_lease_eviction_of_a_certified_guest_fails() {
 
 #[test]
 fn names_outside_the_network_are_refused_even_without_a_ca() {
-    let settings = wow_node::demo::settings();
+    let settings = wow_core::demo::settings();
     let now = Instant::now();
     let mut policy = NodePolicy::new(
         settings.network,
@@ -312,7 +312,7 @@ fn attack_name_takeover_end_to_end_the_other_guest_still_resolves_the_owner() {
     let creds = support::credentials_named(&mut ca, &ca_der, MALLORY_IP, Some("mallory"));
     let mut mallory = overlay_core::Node::new_with_insecure_seed(
         base,
-        wow_node::demo::overlay_config(MALLORY_EP),
+        wow_core::demo::overlay_config(MALLORY_EP),
         Address::from_key(b"mallory"),
         9,
     );

@@ -13,10 +13,10 @@ use ipsec_sa::{Endpoint, LocalIdentity, SealOutput};
 use overlay_core::wire::{LinkRequest, Payload, Routed};
 use overlay_core::{Address, Message, Mode, Roles};
 use support::{Node, exchange, smol};
-use wow_node::core::{Core, Settings};
-use wow_node::demo;
-use wow_node::guest::Guest;
-use wow_node::wire::{Kind, Repr};
+use wow_core::core::{Core, Settings};
+use wow_core::demo;
+use wow_core::guest::Guest;
+use wow_core::wire::{Kind, Repr};
 
 mod support;
 

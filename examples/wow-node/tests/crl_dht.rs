@@ -11,9 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ipsec_ca::{Ca, MemStore, RevocationReason};
 use support::{Node, exchange, smol, tick};
-use wow_node::core::CoreEvent;
-use wow_node::crl_dht::Published;
-use wow_node::guest::Guest;
+use wow_core::core::CoreEvent;
+use wow_core::crl_dht::Published;
+use wow_core::guest::Guest;
 
 mod support;
 
@@ -273,7 +273,7 @@ fn attack_flooded_crl_key_still_delivers_from_the_ca_node() {
         .certificate_request(&ipsec_ca::NodeRequest::new(fetcher_ip))
         .unwrap();
     let certificate = ca.sign(&csr, fetcher_ip, None, wall()).unwrap().certificate;
-    let credentials = wow_node::core::Credentials {
+    let credentials = wow_core::core::Credentials {
         certificate: certificate.clone(),
         key: key.pkcs8_der().to_vec(),
         ca_certificate: ca.identity().cert_der().to_vec(),

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ipsec_ca::{Ca, CaIdentity, FileStore, JoinToken, KeyType, NodeKey, NodeRequest, Policy};
 use support::{Node, exchange, smol, tick};
-use wow_node::core::{CoreEvent, Credentials};
-use wow_node::guest::Guest;
+use wow_core::core::{CoreEvent, Credentials};
+use wow_core::guest::Guest;
 
 mod support;
 
@@ -33,7 +33,7 @@ fn wall() -> ipsec_ca::time::OffsetDateTime {
 fn file_ca(name: &str) -> (Ca<FileStore>, Vec<u8>, CaDir) {
     let dir = std::env::temp_dir().join(format!(
         "wow-enrol-test-{}",
-        wow_node::core::os_random_u64()
+        wow_core::core::os_random_u64()
     ));
     let store = FileStore::new(&dir).unwrap();
     let identity = CaIdentity::create_root(
@@ -109,7 +109,7 @@ impl Enrollee {
                         self.key.spki_der(),
                         ca_der,
                         addr,
-                        wow_node::core::os_random_u64(),
+                        wow_core::core::os_random_u64(),
                         self.token.as_ref(),
                     )
                     .unwrap();
@@ -317,7 +317,7 @@ fn attack_plaintext_to_and_from_an_unenrolled_node_is_dropped() {
 
 #[test]
 fn a_node_renews_its_certificate_with_the_same_key_at_two_thirds() {
-    use wow_node::enrol::{Lifetime, LifetimeAction};
+    use wow_core::enrol::{Lifetime, LifetimeAction};
     let base = Instant::now();
     let (ca, ca_der, _dir) = file_ca("renewal test CA");
     let (mut cores, endpoints) = support::cores(2, base);
@@ -352,7 +352,7 @@ fn a_node_renews_its_certificate_with_the_same_key_at_two_thirds() {
             node.key.spki_der(),
             &ca_der,
             ip,
-            wow_node::core::os_random_u64(),
+            wow_core::core::os_random_u64(),
             None,
         )
         .unwrap();

@@ -11,8 +11,8 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use support::{Node, exchange, smol};
-use wow_node::demo;
-use wow_node::guest::Guest;
+use wow_core::demo;
+use wow_core::guest::Guest;
 use wow_test_hosts::alloc_count::{CountingAlloc, Region};
 
 mod support;

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use support::{exchange, smol, tick};
-use wow_node::guest::{Guest, Phase};
+use wow_core::guest::{Guest, Phase};
 
 mod support;
 

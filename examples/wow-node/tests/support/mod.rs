@@ -7,9 +7,9 @@ use std::time::{Duration, Instant, SystemTime};
 use dhcp_virt::MemoryStore;
 use ipsec_ca::{Ca, CaIdentity, KeyType, MemStore, NodeKey, NodeRequest, Policy};
 use overlay_core::Address;
-use wow_node::core::{Core, CoreEvent, Credentials};
-use wow_node::demo;
-use wow_node::guest::Guest;
+use wow_core::core::{Core, CoreEvent, Credentials};
+use wow_core::demo;
+use wow_core::guest::Guest;
 
 /// A core with an in-memory lease store.
 pub type Node = Core<MemoryStore>;
@@ -133,7 +133,7 @@ pub fn certify_first_lease(
         if let CoreEvent::Leased { addr, hostname, .. } = event
             && certified.is_none()
         {
-            let name = hostname.as_deref().map(wow_node::core::sanitize_hostname);
+            let name = hostname.as_deref().map(wow_core::core::sanitize_hostname);
             let c = credentials_named(ca, ca_der, addr, name.as_deref());
             core.install_identity(now, SystemTime::now(), &c).unwrap();
             *certified = Some(addr);

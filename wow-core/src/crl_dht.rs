@@ -19,7 +19,7 @@
 //! loaded one.
 //!
 //! ```
-//! use wow_node::crl_dht::{Assembly, Manifest};
+//! use wow_core::crl_dht::{Assembly, Manifest};
 //!
 //! let envelope: Vec<u8> = (0..5000u32).map(|i| (i / 3) as u8).collect();
 //! let (manifest, chunks) = Manifest::split(7, &envelope).unwrap();

@@ -18,6 +18,22 @@
 //! `kind` 6 a CRL request or answer between a node and the CA node.
 //! The source address is what ipsec-sa authenticates the peer as; the
 //! destination lets a node drop traffic not meant for its guest.
+//!
+//! ```
+//! use std::net::Ipv4Addr;
+//! use wow_core::wire::{Kind, Packet, Repr};
+//!
+//! let repr = Repr {
+//!     kind: Kind::Punch,
+//!     source: Ipv4Addr::new(10, 128, 0, 5),
+//!     destination: Ipv4Addr::new(10, 128, 0, 9),
+//! };
+//! let mut bytes = Vec::new();
+//! repr.emit_with_body(b"body", &mut bytes);
+//! let packet = Packet::new_checked(&bytes[..]).unwrap();
+//! assert_eq!(Repr::parse(&packet).unwrap(), repr);
+//! assert_eq!(packet.body(), b"body");
+//! ```
 
 use std::net::Ipv4Addr;
 
