@@ -2034,6 +2034,11 @@ impl<S: LeaseStore> Core<S> {
                 outcome,
                 records,
             } => self.on_dht(now, id, op, outcome, &records),
+            E::NoEndpoints => {
+                tracing::warn!(
+                    "no underlay endpoint to advertise yet: peers cannot link to this node until one is observed"
+                );
+            }
             E::ObservedEndpoint { endpoint }
                 if !self.agent.local_endpoints().contains(&endpoint) =>
             {
