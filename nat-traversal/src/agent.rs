@@ -147,6 +147,15 @@ pub struct AgentConfig {
     /// Peers reached through our TURN relay, permitted IPs and channels, at
     /// most each.
     pub max_relay_peers: usize,
+    /// Datagrams (NAT openings and connectivity checks, of all sessions
+    /// together) sent to one endpoint that has never sent us anything, per
+    /// [`AgentConfig::unheard_window`]; the rest are dropped. Peers name the
+    /// endpoints we check, so without this bound a stream of offers would
+    /// make the agent a reflector toward any address; an endpoint that
+    /// answers once is unbounded from then on.
+    pub unheard_budget: u32,
+    /// The period of [`AgentConfig::unheard_budget`].
+    pub unheard_window: Duration,
 }
 
 impl Default for AgentConfig {
@@ -161,6 +170,8 @@ impl Default for AgentConfig {
             request_interval: Duration::from_secs(2),
             max_candidates: 8,
             max_relay_peers: 256,
+            unheard_budget: 32,
+            unheard_window: Duration::from_secs(10),
         }
     }
 }
@@ -248,6 +259,8 @@ pub struct AgentStats {
     pub failed: u64,
     /// NAT-opening datagrams queued.
     pub opened: u64,
+    /// Datagrams dropped by [`AgentConfig::unheard_budget`].
+    pub unheard_dropped: u64,
 }
 
 #[derive(Debug)]
@@ -275,6 +288,15 @@ struct Relay {
 
 /// Events queued at most (signalling beyond this is dropped).
 const MAX_EVENTS: usize = 1024;
+/// Endpoints remembered as heard from, and unheard endpoints budgeted.
+const MAX_TRACKED_ENDPOINTS: usize = 4096;
+
+/// What was sent to an endpoint that never answered, in the current window.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    since: Instant,
+    sent: u32,
+}
 
 /// Punch sessions with many peers, NAT opening and a TURN relay of last
 /// resort, sans-IO. See the [module docs](self).
@@ -296,6 +318,12 @@ pub struct Agent<P> {
     rng: Option<ChaCha8Rng>,
     stats: AgentStats,
     events: VecDeque<AgentEvent<P>>,
+    /// Endpoints that sent us something (a return route exists).
+    heard: HashSet<SocketAddr>,
+    /// Sends to endpoints not heard from yet.
+    unheard: HashMap<SocketAddr, Budget>,
+    /// The latest `now` we were given (`poll_transmit` takes none).
+    clock: Option<Instant>,
 }
 
 impl<P: Clone + Eq + Hash + Display> Agent<P> {
@@ -328,6 +356,9 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
             rng,
             stats: AgentStats::default(),
             events: VecDeque::new(),
+            heard: HashSet::new(),
+            unheard: HashMap::new(),
+            clock: None,
         }
     }
 
@@ -407,6 +438,7 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
     /// and an offer (at most one request per peer every
     /// [`AgentConfig::request_interval`], one exchange per peer at a time).
     pub fn connect(&mut self, now: Instant, peer: P, endpoints: &[SocketAddr]) {
+        self.tick(now);
         self.open_nat(endpoints);
         self.request(now, peer);
     }
@@ -416,6 +448,7 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
     /// answers with ours (rate-limited, so the exchange ends). The caller
     /// may also try `endpoints` itself.
     pub fn handle_endpoints(&mut self, now: Instant, peer: P, endpoints: &[SocketAddr]) {
+        self.tick(now);
         if let Some(relay) = self.relay.as_mut() {
             for e in endpoints {
                 if relay.permitted.len() < self.config.max_relay_peers
@@ -435,6 +468,7 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
     /// answers end after one round). An offer not from `peer` to us is
     /// ignored.
     pub fn handle_offer(&mut self, now: Instant, peer: P, remote: &Offer) {
+        self.tick(now);
         if remote.from != peer.to_string() || remote.to != self.name {
             return;
         }
@@ -483,6 +517,14 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
         from: SocketAddr,
         bytes: &'a [u8],
     ) -> Input<'a> {
+        self.tick(now);
+        if !self.heard.contains(&from) {
+            if self.heard.len() >= MAX_TRACKED_ENDPOINTS {
+                self.heard.clear();
+            }
+            self.heard.insert(from);
+            self.unheard.remove(&from);
+        }
         if let Some(relay) = self.relay.as_mut()
             && from == relay.server
         {
@@ -550,6 +592,7 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
 
     /// Advances sessions, the TURN client and expiry to `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
         for exchange in self.exchanges.values_mut() {
             if let Some(s) = exchange.session.as_mut() {
                 s.handle_timeout(now);
@@ -566,19 +609,70 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
     /// The next datagram to send: NAT-opening datagrams first (with
     /// [`Transmit::ttl`] set), then connectivity checks, then TURN
     /// requests.
+    /// Datagrams to an endpoint that never sent us anything count against
+    /// [`AgentConfig::unheard_budget`]; beyond it they are dropped.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        if let Some(destination) = self.opening.pop_front() {
-            return Some(Transmit {
-                source: Socket::Primary,
-                destination,
-                payload: Vec::new(),
-                ttl: self.config.open_ttl,
-            });
+        while let Some(destination) = self.opening.pop_front() {
+            if self.within_budget(destination) {
+                return Some(Transmit {
+                    source: Socket::Primary,
+                    destination,
+                    payload: Vec::new(),
+                    ttl: self.config.open_ttl,
+                });
+            }
         }
-        self.exchanges
+        while let Some(t) = self
+            .exchanges
             .values_mut()
             .find_map(|e| e.session.as_mut().and_then(|s| s.poll_transmit()))
-            .or_else(|| self.relay.as_mut().and_then(|r| r.client.poll_transmit()))
+        {
+            if self.within_budget(t.destination) {
+                return Some(t);
+            }
+        }
+        self.relay.as_mut().and_then(|r| r.client.poll_transmit())
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if self.clock.is_none_or(|c| now > c) {
+            self.clock = Some(now);
+        }
+    }
+
+    /// Whether one more datagram may go to `to` (and counts it).
+    fn within_budget(&mut self, to: SocketAddr) -> bool {
+        if self.heard.contains(&to) {
+            return true;
+        }
+        let Some(now) = self.clock else {
+            // Nothing has reached us yet, so nothing named `to` either.
+            return true;
+        };
+        let window = self.config.unheard_window;
+        if self.unheard.len() >= MAX_TRACKED_ENDPOINTS && !self.unheard.contains_key(&to) {
+            self.unheard.retain(|_, b| now < b.since + window);
+        }
+        if self.unheard.len() >= MAX_TRACKED_ENDPOINTS && !self.unheard.contains_key(&to) {
+            self.stats.unheard_dropped += 1;
+            return false;
+        }
+        let b = self.unheard.entry(to).or_insert(Budget {
+            since: now,
+            sent: 0,
+        });
+        if now >= b.since + window {
+            *b = Budget {
+                since: now,
+                sent: 0,
+            };
+        }
+        if b.sent >= self.config.unheard_budget {
+            self.stats.unheard_dropped += 1;
+            return false;
+        }
+        b.sent += 1;
+        true
     }
 
     /// The next event.
@@ -1055,6 +1149,53 @@ mod test {
         assert_eq!(a.stats().started, 0);
         assert!(events(&mut a).is_empty());
         assert!(a.poll_transmit().is_none());
+    }
+
+    /// Offers naming a victim's endpoint, from many peers, do not make the
+    /// agent a reflector: the victim, which never answers, gets at most
+    /// the unheard budget per window, whatever the number of offers; an
+    /// endpoint that answers is not limited.
+    #[test]
+    fn attack_offers_naming_a_victim_do_not_make_a_reflector() {
+        let config = AgentConfig::default();
+        let victim = ep("203.0.113.9:53");
+        // Four fresh offers naming `victim` every 50 ms for one window;
+        // returns the datagrams that went to it.
+        let flood = |a: &mut Agent<String>, start: Instant| {
+            let (mut now, mut to_victim) = (start, 0u32);
+            while now < start + config.unheard_window - Duration::from_millis(100) {
+                for i in 0..4u32 {
+                    let peer = format!("p{}-{i}", (now - start).as_millis());
+                    let mut offer = Offer::with_fresh_credentials(
+                        peer.clone(),
+                        "a".into(),
+                        vec![Candidate::new(CandidateKind::Host, victim, 1)],
+                    );
+                    offer.from = peer.clone();
+                    a.handle_offer(now, peer, &offer);
+                }
+                a.handle_timeout(now);
+                to_victim += transmits(a)
+                    .iter()
+                    .filter(|t| t.destination == victim)
+                    .count() as u32;
+                now += Duration::from_millis(50);
+            }
+            to_victim
+        };
+        let start = Instant::now();
+        let mut a = agent("a", "192.0.2.1:4000", config.clone());
+        let to_victim = flood(&mut a, start);
+        assert!(a.stats().started > 50, "the offers started sessions");
+        assert!(
+            to_victim <= config.unheard_budget,
+            "{to_victim} datagrams to a silent victim in one window"
+        );
+        assert!(a.stats().unheard_dropped > 0);
+        // An endpoint that has sent us something is not limited.
+        let mut b = agent("a", "192.0.2.1:4000", config.clone());
+        b.handle_input(start, victim, &[]);
+        assert!(flood(&mut b, start) > config.unheard_budget);
     }
 
     /// Signalling from many peers cannot grow the agent without bound.
