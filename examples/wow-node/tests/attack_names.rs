@@ -6,8 +6,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
-use overlay_core::{Address, Message};
-use support::{Node, smol};
+use overlay_core::Address;
+use support::smol;
 use wow_core::guest::{Guest, Phase};
 
 mod support;
@@ -17,41 +17,6 @@ const ATTACKER_EP: SocketAddr =
 
 fn name_key(name: &str) -> Vec<u8> {
     [b"wow/name/".as_slice(), name.as_bytes()].concat()
-}
-
-/// Moves datagrams between the cores and the attacker's plain overlay node.
-fn exchange(
-    cores: &mut [Node],
-    endpoints: &[SocketAddr],
-    attacker: &mut overlay_core::Node,
-    now: Instant,
-    buf: &mut [u8],
-) {
-    loop {
-        let mut any = false;
-        for i in 0..cores.len() {
-            while let Some((to, len)) = cores[i].poll_udp(buf) {
-                any = true;
-                if to == ATTACKER_EP {
-                    let _ = attacker.handle_input(now, endpoints[i], &buf[..len]);
-                } else if let Some(j) = endpoints.iter().position(|e| *e == to) {
-                    cores[j].handle_udp(now, endpoints[i], &buf[..len]);
-                }
-            }
-        }
-        while let Some(t) = attacker.poll_transmit() {
-            any = true;
-            if let Some(j) = endpoints.iter().position(|e| *e == t.destination) {
-                let mut out = vec![0; t.message.buffer_len()];
-                let n = Message::emit(&t.message, &mut out);
-                cores[j].handle_udp(now, ATTACKER_EP, &out[..n]);
-            }
-        }
-        while attacker.poll_event().is_some() {}
-        if !any {
-            return;
-        }
-    }
 }
 
 #[test]
@@ -114,7 +79,14 @@ fn attack_name_outside_network() {
             guests[i].exchange(core, now, smol(base, now), &mut lines);
             while core.poll_event().is_some() {}
         }
-        exchange(&mut cores, &endpoints, &mut attacker, now, &mut buf);
+        support::exchange_with(
+            &mut cores,
+            &endpoints,
+            &mut attacker,
+            ATTACKER_EP,
+            now,
+            &mut buf,
+        );
         if guests[1].report.peer_addr.is_some() && now > base + Duration::from_secs(15) {
             break;
         }

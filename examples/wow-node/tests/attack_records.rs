@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 use ipsec_ca::{CaIdentity, KeyType as CaKeyType, Verifier};
 use overlay_core::record::{self, PolicyStage};
 use overlay_core::wire::Record;
-use overlay_core::{Address, KeySigner, KeyType, Message, RecordPolicy};
-use support::{Node, smol};
+use overlay_core::{Address, KeySigner, KeyType, RecordPolicy};
+use support::smol;
 use wow_core::core::Credentials;
 use wow_core::guest::Guest;
 use wow_core::records::{NodePolicy, Standing, claim_rank};
@@ -268,40 +268,6 @@ fn names_outside_the_network_are_refused_even_without_a_ca() {
 const MALLORY_EP: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 10199);
 
-fn exchange(
-    cores: &mut [Node],
-    endpoints: &[SocketAddr],
-    mallory: &mut overlay_core::Node,
-    now: Instant,
-    buf: &mut [u8],
-) {
-    loop {
-        let mut any = false;
-        for i in 0..cores.len() {
-            while let Some((to, len)) = cores[i].poll_udp(buf) {
-                any = true;
-                if to == MALLORY_EP {
-                    let _ = mallory.handle_input(now, endpoints[i], &buf[..len]);
-                } else if let Some(j) = endpoints.iter().position(|e| *e == to) {
-                    cores[j].handle_udp(now, endpoints[i], &buf[..len]);
-                }
-            }
-        }
-        while let Some(t) = mallory.poll_transmit() {
-            any = true;
-            if let Some(j) = endpoints.iter().position(|e| *e == t.destination) {
-                let mut out = vec![0; t.message.buffer_len()];
-                let n = Message::emit(&t.message, &mut out);
-                cores[j].handle_udp(now, MALLORY_EP, &out[..n]);
-            }
-        }
-        while mallory.poll_event().is_some() {}
-        if !any {
-            return;
-        }
-    }
-}
-
 #[test]
 fn attack_name_takeover_end_to_end_the_other_guest_still_resolves_the_owner() {
     let base = Instant::now();
@@ -380,7 +346,14 @@ fn attack_name_takeover_end_to_end_the_other_guest_still_resolves_the_owner() {
             support::certify_first_lease(core, &mut ca, &ca_der, now, &mut certified[i]);
             while core.poll_event().is_some() {}
         }
-        exchange(&mut cores, &endpoints, &mut mallory, now, &mut buf);
+        support::exchange_with(
+            &mut cores,
+            &endpoints,
+            &mut mallory,
+            MALLORY_EP,
+            now,
+            &mut buf,
+        );
     }
     let resolved = guests[1]
         .report

@@ -58,6 +58,43 @@ pub fn exchange(cores: &mut [Node], endpoints: &[SocketAddr], now: Instant, buf:
     }
 }
 
+/// [`exchange`] with one more party: a plain overlay node (an attacker's)
+/// at `outsider_ep`.
+pub fn exchange_with(
+    cores: &mut [Node],
+    endpoints: &[SocketAddr],
+    outsider: &mut overlay_core::Node,
+    outsider_ep: SocketAddr,
+    now: Instant,
+    buf: &mut [u8],
+) {
+    loop {
+        let mut any = false;
+        for i in 0..cores.len() {
+            while let Some((to, len)) = cores[i].poll_udp(buf) {
+                any = true;
+                if to == outsider_ep {
+                    let _ = outsider.handle_input(now, endpoints[i], &buf[..len]);
+                } else if let Some(j) = endpoints.iter().position(|e| *e == to) {
+                    cores[j].handle_udp(now, endpoints[i], &buf[..len]);
+                }
+            }
+        }
+        while let Some(t) = outsider.poll_transmit() {
+            any = true;
+            if let Some(j) = endpoints.iter().position(|e| *e == t.destination) {
+                let mut out = vec![0; t.message.buffer_len()];
+                let n = overlay_core::Message::emit(&t.message, &mut out);
+                cores[j].handle_udp(now, outsider_ep, &out[..n]);
+            }
+        }
+        while outsider.poll_event().is_some() {}
+        if !any {
+            return;
+        }
+    }
+}
+
 /// Runs every due timer.
 pub fn tick(cores: &mut [Node], now: Instant) {
     for core in cores {
