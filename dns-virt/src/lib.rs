@@ -48,7 +48,7 @@
 //!
 //! // The reply echoes the ID and question, case preserved.
 //! let transmit = server.poll_transmit().unwrap();
-//! assert_eq!(transmit.to, client);
+//! assert_eq!(transmit.destination, client);
 //! let reply = Message::from_vec(&transmit.payload).unwrap();
 //! assert_eq!(reply.metadata.id, query.metadata.id);
 //! assert!(reply.metadata.authoritative);

@@ -81,7 +81,7 @@ impl Default for Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
     /// Destination: the querier.
-    pub to: SocketAddr,
+    pub destination: SocketAddr,
     /// Transport the query came on.
     pub transport: Transport,
     /// Bytes to write: a UDP datagram, or a length-prefixed message on TCP.
@@ -368,7 +368,7 @@ impl Server {
         };
         self.stats.responses += 1;
         self.transmits.push_back(Transmit {
-            to,
+            destination: to,
             transport,
             payload,
         });

@@ -41,7 +41,7 @@
 //! }
 //! while let Some(t) = dns.poll_transmit() {
 //!     if t.transport == Transport::Tcp {
-//!         tcp.send(now, t.to, &t.payload);
+//!         tcp.send(now, t.destination, &t.payload);
 //!     }
 //! }
 //! // The stack's packets for the querier; `handle_timeout` at `poll_timeout`.

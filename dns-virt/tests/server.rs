@@ -52,7 +52,7 @@ fn server() -> Server {
 fn ask_bytes(s: &mut Server, transport: Transport, bytes: &[u8]) -> Option<Vec<u8>> {
     s.handle_input(Instant::now(), client(), transport, bytes);
     let t = s.poll_transmit()?;
-    assert_eq!(t.to, client());
+    assert_eq!(t.destination, client());
     assert_eq!(t.transport, transport);
     assert!(s.poll_transmit().is_none());
     Some(match transport {

@@ -84,7 +84,7 @@ fn a_smoltcp_client_resolves_over_tcp_two_queries_on_one_connection() {
         }
         while let Some(t) = dns.poll_transmit() {
             assert_eq!(t.transport, Transport::Tcp);
-            assert!(endpoint.send(now, t.to, &t.payload));
+            assert!(endpoint.send(now, t.destination, &t.payload));
         }
         while let Some(p) = endpoint.poll_packet() {
             device.rx.push_back(p);

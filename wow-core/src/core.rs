@@ -2348,15 +2348,15 @@ impl<S: LeaseStore> Core<S> {
 
     fn on_dns_transmit(&mut self, now: Instant, t: dns_virt::Transmit) {
         if t.transport == dns_virt::Transport::Tcp {
-            if !self.tcp_dns.send(now, t.to, &t.payload) {
-                tracing::debug!(to = %t.to, "DNS answer for a closed TCP connection");
+            if !self.tcp_dns.send(now, t.destination, &t.payload) {
+                tracing::debug!(to = %t.destination, "DNS answer for a closed TCP connection");
             }
             while let Some(packet) = self.tcp_dns.poll_packet() {
                 self.deliver_ip(&packet);
             }
             return;
         }
-        let (Some(mac), SocketAddr::V4(to)) = (self.guest_mac, t.to) else {
+        let (Some(mac), SocketAddr::V4(to)) = (self.guest_mac, t.destination) else {
             return;
         };
         let builder = etherparse::PacketBuilder::ethernet2(self.settings.gateway_mac, mac)
