@@ -78,10 +78,10 @@ async fn main() -> std::io::Result<()> {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let mut server = match Server::new(
-        config,
-        MemoryStore::new(),
         Instant::now().into_std(),
         unix_now,
+        config,
+        MemoryStore::new(),
     ) {
         Ok(s) => s,
         Err(e) => {

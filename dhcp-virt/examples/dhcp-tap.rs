@@ -114,7 +114,7 @@ async fn main() -> std::io::Result<()> {
         }
     };
     let start = Instant::now();
-    let mut server = match Server::new(config, store, start.into_std(), unix_now()) {
+    let mut server = match Server::new(start.into_std(), unix_now(), config, store) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("dhcp-tap: {e}");

@@ -382,10 +382,10 @@ impl<S: LeaseStore> Server<S> {
     /// `unix_secs` is the wall time at `now` (seconds since the Unix epoch),
     /// used only to convert stored expiry times.
     pub fn new(
-        config: Config,
-        mut store: S,
         now: Instant,
         unix_secs: u64,
+        config: Config,
+        mut store: S,
     ) -> Result<Self, StartError> {
         let network = config.network;
         if !network.contains(&config.server_addr) {

@@ -31,7 +31,7 @@ fn config() -> Config {
 fn server() -> (Server<MemoryStore>, Instant) {
     let t0 = Instant::now();
     (
-        Server::new(config(), MemoryStore::new(), t0, UNIX).unwrap(),
+        Server::new(t0, UNIX, config(), MemoryStore::new()).unwrap(),
         t0,
     )
 }
@@ -303,7 +303,7 @@ fn non_authoritative_stays_silent_for_unknown_clients() {
     let t0 = Instant::now();
     let mut c = config();
     c.authoritative = false;
-    let mut s = Server::new(c, MemoryStore::new(), t0, UNIX).unwrap();
+    let mut s = Server::new(t0, UNIX, c, MemoryStore::new()).unwrap();
     let mut r = msg(ClientMessageKind::Request, 2);
     r.requested_addr = Some(a("10.8.0.150"));
     assert!(matches!(send(&mut s, t0, &r), Err(Refusal::NoLease { .. })));
@@ -413,7 +413,7 @@ fn exhaustion_is_a_refusal_without_offer() {
     let t0 = Instant::now();
     let mut c = config();
     c.pool = Pool::range(a("10.8.0.100"), a("10.8.0.101"));
-    let mut s = Server::new(c, MemoryStore::new(), t0, UNIX).unwrap();
+    let mut s = Server::new(t0, UNIX, c, MemoryStore::new()).unwrap();
     lease(&mut s, t0, 1);
     lease(&mut s, t0, 2);
     assert!(matches!(
@@ -428,7 +428,7 @@ fn offers_expire_and_free_the_address() {
     let t0 = Instant::now();
     let mut c = config();
     c.pool = Pool::range(a("10.8.0.100"), a("10.8.0.100"));
-    let mut s = Server::new(c, MemoryStore::new(), t0, UNIX).unwrap();
+    let mut s = Server::new(t0, UNIX, c, MemoryStore::new()).unwrap();
     send(&mut s, t0, &msg(ClientMessageKind::Discover, 1)).unwrap();
     reply(&mut s);
     assert!(send(&mut s, t0, &msg(ClientMessageKind::Discover, 2)).is_err());
@@ -451,7 +451,7 @@ fn reservations_by_mac_and_client_id() {
             addr: a("10.8.0.150"),
         },
     ];
-    let mut s = Server::new(c, MemoryStore::new(), t0, UNIX).unwrap();
+    let mut s = Server::new(t0, UNIX, c, MemoryStore::new()).unwrap();
     // Nobody else may take a reserved address.
     let mut r = msg(ClientMessageKind::Request, 7);
     r.requested_addr = Some(a("10.8.0.150"));
@@ -497,7 +497,7 @@ fn file_store_restart_keeps_addresses() {
     let t0 = Instant::now();
     let mut got = Vec::new();
     {
-        let mut s = Server::new(config(), FileStore::open(&path).unwrap(), t0, UNIX).unwrap();
+        let mut s = Server::new(t0, UNIX, config(), FileStore::open(&path).unwrap()).unwrap();
         for n in 1..=5 {
             // Ask for addresses the stable preference would not pick.
             let mut r = msg(ClientMessageKind::Request, n);
@@ -511,7 +511,7 @@ fn file_store_restart_keeps_addresses() {
     }
     // Restarted ten seconds later (wall clock and Instant both moved).
     let t1 = Instant::now();
-    let mut s = Server::new(config(), FileStore::open(&path).unwrap(), t1, UNIX + 10).unwrap();
+    let mut s = Server::new(t1, UNIX + 10, config(), FileStore::open(&path).unwrap()).unwrap();
     for n in 1..=5u8 {
         assert_eq!(lease(&mut s, t1, n), got[usize::from(n) - 1], "client {n}");
     }
@@ -532,7 +532,7 @@ fn leases_expired_while_down_are_remembered_not_bound() {
     let mut store = MemoryStore::new();
     let t0 = Instant::now();
     let addr = {
-        let mut s = Server::new(config(), MemoryStore::new(), t0, UNIX).unwrap();
+        let mut s = Server::new(t0, UNIX, config(), MemoryStore::new()).unwrap();
         let mut r = msg(ClientMessageKind::Request, 1);
         r.requested_addr = Some(a("10.8.0.177"));
         send(&mut s, t0, &r).unwrap();
@@ -541,7 +541,7 @@ fn leases_expired_while_down_are_remembered_not_bound() {
         }
         reply(&mut s).1.your_addr
     };
-    let mut s = Server::new(config(), store, t0, UNIX + 1000).unwrap();
+    let mut s = Server::new(t0, UNIX + 1000, config(), store).unwrap();
     assert_eq!(s.leases().count(), 0);
     assert_eq!(lease(&mut s, t0, 1), addr);
 }
@@ -553,7 +553,7 @@ fn directory_server() -> (Server<MemoryStore>, Instant) {
         claim_timeout: Duration::from_secs(2),
         max_attempts: 2,
     };
-    (Server::new(c, MemoryStore::new(), t0, UNIX).unwrap(), t0)
+    (Server::new(t0, UNIX, c, MemoryStore::new()).unwrap(), t0)
 }
 
 fn complete(
@@ -729,7 +729,7 @@ fn invalid_configurations_are_refused() {
         ),
     ];
     for (c, want) in cases {
-        match Server::new(c, MemoryStore::new(), t0, UNIX) {
+        match Server::new(t0, UNIX, c, MemoryStore::new()) {
             Err(StartError::Config(got)) => assert_eq!(got, want),
             other => panic!("{want:?}: {other:?}"),
         }

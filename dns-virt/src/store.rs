@@ -225,7 +225,7 @@ impl MemoryStore {
     }
 
     /// Address stored for `name` at `now` (for assertions).
-    pub fn get(&self, name: &str, now: Instant) -> Option<Ipv4Addr> {
+    pub fn get(&self, now: Instant, name: &str) -> Option<Ipv4Addr> {
         self.records
             .get(name)
             .filter(|(_, expires_at)| *expires_at > now)
@@ -257,7 +257,7 @@ mod test {
                 ttl: Duration::from_secs(60),
             },
         );
-        assert_eq!(s.get("h1", t0), None);
+        assert_eq!(s.get(t0, "h1"), None);
         assert_eq!(s.poll_response(t0 + Duration::from_millis(9)), None);
         assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(10)));
         assert_eq!(
@@ -304,6 +304,6 @@ mod test {
                 }
             ))
         );
-        assert_eq!(s.get("h1", t0 + Duration::from_secs(61)), None);
+        assert_eq!(s.get(t0 + Duration::from_secs(61), "h1"), None);
     }
 }

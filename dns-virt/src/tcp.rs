@@ -28,7 +28,7 @@
 //!
 //! let now = Instant::now();
 //! let mut dns = Server::new(Config::default());
-//! let mut tcp = TcpEndpoint::new(Ipv4Addr::new(10, 128, 0, 1), 9, 1400, now);
+//! let mut tcp = TcpEndpoint::new(now, Ipv4Addr::new(10, 128, 0, 1), 9, 1400);
 //! # fn packet_from_guest() -> Option<Vec<u8>> { None }
 //! # fn packet_to_guest(_: &[u8]) {}
 //! // For each IPv4 packet the querier sends to the gateway over TCP:
@@ -219,7 +219,7 @@ fn listening_socket() -> tcp::Socket<'static> {
 impl TcpEndpoint {
     /// An endpoint at `gateway` in a network of `prefix` bits, for packets
     /// of at most `mtu` bytes; `now` is the stack's time origin.
-    pub fn new(gateway: Ipv4Addr, prefix: u8, mtu: u16, now: Instant) -> TcpEndpoint {
+    pub fn new(now: Instant, gateway: Ipv4Addr, prefix: u8, mtu: u16) -> TcpEndpoint {
         let mut device = MemDevice::ip(usize::from(mtu));
         let config = Config::new(HardwareAddress::Ip);
         let mut iface = Interface::new(config, &mut device, smoltcp::time::Instant::ZERO);
@@ -426,7 +426,7 @@ mod test {
     /// A server and a client that connected to its `port` 20 ms ago.
     fn connected(port: u16) -> (Instant, TcpEndpoint, Client, u64) {
         let base = Instant::now();
-        let mut server = TcpEndpoint::new(GATEWAY, 16, 1384, base);
+        let mut server = TcpEndpoint::new(base, GATEWAY, 16, 1384);
         let mut client = Client::new();
         let mut at = 0;
         let cx = client.iface.context();

@@ -376,7 +376,7 @@ fn decentralised_lookup_answers_when_the_store_does() {
         .unwrap();
     net.run(t0 + Duration::from_millis(150));
     assert_eq!(
-        net.store.get("alpha", net.now),
+        net.store.get(net.now, "alpha"),
         Some(Ipv4Addr::new(10, 128, 5, 5))
     );
     // Three queries for one name at server 1: one lookup, answered later.

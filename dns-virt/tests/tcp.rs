@@ -31,7 +31,7 @@ fn a_smoltcp_client_resolves_over_tcp_two_queries_on_one_connection() {
     let mut dns = Server::new(Config::default());
     dns.register(base, "web", Ipv4Addr::new(10, 128, 0, 9), None)
         .unwrap();
-    let mut endpoint = TcpEndpoint::new(GATEWAY, 9, 1400, base);
+    let mut endpoint = TcpEndpoint::new(base, GATEWAY, 9, 1400);
 
     // The querier: a smoltcp stack on an IP-medium device.
     let mut device = MemDevice::ip(1400);

@@ -60,11 +60,11 @@ fn endpoint(f: &'static Fixture, index: usize, ip: Ipv4Addr) -> Endpoint<&'stati
     };
     let identity = LocalIdentity::from_pkcs8(cert, key).unwrap();
     Endpoint::new_with_insecure_seed(
+        f.base,
+        f.wall,
         config,
         identity,
         &f.verifier,
-        f.base,
-        f.wall,
         [index as u8 + 1; 32],
     )
 }

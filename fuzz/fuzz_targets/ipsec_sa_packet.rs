@@ -97,11 +97,11 @@ fn endpoint() -> ipsec_sa::Endpoint<Nobody> {
         ..ipsec_sa::Config::default()
     };
     ipsec_sa::Endpoint::new_with_insecure_seed(
+        Instant::now(),
+        SystemTime::now(),
         config,
         identity,
         Nobody,
-        Instant::now(),
-        SystemTime::now(),
         [3; 32],
     )
 }

@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     let now = Instant::now();
     let server: SocketAddr = "192.0.2.1:3478".parse().unwrap();
     let peer: SocketAddr = "198.51.100.1:5000".parse().unwrap();
-    let mut client = TurnClient::new_with_insecure_seed(TurnConfig::new(server), now, 1).unwrap();
+    let mut client = TurnClient::new_with_insecure_seed(now, TurnConfig::new(server), 1).unwrap();
     let allocate = client.poll_transmit().unwrap();
     let relayed = Attribute::XorRelayedAddress("192.0.2.1:50000".parse().unwrap());
     assert!(client.handle_input(now, server, &success(&allocate.payload, vec![relayed])));

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
             repr
         );
     }
-    let mut link = Link::new(&[3; 32], Instant::now());
+    let mut link = Link::new(Instant::now(), &[3; 32]);
     // A random frame never authenticates.
     assert!(!link.handle_input(Instant::now(), PathKind::Relay, data));
 });

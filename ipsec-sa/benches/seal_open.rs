@@ -146,7 +146,7 @@ fn endpoint_maker() -> (
         };
         let identity = LocalIdentity::from_pkcs8(cert, key.pkcs8_der()).unwrap();
         let verifier = Verifier::new(&ca_der).unwrap();
-        Endpoint::new_with_insecure_seed(config, identity, verifier, start, wall, [seed; 32])
+        Endpoint::new_with_insecure_seed(start, wall, config, identity, verifier, [seed; 32])
     };
     (Box::new(make), IpAddr::V4(ips[0]), IpAddr::V4(ips[1]))
 }

@@ -119,7 +119,7 @@ fn main() -> ExitCode {
         ..Config::default()
     };
     let identity = LocalIdentity::from_pkcs8(&cert, key.pkcs8_der()).unwrap();
-    let mut endpoint = Endpoint::new(config, identity, verifier, start, wall);
+    let mut endpoint = Endpoint::new(start, wall, config, identity, verifier);
 
     let socket = UdpSocket::bind(args.bind).unwrap();
     let by_ip: HashMap<IpAddr, SocketAddr> = args.peers.iter().copied().collect();

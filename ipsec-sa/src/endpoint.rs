@@ -462,11 +462,11 @@ impl<A: PeerAuthenticator> Endpoint<A> {
     /// # Panics
     /// A draw panics if the operating system's random source fails.
     pub fn new(
+        now: Instant,
+        wall_now: SystemTime,
         config: Config,
         identity: LocalIdentity,
         authenticator: A,
-        now: Instant,
-        wall_now: SystemTime,
     ) -> Self {
         Endpoint::with_entropy(config, identity, authenticator, now, wall_now, Entropy::Os)
     }
@@ -474,11 +474,11 @@ impl<A: PeerAuthenticator> Endpoint<A> {
     /// [`Endpoint::new`] with every SPI and key drawn from a generator
     /// seeded with `seed`: **predictable**, for tests and simulators only.
     pub fn new_with_insecure_seed(
+        now: Instant,
+        wall_now: SystemTime,
         config: Config,
         identity: LocalIdentity,
         authenticator: A,
-        now: Instant,
-        wall_now: SystemTime,
         seed: [u8; 32],
     ) -> Self {
         let rng = Entropy::insecure_seed(seed);

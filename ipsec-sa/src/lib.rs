@@ -58,7 +58,7 @@
 //!     };
 //!     let identity = LocalIdentity::from_pkcs8(&cert, &key).unwrap();
 //!     // SPIs and Noise keys come from the operating system's random source.
-//!     Endpoint::new(config, identity, ca.authenticator(), now, wall)
+//!     Endpoint::new(now, wall, config, identity, ca.authenticator())
 //! };
 //! let (mut a, mut b) = (endpoint(a_ip), endpoint(b_ip));
 //!

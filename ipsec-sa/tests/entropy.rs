@@ -14,11 +14,11 @@ fn first_init(ca: &TestCa, clock: &Clock) -> Vec<u8> {
     let (cert, key) = ca.issue(ip(A));
     let identity = LocalIdentity::from_pkcs8(&cert, &key).unwrap();
     let mut ep = Endpoint::new(
+        clock.now(),
+        clock.wall(),
         config(A),
         identity,
         ca.authenticator(),
-        clock.now(),
-        clock.wall(),
     );
     let mut out = Vec::new();
     assert_eq!(

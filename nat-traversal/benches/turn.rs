@@ -29,7 +29,7 @@ fn success(request: &[u8], attributes: Vec<Attribute>) -> Vec<u8> {
 /// A client with an allocation and a channel bound to `peer`.
 fn bound_client(server: SocketAddr, peer: SocketAddr) -> TurnClient {
     let now = Instant::now();
-    let mut c = TurnClient::new_with_insecure_seed(TurnConfig::new(server), now, 1).unwrap();
+    let mut c = TurnClient::new_with_insecure_seed(now, TurnConfig::new(server), 1).unwrap();
     let allocate = c.poll_transmit().unwrap();
     let relayed = Attribute::XorRelayedAddress("192.0.2.1:50000".parse().unwrap());
     assert!(c.handle_input(now, server, &success(&allocate.payload, vec![relayed])));

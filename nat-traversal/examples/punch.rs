@@ -301,6 +301,7 @@ fn discover(
     let mut observers = vec![args.rendezvous];
     observers.extend(&args.stun);
     let mut d = Discovery::new(
+        Instant::now(),
         DiscoveryConfig {
             observers,
             local: Some(args.bind),
@@ -308,7 +309,6 @@ fn discover(
             max_transmits: 3,
             ..DiscoveryConfig::default()
         },
-        Instant::now(),
     )
     .map_err(|e| e.to_string())?;
     let mut buf = [0u8; 2048];
@@ -336,7 +336,7 @@ fn discover(
 
 /// Allocate a relayed address on a TURN server (blocking, up to ~4 s).
 fn allocate(config: TurnConfig, socket: &UdpSocket) -> Result<(TurnClient, SocketAddr), String> {
-    let mut client = TurnClient::new(config, Instant::now()).map_err(|e| e.to_string())?;
+    let mut client = TurnClient::new(Instant::now(), config).map_err(|e| e.to_string())?;
     let mut buf = [0u8; 2048];
     loop {
         while let Some(t) = client.poll_transmit() {
@@ -479,7 +479,7 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
                 .candidates
                 .retain(|c| c.kind != CandidateKind::Relayed);
             punch = Some(
-                PunchSession::new(config, &our_offer, &direct, now).map_err(|e| e.to_string())?,
+                PunchSession::new(now, config, &our_offer, &direct).map_err(|e| e.to_string())?,
             );
         }
         // TURN timers (retransmissions, permission refresh).
@@ -578,7 +578,7 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
                             client.create_permission(now, peer.ip());
                         }
                     }
-                    let mut l = Link::new(&session_key(&our_offer, &offer), now);
+                    let mut l = Link::new(now, &session_key(&our_offer, &offer));
                     if args.relay_first {
                         // Talk through the relay at once; upgrade when punched.
                         l.use_route(Route::Relay);

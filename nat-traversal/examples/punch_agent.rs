@@ -115,7 +115,7 @@ fn discover(args: &Args, socket: &UdpSocket) -> Option<SocketAddr> {
         // unanswered probes would only cost time).
         test_filtering: false,
     };
-    let mut d = Discovery::new(config, Instant::now()).ok()?;
+    let mut d = Discovery::new(Instant::now(), config).ok()?;
     let mut buf = [0u8; 2048];
     loop {
         while let Some(t) = d.poll_transmit() {

@@ -58,7 +58,7 @@ fn keepalive(cli: &Cli, socket: &UdpSocket) {
     };
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
-    let mut k = KeepAlive::new(config, cli.servers[0], start).expect("config");
+    let mut k = KeepAlive::new(start, config, cli.servers[0]).expect("config");
     let mut changes = 0;
     let mut buf = [0u8; 2048];
     while Instant::now() < end {
@@ -100,12 +100,12 @@ fn main() -> ExitCode {
     let socket = UdpSocket::bind(cli.bind).expect("bind");
     let local = socket.local_addr().unwrap();
     let mut d = Discovery::new(
+        Instant::now(),
         DiscoveryConfig {
             observers: cli.servers.clone(),
             local: Some(local),
             ..DiscoveryConfig::default()
         },
-        Instant::now(),
     )
     .expect("config");
     let mut buf = [0u8; 2048];

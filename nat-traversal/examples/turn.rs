@@ -123,7 +123,7 @@ fn relay(
     let socket = UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
     let mut config = TurnConfig::new(server);
     config.credentials = credentials;
-    let mut client = TurnClient::new(config, Instant::now()).map_err(|e| e.to_string())?;
+    let mut client = TurnClient::new(Instant::now(), config).map_err(|e| e.to_string())?;
     let mut failure = None;
     let allocated = drive(&mut client, &socket, deadline, |_, input| match input {
         Input::Event(TurnEvent::Allocated { .. }) => true,

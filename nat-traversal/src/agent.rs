@@ -391,8 +391,8 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
     pub fn set_turn(&mut self, now: Instant, config: TurnConfig) -> Result<(), Error> {
         let server = config.server;
         let client = match self.rng.as_mut() {
-            None => TurnClient::new(config, now)?,
-            Some(rng) => TurnClient::new_with_insecure_seed(config, now, rng.next_u64())?,
+            None => TurnClient::new(now, config)?,
+            Some(rng) => TurnClient::new_with_insecure_seed(now, config, rng.next_u64())?,
         };
         self.relay = Some(Relay {
             client,
@@ -484,12 +484,12 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
         }
         let config = self.config.punch.clone();
         let session = match self.rng.as_mut() {
-            None => PunchSession::new(config, &exchange.local, remote, now),
+            None => PunchSession::new(now, config, &exchange.local, remote),
             Some(rng) => PunchSession::new_with_insecure_seed(
+                now,
                 config,
                 &exchange.local,
                 remote,
-                now,
                 rng.next_u64(),
             ),
         };

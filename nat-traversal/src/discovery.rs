@@ -154,15 +154,15 @@ impl Discovery {
     /// # Panics
     /// If the operating system's random source fails (as `std`'s
     /// `HashMap::new` does).
-    pub fn new(config: DiscoveryConfig, now: Instant) -> Result<Discovery, Error> {
+    pub fn new(now: Instant, config: DiscoveryConfig) -> Result<Discovery, Error> {
         Discovery::with_rng(config, now, crate::os_rng())
     }
 
     /// [`Discovery::new`] with **predictable** randomness from `seed`, for tests and simulators only; production code uses
     /// [`Discovery::new`].
     pub fn new_with_insecure_seed(
-        config: DiscoveryConfig,
         now: Instant,
+        config: DiscoveryConfig,
         seed: u64,
     ) -> Result<Discovery, Error> {
         Discovery::with_rng(config, now, ChaCha8Rng::seed_from_u64(seed))
@@ -413,12 +413,12 @@ mod test {
         let mut now = t0;
         let mut servers = [observer(O1, true), observer(O2, false)];
         let mut d = Discovery::new_with_insecure_seed(
+            now,
             DiscoveryConfig {
                 observers: vec![O1.parse().unwrap(), O2.parse().unwrap()],
                 local: Some("10.0.0.2:5000".parse().unwrap()),
                 ..Default::default()
             },
-            now,
             7,
         )
         .unwrap();
@@ -482,11 +482,11 @@ mod test {
     fn unanswered_observer_retransmits_with_backoff_then_gives_up() {
         let t0 = Instant::now();
         let mut d = Discovery::new_with_insecure_seed(
+            t0,
             DiscoveryConfig {
                 observers: vec![O1.parse().unwrap()],
                 ..Default::default()
             },
-            t0,
             1,
         )
         .unwrap();
@@ -513,11 +513,11 @@ mod test {
     fn forged_answer_from_wrong_source_is_ignored() {
         let t0 = Instant::now();
         let mut d = Discovery::new_with_insecure_seed(
+            t0,
             DiscoveryConfig {
                 observers: vec![O1.parse().unwrap()],
                 ..Default::default()
             },
-            t0,
             1,
         )
         .unwrap();

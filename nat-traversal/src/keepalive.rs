@@ -108,9 +108,9 @@ impl KeepAlive {
     /// If the operating system's random source fails (as `std`'s
     /// `HashMap::new` does).
     pub fn new(
+        now: Instant,
         config: KeepAliveConfig,
         target: SocketAddr,
-        now: Instant,
     ) -> Result<KeepAlive, Error> {
         KeepAlive::with_rng(config, target, now, crate::os_rng())
     }
@@ -118,9 +118,9 @@ impl KeepAlive {
     /// [`KeepAlive::new`] with **predictable** randomness from `seed`, for tests and simulators only; production code uses
     /// [`KeepAlive::new`].
     pub fn new_with_insecure_seed(
+        now: Instant,
         config: KeepAliveConfig,
         target: SocketAddr,
-        now: Instant,
         seed: u64,
     ) -> Result<KeepAlive, Error> {
         KeepAlive::with_rng(config, target, now, ChaCha8Rng::seed_from_u64(seed))
@@ -332,7 +332,7 @@ mod test {
         };
         let t0 = Instant::now();
         let mut k =
-            KeepAlive::new_with_insecure_seed(KeepAliveConfig::default(), target, t0, 3).unwrap();
+            KeepAlive::new_with_insecure_seed(t0, KeepAliveConfig::default(), target, 3).unwrap();
         let mut changes = 0;
         let mut intervals = vec![];
         let mut now = t0;
@@ -379,7 +379,7 @@ mod test {
         let target: SocketAddr = "203.0.113.1:3478".parse().unwrap();
         let t0 = Instant::now();
         let mut k =
-            KeepAlive::new_with_insecure_seed(KeepAliveConfig::default(), target, t0, 3).unwrap();
+            KeepAlive::new_with_insecure_seed(t0, KeepAliveConfig::default(), target, 3).unwrap();
         let mut sent = 0;
         loop {
             sent += std::iter::from_fn(|| k.poll_transmit()).count();

@@ -43,8 +43,8 @@
 //! };
 //! let (oa, ob) = (offer("a", "b", a_addr), offer("b", "a", b_addr));
 //! let now = Instant::now();
-//! let mut a = PunchSession::new(PunchConfig::default(), &oa, &ob, now).unwrap();
-//! let mut b = PunchSession::new(PunchConfig::default(), &ob, &oa, now).unwrap();
+//! let mut a = PunchSession::new(now, PunchConfig::default(), &oa, &ob).unwrap();
+//! let mut b = PunchSession::new(now, PunchConfig::default(), &ob, &oa).unwrap();
 //! let mut connected = 0;
 //! for _ in 0..10 {
 //!     while let Some(t) = a.poll_transmit() {

@@ -131,7 +131,7 @@ pub struct Link {
 
 impl Link {
     /// A link keyed with `key` (see [`session_key`]), with no route yet.
-    pub fn new(key: &[u8; 32], now: Instant) -> Link {
+    pub fn new(now: Instant, key: &[u8; 32]) -> Link {
         Link {
             key: hmac::Key::new(hmac::HMAC_SHA256, key),
             route: None,
@@ -284,7 +284,7 @@ mod test {
     fn pair() -> (Link, Link, Instant) {
         let now = Instant::now();
         let key = [7u8; 32];
-        (Link::new(&key, now), Link::new(&key, now), now)
+        (Link::new(now, &key), Link::new(now, &key), now)
     }
 
     #[test]
@@ -342,7 +342,7 @@ mod test {
         let last = frame.len() - 1;
         frame[last] ^= 1;
         assert!(!b.handle_input(now, PathKind::Relay, &frame));
-        let other = Link::new(&[8u8; 32], now);
+        let other = Link::new(now, &[8u8; 32]);
         let forged = Repr::Data {
             sequence: 5,
             payload: b"evil".to_vec(),

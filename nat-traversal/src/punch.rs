@@ -182,10 +182,10 @@ impl PunchSession {
     /// If the operating system's random source fails (as `std`'s
     /// `HashMap::new` does).
     pub fn new(
+        now: Instant,
         config: PunchConfig,
         local: &Offer,
         remote: &Offer,
-        now: Instant,
     ) -> Result<PunchSession, Error> {
         PunchSession::with_rng(config, local, remote, now, crate::os_rng())
     }
@@ -193,10 +193,10 @@ impl PunchSession {
     /// [`PunchSession::new`] with **predictable** randomness from `seed`, for tests and simulators only; production code uses
     /// [`PunchSession::new`].
     pub fn new_with_insecure_seed(
+        now: Instant,
         config: PunchConfig,
         local: &Offer,
         remote: &Offer,
-        now: Instant,
         seed: u64,
     ) -> Result<PunchSession, Error> {
         PunchSession::with_rng(config, local, remote, now, ChaCha8Rng::seed_from_u64(seed))
@@ -560,7 +560,7 @@ mod test {
         );
         let t0 = Instant::now();
         let mut s =
-            PunchSession::new_with_insecure_seed(PunchConfig::default(), &a, &b, t0, 1).unwrap();
+            PunchSession::new_with_insecure_seed(t0, PunchConfig::default(), &a, &b, 1).unwrap();
         let first = s.poll_transmit().unwrap();
         assert_eq!(first.destination, "10.1.0.2:4000".parse().unwrap());
         assert!(s.poll_transmit().is_none());
@@ -580,7 +580,7 @@ mod test {
         let b = offer("b", "a", b"pb", &[(CandidateKind::Host, "10.1.0.2:4000")]);
         let t0 = Instant::now();
         let mut s =
-            PunchSession::new_with_insecure_seed(PunchConfig::default(), &a, &b, t0, 1).unwrap();
+            PunchSession::new_with_insecure_seed(t0, PunchConfig::default(), &a, &b, 1).unwrap();
         let probe = s.poll_transmit().unwrap();
         let from: SocketAddr = "10.1.0.2:4000".parse().unwrap();
         // A request with the right username but the wrong key.
@@ -621,7 +621,7 @@ mod test {
             ..PunchConfig::default()
         };
         let t0 = Instant::now();
-        let mut s = PunchSession::new_with_insecure_seed(config, &a, &b, t0, 1).unwrap();
+        let mut s = PunchSession::new_with_insecure_seed(t0, config, &a, &b, 1).unwrap();
         let mut now = t0;
         let mut destinations = std::collections::HashSet::new();
         while let Some(at) = s.poll_timeout() {

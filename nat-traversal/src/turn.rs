@@ -257,15 +257,15 @@ impl TurnClient {
     /// # Panics
     /// If the operating system's random source fails (as `std`'s
     /// `HashMap::new` does).
-    pub fn new(config: TurnConfig, now: Instant) -> Result<TurnClient, Error> {
+    pub fn new(now: Instant, config: TurnConfig) -> Result<TurnClient, Error> {
         TurnClient::with_rng(config, now, crate::os_rng())
     }
 
     /// [`TurnClient::new`] with **predictable** randomness from `seed`, for tests and simulators only; production code uses
     /// [`TurnClient::new`].
     pub fn new_with_insecure_seed(
-        config: TurnConfig,
         now: Instant,
+        config: TurnConfig,
         seed: u64,
     ) -> Result<TurnClient, Error> {
         TurnClient::with_rng(config, now, ChaCha8Rng::seed_from_u64(seed))
@@ -888,7 +888,7 @@ mod test {
 
     fn allocated(now: Instant) -> TurnClient {
         let mut c =
-            TurnClient::new_with_insecure_seed(TurnConfig::new(SERVER.parse().unwrap()), now, 1)
+            TurnClient::new_with_insecure_seed(now, TurnConfig::new(SERVER.parse().unwrap()), 1)
                 .unwrap();
         let req = c.poll_transmit().unwrap();
         let parsed = Repr::parse_bytes(&req.payload).unwrap();
@@ -988,7 +988,7 @@ mod test {
     fn auth_challenge_and_silence_fail() {
         let now = Instant::now();
         let mut c =
-            TurnClient::new_with_insecure_seed(TurnConfig::new(SERVER.parse().unwrap()), now, 1)
+            TurnClient::new_with_insecure_seed(now, TurnConfig::new(SERVER.parse().unwrap()), 1)
                 .unwrap();
         let req = c.poll_transmit().unwrap();
         let resp = answer(
@@ -1010,7 +1010,7 @@ mod test {
         );
 
         let mut c =
-            TurnClient::new_with_insecure_seed(TurnConfig::new(SERVER.parse().unwrap()), now, 1)
+            TurnClient::new_with_insecure_seed(now, TurnConfig::new(SERVER.parse().unwrap()), 1)
                 .unwrap();
         let mut sent = 0;
         while let Some(at) = c.poll_timeout() {
@@ -1038,7 +1038,7 @@ mod test {
             username: "alice".into(),
             password: "secret".into(),
         });
-        let mut c = TurnClient::new_with_insecure_seed(config, now, 1).unwrap();
+        let mut c = TurnClient::new_with_insecure_seed(now, config, 1).unwrap();
         let first = c.poll_transmit().unwrap();
         assert!(!Repr::parse_bytes(&first.payload).unwrap().message_integrity);
         let challenge = answer(
@@ -1190,7 +1190,7 @@ mod test {
         let now = Instant::now();
         let server: SocketAddr = SERVER.parse().unwrap();
         let peer: SocketAddr = "203.0.113.5:7000".parse().unwrap();
-        let mut c = TurnClient::new_with_insecure_seed(TurnConfig::new(server), now, 1).unwrap();
+        let mut c = TurnClient::new_with_insecure_seed(now, TurnConfig::new(server), 1).unwrap();
         let allocate = c.poll_transmit().unwrap();
         assert_eq!(c.bind_channel(now, peer), Ok(0x4000));
         assert!(c.poll_transmit().is_none());
@@ -1330,7 +1330,7 @@ mod test {
             username: "alice".into(),
             password: "wrong".into(),
         });
-        let mut c = TurnClient::new_with_insecure_seed(config, now, 1).unwrap();
+        let mut c = TurnClient::new_with_insecure_seed(now, config, 1).unwrap();
         for _ in 0..2 {
             let req = c.poll_transmit().unwrap();
             let challenge = answer(

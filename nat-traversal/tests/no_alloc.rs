@@ -68,7 +68,7 @@ fn channel_data_path_allocates_nothing() {
         relayed: "192.0.2.1:50000".parse().unwrap(),
         channels: HashMap::new(),
     };
-    let mut client = TurnClient::new_with_insecure_seed(TurnConfig::new(server), now, 7).unwrap();
+    let mut client = TurnClient::new_with_insecure_seed(now, TurnConfig::new(server), 7).unwrap();
     let allocate = client.poll_transmit().unwrap();
     assert!(client.handle_input(now, server, &fake.answer(&allocate.payload)));
     let channel = client.bind_channel(now, peer).unwrap();

@@ -103,9 +103,9 @@ struct Sim {
 
 impl Sim {
     fn new(a: Peer, b: Peer, config: PunchConfig, now: Instant) -> Sim {
-        let sa = PunchSession::new_with_insecure_seed(config.clone(), &a.offer, &b.offer, now, 1)
+        let sa = PunchSession::new_with_insecure_seed(now, config.clone(), &a.offer, &b.offer, 1)
             .unwrap();
-        let sb = PunchSession::new_with_insecure_seed(config, &b.offer, &a.offer, now, 2).unwrap();
+        let sb = PunchSession::new_with_insecure_seed(now, config, &b.offer, &a.offer, 2).unwrap();
         Sim {
             now,
             loss_percent: 0,
@@ -120,8 +120,8 @@ impl Sim {
     fn restart(&mut self, config: PunchConfig, seed: u64) {
         let (a, b) = (&self.peers[0].offer, &self.peers[1].offer);
         self.sessions = [
-            PunchSession::new_with_insecure_seed(config.clone(), a, b, self.now, seed).unwrap(),
-            PunchSession::new_with_insecure_seed(config, b, a, self.now, seed + 1).unwrap(),
+            PunchSession::new_with_insecure_seed(self.now, config.clone(), a, b, seed).unwrap(),
+            PunchSession::new_with_insecure_seed(self.now, config, b, a, seed + 1).unwrap(),
         ];
         self.outcomes = [None, None];
     }
@@ -277,7 +277,7 @@ fn relay_then_later_punch_upgrades_without_loss() {
     assert!(sim.connected().is_empty(), "closed firewall must not punch");
 
     // Fall back to the relay: 500 ms one way.
-    let (mut tx, mut rx) = (Link::new(&key, sim.now), Link::new(&key, sim.now));
+    let (mut tx, mut rx) = (Link::new(sim.now, &key), Link::new(sim.now, &key));
     tx.use_route(Route::Relay);
     let mut relay: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
     let mut direct: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();

@@ -505,7 +505,7 @@ impl<S: LeaseStore> Core<S> {
                 max_attempts: 8,
             };
         }
-        let dhcp = dhcp_virt::Server::new(dhcp_config, leases, now, unix_secs)?;
+        let dhcp = dhcp_virt::Server::new(now, unix_secs, dhcp_config, leases)?;
 
         let mut dns_config = dns_virt::Config {
             mode: dns_virt::Mode::Decentralised,
@@ -575,10 +575,10 @@ impl<S: LeaseStore> Core<S> {
             wall,
         )));
         let tcp_dns = dns_virt::TcpEndpoint::new(
+            now,
             settings.gateway_addr,
             settings.network.prefix_len(),
             settings.guest_mtu,
-            now,
         );
         Ok(Core {
             settings,
@@ -763,12 +763,12 @@ impl<S: LeaseStore> Core<S> {
             ..ipsec_sa::Config::default()
         };
         self.sa = Some(match self.randomness {
-            Randomness::Os => ipsec_sa::Endpoint::new(config, identity, verifier, now, wall),
+            Randomness::Os => ipsec_sa::Endpoint::new(now, wall, config, identity, verifier),
             Randomness::InsecureSeed(seed) => {
                 let mut s = [0u8; 32];
                 s[..8].copy_from_slice(&seed.to_le_bytes());
                 s[8..12].copy_from_slice(&virtual_ip.octets());
-                ipsec_sa::Endpoint::new_with_insecure_seed(config, identity, verifier, now, wall, s)
+                ipsec_sa::Endpoint::new_with_insecure_seed(now, wall, config, identity, verifier, s)
             }
         });
         // DHT records are signed with the certified key, so that readers

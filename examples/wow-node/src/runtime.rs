@@ -1135,7 +1135,7 @@ async fn discover_reflexive(
         max_transmits: 4,
         test_filtering: false,
     };
-    let mut discovery = Discovery::new(config, Instant::now()).ok()?;
+    let mut discovery = Discovery::new(Instant::now(), config).ok()?;
     let mut buf = vec![0u8; 2048];
     loop {
         while let Some(t) = discovery.poll_transmit() {

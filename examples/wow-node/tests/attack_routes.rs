@@ -244,11 +244,11 @@ fn attack_spoofed_handshake_init_does_not_move_a_route() {
     };
     let verifier = ipsec_ca::Verifier::new(&evil_der).unwrap();
     let mut forger = Endpoint::new_with_insecure_seed(
+        net.now,
+        SystemTime::now(),
         config,
         identity,
         verifier,
-        net.now,
-        SystemTime::now(),
         [3; 32],
     );
     let mut sealed = Vec::new();

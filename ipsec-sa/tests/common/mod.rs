@@ -38,11 +38,11 @@ pub fn endpoint<A: PeerAuthenticator>(
 ) -> Ep<A> {
     let identity = LocalIdentity::from_pkcs8(cert, key).unwrap();
     Endpoint::new_with_insecure_seed(
+        clock.now(),
+        clock.wall(),
         config,
         identity,
         auth,
-        clock.now(),
-        clock.wall(),
         [seed; 32],
     )
 }
