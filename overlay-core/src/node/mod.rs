@@ -651,11 +651,8 @@ impl<I: Identity> Node<I> {
 
     /// Approximate bytes of memory this node holds.
     pub fn memory_estimate(&self) -> usize {
-        let conns: usize = self
-            .table
-            .iter()
-            .map(|c| core::mem::size_of::<Connection>() + c.lookahead.len() * 8)
-            .sum();
+        let conns =
+            self.table.len() * core::mem::size_of::<Connection>() + self.table.lookahead_bytes();
         core::mem::size_of::<Self>()
             + conns
             + self.dht.heap_bytes()
