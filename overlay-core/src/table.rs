@@ -150,6 +150,10 @@ impl ConnectionTable {
         }
         self.clear_lookahead(index);
         let start = self.lookahead.len();
+        let list = list.into_iter();
+        // Grow to fit, not by doubling: the lists change rarely and
+        // every node holds one buffer.
+        self.lookahead.reserve_exact(list.size_hint().0);
         self.lookahead.extend(list);
         let c = &mut self.conns[index];
         c.lookahead_start = start as u32;
