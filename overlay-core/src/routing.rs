@@ -68,14 +68,14 @@ pub fn next_hop(
         prefix_distance(me.prefix(), dest)
     };
     let mut best: Option<(u64, u64, usize)> = None; // (score, direct, index)
-    for (i, c) in table.iter().enumerate() {
+    for (i, (c, list)) in table.iter_with_lookahead().enumerate() {
         if Some(i) == previous || (exclude_source && c.address == source) {
             continue;
         }
         let direct = prefix_distance(c.address.prefix(), dest);
         let mut score = direct;
         if lookahead {
-            for &q in c.lookahead.iter() {
+            for &q in list {
                 if exclude_source && q == source_prefix {
                     continue;
                 }

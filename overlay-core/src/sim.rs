@@ -99,16 +99,13 @@ struct Slot {
     joined_at: Option<u64>,
 }
 
-#[derive(Debug)]
+/// A queued event. Kept small (a message in flight waits in
+/// [`Sim::in_flight`], named by its index): the heap moves entries on every
+/// push and pop.
+#[derive(Debug, Clone, Copy)]
 enum Kind {
-    Deliver {
-        to: u32,
-        from: u32,
-        message: Message,
-    },
-    Timer {
-        node: u32,
-    },
+    Deliver { to: u32, from: u32, message: u32 },
+    Timer { node: u32 },
 }
 
 #[derive(Debug)]
@@ -151,6 +148,10 @@ pub struct Sim {
     outcomes: HashMap<(u32, u64), Outcome>,
     message_count: u32,
     events: Vec<(usize, Event)>,
+    /// Messages in flight, by the index their heap entry names; freed
+    /// slots are reused.
+    in_flight: Vec<Option<Message>>,
+    free_slots: Vec<u32>,
 }
 
 const ENDPOINT_BASE: u32 = 0x0a00_0000;
@@ -198,6 +199,8 @@ impl Sim {
             outcomes: HashMap::new(),
             message_count: 0,
             events: Vec::new(),
+            in_flight: Vec::new(),
+            free_slots: Vec::new(),
         }
     }
 
@@ -425,6 +428,9 @@ impl Sim {
                 Kind::Deliver { to, from, message } => {
                     let i = to as usize;
                     let now = self.now();
+                    let Some(message) = self.take_in_flight(message) else {
+                        continue;
+                    };
                     if let Some(n) = self.slots[i].node.as_mut() {
                         self.stats.delivered += 1;
                         n.handle_message(now, endpoint_of(from as usize), message);
@@ -448,6 +454,25 @@ impl Sim {
         let lo = micros(self.config.min_latency);
         let hi = micros(self.config.max_latency).max(lo);
         lo + h % (hi - lo + 1)
+    }
+
+    fn put_in_flight(&mut self, message: Message) -> u32 {
+        match self.free_slots.pop() {
+            Some(k) => {
+                self.in_flight[k as usize] = Some(message);
+                k
+            }
+            None => {
+                self.in_flight.push(Some(message));
+                (self.in_flight.len() - 1) as u32
+            }
+        }
+    }
+
+    fn take_in_flight(&mut self, k: u32) -> Option<Message> {
+        let m = self.in_flight.get_mut(k as usize)?.take();
+        self.free_slots.push(k);
+        m
     }
 
     fn push(&mut self, at: u64, kind: Kind) {
@@ -501,6 +526,7 @@ impl Sim {
                 }
             }
             let at = self.now + self.latency(index as u32, to);
+            let message = self.put_in_flight(message);
             self.push(
                 at,
                 Kind::Deliver {

@@ -30,10 +30,12 @@ pub struct Connection {
     pub unanswered_since: Option<Instant>,
     /// Network-size estimate when this link was drawn as a shortcut.
     pub shortcut_size: u32,
-    /// The peer's connections, as 64-bit address prefixes.
-    pub lookahead: Box<[u64]>,
     /// The peer's network-size estimate (0: unknown).
     pub size_estimate: u32,
+    /// Where the peer's connection list lies in the table's shared
+    /// lookahead buffer ([`ConnectionTable::lookahead`]).
+    lookahead_start: u32,
+    lookahead_len: u32,
 }
 
 impl Connection {
@@ -49,8 +51,9 @@ impl Connection {
             last_ping_at: now,
             unanswered_since: None,
             shortcut_size: 0,
-            lookahead: Box::new([]),
             size_estimate: 0,
+            lookahead_start: 0,
+            lookahead_len: 0,
         }
     }
 
@@ -61,9 +64,15 @@ impl Connection {
 }
 
 /// The set of links a node holds, at most one per peer.
+///
+/// The peers' connection lists (for lookahead routing, near discovery and
+/// the size estimate, which scan all of them for every routed message and
+/// neighbour list) share one buffer, so that a node reads its lists from
+/// contiguous memory rather than one allocation per link.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionTable {
     conns: Vec<Connection>,
+    lookahead: Vec<u64>,
 }
 
 impl ConnectionTable {
@@ -99,14 +108,81 @@ impl ConnectionTable {
     pub fn get_mut(&mut self, index: usize) -> Option<&mut Connection> {
         self.conns.get_mut(index)
     }
-    /// Adds a link (the caller checked there is none to that peer).
-    pub fn push(&mut self, c: Connection) -> usize {
+    /// Adds a link (the caller checked there is none to that peer), with
+    /// an empty connection list.
+    pub fn push(&mut self, mut c: Connection) -> usize {
+        c.lookahead_start = 0;
+        c.lookahead_len = 0;
         self.conns.push(c);
         self.conns.len() - 1
     }
-    /// Removes the link at `index`.
+    /// Removes the link at `index` (and its peer's connection list).
+    ///
+    /// # Panics
+    /// If `index` is out of bounds.
     pub fn remove(&mut self, index: usize) -> Connection {
+        self.clear_lookahead(index);
         self.conns.swap_remove(index)
+    }
+
+    /// The connection list of the peer at `index` (as 64-bit address
+    /// prefixes), empty if none arrived yet or `index` is out of bounds.
+    pub fn lookahead(&self, index: usize) -> &[u64] {
+        self.conns.get(index).map_or(&[], |c| self.list(c))
+    }
+
+    fn list(&self, c: &Connection) -> &[u64] {
+        let start = c.lookahead_start as usize;
+        self.lookahead
+            .get(start..start + c.lookahead_len as usize)
+            .unwrap_or(&[])
+    }
+
+    /// All links with their peers' connection lists.
+    pub fn iter_with_lookahead(&self) -> impl Iterator<Item = (&Connection, &[u64])> {
+        self.conns.iter().map(|c| (c, self.list(c)))
+    }
+
+    /// Replaces the connection list of the peer at `index`.
+    pub fn set_lookahead(&mut self, index: usize, list: impl IntoIterator<Item = u64>) {
+        if index >= self.conns.len() {
+            return;
+        }
+        self.clear_lookahead(index);
+        let start = self.lookahead.len();
+        let list = list.into_iter();
+        // Grow to fit, not by doubling: the lists change rarely and
+        // every node holds one buffer.
+        self.lookahead.reserve_exact(list.size_hint().0);
+        self.lookahead.extend(list);
+        let c = &mut self.conns[index];
+        c.lookahead_start = start as u32;
+        c.lookahead_len = (self.lookahead.len() - start) as u32;
+    }
+
+    /// Cuts the list of link `index` out of the shared buffer.
+    fn clear_lookahead(&mut self, index: usize) {
+        let Some(c) = self.conns.get_mut(index) else {
+            return;
+        };
+        let (start, len) = (c.lookahead_start, c.lookahead_len);
+        c.lookahead_start = 0;
+        c.lookahead_len = 0;
+        if len == 0 {
+            return;
+        }
+        let s = start as usize;
+        self.lookahead.drain(s..s + len as usize);
+        for c in &mut self.conns {
+            if c.lookahead_start > start {
+                c.lookahead_start -= len;
+            }
+        }
+    }
+
+    /// Bytes held by the peers' connection lists.
+    pub fn lookahead_bytes(&self) -> usize {
+        self.lookahead.capacity() * core::mem::size_of::<u64>()
     }
 
     /// Recomputes the near role: the `per_side` closest peers clockwise and
@@ -199,11 +275,51 @@ impl ConnectionTable {
             &mut self.conns.iter().map(|c| c.address.prefix()),
         );
         for c in &self.conns {
-            add(c.address.prefix(), &mut c.lookahead.iter().copied());
+            add(c.address.prefix(), &mut self.list(c).iter().copied());
         }
         if gaps == 0 || span <= 0.0 {
             return (self.conns.len() + 1) as f64;
         }
         (f64::from(gaps) * 2f64.powi(64) / span).max((self.conns.len() + 1) as f64)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The lists share one buffer: replacing or removing one leaves the
+    /// others' intact, whatever the order.
+    #[test]
+    fn lookahead_lists_survive_replacement_and_removal() {
+        let now = Instant::now();
+        let ep: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let mut t = ConnectionTable::default();
+        for k in 0..4u64 {
+            let i = t.push(Connection::new(now, Address::from_prefix(k + 1), ep));
+            t.set_lookahead(i, (0..=k).map(|q| 10 * k + q));
+        }
+        t.set_lookahead(1, [7, 8, 9, 10, 11]);
+        t.set_lookahead(3, []);
+        assert_eq!(t.lookahead(0), &[0]);
+        assert_eq!(t.lookahead(1), &[7, 8, 9, 10, 11]);
+        assert_eq!(t.lookahead(2), &[20, 21, 22]);
+        assert!(t.lookahead(3).is_empty());
+        // Swap-remove moves the last link to index 0.
+        t.set_lookahead(3, [99]);
+        let gone = t.remove(0);
+        assert_eq!(gone.address, Address::from_prefix(1));
+        assert_eq!(t.get(0).unwrap().address, Address::from_prefix(4));
+        assert_eq!(t.lookahead(0), &[99]);
+        assert_eq!(t.lookahead(1), &[7, 8, 9, 10, 11]);
+        assert_eq!(t.lookahead(2), &[20, 21, 22]);
+        assert!(t.lookahead(3).is_empty());
+        let lists: Vec<&[u64]> = t.iter_with_lookahead().map(|(_, l)| l).collect();
+        assert_eq!(lists, [&[99][..], &[7, 8, 9, 10, 11], &[20, 21, 22]]);
+        assert_eq!(t.lookahead.len(), 9, "removed lists leave no bytes behind");
+        // A pushed link starts with no list, even one that had a list.
+        let i = t.push(gone);
+        assert!(t.lookahead(i).is_empty());
     }
 }

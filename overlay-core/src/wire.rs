@@ -1,4 +1,4 @@
-//! The overlay's binary wire format, version 1.
+//! The overlay's binary wire format, version 2.
 //!
 //! Every message is one datagram. As in `smoltcp::wire`, [`Packet`] is a
 //! zero-copy view over the fixed header (with one accessor per field, and
@@ -77,8 +77,11 @@ use crate::error::WireError;
 use crate::pool::BufferPool;
 use crate::record::{KeyType, WriterKey};
 
-/// The only version this crate emits and accepts.
-pub const VERSION: u8 = 1;
+/// The only version this crate emits and accepts. Version 2 has the
+/// challenge-response link handshake and signed DHT records; a message of
+/// any other version (1 was the unauthenticated overlay) is refused with
+/// [`WireError::UnsupportedVersion`].
+pub const VERSION: u8 = 2;
 /// Most endpoints in one list.
 pub const MAX_ENDPOINTS: usize = 8;
 /// Longest identity proof.

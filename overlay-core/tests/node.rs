@@ -113,15 +113,27 @@ fn malformed_input_changes_nothing() {
     let mut n = Node::new_with_insecure_seed(now, config(1), Address::from_key(b"a"), 1);
     n.join(now, &[]).unwrap();
     while n.poll_event().is_some() {}
+    let v = wire::VERSION;
     for bad in [
         &[][..],
-        &[1],
-        &[1, 0x10, 0, 0],
+        &[v],
+        &[v, 0x10, 0, 0],
         &[9, 1, 2, 3],
-        &[1, 0x06, 0, 0, 0, 0, 1],
+        &[v, 0x06, 0, 0, 0, 0, 1],
     ] {
         assert!(n.handle_input(now, ep(2), bad).is_err());
     }
+    // A well-formed ping, but of the unauthenticated version 1.
+    let mut old = Message::Ping {
+        sender: Address::from_key(b"b"),
+        nonce: 1,
+    }
+    .to_vec();
+    old[0] = 1;
+    assert_eq!(
+        n.handle_input(now, ep(2), &old),
+        Err(overlay_core::WireError::UnsupportedVersion(1))
+    );
     assert!(n.poll_transmit().is_none());
     assert!(n.poll_event().is_none());
     assert!(n.connections().is_empty());

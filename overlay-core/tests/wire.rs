@@ -335,7 +335,7 @@ fn ping_fixture() {
         sender: Address::from_bytes([0x11; 20]),
         nonce: 0x0102_0304_0506_0708,
     };
-    let mut expected = vec![1u8, 0x03];
+    let mut expected = vec![2u8, 0x03];
     expected.extend([0x11; 20]);
     expected.extend([1, 2, 3, 4, 5, 6, 7, 8]);
     assert_eq!(m.to_vec(), expected);
@@ -347,17 +347,21 @@ fn rejects_bad_input() {
         Message::parse(&[]),
         Err(WireError::Truncated { .. })
     ));
+    // Version 1 (before authenticated links and signed records) and any
+    // later version are refused with a typed error, whatever follows.
+    for version in [0u8, 1, VERSION + 1, 0xff] {
+        assert_eq!(
+            Message::parse(&[version, 0x04, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(WireError::UnsupportedVersion(version))
+        );
+    }
     assert_eq!(
-        Message::parse(&[2, 0x04, 0, 0, 0, 0, 0, 0, 0, 0]),
-        Err(WireError::UnsupportedVersion(2))
-    );
-    assert_eq!(
-        Message::parse(&[1, 0x7f]),
+        Message::parse(&[VERSION, 0x7f]),
         Err(WireError::UnknownKind(0x7f))
     );
     // Close with an unknown reason.
     assert!(matches!(
-        Message::parse(&[1, 0x05, 9]),
+        Message::parse(&[VERSION, 0x05, 9]),
         Err(WireError::InvalidValue {
             field: "reason",
             ..
@@ -365,7 +369,7 @@ fn rejects_bad_input() {
     ));
     // A neighbour list announcing more entries than allowed.
     assert!(matches!(
-        Message::parse(&[1, 0x06, 0, 0, 0, 0, 200]),
+        Message::parse(&[VERSION, 0x06, 0, 0, 0, 0, 200]),
         Err(WireError::TooLong {
             field: "neighbors",
             ..
@@ -408,13 +412,14 @@ fn rejects_bad_input() {
 
 #[test]
 fn retired_unsigned_dht_codes_and_bad_writer_keys_are_rejected() {
-    // The unsigned DhtStore of wire version 1's first DHT.
+    // The unsigned DhtStore of the first DHT (kind 0x07), even with the
+    // current version byte.
     assert_eq!(
-        Message::parse(&[1, 0x07, 0]),
+        Message::parse(&[VERSION, 0x07, 0]),
         Err(WireError::UnknownKind(0x07))
     );
     let routed = |kind: u8, body: &[u8]| {
-        let mut v = vec![1u8, 0x10];
+        let mut v = vec![VERSION, 0x10];
         v.extend([0; 40]);
         v.extend([0, 0, 64, kind]);
         v.extend(body);
@@ -461,4 +466,162 @@ fn retired_unsigned_dht_codes_and_bad_writer_keys_are_rejected() {
         Message::parse(&bytes),
         Err(WireError::InvalidValue { .. })
     ));
+}
+
+/// Every message two real nodes exchange (the link handshake with key
+/// proofs, neighbour lists, replication, DHT requests and replies, echo,
+/// data) carries [`VERSION`] and round-trips. With `OVERLAY_FUZZ_SEEDS`
+/// set to the fuzz corpus folder, the messages are also written there as
+/// seeds: one per message shape for `overlay_core_message`, and the
+/// short ones as one datagram sequence for `overlay_core_node`.
+#[test]
+fn exchanged_messages_carry_the_version_and_make_fuzz_seeds() {
+    use std::time::{Duration, Instant};
+
+    use overlay_core::{Config, KeyIdentity, Node};
+
+    let ep = |i: u8| SocketAddr::new(IpAddr::from([10, 0, 0, i]), 7000);
+    let mut now = Instant::now();
+    let mut nodes: Vec<Node<KeyIdentity>> = (1..=2u8)
+        .map(|i| {
+            let config = Config {
+                endpoints: vec![ep(i)],
+                ..Config::default()
+            };
+            let id = KeyIdentity::ed25519_with_insecure_seed(u64::from(i));
+            Node::with_identity_and_insecure_seed(now, config, id, u64::from(i))
+        })
+        .collect();
+    nodes[1].join(now, &[]).unwrap();
+    nodes[0].join(now, &[ep(2)]).unwrap();
+    let mut seen: Vec<Message> = Vec::new();
+    for step in 0..400u32 {
+        match step {
+            // Both nodes write, so that one of each request is routed
+            // to the other (the key's node answers its own locally).
+            100 => {
+                for n in nodes.iter_mut() {
+                    n.dht_put(now, b"seed key", b"value", Duration::from_secs(60))
+                        .unwrap();
+                }
+            }
+            150 => {
+                for n in nodes.iter_mut() {
+                    n.dht_get(now, b"seed key").unwrap();
+                    n.dht_create(now, b"seed key", b"other", Duration::from_secs(60))
+                        .unwrap();
+                }
+            }
+            200 => {
+                let b = nodes[1].address();
+                nodes[0].echo(now, b).unwrap();
+                nodes[0].send(now, b, b"data".to_vec()).unwrap();
+            }
+            390 => nodes[0].leave(now),
+            _ => {}
+        }
+        let mut in_flight = Vec::new();
+        for (i, n) in nodes.iter_mut().enumerate() {
+            while let Some(t) = n.poll_transmit() {
+                in_flight.push((i, t));
+            }
+            while n.poll_event().is_some() {}
+        }
+        for (i, t) in in_flight {
+            let bytes = t.message.to_vec();
+            assert_eq!(bytes[0], VERSION);
+            assert_eq!(Message::parse(&bytes).as_ref(), Ok(&t.message));
+            if let Some(to) = nodes.get_mut(1 - i) {
+                to.handle_input(now, ep(i as u8 + 1), &bytes).unwrap();
+            }
+            seen.push(t.message);
+        }
+        now += Duration::from_millis(50);
+        for n in nodes.iter_mut() {
+            if n.poll_timeout().is_some_and(|t| t <= now) {
+                n.handle_timeout(now);
+            }
+        }
+    }
+    // One of each shape: kind, then the link status, routed payload kind
+    // or DHT operation and status.
+    let shape = |m: &Message| -> (u8, u8, u8) {
+        let b = m.to_vec();
+        match m {
+            Message::LinkRequest(r) => (b[1], u8::from(r.challenge != 0), 0),
+            Message::LinkReply(r) => (b[1], r.status as u8, 0),
+            Message::Routed(r) => match &r.payload {
+                Payload::DhtRequest { request, .. } => (b[1], b[45], request.op() as u8),
+                Payload::DhtReply { status, .. } => (b[1], b[45], *status as u8),
+                _ => (b[1], b[45], 0),
+            },
+            _ => (b[1], 0, 0),
+        }
+    };
+    let mut shapes: Vec<((u8, u8, u8), &Message)> = Vec::new();
+    for m in &seen {
+        let s = shape(m);
+        if !shapes.iter().any(|(t, _)| *t == s) {
+            shapes.push((s, m));
+        }
+    }
+    let kinds: Vec<u8> = shapes.iter().map(|((k, _, _), _)| *k).collect();
+    for k in [
+        kind::LINK_REQUEST,
+        kind::LINK_REPLY,
+        kind::NEIGHBORS,
+        kind::DHT_STORE,
+        kind::ROUTED,
+        kind::PING,
+        kind::PONG,
+        kind::CLOSE,
+    ] {
+        assert!(kinds.contains(&k), "no message of kind {k:#x} in {kinds:?}");
+    }
+    let routed: Vec<u8> = shapes
+        .iter()
+        .filter(|((k, _, _), _)| *k == kind::ROUTED)
+        .map(|((_, p, _), _)| *p)
+        .collect();
+    for p in [0x01, 0x03, 0x04, 0x07, 0x08] {
+        assert!(
+            routed.contains(&p),
+            "no routed payload {p:#x} in {routed:?}"
+        );
+    }
+    for op in [DhtOp::Put, DhtOp::Get, DhtOp::Create] {
+        assert!(
+            shapes
+                .iter()
+                .any(|(s, _)| *s == (kind::ROUTED, 0x07, op as u8)),
+            "no routed {op:?}"
+        );
+    }
+    let Some(dir) = std::env::var_os("OVERLAY_FUZZ_SEEDS") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    for ((k, a, b), m) in &shapes {
+        let path = dir
+            .join("overlay_core_message")
+            .join(format!("seed-v{VERSION}-{k:02x}-{a:02x}-{b:02x}"));
+        std::fs::write(path, m.to_vec()).unwrap();
+    }
+    // The node target: op 0 (a datagram from its bootstrap peer), a length
+    // byte, the datagram; op 5 (time passes) between them.
+    let mut node_seed = Vec::new();
+    for (_, m) in &shapes {
+        let b = m.to_vec();
+        if let Ok(len) = u8::try_from(b.len()) {
+            node_seed.extend([0, len]);
+            node_seed.extend(b);
+            node_seed.push(5);
+        }
+    }
+    std::fs::write(
+        dir.join("overlay_core_node")
+            .join(format!("seed-v{VERSION}-messages")),
+        node_seed,
+    )
+    .unwrap();
 }

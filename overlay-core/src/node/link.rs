@@ -703,8 +703,17 @@ impl<I: Identity> Node<I> {
         if i >= self.table.len() {
             return;
         }
+        let was_near = self
+            .table
+            .get(i)
+            .is_some_and(|c| c.mine.contains(Roles::NEAR));
+        // The peer's list names candidates for the gap it leaves.
+        let lookahead = if was_near {
+            self.table.lookahead(i).to_vec()
+        } else {
+            Vec::new()
+        };
         let c = self.table.remove(i);
-        let was_near = c.mine.contains(Roles::NEAR);
         if was_near && reason == DisconnectReason::Timeout {
             self.lost.retain(|l| l.address != c.address);
             self.lost.push(Lost {
@@ -727,8 +736,7 @@ impl<I: Identity> Node<I> {
         }
         self.neighbors_dirty = true;
         if was_near {
-            let extra: Vec<u64> = c
-                .lookahead
+            let extra: Vec<u64> = lookahead
                 .iter()
                 .copied()
                 .filter(|&q| q != c.address.prefix())

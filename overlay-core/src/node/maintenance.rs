@@ -59,7 +59,8 @@ impl<I: Identity> Node<I> {
                 .iter()
                 .find(|n| n.address == me)
                 .map_or(Roles::NONE, |n| n.roles);
-            c.lookahead = list.iter().map(|n| n.address.prefix()).collect();
+            self.table
+                .set_lookahead(i, list.iter().map(|n| n.address.prefix()));
         }
         self.discover_near(now, &[]);
     }
@@ -88,9 +89,9 @@ impl<I: Identity> Node<I> {
         let mut want: Vec<(u64, Option<usize>)> = Vec::new();
         let known = self
             .table
-            .iter()
+            .iter_with_lookahead()
             .enumerate()
-            .flat_map(|(i, c)| c.lookahead.iter().map(move |&q| (q, Some(i))))
+            .flat_map(|(i, (_, list))| list.iter().map(move |&q| (q, Some(i))))
             .chain(extra.iter().map(|&q| (q, None)));
         for (q, via) in known {
             if q == me {

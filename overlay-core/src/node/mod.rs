@@ -651,11 +651,8 @@ impl<I: Identity> Node<I> {
 
     /// Approximate bytes of memory this node holds.
     pub fn memory_estimate(&self) -> usize {
-        let conns: usize = self
-            .table
-            .iter()
-            .map(|c| core::mem::size_of::<Connection>() + c.lookahead.len() * 8)
-            .sum();
+        let conns =
+            self.table.len() * core::mem::size_of::<Connection>() + self.table.lookahead_bytes();
         core::mem::size_of::<Self>()
             + conns
             + self.dht.heap_bytes()
@@ -1165,5 +1162,24 @@ impl<I: Identity> Node<I> {
                 self.send_maintenance(ep, list.clone());
             }
         }
+        self.release_idle_buffers();
+    }
+
+    /// Frees the buffers of link-setup and request state that is empty:
+    /// most nodes of a settled ring have nothing pending for long spells,
+    /// and each of these grew to hold a few entries while it joined.
+    fn release_idle_buffers(&mut self) {
+        fn release<T>(v: &mut Vec<T>) {
+            if v.is_empty() && v.capacity() > 0 {
+                *v = Vec::new();
+            }
+        }
+        release(&mut self.pending_links);
+        release(&mut self.pending_ctms);
+        release(&mut self.probes);
+        release(&mut self.requests);
+        release(&mut self.pending_dht);
+        release(&mut self.lost);
+        release(&mut self.demand);
     }
 }
