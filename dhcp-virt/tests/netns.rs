@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use dhcp_virt::wire::HardwareAddr;
 use dhcp_virt::{ClientKey, Pool};
-use support::udhcpc_script;
+use support::{hook_applied, udhcpc_script};
 use wow_test_hosts::{Netns, Process, TempDir, example_bin, require, unique_name, wait_until};
 
 const NETWORK: &str = "10.77.0.0/24";
@@ -341,8 +341,14 @@ fn udhcpc_lease_renew_release_restart_nak_and_exhaustion() {
             ],
         )
         .unwrap();
+    // Not just the address on the TAP: udhcpc's hook applies the MTU after
+    // it, so wait for the hook to say it has finished.
     assert!(
-        wait_until(Duration::from_secs(10), || rig.addr().is_some()),
+        wait_until(Duration::from_secs(10), || rig.addr().is_some_and(|a| {
+            daemon
+                .log()
+                .contains(&hook_applied("bound", &a.to_string()))
+        })),
         "no address: {}\n{}",
         daemon.log(),
         rig.log()
@@ -366,9 +372,18 @@ fn udhcpc_lease_renew_release_restart_nak_and_exhaustion() {
         let mut args = vec!["30", "busybox", "udhcpc", "-n", "-q", "-f", "-i", &rig.tap];
         args.extend_from_slice(&["-s", &script, "-t", "3", "-T", "1", "-O", "mtu"]);
         args.extend_from_slice(extra);
-        rig.ns.run("timeout", &args).unwrap()
+        let out = rig.ns.run("timeout", &args).unwrap();
+        let text = format!(
+            "udhcpc {extra:?} exited with {}:\n{}{}\nserver:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            rig.log()
+        );
+        (out.status.success(), text)
     };
-    assert!(once(&rig, &[]).status.success());
+    let (ok, text) = once(&rig, &[]);
+    assert!(ok, "{text}");
     assert_eq!(rig.addr(), Some(first));
 
     assert_eq!(first, rig.preferred_by_id());
@@ -384,12 +399,14 @@ fn udhcpc_lease_renew_release_restart_nak_and_exhaustion() {
     } else {
         "10.77.0.160"
     };
-    assert!(once(&rig, &["-r", other]).status.success());
+    let (ok, text) = once(&rig, &["-r", other]);
+    assert!(ok, "{text}");
     assert_eq!(rig.addr().unwrap().to_string(), other);
     rig.stop_server();
     rig.start_server(30, POOL, "state.json");
     rig.flush();
-    assert!(once(&rig, &[]).status.success());
+    let (ok, text) = once(&rig, &[]);
+    assert!(ok, "{text}");
     assert_eq!(rig.addr().unwrap().to_string(), other);
     assert_ne!(rig.addr().unwrap(), rig.preferred_by_id());
 
@@ -409,7 +426,7 @@ fn udhcpc_lease_renew_release_restart_nak_and_exhaustion() {
     assert!(
         wait_until(Duration::from_secs(10), || daemon
             .log()
-            .contains(&format!("lease of {other} obtained"))),
+            .contains(&hook_applied("bound", other))),
         "{}",
         daemon.log()
     );
@@ -434,12 +451,13 @@ fn udhcpc_lease_renew_release_restart_nak_and_exhaustion() {
     rig.stop_server();
     rig.flush();
     rig.start_server(60, "10.77.0.120-10.77.0.120", "small.json");
-    assert!(once(&rig, &[]).status.success());
+    let (ok, text) = once(&rig, &[]);
+    assert!(ok, "{text}");
     assert_eq!(rig.addr(), Some(Ipv4Addr::new(10, 77, 0, 120)));
     rig.flush();
     rig.set_mac("02:00:00:77:00:99");
-    let out = once(&rig, &[]);
-    assert!(!out.status.success(), "got a lease from an exhausted pool");
+    let (ok, text) = once(&rig, &[]);
+    assert!(!ok, "got a lease from an exhausted pool: {text}");
     assert_eq!(rig.addr(), None);
     rig.wait_log("address pool exhausted", 10);
 }
