@@ -436,10 +436,15 @@ fn udhcpc_lease_renew_release_restart_nak_and_exhaustion() {
         .run_ok("kill", &["-USR1", &daemon.id().to_string()])
         .unwrap();
     rig.wait_log(&format!("{other} is not in our network"), 10);
+    // Applied by the hook to the end before the daemon is killed, so that
+    // no orphaned hook changes the TAP under the next steps.
     assert!(
-        wait_until(Duration::from_secs(15), || rig
-            .addr()
-            .is_some_and(|a| (100..=110).contains(&a.octets()[3]))),
+        wait_until(Duration::from_secs(15), || rig.addr().is_some_and(|a| {
+            (100..=110).contains(&a.octets()[3])
+                && daemon
+                    .log()
+                    .contains(&hook_applied("bound", &a.to_string()))
+        })),
         "no address from the new pool: {}\n{}",
         daemon.log(),
         rig.log()
