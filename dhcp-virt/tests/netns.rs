@@ -391,14 +391,19 @@ fn udhcpc_lease_renew_release_restart_nak_and_exhaustion() {
     // A new client (new MAC, so new client identifier) asks for a specific
     // address (option 50 in DISCOVER) and gets it; after a server restart
     // from its state file it gets it again without asking, although a
-    // server without state would choose another.
+    // server without state would choose another. The address is neither
+    // the one this client would get anyway nor the first client's (which
+    // still holds it, and which the TAP's random MAC puts anywhere in the
+    // pool).
     rig.flush();
     rig.set_mac("02:00:00:77:00:42");
-    let other = if rig.preferred_by_id() == Ipv4Addr::new(10, 77, 0, 160) {
-        "10.77.0.161"
-    } else {
-        "10.77.0.160"
-    };
+    let other = [160, 161, 162]
+        .map(|o| Ipv4Addr::new(10, 77, 0, o))
+        .into_iter()
+        .find(|a| *a != first && *a != rig.preferred_by_id())
+        .unwrap()
+        .to_string();
+    let other = other.as_str();
     let (ok, text) = once(&rig, &["-r", other]);
     assert!(ok, "{text}");
     assert_eq!(rig.addr().unwrap().to_string(), other);
