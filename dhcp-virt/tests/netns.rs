@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use dhcp_virt::wire::HardwareAddr;
 use dhcp_virt::{ClientKey, Pool};
-use support::udhcpc_script;
+use support::{hook_applied, udhcpc_script};
 use wow_test_hosts::{Netns, Process, TempDir, example_bin, require, unique_name, wait_until};
 
 const NETWORK: &str = "10.77.0.0/24";
@@ -341,8 +341,14 @@ fn udhcpc_lease_renew_release_restart_nak_and_exhaustion() {
             ],
         )
         .unwrap();
+    // Not just the address on the TAP: udhcpc's hook applies the MTU after
+    // it, so wait for the hook to say it has finished.
     assert!(
-        wait_until(Duration::from_secs(10), || rig.addr().is_some()),
+        wait_until(Duration::from_secs(10), || rig.addr().is_some_and(|a| {
+            daemon
+                .log()
+                .contains(&hook_applied("bound", &a.to_string()))
+        })),
         "no address: {}\n{}",
         daemon.log(),
         rig.log()
@@ -366,9 +372,18 @@ fn udhcpc_lease_renew_release_restart_nak_and_exhaustion() {
         let mut args = vec!["30", "busybox", "udhcpc", "-n", "-q", "-f", "-i", &rig.tap];
         args.extend_from_slice(&["-s", &script, "-t", "3", "-T", "1", "-O", "mtu"]);
         args.extend_from_slice(extra);
-        rig.ns.run("timeout", &args).unwrap()
+        let out = rig.ns.run("timeout", &args).unwrap();
+        let text = format!(
+            "udhcpc {extra:?} exited with {}:\n{}{}\nserver:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            rig.log()
+        );
+        (out.status.success(), text)
     };
-    assert!(once(&rig, &[]).status.success());
+    let (ok, text) = once(&rig, &[]);
+    assert!(ok, "{text}");
     assert_eq!(rig.addr(), Some(first));
 
     assert_eq!(first, rig.preferred_by_id());
@@ -376,20 +391,27 @@ fn udhcpc_lease_renew_release_restart_nak_and_exhaustion() {
     // A new client (new MAC, so new client identifier) asks for a specific
     // address (option 50 in DISCOVER) and gets it; after a server restart
     // from its state file it gets it again without asking, although a
-    // server without state would choose another.
+    // server without state would choose another. The address is neither
+    // the one this client would get anyway nor the first client's (which
+    // still holds it, and which the TAP's random MAC puts anywhere in the
+    // pool).
     rig.flush();
     rig.set_mac("02:00:00:77:00:42");
-    let other = if rig.preferred_by_id() == Ipv4Addr::new(10, 77, 0, 160) {
-        "10.77.0.161"
-    } else {
-        "10.77.0.160"
-    };
-    assert!(once(&rig, &["-r", other]).status.success());
+    let other = [160, 161, 162]
+        .map(|o| Ipv4Addr::new(10, 77, 0, o))
+        .into_iter()
+        .find(|a| *a != first && *a != rig.preferred_by_id())
+        .unwrap()
+        .to_string();
+    let other = other.as_str();
+    let (ok, text) = once(&rig, &["-r", other]);
+    assert!(ok, "{text}");
     assert_eq!(rig.addr().unwrap().to_string(), other);
     rig.stop_server();
     rig.start_server(30, POOL, "state.json");
     rig.flush();
-    assert!(once(&rig, &[]).status.success());
+    let (ok, text) = once(&rig, &[]);
+    assert!(ok, "{text}");
     assert_eq!(rig.addr().unwrap().to_string(), other);
     assert_ne!(rig.addr().unwrap(), rig.preferred_by_id());
 
@@ -409,7 +431,7 @@ fn udhcpc_lease_renew_release_restart_nak_and_exhaustion() {
     assert!(
         wait_until(Duration::from_secs(10), || daemon
             .log()
-            .contains(&format!("lease of {other} obtained"))),
+            .contains(&hook_applied("bound", other))),
         "{}",
         daemon.log()
     );
@@ -419,10 +441,15 @@ fn udhcpc_lease_renew_release_restart_nak_and_exhaustion() {
         .run_ok("kill", &["-USR1", &daemon.id().to_string()])
         .unwrap();
     rig.wait_log(&format!("{other} is not in our network"), 10);
+    // Applied by the hook to the end before the daemon is killed, so that
+    // no orphaned hook changes the TAP under the next steps.
     assert!(
-        wait_until(Duration::from_secs(15), || rig
-            .addr()
-            .is_some_and(|a| (100..=110).contains(&a.octets()[3]))),
+        wait_until(Duration::from_secs(15), || rig.addr().is_some_and(|a| {
+            (100..=110).contains(&a.octets()[3])
+                && daemon
+                    .log()
+                    .contains(&hook_applied("bound", &a.to_string()))
+        })),
         "no address from the new pool: {}\n{}",
         daemon.log(),
         rig.log()
@@ -434,12 +461,13 @@ fn udhcpc_lease_renew_release_restart_nak_and_exhaustion() {
     rig.stop_server();
     rig.flush();
     rig.start_server(60, "10.77.0.120-10.77.0.120", "small.json");
-    assert!(once(&rig, &[]).status.success());
+    let (ok, text) = once(&rig, &[]);
+    assert!(ok, "{text}");
     assert_eq!(rig.addr(), Some(Ipv4Addr::new(10, 77, 0, 120)));
     rig.flush();
     rig.set_mac("02:00:00:77:00:99");
-    let out = once(&rig, &[]);
-    assert!(!out.status.success(), "got a lease from an exhausted pool");
+    let (ok, text) = once(&rig, &[]);
+    assert!(!ok, "got a lease from an exhausted pool: {text}");
     assert_eq!(rig.addr(), None);
     rig.wait_log("address pool exhausted", 10);
 }

@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::udhcpc_script;
+use support::{hook_applied, udhcpc_script};
 use wow_test_hosts::{Netns, TempDir, example_bin, require, unique_name, wait_until};
 
 #[test]
@@ -68,15 +68,25 @@ fn udhcpc_gets_renews_and_releases_a_lease_from_a_socket_hosted_server() {
             .first()
             .map(|a| a.split('/').next().unwrap().to_string())
     };
+    // The hook has finished, not just set the address.
     assert!(
-        wait_until(Duration::from_secs(15), || addr().is_some()),
+        wait_until(Duration::from_secs(15), || addr()
+            .is_some_and(|a| client.log().contains(&hook_applied("bound", &a)))),
         "no address:\n{}\n{}",
         client.log(),
         server.log()
     );
     let leased = addr().unwrap();
     assert!(leased.starts_with("10.78.0.1"), "{leased}");
-    assert!(server.log().contains(&format!("leased {leased}")));
+    // The server prints the lease just after sending the ACK: the client
+    // may have applied it before.
+    assert!(
+        wait_until(Duration::from_secs(5), || server
+            .log()
+            .contains(&format!("leased {leased}"))),
+        "{}",
+        server.log()
+    );
 
     // The renewal is unicast from the client and answered by unicast.
     assert!(

@@ -1,9 +1,15 @@
 //! Shared by the namespace tests.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 
 /// Writes a minimal udhcpc hook script into `dir`; its path.
+///
+/// udhcpc logs "lease of A obtained" before it runs the hook, so a test
+/// that sees that line (or the address on the interface) may look while
+/// the hook is still applying the MTU and route. The hook prints
+/// `udhcpc hook: EVENT A applied` (on udhcpc's output) once it has done
+/// everything: wait for that line, see [`hook_applied`].
 pub fn udhcpc_script(dir: &Path) -> String {
     let path = dir.join("udhcpc.sh");
     std::fs::write(
@@ -22,6 +28,7 @@ pub fn udhcpc_script(dir: &Path) -> String {
            [ -n \"$router\" ] && ip route replace default via \"${router%% *}\" dev \"$interface\"\n\
            ;;\n\
          esac\n\
+         echo \"udhcpc hook: $1 ${ip:-} applied\"\n\
          exit 0\n",
     )
     .unwrap();
@@ -29,4 +36,11 @@ pub fn udhcpc_script(dir: &Path) -> String {
         .args(["755", path.to_str().unwrap()])
         .status();
     path.to_str().unwrap().to_string()
+}
+
+/// The line the hook of [`udhcpc_script`] prints once it has applied
+/// `event` (`bound`, `renew`, `deconfig`) for `addr` (empty for
+/// `deconfig`).
+pub fn hook_applied(event: &str, addr: &str) -> String {
+    format!("udhcpc hook: {event} {addr} applied")
 }

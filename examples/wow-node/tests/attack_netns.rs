@@ -12,126 +12,28 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use wow_test_hosts::{Netns, Process, TempDir, require, wait_until};
+use wow_test_hosts::{TempDir, require, wait_until};
 
-const BIN: &str = env!("CARGO_BIN_EXE_wow-node");
+#[path = "support/host.rs"]
+mod host;
+
+use host::{BIN, Host};
+
 const SECURITY: &str =
     "\n[security]\nca_cert = \"ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\n";
 
-/// A host running `wow-node up`, its guest (the namespace) on `wow0`
-/// sending DHCP host name `guest_name`.
-struct Host {
-    ns: Netns,
-    state: TempDir,
-    guest_name: &'static str,
-    node: Option<Process>,
-}
-
-impl Host {
-    fn new(tag: &str, guest_name: &'static str) -> Host {
-        Host {
-            ns: Netns::new(tag).unwrap(),
-            state: TempDir::new(tag).unwrap(),
-            guest_name,
-            node: None,
-        }
-    }
-
-    fn start(&mut self, bootstrap: &str, extra: &str) {
-        let path = self.state.path().join("node.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[node]\nstate_dir = \"{}\"\nlisten = \"0.0.0.0:4000\"\nbootstrap = [{bootstrap}]\n\
-                 lan_discovery = false\n\n[network]\ncidr = \"10.128.0.0/16\"\n{extra}",
-                self.state.path().display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o640))
-            .unwrap();
-        let mut cmd = self.ns.command(BIN);
-        cmd.args(["up", "--config", path.to_str().unwrap()])
-            .env("RUST_LOG", "info,wow_node=debug");
-        self.node = Some(Process::spawn(cmd).unwrap());
-        let ns = &self.ns;
-        assert!(
-            wait_until(Duration::from_secs(10), || ns
-                .run_ok("ip", &["link", "show", "wow0"])
-                .is_ok_and(|s| s.contains("UP"))),
-            "TAP never came up:\n{}",
-            self.log()
-        );
-    }
-
-    fn log(&self) -> String {
-        self.node.as_ref().map(Process::log).unwrap_or_default()
-    }
-
-    /// dhclient once on the TAP, sending the guest's host name; the lease.
-    fn dhcp(&self) -> String {
-        let dir = self.state.path();
-        std::fs::write(
-            dir.join("dhclient.conf"),
-            format!(
-                "send host-name \"{}\";\nrequest subnet-mask, routers, domain-name, \
-                 domain-name-servers, domain-search;\n",
-                self.guest_name
-            ),
-        )
-        .unwrap();
-        self.ns.set_resolv_conf("").unwrap();
-        let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
-        let out = self.ns.run(
-            "timeout",
-            &[
-                "30",
-                "dhclient",
-                "-1",
-                "-4",
-                "-cf",
-                &p("dhclient.conf"),
-                "-lf",
-                &p("dhclient.leases"),
-                "-pf",
-                &p("dhclient.pid"),
-                "wow0",
-            ],
-        );
-        let addrs = self.ns.ipv4_addrs("wow0").unwrap();
-        assert!(!addrs.is_empty(), "no lease: {out:?}\n{}", self.log());
-        addrs[0].split('/').next().unwrap().to_string()
-    }
-
-    fn resolve(&self, name: &str) -> Option<String> {
-        let out = self.ns.run("getent", &["hosts", name]).ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.split_whitespace().next().map(str::to_string)
-    }
-
-    fn status_json(&self) -> serde_json::Value {
-        let text = self
-            .ns
-            .run_ok(
-                BIN,
-                &[
-                    "status",
-                    "--json",
-                    "--state-dir",
-                    self.state.path().to_str().unwrap(),
-                ],
-            )
-            .unwrap();
-        serde_json::from_str(&text).unwrap()
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.state.path().join("dhclient.pid")) {
-            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
-        }
-    }
+/// Starts `h`'s node listening on `0.0.0.0:4000`, bootstrapping from
+/// `bootstrap`, without LAN discovery, `extra` appended to its
+/// configuration.
+fn start(h: &mut Host, bootstrap: &[&str], extra: &str) {
+    h.write_config_with(
+        bootstrap,
+        "0.0.0.0:4000",
+        &[],
+        "lan_discovery = false\n",
+        extra,
+    );
+    h.start(&[]);
 }
 
 fn issue(ca: &Path, ip: &str, name: &str, out: &Path) {
@@ -211,10 +113,11 @@ fn name_take_over(closed: bool, names: [&'static str; 3]) {
     } else {
         SECURITY.to_string()
     };
-    a.start("", &security);
-    b.start("\"192.168.70.1:4000\"", &security);
-    m.start(
-        "\"192.168.71.1:4000\"",
+    start(&mut a, &[], &security);
+    start(&mut b, &["192.168.70.1:4000"], &security);
+    start(
+        &mut m,
+        &["192.168.71.1:4000"],
         "\n[security]\nca_cert = \"ca.pem\"\n",
     );
     assert_eq!(a.dhcp(), "10.128.0.10");
