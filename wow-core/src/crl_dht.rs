@@ -3,7 +3,7 @@
 //! A DHT value holds at most
 //! [`MAX_VALUE_LEN`](overlay_core::wire::MAX_VALUE_LEN) (1 KiB) bytes, about twenty
 //! revocations. A CRL envelope is therefore stored in chunks described by
-//! a [`Manifest`] (overlay-core's [`chunked`](overlay_core::chunked)
+//! a [`Manifest`] (overlay-core's [`chunked`]
 //! module: the CRL number as its sequence number, the envelope's length
 //! and SHA-256, the digest of every chunk), whose body the CA signs as a
 //! statement labelled [`MANIFEST_LABEL`] ([`sign_manifest`],
