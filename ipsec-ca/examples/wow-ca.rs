@@ -165,11 +165,12 @@ fn open_with(dir: &Path, compact_every: Option<usize>) -> Result<Ca<FileStore>> 
     if let Some(lines) = compact_every {
         store.set_compact_every(lines);
     }
-    if !store.has_identity() {
-        return Err(format!("{} holds no CA (run init)", dir.display()).into());
-    }
-    let identity = store.load_identity()?;
-    Ok(Ca::open(identity, Policy::default(), store)?)
+    store.open_ca(Policy::default()).map_err(|e| match e {
+        ipsec_ca::CaError::Store(e @ ipsec_ca::StoreError::NoCa(_)) => {
+            format!("{e} (run init)").into()
+        }
+        e => e.into(),
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -198,8 +199,7 @@ fn run(cli: Cli) -> Result<()> {
                     CaIdentity::create_intermediate(&parent, key_type, &name, now, validity)?
                 }
             };
-            store.save_identity(&identity)?;
-            let ca = Ca::open(identity, Policy::default(), store)?;
+            let ca = store.init_ca(identity, Policy::default())?;
             println!(
                 "initialised {} CA in {}",
                 ca.identity().key_type(),
@@ -247,12 +247,8 @@ fn run(cli: Cli) -> Result<()> {
             if issued {
                 let now_s = now.unix_timestamp();
                 for rec in ca.issued() {
-                    let status = match rec.revoked_at {
-                        Some(_) => "revoked",
-                        None if rec.not_after < now_s => "expired",
-                        None => "live",
-                    };
-                    println!("{} {} {status}", hex(&rec.serial), rec.virtual_ip);
+                    let state = ipsec_ca::admin::CertState::of(rec, now_s);
+                    println!("{} {} {state}", hex(&rec.serial), rec.virtual_ip);
                 }
             } else {
                 for p in ca.pending() {

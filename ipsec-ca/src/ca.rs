@@ -18,7 +18,7 @@ use crate::error::{CaError, PolicyError, StoreError, WireError};
 use crate::identity::CaIdentity;
 use crate::key::KeyType;
 use crate::state::{CaState, Change, IssuedRecord, PendingRecord, RevocationReason, TokenRecord};
-use crate::store::Store;
+use crate::store::{BoxedStore, Store};
 use crate::token::JoinToken;
 use crate::wire::enrol::REPLY_LABEL;
 use crate::wire::{CrlEnvelope, EnrolmentMessage, RejectReason};
@@ -341,6 +341,24 @@ impl<S: Store> Ca<S> {
     /// The store, mutably (e.g. for failure injection in tests).
     pub fn store_mut(&mut self) -> &mut S {
         &mut self.store
+    }
+
+    /// This CA with its store boxed: a holder that must not depend on the
+    /// store's type (a file, memory) keeps a `Ca<BoxedStore>`.
+    pub fn boxed(self) -> Ca<BoxedStore>
+    where
+        S: Send + 'static,
+    {
+        Ca {
+            identity: self.identity,
+            policy: self.policy,
+            store: Box::new(self.store),
+            state: self.state,
+            by_serial: self.by_serial,
+            by_ip: self.by_ip,
+            rng: self.rng,
+            transmits: self.transmits,
+        }
     }
 
     /// Every certificate issued, in issue order.

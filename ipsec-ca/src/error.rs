@@ -192,6 +192,12 @@ pub enum StoreError {
     /// Another process (or store) has this CA directory open.
     #[error("CA directory {0} is in use by another process")]
     Locked(PathBuf),
+    /// The CA directory holds no CA (it was never initialised).
+    #[error("{0} holds no CA")]
+    NoCa(PathBuf),
+    /// The CA directory already holds a CA (initialising again would lose it).
+    #[error("{0} already holds a CA")]
+    AlreadyCa(PathBuf),
 }
 
 /// Why a peer certificate was not accepted.

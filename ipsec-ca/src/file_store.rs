@@ -24,6 +24,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::ca::{Ca, Policy};
 use crate::error::{CaError, StoreError};
 use crate::identity::CaIdentity;
 use crate::state::{CaState, Change};
@@ -161,6 +162,27 @@ impl FileStore {
             identity.key_pem().as_bytes(),
             0o600,
         )
+    }
+
+    /// Opens the CA initialised in this directory under `policy`; fails
+    /// with [`StoreError::NoCa`] if there is none.
+    pub fn open_ca(self, policy: Policy) -> Result<Ca<FileStore>, CaError> {
+        if !self.has_identity() {
+            return Err(StoreError::NoCa(self.dir).into());
+        }
+        let identity = self.load_identity()?;
+        Ca::open(identity, policy, self)
+    }
+
+    /// Initialises a CA with `identity` in this directory and opens it;
+    /// fails with [`StoreError::AlreadyCa`] (and writes nothing) if the
+    /// directory already holds one.
+    pub fn init_ca(self, identity: CaIdentity, policy: Policy) -> Result<Ca<FileStore>, CaError> {
+        if self.has_identity() {
+            return Err(StoreError::AlreadyCa(self.dir).into());
+        }
+        self.save_identity(&identity)?;
+        Ca::open(identity, policy, self)
     }
 
     /// Reads the CA certificate, key and chain.

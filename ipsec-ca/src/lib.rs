@@ -54,6 +54,8 @@
 //!
 //! - [`key`]: [`KeyType`], [`NodeKey`] (PKCS#8, CSRs), [`OverlayAddress`] (the
 //!   `brunet:node:` URI SAN).
+//! - [`admin`]: helpers for an administrator's front end (host names,
+//!   serials as typed, [`admin::issue_node`], certificate states).
 //! - [`ca`]: [`Ca`] with its [`Policy`]: sign, queue/approve/reject, revoke, CRLs,
 //!   and the enrolment input [`Ca::handle_enrolment`] / output [`Ca::poll_transmit`].
 //! - [`enrol`]: the node's side of enrolment ([`Enrolment`]), with retries;
@@ -78,6 +80,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod ca;
 pub mod csr;
 pub mod enrol;
@@ -101,7 +104,7 @@ pub use file_store::FileStore;
 pub use identity::CaIdentity;
 pub use key::{KeyType, NodeKey, NodeRequest, OverlayAddress};
 pub use state::{CaState, IssuedRecord, PendingRecord, RevocationReason, TokenRecord};
-pub use store::{MemStore, Store};
+pub use store::{BoxedStore, MemStore, Store};
 pub use time;
 pub use token::JoinToken;
 pub use verify::{VerifiedPeer, Verifier};

@@ -29,6 +29,24 @@ pub trait Store {
     }
 }
 
+/// A store chosen at run time, e.g. by a sans-IO composition that holds a
+/// [`crate::Ca`] without naming its store (see [`crate::Ca::boxed`]).
+pub type BoxedStore = Box<dyn Store + Send>;
+
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn load(&mut self) -> Result<Option<CaState>, StoreError> {
+        (**self).load()
+    }
+
+    fn save(&mut self, state: &CaState) -> Result<(), StoreError> {
+        (**self).save(state)
+    }
+
+    fn record(&mut self, before: &CaState, change: &Change) -> Result<(), StoreError> {
+        (**self).record(before, change)
+    }
+}
+
 /// An in-memory store (tests, benches, or a CA whose state lives elsewhere).
 #[derive(Debug, Default, Clone)]
 pub struct MemStore {

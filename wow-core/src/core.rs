@@ -284,7 +284,7 @@ pub struct Core<S: LeaseStore> {
     agent: nat_traversal::agent::Agent<Address>,
     randomness: Randomness,
     republish_at: Option<Instant>,
-    ca: Option<ipsec_ca::Ca<ipsec_ca::FileStore>>,
+    ca: Option<ipsec_ca::Ca<ipsec_ca::BoxedStore>>,
     enrolment: Option<ipsec_ca::Enrolment>,
     enrol_out: Vec<Vec<u8>>,
     ca_address: Option<Address>,
@@ -891,8 +891,13 @@ impl<S: LeaseStore> Core<S> {
     /// Makes this node the CA's: enrolment requests from guests' nodes are
     /// answered by `ca` (signed at once with an auto-approving policy, else
     /// queued for `wow-node ca`), and this node announces itself in the DHT.
-    pub fn set_ca(&mut self, now: Instant, ca: ipsec_ca::Ca<ipsec_ca::FileStore>) {
-        self.ca = Some(ca);
+    /// The caller picks the store (a `FileStore` fsyncs inside CA calls).
+    pub fn set_ca<C: ipsec_ca::Store + Send + 'static>(
+        &mut self,
+        now: Instant,
+        ca: ipsec_ca::Ca<C>,
+    ) {
+        self.ca = Some(ca.boxed());
         self.ca_limiter = Some(crate::enrol::RateLimiter::new(now));
         self.publish_ca(now);
         self.refresh_record_policy(now);
@@ -904,7 +909,7 @@ impl<S: LeaseStore> Core<S> {
     pub fn with_ca<R>(
         &mut self,
         now: Instant,
-        f: impl FnOnce(&mut ipsec_ca::Ca<ipsec_ca::FileStore>) -> R,
+        f: impl FnOnce(&mut ipsec_ca::Ca<ipsec_ca::BoxedStore>) -> R,
     ) -> Option<R> {
         let result = f(self.ca.as_mut()?);
         self.send_ca_replies(now);

@@ -1,275 +1,99 @@
-//! CRLs through the overlay: a signed manifest, then 1 KiB chunks.
+//! CRLs through the overlay: a CA-signed manifest, then 1 KiB chunks.
 //!
-//! A DHT value holds at most [`MAX_VALUE_LEN`] (1 KiB) bytes, about twenty
-//! revocations. A CRL envelope is therefore described by a [`Manifest`] —
-//! its CRL number, length, SHA-256 and the digest of every chunk — that the
-//! CA signs as a statement labelled [`MANIFEST_LABEL`]
-//! ([`ipsec_ca::CaIdentity::sign_statement`]). The signed manifest is stored
+//! A DHT value holds at most
+//! [`MAX_VALUE_LEN`](overlay_core::wire::MAX_VALUE_LEN) (1 KiB) bytes, about twenty
+//! revocations. A CRL envelope is therefore stored in chunks described by
+//! a [`Manifest`] (overlay-core's [`chunked`]
+//! module: the CRL number as its sequence number, the envelope's length
+//! and SHA-256, the digest of every chunk), whose body the CA signs as a
+//! statement labelled [`MANIFEST_LABEL`] ([`sign_manifest`],
+//! [`ipsec_ca::CaIdentity::sign_statement`]). The signed manifest is stored
 //! under the DHT key `wow/crl`, the chunks (of [`CHUNK_LEN`]) under
-//! `wow/crl-chunk/<digest prefix, index>`, and the CA node answers the same
-//! manifest and chunks over the overlay ([`Message`]).
+//! `wow/crl-chunk/<`[`Manifest::chunk_suffix`]`>`, and the CA node answers
+//! the same manifest and chunks over the overlay ([`Message`]).
 //!
 //! A fetcher ([`Fetcher`]) reads every value under `wow/crl`, ignores those
-//! that are not manifests signed by its CA, keeps the highest CRL number
-//! above the one it holds, and takes each chunk only if it matches its
-//! digest: a wrong chunk from one replica or value is skipped and the chunk
-//! asked again, it does not abort the assembly. The joined envelope must
-//! match the overall digest; its CA signature and CRL number are checked
-//! after that, by ipsec-ca, which never installs a CRL older than the
-//! loaded one.
+//! that are not manifests signed by its CA ([`verify_manifest`]), keeps the
+//! highest CRL number above the one it holds, and takes each chunk only if
+//! it matches its digest: a wrong chunk from one replica or value is
+//! skipped and the chunk asked again, it does not abort the assembly. The
+//! joined envelope must match the overall digest; its CA signature and CRL
+//! number are checked after that, by ipsec-ca, which never installs a CRL
+//! older than the loaded one.
 //!
 //! ```
-//! use wow_core::crl_dht::{Assembly, Manifest};
+//! use wow_core::crl_dht::{Fetcher, Published, verify_manifest};
+//! # let now = ipsec_ca::time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+//! # let ca = ipsec_ca::CaIdentity::create_root(ipsec_ca::KeyType::Ed25519, "CA", now,
+//! #     ipsec_ca::time::Duration::days(30)).unwrap();
+//! let verifier = ipsec_ca::Verifier::new(ca.cert_der())?;
 //!
-//! let envelope: Vec<u8> = (0..5000u32).map(|i| (i / 3) as u8).collect();
-//! let (manifest, chunks) = Manifest::split(7, &envelope).unwrap();
-//! assert_eq!(chunks.len(), 5);
-//! let parsed = Manifest::parse_body(&manifest.to_body()).unwrap();
-//! let mut assembly = Assembly::new(parsed);
-//! assert!(!assembly.insert(0, chunks[1]), "a chunk in the wrong place");
-//! for (i, c) in chunks.iter().enumerate().rev() {
-//!     assert!(assembly.insert(i, c));
+//! // The CA describes and signs CRL 7's envelope.
+//! let envelope: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
+//! let published = Published::new(&ca, 7, envelope.clone())?;
+//! assert_eq!(verify_manifest(&verifier, &published.signed)?.number, 7);
+//!
+//! // A node holding CRL 3 takes it, chunk by chunk.
+//! let mut fetcher = Fetcher::default();
+//! let chunks = fetcher
+//!     .offer_manifests(&verifier, 3, [&published.signed[..]])
+//!     .map(|m| m.chunks())
+//!     .unwrap();
+//! let mut outcome = None;
+//! for i in 0..chunks {
+//!     outcome = Some(fetcher.offer_chunk(7, i, [published.chunk(i).unwrap()]));
 //! }
-//! assert_eq!(assembly.finish().unwrap(), envelope);
+//! assert_eq!(outcome, Some(wow_core::crl_dht::ChunkOutcome::Complete(envelope)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use overlay_core::wire::MAX_VALUE_LEN;
-use ring::digest;
+use overlay_core::chunked;
+pub use overlay_core::chunked::{Assembly, CHUNK_DIGEST_LEN, CHUNK_LEN, MAX_CHUNKS, Manifest};
 
 /// The statement label of a signed CRL manifest.
 pub const MANIFEST_LABEL: &[u8] = b"wow/crl-manifest";
-/// Bytes per chunk: one DHT value.
-pub const CHUNK_LEN: usize = MAX_VALUE_LEN;
-/// Bytes of a chunk's digest in the manifest (SHA-256, truncated; the
-/// chunks are the CA's, so only second preimages matter: 2^128 work).
-pub const CHUNK_DIGEST_LEN: usize = 16;
-/// Most chunks of one CRL, so that the signed manifest fits one DHT value.
-pub const MAX_CHUNKS: usize = 48;
 /// Longest CRL envelope stored (48 chunks, about a thousand revocations).
-pub const MAX_CRL_LEN: usize = MAX_CHUNKS * CHUNK_LEN;
-/// Manifest version.
-const VERSION: u8 = 2;
-/// Version, CRL number, length, digest.
-const BODY_HEADER_LEN: usize = 1 + 8 + 4 + 32;
+pub const MAX_CRL_LEN: usize = chunked::MAX_LEN;
 /// Times a chunk is asked again after wrong answers, per fetch round.
-const CHUNK_RETRIES: u8 = 3;
+pub const CHUNK_RETRIES: u8 = 3;
 
-/// Why bytes are not a manifest, or an envelope cannot be stored.
+/// Why bytes are not a CRL manifest signed by the CA, or an envelope
+/// cannot be published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManifestError {
-    /// Not a manifest body.
-    #[error("not a CRL manifest")]
-    NotManifest,
-    /// A manifest of another version.
-    #[error("CRL manifest version {0} not supported")]
-    Version(u8),
-    /// Length and chunk digests disagree, or the length is out of range.
-    #[error("inconsistent CRL manifest: {len} bytes, {chunks} chunk digests")]
-    Inconsistent {
-        /// Envelope length.
-        len: u32,
-        /// Chunk digests present.
-        chunks: usize,
-    },
-    /// The envelope is empty or longer than [`MAX_CRL_LEN`].
-    #[error("CRL envelope of {0} bytes cannot be stored (1..={MAX_CRL_LEN})")]
-    Size(usize),
+    /// Not a manifest body, or an envelope that cannot be stored in chunks.
+    #[error("CRL {0}")]
+    Chunks(#[from] chunked::ManifestError),
     /// Not signed by the trusted CA (or not a manifest statement).
     #[error("CRL manifest not signed by the CA")]
     Signature,
     /// The CA key could not sign.
     #[error("cannot sign the CRL manifest")]
     Sign,
+    /// The manifest describes another envelope.
+    #[error("the CRL manifest does not describe this envelope")]
+    Mismatch,
 }
 
-/// One CRL envelope as the CA describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Manifest {
-    /// The CRL number (the envelope's, RFC 5280 §5.2.3).
-    pub number: u64,
-    /// Envelope length in bytes.
-    pub len: u32,
-    /// SHA-256 of the envelope.
-    pub digest: [u8; 32],
-    /// Truncated SHA-256 of each chunk, in order.
-    pub chunk_digests: Vec<[u8; CHUNK_DIGEST_LEN]>,
+/// `manifest` signed by `ca`: what `wow/crl` holds.
+pub fn sign_manifest(
+    manifest: &Manifest,
+    ca: &ipsec_ca::CaIdentity,
+) -> Result<Vec<u8>, ManifestError> {
+    ca.sign_statement(MANIFEST_LABEL, &manifest.to_body())
+        .map_err(|_| ManifestError::Sign)
 }
 
-fn chunk_digest(chunk: &[u8]) -> [u8; CHUNK_DIGEST_LEN] {
-    let mut d = [0u8; CHUNK_DIGEST_LEN];
-    d.copy_from_slice(&digest::digest(&digest::SHA256, chunk).as_ref()[..CHUNK_DIGEST_LEN]);
-    d
-}
-
-impl Manifest {
-    /// The manifest (for CRL `number`) and the chunks of `envelope`.
-    pub fn split(number: u64, envelope: &[u8]) -> Result<(Manifest, Vec<&[u8]>), ManifestError> {
-        if envelope.is_empty() || envelope.len() > MAX_CRL_LEN {
-            return Err(ManifestError::Size(envelope.len()));
-        }
-        let mut d = [0u8; 32];
-        d.copy_from_slice(digest::digest(&digest::SHA256, envelope).as_ref());
-        let chunks: Vec<&[u8]> = envelope.chunks(CHUNK_LEN).collect();
-        Ok((
-            Manifest {
-                number,
-                len: envelope.len() as u32,
-                digest: d,
-                chunk_digests: chunks.iter().map(|c| chunk_digest(c)).collect(),
-            },
-            chunks,
-        ))
-    }
-
-    /// Reads a manifest body (the signed statement's body).
-    pub fn parse_body(bytes: &[u8]) -> Result<Manifest, ManifestError> {
-        if bytes.len() < BODY_HEADER_LEN {
-            return Err(ManifestError::NotManifest);
-        }
-        let (header, digests) = bytes.split_at(BODY_HEADER_LEN);
-        if header[0] != VERSION {
-            return Err(ManifestError::Version(header[0]));
-        }
-        let mut number = [0u8; 8];
-        number.copy_from_slice(&header[1..9]);
-        let len = u32::from_be_bytes([header[9], header[10], header[11], header[12]]);
-        let mut digest = [0u8; 32];
-        digest.copy_from_slice(&header[13..45]);
-        let l = len as usize;
-        let chunks = digests.len() / CHUNK_DIGEST_LEN;
-        if l == 0
-            || l > MAX_CRL_LEN
-            || digests.len() % CHUNK_DIGEST_LEN != 0
-            || l.div_ceil(CHUNK_LEN) != chunks
-        {
-            return Err(ManifestError::Inconsistent { len, chunks });
-        }
-        let chunk_digests = digests
-            .chunks_exact(CHUNK_DIGEST_LEN)
-            .map(|c| {
-                let mut d = [0u8; CHUNK_DIGEST_LEN];
-                d.copy_from_slice(c);
-                d
-            })
-            .collect();
-        Ok(Manifest {
-            number: u64::from_be_bytes(number),
-            len,
-            digest,
-            chunk_digests,
-        })
-    }
-
-    /// The manifest's body, to be signed.
-    pub fn to_body(&self) -> Vec<u8> {
-        let mut b =
-            Vec::with_capacity(BODY_HEADER_LEN + CHUNK_DIGEST_LEN * self.chunk_digests.len());
-        b.push(VERSION);
-        b.extend_from_slice(&self.number.to_be_bytes());
-        b.extend_from_slice(&self.len.to_be_bytes());
-        b.extend_from_slice(&self.digest);
-        for d in &self.chunk_digests {
-            b.extend_from_slice(d);
-        }
-        b
-    }
-
-    /// The manifest signed by `ca`: what `wow/crl` holds.
-    pub fn sign(&self, ca: &ipsec_ca::CaIdentity) -> Result<Vec<u8>, ManifestError> {
-        ca.sign_statement(MANIFEST_LABEL, &self.to_body())
-            .map_err(|_| ManifestError::Sign)
-    }
-
-    /// The manifest in `signed`, if the CA `verifier` trusts signed it.
-    pub fn verify(verifier: &ipsec_ca::Verifier, signed: &[u8]) -> Result<Manifest, ManifestError> {
-        let body = verifier
-            .verify_statement(MANIFEST_LABEL, signed)
-            .map_err(|_| ManifestError::Signature)?;
-        Manifest::parse_body(body)
-    }
-
-    /// Number of chunks.
-    pub fn chunks(&self) -> u16 {
-        self.chunk_digests.len() as u16
-    }
-
-    /// The DHT key suffix of chunk `index`: a digest prefix and the index.
-    pub fn chunk_suffix(&self, index: u16) -> [u8; 18] {
-        let mut s = [0u8; 18];
-        s[..16].copy_from_slice(&self.digest[..16]);
-        s[16..].copy_from_slice(&index.to_be_bytes());
-        s
-    }
-
-    /// Whether `bytes` is chunk `index`: its length and digest.
-    pub fn chunk_matches(&self, index: usize, bytes: &[u8]) -> bool {
-        let expected = (self.len as usize)
-            .saturating_sub(index * CHUNK_LEN)
-            .min(CHUNK_LEN);
-        expected > 0
-            && bytes.len() == expected
-            && self.chunk_digests.get(index) == Some(&chunk_digest(bytes))
-    }
-}
-
-/// Chunks of one envelope as they arrive.
-#[derive(Debug, Clone)]
-pub struct Assembly {
-    manifest: Manifest,
-    chunks: Vec<Option<Vec<u8>>>,
-}
-
-impl Assembly {
-    /// Waiting for every chunk of `manifest`.
-    pub fn new(manifest: Manifest) -> Assembly {
-        let n = manifest.chunk_digests.len();
-        Assembly {
-            manifest,
-            chunks: vec![None; n],
-        }
-    }
-
-    /// The manifest.
-    pub fn manifest(&self) -> &Manifest {
-        &self.manifest
-    }
-
-    /// Takes chunk `index` if it matches its digest; `false` if not.
-    pub fn insert(&mut self, index: usize, bytes: &[u8]) -> bool {
-        if !self.manifest.chunk_matches(index, bytes) {
-            return false;
-        }
-        match self.chunks.get_mut(index) {
-            Some(slot) => {
-                *slot = Some(bytes.to_vec());
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Chunks still missing.
-    pub fn missing(&self) -> Vec<u16> {
-        (0..self.manifest.chunks())
-            .filter(|&i| self.chunks.get(usize::from(i)).is_some_and(Option::is_none))
-            .collect()
-    }
-
-    /// Whether every chunk has arrived.
-    pub fn is_complete(&self) -> bool {
-        self.chunks.iter().all(Option::is_some)
-    }
-
-    /// The envelope, if every chunk arrived and the digest matches.
-    pub fn finish(&self) -> Option<Vec<u8>> {
-        let mut envelope = Vec::with_capacity(self.manifest.len as usize);
-        for c in &self.chunks {
-            envelope.extend_from_slice(c.as_deref()?);
-        }
-        let d = digest::digest(&digest::SHA256, &envelope);
-        (d.as_ref() == self.manifest.digest).then_some(envelope)
-    }
+/// The manifest in `signed`, if the CA `verifier` trusts signed it.
+pub fn verify_manifest(
+    verifier: &ipsec_ca::Verifier,
+    signed: &[u8],
+) -> Result<Manifest, ManifestError> {
+    let body = verifier
+        .verify_statement(MANIFEST_LABEL, signed)
+        .map_err(|_| ManifestError::Signature)?;
+    Ok(Manifest::parse_body(body)?)
 }
 
 /// What a chunk answer did (see [`Fetcher::offer_chunk`]).
@@ -309,7 +133,7 @@ impl Fetcher {
     ) -> Option<&Manifest> {
         let best = values
             .into_iter()
-            .filter_map(|v| match Manifest::verify(verifier, v) {
+            .filter_map(|v| match verify_manifest(verifier, v) {
                 Ok(m) => Some(m),
                 Err(e) => {
                     tracing::debug!(error = %e, "CRL manifest ignored");
@@ -319,13 +143,12 @@ impl Fetcher {
             .max_by_key(|m| m.number)?;
         let floor = loaded
             .max(self.fetched)
-            .max(self.assembly.as_ref().map_or(0, |a| a.manifest.number));
+            .max(self.assembly.as_ref().map_or(0, |a| a.manifest().number));
         if best.number <= floor {
             return None;
         }
         self.retries = vec![0; best.chunk_digests.len()];
-        let assembly = self.assembly.insert(Assembly::new(best));
-        Some(&assembly.manifest)
+        Some(self.assembly.insert(Assembly::new(best)).manifest())
     }
 
     /// The manifest under way.
@@ -354,14 +177,15 @@ impl Fetcher {
         let Some(assembly) = self
             .assembly
             .as_mut()
-            .filter(|a| a.manifest.number == number)
+            .filter(|a| a.manifest().number == number)
         else {
             return ChunkOutcome::Ignored;
         };
-        let i = usize::from(index);
-        if assembly.chunks.get(i).is_none_or(Option::is_some) {
+        // Out of range, or already held.
+        if !assembly.missing().contains(&index) {
             return ChunkOutcome::Ignored;
         }
+        let i = usize::from(index);
         if !values.into_iter().any(|v| assembly.insert(i, v)) {
             let retry = self.retries.get_mut(i).is_some_and(|r| {
                 *r += 1;
@@ -496,7 +320,7 @@ impl Published {
         envelope: Vec<u8>,
     ) -> Result<Published, ManifestError> {
         let (manifest, _) = Manifest::split(number, &envelope)?;
-        let signed = manifest.sign(ca)?;
+        let signed = sign_manifest(&manifest, ca)?;
         Ok(Published {
             manifest,
             signed,
@@ -516,7 +340,7 @@ impl Published {
         let manifest = Manifest::parse_body(statement.body)?;
         let (expected, _) = Manifest::split(manifest.number, &envelope)?;
         if expected != manifest {
-            return Err(ManifestError::NotManifest);
+            return Err(ManifestError::Mismatch);
         }
         Ok(Published {
             manifest,
@@ -556,199 +380,4 @@ pub fn manifest_path(crl: &std::path::Path) -> std::path::PathBuf {
     let mut name = crl.as_os_str().to_owned();
     name.push(".manifest");
     std::path::PathBuf::from(name)
-}
-
-#[cfg(test)]
-mod test {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn ca() -> ipsec_ca::CaIdentity {
-        let now = ipsec_ca::time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-        ipsec_ca::CaIdentity::create_root(
-            ipsec_ca::KeyType::EcdsaP256,
-            "crl_dht test CA",
-            now,
-            ipsec_ca::time::Duration::days(30),
-        )
-        .unwrap()
-    }
-
-    proptest! {
-        #[test]
-        fn manifests_round_trip(
-            envelope in proptest::collection::vec(any::<u8>(), 1..9000),
-            number in any::<u64>(),
-        ) {
-            let (m, _) = Manifest::split(number, &envelope).unwrap();
-            prop_assert_eq!(Manifest::parse_body(&m.to_body()), Ok(m));
-        }
-
-        #[test]
-        fn envelopes_reassemble_in_any_order(
-            envelope in proptest::collection::vec(any::<u8>(), 1..9000),
-            seed in any::<u64>(),
-        ) {
-            let (m, chunks) = Manifest::split(1, &envelope).unwrap();
-            let mut a = Assembly::new(Manifest::parse_body(&m.to_body()).unwrap());
-            let n = chunks.len();
-            for k in 0..n {
-                let i = (k + seed as usize) % n;
-                prop_assert!(!a.is_complete());
-                prop_assert!(a.insert(i, chunks[i]));
-            }
-            prop_assert!(a.is_complete());
-            prop_assert_eq!(a.finish(), Some(envelope));
-        }
-
-        #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            if let Ok(m) = Manifest::parse_body(&bytes) {
-                prop_assert_eq!(&m.to_body()[..], &bytes[..]);
-            }
-            if let Some(m) = Message::parse(&bytes) {
-                prop_assert_eq!(&m.to_bytes()[..], &bytes[..]);
-            }
-        }
-    }
-
-    #[test]
-    fn the_largest_signed_manifest_fits_one_dht_value() {
-        let envelope = vec![1u8; MAX_CRL_LEN];
-        let p = Published::new(&ca(), u64::MAX, envelope).unwrap();
-        assert!(p.signed.len() <= MAX_VALUE_LEN, "{} bytes", p.signed.len());
-        assert_eq!(
-            Manifest::split(1, &vec![0; MAX_CRL_LEN + 1]).map(|_| ()),
-            Err(ManifestError::Size(MAX_CRL_LEN + 1))
-        );
-        assert_eq!(Manifest::split(1, &[]), Err(ManifestError::Size(0)));
-    }
-
-    #[test]
-    fn bad_manifests_and_chunks_are_refused() {
-        let envelope = vec![7u8; 2500];
-        let (m, chunks) = Manifest::split(3, &envelope).unwrap();
-        assert_eq!((m.len, m.chunks()), (2500, 3));
-        let mut b = m.to_body();
-        b[0] = 1;
-        assert_eq!(Manifest::parse_body(&b), Err(ManifestError::Version(1)));
-        let mut b = m.to_body();
-        b.extend_from_slice(&[0; CHUNK_DIGEST_LEN]); // four digests for 2500 bytes
-        assert!(matches!(
-            Manifest::parse_body(&b),
-            Err(ManifestError::Inconsistent { .. })
-        ));
-        assert_eq!(
-            Manifest::parse_body(&b[..20]),
-            Err(ManifestError::NotManifest)
-        );
-
-        let mut a = Assembly::new(m);
-        // Wrong length or bytes for its place, out of range.
-        assert!(!a.insert(2, chunks[0]));
-        assert!(!a.insert(3, chunks[2]));
-        assert!(!a.insert(2, &vec![8u8; chunks[2].len()]));
-        assert!(a.insert(0, chunks[0]));
-        assert!(a.insert(1, chunks[1]));
-        assert_eq!(a.missing(), vec![2]);
-        assert_eq!(a.finish(), None, "incomplete");
-        assert!(a.insert(2, chunks[2]));
-        assert_eq!(a.finish(), Some(envelope));
-    }
-
-    #[test]
-    fn the_fetcher_takes_the_highest_signed_number_and_skips_bad_chunks() {
-        let ca = ca();
-        let verifier = ipsec_ca::Verifier::new(ca.cert_der()).unwrap();
-        let envelope = |n: u8| -> Vec<u8> { (0..2500u32).map(|i| (i as u8) ^ n).collect() };
-        let p3 = Published::new(&ca, 3, envelope(3)).unwrap();
-        let p5 = Published::new(&ca, 5, envelope(5)).unwrap();
-        let p4 = Published::new(&ca, 4, envelope(4)).unwrap();
-        let mut unsigned = p5.clone();
-        unsigned.manifest.number = 9;
-        unsigned.signed = unsigned.manifest.to_body();
-
-        let mut f = Fetcher::default();
-        // Nothing above the loaded number.
-        assert!(f.offer_manifests(&verifier, 5, [&p3.signed[..]]).is_none());
-        // The highest signed one wins, in any order; unsigned ones are ignored.
-        let values = [&unsigned.signed[..], &p3.signed, &p5.signed, &p4.signed];
-        assert_eq!(
-            f.offer_manifests(&verifier, 2, values).map(|m| m.number),
-            Some(5)
-        );
-        assert!(f.offer_manifests(&verifier, 2, [&p4.signed[..]]).is_none());
-        assert_eq!(f.missing(), vec![0, 1, 2]);
-
-        // Chunks of another CRL, or bad ones: skipped; retried a few times.
-        let good = |i: u16| p5.chunk(i).unwrap();
-        assert_eq!(
-            f.offer_chunk(4, 0, [p4.chunk(0).unwrap()]),
-            ChunkOutcome::Ignored
-        );
-        let wrong = p3.chunk(1).unwrap();
-        for _ in 0..CHUNK_RETRIES {
-            assert_eq!(f.offer_chunk(5, 1, [wrong]), ChunkOutcome::Bad(true));
-        }
-        assert_eq!(f.offer_chunk(5, 1, [wrong]), ChunkOutcome::Bad(false));
-        assert_eq!(f.offer_chunk(5, 0, [good(0)]), ChunkOutcome::Stored);
-        assert_eq!(f.offer_chunk(5, 0, [good(0)]), ChunkOutcome::Ignored);
-        // A bad copy next to a good one does not matter.
-        assert_eq!(f.offer_chunk(5, 1, [wrong, good(1)]), ChunkOutcome::Stored);
-        assert_eq!(f.missing(), vec![2]);
-        assert_eq!(
-            f.offer_chunk(5, 2, [good(2)]),
-            ChunkOutcome::Complete(envelope(5))
-        );
-        // Assembled once: not again, nor anything older.
-        assert!(
-            f.offer_manifests(&verifier, 0, [&p5.signed[..], &p4.signed])
-                .is_none()
-        );
-        assert!(f.current().is_none());
-    }
-
-    #[test]
-    fn messages_answer_requests() {
-        let envelope: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
-        let p = Published::new(&ca(), 9, envelope.clone()).unwrap();
-        // The same, signed elsewhere; not for another envelope.
-        let q = Published::from_signed(p.signed.clone(), envelope.clone()).unwrap();
-        assert_eq!(q.manifest, p.manifest);
-        assert!(Published::from_signed(p.signed.clone(), envelope[1..].to_vec()).is_err());
-        assert!(Published::from_signed(p.manifest.to_body(), envelope.clone()).is_err());
-        let answer = p.answer(&Message::ManifestRequest).unwrap();
-        assert_eq!(Message::parse(&answer), Some(Message::Manifest(&p.signed)));
-        let answer = p
-            .answer(&Message::ChunkRequest {
-                number: 9,
-                index: 2,
-            })
-            .unwrap();
-        assert_eq!(
-            Message::parse(&answer),
-            Some(Message::Chunk {
-                number: 9,
-                index: 2,
-                bytes: &envelope[2048..]
-            })
-        );
-        assert_eq!(
-            p.answer(&Message::ChunkRequest {
-                number: 8,
-                index: 0
-            }),
-            None
-        );
-        assert_eq!(
-            p.answer(&Message::ChunkRequest {
-                number: 9,
-                index: 3
-            }),
-            None
-        );
-        assert_eq!(Message::parse(&[1, 0]), None);
-        assert_eq!(Message::parse(&[2, 0, 0]), None);
-        assert_eq!(Message::parse(&[3]), None);
-    }
 }

@@ -219,7 +219,7 @@ impl NodePolicy {
             // statement, and readers check each chunk against its digest.
             b"crl" => match self.ca.as_ref() {
                 None => true,
-                Some(verifier) => crate::crl_dht::Manifest::verify(verifier, &record.value).is_ok(),
+                Some(verifier) => crate::crl_dht::verify_manifest(verifier, &record.value).is_ok(),
             },
             b"crl-chunk" => true,
             _ => !with_ca,

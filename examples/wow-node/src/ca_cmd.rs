@@ -14,11 +14,11 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use clap::Subcommand;
+use ipsec_ca::admin::{CertState, IssueError, der_or_pem, issue_node, parse_serial};
 use ipsec_ca::file_store::write_atomic;
+use ipsec_ca::state::hex_encode as hex;
 use ipsec_ca::time::{Duration, OffsetDateTime};
-use ipsec_ca::{
-    Ca, CaIdentity, FileStore, KeyType, NodeKey, NodeRequest, Policy, RevocationReason,
-};
+use ipsec_ca::{Ca, CaIdentity, FileStore, KeyType, Policy, RevocationReason};
 
 use crate::enrol::CaRequest;
 
@@ -226,15 +226,15 @@ fn now() -> OffsetDateTime {
 }
 
 fn open(dir: &Path) -> Result<Ca<FileStore>, String> {
-    let store = FileStore::new(dir).map_err(|e| e.to_string())?;
-    if !store.has_identity() {
-        return Err(format!(
-            "no CA in {} (run `wow-node ca init`)",
-            dir.display()
-        ));
-    }
-    let identity = store.load_identity().map_err(|e| e.to_string())?;
-    Ca::open(identity, Policy::default(), store).map_err(|e| e.to_string())
+    FileStore::new(dir)
+        .map_err(|e| e.to_string())?
+        .open_ca(Policy::default())
+        .map_err(|e| match e {
+            ipsec_ca::CaError::Store(e @ ipsec_ca::StoreError::NoCa(_)) => {
+                format!("{e} (run `wow-node ca init`)")
+            }
+            e => e.to_string(),
+        })
 }
 
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
@@ -256,47 +256,20 @@ fn write_crl<S: ipsec_ca::Store>(ca: &mut ipsec_ca::Ca<S>, out: &Path) -> Result
     Ok(crl.number)
 }
 
-/// The DNS name certified for host name `name` in zone `domain`:
-/// `name.domain` (lowercased), or `name` itself when it has a dot.
-pub fn host_name_in(name: &str, domain: &str) -> String {
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    if name.contains('.') {
-        name
-    } else {
-        format!(
-            "{name}.{}",
-            domain.trim_end_matches('.').to_ascii_lowercase()
-        )
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim().trim_start_matches("0x");
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
+/// The DNS name certified for a host name in a zone (kept here for the
+/// node's `[security] names`; the rule is ipsec-ca's).
+pub use ipsec_ca::admin::host_name_in;
 
 fn execute(command: CaCommand) -> Result<(), String> {
     match command {
         CaCommand::Init { dir, name, days } => {
-            let store = FileStore::new(&dir).map_err(|e| e.to_string())?;
-            if store.has_identity() {
-                return Err(format!("{} already holds a CA", dir.display()));
-            }
             let identity =
                 CaIdentity::create_root(KeyType::Ed25519, &name, now(), Duration::days(days))
                     .map_err(|e| e.to_string())?;
-            store.save_identity(&identity).map_err(|e| e.to_string())?;
-            Ca::open(identity, Policy::default(), store).map_err(|e| e.to_string())?;
+            let store = FileStore::new(&dir).map_err(|e| e.to_string())?;
+            store
+                .init_ca(identity, Policy::default())
+                .map_err(|e| e.to_string())?;
             println!("CA \"{name}\" created in {}", dir.display());
         }
         CaCommand::Issue {
@@ -308,20 +281,26 @@ fn execute(command: CaCommand) -> Result<(), String> {
             domain,
         } => {
             let mut ca = open(&dir)?;
-            let key = NodeKey::generate(KeyType::Ed25519).map_err(|e| e.to_string())?;
-            let request = names.iter().fold(NodeRequest::new(ip), |r, name| {
-                r.with_dns_name(host_name_in(name, &domain))
-            });
-            let csr = key
-                .certificate_request(&request)
-                .map_err(|e| format!("--name: {e}"))?;
-            let issued = ca
-                .sign(&csr, ip, Some(Duration::days(days)), now())
-                .map_err(|e| e.to_string())?;
+            let names = names.iter().map(|name| host_name_in(name, &domain));
+            let node = issue_node(
+                &mut ca,
+                ip,
+                names,
+                KeyType::Ed25519,
+                Some(Duration::days(days)),
+                now(),
+            )
+            .map_err(|e| match e {
+                IssueError::Names(e) => format!("--name: {e}"),
+                e => e.to_string(),
+            })?;
             std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-            write(&out.join(NODE_KEY_FILE), key.to_pem().as_bytes(), 0o600)?;
-            let cert = ipsec_ca::key::to_pem("CERTIFICATE", &issued.certificate);
-            write(&out.join(NODE_CERT_FILE), cert.as_bytes(), 0o644)?;
+            write(
+                &out.join(NODE_KEY_FILE),
+                node.key.to_pem().as_bytes(),
+                0o600,
+            )?;
+            write(&out.join(NODE_CERT_FILE), node.cert_pem().as_bytes(), 0o644)?;
             write(
                 &out.join(CA_CERT_FILE),
                 ca.identity().cert_pem().as_bytes(),
@@ -329,20 +308,14 @@ fn execute(command: CaCommand) -> Result<(), String> {
             )?;
             println!(
                 "issued {ip} serial {} into {}",
-                hex(&issued.serial),
+                hex(&node.issued.serial),
                 out.display()
             );
         }
         CaCommand::Sign { dir, csr, ip, out } => {
             let mut ca = open(&dir)?;
             let bytes = std::fs::read(&csr).map_err(|e| e.to_string())?;
-            let der = match std::str::from_utf8(&bytes) {
-                Ok(text) if text.contains("-----BEGIN") => {
-                    ipsec_ca::key::from_pem("CERTIFICATE REQUEST", text)
-                        .map_err(|e| e.to_string())?
-                }
-                _ => bytes,
-            };
+            let der = der_or_pem("CERTIFICATE REQUEST", bytes).map_err(|e| e.to_string())?;
             let issued = ca.sign(&der, ip, None, now()).map_err(|e| e.to_string())?;
             let cert = ipsec_ca::key::to_pem("CERTIFICATE", &issued.certificate);
             write(&out, cert.as_bytes(), 0o644)?;
@@ -350,7 +323,7 @@ fn execute(command: CaCommand) -> Result<(), String> {
         }
         CaCommand::Revoke { dir, serial, out } => {
             let mut ca = open(&dir)?;
-            let serial = unhex(&serial).ok_or("serial must be hex")?;
+            let serial = parse_serial(&serial).ok_or("serial must be hex")?;
             ca.revoke(&serial, RevocationReason::Unspecified, now())
                 .map_err(|e| e.to_string())?;
             let out = out.unwrap_or_else(|| dir.join(CRL_FILE));
@@ -382,143 +355,10 @@ fn execute(command: CaCommand) -> Result<(), String> {
             let now_s = now().unix_timestamp();
             println!("{:<34} {:<15} {:<8}", "serial", "ip", "state");
             for r in ca.issued() {
-                let state = if r.revoked_at.is_some() {
-                    "revoked"
-                } else if r.is_live(now_s) {
-                    "live"
-                } else {
-                    "expired"
-                };
+                let state = CertState::of(r, now_s);
                 println!("{:<34} {:<15} {state}", hex(&r.serial), r.virtual_ip);
             }
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod test {
-    use super::*;
-
-    /// A node that answers every control line with `answer`.
-    fn fake_node(dir: &Path, answer: &'static str) -> std::thread::JoinHandle<()> {
-        use std::io::{Read, Write};
-        let listener =
-            std::os::unix::net::UnixListener::bind(dir.join(crate::control::SOCKET_FILE)).unwrap();
-        std::thread::spawn(move || {
-            if let Ok((mut s, _)) = listener.accept() {
-                let mut line = [0u8; 64];
-                let _ = s.read(&mut line);
-                let _ = s.write_all(answer.as_bytes());
-            }
-        })
-    }
-
-    #[test]
-    fn ca_commands_use_the_node_and_fall_back_to_the_directory() {
-        let base =
-            std::env::temp_dir().join(format!("wow-ca-cmd-{}", wow_core::core::os_random_u64()));
-        let (state, ca_dir) = (base.join("state"), base.join("ca"));
-        std::fs::create_dir_all(&state).unwrap();
-        execute(CaCommand::Init {
-            dir: ca_dir.clone(),
-            name: "t".into(),
-            days: 10,
-        })
-        .unwrap();
-        let target = Target {
-            state_dir: state.clone(),
-            dir: Some(ca_dir.clone()),
-        };
-        // No node: the directory.
-        on_ca(&target, &CaRequest::Pending).unwrap();
-        // A node that is not the CA's: the directory too.
-        let t = fake_node(&state, crate::enrol::NOT_THE_CA);
-        on_ca(
-            &target,
-            &CaRequest::Token {
-                ip: None,
-                ttl_secs: 60,
-            },
-        )
-        .unwrap();
-        t.join().unwrap();
-        assert_eq!(open(&ca_dir).unwrap().tokens().len(), 1);
-        // The CA node refusing: its error, no fallback.
-        std::fs::remove_file(state.join(crate::control::SOCKET_FILE)).unwrap();
-        let t = fake_node(&state, "error: no pending request with id 4\n");
-        assert_eq!(
-            on_ca(&target, &CaRequest::Approve(4)),
-            Err("no pending request with id 4".to_string())
-        );
-        t.join().unwrap();
-        let _ = std::fs::remove_dir_all(&base);
-    }
-
-    /// `ca issue --name db` puts the DNS SAN `db.wow.internal` into the
-    /// host certificate, as openssl reads it.
-    #[test]
-    fn issue_with_a_name_certifies_it() {
-        let base =
-            std::env::temp_dir().join(format!("wow-ca-name-{}", wow_core::core::os_random_u64()));
-        let (out, ca_dir) = (base.join("node"), base.join("ca"));
-        execute(CaCommand::Init {
-            dir: ca_dir.clone(),
-            name: "t".into(),
-            days: 10,
-        })
-        .unwrap();
-        execute(CaCommand::Issue {
-            dir: ca_dir.clone(),
-            ip: Ipv4Addr::new(10, 128, 0, 7),
-            out: out.clone(),
-            days: 1,
-            names: vec!["DB".into(), "web.wow.internal".into()],
-            domain: "wow.internal".into(),
-        })
-        .unwrap();
-        let pem = std::fs::read_to_string(out.join(NODE_CERT_FILE)).unwrap();
-        let der = ipsec_ca::key::from_pem("CERTIFICATE", &pem).unwrap();
-        assert_eq!(
-            ipsec_ca::verify::certificate_dns_names(&der).unwrap(),
-            ["db.wow.internal", "web.wow.internal"]
-        );
-        // A malformed name is refused before anything is issued.
-        let bad = execute(CaCommand::Issue {
-            dir: ca_dir.clone(),
-            ip: Ipv4Addr::new(10, 128, 0, 8),
-            out: base.join("bad"),
-            days: 1,
-            names: vec!["d b".into()],
-            domain: "wow.internal".into(),
-        });
-        assert!(bad.unwrap_err().contains("--name"));
-        match std::process::Command::new("openssl")
-            .args(["x509", "-noout", "-text", "-in"])
-            .arg(out.join(NODE_CERT_FILE))
-            .output()
-        {
-            Ok(o) => {
-                let text = String::from_utf8_lossy(&o.stdout);
-                assert!(o.status.success(), "{o:?}");
-                assert!(
-                    text.contains("DNS:db.wow.internal, DNS:web.wow.internal"),
-                    "{text}"
-                );
-                assert!(text.contains("IP Address:10.128.0.7"), "{text}");
-            }
-            Err(e) => eprintln!("SKIP the openssl check: cannot run openssl: {e}"),
-        }
-        let _ = std::fs::remove_dir_all(&base);
-    }
-
-    #[test]
-    fn hex_round_trips_and_refuses_garbage() {
-        assert_eq!(
-            unhex(&hex(&[0x40, 0x01, 0xff])),
-            Some(vec![0x40, 0x01, 0xff])
-        );
-        assert_eq!(unhex("abc"), None);
-        assert_eq!(unhex("zz"), None);
-    }
 }

@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 
 use ipsec_ca::time::OffsetDateTime;
-use ipsec_ca::{Ca, FileStore, JoinToken};
+use ipsec_ca::{Ca, JoinToken, Store};
 
 /// Parses a duration such as `3600`, `90s`, `30m`, `1h` or `7d`.
 pub fn parse_ttl(text: &str) -> Option<ipsec_ca::time::Duration> {
@@ -89,7 +89,7 @@ impl CaRequest {
 
     /// Carries the command out on `ca`; the answer is the text to print,
     /// `Err` for a refusal.
-    pub fn execute(&self, ca: &mut Ca<FileStore>, now: OffsetDateTime) -> Result<String, String> {
+    pub fn execute<S: Store>(&self, ca: &mut Ca<S>, now: OffsetDateTime) -> Result<String, String> {
         match self {
             CaRequest::Pending => Ok(pending_table(ca, now)),
             CaRequest::Approve(id) => {
@@ -114,7 +114,7 @@ impl CaRequest {
 }
 
 /// The pending queue as a table.
-pub fn pending_table(ca: &Ca<FileStore>, now: OffsetDateTime) -> String {
+pub fn pending_table<S: Store>(ca: &Ca<S>, now: OffsetDateTime) -> String {
     let mut s = format!("{:<6} {:<15} {:>8}  key\n", "id", "ip", "age");
     for p in ca.pending() {
         let key = ipsec_ca::parse_csr(&p.csr)
