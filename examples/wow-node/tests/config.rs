@@ -6,16 +6,8 @@ use std::net::Ipv4Addr;
 
 use wow_node::config::{AllocationMode, Config, ConfigError};
 
-#[test]
-fn empty_file_is_all_defaults() {
-    let c: Config = toml::from_str("").unwrap();
-    assert_eq!(c, Config::default());
-    assert_eq!(c.network.gateway_addr(), Ipv4Addr::new(10, 128, 0, 1));
-}
-
-#[test]
-fn documented_example_parses() {
-    // The example in the module docs, verbatim.
+/// The example in the module docs, verbatim.
+fn documented_example() -> Config {
     let doc = include_str!("../src/config.rs");
     let start = doc.find("//! ```toml").unwrap();
     let end = doc[start + 10..].find("//! ```").unwrap() + start + 10;
@@ -25,7 +17,19 @@ fn documented_example_parses() {
         .map(|l| l.trim_start_matches("//!").trim_start_matches(' '))
         .collect::<Vec<_>>()
         .join("\n");
-    let c: Config = toml::from_str(&text).unwrap();
+    toml::from_str(&text).unwrap()
+}
+
+#[test]
+fn empty_file_is_all_defaults() {
+    let c: Config = toml::from_str("").unwrap();
+    assert_eq!(c, Config::default());
+    assert_eq!(c.network.gateway_addr(), Ipv4Addr::new(10, 128, 0, 1));
+}
+
+#[test]
+fn documented_example_parses() {
+    let c = documented_example();
     assert_eq!(c.node.bootstrap, vec!["192.0.2.1:4000".parse().unwrap()]);
     assert_eq!(c.network.allocation, AllocationMode::Dht);
     assert_eq!(c.confine.allow_tcp_ports, vec![22]);
@@ -38,16 +42,7 @@ fn readme_reference_parses_to_the_same_configuration() {
     let start = readme.find("```toml\n[node]").unwrap() + "```toml\n".len();
     let end = readme[start..].find("```").unwrap() + start;
     let from_readme: Config = toml::from_str(&readme[start..end]).unwrap();
-    let doc = include_str!("../src/config.rs");
-    let start = doc.find("//! ```toml").unwrap();
-    let end = doc[start + 10..].find("//! ```").unwrap() + start + 10;
-    let text: String = doc[start..end]
-        .lines()
-        .skip(1)
-        .map(|l| l.trim_start_matches("//!").trim_start_matches(' '))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let from_docs: Config = toml::from_str(&text).unwrap();
+    let from_docs = documented_example();
     assert_eq!(from_readme, from_docs);
 }
 
