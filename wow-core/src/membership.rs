@@ -269,6 +269,30 @@ impl Membership {
         self.lifetime.validity
     }
 
+    /// The key LAN announcements in `network` are authenticated with
+    /// (see [`overlay_core::lan`]): from the shared `secret` if set, else
+    /// from the CA certificate; none without either.
+    pub fn lan_key(
+        &self,
+        secret: Option<&str>,
+        network: ipnet::Ipv4Net,
+    ) -> Option<overlay_core::lan::NetworkKey> {
+        let cidr = network.to_string();
+        match (secret, &self.ca_certificate) {
+            (Some(secret), _) => Some(overlay_core::lan::NetworkKey::from_secret(
+                secret.as_bytes(),
+                &cidr,
+                &self.domain,
+            )),
+            (None, Some(ca)) => Some(overlay_core::lan::NetworkKey::from_ca_certificate(
+                ca,
+                &cidr,
+                &self.domain,
+            )),
+            (None, None) => None,
+        }
+    }
+
     /// Whether the node has no certificate and enrols on the guest's first
     /// lease.
     pub fn enrols(&self) -> bool {

@@ -355,10 +355,9 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         }
         tracing::info!(dir = %dir.display(), "serving as the CA (join tokens, or `wow-node ca approve`)");
     }
-    let mut lan = match (
-        config.node.lan_discovery,
-        lan_key(&config, ca_der.as_deref()),
-    ) {
+    let lan_secret = config.node.lan_secret.as_deref();
+    let lan_key = membership.lan_key(lan_secret, config.network.cidr.trunc());
+    let mut lan = match (config.node.lan_discovery, lan_key) {
         (false, _) => None,
         (true, None) => {
             tracing::warn!(
@@ -539,25 +538,6 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     core.leave(Instant::now());
     flush(&mut core, &socket, &tap, &mut tap_io, &mut out).await;
     Ok(())
-}
-
-/// The key LAN announcements are authenticated with: from `[node]
-/// lan_secret` if set, else from the CA certificate; none without either
-/// (see [`overlay_core::lan`]).
-fn lan_key(config: &Config, ca_der: Option<&[u8]>) -> Option<overlay_core::lan::NetworkKey> {
-    let cidr = config.network.cidr.trunc().to_string();
-    let domain = &config.network.domain;
-    match (&config.node.lan_secret, ca_der) {
-        (Some(secret), _) => Some(overlay_core::lan::NetworkKey::from_secret(
-            secret.as_bytes(),
-            &cidr,
-            domain,
-        )),
-        (None, Some(ca)) => Some(overlay_core::lan::NetworkKey::from_ca_certificate(
-            ca, &cidr, domain,
-        )),
-        (None, None) => None,
-    }
 }
 
 /// LAN discovery's multicast socket (see [`overlay_core::lan`]).
