@@ -153,13 +153,16 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         ca_der,
         cert_path,
     } = load_identity(&config)?;
-    let enrol = match &config.security.join_token {
-        _ if !config.security.enrol => None,
-        Some(text) => Some(EnrolVia::Overlay(Some(
-            ipsec_ca::JoinToken::parse(text).map_err(|e| format!("join_token: {e}"))?,
-        ))),
-        None => Some(EnrolVia::Overlay(None)),
+    let join_token = match &config.security.join_token {
+        Some(text) => {
+            Some(ipsec_ca::JoinToken::parse(text).map_err(|e| format!("join_token: {e}"))?)
+        }
+        None => None,
     };
+    let enrol = config
+        .security
+        .enrol
+        .then_some(EnrolVia::Overlay(join_token));
     // The ring address is the hash of the node key: the overlay address
     // the certificate carries. In a closed network only certified peers
     // are admitted at link set-up.
