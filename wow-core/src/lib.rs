@@ -12,11 +12,14 @@
 //! device and a UDP socket with tokio).
 //!
 //! The other modules are the pieces of node policy the core uses:
+//! [`ca_command`] (the CA administration commands of the control socket),
 //! [`records`] (which DHT records a node believes), [`overlay_identity`]
 //! (CA-backed overlay identities), [`wire`] (the node's data header in
 //! overlay payloads), [`crl_dht`] (the CA's revocation list carried over the
 //! DHT), [`enrol`] (the CA's announcement, rate limits and certificate
-//! lifetimes) and [`demo`] (settings for a small, fast ring on loopback).
+//! lifetimes), [`membership`] (the node's certificate from enrolment to
+//! renewal and the CRL it keeps, driven beside the core) and [`demo`]
+//! (settings for a small, fast ring on loopback).
 //! With the `test-util` feature, `guest` is a smoltcp guest (DHCP, DNS,
 //! ping, TCP) to drive a core's guest side in tests and demos.
 //!
@@ -86,12 +89,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod ca_command;
 pub mod core;
 pub mod crl_dht;
 pub mod demo;
 pub mod enrol;
 #[cfg(feature = "test-util")]
 pub mod guest;
+pub mod membership;
 pub mod overlay_identity;
 pub mod records;
 pub mod wire;

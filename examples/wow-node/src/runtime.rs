@@ -20,7 +20,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::ca_cmd;
 use crate::config::{AllocationMode, Config};
 use crate::control::{SOCKET_FILE, Status};
-use wow_core::core::{Core, CoreEvent, Credentials, MAX_GUEST_MTU, Settings, guest_mtu};
+use wow_core::core::{Core, MAX_GUEST_MTU, Settings, guest_mtu};
+use wow_core::membership::{CrlFile, EnrolVia, Membership, MembershipConfig, Output};
 
 /// The gateway's virtual MAC: locally administered, spelling "wow".
 pub const GATEWAY_MAC: [u8; 6] = [0x02, 0x77, 0x6f, 0x77, 0x00, 0x01];
@@ -74,34 +75,22 @@ fn read_text(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// What the node starts with: its key, its credentials if certified, and
-/// the CA certificate (for enrolment).
+/// What the node starts with: its key, its certificate if certified, the
+/// CA certificate (for enrolment), all DER, and where the certificate is
+/// kept.
 struct Identity {
     key: NodeKey,
-    credentials: Option<Credentials>,
+    certificate: Option<Vec<u8>>,
     ca_der: Option<Vec<u8>>,
     cert_path: PathBuf,
 }
 
-/// The overlay's DHT record signer over the node key. Its versions count
-/// up from the wall clock in microseconds, so that they increase across
-/// restarts.
-fn record_signer(key: &NodeKey) -> Result<Box<dyn overlay_core::RecordSigner>, String> {
-    let key_type = match key.key_type() {
-        ipsec_ca::KeyType::Ed25519 => overlay_core::KeyType::Ed25519,
-        ipsec_ca::KeyType::EcdsaP256 => overlay_core::KeyType::EcdsaP256,
-        other => return Err(format!("node key type {other:?} cannot sign DHT records")),
-    };
-    let micros = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    let signer = overlay_core::KeySigner::from_pkcs8(key_type, key.pkcs8_der(), micros)
-        .map_err(|e| e.to_string())?;
-    Ok(Box::new(signer))
+fn read_der(path: &Path) -> Result<Vec<u8>, String> {
+    ipsec_ca::key::from_pem("CERTIFICATE", &read_text(path)?)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Loads the node key (generating it on first start) and the credentials.
+/// Loads the node key (generating it on first start) and the certificates.
 fn load_identity(config: &Config) -> Result<Identity, String> {
     let sec = &config.security;
     let key_path = sec
@@ -125,43 +114,19 @@ fn load_identity(config: &Config) -> Result<Identity, String> {
             .unwrap_or_else(|| Path::new(ca_cmd::NODE_CERT_FILE)),
     );
     let ca_der = match &sec.ca_cert {
-        Some(ca) => Some(
-            ipsec_ca::key::from_pem("CERTIFICATE", &read_text(&config.state_path(ca))?)
-                .map_err(|e| format!("ca_cert: {e}"))?,
-        ),
+        Some(ca) => Some(read_der(&config.state_path(ca))?),
         None => None,
     };
-    let Some(ca_der) = ca_der else {
-        return Ok(Identity {
-            key,
-            credentials: None,
-            ca_der: None,
-            cert_path,
-        });
-    };
-    if (sec.cert.is_none() || sec.enrol) && !cert_path.exists() {
-        // Enrolling (or uncertified): no certificate yet.
-        return Ok(Identity {
-            key,
-            credentials: None,
-            ca_der: Some(ca_der),
-            cert_path,
-        });
-    }
-    let cert_der = ipsec_ca::key::from_pem("CERTIFICATE", &read_text(&cert_path)?)
-        .map_err(|e| format!("cert: {e}"))?;
-    let virtual_ip = wow_core::records::certified_ip(&cert_der)
-        .ok_or("the certificate names no IPv4 address")?;
-    let credentials = Credentials {
-        certificate: cert_der,
-        key: key.pkcs8_der().to_vec(),
-        ca_certificate: ca_der.clone(),
-        virtual_ip,
+    // Enrolling (or uncertified): no certificate yet.
+    let uncertified = (sec.cert.is_none() || sec.enrol) && !cert_path.exists();
+    let certificate = match &ca_der {
+        Some(_) if !uncertified => Some(read_der(&cert_path)?),
+        _ => None,
     };
     Ok(Identity {
         key,
-        credentials: Some(credentials),
-        ca_der: Some(ca_der),
+        certificate,
+        ca_der,
         cert_path,
     })
 }
@@ -184,21 +149,20 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
     let Identity {
         key,
-        credentials,
+        certificate,
         ca_der,
         cert_path,
     } = load_identity(&config)?;
-    let enrol = config.security.enrol && credentials.is_none() && ca_der.is_some();
     let join_token = match &config.security.join_token {
         Some(text) => {
-            Some(crate::enrol::parse_token(text).map_err(|e| format!("join_token: {e}"))?)
+            Some(ipsec_ca::JoinToken::parse(text).map_err(|e| format!("join_token: {e}"))?)
         }
         None => None,
     };
-    let mut lifetime = credentials
-        .as_ref()
-        .map(|c| wow_core::enrol::Lifetime::of(&c.certificate))
-        .unwrap_or_default();
+    let enrol = config
+        .security
+        .enrol
+        .then_some(EnrolVia::Overlay(join_token));
     // The ring address is the hash of the node key: the overlay address
     // the certificate carries. In a closed network only certified peers
     // are admitted at link set-up.
@@ -208,10 +172,21 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         config.security.closed,
     )
     .map_err(|e| e.to_string())?;
-    let overlay_handle = overlay_identity.handle();
-    if let Some(c) = &credentials {
-        overlay_handle.set_certificate(c.certificate.clone());
-    }
+    let crl_path = config.security.crl.as_ref().map(|p| config.state_path(p));
+    let mut membership = Membership::new(
+        MembershipConfig {
+            key,
+            ca_certificate: ca_der.clone(),
+            certificate,
+            enrol,
+            domain: config.network.domain.clone(),
+            crl_refresh: Duration::from_secs(config.security.crl_refresh_secs),
+            crl_file: crl_path.is_some(),
+            overlay: Some(overlay_identity.handle()),
+        },
+        Instant::now(),
+    )
+    .map_err(|e| e.to_string())?;
     let address = overlay_core::Identity::address(&overlay_identity);
 
     let mtu = config
@@ -227,7 +202,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         guest_mtu: mtu,
         lease_duration: Duration::from_secs(config.network.lease_secs.max(60)),
         dht_allocation: config.network.allocation == AllocationMode::Dht,
-        fixed_addr: credentials.as_ref().map(|c| c.virtual_ip),
+        fixed_addr: membership.certified_ip(),
         public_hosts: config.security.public_hosts.clone(),
     };
 
@@ -291,20 +266,9 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     core.set_crl_grace(Duration::from_secs(config.security.crl_grace_secs));
-    core.set_record_signer(record_signer(&key)?);
-    if let Some(c) = &credentials {
-        core.install_identity(now, SystemTime::now(), c)
-            .map_err(|e| e.to_string())?;
-        tracing::info!(ip = %c.virtual_ip, "certificate loaded: private traffic is protected");
-    } else if ca_der.is_some() {
-        // Fail closed: nothing private in plaintext before enrolment.
-        core.set_closed_until_enrolled(true);
-        tracing::warn!("no certificate yet: the private prefix is closed until enrolment");
-    } else {
-        tracing::warn!(
-            "no certificate: peers that require security associations will drop our traffic"
-        );
-    }
+    membership
+        .start(&mut core, now, SystemTime::now())
+        .map_err(|e| e.to_string())?;
 
     // A stable MAC for the guest's side of the TAP, so that its DHCP client
     // (keyed by hardware address) keeps its lease across restarts.
@@ -349,15 +313,14 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let mut crl = CrlFiles {
-        path: config.security.crl.as_ref().map(|p| config.state_path(p)),
-        cache: state_dir.join(CRL_CACHE_FILE),
-        loaded: None,
-        stale: false,
+    let disk = Disk {
+        crl: crl_path,
+        crl_cache: state_dir.join(CRL_CACHE_FILE),
+        cert: cert_path,
     };
-    crl.load_cache(&mut core, now);
-    let mut crl_tick =
-        tokio::time::interval(Duration::from_secs(config.security.crl_refresh_secs.max(1)));
+    if let Ok(bytes) = std::fs::read(&disk.crl_cache) {
+        membership.load_crl_cache(&mut core, now, SystemTime::now(), &bytes);
+    }
 
     if let Some(server) = config.turn.server {
         let mut turn = nat_traversal::turn::TurnConfig::new(server);
@@ -395,10 +358,9 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         }
         tracing::info!(dir = %dir.display(), "serving as the CA (join tokens, or `wow-node ca approve`)");
     }
-    let mut lan = match (
-        config.node.lan_discovery,
-        lan_key(&config, ca_der.as_deref()),
-    ) {
+    let lan_secret = config.node.lan_secret.as_deref();
+    let lan_key = membership.lan_key(lan_secret, config.network.cidr.trunc());
+    let mut lan = match (config.node.lan_discovery, lan_key) {
         (false, _) => None,
         (true, None) => {
             tracing::warn!(
@@ -418,8 +380,6 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     // Room for one byte more than an announcement: longer datagrams are
     // seen as such and dropped.
     let mut lan_buf = [0u8; overlay_core::lan::ANNOUNCE_LEN + 1];
-    let mut enrolment_started = false;
-    let mut lifetime_tick = tokio::time::interval(Duration::from_secs(60));
     let (ca_tx, mut ca_rx) = tokio::sync::mpsc::channel::<(
         crate::enrol::CaRequest,
         tokio::sync::oneshot::Sender<String>,
@@ -449,7 +409,8 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         let deadline = core
             .poll_timeout()
             .unwrap_or(now + Duration::from_secs(1))
-            .min(now + Duration::from_secs(1));
+            .min(now + Duration::from_secs(1))
+            .min(membership.poll_timeout());
         tokio::select! {
             r = socket.readable() => {
                 if r.is_ok() {
@@ -522,7 +483,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             conn = control.accept() => {
                 if let Ok((mut stream, _)) = conn {
                     let mut status = Status::of(&core, Instant::now(), started_at);
-                    status.set_certificate(lifetime.validity, unix_now());
+                    status.set_certificate(membership.validity(), unix_now());
                     let ca_tx = ca_tx.clone();
                     tokio::spawn(async move {
                         let mut line = [0u8; 64];
@@ -560,44 +521,6 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                 };
                 let _ = reply.send(answer);
             }
-            _ = lifetime_tick.tick() => {
-                let unix = unix_now();
-                // The CA node's announcement outlives ring changes (its
-                // DHT TTL is an hour).
-                core.announce_ca(Instant::now());
-                if let Some(warning) = lifetime.warning(unix) {
-                    tracing::warn!(%warning, "renew the certificate");
-                }
-                if lifetime.action(unix) == wow_core::enrol::LifetimeAction::Renew
-                    && let (Some(ca_der), Some(c)) = (&ca_der, core.identity_ip())
-                {
-                    lifetime.renewing = true;
-                    // A renewal keeps the certified host names.
-                    let names = std::fs::read_to_string(&cert_path)
-                        .ok()
-                        .and_then(|t| ipsec_ca::key::from_pem("CERTIFICATE", &t).ok())
-                        .and_then(|der| ipsec_ca::verify::certificate_dns_names(&der).ok())
-                        .unwrap_or_default();
-                    let request = names
-                        .into_iter()
-                        .fold(ipsec_ca::NodeRequest::new(c), |r, n| r.with_dns_name(n));
-                    match key.certificate_request(&request) {
-                        Ok(csr) => {
-                            let id = wow_core::core::os_random_u64();
-                            match core.start_enrolment(Instant::now(), &csr, key.spki_der(), ca_der, c, id, None) {
-                                Ok(()) => tracing::info!(ip = %c, "renewing the certificate"),
-                                Err(e) => tracing::warn!(error = %e, "cannot renew"),
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "cannot build the renewal request"),
-                    }
-                }
-            }
-            _ = crl_tick.tick() => {
-                crl.tick(&mut core, Instant::now(), SystemTime::now());
-                // The overlay admits by the same CRL the SAs use.
-                overlay_handle.load_crl(core.crl_envelope(), SystemTime::now());
-            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -605,124 +528,19 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         if core.poll_timeout().is_some_and(|t| t <= now) {
             core.handle_timeout(now, SystemTime::now());
         }
-        while let Some(event) = core.poll_event() {
-            if let CoreEvent::Leased { addr, hostname, .. } = &event
-                && enrol
-                && !enrolment_started
-                && let Some(ca_der) = &ca_der
-            {
-                enrolment_started = true;
-                // The guest's host name, as the DNS will answer it, is
-                // certified with the address.
-                let mut request = ipsec_ca::NodeRequest::new(*addr);
-                if let Some(name) = hostname.as_deref().map(wow_core::core::sanitize_hostname)
-                    && !name.is_empty()
-                {
-                    request = request
-                        .with_dns_name(crate::ca_cmd::host_name_in(&name, &config.network.domain));
-                }
-                match key.certificate_request(&request) {
-                    Ok(csr) => {
-                        let id = wow_core::core::os_random_u64();
-                        if let Err(e) = core.start_enrolment(
-                            now,
-                            &csr,
-                            key.spki_der(),
-                            ca_der,
-                            *addr,
-                            id,
-                            join_token.as_ref(),
-                        ) {
-                            tracing::warn!(error = %e, "cannot enrol");
-                        } else {
-                            let raw = ipsec_ca::state::hex_encode(key.public_key_raw());
-                            let key = raw.get(..16).unwrap_or(&raw);
-                            tracing::info!(
-                                %addr,
-                                %key,
-                                "enrolling with the CA (the key `wow-node ca pending` shows)"
-                            );
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot build the certificate request"),
-                }
-            }
-            if let CoreEvent::Enrolled(certificate) = &event
-                && lifetime.renewing
-                && wow_core::enrol::Lifetime::of(certificate).validity == lifetime.validity
-            {
-                // The CA answered the renewal with the current certificate
-                // (its clock sees less than half the lifetime gone): ask
-                // again later, keep the security associations.
-                lifetime.renewing = false;
-                lifetime.not_before_retry = unix_now() + wow_core::enrol::RENEW_RETRY_SECS;
-                tracing::info!("the CA kept the current certificate; renewal retried later");
-                continue;
-            }
-            if let CoreEvent::Enrolled(certificate) = &event
-                && let Some(ca_der) = &ca_der
-                && let Some(ip) = wow_core::records::certified_ip(certificate)
-            {
-                let pem = ipsec_ca::key::to_pem("CERTIFICATE", certificate);
-                if let Err(e) =
-                    ipsec_ca::file_store::write_atomic(&cert_path, pem.as_bytes(), 0o644)
-                {
-                    tracing::warn!(error = %e, "cannot keep the certificate");
-                }
-                let credentials = Credentials {
-                    certificate: certificate.clone(),
-                    key: key.pkcs8_der().to_vec(),
-                    ca_certificate: ca_der.clone(),
-                    virtual_ip: ip,
-                };
-                match core.install_identity(now, SystemTime::now(), &credentials) {
-                    Ok(()) => {
-                        overlay_handle.set_certificate(certificate.clone());
-                        let renewal = lifetime.renewing;
-                        lifetime = wow_core::enrol::Lifetime::of(certificate);
-                        // Core re-applies the last CRL to the new verifier;
-                        // the configured file is read again too.
-                        crl.loaded = None;
-                        if renewal {
-                            tracing::info!(%ip, "certificate renewed");
-                        } else {
-                            tracing::info!(%ip, "enrolled: private traffic is protected");
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "issued certificate refused"),
-                }
-                continue;
-            }
-            if let CoreEvent::CrlFetched(envelopes) = &event {
-                crl.fetched(&mut core, now, envelopes);
-                continue;
-            }
-            log_event(&event);
+        let wall = SystemTime::now();
+        if membership.poll_timeout() <= now {
+            membership.handle_timeout(&mut core, now, wall);
         }
+        while let Some(event) = core.poll_event() {
+            membership.handle_event(&mut core, now, wall, &event);
+        }
+        disk.serve(&mut membership, &mut core);
     }
     tracing::info!("shutting down: leaving the ring");
     core.leave(Instant::now());
     flush(&mut core, &socket, &tap, &mut tap_io, &mut out).await;
     Ok(())
-}
-
-/// The key LAN announcements are authenticated with: from `[node]
-/// lan_secret` if set, else from the CA certificate; none without either
-/// (see [`overlay_core::lan`]).
-fn lan_key(config: &Config, ca_der: Option<&[u8]>) -> Option<overlay_core::lan::NetworkKey> {
-    let cidr = config.network.cidr.trunc().to_string();
-    let domain = &config.network.domain;
-    match (&config.node.lan_secret, ca_der) {
-        (Some(secret), _) => Some(overlay_core::lan::NetworkKey::from_secret(
-            secret.as_bytes(),
-            &cidr,
-            domain,
-        )),
-        (None, Some(ca)) => Some(overlay_core::lan::NetworkKey::from_ca_certificate(
-            ca, &cidr, domain,
-        )),
-        (None, None) => None,
-    }
 }
 
 /// LAN discovery's multicast socket (see [`overlay_core::lan`]).
@@ -998,121 +816,50 @@ async fn flush<S: dhcp_virt::LeaseStore>(
 /// never falls back to an older one.
 const CRL_CACHE_FILE: &str = "crl-cache";
 
-/// The CRL files: the configured one (`[security] crl`, with the signed
-/// manifest `wow-node ca` writes next to it) and the cache.
-struct CrlFiles {
-    path: Option<PathBuf>,
-    cache: PathBuf,
-    /// The configured file's bytes, last read.
-    loaded: Option<Vec<u8>>,
-    /// Whether the node was last seen without a current CRL.
-    stale: bool,
+/// The files the membership reads and keeps: the configured CRL (`[security]
+/// crl`, with the signed manifest `wow-node ca` writes next to it), the CRL
+/// cache and the node certificate.
+struct Disk {
+    crl: Option<PathBuf>,
+    crl_cache: PathBuf,
+    cert: PathBuf,
 }
 
-impl CrlFiles {
-    fn load_cache<S: dhcp_virt::LeaseStore>(&self, core: &mut Core<S>, now: Instant) {
-        if let Ok(bytes) = std::fs::read(&self.cache)
-            && core.handle_crl(now, SystemTime::now(), &bytes)
-        {
-            tracing::info!(path = %self.cache.display(), "CRL loaded from the cache");
-        }
-    }
-
-    /// Every `crl_refresh_secs`: the configured file, the CA node's
-    /// re-issue, a fetch, and a warning when no current CRL is held.
-    fn tick<S: dhcp_virt::LeaseStore>(
-        &mut self,
-        core: &mut Core<S>,
-        now: Instant,
-        wall: SystemTime,
-    ) {
-        if let Some(path) = &self.path
-            && let Ok(bytes) = std::fs::read(path)
-            && self.loaded.as_ref() != Some(&bytes)
-        {
-            let ok = core.handle_crl(now, wall, &bytes);
-            tracing::info!(path = %path.display(), accepted = ok, "CRL loaded from file");
-            if ok {
-                self.keep(&bytes);
-            }
-            let manifest = wow_core::crl_dht::manifest_path(path);
-            match std::fs::read(&manifest) {
-                Ok(signed) => {
-                    match wow_core::crl_dht::Published::from_signed(signed, bytes.clone()) {
-                        Ok(p) => core.serve_crl(now, p),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "CRL not published: its manifest does not match")
-                        }
+impl Disk {
+    /// Does what `membership` asks of the disk.
+    fn serve<S: dhcp_virt::LeaseStore>(&self, membership: &mut Membership, core: &mut Core<S>) {
+        while let Some(output) = membership.poll_output() {
+            match output {
+                Output::ReadCrlFile => {
+                    let file = self.crl.as_ref().and_then(|path| {
+                        let envelope = std::fs::read(path).ok()?;
+                        let manifest = wow_core::crl_dht::manifest_path(path);
+                        tracing::debug!(path = %path.display(), "CRL file read");
+                        Some(CrlFile {
+                            envelope,
+                            manifest: std::fs::read(&manifest)
+                                .map_err(|e| format!("{}: {e}", manifest.display())),
+                        })
+                    });
+                    membership.crl_file(core, Instant::now(), SystemTime::now(), file);
+                }
+                Output::KeepCrl(envelope) => {
+                    let path = &self.crl_cache;
+                    if let Err(error) = ipsec_ca::file_store::write_atomic(path, &envelope, 0o644) {
+                        tracing::warn!(%error, "cannot keep the CRL");
                     }
                 }
-                Err(e) => tracing::warn!(
-                    path = %manifest.display(),
-                    error = %e,
-                    "CRL not published: no signed manifest (`wow-node ca crl` writes it)"
-                ),
-            }
-            self.loaded = Some(bytes);
-        }
-        if let Some(number) = core.refresh_crl(now, wall) {
-            tracing::info!(number, "CRL issued and published");
-        }
-        core.fetch_crl(now);
-        let status = core.crl_status(wall);
-        let stale = status.is_some_and(|s| s.stale);
-        if stale && !self.stale {
-            tracing::warn!(
-                number = status.map_or(0, |s| s.number),
-                "no current CRL (past nextUpdate and the grace, or none received): \
-                 new security associations are refused until one arrives"
-            );
-        } else if self.stale && !stale {
-            tracing::info!("a current CRL is loaded again");
-        }
-        self.stale = stale;
-    }
-
-    /// A CRL fetched from the overlay: loaded, and kept if newer.
-    fn fetched<S: dhcp_virt::LeaseStore>(
-        &mut self,
-        core: &mut Core<S>,
-        now: Instant,
-        envelopes: &[Vec<u8>],
-    ) {
-        for e in envelopes {
-            if core.handle_crl(now, SystemTime::now(), e) {
-                tracing::info!("newer CRL loaded from the overlay");
-                self.keep(e);
+                Output::KeepCertificate(der) => {
+                    let pem = ipsec_ca::key::to_pem("CERTIFICATE", &der);
+                    if let Err(e) =
+                        ipsec_ca::file_store::write_atomic(&self.cert, pem.as_bytes(), 0o644)
+                    {
+                        tracing::warn!(error = %e, "cannot keep the certificate");
+                    }
+                }
+                Output::Sign { .. } | Output::Certified { .. } | Output::Failed(_) => {}
             }
         }
-    }
-
-    /// Keeps an accepted CRL envelope in the cache.
-    fn keep(&self, envelope: &[u8]) {
-        if let Err(error) = ipsec_ca::file_store::write_atomic(&self.cache, envelope, 0o644) {
-            tracing::warn!(%error, "cannot keep the CRL");
-        }
-    }
-}
-
-fn log_event(event: &CoreEvent) {
-    match event {
-        CoreEvent::Joined => tracing::info!("joined the ring"),
-        CoreEvent::Leased {
-            addr,
-            hostname,
-            renewed,
-        } => tracing::info!(%addr, ?hostname, renewed, "guest leased"),
-        CoreEvent::SaEstablished { peer } => tracing::info!(%peer, "security association up"),
-        CoreEvent::SaFailed { peer, reason } => {
-            tracing::warn!(%peer, %reason, "security association failed")
-        }
-        CoreEvent::Link { peer, up } => tracing::debug!(%peer, up, "overlay link"),
-        CoreEvent::EnrolmentStatus(status) if status.starts_with("Pending") => tracing::info!(
-            %status,
-            "enrolment queued: approve it with `wow-node ca pending` and `wow-node ca approve ID` on the CA node's host"
-        ),
-        CoreEvent::EnrolmentStatus(status) => tracing::info!(%status, "enrolment"),
-        CoreEvent::CrlFetched(_) | CoreEvent::Enrolled(_) => {}
     }
 }
 

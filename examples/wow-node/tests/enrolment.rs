@@ -11,8 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ipsec_ca::{Ca, CaIdentity, FileStore, JoinToken, KeyType, NodeKey, NodeRequest, Policy};
 use support::{Node, exchange, smol, tick};
-use wow_core::core::{CoreEvent, Credentials};
+use wow_core::core::CoreEvent;
 use wow_core::guest::Guest;
+use wow_core::membership::{EnrolVia, Membership, MembershipConfig, Output};
 
 mod support;
 
@@ -52,11 +53,13 @@ fn file_ca(name: &str) -> (Ca<FileStore>, Vec<u8>, CaDir) {
     (Ca::open(identity, policy, store).unwrap(), der, CaDir(dir))
 }
 
-/// One enrolling node's side of the test.
+/// One enrolling node's side of the test: its guest, and the membership
+/// `wow-node up` drives beside its core.
 struct Enrollee {
     index: usize,
     key: NodeKey,
     token: Option<JoinToken>,
+    membership: Option<Membership>,
     guest: Option<Guest>,
     peer_name: String,
     enrolled: Option<Vec<u8>>,
@@ -69,6 +72,7 @@ impl Enrollee {
             index,
             key: NodeKey::generate(KeyType::Ed25519).unwrap(),
             token,
+            membership: None,
             guest: None,
             peer_name: format!("host-{peer}.wow.internal"),
             enrolled: None,
@@ -76,9 +80,25 @@ impl Enrollee {
         }
     }
 
-    /// Runs the guest, and on the node's events starts enrolment on the
-    /// first lease and installs the certificate when it arrives.
+    /// Runs the guest and the node's membership: it enrols on the first
+    /// lease and installs the certificate when it arrives.
     fn step(&mut self, core: &mut Node, ca_der: &[u8], base: Instant, now: Instant) {
+        let wall = SystemTime::now();
+        let m = self.membership.get_or_insert_with(|| {
+            let config = MembershipConfig {
+                key: NodeKey::from_pkcs8_der(self.key.pkcs8_der()).unwrap(),
+                ca_certificate: Some(ca_der.to_vec()),
+                certificate: None,
+                enrol: Some(EnrolVia::Overlay(self.token.clone())),
+                domain: "wow.internal".into(),
+                crl_refresh: Duration::from_secs(3600),
+                crl_file: false,
+                overlay: None,
+            };
+            let mut m = Membership::new(config, now).unwrap();
+            m.start(core, now, wall).unwrap();
+            m
+        });
         if self.guest.is_none() && core.overlay().is_joined() && now > base + Duration::from_secs(3)
         {
             let mut mac = [0x52, 0x54, 0x00, 0x77, 0x02, 0];
@@ -96,37 +116,18 @@ impl Enrollee {
         if let Some(g) = self.guest.as_mut() {
             g.exchange(core, now, smol(base, now), &mut Vec::new());
         }
+        if m.poll_timeout() <= now {
+            m.handle_timeout(core, now, wall);
+        }
         while let Some(event) = core.poll_event() {
-            match event {
-                CoreEvent::Leased { addr, .. } if self.enrolled.is_none() => {
-                    let csr = self
-                        .key
-                        .certificate_request(&NodeRequest::new(addr))
-                        .unwrap();
-                    core.start_enrolment(
-                        now,
-                        &csr,
-                        self.key.spki_der(),
-                        ca_der,
-                        addr,
-                        wow_core::core::os_random_u64(),
-                        self.token.as_ref(),
-                    )
-                    .unwrap();
-                }
-                CoreEvent::EnrolmentStatus(s) if s.contains("Pending") => self.pending = true,
-                CoreEvent::Enrolled(certificate) => {
-                    let credentials = Credentials {
-                        certificate: certificate.clone(),
-                        key: self.key.pkcs8_der().to_vec(),
-                        ca_certificate: ca_der.to_vec(),
-                        virtual_ip: core.guest_addr().unwrap(),
-                    };
-                    core.install_identity(now, SystemTime::now(), &credentials)
-                        .unwrap();
-                    self.enrolled = Some(certificate);
-                }
-                _ => {}
+            if matches!(&event, CoreEvent::EnrolmentStatus(s) if s.contains("Pending")) {
+                self.pending = true;
+            }
+            m.handle_event(core, now, wall, &event);
+        }
+        while let Some(output) = m.poll_output() {
+            if let Output::KeepCertificate(certificate) = output {
+                self.enrolled = Some(certificate);
             }
         }
     }

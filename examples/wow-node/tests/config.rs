@@ -1,0 +1,81 @@
+//! The node's configuration file: defaults, the documented example, the
+//! README's reference, secrets and unknown keys.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::Ipv4Addr;
+
+use wow_node::config::{AllocationMode, Config, ConfigError};
+
+/// The example in the module docs, verbatim.
+fn documented_example() -> Config {
+    let doc = include_str!("../src/config.rs");
+    let start = doc.find("//! ```toml").unwrap();
+    let end = doc[start + 10..].find("//! ```").unwrap() + start + 10;
+    let text: String = doc[start..end]
+        .lines()
+        .skip(1)
+        .map(|l| l.trim_start_matches("//!").trim_start_matches(' '))
+        .collect::<Vec<_>>()
+        .join("\n");
+    toml::from_str(&text).unwrap()
+}
+
+#[test]
+fn empty_file_is_all_defaults() {
+    let c: Config = toml::from_str("").unwrap();
+    assert_eq!(c, Config::default());
+    assert_eq!(c.network.gateway_addr(), Ipv4Addr::new(10, 128, 0, 1));
+}
+
+#[test]
+fn documented_example_parses() {
+    let c = documented_example();
+    assert_eq!(c.node.bootstrap, vec!["192.0.2.1:4000".parse().unwrap()]);
+    assert_eq!(c.network.allocation, AllocationMode::Dht);
+    assert_eq!(c.confine.allow_tcp_ports, vec![22]);
+    assert_eq!(c.tap.underlay_mtu, 1500);
+}
+
+#[test]
+fn readme_reference_parses_to_the_same_configuration() {
+    let readme = include_str!("../README.md");
+    let start = readme.find("```toml\n[node]").unwrap() + "```toml\n".len();
+    let end = readme[start..].find("```").unwrap() + start;
+    let from_readme: Config = toml::from_str(&readme[start..end]).unwrap();
+    let from_docs = documented_example();
+    assert_eq!(from_readme, from_docs);
+}
+
+#[test]
+fn a_config_with_secrets_must_not_be_world_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = wow_test_hosts::TempDir::new("cfgmode").unwrap();
+    let path = dir.path().join("node.toml");
+    let set = |text: &str, mode: u32| {
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let secret = "[turn]\nserver = \"192.0.2.1:3478\"\npassword = \"s\"\n";
+    set(secret, 0o644);
+    let e = Config::load_private(&path).unwrap_err();
+    assert!(e.to_string().contains("turn.password"), "{e}");
+    set(secret, 0o640);
+    assert!(Config::load_private(&path).is_ok());
+    // A join token is a credential too.
+    set("[security]\njoin_token = \"wowjoin1.x\"\n", 0o644);
+    let e = Config::load_private(&path).unwrap_err();
+    assert!(e.to_string().contains("security.join_token"), "{e}");
+    // Without secrets, world-readable is fine; world-writable never is.
+    set("", 0o644);
+    assert!(Config::load_private(&path).is_ok());
+    set("", 0o646);
+    assert!(matches!(
+        Config::load_private(&path),
+        Err(ConfigError::Exposed { .. })
+    ));
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    assert!(toml::from_str::<Config>("[node]\nlisten_port = 1\n").is_err());
+}
