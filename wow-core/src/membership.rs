@@ -187,19 +187,7 @@ pub fn record_signer(
     Ok(Box::new(signer))
 }
 
-/// The DNS name certified for host name `name` in zone `domain`:
-/// `name.domain` (lowercased), or `name` itself when it has a dot.
-pub fn host_name_in(name: &str, domain: &str) -> String {
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    if name.contains('.') {
-        name
-    } else {
-        format!(
-            "{name}.{}",
-            domain.trim_end_matches('.').to_ascii_lowercase()
-        )
-    }
-}
+pub use ipsec_ca::admin::host_name_in;
 
 /// Logs a core event for the operator.
 pub fn log_event(event: &CoreEvent) {
