@@ -57,7 +57,7 @@
 //! address. The rule itself never looks inside an owner.
 //!
 //! [`AddressDirectory`] is the same contract from the directory's side, so
-//! a node can adapt its DHT to it and tests can use [`FakeDirectory`]: an
+//! a node can adapt its DHT to it and tests can use `FakeDirectory` (feature `test-util`): an
 //! in-memory directory with configurable delays and injected conflicts.
 
 use std::cmp::Reverse;
@@ -209,6 +209,7 @@ pub trait AddressDirectory {
     fn poll_timeout(&self) -> Option<Instant>;
 }
 
+#[cfg(any(test, feature = "test-util"))]
 /// Knobs of [`FakeDirectory`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FakeConfig {
@@ -223,6 +224,7 @@ pub struct FakeConfig {
     pub failure_probability: f64,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl Default for FakeConfig {
     fn default() -> Self {
         FakeConfig {
@@ -234,6 +236,7 @@ impl Default for FakeConfig {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 /// An in-memory [`AddressDirectory`] for tests. Each request takes effect
 /// atomically when it completes, so concurrent claims race as they would
 /// on a DHT: the first to complete wins.
@@ -247,6 +250,7 @@ pub struct FakeDirectory<T> {
     rng: u64,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl<T> FakeDirectory<T> {
     /// An empty directory; `seed` drives delays and injected faults.
     pub fn new(config: FakeConfig, seed: u64) -> Self {
@@ -344,6 +348,7 @@ impl<T> FakeDirectory<T> {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl<T> AddressDirectory for FakeDirectory<T> {
     type Tag = T;
 

@@ -153,8 +153,10 @@ pub mod wire;
 
 pub use directory::{
     AddressDirectory, ClaimKind, ClaimResult, CreateAnswer, DirectoryCompletion, DirectoryOp,
-    DirectoryRequest, FakeConfig, FakeDirectory, RequestId,
+    DirectoryRequest, RequestId,
 };
+#[cfg(any(test, feature = "test-util"))]
+pub use directory::{FakeConfig, FakeDirectory};
 pub use error::{ConfigError, FrameError, MessageError, Refusal, StartError, StoreError};
 #[cfg(feature = "file-store")]
 pub use file_store::FileStore;
