@@ -75,3 +75,9 @@ pub enum Error {
     #[error("no free TURN channel number")]
     NoFreeChannel,
 }
+
+impl From<wow_bytes::Truncated> for WireError {
+    fn from(_: wow_bytes::Truncated) -> WireError {
+        WireError::Truncated
+    }
+}

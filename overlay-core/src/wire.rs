@@ -826,44 +826,33 @@ pub enum Message {
     Routed(Routed),
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+/// The shared bounds-checked reader, with this format's fields on top.
+struct Reader<'a>(wow_bytes::Reader<'a>);
+
+impl<'a> std::ops::Deref for Reader<'a> {
+    type Target = wow_bytes::Reader<'a>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reader<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl From<wow_bytes::Truncated> for WireError {
+    fn from(t: wow_bytes::Truncated) -> WireError {
+        WireError::Truncated {
+            offset: t.offset,
+            needed: t.needed,
+            available: t.available,
+        }
+    }
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
-        match end {
-            Some(end) => {
-                let s = &self.buf[self.pos..end];
-                self.pos = end;
-                Ok(s)
-            }
-            None => Err(WireError::Truncated {
-                offset: self.pos,
-                needed: n,
-                available: self.buf.len().saturating_sub(self.pos),
-            }),
-        }
-    }
-    fn u8(&mut self) -> Result<u8, WireError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, WireError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self) -> Result<u32, WireError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self) -> Result<u64, WireError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_be_bytes(a))
-    }
     fn address(&mut self) -> Result<Address, WireError> {
         Ok(addr_at(self.take(ADDRESS_LEN)?))
     }
@@ -924,7 +913,7 @@ impl<'a> Reader<'a> {
         if n > max {
             return Err(WireError::TooLong { field, len: n, max });
         }
-        self.take(n)
+        Ok(self.take(n)?)
     }
 }
 
@@ -1176,10 +1165,8 @@ impl Message {
         if packet.version() != VERSION {
             return Err(WireError::UnsupportedVersion(packet.version()));
         }
-        let mut r = Reader {
-            buf: bytes,
-            pos: field::HEADER_LEN,
-        };
+        let mut r = Reader(wow_bytes::Reader::new(bytes));
+        r.take(field::HEADER_LEN)?;
         let message = match packet.kind() {
             kind::LINK_REQUEST => Message::LinkRequest(LinkRequest {
                 nonce: r.u64()?,
@@ -1237,7 +1224,7 @@ impl Message {
                 Message::DhtStore(list)
             }
             kind::ROUTED => {
-                r.pos = field::ROUTED_HEADER_LEN;
+                r.take(field::ROUTED_HEADER_LEN - field::HEADER_LEN)?;
                 let hops = packet.hops();
                 let hop_limit = packet.hop_limit();
                 if hops > hop_limit {
@@ -1257,7 +1244,7 @@ impl Message {
             }
             other => return Err(WireError::UnknownKind(other)),
         };
-        Ok((message, r.pos))
+        Ok((message, r.position()))
     }
 
     /// Length of the emitted message. Lists and byte strings longer than

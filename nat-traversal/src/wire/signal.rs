@@ -15,6 +15,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::error::WireError;
+use wow_bytes::Reader;
 
 /// First byte of every signalling message; never a STUN first byte (RFC 7983 §7).
 pub const VERSION: u8 = 0xe7;
@@ -272,40 +273,16 @@ pub enum Repr {
     },
 }
 
-struct Reader<'a> {
-    data: &'a [u8],
+/// This format's fields, on the workspace's bounds-checked reader.
+trait Fields {
+    fn string(&mut self) -> Result<String, WireError>;
+    fn short_bytes(&mut self) -> Result<Vec<u8>, WireError>;
+    fn long_bytes(&mut self) -> Result<Vec<u8>, WireError>;
+    fn address(&mut self) -> Result<SocketAddr, WireError>;
+    fn finish(&self) -> Result<(), WireError>;
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        if self.data.len() < n {
-            return Err(WireError::Truncated);
-        }
-        let (head, rest) = self.data.split_at(n);
-        self.data = rest;
-        Ok(head)
-    }
-
-    fn u8(&mut self) -> Result<u8, WireError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, WireError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self) -> Result<u32, WireError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self) -> Result<u64, WireError> {
-        let mut v = [0; 8];
-        v.copy_from_slice(self.take(8)?);
-        Ok(u64::from_be_bytes(v))
-    }
-
+impl Fields for Reader<'_> {
     fn string(&mut self) -> Result<String, WireError> {
         let n = usize::from(self.u8()?);
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| WireError::Malformed)
@@ -341,7 +318,7 @@ impl<'a> Reader<'a> {
     }
 
     fn finish(&self) -> Result<(), WireError> {
-        if self.data.is_empty() {
+        if self.is_empty() {
             Ok(())
         } else {
             Err(WireError::Malformed)
@@ -398,9 +375,7 @@ impl Repr {
     /// Parse a checked packet. Trailing bytes in the body are an error.
     pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Result<Repr, WireError> {
         packet.check_len()?;
-        let mut r = Reader {
-            data: packet.body(),
-        };
+        let mut r = Reader::new(packet.body());
         let repr = match packet.kind() {
             kind::REGISTER => Repr::Register { name: r.string()? },
             kind::OFFER => {
