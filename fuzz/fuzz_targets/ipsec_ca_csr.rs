@@ -20,7 +20,7 @@ fn ca_pem() -> &'static (String, String) {
     static PEM: OnceLock<(String, String)> = OnceLock::new();
     PEM.get_or_init(|| {
         let id =
-            CaIdentity::create_root(KeyType::Ed25519, "fuzz", now(), Duration::days(3650)).unwrap();
+            CaIdentity::create_root(now(), KeyType::Ed25519, "fuzz", Duration::days(3650)).unwrap();
         (id.cert_pem(), id.key_pem())
     })
 }
@@ -34,12 +34,12 @@ fuzz_target!(|data: &[u8]| {
     let identity = CaIdentity::from_pem(cert, key, None).unwrap();
     let mut ca = Ca::open_with_insecure_seed(identity, Policy::default(), MemStore::default(), [0; 32]).unwrap();
     let source = Ipv4Addr::new(10, 0, 0, octet);
-    match ca.sign(csr, source, None, now()) {
+    match ca.sign(now(), csr, source, None) {
         Ok(issued) => {
             let info = parsed.unwrap();
             assert_eq!(info.virtual_ip, source);
             let verifier = Verifier::new(ca.identity().cert_der()).unwrap();
-            let peer = verifier.verify(&issued.certificate, source, now()).unwrap();
+            let peer = verifier.verify(now(), &issued.certificate, source).unwrap();
             assert_eq!(peer.public_key, info.public_key_raw);
             assert_eq!(ca.issued().len(), 1);
         }

@@ -21,7 +21,7 @@ fn ca_pem() -> &'static (String, String) {
     static PEM: OnceLock<(String, String)> = OnceLock::new();
     PEM.get_or_init(|| {
         let id =
-            CaIdentity::create_root(KeyType::Ed25519, "fuzz", now(), Duration::days(3650)).unwrap();
+            CaIdentity::create_root(now(), KeyType::Ed25519, "fuzz", Duration::days(3650)).unwrap();
         (id.cert_pem(), id.key_pem())
     })
 }
@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut ca = Ca::open_with_insecure_seed(identity, policy, MemStore::default(), [0; 32]).unwrap();
     let source = Ipv4Addr::new(10, 0, 0, knobs & 0x7f);
-    match ca.handle_enrolment(source, bytes, now()) {
+    match ca.handle_enrolment(now(), source, bytes) {
         Ok(()) => {
             let reply = ca.poll_transmit().unwrap();
             assert_eq!(reply.destination, source);

@@ -13,7 +13,7 @@ fn verifier() -> &'static (Verifier, Vec<u8>) {
     static V: OnceLock<(Verifier, Vec<u8>)> = OnceLock::new();
     V.get_or_init(|| {
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-        let id = CaIdentity::create_root(KeyType::Ed25519, "fuzz", now, Duration::days(3650)).unwrap();
+        let id = CaIdentity::create_root(now, KeyType::Ed25519, "fuzz", Duration::days(3650)).unwrap();
         let genuine = id.sign_statement(b"wow/ca", b"genuine").unwrap();
         (Verifier::new(id.cert_der()).unwrap(), genuine)
     })

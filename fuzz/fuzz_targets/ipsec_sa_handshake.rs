@@ -30,14 +30,14 @@ fn fixture() -> &'static Fixture {
         let wall = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
         let now = OffsetDateTime::from(wall);
         let identity =
-            CaIdentity::create_root(KeyType::Ed25519, "fuzz CA", now, Duration::days(365)).unwrap();
+            CaIdentity::create_root(now, KeyType::Ed25519, "fuzz CA", Duration::days(365)).unwrap();
         let mut ca = Ca::open_with_insecure_seed(identity, Policy::default(), MemStore::default(), [9; 32]).unwrap();
         let nodes = [(A, KeyType::Ed25519), (B, KeyType::EcdsaP256)]
             .into_iter()
             .map(|(ip, kt)| {
                 let key = NodeKey::generate(kt).unwrap();
                 let csr = key.certificate_request(&NodeRequest::new(ip)).unwrap();
-                let issued = ca.sign(&csr, ip, None, now).unwrap();
+                let issued = ca.sign(now, &csr, ip, None).unwrap();
                 (issued.certificate, key.pkcs8_der().to_vec())
             })
             .collect();

@@ -32,7 +32,7 @@ fn now() -> OffsetDateTime {
 }
 
 fn identity(key_type: KeyType) -> CaIdentity {
-    CaIdentity::create_root(key_type, "bench CA", now(), Duration::days(3650)).unwrap()
+    CaIdentity::create_root(now(), key_type, "bench CA", Duration::days(3650)).unwrap()
 }
 
 fn csrs(key_type: KeyType, n: u32) -> Vec<(Ipv4Addr, Vec<u8>)> {
@@ -64,7 +64,7 @@ fn bench_sign(c: &mut Criterion) {
                 },
                 |mut ca| {
                     for (ip, csr) in &pool {
-                        black_box(ca.sign(csr, *ip, None, now()).unwrap());
+                        black_box(ca.sign(now(), csr, *ip, None).unwrap());
                     }
                 },
                 BatchSize::PerIteration,
@@ -87,7 +87,7 @@ fn bench_sign(c: &mut Criterion) {
     for i in 0..10_000u32 {
         let ip = Ipv4Addr::from(0x0b00_0000 + i);
         let csr = filler.certificate_request(&NodeRequest::new(ip)).unwrap();
-        big.sign(&csr, ip, None, now()).unwrap();
+        big.sign(now(), &csr, ip, None).unwrap();
     }
     let state = CaState {
         issued: big.issued().to_vec(),
@@ -109,7 +109,7 @@ fn bench_sign(c: &mut Criterion) {
             // Cycling the pool renews (same key, same IP): also one journal line.
             let (ip, csr) = &pool[n % pool.len()];
             n += 1;
-            black_box(ca.sign(csr, *ip, None, now()).unwrap())
+            black_box(ca.sign(now(), csr, *ip, None).unwrap())
         })
     });
     group.finish();
@@ -141,23 +141,23 @@ fn bench_verify(c: &mut Criterion) {
         let ip = Ipv4Addr::new(10, 128, 0, 1);
         let node = NodeKey::generate(key_type).unwrap();
         let csr = node.certificate_request(&NodeRequest::new(ip)).unwrap();
-        let issued = ca.sign(&csr, ip, None, now()).unwrap();
+        let issued = ca.sign(now(), &csr, ip, None).unwrap();
         let crl = ipsec_ca_bench_crl(&mut ca, 100_000);
         let mut verifier = Verifier::new(ca.identity().cert_der()).unwrap();
-        verifier.handle_crl_envelope(&crl, now()).unwrap();
+        verifier.handle_crl_envelope(now(), &crl).unwrap();
         assert_eq!(verifier.revoked_count(), 100_000);
         let bare = Verifier::new(ca.identity().cert_der()).unwrap();
         group.bench_function(format!("{key_type}_no_crl"), |b| {
-            b.iter(|| black_box(bare.verify(&issued.certificate, ip, now()).unwrap()))
+            b.iter(|| black_box(bare.verify(now(), &issued.certificate, ip).unwrap()))
         });
         group.bench_function(format!("{key_type}_crl_100k"), |b| {
-            b.iter(|| black_box(verifier.verify(&issued.certificate, ip, now()).unwrap()))
+            b.iter(|| black_box(verifier.verify(now(), &issued.certificate, ip).unwrap()))
         });
         if key_type == KeyType::Ed25519 {
             group.bench_function("load_crl_100k", |b| {
                 b.iter(|| {
                     let mut v = Verifier::new(ca.identity().cert_der()).unwrap();
-                    black_box(v.handle_crl_envelope(&crl, now()).unwrap())
+                    black_box(v.handle_crl_envelope(now(), &crl).unwrap())
                 })
             });
         }

@@ -193,10 +193,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             let validity = Duration::days(days);
             let identity = match parent {
-                None => CaIdentity::create_root(key_type, &name, now, validity)?,
+                None => CaIdentity::create_root(now, key_type, &name, validity)?,
                 Some(parent) => {
                     let parent = FileStore::new(parent)?.load_identity()?;
-                    CaIdentity::create_intermediate(&parent, key_type, &name, now, validity)?
+                    CaIdentity::create_intermediate(now, &parent, key_type, &name, validity)?
                 }
             };
             let ca = store.init_ca(identity, Policy::default())?;
@@ -233,11 +233,11 @@ fn run(cli: Cli) -> Result<()> {
             let csr = from_pem("CERTIFICATE REQUEST", &read(&csr)?)?;
             let validity = days.map(Duration::days);
             if queue {
-                let id = ca.enqueue(&csr, source_ip, validity, now, 0)?;
+                let id = ca.enqueue(now, &csr, source_ip, validity, 0)?;
                 println!("queued as {id}");
             } else {
                 let out = out.ok_or("--out is required unless --queue")?;
-                let issued = ca.sign(&csr, source_ip, validity, now)?;
+                let issued = ca.sign(now, &csr, source_ip, validity)?;
                 write(&out, &to_pem("CERTIFICATE", &issued.certificate), 0o644)?;
                 println!("issued serial {}", hex(&issued.serial));
             }
@@ -262,7 +262,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Approve { id, dir, out } => {
             let mut ca = open(&dir)?;
-            let issued = ca.approve(id, now)?;
+            let issued = ca.approve(now, id)?;
             if let Some(out) = out {
                 write(&out, &to_pem("CERTIFICATE", &issued.certificate), 0o644)?;
             }
@@ -276,7 +276,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Revoke { dir, cert } => {
             let mut ca = open(&dir)?;
             let der = from_pem("CERTIFICATE", &read(&cert)?)?;
-            ca.revoke_certificate(&der, RevocationReason::Unspecified, now)?;
+            ca.revoke_certificate(now, &der, RevocationReason::Unspecified)?;
             println!("revoked");
         }
         Command::Crl {
@@ -306,13 +306,13 @@ fn run(cli: Cli) -> Result<()> {
                 let mut certs = ipsec_ca::key::all_from_pem("CERTIFICATE", &read(&chain)?)?;
                 certs.reverse();
                 for der in certs.iter().filter(|d| **d != anchor) {
-                    verifier.add_intermediate(der, now)?;
+                    verifier.add_intermediate(now, der)?;
                 }
             }
             if let Some(crl) = crl {
-                verifier.set_crl(&from_pem("X509 CRL", &read(&crl)?)?, now)?;
+                verifier.set_crl(now, &from_pem("X509 CRL", &read(&crl)?)?)?;
             }
-            let peer = verifier.verify(&from_pem("CERTIFICATE", &read(&cert)?)?, ip, now)?;
+            let peer = verifier.verify(now, &from_pem("CERTIFICATE", &read(&cert)?)?, ip)?;
             println!(
                 "OK {} serial {} {} until {}",
                 peer.virtual_ip,
@@ -336,7 +336,7 @@ fn run(cli: Cli) -> Result<()> {
                 // one key are distinct certificates all the same.
                 let ip = Ipv4Addr::from(base.wrapping_add(i));
                 let csr = key.certificate_request(&NodeRequest::new(ip))?;
-                let issued = ca.sign(&csr, ip, None, now)?;
+                let issued = ca.sign(now, &csr, ip, None)?;
                 let mut out = stdout.lock();
                 writeln!(out, "{} {ip}", hex(&issued.serial))?;
                 out.flush()?;

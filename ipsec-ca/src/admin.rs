@@ -96,7 +96,7 @@ pub fn issue_node<S: Store>(
     let csr = key
         .certificate_request(&request)
         .map_err(IssueError::Names)?;
-    let issued = ca.sign(&csr, ip, validity, now)?;
+    let issued = ca.sign(now, &csr, ip, validity)?;
     Ok(NodeCredentials { key, issued })
 }
 

@@ -389,10 +389,10 @@ impl<S: Store> Ca<S> {
     /// `validity` `None` means [`Policy::default_validity`].
     pub fn check(
         &self,
+        now: OffsetDateTime,
         csr_der: &[u8],
         source_ip: Ipv4Addr,
         validity: Option<Duration>,
-        now: OffsetDateTime,
     ) -> Result<(CsrInfo, Duration), PolicyError> {
         let info = parse_csr(csr_der)?;
         if !self.policy.allowed_key_types.contains(&info.key_type) {
@@ -484,12 +484,12 @@ impl<S: Store> Ca<S> {
     /// certificates as superseded, so one IP has at most one live certificate.
     pub fn sign(
         &mut self,
+        now: OffsetDateTime,
         csr_der: &[u8],
         source_ip: Ipv4Addr,
         validity: Option<Duration>,
-        now: OffsetDateTime,
     ) -> Result<Issued, CaError> {
-        let (info, validity) = self.check(csr_der, source_ip, validity, now)?;
+        let (info, validity) = self.check(now, csr_der, source_ip, validity)?;
         self.issue(&info, validity, now, Source::Direct)
     }
 
@@ -596,13 +596,13 @@ impl<S: Store> Ca<S> {
     /// `request_id` is the requester's correlation id, echoed in replies.
     pub fn enqueue(
         &mut self,
+        now: OffsetDateTime,
         csr_der: &[u8],
         source_ip: Ipv4Addr,
         validity: Option<Duration>,
-        now: OffsetDateTime,
         request_id: u64,
     ) -> Result<u64, CaError> {
-        let (_, validity) = self.check(csr_der, source_ip, validity, now)?;
+        let (_, validity) = self.check(now, csr_der, source_ip, validity)?;
         // The same request again (a retry) keeps its place and id.
         if let Some(p) = self
             .state
@@ -650,14 +650,14 @@ impl<S: Store> Ca<S> {
     ///
     /// A policy refusal leaves the request queued. The node is told through
     /// [`Ca::poll_transmit`].
-    pub fn approve(&mut self, id: u64, now: OffsetDateTime) -> Result<Issued, CaError> {
+    pub fn approve(&mut self, now: OffsetDateTime, id: u64) -> Result<Issued, CaError> {
         let index = self.pending_index(id)?;
         let pending = self.state.pending[index].clone();
         let (info, validity) = self.check(
+            now,
             &pending.csr,
             pending.source_ip,
             Some(Duration::seconds(pending.validity_secs)),
-            now,
         )?;
         let issued = self.issue(&info, validity, now, Source::Pending(id))?;
         self.push_reply(
@@ -689,9 +689,9 @@ impl<S: Store> Ca<S> {
     /// Revokes the certificate with `serial`.
     pub fn revoke(
         &mut self,
+        now: OffsetDateTime,
         serial: &[u8],
         reason: RevocationReason,
-        now: OffsetDateTime,
     ) -> Result<(), CaError> {
         let rec = self
             .find_serial(serial)
@@ -709,9 +709,9 @@ impl<S: Store> Ca<S> {
     /// Revokes the certificate whose DER is `cert_der` (it must be in the index).
     pub fn revoke_certificate(
         &mut self,
+        now: OffsetDateTime,
         cert_der: &[u8],
         reason: RevocationReason,
-        now: OffsetDateTime,
     ) -> Result<(), CaError> {
         let serial = self
             .state
@@ -720,7 +720,7 @@ impl<S: Store> Ca<S> {
             .find(|r| r.certificate == cert_der)
             .map(|r| r.serial.clone())
             .ok_or(CaError::UnknownCertificate)?;
-        self.revoke(&serial, reason, now)
+        self.revoke(now, &serial, reason)
     }
 
     /// Signs a new X.509 v2 CRL (RFC 5280 §5) with the next CRL number,
@@ -769,9 +769,9 @@ impl<S: Store> Ca<S> {
     /// in the same change.
     pub fn issue_token(
         &mut self,
+        now: OffsetDateTime,
         ip: Option<Ipv4Addr>,
         ttl: Duration,
-        now: OffsetDateTime,
     ) -> Result<JoinToken, CaError> {
         if ttl <= Duration::ZERO {
             return Err(PolicyError::ValidityNotPositive.into());
@@ -843,7 +843,7 @@ impl<S: Store> Ca<S> {
     /// Whether `bytes` is a token request that a usable join token
     /// authorises (without parsing the CSR: one HMAC). Lets a caller that
     /// rate-limits requests let these through even under a flood.
-    pub fn has_valid_token(&self, bytes: &[u8], now: OffsetDateTime) -> bool {
+    pub fn has_valid_token(&self, now: OffsetDateTime, bytes: &[u8]) -> bool {
         let Ok(EnrolmentMessage::TokenRequest {
             request_id,
             token_id,
@@ -887,9 +887,9 @@ impl<S: Store> Ca<S> {
     /// - otherwise a place in the pending queue for an administrator.
     pub fn handle_enrolment(
         &mut self,
+        now: OffsetDateTime,
         source_ip: Ipv4Addr,
         bytes: &[u8],
-        now: OffsetDateTime,
     ) -> Result<(), WireError> {
         let (request_id, csr, token) = match EnrolmentMessage::parse(bytes)? {
             EnrolmentMessage::Request { request_id, csr } => (request_id, csr, None),
@@ -903,7 +903,7 @@ impl<S: Store> Ca<S> {
         };
         let now_s = unix(now);
         let outcome = self
-            .check(csr, source_ip, None, now)
+            .check(now, csr, source_ip, None)
             .map(|(info, validity)| self.decide(info, validity, request_id, csr, token, now_s));
         let reply = match outcome {
             Ok(Outcome::Issued(certificate)) => Ok(certificate),
@@ -911,7 +911,7 @@ impl<S: Store> Ca<S> {
                 .issue(&info, validity, now, source)
                 .map(|i| i.certificate)
                 .map_err(|e| RejectReason::from_error(&e)),
-            Ok(Outcome::Queue) => match self.enqueue(csr, source_ip, None, now, request_id) {
+            Ok(Outcome::Queue) => match self.enqueue(now, csr, source_ip, None, request_id) {
                 Ok(queue_id) => {
                     self.push_reply(
                         source_ip,

@@ -123,6 +123,7 @@ impl Enrolment {
     /// (unless it renews a live certificate of the same key).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        now: Instant,
         config: EnrolmentConfig,
         csr_der: &[u8],
         virtual_ip: Ipv4Addr,
@@ -130,7 +131,6 @@ impl Enrolment {
         verifier: Verifier,
         request_id: u64,
         token: Option<&JoinToken>,
-        now: Instant,
     ) -> Self {
         let request = match token {
             Some(token) => EnrolmentMessage::TokenRequest {
@@ -173,9 +173,9 @@ impl Enrolment {
     /// checking the issued certificate.
     pub fn handle_input(
         &mut self,
-        bytes: &[u8],
         now: Instant,
         wall: OffsetDateTime,
+        bytes: &[u8],
     ) -> Result<(), EnrolmentError> {
         let body = self
             .verifier
@@ -203,7 +203,7 @@ impl Enrolment {
             EnrolmentMessage::Issued { certificate, .. } => {
                 let peer = self
                     .verifier
-                    .verify(certificate, self.virtual_ip, wall)
+                    .verify(wall, certificate, self.virtual_ip)
                     .map_err(EnrolmentError::BadCertificate)?;
                 if peer.spki_der != self.spki_der {
                     return Err(EnrolmentError::BadCertificate(VerifyError::BadSignature));

@@ -86,9 +86,9 @@ impl CaIdentity {
 
     /// Creates a self-signed root CA valid from `now` for `validity`.
     pub fn create_root(
+        now: OffsetDateTime,
         key_type: KeyType,
         common_name: &str,
-        now: OffsetDateTime,
         validity: Duration,
     ) -> Result<Self, CaError> {
         let key = NodeKey::generate(key_type)?;
@@ -110,10 +110,10 @@ impl CaIdentity {
     /// Creates an intermediate CA signed by `parent`, allowed to issue end-entity
     /// certificates only (pathLenConstraint 0).
     pub fn create_intermediate(
+        now: OffsetDateTime,
         parent: &CaIdentity,
         key_type: KeyType,
         common_name: &str,
-        now: OffsetDateTime,
         validity: Duration,
     ) -> Result<Self, CaError> {
         let key = NodeKey::generate(key_type)?;

@@ -22,7 +22,7 @@
 //! use time::{Duration, OffsetDateTime};
 //!
 //! let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-//! let identity = CaIdentity::create_root(KeyType::Ed25519, "wow CA", now, Duration::days(3650))?;
+//! let identity = CaIdentity::create_root(now, KeyType::Ed25519, "wow CA", Duration::days(3650))?;
 //! let mut ca = Ca::open(identity, Policy::default(), MemStore::default())?;
 //!
 //! // Node side: a key and a CSR for its virtual IP.
@@ -31,22 +31,22 @@
 //! let csr = node.certificate_request(&NodeRequest::new(ip))?;
 //!
 //! // CA side: the request arrived from `ip` over the authenticated overlay.
-//! let issued = ca.sign(&csr, ip, None, now)?;
+//! let issued = ca.sign(now, &csr, ip, None)?;
 //!
 //! // Any node: verify a peer claiming `ip`, then check its handshake signature.
 //! let mut verifier = Verifier::new(ca.identity().cert_der())?;
-//! let peer = verifier.verify(&issued.certificate, ip, now)?;
+//! let peer = verifier.verify(now, &issued.certificate, ip)?;
 //! peer.verify_signature(b"hello", &node.sign(b"hello")?)?;
 //! assert!(matches!(
-//!     verifier.verify(&issued.certificate, Ipv4Addr::new(10, 128, 0, 6), now),
+//!     verifier.verify(now, &issued.certificate, Ipv4Addr::new(10, 128, 0, 6)),
 //!     Err(VerifyError::IpMismatch { .. })
 //! ));
 //!
 //! // Revocation spreads as a CRL envelope.
-//! ca.revoke(&issued.serial, RevocationReason::KeyCompromise, now)?;
+//! ca.revoke(now, &issued.serial, RevocationReason::KeyCompromise)?;
 //! let crl = ca.issue_crl(now)?;
-//! verifier.handle_crl_envelope(&crl.envelope(), now)?;
-//! assert_eq!(verifier.verify(&issued.certificate, ip, now), Err(VerifyError::Revoked));
+//! verifier.handle_crl_envelope(now, &crl.envelope())?;
+//! assert_eq!(verifier.verify(now, &issued.certificate, ip), Err(VerifyError::Revoked));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!

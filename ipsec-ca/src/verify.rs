@@ -251,8 +251,8 @@ impl Verifier {
     /// if it is valid at `now`.
     pub fn add_intermediate(
         &mut self,
-        cert_der: &[u8],
         now: OffsetDateTime,
+        cert_der: &[u8],
     ) -> Result<(), VerifyError> {
         let cert = parse_cert(cert_der)?;
         let parent_index = self.find_issuer(cert.issuer().as_raw())?;
@@ -364,7 +364,7 @@ impl Verifier {
     /// held for that CA. Refused, keeping the old one, if it is malformed, badly
     /// signed, past nextUpdate at `now`, or not newer than the loaded one.
     /// Returns the CRL number.
-    pub fn set_crl(&mut self, crl_der: &[u8], now: OffsetDateTime) -> Result<u64, CrlError> {
+    pub fn set_crl(&mut self, now: OffsetDateTime, crl_der: &[u8]) -> Result<u64, CrlError> {
         self.load_crl(crl_der, None, now)
     }
 
@@ -372,8 +372,8 @@ impl Verifier {
     /// The envelope's number must equal the CRL's; a stale number is refused.
     pub fn handle_crl_envelope(
         &mut self,
-        bytes: &[u8],
         now: OffsetDateTime,
+        bytes: &[u8],
     ) -> Result<u64, CrlError> {
         let envelope = CrlEnvelope::parse(bytes)?;
         // Cheap early refusal before parsing or verifying (the common replay case).
@@ -498,9 +498,9 @@ impl Verifier {
     /// revocation, and that the single IPv4 SAN equals `claimed_ip`.
     pub fn verify(
         &self,
+        now: OffsetDateTime,
         cert_der: &[u8],
         claimed_ip: Ipv4Addr,
-        now: OffsetDateTime,
     ) -> Result<VerifiedPeer, VerifyError> {
         let cert = parse_cert(cert_der)?;
         let index = self.find_issuer(cert.issuer().as_raw())?;

@@ -23,7 +23,7 @@ fn t0() -> OffsetDateTime {
 }
 
 fn identity() -> CaIdentity {
-    CaIdentity::create_root(KeyType::Ed25519, "wow CA", t0(), Duration::days(3650)).unwrap()
+    CaIdentity::create_root(t0(), KeyType::Ed25519, "wow CA", Duration::days(3650)).unwrap()
 }
 
 fn new_ca() -> Ca<MemStore> {
@@ -86,7 +86,7 @@ fn issue_node_certifies_the_names_and_refuses_bad_ones_first() {
         ["db.wow.internal", "web.wow.internal"]
     );
     let verifier = Verifier::new(ca.identity().cert_der()).unwrap();
-    let peer = verifier.verify(&node.issued.certificate, IP, t0()).unwrap();
+    let peer = verifier.verify(t0(), &node.issued.certificate, IP).unwrap();
     peer.verify_signature(b"m", &node.key.sign(b"m").unwrap())
         .unwrap();
     assert_eq!(ca.issued().len(), 1);
@@ -149,7 +149,7 @@ fn certificate_states() {
         t0(),
     )
     .unwrap();
-    ca.revoke(&a.issued.serial, RevocationReason::Unspecified, t0())
+    ca.revoke(t0(), &a.issued.serial, RevocationReason::Unspecified)
         .unwrap();
     let later = (t0() + Duration::days(2)).unix_timestamp();
     let states: Vec<_> = ca

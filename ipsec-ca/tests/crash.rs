@@ -142,7 +142,7 @@ fn sigkill_during_signing_loses_nothing_and_reuses_no_serial() {
     let now = ipsec_ca::time::OffsetDateTime::now_utc();
     for (serial, ip) in &acknowledged {
         let rec = state.issued.iter().find(|r| &r.serial == serial).unwrap();
-        verifier.verify(&rec.certificate, *ip, now).unwrap();
+        verifier.verify(now, &rec.certificate, *ip).unwrap();
     }
     println!(
         "crash test: {} rounds, {} certificates acknowledged, {} recorded",

@@ -21,7 +21,7 @@ fn t0() -> OffsetDateTime {
 
 fn new_ca(policy: Policy) -> Ca<MemStore> {
     let identity =
-        CaIdentity::create_root(KeyType::Ed25519, "wow CA", t0(), Duration::days(3650)).unwrap();
+        CaIdentity::create_root(t0(), KeyType::Ed25519, "wow CA", Duration::days(3650)).unwrap();
     Ca::open_with_insecure_seed(identity, policy, MemStore::default(), [5; 32]).unwrap()
 }
 
@@ -51,13 +51,13 @@ fn the_name_reaches_the_certificate_and_the_verifier() {
         let key = NodeKey::generate(key_type).unwrap();
         let csr = named_csr(&key, IP, "db.wow.internal");
         assert_eq!(parse_csr(&csr).unwrap().dns_names, ["db.wow.internal"]);
-        let issued = ca.sign(&csr, IP, None, t0()).unwrap();
+        let issued = ca.sign(t0(), &csr, IP, None).unwrap();
         assert_eq!(
             certificate_dns_names(&issued.certificate).unwrap(),
             ["db.wow.internal"]
         );
         let verifier = Verifier::new(ca.identity().cert_der()).unwrap();
-        let peer = verifier.verify(&issued.certificate, IP, t0()).unwrap();
+        let peer = verifier.verify(t0(), &issued.certificate, IP).unwrap();
         assert_eq!(peer.dns_names, ["db.wow.internal"]);
         assert_eq!(peer.virtual_ip, IP);
     }
@@ -65,11 +65,11 @@ fn the_name_reaches_the_certificate_and_the_verifier() {
     let mut ca = new_ca(Policy::default());
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     let csr = key.certificate_request(&NodeRequest::new(IP)).unwrap();
-    let issued = ca.sign(&csr, IP, None, t0()).unwrap();
+    let issued = ca.sign(t0(), &csr, IP, None).unwrap();
     let verifier = Verifier::new(ca.identity().cert_der()).unwrap();
     assert!(
         verifier
-            .verify(&issued.certificate, IP, t0())
+            .verify(t0(), &issued.certificate, IP)
             .unwrap()
             .dns_names
             .is_empty()
@@ -83,32 +83,32 @@ fn attack_name_taken_by_another_key_is_refused() {
     let mut ca = new_ca(zone_policy());
     let alice = NodeKey::generate(KeyType::Ed25519).unwrap();
     let mallory = NodeKey::generate(KeyType::Ed25519).unwrap();
-    ca.sign(&named_csr(&alice, IP, "db.wow.internal"), IP, None, t0())
+    ca.sign(t0(), &named_csr(&alice, IP, "db.wow.internal"), IP, None)
         .unwrap();
     let err = policy_err(ca.sign(
+        t0(),
         &named_csr(&mallory, OTHER_IP, "db.wow.internal"),
         OTHER_IP,
         None,
-        t0(),
     ));
     assert!(
         matches!(&err, PolicyError::NameInUse { name, .. } if name == "db.wow.internal"),
         "{err:?}"
     );
     // The holder renews under its own name.
-    ca.sign(&named_csr(&alice, IP, "db.wow.internal"), IP, None, t0())
+    ca.sign(t0(), &named_csr(&alice, IP, "db.wow.internal"), IP, None)
         .unwrap();
     for rec in ca.issued().to_vec() {
         if rec.revoked_at.is_none() {
-            ca.revoke(&rec.serial, RevocationReason::KeyCompromise, t0())
+            ca.revoke(t0(), &rec.serial, RevocationReason::KeyCompromise)
                 .unwrap();
         }
     }
     ca.sign(
+        t0(),
         &named_csr(&mallory, OTHER_IP, "db.wow.internal"),
         OTHER_IP,
         None,
-        t0(),
     )
     .unwrap();
 }
@@ -118,12 +118,12 @@ fn names_outside_the_zone_and_malformed_names_are_refused() {
     let mut ca = new_ca(zone_policy());
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     for name in ["db.example.com", "a.b.wow.internal", "wow.internal", "db"] {
-        let err = policy_err(ca.sign(&named_csr(&key, IP, name), IP, None, t0()));
+        let err = policy_err(ca.sign(t0(), &named_csr(&key, IP, name), IP, None));
         assert_eq!(err, PolicyError::NameOutsideZone(name.into()));
     }
     // Without a zone, a bare name is fine.
     let mut open = new_ca(Policy::default());
-    open.sign(&named_csr(&key, IP, "db"), IP, None, t0())
+    open.sign(t0(), &named_csr(&key, IP, "db"), IP, None)
         .unwrap();
     // The requester's side refuses what is not a lowercase host name.
     for bad in [

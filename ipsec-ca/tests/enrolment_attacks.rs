@@ -22,7 +22,7 @@ fn t0() -> OffsetDateTime {
 
 fn new_ca() -> Ca<MemStore> {
     let identity =
-        CaIdentity::create_root(KeyType::Ed25519, "wow CA", t0(), Duration::days(3650)).unwrap();
+        CaIdentity::create_root(t0(), KeyType::Ed25519, "wow CA", Duration::days(3650)).unwrap();
     let policy = Policy {
         network: Some((Ipv4Addr::new(10, 128, 0, 0), 16)),
         max_pending: 8,
@@ -47,7 +47,7 @@ fn token_request(token: &JoinToken, request_id: u64, csr: &[u8]) -> Vec<u8> {
 
 /// Sends `request` from `source` and returns the verified reply.
 fn ask(ca: &mut Ca<MemStore>, source: Ipv4Addr, request: &[u8], now: OffsetDateTime) -> Vec<u8> {
-    ca.handle_enrolment(source, request, now).unwrap();
+    ca.handle_enrolment(now, source, request).unwrap();
     let t = ca.poll_transmit().unwrap();
     assert!(ca.poll_transmit().is_none());
     Verifier::new(ca.identity().cert_der())
@@ -74,7 +74,7 @@ fn is_pending(reply: &[u8]) -> bool {
 #[test]
 fn a_valid_token_is_signed_at_once_and_consumed() {
     let mut ca = new_ca();
-    let token = ca.issue_token(None, Duration::hours(1), t0()).unwrap();
+    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     let reply = ask(&mut ca, IP, &token_request(&token, 7, &csr(&key, IP)), t0());
     assert!(is_issued(&reply));
@@ -108,7 +108,7 @@ fn attack_spoofed_source_enrolment_for_another_address_gets_nothing() {
 #[test]
 fn attack_token_reuse_is_refused() {
     let mut ca = new_ca();
-    let token = ca.issue_token(None, Duration::hours(1), t0()).unwrap();
+    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
     let first = NodeKey::generate(KeyType::Ed25519).unwrap();
     assert!(is_issued(&ask(
         &mut ca,
@@ -130,7 +130,7 @@ fn attack_token_reuse_is_refused() {
 #[test]
 fn attack_expired_token_is_refused() {
     let mut ca = new_ca();
-    let token = ca.issue_token(None, Duration::hours(1), t0()).unwrap();
+    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     let late = t0() + Duration::hours(1) + Duration::seconds(1);
     let reply = ask(&mut ca, IP, &token_request(&token, 1, &csr(&key, IP)), late);
@@ -142,7 +142,7 @@ fn attack_expired_token_is_refused() {
 fn attack_token_for_another_ip_is_refused() {
     let mut ca = new_ca();
     let token = ca
-        .issue_token(Some(OTHER_IP), Duration::hours(1), t0())
+        .issue_token(t0(), Some(OTHER_IP), Duration::hours(1))
         .unwrap();
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     let reply = ask(&mut ca, IP, &token_request(&token, 1, &csr(&key, IP)), t0());
@@ -161,7 +161,7 @@ fn attack_token_for_another_ip_is_refused() {
 #[test]
 fn attack_observed_token_mac_does_not_authorise_another_csr() {
     let mut ca = new_ca();
-    let token = ca.issue_token(None, Duration::hours(1), t0()).unwrap();
+    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
     let victim = NodeKey::generate(KeyType::Ed25519).unwrap();
     let observed = token_request(&token, 1, &csr(&victim, IP));
     let EnrolmentMessage::TokenRequest { token_id, mac, .. } =
@@ -185,19 +185,19 @@ fn attack_observed_token_mac_does_not_authorise_another_csr() {
 #[test]
 fn attack_pending_queue_flood_does_not_block_a_token_request() {
     let mut ca = new_ca();
-    let token = ca.issue_token(None, Duration::hours(1), t0()).unwrap();
+    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
     // Spoofed sources fill the queue.
     for i in 0..20u8 {
         let ip = Ipv4Addr::new(10, 128, 1, i + 1);
         let key = NodeKey::generate(KeyType::Ed25519).unwrap();
         ca.handle_enrolment(
+            t0(),
             ip,
             &EnrolmentMessage::Request {
                 request_id: u64::from(i),
                 csr: &csr(&key, ip),
             }
             .to_bytes(),
-            t0(),
         )
         .unwrap();
         while ca.poll_transmit().is_some() {}
@@ -216,7 +216,7 @@ fn attack_pending_queue_flood_does_not_block_a_token_request() {
 #[test]
 fn addresses_outside_the_network_are_refused() {
     let mut ca = new_ca();
-    let token = ca.issue_token(None, Duration::hours(1), t0()).unwrap();
+    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
     for ip in [
         Ipv4Addr::new(192, 168, 0, 5),
         Ipv4Addr::new(10, 128, 0, 0),
@@ -234,9 +234,9 @@ fn addresses_outside_the_network_are_refused() {
     }
     assert!(
         ca.issue_token(
+            t0(),
             Some(Ipv4Addr::new(192, 168, 0, 5)),
             Duration::hours(1),
-            t0()
         )
         .is_err()
     );
@@ -246,7 +246,7 @@ fn addresses_outside_the_network_are_refused() {
 #[test]
 fn renewal_with_the_same_key_after_half_the_lifetime() {
     let mut ca = new_ca();
-    let token = ca.issue_token(None, Duration::hours(1), t0()).unwrap();
+    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     let first = ask(&mut ca, IP, &token_request(&token, 1, &csr(&key, IP)), t0());
     assert!(is_issued(&first));
@@ -280,7 +280,7 @@ fn renewal_with_the_same_key_after_half_the_lifetime() {
 #[test]
 fn attack_replayed_renewal_does_not_revoke_the_current_certificate() {
     let mut ca = new_ca();
-    let token = ca.issue_token(None, Duration::hours(1), t0()).unwrap();
+    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     let csr_der = csr(&key, IP);
     assert!(is_issued(&ask(
@@ -301,6 +301,7 @@ fn attack_replayed_renewal_does_not_revoke_the_current_certificate() {
 
 fn enrolment(ca: &Ca<MemStore>, key: &NodeKey, now: Instant) -> Enrolment {
     Enrolment::new(
+        now,
         EnrolmentConfig::default(),
         &csr(key, IP),
         IP,
@@ -308,7 +309,6 @@ fn enrolment(ca: &Ca<MemStore>, key: &NodeKey, now: Instant) -> Enrolment {
         Verifier::new(ca.identity().cert_der()).unwrap(),
         0x55,
         None,
-        now,
     )
 }
 
@@ -324,7 +324,7 @@ fn attack_unsigned_or_foreign_rejected_does_not_end_enrolment() {
     }
     .to_bytes();
     assert!(matches!(
-        node.handle_input(&rejected, now, t0()),
+        node.handle_input(now, t0(), &rejected),
         Err(EnrolmentError::Unsigned(_))
     ));
     // Signed by another CA (a fake CA node).
@@ -334,7 +334,7 @@ fn attack_unsigned_or_foreign_rejected_does_not_end_enrolment() {
         .sign_statement(REPLY_LABEL, &rejected)
         .unwrap();
     assert!(matches!(
-        node.handle_input(&signed, now, t0()),
+        node.handle_input(now, t0(), &signed),
         Err(EnrolmentError::Unsigned(_))
     ));
     // A statement of another kind from the right CA.
@@ -342,12 +342,13 @@ fn attack_unsigned_or_foreign_rejected_does_not_end_enrolment() {
         .identity()
         .sign_statement(b"wow-ca/1", &rejected)
         .unwrap();
-    assert!(node.handle_input(&other, now, t0()).is_err());
+    assert!(node.handle_input(now, t0(), &other).is_err());
     assert!(!node.is_finished());
     assert_eq!(node.poll_event(), None);
     // The real CA still gets through.
-    let token = ca.issue_token(None, Duration::hours(1), t0()).unwrap();
+    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
     let mut node = Enrolment::new(
+        now,
         EnrolmentConfig::default(),
         &csr(&key, IP),
         IP,
@@ -355,11 +356,10 @@ fn attack_unsigned_or_foreign_rejected_does_not_end_enrolment() {
         Verifier::new(ca.identity().cert_der()).unwrap(),
         0x56,
         Some(&token),
-        now,
     );
     let request = node.poll_transmit().unwrap();
-    ca.handle_enrolment(IP, &request, t0()).unwrap();
-    node.handle_input(&ca.poll_transmit().unwrap().payload, now, t0())
+    ca.handle_enrolment(t0(), IP, &request).unwrap();
+    node.handle_input(now, t0(), &ca.poll_transmit().unwrap().payload)
         .unwrap();
     assert!(matches!(
         node.poll_event(),
@@ -384,7 +384,7 @@ fn a_full_queue_is_retried_not_final() {
             .to_bytes(),
         )
         .unwrap();
-    node.handle_input(&busy, now, t0()).unwrap();
+    node.handle_input(now, t0(), &busy).unwrap();
     assert!(!node.is_finished());
     assert!(node.poll_timeout().is_some());
     let _ = &mut ca;
@@ -393,21 +393,21 @@ fn a_full_queue_is_retried_not_final() {
 #[test]
 fn only_a_usable_token_with_the_right_mac_passes_the_flood_check() {
     let mut ca = new_ca();
-    let token = ca.issue_token(None, Duration::hours(1), t0()).unwrap();
+    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     let csr_der = csr(&key, IP);
     let good = token_request(&token, 1, &csr_der);
-    assert!(ca.has_valid_token(&good, t0()));
+    assert!(ca.has_valid_token(t0(), &good));
     let mut forged = good.clone();
     *forged.last_mut().unwrap() ^= 1;
-    assert!(!ca.has_valid_token(&forged, t0()));
+    assert!(!ca.has_valid_token(t0(), &forged));
     let plain = EnrolmentMessage::Request {
         request_id: 1,
         csr: &csr_der,
     }
     .to_bytes();
-    assert!(!ca.has_valid_token(&plain, t0()));
-    assert!(!ca.has_valid_token(&good, t0() + Duration::hours(2)));
+    assert!(!ca.has_valid_token(t0(), &plain));
+    assert!(!ca.has_valid_token(t0() + Duration::hours(2), &good));
     ask(&mut ca, IP, &good, t0());
-    assert!(!ca.has_valid_token(&good, t0()), "used");
+    assert!(!ca.has_valid_token(t0(), &good), "used");
 }

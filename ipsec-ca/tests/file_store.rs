@@ -31,7 +31,7 @@ fn init(dir: &Path, compact_every: usize) -> Ca<FileStore> {
     let mut store = FileStore::new(dir).unwrap();
     store.set_compact_every(compact_every);
     let identity =
-        CaIdentity::create_root(KeyType::Ed25519, "fs", t0(), Duration::days(3650)).unwrap();
+        CaIdentity::create_root(t0(), KeyType::Ed25519, "fs", Duration::days(3650)).unwrap();
     store.save_identity(&identity).unwrap();
     Ca::open_with_insecure_seed(identity, Policy::default(), store, [1; 32]).unwrap()
 }
@@ -47,19 +47,19 @@ fn churn(ca: &mut Ca<impl Store>, key: &NodeKey, base: u32, n: u32) {
     for i in 0..n {
         let ip = Ipv4Addr::from(base + i);
         let csr = key.certificate_request(&NodeRequest::new(ip)).unwrap();
-        let issued = ca.sign(&csr, ip, None, t0()).unwrap();
+        let issued = ca.sign(t0(), &csr, ip, None).unwrap();
         if i % 3 == 0 {
-            ca.revoke(&issued.serial, RevocationReason::KeyCompromise, t0())
+            ca.revoke(t0(), &issued.serial, RevocationReason::KeyCompromise)
                 .unwrap();
         }
         if i % 4 == 0 {
             let ip = Ipv4Addr::from(base + 1000 + i);
             let csr = key.certificate_request(&NodeRequest::new(ip)).unwrap();
-            let id = ca.enqueue(&csr, ip, None, t0(), u64::from(i)).unwrap();
+            let id = ca.enqueue(t0(), &csr, ip, None, u64::from(i)).unwrap();
             if i % 8 == 0 {
                 ca.reject(id).unwrap();
             } else {
-                ca.approve(id, t0()).unwrap();
+                ca.approve(t0(), id).unwrap();
             }
         }
         if i % 5 == 0 {
@@ -230,7 +230,7 @@ fn join_tokens_and_their_use_survive_a_restart() {
         let ip = Ipv4Addr::new(10, 128, 0, 7);
         let token = {
             let mut ca = init(&dir, compact_every);
-            ca.issue_token(Some(ip), Duration::hours(1), t0()).unwrap()
+            ca.issue_token(t0(), Some(ip), Duration::hours(1)).unwrap()
         };
         let mut ca = reopen(&dir);
         assert_eq!(ca.tokens().len(), 1);
@@ -246,7 +246,7 @@ fn join_tokens_and_their_use_survive_a_restart() {
             csr: &csr,
         }
         .to_bytes();
-        ca.handle_enrolment(ip, &request, t0()).unwrap();
+        ca.handle_enrolment(t0(), ip, &request).unwrap();
         assert_eq!(ca.issued().len(), 1);
         drop(ca);
         let ca = reopen(&dir);

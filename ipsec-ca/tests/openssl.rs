@@ -66,7 +66,7 @@ fn lifecycle(key_type: KeyType, node_key_type: KeyType) {
     let dir = tmpdir(&format!("ossl-{key_type}-{node_key_type}"));
     let store = FileStore::new(dir.join("ca")).unwrap();
     let identity =
-        CaIdentity::create_root(key_type, "wow test CA", now(), Duration::days(30)).unwrap();
+        CaIdentity::create_root(now(), key_type, "wow test CA", Duration::days(30)).unwrap();
     store.save_identity(&identity).unwrap();
     let mut ca = Ca::open_with_insecure_seed(identity, Policy::default(), store, [9; 32]).unwrap();
     let ca_pem = dir.join("ca").join("ca.pem");
@@ -82,7 +82,7 @@ fn lifecycle(key_type: KeyType, node_key_type: KeyType) {
     assert!(text.contains("IP Address:10.128.3.4"), "{text}");
     assert!(text.contains("URI:brunet:node:"), "{text}");
 
-    let issued = ca.sign(&csr, ip, None, now()).unwrap();
+    let issued = ca.sign(now(), &csr, ip, None).unwrap();
     let cert_pem = write(
         &dir,
         "node.pem",
@@ -117,7 +117,7 @@ fn lifecycle(key_type: KeyType, node_key_type: KeyType) {
     let (ok, text) = verify(&crl_pem);
     assert!(ok, "openssl refused a fresh certificate: {text}");
 
-    ca.revoke(&issued.serial, RevocationReason::KeyCompromise, now())
+    ca.revoke(now(), &issued.serial, RevocationReason::KeyCompromise)
         .unwrap();
     let crl2 = ca.issue_crl(now()).unwrap();
     assert_eq!(crl2.number, crl.number + 1);
@@ -145,13 +145,13 @@ fn lifecycle(key_type: KeyType, node_key_type: KeyType) {
     assert_eq!(serials, vec![issued.serial.as_slice()]);
     // And so does our verifier, consistently with openssl.
     let mut verifier = Verifier::new(ca.identity().cert_der()).unwrap();
-    verifier.set_crl(&crl.der, now()).unwrap();
-    let peer = verifier.verify(&issued.certificate, ip, now()).unwrap();
+    verifier.set_crl(now(), &crl.der).unwrap();
+    let peer = verifier.verify(now(), &issued.certificate, ip).unwrap();
     assert_eq!(peer.key_type, node_key_type);
     assert_eq!(peer.public_key, node.public_key_raw());
-    verifier.set_crl(&crl2.der, now()).unwrap();
+    verifier.set_crl(now(), &crl2.der).unwrap();
     assert_eq!(
-        verifier.verify(&issued.certificate, ip, now()),
+        verifier.verify(now(), &issued.certificate, ip),
         Err(VerifyError::Revoked)
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -188,15 +188,15 @@ fn openssl_reloaded_ca_and_intermediate_chain() {
     let dir = tmpdir("ossl-int");
     let root_store = FileStore::new(dir.join("root")).unwrap();
     let root =
-        CaIdentity::create_root(KeyType::EcdsaP256, "wow root", now(), Duration::days(60)).unwrap();
+        CaIdentity::create_root(now(), KeyType::EcdsaP256, "wow root", Duration::days(60)).unwrap();
     root_store.save_identity(&root).unwrap();
     let root = root_store.load_identity().unwrap();
     let int_store = FileStore::new(dir.join("int")).unwrap();
     let int = CaIdentity::create_intermediate(
+        now(),
         &root,
         KeyType::Ed25519,
         "wow site",
-        now(),
         Duration::days(30),
     )
     .unwrap();
@@ -208,7 +208,7 @@ fn openssl_reloaded_ca_and_intermediate_chain() {
     let ip = Ipv4Addr::new(10, 128, 9, 9);
     let node = NodeKey::generate(KeyType::EcdsaP256).unwrap();
     let csr = node.certificate_request(&NodeRequest::new(ip)).unwrap();
-    let issued = ca.sign(&csr, ip, None, now()).unwrap();
+    let issued = ca.sign(now(), &csr, ip, None).unwrap();
     let crl = ca.issue_crl(now()).unwrap();
     let cert_pem = write(
         &dir,
@@ -233,16 +233,16 @@ fn openssl_reloaded_ca_and_intermediate_chain() {
 
     let mut verifier = Verifier::new(ca.identity().root_der()).unwrap();
     assert_eq!(
-        verifier.verify(&issued.certificate, ip, now()),
+        verifier.verify(now(), &issued.certificate, ip),
         Err(VerifyError::UnknownIssuer)
     );
     verifier
-        .add_intermediate(ca.identity().cert_der(), now())
+        .add_intermediate(now(), ca.identity().cert_der())
         .unwrap();
-    verifier.set_crl(&crl.der, now()).unwrap();
-    verifier.verify(&issued.certificate, ip, now()).unwrap();
+    verifier.set_crl(now(), &crl.der).unwrap();
+    verifier.verify(now(), &issued.certificate, ip).unwrap();
 
-    ca.revoke(&issued.serial, RevocationReason::Unspecified, now())
+    ca.revoke(now(), &issued.serial, RevocationReason::Unspecified)
         .unwrap();
     let crl = ca.issue_crl(now()).unwrap();
     let crl_pem = write(&dir, "crl2.pem", &to_pem("X509 CRL", &crl.der));
@@ -258,9 +258,9 @@ fn openssl_reloaded_ca_and_intermediate_chain() {
         s(&cert_pem),
     ]);
     assert!(!ok && text.contains("revoked"), "{text}");
-    verifier.set_crl(&crl.der, now()).unwrap();
+    verifier.set_crl(now(), &crl.der).unwrap();
     assert_eq!(
-        verifier.verify(&issued.certificate, ip, now()),
+        verifier.verify(now(), &issued.certificate, ip),
         Err(VerifyError::Revoked)
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -300,7 +300,7 @@ fn openssl_made_csr_is_signed_and_foreign_cert_refused() {
     )
     .unwrap();
     let identity =
-        CaIdentity::create_root(KeyType::Ed25519, "wow CA", now(), Duration::days(30)).unwrap();
+        CaIdentity::create_root(now(), KeyType::Ed25519, "wow CA", Duration::days(30)).unwrap();
     let mut ca = Ca::open_with_insecure_seed(
         identity,
         Policy::default(),
@@ -309,9 +309,9 @@ fn openssl_made_csr_is_signed_and_foreign_cert_refused() {
     )
     .unwrap();
     let ip = Ipv4Addr::new(10, 128, 7, 7);
-    let issued = ca.sign(&der, ip, None, now()).unwrap();
+    let issued = ca.sign(now(), &der, ip, None).unwrap();
     let verifier = Verifier::new(ca.identity().cert_der()).unwrap();
-    let peer = verifier.verify(&issued.certificate, ip, now()).unwrap();
+    let peer = verifier.verify(now(), &issued.certificate, ip).unwrap();
     assert_eq!(peer.key_type, KeyType::EcdsaP256);
     assert_eq!(peer.common_name.as_deref(), Some("foreign"));
 
@@ -338,7 +338,7 @@ fn openssl_made_csr_is_signed_and_foreign_cert_refused() {
     )
     .unwrap();
     assert_eq!(
-        verifier.verify(&der, ip, now()),
+        verifier.verify(now(), &der, ip),
         Err(VerifyError::UnknownIssuer)
     );
     let _ = std::fs::remove_dir_all(&dir);

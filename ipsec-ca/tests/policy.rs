@@ -19,7 +19,7 @@ fn t0() -> OffsetDateTime {
 }
 
 fn new_ca(key_type: KeyType, policy: Policy) -> Ca<MemStore> {
-    let identity = CaIdentity::create_root(key_type, "wow CA", t0(), Duration::days(3650)).unwrap();
+    let identity = CaIdentity::create_root(t0(), key_type, "wow CA", Duration::days(3650)).unwrap();
     Ca::open_with_insecure_seed(identity, policy, MemStore::default(), [5; 32]).unwrap()
 }
 
@@ -47,7 +47,7 @@ fn policy_err(r: Result<impl std::fmt::Debug, CaError>) -> PolicyError {
 fn refuses_csr_ip_other_than_source() {
     let mut ca = new_ca(KeyType::Ed25519, Policy::default());
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
-    let err = policy_err(ca.sign(&csr(&key, IP), OTHER_IP, None, t0()));
+    let err = policy_err(ca.sign(t0(), &csr(&key, IP), OTHER_IP, None));
     assert_eq!(
         err,
         PolicyError::IpMismatch {
@@ -62,9 +62,9 @@ fn refuses_csr_ip_other_than_source() {
 fn refuses_duplicate_ip_with_another_key_until_revoked_or_expired() {
     let mut ca = new_ca(KeyType::Ed25519, Policy::default());
     let first = NodeKey::generate(KeyType::Ed25519).unwrap();
-    let issued = ca.sign(&csr(&first, IP), IP, None, t0()).unwrap();
+    let issued = ca.sign(t0(), &csr(&first, IP), IP, None).unwrap();
     let second = NodeKey::generate(KeyType::Ed25519).unwrap();
-    let err = policy_err(ca.sign(&csr(&second, IP), IP, None, t0()));
+    let err = policy_err(ca.sign(t0(), &csr(&second, IP), IP, None));
     assert!(
         matches!(err, PolicyError::IpInUse { ip, .. } if ip == IP),
         "{err:?}"
@@ -73,25 +73,25 @@ fn refuses_duplicate_ip_with_another_key_until_revoked_or_expired() {
 
     // Once expired, the IP is free again.
     let later = t0() + ca.policy().default_validity + Duration::seconds(1);
-    ca.sign(&csr(&second, IP), IP, None, later).unwrap();
+    ca.sign(later, &csr(&second, IP), IP, None).unwrap();
 
     // Once revoked, too.
     let mut ca = new_ca(KeyType::Ed25519, Policy::default());
-    let issued2 = ca.sign(&csr(&first, IP), IP, None, t0()).unwrap();
+    let issued2 = ca.sign(t0(), &csr(&first, IP), IP, None).unwrap();
     assert!(ca.find_serial(&issued2.serial).is_some());
     let _ = issued;
-    ca.revoke(&issued2.serial, RevocationReason::KeyCompromise, t0())
+    ca.revoke(t0(), &issued2.serial, RevocationReason::KeyCompromise)
         .unwrap();
-    ca.sign(&csr(&second, IP), IP, None, t0()).unwrap();
+    ca.sign(t0(), &csr(&second, IP), IP, None).unwrap();
 }
 
 #[test]
 fn renewal_by_same_key_supersedes_old_certificate() {
     let mut ca = new_ca(KeyType::Ed25519, Policy::default());
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
-    let old = ca.sign(&csr(&key, IP), IP, None, t0()).unwrap();
+    let old = ca.sign(t0(), &csr(&key, IP), IP, None).unwrap();
     let new = ca
-        .sign(&csr(&key, IP), IP, None, t0() + Duration::days(20))
+        .sign(t0() + Duration::days(20), &csr(&key, IP), IP, None)
         .unwrap();
     assert_ne!(old.serial, new.serial);
     let old_rec = ca.find_serial(&old.serial).unwrap();
@@ -117,11 +117,11 @@ fn refuses_disallowed_key_type() {
     let mut ca = new_ca(KeyType::Ed25519, policy);
     let key = NodeKey::generate(KeyType::EcdsaP256).unwrap();
     assert_eq!(
-        policy_err(ca.sign(&csr(&key, IP), IP, None, t0())),
+        policy_err(ca.sign(t0(), &csr(&key, IP), IP, None)),
         PolicyError::KeyTypeNotAllowed(KeyType::EcdsaP256)
     );
     let ok = NodeKey::generate(KeyType::Ed25519).unwrap();
-    ca.sign(&csr(&ok, IP), IP, None, t0()).unwrap();
+    ca.sign(t0(), &csr(&ok, IP), IP, None).unwrap();
 }
 
 #[test]
@@ -133,38 +133,38 @@ fn refuses_over_long_validity_and_caps_at_ca_lifetime() {
     let mut ca = new_ca(KeyType::Ed25519, policy);
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     assert_eq!(
-        policy_err(ca.sign(&csr(&key, IP), IP, Some(Duration::days(91)), t0())),
+        policy_err(ca.sign(t0(), &csr(&key, IP), IP, Some(Duration::days(91)))),
         PolicyError::ValidityTooLong {
             requested_secs: 91 * 86400,
             max_secs: 90 * 86400
         }
     );
     assert_eq!(
-        policy_err(ca.sign(&csr(&key, IP), IP, Some(Duration::ZERO), t0())),
+        policy_err(ca.sign(t0(), &csr(&key, IP), IP, Some(Duration::ZERO))),
         PolicyError::ValidityNotPositive
     );
     let issued = ca
-        .sign(&csr(&key, IP), IP, Some(Duration::days(90)), t0())
+        .sign(t0(), &csr(&key, IP), IP, Some(Duration::days(90)))
         .unwrap();
     let verifier = Verifier::new(ca.identity().cert_der()).unwrap();
-    let peer = verifier.verify(&issued.certificate, IP, t0()).unwrap();
+    let peer = verifier.verify(t0(), &issued.certificate, IP).unwrap();
     assert_eq!(peer.not_after, t0() + Duration::days(90));
 
     // Near the CA's end, validity is capped at the CA's notAfter.
     let near_end = ca.identity().not_after() - Duration::days(1);
     let other = NodeKey::generate(KeyType::Ed25519).unwrap();
     let issued = ca
-        .sign(&csr(&other, OTHER_IP), OTHER_IP, None, near_end)
+        .sign(near_end, &csr(&other, OTHER_IP), OTHER_IP, None)
         .unwrap();
     let peer = verifier
-        .verify(&issued.certificate, OTHER_IP, near_end)
+        .verify(near_end, &issued.certificate, OTHER_IP)
         .unwrap();
     assert_eq!(peer.not_after, ca.identity().not_after());
     let after_end = ca.identity().not_after() + Duration::seconds(1);
     let third = NodeKey::generate(KeyType::Ed25519).unwrap();
     let ip3 = Ipv4Addr::new(10, 128, 0, 12);
     assert_eq!(
-        policy_err(ca.sign(&csr(&third, ip3), ip3, None, after_end)),
+        policy_err(ca.sign(after_end, &csr(&third, ip3), ip3, None)),
         PolicyError::BeyondCaValidity
     );
 }
@@ -178,11 +178,11 @@ fn refuses_bad_csr_signature_and_garbage() {
     let n = bad.len();
     bad[n - 3] ^= 0x40;
     assert_eq!(
-        policy_err(ca.sign(&bad, IP, None, t0())),
+        policy_err(ca.sign(t0(), &bad, IP, None)),
         PolicyError::Csr(CsrError::BadSignature)
     );
     assert_eq!(
-        policy_err(ca.sign(b"\x30\x03\x02\x01\x01", IP, None, t0())),
+        policy_err(ca.sign(t0(), b"\x30\x03\x02\x01\x01", IP, None)),
         PolicyError::Csr(CsrError::Malformed)
     );
     assert!(ca.issued().is_empty());
@@ -201,7 +201,7 @@ fn refuses_csr_without_single_ipv4_san() {
     };
     let mut ca = new_ca(KeyType::Ed25519, Policy::default());
     assert_eq!(
-        policy_err(ca.sign(&make(vec![uri.clone()]), IP, None, t0())),
+        policy_err(ca.sign(t0(), &make(vec![uri.clone()]), IP, None)),
         PolicyError::Csr(CsrError::MissingIp)
     );
     let two = make(vec![
@@ -210,17 +210,17 @@ fn refuses_csr_without_single_ipv4_san() {
         uri.clone(),
     ]);
     assert_eq!(
-        policy_err(ca.sign(&two, IP, None, t0())),
+        policy_err(ca.sign(t0(), &two, IP, None)),
         PolicyError::Csr(CsrError::AmbiguousIp)
     );
     let v6 = make(vec![SanType::IpAddress("fd00::1".parse().unwrap()), uri]);
     assert_eq!(
-        policy_err(ca.sign(&v6, IP, None, t0())),
+        policy_err(ca.sign(t0(), &v6, IP, None)),
         PolicyError::Csr(CsrError::AmbiguousIp)
     );
     let no_uri = make(vec![SanType::IpAddress(IP.into())]);
     assert_eq!(
-        policy_err(ca.sign(&no_uri, IP, None, t0())),
+        policy_err(ca.sign(t0(), &no_uri, IP, None)),
         PolicyError::Csr(CsrError::BadOverlayAddress)
     );
 }
@@ -229,7 +229,7 @@ fn refuses_csr_without_single_ipv4_san() {
 fn serials_are_unique_and_differ_between_cas() {
     let mut a = new_ca(KeyType::Ed25519, Policy::default());
     let identity =
-        CaIdentity::create_root(KeyType::Ed25519, "b", t0(), Duration::days(3650)).unwrap();
+        CaIdentity::create_root(t0(), KeyType::Ed25519, "b", Duration::days(3650)).unwrap();
     let mut b =
         Ca::open_with_insecure_seed(identity, Policy::default(), MemStore::default(), [6; 32])
             .unwrap();
@@ -237,8 +237,8 @@ fn serials_are_unique_and_differ_between_cas() {
     let mut seen = std::collections::HashSet::new();
     for i in 0..50u32 {
         let ip = Ipv4Addr::from(0x0a80_1000 + i);
-        let x = a.sign(&csr(&key, ip), ip, None, t0()).unwrap();
-        let y = b.sign(&csr(&key, ip), ip, None, t0()).unwrap();
+        let x = a.sign(t0(), &csr(&key, ip), ip, None).unwrap();
+        let y = b.sign(t0(), &csr(&key, ip), ip, None).unwrap();
         assert_eq!(x.serial.len(), 16);
         assert!(x.serial[0] & 0x80 == 0, "serial must be positive");
         assert!(seen.insert(x.serial));
@@ -251,19 +251,19 @@ fn pending_queue_list_approve_reject() {
     let mut ca = new_ca(KeyType::Ed25519, Policy::default());
     let k1 = NodeKey::generate(KeyType::Ed25519).unwrap();
     let k2 = NodeKey::generate(KeyType::Ed25519).unwrap();
-    let id1 = ca.enqueue(&csr(&k1, IP), IP, None, t0(), 77).unwrap();
+    let id1 = ca.enqueue(t0(), &csr(&k1, IP), IP, None, 77).unwrap();
     let id2 = ca
-        .enqueue(&csr(&k2, OTHER_IP), OTHER_IP, None, t0(), 78)
+        .enqueue(t0(), &csr(&k2, OTHER_IP), OTHER_IP, None, 78)
         .unwrap();
     assert_ne!(id1, id2);
     assert_eq!(ca.pending().len(), 2);
     // Queueing still applies the policy up front.
     assert!(matches!(
-        ca.enqueue(&csr(&k1, IP), OTHER_IP, None, t0(), 1),
+        ca.enqueue(t0(), &csr(&k1, IP), OTHER_IP, None, 1),
         Err(CaError::Policy(PolicyError::IpMismatch { .. }))
     ));
 
-    let issued = ca.approve(id1, t0()).unwrap();
+    let issued = ca.approve(t0(), id1).unwrap();
     let t = ca.poll_transmit().unwrap();
     assert_eq!(t.destination, IP);
     assert_eq!(
@@ -284,7 +284,7 @@ fn pending_queue_list_approve_reject() {
     );
     assert!(ca.pending().is_empty());
     assert!(matches!(
-        ca.approve(id2, t0()),
+        ca.approve(t0(), id2),
         Err(CaError::UnknownRequest(_))
     ));
     assert!(matches!(ca.reject(id1), Err(CaError::UnknownRequest(_))));
@@ -295,10 +295,10 @@ fn approval_rechecks_policy_when_ip_was_taken_meanwhile() {
     let mut ca = new_ca(KeyType::Ed25519, Policy::default());
     let k1 = NodeKey::generate(KeyType::Ed25519).unwrap();
     let k2 = NodeKey::generate(KeyType::Ed25519).unwrap();
-    let id = ca.enqueue(&csr(&k1, IP), IP, None, t0(), 1).unwrap();
-    ca.sign(&csr(&k2, IP), IP, None, t0()).unwrap();
+    let id = ca.enqueue(t0(), &csr(&k1, IP), IP, None, 1).unwrap();
+    ca.sign(t0(), &csr(&k2, IP), IP, None).unwrap();
     assert!(matches!(
-        ca.approve(id, t0()),
+        ca.approve(t0(), id),
         Err(CaError::Policy(PolicyError::IpInUse { .. }))
     ));
     assert_eq!(ca.pending().len(), 1, "a refused approval stays queued");
@@ -319,7 +319,7 @@ fn enrolment_messages_drive_the_ca() {
         csr: &csr(&key, IP),
     }
     .to_bytes();
-    ca.handle_enrolment(IP, &req, t0()).unwrap();
+    ca.handle_enrolment(t0(), IP, &req).unwrap();
     let t = ca.poll_transmit().unwrap();
     let EnrolmentMessage::Issued {
         request_id: 42,
@@ -330,11 +330,11 @@ fn enrolment_messages_drive_the_ca() {
     };
     Verifier::new(ca.identity().cert_der())
         .unwrap()
-        .verify(certificate, IP, t0())
+        .verify(t0(), certificate, IP)
         .unwrap();
 
     // Spoofed source: rejected with a reason, nothing issued.
-    ca.handle_enrolment(OTHER_IP, &req, t0()).unwrap();
+    ca.handle_enrolment(t0(), OTHER_IP, &req).unwrap();
     let t = ca.poll_transmit().unwrap();
     assert_eq!(t.destination, OTHER_IP);
     assert_eq!(
@@ -348,7 +348,7 @@ fn enrolment_messages_drive_the_ca() {
 
     // Malformed bytes and replies change nothing and queue nothing.
     assert_eq!(
-        ca.handle_enrolment(IP, &req[..5], t0()),
+        ca.handle_enrolment(t0(), IP, &req[..5]),
         Err(WireError::Truncated)
     );
     let pending = EnrolmentMessage::Pending {
@@ -357,7 +357,7 @@ fn enrolment_messages_drive_the_ca() {
     }
     .to_bytes();
     assert_eq!(
-        ca.handle_enrolment(IP, &pending, t0()),
+        ca.handle_enrolment(t0(), IP, &pending),
         Err(WireError::Unexpected)
     );
     assert!(ca.poll_transmit().is_none());
@@ -370,7 +370,7 @@ fn enrolment_messages_drive_the_ca() {
         csr: &csr(&key2, OTHER_IP),
     }
     .to_bytes();
-    ca.handle_enrolment(OTHER_IP, &req2, t0()).unwrap();
+    ca.handle_enrolment(t0(), OTHER_IP, &req2).unwrap();
     let t = ca.poll_transmit().unwrap();
     assert!(matches!(
         reply(&ca, &t.payload),
@@ -385,16 +385,16 @@ fn failed_save_rolls_back_and_releases_nothing() {
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     ca.store_mut().fail_next_save = true;
     assert!(matches!(
-        ca.sign(&csr(&key, IP), IP, None, t0()),
+        ca.sign(t0(), &csr(&key, IP), IP, None),
         Err(CaError::Store(_))
     ));
     assert!(ca.issued().is_empty());
-    let issued = ca.sign(&csr(&key, IP), IP, None, t0()).unwrap();
+    let issued = ca.sign(t0(), &csr(&key, IP), IP, None).unwrap();
     assert_eq!(ca.store().state.as_ref().unwrap().issued.len(), 1);
 
     ca.store_mut().fail_next_save = true;
     assert!(
-        ca.revoke(&issued.serial, RevocationReason::Unspecified, t0())
+        ca.revoke(t0(), &issued.serial, RevocationReason::Unspecified)
             .is_err()
     );
     assert!(ca.find_serial(&issued.serial).unwrap().revoked_at.is_none());
@@ -409,8 +409,8 @@ fn failed_save_rolls_back_and_releases_nothing() {
 fn reopening_restores_state() {
     let mut ca = new_ca(KeyType::EcdsaP256, Policy::default());
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
-    let issued = ca.sign(&csr(&key, IP), IP, None, t0()).unwrap();
-    ca.enqueue(&csr(&key, OTHER_IP), OTHER_IP, None, t0(), 9)
+    let issued = ca.sign(t0(), &csr(&key, IP), IP, None).unwrap();
+    ca.enqueue(t0(), &csr(&key, OTHER_IP), OTHER_IP, None, 9)
         .unwrap();
     ca.issue_crl(t0()).unwrap();
     let store = ca.store().clone();
@@ -424,7 +424,7 @@ fn reopening_restores_state() {
     // The reopened CA still knows the IP is taken.
     let other = NodeKey::generate(KeyType::Ed25519).unwrap();
     assert!(matches!(
-        again.sign(&csr(&other, IP), IP, None, t0()),
+        again.sign(t0(), &csr(&other, IP), IP, None),
         Err(CaError::Policy(PolicyError::IpInUse { .. }))
     ));
     assert!(again.find_serial(&issued.serial).is_some());
@@ -436,23 +436,23 @@ fn refuses_stale_and_mismatched_crls() {
     let mut verifier = Verifier::new(ca.identity().cert_der()).unwrap();
     let crl1 = ca.issue_crl(t0()).unwrap();
     let crl2 = ca.issue_crl(t0()).unwrap();
-    assert_eq!(verifier.handle_crl_envelope(&crl2.envelope(), t0()), Ok(2));
+    assert_eq!(verifier.handle_crl_envelope(t0(), &crl2.envelope()), Ok(2));
     assert_eq!(
-        verifier.handle_crl_envelope(&crl1.envelope(), t0()),
+        verifier.handle_crl_envelope(t0(), &crl1.envelope()),
         Err(CrlError::Stale {
             offered: 1,
             current: 2
         })
     );
     assert_eq!(
-        verifier.handle_crl_envelope(&crl2.envelope(), t0()),
+        verifier.handle_crl_envelope(t0(), &crl2.envelope()),
         Err(CrlError::Stale {
             offered: 2,
             current: 2
         })
     );
     assert_eq!(
-        verifier.set_crl(&crl1.der, t0()),
+        verifier.set_crl(t0(), &crl1.der),
         Err(CrlError::Stale {
             offered: 1,
             current: 2
@@ -466,7 +466,7 @@ fn refuses_stale_and_mismatched_crls() {
     }
     .to_bytes();
     assert_eq!(
-        verifier.handle_crl_envelope(&liar, t0()),
+        verifier.handle_crl_envelope(t0(), &liar),
         Err(CrlError::NumberMismatch {
             envelope: 99,
             crl: 3
@@ -474,7 +474,7 @@ fn refuses_stale_and_mismatched_crls() {
     );
     // Expired CRL.
     let late = t0() + ca.policy().crl_validity + Duration::seconds(1);
-    assert_eq!(verifier.set_crl(&crl3.der, late), Err(CrlError::Expired));
+    assert_eq!(verifier.set_crl(late, &crl3.der), Err(CrlError::Expired));
     // A CRL from another CA.
     let mut other = new_ca(KeyType::Ed25519, Policy::default());
     for _ in 0..5 {
@@ -483,26 +483,26 @@ fn refuses_stale_and_mismatched_crls() {
     let foreign = other.issue_crl(t0()).unwrap();
     // Same subject name "wow CA", different key: the signature check refuses it.
     assert_eq!(
-        verifier.set_crl(&foreign.der, t0()),
+        verifier.set_crl(t0(), &foreign.der),
         Err(CrlError::BadSignature)
     );
     // Corrupted signature.
     let mut bad = crl3.der.clone();
     let n = bad.len();
     bad[n - 1] ^= 1;
-    assert_eq!(verifier.set_crl(&bad, t0()), Err(CrlError::BadSignature));
-    assert_eq!(verifier.set_crl(&bad[..20], t0()), Err(CrlError::Malformed));
+    assert_eq!(verifier.set_crl(t0(), &bad), Err(CrlError::BadSignature));
+    assert_eq!(verifier.set_crl(t0(), &bad[..20]), Err(CrlError::Malformed));
     assert_eq!(verifier.crl_number(), 2, "refusals keep the loaded CRL");
-    assert_eq!(verifier.set_crl(&crl3.der, t0()), Ok(3));
+    assert_eq!(verifier.set_crl(t0(), &crl3.der), Ok(3));
 }
 
 #[test]
 fn verifier_refusals() {
     let mut ca = new_ca(KeyType::Ed25519, Policy::default());
     let key = NodeKey::generate(KeyType::EcdsaP256).unwrap();
-    let issued = ca.sign(&csr(&key, IP), IP, None, t0()).unwrap();
+    let issued = ca.sign(t0(), &csr(&key, IP), IP, None).unwrap();
     let mut verifier = Verifier::new(ca.identity().cert_der()).unwrap();
-    let peer = verifier.verify(&issued.certificate, IP, t0()).unwrap();
+    let peer = verifier.verify(t0(), &issued.certificate, IP).unwrap();
     assert_eq!(peer.virtual_ip, IP);
     assert_eq!(peer.serial, issued.serial);
     assert_eq!(peer.overlay_address, Some(key.overlay_address()));
@@ -516,35 +516,35 @@ fn verifier_refusals() {
     );
 
     assert_eq!(
-        verifier.verify(&issued.certificate, OTHER_IP, t0()),
+        verifier.verify(t0(), &issued.certificate, OTHER_IP),
         Err(VerifyError::IpMismatch {
             certified: Some(IP),
             claimed: OTHER_IP
         })
     );
     assert_eq!(
-        verifier.verify(&issued.certificate, IP, t0() - Duration::hours(1)),
+        verifier.verify(t0() - Duration::hours(1), &issued.certificate, IP),
         Err(VerifyError::NotYetValid)
     );
     assert_eq!(
-        verifier.verify(&issued.certificate, IP, t0() + Duration::days(31)),
+        verifier.verify(t0() + Duration::days(31), &issued.certificate, IP),
         Err(VerifyError::Expired)
     );
     let mut tampered = issued.certificate.clone();
     let n = tampered.len();
     tampered[n - 1] ^= 1;
     assert_eq!(
-        verifier.verify(&tampered, IP, t0()),
+        verifier.verify(t0(), &tampered, IP),
         Err(VerifyError::BadSignature)
     );
     assert_eq!(
-        verifier.verify(&tampered[..40], IP, t0()),
+        verifier.verify(t0(), &tampered[..40], IP),
         Err(VerifyError::Malformed)
     );
     // The CA certificate itself is not a host certificate.
     let ca_der = ca.identity().cert_der().to_vec();
     assert_eq!(
-        verifier.verify(&ca_der, IP, t0()),
+        verifier.verify(t0(), &ca_der, IP),
         Err(VerifyError::BadKeyUsage)
     );
     // Not a CA as trust anchor.
@@ -554,28 +554,28 @@ fn verifier_refusals() {
     );
     // A certificate from another CA.
     let mut other = new_ca(KeyType::Ed25519, Policy::default());
-    let foreign = other.sign(&csr(&key, IP), IP, None, t0()).unwrap();
+    let foreign = other.sign(t0(), &csr(&key, IP), IP, None).unwrap();
     assert_eq!(
-        verifier.verify(&foreign.certificate, IP, t0()),
+        verifier.verify(t0(), &foreign.certificate, IP),
         Err(VerifyError::BadSignature)
     );
     // Revoked, with a stale CRL required to be current.
-    ca.revoke(&issued.serial, RevocationReason::KeyCompromise, t0())
+    ca.revoke(t0(), &issued.serial, RevocationReason::KeyCompromise)
         .unwrap();
     let crl = ca.issue_crl(t0()).unwrap();
-    verifier.set_crl(&crl.der, t0()).unwrap();
+    verifier.set_crl(t0(), &crl.der).unwrap();
     assert_eq!(verifier.revoked_count(), 1);
     assert_eq!(
-        verifier.verify(&issued.certificate, IP, t0()),
+        verifier.verify(t0(), &issued.certificate, IP),
         Err(VerifyError::Revoked)
     );
     let key2 = NodeKey::generate(KeyType::Ed25519).unwrap();
-    let fresh = ca.sign(&csr(&key2, IP), IP, None, t0()).unwrap();
+    let fresh = ca.sign(t0(), &csr(&key2, IP), IP, None).unwrap();
     let late = t0() + Duration::days(8);
-    verifier.verify(&fresh.certificate, IP, late).unwrap();
+    verifier.verify(late, &fresh.certificate, IP).unwrap();
     verifier.set_require_current_crl(true);
     assert_eq!(
-        verifier.verify(&fresh.certificate, IP, late),
+        verifier.verify(late, &fresh.certificate, IP),
         Err(VerifyError::CrlOutdated)
     );
 }
@@ -584,15 +584,15 @@ fn verifier_refusals() {
 fn revoke_refusals() {
     let mut ca = new_ca(KeyType::Ed25519, Policy::default());
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
-    let issued = ca.sign(&csr(&key, IP), IP, None, t0()).unwrap();
+    let issued = ca.sign(t0(), &csr(&key, IP), IP, None).unwrap();
     assert!(matches!(
-        ca.revoke(&[1, 2, 3], RevocationReason::Unspecified, t0()),
+        ca.revoke(t0(), &[1, 2, 3], RevocationReason::Unspecified),
         Err(CaError::UnknownCertificate)
     ));
-    ca.revoke_certificate(&issued.certificate, RevocationReason::Unspecified, t0())
+    ca.revoke_certificate(t0(), &issued.certificate, RevocationReason::Unspecified)
         .unwrap();
     assert!(matches!(
-        ca.revoke(&issued.serial, RevocationReason::Unspecified, t0()),
+        ca.revoke(t0(), &issued.serial, RevocationReason::Unspecified),
         Err(CaError::AlreadyRevoked)
     ));
 }
@@ -607,29 +607,29 @@ fn queue_replaces_resent_request_and_has_a_limit() {
         },
     );
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
-    let first = ca.enqueue(&csr(&key, IP), IP, None, t0(), 1).unwrap();
+    let first = ca.enqueue(t0(), &csr(&key, IP), IP, None, 1).unwrap();
     // A retry of the same request keeps its id.
     assert_eq!(
-        ca.enqueue(&csr(&key, IP), IP, None, t0(), 1).unwrap(),
+        ca.enqueue(t0(), &csr(&key, IP), IP, None, 1).unwrap(),
         first
     );
     // A different request from the same IP replaces it.
     let mut renamed = NodeRequest::new(IP);
     renamed.common_name = Some("renamed".into());
     let renamed = key.certificate_request(&renamed).unwrap();
-    let again = ca.enqueue(&renamed, IP, None, t0(), 2).unwrap();
+    let again = ca.enqueue(t0(), &renamed, IP, None, 2).unwrap();
     assert_ne!(first, again);
     assert_eq!(ca.pending().len(), 1);
     assert_eq!(ca.pending()[0].request_id, 2);
-    ca.enqueue(&csr(&key, OTHER_IP), OTHER_IP, None, t0(), 3)
+    ca.enqueue(t0(), &csr(&key, OTHER_IP), OTHER_IP, None, 3)
         .unwrap();
     let third = Ipv4Addr::new(10, 128, 0, 99);
     assert_eq!(
-        policy_err(ca.enqueue(&csr(&key, third), third, None, t0(), 4)),
+        policy_err(ca.enqueue(t0(), &csr(&key, third), third, None, 4)),
         PolicyError::QueueFull
     );
     // Re-sending from a queued IP still works when full.
-    ca.enqueue(&csr(&key, OTHER_IP), OTHER_IP, None, t0(), 5)
+    ca.enqueue(t0(), &csr(&key, OTHER_IP), OTHER_IP, None, 5)
         .unwrap();
     assert_eq!(ca.pending().len(), 2);
 }
@@ -637,12 +637,12 @@ fn queue_replaces_resent_request_and_has_a_limit() {
 #[test]
 fn intermediate_revoked_by_root_crl() {
     let root =
-        CaIdentity::create_root(KeyType::Ed25519, "root", t0(), Duration::days(100)).unwrap();
+        CaIdentity::create_root(t0(), KeyType::Ed25519, "root", Duration::days(100)).unwrap();
     let int = CaIdentity::create_intermediate(
+        t0(),
         &root,
         KeyType::EcdsaP256,
         "site",
-        t0(),
         Duration::days(100),
     )
     .unwrap();
@@ -650,10 +650,10 @@ fn intermediate_revoked_by_root_crl() {
     let mut ca =
         Ca::open_with_insecure_seed(int, Policy::default(), MemStore::default(), [2; 32]).unwrap();
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
-    let issued = ca.sign(&csr(&key, IP), IP, None, t0()).unwrap();
+    let issued = ca.sign(t0(), &csr(&key, IP), IP, None).unwrap();
     let mut verifier = Verifier::new(root.cert_der()).unwrap();
-    verifier.add_intermediate(&int_der, t0()).unwrap();
-    verifier.verify(&issued.certificate, IP, t0()).unwrap();
+    verifier.add_intermediate(t0(), &int_der).unwrap();
+    verifier.verify(t0(), &issued.certificate, IP).unwrap();
 
     // The root revokes the intermediate: everything under it is refused.
     use x509_parser::prelude::{FromDer, X509Certificate};
@@ -678,9 +678,9 @@ fn intermediate_revoked_by_root_crl() {
     }
     .signed_by(&issuer)
     .unwrap();
-    verifier.set_crl(crl.der(), t0()).unwrap();
+    verifier.set_crl(t0(), crl.der()).unwrap();
     assert_eq!(
-        verifier.verify(&issued.certificate, IP, t0()),
+        verifier.verify(t0(), &issued.certificate, IP),
         Err(VerifyError::Revoked)
     );
 }
@@ -696,6 +696,7 @@ fn node_enrolment_machine_against_the_ca() {
     let start = Instant::now();
     let config = EnrolmentConfig::default();
     let mut node = Enrolment::new(
+        start,
         config,
         &csr(&key, IP),
         IP,
@@ -703,7 +704,6 @@ fn node_enrolment_machine_against_the_ca() {
         verifier.clone(),
         0xabc,
         None,
-        start,
     );
     // The first request is lost; the retry reaches the CA.
     assert!(node.poll_transmit().is_some());
@@ -716,19 +716,19 @@ fn node_enrolment_machine_against_the_ca() {
     let request = node.poll_transmit().unwrap();
     assert!(node.poll_timeout().unwrap() > retry_at);
 
-    ca.handle_enrolment(IP, &request, t0()).unwrap();
+    ca.handle_enrolment(t0(), IP, &request).unwrap();
     let reply = ca.poll_transmit().unwrap();
-    node.handle_input(&reply.payload, retry_at, t0()).unwrap();
+    node.handle_input(retry_at, t0(), &reply.payload).unwrap();
     let Some(EnrolmentEvent::Pending { queue_id }) = node.poll_event() else {
         panic!("expected Pending");
     };
     // A periodic re-send while queued keeps the same queue entry.
     let resend_at = node.poll_timeout().unwrap();
     node.handle_timeout(resend_at);
-    ca.handle_enrolment(IP, &node.poll_transmit().unwrap(), t0())
+    ca.handle_enrolment(t0(), IP, &node.poll_transmit().unwrap())
         .unwrap();
     let reply = ca.poll_transmit().unwrap();
-    node.handle_input(&reply.payload, resend_at, t0()).unwrap();
+    node.handle_input(resend_at, t0(), &reply.payload).unwrap();
     assert!(node.poll_event().is_none(), "no second Pending event");
     assert_eq!(ca.pending().len(), 1);
     assert_eq!(ca.pending()[0].id, queue_id);
@@ -745,13 +745,13 @@ fn node_enrolment_machine_against_the_ca() {
     }
     .to_bytes();
     assert_eq!(
-        node.handle_input(&sign(&stray), resend_at, t0()),
+        node.handle_input(resend_at, t0(), &sign(&stray)),
         Err(EnrolmentError::NotOurs)
     );
     // A certificate for another key (same IP, same id) is refused.
     let other = NodeKey::generate(KeyType::Ed25519).unwrap();
     let mut ca2 = new_ca(KeyType::Ed25519, Policy::default());
-    let foreign = ca2.sign(&csr(&other, IP), IP, None, t0()).unwrap();
+    let foreign = ca2.sign(t0(), &csr(&other, IP), IP, None).unwrap();
     let forged = EnrolmentMessage::Issued {
         request_id: 0xabc,
         certificate: &foreign.certificate,
@@ -759,16 +759,16 @@ fn node_enrolment_machine_against_the_ca() {
     .to_bytes();
     let forged = sign(&forged);
     assert!(matches!(
-        node.handle_input(&forged, resend_at, t0()),
+        node.handle_input(resend_at, t0(), &forged),
         Err(EnrolmentError::BadCertificate(_))
     ));
     assert!(!node.is_finished());
 
     // The administrator approves; the CA pushes the certificate.
-    let issued = ca.approve(queue_id, t0()).unwrap();
+    let issued = ca.approve(t0(), queue_id).unwrap();
     let push = ca.poll_transmit().unwrap();
     assert_eq!(push.destination, IP);
-    node.handle_input(&push.payload, resend_at, t0()).unwrap();
+    node.handle_input(resend_at, t0(), &push.payload).unwrap();
     let Some(EnrolmentEvent::Issued { certificate, peer }) = node.poll_event() else {
         panic!("expected Issued");
     };
@@ -791,6 +791,7 @@ fn node_enrolment_gives_up_without_answers() {
     };
     let mut now = Instant::now();
     let mut node = Enrolment::new(
+        now,
         config,
         &csr(&key, IP),
         IP,
@@ -798,7 +799,6 @@ fn node_enrolment_gives_up_without_answers() {
         Verifier::new(ca.identity().cert_der()).unwrap(),
         1,
         None,
-        now,
     );
     let mut sent = 0;
     let mut gaps = Vec::new();
@@ -824,22 +824,22 @@ fn node_enrolment_gives_up_without_answers() {
 fn not_after_is_inclusive_everywhere() {
     let mut ca = new_ca(KeyType::Ed25519, Policy::default());
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
-    let issued = ca.sign(&csr(&key, IP), IP, None, t0()).unwrap();
+    let issued = ca.sign(t0(), &csr(&key, IP), IP, None).unwrap();
     let end = t0() + ca.policy().default_validity;
     let verifier = Verifier::new(ca.identity().cert_der()).unwrap();
-    verifier.verify(&issued.certificate, IP, end).unwrap();
+    verifier.verify(end, &issued.certificate, IP).unwrap();
     assert!(ca.issued()[0].is_live(end.unix_timestamp()));
     let other = NodeKey::generate(KeyType::Ed25519).unwrap();
     assert!(matches!(
-        ca.sign(&csr(&other, IP), IP, None, end),
+        ca.sign(end, &csr(&other, IP), IP, None),
         Err(CaError::Policy(PolicyError::IpInUse { .. }))
     ));
     let after = end + Duration::seconds(1);
     assert_eq!(
-        verifier.verify(&issued.certificate, IP, after),
+        verifier.verify(after, &issued.certificate, IP),
         Err(VerifyError::Expired)
     );
-    ca.sign(&csr(&other, IP), IP, None, after).unwrap();
+    ca.sign(after, &csr(&other, IP), IP, None).unwrap();
 }
 
 #[test]
@@ -849,13 +849,13 @@ fn attack_predictable_serials_production_cas_draw_from_the_os() {
     // serials must still differ (a seed from the clock or the state would
     // repeat them).
     let identity =
-        CaIdentity::create_root(KeyType::Ed25519, "wow CA", t0(), Duration::days(3650)).unwrap();
+        CaIdentity::create_root(t0(), KeyType::Ed25519, "wow CA", Duration::days(3650)).unwrap();
     let (cert_pem, key_pem) = (identity.cert_pem(), identity.key_pem());
     let identity = || CaIdentity::from_pem(&cert_pem, &key_pem, None).unwrap();
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     let serial = || {
         let mut ca = Ca::open(identity(), Policy::default(), MemStore::default()).unwrap();
-        ca.sign(&csr(&key, IP), IP, None, t0()).unwrap().serial
+        ca.sign(t0(), &csr(&key, IP), IP, None).unwrap().serial
     };
     assert_ne!(serial(), serial());
     // The seeded constructor repeats itself, so this test tells them apart.
@@ -867,7 +867,7 @@ fn attack_predictable_serials_production_cas_draw_from_the_os() {
             [1; 32],
         )
         .unwrap();
-        ca.sign(&csr(&key, IP), IP, None, t0()).unwrap().serial
+        ca.sign(t0(), &csr(&key, IP), IP, None).unwrap().serial
     };
     assert_eq!(seeded(), seeded());
 }

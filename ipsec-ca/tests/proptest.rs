@@ -70,7 +70,7 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let id =
-            CaIdentity::create_root(KeyType::Ed25519, "p", t0(), Duration::days(3650)).unwrap();
+            CaIdentity::create_root(t0(), KeyType::Ed25519, "p", Duration::days(3650)).unwrap();
         let csrs = (0..3)
             .map(|_| {
                 let key = NodeKey::generate(KeyType::Ed25519).unwrap();
@@ -127,8 +127,8 @@ proptest! {
         let f = fixture();
         let id = CaIdentity::from_pem(&f.ca_pem.0, &f.ca_pem.1, None).unwrap();
         let mut v = Verifier::new(id.cert_der()).unwrap();
-        let _ = v.verify(&bytes, IPS[0], t0());
-        let _ = v.set_crl(&bytes, t0());
+        let _ = v.verify(t0(), &bytes, IPS[0]);
+        let _ = v.set_crl(t0(), &bytes);
         prop_assert_eq!(v.crl_number(), 0);
     }
 
@@ -187,12 +187,12 @@ proptest! {
         for op in ops {
             match op {
                 Op::Sign { key, ip } => {
-                    let _ = ca.sign(&f.csrs[key][ip], IPS[ip], None, now);
+                    let _ = ca.sign(now, &f.csrs[key][ip], IPS[ip], None);
                 }
                 Op::Revoke { nth } => {
                     if !ca.issued().is_empty() {
                         let serial = ca.issued()[nth % ca.issued().len()].serial.clone();
-                        let _ = ca.revoke(&serial, RevocationReason::KeyCompromise, now);
+                        let _ = ca.revoke(now, &serial, RevocationReason::KeyCompromise);
                     }
                 }
                 Op::Advance { days } => now += Duration::days(days),
@@ -200,7 +200,7 @@ proptest! {
                     let crl = ca.issue_crl(now).unwrap();
                     prop_assert!(crl.number > last_crl);
                     last_crl = crl.number;
-                    verifier.handle_crl_envelope(&crl.envelope(), now).unwrap();
+                    verifier.handle_crl_envelope(now, &crl.envelope()).unwrap();
                 }
             }
             let now_s = now.unix_timestamp();
@@ -216,10 +216,10 @@ proptest! {
         // With a CRL issued now, the verifier accepts exactly the live certificates
         // (ignoring superseded-but-unlisted ones, which the CRL does list).
         let crl = ca.issue_crl(now).unwrap();
-        verifier.handle_crl_envelope(&crl.envelope(), now).unwrap();
+        verifier.handle_crl_envelope(now, &crl.envelope()).unwrap();
         let now_s = now.unix_timestamp();
         for rec in ca.issued() {
-            let ok = verifier.verify(&rec.certificate, rec.virtual_ip, now).is_ok();
+            let ok = verifier.verify(now, &rec.certificate, rec.virtual_ip).is_ok();
             prop_assert_eq!(ok, rec.is_live(now_s) && now_s >= rec.issued_at);
         }
     }

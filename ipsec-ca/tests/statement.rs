@@ -11,7 +11,7 @@ fn t0() -> OffsetDateTime {
 }
 
 fn ca(key_type: KeyType) -> CaIdentity {
-    CaIdentity::create_root(key_type, "wow CA", t0(), Duration::days(365)).unwrap()
+    CaIdentity::create_root(t0(), key_type, "wow CA", Duration::days(365)).unwrap()
 }
 
 #[test]

@@ -118,7 +118,7 @@ fn endpoint_maker() -> (
     let wall = SystemTime::now();
     let now = OffsetDateTime::from(wall);
     let identity =
-        CaIdentity::create_root(KeyType::Ed25519, "bench CA", now, CaDuration::days(30)).unwrap();
+        CaIdentity::create_root(now, KeyType::Ed25519, "bench CA", CaDuration::days(30)).unwrap();
     let mut ca =
         Ca::open_with_insecure_seed(identity, CaPolicy::default(), MemStore::default(), [1; 32])
             .unwrap();
@@ -129,7 +129,7 @@ fn endpoint_maker() -> (
         .map(|&ip| {
             let key = NodeKey::generate(KeyType::Ed25519).unwrap();
             let csr = key.certificate_request(&NodeRequest::new(ip)).unwrap();
-            (ca.sign(&csr, ip, None, now).unwrap().certificate, key)
+            (ca.sign(now, &csr, ip, None).unwrap().certificate, key)
         })
         .collect();
     let ca_der = ca.identity().cert_der().to_vec();

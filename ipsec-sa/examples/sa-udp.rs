@@ -110,7 +110,7 @@ fn main() -> ExitCode {
     let mut verifier = Verifier::new(&pem_or_der(&args.ca, "CERTIFICATE")).unwrap();
     if let Some(crl) = &args.crl {
         verifier
-            .set_crl(&pem_or_der(crl, "X509 CRL"), OffsetDateTime::from(wall))
+            .set_crl(OffsetDateTime::from(wall), &pem_or_der(crl, "X509 CRL"))
             .unwrap();
     }
     let config = Config {

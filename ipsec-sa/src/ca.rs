@@ -57,7 +57,7 @@ impl PeerAuthenticator for Verifier {
             });
         };
         let peer = self
-            .verify(cert_der, claimed_v4, OffsetDateTime::from(now))
+            .verify(OffsetDateTime::from(now), cert_der, claimed_v4)
             .map_err(|e| auth_error(&e))?;
         let algorithm = match peer.key_type {
             KeyType::Ed25519 => SignatureAlgorithm::Ed25519,

@@ -20,7 +20,7 @@ struct Node {
 
 fn new_ca(now: OffsetDateTime, seed: u8) -> Ca<MemStore> {
     let identity =
-        CaIdentity::create_root(KeyType::Ed25519, "wow test CA", now, Duration::days(365)).unwrap();
+        CaIdentity::create_root(now, KeyType::Ed25519, "wow test CA", Duration::days(365)).unwrap();
     Ca::open_with_insecure_seed(identity, Policy::default(), MemStore::default(), [seed; 32])
         .unwrap()
 }
@@ -28,7 +28,7 @@ fn new_ca(now: OffsetDateTime, seed: u8) -> Ca<MemStore> {
 fn enrol(ca: &mut Ca<MemStore>, ip: Ipv4Addr, key_type: KeyType, now: OffsetDateTime) -> Node {
     let key = NodeKey::generate(key_type).unwrap();
     let csr = key.certificate_request(&NodeRequest::new(ip)).unwrap();
-    let issued = ca.sign(&csr, ip, None, now).unwrap();
+    let issued = ca.sign(now, &csr, ip, None).unwrap();
     Node {
         cert: issued.certificate,
         key: key.pkcs8_der().to_vec(),
@@ -79,14 +79,14 @@ fn crl_update_tears_down_revoked_peer() {
     // An unrelated CRL update changes nothing.
     let crl = ca.issue_crl(now).unwrap();
     let t = p.clock.now();
-    p.a.update_authenticator(t, |v| v.handle_crl_envelope(&crl.envelope(), now))
+    p.a.update_authenticator(t, |v| v.handle_crl_envelope(now, &crl.envelope()))
         .unwrap();
     assert!(p.a.has_sa(IpAddr::V4(B)));
     // B is revoked; the newer CRL reaches A.
-    ca.revoke(&b.serial, RevocationReason::KeyCompromise, now)
+    ca.revoke(now, &b.serial, RevocationReason::KeyCompromise)
         .unwrap();
     let crl = ca.issue_crl(now).unwrap();
-    p.a.update_authenticator(t, |v| v.handle_crl_envelope(&crl.envelope(), now))
+    p.a.update_authenticator(t, |v| v.handle_crl_envelope(now, &crl.envelope()))
         .unwrap();
     p.collect();
     assert!(p.events_a.contains(&Event::PeerRemoved {
@@ -96,7 +96,7 @@ fn crl_update_tears_down_revoked_peer() {
     assert!(!p.a.has_sa(IpAddr::V4(B)));
     // A stale CRL is refused by the verifier and changes nothing.
     assert!(
-        p.a.update_authenticator(t, |v| v.handle_crl_envelope(&crl.envelope(), now))
+        p.a.update_authenticator(t, |v| v.handle_crl_envelope(now, &crl.envelope()))
             .is_err()
     );
     p.send(false, b"still there?");

@@ -30,7 +30,7 @@ fn protected_udp_between_namespaces() {
     let dir = TempDir::new("isa").unwrap();
     let now = OffsetDateTime::now_utc();
     let identity =
-        CaIdentity::create_root(KeyType::Ed25519, "wow CA", now, CaDuration::days(30)).unwrap();
+        CaIdentity::create_root(now, KeyType::Ed25519, "wow CA", CaDuration::days(30)).unwrap();
     let mut ca =
         Ca::open_with_insecure_seed(identity, Policy::default(), MemStore::default(), [5; 32])
             .unwrap();
@@ -46,7 +46,7 @@ fn protected_udp_between_namespaces() {
     ] {
         let key = NodeKey::generate(key_type).unwrap();
         let csr = key.certificate_request(&NodeRequest::new(ip)).unwrap();
-        let issued = ca.sign(&csr, ip, None, now).unwrap();
+        let issued = ca.sign(now, &csr, ip, None).unwrap();
         if name == "a" {
             serial_a = issued.serial.clone();
         }
@@ -124,7 +124,7 @@ fn protected_udp_between_namespaces() {
     assert!(b_log.contains("SaEstablished"), "{b_log}");
 
     // B now holds a CRL revoking A: the handshake is refused, nothing arrives.
-    ca.revoke(&serial_a, RevocationReason::KeyCompromise, now)
+    ca.revoke(now, &serial_a, RevocationReason::KeyCompromise)
         .unwrap();
     let crl = ca.issue_crl(now).unwrap();
     write_pem(&dir.path().join("crl.pem"), "X509 CRL", &crl.der);

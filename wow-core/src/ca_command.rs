@@ -93,7 +93,7 @@ impl CaRequest {
         match self {
             CaRequest::Pending => Ok(pending_table(ca, now)),
             CaRequest::Approve(id) => {
-                let issued = ca.approve(*id, now).map_err(|e| e.to_string())?;
+                let issued = ca.approve(now, *id).map_err(|e| e.to_string())?;
                 Ok(format!(
                     "approved {id}: serial {}\n",
                     ipsec_ca::state::hex_encode(&issued.serial)
@@ -105,7 +105,7 @@ impl CaRequest {
             }
             CaRequest::Token { ip, ttl_secs } => {
                 let token = ca
-                    .issue_token(*ip, ipsec_ca::time::Duration::seconds(*ttl_secs), now)
+                    .issue_token(now, *ip, ipsec_ca::time::Duration::seconds(*ttl_secs))
                     .map_err(|e| e.to_string())?;
                 Ok(format!("{}\n", token.to_text()))
             }

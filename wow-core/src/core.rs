@@ -835,7 +835,7 @@ impl<S: LeaseStore> Core<S> {
             return false;
         };
         let wall = ipsec_ca::time::OffsetDateTime::from(wall);
-        let ok = sa.update_authenticator(now, |v| v.handle_crl_envelope(envelope, wall).is_ok());
+        let ok = sa.update_authenticator(now, |v| v.handle_crl_envelope(wall, envelope).is_ok());
         if ok {
             self.crl_loaded = Some(envelope.to_vec());
             self.refresh_record_policy(now);
@@ -873,7 +873,7 @@ impl<S: LeaseStore> Core<S> {
             verifier.require_fresh_crl(grace, at.saturating_add(grace));
         }
         if let Some(envelope) = &self.crl_loaded {
-            let _ = verifier.handle_crl_envelope(envelope, at);
+            let _ = verifier.handle_crl_envelope(at, envelope);
         }
     }
 
@@ -1010,6 +1010,7 @@ impl<S: LeaseStore> Core<S> {
         self.ca_verifier = Some(verifier.clone());
         self.refresh_record_policy(now);
         self.enrolment = Some(ipsec_ca::Enrolment::new(
+            now,
             crate::enrol::enrolment_config(),
             csr,
             virtual_ip,
@@ -1017,7 +1018,6 @@ impl<S: LeaseStore> Core<S> {
             verifier,
             request_id,
             token,
-            now,
         ));
         self.pump(now);
         Ok(())
@@ -1783,12 +1783,12 @@ impl<S: LeaseStore> Core<S> {
                 .ca_limiter
                 .as_mut()
                 .is_some_and(|l| l.allow(source, now))
-                && !ca.has_valid_token(body, wall)
+                && !ca.has_valid_token(wall, body)
             {
                 tracing::debug!(%source, "enrolment request over the rate limit");
                 return;
             }
-            if let Err(e) = ca.handle_enrolment(source_ip, body, wall) {
+            if let Err(e) = ca.handle_enrolment(wall, source_ip, body) {
                 tracing::debug!(%source_ip, error = %e, "enrolment request refused");
                 return;
             }
@@ -1800,7 +1800,7 @@ impl<S: LeaseStore> Core<S> {
             return;
         }
         if let Some(e) = self.enrolment.as_mut()
-            && let Err(error) = e.handle_input(body, now, wall)
+            && let Err(error) = e.handle_input(now, wall, body)
         {
             tracing::debug!(%error, "enrolment answer ignored");
         }

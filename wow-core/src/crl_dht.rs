@@ -24,7 +24,7 @@
 //! ```
 //! use wow_core::crl_dht::{Fetcher, Published, verify_manifest};
 //! # let now = ipsec_ca::time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-//! # let ca = ipsec_ca::CaIdentity::create_root(ipsec_ca::KeyType::Ed25519, "CA", now,
+//! # let ca = ipsec_ca::CaIdentity::create_root(now, ipsec_ca::KeyType::Ed25519, "CA",
 //! #     ipsec_ca::time::Duration::days(30)).unwrap();
 //! let verifier = ipsec_ca::Verifier::new(ca.cert_der())?;
 //!

@@ -62,9 +62,9 @@ impl DemoCa {
     /// A fresh root CA valid for a day from `wall`.
     pub fn new(wall: SystemTime) -> Result<DemoCa, ipsec_ca::CaError> {
         let identity = ipsec_ca::CaIdentity::create_root(
+            ipsec_ca::time::OffsetDateTime::from(wall),
             ipsec_ca::KeyType::Ed25519,
             "wow demo CA",
-            ipsec_ca::time::OffsetDateTime::from(wall),
             ipsec_ca::time::Duration::days(1),
         )?;
         let cert_der = identity.cert_der().to_vec();
@@ -87,7 +87,7 @@ impl DemoCa {
         let now = ipsec_ca::time::OffsetDateTime::from(wall);
         let issued = self
             .ca
-            .sign(csr, ip, None, now)
+            .sign(now, csr, ip, None)
             .map_err(|e| e.to_string())?;
         Ok(issued.certificate)
     }

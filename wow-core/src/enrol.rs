@@ -281,16 +281,16 @@ mod test {
     fn only_signed_announcements_count_and_the_newest_wins() {
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         let ca = ipsec_ca::CaIdentity::create_root(
+            now,
             ipsec_ca::KeyType::Ed25519,
             "a",
-            now,
             ipsec_ca::time::Duration::days(1),
         )
         .unwrap();
         let fake = ipsec_ca::CaIdentity::create_root(
+            now,
             ipsec_ca::KeyType::Ed25519,
             "a",
-            now,
             ipsec_ca::time::Duration::days(1),
         )
         .unwrap();

@@ -89,7 +89,7 @@ impl CaIdentityHandle {
         let ok = state
             .verifier
             .as_mut()
-            .is_some_and(|v| v.handle_crl_envelope(envelope, now).is_ok());
+            .is_some_and(|v| v.handle_crl_envelope(now, envelope).is_ok());
         if ok {
             state.crl = Some(envelope.to_vec());
         }
@@ -182,7 +182,7 @@ impl CaIdentity {
         let ip = certified_ip(cert).ok_or_else(|| refuse("no IPv4 address"))?;
         let now = ipsec_ca::time::OffsetDateTime::from((self.clock)());
         let verified = verifier
-            .verify(cert, ip, now)
+            .verify(now, cert, ip)
             .map_err(|e| IdentityError::Certificate(e.to_string()))?;
         if verified.public_key != key.public_key {
             return Err(refuse("certifies another key"));

@@ -133,7 +133,7 @@ impl NodePolicy {
             Some(v) => v.clone(),
             None => {
                 let v = certified_ip(&record.credential)
-                    .and_then(|ip| verifier.verify(&record.credential, ip, at).ok())
+                    .and_then(|ip| verifier.verify(at, &record.credential, ip).ok())
                     .map(|peer| {
                         let standing = Standing::Certified {
                             ip: peer.virtual_ip,

@@ -26,9 +26,9 @@ fn a_core_serves_a_ca_from_the_store_it_is_given() {
     )
     .unwrap();
     let identity = CaIdentity::create_root(
+        ipsec_ca::time::OffsetDateTime::from(wall),
         KeyType::Ed25519,
         "memory CA",
-        ipsec_ca::time::OffsetDateTime::from(wall),
         ipsec_ca::time::Duration::days(30),
     )
     .unwrap();

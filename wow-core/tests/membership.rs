@@ -31,9 +31,9 @@ fn core(now: Instant) -> Core<MemoryStore> {
 
 fn ca() -> (Ca<MemStore>, Vec<u8>) {
     let identity = CaIdentity::create_root(
+        ipsec_ca::time::OffsetDateTime::from(SystemTime::now()),
         KeyType::Ed25519,
         "membership test CA",
-        ipsec_ca::time::OffsetDateTime::from(SystemTime::now()),
         ipsec_ca::time::Duration::days(1),
     )
     .unwrap();
@@ -98,7 +98,7 @@ fn enrolled_by(
         panic!("no request")
     };
     let cert = ca
-        .sign(&csr, ip, None, ipsec_ca::time::OffsetDateTime::from(wall))
+        .sign(ipsec_ca::time::OffsetDateTime::from(wall), &csr, ip, None)
         .unwrap()
         .certificate;
     m.issued(&mut core, now, wall, Ok(cert.clone()));
@@ -130,7 +130,7 @@ fn an_uncertified_node_enrols_once_on_its_first_lease_and_installs_its_certifica
     assert!(outputs(&mut m).is_empty());
 
     let cert = ca
-        .sign(csr, IP, None, ipsec_ca::time::OffsetDateTime::from(wall))
+        .sign(ipsec_ca::time::OffsetDateTime::from(wall), csr, IP, None)
         .unwrap()
         .certificate;
     m.issued(&mut core, now, wall, Ok(cert.clone()));

@@ -264,7 +264,7 @@ fn execute(command: CaCommand) -> Result<(), String> {
     match command {
         CaCommand::Init { dir, name, days } => {
             let identity =
-                CaIdentity::create_root(KeyType::Ed25519, &name, now(), Duration::days(days))
+                CaIdentity::create_root(now(), KeyType::Ed25519, &name, Duration::days(days))
                     .map_err(|e| e.to_string())?;
             let store = FileStore::new(&dir).map_err(|e| e.to_string())?;
             store
@@ -316,7 +316,7 @@ fn execute(command: CaCommand) -> Result<(), String> {
             let mut ca = open(&dir)?;
             let bytes = std::fs::read(&csr).map_err(|e| e.to_string())?;
             let der = der_or_pem("CERTIFICATE REQUEST", bytes).map_err(|e| e.to_string())?;
-            let issued = ca.sign(&der, ip, None, now()).map_err(|e| e.to_string())?;
+            let issued = ca.sign(now(), &der, ip, None).map_err(|e| e.to_string())?;
             let cert = ipsec_ca::key::to_pem("CERTIFICATE", &issued.certificate);
             write(&out, cert.as_bytes(), 0o644)?;
             println!("signed {ip} serial {}", hex(&issued.serial));
@@ -324,7 +324,7 @@ fn execute(command: CaCommand) -> Result<(), String> {
         CaCommand::Revoke { dir, serial, out } => {
             let mut ca = open(&dir)?;
             let serial = parse_serial(&serial).ok_or("serial must be hex")?;
-            ca.revoke(&serial, RevocationReason::Unspecified, now())
+            ca.revoke(now(), &serial, RevocationReason::Unspecified)
                 .map_err(|e| e.to_string())?;
             let out = out.unwrap_or_else(|| dir.join(CRL_FILE));
             let number = write_crl(&mut ca, &out)?;

@@ -28,9 +28,9 @@ struct Lab {
 impl Lab {
     fn new() -> Lab {
         let root = CaRoot::create_root(
+            wall(),
             KeyType::Ed25519,
             "closed ring CA",
-            wall(),
             ipsec_ca::time::Duration::days(1),
         )
         .unwrap();
@@ -44,7 +44,7 @@ impl Lab {
         let key = NodeKey::generate(key_type).unwrap();
         let cert = ip.map(|ip| {
             let csr = key.certificate_request(&NodeRequest::new(ip)).unwrap();
-            self.ca.sign(&csr, ip, None, wall()).unwrap().certificate
+            self.ca.sign(wall(), &csr, ip, None).unwrap().certificate
         });
         (key, cert)
     }
@@ -177,9 +177,9 @@ fn attack_revoked_node_refused_in_closed_network() {
     let (kr, cr) = lab.member(KeyType::Ed25519, Some(Ipv4Addr::new(10, 77, 0, 9)));
     lab.ca
         .revoke_certificate(
+            wall(),
             cr.as_ref().unwrap(),
             ipsec_ca::RevocationReason::KeyCompromise,
-            wall(),
         )
         .unwrap();
     let crl = lab.ca.issue_crl(wall()).unwrap().envelope();

@@ -157,14 +157,14 @@ fn attack_revoked_certificate_no_longer_vouches() {
     assert!(taken(&mut w, &r));
     let wall = ipsec_ca::time::OffsetDateTime::from(SystemTime::now());
     w.ca.revoke_certificate(
+        wall,
         &w.mallory.certificate,
         ipsec_ca::RevocationReason::KeyCompromise,
-        wall,
     )
     .unwrap();
     let crl = w.ca.issue_crl(wall).unwrap();
     let mut verifier = Verifier::new(&w.alice.ca_certificate).unwrap();
-    verifier.handle_crl_envelope(&crl.envelope(), wall).unwrap();
+    verifier.handle_crl_envelope(wall, &crl.envelope()).unwrap();
     let settings = wow_core::demo::settings();
     w.policy = NodePolicy::new(
         settings.network,
@@ -186,9 +186,9 @@ fn attack_fake_ca_location_is_refused() {
     let mut m = signer(&w.mallory);
     let writer = overlay_core::RecordSigner::writer(&m).public_key;
     let fake = CaIdentity::create_root(
+        ipsec_ca::time::OffsetDateTime::from(SystemTime::now()),
         CaKeyType::Ed25519,
         "records test CA",
-        ipsec_ca::time::OffsetDateTime::from(SystemTime::now()),
         ipsec_ca::time::Duration::days(1),
     )
     .unwrap();

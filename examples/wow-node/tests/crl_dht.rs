@@ -69,7 +69,7 @@ fn wall() -> ipsec_ca::time::OffsetDateTime {
 fn revoke_many(ca: &mut Ca<MemStore>, ca_der: &[u8], n: u32) {
     for i in 0..n {
         let c = support::credentials(ca, ca_der, Ipv4Addr::from(0x0a80_1000 + i));
-        ca.revoke_certificate(&c.certificate, RevocationReason::KeyCompromise, wall())
+        ca.revoke_certificate(wall(), &c.certificate, RevocationReason::KeyCompromise)
             .unwrap();
     }
 }
@@ -258,9 +258,9 @@ fn attack_flooded_crl_key_still_delivers_from_the_ca_node() {
     // Node 0 is the CA's node, its CA in a directory.
     let dir = wow_test_hosts::TempDir::new("crl-ca").unwrap();
     let identity = ipsec_ca::CaIdentity::create_root(
+        wall(),
         ipsec_ca::KeyType::Ed25519,
         "CA node",
-        wall(),
         ipsec_ca::time::Duration::days(1),
     )
     .unwrap();
@@ -272,7 +272,7 @@ fn attack_flooded_crl_key_still_delivers_from_the_ca_node() {
     let csr = key
         .certificate_request(&ipsec_ca::NodeRequest::new(fetcher_ip))
         .unwrap();
-    let certificate = ca.sign(&csr, fetcher_ip, None, wall()).unwrap().certificate;
+    let certificate = ca.sign(wall(), &csr, fetcher_ip, None).unwrap().certificate;
     let credentials = wow_core::core::Credentials {
         certificate: certificate.clone(),
         key: key.pkcs8_der().to_vec(),
@@ -290,7 +290,7 @@ fn attack_flooded_crl_key_still_delivers_from_the_ca_node() {
         cores[1].serve_crl(now, junk);
         run_for(&mut cores, &endpoints, &mut now, Duration::from_millis(200));
     }
-    ca.revoke_certificate(&certificate, RevocationReason::KeyCompromise, wall())
+    ca.revoke_certificate(wall(), &certificate, RevocationReason::KeyCompromise)
         .unwrap();
     cores[0].set_ca(now, ca);
     let number = cores[0].refresh_crl(now, SystemTime::now()).unwrap();

@@ -38,9 +38,9 @@ fn file_ca(name: &str) -> (Ca<FileStore>, Vec<u8>, CaDir) {
     ));
     let store = FileStore::new(&dir).unwrap();
     let identity = CaIdentity::create_root(
+        wall(),
         KeyType::Ed25519,
         name,
-        wall(),
         ipsec_ca::time::Duration::days(3650),
     )
     .unwrap();
@@ -136,7 +136,7 @@ impl Enrollee {
 /// A join token for any address, valid for an hour, from the CA `core` serves.
 fn issue_token(core: &mut Node, now: Instant) -> JoinToken {
     core.with_ca(now, |ca| {
-        ca.issue_token(None, ipsec_ca::time::Duration::hours(1), wall())
+        ca.issue_token(wall(), None, ipsec_ca::time::Duration::hours(1))
     })
     .unwrap()
     .unwrap()
@@ -179,7 +179,7 @@ fn a_token_node_enrols_at_once_and_an_approved_node_gets_its_certificate_pushed(
             let issued = cores[0]
                 .with_ca(now, |ca| {
                     let id = ca.pending()[0].id;
-                    ca.approve(id, wall())
+                    ca.approve(wall(), id)
                 })
                 .unwrap();
             issued.unwrap();
@@ -372,7 +372,7 @@ fn a_node_renews_its_certificate_with_the_same_key_at_two_thirds() {
     assert!(renewed_not_after > first_not_after);
     let verified = ipsec_ca::Verifier::new(&ca_der)
         .unwrap()
-        .verify(&renewed, ip, ipsec_ca::time::OffsetDateTime::from(later))
+        .verify(ipsec_ca::time::OffsetDateTime::from(later), &renewed, ip)
         .unwrap();
     assert_eq!(verified.spki_der, node.key.spki_der(), "the same key");
     // The old certificate stays live until it expires.

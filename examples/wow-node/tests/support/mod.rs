@@ -107,9 +107,9 @@ pub fn tick(cores: &mut [Node], now: Instant) {
 /// A throw-away CA and its certificate.
 pub fn ca(name: &str) -> (Ca<MemStore>, Vec<u8>) {
     let identity = CaIdentity::create_root(
+        ipsec_ca::time::OffsetDateTime::from(SystemTime::now()),
         KeyType::Ed25519,
         name,
-        ipsec_ca::time::OffsetDateTime::from(SystemTime::now()),
         ipsec_ca::time::Duration::days(1),
     )
     .unwrap();
@@ -141,7 +141,7 @@ pub fn credentials_named(
     }
     let csr = key.certificate_request(&request).unwrap();
     let now = ipsec_ca::time::OffsetDateTime::from(SystemTime::now());
-    let issued = ca.sign(&csr, addr, None, now).unwrap();
+    let issued = ca.sign(now, &csr, addr, None).unwrap();
     Credentials {
         certificate: issued.certificate,
         key: key.pkcs8_der().to_vec(),
