@@ -27,12 +27,12 @@ fuzz_target!(|data: &[u8]| {
     let address = Address::from_key(b"fuzz node");
     let peer = Address::from_key(b"fuzz peer");
     let mut core = Core::new_with_insecure_seed(
+        now,
+        0,
         settings(),
         overlay_config(me),
         address,
         MemoryStore::new(),
-        now,
-        0,
         1,
     )
     .unwrap();

@@ -418,27 +418,27 @@ impl<S: LeaseStore> Core<S> {
     /// credential and id it makes comes from the operating system's random
     /// source.
     pub fn new(
+        now: Instant,
+        unix_secs: u64,
         settings: Settings,
         overlay_config: overlay_core::Config,
         address: Address,
         leases: S,
-        now: Instant,
-        unix_secs: u64,
     ) -> Result<Self, CoreError> {
         let identity = Box::new(overlay_core::OpenIdentity::new(address));
-        Core::with_overlay_identity(settings, overlay_config, identity, leases, now, unix_secs)
+        Core::with_overlay_identity(now, unix_secs, settings, overlay_config, identity, leases)
     }
 
     /// [`Core::new`] with the overlay identity `identity` (e.g. a
     /// [`crate::overlay_identity::CaIdentity`]): the ring address is
     /// `identity.address()`, and link set-up proves and checks keys.
     pub fn with_overlay_identity(
+        now: Instant,
+        unix_secs: u64,
         settings: Settings,
         overlay_config: overlay_core::Config,
         identity: overlay_core::DynIdentity,
         leases: S,
-        now: Instant,
-        unix_secs: u64,
     ) -> Result<Self, CoreError> {
         let randomness = Randomness::Os;
         Core::build(
@@ -455,12 +455,12 @@ impl<S: LeaseStore> Core<S> {
     /// [`Core::new`] with randomness from `seed`: **predictable keys**, for
     /// tests and fuzzing only.
     pub fn new_with_insecure_seed(
+        now: Instant,
+        unix_secs: u64,
         settings: Settings,
         overlay_config: overlay_core::Config,
         address: Address,
         leases: S,
-        now: Instant,
-        unix_secs: u64,
         seed: u64,
     ) -> Result<Self, CoreError> {
         let randomness = Randomness::InsecureSeed(seed);
@@ -559,20 +559,20 @@ impl<S: LeaseStore> Core<S> {
         };
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(unix_secs);
         let record_judge = crate::records::NodePolicy::new(
+            now,
+            wall,
             settings.network,
             settings.gateway_addr,
             &domain,
             None,
-            now,
-            wall,
         );
         overlay.set_record_policy(Box::new(crate::records::NodePolicy::new(
+            now,
+            wall,
             settings.network,
             settings.gateway_addr,
             &domain,
             None,
-            now,
-            wall,
         )));
         let tcp_dns = dns_virt::TcpEndpoint::new(
             now,
@@ -808,12 +808,12 @@ impl<S: LeaseStore> Core<S> {
         let domain = self.settings.domain.trim_end_matches('.').to_string();
         let policy = |verifier| {
             crate::records::NodePolicy::new(
+                now,
+                self.wall,
                 self.settings.network,
                 self.settings.gateway_addr,
                 &domain,
                 verifier,
-                now,
-                self.wall,
             )
         };
         self.record_judge = policy(verifier.clone());
@@ -1782,7 +1782,7 @@ impl<S: LeaseStore> Core<S> {
             if !self
                 .ca_limiter
                 .as_mut()
-                .is_some_and(|l| l.allow(source, now))
+                .is_some_and(|l| l.allow(now, source))
                 && !ca.has_valid_token(wall, body)
             {
                 tracing::debug!(%source, "enrolment request over the rate limit");
@@ -2437,12 +2437,12 @@ mod test {
         let settings = crate::demo::settings();
         let now = Instant::now();
         let mut judge = crate::records::NodePolicy::new(
+            now,
+            SystemTime::now(),
             settings.network,
             settings.gateway_addr,
             &settings.domain,
             None,
-            now,
-            SystemTime::now(),
         );
         let addr = Ipv4Addr::new(10, 128, 3, 3);
         let mut signer_a = overlay_core::KeySigner::ed25519_from_seed(&[1; 32], 1);

@@ -164,6 +164,8 @@ impl DemoNode {
     /// lease. `base` is the guest clock's zero.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        now: Instant,
+        wall: SystemTime,
         index: usize,
         nodes: usize,
         bytes: usize,
@@ -171,8 +173,6 @@ impl DemoNode {
         bootstrap: Option<SocketAddr>,
         ca_certificate: Option<Vec<u8>>,
         base: Instant,
-        now: Instant,
-        wall: SystemTime,
     ) -> Result<DemoNode, String> {
         // The node key: its hash is the ring address, link set-up proves
         // it, and the demo CA certifies it (so the certificate's overlay
@@ -189,16 +189,17 @@ impl DemoNode {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let mut core = Core::with_overlay_identity(
+            now,
+            unix,
             settings(),
             overlay_config(endpoint),
             Box::new(identity),
             dhcp_virt::MemoryStore::new(),
-            now,
-            unix,
         )
         .map_err(|e| e.to_string())?;
         let enrol = ca_certificate.as_ref().map(|_| EnrolVia::Driver);
         let mut membership = Membership::new(
+            now,
             MembershipConfig {
                 key,
                 ca_certificate,
@@ -209,7 +210,6 @@ impl DemoNode {
                 crl_file: false,
                 overlay: None,
             },
-            now,
         )
         .map_err(|e| e.to_string())?;
         membership
@@ -265,7 +265,7 @@ impl DemoNode {
             let ts = self.smol(now);
             let mut lines = Vec::new();
             if let Some(g) = self.guest.as_mut() {
-                g.exchange(&mut self.core, now, ts, &mut lines);
+                g.exchange(now, &mut self.core, ts, &mut lines);
             }
             while let Some(event) = self.core.poll_event() {
                 match &event {
@@ -289,12 +289,12 @@ impl DemoNode {
             // sequence numbers); the node's keys come from the operating
             // system.
             self.guest = Some(Guest::new(
+                ts,
                 mac,
                 &guest_name(self.index),
                 &peer,
                 self.bytes,
                 self.core.settings().guest_mtu,
-                ts,
                 0x5eed_0000 + self.index as u64,
             ));
         }

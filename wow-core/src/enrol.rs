@@ -127,7 +127,7 @@ impl RateLimiter {
 
     /// Whether a request from `source` at `now` may be handled (and
     /// counts it).
-    pub fn allow(&mut self, source: Address, now: Instant) -> bool {
+    pub fn allow(&mut self, now: Instant, source: Address) -> bool {
         let (tokens, at) = &mut self.global;
         *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * GLOBAL_PER_SEC)
             .min(GLOBAL_PER_SEC);
@@ -270,11 +270,11 @@ mod test {
         let a = Address::from_key(b"a");
         let b = Address::from_key(b"b");
         for _ in 0..4 {
-            assert!(l.allow(a, t));
+            assert!(l.allow(t, a));
         }
-        assert!(!l.allow(a, t), "burst spent");
-        assert!(l.allow(b, t), "another source is not held back");
-        assert!(l.allow(a, t + Duration::from_secs(5)), "refilled");
+        assert!(!l.allow(t, a), "burst spent");
+        assert!(l.allow(t, b), "another source is not held back");
+        assert!(l.allow(t + Duration::from_secs(5), a), "refilled");
     }
 
     #[test]

@@ -93,12 +93,12 @@ impl Guest {
     /// A guest with MAC `mac` and host name `name` that will talk to
     /// `peer_name` and send it `bytes` bytes; `mtu` is its IP MTU.
     pub fn new(
+        now: Instant,
         mac: [u8; 6],
         name: &str,
         peer_name: &str,
         bytes: usize,
         mtu: u16,
-        now: Instant,
         seed: u64,
     ) -> Guest {
         let mut device = MemDevice::ethernet(usize::from(mtu) + 14);
@@ -170,8 +170,8 @@ impl Guest {
     /// `ts` the same instant on the guest's.
     pub fn exchange<S: dhcp_virt::LeaseStore>(
         &mut self,
-        core: &mut crate::core::Core<S>,
         now: std::time::Instant,
+        core: &mut crate::core::Core<S>,
         ts: Instant,
         progress: &mut Vec<String>,
     ) {

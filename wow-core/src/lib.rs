@@ -44,12 +44,12 @@
 //! let mut cores: Vec<Core<MemoryStore>> = (0..2)
 //!     .map(|i| {
 //!         Core::new_with_insecure_seed(
+//!             now,
+//!             1_800_000_000,
 //!             demo::settings(),
 //!             demo::overlay_config(endpoints[i]),
 //!             Address::from_key(format!("example-{i}").as_bytes()),
 //!             MemoryStore::new(),
-//!             now,
-//!             1_800_000_000,
 //!             i as u64,
 //!         )
 //!         .unwrap()

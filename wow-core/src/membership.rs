@@ -215,7 +215,7 @@ pub fn log_event(event: &CoreEvent) {
 impl Membership {
     /// A membership from `config` at `now`; its first lifetime check and
     /// CRL refresh are due at once.
-    pub fn new(config: MembershipConfig, now: Instant) -> Result<Membership, MembershipError> {
+    pub fn new(now: Instant, config: MembershipConfig) -> Result<Membership, MembershipError> {
         if let Some(cert) = &config.certificate {
             if config.ca_certificate.is_none() {
                 return Err(MembershipError::NoCa);

@@ -78,12 +78,12 @@ impl NodePolicy {
     /// host names in `zone`, and, in a network with a CA, `ca` (with the
     /// current CRL loaded). `now` and `wall` are the same moment.
     pub fn new(
+        now: Instant,
+        wall: SystemTime,
         network: Ipv4Net,
         gateway: Ipv4Addr,
         zone: &str,
         ca: Option<Verifier>,
-        now: Instant,
-        wall: SystemTime,
     ) -> NodePolicy {
         NodePolicy {
             network,

@@ -16,12 +16,12 @@ fn a_core_serves_a_ca_from_the_store_it_is_given() {
     let now = Instant::now();
     let wall = SystemTime::now();
     let mut core: Core<MemoryStore> = Core::new_with_insecure_seed(
+        now,
+        1_800_000_000,
         demo::settings(),
         demo::overlay_config("127.0.0.1:10001".parse().unwrap()),
         Address::from_key(b"ca-store"),
         MemoryStore::new(),
-        now,
-        1_800_000_000,
         1,
     )
     .unwrap();

@@ -18,12 +18,12 @@ const IP: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 7);
 fn core(now: Instant) -> Core<MemoryStore> {
     let endpoint = SocketAddr::from(([127, 0, 0, 1], 10001));
     Core::new_with_insecure_seed(
+        now,
+        1_800_000_000,
         demo::settings(),
         demo::overlay_config(endpoint),
         Address::from_key(b"membership"),
         MemoryStore::new(),
-        now,
-        1_800_000_000,
         5,
     )
     .unwrap()
@@ -45,6 +45,7 @@ fn ca() -> (Ca<MemStore>, Vec<u8>) {
 
 fn membership(ca_der: &[u8], crl_file: bool, now: Instant) -> Membership {
     Membership::new(
+        now,
         MembershipConfig {
             key: NodeKey::generate(KeyType::Ed25519).unwrap(),
             ca_certificate: Some(ca_der.to_vec()),
@@ -55,7 +56,6 @@ fn membership(ca_der: &[u8], crl_file: bool, now: Instant) -> Membership {
             crl_file,
             overlay: None,
         },
-        now,
     )
     .unwrap()
 }

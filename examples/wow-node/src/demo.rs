@@ -100,6 +100,8 @@ async fn run_async(options: DemoOptions) -> std::io::Result<bool> {
             .as_ref()
             .and_then(|ca| ca.lock().ok().map(|c| c.certificate().to_vec()));
         let node = DemoNode::new(
+            Instant::now(),
+            SystemTime::now(),
             index,
             n,
             options.bytes,
@@ -107,8 +109,6 @@ async fn run_async(options: DemoOptions) -> std::io::Result<bool> {
             (index > 0).then_some(endpoints[0]),
             ca_der,
             base,
-            Instant::now(),
-            SystemTime::now(),
         )
         .map_err(std::io::Error::other)?;
         let task = node_task(

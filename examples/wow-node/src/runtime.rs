@@ -174,6 +174,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let crl_path = config.security.crl.as_ref().map(|p| config.state_path(p));
     let mut membership = Membership::new(
+        Instant::now(),
         MembershipConfig {
             key,
             ca_certificate: ca_der.clone(),
@@ -184,7 +185,6 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             crl_file: crl_path.is_some(),
             overlay: Some(overlay_identity.handle()),
         },
-        Instant::now(),
     )
     .map_err(|e| e.to_string())?;
     let address = overlay_core::Identity::address(&overlay_identity);
@@ -257,12 +257,12 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let mut core = Core::with_overlay_identity(
+        now,
+        unix,
         settings,
         overlay_config,
         Box::new(overlay_identity),
         leases,
-        now,
-        unix,
     )
     .map_err(|e| e.to_string())?;
     core.set_crl_grace(Duration::from_secs(config.security.crl_grace_secs));

@@ -37,12 +37,12 @@ fn attack_name_outside_network() {
     let mut guests: Vec<Guest> = (0..2)
         .map(|i| {
             Guest::new(
+                smol(base, base),
                 [0x52, 0x54, 0, 0x78, 1, i as u8],
                 &format!("guest-{i}"),
                 targets[i],
                 1_000,
                 mtu,
-                smol(base, base),
                 21 + i as u64,
             )
         })
@@ -76,7 +76,7 @@ fn attack_name_outside_network() {
             if core.poll_timeout().is_some_and(|t| t <= now) {
                 core.handle_timeout(now, SystemTime::now());
             }
-            guests[i].exchange(core, now, smol(base, now), &mut lines);
+            guests[i].exchange(now, core, smol(base, now), &mut lines);
             while core.poll_event().is_some() {}
         }
         support::exchange_with(

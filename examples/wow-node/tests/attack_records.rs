@@ -51,12 +51,12 @@ fn world() -> World {
     let settings = wow_core::demo::settings();
     let now = Instant::now();
     let policy = NodePolicy::new(
+        now,
+        SystemTime::now(),
         settings.network,
         settings.gateway_addr,
         &settings.domain,
         Some(Verifier::new(&ca_der).unwrap()),
-        now,
-        SystemTime::now(),
     );
     World {
         policy,
@@ -167,12 +167,12 @@ fn attack_revoked_certificate_no_longer_vouches() {
     verifier.handle_crl_envelope(wall, &crl.envelope()).unwrap();
     let settings = wow_core::demo::settings();
     w.policy = NodePolicy::new(
+        w.now,
+        SystemTime::now(),
         settings.network,
         settings.gateway_addr,
         &settings.domain,
         Some(verifier),
-        w.now,
-        SystemTime::now(),
     );
     assert!(
         !taken(&mut w, &r),
@@ -249,12 +249,12 @@ fn names_outside_the_network_are_refused_even_without_a_ca() {
     let settings = wow_core::demo::settings();
     let now = Instant::now();
     let mut policy = NodePolicy::new(
+        now,
+        SystemTime::now(),
         settings.network,
         settings.gateway_addr,
         &settings.domain,
         None,
-        now,
-        SystemTime::now(),
     );
     let mut s = KeySigner::ed25519_from_seed(&[3; 32], 1);
     let out = signed(&mut s, &key("name", b"bank"), &[203, 0, 113, 7], &[]);
@@ -291,21 +291,21 @@ fn attack_name_takeover_end_to_end_the_other_guest_still_resolves_the_owner() {
     // Guest 1 looks guest-0 up once the first publications are out.
     let mut guests = [
         Guest::new(
+            smol(base, base),
             [0x52, 0x54, 0, 0x79, 1, 0],
             "guest-0",
             "guest-1.wow.internal",
             1_000,
             mtu,
-            smol(base, base),
             31,
         ),
         Guest::new(
+            smol(base, base),
             [0x52, 0x54, 0, 0x79, 1, 1],
             "guest-1",
             "guest-0.wow.internal",
             1_000,
             mtu,
-            smol(base, base),
             32,
         ),
     ];
@@ -341,7 +341,7 @@ fn attack_name_takeover_end_to_end_the_other_guest_still_resolves_the_owner() {
                 core.handle_timeout(now, SystemTime::now());
             }
             if i == 0 || guest1_starts.is_some_and(|at| now >= at) {
-                guests[i].exchange(core, now, smol(base, now), &mut lines);
+                guests[i].exchange(now, core, smol(base, now), &mut lines);
             }
             support::certify_first_lease(core, &mut ca, &ca_der, now, &mut certified[i]);
             while core.poll_event().is_some() {}

@@ -54,12 +54,12 @@ fn certified_pair() -> Net {
     let mut cores: Vec<Node> = (0..2)
         .map(|i| {
             Core::new_with_insecure_seed(
+                base,
+                1_800_000_000,
                 settings(),
                 demo::overlay_config(endpoints[i]),
                 Address::from_key(format!("attack-{i}").as_bytes()),
                 MemoryStore::new(),
-                base,
-                1_800_000_000,
                 40 + i as u64,
             )
             .unwrap()
@@ -74,12 +74,12 @@ fn certified_pair() -> Net {
     let mut guests: Vec<Guest> = (0..2)
         .map(|i| {
             Guest::new(
+                smol(base, base),
                 macs[i],
                 &format!("host-{i}"),
                 &format!("host-{}.wow.internal", 1 - i),
                 4_000,
                 mtu,
-                smol(base, base),
                 11 + i as u64,
             )
         })

@@ -353,17 +353,17 @@ fn ping_with_an_expired_crl(grace: Duration) -> (u16, bool) {
                 && now > base + Duration::from_secs(3)
             {
                 guests[i] = Some(Guest::new(
+                    smol(base, now),
                     [0x52, 0x54, 0x00, 0x77, 0x02, i as u8 + 1],
                     &format!("host-{i}"),
                     &format!("host-{}.wow.internal", 1 - i),
                     1024,
                     mtu,
-                    smol(base, now),
                     200 + i as u64,
                 ));
             }
             if let Some(g) = guests[i].as_mut() {
-                g.exchange(core, now, smol(base, now), &mut lines);
+                g.exchange(now, core, smol(base, now), &mut lines);
             }
             let was = certified[i];
             support::certify_first_lease(core, &mut ca, &ca_der, now, &mut certified[i]);

@@ -95,7 +95,7 @@ impl Enrollee {
                 crl_file: false,
                 overlay: None,
             };
-            let mut m = Membership::new(config, now).unwrap();
+            let mut m = Membership::new(now, config).unwrap();
             m.start(core, now, wall).unwrap();
             m
         });
@@ -104,17 +104,17 @@ impl Enrollee {
             let mut mac = [0x52, 0x54, 0x00, 0x77, 0x02, 0];
             mac[5] = self.index as u8 + 1;
             self.guest = Some(Guest::new(
+                smol(base, now),
                 mac,
                 &format!("host-{}", self.index),
                 &self.peer_name,
                 1024,
                 core.settings().guest_mtu,
-                smol(base, now),
                 300 + self.index as u64,
             ));
         }
         if let Some(g) = self.guest.as_mut() {
-            g.exchange(core, now, smol(base, now), &mut Vec::new());
+            g.exchange(now, core, smol(base, now), &mut Vec::new());
         }
         if m.poll_timeout() <= now {
             m.handle_timeout(core, now, wall);
@@ -274,12 +274,12 @@ fn attack_plaintext_to_and_from_an_unenrolled_node_is_dropped() {
                     && now > base + Duration::from_secs(3)
                 {
                     guests[i] = Some(Guest::new(
+                        smol(base, now),
                         [0x52, 0x54, 0x00, 0x77, 0x03, i as u8],
                         &format!("host-{i}"),
                         &format!("host-{}.wow.internal", 3 - i),
                         1024,
                         mtu,
-                        smol(base, now),
                         400 + i as u64,
                     ));
                 }

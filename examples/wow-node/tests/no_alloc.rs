@@ -48,12 +48,12 @@ fn forwarding_guest_packets_allocates_nothing() {
     let mut guests: Vec<Guest> = (0..2)
         .map(|i| {
             Guest::new(
+                smol(base, base),
                 macs[i],
                 &format!("host-{i}"),
                 &format!("host-{}.wow.internal", 1 - i),
                 20_000,
                 mtu,
-                smol(base, base),
                 5 + i as u64,
             )
         })

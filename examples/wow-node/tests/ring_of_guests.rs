@@ -50,17 +50,17 @@ fn thirty_two_guests_lease_resolve_ping_and_stream_across_the_ring() {
                 let mut mac = [0x52, 0x54, 0x00, 0x77, 0x01, 0];
                 mac[5] = i as u8 + 1;
                 guests[i] = Some(Guest::new(
+                    smol(base, now),
                     mac,
                     &format!("host-{i}"),
                     &format!("host-{}.wow.internal", (i + 1) % NODES),
                     16 * 1024,
                     mtu,
-                    smol(base, now),
                     100 + i as u64,
                 ));
             }
             if let Some(g) = guests[i].as_mut() {
-                g.exchange(core, now, smol(base, now), &mut lines);
+                g.exchange(now, core, smol(base, now), &mut lines);
             }
             support::certify_first_lease(core, &mut ca, &ca_der, now, &mut certified[i]);
         }

@@ -23,12 +23,12 @@ pub fn cores(n: usize, now: Instant) -> (Vec<Node>, Vec<SocketAddr>) {
     let mut cores: Vec<Node> = (0..n)
         .map(|i| {
             Core::new_with_insecure_seed(
+                now,
+                1_800_000_000,
                 demo::settings(),
                 demo::overlay_config(endpoints[i]),
                 Address::from_key(format!("in-memory-{i}").as_bytes()),
                 MemoryStore::new(),
-                now,
-                1_800_000_000,
                 77 + i as u64,
             )
             .unwrap()
@@ -202,7 +202,7 @@ pub fn bring_up(
             if core.poll_timeout().is_some_and(|t| t <= now) {
                 core.handle_timeout(now, SystemTime::now());
             }
-            guests[i].exchange(core, now, smol(base, now), &mut lines);
+            guests[i].exchange(now, core, smol(base, now), &mut lines);
             certify_first_lease(core, ca, ca_der, now, &mut addrs[i]);
         }
         exchange(cores, endpoints, now, buf);
