@@ -339,8 +339,6 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         core.set_ca_node(ca_node);
     }
     if let Some(dir) = &config.ca.dir {
-        let store = ipsec_ca::FileStore::new(dir).map_err(|e| format!("CA: {e}"))?;
-        let identity = store.load_identity().map_err(|e| format!("CA: {e}"))?;
         let net = config.network.cidr.trunc();
         let policy = ipsec_ca::Policy {
             auto_approve: config.ca.insecure_auto_approve,
@@ -349,7 +347,10 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             dns_zone: Some(config.network.domain.to_ascii_lowercase()),
             ..ipsec_ca::Policy::default()
         };
-        let ca = ipsec_ca::Ca::open(identity, policy, store).map_err(|e| format!("CA: {e}"))?;
+        let ca = ipsec_ca::FileStore::new(dir)
+            .map_err(ipsec_ca::CaError::from)
+            .and_then(|store| store.open_ca(policy))
+            .map_err(|e| format!("CA: {e}"))?;
         core.set_ca(now, ca);
         if config.ca.insecure_auto_approve {
             tracing::warn!(
