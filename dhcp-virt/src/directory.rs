@@ -60,7 +60,9 @@
 //! a node can adapt its DHT to it and tests can use `FakeDirectory` (feature `test-util`): an
 //! in-memory directory with configurable delays and injected conflicts.
 
+#[cfg(any(test, feature = "test-util"))]
 use std::cmp::Reverse;
+#[cfg(any(test, feature = "test-util"))]
 use std::collections::{BinaryHeap, HashMap};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
