@@ -259,7 +259,7 @@ fn deferred_link_waits_for_the_traversal_hook() {
     // The hook answers: the held request leaves at once, to the known
     // endpoint and the new candidate.
     let extra = SocketAddr::from(([192, 0, 2, 1], 9));
-    nodes[0].handle_link_candidates(b_addr, &[extra]);
+    nodes[0].handle_link_candidates(now, b_addr, &[extra]);
     let mut sent = Vec::new();
     while let Some(t) = nodes[0].poll_transmit() {
         if matches!(&t.message, Message::LinkRequest(r) if r.target == b_addr) {
@@ -270,6 +270,79 @@ fn deferred_link_waits_for_the_traversal_hook() {
     let mut want = vec![ep(2), extra];
     want.sort();
     assert_eq!(sent, want);
+}
+
+/// The endpoints of `a`'s link attempts to `peer` among `events`.
+fn attempts_to(events: &[Event], peer: Address) -> Vec<Vec<SocketAddr>> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::LinkAttempt { peer: p, endpoints } if *p == peer => Some(endpoints.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `a` hears a candidate for `b` (last octet 9: `pump` delivers to no
+/// node there) while no attempt to `b` is pending; `b` joins `wait` later.
+/// Returns the candidate, `a`'s attempts to `b` and whether they linked.
+fn hint_then_join(wait: Duration) -> (SocketAddr, Vec<Vec<SocketAddr>>, bool) {
+    let mut now = Instant::now();
+    let a = Node::new_with_insecure_seed(now, config(1), Address::from_key(b"a"), 1);
+    let b = Node::new_with_insecure_seed(now, config(2), Address::from_key(b"b"), 2);
+    let mut nodes = [a, b];
+    let b_addr = nodes[1].address();
+    nodes[0].join(now, &[]).unwrap();
+    let relayed = SocketAddr::from(([192, 0, 2, 9], 9));
+    nodes[0].handle_link_candidates(now, b_addr, &[relayed]);
+    pump(&mut nodes[..1], &mut now, wait);
+    nodes[1].join(now, &[ep(1)]).unwrap();
+    let events = pump(&mut nodes, &mut now, Duration::from_secs(3));
+    let attempts = attempts_to(&events[0], b_addr);
+    assert!(!attempts.is_empty(), "a never tried to link to b");
+    let linked = nodes[0].connections().iter().any(|c| c.address == b_addr);
+    (relayed, attempts, linked)
+}
+
+#[test]
+fn candidates_heard_between_attempts_join_the_next_attempt() {
+    // A TURN relayed address is offered once, when punching fails; the
+    // link attempt it was meant for may be over by then. It is kept for
+    // the next attempts (the flake of the TURN namespace test under load).
+    let (relayed, attempts, linked) = hint_then_join(Duration::from_secs(1));
+    assert!(
+        attempts.iter().all(|e| e.contains(&relayed)),
+        "{attempts:?}"
+    );
+    assert!(linked);
+}
+
+#[test]
+fn attack_candidates_for_many_peers_keep_memory_bounded() {
+    // Punch signals name their sender; a node forging many senders must
+    // not grow the remembered candidates without bound.
+    let now = Instant::now();
+    let mut a = Node::new_with_insecure_seed(now, config(1), Address::from_key(b"a"), 1);
+    a.join(now, &[]).unwrap();
+    let before = a.memory_estimate();
+    for i in 0..10_000u32 {
+        let peer = Address::from_key(&i.to_be_bytes());
+        let many: Vec<SocketAddr> = (0..16u16)
+            .map(|p| SocketAddr::from(([192, 0, 2, 9], p)))
+            .collect();
+        a.handle_link_candidates(now, peer, &many);
+    }
+    let grown = a.memory_estimate() - before;
+    assert!(grown < 64 * 1024, "{grown} bytes for remembered candidates");
+}
+
+#[test]
+fn remembered_candidates_expire() {
+    let (relayed, attempts, _) = hint_then_join(Duration::from_secs(121));
+    assert!(
+        attempts.iter().all(|e| !e.contains(&relayed)),
+        "{attempts:?}"
+    );
 }
 
 #[test]

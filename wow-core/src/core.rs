@@ -1652,7 +1652,7 @@ impl<S: LeaseStore> Core<S> {
             tracing::debug!(peer = %source, ?endpoints, "punch request");
             self.agent.handle_endpoints(now, source, &endpoints);
             // Try its endpoints ourselves if we are linking to it too.
-            self.overlay.handle_link_candidates(source, &endpoints);
+            self.overlay.handle_link_candidates(now, source, &endpoints);
             return;
         }
         if Some(repr.destination) != self.guest_addr
@@ -1845,7 +1845,7 @@ impl<S: LeaseStore> Core<S> {
                 E::Punched { peer, remote } => {
                     tracing::debug!(%peer, %remote, "punched a direct path");
                     self.counters.punched += 1;
-                    self.overlay.handle_link_candidates(peer, &[remote]);
+                    self.overlay.handle_link_candidates(now, peer, &[remote]);
                 }
                 E::PunchFailed { peer } => {
                     tracing::debug!(%peer, relayed = ?self.agent.relayed(), "punching failed");

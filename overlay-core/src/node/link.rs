@@ -24,6 +24,22 @@ pub(super) const PROBES_PER_UNCONFIRMED: u8 = 3;
 pub(super) const PROBES_PER_CONNECT: usize = 4;
 /// Observed-endpoint reports remembered.
 pub(super) const OBSERVED_ENTRIES: usize = 8;
+/// Peers whose NAT-traversal candidates are remembered for later links.
+pub(super) const LINK_HINT_ENTRIES: usize = 64;
+/// Candidates remembered per peer (the most recent first).
+pub(super) const LINK_HINT_ENDPOINTS: usize = 4;
+/// How long remembered candidates are added to new link attempts: a
+/// TURN relayed address is offered once, when punching fails, and the link
+/// attempt it was meant for may have ended by then.
+pub(super) const LINK_HINT_LIFETIME: core::time::Duration = core::time::Duration::from_secs(120);
+
+/// Candidates the NAT-traversal hook reported for a peer
+/// ([`Node::handle_link_candidates`]), kept for the next link to it.
+#[derive(Debug, Clone)]
+pub(super) struct LinkHint {
+    pub(super) endpoints: Vec<SocketAddr>,
+    pub(super) expires_at: Instant,
+}
 
 /// A responder's challenge, answered with a proof.
 #[derive(Debug, Clone, Copy)]
@@ -321,6 +337,15 @@ impl<I: Identity> Node<I> {
         unconfirmed = rest;
         unconfirmed.dedup();
         unconfirmed.truncate(PROBES_PER_CONNECT);
+        if let Some(hint) = self.link_hints.get(&target)
+            && now < hint.expires_at
+        {
+            for e in &hint.endpoints {
+                if !endpoints.contains(e) {
+                    endpoints.push(*e);
+                }
+            }
+        }
         let deferred = self.config.defer_links_to_punch && target != Address::ZERO;
         if target != Address::ZERO {
             self.events.push_back(Event::LinkAttempt {
@@ -347,6 +372,44 @@ impl<I: Identity> Node<I> {
 
     /// Refuses a link request (no proof, no endpoints: never larger than
     /// the request).
+    /// Remembers the hook's candidates for `peer` (bounded: expired
+    /// entries go first, then the one closest to expiry).
+    pub(super) fn remember_link_hint(
+        &mut self,
+        now: Instant,
+        peer: Address,
+        endpoints: &[SocketAddr],
+    ) {
+        if endpoints.is_empty() || peer == Address::ZERO {
+            return;
+        }
+        if !self.link_hints.contains_key(&peer) && self.link_hints.len() >= LINK_HINT_ENTRIES {
+            self.link_hints.retain(|_, h| now < h.expires_at);
+            if self.link_hints.len() >= LINK_HINT_ENTRIES
+                && let Some(oldest) = self
+                    .link_hints
+                    .iter()
+                    .min_by_key(|(_, h)| h.expires_at)
+                    .map(|(a, _)| *a)
+            {
+                self.link_hints.remove(&oldest);
+            }
+        }
+        let hint = self.link_hints.entry(peer).or_insert(LinkHint {
+            endpoints: Vec::new(),
+            expires_at: now,
+        });
+        if now >= hint.expires_at {
+            hint.endpoints.clear();
+        }
+        hint.expires_at = now + LINK_HINT_LIFETIME;
+        for e in endpoints.iter().rev() {
+            hint.endpoints.retain(|x| x != e);
+            hint.endpoints.insert(0, *e);
+        }
+        hint.endpoints.truncate(LINK_HINT_ENDPOINTS);
+    }
+
     pub(super) fn refuse(
         &mut self,
         from: SocketAddr,

@@ -36,7 +36,7 @@
 //! points and the tick that drives the others.
 
 use core::net::SocketAddr;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha8Rng;
@@ -63,7 +63,7 @@ mod maintenance;
 mod route;
 
 use dht::{PendingDht, Policy, Signer};
-use link::{Observed, PendingCtm, PendingLink, Probe, challenge_key};
+use link::{LinkHint, Observed, PendingCtm, PendingLink, Probe, challenge_key};
 use maintenance::{Demand, Lost};
 use route::{PendingRequest, RequestKind};
 
@@ -441,6 +441,8 @@ pub struct Node<I: Identity = OpenIdentity> {
     table: ConnectionTable,
     dht: DhtStore,
     pending_links: Vec<PendingLink>,
+    /// The NAT-traversal hook's candidates per peer, for later links.
+    link_hints: HashMap<Address, LinkHint>,
     pending_ctms: Vec<PendingCtm>,
     requests: Vec<PendingRequest>,
     pending_dht: Vec<PendingDht>,
@@ -555,6 +557,7 @@ impl<I: Identity> Node<I> {
             table: ConnectionTable::default(),
             dht: DhtStore::with_quotas(config.dht_quotas),
             pending_links: Vec::new(),
+            link_hints: HashMap::new(),
             pending_ctms: Vec::new(),
             requests: Vec::new(),
             pending_dht: Vec::new(),
@@ -663,6 +666,8 @@ impl<I: Identity> Node<I> {
                 .map(|p| (p.endpoints.capacity() + p.unconfirmed.capacity()) * 32)
                 .sum::<usize>()
             + self.pending_ctms.capacity() * core::mem::size_of::<PendingCtm>()
+            + self.link_hints.capacity()
+                * (core::mem::size_of::<(Address, LinkHint)>() + link::LINK_HINT_ENDPOINTS * 32)
             + self.probes.capacity() * core::mem::size_of::<Probe>()
             + self.requests.capacity() * core::mem::size_of::<PendingRequest>()
             + self.lost.capacity() * core::mem::size_of::<Lost>()
@@ -953,6 +958,7 @@ impl<I: Identity> Node<I> {
         }
         self.table = ConnectionTable::default();
         self.pending_links.clear();
+        self.link_hints.clear();
         self.pending_ctms.clear();
         self.requests.clear();
         self.probes.clear();
@@ -963,7 +969,19 @@ impl<I: Identity> Node<I> {
     /// traversal module, which vouches for them: they are probed and
     /// retried like configured ones). A link held by
     /// [`Config::defer_links_to_punch`] starts now, to all its endpoints.
-    pub fn handle_link_candidates(&mut self, peer: Address, endpoints: &[SocketAddr]) {
+    ///
+    /// The candidates are also remembered for two minutes (at most four
+    /// per peer, for a bounded number of peers) and added to the next link
+    /// attempts to `peer`: a candidate that arrives when no attempt is
+    /// pending, such as a TURN relayed address offered once punching has
+    /// failed, is not lost.
+    pub fn handle_link_candidates(
+        &mut self,
+        now: Instant,
+        peer: Address,
+        endpoints: &[SocketAddr],
+    ) {
+        self.remember_link_hint(now, peer, endpoints);
         let mut starts = Vec::new();
         let mut sends = Vec::new();
         for (i, p) in self.pending_links.iter_mut().enumerate() {

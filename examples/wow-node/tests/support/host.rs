@@ -81,7 +81,10 @@ impl Host {
         let mut args = vec!["up", "--config", config.to_str().unwrap()];
         args.extend_from_slice(extra_args);
         let mut cmd = self.ns.command(BIN);
-        cmd.args(&args).env("RUST_LOG", std::env::var("WOW_TEST_LOG").unwrap_or_else(|_| "info,wow_node=debug".into()));
+        cmd.args(&args).env(
+            "RUST_LOG",
+            std::env::var("WOW_TEST_LOG").unwrap_or_else(|_| "info,wow_node=debug".into()),
+        );
         self.node = Some(Process::spawn(cmd).unwrap());
         let ns = &self.ns;
         assert!(
