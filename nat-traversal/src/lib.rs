@@ -9,7 +9,7 @@
 //!
 //! - [`wire`]: STUN messages (RFC 8489), TURN ChannelData (RFC 8656
 //!   §12.4) and our signalling format (registration,
-//!   [`Offer`](wire::Offer)s, relay, data frames).
+//!   [`Offer`]s, relay, data frames).
 //! - [`server`]: a STUN Binding server, so every node is an observer.
 //! - [`discovery`]: reflexive address from several observers, and NAT
 //!   mapping/filtering classification (RFC 4787, RFC 5780).
@@ -77,7 +77,17 @@ pub mod server;
 pub mod turn;
 pub mod wire;
 
+pub use agent::{Agent, AgentConfig, AgentEvent, AgentStats, Signal};
+pub use discovery::{
+    Discovery, DiscoveryConfig, DiscoveryEvent, FilteringBehavior, MappingBehavior, NatReport,
+};
 pub use error::{Error, WireError};
+pub use keepalive::{KeepAlive, KeepAliveConfig, KeepAliveEvent};
+pub use link::{Link, LinkEvent, PathKind};
+pub use punch::{PunchConfig, PunchEvent, PunchFailure, PunchOutcome, PunchSession};
+pub use server::{Server, ServerConfig};
+pub use turn::{TurnClient, TurnConfig, TurnCredentials, TurnEvent, TurnFailure};
+pub use wire::{Candidate, CandidateKind, Offer};
 
 /// Which of the caller's sockets a datagram uses. Everything but a STUN
 /// server with an alternate port uses [`Socket::Primary`] only.

@@ -1,7 +1,7 @@
 //! The demo's settings: a small, fast ring on loopback, as the node's
 //! `demo` command, the tests and the fuzz targets use it; its in-memory CA
 //! ([`DemoCa`]); and, with the `test-util` feature, a demo node with its
-//! smoltcp guest ([`DemoNode`]) and the final table ([`table`]), for the
+//! smoltcp guest (`DemoNode`) and the final table (`table`), for the
 //! node's `demo` command to drive over real sockets.
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -100,3 +100,9 @@ pub mod membership;
 pub mod overlay_identity;
 pub mod records;
 pub mod wire;
+
+pub use crate::core::{Core, CoreError, CoreEvent, Counters, Credentials, CrlStatus, Settings};
+pub use demo::DemoCa;
+#[cfg(feature = "test-util")]
+pub use demo::DemoNode;
+pub use membership::{EnrolVia, Membership, MembershipConfig, MembershipError};
