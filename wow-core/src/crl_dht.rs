@@ -182,11 +182,11 @@ impl Fetcher {
         else {
             return ChunkOutcome::Ignored;
         };
+        let i = usize::from(index);
         // Out of range, or already held.
-        if !assembly.missing().contains(&index) {
+        if index >= assembly.manifest().chunks() || assembly.has(i) {
             return ChunkOutcome::Ignored;
         }
-        let i = usize::from(index);
         if !values.into_iter().any(|v| assembly.insert(i, v)) {
             let retry = self.retries.get_mut(i).is_some_and(|r| {
                 *r += 1;

@@ -171,6 +171,8 @@ fn the_fetcher_takes_the_highest_signed_number_and_skips_bad_chunks() {
     assert_eq!(f.offer_chunk(5, 1, [wrong]), ChunkOutcome::Bad(false));
     assert_eq!(f.offer_chunk(5, 0, [good(0)]), ChunkOutcome::Stored);
     assert_eq!(f.offer_chunk(5, 0, [good(0)]), ChunkOutcome::Ignored);
+    // Past the last chunk: nothing to take.
+    assert_eq!(f.offer_chunk(5, 3, [good(2)]), ChunkOutcome::Ignored);
     // A bad copy next to a good one does not matter.
     assert_eq!(f.offer_chunk(5, 1, [wrong, good(1)]), ChunkOutcome::Stored);
     assert_eq!(f.missing(), vec![2]);
