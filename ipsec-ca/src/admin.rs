@@ -125,7 +125,7 @@ impl CertState {
     pub fn of(now: SystemTime, record: &IssuedRecord) -> CertState {
         if record.revoked_at.is_some() {
             CertState::Revoked
-        } else if record.is_live(crate::clock::unix_secs_signed(now)) {
+        } else if record.is_live(now) {
             CertState::Live
         } else {
             CertState::Expired

@@ -477,7 +477,7 @@ impl<S: Store> Ca<S> {
                 }
             }
         }
-        for rec in self.state.issued.iter().filter(|r| r.is_live(now_s)) {
+        for rec in self.state.issued.iter().filter(|r| r.live_at(now_s)) {
             if rec.spki == info.spki_der {
                 continue;
             }
@@ -498,7 +498,7 @@ impl<S: Store> Ca<S> {
             .into_iter()
             .flatten()
             .filter_map(|&i| self.state.issued.get(i))
-            .filter(move |r| r.is_live(now_s))
+            .filter(move |r| r.live_at(now_s))
     }
 
     /// Signs a request at once (automatic approval).
@@ -872,7 +872,7 @@ impl<S: Store> Ca<S> {
     ) -> bool {
         self.state.tokens.iter().any(|t| {
             t.id == token_id
-                && t.is_usable(now_s)
+                && t.usable_at(now_s)
                 && t.ip.is_none_or(|fixed| fixed == ip)
                 && crate::token::verify_mac(&t.secret, request_id, csr, mac)
         })
@@ -896,7 +896,7 @@ impl<S: Store> Ca<S> {
         };
         self.state.tokens.iter().any(|t| {
             t.id == token_id
-                && t.is_usable(now_s)
+                && t.usable_at(now_s)
                 && crate::token::verify_mac(&t.secret, request_id, csr, mac)
         })
     }
