@@ -5,21 +5,28 @@
 
 use std::sync::OnceLock;
 
-use ipsec_ca::time::{Duration, OffsetDateTime};
 use ipsec_ca::wire::CrlEnvelope;
 use ipsec_ca::{Ca, CaIdentity, KeyType, MemStore, Policy, Verifier};
 use libfuzzer_sys::fuzz_target;
+use std::time::{Duration, SystemTime};
 
-fn now() -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+fn now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
 fn verifier() -> &'static Verifier {
     static V: OnceLock<Verifier> = OnceLock::new();
     V.get_or_init(|| {
-        let id =
-            CaIdentity::create_root(now(), KeyType::Ed25519, "fuzz", Duration::days(3650)).unwrap();
-        let mut ca = Ca::open_with_insecure_seed(id, Policy::default(), MemStore::default(), [0; 32]).unwrap();
+        let id = CaIdentity::create_root(
+            now(),
+            KeyType::Ed25519,
+            "fuzz",
+            Duration::from_secs(3650 * 86_400),
+        )
+        .unwrap();
+        let mut ca =
+            Ca::open_with_insecure_seed(id, Policy::default(), MemStore::default(), [0; 32])
+                .unwrap();
         let crl = ca.issue_crl(now()).unwrap();
         let mut v = Verifier::new(ca.identity().cert_der()).unwrap();
         v.handle_crl_envelope(now(), &crl.envelope()).unwrap();

@@ -8,19 +8,24 @@
 use std::net::Ipv4Addr;
 use std::sync::OnceLock;
 
-use ipsec_ca::time::{Duration, OffsetDateTime};
 use ipsec_ca::{Ca, CaIdentity, KeyType, MemStore, Policy, Verifier, parse_csr};
 use libfuzzer_sys::fuzz_target;
+use std::time::{Duration, SystemTime};
 
-fn now() -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+fn now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
 fn ca_pem() -> &'static (String, String) {
     static PEM: OnceLock<(String, String)> = OnceLock::new();
     PEM.get_or_init(|| {
-        let id =
-            CaIdentity::create_root(now(), KeyType::Ed25519, "fuzz", Duration::days(3650)).unwrap();
+        let id = CaIdentity::create_root(
+            now(),
+            KeyType::Ed25519,
+            "fuzz",
+            Duration::from_secs(3650 * 86_400),
+        )
+        .unwrap();
         (id.cert_pem(), id.key_pem())
     })
 }
@@ -32,7 +37,9 @@ fuzz_target!(|data: &[u8]| {
     let parsed = parse_csr(csr);
     let (cert, key) = ca_pem();
     let identity = CaIdentity::from_pem(cert, key, None).unwrap();
-    let mut ca = Ca::open_with_insecure_seed(identity, Policy::default(), MemStore::default(), [0; 32]).unwrap();
+    let mut ca =
+        Ca::open_with_insecure_seed(identity, Policy::default(), MemStore::default(), [0; 32])
+            .unwrap();
     let source = Ipv4Addr::new(10, 0, 0, octet);
     match ca.sign(now(), csr, source, None) {
         Ok(issued) => {

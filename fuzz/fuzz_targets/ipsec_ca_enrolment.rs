@@ -8,20 +8,25 @@
 use std::net::Ipv4Addr;
 use std::sync::OnceLock;
 
-use ipsec_ca::time::{Duration, OffsetDateTime};
 use ipsec_ca::wire::EnrolmentMessage;
 use ipsec_ca::{Ca, CaIdentity, KeyType, MemStore, Policy};
 use libfuzzer_sys::fuzz_target;
+use std::time::{Duration, SystemTime};
 
-fn now() -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+fn now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
 fn ca_pem() -> &'static (String, String) {
     static PEM: OnceLock<(String, String)> = OnceLock::new();
     PEM.get_or_init(|| {
-        let id =
-            CaIdentity::create_root(now(), KeyType::Ed25519, "fuzz", Duration::days(3650)).unwrap();
+        let id = CaIdentity::create_root(
+            now(),
+            KeyType::Ed25519,
+            "fuzz",
+            Duration::from_secs(3650 * 86_400),
+        )
+        .unwrap();
         (id.cert_pem(), id.key_pem())
     })
 }
@@ -39,7 +44,8 @@ fuzz_target!(|data: &[u8]| {
         auto_approve: knobs & 0x80 != 0,
         ..Policy::default()
     };
-    let mut ca = Ca::open_with_insecure_seed(identity, policy, MemStore::default(), [0; 32]).unwrap();
+    let mut ca =
+        Ca::open_with_insecure_seed(identity, policy, MemStore::default(), [0; 32]).unwrap();
     let source = Ipv4Addr::new(10, 0, 0, knobs & 0x7f);
     match ca.handle_enrolment(now(), source, bytes) {
         Ok(()) => {

@@ -4,16 +4,22 @@
 
 use std::sync::OnceLock;
 
-use ipsec_ca::time::{Duration, OffsetDateTime};
 use ipsec_ca::wire::Statement;
 use ipsec_ca::{CaIdentity, KeyType, Verifier};
 use libfuzzer_sys::fuzz_target;
+use std::time::{Duration, SystemTime};
 
 fn verifier() -> &'static (Verifier, Vec<u8>) {
     static V: OnceLock<(Verifier, Vec<u8>)> = OnceLock::new();
     V.get_or_init(|| {
-        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-        let id = CaIdentity::create_root(now, KeyType::Ed25519, "fuzz", Duration::days(3650)).unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let id = CaIdentity::create_root(
+            now,
+            KeyType::Ed25519,
+            "fuzz",
+            Duration::from_secs(3650 * 86_400),
+        )
+        .unwrap();
         let genuine = id.sign_statement(b"wow/ca", b"genuine").unwrap();
         (Verifier::new(id.cert_der()).unwrap(), genuine)
     })

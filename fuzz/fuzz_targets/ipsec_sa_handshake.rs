@@ -7,9 +7,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::OnceLock;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use ipsec_ca::time::{Duration, OffsetDateTime};
 use ipsec_ca::{Ca, CaIdentity, KeyType, MemStore, NodeKey, NodeRequest, Policy, Verifier};
 use ipsec_sa::{Config, Endpoint, LocalIdentity, OpenOutput, SealOutput};
 use libfuzzer_sys::fuzz_target;
@@ -28,16 +27,22 @@ fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let wall = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
-        let now = OffsetDateTime::from(wall);
-        let identity =
-            CaIdentity::create_root(now, KeyType::Ed25519, "fuzz CA", Duration::days(365)).unwrap();
-        let mut ca = Ca::open_with_insecure_seed(identity, Policy::default(), MemStore::default(), [9; 32]).unwrap();
+        let identity = CaIdentity::create_root(
+            wall,
+            KeyType::Ed25519,
+            "fuzz CA",
+            Duration::from_secs(365 * 86_400),
+        )
+        .unwrap();
+        let mut ca =
+            Ca::open_with_insecure_seed(identity, Policy::default(), MemStore::default(), [9; 32])
+                .unwrap();
         let nodes = [(A, KeyType::Ed25519), (B, KeyType::EcdsaP256)]
             .into_iter()
             .map(|(ip, kt)| {
                 let key = NodeKey::generate(kt).unwrap();
                 let csr = key.certificate_request(&NodeRequest::new(ip)).unwrap();
-                let issued = ca.sign(now, &csr, ip, None).unwrap();
+                let issued = ca.sign(wall, &csr, ip, None).unwrap();
                 (issued.certificate, key.pkcs8_der().to_vec())
             })
             .collect();

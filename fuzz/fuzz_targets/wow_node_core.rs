@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     let peer = Address::from_key(b"fuzz peer");
     let mut core = Core::new_with_insecure_seed(
         now,
-        0,
+        std::time::SystemTime::UNIX_EPOCH,
         settings(),
         overlay_config(me),
         address,

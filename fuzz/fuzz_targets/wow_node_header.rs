@@ -1,16 +1,43 @@
 //! Parses arbitrary bytes as wow-node's data header (the payload of every
 //! overlay `Data` message), as a punch request's endpoint list, as a CRL
-//! manifest body and a CRL message (the CA node's). (LAN announcements
-//! have their own target, `overlay_core_lan`.) What parses must re-emit to
-//! the same bytes;
-//! nothing may panic.
+//! manifest body, a CRL message (the CA node's) and a signed CRL manifest
+//! (alone, and spliced into a genuine one). (LAN announcements have their
+//! own target, `overlay_core_lan`.) What parses must re-emit to the same
+//! bytes; a signed manifest verifies only unchanged; nothing may panic.
 #![no_main]
 
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use ipsec_ca::{CaIdentity, KeyType, Verifier};
 use libfuzzer_sys::fuzz_target;
-use wow_core::crl_dht::{Manifest, Message};
+use wow_core::crl_dht::{Manifest, Message, Published, verify_manifest};
 use wow_core::wire::{Packet, Repr, emit_endpoints, parse_endpoints};
 
+/// A CA's verifier and a manifest it signed.
+fn signed() -> &'static (Verifier, Vec<u8>) {
+    static SIGNED: OnceLock<(Verifier, Vec<u8>)> = OnceLock::new();
+    SIGNED.get_or_init(|| {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let ca =
+            CaIdentity::create_root(now, KeyType::Ed25519, "fuzz", Duration::from_secs(86_400))
+                .unwrap();
+        let envelope: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
+        let published = Published::new(&ca, 7, envelope).unwrap();
+        (Verifier::new(ca.cert_der()).unwrap(), published.signed)
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
+    let (verifier, genuine) = signed();
+    let _ = verify_manifest(verifier, data);
+    // The genuine statement with its first bytes replaced by `data`.
+    let mut spliced = genuine.clone();
+    let n = data.len().min(spliced.len());
+    spliced[..n].copy_from_slice(&data[..n]);
+    if verify_manifest(verifier, &spliced).is_ok() {
+        assert_eq!(&spliced, genuine);
+    }
     if let Ok(packet) = Packet::new_checked(data) {
         let _ = (packet.kind(), packet.source(), packet.destination());
         if let Ok(repr) = Repr::parse(&packet) {

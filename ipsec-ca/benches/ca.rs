@@ -8,11 +8,11 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use ipsec_ca::time::{Duration, OffsetDateTime};
 use ipsec_ca::{
     Ca, CaIdentity, CaState, FileStore, KeyType, NodeKey, NodeRequest, Policy, Store, StoreError,
     Verifier,
 };
+use std::time::{Duration, SystemTime};
 
 /// Keeps nothing: measures signing without persistence cost.
 #[derive(Default)]
@@ -27,12 +27,18 @@ impl Store for NullStore {
     }
 }
 
-fn now() -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+fn now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
 fn identity(key_type: KeyType) -> CaIdentity {
-    CaIdentity::create_root(now(), key_type, "bench CA", Duration::days(3650)).unwrap()
+    CaIdentity::create_root(
+        now(),
+        key_type,
+        "bench CA",
+        Duration::from_secs(3650 * 86_400),
+    )
+    .unwrap()
 }
 
 fn csrs(key_type: KeyType, n: u32) -> Vec<(Ipv4Addr, Vec<u8>)> {
@@ -191,15 +197,15 @@ fn ipsec_ca_bench_crl<S: Store>(ca: &mut Ca<S>, n: usize) -> Vec<u8> {
             serial[0] = (serial[0] & 0x7f) | 0x40;
             RevokedCertParams {
                 serial_number: SerialNumber::from_slice(&serial),
-                revocation_time: now(),
+                revocation_time: now().into(),
                 reason_code: None,
                 invalidity_date: None,
             }
         })
         .collect();
     let params = CertificateRevocationListParams {
-        this_update: now(),
-        next_update: now() + Duration::days(7),
+        this_update: now().into(),
+        next_update: (now() + Duration::from_secs(7 * 86_400)).into(),
         crl_number: SerialNumber::from_slice(&[1]),
         issuing_distribution_point: None,
         revoked_certs,

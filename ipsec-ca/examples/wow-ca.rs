@@ -24,10 +24,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ipsec_ca::file_store::write_atomic;
 use ipsec_ca::key::{from_pem, to_pem};
-use ipsec_ca::time::{Duration, OffsetDateTime};
 use ipsec_ca::{
     Ca, CaIdentity, FileStore, KeyType, NodeKey, NodeRequest, Policy, RevocationReason, Verifier,
 };
+use std::time::{Duration, SystemTime};
 
 #[derive(Parser)]
 #[command(name = "wow-ca", about = "WOW virtual-network certificate authority")]
@@ -47,7 +47,7 @@ enum Command {
         #[arg(long, default_value = "wow CA")]
         name: String,
         #[arg(long, default_value_t = 3650)]
-        days: i64,
+        days: u64,
         /// Directory of the parent CA: create an intermediate signed by it.
         #[arg(long)]
         parent: Option<PathBuf>,
@@ -77,7 +77,7 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         #[arg(long)]
-        days: Option<i64>,
+        days: Option<u64>,
         #[arg(long)]
         queue: bool,
     },
@@ -178,7 +178,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let now = OffsetDateTime::now_utc();
+    let now = SystemTime::now();
     match cli.command {
         Command::Init {
             dir,
@@ -191,7 +191,7 @@ fn run(cli: Cli) -> Result<()> {
             if store.has_identity() {
                 return Err(format!("{} already holds a CA", dir.display()).into());
             }
-            let validity = Duration::days(days);
+            let validity = Duration::from_secs(days.saturating_mul(86_400));
             let identity = match parent {
                 None => CaIdentity::create_root(now, key_type, &name, validity)?,
                 Some(parent) => {
@@ -231,7 +231,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let mut ca = open(&dir)?;
             let csr = from_pem("CERTIFICATE REQUEST", &read(&csr)?)?;
-            let validity = days.map(Duration::days);
+            let validity = days.map(|d| Duration::from_secs(d.saturating_mul(86_400)));
             if queue {
                 let id = ca.enqueue(now, &csr, source_ip, validity, 0)?;
                 println!("queued as {id}");
@@ -245,9 +245,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::List { dir, issued } => {
             let ca = open(&dir)?;
             if issued {
-                let now_s = now.unix_timestamp();
                 for rec in ca.issued() {
-                    let state = ipsec_ca::admin::CertState::of(rec, now_s);
+                    let state = ipsec_ca::admin::CertState::of(now, rec);
                     println!("{} {} {state}", hex(&rec.serial), rec.virtual_ip);
                 }
             } else {
@@ -318,7 +317,7 @@ fn run(cli: Cli) -> Result<()> {
                 peer.virtual_ip,
                 hex(&peer.serial),
                 peer.key_type,
-                peer.not_after
+                ipsec_ca::admin::format_time(peer.not_after)
             );
         }
         Command::SignLoop {

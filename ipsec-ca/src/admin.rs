@@ -7,7 +7,7 @@
 use core::fmt;
 use std::net::Ipv4Addr;
 
-use time::{Duration, OffsetDateTime};
+use std::time::{Duration, SystemTime};
 
 use crate::error::{CaError, KeyError};
 use crate::key::{KeyType, NodeKey, NodeRequest, from_pem, to_pem};
@@ -83,11 +83,11 @@ impl NodeCredentials {
 /// default when `None`). Names are checked before anything is issued.
 pub fn issue_node<S: Store>(
     ca: &mut Ca<S>,
+    now: SystemTime,
     ip: Ipv4Addr,
     dns_names: impl IntoIterator<Item = String>,
     key_type: KeyType,
     validity: Option<Duration>,
-    now: OffsetDateTime,
 ) -> Result<NodeCredentials, IssueError> {
     let key = NodeKey::generate(key_type).map_err(IssueError::Key)?;
     let request = dns_names
@@ -98,6 +98,15 @@ pub fn issue_node<S: Store>(
         .map_err(IssueError::Names)?;
     let issued = ca.sign(now, &csr, ip, validity)?;
     Ok(NodeCredentials { key, issued })
+}
+
+/// `t` for a person to read, in UTC (`2027-01-15 8:00:00.0 +00:00:00`);
+/// Unix seconds for a time before the epoch or out of range.
+pub fn format_time(t: SystemTime) -> String {
+    match crate::clock::offset(t) {
+        Some(t) => t.to_string(),
+        None => crate::clock::unix_secs_signed(t).to_string(),
+    }
 }
 
 /// The state of an issued certificate at some time.
@@ -112,8 +121,8 @@ pub enum CertState {
 }
 
 impl CertState {
-    /// The state of `record` at `now` (Unix seconds).
-    pub fn of(record: &IssuedRecord, now: i64) -> CertState {
+    /// The state of `record` at `now`.
+    pub fn of(now: SystemTime, record: &IssuedRecord) -> CertState {
         if record.revoked_at.is_some() {
             CertState::Revoked
         } else if record.is_live(now) {

@@ -11,8 +11,11 @@ use rcgen::{
     SanType, SerialNumber, SignatureAlgorithm,
 };
 use ring::rand::{SecureRandom as _, SystemRandom};
-use time::{Duration, OffsetDateTime};
+use std::time::{Duration, SystemTime};
 
+use time::OffsetDateTime;
+
+use crate::clock;
 use crate::csr::{CsrInfo, parse_csr};
 use crate::error::{CaError, PolicyError, StoreError, WireError};
 use crate::identity::CaIdentity;
@@ -53,15 +56,18 @@ pub struct Policy {
     pub dns_zone: Option<String>,
 }
 
+/// Seconds in a day.
+const DAY: u64 = 86_400;
+
 impl Default for Policy {
     fn default() -> Self {
         Policy {
             allowed_key_types: KeyType::ALL.to_vec(),
-            default_validity: Duration::days(30),
-            max_validity: Duration::days(365),
-            backdate: Duration::minutes(5),
+            default_validity: Duration::from_secs(30 * DAY),
+            max_validity: Duration::from_secs(365 * DAY),
+            backdate: Duration::from_secs(5 * 60),
             auto_approve: false,
-            crl_validity: Duration::days(7),
+            crl_validity: Duration::from_secs(7 * DAY),
             max_pending: 1024,
             dns_zone: None,
             network: None,
@@ -86,9 +92,9 @@ pub struct SignedCrl {
     /// The CRL, DER.
     pub der: Vec<u8>,
     /// Its thisUpdate.
-    pub this_update: OffsetDateTime,
+    pub this_update: SystemTime,
     /// Its nextUpdate: re-issue well before.
-    pub next_update: OffsetDateTime,
+    pub next_update: SystemTime,
 }
 
 impl SignedCrl {
@@ -221,6 +227,12 @@ impl<S: Store> core::fmt::Debug for Ca<S> {
 
 fn unix(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
+}
+
+/// `now` for the CA's computations: before the Unix epoch or beyond what a
+/// certificate can carry is an error.
+fn at(now: SystemTime) -> Result<OffsetDateTime, PolicyError> {
+    clock::offset(now).ok_or(PolicyError::TimeOutOfRange)
 }
 
 impl<S: Store> Ca<S> {
@@ -389,6 +401,16 @@ impl<S: Store> Ca<S> {
     /// `validity` `None` means [`Policy::default_validity`].
     pub fn check(
         &self,
+        now: SystemTime,
+        csr_der: &[u8],
+        source_ip: Ipv4Addr,
+        validity: Option<Duration>,
+    ) -> Result<(CsrInfo, Duration), PolicyError> {
+        self.check_at(at(now)?, csr_der, source_ip, validity)
+    }
+
+    fn check_at(
+        &self,
         now: OffsetDateTime,
         csr_der: &[u8],
         source_ip: Ipv4Addr,
@@ -410,21 +432,22 @@ impl<S: Store> Ca<S> {
             return Err(PolicyError::OutsideNetwork(info.virtual_ip));
         }
         let validity = validity.unwrap_or(self.policy.default_validity);
-        if validity <= Duration::ZERO {
+        if validity.is_zero() {
             return Err(PolicyError::ValidityNotPositive);
         }
         if validity > self.policy.max_validity {
             return Err(PolicyError::ValidityTooLong {
-                requested_secs: validity.whole_seconds(),
-                max_secs: self.policy.max_validity.whole_seconds(),
+                requested_secs: clock::secs(validity),
+                max_secs: clock::secs(self.policy.max_validity),
             });
         }
         // Capped so no certificate outlives its issuer (RFC 5280 §6.1.3 would
         // reject the chain after the CA expires anyway).
-        let remaining = self.identity.not_after() - now;
-        if remaining <= Duration::ZERO {
-            return Err(PolicyError::BeyondCaValidity);
-        }
+        let remaining = self.identity.not_after_offset() - now;
+        let remaining = match Duration::try_from(remaining) {
+            Ok(remaining) if !remaining.is_zero() => remaining,
+            _ => return Err(PolicyError::BeyondCaValidity),
+        };
         let validity = validity.min(remaining);
         let now_s = unix(now);
         for rec in self.live_for_ip(info.virtual_ip, now_s) {
@@ -454,7 +477,7 @@ impl<S: Store> Ca<S> {
                 }
             }
         }
-        for rec in self.state.issued.iter().filter(|r| r.is_live(now_s)) {
+        for rec in self.state.issued.iter().filter(|r| r.live_at(now_s)) {
             if rec.spki == info.spki_der {
                 continue;
             }
@@ -475,7 +498,7 @@ impl<S: Store> Ca<S> {
             .into_iter()
             .flatten()
             .filter_map(|&i| self.state.issued.get(i))
-            .filter(move |r| r.is_live(now_s))
+            .filter(move |r| r.live_at(now_s))
     }
 
     /// Signs a request at once (automatic approval).
@@ -484,12 +507,13 @@ impl<S: Store> Ca<S> {
     /// certificates as superseded, so one IP has at most one live certificate.
     pub fn sign(
         &mut self,
-        now: OffsetDateTime,
+        now: SystemTime,
         csr_der: &[u8],
         source_ip: Ipv4Addr,
         validity: Option<Duration>,
     ) -> Result<Issued, CaError> {
-        let (info, validity) = self.check(now, csr_der, source_ip, validity)?;
+        let now = at(now)?;
+        let (info, validity) = self.check_at(now, csr_der, source_ip, validity)?;
         self.issue(&info, validity, now, Source::Direct)
     }
 
@@ -521,7 +545,7 @@ impl<S: Store> Ca<S> {
             Source::Renewal => (None, None, false),
         };
         let serial = self.fresh_serial()?;
-        let not_after = now.checked_add(validity).ok_or(CaError::TimeOutOfRange)?;
+        let not_after = clock::add(now, validity).ok_or(CaError::TimeOutOfRange)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         let cn = info
@@ -530,7 +554,7 @@ impl<S: Store> Ca<S> {
             .unwrap_or_else(|| info.virtual_ip.to_string());
         dn.push(DnType::CommonName, cn);
         params.distinguished_name = dn;
-        params.not_before = now.checked_sub(self.policy.backdate).unwrap_or(now);
+        params.not_before = clock::sub(now, self.policy.backdate).unwrap_or(now);
         params.not_after = not_after;
         params.serial_number = Some(SerialNumber::from_slice(&serial));
         let uri = info
@@ -596,13 +620,24 @@ impl<S: Store> Ca<S> {
     /// `request_id` is the requester's correlation id, echoed in replies.
     pub fn enqueue(
         &mut self,
+        now: SystemTime,
+        csr_der: &[u8],
+        source_ip: Ipv4Addr,
+        validity: Option<Duration>,
+        request_id: u64,
+    ) -> Result<u64, CaError> {
+        self.enqueue_at(at(now)?, csr_der, source_ip, validity, request_id)
+    }
+
+    fn enqueue_at(
+        &mut self,
         now: OffsetDateTime,
         csr_der: &[u8],
         source_ip: Ipv4Addr,
         validity: Option<Duration>,
         request_id: u64,
     ) -> Result<u64, CaError> {
-        let (_, validity) = self.check(now, csr_der, source_ip, validity)?;
+        let (_, validity) = self.check_at(now, csr_der, source_ip, validity)?;
         // The same request again (a retry) keeps its place and id.
         if let Some(p) = self
             .state
@@ -630,7 +665,7 @@ impl<S: Store> Ca<S> {
                 source_ip,
                 request_id,
                 received_at: unix(now),
-                validity_secs: validity.whole_seconds(),
+                validity_secs: clock::secs(validity),
                 csr: csr_der.to_vec(),
             },
             replaced,
@@ -650,15 +685,15 @@ impl<S: Store> Ca<S> {
     ///
     /// A policy refusal leaves the request queued. The node is told through
     /// [`Ca::poll_transmit`].
-    pub fn approve(&mut self, now: OffsetDateTime, id: u64) -> Result<Issued, CaError> {
+    pub fn approve(&mut self, now: SystemTime, id: u64) -> Result<Issued, CaError> {
+        let now = at(now)?;
         let index = self.pending_index(id)?;
         let pending = self.state.pending[index].clone();
-        let (info, validity) = self.check(
-            now,
-            &pending.csr,
-            pending.source_ip,
-            Some(Duration::seconds(pending.validity_secs)),
-        )?;
+        // A negative count (only a damaged index holds one) reads as zero:
+        // refused as not positive.
+        let validity = Duration::from_secs(u64::try_from(pending.validity_secs).unwrap_or(0));
+        let (info, validity) =
+            self.check_at(now, &pending.csr, pending.source_ip, Some(validity))?;
         let issued = self.issue(&info, validity, now, Source::Pending(id))?;
         self.push_reply(
             pending.source_ip,
@@ -689,10 +724,11 @@ impl<S: Store> Ca<S> {
     /// Revokes the certificate with `serial`.
     pub fn revoke(
         &mut self,
-        now: OffsetDateTime,
+        now: SystemTime,
         serial: &[u8],
         reason: RevocationReason,
     ) -> Result<(), CaError> {
+        let now = at(now)?;
         let rec = self
             .find_serial(serial)
             .ok_or(CaError::UnknownCertificate)?;
@@ -709,7 +745,7 @@ impl<S: Store> Ca<S> {
     /// Revokes the certificate whose DER is `cert_der` (it must be in the index).
     pub fn revoke_certificate(
         &mut self,
-        now: OffsetDateTime,
+        now: SystemTime,
         cert_der: &[u8],
         reason: RevocationReason,
     ) -> Result<(), CaError> {
@@ -725,12 +761,13 @@ impl<S: Store> Ca<S> {
 
     /// Signs a new X.509 v2 CRL (RFC 5280 §5) with the next CRL number,
     /// listing every revoked certificate that has not expired at `now`.
-    pub fn issue_crl(&mut self, now: OffsetDateTime) -> Result<SignedCrl, CaError> {
+    pub fn issue_crl(&mut self, wall: SystemTime) -> Result<SignedCrl, CaError> {
+        let now = at(wall)?;
         let now_s = unix(now);
         let number = self.state.crl_number + 1;
-        let next_update = now
-            .checked_add(self.policy.crl_validity)
-            .ok_or(CaError::TimeOutOfRange)?;
+        let next_update =
+            clock::add(now, self.policy.crl_validity).ok_or(CaError::TimeOutOfRange)?;
+        let next_update_wall = clock::system(next_update).ok_or(CaError::TimeOutOfRange)?;
         let mut revoked_certs = Vec::new();
         for rec in &self.state.issued {
             let (Some(at), true) = (rec.revoked_at, rec.not_after >= now_s) else {
@@ -759,8 +796,8 @@ impl<S: Store> Ca<S> {
         Ok(SignedCrl {
             number,
             der: crl.der().to_vec(),
-            this_update: now,
-            next_update,
+            this_update: wall,
+            next_update: next_update_wall,
         })
     }
 
@@ -769,11 +806,12 @@ impl<S: Store> Ca<S> {
     /// in the same change.
     pub fn issue_token(
         &mut self,
-        now: OffsetDateTime,
+        now: SystemTime,
         ip: Option<Ipv4Addr>,
         ttl: Duration,
     ) -> Result<JoinToken, CaError> {
-        if ttl <= Duration::ZERO {
+        let now = at(now)?;
+        if ttl.is_zero() {
             return Err(PolicyError::ValidityNotPositive.into());
         }
         if let (Some(ip), Some((net, len))) = (ip, self.policy.network)
@@ -782,7 +820,7 @@ impl<S: Store> Ca<S> {
             return Err(PolicyError::OutsideNetwork(ip).into());
         }
         let now_s = unix(now);
-        let expires_at = now.checked_add(ttl).ok_or(CaError::TimeOutOfRange)?;
+        let expires_at = clock::add(now, ttl).ok_or(CaError::TimeOutOfRange)?;
         let mut secret = [0u8; 32];
         self.rng.fill(&mut secret)?;
         let id = loop {
@@ -834,7 +872,7 @@ impl<S: Store> Ca<S> {
     ) -> bool {
         self.state.tokens.iter().any(|t| {
             t.id == token_id
-                && t.is_usable(now_s)
+                && t.usable_at(now_s)
                 && t.ip.is_none_or(|fixed| fixed == ip)
                 && crate::token::verify_mac(&t.secret, request_id, csr, mac)
         })
@@ -843,7 +881,7 @@ impl<S: Store> Ca<S> {
     /// Whether `bytes` is a token request that a usable join token
     /// authorises (without parsing the CSR: one HMAC). Lets a caller that
     /// rate-limits requests let these through even under a flood.
-    pub fn has_valid_token(&self, now: OffsetDateTime, bytes: &[u8]) -> bool {
+    pub fn has_valid_token(&self, now: SystemTime, bytes: &[u8]) -> bool {
         let Ok(EnrolmentMessage::TokenRequest {
             request_id,
             token_id,
@@ -853,10 +891,12 @@ impl<S: Store> Ca<S> {
         else {
             return false;
         };
-        let now_s = unix(now);
+        let Some(now_s) = clock::unix_secs(now) else {
+            return false;
+        };
         self.state.tokens.iter().any(|t| {
             t.id == token_id
-                && t.is_usable(now_s)
+                && t.usable_at(now_s)
                 && crate::token::verify_mac(&t.secret, request_id, csr, mac)
         })
     }
@@ -887,7 +927,7 @@ impl<S: Store> Ca<S> {
     /// - otherwise a place in the pending queue for an administrator.
     pub fn handle_enrolment(
         &mut self,
-        now: OffsetDateTime,
+        now: SystemTime,
         source_ip: Ipv4Addr,
         bytes: &[u8],
     ) -> Result<(), WireError> {
@@ -901,9 +941,17 @@ impl<S: Store> Ca<S> {
             } => (request_id, csr, Some((token_id, mac))),
             _ => return Err(WireError::Unexpected),
         };
+        let now = match at(now) {
+            Ok(now) => now,
+            Err(e) => {
+                let reason = RejectReason::from_error(&CaError::Policy(e));
+                self.push_reply(source_ip, EnrolmentMessage::Rejected { request_id, reason });
+                return Ok(());
+            }
+        };
         let now_s = unix(now);
         let outcome = self
-            .check(now, csr, source_ip, None)
+            .check_at(now, csr, source_ip, None)
             .map(|(info, validity)| self.decide(info, validity, request_id, csr, token, now_s));
         let reply = match outcome {
             Ok(Outcome::Issued(certificate)) => Ok(certificate),
@@ -911,7 +959,7 @@ impl<S: Store> Ca<S> {
                 .issue(&info, validity, now, source)
                 .map(|i| i.certificate)
                 .map_err(|e| RejectReason::from_error(&e)),
-            Ok(Outcome::Queue) => match self.enqueue(now, csr, source_ip, None, request_id) {
+            Ok(Outcome::Queue) => match self.enqueue_at(now, csr, source_ip, None, request_id) {
                 Ok(queue_id) => {
                     self.push_reply(
                         source_ip,

@@ -14,9 +14,7 @@
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
-
-use time::OffsetDateTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{VerifyError, WireError};
 use crate::token::JoinToken;
@@ -174,7 +172,7 @@ impl Enrolment {
     pub fn handle_input(
         &mut self,
         now: Instant,
-        wall: OffsetDateTime,
+        wall: SystemTime,
         bytes: &[u8],
     ) -> Result<(), EnrolmentError> {
         let body = self

@@ -123,6 +123,10 @@ pub enum PolicyError {
         /// Serial of the live certificate, hex.
         serial_hex: String,
     },
+    /// The time given is before the Unix epoch, or beyond what a
+    /// certificate can carry (year 9999).
+    #[error("time before 1970 or out of range")]
+    TimeOutOfRange,
 }
 
 /// A CA operation failure.
@@ -153,7 +157,7 @@ pub enum CaError {
     /// The CA certificate is not a valid CA certificate.
     #[error("CA certificate is malformed or not a CA")]
     BadCaCertificate,
-    /// A time computation overflowed.
+    /// A time is before the Unix epoch, or a time computation overflowed.
     #[error("time out of range")]
     TimeOutOfRange,
     /// The operating system's random source failed (no serial number).

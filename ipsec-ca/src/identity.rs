@@ -4,9 +4,12 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SerialNumber,
 };
-use time::{Duration, OffsetDateTime};
+use std::time::{Duration, SystemTime};
+
+use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::clock;
 use crate::error::{CaError, KeyError};
 use crate::key::{self, KeyType, NodeKey};
 
@@ -18,6 +21,8 @@ pub struct CaIdentity {
     /// Certificates above this one, nearest first, ending with the root.
     chain: Vec<Vec<u8>>,
     not_after: OffsetDateTime,
+    /// `not_after` as the public API gives it.
+    not_after_wall: SystemTime,
 }
 
 impl core::fmt::Debug for CaIdentity {
@@ -31,7 +36,7 @@ impl core::fmt::Debug for CaIdentity {
 }
 
 /// How far a CA certificate's notBefore precedes its creation time.
-pub const CA_BACKDATE: Duration = Duration::hours(1);
+pub const CA_BACKDATE: Duration = Duration::from_secs(3600);
 
 fn ca_params(
     common_name: &str,
@@ -52,8 +57,8 @@ fn ca_params(
     ];
     // Backdated like end-entity certificates (`Policy::backdate`), so a
     // certificate issued right away does not start before its issuer.
-    params.not_before = now.checked_sub(CA_BACKDATE).unwrap_or(now);
-    params.not_after = now.checked_add(validity).ok_or(CaError::TimeOutOfRange)?;
+    params.not_before = clock::sub(now, CA_BACKDATE).unwrap_or(now);
+    params.not_after = clock::add(now, validity).ok_or(CaError::TimeOutOfRange)?;
     // CA certificates are rare; a digest of key and time is unique and unguessable
     // enough, and keeps this path free of an RNG argument.
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
@@ -86,11 +91,12 @@ impl CaIdentity {
 
     /// Creates a self-signed root CA valid from `now` for `validity`.
     pub fn create_root(
-        now: OffsetDateTime,
+        now: SystemTime,
         key_type: KeyType,
         common_name: &str,
         validity: Duration,
     ) -> Result<Self, CaError> {
+        let now = clock::offset(now).ok_or(CaError::TimeOutOfRange)?;
         let key = NodeKey::generate(key_type)?;
         let mut params = ca_params(
             common_name,
@@ -110,12 +116,13 @@ impl CaIdentity {
     /// Creates an intermediate CA signed by `parent`, allowed to issue end-entity
     /// certificates only (pathLenConstraint 0).
     pub fn create_intermediate(
-        now: OffsetDateTime,
+        now: SystemTime,
         parent: &CaIdentity,
         key_type: KeyType,
         common_name: &str,
         validity: Duration,
     ) -> Result<Self, CaError> {
+        let now = clock::offset(now).ok_or(CaError::TimeOutOfRange)?;
         let key = NodeKey::generate(key_type)?;
         let params = ca_params(
             common_name,
@@ -152,6 +159,7 @@ impl CaIdentity {
             return Err(CaError::BadCaCertificate);
         }
         let not_after = cert.validity().not_after.to_datetime();
+        let not_after_wall = clock::system(not_after).ok_or(CaError::BadCaCertificate)?;
         let key_type = key.key_type();
         let key_pair = KeyPair::try_from(key_pkcs8).map_err(|_| KeyError::BadPrivateKey)?;
         let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), key_pair)
@@ -162,6 +170,7 @@ impl CaIdentity {
             cert_der,
             chain,
             not_after,
+            not_after_wall,
         })
     }
 
@@ -220,7 +229,11 @@ impl CaIdentity {
     }
 
     /// The CA certificate's notAfter.
-    pub fn not_after(&self) -> OffsetDateTime {
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after_wall
+    }
+
+    pub(crate) fn not_after_offset(&self) -> OffsetDateTime {
         self.not_after
     }
 

@@ -6,8 +6,9 @@
 //! ([`OverlayAddress`]), so a certificate cannot be reused by another node.
 //! This crate is the CA ([`Ca`]), node enrolment ([`NodeKey`],
 //! [`wire::EnrolmentMessage`]) and verification ([`Verifier`]). It does no I/O
-//! besides the optional [`FileStore`], reads no clock (every call takes `now`),
-//! and draws serial numbers from a caller-seeded generator.
+//! besides the optional [`FileStore`], reads no clock (every call takes `now`,
+//! a [`std::time::SystemTime`]; durations are [`std::time::Duration`]s),
+//! and draws serial numbers from the operating system.
 //!
 //! Certificates, CSRs and CRLs are issued with `rcgen` and read with
 //! `x509-parser`; signatures are checked with `ring`. Keys are Ed25519 or
@@ -19,10 +20,11 @@
 //! use std::net::Ipv4Addr;
 //! use ipsec_ca::{Ca, CaIdentity, KeyType, MemStore, NodeKey, NodeRequest, Policy,
 //!                RevocationReason, Verifier, VerifyError};
-//! use time::{Duration, OffsetDateTime};
+//! use std::time::{Duration, SystemTime};
 //!
-//! let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-//! let identity = CaIdentity::create_root(now, KeyType::Ed25519, "wow CA", Duration::days(3650))?;
+//! let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+//! let ten_years = Duration::from_secs(3650 * 86_400);
+//! let identity = CaIdentity::create_root(now, KeyType::Ed25519, "wow CA", ten_years)?;
 //! let mut ca = Ca::open(identity, Policy::default(), MemStore::default())?;
 //!
 //! // Node side: a key and a CSR for its virtual IP.
@@ -73,7 +75,7 @@
 //!
 //! - Node key: [`NodeKey::pkcs8_der`] loads into `ring`'s `Ed25519KeyPair::from_pkcs8`
 //!   or `EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, ..)`.
-//! - Peer: [`Verifier::verify`]`(cert_der, claimed_ip, now)` returns a [`VerifiedPeer`]
+//! - Peer: [`Verifier::verify`]`(now, cert_der, claimed_ip)` returns a [`VerifiedPeer`]
 //!   with the virtual IP, serial, notAfter, key type and raw public key
 //!   (`UnparsedPublicKey::new(peer.key_type.ring_verification_alg(), &peer.public_key)`).
 
@@ -82,6 +84,7 @@
 
 pub mod admin;
 pub mod ca;
+mod clock;
 pub mod csr;
 pub mod enrol;
 pub mod error;
@@ -105,6 +108,5 @@ pub use identity::CaIdentity;
 pub use key::{KeyType, NodeKey, NodeRequest, OverlayAddress};
 pub use state::{CaState, IssuedRecord, PendingRecord, RevocationReason, TokenRecord};
 pub use store::{BoxedStore, MemStore, Store};
-pub use time;
 pub use token::JoinToken;
 pub use verify::{VerifiedPeer, Verifier};

@@ -5,6 +5,7 @@
 //! snapshots or a journal of changes, and [`CaState::apply`] replays them.
 
 use std::net::Ipv4Addr;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -64,10 +65,15 @@ pub struct IssuedRecord {
 }
 
 impl IssuedRecord {
-    /// Whether the certificate is unrevoked and unexpired at `now` (Unix
-    /// seconds; notAfter itself is inside the validity, RFC 5280 §4.1.2.5).
-    pub fn is_live(&self, now: i64) -> bool {
-        self.revoked_at.is_none() && self.not_after >= now
+    /// Whether the certificate is unrevoked and unexpired at `now`
+    /// (notAfter itself is inside the validity, RFC 5280 §4.1.2.5).
+    pub fn is_live(&self, now: SystemTime) -> bool {
+        self.live_at(crate::clock::unix_secs_signed(now))
+    }
+
+    /// [`IssuedRecord::is_live`] at `now_s`, Unix seconds.
+    pub(crate) fn live_at(&self, now_s: i64) -> bool {
+        self.revoked_at.is_none() && self.not_after >= now_s
     }
 }
 
@@ -108,9 +114,14 @@ pub struct TokenRecord {
 }
 
 impl TokenRecord {
-    /// Whether it may still authorise an issue at `now` (Unix seconds).
-    pub fn is_usable(&self, now: i64) -> bool {
-        self.used_at.is_none() && now <= self.expires_at
+    /// Whether it may still authorise an issue at `now`.
+    pub fn is_usable(&self, now: SystemTime) -> bool {
+        self.usable_at(crate::clock::unix_secs_signed(now))
+    }
+
+    /// [`TokenRecord::is_usable`] at `now_s`, Unix seconds.
+    pub(crate) fn usable_at(&self, now_s: i64) -> bool {
+        self.used_at.is_none() && now_s <= self.expires_at
     }
 }
 

@@ -9,12 +9,14 @@
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-use time::OffsetDateTime;
+use std::time::{Duration, SystemTime};
+
 use x509_parser::extensions::GeneralName;
 use x509_parser::oid_registry::{OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ED25519};
 use x509_parser::prelude::{CertificateRevocationList, FromDer, X509Certificate};
 use x509_parser::x509::AlgorithmIdentifier;
 
+use crate::clock;
 use crate::csr::spki_key_type;
 use crate::error::{CrlError, VerifyError};
 use crate::key::{KeyType, OverlayAddress};
@@ -51,7 +53,7 @@ impl SerialKey {
 #[derive(Debug, Clone, Default)]
 struct RevocationSet {
     number: u64,
-    next_update: Option<OffsetDateTime>,
+    next_update: Option<SystemTime>,
     serials: HashSet<SerialKey>,
 }
 
@@ -65,8 +67,8 @@ struct TrustedIssuer {
     subject_raw: Vec<u8>,
     key_type: KeyType,
     public_key: Vec<u8>,
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
+    not_before: SystemTime,
+    not_after: SystemTime,
     crl: Option<RevocationSet>,
 }
 
@@ -95,8 +97,10 @@ impl TrustedIssuer {
             subject_raw: cert.subject().as_raw().to_vec(),
             key_type,
             public_key: spki.subject_public_key.data.to_vec(),
-            not_before: cert.validity().not_before.to_datetime(),
-            not_after: cert.validity().not_after.to_datetime(),
+            not_before: clock::system(cert.validity().not_before.to_datetime())
+                .ok_or(VerifyError::BadCaCertificate)?,
+            not_after: clock::system(cert.validity().not_after.to_datetime())
+                .ok_or(VerifyError::BadCaCertificate)?,
             crl: None,
         })
     }
@@ -162,7 +166,7 @@ pub struct VerifiedPeer {
     /// Serial number, big-endian, as encoded (DER INTEGER contents).
     pub serial: Vec<u8>,
     /// notAfter: the peer must re-authenticate before this.
-    pub not_after: OffsetDateTime,
+    pub not_after: SystemTime,
     /// The peer's key algorithm.
     pub key_type: KeyType,
     /// The raw public key: 32 bytes (Ed25519) or a 65-byte uncompressed point (P-256).
@@ -194,9 +198,9 @@ pub struct Verifier {
     /// Refuse certificates when the issuer's CRL is past nextUpdate.
     require_current_crl: bool,
     /// Tolerance after nextUpdate before a CRL counts as outdated.
-    crl_grace: time::Duration,
+    crl_grace: Duration,
     /// Without any CRL, certificates are refused after this time.
-    first_crl_by: Option<OffsetDateTime>,
+    first_crl_by: Option<SystemTime>,
 }
 
 impl Verifier {
@@ -214,7 +218,7 @@ impl Verifier {
         Ok(Verifier {
             issuers: vec![root],
             require_current_crl: false,
-            crl_grace: time::Duration::ZERO,
+            crl_grace: Duration::ZERO,
             first_crl_by: None,
         })
     }
@@ -251,7 +255,7 @@ impl Verifier {
     /// if it is valid at `now`.
     pub fn add_intermediate(
         &mut self,
-        now: OffsetDateTime,
+        now: SystemTime,
         cert_der: &[u8],
     ) -> Result<(), VerifyError> {
         let cert = parse_cert(cert_der)?;
@@ -301,14 +305,14 @@ impl Verifier {
     /// `first_crl_by`. Only [`Verifier::verify`] calls made after that
     /// refuse (new key exchanges, rekeys); nothing already verified is
     /// revisited by this alone.
-    pub fn require_fresh_crl(&mut self, grace: time::Duration, first_crl_by: OffsetDateTime) {
+    pub fn require_fresh_crl(&mut self, grace: Duration, first_crl_by: SystemTime) {
         self.require_current_crl = true;
         self.crl_grace = grace;
         self.first_crl_by = Some(first_crl_by);
     }
 
     /// The nextUpdate of the CRL loaded for the root CA.
-    pub fn crl_next_update(&self) -> Option<OffsetDateTime> {
+    pub fn crl_next_update(&self) -> Option<SystemTime> {
         self.issuers
             .first()
             .and_then(|i| i.crl.as_ref())
@@ -318,20 +322,22 @@ impl Verifier {
     /// Whether certificates of the root CA are refused at `now` for want of
     /// a current CRL (see [`Verifier::require_fresh_crl`]); always `false`
     /// when no current CRL is required.
-    pub fn crl_is_stale(&self, now: OffsetDateTime) -> bool {
+    pub fn crl_is_stale(&self, now: SystemTime) -> bool {
         self.issuers
             .first()
             .is_some_and(|i| self.crl_outdated(i.crl.as_ref(), now))
     }
 
-    fn crl_outdated(&self, crl: Option<&RevocationSet>, now: OffsetDateTime) -> bool {
+    fn crl_outdated(&self, crl: Option<&RevocationSet>, now: SystemTime) -> bool {
         if !self.require_current_crl {
             return false;
         }
         match crl {
             Some(crl) => crl
                 .next_update
-                .is_some_and(|next| now > next.saturating_add(self.crl_grace)),
+                // Past the clock's range: never outdated.
+                .and_then(|next| next.checked_add(self.crl_grace))
+                .is_some_and(|until| now > until),
             None => self.first_crl_by.is_some_and(|by| now > by),
         }
     }
@@ -364,17 +370,13 @@ impl Verifier {
     /// held for that CA. Refused, keeping the old one, if it is malformed, badly
     /// signed, past nextUpdate at `now`, or not newer than the loaded one.
     /// Returns the CRL number.
-    pub fn set_crl(&mut self, now: OffsetDateTime, crl_der: &[u8]) -> Result<u64, CrlError> {
+    pub fn set_crl(&mut self, now: SystemTime, crl_der: &[u8]) -> Result<u64, CrlError> {
         self.load_crl(crl_der, None, now)
     }
 
     /// Loads a CRL from a distribution envelope ([`crate::wire::envelope`]).
     /// The envelope's number must equal the CRL's; a stale number is refused.
-    pub fn handle_crl_envelope(
-        &mut self,
-        now: OffsetDateTime,
-        bytes: &[u8],
-    ) -> Result<u64, CrlError> {
+    pub fn handle_crl_envelope(&mut self, now: SystemTime, bytes: &[u8]) -> Result<u64, CrlError> {
         let envelope = CrlEnvelope::parse(bytes)?;
         // Cheap early refusal before parsing or verifying (the common replay case).
         if self.issuers.len() == 1 {
@@ -395,7 +397,7 @@ impl Verifier {
         &mut self,
         crl_der: &[u8],
         envelope_number: Option<u64>,
-        now: OffsetDateTime,
+        now: SystemTime,
     ) -> Result<u64, CrlError> {
         let crl = match CertificateRevocationList::from_der(crl_der) {
             Ok(([], crl)) => crl,
@@ -443,7 +445,10 @@ impl Verifier {
                 &crl.signature_value.data,
             )
             .map_err(|_| CrlError::BadSignature)?;
-        let next_update = crl.next_update().map(|t| t.to_datetime());
+        let next_update = crl
+            .next_update()
+            .map(|t| clock::system(t.to_datetime()).ok_or(CrlError::Malformed))
+            .transpose()?;
         if next_update.is_some_and(|next| now > next) {
             return Err(CrlError::Expired);
         }
@@ -464,7 +469,7 @@ impl Verifier {
 
     /// Checks every CA from `index` up to the root: valid at `now`, and not
     /// revoked by its parent's CRL.
-    fn check_issuer_path(&self, mut index: usize, now: OffsetDateTime) -> Result<(), VerifyError> {
+    fn check_issuer_path(&self, mut index: usize, now: SystemTime) -> Result<(), VerifyError> {
         // The list only grows by appending children of existing entries, so
         // parents have lower indices and the walk terminates.
         loop {
@@ -498,7 +503,7 @@ impl Verifier {
     /// revocation, and that the single IPv4 SAN equals `claimed_ip`.
     pub fn verify(
         &self,
-        now: OffsetDateTime,
+        now: SystemTime,
         cert_der: &[u8],
         claimed_ip: Ipv4Addr,
     ) -> Result<VerifiedPeer, VerifyError> {
@@ -511,8 +516,11 @@ impl Verifier {
             &cert.signature_value.data,
         )?;
         let validity = cert.validity();
-        let not_after = validity.not_after.to_datetime();
-        if now < validity.not_before.to_datetime() {
+        let not_before =
+            clock::system(validity.not_before.to_datetime()).ok_or(VerifyError::Malformed)?;
+        let not_after =
+            clock::system(validity.not_after.to_datetime()).ok_or(VerifyError::Malformed)?;
+        if now < not_before {
             return Err(VerifyError::NotYetValid);
         }
         if now > not_after {

@@ -9,21 +9,27 @@ use std::net::Ipv4Addr;
 use ipsec_ca::admin::{CertState, IssueError, der_or_pem, host_name_in, issue_node, parse_serial};
 use ipsec_ca::key::to_pem;
 use ipsec_ca::state::hex_encode;
-use ipsec_ca::time::{Duration, OffsetDateTime};
 use ipsec_ca::verify::certificate_dns_names;
 use ipsec_ca::{
     BoxedStore, Ca, CaError, CaIdentity, FileStore, KeyType, MemStore, NodeKey, NodeRequest,
     Policy, RevocationReason, Store as _, StoreError, Verifier,
 };
+use std::time::{Duration, SystemTime};
 
 const IP: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 7);
 
-fn t0() -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
 fn identity() -> CaIdentity {
-    CaIdentity::create_root(t0(), KeyType::Ed25519, "wow CA", Duration::days(3650)).unwrap()
+    CaIdentity::create_root(
+        t0(),
+        KeyType::Ed25519,
+        "wow CA",
+        Duration::from_secs(3650 * 86_400),
+    )
+    .unwrap()
 }
 
 fn new_ca() -> Ca<MemStore> {
@@ -74,11 +80,11 @@ fn issue_node_certifies_the_names_and_refuses_bad_ones_first() {
     let names = ["DB", "web.wow.internal"].map(|n| host_name_in(n, "wow.internal"));
     let node = issue_node(
         &mut ca,
+        t0(),
         IP,
         names,
         KeyType::Ed25519,
-        Some(Duration::days(1)),
-        t0(),
+        Some(Duration::from_secs(86_400)),
     )
     .unwrap();
     assert_eq!(
@@ -93,11 +99,11 @@ fn issue_node_certifies_the_names_and_refuses_bad_ones_first() {
 
     let bad = issue_node(
         &mut ca,
+        t0(),
         Ipv4Addr::new(10, 128, 0, 8),
         ["d b".to_string()],
         KeyType::Ed25519,
         None,
-        t0(),
     );
     assert!(matches!(bad, Err(IssueError::Names(_))), "{bad:?}");
     assert_eq!(ca.issued().len(), 1, "nothing issued for a bad name");
@@ -133,34 +139,29 @@ fn certificate_states() {
     let mut ca = new_ca();
     let a = issue_node(
         &mut ca,
+        t0(),
         IP,
         [],
         KeyType::Ed25519,
-        Some(Duration::days(1)),
-        t0(),
+        Some(Duration::from_secs(86_400)),
     )
     .unwrap();
     issue_node(
         &mut ca,
+        t0(),
         Ipv4Addr::new(10, 128, 0, 9),
         [],
         KeyType::Ed25519,
-        Some(Duration::days(10)),
-        t0(),
+        Some(Duration::from_secs(10 * 86_400)),
     )
     .unwrap();
     ca.revoke(t0(), &a.issued.serial, RevocationReason::Unspecified)
         .unwrap();
-    let later = (t0() + Duration::days(2)).unix_timestamp();
+    let later = t0() + Duration::from_secs(2 * 86_400);
     let states: Vec<_> = ca
         .issued()
         .iter()
-        .map(|r| {
-            (
-                CertState::of(r, t0().unix_timestamp()),
-                CertState::of(r, later),
-            )
-        })
+        .map(|r| (CertState::of(t0(), r), CertState::of(later, r)))
         .collect();
     assert_eq!(
         states,
@@ -169,8 +170,8 @@ fn certificate_states() {
             (CertState::Live, CertState::Live)
         ]
     );
-    let far = (t0() + Duration::days(20)).unix_timestamp();
-    assert_eq!(CertState::of(&ca.issued()[1], far), CertState::Expired);
+    let far = t0() + Duration::from_secs(20 * 86_400);
+    assert_eq!(CertState::of(far, &ca.issued()[1]), CertState::Expired);
     assert_eq!(format!("{:<8}|", CertState::Live), "live    |");
 }
 
@@ -179,16 +180,16 @@ fn certificate_states() {
 #[test]
 fn a_boxed_ca_keeps_its_state_and_store() {
     let mut ca = new_ca();
-    issue_node(&mut ca, IP, [], KeyType::Ed25519, None, t0()).unwrap();
+    issue_node(&mut ca, t0(), IP, [], KeyType::Ed25519, None).unwrap();
     let mut boxed: Ca<BoxedStore> = ca.boxed();
     assert_eq!(boxed.issued().len(), 1);
     issue_node(
         &mut boxed,
+        t0(),
         Ipv4Addr::new(10, 128, 0, 9),
         [],
         KeyType::Ed25519,
         None,
-        t0(),
     )
     .unwrap();
     let saved = boxed.store_mut().load().unwrap().unwrap();
@@ -219,7 +220,7 @@ fn ca_directories_open_only_when_initialised_and_initialise_once() {
         .unwrap()
         .init_ca(identity(), Policy::default())
         .unwrap();
-    issue_node(&mut ca, IP, [], KeyType::Ed25519, None, t0()).unwrap();
+    issue_node(&mut ca, t0(), IP, [], KeyType::Ed25519, None).unwrap();
     let cert = ca.identity().cert_der().to_vec();
     drop(ca);
     let again = FileStore::new(&dir)

@@ -5,21 +5,26 @@
 
 use std::net::Ipv4Addr;
 
-use ipsec_ca::time::{Duration, OffsetDateTime};
 use ipsec_ca::{
     Ca, CaIdentity, CrlError, KeyType, MemStore, NodeKey, NodeRequest, Policy, Verifier,
     VerifyError,
 };
+use std::time::{Duration, SystemTime};
 
 const IP: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 10);
 
-fn t0() -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
 fn setup() -> (Ca<MemStore>, Verifier, Vec<u8>) {
-    let identity =
-        CaIdentity::create_root(t0(), KeyType::Ed25519, "wow CA", Duration::days(3650)).unwrap();
+    let identity = CaIdentity::create_root(
+        t0(),
+        KeyType::Ed25519,
+        "wow CA",
+        Duration::from_secs(3650 * 86_400),
+    )
+    .unwrap();
     let mut ca =
         Ca::open_with_insecure_seed(identity, Policy::default(), MemStore::default(), [5; 32])
             .unwrap();
@@ -34,18 +39,18 @@ fn setup() -> (Ca<MemStore>, Verifier, Vec<u8>) {
 fn attack_expired_crl_blocks_new_certificates_after_grace() {
     let (mut ca, mut verifier, cert) = setup();
     let crl = ca.issue_crl(t0()).unwrap();
-    assert_eq!(crl.next_update, t0() + Duration::days(7));
+    assert_eq!(crl.next_update, t0() + Duration::from_secs(7 * 86_400));
     verifier.handle_crl_envelope(t0(), &crl.envelope()).unwrap();
-    let grace = Duration::hours(1);
+    let grace = Duration::from_secs(3600);
     verifier.require_fresh_crl(grace, t0() + grace);
     assert_eq!(verifier.crl_next_update(), Some(crl.next_update));
 
     // Past nextUpdate but within the grace: still accepted.
-    let within = crl.next_update + Duration::minutes(30);
+    let within = crl.next_update + Duration::from_secs(30 * 60);
     verifier.verify(within, &cert, IP).unwrap();
     assert!(!verifier.crl_is_stale(within));
     // After the grace: refused, and shown as stale.
-    let after = crl.next_update + grace + Duration::seconds(1);
+    let after = crl.next_update + grace + Duration::from_secs(1);
     assert!(verifier.crl_is_stale(after));
     assert_eq!(
         verifier.verify(after, &cert, IP),
@@ -63,10 +68,10 @@ fn attack_expired_crl_blocks_new_certificates_after_grace() {
 #[test]
 fn attack_no_crl_at_all_fails_closed_after_grace() {
     let (_ca, mut verifier, cert) = setup();
-    let grace = Duration::hours(1);
+    let grace = Duration::from_secs(3600);
     verifier.require_fresh_crl(grace, t0() + grace);
     verifier.verify(t0(), &cert, IP).unwrap();
-    let after = t0() + grace + Duration::seconds(1);
+    let after = t0() + grace + Duration::from_secs(1);
     assert!(verifier.crl_is_stale(after));
     assert_eq!(
         verifier.verify(after, &cert, IP),
@@ -77,7 +82,7 @@ fn attack_no_crl_at_all_fails_closed_after_grace() {
 #[test]
 fn without_the_requirement_nothing_is_stale() {
     let (_ca, verifier, cert) = setup();
-    let late = t0() + Duration::days(30);
+    let late = t0() + Duration::from_secs(30 * 86_400);
     assert!(!verifier.crl_is_stale(late));
     verifier.verify(late, &cert, IP).unwrap();
 }

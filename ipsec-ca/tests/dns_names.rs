@@ -5,23 +5,28 @@
 
 use std::net::Ipv4Addr;
 
-use ipsec_ca::time::{Duration, OffsetDateTime};
 use ipsec_ca::verify::certificate_dns_names;
 use ipsec_ca::{
     Ca, CaError, CaIdentity, CsrError, KeyError, KeyType, MemStore, NodeKey, NodeRequest, Policy,
     PolicyError, RevocationReason, Verifier, parse_csr,
 };
+use std::time::{Duration, SystemTime};
 
 const IP: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 10);
 const OTHER_IP: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 11);
 
-fn t0() -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
 fn new_ca(policy: Policy) -> Ca<MemStore> {
-    let identity =
-        CaIdentity::create_root(t0(), KeyType::Ed25519, "wow CA", Duration::days(3650)).unwrap();
+    let identity = CaIdentity::create_root(
+        t0(),
+        KeyType::Ed25519,
+        "wow CA",
+        Duration::from_secs(3650 * 86_400),
+    )
+    .unwrap();
     Ca::open_with_insecure_seed(identity, policy, MemStore::default(), [5; 32]).unwrap()
 }
 

@@ -5,24 +5,29 @@
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use ipsec_ca::time::{Duration, OffsetDateTime};
 use ipsec_ca::wire::enrol::REPLY_LABEL;
 use ipsec_ca::wire::{EnrolmentMessage, RejectReason};
 use ipsec_ca::{
     Ca, CaIdentity, Enrolment, EnrolmentConfig, EnrolmentError, EnrolmentEvent, JoinToken, KeyType,
     MemStore, NodeKey, NodeRequest, Policy, Verifier,
 };
+use std::time::{Duration, SystemTime};
 
 const IP: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 10);
 const OTHER_IP: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 11);
 
-fn t0() -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
 fn new_ca() -> Ca<MemStore> {
-    let identity =
-        CaIdentity::create_root(t0(), KeyType::Ed25519, "wow CA", Duration::days(3650)).unwrap();
+    let identity = CaIdentity::create_root(
+        t0(),
+        KeyType::Ed25519,
+        "wow CA",
+        Duration::from_secs(3650 * 86_400),
+    )
+    .unwrap();
     let policy = Policy {
         network: Some((Ipv4Addr::new(10, 128, 0, 0), 16)),
         max_pending: 8,
@@ -46,7 +51,7 @@ fn token_request(token: &JoinToken, request_id: u64, csr: &[u8]) -> Vec<u8> {
 }
 
 /// Sends `request` from `source` and returns the verified reply.
-fn ask(ca: &mut Ca<MemStore>, source: Ipv4Addr, request: &[u8], now: OffsetDateTime) -> Vec<u8> {
+fn ask(ca: &mut Ca<MemStore>, source: Ipv4Addr, request: &[u8], now: SystemTime) -> Vec<u8> {
     ca.handle_enrolment(now, source, request).unwrap();
     let t = ca.poll_transmit().unwrap();
     assert!(ca.poll_transmit().is_none());
@@ -74,7 +79,9 @@ fn is_pending(reply: &[u8]) -> bool {
 #[test]
 fn a_valid_token_is_signed_at_once_and_consumed() {
     let mut ca = new_ca();
-    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
+    let token = ca
+        .issue_token(t0(), None, Duration::from_secs(3600))
+        .unwrap();
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     let reply = ask(&mut ca, IP, &token_request(&token, 7, &csr(&key, IP)), t0());
     assert!(is_issued(&reply));
@@ -108,7 +115,9 @@ fn attack_spoofed_source_enrolment_for_another_address_gets_nothing() {
 #[test]
 fn attack_token_reuse_is_refused() {
     let mut ca = new_ca();
-    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
+    let token = ca
+        .issue_token(t0(), None, Duration::from_secs(3600))
+        .unwrap();
     let first = NodeKey::generate(KeyType::Ed25519).unwrap();
     assert!(is_issued(&ask(
         &mut ca,
@@ -130,9 +139,11 @@ fn attack_token_reuse_is_refused() {
 #[test]
 fn attack_expired_token_is_refused() {
     let mut ca = new_ca();
-    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
+    let token = ca
+        .issue_token(t0(), None, Duration::from_secs(3600))
+        .unwrap();
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
-    let late = t0() + Duration::hours(1) + Duration::seconds(1);
+    let late = t0() + Duration::from_secs(3600) + Duration::from_secs(1);
     let reply = ask(&mut ca, IP, &token_request(&token, 1, &csr(&key, IP)), late);
     assert!(is_pending(&reply));
     assert!(ca.issued().is_empty());
@@ -142,7 +153,7 @@ fn attack_expired_token_is_refused() {
 fn attack_token_for_another_ip_is_refused() {
     let mut ca = new_ca();
     let token = ca
-        .issue_token(t0(), Some(OTHER_IP), Duration::hours(1))
+        .issue_token(t0(), Some(OTHER_IP), Duration::from_secs(3600))
         .unwrap();
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     let reply = ask(&mut ca, IP, &token_request(&token, 1, &csr(&key, IP)), t0());
@@ -161,7 +172,9 @@ fn attack_token_for_another_ip_is_refused() {
 #[test]
 fn attack_observed_token_mac_does_not_authorise_another_csr() {
     let mut ca = new_ca();
-    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
+    let token = ca
+        .issue_token(t0(), None, Duration::from_secs(3600))
+        .unwrap();
     let victim = NodeKey::generate(KeyType::Ed25519).unwrap();
     let observed = token_request(&token, 1, &csr(&victim, IP));
     let EnrolmentMessage::TokenRequest { token_id, mac, .. } =
@@ -185,7 +198,9 @@ fn attack_observed_token_mac_does_not_authorise_another_csr() {
 #[test]
 fn attack_pending_queue_flood_does_not_block_a_token_request() {
     let mut ca = new_ca();
-    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
+    let token = ca
+        .issue_token(t0(), None, Duration::from_secs(3600))
+        .unwrap();
     // Spoofed sources fill the queue.
     for i in 0..20u8 {
         let ip = Ipv4Addr::new(10, 128, 1, i + 1);
@@ -216,7 +231,9 @@ fn attack_pending_queue_flood_does_not_block_a_token_request() {
 #[test]
 fn addresses_outside_the_network_are_refused() {
     let mut ca = new_ca();
-    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
+    let token = ca
+        .issue_token(t0(), None, Duration::from_secs(3600))
+        .unwrap();
     for ip in [
         Ipv4Addr::new(192, 168, 0, 5),
         Ipv4Addr::new(10, 128, 0, 0),
@@ -236,7 +253,7 @@ fn addresses_outside_the_network_are_refused() {
         ca.issue_token(
             t0(),
             Some(Ipv4Addr::new(192, 168, 0, 5)),
-            Duration::hours(1),
+            Duration::from_secs(3600),
         )
         .is_err()
     );
@@ -246,7 +263,9 @@ fn addresses_outside_the_network_are_refused() {
 #[test]
 fn renewal_with_the_same_key_after_half_the_lifetime() {
     let mut ca = new_ca();
-    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
+    let token = ca
+        .issue_token(t0(), None, Duration::from_secs(3600))
+        .unwrap();
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     let first = ask(&mut ca, IP, &token_request(&token, 1, &csr(&key, IP)), t0());
     assert!(is_issued(&first));
@@ -256,7 +275,7 @@ fn renewal_with_the_same_key_after_half_the_lifetime() {
     }
     .to_bytes();
     // Early: the current certificate again, nothing new.
-    let early = ask(&mut ca, IP, &renew, t0() + Duration::days(10));
+    let early = ask(&mut ca, IP, &renew, t0() + Duration::from_secs(10 * 86_400));
     assert_eq!(ca.issued().len(), 1);
     let (
         EnrolmentMessage::Issued { certificate: a, .. },
@@ -270,7 +289,7 @@ fn renewal_with_the_same_key_after_half_the_lifetime() {
     };
     assert_eq!(a, b);
     // At two thirds: a new certificate, no token needed.
-    let at = t0() + Duration::days(20);
+    let at = t0() + Duration::from_secs(20 * 86_400);
     let renewed = ask(&mut ca, IP, &renew, at);
     assert!(is_issued(&renewed));
     assert_eq!(ca.issued().len(), 2);
@@ -280,7 +299,9 @@ fn renewal_with_the_same_key_after_half_the_lifetime() {
 #[test]
 fn attack_replayed_renewal_does_not_revoke_the_current_certificate() {
     let mut ca = new_ca();
-    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
+    let token = ca
+        .issue_token(t0(), None, Duration::from_secs(3600))
+        .unwrap();
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     let csr_der = csr(&key, IP);
     assert!(is_issued(&ask(
@@ -295,7 +316,12 @@ fn attack_replayed_renewal_does_not_revoke_the_current_certificate() {
         csr: &csr_der,
     }
     .to_bytes();
-    ask(&mut ca, IP, &replay, t0() + Duration::days(25));
+    ask(
+        &mut ca,
+        IP,
+        &replay,
+        t0() + Duration::from_secs(25 * 86_400),
+    );
     assert!(ca.issued().iter().all(|r| r.revoked_at.is_none()));
 }
 
@@ -346,7 +372,9 @@ fn attack_unsigned_or_foreign_rejected_does_not_end_enrolment() {
     assert!(!node.is_finished());
     assert_eq!(node.poll_event(), None);
     // The real CA still gets through.
-    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
+    let token = ca
+        .issue_token(t0(), None, Duration::from_secs(3600))
+        .unwrap();
     let mut node = Enrolment::new(
         now,
         EnrolmentConfig::default(),
@@ -393,7 +421,9 @@ fn a_full_queue_is_retried_not_final() {
 #[test]
 fn only_a_usable_token_with_the_right_mac_passes_the_flood_check() {
     let mut ca = new_ca();
-    let token = ca.issue_token(t0(), None, Duration::hours(1)).unwrap();
+    let token = ca
+        .issue_token(t0(), None, Duration::from_secs(3600))
+        .unwrap();
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     let csr_der = csr(&key, IP);
     let good = token_request(&token, 1, &csr_der);
@@ -407,7 +437,7 @@ fn only_a_usable_token_with_the_right_mac_passes_the_flood_check() {
     }
     .to_bytes();
     assert!(!ca.has_valid_token(t0(), &plain));
-    assert!(!ca.has_valid_token(t0() + Duration::hours(2), &good));
+    assert!(!ca.has_valid_token(t0() + Duration::from_secs(2 * 3600), &good));
     ask(&mut ca, IP, &good, t0());
     assert!(!ca.has_valid_token(t0(), &good), "used");
 }

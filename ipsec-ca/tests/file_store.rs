@@ -8,14 +8,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use ipsec_ca::file_store::{JOURNAL_FILE, STATE_FILE};
-use ipsec_ca::time::{Duration, OffsetDateTime};
 use ipsec_ca::{
     Ca, CaIdentity, FileStore, KeyType, NodeKey, NodeRequest, Policy, RevocationReason, Store,
     StoreError,
 };
+use std::time::{Duration, SystemTime};
 
-fn t0() -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
 fn tmpdir(tag: &str) -> PathBuf {
@@ -30,8 +30,13 @@ fn tmpdir(tag: &str) -> PathBuf {
 fn init(dir: &Path, compact_every: usize) -> Ca<FileStore> {
     let mut store = FileStore::new(dir).unwrap();
     store.set_compact_every(compact_every);
-    let identity =
-        CaIdentity::create_root(t0(), KeyType::Ed25519, "fs", Duration::days(3650)).unwrap();
+    let identity = CaIdentity::create_root(
+        t0(),
+        KeyType::Ed25519,
+        "fs",
+        Duration::from_secs(3650 * 86_400),
+    )
+    .unwrap();
     store.save_identity(&identity).unwrap();
     Ca::open_with_insecure_seed(identity, Policy::default(), store, [1; 32]).unwrap()
 }
@@ -230,7 +235,8 @@ fn join_tokens_and_their_use_survive_a_restart() {
         let ip = Ipv4Addr::new(10, 128, 0, 7);
         let token = {
             let mut ca = init(&dir, compact_every);
-            ca.issue_token(t0(), Some(ip), Duration::hours(1)).unwrap()
+            ca.issue_token(t0(), Some(ip), Duration::from_secs(3600))
+                .unwrap()
         };
         let mut ca = reopen(&dir);
         assert_eq!(ca.tokens().len(), 1);

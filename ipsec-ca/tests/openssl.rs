@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ipsec_ca::key::to_pem;
-use ipsec_ca::time::{Duration, OffsetDateTime};
 use ipsec_ca::{
     Ca, CaIdentity, FileStore, KeyType, NodeKey, NodeRequest, Policy, RevocationReason, Verifier,
     VerifyError,
 };
+use std::time::{Duration, SystemTime};
 use x509_parser::prelude::{CertificateRevocationList, FromDer, X509Certificate};
 
 fn have_openssl(test: &str) -> bool {
@@ -26,9 +26,9 @@ fn have_openssl(test: &str) -> bool {
     }
 }
 
-fn now() -> OffsetDateTime {
+fn now() -> SystemTime {
     // OpenSSL checks validity against the real clock.
-    OffsetDateTime::now_utc()
+    SystemTime::now()
 }
 
 fn tmpdir(tag: &str) -> PathBuf {
@@ -65,8 +65,13 @@ fn s(p: &Path) -> &str {
 fn lifecycle(key_type: KeyType, node_key_type: KeyType) {
     let dir = tmpdir(&format!("ossl-{key_type}-{node_key_type}"));
     let store = FileStore::new(dir.join("ca")).unwrap();
-    let identity =
-        CaIdentity::create_root(now(), key_type, "wow test CA", Duration::days(30)).unwrap();
+    let identity = CaIdentity::create_root(
+        now(),
+        key_type,
+        "wow test CA",
+        Duration::from_secs(30 * 86_400),
+    )
+    .unwrap();
     store.save_identity(&identity).unwrap();
     let mut ca = Ca::open_with_insecure_seed(identity, Policy::default(), store, [9; 32]).unwrap();
     let ca_pem = dir.join("ca").join("ca.pem");
@@ -187,8 +192,13 @@ fn openssl_reloaded_ca_and_intermediate_chain() {
     }
     let dir = tmpdir("ossl-int");
     let root_store = FileStore::new(dir.join("root")).unwrap();
-    let root =
-        CaIdentity::create_root(now(), KeyType::EcdsaP256, "wow root", Duration::days(60)).unwrap();
+    let root = CaIdentity::create_root(
+        now(),
+        KeyType::EcdsaP256,
+        "wow root",
+        Duration::from_secs(60 * 86_400),
+    )
+    .unwrap();
     root_store.save_identity(&root).unwrap();
     let root = root_store.load_identity().unwrap();
     let int_store = FileStore::new(dir.join("int")).unwrap();
@@ -197,7 +207,7 @@ fn openssl_reloaded_ca_and_intermediate_chain() {
         &root,
         KeyType::Ed25519,
         "wow site",
-        Duration::days(30),
+        Duration::from_secs(30 * 86_400),
     )
     .unwrap();
     int_store.save_identity(&int).unwrap();
@@ -299,8 +309,13 @@ fn openssl_made_csr_is_signed_and_foreign_cert_refused() {
         &std::fs::read_to_string(&csr).unwrap(),
     )
     .unwrap();
-    let identity =
-        CaIdentity::create_root(now(), KeyType::Ed25519, "wow CA", Duration::days(30)).unwrap();
+    let identity = CaIdentity::create_root(
+        now(),
+        KeyType::Ed25519,
+        "wow CA",
+        Duration::from_secs(30 * 86_400),
+    )
+    .unwrap();
     let mut ca = Ca::open_with_insecure_seed(
         identity,
         Policy::default(),

@@ -4,22 +4,24 @@
 
 use std::net::Ipv4Addr;
 
-use ipsec_ca::time::{Duration, OffsetDateTime};
 use ipsec_ca::wire::{CrlEnvelope, EnrolmentMessage, RejectReason};
 use ipsec_ca::{
     Ca, CaError, CaIdentity, CrlError, CsrError, KeyType, MemStore, NodeKey, NodeRequest,
     OverlayAddress, Policy, PolicyError, RevocationReason, Verifier, VerifyError, WireError,
 };
+use std::time::{Duration, SystemTime};
 
 const IP: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 10);
 const OTHER_IP: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 11);
 
-fn t0() -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
 fn new_ca(key_type: KeyType, policy: Policy) -> Ca<MemStore> {
-    let identity = CaIdentity::create_root(t0(), key_type, "wow CA", Duration::days(3650)).unwrap();
+    let identity =
+        CaIdentity::create_root(t0(), key_type, "wow CA", Duration::from_secs(3650 * 86_400))
+            .unwrap();
     Ca::open_with_insecure_seed(identity, policy, MemStore::default(), [5; 32]).unwrap()
 }
 
@@ -72,7 +74,7 @@ fn refuses_duplicate_ip_with_another_key_until_revoked_or_expired() {
     assert_eq!(ca.issued().len(), 1);
 
     // Once expired, the IP is free again.
-    let later = t0() + ca.policy().default_validity + Duration::seconds(1);
+    let later = t0() + ca.policy().default_validity + Duration::from_secs(1);
     ca.sign(later, &csr(&second, IP), IP, None).unwrap();
 
     // Once revoked, too.
@@ -91,7 +93,12 @@ fn renewal_by_same_key_supersedes_old_certificate() {
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     let old = ca.sign(t0(), &csr(&key, IP), IP, None).unwrap();
     let new = ca
-        .sign(t0() + Duration::days(20), &csr(&key, IP), IP, None)
+        .sign(
+            t0() + Duration::from_secs(20 * 86_400),
+            &csr(&key, IP),
+            IP,
+            None,
+        )
         .unwrap();
     assert_ne!(old.serial, new.serial);
     let old_rec = ca.find_serial(&old.serial).unwrap();
@@ -103,7 +110,7 @@ fn renewal_by_same_key_supersedes_old_certificate() {
     let live = ca
         .issued()
         .iter()
-        .filter(|r| r.virtual_ip == IP && r.is_live(t0().unix_timestamp() + 20 * 86400))
+        .filter(|r| r.virtual_ip == IP && r.is_live(t0() + Duration::from_secs(20 * 86_400)))
         .count();
     assert_eq!(live, 1);
 }
@@ -127,13 +134,18 @@ fn refuses_disallowed_key_type() {
 #[test]
 fn refuses_over_long_validity_and_caps_at_ca_lifetime() {
     let policy = Policy {
-        max_validity: Duration::days(90),
+        max_validity: Duration::from_secs(90 * 86_400),
         ..Policy::default()
     };
     let mut ca = new_ca(KeyType::Ed25519, policy);
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
     assert_eq!(
-        policy_err(ca.sign(t0(), &csr(&key, IP), IP, Some(Duration::days(91)))),
+        policy_err(ca.sign(
+            t0(),
+            &csr(&key, IP),
+            IP,
+            Some(Duration::from_secs(91 * 86_400))
+        )),
         PolicyError::ValidityTooLong {
             requested_secs: 91 * 86400,
             max_secs: 90 * 86400
@@ -144,14 +156,19 @@ fn refuses_over_long_validity_and_caps_at_ca_lifetime() {
         PolicyError::ValidityNotPositive
     );
     let issued = ca
-        .sign(t0(), &csr(&key, IP), IP, Some(Duration::days(90)))
+        .sign(
+            t0(),
+            &csr(&key, IP),
+            IP,
+            Some(Duration::from_secs(90 * 86_400)),
+        )
         .unwrap();
     let verifier = Verifier::new(ca.identity().cert_der()).unwrap();
     let peer = verifier.verify(t0(), &issued.certificate, IP).unwrap();
-    assert_eq!(peer.not_after, t0() + Duration::days(90));
+    assert_eq!(peer.not_after, t0() + Duration::from_secs(90 * 86_400));
 
     // Near the CA's end, validity is capped at the CA's notAfter.
-    let near_end = ca.identity().not_after() - Duration::days(1);
+    let near_end = ca.identity().not_after() - Duration::from_secs(86_400);
     let other = NodeKey::generate(KeyType::Ed25519).unwrap();
     let issued = ca
         .sign(near_end, &csr(&other, OTHER_IP), OTHER_IP, None)
@@ -160,7 +177,7 @@ fn refuses_over_long_validity_and_caps_at_ca_lifetime() {
         .verify(near_end, &issued.certificate, OTHER_IP)
         .unwrap();
     assert_eq!(peer.not_after, ca.identity().not_after());
-    let after_end = ca.identity().not_after() + Duration::seconds(1);
+    let after_end = ca.identity().not_after() + Duration::from_secs(1);
     let third = NodeKey::generate(KeyType::Ed25519).unwrap();
     let ip3 = Ipv4Addr::new(10, 128, 0, 12);
     assert_eq!(
@@ -228,8 +245,13 @@ fn refuses_csr_without_single_ipv4_san() {
 #[test]
 fn serials_are_unique_and_differ_between_cas() {
     let mut a = new_ca(KeyType::Ed25519, Policy::default());
-    let identity =
-        CaIdentity::create_root(t0(), KeyType::Ed25519, "b", Duration::days(3650)).unwrap();
+    let identity = CaIdentity::create_root(
+        t0(),
+        KeyType::Ed25519,
+        "b",
+        Duration::from_secs(3650 * 86_400),
+    )
+    .unwrap();
     let mut b =
         Ca::open_with_insecure_seed(identity, Policy::default(), MemStore::default(), [6; 32])
             .unwrap();
@@ -473,7 +495,7 @@ fn refuses_stale_and_mismatched_crls() {
         })
     );
     // Expired CRL.
-    let late = t0() + ca.policy().crl_validity + Duration::seconds(1);
+    let late = t0() + ca.policy().crl_validity + Duration::from_secs(1);
     assert_eq!(verifier.set_crl(late, &crl3.der), Err(CrlError::Expired));
     // A CRL from another CA.
     let mut other = new_ca(KeyType::Ed25519, Policy::default());
@@ -523,11 +545,15 @@ fn verifier_refusals() {
         })
     );
     assert_eq!(
-        verifier.verify(t0() - Duration::hours(1), &issued.certificate, IP),
+        verifier.verify(t0() - Duration::from_secs(3600), &issued.certificate, IP),
         Err(VerifyError::NotYetValid)
     );
     assert_eq!(
-        verifier.verify(t0() + Duration::days(31), &issued.certificate, IP),
+        verifier.verify(
+            t0() + Duration::from_secs(31 * 86_400),
+            &issued.certificate,
+            IP
+        ),
         Err(VerifyError::Expired)
     );
     let mut tampered = issued.certificate.clone();
@@ -571,7 +597,7 @@ fn verifier_refusals() {
     );
     let key2 = NodeKey::generate(KeyType::Ed25519).unwrap();
     let fresh = ca.sign(t0(), &csr(&key2, IP), IP, None).unwrap();
-    let late = t0() + Duration::days(8);
+    let late = t0() + Duration::from_secs(8 * 86_400);
     verifier.verify(late, &fresh.certificate, IP).unwrap();
     verifier.set_require_current_crl(true);
     assert_eq!(
@@ -636,14 +662,19 @@ fn queue_replaces_resent_request_and_has_a_limit() {
 
 #[test]
 fn intermediate_revoked_by_root_crl() {
-    let root =
-        CaIdentity::create_root(t0(), KeyType::Ed25519, "root", Duration::days(100)).unwrap();
+    let root = CaIdentity::create_root(
+        t0(),
+        KeyType::Ed25519,
+        "root",
+        Duration::from_secs(100 * 86_400),
+    )
+    .unwrap();
     let int = CaIdentity::create_intermediate(
         t0(),
         &root,
         KeyType::EcdsaP256,
         "site",
-        Duration::days(100),
+        Duration::from_secs(100 * 86_400),
     )
     .unwrap();
     let int_der = int.cert_der().to_vec();
@@ -664,13 +695,13 @@ fn intermediate_revoked_by_root_crl() {
     )
     .unwrap();
     let crl = rcgen::CertificateRevocationListParams {
-        this_update: t0(),
-        next_update: t0() + Duration::days(1),
+        this_update: t0().into(),
+        next_update: (t0() + Duration::from_secs(86_400)).into(),
         crl_number: rcgen::SerialNumber::from_slice(&[1]),
         issuing_distribution_point: None,
         revoked_certs: vec![rcgen::RevokedCertParams {
             serial_number: rcgen::SerialNumber::from_slice(parsed.raw_serial()),
-            revocation_time: t0(),
+            revocation_time: t0().into(),
             reason_code: None,
             invalidity_date: None,
         }],
@@ -828,13 +859,13 @@ fn not_after_is_inclusive_everywhere() {
     let end = t0() + ca.policy().default_validity;
     let verifier = Verifier::new(ca.identity().cert_der()).unwrap();
     verifier.verify(end, &issued.certificate, IP).unwrap();
-    assert!(ca.issued()[0].is_live(end.unix_timestamp()));
+    assert!(ca.issued()[0].is_live(end));
     let other = NodeKey::generate(KeyType::Ed25519).unwrap();
     assert!(matches!(
         ca.sign(end, &csr(&other, IP), IP, None),
         Err(CaError::Policy(PolicyError::IpInUse { .. }))
     ));
-    let after = end + Duration::seconds(1);
+    let after = end + Duration::from_secs(1);
     assert_eq!(
         verifier.verify(after, &issued.certificate, IP),
         Err(VerifyError::Expired)
@@ -848,8 +879,13 @@ fn attack_predictable_serials_production_cas_draw_from_the_os() {
     // the same (empty) state, issuing the same request at the same time: the
     // serials must still differ (a seed from the clock or the state would
     // repeat them).
-    let identity =
-        CaIdentity::create_root(t0(), KeyType::Ed25519, "wow CA", Duration::days(3650)).unwrap();
+    let identity = CaIdentity::create_root(
+        t0(),
+        KeyType::Ed25519,
+        "wow CA",
+        Duration::from_secs(3650 * 86_400),
+    )
+    .unwrap();
     let (cert_pem, key_pem) = (identity.cert_pem(), identity.key_pem());
     let identity = || CaIdentity::from_pem(&cert_pem, &key_pem, None).unwrap();
     let key = NodeKey::generate(KeyType::Ed25519).unwrap();
@@ -870,4 +906,56 @@ fn attack_predictable_serials_production_cas_draw_from_the_os() {
         ca.sign(t0(), &csr(&key, IP), IP, None).unwrap().serial
     };
     assert_eq!(seeded(), seeded());
+}
+
+/// A wall time before the Unix epoch (a broken clock) is a typed error or
+/// a refusal everywhere, never a panic, and changes nothing.
+#[test]
+fn a_time_before_the_epoch_is_a_typed_error() {
+    let before = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
+    assert!(matches!(
+        CaIdentity::create_root(before, KeyType::Ed25519, "x", Duration::from_secs(86_400)),
+        Err(CaError::TimeOutOfRange)
+    ));
+    let mut ca = new_ca(KeyType::Ed25519, Policy::default());
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    assert_eq!(
+        policy_err(ca.sign(before, &csr(&key, IP), IP, None)),
+        PolicyError::TimeOutOfRange
+    );
+    assert!(matches!(
+        ca.issue_crl(before),
+        Err(CaError::Policy(PolicyError::TimeOutOfRange))
+    ));
+    assert!(
+        ca.issue_token(before, None, Duration::from_secs(60))
+            .is_err()
+    );
+    let request = EnrolmentMessage::Request {
+        request_id: 9,
+        csr: &csr(&key, IP),
+    }
+    .to_bytes();
+    assert!(!ca.has_valid_token(before, &request));
+    ca.handle_enrolment(before, IP, &request).unwrap();
+    let sent = ca.poll_transmit().unwrap();
+    assert!(matches!(
+        reply(&ca, &sent.payload),
+        EnrolmentMessage::Rejected {
+            request_id: 9,
+            reason: RejectReason::Internal
+        }
+    ));
+    assert!(ca.issued().is_empty() && ca.pending().is_empty());
+    assert_eq!(ca.crl_number(), 0);
+    // Far beyond what a certificate can carry.
+    let far = t0() + Duration::from_secs(10_000 * 365 * 86_400);
+    assert!(ca.sign(far, &csr(&key, IP), IP, None).is_err());
+    // The verifier compares: nothing is valid before the epoch.
+    let issued = ca.sign(t0(), &csr(&key, IP), IP, None).unwrap();
+    let verifier = Verifier::new(ca.identity().cert_der()).unwrap();
+    assert_eq!(
+        verifier.verify(before, &issued.certificate, IP),
+        Err(VerifyError::NotYetValid)
+    );
 }

@@ -8,7 +8,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Instant, SystemTime};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ipsec_ca::time::{Duration as CaDuration, OffsetDateTime};
 use ipsec_ca::{
     Ca, CaIdentity, KeyType, MemStore, NodeKey, NodeRequest, Policy as CaPolicy, Verifier,
 };
@@ -116,9 +115,13 @@ fn endpoint_maker() -> (
     IpAddr,
 ) {
     let wall = SystemTime::now();
-    let now = OffsetDateTime::from(wall);
-    let identity =
-        CaIdentity::create_root(now, KeyType::Ed25519, "bench CA", CaDuration::days(30)).unwrap();
+    let identity = CaIdentity::create_root(
+        wall,
+        KeyType::Ed25519,
+        "bench CA",
+        std::time::Duration::from_secs(30 * 86_400),
+    )
+    .unwrap();
     let mut ca =
         Ca::open_with_insecure_seed(identity, CaPolicy::default(), MemStore::default(), [1; 32])
             .unwrap();
@@ -129,7 +132,7 @@ fn endpoint_maker() -> (
         .map(|&ip| {
             let key = NodeKey::generate(KeyType::Ed25519).unwrap();
             let csr = key.certificate_request(&NodeRequest::new(ip)).unwrap();
-            (ca.sign(now, &csr, ip, None).unwrap().certificate, key)
+            (ca.sign(wall, &csr, ip, None).unwrap().certificate, key)
         })
         .collect();
     let ca_der = ca.identity().cert_der().to_vec();

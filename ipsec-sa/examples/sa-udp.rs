@@ -24,7 +24,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
-use ipsec_ca::time::OffsetDateTime;
 use ipsec_ca::{NodeKey, Verifier};
 use ipsec_sa::{Config, Endpoint, LocalIdentity, OpenOutput, Policy, SealOutput};
 
@@ -110,7 +109,7 @@ fn main() -> ExitCode {
     let mut verifier = Verifier::new(&pem_or_der(&args.ca, "CERTIFICATE")).unwrap();
     if let Some(crl) = &args.crl {
         verifier
-            .set_crl(OffsetDateTime::from(wall), &pem_or_der(crl, "X509 CRL"))
+            .set_crl(wall, &pem_or_der(crl, "X509 CRL"))
             .unwrap();
     }
     let config = Config {

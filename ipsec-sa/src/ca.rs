@@ -14,7 +14,6 @@
 use core::net::IpAddr;
 use std::time::SystemTime;
 
-use ipsec_ca::time::OffsetDateTime;
 use ipsec_ca::{KeyType, Verifier, VerifyError};
 
 use crate::auth::{PeerAuthenticator, SignatureAlgorithm, VerifiedPeer};
@@ -57,7 +56,7 @@ impl PeerAuthenticator for Verifier {
             });
         };
         let peer = self
-            .verify(OffsetDateTime::from(now), cert_der, claimed_v4)
+            .verify(now, cert_der, claimed_v4)
             .map_err(|e| auth_error(&e))?;
         let algorithm = match peer.key_type {
             KeyType::Ed25519 => SignatureAlgorithm::Ed25519,
@@ -67,7 +66,7 @@ impl PeerAuthenticator for Verifier {
         Ok(VerifiedPeer {
             ip: IpAddr::V4(peer.virtual_ip),
             serial: peer.serial,
-            not_after: SystemTime::from(peer.not_after),
+            not_after: peer.not_after,
             public_key: peer.public_key,
             algorithm,
         })

@@ -8,7 +8,6 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use ipsec_ca::time::{Duration as CaDuration, OffsetDateTime};
 use ipsec_ca::{Ca, CaIdentity, KeyType, MemStore, NodeKey, NodeRequest, Policy, RevocationReason};
 use wow_test_hosts::{Netns, TempDir, example_bin, require};
 
@@ -28,9 +27,14 @@ fn protected_udp_between_namespaces() {
         return;
     }
     let dir = TempDir::new("isa").unwrap();
-    let now = OffsetDateTime::now_utc();
-    let identity =
-        CaIdentity::create_root(now, KeyType::Ed25519, "wow CA", CaDuration::days(30)).unwrap();
+    let now = std::time::SystemTime::now();
+    let identity = CaIdentity::create_root(
+        now,
+        KeyType::Ed25519,
+        "wow CA",
+        std::time::Duration::from_secs(30 * 86_400),
+    )
+    .unwrap();
     let mut ca =
         Ca::open_with_insecure_seed(identity, Policy::default(), MemStore::default(), [5; 32])
             .unwrap();

@@ -257,6 +257,11 @@ impl Assembly {
         }
     }
 
+    /// Whether chunk `index` has arrived (`false` past the last chunk).
+    pub fn has(&self, index: usize) -> bool {
+        self.chunks.get(index).is_some_and(Option::is_some)
+    }
+
     /// Indices of the chunks still missing.
     pub fn missing(&self) -> Vec<u16> {
         (0..self.manifest.chunks())
@@ -350,8 +355,10 @@ mod tests {
         let (m, chunks) = Manifest::split(1, &value).unwrap();
         let mut a = Assembly::new(m);
         assert_eq!(a.missing(), vec![0, 1, 2]);
+        assert!(!a.has(1));
         assert!(a.insert(1, chunks[1]));
         assert_eq!(a.missing(), vec![0, 2]);
+        assert!(a.has(1) && !a.has(0) && !a.has(3));
         assert!(!a.is_complete());
         assert_eq!(a.finish(), None);
         assert!(a.insert(0, chunks[0]) && a.insert(2, chunks[2]));

@@ -5,18 +5,18 @@
 //! ([`crate::core::Core::with_ca`]).
 
 use std::net::Ipv4Addr;
+use std::time::{Duration, SystemTime};
 
-use ipsec_ca::time::OffsetDateTime;
 use ipsec_ca::{Ca, Store};
 
 /// Parses a duration such as `3600`, `90s`, `30m`, `1h` or `7d`.
-pub fn parse_ttl(text: &str) -> Option<ipsec_ca::time::Duration> {
+pub fn parse_ttl(text: &str) -> Option<Duration> {
     let text = text.trim();
     let (number, unit) = match text.char_indices().last()? {
         (i, c) if c.is_ascii_alphabetic() => (&text[..i], c),
         _ => (text, 's'),
     };
-    let n: i64 = number.parse().ok()?;
+    let n: u64 = number.parse().ok()?;
     let secs = n.checked_mul(match unit {
         's' => 1,
         'm' => 60,
@@ -24,7 +24,7 @@ pub fn parse_ttl(text: &str) -> Option<ipsec_ca::time::Duration> {
         'd' => 86_400,
         _ => return None,
     })?;
-    (secs > 0).then(|| ipsec_ca::time::Duration::seconds(secs))
+    (secs > 0).then(|| Duration::from_secs(secs))
 }
 
 /// The control socket's answer to a CA command on a node that does not
@@ -46,7 +46,7 @@ pub enum CaRequest {
         /// The only address it may enrol.
         ip: Option<Ipv4Addr>,
         /// Lifetime, seconds.
-        ttl_secs: i64,
+        ttl_secs: u64,
     },
 }
 
@@ -87,11 +87,11 @@ impl CaRequest {
         words.next().is_none().then_some(request)
     }
 
-    /// Carries the command out on `ca`; the answer is the text to print,
-    /// `Err` for a refusal.
-    pub fn execute<S: Store>(&self, ca: &mut Ca<S>, now: OffsetDateTime) -> Result<String, String> {
+    /// Carries the command out on `ca` at `now`; the answer is the text to
+    /// print, `Err` for a refusal.
+    pub fn execute<S: Store>(&self, now: SystemTime, ca: &mut Ca<S>) -> Result<String, String> {
         match self {
-            CaRequest::Pending => Ok(pending_table(ca, now)),
+            CaRequest::Pending => Ok(pending_table(now, ca)),
             CaRequest::Approve(id) => {
                 let issued = ca.approve(now, *id).map_err(|e| e.to_string())?;
                 Ok(format!(
@@ -105,7 +105,7 @@ impl CaRequest {
             }
             CaRequest::Token { ip, ttl_secs } => {
                 let token = ca
-                    .issue_token(now, *ip, ipsec_ca::time::Duration::seconds(*ttl_secs))
+                    .issue_token(now, *ip, Duration::from_secs(*ttl_secs))
                     .map_err(|e| e.to_string())?;
                 Ok(format!("{}\n", token.to_text()))
             }
@@ -113,8 +113,9 @@ impl CaRequest {
     }
 }
 
-/// The pending queue as a table.
-pub fn pending_table<S: Store>(ca: &Ca<S>, now: OffsetDateTime) -> String {
+/// The pending queue as a table, with each request's age at `now`.
+pub fn pending_table<S: Store>(now: SystemTime, ca: &Ca<S>) -> String {
+    let now = crate::enrol::unix_secs(now);
     let mut s = format!("{:<6} {:<15} {:>8}  key\n", "id", "ip", "age");
     for p in ca.pending() {
         let key = ipsec_ca::parse_csr(&p.csr)
@@ -125,7 +126,7 @@ pub fn pending_table<S: Store>(ca: &Ca<S>, now: OffsetDateTime) -> String {
             "{:<6} {:<15} {:>7}s  {key}…\n",
             p.id,
             p.source_ip,
-            now.unix_timestamp().saturating_sub(p.received_at)
+            now.saturating_sub(p.received_at)
         );
     }
     s
@@ -160,9 +161,9 @@ mod test {
 
     #[test]
     fn ttl_units() {
-        assert_eq!(parse_ttl("90"), Some(ipsec_ca::time::Duration::seconds(90)));
-        assert_eq!(parse_ttl("1h"), Some(ipsec_ca::time::Duration::hours(1)));
-        assert_eq!(parse_ttl("7d"), Some(ipsec_ca::time::Duration::days(7)));
+        assert_eq!(parse_ttl("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_ttl("7d"), Some(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_ttl("0"), None);
         assert_eq!(parse_ttl("1y"), None);
         assert_eq!(parse_ttl(""), None);

@@ -414,19 +414,19 @@ impl<S: LeaseStore> Core<S> {
     /// **insecure** [`overlay_core::OpenIdentity`] (self-chosen address,
     /// every peer accepted: for tests and closed labs; `wow-node up` uses
     /// [`Core::with_overlay_identity`]), with lease store `leases`, started
-    /// at `now` (`unix_secs` is the wall time then). Every key, SPI,
+    /// at `now` (`wall` is the wall time then). Every key, SPI,
     /// credential and id it makes comes from the operating system's random
     /// source.
     pub fn new(
         now: Instant,
-        unix_secs: u64,
+        wall: SystemTime,
         settings: Settings,
         overlay_config: overlay_core::Config,
         address: Address,
         leases: S,
     ) -> Result<Self, CoreError> {
         let identity = Box::new(overlay_core::OpenIdentity::new(address));
-        Core::with_overlay_identity(now, unix_secs, settings, overlay_config, identity, leases)
+        Core::with_overlay_identity(now, wall, settings, overlay_config, identity, leases)
     }
 
     /// [`Core::new`] with the overlay identity `identity` (e.g. a
@@ -434,7 +434,7 @@ impl<S: LeaseStore> Core<S> {
     /// `identity.address()`, and link set-up proves and checks keys.
     pub fn with_overlay_identity(
         now: Instant,
-        unix_secs: u64,
+        wall: SystemTime,
         settings: Settings,
         overlay_config: overlay_core::Config,
         identity: overlay_core::DynIdentity,
@@ -447,7 +447,7 @@ impl<S: LeaseStore> Core<S> {
             identity,
             leases,
             now,
-            unix_secs,
+            wall,
             randomness,
         )
     }
@@ -456,7 +456,7 @@ impl<S: LeaseStore> Core<S> {
     /// tests and fuzzing only.
     pub fn new_with_insecure_seed(
         now: Instant,
-        unix_secs: u64,
+        wall: SystemTime,
         settings: Settings,
         overlay_config: overlay_core::Config,
         address: Address,
@@ -470,7 +470,7 @@ impl<S: LeaseStore> Core<S> {
             Box::new(overlay_core::OpenIdentity::new(address)),
             leases,
             now,
-            unix_secs,
+            wall,
             randomness,
         )
     }
@@ -481,7 +481,7 @@ impl<S: LeaseStore> Core<S> {
         identity: overlay_core::DynIdentity,
         leases: S,
         now: Instant,
-        unix_secs: u64,
+        wall: SystemTime,
         randomness: Randomness,
     ) -> Result<Self, CoreError> {
         let gateway_mac = EthernetAddress(settings.gateway_mac);
@@ -505,6 +505,7 @@ impl<S: LeaseStore> Core<S> {
                 max_attempts: 8,
             };
         }
+        let unix_secs = u64::try_from(crate::enrol::unix_secs(wall)).unwrap_or(0);
         let dhcp = dhcp_virt::Server::new(now, unix_secs, dhcp_config, leases)?;
 
         let mut dns_config = dns_virt::Config {
@@ -557,7 +558,6 @@ impl<S: LeaseStore> Core<S> {
                 seed,
             ),
         };
-        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(unix_secs);
         let record_judge = crate::records::NodePolicy::new(
             now,
             wall,
@@ -834,7 +834,6 @@ impl<S: LeaseStore> Core<S> {
         let Some(sa) = self.sa.as_mut() else {
             return false;
         };
-        let wall = ipsec_ca::time::OffsetDateTime::from(wall);
         let ok = sa.update_authenticator(now, |v| v.handle_crl_envelope(wall, envelope).is_ok());
         if ok {
             self.crl_loaded = Some(envelope.to_vec());
@@ -866,14 +865,16 @@ impl<S: LeaseStore> Core<S> {
     /// Applies the CRL policy to a new verifier, with the CRL loaded last
     /// (a new identity never falls back to an older CRL).
     fn crl_policy(&self, verifier: &mut Verifier, wall: SystemTime) {
-        let at = ipsec_ca::time::OffsetDateTime::from(wall);
         if let Some(grace) = self.crl_grace {
-            let grace =
-                ipsec_ca::time::Duration::try_from(grace).unwrap_or(ipsec_ca::time::Duration::MAX);
-            verifier.require_fresh_crl(grace, at.saturating_add(grace));
+            // Past the clock's range: the last second a certificate can
+            // carry (9999-12-31).
+            let never = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(253_402_300_799));
+            if let Some(by) = wall.checked_add(grace).or(never) {
+                verifier.require_fresh_crl(grace, by);
+            }
         }
         if let Some(envelope) = &self.crl_loaded {
-            let _ = verifier.handle_crl_envelope(at, envelope);
+            let _ = verifier.handle_crl_envelope(wall, envelope);
         }
     }
 
@@ -883,8 +884,8 @@ impl<S: LeaseStore> Core<S> {
         let v = self.sa.as_ref()?.authenticator();
         Some(CrlStatus {
             number: v.crl_number(),
-            next_update: v.crl_next_update().map(SystemTime::from),
-            stale: v.crl_is_stale(ipsec_ca::time::OffsetDateTime::from(wall)),
+            next_update: v.crl_next_update(),
+            stale: v.crl_is_stale(wall),
         })
     }
 
@@ -1041,11 +1042,15 @@ impl<S: LeaseStore> Core<S> {
             return None;
         }
         let crl = ca
-            .issue_crl(ipsec_ca::time::OffsetDateTime::from(wall))
+            .issue_crl(wall)
             .map_err(|e| tracing::warn!(error = %e, "cannot issue a CRL"))
             .ok()?;
-        let half = (crl.next_update - crl.this_update) / 2;
-        self.crl_reissue_at = Some(SystemTime::from(crl.this_update.saturating_add(half)));
+        let half = crl
+            .next_update
+            .duration_since(crl.this_update)
+            .unwrap_or_default()
+            / 2;
+        self.crl_reissue_at = crl.this_update.checked_add(half);
         match crate::crl_dht::Published::new(ca.identity(), crl.number, crl.envelope()) {
             Ok(p) => {
                 let envelope = p.envelope.clone();
@@ -1771,7 +1776,7 @@ impl<S: LeaseStore> Core<S> {
         source_ip: Ipv4Addr,
         body: &[u8],
     ) {
-        let wall = ipsec_ca::time::OffsetDateTime::from(self.wall);
+        let wall = self.wall;
         if let Some(ca) = self.ca.as_mut() {
             // The CA's side: sign, renew or queue, and answer the requesting
             // node. The source address is the sender's claim: it grants

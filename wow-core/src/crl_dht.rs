@@ -23,9 +23,10 @@
 //!
 //! ```
 //! use wow_core::crl_dht::{Fetcher, Published, verify_manifest};
-//! # let now = ipsec_ca::time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+//! # use std::time::{Duration, SystemTime};
+//! # let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
 //! # let ca = ipsec_ca::CaIdentity::create_root(now, ipsec_ca::KeyType::Ed25519, "CA",
-//! #     ipsec_ca::time::Duration::days(30)).unwrap();
+//! #     Duration::from_secs(30 * 86_400)).unwrap();
 //! let verifier = ipsec_ca::Verifier::new(ca.cert_der())?;
 //!
 //! // The CA describes and signs CRL 7's envelope.
@@ -181,11 +182,11 @@ impl Fetcher {
         else {
             return ChunkOutcome::Ignored;
         };
+        let i = usize::from(index);
         // Out of range, or already held.
-        if !assembly.missing().contains(&index) {
+        if index >= assembly.manifest().chunks() || assembly.has(i) {
             return ChunkOutcome::Ignored;
         }
-        let i = usize::from(index);
         if !values.into_iter().any(|v| assembly.insert(i, v)) {
             let retry = self.retries.get_mut(i).is_some_and(|r| {
                 *r += 1;

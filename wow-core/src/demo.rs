@@ -62,10 +62,10 @@ impl DemoCa {
     /// A fresh root CA valid for a day from `wall`.
     pub fn new(wall: SystemTime) -> Result<DemoCa, ipsec_ca::CaError> {
         let identity = ipsec_ca::CaIdentity::create_root(
-            ipsec_ca::time::OffsetDateTime::from(wall),
+            wall,
             ipsec_ca::KeyType::Ed25519,
             "wow demo CA",
-            ipsec_ca::time::Duration::days(1),
+            Duration::from_secs(86_400),
         )?;
         let cert_der = identity.cert_der().to_vec();
         let ca = ipsec_ca::Ca::open(
@@ -83,11 +83,10 @@ impl DemoCa {
 
     /// Signs `csr` for `ip` at `wall` (a
     /// [`crate::membership::Output::Sign`] request).
-    pub fn sign(&mut self, csr: &[u8], ip: Ipv4Addr, wall: SystemTime) -> Result<Vec<u8>, String> {
-        let now = ipsec_ca::time::OffsetDateTime::from(wall);
+    pub fn sign(&mut self, wall: SystemTime, csr: &[u8], ip: Ipv4Addr) -> Result<Vec<u8>, String> {
         let issued = self
             .ca
-            .sign(now, csr, ip, None)
+            .sign(wall, csr, ip, None)
             .map_err(|e| e.to_string())?;
         Ok(issued.certificate)
     }
@@ -185,12 +184,9 @@ impl DemoNode {
         )
         .map_err(|e| e.to_string())?;
         let address = overlay_core::Identity::address(&identity);
-        let unix = wall
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         let mut core = Core::with_overlay_identity(
             now,
-            unix,
+            wall,
             settings(),
             overlay_config(endpoint),
             Box::new(identity),

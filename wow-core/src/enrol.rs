@@ -9,7 +9,7 @@
 //! `ca_cert`, and among several the newest.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ipsec_ca::{CaIdentity, Verifier};
 use overlay_core::Address;
@@ -157,6 +157,14 @@ impl RateLimiter {
     }
 }
 
+/// `wall` in whole seconds since the Unix epoch, as certificate lifetimes
+/// are kept here; 0 before the epoch (a clock that far off renews nothing
+/// early), saturating far in the future.
+pub fn unix_secs(wall: SystemTime) -> i64 {
+    wall.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// notBefore and notAfter of a certificate, Unix seconds.
 pub fn validity(der: &[u8]) -> Option<(i64, i64)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
@@ -177,8 +185,8 @@ pub struct Lifetime {
     pub validity: Option<(i64, i64)>,
     /// A renewal is under way.
     pub renewing: bool,
-    /// No renewal before this time (Unix seconds), after the CA kept the
-    /// current certificate.
+    /// No renewal before this time (Unix seconds, see [`unix_secs`]), after
+    /// the CA kept the current certificate.
     pub not_before_retry: i64,
 }
 
@@ -204,8 +212,9 @@ impl Lifetime {
         }
     }
 
-    /// What to do at `now` (Unix seconds).
-    pub fn action(&self, now: i64) -> LifetimeAction {
+    /// What to do at `wall`.
+    pub fn action(&self, wall: SystemTime) -> LifetimeAction {
+        let now = unix_secs(wall);
         match self.validity {
             Some((from, to))
                 if !self.renewing && now >= renew_at(from, to) && now >= self.not_before_retry =>
@@ -216,11 +225,11 @@ impl Lifetime {
         }
     }
 
-    /// The warning to show at `now`, if the certificate expires within
+    /// The warning to show at `wall`, if the certificate expires within
     /// [`EXPIRY_WARNING_SECS`] (or has expired).
-    pub fn warning(&self, now: i64) -> Option<String> {
+    pub fn warning(&self, wall: SystemTime) -> Option<String> {
         let (_, to) = self.validity?;
-        let left = to - now;
+        let left = to.saturating_sub(unix_secs(wall));
         if left < 0 {
             Some(format!("certificate expired {} s ago", -left))
         } else if left <= EXPIRY_WARNING_SECS {
@@ -238,7 +247,11 @@ impl Lifetime {
 #[cfg(test)]
 mod test {
     use super::*;
-    use ipsec_ca::time::OffsetDateTime;
+
+    /// `secs` after the Unix epoch.
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
 
     #[test]
     fn renewal_is_at_two_thirds_and_warning_within_three_days() {
@@ -246,21 +259,21 @@ mod test {
         assert_eq!(renew_at(100, 400), 300);
         let day = 86_400;
         let mut l = Lifetime {
-            validity: Some((0, 30 * day)),
+            validity: Some((0, 30 * day as i64)),
             renewing: false,
             not_before_retry: 0,
         };
-        assert_eq!(l.action(20 * day - 1), LifetimeAction::Nothing);
-        assert_eq!(l.action(20 * day), LifetimeAction::Renew);
+        assert_eq!(l.action(at(20 * day - 1)), LifetimeAction::Nothing);
+        assert_eq!(l.action(at(20 * day)), LifetimeAction::Renew);
         l.renewing = true;
-        assert_eq!(l.action(21 * day), LifetimeAction::Nothing);
+        assert_eq!(l.action(at(21 * day)), LifetimeAction::Nothing);
         l.renewing = false;
-        l.not_before_retry = 21 * day + 3600;
-        assert_eq!(l.action(21 * day), LifetimeAction::Nothing);
-        assert_eq!(l.action(21 * day + 3600), LifetimeAction::Renew);
-        assert_eq!(l.warning(27 * day - 1), None);
-        assert!(l.warning(27 * day).is_some());
-        assert!(l.warning(31 * day).unwrap().contains("expired"));
+        l.not_before_retry = 21 * day as i64 + 3600;
+        assert_eq!(l.action(at(21 * day)), LifetimeAction::Nothing);
+        assert_eq!(l.action(at(21 * day + 3600)), LifetimeAction::Renew);
+        assert_eq!(l.warning(at(27 * day - 1)), None);
+        assert!(l.warning(at(27 * day)).is_some());
+        assert!(l.warning(at(31 * day)).unwrap().contains("expired"));
     }
 
     #[test]
@@ -279,19 +292,19 @@ mod test {
 
     #[test]
     fn only_signed_announcements_count_and_the_newest_wins() {
-        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let now = at(1_800_000_000);
         let ca = ipsec_ca::CaIdentity::create_root(
             now,
             ipsec_ca::KeyType::Ed25519,
             "a",
-            ipsec_ca::time::Duration::days(1),
+            Duration::from_secs(86_400),
         )
         .unwrap();
         let fake = ipsec_ca::CaIdentity::create_root(
             now,
             ipsec_ca::KeyType::Ed25519,
             "a",
-            ipsec_ca::time::Duration::days(1),
+            Duration::from_secs(86_400),
         )
         .unwrap();
         let verifier = Verifier::new(ca.cert_der()).unwrap();

@@ -45,7 +45,7 @@
 //!     .map(|i| {
 //!         Core::new_with_insecure_seed(
 //!             now,
-//!             1_800_000_000,
+//!             std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
 //!             demo::settings(),
 //!             demo::overlay_config(endpoints[i]),
 //!             Address::from_key(format!("example-{i}").as_bytes()),

@@ -159,11 +159,6 @@ pub struct Membership {
     outputs: VecDeque<Output>,
 }
 
-fn unix(wall: SystemTime) -> i64 {
-    wall.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// The overlay's DHT record signer over `key`. Its versions count up from
 /// `wall` in microseconds, so that they increase across restarts.
 pub fn record_signer(
@@ -458,7 +453,8 @@ impl Membership {
             // The CA's clock sees less than two thirds of the lifetime
             // gone: ask again later, keep the security associations.
             self.lifetime.renewing = false;
-            self.lifetime.not_before_retry = unix(wall) + RENEW_RETRY_SECS;
+            self.lifetime.not_before_retry =
+                crate::enrol::unix_secs(wall).saturating_add(RENEW_RETRY_SECS);
             tracing::info!("the CA kept the current certificate; renewal retried later");
             return;
         }
@@ -528,11 +524,10 @@ impl Membership {
         wall: SystemTime,
     ) {
         core.announce_ca(now);
-        let unix = unix(wall);
-        if let Some(warning) = self.lifetime.warning(unix) {
+        if let Some(warning) = self.lifetime.warning(wall) {
             tracing::warn!(%warning, "renew the certificate");
         }
-        if self.lifetime.action(unix) == LifetimeAction::Renew
+        if self.lifetime.action(wall) == LifetimeAction::Renew
             && let Some(ip) = core.identity_ip()
             && self.ca_certificate.is_some()
         {

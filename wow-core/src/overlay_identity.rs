@@ -85,11 +85,10 @@ impl CaIdentityHandle {
         if state.crl.as_deref() == Some(envelope) {
             return false;
         }
-        let now = ipsec_ca::time::OffsetDateTime::from(wall);
         let ok = state
             .verifier
             .as_mut()
-            .is_some_and(|v| v.handle_crl_envelope(now, envelope).is_ok());
+            .is_some_and(|v| v.handle_crl_envelope(wall, envelope).is_ok());
         if ok {
             state.crl = Some(envelope.to_vec());
         }
@@ -180,9 +179,8 @@ impl CaIdentity {
         let refuse = |why: &str| IdentityError::Certificate(why.to_string());
         let verifier = state.verifier.as_ref().ok_or_else(|| refuse("no CA"))?;
         let ip = certified_ip(cert).ok_or_else(|| refuse("no IPv4 address"))?;
-        let now = ipsec_ca::time::OffsetDateTime::from((self.clock)());
         let verified = verifier
-            .verify(now, cert, ip)
+            .verify((self.clock)(), cert, ip)
             .map_err(|e| IdentityError::Certificate(e.to_string()))?;
         if verified.public_key != key.public_key {
             return Err(refuse("certifies another key"));

@@ -95,9 +95,8 @@ impl NodePolicy {
         }
     }
 
-    fn wall(&self, now: Instant) -> ipsec_ca::time::OffsetDateTime {
-        let wall = self.base.1 + now.saturating_duration_since(self.base.0);
-        ipsec_ca::time::OffsetDateTime::from(wall)
+    fn wall(&self, now: Instant) -> SystemTime {
+        self.base.1 + now.saturating_duration_since(self.base.0)
     }
 
     /// Whether `ip` can be a guest's address.

@@ -17,7 +17,7 @@ fn a_core_serves_a_ca_from_the_store_it_is_given() {
     let wall = SystemTime::now();
     let mut core: Core<MemoryStore> = Core::new_with_insecure_seed(
         now,
-        1_800_000_000,
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
         demo::settings(),
         demo::overlay_config("127.0.0.1:10001".parse().unwrap()),
         Address::from_key(b"ca-store"),
@@ -26,10 +26,10 @@ fn a_core_serves_a_ca_from_the_store_it_is_given() {
     )
     .unwrap();
     let identity = CaIdentity::create_root(
-        ipsec_ca::time::OffsetDateTime::from(wall),
+        wall,
         KeyType::Ed25519,
         "memory CA",
-        ipsec_ca::time::Duration::days(30),
+        std::time::Duration::from_secs(30 * 86_400),
     )
     .unwrap();
     let mut ca =

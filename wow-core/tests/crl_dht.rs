@@ -13,12 +13,12 @@ use wow_core::crl_dht::{
 };
 
 fn ca() -> ipsec_ca::CaIdentity {
-    let now = ipsec_ca::time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+    let now = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
     ipsec_ca::CaIdentity::create_root(
         now,
         ipsec_ca::KeyType::EcdsaP256,
         "crl_dht test CA",
-        ipsec_ca::time::Duration::days(30),
+        std::time::Duration::from_secs(30 * 86_400),
     )
     .unwrap()
 }
@@ -106,10 +106,10 @@ fn manifests_need_the_ca_signature_and_a_good_body() {
     assert_eq!(verify_manifest(&verifier, &signed), Ok(m.clone()));
     // Unsigned, signed by another CA, or the CA's statement of another kind.
     let other = ipsec_ca::CaIdentity::create_root(
-        ipsec_ca::time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
         ipsec_ca::KeyType::Ed25519,
         "crl_dht test CA",
-        ipsec_ca::time::Duration::days(30),
+        std::time::Duration::from_secs(30 * 86_400),
     )
     .unwrap();
     for bad in [
@@ -171,6 +171,8 @@ fn the_fetcher_takes_the_highest_signed_number_and_skips_bad_chunks() {
     assert_eq!(f.offer_chunk(5, 1, [wrong]), ChunkOutcome::Bad(false));
     assert_eq!(f.offer_chunk(5, 0, [good(0)]), ChunkOutcome::Stored);
     assert_eq!(f.offer_chunk(5, 0, [good(0)]), ChunkOutcome::Ignored);
+    // Past the last chunk: nothing to take.
+    assert_eq!(f.offer_chunk(5, 3, [good(2)]), ChunkOutcome::Ignored);
     // A bad copy next to a good one does not matter.
     assert_eq!(f.offer_chunk(5, 1, [wrong, good(1)]), ChunkOutcome::Stored);
     assert_eq!(f.missing(), vec![2]);

@@ -19,7 +19,7 @@ fn core(now: Instant) -> Core<MemoryStore> {
     let endpoint = SocketAddr::from(([127, 0, 0, 1], 10001));
     Core::new_with_insecure_seed(
         now,
-        1_800_000_000,
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
         demo::settings(),
         demo::overlay_config(endpoint),
         Address::from_key(b"membership"),
@@ -31,10 +31,10 @@ fn core(now: Instant) -> Core<MemoryStore> {
 
 fn ca() -> (Ca<MemStore>, Vec<u8>) {
     let identity = CaIdentity::create_root(
-        ipsec_ca::time::OffsetDateTime::from(SystemTime::now()),
+        SystemTime::now(),
         KeyType::Ed25519,
         "membership test CA",
-        ipsec_ca::time::Duration::days(1),
+        std::time::Duration::from_secs(86_400),
     )
     .unwrap();
     let der = identity.cert_der().to_vec();
@@ -97,10 +97,7 @@ fn enrolled_by(
     let Some(Output::Sign { csr, ip }) = m.poll_output() else {
         panic!("no request")
     };
-    let cert = ca
-        .sign(ipsec_ca::time::OffsetDateTime::from(wall), &csr, ip, None)
-        .unwrap()
-        .certificate;
+    let cert = ca.sign(wall, &csr, ip, None).unwrap().certificate;
     m.issued(&mut core, now, wall, Ok(cert.clone()));
     outputs(&mut m);
     (core, m, cert)
@@ -129,10 +126,7 @@ fn an_uncertified_node_enrols_once_on_its_first_lease_and_installs_its_certifica
     m.handle_event(&mut core, now, wall, &leased("Web-1"));
     assert!(outputs(&mut m).is_empty());
 
-    let cert = ca
-        .sign(ipsec_ca::time::OffsetDateTime::from(wall), csr, IP, None)
-        .unwrap()
-        .certificate;
+    let cert = ca.sign(wall, csr, IP, None).unwrap().certificate;
     m.issued(&mut core, now, wall, Ok(cert.clone()));
     assert_eq!(
         outputs(&mut m),
@@ -210,9 +204,7 @@ fn the_crl_file_is_asked_for_each_refresh_applied_once_and_kept() {
     let (now, wall) = (Instant::now(), SystemTime::now());
     let (mut ca, ca_der) = ca();
     let (mut core, mut m, _) = enrolled_by(&mut ca, &ca_der, now, wall, true, IP);
-    let crl = ca
-        .issue_crl(ipsec_ca::time::OffsetDateTime::from(wall))
-        .unwrap();
+    let crl = ca.issue_crl(wall).unwrap();
     let envelope = crl.envelope().to_vec();
     let file = || {
         Some(CrlFile {

@@ -11,13 +11,12 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use clap::Subcommand;
 use ipsec_ca::admin::{CertState, IssueError, der_or_pem, issue_node, parse_serial};
 use ipsec_ca::file_store::write_atomic;
 use ipsec_ca::state::hex_encode as hex;
-use ipsec_ca::time::{Duration, OffsetDateTime};
 use ipsec_ca::{Ca, CaIdentity, FileStore, KeyType, Policy, RevocationReason};
 
 use crate::enrol::CaRequest;
@@ -44,7 +43,7 @@ pub enum CaCommand {
         name: String,
         /// Validity in days.
         #[arg(long, default_value_t = 3650)]
-        days: i64,
+        days: u64,
     },
     /// Issue a key and certificate for a virtual IP into OUT (node.key,
     /// node.pem, ca.pem): provisioning a node by hand.
@@ -60,7 +59,7 @@ pub enum CaCommand {
         out: PathBuf,
         /// Validity in days.
         #[arg(long, default_value_t = 30)]
-        days: i64,
+        days: u64,
         /// A host name to certify (repeatable): NAME becomes the DNS SAN
         /// `NAME.DOMAIN` (the name the node's DNS answers); a name with a
         /// dot is taken as it is. Only this certificate's key may then
@@ -194,7 +193,7 @@ fn on_ca(target: &Target, request: &CaRequest) -> Result<(), String> {
                 ));
             };
             let mut ca = open(dir)?;
-            print!("{}", request.execute(&mut ca, now())?);
+            print!("{}", request.execute(SystemTime::now(), &mut ca)?);
             Ok(())
         }
     }
@@ -203,7 +202,7 @@ fn on_ca(target: &Target, request: &CaRequest) -> Result<(), String> {
 fn ask_node(socket: &Path, request: &CaRequest) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.write_all(request.to_line().as_bytes())?;
     let mut out = String::new();
     stream.read_to_string(&mut out)?;
@@ -221,8 +220,9 @@ pub fn run(command: CaCommand) -> ExitCode {
     }
 }
 
-fn now() -> OffsetDateTime {
-    OffsetDateTime::from(SystemTime::now())
+/// `days` days.
+fn days(days: u64) -> Duration {
+    Duration::from_secs(days.saturating_mul(86_400))
 }
 
 fn open(dir: &Path) -> Result<Ca<FileStore>, String> {
@@ -244,7 +244,7 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
 /// Issues a CRL and writes its envelope to `out` and its signed manifest
 /// (see [`crate::crl_dht`]) next to it, for a node to publish.
 fn write_crl<S: ipsec_ca::Store>(ca: &mut ipsec_ca::Ca<S>, out: &Path) -> Result<u64, String> {
-    let crl = ca.issue_crl(now()).map_err(|e| e.to_string())?;
+    let crl = ca.issue_crl(SystemTime::now()).map_err(|e| e.to_string())?;
     let published = wow_core::crl_dht::Published::new(ca.identity(), crl.number, crl.envelope())
         .map_err(|e| e.to_string())?;
     write(
@@ -263,9 +263,13 @@ pub use ipsec_ca::admin::host_name_in;
 fn execute(command: CaCommand) -> Result<(), String> {
     match command {
         CaCommand::Init { dir, name, days } => {
-            let identity =
-                CaIdentity::create_root(now(), KeyType::Ed25519, &name, Duration::days(days))
-                    .map_err(|e| e.to_string())?;
+            let identity = CaIdentity::create_root(
+                SystemTime::now(),
+                KeyType::Ed25519,
+                &name,
+                self::days(days),
+            )
+            .map_err(|e| e.to_string())?;
             let store = FileStore::new(&dir).map_err(|e| e.to_string())?;
             store
                 .init_ca(identity, Policy::default())
@@ -284,11 +288,11 @@ fn execute(command: CaCommand) -> Result<(), String> {
             let names = names.iter().map(|name| host_name_in(name, &domain));
             let node = issue_node(
                 &mut ca,
+                SystemTime::now(),
                 ip,
                 names,
                 KeyType::Ed25519,
-                Some(Duration::days(days)),
-                now(),
+                Some(self::days(days)),
             )
             .map_err(|e| match e {
                 IssueError::Names(e) => format!("--name: {e}"),
@@ -316,7 +320,9 @@ fn execute(command: CaCommand) -> Result<(), String> {
             let mut ca = open(&dir)?;
             let bytes = std::fs::read(&csr).map_err(|e| e.to_string())?;
             let der = der_or_pem("CERTIFICATE REQUEST", bytes).map_err(|e| e.to_string())?;
-            let issued = ca.sign(now(), &der, ip, None).map_err(|e| e.to_string())?;
+            let issued = ca
+                .sign(SystemTime::now(), &der, ip, None)
+                .map_err(|e| e.to_string())?;
             let cert = ipsec_ca::key::to_pem("CERTIFICATE", &issued.certificate);
             write(&out, cert.as_bytes(), 0o644)?;
             println!("signed {ip} serial {}", hex(&issued.serial));
@@ -324,7 +330,7 @@ fn execute(command: CaCommand) -> Result<(), String> {
         CaCommand::Revoke { dir, serial, out } => {
             let mut ca = open(&dir)?;
             let serial = parse_serial(&serial).ok_or("serial must be hex")?;
-            ca.revoke(now(), &serial, RevocationReason::Unspecified)
+            ca.revoke(SystemTime::now(), &serial, RevocationReason::Unspecified)
                 .map_err(|e| e.to_string())?;
             let out = out.unwrap_or_else(|| dir.join(CRL_FILE));
             let number = write_crl(&mut ca, &out)?;
@@ -343,7 +349,7 @@ fn execute(command: CaCommand) -> Result<(), String> {
                 &target,
                 &CaRequest::Token {
                     ip,
-                    ttl_secs: ttl.whole_seconds(),
+                    ttl_secs: ttl.as_secs(),
                 },
             )?;
         }
@@ -352,10 +358,10 @@ fn execute(command: CaCommand) -> Result<(), String> {
         CaCommand::Reject { target, id } => on_ca(&target, &CaRequest::Reject(id))?,
         CaCommand::List { dir } => {
             let ca = open(&dir)?;
-            let now_s = now().unix_timestamp();
+            let now = SystemTime::now();
             println!("{:<34} {:<15} {:<8}", "serial", "ip", "state");
             for r in ca.issued() {
-                let state = CertState::of(r, now_s);
+                let state = CertState::of(now, r);
                 println!("{:<34} {:<15} {state}", hex(&r.serial), r.virtual_ip);
             }
         }

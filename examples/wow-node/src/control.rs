@@ -258,13 +258,14 @@ impl Status {
 
     /// Fills in the certificate's expiry from its validity (Unix seconds)
     /// at `now`.
-    pub fn set_certificate(&mut self, validity: Option<(i64, i64)>, now: i64) {
+    pub fn set_certificate(&mut self, now: SystemTime, validity: Option<(i64, i64)>) {
         let lifetime = wow_core::enrol::Lifetime {
             validity,
             ..wow_core::enrol::Lifetime::default()
         };
         self.certificate_expires = validity.map(|(_, to)| to);
-        self.certificate_expires_in_secs = validity.map(|(_, to)| to - now);
+        let now_secs = wow_core::enrol::unix_secs(now);
+        self.certificate_expires_in_secs = validity.map(|(_, to)| to - now_secs);
         self.certificate_warning = lifetime.warning(now);
     }
 
@@ -301,9 +302,10 @@ impl Status {
         }
         if let (Some(at), Some(left)) = (self.certificate_expires, self.certificate_expires_in_secs)
         {
-            let when = ipsec_ca::time::OffsetDateTime::from_unix_timestamp(at)
-                .map(|t| t.to_string())
-                .unwrap_or_else(|_| at.to_string());
+            let when = u64::try_from(at)
+                .ok()
+                .and_then(|s| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(s)))
+                .map_or_else(|| at.to_string(), ipsec_ca::admin::format_time);
             s += &format!(
                 "cert      expires {when} (in {} d {} h){}\n",
                 left / 86_400,

@@ -77,11 +77,11 @@ async fn run_async(options: DemoOptions) -> std::io::Result<bool> {
             "plaintext (--insecure)"
         }
     );
-    let ca = match options.secure {
-        true => Some(Arc::new(Mutex::new(
-            DemoCa::new(SystemTime::now()).map_err(std::io::Error::other)?,
-        ))),
-        false => None,
+    let ca = if options.secure {
+        let ca = DemoCa::new(SystemTime::now()).map_err(std::io::Error::other)?;
+        Some(Arc::new(Mutex::new(ca)))
+    } else {
+        None
     };
     let mut sockets = Vec::new();
     for _ in 0..n {
@@ -177,7 +177,7 @@ async fn node_task(
         node.step(now, SystemTime::now());
         while let Some((csr, ip)) = node.poll_sign() {
             let issued = match ca.as_ref().map(|ca| ca.lock()) {
-                Some(Ok(mut ca)) => ca.sign(&csr, ip, SystemTime::now()),
+                Some(Ok(mut ca)) => ca.sign(SystemTime::now(), &csr, ip),
                 _ => Err("no CA".to_string()),
             };
             node.issued(now, SystemTime::now(), issued);

@@ -65,12 +65,6 @@ pub fn up(config_path: &Path, confine: bool) -> ExitCode {
     }
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 fn read_text(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
@@ -252,13 +246,9 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     let leases = dhcp_virt::FileStore::open(state_dir.join("leases.json"))
         .map_err(|e| format!("lease store: {e}"))?;
     let now = Instant::now();
-    let unix = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     let mut core = Core::with_overlay_identity(
         now,
-        unix,
+        SystemTime::now(),
         settings,
         overlay_config,
         Box::new(overlay_identity),
@@ -484,7 +474,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             conn = control.accept() => {
                 if let Ok((mut stream, _)) = conn {
                     let mut status = Status::of(&core, Instant::now(), started_at);
-                    status.set_certificate(membership.validity(), unix_now());
+                    status.set_certificate(SystemTime::now(), membership.validity());
                     let ca_tx = ca_tx.clone();
                     tokio::spawn(async move {
                         let mut line = [0u8; 64];
@@ -511,8 +501,8 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                 }
             }
             Some((request, reply)) = ca_rx.recv() => {
-                let wall = ipsec_ca::time::OffsetDateTime::from(SystemTime::now());
-                let answer = match core.with_ca(Instant::now(), |ca| request.execute(ca, wall)) {
+                let wall = SystemTime::now();
+                let answer = match core.with_ca(Instant::now(), |ca| request.execute(wall, ca)) {
                     Some(Ok(text)) => {
                         tracing::info!(command = ?request, "CA command");
                         text

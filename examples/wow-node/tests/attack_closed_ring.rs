@@ -16,8 +16,8 @@ fn ep(i: usize) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, i as u8 + 1], 4000))
 }
 
-fn wall() -> ipsec_ca::time::OffsetDateTime {
-    ipsec_ca::time::OffsetDateTime::from(SystemTime::now())
+fn wall() -> std::time::SystemTime {
+    SystemTime::now()
 }
 
 struct Lab {
@@ -31,7 +31,7 @@ impl Lab {
             wall(),
             KeyType::Ed25519,
             "closed ring CA",
-            ipsec_ca::time::Duration::days(1),
+            std::time::Duration::from_secs(86_400),
         )
         .unwrap();
         let ca_der = root.cert_der().to_vec();

@@ -55,7 +55,7 @@ fn certified_pair() -> Net {
         .map(|i| {
             Core::new_with_insecure_seed(
                 base,
-                1_800_000_000,
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
                 settings(),
                 demo::overlay_config(endpoints[i]),
                 Address::from_key(format!("attack-{i}").as_bytes()),

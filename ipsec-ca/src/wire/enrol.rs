@@ -150,6 +150,7 @@ impl RejectReason {
                 PolicyError::KeyTypeNotAllowed(_) => RejectReason::KeyTypeNotAllowed,
                 PolicyError::QueueFull => RejectReason::Internal,
                 PolicyError::OutsideNetwork(_) => RejectReason::OutsideNetwork,
+                PolicyError::TimeOutOfRange => RejectReason::Internal,
                 _ => RejectReason::Validity,
             },
             _ => RejectReason::Internal,

@@ -24,7 +24,7 @@ pub fn cores(n: usize, now: Instant) -> (Vec<Node>, Vec<SocketAddr>) {
         .map(|i| {
             Core::new_with_insecure_seed(
                 now,
-                1_800_000_000,
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
                 demo::settings(),
                 demo::overlay_config(endpoints[i]),
                 Address::from_key(format!("in-memory-{i}").as_bytes()),
@@ -107,10 +107,10 @@ pub fn tick(cores: &mut [Node], now: Instant) {
 /// A throw-away CA and its certificate.
 pub fn ca(name: &str) -> (Ca<MemStore>, Vec<u8>) {
     let identity = CaIdentity::create_root(
-        ipsec_ca::time::OffsetDateTime::from(SystemTime::now()),
+        SystemTime::now(),
         KeyType::Ed25519,
         name,
-        ipsec_ca::time::Duration::days(1),
+        std::time::Duration::from_secs(86_400),
     )
     .unwrap();
     let der = identity.cert_der().to_vec();
@@ -140,7 +140,7 @@ pub fn credentials_named(
         request = request.with_dns_name(format!("{name}.wow.internal"));
     }
     let csr = key.certificate_request(&request).unwrap();
-    let now = ipsec_ca::time::OffsetDateTime::from(SystemTime::now());
+    let now = SystemTime::now();
     let issued = ca.sign(now, &csr, addr, None).unwrap();
     Credentials {
         certificate: issued.certificate,
