@@ -33,6 +33,25 @@
 //!    [`AgentEvent::PunchFailed`] the agent signals our TURN relayed
 //!    address, if any, as the peer's last resort.
 //!
+//! # Candidates
+//!
+//! Our offers carry two kinds of candidates (RFC 8445 §5.1.1): host
+//! candidates ([`Agent::set_host_candidates`]: the addresses of our own
+//! interfaces with our socket's port, which peers behind the same NAT
+//! reach directly when that NAT does not hairpin) and server-reflexive
+//! ones ([`Agent::set_local_endpoints`]: configured endpoints and the
+//! NAT mappings peers or STUN servers saw). Their priorities follow the
+//! type preferences of RFC 8445 §5.1.2.2, host above server-reflexive
+//! (above relayed), so a peer checks our host candidates first; both
+//! kinds are checked in the same session. Punch requests carry the
+//! reflexive endpoints first (they get the NAT-opening datagrams), then
+//! the host candidates.
+//!
+//! A candidate is only where authenticated checks go; the agent never
+//! sends to an endpoint a peer names that cannot be one
+//! ([`Agent::is_usable_remote`]: unspecified, multicast, broadcast, port
+//! 0, or loopback while we are not on loopback ourselves).
+//!
 //! # Why a low TTL
 //!
 //! A datagram that reaches a Linux masquerading NAT before its host has
@@ -142,7 +161,8 @@ pub struct AgentConfig {
     pub exchange_lifetime: Duration,
     /// Least time between two punch requests to one peer.
     pub request_interval: Duration,
-    /// Candidates in our offers at most (IPv4 local endpoints only).
+    /// Candidates in our offers at most (IPv4 only). Host candidates take
+    /// at most half of them when there are reflexive ones to offer too.
     pub max_candidates: usize,
     /// Peers reached through our TURN relay, permitted IPs and channels, at
     /// most each.
@@ -298,6 +318,25 @@ struct Budget {
     sent: u32,
 }
 
+/// Whether `address` can be one of our host candidates: an IPv4 unicast
+/// address that is not unspecified, loopback (peers on other hosts cannot
+/// reach it), link-local (`169.254.0.0/16`: not routed, and a guess of the
+/// host when no DHCP answered), multicast or broadcast, with a port.
+/// (IPv6 host candidates are not offered yet.)
+pub fn is_host_candidate(address: SocketAddr) -> bool {
+    match address.ip() {
+        IpAddr::V4(ip) => {
+            address.port() != 0
+                && !ip.is_unspecified()
+                && !ip.is_loopback()
+                && !ip.is_link_local()
+                && !ip.is_multicast()
+                && !ip.is_broadcast()
+        }
+        IpAddr::V6(_) => false,
+    }
+}
+
 /// Punch sessions with many peers, NAT opening and a TURN relay of last
 /// resort, sans-IO. See the [module docs](self).
 ///
@@ -310,6 +349,8 @@ pub struct Agent<P> {
     name: String,
     config: AgentConfig,
     endpoints: Vec<SocketAddr>,
+    /// Our host candidates (interface addresses), best first.
+    host: Vec<SocketAddr>,
     exchanges: HashMap<P, Exchange>,
     requested: HashMap<P, Instant>,
     opening: VecDeque<SocketAddr>,
@@ -349,6 +390,7 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
             name,
             config,
             endpoints: Vec::new(),
+            host: Vec::new(),
             exchanges: HashMap::new(),
             requested: HashMap::new(),
             opening: VecDeque::new(),
@@ -373,14 +415,69 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
     }
 
     /// Sets the endpoints we advertise, best first (configured, reflexive,
-    /// the TURN relayed address last if the caller includes it).
+    /// the TURN relayed address last if the caller includes it); they are
+    /// offered as server-reflexive candidates.
     pub fn set_local_endpoints(&mut self, endpoints: Vec<SocketAddr>) {
         self.endpoints = endpoints;
     }
 
-    /// The endpoints we advertise.
+    /// The endpoints we advertise as server-reflexive candidates.
     pub fn local_endpoints(&self) -> &[SocketAddr] {
         &self.endpoints
+    }
+
+    /// Sets our host candidates, best first: the addresses of our
+    /// interfaces with our socket's port (RFC 8445 §5.1.1.1), for a socket
+    /// bound to all addresses. Addresses that cannot be host candidates
+    /// ([`is_host_candidate`]) and repeats are left out. Returns whether
+    /// the set changed (exchanges in progress keep their offers; the next
+    /// ones carry the new set).
+    pub fn set_host_candidates(&mut self, candidates: Vec<SocketAddr>) -> bool {
+        let mut host: Vec<SocketAddr> = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            if is_host_candidate(c) && !host.contains(&c) {
+                host.push(c);
+            }
+        }
+        let changed = host != self.host;
+        self.host = host;
+        changed
+    }
+
+    /// Our host candidates.
+    pub fn host_candidates(&self) -> &[SocketAddr] {
+        &self.host
+    }
+
+    /// Everything our punch requests carry: the local (reflexive and
+    /// configured) endpoints, then the host candidates not among them.
+    pub fn advertised(&self) -> Vec<SocketAddr> {
+        let mut all = self.endpoints.clone();
+        all.extend(self.host.iter().filter(|h| !self.endpoints.contains(h)));
+        all
+    }
+
+    /// Whether an endpoint a peer names (in an offer or a punch request)
+    /// may be sent to: not unspecified (Linux delivers that to the host
+    /// itself), multicast or broadcast, not port 0, and loopback only while
+    /// one of our own endpoints is loopback too (a peer on another host has
+    /// no business making us probe our own host's services). Endpoints that
+    /// are not are dropped from the peer's candidates.
+    pub fn is_usable_remote(&self, endpoint: SocketAddr) -> bool {
+        let ip = endpoint.ip();
+        let bad = match ip {
+            IpAddr::V4(v4) => v4.is_broadcast(),
+            IpAddr::V6(_) => false,
+        };
+        if endpoint.port() == 0 || ip.is_unspecified() || ip.is_multicast() || bad {
+            return false;
+        }
+        !ip.is_loopback()
+            || self
+                .endpoints
+                .iter()
+                .chain(&self.host)
+                .any(|e| e.ip().is_loopback())
     }
 
     /// Uses the TURN server in `config` as a relay of last resort: peers
@@ -439,7 +536,8 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
     /// [`AgentConfig::request_interval`], one exchange per peer at a time).
     pub fn connect(&mut self, now: Instant, peer: P, endpoints: &[SocketAddr]) {
         self.tick(now);
-        self.open_nat(endpoints);
+        let endpoints = self.usable(endpoints);
+        self.open_nat(&endpoints);
         self.request(now, peer);
     }
 
@@ -449,8 +547,9 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
     /// may also try `endpoints` itself.
     pub fn handle_endpoints(&mut self, now: Instant, peer: P, endpoints: &[SocketAddr]) {
         self.tick(now);
+        let endpoints = self.usable(endpoints);
         if let Some(relay) = self.relay.as_mut() {
-            for e in endpoints {
+            for e in &endpoints {
                 if relay.permitted.len() < self.config.max_relay_peers
                     && relay.permitted.insert(e.ip())
                 {
@@ -458,15 +557,25 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
                 }
             }
         }
-        self.open_nat(endpoints);
+        self.open_nat(&endpoints);
         self.request(now, peer);
+    }
+
+    /// `endpoints` without those [`Agent::is_usable_remote`] refuses.
+    fn usable(&self, endpoints: &[SocketAddr]) -> Vec<SocketAddr> {
+        endpoints
+            .iter()
+            .copied()
+            .filter(|e| self.is_usable_remote(*e))
+            .collect()
     }
 
     /// The peer's [`Signal::Offer`] arrived. Starts (or, for a new offer,
     /// restarts) the session and answers with our offer, which a peer that
     /// has it already ignores (so a lost offer costs no exchange, and
     /// answers end after one round). An offer not from `peer` to us is
-    /// ignored.
+    /// ignored; candidates [`Agent::is_usable_remote`] refuses are dropped
+    /// from it.
     pub fn handle_offer(&mut self, now: Instant, peer: P, remote: &Offer) {
         self.tick(now);
         if remote.from != peer.to_string() || remote.to != self.name {
@@ -476,20 +585,28 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
         if !self.exchanges.contains_key(&peer) {
             self.start(now, peer.clone());
         }
+        if self
+            .exchanges
+            .get(&peer)
+            .is_none_or(|e| e.remote_ufrag.as_deref() == Some(remote.ufrag.as_str()))
+        {
+            return;
+        }
+        let mut usable = remote.clone();
+        usable
+            .candidates
+            .retain(|c| self.is_usable_remote(c.address));
         let Some(exchange) = self.exchanges.get_mut(&peer) else {
             return;
         };
-        if exchange.remote_ufrag.as_deref() == Some(remote.ufrag.as_str()) {
-            return;
-        }
         let config = self.config.punch.clone();
         let session = match self.rng.as_mut() {
-            None => PunchSession::new(now, config, &exchange.local, remote),
+            None => PunchSession::new(now, config, &exchange.local, &usable),
             Some(rng) => PunchSession::new_with_insecure_seed(
                 now,
                 config,
                 &exchange.local,
-                remote,
+                &usable,
                 rng.next_u64(),
             ),
         };
@@ -698,7 +815,7 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
 
     /// A punch request and an offer to `peer`, rate-limited.
     fn request(&mut self, now: Instant, peer: P) {
-        if self.endpoints.is_empty() {
+        if self.endpoints.is_empty() && self.host.is_empty() {
             return;
         }
         if self
@@ -716,7 +833,7 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
         self.requested.insert(peer.clone(), now);
         self.push_event(AgentEvent::Signal {
             peer: peer.clone(),
-            signal: Signal::Endpoints(self.endpoints.clone()),
+            signal: Signal::Endpoints(self.advertised()),
         });
         self.expire(now);
         if let Some(offer) = self.start(now, peer.clone()) {
@@ -733,17 +850,7 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
         if self.exchanges.contains_key(&peer) || self.exchanges.len() >= self.config.max_exchanges {
             return None;
         }
-        let candidates: Vec<Candidate> = self
-            .endpoints
-            .iter()
-            .filter(|e| e.is_ipv4())
-            .take(self.config.max_candidates)
-            .enumerate()
-            .map(|(i, e)| {
-                let preference = u16::try_from(i).map_or(0, |i| 65535 - i);
-                Candidate::new(CandidateKind::ServerReflexive, *e, preference)
-            })
-            .collect();
+        let candidates = self.candidates();
         if candidates.is_empty() {
             return None;
         }
@@ -758,6 +865,43 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
             },
         );
         Some(offer)
+    }
+
+    /// Our candidates (IPv4 only, at most [`AgentConfig::max_candidates`]):
+    /// host candidates first, then the other local endpoints as
+    /// server-reflexive ones, each with its RFC 8445 §5.1.2.1 priority
+    /// (type preference first, then our order).
+    pub fn candidates(&self) -> Vec<Candidate> {
+        let max = self.config.max_candidates;
+        let host: Vec<SocketAddr> = self.host.iter().copied().filter(|e| e.is_ipv4()).collect();
+        let reflexive: Vec<SocketAddr> = self
+            .endpoints
+            .iter()
+            .copied()
+            .filter(|e| e.is_ipv4() && !host.contains(e))
+            .collect();
+        // Host candidates leave room for the reflexive ones (at least half
+        // of the offer when there are enough of those).
+        let host_room = max.saturating_sub(reflexive.len()).max(max / 2);
+        let n_host = host.len().min(host_room);
+        let n_reflexive = reflexive.len().min(max - n_host);
+        let with = |kind, list: &[SocketAddr], n: usize| {
+            list.iter()
+                .take(n)
+                .enumerate()
+                .map(move |(i, e)| {
+                    let preference = u16::try_from(i).map_or(0, |i| 65535 - i);
+                    Candidate::new(kind, *e, preference)
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut all = with(CandidateKind::Host, &host, n_host);
+        all.extend(with(
+            CandidateKind::ServerReflexive,
+            &reflexive,
+            n_reflexive,
+        ));
+        all
     }
 
     fn fresh_offer(&mut self, to: String, candidates: Vec<Candidate>) -> Offer {
@@ -1196,6 +1340,211 @@ mod test {
         let mut b = agent("a", "192.0.2.1:4000", config.clone());
         b.handle_input(start, victim, &[]);
         assert!(flood(&mut b, start) > config.unheard_budget);
+    }
+
+    #[test]
+    fn host_candidates_are_offered_above_reflexive_ones() {
+        let now = Instant::now();
+        let srflx = ep("203.0.113.1:4000");
+        let (lan, other) = (ep("192.168.1.2:4000"), ep("10.0.0.2:4000"));
+        let mut a = agent("a", "203.0.113.1:4000", AgentConfig::default());
+        // Loopback, link-local, unspecified and repeats are no host
+        // candidates.
+        let offered = vec![
+            lan,
+            ep("127.0.0.1:4000"),
+            ep("169.254.7.7:4000"),
+            ep("0.0.0.0:4000"),
+            other,
+            lan,
+        ];
+        assert!(a.set_host_candidates(offered.clone()));
+        assert!(!a.set_host_candidates(offered));
+        assert_eq!(a.host_candidates(), [lan, other]);
+        a.connect(now, "b".into(), &[]);
+        let ev = events(&mut a);
+        // Punch requests: reflexive first (they get the NAT openings),
+        // then the host candidates.
+        assert_eq!(
+            ev[0],
+            AgentEvent::Signal {
+                peer: "b".into(),
+                signal: Signal::Endpoints(vec![srflx, lan, other])
+            }
+        );
+        let offer = offer_in(&ev);
+        let kinds: Vec<(CandidateKind, SocketAddr)> = offer
+            .candidates
+            .iter()
+            .map(|c| (c.kind, c.address))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (CandidateKind::Host, lan),
+                (CandidateKind::Host, other),
+                (CandidateKind::ServerReflexive, srflx)
+            ]
+        );
+        // RFC 8445 §5.1.2: host above server-reflexive, our order within a
+        // kind.
+        let p: Vec<u32> = offer.candidates.iter().map(|c| c.priority).collect();
+        assert!(p[0] > p[1] && p[1] > p[2], "{p:?}");
+        assert_eq!(p[0] >> 24, 126);
+        assert_eq!(p[2] >> 24, 100);
+        // An address that is both stays a host candidate, offered once.
+        a.set_host_candidates(vec![srflx]);
+        assert_eq!(a.advertised(), [srflx]);
+        assert_eq!(a.candidates().len(), 1);
+        assert_eq!(a.candidates()[0].kind, CandidateKind::Host);
+    }
+
+    #[test]
+    fn many_host_candidates_leave_room_for_reflexive_ones() {
+        let config = AgentConfig::default();
+        let mut a = agent("a", "203.0.113.1:4000", config.clone());
+        a.set_local_endpoints(vec![ep("203.0.113.1:4000"), ep("203.0.113.1:4001")]);
+        let host: Vec<SocketAddr> = (1..=12u8)
+            .map(|i| SocketAddr::from(([10, 0, i, 2], 4000)))
+            .collect();
+        a.set_host_candidates(host.clone());
+        let c = a.candidates();
+        assert_eq!(c.len(), config.max_candidates);
+        let reflexive = c
+            .iter()
+            .filter(|c| c.kind == CandidateKind::ServerReflexive)
+            .count();
+        assert_eq!(reflexive, 2);
+        // With many reflexive endpoints too, host candidates keep half.
+        a.set_local_endpoints(
+            (0..12u16)
+                .map(|i| SocketAddr::from(([203, 0, 113, 1], 5000 + i)))
+                .collect(),
+        );
+        let c = a.candidates();
+        assert_eq!(c.len(), config.max_candidates);
+        let hosts = c.iter().filter(|c| c.kind == CandidateKind::Host).count();
+        assert_eq!(hosts, config.max_candidates / 2);
+        // Only host candidates (no reflexive endpoint yet): still offered.
+        let mut lan_only: Agent<String> =
+            Agent::new_with_insecure_seed("a".into(), config.clone(), 7);
+        lan_only.set_host_candidates(host);
+        assert_eq!(lan_only.candidates().len(), config.max_candidates);
+        lan_only.connect(Instant::now(), "b".into(), &[]);
+        assert_eq!(offer_in(&events(&mut lan_only)).candidates.len(), 8);
+    }
+
+    /// Two hosts behind one NAT that does not hairpin: datagrams to the
+    /// NAT's mappings (the reflexive endpoints) are lost, the hosts reach
+    /// each other only at their LAN addresses. The host candidates punch.
+    #[test]
+    fn two_agents_behind_one_nat_punch_over_their_host_candidates() {
+        let now = Instant::now();
+        let (a_lan, b_lan) = (ep("192.168.1.2:4000"), ep("192.168.1.3:4000"));
+        let mut a = agent("a", "198.51.100.1:4000", AgentConfig::default());
+        let mut b = agent("b", "198.51.100.1:61000", AgentConfig::default());
+        a.set_host_candidates(vec![a_lan]);
+        b.set_host_candidates(vec![b_lan]);
+        a.connect(now, "b".into(), &[ep("198.51.100.1:61000")]);
+        // Carries `from`'s signals, and its datagrams that reach `to` (over
+        // the LAN); returns how many were lost (sent to the NAT).
+        fn carry(
+            from: &mut Agent<String>,
+            from_lan: SocketAddr,
+            to: &mut Agent<String>,
+            to_lan: SocketAddr,
+            at: Instant,
+            punched: &mut Vec<(String, SocketAddr)>,
+        ) -> usize {
+            let name = from.name().to_string();
+            for event in events(from) {
+                match event {
+                    AgentEvent::Signal { signal, .. } => match signal {
+                        Signal::Endpoints(e) => to.handle_endpoints(at, name.clone(), &e),
+                        Signal::Offer(o) => to.handle_offer(at, name.clone(), &o),
+                    },
+                    AgentEvent::Punched { peer, remote } => punched.push((peer, remote)),
+                    _ => {}
+                }
+            }
+            let mut lost = 0;
+            for t in transmits(from) {
+                if t.destination == to_lan && t.ttl.is_none() {
+                    let _ = to.handle_input(at, from_lan, &t.payload);
+                } else {
+                    lost += 1;
+                }
+            }
+            lost
+        }
+        let mut punched = Vec::new();
+        let mut lost = 0;
+        let mut at = now;
+        for _ in 0..200 {
+            lost += carry(&mut a, a_lan, &mut b, b_lan, at, &mut punched);
+            lost += carry(&mut b, b_lan, &mut a, a_lan, at, &mut punched);
+            at += Duration::from_millis(20);
+            a.handle_timeout(at);
+            b.handle_timeout(at);
+        }
+        punched.sort();
+        assert_eq!(punched, [("a".into(), a_lan), ("b".into(), b_lan)]);
+        assert!(lost > 0, "the reflexive endpoints were tried too");
+    }
+
+    /// A peer cannot make the agent send to endpoints that are no
+    /// candidates: unspecified (Linux delivers it to the host itself),
+    /// multicast, broadcast, port 0, or loopback (our own host's services)
+    /// while we are not on loopback. The peer's real endpoint in the same
+    /// messages is tried.
+    #[test]
+    fn attack_peer_named_local_and_multicast_endpoints_are_not_probed() {
+        let now = Instant::now();
+        let bad = [
+            ep("127.0.0.1:53"),
+            ep("127.0.0.53:53"),
+            ep("0.0.0.0:4000"),
+            ep("224.0.0.251:5353"),
+            ep("255.255.255.255:67"),
+            ep("198.51.100.2:0"),
+            ep("[::1]:53"),
+        ];
+        let good = ep("198.51.100.2:4000");
+        let mut named = bad.to_vec();
+        named.push(good);
+        let mut a = agent("a", "192.0.2.1:4000", AgentConfig::default());
+        a.set_host_candidates(vec![ep("192.168.1.2:4000")]);
+        a.connect(now, "b".into(), &named);
+        a.handle_endpoints(now, "b".into(), &named);
+        let mut offer = Offer::with_fresh_credentials(
+            "b".into(),
+            "a".into(),
+            named
+                .iter()
+                .map(|e| Candidate::new(CandidateKind::Host, *e, 1))
+                .collect(),
+        );
+        offer.from = "b".into();
+        a.handle_offer(now, "b".into(), &offer);
+        let mut sent = Vec::new();
+        let mut at = now;
+        while at < now + Duration::from_secs(6) {
+            sent.extend(transmits(&mut a).into_iter().map(|t| t.destination));
+            at += Duration::from_millis(20);
+            a.handle_timeout(at);
+        }
+        assert!(sent.contains(&good), "{sent:?}");
+        for e in bad {
+            assert!(!sent.contains(&e), "sent to {e}: {sent:?}");
+        }
+        // On loopback (a test ring, a demo), loopback peers are fine.
+        let mut local = agent("a", "127.0.0.1:4000", AgentConfig::default());
+        assert!(local.is_usable_remote(ep("127.0.0.1:5000")));
+        local.connect(now, "b".into(), &[ep("127.0.0.1:5000")]);
+        assert_eq!(
+            local.poll_transmit().unwrap().destination,
+            ep("127.0.0.1:5000")
+        );
     }
 
     /// Signalling from many peers cannot grow the agent without bound.

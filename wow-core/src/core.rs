@@ -282,6 +282,9 @@ pub struct Core<S: LeaseStore> {
     /// Punch sessions with the peers the overlay links to, NAT opening and
     /// the TURN relay of last resort (our endpoints live there).
     agent: nat_traversal::agent::Agent<Address>,
+    /// Whether underlay datagrams may go to loopback: only when our own
+    /// endpoints or bootstrap are there (a ring on one host).
+    loopback_underlay: bool,
     randomness: Randomness,
     republish_at: Option<Instant>,
     ca: Option<ipsec_ca::Ca<ipsec_ca::BoxedStore>>,
@@ -524,6 +527,7 @@ impl<S: LeaseStore> Core<S> {
         let dns = dns_virt::Server::new(dns_config);
 
         let endpoints = overlay_config.endpoints.clone();
+        let loopback_underlay = endpoints.iter().any(|e| e.ip().is_loopback());
         let stun = nat_traversal::server::Server::new(nat_traversal::server::ServerConfig {
             primary: endpoints
                 .first()
@@ -605,6 +609,7 @@ impl<S: LeaseStore> Core<S> {
             sa_peers: HashSet::new(),
             stun,
             agent,
+            loopback_underlay,
             randomness,
             republish_at: None,
             ca: None,
@@ -717,6 +722,7 @@ impl<S: LeaseStore> Core<S> {
     /// Joins the overlay through `bootstrap` (none: start a new ring). A
     /// node that cannot join (no endpoint to advertise) says so in the log.
     pub fn join(&mut self, now: Instant, bootstrap: &[SocketAddr]) {
+        self.loopback_underlay |= bootstrap.iter().any(|e| e.ip().is_loopback());
         if let Err(e) = self.overlay.join(now, bootstrap) {
             tracing::error!(error = %e, "cannot join the overlay");
         }
@@ -1356,9 +1362,50 @@ impl<S: LeaseStore> Core<S> {
         self.agent.set_turn(now, config)
     }
 
-    /// Our underlay endpoints as we advertise them to peers.
-    pub fn endpoints(&self) -> &[SocketAddr] {
-        self.agent.local_endpoints()
+    /// Our underlay endpoints as we advertise them to peers: reflexive and
+    /// configured ones, then host candidates.
+    pub fn endpoints(&self) -> Vec<SocketAddr> {
+        self.agent.advertised()
+    }
+
+    /// Sets our host candidates (RFC 8445 §5.1.1.1): the addresses of the
+    /// host's interfaces with our socket's port, for a socket bound to all
+    /// addresses. Peers behind the same NAT reach us there when the NAT
+    /// does not hairpin; they are offered in punch exchanges above the
+    /// reflexive endpoints. Addresses inside the virtual network (the
+    /// guest's side: the overlay would run over itself) and those
+    /// [`nat_traversal::agent::is_host_candidate`] refuses (loopback,
+    /// link-local, ...) are left out. Returns whether the set changed.
+    pub fn set_host_candidates(&mut self, candidates: Vec<SocketAddr>) -> bool {
+        let network = self.settings.network;
+        self.agent.set_host_candidates(
+            candidates
+                .into_iter()
+                .filter(|e| !in_network(network, *e))
+                .collect(),
+        )
+    }
+
+    /// Our host candidates.
+    pub fn host_candidates(&self) -> &[SocketAddr] {
+        self.agent.host_candidates()
+    }
+
+    /// Whether `endpoint`, named by a peer (punch request, offer, link
+    /// request) or a peer's report of our own, is a place for underlay
+    /// datagrams: not in the virtual network, and one the agent may probe
+    /// ([`nat_traversal::agent::Agent::is_usable_remote`]: no loopback off
+    /// loopback, no unspecified, multicast or broadcast address).
+    fn usable_peer_endpoint(&self, endpoint: SocketAddr) -> bool {
+        !in_network(self.settings.network, endpoint) && self.agent.is_usable_remote(endpoint)
+    }
+
+    /// The last guard before the socket: no underlay datagram goes into the
+    /// virtual network (it would carry the overlay over itself), nor to
+    /// loopback unless we or our bootstrap are there, whoever named the
+    /// destination.
+    fn underlay_allowed(&self, to: SocketAddr) -> bool {
+        !in_network(self.settings.network, to) && (self.loopback_underlay || !to.ip().is_loopback())
     }
 
     /// Underlay endpoints we answer through our TURN relay.
@@ -1490,14 +1537,20 @@ impl<S: LeaseStore> Core<S> {
             .or_else(|| self.stun.poll_transmit())
         {
             let n = t.payload.len();
-            if n <= buf.len() {
+            if n <= buf.len() && self.underlay_allowed(t.destination) {
                 buf[..n].copy_from_slice(&t.payload);
                 self.counters.udp_out += 1;
                 self.counters.udp_bytes_out += n as u64;
                 return Some((t.destination, n, t.ttl));
             }
         }
-        let (mut to, mut n) = self.overlay.poll_transmit_into(buf)?;
+        let (mut to, mut n) = loop {
+            let (to, n) = self.overlay.poll_transmit_into(buf)?;
+            if self.underlay_allowed(to) {
+                break (to, n);
+            }
+            tracing::debug!(%to, "underlay datagram to a virtual or loopback address dropped");
+        };
         if let Some(relayed) = self.agent.relay_in_place(to, buf, n) {
             // Answered through the TURN relay the peer came through.
             (to, n) = relayed;
@@ -1638,7 +1691,9 @@ impl<S: LeaseStore> Core<S> {
         }
         if repr.kind == Kind::Offer {
             match nat_traversal::wire::SignalRepr::parse_bytes(packet.body()) {
-                Ok(nat_traversal::wire::SignalRepr::Offer(offer)) => {
+                Ok(nat_traversal::wire::SignalRepr::Offer(mut offer)) => {
+                    let network = self.settings.network;
+                    offer.candidates.retain(|c| !in_network(network, c.address));
                     self.agent.handle_offer(now, source, &offer);
                 }
                 _ => self.counters.malformed += 1,
@@ -1653,7 +1708,8 @@ impl<S: LeaseStore> Core<S> {
             // configured endpoints, so a peer linking to us learns our
             // reflexive one here, and sends its link requests through the
             // hole our empty datagrams just opened in our NAT.
-            let endpoints = wire::parse_endpoints(packet.body());
+            let mut endpoints = wire::parse_endpoints(packet.body());
+            endpoints.retain(|e| self.usable_peer_endpoint(*e));
             tracing::debug!(peer = %source, ?endpoints, "punch request");
             self.agent.handle_endpoints(now, source, &endpoints);
             // Try its endpoints ourselves if we are linking to it too.
@@ -2050,7 +2106,8 @@ impl<S: LeaseStore> Core<S> {
                 );
             }
             E::ObservedEndpoint { endpoint }
-                if !self.agent.local_endpoints().contains(&endpoint) =>
+                if !self.agent.local_endpoints().contains(&endpoint)
+                    && self.usable_peer_endpoint(endpoint) =>
             {
                 tracing::debug!(%endpoint, "observed underlay endpoint");
                 let mut endpoints = vec![endpoint];
@@ -2068,7 +2125,11 @@ impl<S: LeaseStore> Core<S> {
                 endpoint,
                 status,
             } => tracing::warn!(%peer, %endpoint, ?status, "our overlay link was refused"),
-            E::LinkAttempt { peer, endpoints } => {
+            E::LinkAttempt {
+                peer,
+                mut endpoints,
+            } => {
+                endpoints.retain(|e| self.usable_peer_endpoint(*e));
                 tracing::debug!(%peer, ?endpoints, "overlay link attempt");
                 // Open our NAT toward the peer before it hears of us (the
                 // overlay holds its link request until the peer answers our
@@ -2401,6 +2462,11 @@ impl<S: LeaseStore> Core<S> {
     }
 }
 
+/// Whether `endpoint` lies inside the virtual network `network`.
+fn in_network(network: Ipv4Net, endpoint: SocketAddr) -> bool {
+    matches!(endpoint.ip(), IpAddr::V4(ip) if network.contains(&ip))
+}
+
 /// A DHCP host name as a DNS label: lowercase letters, digits and hyphens.
 pub fn sanitize_hostname(name: &str) -> String {
     let first = name.split('.').next().unwrap_or_default();
@@ -2501,6 +2567,147 @@ mod test {
         assert_eq!(
             claim(DhtOutcome::Failed, &a, ClaimKind::New),
             ClaimResult::Failed
+        );
+    }
+
+    /// A ring of cores on an in-memory underlay: node `i` is at
+    /// `192.0.2.(i+1):4000`; `sent` records every (sender, destination).
+    struct Underlay {
+        nodes: Vec<Core<dhcp_virt::MemoryStore>>,
+        sent: Vec<(usize, SocketAddr)>,
+        now: Instant,
+    }
+
+    impl Underlay {
+        fn at(i: usize) -> SocketAddr {
+            SocketAddr::from(([192, 0, 2, i as u8 + 1], 4000))
+        }
+
+        /// Node `i`, advertising `endpoints` (its own by default).
+        fn add(&mut self, endpoints: Option<Vec<SocketAddr>>) -> usize {
+            let i = self.nodes.len();
+            let mut config = crate::demo::overlay_config(Self::at(i));
+            if let Some(e) = endpoints {
+                config.endpoints = e;
+            }
+            let mut core = Core::new_with_insecure_seed(
+                self.now,
+                1_800_000_000,
+                crate::demo::settings(),
+                config,
+                Address::from_key(format!("node {i}").as_bytes()),
+                dhcp_virt::MemoryStore::new(),
+                i as u64 + 1,
+            )
+            .unwrap();
+            let bootstrap: Vec<SocketAddr> = (i > 0).then(|| Self::at(0)).into_iter().collect();
+            core.join(self.now, &bootstrap);
+            self.nodes.push(core);
+            i
+        }
+
+        fn run(&mut self, for_: Duration) {
+            let end = self.now + for_;
+            let mut buf = vec![0u8; 65536];
+            while self.now < end {
+                let mut queue = Vec::new();
+                for (i, core) in self.nodes.iter_mut().enumerate() {
+                    if core.poll_timeout().is_some_and(|t| t <= self.now) {
+                        core.handle_timeout(self.now, SystemTime::UNIX_EPOCH);
+                    }
+                    while let Some((to, n, _)) = core.poll_udp_with_ttl(&mut buf) {
+                        self.sent.push((i, to));
+                        queue.push((i, to, buf[..n].to_vec()));
+                    }
+                    while core.poll_event().is_some() {}
+                }
+                for (from, to, bytes) in queue {
+                    let now = self.now;
+                    if let Some(core) = (0..self.nodes.len())
+                        .find(|j| Self::at(*j) == to)
+                        .and_then(|j| self.nodes.get_mut(j))
+                    {
+                        core.handle_udp(now, Self::at(from), &bytes);
+                    }
+                }
+                self.now += Duration::from_millis(10);
+            }
+        }
+    }
+
+    /// A peer naming addresses inside the virtual network (the overlay
+    /// would run over itself) or on loopback (our host's own services) as
+    /// its endpoints, in its link requests, punch requests or offers,
+    /// makes no node send there; its real endpoint in the same messages is
+    /// tried. The hook drops them from punch requests and offers, and the
+    /// last guard before the socket drops what the overlay itself would
+    /// probe (a ConnectToMe's named endpoints).
+    #[test]
+    fn attack_virtual_and_loopback_endpoints_named_by_a_peer_get_nothing() {
+        let virtual_ep = SocketAddr::from(([10, 128, 0, 9], 4000));
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 53));
+        let control = SocketAddr::from(([192, 0, 2, 77], 4000));
+        let mut net = Underlay {
+            nodes: Vec::new(),
+            sent: Vec::new(),
+            now: Instant::now(),
+        };
+        let a = net.add(None);
+        net.run(Duration::from_millis(200));
+        let b = net.add(None);
+        net.run(Duration::from_secs(2));
+        // The attacker advertises only the forbidden endpoints: every other
+        // node learns them from its link requests and ConnectToMe.
+        let m = net.add(Some(vec![virtual_ep, loopback]));
+        net.run(Duration::from_secs(3));
+        let named = [virtual_ep, loopback, control];
+        let mut body = Vec::new();
+        wire::emit_endpoints(&named, &mut body);
+        for victim in [a, b] {
+            let to = net.nodes[victim].overlay().address();
+            let from = net.nodes[m].overlay().address();
+            let now = net.now;
+            net.nodes[m].send_to_node(now, to, Kind::Punch, &body);
+            let mut offer = nat_traversal::wire::Offer::with_fresh_credentials(
+                from.to_string(),
+                to.to_string(),
+                named
+                    .iter()
+                    .map(|e| {
+                        nat_traversal::wire::Candidate::new(
+                            nat_traversal::wire::CandidateKind::Host,
+                            *e,
+                            65535,
+                        )
+                    })
+                    .collect(),
+            );
+            offer.from = from.to_string();
+            let offer = nat_traversal::wire::SignalRepr::Offer(offer)
+                .to_bytes()
+                .unwrap();
+            net.nodes[m].send_to_node(now, to, Kind::Offer, &offer);
+        }
+        net.run(Duration::from_secs(8));
+        let honest: Vec<&(usize, SocketAddr)> = net.sent.iter().filter(|(i, _)| *i != m).collect();
+        for victim in [a, b] {
+            assert!(
+                honest.contains(&&(victim, control)),
+                "node {victim} never tried the peer's real endpoint"
+            );
+        }
+        for bad in [virtual_ep, loopback] {
+            assert!(
+                !honest.iter().any(|(_, to)| *to == bad),
+                "sent to {bad}: {honest:?}"
+            );
+        }
+        // Host candidates are never virtual addresses either.
+        let core = &mut net.nodes[a];
+        core.set_host_candidates(vec![virtual_ep, SocketAddr::from(([192, 168, 1, 2], 4000))]);
+        assert_eq!(
+            core.host_candidates(),
+            [SocketAddr::from(([192, 168, 1, 2], 4000))]
         );
     }
 

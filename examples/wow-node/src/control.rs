@@ -152,8 +152,8 @@ pub struct Status {
     pub sa_rejected: u64,
     /// Seconds since start.
     pub uptime_secs: u64,
-    /// Our underlay endpoints as advertised to peers (reflexive, configured,
-    /// TURN relayed last).
+    /// Our underlay endpoints as advertised to peers (reflexive and
+    /// configured, then host candidates: our interfaces' addresses).
     pub endpoints: Vec<String>,
     /// The relayed address of our TURN allocation, if one is configured and
     /// granted.

@@ -14,5 +14,6 @@ pub mod confine;
 pub mod control;
 pub mod demo;
 pub mod enrol;
+pub mod interfaces;
 pub mod runtime;
 pub mod udp;

@@ -323,6 +323,10 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         core.set_turn(now, turn).map_err(|e| format!("TURN: {e}"))?;
         tracing::info!(%server, "TURN server configured as the relay of last resort");
     }
+    // Our interfaces' addresses as host candidates, for peers behind our
+    // own NAT (bound to all addresses only); read again every 30 s.
+    let mut host_candidates = crate::interfaces::HostCandidates::new(socket.local_addr().ok(), now);
+    host_candidates.refresh(&mut core, &config.tap.name, now);
     core.join(now, &config.node.bootstrap);
     if let Some(text) = &config.security.ca_node {
         let ca_node: Address = text.parse().map_err(|e| format!("ca_node: {e:?}"))?;
@@ -519,6 +523,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         if core.poll_timeout().is_some_and(|t| t <= now) {
             core.handle_timeout(now, SystemTime::now());
         }
+        host_candidates.refresh(&mut core, &config.tap.name, now);
         let wall = SystemTime::now();
         if membership.poll_timeout() <= now {
             membership.handle_timeout(&mut core, now, wall);
@@ -577,7 +582,7 @@ impl Lan {
     /// Sends the announcement, if due, on every multicast-capable IPv4
     /// interface but the TAP (joining the group on new ones).
     async fn announce(&mut self, now: Instant, alone: bool, tap: &str) {
-        let sources = lan_interfaces(tap);
+        let sources = crate::interfaces::lan_interfaces(tap);
         let due = self
             .discovery
             .poll_announce(now, SystemTime::now(), alone, &sources);
@@ -597,23 +602,6 @@ impl Lan {
             }
         }
     }
-}
-
-/// IPv4 addresses of the interfaces that are up, not loopback, capable of
-/// multicast, and not the TAP.
-fn lan_interfaces(tap: &str) -> Vec<Ipv4Addr> {
-    use nix::net::if_::InterfaceFlags as F;
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    addrs
-        .filter(|i| {
-            i.interface_name != tap
-                && i.flags.contains(F::IFF_UP | F::IFF_MULTICAST)
-                && !i.flags.contains(F::IFF_LOOPBACK)
-        })
-        .filter_map(|i| i.address?.as_sockaddr_in().map(|a| a.ip()))
-        .collect()
 }
 
 /// Room [`Core::poll_udp`] needs for one datagram.

@@ -19,7 +19,7 @@ struct Topology {
     public: Host,
     a: Host,
     b: Host,
-    _nats: [Netns; 2],
+    _nats: Vec<Netns>,
 }
 
 /// How a test NAT is configured. Both are masquerading NATs as home routers
@@ -99,7 +99,40 @@ fn topology_with(kind: NatKind) -> Topology {
         public,
         a,
         b,
-        _nats: [nat_a, nat_b],
+        _nats: vec![nat_a, nat_b],
+    }
+}
+
+/// A public bootstrap host and two hosts on one LAN segment (a bridge in
+/// the NAT) behind one `Guarded` masquerading NAT with no hairpin rule: a
+/// host's datagram to the NAT's public address ends at the NAT, so the
+/// hosts reach each other only at their LAN addresses (A `192.168.1.2`, B
+/// `192.168.1.3`).
+fn one_nat_topology() -> Topology {
+    let public = Host::new("pub", "public");
+    public.ns.enable_forwarding().unwrap();
+    let a = Host::new("ha", "alpha");
+    let b = Host::new("hb", "bravo");
+    let nat = nat_with(&public.ns, "na", 1, NatKind::Guarded);
+    nat.ip(&["link", "add", "lan", "type", "bridge"]).unwrap();
+    nat.link_up("lan").unwrap();
+    for (host, i) in [(&a, 2u8), (&b, 3u8)] {
+        let port = format!("lan{i}");
+        nat.veth_to(&host.ns, &port, "eth0").unwrap();
+        nat.ip(&["link", "set", &port, "master", "lan"]).unwrap();
+        host.ns
+            .addr_add("eth0", &format!("192.168.1.{i}/24"))
+            .unwrap();
+        host.ns.default_route("192.168.1.1").unwrap();
+        host.ns.link_up("lo").unwrap();
+    }
+    nat.addr_add("lan", "192.168.1.1/24").unwrap();
+    public.ns.link_up("lo").unwrap();
+    Topology {
+        public,
+        a,
+        b,
+        _nats: vec![nat],
     }
 }
 
@@ -565,6 +598,73 @@ fn guests_behind_plain_masquerade_nats_get_a_direct_path() {
         t.b.stop();
         t.public.stop();
     }
+}
+
+/// Two hosts behind one NAT that does not hairpin: each node, bound to
+/// `0.0.0.0`, offers its interfaces' addresses as host candidates besides
+/// its reflexive endpoint (which the other cannot reach from inside), so the
+/// guests get a one-hop link over the LAN.
+#[test]
+fn guests_behind_one_nat_link_directly_over_their_lan() {
+    if !require(
+        "guests_behind_one_nat_link_directly_over_their_lan",
+        &["dhclient", "ping", "nft"],
+    ) {
+        return;
+    }
+    let (mut t, addr_a, addr_b) = leased_pair_on(one_nat_topology(), "", "");
+    let (a, b) = (&t.a, &t.b);
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let _ = a.ping(&addr_b);
+            a.status(false).contains("direct (1 hops)")
+        }),
+        "{}\n{}\n{}",
+        a.status(false),
+        b.status(false),
+        a.log()
+    );
+    assert!(b.ping(&addr_a));
+    // Each advertises its LAN address, never its guest's (virtual) one.
+    for (h, lan) in [(a, "192.168.1.2:4000"), (b, "192.168.1.3:4000")] {
+        let status = h.status_json();
+        let advertised: Vec<&str> = status["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.as_str())
+            .collect();
+        assert!(advertised.contains(&lan), "{status}");
+        assert!(
+            !advertised.iter().any(|e| e.starts_with("10.128.")),
+            "{status}"
+        );
+    }
+    // The link between them runs over the LAN, not through the NAT.
+    let status = a.status_json();
+    let b_node = b.overlay_address();
+    let link = status["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["peer"].as_str() == Some(b_node.as_str()))
+        .unwrap_or_else(|| panic!("no link to bravo: {status}"))
+        .clone();
+    assert_eq!(link["endpoint"], "192.168.1.3:4000", "{status}");
+    // A new interface address is offered once the interfaces are read
+    // again (every 30 s).
+    t.a.ns.addr_add("eth0", "192.168.1.12/24").unwrap();
+    let a = &t.a;
+    assert!(
+        wait_until(Duration::from_secs(35), || a
+            .status(false)
+            .contains("192.168.1.12:4000")),
+        "{}",
+        a.status(false)
+    );
+    t.a.stop();
+    t.b.stop();
+    t.public.stop();
 }
 
 #[test]
