@@ -9,6 +9,11 @@ use ipsec_ca::{Transmit, WriteQueue};
 
 use crate::crl_dht::Published;
 
+/// Replies held at most: while the CA's writes fail, the nodes' retries
+/// (rate-limited, see [`crate::enrol`]) would otherwise pile up replies.
+/// One past it is dropped: the node asks again.
+pub(crate) const MAX_HELD_REPLIES: usize = 4096;
+
 /// Replies and a CRL held until the writes before them are durable.
 #[derive(Debug)]
 pub(crate) struct Hold {
@@ -29,13 +34,17 @@ impl Hold {
     }
 
     /// `reply`, if every write so far is durable and no earlier reply
-    /// waits; else it is kept.
+    /// waits; else it is kept (or dropped, past [`MAX_HELD_REPLIES`]).
     pub(crate) fn reply(&mut self, reply: Transmit) -> Option<Transmit> {
         let need = self.queue.queued();
         if self.replies.is_empty() && self.queue.durable() >= need {
             return Some(reply);
         }
-        self.replies.push_back((need, reply));
+        if self.replies.len() < MAX_HELD_REPLIES {
+            self.replies.push_back((need, reply));
+        } else {
+            tracing::debug!(to = %reply.destination, "CA reply dropped: too many wait for the CA's writes");
+        }
         None
     }
 
@@ -75,5 +84,38 @@ impl Hold {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipsec_ca::state::{CaState, Change};
+    use ipsec_ca::{QueueStore, Store};
+
+    /// While the CA's writes do not become durable, a flood of requests
+    /// (each answered by the CA) cannot make the core hold replies without
+    /// bound; once durable, the ones held leave in order.
+    #[test]
+    fn attack_held_replies_stay_bounded_while_writes_fail() {
+        let mut store = QueueStore::new(None);
+        let queue = store.queue();
+        store
+            .record(&CaState::default(), &Change::CrlIssued { number: 1 })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut hold = Hold::new(queue.clone());
+        for i in 0..MAX_HELD_REPLIES + 100 {
+            let reply = Transmit {
+                destination: std::net::Ipv4Addr::from(i as u32),
+                payload: vec![0; 512],
+            };
+            assert!(hold.reply(reply).is_none(), "a reply left before durable");
+        }
+        assert_eq!(hold.replies.len(), MAX_HELD_REPLIES);
+        queue.mark_durable(queue.queued());
+        let released = hold.released_replies();
+        assert_eq!(released.len(), MAX_HELD_REPLIES);
+        assert_eq!(released[1].destination, std::net::Ipv4Addr::from(1));
+        assert!(hold.replies.is_empty());
     }
 }
