@@ -70,6 +70,9 @@
 //! - [`state`], [`store`], [`file_store`]: the index as [`state::Change`]s over a
 //!   [`Store`]; [`FileStore`] journals each change with one fsynced append,
 //!   snapshots periodically, and survives SIGKILL at any point.
+//!   [`QueueStore`] is a write-behind: it queues the writes on a
+//!   [`WriteQueue`] for a [`StoreWriter`] elsewhere (a thread of the
+//!   caller's), and the caller holds the CA's replies until they are durable.
 //!
 //! # For the security-association layer
 //!
@@ -107,6 +110,6 @@ pub use file_store::FileStore;
 pub use identity::CaIdentity;
 pub use key::{KeyType, NodeKey, NodeRequest, OverlayAddress};
 pub use state::{CaState, IssuedRecord, PendingRecord, RevocationReason, TokenRecord};
-pub use store::{BoxedStore, MemStore, Store};
+pub use store::{BoxedStore, MemStore, QueueStore, Store, StoreWriter, WriteQueue};
 pub use token::JoinToken;
 pub use verify::{VerifiedPeer, Verifier};

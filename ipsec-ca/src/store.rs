@@ -74,3 +74,365 @@ impl Store for MemStore {
         Ok(())
     }
 }
+
+/// One write a [`QueueStore`] queued, for the durable store behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Write {
+    /// A change, made to the state the previous write left
+    /// ([`Store::record`]).
+    Change(Change),
+    /// A whole snapshot ([`Store::save`]).
+    Snapshot(CaState),
+}
+
+/// A [`Write`] with its place in the queue (1, 2, …; see
+/// [`WriteQueue::mark_durable`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedWrite {
+    /// Its sequence number.
+    pub seq: u64,
+    /// What to write.
+    pub write: Write,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    writes: Vec<QueuedWrite>,
+    queued: u64,
+    durable: u64,
+}
+
+/// The shared side of a [`QueueStore`]: the writes it queued, and how far
+/// they are durable.
+///
+/// Cloning gives another handle on the same queue. The holder of the
+/// [`crate::Ca`] lets nothing that depends on a change out (an enrolment
+/// reply, a CRL, a join token) before [`WriteQueue::durable`] reaches the
+/// [`WriteQueue::queued`] it saw after the change: see
+/// [`QueueStore`].
+#[derive(Debug, Clone, Default)]
+pub struct WriteQueue {
+    inner: std::sync::Arc<std::sync::Mutex<Queue>>,
+}
+
+impl WriteQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // The queue is plain data: a panic elsewhere leaves it usable.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn push(&self, write: Write) {
+        let mut q = self.lock();
+        q.queued += 1;
+        let seq = q.queued;
+        q.writes.push(QueuedWrite { seq, write });
+    }
+
+    /// The writes queued since the last `take`, oldest first, for the
+    /// caller to make durable (e.g. with a [`StoreWriter`]) and then report
+    /// with [`WriteQueue::mark_durable`].
+    pub fn take(&self) -> Vec<QueuedWrite> {
+        std::mem::take(&mut self.lock().writes)
+    }
+
+    /// Reports that every write up to `seq` is durable. Never goes back,
+    /// nor past [`WriteQueue::queued`].
+    pub fn mark_durable(&self, seq: u64) {
+        let mut q = self.lock();
+        q.durable = q.durable.max(seq.min(q.queued));
+    }
+
+    /// Sequence number of the last write queued (0: none yet).
+    pub fn queued(&self) -> u64 {
+        self.lock().queued
+    }
+
+    /// Sequence number up to which the writes are durable.
+    pub fn durable(&self) -> u64 {
+        self.lock().durable
+    }
+
+    /// Whether every write queued so far is durable.
+    pub fn is_durable(&self) -> bool {
+        let q = self.lock();
+        q.durable >= q.queued
+    }
+}
+
+/// A [`Store`] that queues its writes for another party to make durable:
+/// a write-behind, so that a CA's caller (a node's only event loop) never
+/// waits for an fsync.
+///
+/// Durability is deferred: `save` and `record` return `Ok` once the write
+/// is queued on its [`WriteQueue`]. The holder of the [`crate::Ca`] must
+/// therefore hold back everything a change makes possible (the CA's
+/// replies from [`crate::Ca::poll_transmit`], a CRL, a join token) until
+/// [`WriteQueue::durable`] reaches the [`WriteQueue::queued`] it read after
+/// the call: a certificate is then never handed out, nor a join token
+/// spent, that a crash could make the CA forget. Whoever drains the queue
+/// ([`WriteQueue::take`]) writes to a real store, typically with a
+/// [`StoreWriter`] on a thread of its own, and calls
+/// [`WriteQueue::mark_durable`].
+///
+/// `load` returns the state the store started from with every change
+/// queued since applied (kept in memory).
+///
+/// # Example
+///
+/// ```
+/// use std::net::Ipv4Addr;
+/// use ipsec_ca::{Ca, CaIdentity, KeyType, MemStore, NodeKey, NodeRequest, Policy, Store};
+/// use ipsec_ca::store::write_behind;
+/// use std::time::{Duration, SystemTime};
+///
+/// let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+/// let identity =
+///     CaIdentity::create_root(now, KeyType::Ed25519, "wow CA", Duration::from_secs(3650 * 86_400))?;
+/// // The real store (here memory; a node uses a FileStore) goes to the writer.
+/// let (store, mut writer) = write_behind(MemStore::default())?;
+/// let queue = store.queue();
+/// let mut ca = Ca::open(identity, Policy::default(), store)?;
+///
+/// let ip = Ipv4Addr::new(10, 128, 0, 5);
+/// let csr = NodeKey::generate(KeyType::Ed25519)?.certificate_request(&NodeRequest::new(ip))?;
+/// let issued = ca.sign(now, &csr, ip, None)?;
+/// // Queued, not yet durable: the certificate must not leave yet.
+/// assert!(!queue.is_durable());
+///
+/// // The writer's side (on a thread of its own in a real program).
+/// let durable = writer.write(queue.take())?;
+/// queue.mark_durable(durable);
+/// assert!(queue.is_durable());
+/// let on_disk = writer.store_mut().load()?.unwrap();
+/// assert_eq!(on_disk.issued[0].serial, issued.serial);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct QueueStore {
+    state: Option<CaState>,
+    queue: WriteQueue,
+}
+
+impl QueueStore {
+    /// A store starting from `state` (loaded elsewhere; `None`: nothing was
+    /// ever saved), with a new queue.
+    pub fn new(state: Option<CaState>) -> QueueStore {
+        QueueStore {
+            state,
+            queue: WriteQueue::default(),
+        }
+    }
+
+    /// A handle on its queue.
+    pub fn queue(&self) -> WriteQueue {
+        self.queue.clone()
+    }
+}
+
+impl Store for QueueStore {
+    fn load(&mut self) -> Result<Option<CaState>, StoreError> {
+        Ok(self.state.clone())
+    }
+
+    fn save(&mut self, state: &CaState) -> Result<(), StoreError> {
+        self.state = Some(state.clone());
+        self.queue.push(Write::Snapshot(state.clone()));
+        Ok(())
+    }
+
+    fn record(&mut self, before: &CaState, change: &Change) -> Result<(), StoreError> {
+        let mut state = match self.state.take() {
+            Some(s) if s.seq == before.seq => s,
+            _ => before.clone(),
+        };
+        let applied = state.apply(change);
+        self.state = Some(state);
+        applied?;
+        self.queue.push(Write::Change(change.clone()));
+        Ok(())
+    }
+}
+
+/// Makes a [`QueueStore`]'s writes durable in a real store, keeping the
+/// state they build in memory (so that a journaling store gets the state
+/// each change was made to, and a failed write can be redone as one
+/// snapshot).
+///
+/// After a write fails, the store is *behind*: later writes are only
+/// applied in memory, and the next [`StoreWriter::write`] or
+/// [`StoreWriter::retry`] saves the whole state as a snapshot.
+#[derive(Debug)]
+pub struct StoreWriter<S: Store> {
+    store: S,
+    state: CaState,
+    /// Sequence number of the last write applied in memory.
+    seen: u64,
+    /// Sequence number of the last write durable in `store`.
+    written: u64,
+    behind: bool,
+    /// A change did not fit the state: nothing is written any more.
+    broken: bool,
+}
+
+/// Loads `store` once and splits it: a [`QueueStore`] starting from its
+/// state (for the [`crate::Ca`]) and a [`StoreWriter`] owning it (for the
+/// thread that writes).
+pub fn write_behind<S: Store>(mut store: S) -> Result<(QueueStore, StoreWriter<S>), StoreError> {
+    let state = store.load()?;
+    let writer = StoreWriter::new(store, state.clone().unwrap_or_default());
+    Ok((QueueStore::new(state), writer))
+}
+
+impl<S: Store> StoreWriter<S> {
+    /// A writer for `store`, which holds `state` (what its `load` returned;
+    /// the default state if it held none: the CA's first write is then a
+    /// snapshot).
+    pub fn new(store: S, state: CaState) -> StoreWriter<S> {
+        StoreWriter {
+            store,
+            state,
+            seen: 0,
+            written: 0,
+            behind: false,
+            broken: false,
+        }
+    }
+
+    /// Makes `writes` (from [`WriteQueue::take`], in order) durable and
+    /// returns the sequence number durable now, for
+    /// [`WriteQueue::mark_durable`]. On an error nothing new is durable;
+    /// the writes are kept in memory and the next call saves a snapshot.
+    pub fn write(
+        &mut self,
+        writes: impl IntoIterator<Item = QueuedWrite>,
+    ) -> Result<u64, StoreError> {
+        if self.broken {
+            return Err(StoreError::Inconsistent);
+        }
+        let was_behind = self.behind;
+        let mut error = None;
+        for QueuedWrite { seq, write } in writes {
+            match write {
+                Write::Change(change) => {
+                    if !self.behind
+                        && let Err(e) = self.store.record(&self.state, &change)
+                    {
+                        self.behind = true;
+                        error = Some(e);
+                    }
+                    if let Err(e) = self.state.apply(&change) {
+                        // Only a change the state cannot take gets here
+                        // (a bug): write nothing more, report nothing.
+                        self.broken = true;
+                        return Err(e);
+                    }
+                }
+                Write::Snapshot(state) => {
+                    self.state = state;
+                    if error.is_none() {
+                        match self.store.save(&self.state) {
+                            Ok(()) => self.behind = false,
+                            Err(e) => {
+                                self.behind = true;
+                                error = Some(e);
+                            }
+                        }
+                    }
+                }
+            }
+            self.seen = seq;
+        }
+        match error {
+            Some(e) => Err(e),
+            None if was_behind && self.behind => self.retry(),
+            None => {
+                self.written = self.seen;
+                Ok(self.written)
+            }
+        }
+    }
+
+    /// If a write failed: saves the whole state as a snapshot. Returns the
+    /// sequence number durable now.
+    pub fn retry(&mut self) -> Result<u64, StoreError> {
+        if self.broken {
+            return Err(StoreError::Inconsistent);
+        }
+        if self.behind {
+            self.store.save(&self.state)?;
+            self.behind = false;
+        }
+        self.written = self.seen;
+        Ok(self.written)
+    }
+
+    /// Whether a write failed and the store lacks some writes.
+    pub fn is_behind(&self) -> bool {
+        self.behind || self.broken
+    }
+
+    /// Sequence number of the last write durable.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The state the writes built (the CA's, as far as they go).
+    pub fn state(&self) -> &CaState {
+        &self.state
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The store, mutably.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durability_counters() {
+        let mut store = QueueStore::new(None);
+        let queue = store.queue();
+        assert!(queue.is_durable());
+        assert_eq!((queue.queued(), queue.durable()), (0, 0));
+        let state = CaState::default();
+        store.save(&state).unwrap();
+        store
+            .record(&state, &Change::CrlIssued { number: 1 })
+            .unwrap();
+        assert_eq!((queue.queued(), queue.durable()), (2, 0));
+        assert!(!queue.is_durable());
+        let writes = queue.take();
+        assert_eq!(writes.iter().map(|w| w.seq).collect::<Vec<_>>(), [1, 2]);
+        assert!(queue.take().is_empty(), "taken once");
+        queue.mark_durable(1);
+        assert!(!queue.is_durable());
+        // Never past what was queued, never back.
+        queue.mark_durable(7);
+        assert_eq!(queue.durable(), 2);
+        queue.mark_durable(1);
+        assert_eq!(queue.durable(), 2);
+        assert!(queue.is_durable());
+        // `load` sees the changes; a change that does not fit is refused
+        // and not queued.
+        assert_eq!(store.load().unwrap().unwrap().crl_number, 1);
+        let mut after = state.clone();
+        after.apply(&Change::CrlIssued { number: 1 }).unwrap();
+        assert!(
+            store
+                .record(&after, &Change::CrlIssued { number: 1 })
+                .is_err()
+        );
+        assert_eq!(queue.queued(), 2);
+    }
+}

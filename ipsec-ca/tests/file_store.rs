@@ -262,3 +262,103 @@ fn join_tokens_and_their_use_survive_a_restart() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// The write-behind: a CA over a `QueueStore`, its writes made durable in
+/// a `FileStore` by a `StoreWriter` (as a node's writer thread does), in
+/// batches, across compactions: reopening the directory gives the CA's
+/// state, and a `MemStore` fed the same writes agrees.
+#[test]
+fn queued_writes_replayed_into_a_file_store_give_the_ca_state() {
+    use ipsec_ca::store::{Write, write_behind};
+    let dir = tmpdir("queue");
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    drop(init(&dir, 1000));
+    churn(&mut reopen(&dir), &key, 0x0a00_0000, 3);
+    let mut file = FileStore::new(&dir).unwrap();
+    let identity = file.load_identity().unwrap();
+    file.set_compact_every(4);
+    let (store, mut writer) = write_behind(file).unwrap();
+    let queue = store.queue();
+    let mut ca = Ca::open_with_insecure_seed(identity, Policy::default(), store, [3; 32]).unwrap();
+    let (_, mut mem) = write_behind(ipsec_ca::MemStore {
+        state: Some(writer.state().clone()),
+        fail_next_save: false,
+    })
+    .unwrap();
+    assert_eq!(queue.queued(), 0, "an existing state is not written again");
+    for round in 0..4u32 {
+        churn(&mut ca, &key, 0x0a10_0000 + round * 0x100, 6);
+        ca.issue_token(t0(), None, Duration::from_secs(3600))
+            .unwrap();
+        assert!(!queue.is_durable());
+        let writes = queue.take();
+        assert!(writes.iter().all(|w| matches!(w.write, Write::Change(_))));
+        assert_eq!(writes.last().unwrap().seq, queue.queued());
+        let durable = writer.write(writes.clone()).unwrap();
+        assert_eq!(durable, queue.queued());
+        assert_eq!(mem.write(writes).unwrap(), durable);
+        queue.mark_durable(durable);
+        assert!(queue.is_durable());
+    }
+    assert_eq!(writer.state(), mem.state());
+    let expected = ca.issued().to_vec();
+    let (crl, tokens) = (ca.crl_number(), ca.tokens().to_vec());
+    drop((ca, writer));
+    let again = reopen(&dir);
+    assert_eq!(again.issued(), expected.as_slice());
+    assert_eq!(again.crl_number(), crl);
+    assert_eq!(again.tokens(), tokens.as_slice());
+    assert_eq!(Some(mem.state().clone()), mem.store_mut().load().unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A failed write reports nothing durable; the next batch (or a retry)
+/// saves the whole state as one snapshot, and then it is durable.
+#[test]
+fn a_failed_write_is_redone_as_a_snapshot() {
+    use ipsec_ca::store::write_behind;
+    let key = NodeKey::generate(KeyType::Ed25519).unwrap();
+    let identity = CaIdentity::create_root(
+        t0(),
+        KeyType::Ed25519,
+        "q",
+        Duration::from_secs(3650 * 86_400),
+    )
+    .unwrap();
+    let (store, mut writer) = write_behind(ipsec_ca::MemStore::default()).unwrap();
+    let queue = store.queue();
+    let mut ca = Ca::open_with_insecure_seed(identity, Policy::default(), store, [4; 32]).unwrap();
+    // The empty state's first snapshot.
+    assert_eq!(queue.queued(), 1);
+    let first = writer.write(queue.take()).unwrap();
+    queue.mark_durable(first);
+
+    churn(&mut ca, &key, 0x0a00_0000, 3);
+    writer.store_mut().fail_next_save = true;
+    assert!(writer.write(queue.take()).is_err());
+    assert!(writer.is_behind());
+    assert_eq!(writer.written(), first);
+    assert!(!queue.is_durable());
+
+    // Nothing new: a retry saves the snapshot.
+    let durable = writer.retry().unwrap();
+    assert_eq!(durable, queue.queued());
+    assert!(!writer.is_behind());
+    assert_eq!(
+        writer.store_mut().load().unwrap().unwrap().issued,
+        ca.issued()
+    );
+
+    // Failing again, then the next batch makes it all durable.
+    churn(&mut ca, &key, 0x0a01_0000, 2);
+    writer.store_mut().fail_next_save = true;
+    assert!(writer.write(queue.take()).is_err());
+    churn(&mut ca, &key, 0x0a02_0000, 2);
+    let durable = writer.write(queue.take()).unwrap();
+    assert_eq!(durable, queue.queued());
+    queue.mark_durable(durable);
+    assert!(queue.is_durable());
+    let stored = writer.store_mut().load().unwrap().unwrap();
+    assert_eq!(stored.issued, ca.issued());
+    assert_eq!(stored.crl_number, ca.crl_number());
+}

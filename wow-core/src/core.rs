@@ -288,6 +288,9 @@ pub struct Core<S: LeaseStore> {
     randomness: Randomness,
     republish_at: Option<Instant>,
     ca: Option<ipsec_ca::Ca<ipsec_ca::BoxedStore>>,
+    /// CA node with a write-behind store: replies and CRLs waiting for
+    /// durable writes (see [`Core::set_ca_queue`]).
+    ca_hold: Option<crate::ca_hold::Hold>,
     enrolment: Option<ipsec_ca::Enrolment>,
     enrol_out: Vec<Vec<u8>>,
     ca_address: Option<Address>,
@@ -613,6 +616,7 @@ impl<S: LeaseStore> Core<S> {
             randomness,
             republish_at: None,
             ca: None,
+            ca_hold: None,
             enrolment: None,
             enrol_out: Vec::new(),
             ca_found_at: None,
@@ -898,7 +902,8 @@ impl<S: LeaseStore> Core<S> {
     /// Makes this node the CA's: enrolment requests from guests' nodes are
     /// answered by `ca` (signed at once with an auto-approving policy, else
     /// queued for `wow-node ca`), and this node announces itself in the DHT.
-    /// The caller picks the store (a `FileStore` fsyncs inside CA calls).
+    /// The caller picks the store (a `FileStore` fsyncs inside CA calls; a
+    /// `QueueStore` does not, with [`Core::set_ca_queue`]).
     pub fn set_ca<C: ipsec_ca::Store + Send + 'static>(
         &mut self,
         now: Instant,
@@ -908,6 +913,36 @@ impl<S: LeaseStore> Core<S> {
         self.ca_limiter = Some(crate::enrol::RateLimiter::new(now));
         self.publish_ca(now);
         self.refresh_record_policy(now);
+    }
+
+    /// Gives the CA (see [`Core::set_ca`]) a write-behind store's queue
+    /// ([`ipsec_ca::QueueStore::queue`]): from now on the CA's replies and
+    /// new CRLs leave this core only once the writes before them are
+    /// durable, so that no certificate is handed out, nor a join token
+    /// spent, that a crash could make the CA forget. The caller makes the
+    /// writes durable ([`ipsec_ca::WriteQueue::take`], e.g. with an
+    /// [`ipsec_ca::StoreWriter`] on a thread), calls
+    /// [`ipsec_ca::WriteQueue::mark_durable`], then
+    /// [`Core::handle_ca_durable`]. Without a queue (a store that writes
+    /// before it returns) nothing waits.
+    pub fn set_ca_queue(&mut self, queue: ipsec_ca::WriteQueue) {
+        self.ca_hold = Some(crate::ca_hold::Hold::new(queue));
+    }
+
+    /// The CA's writes are durable further (see [`Core::set_ca_queue`]):
+    /// sends the replies and publishes the CRL that waited for them.
+    pub fn handle_ca_durable(&mut self, now: Instant) {
+        let Some(hold) = self.ca_hold.as_mut() else {
+            return;
+        };
+        let replies = hold.released_replies();
+        let crl = hold.released_crl();
+        self.deliver_ca_replies(now, replies);
+        if let Some(p) = crl {
+            self.crl_published = Some(p);
+            self.publish_crl(now);
+        }
+        self.pump(now);
     }
 
     /// Runs `f` on this node's CA (`None` if it is not the CA's), then
@@ -933,6 +968,13 @@ impl<S: LeaseStore> Core<S> {
                 replies.push(t);
             }
         }
+        if let Some(hold) = self.ca_hold.as_mut() {
+            replies = replies.into_iter().filter_map(|t| hold.reply(t)).collect();
+        }
+        self.deliver_ca_replies(now, replies);
+    }
+
+    fn deliver_ca_replies(&mut self, now: Instant, replies: Vec<ipsec_ca::Transmit>) {
         for t in replies {
             if let Some(to) = self.enrolling.get(&t.destination).copied() {
                 self.send_enrolment(now, to, &t.payload);
@@ -1059,8 +1101,16 @@ impl<S: LeaseStore> Core<S> {
         self.crl_reissue_at = crl.this_update.checked_add(half);
         match crate::crl_dht::Published::new(ca.identity(), crl.number, crl.envelope()) {
             Ok(p) => {
+                // Loaded here at once; with a write-behind store, served
+                // and published once its number is durable.
                 let envelope = p.envelope.clone();
-                self.crl_published = Some(p);
+                let ready = match self.ca_hold.as_mut() {
+                    Some(hold) => hold.crl(p),
+                    None => Some(p),
+                };
+                if let Some(p) = ready {
+                    self.crl_published = Some(p);
+                }
                 self.handle_crl(now, wall, &envelope);
                 Some(crl.number)
             }
@@ -2592,7 +2642,7 @@ mod test {
             }
             let mut core = Core::new_with_insecure_seed(
                 self.now,
-                1_800_000_000,
+                std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
                 crate::demo::settings(),
                 config,
                 Address::from_key(format!("node {i}").as_bytes()),

@@ -90,6 +90,7 @@
 #![deny(missing_docs)]
 
 pub mod ca_command;
+mod ca_hold;
 pub mod core;
 pub mod crl_dht;
 pub mod demo;

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod ca_cmd;
+pub mod ca_writer;
 pub mod config;
 pub mod confine;
 pub mod control;

@@ -5,6 +5,8 @@
 //! device, the next deadline, the control socket, the CRL refresh tick and
 //! SIGINT/SIGTERM. After each input it drains the core's outputs: frames to
 //! the TAP, datagrams to the socket, events to the log.
+//! On the CA node, the CA's state changes are written by a thread of their
+//! own ([`crate::ca_writer`]).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -332,6 +334,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         let ca_node: Address = text.parse().map_err(|e| format!("ca_node: {e:?}"))?;
         core.set_ca_node(ca_node);
     }
+    let mut ca_writer = None;
     if let Some(dir) = &config.ca.dir {
         let net = config.network.cidr.trunc();
         let policy = ipsec_ca::Policy {
@@ -341,11 +344,12 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             dns_zone: Some(config.network.domain.to_ascii_lowercase()),
             ..ipsec_ca::Policy::default()
         };
-        let ca = ipsec_ca::FileStore::new(dir)
-            .map_err(ipsec_ca::CaError::from)
-            .and_then(|store| store.open_ca(policy))
-            .map_err(|e| format!("CA: {e}"))?;
+        // The CA's changes are written by a thread of their own; its
+        // replies wait in the core until they are durable.
+        let (ca, writer) = crate::ca_writer::open(dir, policy).map_err(|e| format!("CA: {e}"))?;
         core.set_ca(now, ca);
+        core.set_ca_queue(writer.queue());
+        ca_writer = Some(writer);
         if config.ca.insecure_auto_approve {
             tracing::warn!(
                 "insecure_auto_approve: any node that reaches the CA gets a certificate for any free address"
@@ -400,6 +404,9 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     }
     loop {
         flush(&mut core, &socket, &tap, &mut tap_io, &mut out).await;
+        if let Some(w) = &ca_writer {
+            w.flush();
+        }
         let now = Instant::now();
         let deadline = core
             .poll_timeout()
@@ -514,7 +521,15 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     Some(Err(e)) => format!("error: {e}\n"),
                     None => crate::enrol::NOT_THE_CA.to_string(),
                 };
-                let _ = reply.send(answer);
+                match ca_writer.as_mut() {
+                    Some(w) => w.answer(reply, answer),
+                    None => {
+                        let _ = reply.send(answer);
+                    }
+                }
+            }
+            () = crate::ca_writer::CaWriter::durable(ca_writer.as_mut()) => {
+                core.handle_ca_durable(Instant::now());
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -536,6 +551,8 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     tracing::info!("shutting down: leaving the ring");
     core.leave(Instant::now());
     flush(&mut core, &socket, &tap, &mut tap_io, &mut out).await;
+    // Waits for the CA's last writes.
+    drop(ca_writer);
     Ok(())
 }
 

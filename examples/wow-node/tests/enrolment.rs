@@ -9,7 +9,10 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use ipsec_ca::{Ca, CaIdentity, FileStore, JoinToken, KeyType, NodeKey, NodeRequest, Policy};
+use ipsec_ca::{
+    Ca, CaIdentity, FileStore, JoinToken, KeyType, NodeKey, NodeRequest, Policy, Store,
+    StoreWriter, WriteQueue,
+};
 use support::{Node, exchange, smol, tick};
 use wow_core::core::CoreEvent;
 use wow_core::guest::Guest;
@@ -195,6 +198,110 @@ fn a_token_node_enrols_at_once_and_an_approved_node_gets_its_certificate_pushed(
     );
     assert!(cores[1].is_secure() && cores[2].is_secure());
     assert!(!cores[1].is_closed() && !cores[2].is_closed());
+}
+
+/// Writes the CA's queued changes to its directory and tells the CA node,
+/// as the node's writer thread and event loop do.
+fn make_durable(
+    writer: &mut StoreWriter<FileStore>,
+    queue: &WriteQueue,
+    core: &mut Node,
+    now: Instant,
+) {
+    let seq = writer.write(queue.take()).unwrap();
+    queue.mark_durable(seq);
+    core.handle_ca_durable(now);
+}
+
+/// The CA node (`cores[0]`) and one enrolling node (`cores[1]`) in
+/// simulated time.
+struct CaAndNode {
+    cores: Vec<Node>,
+    endpoints: Vec<std::net::SocketAddr>,
+    node: Enrollee,
+    ca_der: Vec<u8>,
+    base: Instant,
+    now: Instant,
+}
+
+impl CaAndNode {
+    /// Runs for `secs` simulated seconds, or until `done`.
+    fn run(&mut self, secs: u64, done: impl Fn(&mut CaAndNode) -> bool) {
+        let end = self.now + Duration::from_secs(secs);
+        while self.now < end && !done(self) {
+            self.now += Duration::from_millis(10);
+            step_all(&mut self.cores, &self.endpoints, self.now);
+            let (base, now) = (self.base, self.now);
+            self.node.step(&mut self.cores[1], &self.ca_der, base, now);
+        }
+    }
+}
+
+/// A CA node over a write-behind store (as `wow-node up` runs it): the
+/// "pending" answer and the approval's certificate leave the CA node only
+/// once the writes before them are durable, so that a crash cannot make
+/// the CA forget a certificate it handed out.
+#[test]
+fn ca_replies_wait_for_durable_writes() {
+    let base = Instant::now();
+    let (ca, ca_der, dir) = file_ca("write-behind test CA");
+    let policy = ca.policy().clone();
+    drop(ca);
+    let store = FileStore::new(&dir.0).unwrap();
+    let identity = store.load_identity().unwrap();
+    let (store, mut writer) = ipsec_ca::store::write_behind(store).unwrap();
+    let queue = store.queue();
+    let (mut cores, endpoints) = support::cores(2, base);
+    cores[0].set_ca(base, Ca::open(identity, policy, store).unwrap());
+    cores[0].set_ca_queue(queue.clone());
+    cores[1].set_closed_until_enrolled(true);
+    let mut t = CaAndNode {
+        cores,
+        endpoints,
+        node: Enrollee::new(1, None, 0),
+        ca_der,
+        base,
+        now: base,
+    };
+    // The request is queued for the administrator; the answer waits.
+    t.run(60, |t| {
+        t.cores[0].with_ca(t.now, |ca| ca.pending().len()) == Some(1)
+    });
+    assert!(
+        !queue.is_durable(),
+        "the request is queued, not yet durable"
+    );
+    t.run(3, |_| false);
+    assert!(
+        !t.node.pending,
+        "the pending answer left before its write was durable"
+    );
+    make_durable(&mut writer, &queue, &mut t.cores[0], t.now);
+    t.run(3, |t| t.node.pending);
+    assert!(
+        t.node.pending,
+        "the pending answer did not follow its write"
+    );
+
+    let issued = t.cores[0]
+        .with_ca(t.now, |ca| {
+            let id = ca.pending()[0].id;
+            ca.approve(wall(), id)
+        })
+        .unwrap()
+        .unwrap();
+    // The node asks again meanwhile: every answer waits.
+    t.run(15, |_| false);
+    assert!(
+        t.node.enrolled.is_none(),
+        "the certificate left before its issue was durable"
+    );
+    make_durable(&mut writer, &queue, &mut t.cores[0], t.now);
+    t.run(5, |t| t.node.enrolled.is_some());
+    assert_eq!(t.node.enrolled.as_deref(), Some(&issued.certificate[..]));
+    drop((t, writer));
+    let on_disk = FileStore::new(&dir.0).unwrap().load().unwrap().unwrap();
+    assert!(on_disk.issued.iter().any(|r| r.serial == issued.serial));
 }
 
 #[test]

@@ -507,7 +507,7 @@ fn nodes_enrol_with_the_ca_node_over_the_overlay() {
     t.b.write_config(bootstrap(), ANY, &[], &enrol);
     t.a.start(&[]);
     t.b.start(&[]);
-    let _addr_a = t.a.dhcp();
+    let addr_a = t.a.dhcp();
     let addr_b = t.b.dhcp();
     // The administrator, on the CA node's host while it runs: bravo's
     // request waits in the queue; approving it sends bravo its certificate.
@@ -564,6 +564,23 @@ fn nodes_enrol_with_the_ca_node_over_the_overlay() {
     // The certificate is kept for the next start.
     assert!(a.state.path().join("node.pem").exists());
     assert!(b.state.path().join("node.pem").exists());
+    // SIGKILL the CA node: the certificates it handed out were written
+    // (it writes on a thread of its own, and replies once they are on
+    // disk), and it starts again from its directory.
+    if let Some(mut p) = t.public.node.take() {
+        p.kill();
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["ca", "list", "--dir", &ca_dir])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && list.contains(&addr_a) && list.contains(&addr_b),
+        "issued certificates missing after SIGKILL:\n{list}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.public.start(&[]);
     t.a.stop();
     t.b.stop();
     t.public.stop();
