@@ -16,7 +16,13 @@ fn server(t0: Instant) -> Server<MemoryStore> {
     let mut c = Config::new("10.64.0.0/16".parse().unwrap(), Ipv4Addr::new(10, 64, 0, 1));
     c.pool = Pool::range(Ipv4Addr::new(10, 64, 1, 0), Ipv4Addr::new(10, 64, 255, 254));
     c.interface_mtu = Some(1280);
-    Server::new(t0, 1_700_000_000, c, MemoryStore::new()).unwrap()
+    Server::new(
+        t0,
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+        c,
+        MemoryStore::new(),
+    )
+    .unwrap()
 }
 
 fn hw(i: u32) -> HardwareAddr {

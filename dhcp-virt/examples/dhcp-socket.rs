@@ -20,7 +20,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use clap::Parser;
 use dhcp_virt::{Config, Event, Ipv4Net, MemoryStore, Pool, Server};
@@ -73,13 +73,9 @@ async fn main() -> std::io::Result<()> {
         let (a, b) = p.split_once('-').expect("pool is FIRST-LAST");
         config.pool = Pool::range(a.parse().expect("pool start"), b.parse().expect("pool end"));
     }
-    let unix_now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     let mut server = match Server::new(
         Instant::now().into_std(),
-        unix_now,
+        SystemTime::now(),
         config,
         MemoryStore::new(),
     ) {

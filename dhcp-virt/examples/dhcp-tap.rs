@@ -18,7 +18,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use clap::Parser;
 use dhcp_virt::{Config, Event, FileStore, FrameError, LeaseStore, Pool, Refusal, Server};
@@ -81,13 +81,6 @@ fn parse_pool(s: &str) -> Pool {
     Pool::range(a.parse().expect("pool start"), b.parse().expect("pool end"))
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
@@ -114,7 +107,7 @@ async fn main() -> std::io::Result<()> {
         }
     };
     let start = Instant::now();
-    let mut server = match Server::new(start.into_std(), unix_now(), config, store) {
+    let mut server = match Server::new(start.into_std(), SystemTime::now(), config, store) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("dhcp-tap: {e}");

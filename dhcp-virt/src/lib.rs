@@ -33,7 +33,7 @@
 //!
 //! let now = Instant::now();
 //! let config = Config::new("10.8.0.0/24".parse().unwrap(), "10.8.0.1".parse().unwrap());
-//! let mut server = Server::new(now, 1_700_000_000, config, MemoryStore::new()).unwrap();
+//! let mut server = Server::new(now, std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000), config, MemoryStore::new()).unwrap();
 //!
 //! let mac = HardwareAddr::ethernet([0x02, 0, 0, 0, 0, 0x42]);
 //! let discover = ClientMessage::new(ClientMessageKind::Discover, 7, mac);
@@ -69,7 +69,7 @@
 //! # fn main() -> std::io::Result<()> {
 //! let socket = std::net::UdpSocket::bind("0.0.0.0:67")?; // and SO_BINDTODEVICE
 //! socket.set_broadcast(true)?;
-//! let mut server = Server::new(Instant::now(), 0, Config::default(), MemoryStore::new()).unwrap();
+//! let mut server = Server::new(Instant::now(), std::time::SystemTime::now(), Config::default(), MemoryStore::new()).unwrap();
 //! let mut buf = [0u8; 1500];
 //! loop {
 //!     let (n, _from) = socket.recv_from(&mut buf)?; // or wake at server.poll_timeout()
@@ -102,7 +102,7 @@
 //! # use dhcp_virt::{Config, MemoryStore, Server};
 //! # fn read_tap() -> Vec<u8> { Vec::new() }
 //! # fn write_tap(_: &[u8]) {}
-//! let mut server = Server::new(Instant::now(), 0, Config::default(), MemoryStore::new()).unwrap();
+//! let mut server = Server::new(Instant::now(), std::time::SystemTime::now(), Config::default(), MemoryStore::new()).unwrap();
 //! loop {
 //!     let frame = read_tap(); // or wake at server.poll_timeout()
 //!     let now = Instant::now();

@@ -379,14 +379,17 @@ pub struct Server<S> {
 
 impl<S: LeaseStore> Server<S> {
     /// Start a server at `now`, restoring the leases in `store`.
-    /// `unix_secs` is the wall time at `now` (seconds since the Unix epoch),
-    /// used only to convert stored expiry times.
+    /// `wall` is the wall time at `now`, used only to convert stored
+    /// expiry times (a time before the Unix epoch counts as the epoch).
     pub fn new(
         now: Instant,
-        unix_secs: u64,
+        wall: std::time::SystemTime,
         config: Config,
         mut store: S,
     ) -> Result<Self, StartError> {
+        let unix_secs = wall
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let network = config.network;
         if !network.contains(&config.server_addr) {
             return Err(ConfigError::ServerOutsideNetwork(config.server_addr).into());

@@ -13,7 +13,12 @@ use dhcp_virt::{
 };
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 8, 0, 1);
-const UNIX: u64 = 1_700_000_000;
+const UNIX_SECS: u64 = 1_700_000_000;
+
+/// The wall time `secs` seconds after the tests' start.
+fn unix(secs: u64) -> std::time::SystemTime {
+    std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(UNIX_SECS + secs)
+}
 const LEASE: Duration = Duration::from_secs(100);
 
 fn config(authoritative: bool) -> Config {
@@ -110,14 +115,14 @@ fn renewal_that_finds_its_claim_taken_gives_the_address_up() {
         // Side A: client 1 leases an address from server 1.
         let mut side_a = FakeDirectory::new(fake, 1);
         let store = FileStore::open(&path).unwrap();
-        let mut s1 = Server::new(t0, UNIX, config(authoritative), store).unwrap();
+        let mut s1 = Server::new(t0, unix(0), config(authoritative), store).unwrap();
         let lost = lease(&mut s1, &mut side_a, t0, 1);
         events(&mut s1);
 
         // Side B, partitioned from A: server 2 grants the same address to
         // client 0 (INIT-REBOOT), whose owner key is the smaller one.
         let mut side_b = FakeDirectory::new(fake, 2);
-        let mut s2 = Server::new(t0, UNIX, config(true), MemoryStore::new()).unwrap();
+        let mut s2 = Server::new(t0, unix(0), config(true), MemoryStore::new()).unwrap();
         let mut reboot = msg(ClientMessageKind::Request, 0);
         reboot.requested_addr = Some(lost);
         s2.handle_client_message(t0, reboot).unwrap();
@@ -195,7 +200,7 @@ fn renewal_that_finds_its_claim_taken_gives_the_address_up() {
         let mut store = FileStore::open(&path).unwrap();
         let stored: Vec<_> = store.load().unwrap().iter().map(|l| l.addr).collect();
         assert_eq!(stored, vec![fresh]);
-        let s1 = Server::new(t2, UNIX + 75, config(authoritative), store).unwrap();
+        let s1 = Server::new(t2, unix(75), config(authoritative), store).unwrap();
         assert_eq!(s1.lease_of(&key(1)), Some(fresh));
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -215,7 +220,7 @@ fn claims_lost(s: &mut Server<MemoryStore>) -> usize {
 #[test]
 fn only_the_latest_reclaim_counts_and_failed_or_granted_change_nothing() {
     let t0 = Instant::now();
-    let mut s = Server::new(t0, UNIX, config(true), MemoryStore::new()).unwrap();
+    let mut s = Server::new(t0, unix(0), config(true), MemoryStore::new()).unwrap();
     let mut r = msg(ClientMessageKind::Request, 1);
     r.requested_addr = Some(Ipv4Addr::new(10, 8, 0, 150));
     s.handle_client_message(t0, r).unwrap();

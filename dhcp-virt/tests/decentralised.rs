@@ -76,7 +76,15 @@ fn run(seed: u64, fake: FakeConfig, move_fraction: f64) -> usize {
     let t0 = Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut servers: Vec<_> = (0..SERVERS)
-        .map(|_| Server::new(t0, 1_700_000_000, config(), MemoryStore::new()).unwrap())
+        .map(|_| {
+            Server::new(
+                t0,
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+                config(),
+                MemoryStore::new(),
+            )
+            .unwrap()
+        })
         .collect();
     let mut dht = FakeDirectory::<usize>::new(fake, seed);
     let mut clients: Vec<Client> = (0..CLIENTS)

@@ -110,7 +110,16 @@ impl Net {
         let t0 = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let servers = (0..SERVERS)
-            .map(|_| Server::new(t0, 1_700_000_000, config(), MemoryStore::new()).unwrap())
+            .map(|_| {
+                Server::new(
+                    t0,
+                    std::time::SystemTime::UNIX_EPOCH
+                        + std::time::Duration::from_secs(1_700_000_000),
+                    config(),
+                    MemoryStore::new(),
+                )
+                .unwrap()
+            })
             .collect();
         // The partition: the first half of the servers on one side.
         let side = (0..SERVERS)

@@ -175,7 +175,7 @@ proptest! {
         }
         bytes.truncate(cut % (bytes.len() + 1) + 200);
         let t0 = Instant::now();
-        let mut s = Server::new(t0, 0, Config::default(), MemoryStore::new()).unwrap();
+        let mut s = Server::new(t0, std::time::SystemTime::UNIX_EPOCH, Config::default(), MemoryStore::new()).unwrap();
         let _ = ClientMessage::parse(&bytes);
         if ClientMessage::parse(&bytes).is_err() {
             prop_assert!(s.handle_message(t0, &bytes).is_err());

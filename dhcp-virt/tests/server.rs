@@ -11,7 +11,12 @@ use dhcp_virt::{
 };
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 8, 0, 1);
-const UNIX: u64 = 1_700_000_000;
+const UNIX_SECS: u64 = 1_700_000_000;
+
+/// The wall time `secs` seconds after the tests' start.
+fn unix(secs: u64) -> std::time::SystemTime {
+    std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(UNIX_SECS + secs)
+}
 
 fn a(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
@@ -31,7 +36,7 @@ fn config() -> Config {
 fn server() -> (Server<MemoryStore>, Instant) {
     let t0 = Instant::now();
     (
-        Server::new(t0, UNIX, config(), MemoryStore::new()).unwrap(),
+        Server::new(t0, unix(0), config(), MemoryStore::new()).unwrap(),
         t0,
     )
 }
@@ -303,7 +308,7 @@ fn non_authoritative_stays_silent_for_unknown_clients() {
     let t0 = Instant::now();
     let mut c = config();
     c.authoritative = false;
-    let mut s = Server::new(t0, UNIX, c, MemoryStore::new()).unwrap();
+    let mut s = Server::new(t0, unix(0), c, MemoryStore::new()).unwrap();
     let mut r = msg(ClientMessageKind::Request, 2);
     r.requested_addr = Some(a("10.8.0.150"));
     assert!(matches!(send(&mut s, t0, &r), Err(Refusal::NoLease { .. })));
@@ -413,7 +418,7 @@ fn exhaustion_is_a_refusal_without_offer() {
     let t0 = Instant::now();
     let mut c = config();
     c.pool = Pool::range(a("10.8.0.100"), a("10.8.0.101"));
-    let mut s = Server::new(t0, UNIX, c, MemoryStore::new()).unwrap();
+    let mut s = Server::new(t0, unix(0), c, MemoryStore::new()).unwrap();
     lease(&mut s, t0, 1);
     lease(&mut s, t0, 2);
     assert!(matches!(
@@ -428,7 +433,7 @@ fn offers_expire_and_free_the_address() {
     let t0 = Instant::now();
     let mut c = config();
     c.pool = Pool::range(a("10.8.0.100"), a("10.8.0.100"));
-    let mut s = Server::new(t0, UNIX, c, MemoryStore::new()).unwrap();
+    let mut s = Server::new(t0, unix(0), c, MemoryStore::new()).unwrap();
     send(&mut s, t0, &msg(ClientMessageKind::Discover, 1)).unwrap();
     reply(&mut s);
     assert!(send(&mut s, t0, &msg(ClientMessageKind::Discover, 2)).is_err());
@@ -451,7 +456,7 @@ fn reservations_by_mac_and_client_id() {
             addr: a("10.8.0.150"),
         },
     ];
-    let mut s = Server::new(t0, UNIX, c, MemoryStore::new()).unwrap();
+    let mut s = Server::new(t0, unix(0), c, MemoryStore::new()).unwrap();
     // Nobody else may take a reserved address.
     let mut r = msg(ClientMessageKind::Request, 7);
     r.requested_addr = Some(a("10.8.0.150"));
@@ -497,7 +502,7 @@ fn file_store_restart_keeps_addresses() {
     let t0 = Instant::now();
     let mut got = Vec::new();
     {
-        let mut s = Server::new(t0, UNIX, config(), FileStore::open(&path).unwrap()).unwrap();
+        let mut s = Server::new(t0, unix(0), config(), FileStore::open(&path).unwrap()).unwrap();
         for n in 1..=5 {
             // Ask for addresses the stable preference would not pick.
             let mut r = msg(ClientMessageKind::Request, n);
@@ -511,7 +516,7 @@ fn file_store_restart_keeps_addresses() {
     }
     // Restarted ten seconds later (wall clock and Instant both moved).
     let t1 = Instant::now();
-    let mut s = Server::new(t1, UNIX + 10, config(), FileStore::open(&path).unwrap()).unwrap();
+    let mut s = Server::new(t1, unix(10), config(), FileStore::open(&path).unwrap()).unwrap();
     for n in 1..=5u8 {
         assert_eq!(lease(&mut s, t1, n), got[usize::from(n) - 1], "client {n}");
     }
@@ -532,7 +537,7 @@ fn leases_expired_while_down_are_remembered_not_bound() {
     let mut store = MemoryStore::new();
     let t0 = Instant::now();
     let addr = {
-        let mut s = Server::new(t0, UNIX, config(), MemoryStore::new()).unwrap();
+        let mut s = Server::new(t0, unix(0), config(), MemoryStore::new()).unwrap();
         let mut r = msg(ClientMessageKind::Request, 1);
         r.requested_addr = Some(a("10.8.0.177"));
         send(&mut s, t0, &r).unwrap();
@@ -541,7 +546,7 @@ fn leases_expired_while_down_are_remembered_not_bound() {
         }
         reply(&mut s).1.your_addr
     };
-    let mut s = Server::new(t0, UNIX + 1000, config(), store).unwrap();
+    let mut s = Server::new(t0, unix(1000), config(), store).unwrap();
     assert_eq!(s.leases().count(), 0);
     assert_eq!(lease(&mut s, t0, 1), addr);
 }
@@ -553,7 +558,7 @@ fn directory_server() -> (Server<MemoryStore>, Instant) {
         claim_timeout: Duration::from_secs(2),
         max_attempts: 2,
     };
-    (Server::new(t0, UNIX, c, MemoryStore::new()).unwrap(), t0)
+    (Server::new(t0, unix(0), c, MemoryStore::new()).unwrap(), t0)
 }
 
 fn complete(
@@ -729,7 +734,7 @@ fn invalid_configurations_are_refused() {
         ),
     ];
     for (c, want) in cases {
-        match Server::new(t0, UNIX, c, MemoryStore::new()) {
+        match Server::new(t0, unix(0), c, MemoryStore::new()) {
             Err(StartError::Config(got)) => assert_eq!(got, want),
             other => panic!("{want:?}: {other:?}"),
         }

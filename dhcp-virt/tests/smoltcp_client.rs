@@ -41,7 +41,13 @@ impl Rig {
             arp_virt::Config::new(config.network, arp_virt::EthernetAddress(config.server_mac));
         arp_config.gateway_addr = config.server_addr;
         let arp = arp_virt::Responder::new(arp_config).unwrap();
-        let server = Server::new(t0, 1_700_000_000, config, MemoryStore::new()).unwrap();
+        let server = Server::new(
+            t0,
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+            config,
+            MemoryStore::new(),
+        )
+        .unwrap();
         let mut wire = MemDevice::ethernet(1514);
         let mac = EthernetAddress([0x02, 0x00, 0x00, 0x12, 0x34, 0x56]);
         let mut cfg = IfaceConfig::new(mac.into());

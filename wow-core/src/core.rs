@@ -511,8 +511,7 @@ impl<S: LeaseStore> Core<S> {
                 max_attempts: 8,
             };
         }
-        let unix_secs = u64::try_from(crate::enrol::unix_secs(wall)).unwrap_or(0);
-        let dhcp = dhcp_virt::Server::new(now, unix_secs, dhcp_config, leases)?;
+        let dhcp = dhcp_virt::Server::new(now, wall, dhcp_config, leases)?;
 
         let mut dns_config = dns_virt::Config {
             mode: dns_virt::Mode::Decentralised,
