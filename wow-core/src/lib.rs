@@ -100,6 +100,7 @@ pub mod guest;
 pub mod membership;
 pub mod overlay_identity;
 pub mod records;
+pub mod status;
 pub mod wire;
 
 pub use crate::core::{Core, CoreError, CoreEvent, Counters, Credentials, CrlStatus, Settings};
@@ -107,3 +108,4 @@ pub use demo::DemoCa;
 #[cfg(feature = "test-util")]
 pub use demo::DemoNode;
 pub use membership::{EnrolVia, Membership, MembershipConfig, MembershipError};
+pub use status::Status;

@@ -21,9 +21,10 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::ca_cmd;
 use crate::config::{AllocationMode, Config};
-use crate::control::{SOCKET_FILE, Status};
+use crate::control::SOCKET_FILE;
 use wow_core::core::{Core, MAX_GUEST_MTU, Settings, guest_mtu};
 use wow_core::membership::{CrlFile, EnrolVia, Membership, MembershipConfig, Output};
+use wow_core::status::Status;
 
 /// The gateway's virtual MAC: locally administered, spelling "wow".
 pub const GATEWAY_MAC: [u8; 6] = [0x02, 0x77, 0x6f, 0x77, 0x00, 0x01];
@@ -484,8 +485,9 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             }
             conn = control.accept() => {
                 if let Ok((mut stream, _)) = conn {
-                    let mut status = Status::of(&core, Instant::now(), started_at);
-                    status.set_certificate(SystemTime::now(), membership.validity());
+                    let wall = SystemTime::now();
+                    let mut status = Status::of(&core, Instant::now(), wall, started_at);
+                    status.set_certificate(wall, membership.validity());
                     let ca_tx = ca_tx.clone();
                     tokio::spawn(async move {
                         let mut line = [0u8; 64];
@@ -505,7 +507,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                                     String::new()
                                 }
                             }
-                            None => status.answer(&request),
+                            None => crate::control::answer(&status, &request),
                         };
                         let _ = stream.write_all(answer.as_bytes()).await;
                     });

@@ -1,0 +1,419 @@
+//! A snapshot of a [`Core`] for operators: what `wow-node status` shows,
+//! as human text ([`Status::to_text`]) and, through serde, as JSON.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use dhcp_virt::LeaseStore;
+use overlay_core::Roles;
+use serde::Serialize;
+
+use crate::core::{Core, Counters};
+
+/// The guest as the node sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuestStatus {
+    /// Leased address.
+    pub address: Option<String>,
+    /// Registered name.
+    pub name: Option<String>,
+    /// MAC address.
+    pub mac: Option<String>,
+}
+
+/// One overlay link.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkStatus {
+    /// The peer's ring address.
+    pub peer: String,
+    /// The UDP endpoint used.
+    pub endpoint: String,
+    /// Roles: near, shortcut, leaf, demand.
+    pub roles: Vec<&'static str>,
+    /// Seconds since it came up.
+    pub age_secs: u64,
+}
+
+/// One virtual peer this node exchanged packets with.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    /// Its virtual IP.
+    pub address: String,
+    /// Its node's ring address, if known.
+    pub node: Option<String>,
+    /// `direct` (one overlay hop) or `relayed` (through other nodes).
+    pub path: &'static str,
+    /// Overlay hops of the last packet received.
+    pub hops: u8,
+    /// Packets received.
+    pub packets_in: u64,
+    /// Packets sent.
+    pub packets_out: u64,
+}
+
+/// The CRL the node holds (certified nodes only).
+#[derive(Debug, Clone, Serialize)]
+pub struct CrlSummary {
+    /// Its CRL number (0: none loaded).
+    pub number: u64,
+    /// Its nextUpdate, seconds since the Unix epoch.
+    pub next_update_unix: Option<u64>,
+    /// Seconds from now to nextUpdate (negative when past).
+    pub next_update_in_secs: Option<i64>,
+    /// No current CRL: new security associations are refused.
+    pub stale: bool,
+}
+
+impl CrlSummary {
+    fn of(s: crate::core::CrlStatus, wall: SystemTime) -> CrlSummary {
+        let in_secs = s.next_update.map(|t| match t.duration_since(wall) {
+            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+        });
+        CrlSummary {
+            number: s.number,
+            next_update_unix: s
+                .next_update
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
+            next_update_in_secs: in_secs,
+            stale: s.stale,
+        }
+    }
+
+    fn to_text(&self) -> String {
+        let next = match self.next_update_in_secs {
+            Some(s) if s >= 0 => format!("next update in {} h", s / 3600),
+            Some(s) => format!("next update {} h ago", -s / 3600),
+            None => "no next update".into(),
+        };
+        let state = if self.stale {
+            "STALE: new SAs refused"
+        } else {
+            "current"
+        };
+        if self.number == 0 {
+            format!("crl       none ({state})\n")
+        } else {
+            format!("crl       #{} {next} ({state})\n", self.number)
+        }
+    }
+}
+
+/// Everything `wow-node status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// This node's ring address.
+    pub overlay_address: String,
+    /// Whether it found its place on the ring.
+    pub joined: bool,
+    /// The network-size estimate.
+    pub size_estimate: f64,
+    /// The guest.
+    pub guest: GuestStatus,
+    /// Whether private-prefix traffic is protected.
+    pub secure: bool,
+    /// No certificate yet (a CA configured): the private prefix is closed.
+    pub closed_until_enrolled: bool,
+    /// notAfter of the node's certificate, Unix seconds.
+    pub certificate_expires: Option<i64>,
+    /// Seconds until then (negative once expired).
+    pub certificate_expires_in_secs: Option<i64>,
+    /// Set when the certificate expires within three days.
+    pub certificate_warning: Option<String>,
+    /// Near neighbours on the ring.
+    pub ring_neighbours: Vec<String>,
+    /// Overlay links.
+    pub links: Vec<LinkStatus>,
+    /// Virtual peers.
+    pub peers: Vec<PeerStatus>,
+    /// DHT records held here.
+    pub dht_records: usize,
+    /// Peers with a security association.
+    pub security_associations: usize,
+    /// Traffic counters.
+    pub counters: Counters,
+    /// DNS queries answered.
+    pub dns_queries: u64,
+    /// Key exchanges completed.
+    pub sa_handshakes: u64,
+    /// Packets that failed SA authentication or replay checks.
+    pub sa_rejected: u64,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Our underlay endpoints as advertised to peers (reflexive and
+    /// configured, then host candidates: our interfaces' addresses).
+    pub endpoints: Vec<String>,
+    /// The relayed address of our TURN allocation, if one is configured and
+    /// granted.
+    pub turn_relayed: Option<String>,
+    /// Peer endpoints answered through the TURN relay.
+    pub turn_peers: Vec<String>,
+    /// The CRL held, when certified.
+    pub crl: Option<CrlSummary>,
+}
+
+fn roles(r: Roles) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    for (flag, name) in [
+        (Roles::NEAR, "near"),
+        (Roles::SHORTCUT, "shortcut"),
+        (Roles::LEAF, "leaf"),
+        (Roles::DEMAND, "demand"),
+    ] {
+        if r.contains(flag) {
+            v.push(name);
+        }
+    }
+    v
+}
+
+fn mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl Status {
+    /// A snapshot of `core` at `now` (wall time `wall`), for a node
+    /// started at `started_at`.
+    pub fn of<S: LeaseStore>(
+        core: &Core<S>,
+        now: Instant,
+        wall: SystemTime,
+        started_at: Instant,
+    ) -> Status {
+        let overlay = core.overlay();
+        let links: Vec<LinkStatus> = overlay
+            .connections()
+            .iter()
+            .map(|c| LinkStatus {
+                peer: c.address.to_string(),
+                endpoint: c.endpoint.to_string(),
+                roles: roles(Roles(c.mine.0 | c.theirs.0)),
+                age_secs: now.saturating_duration_since(c.established_at).as_secs(),
+            })
+            .collect();
+        let ring_neighbours = overlay
+            .connections()
+            .iter()
+            .filter(|c| c.mine.contains(Roles::NEAR))
+            .map(|c| c.address.to_string())
+            .collect();
+        let peers = core
+            .peers()
+            .into_iter()
+            .map(|(ip, node, hops, packets_in, packets_out)| PeerStatus {
+                address: ip.to_string(),
+                node: node.map(|a| a.to_string()),
+                path: if hops <= 1 { "direct" } else { "relayed" },
+                hops,
+                packets_in,
+                packets_out,
+            })
+            .collect();
+        Status {
+            overlay_address: overlay.address().to_string(),
+            joined: overlay.is_joined(),
+            size_estimate: overlay.size_estimate(),
+            guest: GuestStatus {
+                address: core.guest_addr().map(|a| a.to_string()),
+                name: core
+                    .guest_name()
+                    .map(|n| format!("{n}.{}", core.settings().domain.trim_end_matches('.'))),
+                mac: core.guest_mac().map(mac),
+            },
+            secure: core.is_secure(),
+            closed_until_enrolled: core.is_closed(),
+            certificate_expires: None,
+            certificate_expires_in_secs: None,
+            certificate_warning: None,
+            ring_neighbours,
+            links,
+            peers,
+            dht_records: overlay.dht_store().len(),
+            security_associations: core.sa_count(),
+            counters: core.counters(),
+            dns_queries: core.dns_stats().queries,
+            sa_handshakes: core.sa_stats().map(|s| s.handshakes_completed).unwrap_or(0),
+            sa_rejected: core
+                .sa_stats()
+                .map(|s| s.authentication_failed + s.replayed + s.unprotected_dropped)
+                .unwrap_or(0),
+            uptime_secs: now.saturating_duration_since(started_at).as_secs(),
+            endpoints: core.endpoints().iter().map(ToString::to_string).collect(),
+            turn_relayed: core.turn_relayed().map(|a| a.to_string()),
+            turn_peers: core.turn_peers().iter().map(ToString::to_string).collect(),
+            crl: core.crl_status(wall).map(|c| CrlSummary::of(c, wall)),
+        }
+    }
+
+    /// Fills in the certificate's expiry from its validity (Unix seconds)
+    /// at `now`.
+    pub fn set_certificate(&mut self, now: SystemTime, validity: Option<(i64, i64)>) {
+        let lifetime = crate::enrol::Lifetime {
+            validity,
+            ..crate::enrol::Lifetime::default()
+        };
+        self.certificate_expires = validity.map(|(_, to)| to);
+        let now_secs = crate::enrol::unix_secs(now);
+        self.certificate_expires_in_secs = validity.map(|(_, to)| to - now_secs);
+        self.certificate_warning = lifetime.warning(now);
+    }
+
+    /// The human-readable form.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let na = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+        s += &format!(
+            "node      {} ({}, ~{:.0} nodes, up {} s)\n",
+            self.overlay_address,
+            if self.joined { "joined" } else { "joining" },
+            self.size_estimate,
+            self.uptime_secs
+        );
+        s += &format!(
+            "guest     {} {} {}\n",
+            na(&self.guest.address),
+            na(&self.guest.name),
+            na(&self.guest.mac)
+        );
+        s += &format!(
+            "security  {} ({} SAs)\n",
+            if self.secure {
+                "protected (certificate loaded)"
+            } else if self.closed_until_enrolled {
+                "closed until enrolled (no certificate yet)"
+            } else {
+                "open (no certificate)"
+            },
+            self.security_associations
+        );
+        if let Some(crl) = &self.crl {
+            s += &crl.to_text();
+        }
+        if let (Some(at), Some(left)) = (self.certificate_expires, self.certificate_expires_in_secs)
+        {
+            let when = u64::try_from(at)
+                .ok()
+                .and_then(|s| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(s)))
+                .map_or_else(|| at.to_string(), ipsec_ca::admin::format_time);
+            s += &format!(
+                "cert      expires {when} (in {} d {} h){}\n",
+                left / 86_400,
+                left % 86_400 / 3600,
+                self.certificate_warning
+                    .as_ref()
+                    .map(|w| format!(" WARNING: {w}"))
+                    .unwrap_or_default()
+            );
+        }
+        s += &format!(
+            "dht       {} records; dns {} queries; sa {} handshakes, {} rejected\n",
+            self.dht_records, self.dns_queries, self.sa_handshakes, self.sa_rejected
+        );
+        s += &format!("ring      {}\n", self.ring_neighbours.join(" "));
+        s += &format!(
+            "underlay  {}{}\n",
+            self.endpoints.join(" "),
+            self.turn_relayed
+                .as_ref()
+                .map(|r| format!(" (TURN relayed {r})"))
+                .unwrap_or_default()
+        );
+        s += "links:\n";
+        for l in &self.links {
+            s += &format!(
+                "  {} {} {} {} s\n",
+                l.peer,
+                l.endpoint,
+                l.roles.join(","),
+                l.age_secs
+            );
+        }
+        s += "peers:\n";
+        for p in &self.peers {
+            s += &format!(
+                "  {} via {} {} ({} hops) in {} out {}\n",
+                p.address,
+                p.node.as_deref().unwrap_or("?"),
+                p.path,
+                p.hops,
+                p.packets_in,
+                p.packets_out
+            );
+        }
+        let c = &self.counters;
+        s += &format!(
+            "traffic   tap in {} out {}, udp in {} ({} B) out {} ({} B), sealed {} opened {}, dropped: no route {} policy {} malformed {}, punched {}\n",
+            c.tap_frames_in,
+            c.tap_frames_out,
+            c.udp_in,
+            c.udp_bytes_in,
+            c.udp_out,
+            c.udp_bytes_out,
+            c.sealed,
+            c.opened,
+            c.dropped_no_route,
+            c.dropped_policy,
+            c.malformed,
+            c.punched
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::demo;
+    use dhcp_virt::MemoryStore;
+    use overlay_core::Address;
+
+    #[test]
+    fn a_fresh_core_reads_as_joining_and_open() {
+        let now = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let core: Core<MemoryStore> = Core::new_with_insecure_seed(
+            now,
+            wall,
+            demo::settings(),
+            demo::overlay_config("127.0.0.1:10001".parse().unwrap()),
+            Address::from_key(b"status"),
+            MemoryStore::new(),
+            1,
+        )
+        .unwrap();
+        let mut status = Status::of(&core, now + Duration::from_secs(7), wall, now);
+        assert_eq!(
+            status.overlay_address,
+            Address::from_key(b"status").to_string()
+        );
+        assert!(!status.joined);
+        assert_eq!(status.uptime_secs, 7);
+        let text = status.to_text();
+        assert!(
+            text.starts_with(&format!("node      {} (joining", status.overlay_address)),
+            "{text}"
+        );
+        assert!(
+            text.contains("security  open (no certificate) (0 SAs)"),
+            "{text}"
+        );
+        assert!(!text.contains("cert "), "{text}");
+        // A certificate valid for another 2 days and 3 hours.
+        let secs = 1_800_000_000i64;
+        status.set_certificate(wall, Some((secs - 100, secs + 2 * 86_400 + 3 * 3600)));
+        assert_eq!(
+            status.certificate_expires_in_secs,
+            Some(2 * 86_400 + 3 * 3600)
+        );
+        assert!(
+            status.to_text().contains("(in 2 d 3 h)"),
+            "{}",
+            status.to_text()
+        );
+    }
+}
