@@ -74,6 +74,8 @@ use std::net::Ipv4Addr;
 
 use crate::Netns;
 
+pub mod matrix;
+
 /// The first public server address, on the internet namespace.
 pub const SERVER_A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// The second public server address (a second observer, for mapping
