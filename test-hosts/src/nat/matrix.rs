@@ -220,40 +220,25 @@ pub fn run_trial(program: &Program, kind: &PairKind, timeout: Duration) -> io::R
     let secs = format!("{}", timeout.as_secs_f64());
     let spawn = |ns: &Netns, addr: &str, id: &str, peer: &str| -> io::Result<Process> {
         let bind = format!("{addr}:{PORT}");
+        let common = [
+            "--bind",
+            &bind,
+            "--rendezvous",
+            &rendezvous,
+            "--id",
+            id,
+            "--peer",
+            peer,
+            "--timeout",
+            &secs,
+        ];
         match program {
-            Program::Punch(bin) => ns.spawn(
-                bin,
-                &[
-                    "connect",
-                    "--bind",
-                    &bind,
-                    "--rendezvous",
-                    &rendezvous,
-                    "--stun",
-                    &stun,
-                    "--id",
-                    id,
-                    "--peer",
-                    peer,
-                    "--timeout",
-                    &secs,
-                ],
-            ),
-            Program::Agent(bin) => ns.spawn(
-                bin,
-                &[
-                    "--bind",
-                    &bind,
-                    "--rendezvous",
-                    &rendezvous,
-                    "--id",
-                    id,
-                    "--peer",
-                    peer,
-                    "--timeout",
-                    &secs,
-                ],
-            ),
+            Program::Punch(bin) => {
+                let mut args = vec!["connect", "--stun", &stun];
+                args.extend(common);
+                ns.spawn(bin, &args)
+            }
+            Program::Agent(bin) => ns.spawn(bin, &common),
         }
     };
     let mut pa = spawn(&ha.ns, &ha.addr.to_string(), "a", "b")?;
