@@ -71,7 +71,7 @@ fn punch_is_direct_between_endpoint_independent_nats() {
 /// Plain `masquerade` routers that accept packets to themselves: the first
 /// probe reaching the far NAT leaves a conntrack entry that makes it remap.
 #[test]
-#[ignore = "issue 17: plain masquerade NATs without input drop are relayed (0 of 20 direct)"]
+#[ignore = "issue 17: plain masquerade NATs without input drop are relayed (0 of 20 trials direct)"]
 fn punch_is_direct_between_accepting_nats() {
     let cone = NatSpec::cone();
     assert_direct(
@@ -81,21 +81,25 @@ fn punch_is_direct_between_accepting_nats() {
     );
 }
 
-/// Home NATs behind carrier NATs, all plain `masquerade`.
+/// Home NATs behind carrier NATs, all plain `masquerade` (and one such
+/// site against a plain home NAT).
 #[test]
-#[ignore = "issue 17: nested NATs without input drop are relayed (0 of 20 direct)"]
+#[ignore = "issue 17: nested NATs without input drop are mostly relayed (2 of 20 trials direct; 0 of 20 when only one side is nested)"]
 fn punch_is_direct_between_nested_accepting_nats() {
     let cone = NatSpec::cone();
     assert_direct(
         "punch_is_direct_between_nested_accepting_nats",
-        &[PairKind::new(nested(cone, cone), nested(cone, cone))],
+        &[
+            PairKind::new(nested(cone, cone), nested(cone, cone)),
+            PairKind::new(nested(cone, cone), SiteSpec::behind(cone)),
+        ],
         3,
     );
 }
 
 /// Two plain `masquerade` NATs one hop apart on a shared network.
 #[test]
-#[ignore = "issue 17: neighbour NATs without input drop are relayed (0 of 20 direct)"]
+#[ignore = "issue 17: neighbour NATs without input drop are mostly relayed (3 of 20 trials direct)"]
 fn punch_is_direct_between_neighbour_accepting_nats() {
     let cone = NatSpec::cone();
     assert_direct(
