@@ -28,6 +28,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod alloc_count;
+pub mod nat;
+
+pub use nat::{Filtering, Layout, Mapping, NatSpec, SiteSpec, Testbed};
 
 use std::ffi::OsStr;
 use std::fs;

@@ -1,0 +1,139 @@
+//! The NAT matrix for nat-traversal's punch examples (needs root).
+//!
+//! ```text
+//! nat-matrix --bin target/debug/examples/punch [--program punch|agent]
+//!            [--trials N] [--timeout SECS] [--only TEXT]... [--list] [--verbose]
+//! ```
+//!
+//! For every pair kind of [`standard_kinds`] (those whose name contains one
+//! of the `--only` texts, if given) runs N trials (default 20), each on a
+//! fresh testbed, and prints the table of
+//! [`wow_test_hosts::nat::matrix::table`]. `--program agent` runs
+//! `punch_agent` (give its path with `--bin`; the rendezvous is the `punch`
+//! binary next to it). `--verbose` prints every trial, and both logs of
+//! each trial that was not direct where direct was expected. Exit 1 when a
+//! row misses its target.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use wow_test_hosts::nat::matrix::{Program, Row, run_trial, standard_kinds, table};
+
+struct Args {
+    bin: PathBuf,
+    agent: bool,
+    trials: usize,
+    timeout: Duration,
+    only: Vec<String>,
+    list: bool,
+    verbose: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        bin: PathBuf::from("target/debug/examples/punch"),
+        agent: false,
+        trials: 20,
+        timeout: Duration::from_secs(12),
+        only: vec![],
+        list: false,
+        verbose: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--bin" => args.bin = PathBuf::from(value()?),
+            "--program" => match value()?.as_str() {
+                "punch" => args.agent = false,
+                "agent" => args.agent = true,
+                other => return Err(format!("--program: punch or agent, not {other}")),
+            },
+            "--trials" => args.trials = value()?.parse().map_err(|e| format!("--trials: {e}"))?,
+            "--timeout" => {
+                args.timeout = Duration::from_secs_f64(
+                    value()?.parse().map_err(|e| format!("--timeout: {e}"))?,
+                )
+            }
+            "--only" => args.only.push(value()?),
+            "--list" => args.list = true,
+            "--verbose" => args.verbose = true,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("nat-matrix: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let kinds: Vec<_> = standard_kinds()
+        .into_iter()
+        .filter(|k| {
+            let name = k.to_string();
+            args.only.is_empty() || args.only.iter().any(|o| name.contains(o.as_str()))
+        })
+        .collect();
+    if args.list {
+        for k in &kinds {
+            println!("{k}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    if !wow_test_hosts::is_root() {
+        eprintln!("nat-matrix: needs root (network namespaces)");
+        return ExitCode::from(2);
+    }
+    if !args.bin.is_file() {
+        eprintln!("nat-matrix: no binary at {}", args.bin.display());
+        return ExitCode::from(2);
+    }
+    let program = if args.agent {
+        Program::Agent(args.bin.clone())
+    } else {
+        Program::Punch(args.bin.clone())
+    };
+    println!(
+        "program={} trials={} timeout={:?}",
+        program.name(),
+        args.trials,
+        args.timeout
+    );
+    let mut rows = vec![];
+    for kind in &kinds {
+        let mut trials = vec![];
+        for i in 0..args.trials {
+            match run_trial(&program, kind, args.timeout) {
+                Ok(t) => {
+                    if args.verbose {
+                        println!("{kind} #{i}: a={:?} b={:?}", t.a, t.b);
+                        if kind.direct_expected() && t.direct_ms().is_none() {
+                            println!("--- a\n{}--- b\n{}---", t.log_a, t.log_b);
+                        }
+                    }
+                    trials.push(t);
+                }
+                Err(e) => {
+                    eprintln!("nat-matrix: {kind} #{i}: testbed: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        let row = Row::new(kind, &trials);
+        eprint!("{}", table(std::slice::from_ref(&row)));
+        rows.push(row);
+    }
+    print!("{}", table(&rows));
+    if rows.iter().all(Row::meets_target) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
