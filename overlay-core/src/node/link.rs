@@ -648,8 +648,13 @@ impl<I: Identity> Node<I> {
         let pl = self.pending_links.swap_remove(p);
         // The link's endpoint is known to answer from now on.
         self.probes.retain(|r| r.endpoint != from);
-        let joined_through = pl.roles.contains(Roles::LEAF) && pl.target == Address::ZERO;
-        self.observe(rep.sender, a.observed, joined_through);
+        // The node we joined through, or any configured bootstrap node (as
+        // trusted: we would have joined through it), is believed alone;
+        // after a NAT rebinding it is often the only peer that still
+        // reaches us to report our new endpoint.
+        let trusted = (pl.roles.contains(Roles::LEAF) && pl.target == Address::ZERO)
+            || self.bootstrap.contains(&from);
+        self.observe(rep.sender, a.observed, trusted);
         if self.table.position(rep.sender).is_none()
             && self.table.len() >= self.max_connections()
             && !(pl.roles.contains(Roles::NEAR) || pl.roles.contains(Roles::LEAF))
