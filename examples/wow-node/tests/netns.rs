@@ -858,3 +858,128 @@ fn guests_behind_symmetric_nats_link_through_a_turn_server() {
     eprintln!("iperf3 through the TURN relay: {:.1} Mbit/s", bps / 1e6);
     assert!(bps > 1e6, "{bps} bit/s");
 }
+
+/// NAT rebinding mid-stream: once the guests have a one-hop path through
+/// two `Guarded` NATs, NAT A is made to map anew (its UDP masquerade now
+/// picks ports 20000–30000) and its conntrack table is flushed, so node A's
+/// datagrams leave from a new public endpoint and every old mapping is gone.
+/// A running `ping -i 0.1` between the guests must get answers again without
+/// a restart, and a one-hop path must exist again at A's new endpoint;
+/// the longest silence and the time to that path are printed.
+#[test]
+fn a_nat_rebinding_mid_stream_is_survived() {
+    if !require(
+        "a_nat_rebinding_mid_stream_is_survived",
+        &["dhclient", "ping", "nft", "conntrack", "stdbuf"],
+    ) {
+        return;
+    }
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let (mut t, _, addr_b) = leased_pair(NatKind::Guarded);
+    let (a, b) = (&t.a, &t.b);
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let _ = a.ping(&addr_b);
+            a.status(false).contains("direct (1 hops)")
+        }),
+        "no direct path before the rebinding:\n{}\n{}",
+        a.status(false),
+        b.status(false)
+    );
+    let a_node = a.overlay_address();
+    // B's link to A at a public endpoint of NAT A in the new port range.
+    let rebound_link = || {
+        b.status_json()["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["peer"].as_str() == Some(a_node.as_str()))
+            .filter_map(|l| l["endpoint"].as_str()?.strip_prefix("198.51.1.2:"))
+            .filter_map(|port| port.parse::<u16>().ok())
+            .any(|port| (20000..=30000).contains(&port))
+    };
+    assert!(!rebound_link(), "{}", b.status(false));
+    // The stream: one echo request every 100 ms, each reply stamped with
+    // its arrival (Unix seconds), line-buffered into the log.
+    let ping =
+        a.ns.spawn("stdbuf", &["-oL", "ping", "-D", "-i", "0.1", &addr_b])
+            .unwrap();
+    let replies = || -> Vec<f64> {
+        ping.log()
+            .lines()
+            .filter(|l| l.contains("bytes from"))
+            .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || replies().len() >= 20),
+        "the stream never ran:\n{}",
+        ping.log()
+    );
+    // The rebinding, in one nft transaction, then the flush.
+    let nat_a = &t._nats[0];
+    nat_a
+        .nft(
+            "flush chain ip nat postrouting\n\
+             add rule ip nat postrouting oifname \"o1\" meta l4proto udp masquerade to :20000-30000 persistent\n\
+             add rule ip nat postrouting oifname \"o1\" masquerade persistent\n",
+        )
+        .unwrap();
+    nat_a.run_ok("conntrack", &["-F"]).unwrap();
+    let event = unix_now();
+    let started = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(30), || replies()
+            .iter()
+            .any(|&r| r > event + 0.05)),
+        "no reply within 30 s of the rebinding:\n{}\n{}\n{}\n{}",
+        a.status(false),
+        b.status(false),
+        t.public.status(false),
+        a.log()
+    );
+    let resumed = started.elapsed();
+    // A one-hop path again, at A's new endpoint (A learns it from the
+    // bootstrap node's report and offers it in its punch exchange).
+    let direct = wait_until(Duration::from_secs(30), &rebound_link)
+        && wait_until(Duration::from_secs(5), || {
+            a.status(false).contains("direct (1 hops)")
+        });
+    let direct_after = started.elapsed();
+    // A few more seconds of stream after the path settled.
+    std::thread::sleep(Duration::from_secs(2));
+    let replies = replies();
+    let gap = replies
+        .windows(2)
+        .filter(|w| w[1] > event - 1.0)
+        .map(|w| w[1] - w[0])
+        .fold(0.0, f64::max);
+    eprintln!(
+        "rebinding gap: {gap:.2} s (longest silence in the ping -i 0.1 stream; first reply {:.2} s after the flush)",
+        resumed.as_secs_f64()
+    );
+    eprintln!(
+        "rebinding: one-hop path at the new endpoint {} {:.2} s after the flush",
+        if direct { "found" } else { "NOT found" },
+        direct_after.as_secs_f64()
+    );
+    // The stream still runs (through the relay if not directly).
+    let last = replies.last().copied().unwrap_or_default();
+    assert!(unix_now() - last < 2.0, "the stream stopped again");
+    assert!(gap < 30.0, "gap {gap} s");
+    assert!(
+        direct,
+        "no one-hop path at A's new endpoint:\n{}\n{}",
+        a.status(false),
+        b.status(false)
+    );
+    drop(ping);
+    t.a.stop();
+    t.b.stop();
+    t.public.stop();
+}

@@ -486,9 +486,11 @@ impl<I: Identity> Node<I> {
         }
         self.replace_at_endpoint(now, from, req.sender);
         let existing = self.table.position(req.sender);
+        let mut moved = false;
         let i = match existing {
             Some(i) => {
                 if let Some(c) = self.table.get_mut(i) {
+                    moved = c.endpoint != from;
                     c.endpoint = from;
                     c.last_heard_at = now;
                 }
@@ -529,7 +531,18 @@ impl<I: Identity> Node<I> {
         self.send_maintenance(from, msg);
         if existing.is_none() {
             self.after_new_connection(now, i);
+        } else if moved {
+            self.after_moved_connection(from);
         }
+    }
+
+    /// A link moved to a new endpoint by an authenticated handshake (the
+    /// peer's NAT rebound): the peer may have dropped its end and lost our
+    /// neighbour list with it, which its routing needs; send it again.
+    pub(super) fn after_moved_connection(&mut self, endpoint: SocketAddr) {
+        let list = self.neighbor_list();
+        self.stats.neighbor_lists_sent += 1;
+        self.send_maintenance(endpoint, list);
     }
 
     /// One link per endpoint: a node other than `peer` that held
@@ -635,8 +648,13 @@ impl<I: Identity> Node<I> {
         let pl = self.pending_links.swap_remove(p);
         // The link's endpoint is known to answer from now on.
         self.probes.retain(|r| r.endpoint != from);
-        let joined_through = pl.roles.contains(Roles::LEAF) && pl.target == Address::ZERO;
-        self.observe(rep.sender, a.observed, joined_through);
+        // The node we joined through, or any configured bootstrap node (as
+        // trusted: we would have joined through it), is believed alone;
+        // after a NAT rebinding it is often the only peer that still
+        // reaches us to report our new endpoint.
+        let trusted = (pl.roles.contains(Roles::LEAF) && pl.target == Address::ZERO)
+            || self.bootstrap.contains(&from);
+        self.observe(rep.sender, a.observed, trusted);
         if self.table.position(rep.sender).is_none()
             && self.table.len() >= self.max_connections()
             && !(pl.roles.contains(Roles::NEAR) || pl.roles.contains(Roles::LEAF))
@@ -652,9 +670,11 @@ impl<I: Identity> Node<I> {
         }
         self.replace_at_endpoint(now, from, rep.sender);
         let existing = self.table.position(rep.sender);
+        let mut moved = false;
         let i = match existing {
             Some(i) => {
                 if let Some(c) = self.table.get_mut(i) {
+                    moved = c.endpoint != from;
                     c.endpoint = from;
                 }
                 i
@@ -672,11 +692,14 @@ impl<I: Identity> Node<I> {
                 }
             }
         }
-        if pl.roles.contains(Roles::LEAF) && !self.joined {
+        // Joining, or joining again after every link was lost.
+        if pl.roles.contains(Roles::LEAF) && (!self.joined || pl.target == Address::ZERO) {
             self.send_join_ctm(now);
         }
         if existing.is_none() {
             self.after_new_connection(now, i);
+        } else if moved {
+            self.after_moved_connection(from);
         }
     }
 

@@ -351,27 +351,55 @@ impl<I: Identity> Node<I> {
             }
         }
         for (address, endpoint) in due {
-            let nonce = self.rng.next_u64();
-            let msg = self.probe(nonce, address, Roles::NEAR);
-            self.send_maintenance(endpoint, msg);
-            self.pending_links.push(PendingLink {
-                nonce,
-                target: address,
-                roles: Roles::NEAR,
-                endpoints: vec![endpoint],
-                unconfirmed: Vec::new(),
-                answered: None,
-                for_peer: false,
-                attempts: self.config.link_attempts,
-                retry_at: now + self.config.link_retry_duration,
-                deferred: false,
-            });
+            self.relink(
+                now,
+                address,
+                endpoint,
+                Roles::NEAR,
+                self.config.link_attempts,
+            );
         }
 
         if now >= self.republish_at {
             self.republish_at = now + self.config.dht_republish_duration;
             self.republish(now, true);
         }
+    }
+
+    /// Probes `peer` at `endpoint`, where a link to it worked, for a link
+    /// with `roles` at once (no NAT-traversal hook: the path was open),
+    /// `attempts` already counted against [`Config::link_attempts`]. The
+    /// link comes back only once the handshake proves the peer's key
+    /// (and the peer moves its end of the link to where our request came
+    /// from). Nothing happens if a link to `peer` is already being made.
+    ///
+    /// [`Config::link_attempts`]: super::Config::link_attempts
+    pub(super) fn relink(
+        &mut self,
+        now: Instant,
+        peer: Address,
+        endpoint: SocketAddr,
+        roles: Roles,
+        attempts: u8,
+    ) {
+        if self.pending_links.iter().any(|p| p.target == peer) {
+            return;
+        }
+        let nonce = self.rng.next_u64();
+        let msg = self.probe(nonce, peer, roles);
+        self.send_maintenance(endpoint, msg);
+        self.pending_links.push(PendingLink {
+            nonce,
+            target: peer,
+            roles,
+            endpoints: vec![endpoint],
+            unconfirmed: Vec::new(),
+            answered: None,
+            for_peer: false,
+            attempts,
+            retry_at: now + self.config.link_retry_duration,
+            deferred: false,
+        });
     }
 
     /// A shortcut target drawn from the harmonic distribution of Symphony:

@@ -1048,15 +1048,38 @@ impl<I: Identity> Node<I> {
         match message {
             Message::LinkRequest(req) => self.on_link_request(now, from, req),
             Message::LinkReply(rep) => self.on_link_reply(now, from, rep),
-            Message::Ping { sender, nonce } => {
-                if idx.is_some_and(|i| self.table.get(i).is_some_and(|c| c.address == sender)) {
-                    self.send_maintenance(from, Message::Pong { nonce });
+            Message::Ping { sender, nonce } => match idx {
+                Some(i) => {
+                    if self.table.get(i).is_some_and(|c| c.address == sender) {
+                        self.send_maintenance(from, Message::Pong { nonce });
+                    }
                 }
-            }
+                // No link at this endpoint: the sender's NAT may have
+                // given it a new one. Say so (a datagram smaller than the
+                // ping), so that it makes the link again with a handshake;
+                // the ping itself moves nothing.
+                None => self.send_maintenance(
+                    from,
+                    Message::Close {
+                        reason: CloseReason::Unneeded,
+                    },
+                ),
+            },
             Message::Pong { .. } => {}
             Message::Close { reason } => {
                 if let Some(i) = idx {
+                    // A peer that tells us a link we need is unneeded does
+                    // not know us where our datagrams now come from (our
+                    // NAT rebound): make the link again from there.
+                    let relink = self
+                        .table
+                        .get(i)
+                        .filter(|c| reason == CloseReason::Unneeded && !c.mine.is_empty())
+                        .map(|c| (c.address, c.endpoint, c.mine));
                     self.drop_connection(now, i, DisconnectReason::Closed(reason));
+                    if let Some((peer, endpoint, roles)) = relink {
+                        self.relink(now, peer, endpoint, roles, 1);
+                    }
                 }
             }
             Message::Neighbors {
@@ -1147,6 +1170,20 @@ impl<I: Identity> Node<I> {
             self.challenge_rotate_at = now + self.config.challenge_rotation_duration;
             self.challenge_keys[1] = self.challenge_keys[0].clone();
             self.challenge_keys[0] = challenge_key(&mut self.rng);
+        }
+
+        // Every link lost (our NAT rebound, or the network went away for
+        // longer than the links' timeouts): join again through the
+        // bootstrap nodes.
+        if self.joined
+            && self.table.is_empty()
+            && !self.bootstrap.is_empty()
+            && !self
+                .pending_links
+                .iter()
+                .any(|p| p.roles.contains(Roles::LEAF))
+        {
+            self.try_bootstrap(now);
         }
 
         // Joining: resend the ConnectToMe, or fall back to the next bootstrap.
