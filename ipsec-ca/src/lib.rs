@@ -110,6 +110,6 @@ pub use file_store::FileStore;
 pub use identity::CaIdentity;
 pub use key::{KeyType, NodeKey, NodeRequest, OverlayAddress};
 pub use state::{CaState, IssuedRecord, PendingRecord, RevocationReason, TokenRecord};
-pub use store::{BoxedStore, MemStore, QueueStore, Store, StoreWriter, WriteQueue};
+pub use store::{Barrier, BoxedStore, Gate, MemStore, QueueStore, Store, StoreWriter, WriteQueue};
 pub use token::JoinToken;
 pub use verify::{VerifiedPeer, Verifier};

@@ -162,6 +162,112 @@ impl WriteQueue {
     }
 }
 
+/// What [`Barrier::hold`] did with an item.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Gate<T> {
+    /// Every write queued before it is durable and nothing earlier waits:
+    /// the item may leave now.
+    Pass(T),
+    /// Held until [`Barrier::release`] lets it out.
+    Held,
+    /// Not held: the barrier already holds its capacity. The item is
+    /// handed back for the caller to drop (or to refuse).
+    Full(T),
+}
+
+/// Items (replies, answers, a CRL) held until the writes queued before
+/// them on a [`WriteQueue`] are durable: the durability barrier of a
+/// write-behind CA ([`QueueStore`]).
+///
+/// Each held item remembers [`WriteQueue::queued`] at the time it came;
+/// [`Barrier::release`] lets out, in order, those whose writes
+/// [`WriteQueue::durable`] has reached. At most `capacity` items wait: while
+/// writes fail, requests keep coming, and memory must stay bounded.
+///
+/// ```
+/// use ipsec_ca::store::{Barrier, Gate};
+/// use ipsec_ca::state::{CaState, Change};
+/// use ipsec_ca::{QueueStore, Store};
+///
+/// let mut store = QueueStore::new(None);
+/// let queue = store.queue();
+/// let mut replies = Barrier::new(queue.clone(), 16);
+/// assert_eq!(replies.hold("before any write"), Gate::Pass("before any write"));
+///
+/// store.record(&CaState::default(), &Change::CrlIssued { number: 1 })?;
+/// assert_eq!(replies.hold("after a write"), Gate::Held);
+/// assert!(replies.release().is_empty());
+///
+/// queue.mark_durable(queue.queued()); // the writer made it durable
+/// assert_eq!(replies.release(), vec!["after a write"]);
+/// # Ok::<(), ipsec_ca::StoreError>(())
+/// ```
+#[derive(Debug)]
+pub struct Barrier<T> {
+    queue: WriteQueue,
+    held: std::collections::VecDeque<(u64, T)>,
+    capacity: usize,
+}
+
+impl<T> Barrier<T> {
+    /// A barrier on `queue` holding at most `capacity` items.
+    pub fn new(queue: WriteQueue, capacity: usize) -> Barrier<T> {
+        Barrier {
+            queue,
+            held: std::collections::VecDeque::new(),
+            capacity,
+        }
+    }
+
+    /// `item` passes if every write queued so far is durable and no
+    /// earlier item waits; else it is held (or handed back, when full).
+    pub fn hold(&mut self, item: T) -> Gate<T> {
+        let need = self.queue.queued();
+        if self.held.is_empty() && self.queue.durable() >= need {
+            return Gate::Pass(item);
+        }
+        if self.held.len() >= self.capacity {
+            return Gate::Full(item);
+        }
+        self.held.push_back((need, item));
+        Gate::Held
+    }
+
+    /// Like [`Barrier::hold`], for an item that replaces whatever is held
+    /// (a newer CRL makes an older one moot): the items held are dropped
+    /// first.
+    pub fn hold_latest(&mut self, item: T) -> Gate<T> {
+        self.held.clear();
+        self.hold(item)
+    }
+
+    /// The items whose writes are durable now, in the order they came.
+    pub fn release(&mut self) -> Vec<T> {
+        let durable = self.queue.durable();
+        let ready = self
+            .held
+            .iter()
+            .take_while(|(need, _)| *need <= durable)
+            .count();
+        self.held.drain(..ready).map(|(_, item)| item).collect()
+    }
+
+    /// How many items are held.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// The queue this barrier waits on.
+    pub fn queue(&self) -> &WriteQueue {
+        &self.queue
+    }
+}
+
 /// A [`Store`] that queues its writes for another party to make durable:
 /// a write-behind, so that a CA's caller (a node's only event loop) never
 /// waits for an fsync.
@@ -398,6 +504,63 @@ impl<S: Store> StoreWriter<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Items leave in order, each once the writes before it are durable;
+    /// one that came before any write passes at once, but not past an
+    /// earlier one still held.
+    #[test]
+    fn the_barrier_releases_in_order_as_writes_become_durable() {
+        let mut store = QueueStore::new(None);
+        let queue = store.queue();
+        let mut barrier = Barrier::new(queue.clone(), 8);
+        assert_eq!(barrier.hold(0), Gate::Pass(0));
+        let state = CaState::default();
+        store.save(&state).unwrap();
+        assert_eq!(barrier.hold(1), Gate::Held);
+        store.save(&state).unwrap();
+        assert_eq!(barrier.hold(2), Gate::Held);
+        queue.mark_durable(1);
+        assert_eq!(barrier.release(), [1]);
+        // Durable so far, but 2 still waits: 3 goes behind it.
+        queue.mark_durable(2);
+        assert_eq!(barrier.hold(3), Gate::Held);
+        assert_eq!(barrier.release(), [2, 3]);
+        assert!(barrier.is_empty());
+        assert_eq!(barrier.hold(4), Gate::Pass(4));
+    }
+
+    /// While writes never become durable, a flood of items is held up to
+    /// the capacity and the rest handed back: memory stays bounded.
+    #[test]
+    fn attack_a_barrier_whose_writes_fail_stays_bounded() {
+        let mut store = QueueStore::new(None);
+        let queue = store.queue();
+        store.save(&CaState::default()).unwrap();
+        let mut barrier = Barrier::new(queue.clone(), 16);
+        let mut handed_back = 0;
+        for i in 0..1000 {
+            if let Gate::Full(_) = barrier.hold(i) {
+                handed_back += 1;
+            }
+        }
+        assert_eq!((barrier.len(), handed_back), (16, 984));
+        queue.mark_durable(queue.queued());
+        assert_eq!(barrier.release(), (0..16).collect::<Vec<_>>());
+    }
+
+    /// `hold_latest` keeps only the newest item.
+    #[test]
+    fn hold_latest_replaces_what_is_held() {
+        let mut store = QueueStore::new(None);
+        let queue = store.queue();
+        let mut barrier = Barrier::new(queue.clone(), 4);
+        store.save(&CaState::default()).unwrap();
+        assert_eq!(barrier.hold_latest("crl 1"), Gate::Held);
+        assert_eq!(barrier.hold_latest("crl 2"), Gate::Held);
+        queue.mark_durable(queue.queued());
+        assert_eq!(barrier.release(), ["crl 2"]);
+        assert_eq!(barrier.hold_latest("crl 3"), Gate::Pass("crl 3"));
+    }
 
     #[test]
     fn durability_counters() {

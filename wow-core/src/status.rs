@@ -56,7 +56,7 @@ pub struct CrlSummary {
     /// Its CRL number (0: none loaded).
     pub number: u64,
     /// Its nextUpdate, seconds since the Unix epoch.
-    pub next_update_unix: Option<u64>,
+    pub next_update_unix: Option<i64>,
     /// Seconds from now to nextUpdate (negative when past).
     pub next_update_in_secs: Option<i64>,
     /// No current CRL: new security associations are refused.
@@ -65,17 +65,11 @@ pub struct CrlSummary {
 
 impl CrlSummary {
     fn of(s: crate::core::CrlStatus, wall: SystemTime) -> CrlSummary {
-        let in_secs = s.next_update.map(|t| match t.duration_since(wall) {
-            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
-        });
+        let next = s.next_update.map(crate::enrol::unix_secs);
         CrlSummary {
             number: s.number,
-            next_update_unix: s
-                .next_update
-                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                .map(|d| d.as_secs()),
-            next_update_in_secs: in_secs,
+            next_update_unix: next,
+            next_update_in_secs: next.map(|t| t.saturating_sub(crate::enrol::unix_secs(wall))),
             stale: s.stale,
         }
     }

@@ -20,12 +20,18 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ipsec_ca::store::{QueuedWrite, write_behind};
-use ipsec_ca::{Ca, CaError, FileStore, Policy, QueueStore, StoreError, StoreWriter, WriteQueue};
+use ipsec_ca::{
+    Barrier, Ca, CaError, FileStore, Gate, Policy, QueueStore, StoreError, StoreWriter, WriteQueue,
+};
 use tokio::sync::{oneshot, watch};
 
 /// Time between attempts to save the state after a failed write, when no
 /// new writes come.
 pub const RETRY: Duration = Duration::from_secs(5);
+
+/// Control-socket answers held at most while the CA's writes are not
+/// durable; one past it is answered with an error at once.
+pub const MAX_HELD_ANSWERS: usize = 256;
 
 /// The runtime's side of the writer thread.
 pub struct CaWriter {
@@ -33,8 +39,8 @@ pub struct CaWriter {
     tx: Option<mpsc::Sender<Vec<QueuedWrite>>>,
     durable: watch::Receiver<u64>,
     thread: Option<JoinHandle<()>>,
-    /// Control-socket answers, each with the write it waits for.
-    answers: Vec<(u64, oneshot::Sender<String>, String)>,
+    /// Control-socket answers, each waiting for the writes before it.
+    answers: Barrier<(oneshot::Sender<String>, String)>,
 }
 
 /// Opens the CA in `dir` under `policy` over a write-behind store, and
@@ -60,11 +66,11 @@ pub fn open(dir: &Path, policy: Policy) -> Result<(Ca<QueueStore>, CaWriter), Ca
             source,
         })?;
     let writer = CaWriter {
+        answers: Barrier::new(queue.clone(), MAX_HELD_ANSWERS),
         queue,
         tx: Some(tx),
         durable,
         thread: Some(thread),
-        answers: Vec::new(),
     };
     // `Ca::open` may have queued a first snapshot.
     writer.flush();
@@ -154,12 +160,7 @@ impl CaWriter {
         }
         let seq = *w.durable.borrow_and_update();
         w.queue.mark_durable(seq);
-        let durable = w.queue.durable();
-        let (ready, wait) = std::mem::take(&mut w.answers)
-            .into_iter()
-            .partition(|(need, _, _)| *need <= durable);
-        w.answers = wait;
-        for (_, reply, text) in ready {
+        for (reply, text) in w.answers.release() {
             let _ = reply.send(text);
         }
     }
@@ -167,10 +168,17 @@ impl CaWriter {
     /// Sends a control-socket CA command's `answer` once the writes the
     /// command made are durable.
     pub fn answer(&mut self, reply: oneshot::Sender<String>, answer: String) {
-        if self.queue.is_durable() {
-            let _ = reply.send(answer);
-        } else {
-            self.answers.push((self.queue.queued(), reply, answer));
+        match self.answers.hold((reply, answer)) {
+            Gate::Pass((reply, answer)) => {
+                let _ = reply.send(answer);
+            }
+            Gate::Held => {}
+            Gate::Full((reply, _)) => {
+                let _ = reply.send(format!(
+                    "error: {MAX_HELD_ANSWERS} CA commands already wait for the CA's writes \
+                     (see the log); try again"
+                ));
+            }
         }
     }
 }
