@@ -103,3 +103,31 @@ pub enum FrameError {
         len: usize,
     },
 }
+
+/// Why an upstream reply to a forwarded query was dropped (the query keeps
+/// waiting for the real one, or its deadline).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForwardError {
+    /// Not a DNS message.
+    #[error("upstream reply does not decode ({len} octets)")]
+    Malformed {
+        /// Length received.
+        len: usize,
+    },
+    /// A query, or another opcode than QUERY.
+    #[error("upstream sent something other than a response to a query")]
+    NotAResponse,
+    /// Not the message ID the query went out with: a forgery, or a stale
+    /// reply.
+    #[error("upstream reply with message ID {got}, expected {expected}")]
+    WrongId {
+        /// The ID the query was sent with.
+        expected: u16,
+        /// The ID received.
+        got: u16,
+    },
+    /// The question section is not the question asked.
+    #[error("upstream reply answers another question")]
+    OtherQuestion,
+}

@@ -14,7 +14,9 @@
 //!   overlay's DHT and unknown names looked up there, through a sans-IO
 //!   [`store`] contract;
 //! - answers: A, PTR, SOA, NS; NXDOMAIN and NODATA with the SOA
-//!   (RFC 2308); REFUSED (or forwarding) outside the zones; FORMERR, NOTIMP;
+//!   (RFC 2308); REFUSED outside the zones, or split DNS: forwarded upstream
+//!   under a fresh message ID, replies checked and cached ([`Config::forward`]);
+//!   FORMERR, NOTIMP;
 //!   EDNS0 (RFC 6891) and truncation with TC over UDP, a length-prefixed TCP
 //!   path ([`TcpFramer`], and with feature `smoltcp` a whole TCP endpoint
 //!   on an in-process smoltcp stack, module `tcp`); names compared
@@ -69,6 +71,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+mod forward;
 pub mod rule;
 pub mod server;
 pub mod store;
@@ -78,7 +81,7 @@ pub mod tcp;
 pub mod wire;
 pub mod zone;
 
-pub use error::{FrameError, LoadError, QueryError, RegisterError, TableError};
+pub use error::{ForwardError, FrameError, LoadError, QueryError, RegisterError, TableError};
 pub use rule::{AddressRule, RuleName};
 pub use server::{Config, Event, Forward, Mode, Server, Stats, Transmit};
 pub use store::{MemoryStore, MemoryStoreConfig, RequestId, StoreRequest, StoreResult};

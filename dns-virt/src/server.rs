@@ -16,11 +16,11 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Header, MessageType, ResponseCode};
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
-use crate::error::{QueryError, RegisterError};
+use crate::error::{ForwardError, QueryError, RegisterError};
+use crate::forward::{self, Cache, Key};
 use crate::store::{RequestId, StoreRequest, StoreResult};
 use crate::wire::{Request, Sections, Transport, emit_truncated, frame_tcp};
 use crate::zone::{Answer, Outcome, Response, Zone, ZoneConfig, refused};
@@ -53,8 +53,17 @@ pub struct Config {
     /// 60 s).
     pub cache_ttl: Duration,
     /// Forward queries outside the zones through [`Server::poll_forward`]
-    /// instead of answering REFUSED (default false).
+    /// instead of answering REFUSED (default false): split DNS. Each goes
+    /// upstream under a fresh message ID from the OS; identical queries in
+    /// flight share one forward; answers are cached (see
+    /// [`Config::forward_cache_bytes`]).
     pub forward: bool,
+    /// Most bytes of upstream answers cached (default 4 MiB); 0 turns the
+    /// cache off.
+    pub forward_cache_bytes: usize,
+    /// Longest time an upstream answer is cached, whatever its TTL
+    /// (default 1 h).
+    pub forward_cache_max_ttl: Duration,
     /// Most queries waiting at once; beyond it new ones get SERVFAIL
     /// (default 10,000).
     pub max_pending: usize,
@@ -71,6 +80,8 @@ impl Default for Config {
             publish_ttl: Duration::from_secs(3600),
             cache_ttl: Duration::from_secs(60),
             forward: false,
+            forward_cache_bytes: 4 << 20,
+            forward_cache_max_ttl: Duration::from_secs(3600),
             max_pending: 10_000,
             seed: 0,
         }
@@ -89,12 +100,20 @@ pub struct Transmit {
 }
 
 /// A query outside the zones for the caller's upstream resolver.
+///
+/// Send it from a fresh socket (a random source port: with the random
+/// message ID, what an off-path forger must guess) and hand the reply back
+/// with [`Server::handle_forward_response`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Forward {
     /// Id to hand back with the upstream's reply.
     pub id: RequestId,
-    /// The query as received.
+    /// The query as received, under a message ID of its own.
     pub query: Vec<u8>,
+    /// How to ask: UDP, or TCP (without the length prefix: frame it with
+    /// [`crate::wire::frame_tcp`]) for a client that asked over TCP or an
+    /// answer that came back truncated.
+    pub transport: Transport,
 }
 
 /// Things worth logging.
@@ -118,6 +137,13 @@ pub enum Event {
     Expired {
         /// How many.
         count: usize,
+    },
+    /// An upstream reply was dropped; the query still waits.
+    ForwardRejected {
+        /// The forward.
+        id: RequestId,
+        /// Why.
+        error: ForwardError,
     },
 }
 
@@ -143,7 +169,13 @@ enum Pending {
     },
     Forward {
         deadline: Instant,
-        waiter: Waiter,
+        key: Key,
+        /// The message ID it went upstream with.
+        upstream_id: u16,
+        /// The query as sent (for a retry over TCP).
+        query: Vec<u8>,
+        transport: Transport,
+        waiters: Vec<Waiter>,
     },
 }
 
@@ -160,6 +192,12 @@ pub struct Stats {
     pub servfail: u64,
     /// Store answers dropped because their address is outside the network.
     pub outside_network: u64,
+    /// Queries sent upstream (a retry over TCP counts again).
+    pub forwards: u64,
+    /// Queries outside the zones answered from the forward cache.
+    pub forward_cache_hits: u64,
+    /// Upstream replies dropped (see [`Event::ForwardRejected`]).
+    pub forward_rejected: u64,
 }
 
 /// The DNS server state machine.
@@ -169,6 +207,8 @@ pub struct Server {
     zone: Zone,
     pending: HashMap<RequestId, Pending>,
     lookups_by_name: HashMap<String, RequestId>,
+    forwards_by_key: HashMap<Key, RequestId>,
+    cache: Cache,
     waiting: usize,
     next_id: u64,
     transmits: VecDeque<Transmit>,
@@ -190,10 +230,12 @@ impl Server {
     /// [`Zone::load_names`]); `config.zone` is ignored.
     pub fn with_zone(config: Config, zone: Zone) -> Self {
         Server {
+            cache: Cache::new(config.forward_cache_bytes, config.forward_cache_max_ttl),
             config,
             zone,
             pending: HashMap::new(),
             lookups_by_name: HashMap::new(),
+            forwards_by_key: HashMap::new(),
             waiting: 0,
             next_id: 1,
             transmits: VecDeque::new(),
@@ -276,25 +318,77 @@ impl Server {
                     self.reply(&waiter, &r);
                 }
             },
-            Answer::Outside if self.config.forward => {
-                if self.waiting >= self.config.max_pending {
-                    return self.servfail(&waiter);
-                }
-                let id = self.new_id();
-                self.forwards.push_back(Forward {
-                    id,
-                    query: bytes.to_vec(),
-                });
-                self.waiting += 1;
-                self.pending.insert(
-                    id,
-                    Pending::Forward {
-                        deadline: now + self.config.lookup_timeout,
-                        waiter,
-                    },
-                );
-            }
+            Answer::Outside if self.config.forward => self.forward(now, waiter, bytes),
             Answer::Outside => self.reply(&waiter, &refused()),
+        }
+    }
+
+    /// Answers `waiter` from the cache, or joins or starts a forward.
+    fn forward(&mut self, now: Instant, waiter: Waiter, bytes: &[u8]) {
+        let key = Key::of(&waiter.request);
+        if let Some((reply, age)) = self.cache.get(&key, now)
+            && let Some(answer) = forward::rewrite(reply, &waiter.request, age)
+        {
+            self.stats.forward_cache_hits += 1;
+            return self.relay(&waiter, &answer);
+        }
+        if self.waiting >= self.config.max_pending {
+            return self.servfail(&waiter);
+        }
+        if let Some(id) = self.forwards_by_key.get(&key)
+            && let Some(Pending::Forward { waiters, .. }) = self.pending.get_mut(id)
+        {
+            waiters.push(waiter);
+            self.waiting += 1;
+            return;
+        }
+        // A message ID the client did not choose, from the OS.
+        let mut upstream_id = [0; 2];
+        if getrandom::fill(&mut upstream_id).is_err() {
+            return self.servfail(&waiter);
+        }
+        let mut query = bytes.to_vec();
+        if let Some(head) = query.get_mut(..2) {
+            head.copy_from_slice(&upstream_id);
+        }
+        let id = self.new_id();
+        let transport = waiter.transport;
+        self.stats.forwards += 1;
+        self.forwards.push_back(Forward {
+            id,
+            query: query.clone(),
+            transport,
+        });
+        self.forwards_by_key.insert(key.clone(), id);
+        self.waiting += 1;
+        self.pending.insert(
+            id,
+            Pending::Forward {
+                deadline: now + self.config.lookup_timeout,
+                key,
+                upstream_id: u16::from_be_bytes(upstream_id),
+                query,
+                transport,
+                waiters: vec![waiter],
+            },
+        );
+    }
+
+    /// Sends `waiter` the upstream's `answer` (already carrying its ID),
+    /// truncated if it exceeds what the client takes.
+    fn relay(&mut self, waiter: &Waiter, answer: &[u8]) {
+        let limit = self.zone.response_limit(&waiter.request, waiter.transport);
+        if answer.len() <= limit {
+            self.queue(waiter.from, waiter.transport, answer);
+        } else {
+            let mut out = std::mem::take(&mut self.scratch);
+            emit_truncated(
+                &waiter.request,
+                self.zone.config().max_udp_payload,
+                &mut out,
+            );
+            self.queue(waiter.from, waiter.transport, &out);
+            self.scratch = out;
         }
     }
 
@@ -501,44 +595,73 @@ impl Server {
                     }
                 }
             }
-            Pending::Forward { waiter, .. } => {
-                // Forwarding results arrive through handle_forward_response.
-                self.waiting -= 1;
-                self.servfail(&waiter);
+            Pending::Forward { key, waiters, .. } => {
+                // Forwarding results arrive through handle_forward_response:
+                // here only its deadline ends it.
+                self.forwards_by_key.remove(&key);
+                self.waiting -= waiters.len();
+                for w in &waiters {
+                    self.servfail(w);
+                }
             }
         }
     }
 
-    /// Feeds the upstream resolver's reply to forward `id`. The reply is
-    /// relayed if it is a response with the query's ID that fits the
-    /// client's limit; otherwise the client gets TC (UDP) or SERVFAIL.
-    pub fn handle_forward_response(&mut self, _now: Instant, id: RequestId, reply: &[u8]) {
-        let Some(Pending::Forward { waiter, .. }) = self.pending.get(&id) else {
+    /// Feeds the upstream resolver's reply to forward `id`. A reply that
+    /// is not a response to the query as sent (its message ID and question)
+    /// is dropped with [`Event::ForwardRejected`] and the query keeps
+    /// waiting; a truncated one is asked again over TCP (a new
+    /// [`Server::poll_forward`] with the same `id`); otherwise every client
+    /// waiting for it gets it (truncated to what each takes) and it is
+    /// cached for its TTL.
+    pub fn handle_forward_response(&mut self, now: Instant, id: RequestId, reply: &[u8]) {
+        let Some(Pending::Forward {
+            key,
+            upstream_id,
+            query,
+            transport,
+            ..
+        }) = self.pending.get_mut(&id)
+        else {
             return;
         };
-        let waiter = waiter.clone();
-        self.pending.remove(&id);
-        self.waiting -= 1;
-        let header = Header::read(&mut BinDecoder::new(reply)).ok();
-        let valid = header.is_some_and(|h| {
-            h.metadata.message_type == MessageType::Response && h.metadata.id == waiter.request.id
-        });
-        if !valid {
-            return self.servfail(&waiter);
+        let checked = match forward::check(reply, *upstream_id, key) {
+            Ok(c) => c,
+            Err(error) => {
+                self.stats.forward_rejected += 1;
+                self.events.push_back(Event::ForwardRejected { id, error });
+                return;
+            }
+        };
+        if checked.truncated && *transport == Transport::Udp {
+            *transport = Transport::Tcp;
+            self.stats.forwards += 1;
+            self.forwards.push_back(Forward {
+                id,
+                query: query.clone(),
+                transport: Transport::Tcp,
+            });
+            return;
         }
-        let limit = self.zone.response_limit(&waiter.request, waiter.transport);
-        if reply.len() <= limit {
-            self.queue(waiter.from, waiter.transport, reply);
-        } else {
-            let mut out = std::mem::take(&mut self.scratch);
-            emit_truncated(
-                &waiter.request,
-                self.zone.config().max_udp_payload,
-                &mut out,
-            );
-            self.queue(waiter.from, waiter.transport, &out);
-            self.scratch = out;
+        let Some(Pending::Forward { key, waiters, .. }) = self.pending.remove(&id) else {
+            return;
+        };
+        self.forwards_by_key.remove(&key);
+        self.waiting -= waiters.len();
+        if let Some(ttl) = checked.ttl {
+            self.cache.insert(key, reply, now, ttl);
         }
+        for w in &waiters {
+            match forward::rewrite(reply, &w.request, Duration::ZERO) {
+                Some(answer) => self.relay(w, &answer),
+                None => self.servfail(w),
+            }
+        }
+    }
+
+    /// Bytes and entries of upstream answers cached.
+    pub fn forward_cache(&self) -> (usize, usize) {
+        (self.cache.bytes(), self.cache.len())
     }
 
     /// Handles the passing of time: expired names go, overdue lookups and

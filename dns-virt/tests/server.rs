@@ -534,34 +534,3 @@ fn every_query_gets_exactly_one_reply_under_random_delays_and_loss() {
         }
     }
 }
-
-#[test]
-fn forwards_outside_names_when_asked() {
-    let config = Config {
-        forward: true,
-        ..Config::default()
-    };
-    let mut s = Server::new(config);
-    let t0 = Instant::now();
-    let q = query("example.com.", RecordType::A, None);
-    s.handle_input(t0, client(), Transport::Udp, &q.to_vec().unwrap());
-    assert!(s.poll_transmit().is_none());
-    let fwd = s.poll_forward().unwrap();
-    assert_eq!(fwd.query, q.to_vec().unwrap());
-    let mut reply = Message::new(0xbeef, MessageType::Response, OpCode::Query);
-    reply.add_query(q.queries[0].clone());
-    reply.add_answer(hickory_proto::rr::Record::from_rdata(
-        name("example.com."),
-        300,
-        RData::A(A::new(192, 0, 2, 1)),
-    ));
-    s.handle_forward_response(t0, fwd.id, &reply.to_vec().unwrap());
-    let t = s.poll_transmit().unwrap();
-    assert_eq!(t.payload, reply.to_vec().unwrap());
-    // A second forward that never returns: SERVFAIL at the deadline.
-    s.handle_input(t0, client(), Transport::Udp, &q.to_vec().unwrap());
-    let _ = s.poll_forward().unwrap();
-    s.handle_timeout(t0 + Duration::from_secs(2));
-    let r = Message::from_vec(&s.poll_transmit().unwrap().payload).unwrap();
-    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
-}
