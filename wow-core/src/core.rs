@@ -98,6 +98,9 @@ pub struct Settings {
     pub fixed_addr: Option<Ipv4Addr>,
     /// Hosts of the network reachable without a security association.
     pub public_hosts: Vec<Ipv4Addr>,
+    /// Names outside the zone are forwarded upstream (split DNS, see
+    /// [`Core::poll_dns_forward`]) instead of answered REFUSED.
+    pub dns_forward: bool,
 }
 
 /// A node's certificate, key and CA certificate (DER).
@@ -515,6 +518,7 @@ impl<S: LeaseStore> Core<S> {
 
         let mut dns_config = dns_virt::Config {
             mode: dns_virt::Mode::Decentralised,
+            forward: settings.dns_forward,
             seed: match randomness {
                 Randomness::Os => os_random_u64(),
                 Randomness::InsecureSeed(seed) => seed,
@@ -2048,7 +2052,11 @@ impl<S: LeaseStore> Core<S> {
                 busy = true;
                 self.on_dns_transmit(now, t);
             }
-            while self.dns.poll_event().is_some() {}
+            while let Some(event) = self.dns.poll_event() {
+                if let dns_virt::Event::ForwardRejected { id, error } = event {
+                    tracing::debug!(?id, %error, "upstream DNS reply dropped");
+                }
+            }
             if let Some(e) = self.enrolment.as_mut() {
                 while let Some(t) = e.poll_transmit() {
                     busy = true;
@@ -2452,6 +2460,26 @@ impl<S: LeaseStore> Core<S> {
                 .dns
                 .handle_store_response(now, rid, dns_virt::StoreResult::Failed),
         }
+    }
+
+    /// The next query outside the zone for the caller's upstream resolver
+    /// (with [`Settings::dns_forward`]): send it from a fresh socket and
+    /// hand the reply to [`Core::handle_dns_forward_response`]. Poll after
+    /// every input.
+    pub fn poll_dns_forward(&mut self) -> Option<dns_virt::Forward> {
+        self.dns.poll_forward()
+    }
+
+    /// The upstream's reply to forward `id` (see [`Core::poll_dns_forward`]):
+    /// checked by the DNS server, relayed to the guest and cached.
+    pub fn handle_dns_forward_response(
+        &mut self,
+        now: Instant,
+        id: dns_virt::RequestId,
+        reply: &[u8],
+    ) {
+        self.dns.handle_forward_response(now, id, reply);
+        self.pump(now);
     }
 
     /// Hands the queries that arrived over TCP to the DNS server and the

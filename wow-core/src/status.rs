@@ -128,6 +128,12 @@ pub struct Status {
     pub counters: Counters,
     /// DNS queries answered.
     pub dns_queries: u64,
+    /// DNS queries outside the zone sent upstream (split DNS).
+    pub dns_forwards: u64,
+    /// DNS queries outside the zone answered from the forward cache.
+    pub dns_forward_cache_hits: u64,
+    /// Upstream DNS replies dropped (wrong ID or question: forged or stale).
+    pub dns_forward_rejected: u64,
     /// Key exchanges completed.
     pub sa_handshakes: u64,
     /// Packets that failed SA authentication or replay checks.
@@ -229,6 +235,9 @@ impl Status {
             security_associations: core.sa_count(),
             counters: core.counters(),
             dns_queries: core.dns_stats().queries,
+            dns_forwards: core.dns_stats().forwards,
+            dns_forward_cache_hits: core.dns_stats().forward_cache_hits,
+            dns_forward_rejected: core.dns_stats().forward_rejected,
             sa_handshakes: core.sa_stats().map(|s| s.handshakes_completed).unwrap_or(0),
             sa_rejected: core
                 .sa_stats()
@@ -303,8 +312,15 @@ impl Status {
             );
         }
         s += &format!(
-            "dht       {} records; dns {} queries; sa {} handshakes, {} rejected\n",
-            self.dht_records, self.dns_queries, self.sa_handshakes, self.sa_rejected
+            "dht       {} records; dns {} queries ({} forwarded, {} from cache, {} upstream \
+             replies dropped); sa {} handshakes, {} rejected\n",
+            self.dht_records,
+            self.dns_queries,
+            self.dns_forwards,
+            self.dns_forward_cache_hits,
+            self.dns_forward_rejected,
+            self.sa_handshakes,
+            self.sa_rejected
         );
         s += &format!("ring      {}\n", self.ring_neighbours.join(" "));
         s += &format!(

@@ -44,6 +44,12 @@
 //! [ca]
 //! # dir = "/var/lib/wow-ca"         # this node is the CA's (`wow-node ca init`)
 //! insecure_auto_approve = false     # INSECURE: sign requests without a join token
+//! [dns]
+//! forward = true                    # names outside the zone go upstream (split DNS);
+//!                                   # never while the host is confined
+//! upstream = []                     # resolvers, "192.0.2.53:53"; none: the host's
+//!                                   # /etc/resolv.conf (virtual addresses skipped)
+//!
 //! [confine]
 //! enabled = false                   # same as --confine
 //! allow_tcp_ports = [22]            # host ports that still answer (replies only)
@@ -80,6 +86,30 @@ pub struct Config {
     pub ca: CaSection,
     /// `[turn]`.
     pub turn: TurnSection,
+    /// `[dns]`.
+    pub dns: DnsSection,
+}
+
+/// `[dns]`: the virtual DNS server's answers outside its zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsSection {
+    /// Forward queries outside the zone to `upstream` (split DNS); off,
+    /// they are answered REFUSED. Never while the host is confined
+    /// (`[confine]`): DNS would be a way out of the virtual network.
+    pub forward: bool,
+    /// The upstream resolvers; none: the `nameserver`s of the host's
+    /// `/etc/resolv.conf`, less any in the virtual network.
+    pub upstream: Vec<SocketAddr>,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        DnsSection {
+            forward: true,
+            upstream: Vec::new(),
+        }
+    }
 }
 
 /// `[turn]`: a TURN server (RFC 8656) as the relay of last resort, for

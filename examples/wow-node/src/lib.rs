@@ -18,3 +18,4 @@ pub mod enrol;
 pub mod interfaces;
 pub mod runtime;
 pub mod udp;
+pub mod upstream;

@@ -201,7 +201,11 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         dht_allocation: config.network.allocation == AllocationMode::Dht,
         fixed_addr: membership.certified_ip(),
         public_hosts: config.security.public_hosts.clone(),
+        dns_forward: false,
     };
+    let mut settings = settings;
+    let mut upstream = dns_upstream(&config, confine);
+    settings.dns_forward = upstream.is_some();
 
     let socket = UdpSocket::bind(config.node.listen)
         .await
@@ -530,6 +534,9 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     }
                 }
             }
+            (id, reply) = crate::upstream::Upstream::recv(upstream.as_mut()) => {
+                core.handle_dns_forward_response(Instant::now(), id, &reply);
+            }
             () = crate::ca_writer::CaWriter::durable(ca_writer.as_mut()) => {
                 core.handle_ca_durable(Instant::now());
             }
@@ -549,6 +556,11 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             membership.handle_event(&mut core, now, wall, &event);
         }
         disk.serve(&mut membership, &mut core);
+        if let Some(u) = &upstream {
+            while let Some(forward) = core.poll_dns_forward() {
+                u.send(forward);
+            }
+        }
     }
     tracing::info!("shutting down: leaving the ring");
     core.leave(Instant::now());
@@ -859,6 +871,34 @@ impl Disk {
             }
         }
     }
+}
+
+/// Split DNS's upstream resolvers (`[dns]`), or `None`: forwarding off,
+/// names outside the zone answered REFUSED.
+fn dns_upstream(config: &Config, confine: bool) -> Option<crate::upstream::Upstream> {
+    if !config.dns.forward {
+        return None;
+    }
+    if confine || config.confine.enabled || crate::confine::present(&config.tap.name) {
+        tracing::info!("split DNS off: the host is confined to the virtual network");
+        return None;
+    }
+    let servers = if config.dns.upstream.is_empty() {
+        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        crate::upstream::resolv_conf_servers(&text, config.network.cidr.trunc())
+    } else {
+        config.dns.upstream.clone()
+    };
+    let upstream = crate::upstream::Upstream::new(servers);
+    match &upstream {
+        Some(u) => {
+            tracing::info!(servers = ?u.servers(), "split DNS: names outside the zone go upstream")
+        }
+        None => {
+            tracing::info!("split DNS off: no upstream resolver ([dns] upstream, /etc/resolv.conf)")
+        }
+    }
+    upstream
 }
 
 /// Asks the bootstrap endpoints (STUN Binding, nat-traversal's discovery
