@@ -696,7 +696,12 @@ impl<S: LeaseStore> Core<S> {
     pub fn sa_stats(&self) -> Option<ipsec_sa::Stats> {
         self.sa.as_ref().map(|s| s.stats())
     }
-    /// DNS counters.
+    /// DHCP leases held (this node's guest side).
+    pub fn lease_count(&self) -> usize {
+        self.dhcp.leases().count()
+    }
+
+    /// The DNS server's counters.
     pub fn dns_stats(&self) -> dns_virt::Stats {
         self.dns.stats()
     }

@@ -98,6 +98,7 @@ pub mod enrol;
 #[cfg(feature = "test-util")]
 pub mod guest;
 pub mod membership;
+pub mod metrics;
 pub mod overlay_identity;
 pub mod records;
 pub mod status;

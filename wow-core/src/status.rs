@@ -20,6 +20,79 @@ pub struct GuestStatus {
     pub mac: Option<String>,
 }
 
+/// The overlay node's counters ([`overlay_core::Stats`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OverlayCounters {
+    /// Maintenance messages sent.
+    pub maintenance_sent: u64,
+    /// Routed messages forwarded for others.
+    pub forwarded: u64,
+    /// Routed messages dropped.
+    pub dropped: u64,
+    /// DHT and echo replies that matched no request of ours (forged or
+    /// late).
+    pub unmatched_replies: u64,
+    /// DHT requests refused: too many waiting.
+    pub dht_requests_refused: u64,
+    /// DHT records refused, by reason: bad signature, wrong key, policy,
+    /// stale, full, quota.
+    pub records_rejected: [(&'static str, u64); 6],
+}
+
+impl OverlayCounters {
+    fn of(s: overlay_core::Stats) -> OverlayCounters {
+        let r = s.records_rejected;
+        OverlayCounters {
+            maintenance_sent: s.maintenance_sent,
+            forwarded: s.forwarded,
+            dropped: s.dropped,
+            unmatched_replies: s.unmatched_replies,
+            dht_requests_refused: s.dht_requests_refused,
+            records_rejected: [
+                ("bad_signature", r.bad_signature),
+                ("wrong_key", r.wrong_key),
+                ("policy", r.policy),
+                ("stale", r.stale),
+                ("full", r.full),
+                ("quota", r.quota),
+            ],
+        }
+    }
+}
+
+/// The security associations' counters ([`ipsec_sa::Stats`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SaCounters {
+    /// Key exchanges completed.
+    pub handshakes_completed: u64,
+    /// Key exchanges that failed.
+    pub handshakes_failed: u64,
+    /// Key exchanges refused by the rate limit (cookie replies sent instead).
+    pub handshakes_rate_limited: u64,
+    /// Packets dropped, by reason: unprotected (from a source that needs an
+    /// SA), replayed, authentication failed, unknown SPI, malformed, queue
+    /// full.
+    pub dropped: [(&'static str, u64); 6],
+}
+
+impl SaCounters {
+    fn of(s: ipsec_sa::Stats) -> SaCounters {
+        SaCounters {
+            handshakes_completed: s.handshakes_completed,
+            handshakes_failed: s.handshakes_failed,
+            handshakes_rate_limited: s.handshakes_rate_limited,
+            dropped: [
+                ("unprotected", s.unprotected_dropped),
+                ("replayed", s.replayed),
+                ("authentication_failed", s.authentication_failed),
+                ("unknown_spi", s.unknown_spi),
+                ("malformed", s.malformed),
+                ("queue_full", s.queue_dropped),
+            ],
+        }
+    }
+}
+
 /// One overlay link.
 #[derive(Debug, Clone, Serialize)]
 pub struct LinkStatus {
@@ -122,6 +195,12 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// DHT records held here.
     pub dht_records: usize,
+    /// The overlay node's counters.
+    pub overlay: OverlayCounters,
+    /// The security associations' counters (none without a certificate).
+    pub sa: Option<SaCounters>,
+    /// DHCP leases this node holds for its guest side.
+    pub leases: usize,
     /// Peers with a security association.
     pub security_associations: usize,
     /// Traffic counters.
@@ -232,6 +311,9 @@ impl Status {
             links,
             peers,
             dht_records: overlay.dht_store().len(),
+            overlay: OverlayCounters::of(overlay.stats()),
+            sa: core.sa_stats().map(SaCounters::of),
+            leases: core.lease_count(),
             security_associations: core.sa_count(),
             counters: core.counters(),
             dns_queries: core.dns_stats().queries,

@@ -50,6 +50,9 @@
 //! upstream = []                     # resolvers, "192.0.2.53:53"; none: the host's
 //!                                   # /etc/resolv.conf (virtual addresses skipped)
 //!
+//! [metrics]
+//! # listen = "127.0.0.1:9770"       # serve GET /metrics (Prometheus / OpenMetrics text)
+//!
 //! [confine]
 //! enabled = false                   # same as --confine
 //! allow_tcp_ports = [22]            # host ports that still answer (replies only)
@@ -88,6 +91,18 @@ pub struct Config {
     pub turn: TurnSection,
     /// `[dns]`.
     pub dns: DnsSection,
+    /// `[metrics]`.
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`: the node's figures for Prometheus.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Where to serve `GET /metrics` over HTTP (none: not served). The
+    /// figures are not secret but say much about the network: keep it on
+    /// loopback or a management interface.
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[dns]`: the virtual DNS server's answers outside its zone.

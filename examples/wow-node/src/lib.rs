@@ -16,6 +16,7 @@ pub mod control;
 pub mod demo;
 pub mod enrol;
 pub mod interfaces;
+pub mod metrics;
 pub mod runtime;
 pub mod udp;
 pub mod upstream;

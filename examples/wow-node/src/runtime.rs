@@ -205,6 +205,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     };
     let mut settings = settings;
     let mut upstream = dns_upstream(&config, confine);
+    let metrics = crate::metrics::bind(config.metrics.listen).await;
     settings.dns_forward = upstream.is_some();
 
     let socket = UdpSocket::bind(config.node.listen)
@@ -532,6 +533,17 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     None => {
                         let _ = reply.send(answer);
                     }
+                }
+            }
+            stream = crate::metrics::accept(metrics.as_ref()) => {
+                let wall = SystemTime::now();
+                let mut status = Status::of(&core, Instant::now(), wall, started_at);
+                status.set_certificate(wall, membership.validity());
+                match wow_core::metrics::encode(&status) {
+                    Ok(body) => {
+                        tokio::spawn(crate::metrics::answer(stream, body));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "metrics not encoded"),
                 }
             }
             (id, reply) = crate::upstream::Upstream::recv(upstream.as_mut()) => {
