@@ -98,6 +98,11 @@ pub struct Settings {
     pub fixed_addr: Option<Ipv4Addr>,
     /// Hosts of the network reachable without a security association.
     pub public_hosts: Vec<Ipv4Addr>,
+    /// The addresses this node's DHCP server may lease, first and last
+    /// (inclusive, inside `network`); `None`: the whole network. Disjoint
+    /// ranges per node keep nodes that allocate locally from handing out
+    /// the same address, and narrow what a node claims in the DHT.
+    pub pool: Option<(Ipv4Addr, Ipv4Addr)>,
     /// Names outside the zone are forwarded upstream (split DNS, see
     /// [`Core::poll_dns_forward`]) instead of answered REFUSED.
     pub dns_forward: bool,
@@ -507,6 +512,8 @@ impl<S: LeaseStore> Core<S> {
         dhcp_config.domain_search = vec![domain.clone()];
         if let Some(addr) = settings.fixed_addr {
             dhcp_config.pool = dhcp_virt::Pool::range(addr, addr);
+        } else if let Some((first, last)) = settings.pool {
+            dhcp_config.pool = dhcp_virt::Pool::range(first, last);
         }
         if settings.dht_allocation {
             dhcp_config.allocation = dhcp_virt::Allocation::Directory {

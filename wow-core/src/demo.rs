@@ -32,6 +32,7 @@ pub fn settings() -> Settings {
         dht_allocation: true,
         fixed_addr: None,
         public_hosts: Vec::new(),
+        pool: None,
         dns_forward: false,
     }
 }

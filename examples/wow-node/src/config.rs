@@ -17,6 +17,8 @@
 //! domain = "wow.internal"           # DNS zone
 //! lease_secs = 3600                 # DHCP lease time
 //! allocation = "dht"                # "dht" (decentralised) or "local"
+//! # pool = ["10.128.4.1", "10.128.7.254"]  # lease only from here (default: the
+//!                                   # whole cidr); disjoint per node with "local"
 //!
 //! [tap]
 //! name = "wow0"                     # TAP device
@@ -212,6 +214,10 @@ pub struct NetworkSection {
     pub lease_secs: u64,
     /// Allocation mode.
     pub allocation: AllocationMode,
+    /// The addresses this node's guest may lease, `[first, last]`
+    /// (inclusive, inside `cidr`); none: the whole network. Give nodes
+    /// that allocate `"local"`ly disjoint pools.
+    pub pool: Option<[Ipv4Addr; 2]>,
 }
 
 impl Default for NetworkSection {
@@ -222,6 +228,7 @@ impl Default for NetworkSection {
             domain: "wow.internal".into(),
             lease_secs: 3600,
             allocation: AllocationMode::Dht,
+            pool: None,
         }
     }
 }

@@ -201,6 +201,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         dht_allocation: config.network.allocation == AllocationMode::Dht,
         fixed_addr: membership.certified_ip(),
         public_hosts: config.security.public_hosts.clone(),
+        pool: config.network.pool.map(|[first, last]| (first, last)),
         dns_forward: false,
     };
     let mut settings = settings;
