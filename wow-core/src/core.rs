@@ -299,6 +299,9 @@ pub struct Core<S: LeaseStore> {
     /// CA node with a write-behind store: replies and CRLs waiting for
     /// durable writes (see [`Core::set_ca_queue`]).
     ca_hold: Option<crate::ca_hold::Hold>,
+    /// The ring walk under way (`status --network`), and its result.
+    walk: Option<crate::walk::Walk>,
+    walk_replies: crate::walk::ReplyLimit,
     enrolment: Option<ipsec_ca::Enrolment>,
     enrol_out: Vec<Vec<u8>>,
     ca_address: Option<Address>,
@@ -627,6 +630,8 @@ impl<S: LeaseStore> Core<S> {
             republish_at: None,
             ca: None,
             ca_hold: None,
+            walk: None,
+            walk_replies: crate::walk::ReplyLimit::default(),
             enrolment: None,
             enrol_out: Vec::new(),
             ca_found_at: None,
@@ -1231,6 +1236,99 @@ impl<S: LeaseStore> Core<S> {
         let _ = self.overlay.send(now, to, payload);
     }
 
+    // ----- the ring walk (`status --network`) -----
+
+    /// Starts a walk round the ring, listing at most `limit` nodes from
+    /// this one rightwards; its result comes from [`Core::poll_walk`]. One
+    /// walk at a time.
+    pub fn start_walk(&mut self, now: Instant, limit: usize) -> Result<(), crate::walk::WalkError> {
+        if self.walk.as_ref().is_some_and(|w| w.asked.is_some()) {
+            return Err(crate::walk::WalkError::Busy);
+        }
+        let nonce = match self.randomness {
+            Randomness::Os => os_random_u64(),
+            Randomness::InsecureSeed(_) => self.overlay.address().prefix() ^ limit as u64,
+        };
+        let me = crate::walk::NodeInfo {
+            overlay_address: self.overlay.address().to_string(),
+            name: self.walk_name(),
+            address: self.guest_addr,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            hops: 0,
+        };
+        let right = self.right_neighbour();
+        let (walk, next) =
+            crate::walk::Walk::new(nonce, limit, me, self.overlay.address(), right, now);
+        self.walk = Some(walk);
+        self.walk_ask(now, next);
+        self.pump(now);
+        Ok(())
+    }
+
+    /// The finished walk, once (see [`Core::start_walk`]).
+    pub fn poll_walk(&mut self) -> Option<crate::walk::WalkResult> {
+        let result = self.walk.as_mut()?.take_result();
+        if result.is_some() {
+            self.walk = None;
+        }
+        result
+    }
+
+    fn walk_name(&self) -> Option<String> {
+        self.guest_name()
+            .map(|n| format!("{n}.{}", self.settings.domain.trim_end_matches('.')))
+    }
+
+    /// The nearest node clockwise among our links.
+    fn right_neighbour(&self) -> Option<Address> {
+        let me = self.overlay.address();
+        self.overlay
+            .connections()
+            .iter()
+            .map(|c| c.address)
+            .filter(|a| *a != me)
+            .min_by_key(|a| me.right_distance_to(*a))
+    }
+
+    fn walk_ask(&mut self, now: Instant, next: crate::walk::Next) {
+        if let (crate::walk::Next::Ask(to), Some(w)) = (next, self.walk.as_ref()) {
+            let request = crate::walk::Message::Request { nonce: w.nonce }.to_bytes();
+            self.send_to_node(now, to, Kind::Walk, &request);
+        }
+    }
+
+    fn on_walk_message(&mut self, now: Instant, source: Address, hops: u8, body: &[u8]) {
+        let message = match crate::walk::Message::parse(body) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(%source, error = %e, "walk message dropped");
+                self.counters.malformed += 1;
+                return;
+            }
+        };
+        match message {
+            crate::walk::Message::Request { nonce } => {
+                if !self.walk_replies.allow(now) {
+                    return;
+                }
+                let reply = crate::walk::Message::Reply {
+                    nonce,
+                    right: self.right_neighbour(),
+                    ip: self.guest_addr,
+                    name: self.walk_name().unwrap_or_default(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                };
+                self.send_to_node(now, source, Kind::Walk, &reply.to_bytes());
+            }
+            reply @ crate::walk::Message::Reply { .. } => {
+                if let Some(w) = self.walk.as_mut() {
+                    let next = w.handle_reply(now, source, hops, &reply);
+                    self.walk_ask(now, next);
+                }
+            }
+        }
+    }
+
     /// Asks the DHT and the CA node for chunk `index` of the CRL under way.
     fn request_crl_chunk(&mut self, now: Instant, index: u16) {
         let Some(m) = self.crl.current() else {
@@ -1496,6 +1594,9 @@ impl<S: LeaseStore> Core<S> {
         self.dns.handle_timeout(now);
         self.tcp_dns.handle_timeout(now);
         self.drain_tcp_dns(now);
+        if let Some(w) = self.walk.as_mut() {
+            w.handle_timeout(now);
+        }
         if let Some(sa) = self.sa.as_mut() {
             sa.handle_timeout(now);
             sa.handle_wall_clock(now, wall);
@@ -1649,6 +1750,9 @@ impl<S: LeaseStore> Core<S> {
             self.tcp_dns.poll_timeout(),
             self.sa.as_ref().and_then(|s| s.poll_timeout()),
             lookup,
+            self.walk
+                .as_ref()
+                .and_then(|w| w.asked.map(|(_, deadline)| deadline)),
         ]
         .into_iter()
         .flatten()
@@ -1752,6 +1856,10 @@ impl<S: LeaseStore> Core<S> {
         }
         if repr.kind == Kind::Crl {
             self.on_crl_message(now, source, packet.body());
+            return;
+        }
+        if repr.kind == Kind::Walk {
+            self.on_walk_message(now, source, hops, packet.body());
             return;
         }
         if repr.kind == Kind::Offer {
@@ -1865,7 +1973,7 @@ impl<S: LeaseStore> Core<S> {
                 }
                 plaintext.extend_from_slice(body);
             }
-            (Kind::Punch | Kind::Enrol | Kind::Offer | Kind::Crl, _) => {
+            (Kind::Punch | Kind::Enrol | Kind::Offer | Kind::Crl | Kind::Walk, _) => {
                 self.open_buf = plaintext;
                 return;
             }

@@ -102,6 +102,7 @@ pub mod metrics;
 pub mod overlay_identity;
 pub mod records;
 pub mod status;
+pub mod walk;
 pub mod wire;
 
 pub use crate::core::{Core, CoreError, CoreEvent, Counters, Credentials, CrlStatus, Settings};

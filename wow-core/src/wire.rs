@@ -15,7 +15,8 @@
 //! `kind` 4 an ipsec-ca enrolment message (a CSR for the CA, or its answer),
 //! `kind` 5 a punch offer: nat-traversal's signalling `Offer` (credentials
 //! and candidates) for an authenticated punch session,
-//! `kind` 6 a CRL request or answer between a node and the CA node.
+//! `kind` 6 a CRL request or answer between a node and the CA node,
+//! `kind` 7 a ring-walk request or answer ([`crate::walk`]).
 //! The source address is what ipsec-sa authenticates the peer as; the
 //! destination lets a node drop traffic not meant for its guest.
 //!
@@ -61,6 +62,8 @@ pub enum Kind {
     Offer,
     /// A CRL request or answer (see [`crate::crl_dht::Message`]).
     Crl,
+    /// A ring-walk request or answer (see [`crate::walk::Message`]).
+    Walk,
 }
 
 impl Kind {
@@ -72,6 +75,7 @@ impl Kind {
             Kind::Enrol => 4,
             Kind::Offer => 5,
             Kind::Crl => 6,
+            Kind::Walk => 7,
         }
     }
     fn from_code(code: u8) -> Option<Kind> {
@@ -82,6 +86,7 @@ impl Kind {
             4 => Some(Kind::Enrol),
             5 => Some(Kind::Offer),
             6 => Some(Kind::Crl),
+            7 => Some(Kind::Walk),
             _ => None,
         }
     }

@@ -5,7 +5,7 @@
 //! wow-node up --config FILE [--confine]
 //! wow-node confine --config FILE      # the --confine rules alone (at boot, before the network)
 //! wow-node unconfine [--config FILE | --tap NAME]
-//! wow-node status [--json] [--state-dir DIR]
+//! wow-node status [--json] [--network [--limit N]] [--state-dir DIR]
 //! wow-node ca init|issue|revoke|crl|list --dir DIR ...
 //! wow-node ca token|pending|approve|reject [--state-dir DIR] [--dir CA_DIR] ...
 //! ```
@@ -77,6 +77,13 @@ enum Command {
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Every node of the ring instead (a walk from this node
+        /// rightwards): name, virtual address, version, path.
+        #[arg(long)]
+        network: bool,
+        /// With --network: list at most this many nodes.
+        #[arg(long, default_value_t = control::DEFAULT_WALK_LIMIT)]
+        limit: usize,
         /// The node's state directory.
         #[arg(long, default_value = "/var/lib/wow-node")]
         state_dir: PathBuf,
@@ -131,7 +138,12 @@ fn main() -> ExitCode {
         }
         Command::Confine { config } => confine::confine_command(&config),
         Command::Unconfine { config, tap } => confine::unconfine_command(config.as_deref(), &tap),
-        Command::Status { json, state_dir } => control::status_command(&state_dir, json),
+        Command::Status {
+            json,
+            network,
+            limit,
+            state_dir,
+        } => control::status_command(&state_dir, json, network.then_some(limit)),
         Command::Ca { command } => ca_cmd::run(command),
     }
 }

@@ -390,6 +390,14 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         crate::enrol::CaRequest,
         tokio::sync::oneshot::Sender<String>,
     )>(8);
+    let (walk_tx, mut walk_rx) = tokio::sync::mpsc::channel::<(
+        crate::control::WalkRequest,
+        tokio::sync::oneshot::Sender<String>,
+    )>(8);
+    let mut walk_waiting: Option<(
+        crate::control::WalkRequest,
+        tokio::sync::oneshot::Sender<String>,
+    )> = None;
     let started_at = now;
     let mut udp_buf = vec![0u8; 65536];
     let mut cmsg_buf = crate::udp::cmsg_buffer();
@@ -495,6 +503,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     let mut status = Status::of(&core, Instant::now(), wall, started_at);
                     status.set_certificate(wall, membership.validity());
                     let ca_tx = ca_tx.clone();
+                    let walk_tx = walk_tx.clone();
                     tokio::spawn(async move {
                         let mut line = [0u8; 64];
                         let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut line))
@@ -503,7 +512,18 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                             .and_then(Result::ok)
                             .unwrap_or(0);
                         let request = String::from_utf8_lossy(&line[..n]).into_owned();
+                        let walk = crate::control::WalkRequest::parse(&request);
                         let answer = match crate::enrol::CaRequest::parse(&request) {
+                            // The walk runs on the core too.
+                            None if walk.is_some() => {
+                                let (tx, rx) = tokio::sync::oneshot::channel();
+                                match walk {
+                                    Some(w) if walk_tx.send((w, tx)).await.is_ok() => {
+                                        rx.await.unwrap_or_default()
+                                    }
+                                    _ => String::new(),
+                                }
+                            }
                             // CA commands run on the core, in the main loop.
                             Some(ca) => {
                                 let (tx, rx) = tokio::sync::oneshot::channel();
@@ -517,6 +537,14 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                         };
                         let _ = stream.write_all(answer.as_bytes()).await;
                     });
+                }
+            }
+            Some((request, reply)) = walk_rx.recv() => {
+                match core.start_walk(Instant::now(), request.limit) {
+                    Ok(()) => walk_waiting = Some((request, reply)),
+                    Err(e) => {
+                        let _ = reply.send(format!("error: {e}\n"));
+                    }
                 }
             }
             Some((request, reply)) = ca_rx.recv() => {
@@ -569,6 +597,12 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             membership.handle_event(&mut core, now, wall, &event);
         }
         disk.serve(&mut membership, &mut core);
+        if walk_waiting.is_some()
+            && let Some(result) = core.poll_walk()
+            && let Some((request, reply)) = walk_waiting.take()
+        {
+            let _ = reply.send(request.answer(&result));
+        }
         if let Some(u) = &upstream {
             while let Some(forward) = core.poll_dns_forward() {
                 u.send(forward);

@@ -108,6 +108,24 @@ fn prometheus_reads_the_nodes_metrics() {
         status["links"].as_array().unwrap().len() as f64
     );
     assert_eq!(scrape(&h, "/other").trim(), "HTTP 404");
+
+    // `status --network` of a node alone: itself, the whole ring.
+    let out =
+        h.ns.run_ok(
+            host::BIN,
+            &[
+                "status",
+                "--network",
+                "--json",
+                "--state-dir",
+                h.state.path().to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    let walk: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(walk["complete"], true, "{walk}");
+    assert_eq!(walk["nodes"][0]["name"], "alpha.wow.internal", "{walk}");
+    assert_eq!(walk["nodes"][0]["address"], addr.as_str(), "{walk}");
     h.release_dhcp();
     h.stop();
 }

@@ -97,4 +97,34 @@ fn thirty_two_guests_lease_resolve_ping_and_stream_across_the_ring() {
         assert!(core.counters().sealed > 0, "node {i} sealed nothing");
         assert!(core.sa_count() >= 2, "node {i}: {} SAs", core.sa_count());
     }
+
+    // `status --network` from node 0: every node once, with its guest's
+    // name and address.
+    cores[0].start_walk(now, 100).unwrap();
+    let walk = loop {
+        assert!(
+            now < deadline + Duration::from_secs(30),
+            "the walk never finished"
+        );
+        now += Duration::from_millis(5);
+        tick(&mut cores, now);
+        exchange(&mut cores, &endpoints, now, &mut buf);
+        if let Some(w) = cores[0].poll_walk() {
+            break w;
+        }
+    };
+    assert!(walk.complete, "{}", walk.to_text());
+    assert_eq!(walk.nodes.len(), NODES, "{}", walk.to_text());
+    let mut listed: Vec<_> = walk
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone().unwrap(), n.address.unwrap()))
+        .collect();
+    listed.sort();
+    let mut expected: Vec<_> = (0..NODES)
+        .map(|i| (format!("host-{i}.wow.internal"), addrs[i]))
+        .collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    eprintln!("{}", walk.to_text());
 }
