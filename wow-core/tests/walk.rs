@@ -75,6 +75,19 @@ impl Net {
     }
 }
 
+impl Net {
+    /// Runs until core 0's walk finishes (10 simulated seconds at most).
+    fn finish_walk(&mut self) -> wow_core::walk::WalkResult {
+        for _ in 0..100 {
+            self.run(Duration::from_millis(100));
+            if let Some(r) = self.cores[0].poll_walk() {
+                return r;
+            }
+        }
+        panic!("the walk never finished");
+    }
+}
+
 #[test]
 fn a_walk_lists_every_node_in_ring_order() {
     let mut net = Net::new(6);
@@ -87,15 +100,7 @@ fn a_walk_lists_every_node_in_ring_order() {
         net.cores[0].start_walk(net.now, 100).is_err(),
         "two walks at once"
     );
-    let mut result = None;
-    for _ in 0..100 {
-        net.run(Duration::from_millis(100));
-        if let Some(r) = net.cores[0].poll_walk() {
-            result = Some(r);
-            break;
-        }
-    }
-    let r = result.expect("the walk never finished");
+    let r = net.finish_walk();
     assert!(r.complete, "{r:?}");
     // Every node once, clockwise from the walker.
     let me = net.cores[0].overlay().address();
@@ -113,15 +118,7 @@ fn a_walk_lists_every_node_in_ring_order() {
 
     // A limit stops it short, and says so.
     net.cores[0].start_walk(net.now, 3).unwrap();
-    let mut result = None;
-    for _ in 0..100 {
-        net.run(Duration::from_millis(100));
-        if let Some(r) = net.cores[0].poll_walk() {
-            result = Some(r);
-            break;
-        }
-    }
-    let r = result.unwrap();
+    let r = net.finish_walk();
     assert_eq!((r.nodes.len(), r.complete), (3, false));
     assert!(r.to_text().contains("limit of 3"));
 }
