@@ -6,6 +6,7 @@
 # failed, target met).
 #
 #   test-hosts/scripts/nat-matrix.sh [--trials N] [--program punch|agent]
+#   test-hosts/scripts/nat-matrix.sh --program node     # two wow-nodes + bootstrap
 #                                    [--only TEXT]... [--timeout SECS] [--verbose] [--list]
 #
 # --program punch (default): examples/punch.rs, with the rendezvous relay as
@@ -24,10 +25,12 @@ while (($#)); do
 done
 cargo build -q -p nat-traversal --example punch --example punch_agent
 cargo build -q -p wow-test-hosts --bin nat-matrix
+[ "$program" = node ] && cargo build -q -p wow-node
 target=${CARGO_TARGET_DIR:-target}
 case "$program" in
   punch) bin=$target/debug/examples/punch ;;
   agent) bin=$target/debug/examples/punch_agent ;;
-  *) echo "--program: punch or agent" >&2; exit 2 ;;
+  node) bin=$target/debug/wow-node ;;
+  *) echo "--program: punch, agent or node" >&2; exit 2 ;;
 esac
 exec "$target/debug/nat-matrix" --bin "$bin" "${args[@]}"

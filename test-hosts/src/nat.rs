@@ -75,6 +75,7 @@ use std::net::Ipv4Addr;
 use crate::Netns;
 
 pub mod matrix;
+pub mod node;
 
 /// The first public server address, on the internet namespace.
 pub const SERVER_A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);

@@ -1,7 +1,7 @@
 //! The NAT matrix for nat-traversal's punch examples (needs root).
 //!
 //! ```text
-//! nat-matrix --bin target/debug/examples/punch [--program punch|agent]
+//! nat-matrix --bin target/debug/examples/punch [--program punch|agent|node]
 //!            [--trials N] [--timeout SECS] [--only TEXT]... [--list] [--verbose]
 //! ```
 //!
@@ -10,7 +10,9 @@
 //! fresh testbed, and prints the table of
 //! [`wow_test_hosts::nat::matrix::table`]. `--program agent` runs
 //! `punch_agent` (give its path with `--bin`; the rendezvous is the `punch`
-//! binary next to it). `--verbose` prints every trial, and both logs of
+//! binary next to it); `--program node` runs two `wow-node`s and a public
+//! bootstrap node (give `--bin target/debug/wow-node`; see
+//! [`wow_test_hosts::nat::node`]). `--verbose` prints every trial, and both logs of
 //! each trial that was not direct where direct was expected. Exit 1 when a
 //! row misses its target.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -24,6 +26,7 @@ use wow_test_hosts::nat::matrix::{Program, Row, run_trial, standard_kinds, table
 struct Args {
     bin: PathBuf,
     agent: bool,
+    node: bool,
     trials: usize,
     timeout: Duration,
     only: Vec<String>,
@@ -35,6 +38,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         bin: PathBuf::from("target/debug/examples/punch"),
         agent: false,
+        node: false,
         trials: 20,
         timeout: Duration::from_secs(12),
         only: vec![],
@@ -49,7 +53,8 @@ fn parse_args() -> Result<Args, String> {
             "--program" => match value()?.as_str() {
                 "punch" => args.agent = false,
                 "agent" => args.agent = true,
-                other => return Err(format!("--program: punch or agent, not {other}")),
+                "node" => args.node = true,
+                other => return Err(format!("--program: punch, agent or node, not {other}")),
             },
             "--trials" => args.trials = value()?.parse().map_err(|e| format!("--trials: {e}"))?,
             "--timeout" => {
@@ -102,7 +107,11 @@ fn main() -> ExitCode {
     };
     println!(
         "program={} trials={} timeout={:?}",
-        program.name(),
+        if args.node {
+            "wow-node"
+        } else {
+            program.name()
+        },
         args.trials,
         args.timeout
     );
@@ -110,7 +119,12 @@ fn main() -> ExitCode {
     for kind in &kinds {
         let mut trials = vec![];
         for i in 0..args.trials {
-            match run_trial(&program, kind, args.timeout) {
+            let trial = if args.node {
+                wow_test_hosts::nat::node::run_node_trial(&args.bin, kind, args.timeout)
+            } else {
+                run_trial(&program, kind, args.timeout)
+            };
+            match trial {
                 Ok(t) => {
                     if args.verbose {
                         println!("{kind} #{i}: a={:?} b={:?}", t.a, t.b);

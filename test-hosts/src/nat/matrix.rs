@@ -94,7 +94,8 @@ impl PairKind {
         eim(&self.a) && self.b.as_ref().is_none_or(eim)
     }
 
-    fn testbed(&self) -> io::Result<Testbed> {
+    /// A fresh testbed with this pair's sites.
+    pub fn testbed(&self) -> io::Result<Testbed> {
         let builder = Testbed::builder().layout(self.layout);
         match self.b {
             Some(b) => builder.site(self.a).site(b),
