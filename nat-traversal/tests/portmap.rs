@@ -364,3 +364,17 @@ fn attack_reply_with_a_wrong_nonce_moves_nothing() {
     assert_eq!(m.poll_event(), None);
     assert_eq!(m.external(), Some(external()));
 }
+
+#[test]
+fn nat_pmp_only_skips_pcp() {
+    let t0 = Instant::now();
+    let mut c = config();
+    c.try_pcp = false;
+    let mut m = PortMapper::new(t0, c).unwrap();
+    let ask = m.poll_transmit().unwrap();
+    assert_eq!(
+        PmpRepr::parse_bytes(&ask.payload).unwrap(),
+        PmpRepr::ExternalAddressRequest
+    );
+    pmp_maps(&mut m, t0, &ask.payload);
+}

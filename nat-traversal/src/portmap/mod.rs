@@ -80,6 +80,8 @@ pub struct PortMapConfig {
     pub lifetime: Duration,
     /// First retransmission interval; it doubles after each.
     pub initial_rto: Duration,
+    /// Whether to try PCP first; `false` asks with NAT-PMP only.
+    pub try_pcp: bool,
     /// PCP transmissions before falling back to NAT-PMP.
     pub pcp_max_transmits: u32,
     /// NAT-PMP transmissions per request before giving up (RFC 6886: 9).
@@ -96,6 +98,7 @@ impl PortMapConfig {
             suggested_external_port: 0,
             lifetime: Duration::from_secs(7200),
             initial_rto: Duration::from_millis(250),
+            try_pcp: true,
             pcp_max_transmits: 3,
             pmp_max_transmits: 9,
         }
@@ -236,7 +239,7 @@ impl PortMapper {
         if config.lifetime.as_secs() == 0 || config.lifetime.as_secs() > u64::from(u32::MAX) {
             return invalid("lifetime out of range (1 s ..= u32::MAX s)");
         }
-        if config.initial_rto.is_zero() || config.pcp_max_transmits == 0 {
+        if config.initial_rto.is_zero() || (config.try_pcp && config.pcp_max_transmits == 0) {
             return invalid("zero initial_rto or pcp_max_transmits");
         }
         let mut mapper = PortMapper {
@@ -247,8 +250,12 @@ impl PortMapper {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         };
-        let payload = mapper.pcp_map(mapper.lifetime_secs(), None);
-        mapper.send(now, payload, Some(mapper.config.pcp_max_transmits));
+        if mapper.config.try_pcp {
+            let payload = mapper.pcp_map(mapper.lifetime_secs(), None);
+            mapper.send(now, payload, Some(mapper.config.pcp_max_transmits));
+        } else {
+            mapper.fall_back(now);
+        }
         Ok(mapper)
     }
 
