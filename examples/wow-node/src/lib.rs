@@ -16,5 +16,6 @@ pub mod control;
 pub mod demo;
 pub mod enrol;
 pub mod interfaces;
+pub mod portmap;
 pub mod runtime;
 pub mod udp;
