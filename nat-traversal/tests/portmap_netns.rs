@@ -5,134 +5,22 @@
 //! endpoint and the LAN host receives it (the DNAT rule is real), and
 //! closing the mapper removes the rule.
 //!
-//! ```text
-//!   host 192.168.77.2 ── lan0 router (miniupnpd) wan0 100.200.0.1 ── peer 100.200.0.2
-//! ```
-//!
-//! The WAN network is a public-looking range: miniupnpd refuses to map
-//! when its external address is private or reserved (TEST-NETs included).
+//! The topology and miniupnpd's configuration are
+//! [`wow_test_hosts::miniupnpd`]'s.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
-use wow_test_hosts::{Netns, Process, TempDir, example_bin, require, wait_until};
-
-const ROUTER_LAN: &str = "192.168.77.1";
-const HOST: &str = "192.168.77.2";
-const ROUTER_WAN: &str = "100.200.0.1";
-const PEER: &str = "100.200.0.2";
-
-/// The tables and chains miniupnpd's nftables backend fills (the layout of
-/// its `nft_init.sh`, named in the configuration below), plus the
-/// router's masquerade. Forwarding is open; what reaches the host from the
-/// WAN side is only what a DNAT rule sends there.
-const RULESET: &str = r#"table inet wowpmp {
-  chain forward {
-    type filter hook forward priority 0; policy accept;
-    jump miniupnpd
-  }
-  chain miniupnpd {
-  }
-  chain prerouting {
-    type nat hook prerouting priority -100; policy accept;
-    jump prerouting_miniupnpd
-  }
-  chain postrouting {
-    type nat hook postrouting priority 100; policy accept;
-    jump postrouting_miniupnpd
-    oifname "wan0" masquerade
-  }
-  chain prerouting_miniupnpd {
-  }
-  chain postrouting_miniupnpd {
-  }
-}
-"#;
-
-/// miniupnpd with NAT-PMP and PCP (`enable_natpmp` serves both), without
-/// UPnP IGD, mapping only for the LAN, in the tables above.
-const CONFIG: &str = "ext_ifname=wan0
-listening_ip=lan0
-enable_natpmp=yes
-enable_upnp=no
-secure_mode=yes
-min_lifetime=60
-max_lifetime=86400
-upnp_table_name=wowpmp
-upnp_nat_table_name=wowpmp
-upnp_forward_chain=miniupnpd
-upnp_nat_chain=prerouting_miniupnpd
-upnp_nat_postrouting_chain=postrouting_miniupnpd
-allow 1024-65535 192.168.77.0/24 1024-65535
-deny 0-65535 0.0.0.0/0 0-65535
-";
+use wow_test_hosts::miniupnpd::{HOST, PEER, PortMapRouter, ROUTER_LAN, ROUTER_WAN};
+use wow_test_hosts::{Netns, example_bin, require, wait_until};
 
 struct Net {
     host: Netns,
-    router: Netns,
-    peer: Netns,
-    _state: TempDir,
-    _miniupnpd: Process,
+    router: PortMapRouter,
 }
 
-fn setup() -> Net {
-    let host = Netns::new("ph").unwrap();
-    let router = Netns::new("pr").unwrap();
-    let peer = Netns::new("pp").unwrap();
-    host.veth_to(&router, "eth0", "lan0").unwrap();
-    router.veth_to(&peer, "wan0", "eth0").unwrap();
-    host.addr_add("eth0", &format!("{HOST}/24")).unwrap();
-    host.default_route(ROUTER_LAN).unwrap();
-    router
-        .addr_add("lan0", &format!("{ROUTER_LAN}/24"))
-        .unwrap();
-    router
-        .addr_add("wan0", &format!("{ROUTER_WAN}/24"))
-        .unwrap();
-    router.enable_forwarding().unwrap();
-    router.nft(RULESET).unwrap();
-    peer.addr_add("eth0", &format!("{PEER}/24")).unwrap();
-
-    let state = TempDir::new("pmp").unwrap();
-    let conf = state.path().join("miniupnpd.conf");
-    std::fs::write(&conf, CONFIG).unwrap();
-    let pid = state.path().join("miniupnpd.pid");
-    let miniupnpd = router
-        .spawn(
-            "miniupnpd",
-            &[
-                "-f",
-                conf.to_str().unwrap(),
-                "-d",
-                "-P",
-                pid.to_str().unwrap(),
-            ],
-        )
-        .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || miniupnpd
-            .log()
-            .contains("Listening for NAT-PMP/PCP")),
-        "miniupnpd did not start:\n{}",
-        miniupnpd.log()
-    );
-    Net {
-        host,
-        router,
-        peer,
-        _state: state,
-        _miniupnpd: miniupnpd,
-    }
-}
-
-/// The DNAT rules miniupnpd holds.
-fn dnat_rules(router: &Netns) -> String {
-    router
-        .run_ok(
-            "nft",
-            &["list", "chain", "inet", "wowpmp", "prerouting_miniupnpd"],
-        )
-        .unwrap()
+fn dnat_rules(router: &PortMapRouter) -> String {
+    router.dnat_rules().unwrap()
 }
 
 /// Map `port` (with NAT-PMP only if `nat_pmp`), prove the mapping carries
@@ -180,7 +68,7 @@ fn map_receive_close(net: &Net, port: u16, nat_pmp: bool) {
     let expected = format!("received from={PEER}:");
     assert!(
         wait_until(Duration::from_secs(4), || {
-            net.peer.run_ok("bash", &["-c", &send]).unwrap();
+            net.router.peer.run_ok("bash", &["-c", &send]).unwrap();
             client.log().contains(&expected)
         }),
         "nothing arrived through {external}:\n{}",
@@ -207,7 +95,9 @@ fn miniupnpd_maps_over_pcp_and_nat_pmp_and_close_removes_the_mapping() {
     ) {
         return;
     }
-    let net = setup();
+    let host = Netns::new("ph").unwrap();
+    let router = PortMapRouter::new(&host).unwrap();
+    let net = Net { host, router };
     map_receive_close(&net, 4000, false);
     map_receive_close(&net, 4001, true);
 }
