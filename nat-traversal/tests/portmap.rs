@@ -378,3 +378,22 @@ fn nat_pmp_only_skips_pcp() {
     );
     pmp_maps(&mut m, t0, &ask.payload);
 }
+
+#[test]
+fn a_late_renewal_answer_does_not_pass_for_the_deletion() {
+    let t0 = Instant::now();
+    let mut m = PortMapper::new(t0, config()).unwrap();
+    mapped(&mut m, t0, 600);
+    let now = t0 + Duration::from_secs(300);
+    m.handle_timeout(now);
+    let renewal = m.poll_transmit().unwrap();
+    m.close(now);
+    let delete = m.poll_transmit().unwrap();
+    // The renewal's answer arrives after close(): still closing.
+    let late = pcp_reply(&renewal.payload, PcpResultCode::SUCCESS, 600);
+    assert!(m.handle_datagram(now, gateway(), &late));
+    assert_eq!(m.poll_event(), None);
+    let reply = pcp_reply(&delete.payload, PcpResultCode::SUCCESS, 0);
+    assert!(m.handle_datagram(now, gateway(), &reply));
+    assert_eq!(m.poll_event(), Some(PortMapEvent::Closed));
+}

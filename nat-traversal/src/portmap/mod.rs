@@ -338,6 +338,8 @@ impl PortMapper {
         }
         match (self.phase, answer) {
             (Phase::Pcp, Answer::UnsupportedVersion) => self.fall_back(now),
+            // A late answer to an earlier request still grants a lifetime.
+            (Phase::Closing { .. }, Answer::Mapped { lifetime, .. }) if lifetime > 0 => {}
             (Phase::Closing { .. }, _) => self.stop(PortMapEvent::Closed),
             (Phase::PmpAddress, Answer::ExternalAddress(external_ip)) => {
                 self.phase = Phase::PmpMap { external_ip };
