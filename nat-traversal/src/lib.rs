@@ -72,6 +72,7 @@ pub mod discovery;
 pub mod error;
 pub mod keepalive;
 pub mod link;
+pub mod portmap;
 pub mod punch;
 pub mod server;
 pub mod turn;
@@ -84,6 +85,7 @@ pub use discovery::{
 pub use error::{Error, WireError};
 pub use keepalive::{KeepAlive, KeepAliveConfig, KeepAliveEvent};
 pub use link::{Link, LinkEvent, PathKind};
+pub use portmap::{PortMapConfig, PortMapError, PortMapEvent, PortMapProtocol, PortMapper};
 pub use punch::{PunchConfig, PunchEvent, PunchFailure, PunchOutcome, PunchSession};
 pub use server::{Server, ServerConfig};
 pub use turn::{TurnClient, TurnConfig, TurnCredentials, TurnEvent, TurnFailure};

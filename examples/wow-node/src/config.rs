@@ -7,6 +7,7 @@
 //! listen = "0.0.0.0:4000"           # underlay UDP socket
 //! bootstrap = ["192.0.2.1:4000"]    # overlay nodes to join through; none: new ring
 //! advertise = []                    # extra endpoints peers may reach us at
+//! port_mapping = true               # ask the default gateway to map our port (PCP, NAT-PMP)
 //! lan_discovery = true              # join nodes of this network found on the LAN
 //! # lan_secret = "…"                # authenticates LAN announcements (else a key
 //!                                   # from ca_cert; neither: discovery off)
@@ -165,6 +166,9 @@ pub struct NodeSection {
     pub bootstrap: Vec<SocketAddr>,
     /// Extra advertised endpoints.
     pub advertise: Vec<SocketAddr>,
+    /// Ask the default gateway for a mapping of our port with PCP or
+    /// NAT-PMP at start-up (see [`crate::portmap`]) and advertise it.
+    pub port_mapping: bool,
     /// Find nodes of the same network on the local network by multicast
     /// (see [`overlay_core::lan`]); a node that is alone joins through
     /// them. Needs a key: [`NodeSection::lan_secret`] or `[security]
@@ -183,6 +187,7 @@ impl Default for NodeSection {
             listen: SocketAddr::from(([0, 0, 0, 0], 4000)),
             bootstrap: Vec::new(),
             advertise: Vec::new(),
+            port_mapping: true,
             lan_discovery: true,
             lan_secret: None,
         }

@@ -17,6 +17,7 @@ pub mod demo;
 pub mod enrol;
 pub mod interfaces;
 pub mod metrics;
+pub mod portmap;
 pub mod runtime;
 pub mod udp;
 pub mod upstream;

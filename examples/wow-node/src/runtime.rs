@@ -230,6 +230,14 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     {
         endpoints.push(local);
     }
+    // A mapping of our port that the router grants (PCP or NAT-PMP), asked
+    // while STUN runs; advertised first when granted.
+    let port_mapping = match socket.local_addr() {
+        Ok(local) if config.node.port_mapping && !local.ip().is_loopback() => {
+            Some(tokio::spawn(crate::portmap::map_port(local.port())))
+        }
+        _ => None,
+    };
     // Our reflexive endpoint (the NAT's mapping of our socket), learned by
     // STUN from the bootstrap nodes (every node serves STUN Binding): the
     // overlay advertises it in its ConnectToMe and link requests, so that
@@ -239,6 +247,13 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     {
         tracing::info!(%reflexive, "reflexive endpoint (STUN)");
         endpoints.insert(0, reflexive);
+    }
+    if let Some(task) = port_mapping
+        && let Ok(Some(mapped)) = task.await
+        && !endpoints.contains(&mapped)
+    {
+        tracing::info!(%mapped, "endpoint mapped by the gateway (PCP/NAT-PMP)");
+        endpoints.insert(0, mapped);
     }
     let overlay_config = overlay_core::Config {
         endpoints,
