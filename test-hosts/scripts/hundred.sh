@@ -11,7 +11,7 @@
 #   test-hosts/scripts/hundred.sh [--nodes 100] [--wave 10] [--churn 0.1]
 #        [--period 20] [--duration 300] [--partition SECS] [--probes 4]
 #        [--final-probes 60] [--grace 10] [--seed N] [--log RUST_LOG]
-#        [--churn-bootstrap] [--out DIR] [--json]
+#        [--churn-bootstrap] [--advertise] [--out DIR] [--json]
 #
 # Exit 1 when the ring did not converge (after joining, churn or partition).
 set -euo pipefail

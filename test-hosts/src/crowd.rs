@@ -41,6 +41,11 @@ pub struct CrowdOptions {
     pub rust_log: String,
     /// Where logs of crashed nodes are copied (none: not kept).
     pub out_dir: Option<PathBuf>,
+    /// Configure each node's underlay address as `advertise`d, so that it
+    /// advertises an endpoint even when its STUN discovery at start gets
+    /// no answer (else, bound to `0.0.0.0`, it advertises only what the
+    /// bootstrap node's STUN answer told it).
+    pub advertise: bool,
 }
 
 /// One node, its namespace and its guest.
@@ -86,12 +91,17 @@ pub fn underlay_addr(i: usize) -> Ipv4Addr {
 }
 
 impl Member {
-    fn config(&self, bootstrap: Option<Ipv4Addr>) -> String {
+    fn config(&self, bootstrap: Option<Ipv4Addr>, advertise: bool) -> String {
         let bootstrap = bootstrap
             .map(|b| format!("\"{b}:4000\""))
             .unwrap_or_default();
+        let advertise = if advertise {
+            format!("\"{}:4000\"", self.underlay)
+        } else {
+            String::new()
+        };
         format!(
-            "[node]\nstate_dir = \"{}\"\nlisten = \"0.0.0.0:4000\"\nbootstrap = [{bootstrap}]\nlan_discovery = false\n\n[network]\ncidr = \"10.128.0.0/16\"\n",
+            "[node]\nstate_dir = \"{}\"\nlisten = \"0.0.0.0:4000\"\nbootstrap = [{bootstrap}]\nadvertise = [{advertise}]\nlan_discovery = false\n\n[network]\ncidr = \"10.128.0.0/16\"\n",
             self.state.path().display()
         )
     }
@@ -155,6 +165,34 @@ impl Member {
             let _ = h.join();
         }
     }
+}
+
+/// The kernel's IPv4 neighbour (ARP) table is one table for every network
+/// namespace, limited by the initial namespace's `gc_thresh3` (1,024 by
+/// default): a crowd of N nodes on one bridge needs up to N × (N + 1)
+/// entries (every underlay peer, and each guest's gateway). Past the limit
+/// no new entry can be made ("neighbor table overflow!" in the kernel
+/// log): sends to a host not yet resolved fail with ENOBUFS, so new nodes
+/// get no answer from the bootstrap node and guests cannot reach their
+/// gateway. Raises `gc_thresh1..3` (never lowers them) to fit `nodes`,
+/// saying so on stderr; the setting is machine-wide and stays.
+pub fn raise_neighbour_limits(nodes: usize) -> io::Result<()> {
+    let need = nodes * (nodes + 1);
+    for (name, want) in [
+        ("gc_thresh1", need / 2),
+        ("gc_thresh2", need),
+        ("gc_thresh3", 2 * need),
+    ] {
+        let path = format!("/proc/sys/net/ipv4/neigh/default/{name}");
+        let now: usize = std::fs::read_to_string(&path)?.trim().parse().unwrap_or(0);
+        if now < want {
+            std::fs::write(&path, want.to_string())?;
+            eprintln!(
+                "net.ipv4.neigh.default.{name}: {now} -> {want} (one ARP table for all namespaces)"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `/proc/PID`: CPU ticks (user + system), VmHWM and VmRSS in KiB.
@@ -316,6 +354,7 @@ impl Crowd {
     /// Makes the hub, its bridge and every member's namespace, veth and
     /// state directory with its `node.toml`; starts nothing.
     pub fn new(opts: CrowdOptions) -> io::Result<Crowd> {
+        raise_neighbour_limits(opts.nodes)?;
         let hub = Netns::new("hub")?;
         hub.ip(&["link", "add", "br0", "type", "bridge"])?;
         hub.link_up("br0")?;
@@ -344,7 +383,10 @@ impl Crowd {
                 dhcp: None,
             };
             let bootstrap = (i > 0).then(|| underlay_addr(0));
-            std::fs::write(m.state.path().join("node.toml"), m.config(bootstrap))?;
+            std::fs::write(
+                m.state.path().join("node.toml"),
+                m.config(bootstrap, opts.advertise),
+            )?;
             members.push(m);
         }
         Ok(Crowd { opts, members, hub })

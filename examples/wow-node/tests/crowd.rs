@@ -95,6 +95,7 @@ fn a_crowd_of_nodes_joins_survives_churn_and_routes_between_guests() {
         bin: BIN.into(),
         rust_log: "info".into(),
         out_dir: None,
+        advertise: false,
     })
     .unwrap();
     let mut pick = Pick::new(0x5eed);

@@ -5,7 +5,7 @@
 //!       [--churn 0.1] [--period 20] [--duration 300] [--partition SECS]
 //!       [--probes 4] [--final-probes 60] [--grace 10] [--seed N]
 //!       [--join-timeout 600] [--converge-timeout 300] [--log RUST_LOG]
-//!       [--churn-bootstrap] [--out DIR] [--json]
+//!       [--churn-bootstrap] [--advertise] [--out DIR] [--json]
 //! ```
 //!
 //! Builds [`wow_test_hosts::crowd::Crowd`]: N namespaces on one bridge,
@@ -23,7 +23,8 @@
 //! splits the bridge in two halves for SECS, heals it and measures the
 //! same. Prints progress on stderr and a summary table on stdout (`--json`:
 //! the summary as JSON instead). Exit 1 when the ring did not converge,
-//! or re-converge, in time.
+//! or re-converge, in time. `--advertise` configures each node's underlay
+//! address as `advertise` (see [`CrowdOptions::advertise`]).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -50,6 +51,7 @@ struct Args {
     converge_timeout: u64,
     log: String,
     churn_bootstrap: bool,
+    advertise: bool,
     out: Option<PathBuf>,
     json: bool,
 }
@@ -74,6 +76,7 @@ fn parse_args() -> Result<Args, String> {
         converge_timeout: 300,
         log: "info".into(),
         churn_bootstrap: false,
+        advertise: false,
         out: None,
         json: false,
     };
@@ -97,6 +100,7 @@ fn parse_args() -> Result<Args, String> {
             "--converge-timeout" => a.converge_timeout = num(val()?)?,
             "--log" => a.log = val()?,
             "--churn-bootstrap" => a.churn_bootstrap = true,
+            "--advertise" => a.advertise = true,
             "--out" => a.out = Some(PathBuf::from(val()?)),
             "--json" => a.json = true,
             "-h" | "--help" => return Err(String::new()),
@@ -318,6 +322,7 @@ fn main() -> ExitCode {
         bin: args.bin.clone(),
         rust_log: args.log.clone(),
         out_dir: args.out.clone(),
+        advertise: args.advertise,
     })
     .expect("build the namespaces");
     eprintln!(
@@ -543,7 +548,7 @@ fn main() -> ExitCode {
 
     let summary = json!({
         "command": std::env::args().collect::<Vec<_>>().join(" "),
-        "nodes": args.nodes, "wave": args.wave, "churn": args.churn, "period": args.period,
+        "nodes": args.nodes, "advertise": args.advertise, "wave": args.wave, "churn": args.churn, "period": args.period,
         "duration": args.duration, "seed": args.seed,
         "all_started_secs": secs(started_all),
         "join_secs": join_time.map(secs),
