@@ -28,6 +28,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod alloc_count;
+pub mod crowd;
 pub mod miniupnpd;
 pub mod nat;
 
