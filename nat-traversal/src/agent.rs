@@ -181,7 +181,12 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
-            punch: PunchConfig::default(),
+            // The agent opens our NAT itself, earlier (`open_ttl`, before
+            // the peer hears of us), so its sessions send no opening probes.
+            punch: PunchConfig {
+                opening_ttls: Vec::new(),
+                ..PunchConfig::default()
+            },
             open_ttl: Some(DEFAULT_OPEN_TTL),
             open_per_peer: 4,
             max_open_queue: 64,
