@@ -519,6 +519,17 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
                 },
                 None => config,
             };
+            // Experiments: PUNCH_OPENING_HOLD_MS overrides the hold.
+            let config = match std::env::var("PUNCH_OPENING_HOLD_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                Some(ms) => PunchConfig {
+                    opening_hold: Duration::from_millis(ms),
+                    ..config
+                },
+                None => config,
+            };
             // Relayed candidates are the TURN path, not punch targets.
             let mut direct = offer.clone();
             direct

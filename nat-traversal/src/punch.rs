@@ -32,6 +32,9 @@
 //! [`PunchConfig::opening_interval`]: they leave our own NAT(s), opening
 //! them toward the peer, and die before the peer's. With both sides' NATs
 //! opened from the inside first, each side's full probes arrive as answers.
+//! Full probes to reflexive candidates also wait for
+//! [`PunchConfig::opening_hold`] (the two sides rarely start at the same
+//! moment) unless the peer's authenticated request arrives first.
 //! Host candidates get no opening probes (there is no NAT between hosts on
 //! one LAN). An authenticated request from a pair's address proves the
 //! peer's NATs open toward us: that pair's full probes start at once.
@@ -66,17 +69,29 @@ pub struct PunchConfig {
     pub max_guess_probes: u32,
     /// The IP TTLs of the opening probes sent to every reflexive
     /// candidate before its full probes, in order (see the
-    /// [module docs](self#opening-probes)); empty turns them off. The
-    /// default, `[2]`, leaves one NAT and dies at the next router.
+    /// [module docs](self#opening-probes)); empty turns them off. Default
+    /// [`DEFAULT_OPENING_TTLS`].
     pub opening_ttls: Vec<u8>,
     /// Time between two steps of [`PunchConfig::opening_ttls`], and from
     /// the last step to the first full probe.
     pub opening_interval: Duration,
+    /// With opening probes on: the least time from the start of the
+    /// session to the first full probe to a reflexive candidate, unless an
+    /// authenticated request from the peer arrives earlier (the peer's
+    /// checks have started, so its openings went out). It covers the skew
+    /// between the two sides' starts: the side that starts first must not
+    /// reach the peer's NAT before the peer has opened it. Default zero:
+    /// in the NAT matrix both the punch example (offers forwarded at once)
+    /// and the agent (the answer offer starts the peer) start close enough,
+    /// and 500 ms bought nothing there but 500 ms.
+    pub opening_hold: Duration,
 }
 
-/// The default [`PunchConfig::opening_ttls`]: leave our own NAT, die
-/// before the peer's.
-pub const DEFAULT_OPENING_TTL: u8 = 2;
+/// The default [`PunchConfig::opening_ttls`]: 2 leaves a home NAT and
+/// dies at the next router; 3 also leaves a carrier-grade NAT behind it.
+/// On the Internet both die long before the peer's NAT; only a NAT one or
+/// two hops from ours (neighbours) is reached.
+pub const DEFAULT_OPENING_TTLS: [u8; 2] = [2, 3];
 
 impl Default for PunchConfig {
     fn default() -> Self {
@@ -87,8 +102,9 @@ impl Default for PunchConfig {
             deadline: Duration::from_secs(5),
             port_guess_range: 0,
             max_guess_probes: 64,
-            opening_ttls: vec![DEFAULT_OPENING_TTL],
+            opening_ttls: DEFAULT_OPENING_TTLS.to_vec(),
             opening_interval: Duration::from_millis(20),
+            opening_hold: Duration::ZERO,
         }
     }
 }
@@ -364,6 +380,7 @@ impl PunchSession {
             }
             at += interval;
         }
+        let at = at.max(now + self.config.opening_hold);
         for p in &mut self.pairs {
             if p.kind != CandidateKind::Host && !p.guessed {
                 p.next_probe_at = at;
@@ -546,8 +563,14 @@ impl PunchSession {
                 })
                 .unwrap_or(0);
             let i = self.add_pair(from, CandidateKind::PeerReflexive, priority, false, now);
-            // The peer's NATs are open toward us: no need to wait.
+            // The peer's checks have started (its openings went out) and
+            // our NATs let it in: no need to open or hold any longer.
             self.opening.retain(|&(_, j, _)| j != i);
+            for p in &mut self.pairs {
+                if p.probes == 0 {
+                    p.next_probe_at = p.next_probe_at.min(now);
+                }
+            }
             if self.pairs[i].probes < self.config.max_probes_per_pair {
                 self.probe(i, now);
             }
@@ -608,7 +631,9 @@ impl PunchSession {
     pub fn poll_timeout(&self) -> Option<Instant> {
         (self.state == State::Checking).then(|| {
             let next = self.next_check_at.min(self.deadline_at);
-            self.opening.front().map_or(next, |&(at, _, _)| next.min(at))
+            self.opening
+                .front()
+                .map_or(next, |&(at, _, _)| next.min(at))
         })
     }
 
@@ -732,7 +757,12 @@ mod test {
     fn a_request_from_the_peer_ends_the_wait_for_its_pair() {
         let a = offer("a", "b", b"pa", &[(CandidateKind::Host, "10.0.0.1:1")]);
         let srflx: SocketAddr = "203.0.113.2:4000".parse().unwrap();
-        let b = offer("b", "a", b"pb", &[(CandidateKind::ServerReflexive, "203.0.113.2:4000")]);
+        let b = offer(
+            "b",
+            "a",
+            b"pb",
+            &[(CandidateKind::ServerReflexive, "203.0.113.2:4000")],
+        );
         let config = PunchConfig {
             opening_ttls: vec![2, 3, 4],
             opening_interval: Duration::from_millis(100),
