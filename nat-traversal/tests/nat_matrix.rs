@@ -80,7 +80,7 @@ fn punch_is_direct_between_endpoint_independent_nats() {
 /// NAT, and wins or loses the race against the nested side's own TTL-3
 /// probe that opens it (neither side knows how many NATs it is behind).
 #[test]
-#[ignore = "issue 17: nested against plain accepting NATs races at the TTL-3 opening probe (see the matrix figures in the branch report)"]
+#[ignore = "issue 17: nested against plain accepting NATs races at the TTL-3 opening probe (12 of 20 trials direct; the agent 8 of 20)"]
 fn punch_is_direct_between_nested_and_plain_accepting_nats() {
     let cone = NatSpec::cone();
     assert_direct(
@@ -94,7 +94,7 @@ fn punch_is_direct_between_nested_and_plain_accepting_nats() {
 /// separates them (a probe that leaves our NAT is delivered to theirs), so
 /// the first probe to arrive leaves the entry that makes it remap.
 #[test]
-#[ignore = "issue 17: neighbour NATs without input drop are relayed (0 of 5 with opening probes): no TTL leaves our NAT without reaching theirs"]
+#[ignore = "issue 17: neighbour NATs without input drop are relayed (0 of 20 with opening probes): no TTL leaves our NAT without reaching theirs"]
 fn punch_is_direct_between_neighbour_accepting_nats() {
     let cone = NatSpec::cone();
     assert_direct(
