@@ -5,7 +5,7 @@
 //! punch connect --bind 10.0.0.2:4000 --rendezvous 192.0.2.1:3478 \
 //!       --id alice --peer bob [--stun 192.0.2.9:3478] [--timeout 10] \
 //!       [--turn 192.0.2.3:3478 [--turn-user U --turn-password P]] \
-//!       [--relay-first --punch-delay-ms 400] [--guess 8]
+//!       [--relay-first --punch-delay-ms 400] [--guess 8] [--opening-ttls 2,3|none]
 //! ```
 //!
 //! The rendezvous answers STUN Binding requests (so it is also an observer
@@ -78,6 +78,10 @@ enum Mode {
         /// Ports to guess on each side of the peer's reflexive port.
         #[arg(long, default_value_t = 0)]
         guess: u16,
+        /// IP TTLs of the opening probes (comma-separated, `none` for
+        /// none; default the library's, or `$PUNCH_OPENING_TTLS`).
+        #[arg(long)]
+        opening_ttls: Option<String>,
         /// Authenticated frames to receive from the peer.
         #[arg(long, default_value_t = 3)]
         packets: u32,
@@ -127,6 +131,7 @@ fn main() -> ExitCode {
             stun,
             punch_timeout,
             guess,
+            opening_ttls,
             packets,
             relay_first,
             punch_delay_ms,
@@ -134,6 +139,17 @@ fn main() -> ExitCode {
             turn_user,
             turn_password,
         } => {
+            let opening_ttls = match opening_ttls
+                .or_else(|| std::env::var("PUNCH_OPENING_TTLS").ok())
+                .map(|v| parse_ttls(&v))
+                .transpose()
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    println!("failed: --opening-ttls: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let args = ConnectArgs {
                 bind,
                 rendezvous,
@@ -143,6 +159,7 @@ fn main() -> ExitCode {
                 stun,
                 punch_timeout: Duration::from_secs_f64(punch_timeout),
                 guess,
+                opening_ttls,
                 packets,
                 relay_first,
                 punch_delay: Duration::from_millis(punch_delay_ms),
@@ -271,6 +288,7 @@ struct ConnectArgs {
     stun: Vec<SocketAddr>,
     punch_timeout: Duration,
     guess: u16,
+    opening_ttls: Option<Vec<u8>>,
     packets: u32,
     relay_first: bool,
     punch_delay: Duration,
@@ -278,8 +296,29 @@ struct ConnectArgs {
     turn_credentials: Option<TurnCredentials>,
 }
 
+/// `2,3` or `none`.
+fn parse_ttls(text: &str) -> Result<Vec<u8>, String> {
+    if text == "none" {
+        return Ok(vec![]);
+    }
+    text.split(',')
+        .map(|t| t.trim().parse::<u8>().map_err(|e| format!("{t:?}: {e}")))
+        .collect()
+}
+
+/// Sends a transmit, with the IP TTL it asks for.
 fn send(socket: &UdpSocket, t: Transmit) {
-    let _ = socket.send_to(&t.payload, t.destination);
+    match t.ttl {
+        Some(ttl) => {
+            let old = socket.ttl().unwrap_or(64);
+            let _ = socket.set_ttl(u32::from(ttl));
+            let _ = socket.send_to(&t.payload, t.destination);
+            let _ = socket.set_ttl(old);
+        }
+        None => {
+            let _ = socket.send_to(&t.payload, t.destination);
+        }
+    }
 }
 
 fn recv(socket: &UdpSocket, until: Instant, buf: &mut [u8]) -> Option<(SocketAddr, Vec<u8>)> {
@@ -472,6 +511,24 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
                 deadline: args.punch_timeout,
                 port_guess_range: args.guess,
                 ..PunchConfig::default()
+            };
+            let config = match &args.opening_ttls {
+                Some(ttls) => PunchConfig {
+                    opening_ttls: ttls.clone(),
+                    ..config
+                },
+                None => config,
+            };
+            // Experiments: PUNCH_OPENING_HOLD_MS overrides the hold.
+            let config = match std::env::var("PUNCH_OPENING_HOLD_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                Some(ms) => PunchConfig {
+                    opening_hold: Duration::from_millis(ms),
+                    ..config
+                },
+                None => config,
             };
             // Relayed candidates are the TURN path, not punch targets.
             let mut direct = offer.clone();

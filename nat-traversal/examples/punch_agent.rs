@@ -142,7 +142,18 @@ fn run(args: &Args) -> Result<String, String> {
         "[{} ms] reflexive={reflexive:?} local={local}",
         t0.elapsed().as_millis()
     );
-    let mut agent: Agent<String> = Agent::new(args.id.clone(), AgentConfig::default());
+    let mut config = AgentConfig::default();
+    // Experiments: the sessions' opening probes and hold.
+    if let Ok(v) = std::env::var("PUNCH_OPENING_TTLS") {
+        config.punch.opening_ttls = v.split(',').filter_map(|t| t.parse().ok()).collect();
+    }
+    if let Some(ms) = std::env::var("PUNCH_OPENING_HOLD_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.punch.opening_hold = Duration::from_millis(ms);
+    }
+    let mut agent: Agent<String> = Agent::new(args.id.clone(), config);
     agent.set_local_endpoints(reflexive.into_iter().chain([local]).collect());
 
     let to_rendezvous = |repr: SignalRepr| {

@@ -60,7 +60,14 @@
 //! TTL of 2 the datagram leaves our NAT (opening it toward the peer)
 //! and dies before the peer's: with both NATs opened from the inside
 //! first, each side's packets arrive as answers. [`Transmit::ttl`] asks the
-//! caller's socket for that TTL.
+//! caller's socket for that TTL. Each session then sends its own opening
+//! probes ([`PunchConfig::opening_ttls`](crate::punch::PunchConfig), TTL 2
+//! then 3, which also leaves a carrier-grade NAT behind the home one)
+//! before its full checks to the peer's reflexive candidates: the two
+//! sessions start within a signalling trip of each other (the answer
+//! offer starts the peer's), so both sides' NATs are open before either
+//! side's full checks arrive. A TTL cannot separate two NATs one hop
+//! apart.
 //!
 //! # Example
 //!
@@ -108,10 +115,14 @@
 //! let mut b = Agent::new("b".to_string(), AgentConfig::default());
 //! a.set_local_endpoints(vec![a_ep]);
 //! b.set_local_endpoints(vec![b_ep]);
-//! let now = Instant::now();
-//! a.connect(now, "b".to_string(), &[b_ep]);
+//! let t0 = Instant::now();
+//! a.connect(t0, "b".to_string(), &[b_ep]);
 //! let mut punched = Vec::new();
-//! for _ in 0..10 {
+//! for i in 0..10 {
+//!     // Full checks wait for the sessions' low-TTL opening probes.
+//!     let now = t0 + std::time::Duration::from_millis(20 * i);
+//!     a.handle_timeout(now);
+//!     b.handle_timeout(now);
 //!     deliver(&mut a, a_ep, &mut b, now, &mut punched);
 //!     deliver(&mut b, b_ep, &mut a, now, &mut punched);
 //! }
@@ -1151,7 +1162,12 @@ mod test {
         a.connect(now, "b".into(), &[]);
         let mut punched = Vec::new();
         let mut signals = 0;
-        for _ in 0..10 {
+        // Time moves on: full checks to reflexive candidates wait for the
+        // sessions' opening probes (which the network drops here).
+        for i in 0..10 {
+            let now = now + Duration::from_millis(20 * i);
+            a.handle_timeout(now);
+            b.handle_timeout(now);
             signals += deliver(&mut a, a_ep, &mut b, now, &mut punched);
             signals += deliver(&mut b, b_ep, &mut a, now, &mut punched);
         }

@@ -18,6 +18,26 @@
 //! peer-reflexive candidate, §7.3.1.4), which is what opens holes through
 //! port-restricted NATs. The first authenticated success response from the
 //! address probed wins: the session reports [`PunchEvent::Connected`].
+//!
+//! # Opening probes
+//!
+//! A probe that reaches a Linux masquerading NAT whose router accepts
+//! datagrams to itself, before the host behind it has sent anything our
+//! way, leaves a conntrack entry there that makes that NAT remap the
+//! host's port toward us: its answers then come from a port our own
+//! (port-restricted) NAT drops, and our probes keep refreshing the stale
+//! entry. So, before its first full probe to a reflexive candidate, the
+//! session sends *opening probes* with the low IP TTLs of
+//! [`PunchConfig::opening_ttls`] ([`Transmit::ttl`]), one step every
+//! [`PunchConfig::opening_interval`]: they leave our own NAT(s), opening
+//! them toward the peer, and die before the peer's. With both sides' NATs
+//! opened from the inside first, each side's full probes arrive as answers.
+//! Full probes to reflexive candidates also wait for
+//! [`PunchConfig::opening_hold`] (the two sides rarely start at the same
+//! moment) unless the peer's authenticated request arrives first.
+//! Host candidates get no opening probes (there is no NAT between hosts on
+//! one LAN). An authenticated request from a pair's address proves the
+//! peer's NATs open toward us: that pair's full probes start at once.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -47,7 +67,31 @@ pub struct PunchConfig {
     pub port_guess_range: u16,
     /// Total probes allowed to guessed ports.
     pub max_guess_probes: u32,
+    /// The IP TTLs of the opening probes sent to every reflexive
+    /// candidate before its full probes, in order (see the
+    /// [module docs](self#opening-probes)); empty turns them off. Default
+    /// [`DEFAULT_OPENING_TTLS`].
+    pub opening_ttls: Vec<u8>,
+    /// Time between two steps of [`PunchConfig::opening_ttls`], and from
+    /// the last step to the first full probe.
+    pub opening_interval: Duration,
+    /// With opening probes on: the least time from the start of the
+    /// session to the first full probe to a reflexive candidate, unless an
+    /// authenticated request from the peer arrives earlier (the peer's
+    /// checks have started, so its openings went out). It covers the skew
+    /// between the two sides' starts: the side that starts first must not
+    /// reach the peer's NAT before the peer has opened it. Default zero:
+    /// in the NAT matrix both the punch example (offers forwarded at once)
+    /// and the agent (the answer offer starts the peer) start close enough,
+    /// and 500 ms bought nothing there but 500 ms.
+    pub opening_hold: Duration,
 }
+
+/// The default [`PunchConfig::opening_ttls`]: 2 leaves a home NAT and
+/// dies at the next router; 3 also leaves a carrier-grade NAT behind it.
+/// On the Internet both die long before the peer's NAT; only a NAT one or
+/// two hops from ours (neighbours) is reached.
+pub const DEFAULT_OPENING_TTLS: [u8; 2] = [2, 3];
 
 impl Default for PunchConfig {
     fn default() -> Self {
@@ -58,6 +102,9 @@ impl Default for PunchConfig {
             deadline: Duration::from_secs(5),
             port_guess_range: 0,
             max_guess_probes: 64,
+            opening_ttls: DEFAULT_OPENING_TTLS.to_vec(),
+            opening_interval: Duration::from_millis(20),
+            opening_hold: Duration::ZERO,
         }
     }
 }
@@ -111,6 +158,8 @@ pub struct PunchMetrics {
     pub probes_sent: u32,
     /// Probes to guessed ports.
     pub guess_probes_sent: u32,
+    /// Opening probes (low IP TTL) sent; not in `probes_sent`.
+    pub opening_probes_sent: u32,
     /// Authenticated requests answered.
     pub responses_sent: u32,
     /// Authenticated requests received.
@@ -165,6 +214,8 @@ pub struct PunchSession {
     metrics: PunchMetrics,
     transmits: VecDeque<Transmit>,
     events: VecDeque<PunchEvent>,
+    /// Opening probes still to send: when, to which pair, with which TTL.
+    opening: VecDeque<(Instant, usize, u8)>,
 }
 
 /// Pair priority (RFC 8445 §6.1.2.3), `g` the controlling side's candidate.
@@ -248,6 +299,7 @@ impl PunchSession {
             metrics: PunchMetrics::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            opening: VecDeque::new(),
             config,
         };
         for c in &remote.candidates {
@@ -277,6 +329,7 @@ impl PunchSession {
                 }
             }
         }
+        session.schedule_opening(now);
         session.handle_timeout(now);
         Ok(session)
     }
@@ -310,6 +363,42 @@ impl PunchSession {
         self.pairs.len() - 1
     }
 
+    /// Queues the opening probes of every reflexive (non-host, not
+    /// guessed) pair and holds those pairs' full probes until after them.
+    fn schedule_opening(&mut self, now: Instant) {
+        let steps = self.config.opening_ttls.len();
+        if steps == 0 {
+            return;
+        }
+        let interval = self.config.opening_interval;
+        let mut at = now;
+        for &ttl in &self.config.opening_ttls {
+            for (i, p) in self.pairs.iter().enumerate() {
+                if p.kind != CandidateKind::Host && !p.guessed {
+                    self.opening.push_back((at, i, ttl));
+                }
+            }
+            at += interval;
+        }
+        let at = at.max(now + self.config.opening_hold);
+        for p in &mut self.pairs {
+            if p.kind != CandidateKind::Host && !p.guessed {
+                p.next_probe_at = at;
+            }
+        }
+    }
+
+    /// Sends the opening probes due at `now`.
+    fn send_opening(&mut self, now: Instant) {
+        while let Some(&(at, index, ttl)) = self.opening.front() {
+            if at > now {
+                break;
+            }
+            self.opening.pop_front();
+            self.send_probe(index, Some(ttl));
+        }
+    }
+
     /// Counters so far.
     pub fn metrics(&self) -> PunchMetrics {
         self.metrics
@@ -321,12 +410,19 @@ impl PunchSession {
     }
 
     fn probe(&mut self, index: usize, now: Instant) {
-        let mut id = [0; 12];
-        self.rng.fill_bytes(&mut id);
-        let id = TransactionId(id);
         let pair = &mut self.pairs[index];
         pair.probes += 1;
         pair.next_probe_at = now + self.config.retransmit_interval;
+        self.send_probe(index, None);
+    }
+
+    /// Queues one authenticated Binding request to pair `index`, with IP
+    /// TTL `ttl` (`None`: the socket's).
+    fn send_probe(&mut self, index: usize, ttl: Option<u8>) {
+        let mut id = [0; 12];
+        self.rng.fill_bytes(&mut id);
+        let id = TransactionId(id);
+        let pair = &self.pairs[index];
         let mut req = Repr::binding_request(id);
         req.attributes.push(Attribute::Username(format!(
             "{}:{}",
@@ -341,9 +437,13 @@ impl PunchSession {
             debug_assert!(false, "probe does not encode");
             return;
         };
-        self.metrics.probes_sent += 1;
-        if pair.guessed {
-            self.metrics.guess_probes_sent += 1;
+        if ttl.is_some() {
+            self.metrics.opening_probes_sent += 1;
+        } else {
+            self.metrics.probes_sent += 1;
+            if pair.guessed {
+                self.metrics.guess_probes_sent += 1;
+            }
         }
         if self.outstanding.len() == MAX_OUTSTANDING {
             self.outstanding.pop_front();
@@ -353,7 +453,7 @@ impl PunchSession {
             source: Socket::Primary,
             destination: pair.remote,
             payload,
-            ttl: None,
+            ttl,
         });
     }
 
@@ -377,6 +477,7 @@ impl PunchSession {
                 }));
             return;
         }
+        self.send_opening(now);
         if now < self.next_check_at {
             return;
         }
@@ -462,6 +563,14 @@ impl PunchSession {
                 })
                 .unwrap_or(0);
             let i = self.add_pair(from, CandidateKind::PeerReflexive, priority, false, now);
+            // The peer's checks have started (its openings went out) and
+            // our NATs let it in: no need to open or hold any longer.
+            self.opening.retain(|&(_, j, _)| j != i);
+            for p in &mut self.pairs {
+                if p.probes == 0 {
+                    p.next_probe_at = p.next_probe_at.min(now);
+                }
+            }
             if self.pairs[i].probes < self.config.max_probes_per_pair {
                 self.probe(i, now);
             }
@@ -520,7 +629,12 @@ impl PunchSession {
 
     /// When [`PunchSession::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        (self.state == State::Checking).then(|| self.next_check_at.min(self.deadline_at))
+        (self.state == State::Checking).then(|| {
+            let next = self.next_check_at.min(self.deadline_at);
+            self.opening
+                .front()
+                .map_or(next, |&(at, _, _)| next.min(at))
+        })
     }
 
     /// The next event.
@@ -559,10 +673,14 @@ mod test {
             ],
         );
         let t0 = Instant::now();
-        let mut s =
-            PunchSession::new_with_insecure_seed(t0, PunchConfig::default(), &a, &b, 1).unwrap();
+        let config = PunchConfig {
+            opening_ttls: vec![],
+            ..PunchConfig::default()
+        };
+        let mut s = PunchSession::new_with_insecure_seed(t0, config, &a, &b, 1).unwrap();
         let first = s.poll_transmit().unwrap();
         assert_eq!(first.destination, "10.1.0.2:4000".parse().unwrap());
+        assert_eq!(first.ttl, None);
         assert!(s.poll_transmit().is_none());
         assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(20)));
         s.handle_timeout(t0 + Duration::from_millis(20));
@@ -572,6 +690,97 @@ mod test {
         let p = Packet::new_checked(&second.payload[..]).unwrap();
         p.verify_integrity(b"pb").unwrap();
         assert_eq!(Repr::parse(&p).unwrap().username(), Some("b-uf:a-uf"));
+    }
+
+    /// Drives `s` until `until`, collecting (time, destination, ttl).
+    fn drive(
+        s: &mut PunchSession,
+        t0: Instant,
+        until: Instant,
+    ) -> Vec<(Duration, SocketAddr, Option<u8>)> {
+        let mut sent = vec![];
+        let mut now = t0;
+        loop {
+            while let Some(t) = s.poll_transmit() {
+                sent.push((now - t0, t.destination, t.ttl));
+            }
+            match s.poll_timeout() {
+                Some(at) if at <= until => {
+                    now = at;
+                    s.handle_timeout(now);
+                }
+                _ => return sent,
+            }
+        }
+    }
+
+    #[test]
+    fn opening_probes_carry_the_low_ttls_and_precede_full_probes() {
+        let a = offer("a", "b", b"pa", &[(CandidateKind::Host, "10.0.0.1:1")]);
+        let srflx: SocketAddr = "203.0.113.2:4000".parse().unwrap();
+        let host: SocketAddr = "10.1.0.2:4000".parse().unwrap();
+        let b = offer(
+            "b",
+            "a",
+            b"pb",
+            &[
+                (CandidateKind::ServerReflexive, "203.0.113.2:4000"),
+                (CandidateKind::Host, "10.1.0.2:4000"),
+            ],
+        );
+        let config = PunchConfig {
+            opening_ttls: vec![2, 3],
+            opening_interval: Duration::from_millis(50),
+            ..PunchConfig::default()
+        };
+        let t0 = Instant::now();
+        let mut s = PunchSession::new_with_insecure_seed(t0, config, &a, &b, 1).unwrap();
+        let sent = drive(&mut s, t0, t0 + Duration::from_millis(500));
+        let to_srflx: Vec<_> = sent.iter().filter(|(_, d, _)| *d == srflx).collect();
+        // TTL 2 at once, TTL 3 one interval later, full probes after that.
+        assert_eq!(to_srflx[0], &(Duration::ZERO, srflx, Some(2)));
+        assert_eq!(to_srflx[1], &(Duration::from_millis(50), srflx, Some(3)));
+        assert!(to_srflx.len() > 2);
+        for (at, _, ttl) in &to_srflx[2..] {
+            assert_eq!(*ttl, None);
+            assert!(*at >= Duration::from_millis(100), "{at:?}");
+        }
+        // The host candidate needs no opening: probed at full TTL at once.
+        assert!(sent.contains(&(Duration::ZERO, host, None)));
+        assert!(sent.iter().all(|(_, d, t)| *d == srflx || t.is_none()));
+        let m = s.metrics();
+        assert_eq!(m.opening_probes_sent, 2);
+        assert_eq!(m.probes_sent as usize, sent.len() - 2);
+    }
+
+    #[test]
+    fn a_request_from_the_peer_ends_the_wait_for_its_pair() {
+        let a = offer("a", "b", b"pa", &[(CandidateKind::Host, "10.0.0.1:1")]);
+        let srflx: SocketAddr = "203.0.113.2:4000".parse().unwrap();
+        let b = offer(
+            "b",
+            "a",
+            b"pb",
+            &[(CandidateKind::ServerReflexive, "203.0.113.2:4000")],
+        );
+        let config = PunchConfig {
+            opening_ttls: vec![2, 3, 4],
+            opening_interval: Duration::from_millis(100),
+            ..PunchConfig::default()
+        };
+        let t0 = Instant::now();
+        let mut s = PunchSession::new_with_insecure_seed(t0, config, &a, &b, 1).unwrap();
+        assert_eq!(s.poll_transmit().unwrap().ttl, Some(2));
+        assert!(s.poll_transmit().is_none());
+        let mut req = Repr::binding_request(TransactionId([7; 12]));
+        req.attributes.push(Attribute::Username("a-uf:b-uf".into()));
+        req.message_integrity = true;
+        let now = t0 + Duration::from_millis(10);
+        assert!(s.handle_input(now, srflx, &req.to_bytes(b"pa").unwrap()));
+        // The answer and a triggered full check, no further opening probes.
+        let rest = drive(&mut s, now, t0 + Duration::from_millis(400));
+        assert!(rest.len() >= 2);
+        assert!(rest.iter().all(|(_, d, t)| *d == srflx && t.is_none()));
     }
 
     #[test]

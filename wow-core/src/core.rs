@@ -1692,9 +1692,9 @@ impl<S: LeaseStore> Core<S> {
     }
 
     /// [`Core::poll_udp`], with the IP TTL to send the datagram with
-    /// (`None`: the socket's). Only the empty datagrams that open our NAT
-    /// toward a peer ask for one, so low that they die before the peer's
-    /// NAT ([`nat_traversal::agent`]); [`Core::poll_udp`] drops it, which
+    /// (`None`: the socket's). Only the datagrams that open our NAT toward
+    /// a peer (empty ones and punch sessions' opening probes) ask for one,
+    /// so low that they die before the peer's NAT ([`nat_traversal::agent`]); [`Core::poll_udp`] drops it, which
     /// is fine where there is no NAT (loopback, in memory).
     pub fn poll_udp_with_ttl(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, usize, Option<u8>)> {
         while let Some(t) = self
