@@ -27,6 +27,17 @@ fn pump<I: Identity>(
     now: &mut Instant,
     duration: Duration,
 ) -> Vec<Vec<Event>> {
+    pump_except(nodes, now, duration, &[])
+}
+
+/// [`pump`], dropping every datagram between the pairs of node indices in
+/// `blocked` (both ways): nodes whose NATs cannot be punched.
+fn pump_except<I: Identity>(
+    nodes: &mut [Node<I>],
+    now: &mut Instant,
+    duration: Duration,
+    blocked: &[(usize, usize)],
+) -> Vec<Vec<Event>> {
     let mut events = vec![Vec::new(); nodes.len()];
     let end = *now + duration;
     while *now < end {
@@ -50,6 +61,18 @@ fn pump<I: Identity>(
                     .parse::<u8>()
                     .unwrap(),
             ) - 1;
+            let from_index = usize::from(
+                from.ip()
+                    .to_string()
+                    .rsplit('.')
+                    .next()
+                    .unwrap()
+                    .parse::<u8>()
+                    .unwrap(),
+            ) - 1;
+            if blocked.contains(&(from_index, to)) || blocked.contains(&(to, from_index)) {
+                continue;
+            }
             if let Some(n) = nodes.get_mut(to) {
                 // Through the real encoding.
                 n.handle_input(*now, from, &t.message.to_vec()).unwrap();
@@ -105,6 +128,42 @@ fn two_nodes_join_and_exchange_data() {
             .any(|e| matches!(e, Event::Disconnected { .. }))
     );
     assert!(alone[0].connections().is_empty());
+}
+
+/// Two nodes that cannot reach each other (symmetric NATs, or neighbour
+/// NATs that remap) both join through the node they share, and data between
+/// them goes through it. Without the join fallback the node whose closest
+/// ring neighbour is the unreachable one never joins.
+#[test]
+fn nodes_that_cannot_link_join_through_a_common_neighbour() {
+    let mut now = Instant::now();
+    // Addresses such that 1 and 2 are each other's closest.
+    let mut nodes: Vec<Node> = [(1u8, 0x10u8), (2, 0x80), (3, 0x81)]
+        .into_iter()
+        .map(|(i, prefix)| {
+            let mut bytes = [0u8; 20];
+            bytes[0] = prefix;
+            Node::new_with_insecure_seed(now, config(i), Address::from_bytes(bytes), u64::from(i))
+        })
+        .collect();
+    nodes[0].join(now, &[]).unwrap();
+    nodes[1].join(now, &[ep(1)]).unwrap();
+    nodes[2].join(now, &[ep(1)]).unwrap();
+    let events = pump_except(&mut nodes, &mut now, Duration::from_secs(30), &[(1, 2)]);
+    for (i, e) in events.iter().enumerate().skip(1) {
+        assert!(e.contains(&Event::Joined), "node {i} never joined");
+    }
+    let dest = nodes[2].address();
+    nodes[1].send(now, dest, b"via 0".to_vec()).unwrap();
+    let events = pump_except(&mut nodes, &mut now, Duration::from_millis(100), &[(1, 2)]);
+    assert!(
+        events[2].iter().any(|e| matches!(
+            e,
+            Event::Delivered { payload, hops: 2, .. } if payload == b"via 0"
+        )),
+        "{:?}",
+        events[2]
+    );
 }
 
 #[test]

@@ -272,6 +272,7 @@ impl<I: Identity> Node<I> {
     }
 
     pub(super) fn set_joined(&mut self) {
+        self.join_ctms_sent = 0;
         if !self.joined {
             self.joined = true;
             self.events.push_back(Event::Joined);
@@ -707,6 +708,7 @@ impl<I: Identity> Node<I> {
         let nonce = self.rng.next_u64();
         self.join_nonce = Some(nonce);
         self.join_sent_at = Some(now);
+        self.join_ctms_sent = self.join_ctms_sent.saturating_add(1);
         self.send_ctm(now, self.address, Mode::ClosestOther, Roles::NEAR, nonce);
     }
 

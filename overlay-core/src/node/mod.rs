@@ -107,6 +107,13 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Attempts per echo or DHT request.
     pub request_attempts: u8,
+    /// ConnectToMe messages a joining node sends (one per
+    /// `request_timeout`) before it counts itself joined through the links
+    /// it holds: its ring neighbour answered none with a working link (a
+    /// NAT neither side can punch), so traffic to and from it goes through
+    /// the common neighbours it links to, and near-neighbour upkeep keeps
+    /// trying the direct link.
+    pub join_attempts: u8,
     /// Period of the "connect to my own address" near check.
     pub near_check_duration: Duration,
     /// Period between shortcut checks.
@@ -193,6 +200,7 @@ impl Default for Config {
             link_attempts: 3,
             request_timeout: Duration::from_secs(2),
             request_attempts: 4,
+            join_attempts: 4,
             near_check_duration: Duration::from_secs(30),
             shortcut_check_duration: Duration::from_secs(2),
             unneeded_grace_duration: Duration::from_secs(10),
@@ -460,6 +468,8 @@ pub struct Node<I: Identity = OpenIdentity> {
     republish_at: Instant,
     join_nonce: Option<u64>,
     join_sent_at: Option<Instant>,
+    /// Join ConnectToMe messages sent since the last join.
+    join_ctms_sent: u8,
     joined: bool,
     left: bool,
     neighbors_dirty: bool,
@@ -575,6 +585,7 @@ impl<I: Identity> Node<I> {
             republish_at: now + config.dht_republish_duration,
             join_nonce: None,
             join_sent_at: None,
+            join_ctms_sent: 0,
             joined: false,
             left: false,
             neighbors_dirty: false,
@@ -781,6 +792,7 @@ impl<I: Identity> Node<I> {
         }
         self.bootstrap = bootstrap.to_vec();
         self.bootstrap_next = 0;
+        self.join_ctms_sent = 0;
         if self.bootstrap.is_empty() {
             self.set_joined();
         } else {
@@ -1192,7 +1204,11 @@ impl<I: Identity> Node<I> {
             let stale = self
                 .join_sent_at
                 .is_none_or(|t| now.saturating_duration_since(t) >= self.config.request_timeout);
-            if has_leaf && stale {
+            if has_leaf && stale && self.join_ctms_sent >= self.config.join_attempts.max(1) {
+                // No working link to our neighbour: joined through the
+                // links we hold.
+                self.set_joined();
+            } else if has_leaf && stale {
                 self.send_join_ctm(now);
             } else if !has_leaf
                 && self

@@ -43,7 +43,7 @@ impl Node {
             .join(", ");
         let config = format!(
             "[node]\nstate_dir = \"{}\"\nlisten = \"{listen}\"\nbootstrap = [{list}]\n\
-             lan_discovery = false\n\n[network]\ncidr = \"10.128.0.0/16\"\n\n\
+             lan_discovery = false\nport_mapping = false\n\n[network]\ncidr = \"10.128.0.0/16\"\n\n\
              [dns]\nforward = false\n",
             state.path().display()
         );
