@@ -1940,6 +1940,7 @@ impl<S: LeaseStore> Core<S> {
                     peer,
                     signal: Signal::Endpoints(endpoints),
                 } => {
+                    tracing::debug!(%peer, ?endpoints, "punch request sent");
                     let mut body = Vec::with_capacity(6 * endpoints.len());
                     wire::emit_endpoints(&endpoints, &mut body);
                     self.send_to_node(now, peer, Kind::Punch, &body);
