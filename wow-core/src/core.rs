@@ -156,6 +156,14 @@ pub enum CoreEvent {
         /// Up or down.
         up: bool,
     },
+    /// Our underlay mapping changed: a peer's signed report names another
+    /// endpoint for us than before (our NAT rebound, or the host's address
+    /// changed). The overlay is making its stale links again; the driver
+    /// should read its interface addresses again (host candidates).
+    MappingChanged {
+        /// Our endpoint as that peer now sees it.
+        endpoint: SocketAddr,
+    },
 }
 
 /// The loaded CRL, for `status` (see [`Core::crl_status`]).
@@ -2164,6 +2172,18 @@ impl<S: LeaseStore> Core<S> {
                 endpoints.extend_from_slice(self.agent.local_endpoints());
                 endpoints.truncate(wire::MAX_PUNCH_ENDPOINTS);
                 self.agent.set_local_endpoints(endpoints);
+                // The overlay advertises it too (first: the newest mapping,
+                // as after a NAT rebinding), in its ConnectToMe and link
+                // requests.
+                let mut advertised = vec![endpoint];
+                advertised.extend(self.overlay.endpoints().iter().filter(|&&e| e != endpoint));
+                advertised.truncate(wire::MAX_PUNCH_ENDPOINTS);
+                self.overlay.set_endpoints(advertised);
+            }
+            E::MappingChanged { endpoint } => {
+                tracing::info!(%endpoint, "underlay mapping changed (NAT rebinding or a new address): stale overlay links made again");
+                self.events
+                    .push_back(CoreEvent::MappingChanged { endpoint });
             }
             E::PeerRejected {
                 peer,

@@ -550,6 +550,10 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             membership.handle_timeout(&mut core, now, wall);
         }
         while let Some(event) = core.poll_event() {
+            if matches!(event, wow_core::core::CoreEvent::MappingChanged { .. }) {
+                // The host's address may have changed: rescan at once.
+                host_candidates.rescan_now(now);
+            }
             membership.handle_event(&mut core, now, wall, &event);
         }
         disk.serve(&mut membership, &mut core);
