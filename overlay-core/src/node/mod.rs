@@ -1048,6 +1048,35 @@ impl<I: Identity> Node<I> {
             let msg = self.probe(nonce, target, roles);
             self.send_maintenance(e, msg);
         }
+        // A peer whose link waits for an answer offers endpoints (its
+        // mapping changed, and it punches toward us): link to them now. The
+        // link moves only if the peer's handshake proves its key there.
+        let suspect = self
+            .table
+            .position(peer)
+            .and_then(|i| self.table.get(i))
+            .filter(|c| c.unanswered_since.is_some())
+            .map(|c| {
+                if c.mine.is_empty() {
+                    Roles::DEMAND
+                } else {
+                    c.mine
+                }
+            });
+        if let Some(roles) = suspect
+            && !self.pending_links.iter().any(|p| p.target == peer)
+        {
+            let nonce = self.rng.next_u64();
+            self.start_link(
+                now,
+                endpoints.to_vec(),
+                Vec::new(),
+                peer,
+                roles,
+                nonce,
+                false,
+            );
+        }
     }
 
     /// Decodes and handles a datagram from `from`. Malformed input is
