@@ -40,7 +40,8 @@ struct Net {
 }
 
 impl Net {
-    fn new(identities: Vec<DynIdentity>) -> Net {
+    /// Nodes with rebind probes after `rebind_probe` (zero: none).
+    fn new_with(identities: Vec<DynIdentity>, rebind_probe: Duration) -> Net {
         let now = Instant::now();
         let nodes: Vec<_> = identities
             .into_iter()
@@ -48,6 +49,7 @@ impl Net {
             .map(|(i, id)| {
                 let config = Config {
                     endpoints: vec![ep(i)],
+                    rebind_probe_duration: rebind_probe,
                     ..Config::default()
                 };
                 Node::with_identity_and_insecure_seed(now, config, id, i as u64 + 1)
@@ -66,7 +68,12 @@ impl Net {
 
     /// A ring: node 0 starts it, the others join through node 0.
     fn ring(identities: Vec<DynIdentity>) -> Net {
-        let mut net = Net::new(identities);
+        Net::ring_with(identities, Duration::ZERO)
+    }
+
+    /// [`Net::ring`] with rebind probes after `rebind_probe`.
+    fn ring_with(identities: Vec<DynIdentity>, rebind_probe: Duration) -> Net {
+        let mut net = Net::new_with(identities, rebind_probe);
         let now = net.now;
         net.nodes[0].join(now, &[]).unwrap();
         for i in 1..net.nodes.len() {
@@ -692,4 +699,40 @@ fn attack_unauthenticated_message_from_a_new_endpoint_moves_no_link() {
     // Node 1, at its real endpoint, still reaches node 2 and back.
     assert!(net.delivers(1, 2, b"still here"));
     assert!(net.delivers(2, 1, b"and back"));
+}
+
+/// A forged `Close(Unneeded)` (source spoofed as node 0) makes node 1 link
+/// to node 0 again by handshake, but node 0's signed report names node 1's
+/// unchanged endpoint: no `MappingChanged`, and node 1's other links, even
+/// those waiting for an answer, stay where they are.
+#[test]
+fn attack_forged_close_is_no_mapping_change() {
+    let mut net = Net::ring_with(vec![key(1), key(2), key(3)], Duration::from_millis(500));
+    let two = net.nodes[2].address();
+    assert!(net.delivers(1, 2, b"before"));
+    // Node 1 sends to node 2, and before any answer the forged close lands.
+    let now = net.now;
+    net.nodes[1].send(now, two, b"waiting".to_vec()).unwrap();
+    let forged = Message::Close {
+        reason: overlay_core::wire::CloseReason::Unneeded,
+    };
+    net.nodes[1]
+        .handle_input(now, ep(0), &forged.to_vec())
+        .unwrap();
+    net.run(Duration::from_secs(3));
+    assert!(
+        !net.events[1]
+            .iter()
+            .any(|e| matches!(e, Event::MappingChanged { .. })),
+        "a forged close raised MappingChanged"
+    );
+    assert!(
+        !net.events[1].iter().any(|e| matches!(
+            e,
+            Event::Disconnected { peer, .. } if *peer == two
+        )),
+        "node 1 dropped its link to node 2"
+    );
+    assert_eq!(net.endpoint_of_link(1, two), Some(ep(2)));
+    assert!(net.delivers(1, 2, b"after"));
 }

@@ -66,6 +66,11 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(6);
 const NEGATIVE_TTL: Duration = Duration::from_secs(1);
 /// Packets queued per unresolved destination.
 const QUEUE_LIMIT: usize = 32;
+/// After our underlay mapping changed, how long the links made again send
+/// their own punch request (see `REPUNCH_PEERS`).
+const REPUNCH_WINDOW: Duration = Duration::from_secs(2);
+/// Most peers sent such a punch request per mapping change.
+const REPUNCH_PEERS: usize = 64;
 /// Frames queued for the guest before new ones are dropped.
 const TAP_QUEUE_LIMIT: usize = 4096;
 /// Spare frame buffers kept for reuse (a guest-MTU frame each): more than
@@ -163,6 +168,14 @@ pub enum CoreEvent {
         peer: Address,
         /// Up or down.
         up: bool,
+    },
+    /// Our underlay mapping changed: a peer's signed report names another
+    /// endpoint for us than before (our NAT rebound, or the host's address
+    /// changed). The overlay is making its stale links again; the driver
+    /// should read its interface addresses again (host candidates).
+    MappingChanged {
+        /// Our endpoint as that peer now sees it.
+        endpoint: SocketAddr,
     },
 }
 
@@ -295,6 +308,10 @@ pub struct Core<S: LeaseStore> {
     loopback_underlay: bool,
     randomness: Randomness,
     republish_at: Option<Instant>,
+    /// When our underlay mapping last changed, and the peers sent a punch
+    /// request since (bounded): their links are being made again.
+    mapping_changed_at: Option<Instant>,
+    repunched: Vec<Address>,
     ca: Option<ipsec_ca::Ca<ipsec_ca::BoxedStore>>,
     /// CA node with a write-behind store: replies and CRLs waiting for
     /// durable writes (see [`Core::set_ca_queue`]).
@@ -628,6 +645,8 @@ impl<S: LeaseStore> Core<S> {
             loopback_underlay,
             randomness,
             republish_at: None,
+            mapping_changed_at: None,
+            repunched: Vec::new(),
             ca: None,
             ca_hold: None,
             walk: None,
@@ -1225,6 +1244,14 @@ impl<S: LeaseStore> Core<S> {
     }
 
     /// Sends `body` of `kind` (not a guest packet) to the node at `to`.
+    /// Sends `peer` a punch request naming `endpoints` (ours).
+    fn send_punch_request(&mut self, now: Instant, peer: Address, endpoints: &[SocketAddr]) {
+        tracing::debug!(%peer, ?endpoints, "punch request sent");
+        let mut body = Vec::with_capacity(6 * endpoints.len());
+        wire::emit_endpoints(endpoints, &mut body);
+        self.send_to_node(now, peer, Kind::Punch, &body);
+    }
+
     fn send_to_node(&mut self, now: Instant, to: Address, kind: Kind, body: &[u8]) {
         let repr = wire::Repr {
             kind,
@@ -2064,9 +2091,7 @@ impl<S: LeaseStore> Core<S> {
                     peer,
                     signal: Signal::Endpoints(endpoints),
                 } => {
-                    let mut body = Vec::with_capacity(6 * endpoints.len());
-                    wire::emit_endpoints(&endpoints, &mut body);
-                    self.send_to_node(now, peer, Kind::Punch, &body);
+                    self.send_punch_request(now, peer, &endpoints);
                 }
                 E::Signal {
                     peer,
@@ -2291,6 +2316,20 @@ impl<S: LeaseStore> Core<S> {
                 endpoints.extend_from_slice(self.agent.local_endpoints());
                 endpoints.truncate(wire::MAX_PUNCH_ENDPOINTS);
                 self.agent.set_local_endpoints(endpoints);
+                // The overlay advertises it too (first: the newest mapping,
+                // as after a NAT rebinding), in its ConnectToMe and link
+                // requests.
+                let mut advertised = vec![endpoint];
+                advertised.extend(self.overlay.endpoints().iter().filter(|&&e| e != endpoint));
+                advertised.truncate(wire::MAX_PUNCH_ENDPOINTS);
+                self.overlay.set_endpoints(advertised);
+            }
+            E::MappingChanged { endpoint } => {
+                tracing::info!(%endpoint, "underlay mapping changed (NAT rebinding or a new address): stale overlay links made again");
+                self.events
+                    .push_back(CoreEvent::MappingChanged { endpoint });
+                self.mapping_changed_at = Some(now);
+                self.repunched.clear();
             }
             E::PeerRejected {
                 peer,
@@ -2312,6 +2351,20 @@ impl<S: LeaseStore> Core<S> {
                 // overlay holds its link request until the peer answers our
                 // punch request, when the runtime defers links).
                 self.agent.connect(now, peer, &endpoints);
+                // Right after our mapping changed, the peer hears our new
+                // endpoints at once, even if the agent asked it for a
+                // punch moments before (its requests are rate-limited):
+                // it opens its NAT toward them and links to them.
+                if self
+                    .mapping_changed_at
+                    .is_some_and(|t| now.saturating_duration_since(t) < REPUNCH_WINDOW)
+                    && self.repunched.len() < REPUNCH_PEERS
+                    && !self.repunched.contains(&peer)
+                {
+                    self.repunched.push(peer);
+                    let endpoints = self.agent.advertised();
+                    self.send_punch_request(now, peer, &endpoints);
+                }
             }
             _ => {}
         }

@@ -68,6 +68,12 @@ impl HostCandidates {
         }
     }
 
+    /// Makes the next [`refresh`](Self::refresh) read the interfaces
+    /// (after an underlay mapping change: the host may have a new address).
+    pub fn rescan_now(&mut self, now: Instant) {
+        self.next = now;
+    }
+
     /// Reads the interfaces if a scan is due, and gives `core` the host
     /// candidates when they changed.
     pub fn refresh<S: dhcp_virt::LeaseStore>(

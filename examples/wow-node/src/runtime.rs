@@ -261,6 +261,10 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         // Our punch datagrams open our NAT before any link request leaves
         // (see `nat_traversal::agent`).
         defer_links_to_punch: true,
+        // A send unanswered for half a second pings every link: a NAT
+        // rebinding or a new underlay address is found (and the links made
+        // again) long before the 2 s suspect timeout.
+        rebind_probe_duration: Duration::from_millis(500),
         // Room for every datagram one batch of guest frames queues (see
         // `TAP_FRAME_BUDGET`): sending reuses buffers instead of
         // allocating them.
@@ -609,6 +613,10 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             membership.handle_timeout(&mut core, now, wall);
         }
         while let Some(event) = core.poll_event() {
+            if matches!(event, wow_core::core::CoreEvent::MappingChanged { .. }) {
+                // The host's address may have changed: rescan at once.
+                host_candidates.rescan_now(now);
+            }
             membership.handle_event(&mut core, now, wall, &event);
         }
         disk.serve(&mut membership, &mut core);

@@ -859,38 +859,186 @@ fn guests_behind_symmetric_nats_link_through_a_turn_server() {
     assert!(bps > 1e6, "{bps} bit/s");
 }
 
+/// Streams between the guests across an underlay event: `ping -i 0.1`
+/// from A's guest to B's (each reply stamped with its arrival, Unix
+/// seconds) and an iperf3 TCP run from A's guest to B's through the TAPs.
+struct Streams {
+    ping: wow_test_hosts::Process,
+    iperf: wow_test_hosts::Process,
+    iperf_json: std::path::PathBuf,
+    _server: wow_test_hosts::Process,
+}
+
+/// How the guests' streams went across the event.
+struct Across {
+    /// Longest silence in the ping stream around the event (s).
+    gap: f64,
+    /// First reply after the event (s after it).
+    first: f64,
+    /// iperf3's received rate over the whole run (bit/s).
+    bps: f64,
+    /// Its slowest one-second interval (bit/s).
+    worst_interval: f64,
+    /// Whether iperf3 exited 0 (its TCP connection survived).
+    iperf_ok: bool,
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+impl Streams {
+    /// Starts both streams (iperf3 for `secs` seconds) and waits until the
+    /// ping stream runs.
+    fn start(a: &Host, b: &Host, addr_b: &str, secs: u32) -> Streams {
+        let server = b.ns.spawn("iperf3", &["-s", "-1", "-B", addr_b]).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let iperf_json =
+            std::env::temp_dir().join(format!("{}.json", wow_test_hosts::unique_name("ip")));
+        let iperf =
+            a.ns.spawn(
+                "iperf3",
+                &[
+                    "-c",
+                    addr_b,
+                    "-t",
+                    &secs.to_string(),
+                    "-J",
+                    "--logfile",
+                    iperf_json.to_str().unwrap(),
+                ],
+            )
+            .unwrap();
+        let ping =
+            a.ns.spawn("stdbuf", &["-oL", "ping", "-D", "-i", "0.1", addr_b])
+                .unwrap();
+        let streams = Streams {
+            ping,
+            iperf,
+            iperf_json,
+            _server: server,
+        };
+        assert!(
+            wait_until(Duration::from_secs(5), || streams.replies().len() >= 20),
+            "the stream never ran:\n{}",
+            streams.ping.log()
+        );
+        streams
+    }
+
+    /// Arrival times of the ping replies so far.
+    fn replies(&self) -> Vec<f64> {
+        self.ping
+            .log()
+            .lines()
+            .filter(|l| l.contains("bytes from"))
+            .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+            .collect()
+    }
+
+    /// Whether a reply arrived after `event` (Unix seconds).
+    fn resumed(&self, event: f64) -> bool {
+        self.replies().iter().any(|&r| r > event + 0.05)
+    }
+
+    /// Waits for iperf3 to end and sums both streams up around `event`.
+    fn finish(mut self, event: f64) -> Across {
+        let status = self.iperf.wait_timeout(Duration::from_secs(60)).unwrap();
+        let replies = self.replies();
+        let gap = replies
+            .windows(2)
+            .filter(|w| w[1] > event - 1.0)
+            .map(|w| w[1] - w[0])
+            .fold(0.0, f64::max);
+        let first = replies
+            .iter()
+            .find(|&&r| r > event + 0.05)
+            .map_or(f64::INFINITY, |r| r - event);
+        let text = std::fs::read_to_string(&self.iperf_json).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.iperf_json);
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let bps = json["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0);
+        let worst_interval = json["intervals"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|i| i["sum"]["bits_per_second"].as_f64())
+                    .fold(f64::INFINITY, f64::min)
+            })
+            .unwrap_or(0.0);
+        Across {
+            gap,
+            first,
+            bps,
+            worst_interval,
+            iperf_ok: status.is_some_and(|s| s.success()) && json["error"].is_null(),
+        }
+    }
+}
+
+impl Across {
+    /// Prints the figures under `what`.
+    fn print(&self, what: &str) {
+        eprintln!(
+            "{what} gap: {:.2} s (longest silence in the ping -i 0.1 stream; first reply {:.2} s after the event); iperf3 TCP across it: {:.1} Mbit/s, slowest second {:.1} Mbit/s, exit {}",
+            self.gap,
+            self.first,
+            self.bps / 1e6,
+            self.worst_interval / 1e6,
+            if self.iperf_ok { "0" } else { "FAILED" }
+        );
+    }
+}
+
+/// Writes the nodes' logs to `$WOW_TEST_DUMP` (with the event's Unix
+/// time), for reading a timeline (`WOW_TEST_LOG` sets their levels).
+fn dump_logs(t: &Topology, event: f64) {
+    if let Ok(dir) = std::env::var("WOW_TEST_DUMP") {
+        for (n, h) in [("a", &t.a), ("b", &t.b), ("pub", &t.public)] {
+            std::fs::write(format!("{dir}/{n}.log"), h.log()).unwrap();
+        }
+        std::fs::write(format!("{dir}/event"), format!("{event}")).unwrap();
+    }
+}
+
+/// Waits until A's node reports a one-hop path to B's guest.
+fn wait_direct(a: &Host, b: &Host, addr_b: &str) {
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let _ = a.ping(addr_b);
+            a.status(false).contains("direct (1 hops)")
+        }),
+        "no direct path before the event:\n{}\n{}",
+        a.status(false),
+        b.status(false)
+    );
+}
+
 /// NAT rebinding mid-stream: once the guests have a one-hop path through
 /// two `Guarded` NATs, NAT A is made to map anew (its UDP masquerade now
 /// picks ports 20000–30000) and its conntrack table is flushed, so node A's
 /// datagrams leave from a new public endpoint and every old mapping is gone.
 /// A running `ping -i 0.1` between the guests must get answers again without
-/// a restart, and a one-hop path must exist again at A's new endpoint;
-/// the longest silence and the time to that path are printed.
+/// a restart (silence under 2 s), an iperf3 TCP run across the event must
+/// end well, and a one-hop path must exist again at A's new endpoint;
+/// the longest silence, the throughput and the time to that path are
+/// printed.
 #[test]
 fn a_nat_rebinding_mid_stream_is_survived() {
     if !require(
         "a_nat_rebinding_mid_stream_is_survived",
-        &["dhclient", "ping", "nft", "conntrack", "stdbuf"],
+        &["dhclient", "ping", "nft", "conntrack", "stdbuf", "iperf3"],
     ) {
         return;
     }
-    let unix_now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64()
-    };
     let (mut t, _, addr_b) = leased_pair(NatKind::Guarded);
     let (a, b) = (&t.a, &t.b);
-    assert!(
-        wait_until(Duration::from_secs(15), || {
-            let _ = a.ping(&addr_b);
-            a.status(false).contains("direct (1 hops)")
-        }),
-        "no direct path before the rebinding:\n{}\n{}",
-        a.status(false),
-        b.status(false)
-    );
+    wait_direct(a, b, &addr_b);
     let a_node = a.overlay_address();
     // B's link to A at a public endpoint of NAT A in the new port range.
     let rebound_link = || {
@@ -904,23 +1052,8 @@ fn a_nat_rebinding_mid_stream_is_survived() {
             .any(|port| (20000..=30000).contains(&port))
     };
     assert!(!rebound_link(), "{}", b.status(false));
-    // The stream: one echo request every 100 ms, each reply stamped with
-    // its arrival (Unix seconds), line-buffered into the log.
-    let ping =
-        a.ns.spawn("stdbuf", &["-oL", "ping", "-D", "-i", "0.1", &addr_b])
-            .unwrap();
-    let replies = || -> Vec<f64> {
-        ping.log()
-            .lines()
-            .filter(|l| l.contains("bytes from"))
-            .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
-            .collect()
-    };
-    assert!(
-        wait_until(Duration::from_secs(5), || replies().len() >= 20),
-        "the stream never ran:\n{}",
-        ping.log()
-    );
+    let streams = Streams::start(a, b, &addr_b, 8);
+    std::thread::sleep(Duration::from_secs(1));
     // The rebinding, in one nft transaction, then the flush.
     let nat_a = &t._nats[0];
     nat_a
@@ -934,16 +1067,13 @@ fn a_nat_rebinding_mid_stream_is_survived() {
     let event = unix_now();
     let started = std::time::Instant::now();
     assert!(
-        wait_until(Duration::from_secs(30), || replies()
-            .iter()
-            .any(|&r| r > event + 0.05)),
+        wait_until(Duration::from_secs(30), || streams.resumed(event)),
         "no reply within 30 s of the rebinding:\n{}\n{}\n{}\n{}",
         a.status(false),
         b.status(false),
         t.public.status(false),
         a.log()
     );
-    let resumed = started.elapsed();
     // A one-hop path again, at A's new endpoint (A learns it from the
     // bootstrap node's report and offers it in its punch exchange).
     let direct = wait_until(Duration::from_secs(30), &rebound_link)
@@ -951,34 +1081,90 @@ fn a_nat_rebinding_mid_stream_is_survived() {
             a.status(false).contains("direct (1 hops)")
         });
     let direct_after = started.elapsed();
-    // A few more seconds of stream after the path settled.
-    std::thread::sleep(Duration::from_secs(2));
-    let replies = replies();
-    let gap = replies
-        .windows(2)
-        .filter(|w| w[1] > event - 1.0)
-        .map(|w| w[1] - w[0])
-        .fold(0.0, f64::max);
-    eprintln!(
-        "rebinding gap: {gap:.2} s (longest silence in the ping -i 0.1 stream; first reply {:.2} s after the flush)",
-        resumed.as_secs_f64()
-    );
+    let across = streams.finish(event);
+    across.print("rebinding");
     eprintln!(
         "rebinding: one-hop path at the new endpoint {} {:.2} s after the flush",
         if direct { "found" } else { "NOT found" },
         direct_after.as_secs_f64()
     );
-    // The stream still runs (through the relay if not directly).
-    let last = replies.last().copied().unwrap_or_default();
-    assert!(unix_now() - last < 2.0, "the stream stopped again");
-    assert!(gap < 30.0, "gap {gap} s");
+    dump_logs(&t, event);
+    assert!(across.gap < 2.0, "gap {} s", across.gap);
+    assert!(across.iperf_ok, "iperf3 did not survive the rebinding");
     assert!(
         direct,
         "no one-hop path at A's new endpoint:\n{}\n{}",
         a.status(false),
         b.status(false)
     );
-    drop(ping);
+    t.a.stop();
+    t.b.stop();
+    t.public.stop();
+}
+
+/// Roaming mid-stream: once the guests have a one-hop path through two
+/// `Guarded` NATs, host A's underlay address changes (192.168.1.2 ->
+/// 192.168.1.3 on its veth, 300 ms without an address in between, the
+/// default route added again), so node A's socket (bound to 0.0.0.0) sends
+/// from a new address and NAT A maps it to a new public endpoint; the old
+/// conntrack entries stay and point at an address that is gone. The ping
+/// and iperf3 streams must survive without a restart (silence under 2 s,
+/// iperf3 exits 0), and a one-hop path must exist again.
+#[test]
+fn the_host_under_a_node_roams_to_a_new_address_mid_stream() {
+    if !require(
+        "the_host_under_a_node_roams_to_a_new_address_mid_stream",
+        &["dhclient", "ping", "nft", "stdbuf", "iperf3"],
+    ) {
+        return;
+    }
+    let (mut t, _, addr_b) = leased_pair(NatKind::Guarded);
+    let (a, b) = (&t.a, &t.b);
+    wait_direct(a, b, &addr_b);
+    let a_node = a.overlay_address();
+    let streams = Streams::start(a, b, &addr_b, 8);
+    std::thread::sleep(Duration::from_secs(1));
+    let event = unix_now();
+    a.ns.ip(&["addr", "del", "192.168.1.2/24", "dev", "eth0"])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    a.ns.addr_add("eth0", "192.168.1.3/24").unwrap();
+    a.ns.default_route("192.168.1.1").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || streams.resumed(event)),
+        "no reply within 30 s of the move:\n{}\n{}\n{}\n{}",
+        a.status(false),
+        b.status(false),
+        t.public.status(false),
+        a.log()
+    );
+    // B links to A again at a NAT A endpoint other than the old one.
+    let direct = wait_until(Duration::from_secs(30), || {
+        b.status_json()["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["peer"].as_str() == Some(a_node.as_str()))
+            .filter_map(|l| l["endpoint"].as_str())
+            .any(|e| e.starts_with("198.51.1.2:") && e != "198.51.1.2:4000")
+    }) && wait_until(Duration::from_secs(5), || {
+        a.status(false).contains("direct (1 hops)")
+    });
+    let across = streams.finish(event);
+    across.print("roaming");
+    eprintln!(
+        "roaming: one-hop path at A's new endpoint {}",
+        if direct { "found" } else { "NOT found" }
+    );
+    dump_logs(&t, event);
+    assert!(across.gap < 2.0, "gap {} s", across.gap);
+    assert!(across.iperf_ok, "iperf3 did not survive the move");
+    assert!(
+        direct,
+        "no one-hop path after the move:\n{}\n{}",
+        a.status(false),
+        b.status(false)
+    );
     t.a.stop();
     t.b.stop();
     t.public.stop();

@@ -24,6 +24,8 @@ pub(super) const PROBES_PER_UNCONFIRMED: u8 = 3;
 pub(super) const PROBES_PER_CONNECT: usize = 4;
 /// Observed-endpoint reports remembered.
 pub(super) const OBSERVED_ENTRIES: usize = 8;
+/// Peers whose last report of our endpoint is remembered.
+pub(super) const REPORTED_ENTRIES: usize = 32;
 /// Peers whose NAT-traversal candidates are remembered for later links.
 pub(super) const LINK_HINT_ENTRIES: usize = 64;
 /// Candidates remembered per peer (the most recent first).
@@ -271,6 +273,79 @@ impl<I: Identity> Node<I> {
         }
     }
 
+    /// An authenticated peer (a signed link reply) reports our endpoint as
+    /// `endpoint`. If it reported another one before, our mapping changed.
+    fn note_reported(&mut self, now: Instant, reporter: Address, endpoint: SocketAddr) {
+        let changed = match self.reported.iter_mut().find(|(a, _)| *a == reporter) {
+            Some(r) => core::mem::replace(&mut r.1, endpoint) != endpoint,
+            None => {
+                if self.reported.len() >= REPORTED_ENTRIES {
+                    self.reported.remove(0);
+                }
+                self.reported.push((reporter, endpoint));
+                false
+            }
+        };
+        if changed {
+            self.on_mapping_changed(now, reporter, endpoint);
+        }
+    }
+
+    /// Our datagrams now come from `endpoint` (as `reporter` sees them):
+    /// peers behind filtering NATs neither hear us nor reach us at the old
+    /// endpoint. A link that got no answer since the last rebind probe is
+    /// stale: it is dropped at once (its traffic takes other links) and made
+    /// again through the NAT-traversal hook ([`Event::LinkAttempt`]), which
+    /// opens our new mapping toward the peer. Nothing the peer sent moves
+    /// the link: only the new authenticated handshake does.
+    fn on_mapping_changed(&mut self, now: Instant, reporter: Address, endpoint: SocketAddr) {
+        self.events.push_back(Event::MappingChanged { endpoint });
+        let since = self.rebind_probed_at.unwrap_or(now);
+        let stale: Vec<(usize, Address, SocketAddr, Roles)> = self
+            .table
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                c.address != reporter && c.unanswered_since.is_some() && c.last_heard_at < since
+            })
+            .map(|(i, c)| (i, c.address, c.endpoint, c.mine))
+            .collect();
+        for &(i, ..) in stale.iter().rev() {
+            self.drop_connection(now, i, DisconnectReason::Timeout);
+        }
+        self.mapping_relinks.extend(
+            stale
+                .into_iter()
+                .filter(|s| !s.3.is_empty())
+                .map(|(_, peer, endpoint, roles)| (peer, endpoint, roles)),
+        );
+        self.mapping_reporter = Some(reporter);
+        // Routing to the peers just dropped needs the reporter's view of
+        // the ring; a link that moved (rather than came anew) still has it.
+        if self
+            .table
+            .position(reporter)
+            .is_some_and(|i| !self.table.lookahead(i).is_empty())
+        {
+            self.flush_mapping_relinks(now);
+        }
+    }
+
+    /// Makes again the links dropped when our mapping changed
+    /// ([`on_mapping_changed`](Self::on_mapping_changed)).
+    pub(super) fn flush_mapping_relinks(&mut self, now: Instant) {
+        self.mapping_reporter = None;
+        for (peer, endpoint, roles) in std::mem::take(&mut self.mapping_relinks) {
+            if self.table.position(peer).is_some()
+                || self.pending_links.iter().any(|p| p.target == peer)
+            {
+                continue;
+            }
+            let nonce = self.rng.next_u64();
+            self.start_link(now, vec![endpoint], Vec::new(), peer, roles, nonce, false);
+        }
+    }
+
     pub(super) fn set_joined(&mut self) {
         self.join_ctms_sent = 0;
         if !self.joined {
@@ -338,16 +413,27 @@ impl<I: Identity> Node<I> {
         unconfirmed = rest;
         unconfirmed.dedup();
         unconfirmed.truncate(PROBES_PER_CONNECT);
+        // The hook's candidates that came within the last retry period:
+        // it has just opened our NAT toward them (a peer's punch request
+        // that arrived before our own link attempt, as when the peer
+        // relinks after its mapping changed), so nothing is held.
+        let mut fresh_hint = false;
         if let Some(hint) = self.link_hints.get(&target)
             && now < hint.expires_at
         {
+            fresh_hint = hint
+                .expires_at
+                .checked_sub(LINK_HINT_LIFETIME)
+                .is_some_and(|at| {
+                    now.saturating_duration_since(at) < self.config.link_retry_duration
+                });
             for e in &hint.endpoints {
                 if !endpoints.contains(e) {
                     endpoints.push(*e);
                 }
             }
         }
-        let deferred = self.config.defer_links_to_punch && target != Address::ZERO;
+        let deferred = self.config.defer_links_to_punch && target != Address::ZERO && !fresh_hint;
         if target != Address::ZERO {
             self.events.push_back(Event::LinkAttempt {
                 peer: target,
@@ -693,6 +779,9 @@ impl<I: Identity> Node<I> {
                 }
             }
         }
+        // With the link in the table, stale links' traffic and the
+        // traversal hook's signalling can take it.
+        self.note_reported(now, rep.sender, a.observed);
         // Joining, or joining again after every link was lost.
         if pl.roles.contains(Roles::LEAF) && (!self.joined || pl.target == Address::ZERO) {
             self.send_join_ctm(now);

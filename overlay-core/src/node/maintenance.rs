@@ -53,6 +53,10 @@ impl<I: Identity> Node<I> {
         list: &[Neighbor],
     ) {
         let me = self.address;
+        let from_reporter = self
+            .table
+            .get(i)
+            .is_some_and(|c| Some(c.address) == self.mapping_reporter);
         if let Some(c) = self.table.get_mut(i) {
             c.size_estimate = size_estimate;
             c.theirs = list
@@ -61,6 +65,9 @@ impl<I: Identity> Node<I> {
                 .map_or(Roles::NONE, |n| n.roles);
             self.table
                 .set_lookahead(i, list.iter().map(|n| n.address.prefix()));
+        }
+        if from_reporter {
+            self.flush_mapping_relinks(now);
         }
         self.discover_near(now, &[]);
     }
@@ -415,6 +422,62 @@ impl<I: Identity> Node<I> {
         }
     }
 
+    /// When the next rebind probe is due: a link's send has gone
+    /// unanswered for [`Config::rebind_probe_duration`] since the last
+    /// probe (at most one probe per that period).
+    pub(super) fn rebind_probe_due(&self) -> Option<Instant> {
+        let d = self.config.rebind_probe_duration;
+        if d.is_zero() {
+            return None;
+        }
+        let first = self
+            .table
+            .iter()
+            .filter_map(|c| c.unanswered_since)
+            .filter(|&t| self.rebind_probed_at.is_none_or(|p| t > p))
+            .min()?;
+        Some(match self.rebind_probed_at {
+            Some(p) => (first + d).max(p + d),
+            None => first + d,
+        })
+    }
+
+    /// A send got no answer for [`Config::rebind_probe_duration`]: our NAT
+    /// may have rebound, or our address changed. Every link is pinged once;
+    /// a peer that does not know us where our datagrams now come from
+    /// answers `Close(Unneeded)`, the link is made again by handshake, and
+    /// the peer's signed report of our new endpoint reveals the change
+    /// ([`Event::MappingChanged`]).
+    pub(super) fn rebind_probe(&mut self, now: Instant) {
+        if self.rebind_probe_due().is_none_or(|t| t > now) {
+            return;
+        }
+        self.rebind_probed_at = Some(now);
+        let mut pings = Vec::with_capacity(self.table.len());
+        for c in self.table.iter_mut() {
+            c.last_ping_at = now;
+            if c.unanswered_since.is_none() {
+                c.unanswered_since = Some(now);
+            }
+            pings.push(c.endpoint);
+        }
+        self.send_pings(pings);
+    }
+
+    /// Pings each of `endpoints` (a fresh nonce each).
+    fn send_pings(&mut self, endpoints: Vec<SocketAddr>) {
+        for ep in endpoints {
+            let nonce = self.rng.next_u64();
+            self.send_maintenance(
+                ep,
+                Message::Ping {
+                    sender: self.address,
+                    nonce,
+                },
+            );
+        }
+    }
+
     pub(super) fn check_links(&mut self, now: Instant) {
         let mut dead = Vec::new();
         let mut pings = Vec::new();
@@ -441,16 +504,7 @@ impl<I: Identity> Node<I> {
                 pings.push(c.endpoint);
             }
         }
-        for ep in pings {
-            let nonce = self.rng.next_u64();
-            self.send_maintenance(
-                ep,
-                Message::Ping {
-                    sender: self.address,
-                    nonce,
-                },
-            );
-        }
+        self.send_pings(pings);
         for i in dead.into_iter().rev() {
             self.drop_connection(now, i, DisconnectReason::Timeout);
         }

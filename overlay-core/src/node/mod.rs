@@ -98,6 +98,14 @@ pub struct Config {
     /// Silence after a send that expects an answer (a forwarded message or
     /// a ping) after which a link is declared dead.
     pub suspect_timeout: Duration,
+    /// Silence after a send that expects an answer after which every link
+    /// is pinged once (a "rebind probe", at most once per this period): a
+    /// peer that no longer knows our endpoint, because our NAT rebound or
+    /// our underlay address changed, answers `Close(Unneeded)` and the link
+    /// is made again from where our datagrams now come from, long before
+    /// [`suspect_timeout`](Self::suspect_timeout). Zero (the default, which
+    /// the simulator uses): never.
+    pub rebind_probe_duration: Duration,
     /// Time between link-request retransmissions.
     pub link_retry_duration: Duration,
     /// Link-request attempts before giving up.
@@ -196,6 +204,7 @@ impl Default for Config {
             keepalive_duration: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             suspect_timeout: Duration::from_secs(2),
+            rebind_probe_duration: Duration::ZERO,
             link_retry_duration: Duration::from_secs(1),
             link_attempts: 3,
             request_timeout: Duration::from_secs(2),
@@ -336,6 +345,16 @@ pub enum Event {
     /// never advertises it by itself.
     ObservedEndpoint {
         /// Our endpoint as seen by the peer.
+        endpoint: SocketAddr,
+    },
+    /// Our mapping changed: a peer reported, in a signed link reply, an
+    /// endpoint for us other than the one it reported before (our NAT
+    /// rebound, or our underlay address changed). Links that got no
+    /// answer since are made again (through [`Event::LinkAttempt`]); the
+    /// application should find its reflexive endpoint again (STUN) and
+    /// advertise it, and rescan its interface addresses.
+    MappingChanged {
+        /// Our endpoint as the peer now sees it.
         endpoint: SocketAddr,
     },
     /// Data addressed to this node arrived.
@@ -485,6 +504,16 @@ pub struct Node<I: Identity = OpenIdentity> {
     challenge_rotate_at: Instant,
     probes: Vec<Probe>,
     observed: Vec<Observed>,
+    /// The endpoint each authenticated peer last reported for us (bounded).
+    reported: Vec<(Address, SocketAddr)>,
+    /// When every link was last pinged by a rebind probe.
+    rebind_probed_at: Option<Instant>,
+    /// Links dropped when our mapping changed, made again once the peer
+    /// that reported the change has sent its neighbour list (so that the
+    /// traversal hook's signalling to them can be routed), or at the next
+    /// tick; and that peer.
+    mapping_relinks: Vec<(Address, SocketAddr, Roles)>,
+    mapping_reporter: Option<Address>,
 }
 
 impl Node<OpenIdentity> {
@@ -604,6 +633,10 @@ impl<I: Identity> Node<I> {
             challenge_rotate_at: now + config.challenge_rotation_duration,
             probes: Vec::new(),
             observed: Vec::new(),
+            reported: Vec::new(),
+            rebind_probed_at: None,
+            mapping_relinks: Vec::new(),
+            mapping_reporter: None,
             config,
             rng,
         }
@@ -765,7 +798,10 @@ impl<I: Identity> Node<I> {
     /// When [`handle_timeout`](Self::handle_timeout) should next be called;
     /// `None` after [`leave`](Self::leave).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        (!self.left).then_some(self.next_tick_at)
+        (!self.left).then(|| {
+            self.rebind_probe_due()
+                .map_or(self.next_tick_at, |t| t.min(self.next_tick_at))
+        })
     }
 
     /// Starts joining through any of `bootstrap` (a leaf link). With no
@@ -1024,6 +1060,35 @@ impl<I: Identity> Node<I> {
             let msg = self.probe(nonce, target, roles);
             self.send_maintenance(e, msg);
         }
+        // A peer whose link waits for an answer offers endpoints (its
+        // mapping changed, and it punches toward us): link to them now. The
+        // link moves only if the peer's handshake proves its key there.
+        let suspect = self
+            .table
+            .position(peer)
+            .and_then(|i| self.table.get(i))
+            .filter(|c| c.unanswered_since.is_some())
+            .map(|c| {
+                if c.mine.is_empty() {
+                    Roles::DEMAND
+                } else {
+                    c.mine
+                }
+            });
+        if let Some(roles) = suspect
+            && !self.pending_links.iter().any(|p| p.target == peer)
+        {
+            let nonce = self.rng.next_u64();
+            self.start_link(
+                now,
+                endpoints.to_vec(),
+                Vec::new(),
+                peer,
+                roles,
+                nonce,
+                false,
+            );
+        }
     }
 
     /// Decodes and handles a datagram from `from`. Malformed input is
@@ -1127,7 +1192,11 @@ impl<I: Identity> Node<I> {
 
     /// Runs maintenance once `now` has reached [`poll_timeout`](Self::poll_timeout).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.left || now < self.next_tick_at {
+        if self.left {
+            return;
+        }
+        self.rebind_probe(now);
+        if now < self.next_tick_at {
             return;
         }
         while self.next_tick_at <= now {
@@ -1174,6 +1243,7 @@ impl<I: Identity> Node<I> {
     fn tick(&mut self, now: Instant) {
         self.update_size_estimate();
         self.check_links(now);
+        self.flush_mapping_relinks(now);
         self.retry_links(now);
         self.retry_requests(now);
         self.decide_pending_dht(now);
