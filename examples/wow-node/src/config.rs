@@ -44,6 +44,8 @@
 //! [ca]
 //! # dir = "/var/lib/wow-ca"         # this node is the CA's (`wow-node ca init`)
 //! insecure_auto_approve = false     # INSECURE: sign requests without a join token
+//! [ca.groups]                       # groups a certificate for each address carries
+//! "10.128.0.10" = ["admin"]        # (enrolment, renewal; `ca issue --groups` sets its own)
 //! [confine]
 //! enabled = false                   # same as --confine
 //! allow_tcp_ports = [22]            # host ports that still answer (replies only)
@@ -56,6 +58,7 @@
 //!
 //! Relative paths are relative to `state_dir`.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -104,6 +107,25 @@ pub struct CaSection {
     /// Sign requests without a join token at once (insecure: anyone who
     /// reaches the CA gets any free address).
     pub insecure_auto_approve: bool,
+    /// The groups the CA grants each address (`[ca.groups]`,
+    /// `"10.128.0.10" = ["admin"]`): a certificate it signs for the address
+    /// carries these (only those of them the request asks for, if it asks);
+    /// an address not listed gets none. See [`ipsec_ca::Policy::groups`].
+    pub groups: BTreeMap<Ipv4Addr, Vec<String>>,
+}
+
+impl CaSection {
+    /// [`CaSection::groups`] checked, for [`ipsec_ca::Policy::groups`].
+    pub fn policy_groups(&self) -> Result<BTreeMap<Ipv4Addr, ipsec_ca::Groups>, String> {
+        self.groups
+            .iter()
+            .map(|(ip, names)| {
+                ipsec_ca::Groups::new(names)
+                    .map(|g| (*ip, g))
+                    .map_err(|e| format!("[ca.groups] {ip}: {e}"))
+            })
+            .collect()
+    }
 }
 
 /// `[node]`.

@@ -343,6 +343,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             network: Some((net.network(), net.prefix_len())),
             // Host names are certified as `<name>.<zone>`, one per key.
             dns_zone: Some(config.network.domain.to_ascii_lowercase()),
+            groups: config.ca.policy_groups()?,
             ..ipsec_ca::Policy::default()
         };
         // The CA's changes are written by a thread of their own; its

@@ -79,3 +79,14 @@ fn a_config_with_secrets_must_not_be_world_readable() {
 fn unknown_keys_are_refused() {
     assert!(toml::from_str::<Config>("[node]\nlisten_port = 1\n").is_err());
 }
+
+#[test]
+fn ca_groups_are_checked() {
+    let c = documented_example();
+    let groups = c.ca.policy_groups().unwrap();
+    let admin = groups.get(&Ipv4Addr::new(10, 128, 0, 10)).unwrap();
+    assert!(admin.contains("admin"));
+    let bad: Config = toml::from_str("[ca.groups]\n\"10.128.0.9\" = [\"Not Valid\"]\n").unwrap();
+    let e = bad.ca.policy_groups().unwrap_err();
+    assert!(e.contains("10.128.0.9"), "{e}");
+}
