@@ -148,6 +148,22 @@ pub fn certificate_dns_names(cert_der: &[u8]) -> Result<Vec<String>, VerifyError
     Ok(names)
 }
 
+/// The groups of a DER certificate (see [`crate::groups`]), **without
+/// verifying it**: for a certificate a security association already
+/// verified, or a CA's own records.
+pub fn certificate_groups(cert_der: &[u8]) -> Result<crate::groups::Groups, VerifyError> {
+    let cert = parse_cert(cert_der)?;
+    let mut uris = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::URI(uri) = name {
+                uris.push(*uri);
+            }
+        }
+    }
+    crate::groups::Groups::from_uris(uris).map_err(|_| VerifyError::Malformed)
+}
+
 /// A peer whose certificate verified. Hand [`VerifiedPeer::public_key`] and
 /// [`VerifiedPeer::key_type`] to `ring` (or call [`VerifiedPeer::verify_signature`])
 /// to authenticate the peer's handshake signature.

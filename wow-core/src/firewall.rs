@@ -308,6 +308,42 @@ impl PeerInfo<'_> {
     }
 }
 
+/// Most peers [`PeerTable`] holds (one per security association; the SA
+/// endpoint bounds those already).
+const MAX_PEERS: usize = 65_536;
+
+/// The groups and names of the peers with a security association, read
+/// from the certificates their SAs verified: [`PeerInfo`] for the
+/// firewall.
+#[derive(Debug, Default)]
+pub struct PeerTable {
+    peers: HashMap<Ipv4Addr, (Groups, Vec<String>)>,
+}
+
+impl PeerTable {
+    /// Records the certificate `cert_der` that `ip` authenticated with (a
+    /// certificate that does not parse records no groups or names).
+    pub fn learn(&mut self, ip: Ipv4Addr, cert_der: &[u8]) {
+        let groups = ipsec_ca::verify::certificate_groups(cert_der).unwrap_or_default();
+        let names = ipsec_ca::verify::certificate_dns_names(cert_der).unwrap_or_default();
+        if self.peers.len() < MAX_PEERS || self.peers.contains_key(&ip) {
+            self.peers.insert(ip, (groups, names));
+        }
+    }
+
+    /// Forgets `ip` (its SAs are gone).
+    pub fn forget(&mut self, ip: Ipv4Addr) {
+        self.peers.remove(&ip);
+    }
+
+    /// What is known of `ip`.
+    pub fn get(&self, ip: Ipv4Addr) -> Option<PeerInfo<'_>> {
+        self.peers
+            .get(&ip)
+            .map(|(groups, names)| PeerInfo { groups, names })
+    }
+}
+
 /// Why a packet passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allow {

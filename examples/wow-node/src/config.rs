@@ -50,6 +50,18 @@
 //! enabled = false                   # same as --confine
 //! allow_tcp_ports = [22]            # host ports that still answer (replies only)
 //!
+//! [firewall]                        # no rules: everything passes (as without it)
+//! max_flows = 65536                 # flows tracked so replies pass (oldest evicted)
+//! [[firewall.inbound]]              # once one inbound rule is set, the rest is denied
+//! proto = "icmp"                    # any, tcp, udp, icmp
+//! [[firewall.inbound]]
+//! proto = "tcp"
+//! port = 22                         # a port, "8000-8100" or "any" (tcp/udp only)
+//! groups = ["admin"]                # the peer's certificate carries every one
+//! # host = "db"                     # the peer: a virtual IP or a certified name
+//! # cidr = "10.128.0.0/24"          # the peer's address is in it
+//! # [[firewall.outbound]]           # the same keys; none: the guest sends anything
+//!
 //! [turn]
 //! # server = "192.0.2.1:3478"       # a TURN server: relayed endpoint of last resort
 //! # username = "wow"                # its long-term credentials, if it asks
@@ -83,6 +95,99 @@ pub struct Config {
     pub ca: CaSection,
     /// `[turn]`.
     pub turn: TurnSection,
+    /// `[firewall]`.
+    pub firewall: FirewallSection,
+}
+
+/// `[firewall]`: rules between the guest and its peers (see
+/// [`wow_core::firewall`]). No rules: everything passes; a direction
+/// with a rule denies what none of its rules allows, except replies of
+/// tracked flows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FirewallSection {
+    /// Most flows tracked (the oldest is evicted beyond).
+    pub max_flows: usize,
+    /// `[[firewall.inbound]]`: what may reach the guest.
+    pub inbound: Vec<FirewallRule>,
+    /// `[[firewall.outbound]]`: what the guest may send.
+    pub outbound: Vec<FirewallRule>,
+}
+
+impl Default for FirewallSection {
+    fn default() -> Self {
+        FirewallSection {
+            max_flows: wow_core::firewall::Limits::default().max_flows,
+            inbound: Vec::new(),
+            outbound: Vec::new(),
+        }
+    }
+}
+
+/// A port as written: `22`, `"22"`, `"8000-8100"` or `"any"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    /// One port.
+    Number(u16),
+    /// A port, a range or `any`.
+    Text(String),
+}
+
+/// One `[[firewall.inbound]]` / `[[firewall.outbound]]` table: every key
+/// given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FirewallRule {
+    /// `any` (default), `tcp`, `udp` or `icmp`.
+    pub proto: Option<String>,
+    /// The destination port or range (TCP/UDP); none: any.
+    pub port: Option<PortSpec>,
+    /// Groups the peer's certificate must all carry.
+    pub groups: Vec<String>,
+    /// The peer: a virtual IP or a host name of its certificate.
+    pub host: Option<String>,
+    /// The network the peer's address is in.
+    pub cidr: Option<Ipv4Net>,
+}
+
+impl FirewallSection {
+    /// The rules, checked.
+    pub fn rules(&self) -> Result<wow_core::firewall::Rules, String> {
+        let convert = |which: &str, rules: &[FirewallRule]| {
+            rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let port = match &r.port {
+                        None => "any".to_owned(),
+                        Some(PortSpec::Number(n)) => n.to_string(),
+                        Some(PortSpec::Text(t)) => t.clone(),
+                    };
+                    wow_core::firewall::Rule::parse(
+                        r.proto.as_deref().unwrap_or("any"),
+                        &port,
+                        &r.groups,
+                        r.host.as_deref(),
+                        r.cidr,
+                    )
+                    .map_err(|e| format!("[[firewall.{which}]] #{}: {e}", i + 1))
+                })
+                .collect::<Result<Vec<_>, String>>()
+        };
+        Ok(wow_core::firewall::Rules {
+            inbound: convert("inbound", &self.inbound)?,
+            outbound: convert("outbound", &self.outbound)?,
+        })
+    }
+
+    /// The flow table's bounds.
+    pub fn limits(&self) -> wow_core::firewall::Limits {
+        wow_core::firewall::Limits {
+            max_flows: self.max_flows,
+            ..wow_core::firewall::Limits::default()
+        }
+    }
 }
 
 /// `[turn]`: a TURN server (RFC 8656) as the relay of last resort, for
