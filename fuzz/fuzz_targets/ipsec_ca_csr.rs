@@ -2,13 +2,15 @@
 //!
 //! The first input byte picks the claimed source IP's last octet; the rest is
 //! the DER CSR. A CSR that parses and passes the policy must yield a
-//! certificate the verifier accepts for that IP.
+//! certificate the verifier accepts for that IP, carrying only groups the
+//! policy grants that address (10.0.0.5: `admin`, `web`), narrowed to those
+//! the CSR asks for if it asks.
 #![no_main]
 
 use std::net::Ipv4Addr;
 use std::sync::OnceLock;
 
-use ipsec_ca::{Ca, CaIdentity, KeyType, MemStore, Policy, Verifier, parse_csr};
+use ipsec_ca::{Ca, CaIdentity, Groups, KeyType, MemStore, Policy, Verifier, parse_csr};
 use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, SystemTime};
 
@@ -37,9 +39,13 @@ fuzz_target!(|data: &[u8]| {
     let parsed = parse_csr(csr);
     let (cert, key) = ca_pem();
     let identity = CaIdentity::from_pem(cert, key, None).unwrap();
+    let granted = Groups::parse_list("admin,web").unwrap();
+    let mut policy = Policy::default();
+    policy
+        .groups
+        .insert(Ipv4Addr::new(10, 0, 0, 5), granted.clone());
     let mut ca =
-        Ca::open_with_insecure_seed(identity, Policy::default(), MemStore::default(), [0; 32])
-            .unwrap();
+        Ca::open_with_insecure_seed(identity, policy, MemStore::default(), [0; 32]).unwrap();
     let source = Ipv4Addr::new(10, 0, 0, octet);
     match ca.sign(now(), csr, source, None) {
         Ok(issued) => {
@@ -48,6 +54,13 @@ fuzz_target!(|data: &[u8]| {
             let verifier = Verifier::new(ca.identity().cert_der()).unwrap();
             let peer = verifier.verify(now(), &issued.certificate, source).unwrap();
             assert_eq!(peer.public_key, info.public_key_raw);
+            let allowed = if octet == 5 { granted } else { Groups::empty() };
+            let expected = if info.requested_groups.is_empty() {
+                allowed
+            } else {
+                allowed.intersection(&info.requested_groups)
+            };
+            assert_eq!(peer.groups, expected);
             assert_eq!(ca.issued().len(), 1);
         }
         Err(_) => assert!(ca.issued().is_empty()),

@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
 use crate::error::{CaError, KeyError};
+use crate::groups::Groups;
 use crate::key::{KeyType, NodeKey, NodeRequest, from_pem, to_pem};
 use crate::state::{IssuedRecord, hex_decode};
 use crate::store::Store;
@@ -89,6 +90,21 @@ pub fn issue_node<S: Store>(
     key_type: KeyType,
     validity: Option<Duration>,
 ) -> Result<NodeCredentials, IssueError> {
+    let groups = ca.policy().groups.get(&ip).cloned().unwrap_or_default();
+    issue_node_in_groups(ca, now, ip, dns_names, &groups, key_type, validity)
+}
+
+/// [`issue_node`] with the operator granting `groups` (instead of what
+/// [`crate::Policy::groups`] lists for `ip`).
+pub fn issue_node_in_groups<S: Store>(
+    ca: &mut Ca<S>,
+    now: SystemTime,
+    ip: Ipv4Addr,
+    dns_names: impl IntoIterator<Item = String>,
+    groups: &Groups,
+    key_type: KeyType,
+    validity: Option<Duration>,
+) -> Result<NodeCredentials, IssueError> {
     let key = NodeKey::generate(key_type).map_err(IssueError::Key)?;
     let request = dns_names
         .into_iter()
@@ -96,7 +112,7 @@ pub fn issue_node<S: Store>(
     let csr = key
         .certificate_request(&request)
         .map_err(IssueError::Names)?;
-    let issued = ca.sign(now, &csr, ip, validity)?;
+    let issued = ca.sign_in_groups(now, &csr, ip, validity, groups)?;
     Ok(NodeCredentials { key, issued })
 }
 

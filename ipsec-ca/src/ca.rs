@@ -1,6 +1,6 @@
 //! The certificate authority: signing policy, pending queue, revocation, CRLs.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 
 use rand_chacha::ChaCha20Rng;
@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use crate::clock;
 use crate::csr::{CsrInfo, parse_csr};
 use crate::error::{CaError, PolicyError, StoreError, WireError};
+use crate::groups::Groups;
 use crate::identity::CaIdentity;
 use crate::key::KeyType;
 use crate::state::{CaState, Change, IssuedRecord, PendingRecord, RevocationReason, TokenRecord};
@@ -54,6 +55,12 @@ pub struct Policy {
     /// [`crate::csr::is_dns_name`]. Either way a name live in another key's
     /// certificate is refused ([`PolicyError::NameInUse`]).
     pub dns_zone: Option<String>,
+    /// The groups the operator grants each identity (virtual IP). A
+    /// certificate for an address carries the groups listed here, or only
+    /// those of them its request asks for if it asks for any; a request
+    /// never gains a group that is not listed (an address not listed gets
+    /// none). [`Ca::sign_in_groups`] is the operator's direct grant.
+    pub groups: BTreeMap<Ipv4Addr, Groups>,
 }
 
 /// Seconds in a day.
@@ -71,6 +78,7 @@ impl Default for Policy {
             max_pending: 1024,
             dns_zone: None,
             network: None,
+            groups: BTreeMap::new(),
         }
     }
 }
@@ -514,7 +522,41 @@ impl<S: Store> Ca<S> {
     ) -> Result<Issued, CaError> {
         let now = at(now)?;
         let (info, validity) = self.check_at(now, csr_der, source_ip, validity)?;
-        self.issue(&info, validity, now, Source::Direct)
+        let groups = self.granted_groups(&info);
+        self.issue(&info, validity, now, Source::Direct, &groups)
+    }
+
+    /// [`Ca::sign`] with the operator granting `groups` directly (whatever
+    /// the request asks for and [`Policy::groups`] lists): for an
+    /// administrator's front end (`wow-node ca issue --groups`).
+    pub fn sign_in_groups(
+        &mut self,
+        now: SystemTime,
+        csr_der: &[u8],
+        source_ip: Ipv4Addr,
+        validity: Option<Duration>,
+        groups: &Groups,
+    ) -> Result<Issued, CaError> {
+        let now = at(now)?;
+        let (info, validity) = self.check_at(now, csr_der, source_ip, validity)?;
+        self.issue(&info, validity, now, Source::Direct, groups)
+    }
+
+    /// The groups a request gets: those [`Policy::groups`] lists for its
+    /// address, narrowed to the ones it asks for if it asks for any. A
+    /// requester never grants itself a group.
+    fn granted_groups(&self, info: &CsrInfo) -> Groups {
+        let allowed = self
+            .policy
+            .groups
+            .get(&info.virtual_ip)
+            .cloned()
+            .unwrap_or_default();
+        if info.requested_groups.is_empty() {
+            allowed
+        } else {
+            allowed.intersection(&info.requested_groups)
+        }
     }
 
     fn fresh_serial(&mut self) -> Result<Vec<u8>, CaError> {
@@ -535,6 +577,7 @@ impl<S: Store> Ca<S> {
         validity: Duration,
         now: OffsetDateTime,
         source: Source,
+        groups: &Groups,
     ) -> Result<Issued, CaError> {
         let (pending_id, token, supersede) = match source {
             Source::Direct => (None, None, true),
@@ -570,6 +613,11 @@ impl<S: Store> Ca<S> {
             params.subject_alt_names.push(SanType::DnsName(
                 name.as_str().try_into().map_err(CaError::Encode)?,
             ));
+        }
+        for uri in groups.to_uris() {
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.try_into().map_err(CaError::Encode)?));
         }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -694,7 +742,8 @@ impl<S: Store> Ca<S> {
         let validity = Duration::from_secs(u64::try_from(pending.validity_secs).unwrap_or(0));
         let (info, validity) =
             self.check_at(now, &pending.csr, pending.source_ip, Some(validity))?;
-        let issued = self.issue(&info, validity, now, Source::Pending(id))?;
+        let groups = self.granted_groups(&info);
+        let issued = self.issue(&info, validity, now, Source::Pending(id), &groups)?;
         self.push_reply(
             pending.source_ip,
             EnrolmentMessage::Issued {
@@ -956,7 +1005,7 @@ impl<S: Store> Ca<S> {
         let reply = match outcome {
             Ok(Outcome::Issued(certificate)) => Ok(certificate),
             Ok(Outcome::Sign(info, validity, source)) => self
-                .issue(&info, validity, now, source)
+                .issue(&info, validity, now, source, &self.granted_groups(&info))
                 .map(|i| i.certificate)
                 .map_err(|e| RejectReason::from_error(&e)),
             Ok(Outcome::Queue) => match self.enqueue_at(now, csr, source_ip, None, request_id) {

@@ -8,6 +8,7 @@ use x509_parser::prelude::{FromDer, X509CertificationRequest};
 use x509_parser::x509::SubjectPublicKeyInfo;
 
 use crate::error::CsrError;
+use crate::groups::Groups;
 use crate::key::{KeyType, OverlayAddress};
 
 /// The facts a CA needs from a CSR, owned. Only produced after the CSR's
@@ -22,6 +23,9 @@ pub struct CsrInfo {
     pub common_name: Option<String>,
     /// Requested host names (dNSName SANs), each [`is_dns_name`].
     pub dns_names: Vec<String>,
+    /// Groups the request asks for (`wow:group:` URI SANs). Only a request:
+    /// the CA grants those its policy allows ([`crate::Policy::groups`]).
+    pub requested_groups: Groups,
     /// Key type of the requester.
     pub key_type: KeyType,
     /// DER SubjectPublicKeyInfo of the requester.
@@ -89,6 +93,7 @@ pub fn parse_csr(der: &[u8]) -> Result<CsrInfo, CsrError> {
     let mut overlay: Option<OverlayAddress> = None;
     let mut uri_count = 0usize;
     let mut dns_names: Vec<String> = Vec::new();
+    let mut group_uris: Vec<&str> = Vec::new();
     if let Some(exts) = csr.requested_extensions() {
         for ext in exts {
             if let ParsedExtension::SubjectAlternativeName(san) = ext {
@@ -104,6 +109,7 @@ pub fn parse_csr(der: &[u8]) -> Result<CsrInfo, CsrError> {
                             uri_count += 1;
                             overlay = OverlayAddress::from_uri(uri).ok();
                         }
+                        GeneralName::URI(uri) => group_uris.push(uri),
                         GeneralName::DNSName(name) => {
                             if !is_dns_name(name) || dns_names.len() >= MAX_DNS_NAMES {
                                 return Err(CsrError::BadDnsName);
@@ -127,6 +133,7 @@ pub fn parse_csr(der: &[u8]) -> Result<CsrInfo, CsrError> {
         (1, Some(addr)) => addr,
         _ => return Err(CsrError::BadOverlayAddress),
     };
+    let requested_groups = Groups::from_uris(group_uris).map_err(|_| CsrError::BadGroups)?;
     let mut common_name = None;
     for attr in info.subject.iter_common_name() {
         let text = attr.as_str().map_err(|_| CsrError::BadCommonName)?;
@@ -137,6 +144,7 @@ pub fn parse_csr(der: &[u8]) -> Result<CsrInfo, CsrError> {
         overlay_address,
         common_name,
         dns_names,
+        requested_groups,
         key_type,
         spki_der: info.subject_pki.raw.to_vec(),
         public_key_raw: info.subject_pki.subject_public_key.data.to_vec(),

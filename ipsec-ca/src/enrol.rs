@@ -50,6 +50,8 @@ impl Default for EnrolmentConfig {
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+// One event per enrolment: the size of `Issued` costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum EnrolmentEvent {
     /// The CA queued the request for an administrator.
     Pending {

@@ -27,6 +27,9 @@ pub enum KeyError {
     /// The overlay address URI is not `brunet:node:<32 base32 chars>`.
     #[error("malformed overlay address URI")]
     BadOverlayUri,
+    /// A requested group does not fit in a URI SAN.
+    #[error("group cannot be encoded: {0}")]
+    BadGroup(String),
     /// A requested DNS name is not a lowercase host name (see
     /// [`crate::csr::is_dns_name`]), or there are more than
     /// [`crate::csr::MAX_DNS_NAMES`].
@@ -63,6 +66,10 @@ pub enum CsrError {
     /// [`crate::csr::MAX_DNS_NAMES`].
     #[error("CSR dNSName SAN is malformed, or too many")]
     BadDnsName,
+    /// A `wow:group:` URI SAN is not a valid group name, or there are more
+    /// than [`crate::groups::MAX_GROUPS`].
+    #[error("CSR group URI SAN is malformed, or too many")]
+    BadGroups,
 }
 
 /// A refusal by the signing policy. Every refusal is its own variant.

@@ -293,6 +293,13 @@ impl NodeKey {
             SanType::URI(uri),
         ];
         params.subject_alt_names.extend(dns);
+        for uri in request.groups.to_uris() {
+            params.subject_alt_names.push(SanType::URI(
+                uri.as_str()
+                    .try_into()
+                    .map_err(|_| KeyError::BadGroup(uri.clone()))?,
+            ));
+        }
         let csr = params
             .serialize_request(&self.key_pair)
             .map_err(KeyError::Sign)?;
@@ -312,6 +319,9 @@ pub struct NodeRequest {
     /// Host names to certify (dNSName SANs), e.g. `db.wow.internal`: a
     /// name record for them is then believed only from this key.
     pub dns_names: Vec<String>,
+    /// Groups to ask the CA for (`wow:group:` URI SANs); the CA's policy
+    /// decides which it grants.
+    pub groups: crate::groups::Groups,
 }
 
 impl NodeRequest {
@@ -322,6 +332,7 @@ impl NodeRequest {
             overlay_address: None,
             common_name: None,
             dns_names: Vec::new(),
+            groups: crate::groups::Groups::empty(),
         }
     }
 

@@ -65,6 +65,8 @@
 //! - [`token`]: single-use join tokens ([`JoinToken`], [`Ca::issue_token`]):
 //!   a request MAC'd with one is signed at once, others wait for an
 //!   administrator.
+//! - [`groups`]: [`Groups`] carried in host certificates (SAN URIs
+//!   `wow:group:NAME`), granted only by the CA's policy.
 //! - [`verify`]: [`Verifier`] and [`VerifiedPeer`].
 //! - [`wire`]: the enrolment messages and the CRL distribution envelope.
 //! - [`state`], [`store`], [`file_store`]: the index as [`state::Change`]s over a
@@ -92,6 +94,7 @@ pub mod csr;
 pub mod enrol;
 pub mod error;
 pub mod file_store;
+pub mod groups;
 pub mod identity;
 pub mod key;
 pub mod state;
@@ -107,6 +110,7 @@ pub use error::{
     CaError, CrlError, CsrError, KeyError, PolicyError, StoreError, VerifyError, WireError,
 };
 pub use file_store::FileStore;
+pub use groups::{GroupError, Groups};
 pub use identity::CaIdentity;
 pub use key::{KeyType, NodeKey, NodeRequest, OverlayAddress};
 pub use state::{CaState, IssuedRecord, PendingRecord, RevocationReason, TokenRecord};

@@ -148,6 +148,22 @@ pub fn certificate_dns_names(cert_der: &[u8]) -> Result<Vec<String>, VerifyError
     Ok(names)
 }
 
+/// The groups of a DER certificate (see [`crate::groups`]), **without
+/// verifying it**: for a certificate a security association already
+/// verified, or a CA's own records.
+pub fn certificate_groups(cert_der: &[u8]) -> Result<crate::groups::Groups, VerifyError> {
+    let cert = parse_cert(cert_der)?;
+    let mut uris = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::URI(uri) = name {
+                uris.push(*uri);
+            }
+        }
+    }
+    crate::groups::Groups::from_uris(uris).map_err(|_| VerifyError::Malformed)
+}
+
 /// A peer whose certificate verified. Hand [`VerifiedPeer::public_key`] and
 /// [`VerifiedPeer::key_type`] to `ring` (or call [`VerifiedPeer::verify_signature`])
 /// to authenticate the peer's handshake signature.
@@ -163,6 +179,9 @@ pub struct VerifiedPeer {
     /// The certified host names (dNSName SANs), as issued; a name record
     /// for one of them is the holder's to publish.
     pub dns_names: Vec<String>,
+    /// The groups the CA put in the certificate (`wow:group:` URI SANs,
+    /// see [`crate::groups`]): what a firewall matches this peer by.
+    pub groups: crate::groups::Groups,
     /// Serial number, big-endian, as encoded (DER INTEGER contents).
     pub serial: Vec<u8>,
     /// notAfter: the peer must re-authenticate before this.
@@ -547,6 +566,7 @@ impl Verifier {
         let mut ips = Vec::new();
         let mut overlay_address = None;
         let mut dns_names = Vec::new();
+        let mut group_uris = Vec::new();
         if let Ok(Some(san)) = cert.subject_alternative_name() {
             for name in &san.value.general_names {
                 match name {
@@ -555,6 +575,8 @@ impl Verifier {
                     GeneralName::URI(uri) => {
                         if let Ok(addr) = OverlayAddress::from_uri(uri) {
                             overlay_address = Some(addr);
+                        } else {
+                            group_uris.push(*uri);
                         }
                     }
                     _ => {}
@@ -571,6 +593,10 @@ impl Verifier {
                 claimed: claimed_ip,
             });
         }
+        // A malformed group, or too many, is a certificate this CA does not
+        // issue: refused rather than half-read.
+        let groups =
+            crate::groups::Groups::from_uris(group_uris).map_err(|_| VerifyError::Malformed)?;
         let spki = cert.public_key();
         let key_type = spki_key_type(spki).ok_or(VerifyError::UnsupportedAlgorithm)?;
         let common_name = cert
@@ -584,6 +610,7 @@ impl Verifier {
             overlay_address,
             common_name,
             dns_names,
+            groups,
             serial: serial.to_vec(),
             not_after,
             key_type,

@@ -543,6 +543,15 @@ impl<A: PeerAuthenticator> Endpoint<A> {
         self.peers.get(&peer).is_some_and(|p| p.outbound.is_some())
     }
 
+    /// The DER certificate `peer` authenticated its current SA with (it
+    /// verified then): what its groups and names are read from.
+    pub fn peer_certificate(&self, peer: IpAddr) -> Option<&[u8]> {
+        self.peers
+            .get(&peer)
+            .and_then(|p| p.certificate.as_ref())
+            .map(|c| c.der.as_slice())
+    }
+
     /// SPIs of the inbound SAs from `peer` (current and draining).
     pub fn inbound_spis(&self, peer: IpAddr) -> Vec<u32> {
         self.peers

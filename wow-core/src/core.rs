@@ -297,6 +297,10 @@ pub struct Core<S: LeaseStore> {
     crl_reissue_at: Option<SystemTime>,
     peers: HashMap<Ipv4Addr, PeerInfo>,
     sa_peers: HashSet<IpAddr>,
+    /// Rules between the guest and its peers ([`Core::set_firewall`]).
+    firewall: crate::firewall::Firewall,
+    /// The groups and names of the peers with an SA, for the firewall.
+    firewall_peers: crate::firewall::PeerTable,
     /// STUN Binding server (nat-traversal): every node is an observer for
     /// its peers' reflexive endpoint discovery.
     stun: nat_traversal::server::Server,
@@ -640,6 +644,8 @@ impl<S: LeaseStore> Core<S> {
             crl_reissue_at: None,
             peers: HashMap::new(),
             sa_peers: HashSet::new(),
+            firewall: crate::firewall::Firewall::default(),
+            firewall_peers: crate::firewall::PeerTable::default(),
             stun,
             agent,
             loopback_underlay,
@@ -718,6 +724,36 @@ impl<S: LeaseStore> Core<S> {
     /// certificate yet, a CA configured).
     pub fn is_closed(&self) -> bool {
         self.closed && self.sa.is_none()
+    }
+    /// Enforces `rules` on the guest's traffic from now on (flows tracked
+    /// so far are forgotten).
+    pub fn set_firewall(&mut self, rules: crate::firewall::Rules, limits: crate::firewall::Limits) {
+        self.firewall = crate::firewall::Firewall::new(rules, limits);
+    }
+    /// The firewall (its counters and flows).
+    pub fn firewall(&self) -> &crate::firewall::Firewall {
+        &self.firewall
+    }
+    /// The firewall's decision on `packet` to (`inbound == false`) or from
+    /// the peer `peer`, whose groups count only if `authenticated`.
+    fn firewall_allows(
+        &mut self,
+        now: Instant,
+        inbound: bool,
+        peer: Ipv4Addr,
+        authenticated: bool,
+        packet: &[u8],
+    ) -> bool {
+        if !self.firewall.is_active() {
+            return true;
+        }
+        let info = self.firewall_peers.get(peer).filter(|_| authenticated);
+        let decision = if inbound {
+            self.firewall.inbound(now, packet, info.as_ref())
+        } else {
+            self.firewall.outbound(now, packet, info.as_ref())
+        };
+        decision.is_allowed()
     }
     /// Peers with a security association.
     pub fn sa_count(&self) -> usize {
@@ -1506,6 +1542,10 @@ impl<S: LeaseStore> Core<S> {
         // Trim link-layer padding.
         let len = usize::from(ip.total_len()).min(packet.len());
         let packet = &packet[..len];
+        // Groups of `dst` count only once an SA verified its certificate.
+        if !self.firewall_allows(now, false, dst, true, packet) {
+            return;
+        }
         self.counters.packets_routed += 1;
         self.peers.entry(dst).or_default().packets_out += 1;
         self.route_ip(now, dst, packet);
@@ -2010,6 +2050,7 @@ impl<S: LeaseStore> Core<S> {
             Ipv4Packet::new_checked(&plaintext[..]),
             Ok(ip) if ip.src_addr() == peer_ip && Some(ip.dst_addr()) == self.guest_addr
         );
+        let valid = valid && self.firewall_allows(now, true, peer_ip, authenticated, &plaintext);
         if valid {
             // Plaintext from a public host is delivered (the policy lets it
             // through) but never moves its route: that comes from the
@@ -2694,10 +2735,19 @@ impl<S: LeaseStore> Core<S> {
         match event {
             E::SaEstablished { peer, .. } => {
                 self.sa_peers.insert(peer);
+                if let (IpAddr::V4(ip), Some(cert)) = (
+                    peer,
+                    self.sa.as_ref().and_then(|sa| sa.peer_certificate(peer)),
+                ) {
+                    self.firewall_peers.learn(ip, cert);
+                }
                 self.events.push_back(CoreEvent::SaEstablished { peer });
             }
             E::PeerRemoved { peer, reason } => {
                 self.sa_peers.remove(&peer);
+                if let IpAddr::V4(ip) = peer {
+                    self.firewall_peers.forget(ip);
+                }
                 self.events.push_back(CoreEvent::SaFailed {
                     peer,
                     reason: reason.to_string(),

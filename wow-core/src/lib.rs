@@ -95,6 +95,7 @@ pub mod core;
 pub mod crl_dht;
 pub mod demo;
 pub mod enrol;
+pub mod firewall;
 #[cfg(feature = "test-util")]
 pub mod guest;
 pub mod membership;

@@ -166,6 +166,40 @@ impl CrlSummary {
     }
 }
 
+/// The firewall, when it has rules.
+#[derive(Debug, Clone, Serialize)]
+pub struct FirewallStatus {
+    /// Inbound rules.
+    pub inbound_rules: usize,
+    /// Outbound rules.
+    pub outbound_rules: usize,
+    /// Flows tracked.
+    pub flows: usize,
+    /// Decisions by direction and reason.
+    pub counters: crate::firewall::FirewallCounters,
+}
+
+impl FirewallStatus {
+    fn to_text(&self) -> String {
+        let c = &self.counters;
+        format!(
+            "firewall  {} in/{} out rules, {} flows; in {} by rule, {} tracked, {} dropped; \
+             out {} by rule, {} tracked, {} dropped; {} malformed, {} evicted\n",
+            self.inbound_rules,
+            self.outbound_rules,
+            self.flows,
+            c.in_rule,
+            c.in_tracked,
+            c.in_dropped,
+            c.out_rule,
+            c.out_tracked,
+            c.out_dropped,
+            c.malformed,
+            c.evicted
+        )
+    }
+}
+
 /// Everything `wow-node status` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -229,6 +263,8 @@ pub struct Status {
     pub turn_peers: Vec<String>,
     /// The CRL held, when certified.
     pub crl: Option<CrlSummary>,
+    /// The firewall, when it has rules.
+    pub firewall: Option<FirewallStatus>,
 }
 
 fn roles(r: Roles) -> Vec<&'static str> {
@@ -330,6 +366,12 @@ impl Status {
             turn_relayed: core.turn_relayed().map(|a| a.to_string()),
             turn_peers: core.turn_peers().iter().map(ToString::to_string).collect(),
             crl: core.crl_status(wall).map(|c| CrlSummary::of(c, wall)),
+            firewall: core.firewall().is_active().then(|| FirewallStatus {
+                inbound_rules: core.firewall().rules().inbound.len(),
+                outbound_rules: core.firewall().rules().outbound.len(),
+                flows: core.firewall().flow_count(),
+                counters: core.firewall().counters(),
+            }),
         }
     }
 
@@ -376,6 +418,9 @@ impl Status {
         );
         if let Some(crl) = &self.crl {
             s += &crl.to_text();
+        }
+        if let Some(firewall) = &self.firewall {
+            s += &firewall.to_text();
         }
         if let (Some(at), Some(left)) = (self.certificate_expires, self.certificate_expires_in_secs)
         {

@@ -13,7 +13,10 @@
 # Env: DUR=10 (seconds per iperf3 run), INSECURE=1 (wow-node without SAs),
 #      WOW_BIN=path (use this wow-node binary instead of building one),
 #      MTU=N (guest MTU override, e.g. 8192: datagrams are IP-fragmented on the
-#      1500-byte veth; default: derived from the underlay, 1384)
+#      1500-byte veth; default: derived from the underlay, 1384),
+#      FIREWALL=N (N >= 2 [[firewall.inbound]] rules in both nodes' configs:
+#      N-2 that match nothing here, then icmp and tcp/5201, so every new flow
+#      walks them all; compare with FIREWALL unset for the firewall's cost)
 set -eu
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -69,11 +72,19 @@ if [ "${INSECURE:-0}" != 1 ]; then
 fi
 TAP=""
 [ -n "${MTU:-}" ] && TAP=$'[tap]\nmtu = '"$MTU"$'\n'
+FW=""
+if [ "${FIREWALL:-0}" -ge 2 ]; then
+  for i in $(seq 1 $((FIREWALL - 2))); do
+    FW+=$'[[firewall.inbound]]\nproto = "tcp"\nport = '"$((10000 + i))"$'\ngroups = ["g'"$i"$'"]\n'
+  done
+  FW+=$'[[firewall.inbound]]\nproto = "icmp"\n[[firewall.inbound]]\nproto = "tcp"\nport = 5201\n'
+  echo "firewall: $FIREWALL inbound rules per node"
+fi
 for n in a b; do
   mkdir -p "$RES/$n"
   if [ $n = a ]; then listen=$UA:4000 boot='[]'; else listen=$UB:4000 boot="[\"$UA:4000\"]"; fi
-  printf '[node]\nstate_dir = "%s"\nlisten = "%s"\nbootstrap = %s\n\n[network]\ncidr = "10.128.0.0/16"\n\n%s\n%s' \
-    "$RES/$n" "$listen" "$boot" "$SEC" "$TAP" >"$RES/$n/node.toml"
+  printf '[node]\nstate_dir = "%s"\nlisten = "%s"\nbootstrap = %s\n\n[network]\ncidr = "10.128.0.0/16"\n\n%s\n%s\n%s' \
+    "$RES/$n" "$listen" "$boot" "$SEC" "$TAP" "$FW" >"$RES/$n/node.toml"
 done
 ip netns exec "$NA" "$BIN" up --config "$RES/a/node.toml" >"$RES/a.log" 2>&1 & PIDS+=($!); PA=$!
 sleep 0.3
@@ -106,6 +117,9 @@ for P in 1 4; do
     $P "$(awk -v b="$bps" 'BEGIN{print b/1e6}')" "$cpu" "$per")
   echo "$line" | tee -a "$RES/wow.txt"
 done
+if [ -n "$FW" ]; then
+  echo "firewall of node B: $("$BIN" status --state-dir "$RES/b" --json | jq -c .firewall)" | tee -a "$RES/wow.txt"
+fi
 
 echo
 echo "== summary (DUR=$DUR s, $(nproc) cores)"

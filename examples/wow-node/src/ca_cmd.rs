@@ -14,10 +14,10 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::Subcommand;
-use ipsec_ca::admin::{CertState, IssueError, der_or_pem, issue_node, parse_serial};
+use ipsec_ca::admin::{CertState, IssueError, der_or_pem, issue_node_in_groups, parse_serial};
 use ipsec_ca::file_store::write_atomic;
 use ipsec_ca::state::hex_encode as hex;
-use ipsec_ca::{Ca, CaIdentity, FileStore, KeyType, Policy, RevocationReason};
+use ipsec_ca::{Ca, CaIdentity, FileStore, Groups, KeyType, Policy, RevocationReason};
 
 use crate::enrol::CaRequest;
 
@@ -69,6 +69,11 @@ pub enum CaCommand {
         /// The DNS zone (`[network] domain`) bare names go in.
         #[arg(long, default_value = "wow.internal")]
         domain: String,
+        /// Groups the certificate carries, comma-separated (`admin,web`):
+        /// what `[[firewall.inbound]]` rules of other nodes match it by.
+        /// Lowercase letters, digits, `-`, `_`; at most 16 of 32 characters.
+        #[arg(long, default_value = "")]
+        groups: String,
     },
     /// Sign a node's certificate request (DER or PEM) for IP.
     Sign {
@@ -283,14 +288,17 @@ fn execute(command: CaCommand) -> Result<(), String> {
             days,
             names,
             domain,
+            groups,
         } => {
+            let groups = Groups::parse_list(&groups).map_err(|e| format!("--groups: {e}"))?;
             let mut ca = open(&dir)?;
             let names = names.iter().map(|name| host_name_in(name, &domain));
-            let node = issue_node(
+            let node = issue_node_in_groups(
                 &mut ca,
                 SystemTime::now(),
                 ip,
                 names,
+                &groups,
                 KeyType::Ed25519,
                 Some(self::days(days)),
             )

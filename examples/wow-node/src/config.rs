@@ -47,6 +47,9 @@
 //! [ca]
 //! # dir = "/var/lib/wow-ca"         # this node is the CA's (`wow-node ca init`)
 //! insecure_auto_approve = false     # INSECURE: sign requests without a join token
+//! [ca.groups]                       # groups a certificate for each address carries
+//! "10.128.0.10" = ["admin"]        # (enrolment, renewal; `ca issue --groups` sets its own)
+//!
 //! [dns]
 //! forward = true                    # names outside the zone go upstream (split DNS);
 //!                                   # never while the host is confined
@@ -60,6 +63,18 @@
 //! enabled = false                   # same as --confine
 //! allow_tcp_ports = [22]            # host ports that still answer (replies only)
 //!
+//! [firewall]                        # no rules: everything passes (as without it)
+//! max_flows = 65536                 # flows tracked so replies pass (oldest evicted)
+//! [[firewall.inbound]]              # once one inbound rule is set, the rest is denied
+//! proto = "icmp"                    # any, tcp, udp, icmp
+//! [[firewall.inbound]]
+//! proto = "tcp"
+//! port = 22                         # a port, "8000-8100" or "any" (tcp/udp only)
+//! groups = ["admin"]                # the peer's certificate carries every one
+//! # host = "db"                     # the peer: a virtual IP or a certified name
+//! # cidr = "10.128.0.0/24"          # the peer's address is in it
+//! # [[firewall.outbound]]           # the same keys; none: the guest sends anything
+//!
 //! [turn]
 //! # server = "192.0.2.1:3478"       # a TURN server: relayed endpoint of last resort
 //! # username = "wow"                # its long-term credentials, if it asks
@@ -68,6 +83,7 @@
 //!
 //! Relative paths are relative to `state_dir`.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -96,6 +112,8 @@ pub struct Config {
     pub dns: DnsSection,
     /// `[metrics]`.
     pub metrics: MetricsSection,
+    /// `[firewall]`.
+    pub firewall: FirewallSection,
 }
 
 /// `[metrics]`: the node's figures for Prometheus.
@@ -130,6 +148,97 @@ impl Default for DnsSection {
     }
 }
 
+/// `[firewall]`: rules between the guest and its peers (see
+/// [`wow_core::firewall`]). No rules: everything passes; a direction
+/// with a rule denies what none of its rules allows, except replies of
+/// tracked flows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FirewallSection {
+    /// Most flows tracked (the oldest is evicted beyond).
+    pub max_flows: usize,
+    /// `[[firewall.inbound]]`: what may reach the guest.
+    pub inbound: Vec<FirewallRule>,
+    /// `[[firewall.outbound]]`: what the guest may send.
+    pub outbound: Vec<FirewallRule>,
+}
+
+impl Default for FirewallSection {
+    fn default() -> Self {
+        FirewallSection {
+            max_flows: wow_core::firewall::Limits::default().max_flows,
+            inbound: Vec::new(),
+            outbound: Vec::new(),
+        }
+    }
+}
+
+/// A port as written: `22`, `"22"`, `"8000-8100"` or `"any"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    /// One port.
+    Number(u16),
+    /// A port, a range or `any`.
+    Text(String),
+}
+
+/// One `[[firewall.inbound]]` / `[[firewall.outbound]]` table: every key
+/// given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FirewallRule {
+    /// `any` (default), `tcp`, `udp` or `icmp`.
+    pub proto: Option<String>,
+    /// The destination port or range (TCP/UDP); none: any.
+    pub port: Option<PortSpec>,
+    /// Groups the peer's certificate must all carry.
+    pub groups: Vec<String>,
+    /// The peer: a virtual IP or a host name of its certificate.
+    pub host: Option<String>,
+    /// The network the peer's address is in.
+    pub cidr: Option<Ipv4Net>,
+}
+
+impl FirewallSection {
+    /// The rules, checked.
+    pub fn rules(&self) -> Result<wow_core::firewall::Rules, String> {
+        let convert = |which: &str, rules: &[FirewallRule]| {
+            rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let port = match &r.port {
+                        None => "any".to_owned(),
+                        Some(PortSpec::Number(n)) => n.to_string(),
+                        Some(PortSpec::Text(t)) => t.clone(),
+                    };
+                    wow_core::firewall::Rule::parse(
+                        r.proto.as_deref().unwrap_or("any"),
+                        &port,
+                        &r.groups,
+                        r.host.as_deref(),
+                        r.cidr,
+                    )
+                    .map_err(|e| format!("[[firewall.{which}]] #{}: {e}", i + 1))
+                })
+                .collect::<Result<Vec<_>, String>>()
+        };
+        Ok(wow_core::firewall::Rules {
+            inbound: convert("inbound", &self.inbound)?,
+            outbound: convert("outbound", &self.outbound)?,
+        })
+    }
+
+    /// The flow table's bounds.
+    pub fn limits(&self) -> wow_core::firewall::Limits {
+        wow_core::firewall::Limits {
+            max_flows: self.max_flows,
+            ..wow_core::firewall::Limits::default()
+        }
+    }
+}
+
 /// `[turn]`: a TURN server (RFC 8656) as the relay of last resort, for
 /// peers that reach neither us nor a common overlay node directly.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +261,25 @@ pub struct CaSection {
     /// Sign requests without a join token at once (insecure: anyone who
     /// reaches the CA gets any free address).
     pub insecure_auto_approve: bool,
+    /// The groups the CA grants each address (`[ca.groups]`,
+    /// `"10.128.0.10" = ["admin"]`): a certificate it signs for the address
+    /// carries these (only those of them the request asks for, if it asks);
+    /// an address not listed gets none. See [`ipsec_ca::Policy::groups`].
+    pub groups: BTreeMap<Ipv4Addr, Vec<String>>,
+}
+
+impl CaSection {
+    /// [`CaSection::groups`] checked, for [`ipsec_ca::Policy::groups`].
+    pub fn policy_groups(&self) -> Result<BTreeMap<Ipv4Addr, ipsec_ca::Groups>, String> {
+        self.groups
+            .iter()
+            .map(|(ip, names)| {
+                ipsec_ca::Groups::new(names)
+                    .map(|g| (*ip, g))
+                    .map_err(|e| format!("[ca.groups] {ip}: {e}"))
+            })
+            .collect()
+    }
 }
 
 /// `[node]`.

@@ -351,6 +351,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         core.set_turn(now, turn).map_err(|e| format!("TURN: {e}"))?;
         tracing::info!(%server, "TURN server configured as the relay of last resort");
     }
+    core.set_firewall(config.firewall.rules()?, config.firewall.limits());
     // Our interfaces' addresses as host candidates, for peers behind our
     // own NAT (bound to all addresses only); read again every 30 s.
     let mut host_candidates = crate::interfaces::HostCandidates::new(socket.local_addr().ok(), now);
@@ -368,6 +369,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             network: Some((net.network(), net.prefix_len())),
             // Host names are certified as `<name>.<zone>`, one per key.
             dns_zone: Some(config.network.domain.to_ascii_lowercase()),
+            groups: config.ca.policy_groups()?,
             ..ipsec_ca::Policy::default()
         };
         // The CA's changes are written by a thread of their own; its

@@ -75,6 +75,8 @@ fn init_and_issue_with_names_write_the_credentials() {
         "DB",
         "--name",
         "web.wow.internal",
+        "--groups",
+        "web,admin",
     ]);
     assert!(said.starts_with("issued 10.128.0.7 serial "), "{said}");
     let pem = std::fs::read_to_string(out.join(NODE_CERT_FILE)).unwrap();
@@ -83,24 +85,42 @@ fn init_and_issue_with_names_write_the_credentials() {
         ipsec_ca::verify::certificate_dns_names(&der).unwrap(),
         ["db.wow.internal", "web.wow.internal"]
     );
+    let ca_der = ipsec_ca::key::from_pem(
+        "CERTIFICATE",
+        &std::fs::read_to_string(out.join(CA_CERT_FILE)).unwrap(),
+    )
+    .unwrap();
+    let peer = ipsec_ca::Verifier::new(&ca_der)
+        .unwrap()
+        .verify(
+            std::time::SystemTime::now(),
+            &der,
+            "10.128.0.7".parse().unwrap(),
+        )
+        .unwrap();
+    assert_eq!(peer.groups.to_string(), "admin,web");
     let key = std::fs::metadata(out.join(NODE_KEY_FILE)).unwrap();
     assert_eq!(key.permissions().mode() & 0o777, 0o600);
     assert_eq!(
         std::fs::read(out.join(CA_CERT_FILE)).unwrap(),
         std::fs::read(ca_dir.join("ca.pem")).unwrap()
     );
-    let bad = refused(&[
-        "issue",
-        "--dir",
-        path(&ca_dir),
-        "--ip",
-        "10.128.0.8",
-        "--out",
-        path(&base.path().join("bad")),
-        "--name",
-        "d b",
-    ]);
-    assert!(bad.contains("--name"), "{bad}");
+    // A malformed name or group is refused naming its option.
+    let bad_dir = base.path().join("bad");
+    for (option, value) in [("--name", "d b"), ("--groups", "Admin")] {
+        let bad = refused(&[
+            "issue",
+            "--dir",
+            path(&ca_dir),
+            "--ip",
+            "10.128.0.8",
+            "--out",
+            path(&bad_dir),
+            option,
+            value,
+        ]);
+        assert!(bad.contains(option), "{bad}");
+    }
     // `list` shows the one certificate, live.
     let list = ok(&["list", "--dir", path(&ca_dir)]);
     assert_eq!(list.lines().count(), 2, "{list}");

@@ -79,3 +79,29 @@ fn a_config_with_secrets_must_not_be_world_readable() {
 fn unknown_keys_are_refused() {
     assert!(toml::from_str::<Config>("[node]\nlisten_port = 1\n").is_err());
 }
+
+#[test]
+fn ca_groups_are_checked() {
+    let c = documented_example();
+    let groups = c.ca.policy_groups().unwrap();
+    let admin = groups.get(&Ipv4Addr::new(10, 128, 0, 10)).unwrap();
+    assert!(admin.contains("admin"));
+    let bad: Config = toml::from_str("[ca.groups]\n\"10.128.0.9\" = [\"Not Valid\"]\n").unwrap();
+    let e = bad.ca.policy_groups().unwrap_err();
+    assert!(e.contains("10.128.0.9"), "{e}");
+}
+
+#[test]
+fn firewall_rules_are_checked() {
+    let c = documented_example();
+    let rules = c.firewall.rules().unwrap();
+    assert_eq!(rules.inbound.len(), 2);
+    assert!(rules.outbound.is_empty());
+    assert!(rules.inbound[1].groups.contains("admin"));
+    let text = "[[firewall.outbound]]\nproto = \"udp\"\nport = \"53-54\"\n\
+                [[firewall.outbound]]\nproto = \"icmp\"\nport = 7\n";
+    let bad: Config = toml::from_str(text).unwrap();
+    let e = bad.firewall.rules().unwrap_err();
+    assert!(e.contains("[[firewall.outbound]] #2"), "{e}");
+    assert!(toml::from_str::<Config>("[[firewall.inbound]]\nports = 1\n").is_err());
+}
