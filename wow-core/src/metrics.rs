@@ -283,6 +283,42 @@ pub fn encode(status: &Status) -> Result<String, std::fmt::Error> {
             &dropped,
         );
     }
+    if let Some(fw) = &status.firewall {
+        let f = &fw.counters;
+        let by = |direction, verdict| vec![("direction", direction), ("verdict", verdict)];
+        counters(
+            &mut r,
+            "firewall_packets",
+            "Packets the firewall decided, by direction and verdict",
+            &[
+                (by("in", "rule"), f.in_rule),
+                (by("in", "tracked"), f.in_tracked),
+                (by("in", "dropped"), f.in_dropped),
+                (by("out", "rule"), f.out_rule),
+                (by("out", "tracked"), f.out_tracked),
+                (by("out", "dropped"), f.out_dropped),
+            ],
+        );
+        counter(
+            &mut r,
+            "firewall_malformed",
+            "Packets the firewall dropped as malformed",
+            f.malformed,
+        );
+        counter(
+            &mut r,
+            "firewall_flows_evicted",
+            "Flows evicted from a full table",
+            f.evicted,
+        );
+        gauge(&mut r, "firewall_flows", "Flows tracked", count(fw.flows));
+        gauge(
+            &mut r,
+            "firewall_rules",
+            "Firewall rules, both directions",
+            count(fw.inbound_rules + fw.outbound_rules),
+        );
+    }
     if let Some(crl) = &status.crl {
         gauge(
             &mut r,
@@ -353,6 +389,10 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
         assert!(!text.contains("wow_sa_handshakes"), "{text}");
+        assert!(
+            !text.contains("wow_firewall"),
+            "no rules, no firewall family: {text}"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }
