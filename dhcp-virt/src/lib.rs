@@ -20,6 +20,8 @@
 //!   such as an overlay DHT, and every renewal re-claims it: a duplicate
 //!   left by a healed partition is given up ([`Event::ClaimLost`]) and the
 //!   loser's next REQUEST is NAKed; see [`directory`].
+//! * Central: a designated node's [`central::Registry`] can be the
+//!   directory instead, one authority for the whole network.
 //! * Every refusal is a typed [`Refusal`] the caller can log.
 //!
 //! # Example
@@ -142,6 +144,7 @@
     allow(rustdoc::broken_intra_doc_links)
 )]
 
+pub mod central;
 pub mod directory;
 pub mod error;
 #[cfg(feature = "file-store")]

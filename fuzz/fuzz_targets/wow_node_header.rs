@@ -1,6 +1,6 @@
 //! Parses arbitrary bytes as wow-node's data header (the payload of every
 //! overlay `Data` message), as a punch request's endpoint list, as a CRL
-//! manifest body, a CRL message (the CA node's), a ring-walk message and a signed CRL manifest
+//! manifest body, a CRL message (the CA node's), a ring-walk message, a central-allocation message and a signed CRL manifest
 //! (alone, and spliced into a genuine one). (LAN announcements have their
 //! own target, `overlay_core_lan`.) What parses must re-emit to the same
 //! bytes; a signed manifest verifies only unchanged; nothing may panic.
@@ -61,5 +61,9 @@ fuzz_target!(|data: &[u8]| {
     // A ring-walk message: what parses re-emits to the same bytes.
     if let Ok(walk) = wow_core::walk::Message::parse(data) {
         assert_eq!(&walk.to_bytes()[..], data);
+    }
+    // A central-allocation claim or answer: the same.
+    if let Ok(alloc) = wow_core::alloc::Message::parse(data) {
+        assert_eq!(&alloc.to_bytes()[..], data);
     }
 });

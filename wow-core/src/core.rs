@@ -99,6 +99,9 @@ pub struct Settings {
     pub lease_duration: Duration,
     /// Allocate through the DHT (decentralised) rather than from a local pool.
     pub dht_allocation: bool,
+    /// Central allocation: every new address is granted by one designated
+    /// node (see [`crate::alloc`]); takes precedence over `dht_allocation`.
+    pub allocator: Option<Allocator>,
     /// Only this address is offered (the address in the node's certificate).
     pub fixed_addr: Option<Ipv4Addr>,
     /// Hosts of the network reachable without a security association.
@@ -111,6 +114,16 @@ pub struct Settings {
     /// Names outside the zone are forwarded upstream (split DNS, see
     /// [`Core::poll_dns_forward`]) instead of answered REFUSED.
     pub dns_forward: bool,
+}
+
+/// Who grants addresses in central allocation ([`Settings::allocator`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocator {
+    /// This node: it keeps the network's lease table and answers every
+    /// node's claims.
+    This,
+    /// The node at this overlay address.
+    Node(Address),
 }
 
 /// A node's certificate, key and CA certificate (DER).
@@ -323,6 +336,10 @@ pub struct Core<S: LeaseStore> {
     /// The ring walk under way (`status --network`), and its result.
     walk: Option<crate::walk::Walk>,
     walk_replies: crate::walk::ReplyLimit,
+    /// Central allocation, allocator: the network's lease table.
+    registry: Option<dhcp_virt::central::Registry<Address>>,
+    /// Central allocation, any other node: claims awaiting the allocator.
+    alloc_pending: Option<crate::alloc::Pending>,
     enrolment: Option<ipsec_ca::Enrolment>,
     enrol_out: Vec<Vec<u8>>,
     ca_address: Option<Address>,
@@ -539,13 +556,22 @@ impl<S: LeaseStore> Core<S> {
         } else if let Some((first, last)) = settings.pool {
             dhcp_config.pool = dhcp_virt::Pool::range(first, last);
         }
-        if settings.dht_allocation {
+        if settings.dht_allocation || settings.allocator.is_some() {
             dhcp_config.allocation = dhcp_virt::Allocation::Directory {
                 claim_timeout: Duration::from_secs(8),
                 max_attempts: 8,
             };
         }
         let dhcp = dhcp_virt::Server::new(now, wall, dhcp_config, leases)?;
+        let (registry, alloc_pending) = match settings.allocator {
+            Some(Allocator::This) => {
+                let mut config = dhcp_virt::central::RegistryConfig::new(settings.network);
+                config.excluded = vec![settings.gateway_addr];
+                (Some(dhcp_virt::central::Registry::new(config)), None)
+            }
+            Some(Allocator::Node(at)) => (None, Some(crate::alloc::Pending::new(at))),
+            None => (None, None),
+        };
 
         let mut dns_config = dns_virt::Config {
             mode: dns_virt::Mode::Decentralised,
@@ -657,6 +683,8 @@ impl<S: LeaseStore> Core<S> {
             ca_hold: None,
             walk: None,
             walk_replies: crate::walk::ReplyLimit::default(),
+            registry,
+            alloc_pending,
             enrolment: None,
             enrol_out: Vec::new(),
             ca_found_at: None,
@@ -1392,6 +1420,121 @@ impl<S: LeaseStore> Core<S> {
         }
     }
 
+    // ----- central allocation -----
+
+    /// A claim or release of our DHCP server, for the allocator.
+    fn on_central_request(&mut self, now: Instant, request: dhcp_virt::DirectoryRequest) {
+        let owner = request.owner.to_bytes();
+        let me = self.overlay.address();
+        if let Some(registry) = self.registry.as_mut() {
+            let result = match request.op {
+                DirectoryOp::Claim => {
+                    registry.claim(now, me, request.addr, &owner, request.lease_duration)
+                }
+                DirectoryOp::Release => registry.release(now, &me, request.addr, &owner),
+            };
+            self.dhcp.handle_directory_completion(
+                now,
+                DirectoryCompletion {
+                    id: request.id,
+                    result,
+                },
+            );
+            return;
+        }
+        let id = match self.randomness {
+            Randomness::Os => os_random_u64(),
+            Randomness::InsecureSeed(_) => me.prefix() ^ request.id.0,
+        };
+        let Some(pending) = self.alloc_pending.as_mut() else {
+            return;
+        };
+        let allocator = pending.allocator();
+        if !pending.insert(now, id, request.id) {
+            self.dhcp.handle_directory_completion(
+                now,
+                DirectoryCompletion {
+                    id: request.id,
+                    result: ClaimResult::Failed,
+                },
+            );
+            return;
+        }
+        let message = crate::alloc::Message::Claim {
+            id,
+            op: match request.op {
+                DirectoryOp::Claim => crate::alloc::Op::Claim,
+                DirectoryOp::Release => crate::alloc::Op::Release,
+            },
+            addr: request.addr,
+            lease_secs: u32::try_from(request.lease_duration.as_secs()).unwrap_or(u32::MAX),
+            owner,
+        };
+        tracing::debug!(addr = %request.addr, %allocator, "address claim sent to the allocator");
+        self.send_to_node(now, allocator, Kind::Alloc, &message.to_bytes());
+    }
+
+    fn on_alloc_message(&mut self, now: Instant, source: Address, body: &[u8]) {
+        let message = match crate::alloc::Message::parse(body) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(%source, error = %e, "allocation message dropped");
+                self.counters.malformed += 1;
+                return;
+            }
+        };
+        match message {
+            crate::alloc::Message::Claim {
+                id,
+                op,
+                addr,
+                lease_secs,
+                owner,
+            } => {
+                // Only the allocator answers; others drop claims silently.
+                let Some(registry) = self.registry.as_mut() else {
+                    return;
+                };
+                let lease = Duration::from_secs(u64::from(lease_secs));
+                let result = match op {
+                    crate::alloc::Op::Claim => registry.claim(now, source, addr, &owner, lease),
+                    crate::alloc::Op::Release => registry.release(now, &source, addr, &owner),
+                };
+                tracing::debug!(%source, %addr, ?op, ?result, "address claim answered");
+                let answer = crate::alloc::Message::Answer { id, result };
+                self.send_to_node(now, source, Kind::Alloc, &answer.to_bytes());
+            }
+            crate::alloc::Message::Answer { id, result } => {
+                let Some(pending) = self.alloc_pending.as_mut() else {
+                    return;
+                };
+                match pending.answer(source, id, result) {
+                    Some((request, result)) => self.dhcp.handle_directory_completion(
+                        now,
+                        DirectoryCompletion {
+                            id: request,
+                            result,
+                        },
+                    ),
+                    None => {
+                        tracing::debug!(%source, "allocation answer ignored (not the allocator's, or not pending)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Who grants addresses, in central allocation.
+    pub fn allocator(&self) -> Option<Allocator> {
+        self.settings.allocator
+    }
+
+    /// The allocator's lease table: how many addresses it has granted
+    /// (`None` unless this node is the allocator).
+    pub fn central_leases(&self) -> Option<usize> {
+        self.registry.as_ref().map(|r| r.len())
+    }
+
     /// Asks the DHT and the CA node for chunk `index` of the CRL under way.
     fn request_crl_chunk(&mut self, now: Instant, index: u16) {
         let Some(m) = self.crl.current() else {
@@ -1929,6 +2072,10 @@ impl<S: LeaseStore> Core<S> {
             self.on_walk_message(now, source, hops, packet.body());
             return;
         }
+        if repr.kind == Kind::Alloc {
+            self.on_alloc_message(now, source, packet.body());
+            return;
+        }
         if repr.kind == Kind::Offer {
             match nat_traversal::wire::SignalRepr::parse_bytes(packet.body()) {
                 Ok(nat_traversal::wire::SignalRepr::Offer(mut offer)) => {
@@ -2040,7 +2187,7 @@ impl<S: LeaseStore> Core<S> {
                 }
                 plaintext.extend_from_slice(body);
             }
-            (Kind::Punch | Kind::Enrol | Kind::Offer | Kind::Crl | Kind::Walk, _) => {
+            (Kind::Punch | Kind::Enrol | Kind::Offer | Kind::Crl | Kind::Walk | Kind::Alloc, _) => {
                 self.open_buf = plaintext;
                 return;
             }
@@ -2579,6 +2726,10 @@ impl<S: LeaseStore> Core<S> {
     }
 
     fn on_directory_request(&mut self, now: Instant, request: dhcp_virt::DirectoryRequest) {
+        if self.settings.allocator.is_some() {
+            self.on_central_request(now, request);
+            return;
+        }
         match request.op {
             DirectoryOp::Claim => {
                 let owner = request.owner.to_bytes();

@@ -30,6 +30,7 @@ pub fn settings() -> Settings {
         guest_mtu: guest_mtu(1500),
         lease_duration: Duration::from_secs(3600),
         dht_allocation: true,
+        allocator: None,
         fixed_addr: None,
         public_hosts: Vec::new(),
         pool: None,

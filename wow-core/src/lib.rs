@@ -89,6 +89,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod alloc;
 pub mod ca_command;
 mod ca_hold;
 pub mod core;

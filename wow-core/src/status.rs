@@ -235,6 +235,11 @@ pub struct Status {
     pub sa: Option<SaCounters>,
     /// DHCP leases this node holds for its guest side.
     pub leases: usize,
+    /// Central allocation: the allocator's overlay address (this node's
+    /// own when it is the allocator); `None` in DHT or local allocation.
+    pub allocator: Option<String>,
+    /// Central allocation, on the allocator: addresses granted network-wide.
+    pub central_leases: Option<usize>,
     /// Peers with a security association.
     pub security_associations: usize,
     /// Traffic counters.
@@ -350,6 +355,11 @@ impl Status {
             overlay: OverlayCounters::of(overlay.stats()),
             sa: core.sa_stats().map(SaCounters::of),
             leases: core.lease_count(),
+            allocator: core.allocator().map(|a| match a {
+                crate::core::Allocator::This => overlay.address().to_string(),
+                crate::core::Allocator::Node(at) => at.to_string(),
+            }),
+            central_leases: core.central_leases(),
             security_associations: core.sa_count(),
             counters: core.counters(),
             dns_queries: core.dns_stats().queries,
@@ -416,6 +426,12 @@ impl Status {
             },
             self.security_associations
         );
+        if let Some(allocator) = &self.allocator {
+            s += &match self.central_leases {
+                Some(n) => format!("allocator this node ({n} addresses granted network-wide)\n"),
+                None => format!("allocator {allocator} (central allocation)\n"),
+            };
+        }
         if let Some(crl) = &self.crl {
             s += &crl.to_text();
         }

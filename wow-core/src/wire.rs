@@ -64,6 +64,8 @@ pub enum Kind {
     Crl,
     /// A ring-walk request or answer (see [`crate::walk::Message`]).
     Walk,
+    /// A central-allocation claim or answer (see [`crate::alloc::Message`]).
+    Alloc,
 }
 
 impl Kind {
@@ -76,6 +78,7 @@ impl Kind {
             Kind::Offer => 5,
             Kind::Crl => 6,
             Kind::Walk => 7,
+            Kind::Alloc => 8,
         }
     }
     fn from_code(code: u8) -> Option<Kind> {
@@ -87,6 +90,7 @@ impl Kind {
             5 => Some(Kind::Offer),
             6 => Some(Kind::Crl),
             7 => Some(Kind::Walk),
+            8 => Some(Kind::Alloc),
             _ => None,
         }
     }

@@ -17,9 +17,11 @@
 //! gateway = "10.128.0.1"            # virtual gateway, DHCP and DNS server (default: first host)
 //! domain = "wow.internal"           # DNS zone
 //! lease_secs = 3600                 # DHCP lease time
-//! allocation = "dht"                # "dht" (decentralised) or "local"
+//! allocation = "dht"                # "dht" (decentralised), "local" or "central"
 //! # pool = ["10.128.4.1", "10.128.7.254"]  # lease only from here (default: the
 //!                                   # whole cidr); disjoint per node with "local"
+//! # allocator = "self"              # "central": "self" on the one node that grants
+//!                                   # every address, its overlay address elsewhere
 //!
 //! [tap]
 //! name = "wow0"                     # TAP device
@@ -331,6 +333,9 @@ pub enum AllocationMode {
     Dht,
     /// A local pool (one node per network, or disjoint pools).
     Local,
+    /// One designated node grants every address (`allocator`), through
+    /// the overlay: no duplicates, whatever the pools.
+    Central,
 }
 
 /// `[network]`.
@@ -351,6 +356,9 @@ pub struct NetworkSection {
     /// (inclusive, inside `cidr`); none: the whole network. Give nodes
     /// that allocate `"local"`ly disjoint pools.
     pub pool: Option<[Ipv4Addr; 2]>,
+    /// With `allocation = "central"`: `"self"` on the designated node,
+    /// its overlay address (from its `status`) on every other.
+    pub allocator: Option<String>,
 }
 
 impl Default for NetworkSection {
@@ -362,6 +370,7 @@ impl Default for NetworkSection {
             lease_secs: 3600,
             allocation: AllocationMode::Dht,
             pool: None,
+            allocator: None,
         }
     }
 }

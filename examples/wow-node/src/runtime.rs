@@ -199,6 +199,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         guest_mtu: mtu,
         lease_duration: Duration::from_secs(config.network.lease_secs.max(60)),
         dht_allocation: config.network.allocation == AllocationMode::Dht,
+        allocator: allocator(&config.network)?,
         fixed_addr: membership.certified_ip(),
         public_hosts: config.security.public_hosts.clone(),
         pool: config.network.pool.map(|[first, last]| (first, last)),
@@ -947,6 +948,26 @@ impl Disk {
 
 /// Split DNS's upstream resolvers (`[dns]`), or `None`: forwarding off,
 /// names outside the zone answered REFUSED.
+/// `[network] allocation` and `allocator`: who grants addresses in central
+/// allocation.
+fn allocator(
+    network: &crate::config::NetworkSection,
+) -> Result<Option<wow_core::core::Allocator>, String> {
+    use wow_core::core::Allocator;
+    match (network.allocation, network.allocator.as_deref()) {
+        (AllocationMode::Central, Some("self")) => Ok(Some(Allocator::This)),
+        (AllocationMode::Central, Some(text)) => text
+            .parse::<Address>()
+            .map(|a| Some(Allocator::Node(a)))
+            .map_err(|e| format!("[network] allocator = {text:?}: not \"self\" nor an overlay address ({e:?})")),
+        (AllocationMode::Central, None) => Err(
+            "[network] allocation = \"central\" needs allocator = \"self\" (on the allocating node) or its overlay address".into(),
+        ),
+        (_, Some(_)) => Err("[network] allocator is set but allocation is not \"central\"".into()),
+        (_, None) => Ok(None),
+    }
+}
+
 fn dns_upstream(config: &Config, confine: bool) -> Option<crate::upstream::Upstream> {
     if !config.dns.forward {
         return None;
