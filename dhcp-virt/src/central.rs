@@ -35,6 +35,18 @@
 //! * A release by the holder frees the address; a release by anyone else
 //!   changes nothing.
 //!
+//! # Persistence
+//!
+//! [`Registry::open`] keeps the table in any [`LeaseStore`] (the
+//! [`FileStore`](crate::FileStore): an atomically replaced snapshot and a
+//! journal, one `fdatasync` per change): every grant, renewal and release
+//! is written before [`Registry::claim`] returns, so an answer never
+//! promises what a crash would forget. A write that fails answers
+//! [`ClaimResult::Failed`] and changes nothing. Each record is stored as a
+//! [`Lease`] of its address whose client key packs the requester and the
+//! owner ([`ClientKey::Id`]: requester length, requester, owner) and whose
+//! expiry is wall-clock time; reopening drops what expired meanwhile.
+//!
 //! ```
 //! use std::time::{Duration, Instant};
 //! use dhcp_virt::central::{Registry, RegistryConfig};
@@ -59,9 +71,13 @@ use std::hash::Hash;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use std::time::SystemTime;
+
 use ipnet::Ipv4Net;
 
 use crate::directory::ClaimResult;
+use crate::error::StoreError;
+use crate::lease::{ClientKey, Lease, LeaseState, LeaseStore};
 
 /// Longest owner identity a registry stores ([`ClientKey::to_bytes`] is at
 /// most 1 + 255 bytes; longer owners are refused as malformed).
@@ -110,9 +126,43 @@ pub struct Record<R> {
     pub expires: Instant,
 }
 
+/// Where a [`Registry`] writes its records (see
+/// [Persistence](self#persistence)).
+struct Persist<R> {
+    store: Box<dyn LeaseStore + Send>,
+    /// The requester's bytes in a stored record.
+    encode: fn(&R) -> Vec<u8>,
+    /// An `Instant` and the wall-clock time it was, to store expiries as
+    /// Unix seconds.
+    anchor: (Instant, SystemTime),
+}
+
+impl<R> Persist<R> {
+    fn unix(&self, at: Instant) -> u64 {
+        let wall = self.anchor.1 + at.saturating_duration_since(self.anchor.0);
+        wall.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
+    fn put(&mut self, addr: Ipv4Addr, record: &Record<R>) -> Result<(), StoreError> {
+        let requester = (self.encode)(&record.requester);
+        let mut packed = Vec::with_capacity(1 + requester.len() + record.owner.len());
+        packed.push(requester.len().min(255) as u8);
+        packed.extend_from_slice(&requester[..requester.len().min(255)]);
+        packed.extend_from_slice(&record.owner);
+        let lease = Lease {
+            addr,
+            client: ClientKey::Id(packed),
+            expires_unix: self.unix(record.expires),
+            state: LeaseState::Bound,
+            hostname: None,
+        };
+        self.store.put(&lease)
+    }
+}
+
 /// The designated node's table of the whole network's leases (see the
 /// [module docs](self)).
-#[derive(Debug, Clone)]
 pub struct Registry<R> {
     config: RegistryConfig,
     records: HashMap<Ipv4Addr, Record<R>>,
@@ -120,17 +170,88 @@ pub struct Registry<R> {
     /// Expiry times, possibly stale (a renewed record's old time stays
     /// until popped; [`Registry::expire`] checks the record itself).
     expiries: BinaryHeap<Reverse<(Instant, Ipv4Addr)>>,
+    persist: Option<Persist<R>>,
+}
+
+impl<R: std::fmt::Debug> std::fmt::Debug for Registry<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("config", &self.config)
+            .field("records", &self.records.len())
+            .field("persistent", &self.persist.is_some())
+            .finish()
+    }
 }
 
 impl<R: Clone + Eq + Hash> Registry<R> {
-    /// An empty registry.
+    /// An empty registry in memory only.
     pub fn new(config: RegistryConfig) -> Self {
         Registry {
             config,
             records: HashMap::new(),
             per_requester: HashMap::new(),
             expiries: BinaryHeap::new(),
+            persist: None,
         }
+    }
+
+    /// A registry kept in `store`, holding what the store holds (records
+    /// that expired by `wall`, lie outside the network or do not decode
+    /// are left out). `now` and `wall` are the same moment; `encode` and
+    /// `decode` turn a requester into the bytes stored and back.
+    pub fn open(
+        config: RegistryConfig,
+        mut store: Box<dyn LeaseStore + Send>,
+        now: Instant,
+        wall: SystemTime,
+        encode: fn(&R) -> Vec<u8>,
+        decode: fn(&[u8]) -> Option<R>,
+    ) -> Result<Self, StoreError> {
+        let stored = store.load()?;
+        let mut registry = Registry::new(config);
+        let wall_secs = wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for lease in stored {
+            let ClientKey::Id(packed) = &lease.client else {
+                continue;
+            };
+            let Some((&len, rest)) = packed.split_first() else {
+                continue;
+            };
+            let Some((requester, owner)) = rest.split_at_checked(usize::from(len)) else {
+                continue;
+            };
+            let Some(requester) = decode(requester) else {
+                continue;
+            };
+            let left = lease.expires_unix.saturating_sub(wall_secs);
+            if left == 0
+                || owner.is_empty()
+                || owner.len() > MAX_OWNER_LEN
+                || !registry.in_range(lease.addr)
+                || registry.records.len() >= registry.config.max_records
+            {
+                continue;
+            }
+            let expires = now + Duration::from_secs(left).min(registry.config.max_lease);
+            *registry.per_requester.entry(requester.clone()).or_insert(0) += 1;
+            registry.records.insert(
+                lease.addr,
+                Record {
+                    owner: owner.to_vec(),
+                    requester,
+                    expires,
+                },
+            );
+            registry.expiries.push(Reverse((expires, lease.addr)));
+        }
+        registry.persist = Some(Persist {
+            store,
+            encode,
+            anchor: (now, wall),
+        });
+        Ok(registry)
     }
 
     /// Its limits.
@@ -161,27 +282,36 @@ impl<R: Clone + Eq + Hash> Registry<R> {
             return ClaimResult::Taken;
         }
         let expires = now + lease.min(self.config.max_lease);
-        if let Some(record) = self.records.get_mut(&addr) {
+        if let Some(record) = self.records.get(&addr) {
             if record.owner != owner || record.requester != requester {
                 return ClaimResult::Taken;
             }
-            record.expires = expires;
-            self.expiries.push(Reverse((expires, addr)));
-            return ClaimResult::Granted;
+        } else {
+            let held = self.per_requester.get(&requester).copied().unwrap_or(0);
+            if held >= self.config.max_per_requester
+                || self.records.len() >= self.config.max_records
+            {
+                return ClaimResult::Taken;
+            }
         }
-        let held = self.per_requester.get(&requester).copied().unwrap_or(0);
-        if held >= self.config.max_per_requester || self.records.len() >= self.config.max_records {
-            return ClaimResult::Taken;
+        let record = Record {
+            owner: owner.to_vec(),
+            requester,
+            expires,
+        };
+        // Durable before it is granted: a failed write changes nothing.
+        if let Some(p) = self.persist.as_mut()
+            && p.put(addr, &record).is_err()
+        {
+            return ClaimResult::Failed;
         }
-        *self.per_requester.entry(requester.clone()).or_insert(0) += 1;
-        self.records.insert(
-            addr,
-            Record {
-                owner: owner.to_vec(),
-                requester,
-                expires,
-            },
-        );
+        if !self.records.contains_key(&addr) {
+            *self
+                .per_requester
+                .entry(record.requester.clone())
+                .or_insert(0) += 1;
+        }
+        self.records.insert(addr, record);
         self.expiries.push(Reverse((expires, addr)));
         ClaimResult::Granted
     }
@@ -200,6 +330,11 @@ impl<R: Clone + Eq + Hash> Registry<R> {
         match self.records.get(&addr) {
             None => ClaimResult::Granted,
             Some(r) if r.owner == owner && &r.requester == requester => {
+                if let Some(p) = self.persist.as_mut()
+                    && p.store.remove(addr).is_err()
+                {
+                    return ClaimResult::Failed;
+                }
                 self.remove(addr);
                 ClaimResult::Granted
             }
@@ -216,6 +351,12 @@ impl<R: Clone + Eq + Hash> Registry<R> {
             }
             self.expiries.pop();
             if self.records.get(&addr).is_some_and(|r| r.expires <= now) {
+                // A removal that fails to reach the disk is harmless: the
+                // stored record's expiry has passed too, and reopening
+                // drops it.
+                if let Some(p) = self.persist.as_mut() {
+                    let _ = p.store.remove(addr);
+                }
                 self.remove(addr);
                 dropped += 1;
             }
@@ -402,6 +543,93 @@ mod tests {
             r.claim(now, 1, ip(200), b"honest", HOUR),
             ClaimResult::Granted
         );
+    }
+
+    #[cfg(feature = "file-store")]
+    #[test]
+    fn a_reopened_registry_keeps_what_it_granted() {
+        use crate::FileStore;
+        let dir = std::env::temp_dir().join(format!("dhcp-virt-central-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("allocator.json");
+        let now = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let config = RegistryConfig::new("10.128.0.0/24".parse().unwrap());
+        let encode: fn(&u32) -> Vec<u8> = |r| r.to_be_bytes().to_vec();
+        let decode: fn(&[u8]) -> Option<u32> = |b| Some(u32::from_be_bytes(b.try_into().ok()?));
+        let open = |now, wall| {
+            let store = Box::new(FileStore::open(&path).unwrap());
+            Registry::open(config.clone(), store, now, wall, encode, decode).unwrap()
+        };
+        let mut r = open(now, wall);
+        assert_eq!(r.claim(now, 1, ip(5), b"a", HOUR), ClaimResult::Granted);
+        assert_eq!(r.claim(now, 2, ip(6), b"b", 2 * HOUR), ClaimResult::Granted);
+        assert_eq!(r.claim(now, 2, ip(7), b"c", HOUR), ClaimResult::Granted);
+        assert_eq!(r.release(now, &2, ip(7), b"c"), ClaimResult::Granted);
+        drop(r);
+
+        // A crash and a restart 30 minutes later: both grants hold.
+        let later = now + Duration::from_secs(10);
+        let mut r = open(later, wall + HOUR / 2);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.held_by(&2), 1);
+        assert_eq!(r.claim(later, 3, ip(5), b"z", HOUR), ClaimResult::Taken);
+        assert_eq!(r.claim(later, 3, ip(7), b"z", HOUR), ClaimResult::Granted);
+        assert_eq!(
+            r.get(ip(5)).map(|rec| rec.expires),
+            Some(later + HOUR / 2),
+            "the remaining half hour"
+        );
+        drop(r);
+
+        // Ninety minutes after the first start: .5 expired, .6 stands.
+        let r = open(later, wall + 3 * HOUR / 2);
+        assert!(r.get(ip(5)).is_none());
+        assert!(r.get(ip(6)).is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A store that refuses every write.
+    struct Broken;
+
+    impl LeaseStore for Broken {
+        fn load(&mut self) -> Result<Vec<Lease>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn put(&mut self, _: &Lease) -> Result<(), StoreError> {
+            Err(StoreError::Io {
+                path: "broken".into(),
+                source: std::io::Error::other("disk full"),
+            })
+        }
+        fn remove(&mut self, addr: Ipv4Addr) -> Result<(), StoreError> {
+            self.put(&Lease {
+                addr,
+                client: ClientKey::Id(vec![1]),
+                expires_unix: 0,
+                state: LeaseState::Bound,
+                hostname: None,
+            })
+        }
+    }
+
+    #[test]
+    fn a_grant_that_cannot_be_written_is_not_granted() {
+        let now = Instant::now();
+        let config = RegistryConfig::new("10.128.0.0/24".parse().unwrap());
+        let mut r: Registry<u32> = Registry::open(
+            config,
+            Box::new(Broken),
+            now,
+            SystemTime::now(),
+            |r: &u32| r.to_be_bytes().to_vec(),
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(r.claim(now, 1, ip(5), b"a", HOUR), ClaimResult::Failed);
+        assert!(r.is_empty());
+        assert_eq!(r.held_by(&1), 0);
     }
 
     #[test]

@@ -1524,6 +1524,31 @@ impl<S: LeaseStore> Core<S> {
         }
     }
 
+    /// The allocator keeps its lease table in `store` from now on, taking
+    /// over what the store holds (see [`dhcp_virt::central`]'s
+    /// persistence: every grant is written before it is answered). Does
+    /// nothing unless this node is the allocator.
+    pub fn set_allocator_store(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        store: Box<dyn LeaseStore + Send>,
+    ) -> Result<(), dhcp_virt::StoreError> {
+        let Some(registry) = self.registry.as_ref() else {
+            return Ok(());
+        };
+        let registry = dhcp_virt::central::Registry::open(
+            registry.config().clone(),
+            store,
+            now,
+            wall,
+            |a: &Address| a.to_bytes().to_vec(),
+            |b| Some(Address::from_bytes(b.try_into().ok()?)),
+        )?;
+        self.registry = Some(registry);
+        Ok(())
+    }
+
     /// Who grants addresses, in central allocation.
     pub fn allocator(&self) -> Option<Allocator> {
         self.settings.allocator

@@ -285,6 +285,20 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     core.set_crl_grace(Duration::from_secs(config.security.crl_grace_secs));
+    if core.central_leases().is_some() {
+        // The allocator's table of the network's leases: every grant is on
+        // disk before it is answered.
+        let path = state_dir.join("allocator.json");
+        let store = dhcp_virt::FileStore::open(&path)
+            .map_err(|e| format!("allocator store {}: {e}", path.display()))?;
+        core.set_allocator_store(now, SystemTime::now(), Box::new(store))
+            .map_err(|e| format!("allocator store {}: {e}", path.display()))?;
+        tracing::info!(
+            leases = core.central_leases().unwrap_or(0),
+            path = %path.display(),
+            "central allocator: lease table loaded"
+        );
+    }
     membership
         .start(&mut core, now, SystemTime::now())
         .map_err(|e| e.to_string())?;

@@ -127,6 +127,26 @@ fn the_allocator_grants_each_address_once_across_the_network() {
     assert!(status["central_leases"].is_null(), "{status}");
     assert!(b.status(false).contains("central allocation"));
 
+    // The allocator crashes (SIGKILL) and restarts: the grants it answered
+    // were on disk before the answers left, so a new client behind B still
+    // gets nothing, and the table holds both addresses.
+    a.node.take().unwrap().kill();
+    a.start(&[]);
+    assert_eq!(a.status_json()["central_leases"], 2, "{}", a.log());
+    assert!(
+        wait_until(Duration::from_secs(20), || b.status_json()["joined"]
+            .as_bool()
+            .unwrap_or(false)),
+        "B lost the ring:\n{}",
+        b.log()
+    );
+    assert_eq!(
+        udhcpc(&b, "01aa0000000003"),
+        None,
+        "after the restart:\n{}",
+        a.log()
+    );
+
     a.release_dhcp();
     b.stop();
     a.stop();
