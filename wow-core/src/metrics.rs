@@ -191,6 +191,14 @@ pub fn encode(status: &Status) -> Result<String, std::fmt::Error> {
         "DHCP leases held",
         count(status.leases),
     );
+    if let Some(n) = status.central_leases {
+        gauge(
+            &mut r,
+            "central_leases",
+            "Addresses granted network-wide (central allocator only)",
+            count(n),
+        );
+    }
 
     let o = &status.overlay;
     counter(
@@ -379,6 +387,13 @@ mod tests {
         s.overlay.records_rejected[0].1 = 7;
         s.leases = 1;
         let text = encode(&s).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !text.contains("wow_central_leases"),
+            "not the allocator: {text}"
+        );
+        s.central_leases = Some(4);
+        let text = encode(&s).unwrap_or_else(|e| panic!("{e}"));
+        assert!(text.lines().any(|l| l == "wow_central_leases 4"), "{text}");
         for line in [
             "wow_udp_datagrams_total{direction=\"in\"} 5",
             "wow_dropped_packets_total{reason=\"policy\"} 3",
