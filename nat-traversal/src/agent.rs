@@ -432,6 +432,19 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
         self.endpoints = endpoints;
     }
 
+    /// Sets the opening-probe TTLs of the punch sessions started from now
+    /// on ([`PunchConfig::opening_ttls`]), such as
+    /// [`depth::opening_ttls`](crate::depth::opening_ttls) of our measured
+    /// NAT depth.
+    pub fn set_opening_ttls(&mut self, ttls: Vec<u8>) {
+        self.config.punch.opening_ttls = ttls;
+    }
+
+    /// The opening-probe TTLs new punch sessions use.
+    pub fn opening_ttls(&self) -> &[u8] {
+        &self.config.punch.opening_ttls
+    }
+
     /// The endpoints we advertise as server-reflexive candidates.
     pub fn local_endpoints(&self) -> &[SocketAddr] {
         &self.endpoints
@@ -570,6 +583,17 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
         }
         self.open_nat(&endpoints);
         self.request(now, peer);
+    }
+
+    /// Whether a punch exchange with `peer` is under way: started and not
+    /// yet connected nor failed, so a [`AgentEvent::Punched`] or
+    /// [`AgentEvent::PunchFailed`] is still to come. A caller that links to
+    /// the peer's endpoints itself should wait for it rather than send to
+    /// them now (see [`crate::punch`]'s opening probes).
+    pub fn is_punching(&self, peer: &P) -> bool {
+        self.exchanges
+            .get(peer)
+            .is_some_and(|e| e.session.as_ref().is_none_or(PunchSession::is_checking))
     }
 
     /// `endpoints` without those [`Agent::is_usable_remote`] refuses.
@@ -1119,6 +1143,64 @@ mod test {
         quiet.connect(now, "b".into(), &[ep("198.51.100.2:4000")]);
         assert!(quiet.poll_transmit().is_none());
         assert_eq!(quiet.stats().opened, 0);
+    }
+
+    /// The TTL steps a session sends are the agent's current ones: a host
+    /// behind one NAT sends no TTL-3 step (it could reach a close peer's
+    /// carrier NAT, see [`crate::depth`]).
+    #[test]
+    fn sessions_send_the_opening_steps_set() {
+        for (set, expect) in [(None, vec![2, 3]), (Some(vec![2]), vec![2])] {
+            let now = Instant::now();
+            let a_ep = ep("192.0.2.1:4000");
+            let mut a = agent("a", "192.0.2.1:4000", AgentConfig::default());
+            let mut b = agent("b", "198.51.100.2:4000", AgentConfig::default());
+            if let Some(ttls) = &set {
+                b.set_opening_ttls(ttls.clone());
+            }
+            assert_eq!(b.opening_ttls(), &expect[..]);
+            a.connect(now, "b".into(), &[]);
+            deliver(&mut a, a_ep, &mut b, now, &mut Vec::new());
+            let mut seen = std::collections::BTreeSet::new();
+            for step in 0..50u64 {
+                let t = now + Duration::from_millis(10 * step);
+                b.handle_timeout(t);
+                while let Some(x) = b.poll_transmit() {
+                    seen.extend(x.ttl);
+                }
+            }
+            assert_eq!(seen.into_iter().collect::<Vec<_>>(), expect, "{set:?}");
+        }
+    }
+
+    /// A punch is under way from the first request until the session
+    /// connects or fails; nothing is under way with a peer never asked.
+    #[test]
+    fn is_punching_from_the_request_to_the_outcome() {
+        let now = Instant::now();
+        let a_ep = ep("192.0.2.1:4000");
+        let mut a = agent("a", "192.0.2.1:4000", AgentConfig::default());
+        let mut b = agent("b", "198.51.100.2:4000", AgentConfig::default());
+        assert!(!b.is_punching(&"a".to_string()));
+        a.connect(now, "b".into(), &[]);
+        assert!(a.is_punching(&"b".to_string()), "asked, no session yet");
+        deliver(&mut a, a_ep, &mut b, now, &mut Vec::new());
+        assert!(b.is_punching(&"a".to_string()), "checking");
+        // Nobody answers b's checks: its session fails.
+        let mut t = now;
+        while b.is_punching(&"a".to_string()) && t < now + Duration::from_secs(60) {
+            t += Duration::from_millis(100);
+            b.handle_timeout(t);
+            while b.poll_transmit().is_some() {}
+        }
+        assert!(!b.is_punching(&"a".to_string()));
+        assert!(
+            events(&mut b)
+                .iter()
+                .any(|e| matches!(e, AgentEvent::PunchFailed { .. })),
+            "failed after {:?}",
+            t - now
+        );
     }
 
     /// Carries `from`'s signals and datagrams to `to`; returns the signals

@@ -68,6 +68,7 @@
 use std::net::SocketAddr;
 
 pub mod agent;
+pub mod depth;
 pub mod discovery;
 pub mod error;
 pub mod keepalive;

@@ -79,6 +79,18 @@ const TAP_FREE_LIMIT: usize = 1024;
 /// Lifetime of the DHT records this node publishes (re-published on lease
 /// renewal, which the guest does at half the lease).
 const PUBLISH_TTL: Duration = Duration::from_secs(3600);
+/// How long a punch session holds its full probes to a peer's reflexive
+/// endpoints after its own opening steps, unless the peer's first check
+/// arrives sooner ([`nat_traversal::punch::PunchConfig::opening_hold`]).
+/// The session that starts first (it received the other's offer first)
+/// must not reach the other's outermost NAT before that NAT's host has
+/// opened it; the other starts one signalling trip later, through the
+/// overlay. Behind a home NAT and a carrier-grade NAT the second opening
+/// step (TTL 3) goes 20 ms after the first, so without the hold a peer
+/// behind one NAT, whose single step ends 20 ms after its start, raced it
+/// (the node matrix: 3 of 8 direct). The peer's first check, which comes
+/// only after its openings, ends the hold at once.
+pub const OPENING_HOLD: Duration = Duration::from_millis(200);
 /// Lifetime of a CRL published in the DHT (re-published on every refresh).
 const CRL_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -336,6 +348,8 @@ pub struct Core<S: LeaseStore> {
     /// The ring walk under way (`status --network`), and its result.
     walk: Option<crate::walk::Walk>,
     walk_replies: crate::walk::ReplyLimit,
+    /// How many NATs stand between us and the Internet, when measured.
+    nat_depth: Option<u8>,
     /// Central allocation, allocator: the network's lease table.
     registry: Option<dhcp_virt::central::Registry<Address>>,
     /// Central allocation, any other node: claims awaiting the allocator.
@@ -600,17 +614,22 @@ impl<S: LeaseStore> Core<S> {
             software: None,
         });
         let address = identity.address();
+        let agent_config = nat_traversal::agent::AgentConfig {
+            punch: nat_traversal::punch::PunchConfig {
+                opening_hold: OPENING_HOLD,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let mut agent = match randomness {
-            Randomness::Os => {
-                nat_traversal::agent::Agent::new(address.to_string(), Default::default())
-            }
+            Randomness::Os => nat_traversal::agent::Agent::new(address.to_string(), agent_config),
             Randomness::InsecureSeed(seed) => {
                 let mut own = [0u8; 8];
                 own.copy_from_slice(&address.to_bytes()[..8]);
                 let seed = seed ^ u64::from_le_bytes(own);
                 nat_traversal::agent::Agent::new_with_insecure_seed(
                     address.to_string(),
-                    Default::default(),
+                    agent_config,
                     seed,
                 )
             }
@@ -683,6 +702,7 @@ impl<S: LeaseStore> Core<S> {
             ca_hold: None,
             walk: None,
             walk_replies: crate::walk::ReplyLimit::default(),
+            nat_depth: None,
             registry,
             alloc_pending,
             enrolment: None,
@@ -1549,6 +1569,22 @@ impl<S: LeaseStore> Core<S> {
         Ok(())
     }
 
+    /// Our NAT depth as the driver measured it (see
+    /// [`nat_traversal::depth`]): punch sessions started from now on send
+    /// one opening step per NAT (TTL 2, then 3 behind a carrier-grade NAT
+    /// too) instead of the default two, so that a TTL-3 probe from behind
+    /// one NAT does not reach a close peer's carrier NAT first.
+    pub fn set_nat_depth(&mut self, depth: u8) {
+        self.nat_depth = Some(depth);
+        self.agent
+            .set_opening_ttls(nat_traversal::depth::opening_ttls(depth));
+    }
+
+    /// Our NAT depth, if the driver measured it.
+    pub fn nat_depth(&self) -> Option<u8> {
+        self.nat_depth
+    }
+
     /// Who grants addresses, in central allocation.
     pub fn allocator(&self) -> Option<Allocator> {
         self.settings.allocator
@@ -2124,8 +2160,19 @@ impl<S: LeaseStore> Core<S> {
             endpoints.retain(|e| self.usable_peer_endpoint(*e));
             tracing::debug!(peer = %source, ?endpoints, "punch request");
             self.agent.handle_endpoints(now, source, &endpoints);
-            // Try its endpoints ourselves if we are linking to it too.
-            self.overlay.handle_link_candidates(now, source, &endpoints);
+            // While we punch to this peer, a link of ours to it stays held
+            // until the session reports the path open (`Punched`), not
+            // released here: the request came as the peer *started* opening
+            // its NATs, and with two NATs in a row (home and carrier-grade)
+            // its carrier NAT opens only at the second opening step. A
+            // full-TTL link request arriving there first leaves a conntrack
+            // entry that makes that NAT remap the peer's port, and the hole
+            // never matches. Endpoints heard when no punch is under way
+            // (such as a TURN relayed address offered after punching
+            // failed) are tried at once.
+            if !self.agent.is_punching(&source) {
+                self.overlay.handle_link_candidates(now, source, &endpoints);
+            }
             return;
         }
         if Some(repr.destination) != self.guest_addr

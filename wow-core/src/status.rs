@@ -261,6 +261,9 @@ pub struct Status {
     /// Our underlay endpoints as advertised to peers (reflexive and
     /// configured, then host candidates: our interfaces' addresses).
     pub endpoints: Vec<String>,
+    /// NATs between us and the Internet, when measured (traceroute at
+    /// start): the punch sessions' opening steps follow it.
+    pub nat_depth: Option<u8>,
     /// The relayed address of our TURN allocation, if one is configured and
     /// granted.
     pub turn_relayed: Option<String>,
@@ -373,6 +376,7 @@ impl Status {
                 .unwrap_or(0),
             uptime_secs: now.saturating_duration_since(started_at).as_secs(),
             endpoints: core.endpoints().iter().map(ToString::to_string).collect(),
+            nat_depth: core.nat_depth(),
             turn_relayed: core.turn_relayed().map(|a| a.to_string()),
             turn_peers: core.turn_peers().iter().map(ToString::to_string).collect(),
             crl: core.crl_status(wall).map(|c| CrlSummary::of(c, wall)),
@@ -467,11 +471,14 @@ impl Status {
         );
         s += &format!("ring      {}\n", self.ring_neighbours.join(" "));
         s += &format!(
-            "underlay  {}{}\n",
+            "underlay  {}{}{}\n",
             self.endpoints.join(" "),
             self.turn_relayed
                 .as_ref()
                 .map(|r| format!(" (TURN relayed {r})"))
+                .unwrap_or_default(),
+            self.nat_depth
+                .map(|d| format!(" ({d} NAT{} deep)", if d == 1 { "" } else { "s" }))
                 .unwrap_or_default()
         );
         s += "links:\n";

@@ -19,5 +19,6 @@ pub mod interfaces;
 pub mod metrics;
 pub mod portmap;
 pub mod runtime;
+pub mod traceroute;
 pub mod udp;
 pub mod upstream;

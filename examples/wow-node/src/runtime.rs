@@ -243,6 +243,23 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     // STUN from the bootstrap nodes (every node serves STUN Binding): the
     // overlay advertises it in its ConnectToMe and link requests, so that
     // peers behind other NATs can punch to it.
+    // Meanwhile, how many NATs we are behind (a traceroute toward the
+    // first bootstrap node): the punch sessions' opening steps follow it.
+    let depth_probe = config
+        .node
+        .bootstrap
+        .iter()
+        .find_map(|e| match e {
+            std::net::SocketAddr::V4(v4) if !v4.ip().is_loopback() => Some(*v4),
+            _ => None,
+        })
+        .map(|target| {
+            tokio::spawn(crate::traceroute::hops(
+                target,
+                nat_traversal::depth::MAX_DEPTH + 1,
+                Duration::from_millis(200),
+            ))
+        });
     if let Some(reflexive) = discover_reflexive(&socket, &config.node.bootstrap).await
         && !endpoints.contains(&reflexive)
     {
@@ -285,6 +302,17 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     core.set_crl_grace(Duration::from_secs(config.security.crl_grace_secs));
+    if let Some(task) = depth_probe
+        && let Ok(hops) = task.await
+    {
+        match nat_traversal::depth::nat_depth(&hops) {
+            Some(depth) => {
+                tracing::info!(depth, ?hops, "NAT depth (traceroute)");
+                core.set_nat_depth(depth);
+            }
+            None => tracing::info!(?hops, "NAT depth unknown: default opening steps"),
+        }
+    }
     if core.central_leases().is_some() {
         // The allocator's table of the network's leases: every grant is on
         // disk before it is answered.
