@@ -68,6 +68,13 @@ pub const LINK_LEN: usize = 16;
 pub const CHUNK_DATA_LEN: usize = CHUNK_LEN - LINK_LEN;
 /// Largest binary published (256 MiB).
 pub const MAX_BINARY_LEN: u64 = 256 << 20;
+/// Largest binary whose chunks go into the DHT when the manifest also
+/// names a URL (4 MiB: 4161 chunks). Beyond it the chunks are not put and
+/// readers go to the URL at once: every storing node takes at most 512
+/// keys and 1 MiB per writer (overlay-core's default quotas), so with 3
+/// replicas a binary of `B` MiB needs about `3 B` storing nodes, and a
+/// 10 MiB binary (10 403 chunks) about 60 nodes.
+pub const MAX_DHT_BINARY_LEN: u64 = 4 << 20;
 /// Longest channel name.
 pub const MAX_CHANNEL_LEN: usize = 32;
 /// Longest second-source URL.
@@ -312,6 +319,12 @@ impl Manifest {
             head,
             url: (!url.is_empty()).then(|| url.to_string()),
         })
+    }
+
+    /// Whether the chunks are in the DHT: always without a URL, else only
+    /// up to [`MAX_DHT_BINARY_LEN`].
+    pub fn chunks_in_dht(&self) -> bool {
+        self.url.is_none() || self.size <= MAX_DHT_BINARY_LEN
     }
 
     /// Number of chunks.
@@ -727,6 +740,77 @@ impl Download {
             }
         }
         Ok(Offer::Stored)
+    }
+}
+
+/// The self-update as `wow-node status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UpdateStatus {
+    /// The channel followed.
+    pub channel: String,
+    /// The running version.
+    pub running: String,
+    /// `idle`, `downloading`, `installing` or `publishing`.
+    pub state: String,
+    /// The version being downloaded.
+    pub offered: Option<String>,
+    /// Chunks verified of the one being downloaded.
+    pub chunks_verified: u32,
+    /// Its chunks.
+    pub chunks: u32,
+    /// The last release refused, and why.
+    pub last_refusal: Option<Refusal>,
+    /// The version this binary replaced, after an update.
+    pub updated_from: Option<String>,
+    /// A version rolled back (its binary did not report healthy).
+    pub rolled_back: Option<String>,
+    /// The release this node publishes, if any.
+    pub publishing: Option<String>,
+}
+
+/// A release refused: its [`UpdateError::kind`] and message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Refusal {
+    /// [`UpdateError::kind`].
+    pub kind: String,
+    /// The error's text.
+    pub error: String,
+}
+
+impl Refusal {
+    /// The refusal for `error`.
+    pub fn of(error: &UpdateError) -> Refusal {
+        Refusal {
+            kind: error.kind().to_string(),
+            error: error.to_string(),
+        }
+    }
+}
+
+impl UpdateStatus {
+    /// The status text's `update` lines.
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "update    {} on {:?}, {}",
+            self.running, self.channel, self.state
+        );
+        if let Some(v) = &self.offered {
+            s += &format!(" {v} ({}/{} chunks)", self.chunks_verified, self.chunks);
+        }
+        if let Some(v) = &self.updated_from {
+            s += &format!("; updated from {v}");
+        }
+        if let Some(v) = &self.rolled_back {
+            s += &format!("; ROLLED BACK {v}");
+        }
+        if let Some(v) = &self.publishing {
+            s += &format!("; publishing {v}");
+        }
+        s.push('\n');
+        if let Some(r) = &self.last_refusal {
+            s += &format!("          refused: {} ({})\n", r.error, r.kind);
+        }
+        s
     }
 }
 
