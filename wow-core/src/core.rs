@@ -634,7 +634,7 @@ impl<S: LeaseStore> Core<S> {
             settings.network.prefix_len(),
             settings.guest_mtu,
         );
-        Ok(Core {
+        let mut core = Core {
             settings,
             overlay,
             arp,
@@ -692,7 +692,27 @@ impl<S: LeaseStore> Core<S> {
             seal_buf: Vec::with_capacity(2048),
             payload_buf: Vec::with_capacity(2048),
             open_buf: Vec::with_capacity(2048),
-        })
+        };
+        core.restore_guest();
+        Ok(core)
+    }
+
+    /// A lease the store kept from before a restart (or a self-update's
+    /// exec): the node's one guest keeps its address at once instead of
+    /// being cut off until its next DHCP renewal.
+    fn restore_guest(&mut self) {
+        let mut bound = self.dhcp.leases();
+        let (Some((addr, client, _)), None) = (bound.next(), bound.next()) else {
+            return;
+        };
+        let mac = match client {
+            dhcp_virt::ClientKey::Hardware(h) => h.mac(),
+            dhcp_virt::ClientKey::Id(_) => None,
+        };
+        self.guest_addr = Some(addr);
+        self.guest_mac = mac;
+        let _ = self.arp.set_guest_addr(Some(addr));
+        tracing::info!(%addr, "guest lease restored from the lease store");
     }
 
     // ----- getters -----

@@ -750,6 +750,9 @@ pub struct UpdateStatus {
     pub channel: String,
     /// The running version.
     pub running: String,
+    /// The node's process id (it changes when a rollback's watchdog
+    /// becomes the node).
+    pub pid: u32,
     /// `idle`, `downloading`, `installing` or `publishing`.
     pub state: String,
     /// The version being downloaded.

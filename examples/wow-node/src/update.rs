@@ -230,6 +230,7 @@ pub struct Updater {
     running: Version,
     refused: Vec<Version>,
     check_at: Instant,
+    tick_at: Instant,
     gets: HashMap<u64, Get>,
     download: Option<Download>,
     again: HashMap<u32, u32>,
@@ -255,6 +256,7 @@ impl Updater {
             channel: channel.to_string(),
             running: running.to_string(),
             state: "idle".into(),
+            pid: std::process::id(),
             ..UpdateStatus::default()
         };
         if let Ok(text) = std::env::var(ENV_UPDATED) {
@@ -272,6 +274,7 @@ impl Updater {
             refused: refused_versions(state_dir),
             // The first look soon after start (the ring needs a moment).
             check_at: now + Duration::from_secs(2),
+            tick_at: now,
             gets: HashMap::new(),
             download: None,
             again: HashMap::new(),
@@ -299,7 +302,7 @@ impl Updater {
                 .as_ref()
                 .is_some_and(|p| self.put_cursor <= dht_chunks(p));
         if busy {
-            return Instant::now() + TICK;
+            return self.tick_at;
         }
         self.check_at.min(if self.serving.is_some() {
             self.republish_at
@@ -310,6 +313,7 @@ impl Updater {
 
     /// Looks for a release, asks for chunks, publishes a batch.
     pub fn handle_timeout<S: dhcp_virt::LeaseStore>(&mut self, core: &mut Core<S>, now: Instant) {
+        self.tick_at = now + TICK;
         if now >= self.check_at {
             self.check_at = now + self.check;
             if !self.keys.is_empty()
@@ -694,13 +698,27 @@ pub fn swap_binary(binary: &[u8]) -> std::io::Result<(PathBuf, PathBuf)> {
     Ok((exe, prev))
 }
 
-/// Records the installed version (the running version after the exec).
+/// Records the installed version (the running version after the exec);
+/// the previous record is kept for a rollback.
 fn record_installed(state_dir: &Path, manifest: &Manifest) -> std::io::Result<()> {
     let dir = state_dir.join(RELEASE_DIR);
     std::fs::create_dir_all(&dir)?;
+    let (current, prev) = installed_paths(state_dir);
+    let _ = std::fs::remove_file(&prev);
+    if current.exists() {
+        std::fs::rename(&current, &prev)?;
+    }
     let text = format!("{} {}\n", manifest.version, to_hex(&manifest.digest));
     ipsec_ca::file_store::write_atomic(&dir.join(INSTALLED_FILE), text.as_bytes(), 0o600)
         .map_err(std::io::Error::other)
+}
+
+fn installed_paths(state_dir: &Path) -> (PathBuf, PathBuf) {
+    let dir = state_dir.join(RELEASE_DIR);
+    (
+        dir.join(INSTALLED_FILE),
+        dir.join(format!("{INSTALLED_FILE}.prev")),
+    )
 }
 
 /// The descriptors handed to the next binary.
@@ -798,7 +816,9 @@ pub fn watchdog(
     let deadline = Instant::now() + Duration::from_secs(health_secs.max(1));
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
-        if crate::control::request(state_dir, "health\n", 1).is_ok_and(|a| a.trim() == "ok") {
+        let healthy = crate::control::request(state_dir, "health\n", 1)
+            .is_ok_and(|a| a.trim() == format!("ok {version}"));
+        if healthy {
             // Healthy: the descriptors this process holds close with it.
             return ExitCode::SUCCESS;
         }
@@ -817,7 +837,10 @@ pub fn watchdog(
     }
     let _ = sync_dir(exe);
     let dir = state_dir.join(RELEASE_DIR);
-    let _ = std::fs::remove_file(dir.join(INSTALLED_FILE));
+    let (current, prev_record) = installed_paths(state_dir);
+    if std::fs::rename(&prev_record, &current).is_err() {
+        let _ = std::fs::remove_file(&current);
+    }
     let mut refused = std::fs::read_to_string(dir.join(REFUSED_FILE)).unwrap_or_default();
     refused += &format!("{version}\n");
     let _ = ipsec_ca::file_store::write_atomic(&dir.join(REFUSED_FILE), refused.as_bytes(), 0o600);
