@@ -453,6 +453,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         tokio::sync::oneshot::Sender<String>,
     )> = None;
     let started_at = now;
+    let mut installing: Option<Installing> = None;
     let mut udp_buf = vec![0u8; 65536];
     let mut cmsg_buf = crate::udp::cmsg_buffer();
     let mut tap_buf = vec![0u8; tap_offload::MAX_READ];
@@ -622,7 +623,18 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             }
             r = crate::update::Updater::http_done(Some(&mut updater)) => {
                 if let Some(ready) = updater.handle_http(r) {
-                    install(&mut updater, &ready, &config, &socket, &tap, offload);
+                    installing = Some(install(ready, &config));
+                }
+            }
+            r = installed(&mut installing) => {
+                installing = None;
+                match r {
+                    Ok(done) => {
+                        // Frames and datagrams already queued go out first.
+                        flush(&mut core, &socket, &tap, &mut tap_io, &mut out).await;
+                        exec(&mut updater, &done, &config, &socket, &tap, offload);
+                    }
+                    Err(e) => updater.install_failed(&e),
                 }
             }
             Some((request, reply)) = walk_rx.recv() => {
@@ -689,9 +701,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             }
             if let wow_core::core::CoreEvent::DhtValues { id, values } = &event {
                 if let Some(ready) = updater.handle_values(&mut core, now, *id, values) {
-                    // Frames and datagrams already queued go out first.
-                    flush(&mut core, &socket, &tap, &mut tap_io, &mut out).await;
-                    install(&mut updater, &ready, &config, &socket, &tap, offload);
+                    installing = Some(install(ready, &config));
                 }
                 continue;
             }
@@ -718,18 +728,37 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Installs a verified release and execs it, keeping the UDP socket and
-/// (without offloads) the TAP open; returns only if that failed.
-fn install(
+type Installing = tokio::task::JoinHandle<Result<crate::update::Installed, String>>;
+
+/// Writes a verified release in place of the executable, off the event
+/// loop (megabytes written and fsynced while the guest's traffic flows).
+fn install(ready: crate::update::Ready, config: &Config) -> Installing {
+    let state_dir = config.node.state_dir.clone();
+    tokio::task::spawn_blocking(move || crate::update::install(ready, &state_dir))
+}
+
+/// The release written by [`install`] (pending while none is).
+async fn installed(
+    installing: &mut Option<Installing>,
+) -> Result<crate::update::Installed, String> {
+    match installing {
+        Some(task) => task.await.unwrap_or_else(|e| Err(e.to_string())),
+        None => std::future::pending().await,
+    }
+}
+
+/// Execs an installed release, keeping the UDP socket and (without
+/// offloads) the TAP open; returns only if that failed.
+fn exec(
     updater: &mut crate::update::Updater,
-    ready: &crate::update::Ready,
+    installed: &crate::update::Installed,
     config: &Config,
     socket: &UdpSocket,
     tap: &tun_rs::AsyncDevice,
     offload: bool,
 ) {
-    let error = crate::update::install_and_exec(
-        ready,
+    let error = crate::update::exec(
+        installed,
         updater.running(),
         &config.node.state_dir,
         Duration::from_secs(config.update.health_secs),

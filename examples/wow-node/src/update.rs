@@ -177,6 +177,14 @@ fn file_digest(path: &Path) -> Option<String> {
 /// executable is still that binary, else the crate's.
 pub fn running_version(state_dir: &Path) -> Version {
     let built = env!("CARGO_PKG_VERSION").parse().unwrap_or_default();
+    // Just exec'd by an update that verified this binary: no need to
+    // hash it again (the exec's gap is the guest's).
+    if let Some(v) = std::env::var(ENV_UPDATED)
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(1)?.parse::<Version>().ok())
+    {
+        return v.max(built);
+    }
     let Ok(text) = std::fs::read_to_string(state_dir.join(RELEASE_DIR).join(INSTALLED_FILE)) else {
         return built;
     };
@@ -482,6 +490,9 @@ impl Updater {
         let Some(m) = best else {
             return;
         };
+        if self.status.state == "installing" {
+            return;
+        }
         let busy = self
             .download
             .as_ref()
@@ -729,74 +740,95 @@ pub struct Handover<'a> {
     pub tap: Option<&'a tun_rs::AsyncDevice>,
 }
 
-/// Installs `ready` and execs it with the TAP and UDP descriptors kept
+/// A release written in place of the executable, to exec.
+#[derive(Debug)]
+pub struct Installed {
+    manifest: Manifest,
+    exe: PathBuf,
+    prev: PathBuf,
+}
+
+/// Swaps the executable for `ready` and records its version. Blocking
+/// (writes and fsyncs megabytes): run it off the event loop.
+pub fn install(ready: Ready, state_dir: &Path) -> Result<Installed, String> {
+    let (exe, prev) =
+        swap_binary(&ready.binary).map_err(|e| format!("cannot swap the binary: {e}"))?;
+    if let Err(e) = record_installed(state_dir, &ready.manifest) {
+        let _ = std::fs::rename(&prev, &exe);
+        return Err(format!("cannot record the installed version: {e}"));
+    }
+    Ok(Installed {
+        manifest: ready.manifest,
+        exe,
+        prev,
+    })
+}
+
+/// Execs an installed release with the TAP and UDP descriptors kept
 /// open, after starting a watchdog (the previous binary) that rolls it
 /// back unless it reports healthy within `health`. Returns only on
 /// failure (the old binary is then put back and keeps running).
-pub fn install_and_exec(
-    ready: &Ready,
+pub fn exec(
+    installed: &Installed,
     running: Version,
     state_dir: &Path,
     health: Duration,
     fds: Handover<'_>,
 ) -> String {
     use std::os::unix::process::CommandExt;
-    let (exe, prev) = match swap_binary(&ready.binary) {
-        Ok(p) => p,
-        Err(e) => return format!("cannot swap the binary: {e}"),
-    };
-    if let Err(e) = record_installed(state_dir, &ready.manifest) {
-        let _ = std::fs::rename(&prev, &exe);
-        return format!("cannot record the installed version: {e}");
-    }
+    let Installed {
+        manifest,
+        exe,
+        prev,
+    } = installed;
     let udp = fds.udp.as_raw_fd();
     let tap = fds.tap.map(|t| t.as_raw_fd());
     let kept = fdpass::keep_across_exec(fds.udp)
         .and_then(|()| fds.tap.map_or(Ok(()), fdpass::keep_across_exec));
     if let Err(e) = kept {
-        let _ = std::fs::rename(&prev, &exe);
+        let _ = std::fs::rename(prev, exe);
         return format!("cannot keep descriptors open: {e}");
     }
     let env_fds = fdpass::format(Some(udp), tap);
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     // The watchdog: the previous binary, holding the same descriptors.
-    let watchdog = std::process::Command::new(&prev)
+    let watchdog = std::process::Command::new(prev)
         .arg("update-watchdog")
         .arg("--pid")
         .arg(std::process::id().to_string())
         .arg("--state-dir")
         .arg(state_dir)
         .arg("--version")
-        .arg(ready.manifest.version.to_string())
+        .arg(manifest.version.to_string())
         .arg("--health-secs")
         .arg(health.as_secs().to_string())
         .arg("--exe")
-        .arg(&exe)
+        .arg(exe)
         .arg("--")
         .args(&args)
         .env(fdpass::ENV_FDS, &env_fds)
         .stdin(std::process::Stdio::null())
         .spawn();
     if let Err(e) = watchdog {
-        let _ = std::fs::rename(&prev, &exe);
+        let _ = std::fs::rename(prev, exe);
         return format!("cannot start the update watchdog: {e}");
     }
     tracing::info!(
         from = %running,
-        to = %ready.manifest.version,
+        to = %manifest.version,
         fds = %env_fds,
         "release installed: exec"
     );
-    let e = std::process::Command::new(&exe)
+    let e = std::process::Command::new(exe)
         .args(&args)
         .env(fdpass::ENV_FDS, &env_fds)
         .env(
             ENV_UPDATED,
-            format!("{running} {} {}", ready.manifest.version, health.as_secs()),
+            format!("{running} {} {}", manifest.version, health.as_secs()),
         )
         .env_remove(ENV_ROLLED_BACK)
         .exec();
-    let _ = std::fs::rename(&prev, &exe);
+    let _ = std::fs::rename(prev, exe);
     format!("exec {}: {e}", exe.display())
 }
 
