@@ -127,7 +127,7 @@ pub fn adopt(fd: RawFd, kind: Kind) -> Result<OwnedFd, FdError> {
             .map_err(|e| FdError::Os(fd, e))?;
         if socket_type != nix::sys::socket::SockType::Datagram {
             // Not ours to close: hand the number back untouched.
-            let _ = owned.into_raw_fd_leak();
+            let _ = std::os::fd::IntoRawFd::into_raw_fd(owned);
             return Err(FdError::WrongKind { fd, kind });
         }
     }
@@ -144,16 +144,6 @@ pub fn tap_from_fd(fd: OwnedFd) -> std::io::Result<tun_rs::AsyncDevice> {
     // (checked and adopted by `adopt`, ownership moved in here); tun-rs
     // takes ownership and refuses one opened with IFF_VNET_HDR.
     unsafe { tun_rs::AsyncDevice::from_fd(raw) }
-}
-
-trait LeakFd {
-    fn into_raw_fd_leak(self) -> RawFd;
-}
-
-impl LeakFd for OwnedFd {
-    fn into_raw_fd_leak(self) -> RawFd {
-        std::os::fd::IntoRawFd::into_raw_fd(self)
-    }
 }
 
 #[cfg(test)]

@@ -462,7 +462,11 @@ impl Updater {
 
     fn refuse(&mut self, e: &UpdateError) {
         match e {
-            UpdateError::NotNewer { .. } => tracing::debug!(error = %e, "release not taken"),
+            // The release running now: seen at every check, not news.
+            UpdateError::NotNewer { offered, running } if offered == running => {
+                tracing::debug!(error = %e, kind = e.kind(), "release refused");
+                return;
+            }
             _ => tracing::warn!(error = %e, kind = e.kind(), "release refused"),
         }
         self.status.last_refusal = Some(Refusal::of(e));
