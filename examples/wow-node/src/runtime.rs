@@ -728,7 +728,8 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     Ok(())
 }
 
-type Installing = tokio::task::JoinHandle<Result<crate::update::Installed, String>>;
+type Installing =
+    tokio::task::JoinHandle<Result<crate::update::Installed, crate::update::InstallError>>;
 
 /// Writes a verified release in place of the executable, off the event
 /// loop (megabytes written and fsynced while the guest's traffic flows).
@@ -740,9 +741,11 @@ fn install(ready: crate::update::Ready, config: &Config) -> Installing {
 /// The release written by [`install`] (pending while none is).
 async fn installed(
     installing: &mut Option<Installing>,
-) -> Result<crate::update::Installed, String> {
+) -> Result<crate::update::Installed, crate::update::InstallError> {
     match installing {
-        Some(task) => task.await.unwrap_or_else(|e| Err(e.to_string())),
+        Some(task) => task
+            .await
+            .unwrap_or_else(|e| Err(crate::update::InstallError::Io(e.to_string()))),
         None => std::future::pending().await,
     }
 }
@@ -769,7 +772,7 @@ fn exec(
             tap: (!offload).then_some(tap),
         },
     );
-    updater.install_failed(&error);
+    updater.install_failed(&crate::update::InstallError::Io(error));
 }
 
 /// LAN discovery's multicast socket (see [`overlay_core::lan`]).

@@ -561,24 +561,26 @@ impl Updater {
             }
         };
         let download = self.download.take()?;
-        let manifest = download.manifest().clone();
-        match wow_core::update::check_binary(&manifest, &binary) {
-            Ok(()) => {
-                self.status.state = "installing".into();
-                Some(Ready { manifest, binary })
-            }
-            Err(e) => {
-                self.refuse(&e);
-                None
-            }
-        }
+        // Size and SHA-256 are checked by `install`, off the event loop
+        // (hashing megabytes here would stall the guest's traffic).
+        self.status.state = "installing".into();
+        Some(Ready {
+            manifest: download.manifest().clone(),
+            binary,
+        })
     }
 
-    /// Installing failed: back to idle (the old binary stays).
-    pub fn install_failed(&mut self, error: &str) {
-        tracing::error!(%error, "release not installed");
-        self.status.state = "idle".into();
-        self.status.offered = None;
+    /// Installing failed: back to idle (the old binary stays); a binary
+    /// that does not match its manifest is a refusal.
+    pub fn install_failed(&mut self, error: &InstallError) {
+        match error {
+            InstallError::Refused(e) => self.refuse(e),
+            InstallError::Io(e) => {
+                tracing::error!(error = %e, "release not installed");
+                self.status.state = "idle".into();
+                self.status.offered = None;
+            }
+        }
     }
 }
 
@@ -744,6 +746,17 @@ pub struct Handover<'a> {
     pub tap: Option<&'a tun_rs::AsyncDevice>,
 }
 
+/// Why a release was not installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The binary does not match its manifest (size or digest).
+    #[error("{0}")]
+    Refused(UpdateError),
+    /// Writing or executing it failed.
+    #[error("{0}")]
+    Io(String),
+}
+
 /// A release written in place of the executable, to exec.
 #[derive(Debug)]
 pub struct Installed {
@@ -752,14 +765,19 @@ pub struct Installed {
     prev: PathBuf,
 }
 
-/// Swaps the executable for `ready` and records its version. Blocking
-/// (writes and fsyncs megabytes): run it off the event loop.
-pub fn install(ready: Ready, state_dir: &Path) -> Result<Installed, String> {
-    let (exe, prev) =
-        swap_binary(&ready.binary).map_err(|e| format!("cannot swap the binary: {e}"))?;
+/// Checks `ready` against its manifest (size, SHA-256), swaps the
+/// executable for it and records its version. Blocking (hashes, writes
+/// and fsyncs megabytes): run it off the event loop.
+pub fn install(ready: Ready, state_dir: &Path) -> Result<Installed, InstallError> {
+    wow_core::update::check_binary(&ready.manifest, &ready.binary)
+        .map_err(InstallError::Refused)?;
+    let (exe, prev) = swap_binary(&ready.binary)
+        .map_err(|e| InstallError::Io(format!("cannot swap the binary: {e}")))?;
     if let Err(e) = record_installed(state_dir, &ready.manifest) {
         let _ = std::fs::rename(&prev, &exe);
-        return Err(format!("cannot record the installed version: {e}"));
+        return Err(InstallError::Io(format!(
+            "cannot record the installed version: {e}"
+        )));
     }
     Ok(Installed {
         manifest: ready.manifest,
