@@ -194,6 +194,15 @@ pub enum CoreEvent {
         /// Up or down.
         up: bool,
     },
+    /// The values found by a [`Core::dht_get_values`] (empty when none
+    /// was found or the get failed); each record passed the node's
+    /// policy.
+    DhtValues {
+        /// The get's id.
+        id: u64,
+        /// The values.
+        values: Vec<Vec<u8>>,
+    },
     /// Our underlay mapping changed: a peer's signed report names another
     /// endpoint for us than before (our NAT rebound, or the host's address
     /// changed). The overlay is making its stale links again; the driver
@@ -287,6 +296,8 @@ enum DhtJob {
     DnsLookup(dns_virt::RequestId),
     DnsPublish(dns_virt::RequestId),
     Publish,
+    /// A get for the driver ([`Core::dht_get_values`]).
+    Values,
 }
 
 /// The composed node. See the [module docs](self).
@@ -377,6 +388,8 @@ pub struct Core<S: LeaseStore> {
     host_certificate: Option<Vec<u8>>,
     /// The record policy's rules, for ranking lease claims.
     record_judge: crate::records::NodePolicy,
+    /// `[update] keys`, for the record policy.
+    release_keys: Vec<[u8; crate::update::PUBLIC_KEY_LEN]>,
     /// Frames for the guest, oldest first.
     tap_out: VecDeque<Vec<u8>>,
     /// The frame [`Core::poll_tap_frame`] handed out last.
@@ -666,7 +679,7 @@ impl<S: LeaseStore> Core<S> {
             settings.network.prefix_len(),
             settings.guest_mtu,
         );
-        Ok(Core {
+        let mut core = Core {
             settings,
             overlay,
             arp,
@@ -718,6 +731,7 @@ impl<S: LeaseStore> Core<S> {
             wall,
             host_certificate: None,
             record_judge,
+            release_keys: Vec::new(),
             tap_out: VecDeque::new(),
             tap_current: Vec::new(),
             tap_free: Vec::new(),
@@ -726,7 +740,27 @@ impl<S: LeaseStore> Core<S> {
             seal_buf: Vec::with_capacity(2048),
             payload_buf: Vec::with_capacity(2048),
             open_buf: Vec::with_capacity(2048),
-        })
+        };
+        core.restore_guest();
+        Ok(core)
+    }
+
+    /// A lease the store kept from before a restart (or a self-update's
+    /// exec): the node's one guest keeps its address at once instead of
+    /// being cut off until its next DHCP renewal.
+    fn restore_guest(&mut self) {
+        let mut bound = self.dhcp.leases();
+        let (Some((addr, client, _)), None) = (bound.next(), bound.next()) else {
+            return;
+        };
+        let mac = match client {
+            dhcp_virt::ClientKey::Hardware(h) => h.mac(),
+            dhcp_virt::ClientKey::Id(_) => None,
+        };
+        self.guest_addr = Some(addr);
+        self.guest_mac = mac;
+        let _ = self.arp.set_guest_addr(Some(addr));
+        tracing::info!(%addr, "guest lease restored from the lease store");
     }
 
     // ----- getters -----
@@ -948,6 +982,7 @@ impl<S: LeaseStore> Core<S> {
                 &domain,
                 verifier,
             )
+            .with_release_keys(self.release_keys.clone())
         };
         self.record_judge = policy(verifier.clone());
         self.overlay.set_record_policy(Box::new(policy(verifier)));
@@ -1264,6 +1299,53 @@ impl<S: LeaseStore> Core<S> {
         }
         self.crl_published = Some(published);
         self.publish_crl(now);
+    }
+
+    /// The release keys (`[update] keys`): manifests under
+    /// `wow/release/<channel>` are stored and believed only when one of
+    /// them signed it (see [`crate::records`]).
+    pub fn set_release_keys(
+        &mut self,
+        now: Instant,
+        keys: Vec<[u8; crate::update::PUBLIC_KEY_LEN]>,
+    ) {
+        self.release_keys = keys;
+        self.refresh_record_policy(now);
+    }
+
+    /// Gets the values under `wow/<kind>/<suffix>` for the driver (the
+    /// self-update's manifests and chunks, see [`crate::update`]):
+    /// answered by [`CoreEvent::DhtValues`] with the returned id; `None`
+    /// if the overlay refused the request.
+    pub fn dht_get_values(&mut self, now: Instant, kind: &str, suffix: &[u8]) -> Option<u64> {
+        let id = self.overlay.dht_get(now, &dht_key(kind, suffix)).ok()?;
+        self.jobs.insert(id, DhtJob::Values);
+        self.pump(now);
+        Some(id)
+    }
+
+    /// Puts `value` under `wow/<kind>/<suffix>` for `ttl` (the driver's
+    /// releases); `false` if the overlay refused it.
+    pub fn dht_put_value(
+        &mut self,
+        now: Instant,
+        kind: &str,
+        suffix: &[u8],
+        value: &[u8],
+        ttl: Duration,
+    ) -> bool {
+        let ok = match self
+            .overlay
+            .dht_put(now, &dht_key(kind, suffix), value, ttl)
+        {
+            Ok(id) => {
+                self.jobs.insert(id, DhtJob::Publish);
+                true
+            }
+            Err(_) => false,
+        };
+        self.pump(now);
+        ok
     }
 
     /// Publishes the CA node's CRL in the DHT, where every node looks for
@@ -2734,6 +2816,13 @@ impl<S: LeaseStore> Core<S> {
                     _ => &[],
                 };
                 self.on_crl_chunk(now, number, index, values.iter().map(Vec::as_slice));
+            }
+            DhtJob::Values => {
+                let values = match outcome {
+                    DhtOutcome::Ok(values) => values,
+                    _ => Vec::new(),
+                };
+                self.events.push_back(CoreEvent::DhtValues { id, values });
             }
         }
     }

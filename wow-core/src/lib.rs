@@ -19,7 +19,8 @@
 //! DHT), [`enrol`] (the CA's announcement, rate limits and certificate
 //! lifetimes), [`membership`] (the node's certificate from enrolment to
 //! renewal and the CRL it keeps, driven beside the core) and [`demo`]
-//! (settings for a small, fast ring on loopback).
+//! (settings for a small, fast ring on loopback), [`update`] (signed
+//! releases of the node's binary, carried in DHT chunks).
 //! With the `test-util` feature, `guest` is a smoltcp guest (DHCP, DNS,
 //! ping, TCP) to drive a core's guest side in tests and demos.
 //!
@@ -104,6 +105,7 @@ pub mod metrics;
 pub mod overlay_identity;
 pub mod records;
 pub mod status;
+pub mod update;
 pub mod walk;
 pub mod wire;
 

@@ -203,7 +203,10 @@ pub fn log_event(event: &CoreEvent) {
             "enrolment queued: approve it with `wow-node ca pending` and `wow-node ca approve ID` on the CA node's host"
         ),
         CoreEvent::EnrolmentStatus(status) => tracing::info!(%status, "enrolment"),
-        CoreEvent::CrlFetched(_) | CoreEvent::Enrolled(_) | CoreEvent::MappingChanged { .. } => {}
+        CoreEvent::CrlFetched(_)
+        | CoreEvent::Enrolled(_)
+        | CoreEvent::MappingChanged { .. }
+        | CoreEvent::DhtValues { .. } => {}
     }
 }
 

@@ -14,6 +14,8 @@
 //! | `ca` | the value is the CA's signed announcement naming the writer's key | any |
 //! | `crl` | the value is a CRL manifest signed by the CA (any node may relay it) | any |
 //! | `crl-chunk/…` | any (readers check each chunk against the signed manifest) | any |
+//! | `release/<channel>` | the value is a release manifest signed by a configured release key ([`crate::update`]) | the same with keys configured, else any |
+//! | `release-chunk/…` | any (readers check each chunk along the manifest's hash chain) | any |
 //! | anything else | refused | any |
 //!
 //! "Certified" means: the record's credential is a DER certificate that
@@ -61,6 +63,8 @@ pub struct NodePolicy {
     ca: Option<Verifier>,
     /// Wall time at `base`: the policy gets only `Instant`s.
     base: (Instant, SystemTime),
+    /// `[update] keys`: who may publish under `wow/release/…`.
+    release_keys: Vec<[u8; crate::update::PUBLIC_KEY_LEN]>,
     cache: HashMap<[u8; 32], Option<(Vec<u8>, Standing)>>,
 }
 
@@ -91,8 +95,19 @@ impl NodePolicy {
             zone: zone.trim_end_matches('.').to_ascii_lowercase(),
             ca,
             base: (now, wall),
+            release_keys: Vec::new(),
             cache: HashMap::new(),
         }
+    }
+
+    /// The release keys (`[update] keys`) whose manifests are stored under
+    /// `wow/release/<channel>`.
+    pub fn with_release_keys(
+        mut self,
+        keys: Vec<[u8; crate::update::PUBLIC_KEY_LEN]>,
+    ) -> NodePolicy {
+        self.release_keys = keys;
+        self
     }
 
     fn wall(&self, now: Instant) -> SystemTime {
@@ -221,6 +236,14 @@ impl NodePolicy {
                 Some(verifier) => crate::crl_dht::verify_manifest(verifier, &record.value).is_ok(),
             },
             b"crl-chunk" => true,
+            // A release manifest only under a configured key; the channel
+            // in the key is the manifest's own.
+            b"release" if !self.release_keys.is_empty() => {
+                crate::update::verify(&record.value, &self.release_keys)
+                    .is_ok_and(|m| m.channel.as_bytes() == suffix)
+            }
+            b"release" => !with_ca,
+            b"release-chunk" => true,
             _ => !with_ca,
         }
     }

@@ -273,6 +273,9 @@ pub struct Status {
     pub crl: Option<CrlSummary>,
     /// The firewall, when it has rules.
     pub firewall: Option<FirewallStatus>,
+    /// The self-update, when release keys are configured (set by the
+    /// driver, see [`crate::update::UpdateStatus`]).
+    pub update: Option<crate::update::UpdateStatus>,
 }
 
 fn roles(r: Roles) -> Vec<&'static str> {
@@ -386,6 +389,7 @@ impl Status {
                 flows: core.firewall().flow_count(),
                 counters: core.firewall().counters(),
             }),
+            update: None,
         }
     }
 
@@ -438,6 +442,9 @@ impl Status {
         }
         if let Some(crl) = &self.crl {
             s += &crl.to_text();
+        }
+        if let Some(update) = &self.update {
+            s += &update.to_text();
         }
         if let Some(firewall) = &self.firewall {
             s += &firewall.to_text();

@@ -81,6 +81,14 @@
 //! # server = "192.0.2.1:3478"       # a TURN server: relayed endpoint of last resort
 //! # username = "wow"                # its long-term credentials, if it asks
 //! # password = "secret"
+//!
+//! [update]
+//! keys = []                         # release public keys (hex Ed25519, `wow-node
+//!                                   # release keygen`); none: no self-update
+//! channel = "stable"                # the release channel followed
+//! check_secs = 300                  # look for a newer release in the DHT this often
+//! health_secs = 30                  # a new binary not healthy (joined) by then
+//!                                   # is rolled back
 //! ```
 //!
 //! Relative paths are relative to `state_dir`.
@@ -116,6 +124,35 @@ pub struct Config {
     pub metrics: MetricsSection,
     /// `[firewall]`.
     pub firewall: FirewallSection,
+    /// `[update]`.
+    pub update: UpdateSection,
+}
+
+/// `[update]`: signed self-update (see [`crate::update`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpdateSection {
+    /// Release public keys, hex Ed25519 (`wow-node release keygen`
+    /// prints one); none: the node takes no update.
+    pub keys: Vec<String>,
+    /// The channel followed.
+    pub channel: String,
+    /// Seconds between looks for a newer release.
+    pub check_secs: u64,
+    /// Seconds a new binary has to report healthy (joined the ring)
+    /// before it is rolled back.
+    pub health_secs: u64,
+}
+
+impl Default for UpdateSection {
+    fn default() -> Self {
+        UpdateSection {
+            keys: Vec::new(),
+            channel: "stable".into(),
+            check_secs: 300,
+            health_secs: 30,
+        }
+    }
 }
 
 /// `[metrics]`: the node's figures for Prometheus.

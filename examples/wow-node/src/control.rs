@@ -6,7 +6,10 @@
 //! CA commands of a node serving the CA ([`crate::enrol::CaRequest`]),
 //! answered `error: …` when refused; `network [json] [LIMIT]`: a walk round
 //! the ring ([`wow_core::walk`]) listing up to LIMIT nodes (default
-//! [`DEFAULT_WALK_LIMIT`]). The socket lives in the state
+//! [`DEFAULT_WALK_LIMIT`]); `health`: `ok VERSION` once the node joined
+//! the ring (or has no bootstrap), else `starting` (the self-update's
+//! watchdog asks it); `release publish`: publish the release staged by
+//! `wow-node release publish` ([`crate::update`]). The socket lives in the state
 //! directory (mode 0700): whoever may open it administers the node.
 
 use std::io::{Read, Write};
@@ -70,6 +73,18 @@ pub fn answer(status: &Status, request: &str) -> String {
     }
 }
 
+/// Sends `line` to the node behind `state_dir` and reads its answer
+/// (waiting at most `wait_secs`).
+pub fn request(state_dir: &Path, line: &str, wait_secs: u64) -> std::io::Result<String> {
+    let path = state_dir.join(SOCKET_FILE);
+    let mut stream = std::os::unix::net::UnixStream::connect(&path)?;
+    stream.set_read_timeout(Some(Duration::from_secs(wait_secs)))?;
+    stream.write_all(line.as_bytes())?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out)?;
+    Ok(out)
+}
+
 /// `wow-node status`: asks the node behind `state_dir`.
 /// With `network`, the walk round the ring instead, listing up to that many
 /// nodes.
@@ -86,14 +101,7 @@ pub fn status_command(state_dir: &Path, json: bool, network: Option<usize>) -> E
             )
         }
     };
-    let result = (|| -> std::io::Result<String> {
-        let mut stream = std::os::unix::net::UnixStream::connect(&path)?;
-        stream.set_read_timeout(Some(Duration::from_secs(wait)))?;
-        stream.write_all(request.as_bytes())?;
-        let mut out = String::new();
-        stream.read_to_string(&mut out)?;
-        Ok(out)
-    })();
+    let result = self::request(state_dir, &request, wait);
     match result {
         Ok(text) => {
             print!("{text}");

@@ -8,11 +8,13 @@
 //! wow-node status [--json] [--network [--limit N]] [--state-dir DIR]
 //! wow-node ca init|issue|revoke|crl|list --dir DIR ...
 //! wow-node ca token|pending|approve|reject [--state-dir DIR] [--dir CA_DIR] ...
+//! wow-node release keygen --out KEY
+//! wow-node release publish --key KEY --binary PATH --version V [--channel C] [--url URL]
 //! ```
 //!
 //! See `README.md` beside this crate for the operator guide.
 
-use wow_node::{ca_cmd, config, confine, control, demo, runtime};
+use wow_node::{ca_cmd, config, confine, control, demo, runtime, update};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,6 +95,34 @@ enum Command {
         #[command(subcommand)]
         command: ca_cmd::CaCommand,
     },
+    /// Signed releases of this binary (self-update).
+    Release {
+        #[command(subcommand)]
+        command: update::ReleaseCommand,
+    },
+    /// Started by a node that execs a new release: rolls it back unless
+    /// it reports healthy in time.
+    #[command(hide = true)]
+    UpdateWatchdog {
+        /// The node's process.
+        #[arg(long)]
+        pid: u32,
+        /// Its state directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The version installed.
+        #[arg(long)]
+        version: String,
+        /// Seconds it has to report healthy.
+        #[arg(long)]
+        health_secs: u64,
+        /// The executable (the previous one is NAME.prev).
+        #[arg(long)]
+        exe: PathBuf,
+        /// The node's arguments.
+        #[arg(last = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 fn init_tracing() {
@@ -145,5 +175,14 @@ fn main() -> ExitCode {
             state_dir,
         } => control::status_command(&state_dir, json, network.then_some(limit)),
         Command::Ca { command } => ca_cmd::run(command),
+        Command::Release { command } => update::run(command),
+        Command::UpdateWatchdog {
+            pid,
+            state_dir,
+            version,
+            health_secs,
+            exe,
+            args,
+        } => update::watchdog(pid, &state_dir, &version, health_secs, &exe, &args),
     }
 }

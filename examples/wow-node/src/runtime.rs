@@ -144,6 +144,9 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
         .create(&state_dir)
         .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
+    // Descriptors kept open across a self-update's exec: adopted before
+    // this process opens anything else.
+    let (mut inherited_udp, mut inherited_tap) = crate::update::inherited();
     let Identity {
         key,
         certificate,
@@ -210,9 +213,18 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     let metrics = crate::metrics::bind(config.metrics.listen).await;
     settings.dns_forward = upstream.is_some();
 
-    let socket = UdpSocket::bind(config.node.listen)
-        .await
-        .map_err(|e| format!("cannot bind {}: {e}", config.node.listen))?;
+    let socket = match inherited_udp.take() {
+        Some(fd) => {
+            let std_socket = std::net::UdpSocket::from(fd);
+            std_socket
+                .set_nonblocking(true)
+                .and_then(|()| UdpSocket::from_std(std_socket))
+                .map_err(|e| format!("inherited UDP socket: {e}"))?
+        }
+        None => UdpSocket::bind(config.node.listen)
+            .await
+            .map_err(|e| format!("cannot bind {}: {e}", config.node.listen))?,
+    };
     // Room for bursts: a TCP window's worth of datagrams arrives at once.
     // The forced options need CAP_NET_ADMIN; without it the kernel's
     // rmem_max/wmem_max cap the plain ones.
@@ -327,6 +339,16 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             "central allocator: lease table loaded"
         );
     }
+    let release_keys = crate::update::parse_keys(&config.update.keys)?;
+    let with_update = !release_keys.is_empty();
+    core.set_release_keys(now, release_keys.clone());
+    let mut updater = crate::update::Updater::new(
+        now,
+        release_keys,
+        &config.update.channel,
+        Duration::from_secs(config.update.check_secs),
+        &state_dir,
+    );
     membership
         .start(&mut core, now, SystemTime::now())
         .map_err(|e| e.to_string())?;
@@ -347,15 +369,24 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     };
     // With offloads the guest's kernel hands over TCP super-frames (one
     // read for up to 64 KiB) and takes merged ones back (see `offload`).
-    let (tap, offload) = match open_tap(config.tap.offload) {
-        Ok(tap) => (tap, config.tap.offload),
-        Err(e) if config.tap.offload => {
-            tracing::warn!(error = %e, "TAP offloads refused: frames go one by one");
-            let tap =
-                open_tap(false).map_err(|e| format!("cannot open TAP {}: {e}", config.tap.name))?;
-            (tap, false)
-        }
-        Err(e) => return Err(format!("cannot open TAP {}: {e}", config.tap.name)),
+    let adopted = inherited_tap.take().and_then(|fd| {
+        crate::fdpass::tap_from_fd(fd)
+            .map_err(|e| tracing::warn!(error = %e, "inherited TAP not adopted: opened again"))
+            .ok()
+    });
+    // An adopted TAP has no offloads (only such a TAP is handed over).
+    let (tap, offload) = match adopted {
+        Some(tap) => (tap, false),
+        None => match open_tap(config.tap.offload) {
+            Ok(tap) => (tap, config.tap.offload),
+            Err(e) if config.tap.offload => {
+                tracing::warn!(error = %e, "TAP offloads refused: frames go one by one");
+                let tap = open_tap(false)
+                    .map_err(|e| format!("cannot open TAP {}: {e}", config.tap.name))?;
+                (tap, false)
+            }
+            Err(e) => return Err(format!("cannot open TAP {}: {e}", config.tap.name)),
+        },
     };
     tracing::info!(
         tap = %config.tap.name,
@@ -454,6 +485,8 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         crate::enrol::CaRequest,
         tokio::sync::oneshot::Sender<String>,
     )>(8);
+    let (release_tx, mut release_rx) =
+        tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<String>>(4);
     let (walk_tx, mut walk_rx) = tokio::sync::mpsc::channel::<(
         crate::control::WalkRequest,
         tokio::sync::oneshot::Sender<String>,
@@ -463,6 +496,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         tokio::sync::oneshot::Sender<String>,
     )> = None;
     let started_at = now;
+    let mut installing: Option<Installing> = None;
     let mut udp_buf = vec![0u8; 65536];
     let mut cmsg_buf = crate::udp::cmsg_buffer();
     let mut tap_buf = vec![0u8; tap_offload::MAX_READ];
@@ -491,7 +525,8 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             .poll_timeout()
             .unwrap_or(now + Duration::from_secs(1))
             .min(now + Duration::from_secs(1))
-            .min(membership.poll_timeout());
+            .min(membership.poll_timeout())
+            .min(updater.poll_timeout());
         tokio::select! {
             r = socket.readable() => {
                 if r.is_ok() {
@@ -566,8 +601,17 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     let wall = SystemTime::now();
                     let mut status = Status::of(&core, Instant::now(), wall, started_at);
                     status.set_certificate(wall, membership.validity());
+                    if with_update || updater.status.publishing.is_some() {
+                        status.update = Some(updater.status.clone());
+                    }
+                    let health = if status.joined || config.node.bootstrap.is_empty() {
+                        format!("ok {}\n", updater.running())
+                    } else {
+                        "starting\n".to_string()
+                    };
                     let ca_tx = ca_tx.clone();
                     let walk_tx = walk_tx.clone();
+                    let release_tx = release_tx.clone();
                     tokio::spawn(async move {
                         let mut line = [0u8; 64];
                         let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut line))
@@ -578,6 +622,15 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                         let request = String::from_utf8_lossy(&line[..n]).into_owned();
                         let walk = crate::control::WalkRequest::parse(&request);
                         let answer = match crate::enrol::CaRequest::parse(&request) {
+                            None if request.trim() == "health" => health,
+                            None if request.trim() == "release publish" => {
+                                let (tx, rx) = tokio::sync::oneshot::channel();
+                                if release_tx.send(tx).await.is_ok() {
+                                    rx.await.unwrap_or_default()
+                                } else {
+                                    String::new()
+                                }
+                            }
                             // The walk runs on the core too.
                             None if walk.is_some() => {
                                 let (tx, rx) = tokio::sync::oneshot::channel();
@@ -601,6 +654,30 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                         };
                         let _ = stream.write_all(answer.as_bytes()).await;
                     });
+                }
+            }
+            Some(reply) = release_rx.recv() => {
+                let answer = match updater.publish_staged(Instant::now()) {
+                    Ok(text) => text,
+                    Err(e) => format!("error: {e}\n"),
+                };
+                tracing::info!(answer = answer.trim(), "release publish");
+                let _ = reply.send(answer);
+            }
+            r = crate::update::Updater::http_done(Some(&mut updater)) => {
+                if let Some(ready) = updater.handle_http(r) {
+                    installing = Some(install(ready, &config));
+                }
+            }
+            r = installed(&mut installing) => {
+                installing = None;
+                match r {
+                    Ok(done) => {
+                        // Frames and datagrams already queued go out first.
+                        flush(&mut core, &socket, &tap, &mut tap_io, &mut out).await;
+                        exec(&mut updater, &done, &config, &socket, &tap, offload);
+                    }
+                    Err(e) => updater.install_failed(&e),
                 }
             }
             Some((request, reply)) = walk_rx.recv() => {
@@ -657,10 +734,19 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         if membership.poll_timeout() <= now {
             membership.handle_timeout(&mut core, now, wall);
         }
+        if updater.poll_timeout() <= now {
+            updater.handle_timeout(&mut core, now);
+        }
         while let Some(event) = core.poll_event() {
             if matches!(event, wow_core::core::CoreEvent::MappingChanged { .. }) {
                 // The host's address may have changed: rescan at once.
                 host_candidates.rescan_now(now);
+            }
+            if let wow_core::core::CoreEvent::DhtValues { id, values } = &event {
+                if let Some(ready) = updater.handle_values(&mut core, now, *id, values) {
+                    installing = Some(install(ready, &config));
+                }
+                continue;
             }
             membership.handle_event(&mut core, now, wall, &event);
         }
@@ -683,6 +769,53 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     // Waits for the CA's last writes.
     drop(ca_writer);
     Ok(())
+}
+
+type Installing =
+    tokio::task::JoinHandle<Result<crate::update::Installed, crate::update::InstallError>>;
+
+/// Writes a verified release in place of the executable, off the event
+/// loop (megabytes written and fsynced while the guest's traffic flows).
+fn install(ready: crate::update::Ready, config: &Config) -> Installing {
+    let state_dir = config.node.state_dir.clone();
+    tokio::task::spawn_blocking(move || crate::update::install(ready, &state_dir))
+}
+
+/// The release written by [`install`] (pending while none is).
+async fn installed(
+    installing: &mut Option<Installing>,
+) -> Result<crate::update::Installed, crate::update::InstallError> {
+    match installing {
+        Some(task) => task
+            .await
+            .unwrap_or_else(|e| Err(crate::update::InstallError::Io(e.to_string()))),
+        None => std::future::pending().await,
+    }
+}
+
+/// Execs an installed release, keeping the UDP socket and (without
+/// offloads) the TAP open; returns only if that failed.
+fn exec(
+    updater: &mut crate::update::Updater,
+    installed: &crate::update::Installed,
+    config: &Config,
+    socket: &UdpSocket,
+    tap: &tun_rs::AsyncDevice,
+    offload: bool,
+) {
+    let error = crate::update::exec(
+        installed,
+        updater.running(),
+        &config.node.state_dir,
+        Duration::from_secs(config.update.health_secs),
+        crate::update::Handover {
+            udp: socket,
+            // tun-rs adopts no descriptor opened with offloads (vnet
+            // header): then the new binary opens the TAP again.
+            tap: (!offload).then_some(tap),
+        },
+    );
+    updater.install_failed(&crate::update::InstallError::Io(error));
 }
 
 /// LAN discovery's multicast socket (see [`overlay_core::lan`]).

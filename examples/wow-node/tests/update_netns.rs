@@ -1,0 +1,300 @@
+//! Signed self-update in network namespaces: node B takes a release that
+//! node A publishes, swaps its binary and execs it while an iperf3 TCP
+//! stream runs from A's guest to B's; the TAP device and UDP socket stay
+//! open across the exec, so the stream must end well. Then a broken
+//! release (a script that never reports healthy) is rolled back by the
+//! watchdog, and an older release is refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use wow_test_hosts::{Process, require, wait_until};
+
+#[path = "support/host.rs"]
+mod host;
+
+use host::{BIN, Host};
+
+/// A copy of the node binary for one host (the update replaces it),
+/// without debug information (smaller to publish).
+fn own_binary(dir: &Path) -> PathBuf {
+    let path = dir.join("wow-node");
+    let out = std::process::Command::new("strip")
+        .args(["--strip-debug", "-o"])
+        .arg(&path)
+        .arg(BIN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    path
+}
+
+fn start(h: &mut Host, exe: &Path) {
+    let mut cmd = h.ns.command(exe);
+    cmd.args(["up", "--config", h.config_path().to_str().unwrap()])
+        .env(
+            "RUST_LOG",
+            std::env::var("WOW_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+    h.node = Some(Process::spawn(cmd).unwrap());
+    let ns = &h.ns;
+    assert!(
+        wait_until(Duration::from_secs(10), || ns
+            .run_ok("ip", &["link", "show", "wow0"])
+            .is_ok_and(|s| s.contains("UP"))),
+        "TAP never came up:\n{}",
+        h.log()
+    );
+}
+
+/// `wow-node release publish` on `h`'s node (`url` empty: none, the
+/// chunks only in the DHT).
+fn release(h: &Host, key: &Path, binary: &Path, version: &str, url: &str) -> String {
+    let mut args = vec![
+        "release",
+        "publish",
+        "--key",
+        key.to_str().unwrap(),
+        "--binary",
+        binary.to_str().unwrap(),
+        "--version",
+        version,
+        "--state-dir",
+        h.state.path().to_str().unwrap(),
+    ];
+    if !url.is_empty() {
+        args.extend(["--url", url]);
+    }
+    h.ns.run_ok(BIN, &args).unwrap()
+}
+
+/// `status --json`, or nothing while the node is between binaries.
+fn try_status(h: &Host) -> Option<serde_json::Value> {
+    let state = h.state.path().to_str().unwrap();
+    let text =
+        h.ns.run_ok(BIN, &["status", "--json", "--state-dir", state])
+            .ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn update_status(h: &Host) -> serde_json::Value {
+    h.status_json()["update"].clone()
+}
+
+fn digest(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Longest silence between consecutive replies of a `ping -D` log (s).
+fn longest_gap(log: &str) -> (f64, usize) {
+    let t: Vec<f64> = log
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+        .collect();
+    let gap = t.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    (gap, t.len())
+}
+
+#[test]
+fn a_node_updates_under_a_tcp_stream_and_rolls_back_a_broken_release() {
+    if !require(
+        "a_node_updates_under_a_tcp_stream_and_rolls_back_a_broken_release",
+        &["dhclient", "ping", "iperf3", "python3", "strip", "stdbuf"],
+    ) {
+        return;
+    }
+    let mut a = Host::new("ua", "alpha");
+    let mut b = Host::new("ub", "bravo");
+    a.ns.veth_to(&b.ns, "eth0", "eth0").unwrap();
+    a.ns.addr_add("eth0", "192.168.61.1/24").unwrap();
+    b.ns.addr_add("eth0", "192.168.61.2/24").unwrap();
+
+    // The release key; B follows it, A only publishes.
+    let key = a.state.path().join("release.key");
+    let public =
+        a.ns.run_ok(BIN, &["release", "keygen", "--out", key.to_str().unwrap()])
+            .unwrap();
+    let mode = std::fs::metadata(&key).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let node = "lan_discovery = false\nport_mapping = false\n";
+    let tap = "[tap]\noffload = false\n";
+    a.write_config_with(&[], "192.168.61.1:4000", &[], node, tap);
+    b.write_config_with(
+        &["192.168.61.1:4000"],
+        "192.168.61.2:4000",
+        &[],
+        node,
+        &format!(
+            "{tap}[update]\nkeys = [\"{}\"]\ncheck_secs = 1\nhealth_secs = 8\n",
+            public.trim()
+        ),
+    );
+    let exe_a = own_binary(a.state.path());
+    let exe_b = own_binary(b.state.path());
+    let original = digest(&exe_b);
+    start(&mut a, &exe_a);
+    start(&mut b, &exe_b);
+    let addr_a = a.dhcp();
+    let addr_b = b.dhcp();
+    assert!(
+        wait_until(Duration::from_secs(20), || a.ping(&addr_b)),
+        "no ping:\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+    let before = update_status(&b);
+    assert_eq!(before["state"], "idle", "{before}");
+    let pid_before = before["pid"].as_u64().unwrap();
+
+    // The release: the same binary as 99.0.0, served over HTTP by A's host
+    // too (a stripped debug build is far above the DHT's share).
+    let www = a.state.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let new = www.join("wow-node");
+    std::fs::copy(&exe_a, &new).unwrap();
+    let _http =
+        a.ns.spawn(
+            "python3",
+            &[
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                "192.168.61.1",
+                "--directory",
+                www.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    let url = "http://192.168.61.1:8080/wow-node";
+
+    // The streams: iperf3 A -> B for 14 s, ping every 50 ms.
+    let _server = b.ns.spawn("iperf3", &["-s", "-1", "-B", &addr_b]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut iperf =
+        a.ns.spawn(
+            "iperf3",
+            &["-c", &addr_b, "-t", "14", "-i", "0.1", "-f", "m"],
+        )
+        .unwrap();
+    let ping =
+        a.ns.spawn("stdbuf", &["-oL", "ping", "-D", "-i", "0.05", &addr_b])
+            .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let published = std::time::Instant::now();
+    let answer = release(&a, &key, &new, "99.0.0", url);
+    assert!(answer.contains("publishing 99.0.0"), "{answer}");
+    assert!(
+        wait_until(Duration::from_secs(30), || try_status(&b).is_some_and(
+            |s| s["update"]["running"] == "99.0.0" && s["joined"] == true
+        )),
+        "B did not update:\n{}\n{}",
+        b.status(false),
+        b.log()
+    );
+    let updated_after = published.elapsed();
+    let after = update_status(&b);
+    assert_eq!(after["updated_from"], "0.1.0", "{after}");
+    assert_eq!(
+        after["pid"].as_u64().unwrap(),
+        pid_before,
+        "the update is an exec"
+    );
+    assert_eq!(digest(&exe_b), digest(&new));
+    assert_eq!(
+        digest(&b.state.path().join("wow-node.prev")),
+        original,
+        "the previous binary kept"
+    );
+    let iperf_ok = iperf
+        .wait_timeout(Duration::from_secs(30))
+        .unwrap()
+        .is_some_and(|s| s.success());
+    let iperf_log = iperf.log();
+    let (gap, replies) = longest_gap(&ping.log());
+    // iperf3's 0.1 s intervals at B's side of the stream: the longest run
+    // of empty ones.
+    let empty = iperf_log
+        .lines()
+        .filter(|l| l.contains("sec") && l.contains("Mbits/sec"))
+        .map(|l| l.contains(" 0.00 Bytes") || l.contains(" 0.00 Mbits/sec"))
+        .fold((0u32, 0u32), |(run, best), e| {
+            let run = if e { run + 1 } else { 0 };
+            (run, best.max(run))
+        })
+        .1;
+    eprintln!(
+        "update under load: B updated {:.2} s after publish; longest ping gap {:.3} s ({replies} replies, -i 0.05); \
+         longest run of empty iperf3 0.1 s intervals: {empty} ({:.1} s); iperf3 exit {}",
+        updated_after.as_secs_f64(),
+        gap,
+        f64::from(empty) / 10.0,
+        if iperf_ok { "0" } else { "FAILED" }
+    );
+    assert!(iperf_ok, "the TCP stream broke:\n{iperf_log}\n{}", b.log());
+    assert!(gap < 2.0, "gap {gap} s:\n{}", b.log());
+    drop(ping);
+
+    // A broken release, small enough for the DHT and published there
+    // only (its chunks fetched and checked along the chain): never
+    // healthy, rolled back with the same descriptors (the guest's link
+    // stays).
+    let broken = www.join("broken");
+    // About 30 KiB: 30 chunks.
+    let script = format!("#!/bin/sh\nexec sleep 600\n{}", "# padding\n".repeat(3000));
+    std::fs::write(&broken, script).unwrap();
+    let answer = release(&a, &key, &broken, "100.0.0", "");
+    assert!(answer.contains("publishing 100.0.0"), "{answer}");
+    assert!(
+        wait_until(Duration::from_secs(40), || try_status(&b).is_some_and(
+            |s| s["update"]["rolled_back"] == "100.0.0" && s["update"]["running"] == "99.0.0"
+        )),
+        "no rollback:\n{}",
+        b.log()
+    );
+    assert_eq!(digest(&exe_b), digest(&new), "the good binary back");
+    assert!(
+        wait_until(Duration::from_secs(15), || a.ping(&addr_b)
+            && b.ping(&addr_a)),
+        "no ping after the rollback:\n{}",
+        b.log()
+    );
+    // An older release: refused (typed, in status), nothing swapped.
+    let answer = release(&a, &key, &new, "1.0.0", url);
+    assert!(answer.contains("publishing 1.0.0"), "{answer}");
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            try_status(&b).is_some_and(|s| s["update"]["last_refusal"]["kind"] == "not_newer")
+        }),
+        "{}",
+        b.status(false)
+    );
+    assert_eq!(digest(&exe_b), digest(&new));
+    eprintln!("{}", b.status(false));
+    // The node now runs as the watchdog's process: stop it by its id.
+    let pid = update_status(&b)["pid"].as_u64().unwrap();
+    assert_ne!(pid, pid_before, "the watchdog became the node");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    assert!(wait_until(Duration::from_secs(5), || !Path::new(&format!(
+        "/proc/{pid}"
+    ))
+    .exists()
+        || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.contains(") Z "))));
+    a.stop();
+}
