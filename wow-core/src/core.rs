@@ -79,6 +79,8 @@ const TAP_FREE_LIMIT: usize = 1024;
 /// Lifetime of the DHT records this node publishes (re-published on lease
 /// renewal, which the guest does at half the lease).
 const PUBLISH_TTL: Duration = Duration::from_secs(3600);
+/// At most this many IPv6 addresses of the guest are remembered.
+const GUEST_V6_LIMIT: usize = 8;
 /// Lifetime of a CRL published in the DHT (re-published on every refresh).
 const CRL_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -111,6 +113,10 @@ pub struct Settings {
     /// Names outside the zone are forwarded upstream (split DNS, see
     /// [`Core::poll_dns_forward`]) instead of answered REFUSED.
     pub dns_forward: bool,
+    /// The network's IPv6 prefix (see [`crate::ipv6`]): each guest gets
+    /// the /64 derived from its IPv4 address, by router advertisement;
+    /// `None`: IPv4 only.
+    pub ipv6: Option<ipnet::Ipv6Net>,
 }
 
 /// A node's certificate, key and CA certificate (DER).
@@ -269,6 +275,13 @@ pub struct Core<S: LeaseStore> {
     settings: Settings,
     overlay: overlay_core::Node<overlay_core::DynIdentity>,
     arp: arp_virt::Responder,
+    /// The IPv6 plan, if the network has IPv6.
+    v6: Option<crate::ipv6::Plan>,
+    /// Neighbour discovery for the guest's /64, once it has an address.
+    ndp: Option<arp_virt::ndp::NdpResponder>,
+    /// Addresses the guest took in its /64 (its duplicate address
+    /// detection), newest last.
+    guest_v6: Vec<std::net::Ipv6Addr>,
     dhcp: dhcp_virt::Server<S>,
     dns: dns_virt::Server,
     /// DNS over TCP at the gateway.
@@ -375,6 +388,9 @@ pub enum CoreError {
     /// The CA certificate did not load.
     #[error("ca certificate: {0}")]
     Ca(#[from] ipsec_ca::VerifyError),
+    /// The IPv6 prefix has no room for the network.
+    #[error("ipv6: {0}")]
+    Ipv6(#[from] crate::ipv6::PlanError),
 }
 
 /// A signed claim on an address, as the DHCP conflict rule compares them
@@ -526,6 +542,10 @@ impl<S: LeaseStore> Core<S> {
         let mut arp_config = arp_virt::Config::new(settings.network, gateway_mac);
         arp_config.gateway_addr = settings.gateway_addr;
         let arp = arp_virt::Responder::new(arp_config)?;
+        let v6 = settings
+            .ipv6
+            .map(|prefix| crate::ipv6::Plan::new(settings.network, prefix))
+            .transpose()?;
 
         let mut dhcp_config = dhcp_virt::Config::new(settings.network, settings.gateway_addr);
         dhcp_config.server_mac = settings.gateway_mac;
@@ -625,6 +645,9 @@ impl<S: LeaseStore> Core<S> {
             settings,
             overlay,
             arp,
+            v6,
+            ndp: None,
+            guest_v6: Vec::new(),
             dhcp,
             dns,
             tcp_dns,
@@ -1498,9 +1521,125 @@ impl<S: LeaseStore> Core<S> {
                 while self.arp.poll_event().is_some() {}
             }
             EthernetProtocol::Ipv4 => self.on_guest_ipv4(now, frame, eth.payload()),
+            EthernetProtocol::Ipv6 => self.on_guest_ipv6(now, frame, eth.payload()),
             _ => {}
         }
         self.pump(now);
+    }
+
+    /// Starts neighbour discovery for the guest's /64 (the one derived
+    /// from `addr`) and advertises it at once.
+    fn start_ndp(&mut self, addr: Ipv4Addr) {
+        let Some(plan) = self.v6 else {
+            return;
+        };
+        let Some(subnet) = plan.subnet_of(addr) else {
+            return;
+        };
+        if self
+            .ndp
+            .as_ref()
+            .is_some_and(|n| n.config().guest_prefix == subnet)
+        {
+            return;
+        }
+        let mut config = arp_virt::ndp::NdpConfig::new(
+            plan.prefix(),
+            subnet,
+            EthernetAddress(self.settings.gateway_mac),
+        );
+        config.mtu = Some(u32::from(self.settings.guest_mtu));
+        match arp_virt::ndp::NdpResponder::new(config) {
+            Ok(mut ndp) => {
+                self.guest_v6.clear();
+                let mut frame = self.tap_buffer();
+                frame.extend_from_slice(&ndp.advertisement());
+                self.push_tap(frame);
+                self.ndp = Some(ndp);
+            }
+            Err(e) => tracing::warn!(error = %e, "no IPv6 for the guest"),
+        }
+    }
+
+    /// The guest's IPv6 addresses in its /64 (from its duplicate address
+    /// detection), newest last.
+    pub fn guest_ipv6(&self) -> &[std::net::Ipv6Addr] {
+        &self.guest_v6
+    }
+
+    /// The guest's IPv6 /64, once it has an IPv4 address and the network
+    /// has IPv6.
+    pub fn guest_ipv6_subnet(&self) -> Option<ipnet::Ipv6Net> {
+        self.ndp.as_ref().map(|n| n.config().guest_prefix)
+    }
+
+    fn on_guest_ipv6(&mut self, now: Instant, frame: &[u8], packet: &[u8]) {
+        let (Some(plan), Some(ndp)) = (self.v6, self.ndp.as_mut()) else {
+            return;
+        };
+        let outcome = ndp.handle_frame(frame);
+        let subnet = ndp.config().guest_prefix;
+        let mut learned = None;
+        while let Some(event) = ndp.poll_event() {
+            if let arp_virt::ndp::NdpEvent::GuestAddress(a) = event {
+                learned = Some(a);
+            }
+        }
+        if let Some(a) = learned
+            && !self.guest_v6.contains(&a)
+        {
+            if self.guest_v6.len() >= GUEST_V6_LIMIT {
+                self.guest_v6.remove(0);
+            }
+            self.guest_v6.push(a);
+        }
+        match outcome {
+            Ok(arp_virt::ndp::NdpOutcome::Reply(reply)) => {
+                let mut out = self.tap_buffer();
+                out.extend_from_slice(&reply);
+                self.push_tap(out);
+                return;
+            }
+            Ok(arp_virt::ndp::NdpOutcome::Ignored) => {}
+            Err(_) => {
+                self.counters.malformed += 1;
+                return;
+            }
+        }
+        let Ok(ip) = smoltcp::wire::Ipv6Packet::new_checked(packet) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        if ip.next_header() == IpProtocol::Icmpv6
+            && ip
+                .payload()
+                .first()
+                .is_some_and(|t| (133..=137).contains(t))
+        {
+            // Neighbour discovery stays on the link.
+            return;
+        }
+        let dst = ip.dst_addr();
+        // Multicast, link-local and other networks are not the overlay's.
+        let Some(owner) = plan.owner_of(dst) else {
+            return;
+        };
+        if Some(owner) == self.guest_addr {
+            return;
+        }
+        if !subnet.contains(&ip.src_addr()) {
+            // Only the guest's own /64 may speak on the overlay.
+            self.counters.dropped_policy += 1;
+            return;
+        }
+        let len = (40 + usize::from(ip.payload_len())).min(packet.len());
+        let packet = &packet[..len];
+        if !self.firewall_allows(now, false, owner, true, packet) {
+            return;
+        }
+        self.counters.packets_routed += 1;
+        self.peers.entry(owner).or_default().packets_out += 1;
+        self.route_ip(now, owner, packet);
     }
 
     fn on_guest_ipv4(&mut self, now: Instant, frame: &[u8], packet: &[u8]) {
@@ -2045,11 +2184,15 @@ impl<S: LeaseStore> Core<S> {
                 return;
             }
         }
-        // The inner source must be the peer's (authenticated) address.
-        let valid = matches!(
-            Ipv4Packet::new_checked(&plaintext[..]),
-            Ok(ip) if ip.src_addr() == peer_ip && Some(ip.dst_addr()) == self.guest_addr
-        );
+        // The inner source must be the peer's (authenticated) address, or
+        // in IPv6 lie in the /64 derived from it.
+        let valid = match plaintext.first().map(|b| b >> 4) {
+            Some(6) => self.v6_from_peer(peer_ip, &plaintext),
+            _ => matches!(
+                Ipv4Packet::new_checked(&plaintext[..]),
+                Ok(ip) if ip.src_addr() == peer_ip && Some(ip.dst_addr()) == self.guest_addr
+            ),
+        };
         let valid = valid && self.firewall_allows(now, true, peer_ip, authenticated, &plaintext);
         if valid {
             // Plaintext from a public host is delivered (the policy lets it
@@ -2064,6 +2207,18 @@ impl<S: LeaseStore> Core<S> {
             self.counters.dropped_policy += 1;
         }
         self.open_buf = plaintext;
+    }
+
+    /// Whether IPv6 `packet` comes from the /64 of `peer_ip` and goes to
+    /// the guest's.
+    fn v6_from_peer(&self, peer_ip: Ipv4Addr, packet: &[u8]) -> bool {
+        let (Some(plan), Some(guest)) = (self.v6, self.guest_addr) else {
+            return false;
+        };
+        let Ok(ip) = smoltcp::wire::Ipv6Packet::new_checked(packet) else {
+            return false;
+        };
+        plan.owner_of(ip.src_addr()) == Some(peer_ip) && plan.owner_of(ip.dst_addr()) == Some(guest)
     }
 
     fn on_enrolment_message(
@@ -2194,7 +2349,11 @@ impl<S: LeaseStore> Core<S> {
         let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
         eth.set_dst_addr(EthernetAddress(guest_mac));
         eth.set_src_addr(EthernetAddress(self.settings.gateway_mac));
-        eth.set_ethertype(EthernetProtocol::Ipv4);
+        eth.set_ethertype(if packet.first().map(|b| b >> 4) == Some(6) {
+            EthernetProtocol::Ipv6
+        } else {
+            EthernetProtocol::Ipv4
+        });
         eth.payload_mut().copy_from_slice(packet);
         self.push_tap(frame);
     }
@@ -2534,6 +2693,7 @@ impl<S: LeaseStore> Core<S> {
                 self.guest_mac = Some(mac);
             }
             let _ = self.arp.set_guest_addr(Some(addr));
+            self.start_ndp(addr);
             // Publish `ip → this node` so peers can route to the guest.
             let value = self.overlay.address().to_bytes();
             if let Ok(id) =

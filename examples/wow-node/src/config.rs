@@ -20,6 +20,10 @@
 //! allocation = "dht"                # "dht" (decentralised) or "local"
 //! # pool = ["10.128.4.1", "10.128.7.254"]  # lease only from here (default: the
 //!                                   # whole cidr); disjoint per node with "local"
+//! ipv6 = false                      # IPv6 too: each guest gets the /64 of its IPv4
+//!                                   # address by router advertisement (SLAAC)
+//! # ula = "fd12:3456:789a::/48"     # the network's IPv6 prefix (default: a ULA /48
+//!                                   # derived from cidr and domain)
 //!
 //! [tap]
 //! name = "wow0"                     # TAP device
@@ -351,6 +355,12 @@ pub struct NetworkSection {
     /// (inclusive, inside `cidr`); none: the whole network. Give nodes
     /// that allocate `"local"`ly disjoint pools.
     pub pool: Option<[Ipv4Addr; 2]>,
+    /// IPv6 in the virtual network (router advertisements, proxy NDP,
+    /// AAAA records; see `wow_core::ipv6`).
+    pub ipv6: bool,
+    /// The network's IPv6 prefix; none: a ULA /48 derived from `cidr` and
+    /// `domain`. Every node of the network must agree on it.
+    pub ula: Option<ipnet::Ipv6Net>,
 }
 
 impl Default for NetworkSection {
@@ -362,11 +372,21 @@ impl Default for NetworkSection {
             lease_secs: 3600,
             allocation: AllocationMode::Dht,
             pool: None,
+            ipv6: false,
+            ula: None,
         }
     }
 }
 
 impl NetworkSection {
+    /// The network's IPv6 prefix, if IPv6 is on.
+    pub fn ipv6_prefix(&self) -> Option<ipnet::Ipv6Net> {
+        self.ipv6.then(|| {
+            self.ula
+                .unwrap_or_else(|| wow_core::ipv6::Plan::ula(self.cidr, &self.domain))
+        })
+    }
+
     /// The gateway address.
     pub fn gateway_addr(&self) -> Ipv4Addr {
         self.gateway

@@ -203,6 +203,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         public_hosts: config.security.public_hosts.clone(),
         pool: config.network.pool.map(|[first, last]| (first, last)),
         dns_forward: false,
+        ipv6: config.network.ipv6_prefix(),
     };
     let mut settings = settings;
     let mut upstream = dns_upstream(&config, confine);
@@ -304,9 +305,12 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     };
     // With offloads the guest's kernel hands over TCP super-frames (one
     // read for up to 64 KiB) and takes merged ones back (see `offload`).
-    let (tap, offload) = match open_tap(config.tap.offload) {
-        Ok(tap) => (tap, config.tap.offload),
-        Err(e) if config.tap.offload => {
+    // tap-offload cuts only IPv4 super-frames, and the TAP's TSO6 cannot
+    // be turned on without TSO4: with IPv6, frames go one by one.
+    let want_offload = config.tap.offload && !config.network.ipv6;
+    let (tap, offload) = match open_tap(want_offload) {
+        Ok(tap) => (tap, want_offload),
+        Err(e) if want_offload => {
             tracing::warn!(error = %e, "TAP offloads refused: frames go one by one");
             let tap =
                 open_tap(false).map_err(|e| format!("cannot open TAP {}: {e}", config.tap.name))?;

@@ -1,0 +1,159 @@
+//! IPv6 in the virtual network with real kernels in network namespaces:
+//! two certified nodes with `ipv6 = true`; each guest's kernel forms its
+//! own address by SLAAC from the node's router advertisement (in the /64
+//! derived from its DHCP lease), then `ping -6` and `iperf3 -6` cross the
+//! overlay under the security association.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::time::Duration;
+
+use wow_test_hosts::{TempDir, require, wait_until};
+
+#[path = "support/host.rs"]
+mod host;
+
+use host::{BIN, Host};
+
+const ALPHA: &str = "10.128.0.10";
+const BRAVO: &str = "10.128.0.20";
+const ULA: &str = "fd12:3456:789a::/48";
+
+const SECURITY: &str =
+    "\n[security]\nca_cert = \"ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\n";
+
+fn issue(ca: &Path, ip: &str, out: &Path) {
+    let status = std::process::Command::new(BIN)
+        .args(["ca", "issue", "--dir", ca.to_str().unwrap(), "--ip", ip])
+        .args(["--out", out.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The guest's global IPv6 addresses on `wow0` (no longer tentative).
+fn global_v6(host: &Host) -> Vec<Ipv6Addr> {
+    let out = host
+        .ns
+        .run_ok(
+            "ip",
+            &["-6", "-o", "addr", "show", "dev", "wow0", "scope", "global"],
+        )
+        .unwrap_or_default();
+    out.lines()
+        .filter(|l| !l.contains("tentative"))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "inet6")?;
+            words.next()?.split('/').next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// The /64 the network gives the guest at `v4`.
+fn subnet(v4: &str) -> ipnet::Ipv6Net {
+    let plan =
+        wow_core::ipv6::Plan::new("10.128.0.0/16".parse().unwrap(), ULA.parse().unwrap()).unwrap();
+    plan.subnet_of(v4.parse::<Ipv4Addr>().unwrap()).unwrap()
+}
+
+#[test]
+fn guests_autoconfigure_ipv6_and_ping_and_iperf_across() {
+    if !require(
+        "guests_autoconfigure_ipv6_and_ping_and_iperf_across",
+        &["dhclient", "ping", "iperf3"],
+    ) {
+        return;
+    }
+    let ca = TempDir::new("v6ca").unwrap();
+    let status = std::process::Command::new(BIN)
+        .args(["ca", "init", "--dir", ca.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let mut a = Host::new("v6a", "alpha");
+    let mut b = Host::new("v6b", "bravo");
+    a.ns.veth_to(&b.ns, "l1", "eth0").unwrap();
+    a.ns.addr_add("l1", "198.51.1.1/24").unwrap();
+    b.ns.addr_add("eth0", "198.51.1.2/24").unwrap();
+    for h in [&a, &b] {
+        h.ns.link_up("lo").unwrap();
+    }
+    issue(ca.path(), ALPHA, a.state.path());
+    issue(ca.path(), BRAVO, b.state.path());
+    let extra = format!("ipv6 = true\nula = \"{ULA}\"\n{SECURITY}");
+    a.write_config(&[], "0.0.0.0:4000", &[], &extra);
+    b.write_config(&["198.51.1.1:4000"], "0.0.0.0:4000", &[], &extra);
+    a.start(&[]);
+    b.start(&[]);
+    assert_eq!(a.dhcp(), ALPHA);
+    assert_eq!(b.dhcp(), BRAVO);
+
+    // The kernels' own SLAAC, in the /64 of each lease.
+    let mut addrs = Vec::new();
+    for (host, v4) in [(&a, ALPHA), (&b, BRAVO)] {
+        let net = subnet(v4);
+        assert!(
+            wait_until(Duration::from_secs(20), || global_v6(host)
+                .iter()
+                .any(|x| net.contains(x))),
+            "{} formed no address in {net}: {:?}\n{}",
+            host.name,
+            host.ns.run_ok("ip", &["-6", "addr", "show", "dev", "wow0"]),
+            host.log()
+        );
+        let addr = *global_v6(host).iter().find(|x| net.contains(*x)).unwrap();
+        println!("{} SLAAC address {addr}", host.name);
+        addrs.push(addr);
+    }
+    let (a6, b6) = (addrs[0].to_string(), addrs[1].to_string());
+
+    // ping -6 both ways (the first waits for the route and the SA).
+    for (from, to) in [(&a, &b6), (&b, &a6)] {
+        assert!(
+            wait_until(Duration::from_secs(20), || from
+                .ns
+                .run("ping", &["-6", "-c", "1", "-W", "1", to])
+                .is_ok_and(|o| o.status.success())),
+            "{} cannot ping -6 {to}:\n{}\n{}",
+            from.name,
+            a.log(),
+            b.log()
+        );
+    }
+    let out =
+        a.ns.run_ok("ping", &["-6", "-c", "5", "-i", "0.2", &b6])
+            .unwrap();
+    println!("{out}");
+    assert!(out.contains(" 0% packet loss"), "{out}");
+
+    // iperf3 over IPv6: TCP through the SA.
+    let _server = b.ns.spawn("iperf3", &["-s", "-B", &b6]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out =
+        a.ns.run(
+            "timeout",
+            &["30", "iperf3", "-6", "-c", &b6, "-t", "3", "-J"],
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "iperf3 -6 failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        b.log()
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bps = json["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
+    println!("iperf3 -6 alpha -> bravo: {:.1} Mbit/s", bps / 1e6);
+    assert!(bps > 1e6, "{bps} bit/s");
+    // It went under the SA: the nodes sealed packets.
+    let status = a.status_json();
+    println!("{status}");
+
+    b.stop();
+    a.stop();
+}
