@@ -2,7 +2,8 @@
 //! two certified nodes with `ipv6 = true`; each guest's kernel forms its
 //! own address by SLAAC from the node's router advertisement (in the /64
 //! derived from its DHCP lease), then `ping -6` and `iperf3 -6` cross the
-//! overlay under the security association.
+//! overlay under the security association; a guest sending from a /64
+//! not its own is dropped by its node (`attack`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -128,6 +129,53 @@ fn guests_autoconfigure_ipv6_and_ping_and_iperf_across() {
             .unwrap();
     println!("{out}");
     assert!(out.contains(" 0% packet loss"), "{out}");
+
+    // attack: bravo's guest speaks from a /64 that is not its own (that
+    // of 10.128.0.99): its node drops it; alpha's guest sees nothing.
+    let dropped = |h: &Host| {
+        h.status_json()["counters"]["dropped_policy"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = dropped(&b);
+    let spoofed = subnet("10.128.0.99")
+        .network()
+        .to_string()
+        .replace("::", "::7");
+    b.ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{spoofed}/128"),
+        "dev",
+        "wow0",
+        "nodad",
+    ])
+    .unwrap();
+    let spoof =
+        b.ns.run(
+            "ping",
+            &["-6", "-c", "3", "-i", "0.2", "-W", "1", "-I", &spoofed, &a6],
+        )
+        .unwrap();
+    assert!(
+        !spoof.status.success(),
+        "a ping from a spoofed /64 was answered: {}",
+        String::from_utf8_lossy(&spoof.stdout)
+    );
+    assert!(
+        dropped(&b) >= before + 3,
+        "bravo's node did not drop the spoofed pings"
+    );
+    b.ns.ip(&[
+        "-6",
+        "addr",
+        "del",
+        &format!("{spoofed}/128"),
+        "dev",
+        "wow0",
+    ])
+    .unwrap();
 
     // iperf3 over IPv6: TCP through the SA.
     let _server = b.ns.spawn("iperf3", &["-s", "-B", &b6]).unwrap();
