@@ -752,6 +752,7 @@ impl<S: LeaseStore> Core<S> {
     /// so far are forgotten).
     pub fn set_firewall(&mut self, rules: crate::firewall::Rules, limits: crate::firewall::Limits) {
         self.firewall = crate::firewall::Firewall::new(rules, limits);
+        self.firewall.set_ipv6(self.v6);
     }
     /// The firewall (its counters and flows).
     pub fn firewall(&self) -> &crate::firewall::Firewall {
