@@ -578,6 +578,7 @@ impl<S: LeaseStore> Core<S> {
         };
         dns_config.zone.network = settings.network;
         dns_config.zone.ns_addr = Some(settings.gateway_addr);
+        dns_config.zone.ipv6_prefix = v6.map(|p| p.prefix());
         if let Ok(name) = hickory_name(&domain) {
             dns_config.zone.zone = name;
         }
@@ -1593,6 +1594,15 @@ impl<S: LeaseStore> Core<S> {
                 self.guest_v6.remove(0);
             }
             self.guest_v6.push(a);
+            // AAAA here, and the interface ids in the published name.
+            if let Some(guest) = self.guest_addr {
+                self.dns.set_ipv6_addrs(guest, &self.guest_v6);
+                if let Some(name) = self.guest_name.clone()
+                    && let Err(e) = self.dns.register(now, &name, guest, None)
+                {
+                    tracing::warn!(%name, error = %e, "name not republished");
+                }
+            }
         }
         match outcome {
             Ok(arp_virt::ndp::NdpOutcome::Reply(reply)) => {
@@ -2628,16 +2638,34 @@ impl<S: LeaseStore> Core<S> {
                 let result = match &outcome {
                     // The newest value inside the network: one outside it
                     // must not hide it (dns-virt never answers those).
-                    DhtOutcome::Ok(values) => values
-                        .iter()
-                        .rev()
-                        .filter_map(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
-                        .find(|b| self.settings.network.contains(&Ipv4Addr::from(*b)))
-                        .map(|b| dns_virt::StoreResult::Found {
-                            addr: Ipv4Addr::from(b),
-                            ttl: Duration::from_secs(60),
-                        })
-                        .unwrap_or(dns_virt::StoreResult::NotFound),
+                    DhtOutcome::Ok(values) => {
+                        let found = values
+                            .iter()
+                            .rev()
+                            .filter_map(|v| crate::records::name_value(v))
+                            .find(|(a, _)| self.settings.network.contains(a));
+                        match found {
+                            Some((addr, iids)) => {
+                                // The /64 is the address's: only the
+                                // interface ids come from the record.
+                                if let Some(subnet) = self.v6.and_then(|p| p.subnet_of(addr)) {
+                                    let v6: Vec<std::net::Ipv6Addr> = iids
+                                        .map(|iid| {
+                                            std::net::Ipv6Addr::from(
+                                                u128::from(subnet.network()) | u128::from(iid),
+                                            )
+                                        })
+                                        .collect();
+                                    self.dns.set_ipv6_addrs(addr, &v6);
+                                }
+                                dns_virt::StoreResult::Found {
+                                    addr,
+                                    ttl: Duration::from_secs(60),
+                                }
+                            }
+                            None => dns_virt::StoreResult::NotFound,
+                        }
+                    }
                     _ => dns_virt::StoreResult::Failed,
                 };
                 self.dns.handle_store_response(now, rid, result);
@@ -2792,6 +2820,18 @@ impl<S: LeaseStore> Core<S> {
         }
     }
 
+    /// The value of a `name/<host>` record for `addr`: the address, and
+    /// for the guest the interface ids of its IPv6 addresses.
+    fn name_value(&self, addr: Ipv4Addr) -> Vec<u8> {
+        let mut value = addr.octets().to_vec();
+        if Some(addr) == self.guest_addr {
+            for a in self.guest_v6.iter().rev().take(8) {
+                value.extend_from_slice(&(u128::from(*a) as u64).to_be_bytes());
+            }
+        }
+        value
+    }
+
     fn on_store_request(&mut self, now: Instant, request: dns_virt::StoreRequest) {
         use dns_virt::StoreRequest as R;
         let (rid, started) = match request {
@@ -2809,7 +2849,12 @@ impl<S: LeaseStore> Core<S> {
             } => (
                 id,
                 self.overlay
-                    .dht_put(now, &dht_key("name", name.as_bytes()), &addr.octets(), ttl)
+                    .dht_put(
+                        now,
+                        &dht_key("name", name.as_bytes()),
+                        &self.name_value(addr),
+                        ttl,
+                    )
                     .map(|j| (j, DhtJob::DnsPublish(id))),
             ),
             // The DHT has no delete: the record expires with its TTL.

@@ -1,7 +1,8 @@
 //! IPv6 in the virtual network with real kernels in network namespaces:
 //! two certified nodes with `ipv6 = true`; each guest's kernel forms its
 //! own address by SLAAC from the node's router advertisement (in the /64
-//! derived from its DHCP lease), then `ping -6` and `iperf3 -6` cross the
+//! derived from its DHCP lease), `dig AAAA` and `dig -x` find each other's
+//! name and address, then `ping -6` and `iperf3 -6` cross the
 //! overlay under the security association; a guest sending from a /64
 //! not its own is dropped by its node (`attack`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -24,9 +25,11 @@ const ULA: &str = "fd12:3456:789a::/48";
 const SECURITY: &str =
     "\n[security]\nca_cert = \"ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\n";
 
-fn issue(ca: &Path, ip: &str, out: &Path) {
+/// `wow-node ca issue` for `ip` and host name `name` into `out`.
+fn issue(ca: &Path, ip: &str, name: &str, out: &Path) {
     let status = std::process::Command::new(BIN)
         .args(["ca", "issue", "--dir", ca.to_str().unwrap(), "--ip", ip])
+        .args(["--name", name])
         .args(["--out", out.to_str().unwrap()])
         .status()
         .unwrap();
@@ -63,7 +66,7 @@ fn subnet(v4: &str) -> ipnet::Ipv6Net {
 fn guests_autoconfigure_ipv6_and_ping_and_iperf_across() {
     if !require(
         "guests_autoconfigure_ipv6_and_ping_and_iperf_across",
-        &["dhclient", "ping", "iperf3"],
+        &["dhclient", "ping", "iperf3", "dig"],
     ) {
         return;
     }
@@ -82,8 +85,8 @@ fn guests_autoconfigure_ipv6_and_ping_and_iperf_across() {
     for h in [&a, &b] {
         h.ns.link_up("lo").unwrap();
     }
-    issue(ca.path(), ALPHA, a.state.path());
-    issue(ca.path(), BRAVO, b.state.path());
+    issue(ca.path(), ALPHA, "alpha", a.state.path());
+    issue(ca.path(), BRAVO, "bravo", b.state.path());
     let extra = format!("ipv6 = true\nula = \"{ULA}\"\n{SECURITY}");
     a.write_config(&[], "0.0.0.0:4000", &[], &extra);
     b.write_config(&["198.51.1.1:4000"], "0.0.0.0:4000", &[], &extra);
@@ -110,6 +113,29 @@ fn guests_autoconfigure_ipv6_and_ping_and_iperf_across() {
         addrs.push(addr);
     }
     let (a6, b6) = (addrs[0].to_string(), addrs[1].to_string());
+
+    // AAAA of the other guest's name (its node published the interface
+    // id with the name), and ip6.arpa back to the name.
+    let dig = |h: &Host, args: &[&str]| {
+        let mut all = vec!["+short", "@10.128.0.1"];
+        all.extend_from_slice(args);
+        h.ns.run_ok("dig", &all)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || dig(
+            &a,
+            &["AAAA", "bravo.wow.internal"]
+        ) == b6),
+        "alpha: dig AAAA bravo gave {:?}, not {b6}\n{}",
+        dig(&a, &["AAAA", "bravo.wow.internal"]),
+        a.log()
+    );
+    assert_eq!(dig(&b, &["AAAA", "alpha.wow.internal"]), a6);
+    assert_eq!(dig(&a, &["-x", &b6]), "bravo.wow.internal.");
+    assert_eq!(dig(&b, &["-x", &b6]), "bravo.wow.internal.");
 
     // ping -6 both ways (the first waits for the route and the SA).
     for (from, to) in [(&a, &b6), (&b, &a6)] {
