@@ -231,3 +231,122 @@ fn guests_autoconfigure_ipv6_and_ping_and_iperf_across() {
     b.stop();
     a.stop();
 }
+
+/// `iperf3 -6` from `client` to `addr` port `port` (a server there on
+/// `server`): whether a one-second run completes.
+fn tcp6_connects(client: &Host, server: &Host, addr: &str, port: &str) -> bool {
+    let _server = server
+        .ns
+        .spawn("iperf3", &["-s", "-B", addr, "-p", port])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    client
+        .ns
+        .run(
+            "timeout",
+            &[
+                "15",
+                "iperf3",
+                "-6",
+                "-c",
+                addr,
+                "-p",
+                port,
+                "-t",
+                "1",
+                "--connect-timeout",
+                "3000",
+            ],
+        )
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn the_firewall_applies_to_ipv6() {
+    if !require(
+        "the_firewall_applies_to_ipv6",
+        &["dhclient", "ping", "iperf3"],
+    ) {
+        return;
+    }
+    let ca = TempDir::new("v6fwca").unwrap();
+    let status = std::process::Command::new(BIN)
+        .args(["ca", "init", "--dir", ca.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut a = Host::new("v6fa", "alpha");
+    let mut b = Host::new("v6fb", "bravo");
+    a.ns.veth_to(&b.ns, "l1", "eth0").unwrap();
+    a.ns.addr_add("l1", "198.51.1.1/24").unwrap();
+    b.ns.addr_add("eth0", "198.51.1.2/24").unwrap();
+    for h in [&a, &b] {
+        h.ns.link_up("lo").unwrap();
+    }
+    issue(ca.path(), ALPHA, "alpha", a.state.path());
+    issue(ca.path(), BRAVO, "bravo", b.state.path());
+    let extra = format!("ipv6 = true\nula = \"{ULA}\"\n{SECURITY}");
+    // alpha lets in ICMP (v4 and v6) and TCP 2222 from bravo's address.
+    let rules = format!(
+        "\n[[firewall.inbound]]\nproto = \"icmp\"\n\
+         [[firewall.inbound]]\nproto = \"tcp\"\nport = 2222\nhost = \"{BRAVO}\"\n"
+    );
+    a.write_config(&[], "0.0.0.0:4000", &[], &format!("{extra}{rules}"));
+    b.write_config(&["198.51.1.1:4000"], "0.0.0.0:4000", &[], &extra);
+    a.start(&[]);
+    b.start(&[]);
+    assert_eq!(a.dhcp(), ALPHA);
+    assert_eq!(b.dhcp(), BRAVO);
+    let mut addrs = Vec::new();
+    for (host, v4) in [(&a, ALPHA), (&b, BRAVO)] {
+        let net = subnet(v4);
+        assert!(
+            wait_until(Duration::from_secs(20), || global_v6(host)
+                .iter()
+                .any(|x| net.contains(x))),
+            "{} formed no address in {net}",
+            host.name
+        );
+        addrs.push(
+            global_v6(host)
+                .into_iter()
+                .find(|x| net.contains(x))
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let (a6, b6) = (addrs[0].clone(), addrs[1].clone());
+
+    // ICMPv6 in: allowed.
+    assert!(
+        wait_until(Duration::from_secs(20), || b
+            .ns
+            .run("ping", &["-6", "-c", "1", "-W", "1", &a6])
+            .is_ok_and(|o| o.status.success())),
+        "bravo cannot ping -6 alpha:\n{}",
+        a.log()
+    );
+    // TCP over IPv6 to 2222 from bravo's /64: allowed; to 5201: denied.
+    assert!(
+        tcp6_connects(&b, &a, &a6, "2222"),
+        "bravo cannot reach alpha's port 2222 over IPv6:\n{}",
+        a.log()
+    );
+    assert!(
+        !tcp6_connects(&b, &a, &a6, "5201"),
+        "bravo reached a port no rule allows over IPv6"
+    );
+    // alpha's own connection out over IPv6: the replies are tracked.
+    assert!(
+        tcp6_connects(&a, &b, &b6, "5201"),
+        "replies to alpha's outbound IPv6 connection were dropped:\n{}",
+        a.log()
+    );
+    let counters = &a.status_json()["firewall"]["counters"];
+    println!("alpha's firewall: {counters}");
+    for key in ["in_rule", "in_tracked", "in_dropped"] {
+        assert!(counters[key].as_u64().unwrap() > 0, "{key}: {counters}");
+    }
+    b.stop();
+    a.stop();
+}
