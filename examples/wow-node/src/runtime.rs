@@ -305,9 +305,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     };
     // With offloads the guest's kernel hands over TCP super-frames (one
     // read for up to 64 KiB) and takes merged ones back (see `offload`).
-    // tap-offload cuts only IPv4 super-frames, and the TAP's TSO6 cannot
-    // be turned on without TSO4: with IPv6, frames go one by one.
-    let want_offload = config.tap.offload && !config.network.ipv6;
+    let want_offload = config.tap.offload;
     let (tap, offload) = match open_tap(want_offload) {
         Ok(tap) => (tap, want_offload),
         Err(e) if want_offload => {
