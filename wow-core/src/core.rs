@@ -2226,10 +2226,7 @@ impl<S: LeaseStore> Core<S> {
         let (Some(plan), Some(guest)) = (self.v6, self.guest_addr) else {
             return false;
         };
-        let Ok(ip) = smoltcp::wire::Ipv6Packet::new_checked(packet) else {
-            return false;
-        };
-        plan.owner_of(ip.src_addr()) == Some(peer_ip) && plan.owner_of(ip.dst_addr()) == Some(guest)
+        plan.admits(peer_ip, guest, packet)
     }
 
     fn on_enrolment_message(

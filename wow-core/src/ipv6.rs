@@ -93,6 +93,16 @@ impl Plan {
         Ipv6Net::new(Ipv6Addr::from(high), 64).ok()
     }
 
+    /// Whether IPv6 `packet`, received from the peer certified for
+    /// `peer`, may go to the guest at `guest`: from `peer`'s /64 to
+    /// `guest`'s. A peer speaks only from the /64 of its own address.
+    pub fn admits(&self, peer: Ipv4Addr, guest: Ipv4Addr, packet: &[u8]) -> bool {
+        let Ok(ip) = smoltcp::wire::Ipv6Packet::new_checked(packet) else {
+            return false;
+        };
+        self.owner_of(ip.src_addr()) == Some(peer) && self.owner_of(ip.dst_addr()) == Some(guest)
+    }
+
     /// The IPv4 guest whose /64 holds `addr`, if any.
     pub fn owner_of(&self, addr: Ipv6Addr) -> Option<Ipv4Addr> {
         if !self.prefix.contains(&addr) {
@@ -186,6 +196,39 @@ mod test {
         assert_eq!(a.prefix_len(), 48);
         assert_eq!(a.network().octets()[0], 0xfd);
         assert_ne!(a, Plan::ula(net, "other.internal"));
+    }
+
+    fn packet(src: &str, dst: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap().octets();
+        etherparse::PacketBuilder::ipv6(a(src), a(dst), 64)
+            .udp(1, 2)
+            .write(&mut out, b"x")
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn attack_a_peer_sending_from_another_guests_64_is_refused() {
+        let p = plan();
+        let (peer, guest) = (Ipv4Addr::new(10, 128, 0, 20), Ipv4Addr::new(10, 128, 0, 10));
+        // From the peer's /64 (any interface id) to the guest's: admitted.
+        assert!(p.admits(
+            peer,
+            guest,
+            &packet("fd12:3456:789a:14::99", "fd12:3456:789a:a::1")
+        ));
+        // From another guest's /64, outside the prefix, or to another
+        // guest: refused.
+        for (src, dst) in [
+            ("fd12:3456:789a:63::1", "fd12:3456:789a:a::1"),
+            ("2001:db8::1", "fd12:3456:789a:a::1"),
+            ("fd12:3456:789a:14::99", "fd12:3456:789a:b::1"),
+        ] {
+            assert!(!p.admits(peer, guest, &packet(src, dst)), "{src} -> {dst}");
+        }
+        // Not IPv6 at all.
+        assert!(!p.admits(peer, guest, &[0x45, 0, 0, 20]));
     }
 
     proptest::proptest! {
