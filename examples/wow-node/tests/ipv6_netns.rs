@@ -113,6 +113,25 @@ fn guests_autoconfigure_ipv6_and_ping_and_iperf_across() {
         addrs.push(addr);
     }
     let (a6, b6) = (addrs[0].to_string(), addrs[1].to_string());
+    // The node shows its guest's /64 and the address it took.
+    let status = a.status_json();
+    assert_eq!(
+        status["guest"]["ipv6_subnet"],
+        subnet(ALPHA).to_string(),
+        "{status}"
+    );
+    assert!(
+        status["guest"]["ipv6"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == &a6),
+        "{status}"
+    );
+    assert!(
+        a.status(false)
+            .contains(&format!("guest v6  {}", subnet(ALPHA)))
+    );
 
     // AAAA of the other guest's name (its node published the interface
     // id with the name), and ip6.arpa back to the name.
