@@ -323,6 +323,9 @@ impl NdpResponder {
                     }
                     return Ok(NdpOutcome::Ignored);
                 }
+                if !dad && !source_mac.is_unicast() {
+                    return Err(NdpError::Invalid);
+                }
                 self.stats.neighbour_replies += 1;
                 if dad {
                     // RFC 4861 section 7.2.4: to all nodes, not solicited.
@@ -335,9 +338,6 @@ impl NdpResponder {
                         target_addr,
                         false,
                     )));
-                }
-                if !source_mac.is_unicast() {
-                    return Err(NdpError::Invalid);
                 }
                 Ok(NdpOutcome::Reply(self.neighbour_advert(
                     source_mac,
@@ -741,6 +741,18 @@ mod test {
             ));
         }
         assert_eq!(ndp.stats().neighbour_replies, 0);
+    }
+
+    #[test]
+    fn a_solicitation_from_a_group_mac_is_refused_and_counts_nothing() {
+        // Found by fuzzing: the reply counter moved on a refused frame.
+        let mut ndp = responder();
+        let me: Ipv6Addr = "fd12:3456:789a:a::1".parse().unwrap();
+        let mut frame = solicit(me, "fd12:3456:789a:14::1".parse().unwrap());
+        frame[6] |= 1; // source MAC: a group address
+        assert_eq!(ndp.handle_frame(&frame), Err(NdpError::Invalid));
+        let stats = ndp.stats();
+        assert_eq!((stats.neighbour_replies, stats.malformed), (0, 1));
     }
 
     #[test]
