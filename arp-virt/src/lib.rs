@@ -60,16 +60,21 @@
 //! }
 //! ```
 //!
+//! [`ndp`] does for IPv6 what the responder does for IPv4: router
+//! advertisements for the guest's autoconfiguration and proxy neighbour
+//! advertisements.
+//!
 //! `examples/arp-tap.rs` serves ARP on a TAP device with this crate.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod ndp;
 mod responder;
 pub mod wire;
 
 pub use error::{ConfigError, FrameError};
-pub use ipnet::Ipv4Net;
+pub use ipnet::{Ipv4Net, Ipv6Net};
 pub use responder::{
     Config, Conflict, ConflictKind, Event, Ignored, NoOtherHosts, OtherHosts, Outcome, Responder,
     Stats, Transmit,

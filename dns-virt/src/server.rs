@@ -500,6 +500,12 @@ impl Server {
         Ok(())
     }
 
+    /// Sets the IPv6 addresses of the host at `addr`, for AAAA and
+    /// `ip6.arpa` answers ([`Zone::set_ipv6_addrs`]).
+    pub fn set_ipv6_addrs(&mut self, addr: Ipv4Addr, v6: &[std::net::Ipv6Addr]) {
+        self.zone.set_ipv6_addrs(addr, v6);
+    }
+
     /// Removes `name`; in decentralised mode it is withdrawn from the store
     /// too. Returns its address.
     pub fn unregister(&mut self, name: &str) -> Option<Ipv4Addr> {

@@ -6,13 +6,14 @@
 //! to response bytes for a purely local server; it takes `&self`, so many
 //! threads may share one zone.
 
-use std::net::Ipv4Addr;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use hickory_proto::op::{OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, NS, PTR, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, NS, PTR, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::error::{LoadError, QueryError, TableError};
 use crate::rule::{AddressRule, parse_reverse_labels};
@@ -42,7 +43,14 @@ pub struct ZoneConfig {
     pub max_udp_payload: u16,
     /// Whether rule names ([`crate::rule`]) resolve (default true).
     pub rule_names: bool,
+    /// The network's IPv6 prefix: its `ip6.arpa` zone is served (PTR for
+    /// the addresses given to [`Zone::set_ipv6_addrs`]); none by default.
+    pub ipv6_prefix: Option<Ipv6Net>,
 }
+
+/// Most IPv6 addresses kept per IPv4 host, and in all.
+const IPV6_PER_HOST: usize = 8;
+const IPV6_LIMIT: usize = 16_384;
 
 impl Default for ZoneConfig {
     fn default() -> Self {
@@ -55,6 +63,7 @@ impl Default for ZoneConfig {
             negative_ttl: 30,
             max_udp_payload: 1232,
             rule_names: true,
+            ipv6_prefix: None,
         }
     }
 }
@@ -104,6 +113,8 @@ pub enum Outcome {
 enum Apex {
     Forward,
     Reverse,
+    /// The `ip6.arpa` zone of the IPv6 prefix.
+    Reverse6,
 }
 
 /// The authoritative data: configuration, rule and name table.
@@ -120,6 +131,11 @@ pub struct Zone {
     reverse_labels: usize,
     /// The zone in lowercase text without the root dot (`wow.internal`).
     zone_text: String,
+    /// The `ip6.arpa` apex of the IPv6 prefix and its label count.
+    reverse6: Option<(Name, usize)>,
+    /// IPv6 addresses of IPv4 hosts (AAAA), and the way back (PTR).
+    ipv6_of: HashMap<Ipv4Addr, Vec<Ipv6Addr>>,
+    ipv4_of: HashMap<Ipv6Addr, Ipv4Addr>,
 }
 
 impl Zone {
@@ -139,7 +155,15 @@ impl Zone {
         let hostmaster = Name::from_ascii("hostmaster")
             .and_then(|n| n.append_domain(&config.zone))
             .unwrap_or_else(|_| config.zone.clone());
+        let reverse6 = config.ipv6_prefix.map(|p| {
+            let apex = reverse6_apex(p);
+            let labels = apex.iter().len();
+            (apex, labels)
+        });
         Zone {
+            reverse6,
+            ipv6_of: HashMap::new(),
+            ipv4_of: HashMap::new(),
             rule: AddressRule::new(config.network),
             zone_labels: config.zone.iter().len(),
             zone_text: config
@@ -291,7 +315,42 @@ impl Zone {
         match apex {
             Apex::Forward => &self.config.zone,
             Apex::Reverse => &self.reverse,
+            Apex::Reverse6 => self.reverse6.as_ref().map_or(&self.reverse, |(n, _)| n),
         }
+    }
+
+    /// Sets the IPv6 addresses of the host at `addr` (AAAA answers for its
+    /// names, PTR for `ip6.arpa` names); at most 8 are kept, and the zone
+    /// keeps at most 16,384 in all (past that new ones are dropped). The
+    /// caller vouches that they are `addr`'s.
+    pub fn set_ipv6_addrs(&mut self, addr: Ipv4Addr, v6: &[Ipv6Addr]) {
+        if let Some(old) = self.ipv6_of.remove(&addr) {
+            for a in old {
+                self.ipv4_of.remove(&a);
+            }
+        }
+        let mut kept = Vec::new();
+        for a in v6.iter().rev().take(IPV6_PER_HOST) {
+            if self.ipv4_of.len() >= IPV6_LIMIT {
+                break;
+            }
+            if let Some(other) = self.ipv4_of.insert(*a, addr)
+                && let Some(list) = self.ipv6_of.get_mut(&other)
+            {
+                // An address moves to its newest holder.
+                list.retain(|x| x != a);
+            }
+            kept.push(*a);
+        }
+        if !kept.is_empty() {
+            kept.reverse();
+            self.ipv6_of.insert(addr, kept);
+        }
+    }
+
+    /// The IPv6 addresses of the host at `addr`.
+    pub fn ipv6_addrs(&self, addr: Ipv4Addr) -> &[Ipv6Addr] {
+        self.ipv6_of.get(&addr).map_or(&[], Vec::as_slice)
     }
 
     fn soa(&self, apex: Apex, ttl: u32) -> Record {
@@ -373,6 +432,10 @@ impl Zone {
             Apex::Forward
         } else if in_zone(&self.reverse, self.reverse_labels) {
             Apex::Reverse
+        } else if let Some((apex, labels)) = &self.reverse6
+            && in_zone(apex, *labels)
+        {
+            Apex::Reverse6
         } else {
             return Answer::Outside;
         };
@@ -386,6 +449,7 @@ impl Zone {
         let apex_labels = match apex {
             Apex::Forward => self.zone_labels,
             Apex::Reverse => self.reverse_labels,
+            Apex::Reverse6 => self.reverse6.as_ref().map_or(0, |(_, n)| *n),
         };
         let rel = qname.iter().take(n - apex_labels);
         if n == apex_labels {
@@ -418,21 +482,82 @@ impl Zone {
                 Answer::Ready(self.address_response(req, addr))
             }
             Apex::Reverse => self.answer_reverse(qname, qtype, rel, apex),
+            Apex::Reverse6 => self.answer_reverse6(qname, qtype, apex_labels),
         }
     }
 
     /// The response for a forward name known to have `addr`: the A record,
-    /// or NODATA for other types.
+    /// the AAAA records of its IPv6 addresses ([`Zone::set_ipv6_addrs`]),
+    /// or NODATA.
     pub fn address_response(&self, req: &Request, addr: Ipv4Addr) -> Response {
         let q = &req.query;
-        if matches!(q.query_type(), RecordType::A | RecordType::ANY) {
-            self.positive(vec![Record::from_rdata(
+        let qtype = q.query_type();
+        let mut answers = Vec::new();
+        if matches!(qtype, RecordType::A | RecordType::ANY) {
+            answers.push(Record::from_rdata(
                 q.name().clone(),
                 self.config.ttl,
                 RData::A(A(addr)),
-            )])
-        } else {
+            ));
+        }
+        if matches!(qtype, RecordType::AAAA | RecordType::ANY) {
+            for a in self.ipv6_addrs(addr) {
+                answers.push(Record::from_rdata(
+                    q.name().clone(),
+                    self.config.ttl,
+                    RData::AAAA(AAAA(*a)),
+                ));
+            }
+        }
+        if answers.is_empty() {
             self.negative(Apex::Forward, ResponseCode::NoError)
+        } else {
+            self.positive(answers)
+        }
+    }
+
+    /// A name of the `ip6.arpa` zone (RFC 3596 section 2.5): 32 nibbles
+    /// name an address, PTR to the name of its IPv4 host; fewer name an
+    /// empty non-terminal.
+    fn answer_reverse6(&self, qname: &Name, qtype: RecordType, apex_labels: usize) -> Answer {
+        let nxdomain = || Answer::Ready(self.negative(Apex::Reverse6, ResponseCode::NXDomain));
+        let count = qname.iter().len().saturating_sub(apex_labels);
+        let apex_nibbles = apex_labels.saturating_sub(2);
+        if apex_nibbles + count > 32 {
+            return nxdomain();
+        }
+        // The first label is the least significant nibble.
+        let mut low: u128 = 0;
+        for (i, label) in qname.iter().take(count).enumerate() {
+            let nibble = match label {
+                [c] => char::from(*c).to_digit(16),
+                _ => None,
+            };
+            let Some(nibble) = nibble else {
+                return nxdomain();
+            };
+            low |= u128::from(nibble) << (4 * i);
+        }
+        if apex_nibbles + count < 32 {
+            // An empty non-terminal of the prefix.
+            return Answer::Ready(self.negative(Apex::Reverse6, ResponseCode::NoError));
+        }
+        let Some(prefix) = self.config.ipv6_prefix else {
+            return nxdomain();
+        };
+        let mask = if count >= 32 {
+            u128::MAX
+        } else {
+            (1u128 << (4 * count)) - 1
+        };
+        let addr = Ipv6Addr::from((u128::from(prefix.network()) & !mask) | low);
+        match self
+            .ipv4_of
+            .get(&addr)
+            .and_then(|v4| self.table.name_of(*v4))
+        {
+            Some(name) => Answer::Ready(self.ptr_response_in(Apex::Reverse6, qname, qtype, name)),
+            None => nxdomain(),
         }
     }
 
@@ -508,9 +633,13 @@ impl Zone {
     /// The PTR response pointing `qname` at `name` (relative to the zone),
     /// or NODATA for other types.
     fn ptr_response(&self, qname: &Name, qtype: RecordType, name: &str) -> Response {
+        self.ptr_response_in(Apex::Reverse, qname, qtype, name)
+    }
+
+    fn ptr_response_in(&self, apex: Apex, qname: &Name, qtype: RecordType, name: &str) -> Response {
         let target = Name::from_ascii(name).and_then(|n| n.append_domain(&self.config.zone));
         let Ok(target) = target else {
-            return self.negative(Apex::Reverse, ResponseCode::NXDomain);
+            return self.negative(apex, ResponseCode::NXDomain);
         };
         if matches!(qtype, RecordType::PTR | RecordType::ANY) {
             self.positive(vec![Record::from_rdata(
@@ -519,7 +648,7 @@ impl Zone {
                 RData::PTR(PTR(target)),
             )])
         } else {
-            self.negative(Apex::Reverse, ResponseCode::NoError)
+            self.negative(apex, ResponseCode::NoError)
         }
     }
 
@@ -639,6 +768,19 @@ fn strip_suffix_ignore_case<'a>(s: &'a [u8], suffix: &[u8]) -> Option<&'a [u8]> 
 }
 
 /// The smallest octet-aligned `in-addr.arpa` zone holding `network`.
+/// The `ip6.arpa` name of `prefix`'s whole nibbles (RFC 3596 section 2.5).
+fn reverse6_apex(prefix: Ipv6Net) -> Name {
+    let value = u128::from(prefix.network());
+    let whole = usize::from(prefix.prefix_len() / 4);
+    let mut text = String::new();
+    for i in (0..whole).rev() {
+        let nibble = (value >> (124 - 4 * i)) & 0xf;
+        text.push_str(&format!("{nibble:x}."));
+    }
+    text.push_str("ip6.arpa.");
+    Name::from_ascii(&text).unwrap_or_else(|_| Name::root())
+}
+
 fn reverse_apex(network: Ipv4Net) -> Name {
     let octets = network.network().octets();
     let whole = usize::from(network.prefix_len() / 8);
@@ -654,6 +796,88 @@ fn reverse_apex(network: Ipv4Net) -> Name {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn aaaa_and_ip6_arpa_answers() {
+        use hickory_proto::op::{Message, MessageType, Query};
+        let config = ZoneConfig {
+            network: "10.128.0.0/16".parse().unwrap(),
+            ipv6_prefix: Some("fd12:3456:789a::/48".parse().unwrap()),
+            ..ZoneConfig::default()
+        };
+        let mut z = Zone::new(config, 0);
+        let v4 = Ipv4Addr::new(10, 128, 0, 20);
+        z.insert("bravo", v4, None).unwrap();
+        let v6: Ipv6Addr = "fd12:3456:789a:14:57:98ff:fea1:7374".parse().unwrap();
+        z.set_ipv6_addrs(v4, &[v6]);
+        let ask = |z: &Zone, name: &str, qtype: RecordType| {
+            let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+            m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+            let mut out = Vec::new();
+            let bytes = m.to_vec().unwrap();
+            z.respond(&bytes, Transport::Udp, &mut out);
+            Message::from_vec(&out).unwrap()
+        };
+        let r = ask(&z, "bravo.wow.internal.", RecordType::AAAA);
+        assert_eq!(r.answers.len(), 1);
+        assert_eq!(r.answers[0].data, RData::AAAA(AAAA(v6)));
+        // A and AAAA do not mix.
+        let r = ask(&z, "bravo.wow.internal.", RecordType::A);
+        assert_eq!(r.answers[0].data, RData::A(A(v4)));
+        assert_eq!(r.answers.len(), 1);
+        // A host without IPv6: NODATA.
+        z.insert("alpha", Ipv4Addr::new(10, 128, 0, 10), None)
+            .unwrap();
+        let r = ask(&z, "alpha.wow.internal.", RecordType::AAAA);
+        assert_eq!(
+            (r.metadata.response_code, r.answers.len()),
+            (ResponseCode::NoError, 0)
+        );
+        // PTR of the address.
+        let ptr = "4.7.3.7.1.a.e.f.f.f.8.9.7.5.0.0.4.1.0.0.a.9.8.7.6.5.4.3.2.1.d.f.ip6.arpa.";
+        let r = ask(&z, ptr, RecordType::PTR);
+        assert_eq!(
+            r.answers[0].data,
+            RData::PTR(PTR(Name::from_ascii("bravo.wow.internal.").unwrap()))
+        );
+        // Another address of the prefix: nobody's; a prefix of it: NODATA;
+        // a bad label: NXDOMAIN.
+        let r = ask(&z, &ptr.replacen('4', "5", 1), RecordType::PTR);
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+        let r = ask(
+            &z,
+            "4.1.0.0.a.9.8.7.6.5.4.3.2.1.d.f.ip6.arpa.",
+            RecordType::PTR,
+        );
+        assert_eq!(
+            (r.metadata.response_code, r.answers.len()),
+            (ResponseCode::NoError, 0)
+        );
+        let r = ask(&z, &ptr.replacen('4', "x4", 1), RecordType::PTR);
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+        // Replaced addresses no longer answer.
+        z.set_ipv6_addrs(v4, &[]);
+        assert_eq!(
+            ask(&z, ptr, RecordType::PTR).metadata.response_code,
+            ResponseCode::NXDomain
+        );
+        assert_eq!(
+            ask(&z, "bravo.wow.internal.", RecordType::AAAA)
+                .answers
+                .len(),
+            0
+        );
+    }
+
+    #[test]
+    fn reverse6_apex_is_nibble_aligned() {
+        let n = |s: &str| reverse6_apex(s.parse().unwrap()).to_ascii();
+        assert_eq!(
+            n("fd12:3456:789a::/48"),
+            "a.9.8.7.6.5.4.3.2.1.d.f.ip6.arpa."
+        );
+        assert_eq!(n("fd00::/10"), "d.f.ip6.arpa.");
+    }
 
     #[test]
     fn reverse_apex_is_octet_aligned() {

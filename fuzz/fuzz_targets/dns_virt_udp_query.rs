@@ -1,4 +1,5 @@
-//! Arbitrary bytes as a UDP query: the zone answers or drops, never panics,
+//! Arbitrary bytes as a UDP query: the zone (with IPv6: AAAA and ip6.arpa)
+//! answers or drops, never panics,
 //! never exceeds the query's size limit, and the server's state machine
 //! (decentralised mode, with a store that answers) stays consistent.
 #![no_main]
@@ -9,7 +10,17 @@ use dns_virt::{Config, Mode, Server, StoreResult, Transport, Zone, ZoneConfig};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let zone = Zone::new(ZoneConfig::default(), 1);
+    // With an IPv6 prefix and one host's address: AAAA and ip6.arpa too.
+    let mut zone = Zone::new(
+        ZoneConfig {
+            ipv6_prefix: Some("fd12:3456:789a::/48".parse().unwrap()),
+            ..ZoneConfig::default()
+        },
+        1,
+    );
+    let host = std::net::Ipv4Addr::new(10, 128, 0, 20);
+    let _ = zone.insert("bravo", host, None);
+    zone.set_ipv6_addrs(host, &["fd12:3456:789a:14::1".parse().unwrap()]);
     let mut out = Vec::new();
     zone.respond(data, Transport::Udp, &mut out);
     assert!(out.len() <= 1232);

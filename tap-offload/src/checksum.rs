@@ -1,7 +1,7 @@
 //! RFC 1071 checksums, as big-endian numbers, folded, not complemented;
 //! and the rewriting of a frame's IPv4, TCP and UDP checksums.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use etherparse::checksum::u64_16bit_word;
 
@@ -36,6 +36,23 @@ pub(crate) fn pseudo_header_v4(src: &Ipv4Addr, dst: &Ipv4Addr, protocol: u8, len
     ])
 }
 
+/// The IPv6 pseudo-header's sum (RFC 8200 section 8.1).
+pub(crate) fn pseudo_header_v6(src: &Ipv6Addr, dst: &Ipv6Addr, protocol: u8, len: u32) -> u16 {
+    let mut words = [0u16; 20];
+    for (i, w) in src
+        .segments()
+        .iter()
+        .chain(dst.segments().iter())
+        .enumerate()
+    {
+        words[i] = *w;
+    }
+    words[16] = (len >> 16) as u16;
+    words[17] = len as u16;
+    words[18] = u16::from(protocol);
+    combine(&words)
+}
+
 /// The IPv4 source and destination of an Ethernet frame (bounds checked
 /// by the caller).
 pub(crate) fn ip_addrs(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
@@ -53,10 +70,19 @@ pub(crate) fn fix_ip(frame: &mut [u8], ihl: usize) {
 /// Rewrites the TCP or UDP checksum of `frame`, whose L4 header starts at
 /// `l4` and whose checksum field is at `l4 + field`.
 pub(crate) fn fix_l4(frame: &mut [u8], l4: usize, field: usize, protocol: u8) {
-    let (src, dst) = ip_addrs(frame);
     put16(frame, l4 + field, 0);
     let len = frame.len() - l4;
-    let pseudo = pseudo_header_v4(&src, &dst, protocol, len as u32);
+    let pseudo = if frame[ETH_LEN] >> 4 == 6 {
+        let a = |i: usize| {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&frame[i..i + 16]);
+            Ipv6Addr::from(o)
+        };
+        pseudo_header_v6(&a(ETH_LEN + 8), &a(ETH_LEN + 24), protocol, len as u32)
+    } else {
+        let (src, dst) = ip_addrs(frame);
+        pseudo_header_v4(&src, &dst, protocol, len as u32)
+    };
     let mut sum = !combine(&[pseudo, data(&frame[l4..])]);
     if sum == 0 && protocol == PROTO_UDP {
         sum = 0xffff;

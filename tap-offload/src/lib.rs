@@ -9,9 +9,10 @@
 //! its time.
 //!
 //! - [`Segmenter`] turns one read into ordinary Ethernet frames no larger
-//!   than the guest MTU, with complete IP, TCP and UDP checksums: TCPv4
-//!   segmentation (TSO), UDPv4 segmentation (USO), and completion of
-//!   partial checksums ([`F_NEEDS_CSUM`]).
+//!   than the guest MTU, with complete IP, TCP and UDP checksums: TCP
+//!   segmentation (TSO) and UDP segmentation (USO) over IPv4 and IPv6
+//!   (without extension headers), and completion of partial checksums
+//!   ([`F_NEEDS_CSUM`]).
 //! - [`Coalescer`] merges consecutive in-order segments of one TCPv4 flow
 //!   into one super-frame with a GSO header, which the guest's stack takes
 //!   whole, like its own GRO. Only segments that Linux GRO would merge are
@@ -27,9 +28,9 @@
 //!
 //! The crate does no I/O: bytes in, bytes out. It works on Ethernet frames
 //! (a TAP), not on bare IP packets (a TUN: see `tun-rs`'s offload module
-//! for that). Only IPv4 is cut; a TCPv6 super-frame is refused with
-//! [`OffloadError::UnsupportedGso`], so open the TAP without TSO6 if the
-//! guest speaks IPv6. Malformed reads give an [`OffloadError`], never a
+//! for that). IPv6 super-frames with extension headers are refused
+//! ([`OffloadError::NotIpv6`]); only TCPv4 flows are merged (IPv6 frames
+//! go to the guest one by one). Malformed reads give an [`OffloadError`], never a
 //! panic; both types keep their buffer between calls, so the steady state
 //! allocates nothing.
 //!
@@ -96,6 +97,10 @@ pub enum OffloadError {
     /// IP protocol number it holds.
     #[error("super-frame is not IPv4 TCP/UDP as its GSO type says (protocol {0})")]
     NotIpv4(u8),
+    /// A super-frame that is not the IPv6 TCP/UDP its GSO type says (one
+    /// with extension headers included); its next header.
+    #[error("super-frame is not IPv6 TCP/UDP without extension headers (next header {0})")]
+    NotIpv6(u8),
     /// `gso_size` is zero.
     #[error("zero GSO segment size")]
     ZeroSegmentSize,
@@ -112,6 +117,7 @@ pub enum OffloadError {
 }
 
 const ETH_LEN: usize = 14;
+const IPV6_LEN: usize = 40;
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
 const TCP_FIN: u8 = 0x01;
@@ -130,6 +136,19 @@ fn put16(b: &mut [u8], i: usize, v: u16) {
 
 fn be32(b: &[u8], i: usize) -> u32 {
     u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+/// The IPv6 header of an Ethernet frame: its length (40: extension
+/// headers are not cut) and next header.
+fn ipv6_header(frame: &[u8]) -> Result<(usize, u8), OffloadError> {
+    if frame.len() < ETH_LEN + IPV6_LEN {
+        return Err(OffloadError::Truncated { len: frame.len() });
+    }
+    let next = frame[ETH_LEN + 6];
+    if be16(frame, 12) != 0x86dd || frame[ETH_LEN] >> 4 != 6 {
+        return Err(OffloadError::NotIpv6(next));
+    }
+    Ok((IPV6_LEN, next))
 }
 
 /// The IPv4 header of an Ethernet frame: its length and protocol.

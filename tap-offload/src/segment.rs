@@ -2,8 +2,9 @@
 
 use crate::checksum::{self, complete_checksum};
 use crate::{
-    ETH_LEN, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_UDP_L4, OffloadError, PROTO_TCP,
-    PROTO_UDP, TCP_CWR, TCP_FIN, TCP_PSH, VNET_HDR_LEN, VnetHdr, be16, be32, ipv4_header, put16,
+    ETH_LEN, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, OffloadError,
+    PROTO_TCP, PROTO_UDP, TCP_CWR, TCP_FIN, TCP_PSH, VNET_HDR_LEN, VnetHdr, be16, be32,
+    ipv4_header, ipv6_header, put16,
 };
 
 /// Cuts reads from an offload TAP into frames; keeps its scratch buffer
@@ -40,21 +41,27 @@ impl Segmenter {
                 each(frame);
                 Ok(1)
             }
-            GSO_TCPV4 => self.split_tcp4(frame, hdr.gso_size, each),
-            GSO_UDP_L4 => self.split_udp4(frame, hdr.gso_size, each),
+            GSO_TCPV4 => self.split_tcp(frame, hdr.gso_size, false, each),
+            GSO_TCPV6 => self.split_tcp(frame, hdr.gso_size, true, each),
+            GSO_UDP_L4 => {
+                // USO says no family: the frame's EtherType does.
+                let v6 = frame.len() >= ETH_LEN && be16(frame, 12) == 0x86dd;
+                self.split_udp(frame, hdr.gso_size, v6, each)
+            }
             other => Err(OffloadError::UnsupportedGso(other)),
         }
     }
 
-    fn split_tcp4(
+    fn split_tcp(
         &mut self,
         frame: &[u8],
         mss: u16,
+        v6: bool,
         each: impl FnMut(&[u8]),
     ) -> Result<usize, OffloadError> {
-        let (ihl, protocol) = ipv4_header(frame)?;
+        let (ihl, protocol) = ip_header(frame, v6)?;
         if protocol != PROTO_TCP {
-            return Err(OffloadError::NotIpv4(protocol));
+            return Err(not_ip(v6, protocol));
         }
         let l4 = ETH_LEN + ihl;
         let truncated = OffloadError::Truncated { len: frame.len() };
@@ -83,15 +90,16 @@ impl Segmenter {
         self.cut(frame, ihl, l4 + doff, mss, fix, each)
     }
 
-    fn split_udp4(
+    fn split_udp(
         &mut self,
         frame: &[u8],
         size: u16,
+        v6: bool,
         each: impl FnMut(&[u8]),
     ) -> Result<usize, OffloadError> {
-        let (ihl, protocol) = ipv4_header(frame)?;
+        let (ihl, protocol) = ip_header(frame, v6)?;
         if protocol != PROTO_UDP {
-            return Err(OffloadError::NotIpv4(protocol));
+            return Err(not_ip(v6, protocol));
         }
         let l4 = ETH_LEN + ihl;
         if frame.len() < l4 + 8 {
@@ -107,8 +115,9 @@ impl Segmenter {
 
     /// Cuts the payload after the first `headers` bytes of `frame` into
     /// chunks of `size`, each after a copy of the headers with its IPv4
-    /// length, ID and checksum set; `fix_l4(segment, i, count)` sets the
-    /// rest. At least one segment, even with no payload.
+    /// length, ID and checksum (or IPv6 payload length) set;
+    /// `fix_l4(segment, i, count)` sets the rest. At least one segment,
+    /// even with no payload.
     fn cut(
         &mut self,
         frame: &[u8],
@@ -132,13 +141,35 @@ impl Segmenter {
             buf.clear();
             buf.extend_from_slice(&frame[..headers]);
             buf.extend_from_slice(chunk);
-            let ip_len = (buf.len() - ETH_LEN) as u16;
-            put16(buf, ETH_LEN + 2, ip_len);
-            put16(buf, ETH_LEN + 4, id.wrapping_add(i as u16));
-            checksum::fix_ip(buf, ihl);
+            if buf[ETH_LEN] >> 4 == 6 {
+                let payload_len = (buf.len() - ETH_LEN - ihl) as u16;
+                put16(buf, ETH_LEN + 4, payload_len);
+            } else {
+                let ip_len = (buf.len() - ETH_LEN) as u16;
+                put16(buf, ETH_LEN + 2, ip_len);
+                put16(buf, ETH_LEN + 4, id.wrapping_add(i as u16));
+                checksum::fix_ip(buf, ihl);
+            }
             fix_l4(buf, i, count);
             each(buf);
         }
         Ok(count)
+    }
+}
+
+/// The IP header of a super-frame of the family its GSO type names.
+fn ip_header(frame: &[u8], v6: bool) -> Result<(usize, u8), OffloadError> {
+    if v6 {
+        ipv6_header(frame)
+    } else {
+        ipv4_header(frame)
+    }
+}
+
+fn not_ip(v6: bool, protocol: u8) -> OffloadError {
+    if v6 {
+        OffloadError::NotIpv6(protocol)
+    } else {
+        OffloadError::NotIpv4(protocol)
     }
 }

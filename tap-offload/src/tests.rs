@@ -105,9 +105,10 @@ fn bad_super_frames_are_refused() {
         gso_type: GSO_TCPV6,
         ..tso(1000, 20)
     };
+    // An IPv4 frame under a TCPv6 GSO type.
     assert_eq!(
         split_all(&mut with_hdr(v6, &frame)),
-        Err(OffloadError::UnsupportedGso(GSO_TCPV6))
+        Err(OffloadError::NotIpv6(frame[ETH_LEN + 6]))
     );
     assert!(matches!(
         split_all(&mut with_hdr(tso(1000, 20), &frame[..40])),
@@ -163,4 +164,89 @@ fn only_what_gro_would_merge_is_merged() {
     assert_eq!(VnetHdr::parse(gro.finish()).unwrap(), VnetHdr::default());
     assert!(gro.is_empty());
     assert!(gro.finish().is_empty());
+}
+
+/// An Ethernet frame with IPv6 `next` (TCP or UDP) and `payload` from
+/// fd00::11 to fd00::12, checksums left as the builder wrote them.
+fn v6_frame(tcp: bool, payload: &[u8]) -> Vec<u8> {
+    let src = "fd00::11".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let dst = "fd00::12".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv6(src, dst, 64);
+    let mut out = Vec::new();
+    if tcp {
+        b.tcp(40000, 5201, 1000, 65535)
+            .ack(77)
+            .psh()
+            .write(&mut out, payload)
+            .unwrap();
+    } else {
+        b.udp(40000, 5201).write(&mut out, payload).unwrap();
+    }
+    out
+}
+
+/// The header of an IPv6 super-frame of `gso_type` whose L4 header is
+/// `l4_len` bytes, cut into `size`, its checksum field at `csum_offset`.
+fn gso6(gso_type: u8, l4_len: usize, size: u16, csum_offset: u16) -> VnetHdr {
+    VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type,
+        hdr_len: (ETH_LEN + 40 + l4_len) as u16,
+        gso_size: size,
+        csum_start: (ETH_LEN + 40) as u16,
+        csum_offset,
+    }
+}
+
+fn v6_addrs() -> (IpAddress, IpAddress) {
+    (
+        IpAddress::Ipv6("fd00::11".parse().unwrap()),
+        IpAddress::Ipv6("fd00::12".parse().unwrap()),
+    )
+}
+
+#[test]
+fn tcpv6_super_frames_are_cut_with_valid_checksums() {
+    let payload: Vec<u8> = (0..3500u32).map(|i| (i % 251) as u8).collect();
+    let frame = v6_frame(true, &payload);
+    let hdr = gso6(GSO_TCPV6, 20, 1000, 16);
+    let out = split_all(&mut with_hdr(hdr, &frame)).unwrap();
+    assert_eq!(out.len(), 4);
+    let (src, dst) = v6_addrs();
+    let mut joined = Vec::new();
+    for (i, seg) in out.iter().enumerate() {
+        let ip = smoltcp::wire::Ipv6Packet::new_checked(&seg[ETH_LEN..]).unwrap();
+        assert_eq!(usize::from(ip.payload_len()), seg.len() - ETH_LEN - 40);
+        let tcp = smoltcp::wire::TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(tcp.verify_checksum(&src, &dst), "segment {i}");
+        assert_eq!(tcp.seq_number().0 as u32, 1000 + 1000 * i as u32);
+        // PSH only on the last.
+        assert_eq!(tcp.psh(), i == 3);
+        joined.extend_from_slice(tcp.payload());
+    }
+    assert_eq!(joined, payload);
+    // Extension headers (here: next header 0, hop-by-hop) are refused.
+    let mut ext = frame.clone();
+    ext[ETH_LEN + 6] = 0;
+    assert_eq!(
+        split_all(&mut with_hdr(hdr, &ext)),
+        Err(OffloadError::NotIpv6(0))
+    );
+}
+
+#[test]
+fn udpv6_super_frames_are_cut_with_valid_checksums() {
+    let payload = vec![9u8; 2500];
+    let frame = v6_frame(false, &payload);
+    let hdr = gso6(GSO_UDP_L4, 8, 1200, 6);
+    let out = split_all(&mut with_hdr(hdr, &frame)).unwrap();
+    assert_eq!(out.len(), 3);
+    let (src, dst) = v6_addrs();
+    for seg in &out {
+        let ip = smoltcp::wire::Ipv6Packet::new_checked(&seg[ETH_LEN..]).unwrap();
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!(usize::from(udp.len()), ip.payload().len());
+        assert!(udp.verify_checksum(&src, &dst));
+    }
 }

@@ -91,6 +91,8 @@ const PUBLISH_TTL: Duration = Duration::from_secs(3600);
 /// (the node matrix: 3 of 8 direct). The peer's first check, which comes
 /// only after its openings, ends the hold at once.
 pub const OPENING_HOLD: Duration = Duration::from_millis(200);
+/// At most this many IPv6 addresses of the guest are remembered.
+const GUEST_V6_LIMIT: usize = 8;
 /// Lifetime of a CRL published in the DHT (re-published on every refresh).
 const CRL_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -126,6 +128,10 @@ pub struct Settings {
     /// Names outside the zone are forwarded upstream (split DNS, see
     /// [`Core::poll_dns_forward`]) instead of answered REFUSED.
     pub dns_forward: bool,
+    /// The network's IPv6 prefix (see [`crate::ipv6`]): each guest gets
+    /// the /64 derived from its IPv4 address, by router advertisement;
+    /// `None`: IPv4 only.
+    pub ipv6: Option<ipnet::Ipv6Net>,
 }
 
 /// Who grants addresses in central allocation ([`Settings::allocator`]).
@@ -305,6 +311,13 @@ pub struct Core<S: LeaseStore> {
     settings: Settings,
     overlay: overlay_core::Node<overlay_core::DynIdentity>,
     arp: arp_virt::Responder,
+    /// The IPv6 plan, if the network has IPv6.
+    v6: Option<crate::ipv6::Plan>,
+    /// Neighbour discovery for the guest's /64, once it has an address.
+    ndp: Option<arp_virt::ndp::NdpResponder>,
+    /// Addresses the guest took in its /64 (its duplicate address
+    /// detection), newest last.
+    guest_v6: Vec<std::net::Ipv6Addr>,
     dhcp: dhcp_virt::Server<S>,
     dns: dns_virt::Server,
     /// DNS over TCP at the gateway.
@@ -419,6 +432,9 @@ pub enum CoreError {
     /// The CA certificate did not load.
     #[error("ca certificate: {0}")]
     Ca(#[from] ipsec_ca::VerifyError),
+    /// The IPv6 prefix has no room for the network.
+    #[error("ipv6: {0}")]
+    Ipv6(#[from] crate::ipv6::PlanError),
 }
 
 /// A signed claim on an address, as the DHCP conflict rule compares them
@@ -570,6 +586,10 @@ impl<S: LeaseStore> Core<S> {
         let mut arp_config = arp_virt::Config::new(settings.network, gateway_mac);
         arp_config.gateway_addr = settings.gateway_addr;
         let arp = arp_virt::Responder::new(arp_config)?;
+        let v6 = settings
+            .ipv6
+            .map(|prefix| crate::ipv6::Plan::new(settings.network, prefix))
+            .transpose()?;
 
         let mut dhcp_config = dhcp_virt::Config::new(settings.network, settings.gateway_addr);
         dhcp_config.server_mac = settings.gateway_mac;
@@ -611,6 +631,7 @@ impl<S: LeaseStore> Core<S> {
         };
         dns_config.zone.network = settings.network;
         dns_config.zone.ns_addr = Some(settings.gateway_addr);
+        dns_config.zone.ipv6_prefix = v6.map(|p| p.prefix());
         if let Ok(name) = hickory_name(&domain) {
             dns_config.zone.zone = name;
         }
@@ -683,6 +704,9 @@ impl<S: LeaseStore> Core<S> {
             settings,
             overlay,
             arp,
+            v6,
+            ndp: None,
+            guest_v6: Vec::new(),
             dhcp,
             dns,
             tcp_dns,
@@ -811,6 +835,7 @@ impl<S: LeaseStore> Core<S> {
     /// so far are forgotten).
     pub fn set_firewall(&mut self, rules: crate::firewall::Rules, limits: crate::firewall::Limits) {
         self.firewall = crate::firewall::Firewall::new(rules, limits);
+        self.firewall.set_ipv6(self.v6);
     }
     /// The firewall (its counters and flows).
     pub fn firewall(&self) -> &crate::firewall::Firewall {
@@ -1784,9 +1809,134 @@ impl<S: LeaseStore> Core<S> {
                 while self.arp.poll_event().is_some() {}
             }
             EthernetProtocol::Ipv4 => self.on_guest_ipv4(now, frame, eth.payload()),
+            EthernetProtocol::Ipv6 => self.on_guest_ipv6(now, frame, eth.payload()),
             _ => {}
         }
         self.pump(now);
+    }
+
+    /// Starts neighbour discovery for the guest's /64 (the one derived
+    /// from `addr`) and advertises it at once.
+    fn start_ndp(&mut self, addr: Ipv4Addr) {
+        let Some(plan) = self.v6 else {
+            return;
+        };
+        let Some(subnet) = plan.subnet_of(addr) else {
+            return;
+        };
+        if self
+            .ndp
+            .as_ref()
+            .is_some_and(|n| n.config().guest_prefix == subnet)
+        {
+            return;
+        }
+        let mut config = arp_virt::ndp::NdpConfig::new(
+            plan.prefix(),
+            subnet,
+            EthernetAddress(self.settings.gateway_mac),
+        );
+        config.mtu = Some(u32::from(self.settings.guest_mtu));
+        match arp_virt::ndp::NdpResponder::new(config) {
+            Ok(mut ndp) => {
+                self.guest_v6.clear();
+                let mut frame = self.tap_buffer();
+                frame.extend_from_slice(&ndp.advertisement());
+                self.push_tap(frame);
+                self.ndp = Some(ndp);
+            }
+            Err(e) => tracing::warn!(error = %e, "no IPv6 for the guest"),
+        }
+    }
+
+    /// The guest's IPv6 addresses in its /64 (from its duplicate address
+    /// detection), newest last.
+    pub fn guest_ipv6(&self) -> &[std::net::Ipv6Addr] {
+        &self.guest_v6
+    }
+
+    /// The guest's IPv6 /64, once it has an IPv4 address and the network
+    /// has IPv6.
+    pub fn guest_ipv6_subnet(&self) -> Option<ipnet::Ipv6Net> {
+        self.ndp.as_ref().map(|n| n.config().guest_prefix)
+    }
+
+    fn on_guest_ipv6(&mut self, now: Instant, frame: &[u8], packet: &[u8]) {
+        let (Some(plan), Some(ndp)) = (self.v6, self.ndp.as_mut()) else {
+            return;
+        };
+        let outcome = ndp.handle_frame(frame);
+        let subnet = ndp.config().guest_prefix;
+        let mut learned = None;
+        while let Some(event) = ndp.poll_event() {
+            if let arp_virt::ndp::NdpEvent::GuestAddress(a) = event {
+                learned = Some(a);
+            }
+        }
+        if let Some(a) = learned
+            && !self.guest_v6.contains(&a)
+        {
+            if self.guest_v6.len() >= GUEST_V6_LIMIT {
+                self.guest_v6.remove(0);
+            }
+            self.guest_v6.push(a);
+            // AAAA here, and the interface ids in the published name.
+            if let Some(guest) = self.guest_addr {
+                self.dns.set_ipv6_addrs(guest, &self.guest_v6);
+                if let Some(name) = self.guest_name.clone()
+                    && let Err(e) = self.dns.register(now, &name, guest, None)
+                {
+                    tracing::warn!(%name, error = %e, "name not republished");
+                }
+            }
+        }
+        match outcome {
+            Ok(arp_virt::ndp::NdpOutcome::Reply(reply)) => {
+                let mut out = self.tap_buffer();
+                out.extend_from_slice(&reply);
+                self.push_tap(out);
+                return;
+            }
+            Ok(arp_virt::ndp::NdpOutcome::Ignored) => {}
+            Err(_) => {
+                self.counters.malformed += 1;
+                return;
+            }
+        }
+        let Ok(ip) = smoltcp::wire::Ipv6Packet::new_checked(packet) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        if ip.next_header() == IpProtocol::Icmpv6
+            && ip
+                .payload()
+                .first()
+                .is_some_and(|t| (133..=137).contains(t))
+        {
+            // Neighbour discovery stays on the link.
+            return;
+        }
+        let dst = ip.dst_addr();
+        // Multicast, link-local and other networks are not the overlay's.
+        let Some(owner) = plan.owner_of(dst) else {
+            return;
+        };
+        if Some(owner) == self.guest_addr {
+            return;
+        }
+        if !subnet.contains(&ip.src_addr()) {
+            // Only the guest's own /64 may speak on the overlay.
+            self.counters.dropped_policy += 1;
+            return;
+        }
+        let len = (40 + usize::from(ip.payload_len())).min(packet.len());
+        let packet = &packet[..len];
+        if !self.firewall_allows(now, false, owner, true, packet) {
+            return;
+        }
+        self.counters.packets_routed += 1;
+        self.peers.entry(owner).or_default().packets_out += 1;
+        self.route_ip(now, owner, packet);
     }
 
     fn on_guest_ipv4(&mut self, now: Instant, frame: &[u8], packet: &[u8]) {
@@ -2346,11 +2496,15 @@ impl<S: LeaseStore> Core<S> {
                 return;
             }
         }
-        // The inner source must be the peer's (authenticated) address.
-        let valid = matches!(
-            Ipv4Packet::new_checked(&plaintext[..]),
-            Ok(ip) if ip.src_addr() == peer_ip && Some(ip.dst_addr()) == self.guest_addr
-        );
+        // The inner source must be the peer's (authenticated) address, or
+        // in IPv6 lie in the /64 derived from it.
+        let valid = match plaintext.first().map(|b| b >> 4) {
+            Some(6) => self.v6_from_peer(peer_ip, &plaintext),
+            _ => matches!(
+                Ipv4Packet::new_checked(&plaintext[..]),
+                Ok(ip) if ip.src_addr() == peer_ip && Some(ip.dst_addr()) == self.guest_addr
+            ),
+        };
         let valid = valid && self.firewall_allows(now, true, peer_ip, authenticated, &plaintext);
         if valid {
             // Plaintext from a public host is delivered (the policy lets it
@@ -2365,6 +2519,15 @@ impl<S: LeaseStore> Core<S> {
             self.counters.dropped_policy += 1;
         }
         self.open_buf = plaintext;
+    }
+
+    /// Whether IPv6 `packet` comes from the /64 of `peer_ip` and goes to
+    /// the guest's.
+    fn v6_from_peer(&self, peer_ip: Ipv4Addr, packet: &[u8]) -> bool {
+        let (Some(plan), Some(guest)) = (self.v6, self.guest_addr) else {
+            return false;
+        };
+        plan.admits(peer_ip, guest, packet)
     }
 
     fn on_enrolment_message(
@@ -2495,7 +2658,11 @@ impl<S: LeaseStore> Core<S> {
         let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
         eth.set_dst_addr(EthernetAddress(guest_mac));
         eth.set_src_addr(EthernetAddress(self.settings.gateway_mac));
-        eth.set_ethertype(EthernetProtocol::Ipv4);
+        eth.set_ethertype(if packet.first().map(|b| b >> 4) == Some(6) {
+            EthernetProtocol::Ipv6
+        } else {
+            EthernetProtocol::Ipv4
+        });
         eth.payload_mut().copy_from_slice(packet);
         self.push_tap(frame);
     }
@@ -2769,16 +2936,34 @@ impl<S: LeaseStore> Core<S> {
                 let result = match &outcome {
                     // The newest value inside the network: one outside it
                     // must not hide it (dns-virt never answers those).
-                    DhtOutcome::Ok(values) => values
-                        .iter()
-                        .rev()
-                        .filter_map(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
-                        .find(|b| self.settings.network.contains(&Ipv4Addr::from(*b)))
-                        .map(|b| dns_virt::StoreResult::Found {
-                            addr: Ipv4Addr::from(b),
-                            ttl: Duration::from_secs(60),
-                        })
-                        .unwrap_or(dns_virt::StoreResult::NotFound),
+                    DhtOutcome::Ok(values) => {
+                        let found = values
+                            .iter()
+                            .rev()
+                            .filter_map(|v| crate::records::name_value(v))
+                            .find(|(a, _)| self.settings.network.contains(a));
+                        match found {
+                            Some((addr, iids)) => {
+                                // The /64 is the address's: only the
+                                // interface ids come from the record.
+                                if let Some(subnet) = self.v6.and_then(|p| p.subnet_of(addr)) {
+                                    let v6: Vec<std::net::Ipv6Addr> = iids
+                                        .map(|iid| {
+                                            std::net::Ipv6Addr::from(
+                                                u128::from(subnet.network()) | u128::from(iid),
+                                            )
+                                        })
+                                        .collect();
+                                    self.dns.set_ipv6_addrs(addr, &v6);
+                                }
+                                dns_virt::StoreResult::Found {
+                                    addr,
+                                    ttl: Duration::from_secs(60),
+                                }
+                            }
+                            None => dns_virt::StoreResult::NotFound,
+                        }
+                    }
                     _ => dns_virt::StoreResult::Failed,
                 };
                 self.dns.handle_store_response(now, rid, result);
@@ -2842,6 +3027,7 @@ impl<S: LeaseStore> Core<S> {
                 self.guest_mac = Some(mac);
             }
             let _ = self.arp.set_guest_addr(Some(addr));
+            self.start_ndp(addr);
             // Publish `ip → this node` so peers can route to the guest.
             let value = self.overlay.address().to_bytes();
             if let Ok(id) =
@@ -2943,6 +3129,18 @@ impl<S: LeaseStore> Core<S> {
         }
     }
 
+    /// The value of a `name/<host>` record for `addr`: the address, and
+    /// for the guest the interface ids of its IPv6 addresses.
+    fn name_value(&self, addr: Ipv4Addr) -> Vec<u8> {
+        let mut value = addr.octets().to_vec();
+        if Some(addr) == self.guest_addr {
+            for a in self.guest_v6.iter().rev().take(8) {
+                value.extend_from_slice(&(u128::from(*a) as u64).to_be_bytes());
+            }
+        }
+        value
+    }
+
     fn on_store_request(&mut self, now: Instant, request: dns_virt::StoreRequest) {
         use dns_virt::StoreRequest as R;
         let (rid, started) = match request {
@@ -2960,7 +3158,12 @@ impl<S: LeaseStore> Core<S> {
             } => (
                 id,
                 self.overlay
-                    .dht_put(now, &dht_key("name", name.as_bytes()), &addr.octets(), ttl)
+                    .dht_put(
+                        now,
+                        &dht_key("name", name.as_bytes()),
+                        &self.name_value(addr),
+                        ttl,
+                    )
                     .map(|j| (j, DhtJob::DnsPublish(id))),
             ),
             // The DHT has no delete: the record expires with its TTL.

@@ -35,6 +35,7 @@ pub fn settings() -> Settings {
         public_hosts: Vec::new(),
         pool: None,
         dns_forward: false,
+        ipv6: None,
     }
 }
 

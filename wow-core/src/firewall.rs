@@ -41,7 +41,7 @@
 //! another overlay wants it.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,10 @@ const ICMP: u8 = 1;
 /// ICMP echo request and reply types.
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
+/// ICMPv6 (RFC 4443) and its echo request and reply types.
+const ICMPV6: u8 = 58;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
 
 /// The protocol part of a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +69,7 @@ pub enum Protocol {
     Tcp,
     /// UDP.
     Udp,
-    /// ICMP.
+    /// ICMP (and ICMPv6).
     Icmp,
 }
 
@@ -75,7 +79,7 @@ impl Protocol {
             Protocol::Any => true,
             Protocol::Tcp => proto == TCP,
             Protocol::Udp => proto == UDP,
-            Protocol::Icmp => proto == ICMP,
+            Protocol::Icmp => proto == ICMP || proto == ICMPV6,
         }
     }
 }
@@ -411,32 +415,55 @@ pub struct FirewallCounters {
 #[derive(Debug, Clone, Copy)]
 struct Summary {
     proto: u8,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    src: IpAddr,
+    dst: IpAddr,
     src_port: u16,
     dst_port: u16,
     /// A fragment after the first.
     later_fragment: bool,
 }
 
-/// Parses an IPv4 packet; `None` if malformed.
+/// Parses an IPv4 or IPv6 packet; `None` if malformed.
 fn summarize(packet: &[u8]) -> Option<Summary> {
-    let ip = etherparse::Ipv4Slice::from_slice(packet).ok()?;
-    let header = ip.header();
-    let payload = ip.payload();
-    let proto = payload.ip_number.0;
-    let mut s = Summary {
-        proto,
-        src: header.source_addr(),
-        dst: header.destination_addr(),
-        src_port: 0,
-        dst_port: 0,
-        later_fragment: header.fragments_offset().value() != 0,
+    let (mut s, payload) = if packet.first().map(|b| b >> 4) == Some(6) {
+        let ip = etherparse::Ipv6Slice::from_slice(packet).ok()?;
+        let header = ip.header();
+        let payload = ip.payload();
+        let s = Summary {
+            proto: payload.ip_number.0,
+            src: IpAddr::V6(header.source_addr()),
+            dst: IpAddr::V6(header.destination_addr()),
+            src_port: 0,
+            dst_port: 0,
+            later_fragment: payload.fragmented
+                && ip.extensions().first_header().is_some()
+                && {
+                    // A fragment header: only the first fragment has ports.
+                    ip.extensions().clone()
+                    .into_iter()
+                    .any(|h| matches!(h, etherparse::Ipv6ExtensionSlice::Fragment(f) if f.to_header().fragment_offset.value() != 0))
+                },
+        };
+        (s, payload.payload)
+    } else {
+        let ip = etherparse::Ipv4Slice::from_slice(packet).ok()?;
+        let header = ip.header();
+        let payload = ip.payload();
+        let s = Summary {
+            proto: payload.ip_number.0,
+            src: IpAddr::V4(header.source_addr()),
+            dst: IpAddr::V4(header.destination_addr()),
+            src_port: 0,
+            dst_port: 0,
+            later_fragment: header.fragments_offset().value() != 0,
+        };
+        (s, payload.payload)
     };
+    let proto = s.proto;
     if s.later_fragment {
         return Some(s);
     }
-    let bytes = payload.payload;
+    let bytes = payload;
     match proto {
         TCP => {
             let tcp = etherparse::TcpHeaderSlice::from_slice(bytes).ok()?;
@@ -455,6 +482,14 @@ fn summarize(packet: &[u8]) -> Option<Summary> {
                 (s.src_port, s.dst_port) = (id, id);
             }
         }
+        ICMPV6 => {
+            let icmp = etherparse::Icmpv6Slice::from_slice(bytes).ok()?;
+            if matches!(icmp.type_u8(), ICMPV6_ECHO_REQUEST | ICMPV6_ECHO_REPLY) {
+                let [a, b, _, _] = icmp.bytes5to8();
+                let id = u16::from_be_bytes([a, b]);
+                (s.src_port, s.dst_port) = (id, id);
+            }
+        }
         _ => {}
     }
     Some(s)
@@ -464,8 +499,8 @@ fn summarize(packet: &[u8]) -> Option<Summary> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct FlowKey {
     proto: u8,
-    local: Ipv4Addr,
-    remote: Ipv4Addr,
+    local: IpAddr,
+    remote: IpAddr,
     local_port: u16,
     remote_port: u16,
 }
@@ -561,6 +596,8 @@ impl ConnTrack {
 #[derive(Debug)]
 pub struct Firewall {
     rules: Rules,
+    /// Maps IPv6 peers to the IPv4 address rules name them by.
+    ipv6: Option<crate::ipv6::Plan>,
     conntrack: ConnTrack,
     counters: FirewallCounters,
 }
@@ -582,9 +619,16 @@ impl Firewall {
     pub fn new(rules: Rules, limits: Limits) -> Self {
         Firewall {
             rules,
+            ipv6: None,
             conntrack: ConnTrack::new(limits),
             counters: FirewallCounters::default(),
         }
+    }
+
+    /// Lets IPv6 packets through the rules: a peer's IPv6 address counts
+    /// as the IPv4 address whose /64 holds it (see [`crate::ipv6`]).
+    pub fn set_ipv6(&mut self, plan: Option<crate::ipv6::Plan>) {
+        self.ipv6 = plan;
     }
 
     /// Whether any rule is set (otherwise every packet passes untouched).
@@ -668,6 +712,14 @@ impl Firewall {
                 },
                 s.dst,
             ),
+        };
+        let peer_ip = match peer_ip {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(a) => self.ipv6.and_then(|p| p.owner_of(a)),
+        };
+        let Some(peer_ip) = peer_ip else {
+            self.counters.malformed += 1;
+            return Decision::Drop(Drop::Malformed);
         };
         let inbound = direction == Direction::Inbound;
         if self.conntrack.touch(&key, now) {
@@ -773,6 +825,102 @@ mod test {
         );
         assert_eq!(fw.counters(), FirewallCounters::default());
         assert_eq!(fw.flow_count(), 0);
+    }
+
+    /// The IPv6 address with interface id `iid` in the /64 of `v4`.
+    fn v6(v4: Ipv4Addr, iid: u64) -> [u8; 16] {
+        let plan = crate::ipv6::Plan::new(
+            "10.128.0.0/16".parse().unwrap(),
+            "fd12:3456:789a::/48".parse().unwrap(),
+        )
+        .unwrap();
+        let net = plan.subnet_of(v4).unwrap();
+        (u128::from(net.network()) | u128::from(iid)).to_be_bytes()
+    }
+
+    fn tcp6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16, syn: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let b = etherparse::PacketBuilder::ipv6(src, dst, 64).tcp(sport, dport, 1, 1000);
+        let b = if syn { b.syn() } else { b.ack(1) };
+        b.write(&mut out, b"").unwrap();
+        out
+    }
+
+    fn echo6(src: [u8; 16], dst: [u8; 16], id: u16, request: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let b = etherparse::PacketBuilder::ipv6(src, dst, 64);
+        let b = if request {
+            b.icmpv6_echo_request(id, 1)
+        } else {
+            b.icmpv6_echo_reply(id, 1)
+        };
+        b.write(&mut out, b"ping").unwrap();
+        out
+    }
+
+    #[test]
+    fn ipv6_packets_meet_the_rules_of_their_ipv4_owner_and_replies_are_tracked() {
+        let mut fw = inbound_only(vec![
+            rule("icmp", "any"),
+            Rule {
+                host: Some(Host::Ip(PEER)),
+                ..rule("tcp", "22")
+            },
+        ]);
+        fw.set_ipv6(Some(
+            crate::ipv6::Plan::new(
+                "10.128.0.0/16".parse().unwrap(),
+                "fd12:3456:789a::/48".parse().unwrap(),
+            )
+            .unwrap(),
+        ));
+        let now = Instant::now();
+        let (guest, peer) = (v6(GUEST, 0x10), v6(PEER, 0x20));
+        let other = v6(Ipv4Addr::new(10, 128, 0, 4), 0x20);
+        assert!(
+            fw.inbound(now, &tcp6(peer, 999, guest, 22, true), None)
+                .is_allowed()
+        );
+        // The rule names PEER: another guest's /64 does not match it.
+        assert!(
+            !fw.inbound(now, &tcp6(other, 999, guest, 22, true), None)
+                .is_allowed()
+        );
+        assert!(
+            !fw.inbound(now, &tcp6(peer, 999, guest, 23, true), None)
+                .is_allowed()
+        );
+        assert!(
+            fw.inbound(now, &echo6(other, guest, 7, true), None)
+                .is_allowed()
+        );
+        // The guest's own connection out: the reply is tracked.
+        let out = Firewall::new(
+            Rules {
+                inbound: vec![rule("tcp", "22")],
+                outbound: vec![],
+            },
+            Limits::default(),
+        );
+        let mut out = out;
+        out.set_ipv6(fw.ipv6);
+        assert!(
+            out.outbound(now, &tcp6(guest, 40000, other, 80, true), None)
+                .is_allowed()
+        );
+        assert_eq!(
+            out.inbound(now, &tcp6(other, 80, guest, 40000, false), None),
+            Decision::Allow(Allow::Tracked)
+        );
+        // Outside the network's prefix: no owner, dropped.
+        let far = "2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        assert!(
+            !fw.inbound(now, &echo6(far, guest, 7, true), None)
+                .is_allowed()
+        );
     }
 
     #[test]
@@ -1065,8 +1213,8 @@ mod test {
         assert!(fw.conntrack.touch(
             &FlowKey {
                 proto: UDP,
-                local: GUEST,
-                remote: newest,
+                local: IpAddr::V4(GUEST),
+                remote: IpAddr::V4(newest),
                 local_port: 2,
                 remote_port: 1
             },

@@ -100,6 +100,7 @@ pub mod enrol;
 pub mod firewall;
 #[cfg(feature = "test-util")]
 pub mod guest;
+pub mod ipv6;
 pub mod membership;
 pub mod metrics;
 pub mod overlay_identity;

@@ -187,7 +187,10 @@ impl NodePolicy {
         let with_ca = self.ca.is_some();
         match kind {
             b"name" => {
-                let Some(ip) = ipv4(&record.value).filter(|ip| self.is_guest_addr(*ip)) else {
+                let Some(ip) = name_value(&record.value)
+                    .map(|(ip, _)| ip)
+                    .filter(|ip| self.is_guest_addr(*ip))
+                else {
                     return false;
                 };
                 if !with_ca {
@@ -266,6 +269,21 @@ pub fn claim_rank(standing: &Standing, addr: Ipv4Addr) -> u8 {
     }
 }
 
+/// The value of a `name/<host>` record: the IPv4 address, then up to
+/// eight IPv6 interface ids (8 bytes each) of the host's /64 (see
+/// [`crate::ipv6`]; an interface id cannot move the /64, which the IPv4
+/// address fixes).
+pub fn name_value(bytes: &[u8]) -> Option<(Ipv4Addr, impl Iterator<Item = u64> + '_)> {
+    let (v4, rest) = bytes.split_first_chunk::<4>()?;
+    if rest.len() % 8 != 0 || rest.len() > 8 * 8 {
+        return None;
+    }
+    let iids = rest
+        .chunks_exact(8)
+        .filter_map(|c| <[u8; 8]>::try_from(c).ok().map(u64::from_be_bytes));
+    Some((Ipv4Addr::from(*v4), iids))
+}
+
 fn ipv4(bytes: &[u8]) -> Option<Ipv4Addr> {
     <[u8; 4]>::try_from(bytes).ok().map(Ipv4Addr::from)
 }
@@ -278,4 +296,39 @@ pub fn certified_ip(der: &[u8]) -> Option<Ipv4Addr> {
         x509_parser::extensions::GeneralName::IPAddress(b) => ipv4(b),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn name_values_take_up_to_eight_whole_interface_ids() {
+        let v4 = [10, 128, 0, 20];
+        assert_eq!(
+            name_value(&v4).map(|(a, i)| (a, i.count())),
+            Some((Ipv4Addr::from(v4), 0))
+        );
+        let mut one = v4.to_vec();
+        one.extend_from_slice(&0x0057_54ff_feeb_f0b8u64.to_be_bytes());
+        let (_, iids) = name_value(&one).unwrap();
+        assert_eq!(iids.collect::<Vec<_>>(), vec![0x0057_54ff_feeb_f0b8]);
+        // Partial ids, too many ids, no address: refused.
+        assert!(name_value(&one[..7]).is_none());
+        assert!(name_value(&[0u8; 4 + 9 * 8]).is_none());
+        assert!(name_value(&v4[..3]).is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn name_values_round_trip(v4: [u8; 4], iids in proptest::collection::vec(proptest::num::u64::ANY, 0..=8)) {
+            let mut bytes = v4.to_vec();
+            for i in &iids {
+                bytes.extend_from_slice(&i.to_be_bytes());
+            }
+            let (addr, parsed) = name_value(&bytes).unwrap();
+            proptest::prop_assert_eq!(addr, Ipv4Addr::from(v4));
+            proptest::prop_assert_eq!(parsed.collect::<Vec<_>>(), iids);
+        }
+    }
 }

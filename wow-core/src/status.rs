@@ -18,6 +18,12 @@ pub struct GuestStatus {
     pub name: Option<String>,
     /// MAC address.
     pub mac: Option<String>,
+    /// Its IPv6 /64, with IPv6 on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6_subnet: Option<String>,
+    /// The addresses it took there (its duplicate address detection).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ipv6: Vec<String>,
 }
 
 /// The overlay node's counters ([`overlay_core::Stats`]).
@@ -348,6 +354,8 @@ impl Status {
                     .guest_name()
                     .map(|n| format!("{n}.{}", core.settings().domain.trim_end_matches('.'))),
                 mac: core.guest_mac().map(mac),
+                ipv6_subnet: core.guest_ipv6_subnet().map(|n| n.to_string()),
+                ipv6: core.guest_ipv6().iter().map(|a| a.to_string()).collect(),
             },
             secure: core.is_secure(),
             closed_until_enrolled: core.is_closed(),
@@ -423,6 +431,9 @@ impl Status {
             na(&self.guest.name),
             na(&self.guest.mac)
         );
+        if let Some(subnet) = &self.guest.ipv6_subnet {
+            s += &format!("guest v6  {subnet} {}\n", self.guest.ipv6.join(" "));
+        }
         s += &format!(
             "security  {} ({} SAs)\n",
             if self.secure {

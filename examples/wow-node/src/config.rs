@@ -22,6 +22,10 @@
 //!                                   # whole cidr); disjoint per node with "local"
 //! # allocator = "self"              # "central": "self" on the one node that grants
 //!                                   # every address, its overlay address elsewhere
+//! ipv6 = false                      # IPv6 too: each guest gets the /64 of its IPv4
+//!                                   # address by router advertisement (SLAAC)
+//! # ula = "fd12:3456:789a::/48"     # the network's IPv6 prefix (default: a ULA /48
+//!                                   # derived from cidr and domain)
 //!
 //! [tap]
 //! name = "wow0"                     # TAP device
@@ -396,6 +400,12 @@ pub struct NetworkSection {
     /// With `allocation = "central"`: `"self"` on the designated node,
     /// its overlay address (from its `status`) on every other.
     pub allocator: Option<String>,
+    /// IPv6 in the virtual network (router advertisements, proxy NDP,
+    /// AAAA records; see `wow_core::ipv6`).
+    pub ipv6: bool,
+    /// The network's IPv6 prefix; none: a ULA /48 derived from `cidr` and
+    /// `domain`. Every node of the network must agree on it.
+    pub ula: Option<ipnet::Ipv6Net>,
 }
 
 impl Default for NetworkSection {
@@ -408,11 +418,21 @@ impl Default for NetworkSection {
             allocation: AllocationMode::Dht,
             pool: None,
             allocator: None,
+            ipv6: false,
+            ula: None,
         }
     }
 }
 
 impl NetworkSection {
+    /// The network's IPv6 prefix, if IPv6 is on.
+    pub fn ipv6_prefix(&self) -> Option<ipnet::Ipv6Net> {
+        self.ipv6.then(|| {
+            self.ula
+                .unwrap_or_else(|| wow_core::ipv6::Plan::ula(self.cidr, &self.domain))
+        })
+    }
+
     /// The gateway address.
     pub fn gateway_addr(&self) -> Ipv4Addr {
         self.gateway

@@ -207,6 +207,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         public_hosts: config.security.public_hosts.clone(),
         pool: config.network.pool.map(|[first, last]| (first, last)),
         dns_forward: false,
+        ipv6: config.network.ipv6_prefix(),
     };
     let mut settings = settings;
     let mut upstream = dns_upstream(&config, confine);
