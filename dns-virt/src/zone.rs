@@ -488,8 +488,9 @@ impl Zone {
     }
 
     /// The response to a service question: the registrations here, then
-    /// `remote` ones (a decentralised server's store; those of a target
-    /// already answered here are skipped). SRV records for SRV, TXT records
+    /// `remote` ones (a decentralised server's store, which answered the
+    /// same question; those of a target already answered here are
+    /// skipped). SRV records for SRV, TXT records
     /// (from registrations with TXT strings) for TXT, both for ANY, with
     /// the A records of targets known here in the additional section
     /// (RFC 2782 "Usage rules"). NXDOMAIN without registrations, NODATA
@@ -510,8 +511,7 @@ impl Zone {
         };
         let mut found = local;
         for s in remote {
-            let wanted = query.host.as_ref().is_none_or(|h| *h == s.target);
-            if wanted && !found.iter().any(|f| f.target == s.target) {
+            if !found.iter().any(|f| f.target == s.target) {
                 found.push(s);
             }
         }
