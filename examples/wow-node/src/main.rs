@@ -8,6 +8,7 @@
 //! wow-node status [--json] [--network [--limit N]] [--state-dir DIR]
 //! wow-node ca init|issue|revoke|crl|list --dir DIR ...
 //! wow-node ca token|pending|approve|reject [--state-dir DIR] [--dir CA_DIR] ...
+//! wow-node service list|add|remove [--state-dir DIR] ...
 //! ```
 //!
 //! See `README.md` beside this crate for the operator guide.
@@ -93,6 +94,43 @@ enum Command {
         #[command(subcommand)]
         command: ca_cmd::CaCommand,
     },
+    /// The guest's services (SRV/TXT records under its name) on a running
+    /// node.
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+        /// The node's state directory.
+        #[arg(long, default_value = "/var/lib/wow-node", global = true)]
+        state_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// List the registered services.
+    List,
+    /// Register (or replace) a service of the guest.
+    Add {
+        /// `_service._proto`, as `_slurmctld._tcp`.
+        name: String,
+        /// The port it listens on.
+        #[arg(long)]
+        port: u16,
+        /// SRV priority (lower first).
+        #[arg(long, default_value_t = 0)]
+        priority: u16,
+        /// SRV weight among equal priorities.
+        #[arg(long, default_value_t = 0)]
+        weight: u16,
+        /// A TXT string (repeat for more).
+        #[arg(long)]
+        txt: Vec<String>,
+    },
+    /// Withdraw a service.
+    Remove {
+        /// `_service._proto`.
+        name: String,
+    },
 }
 
 fn init_tracing() {
@@ -145,5 +183,25 @@ fn main() -> ExitCode {
             state_dir,
         } => control::status_command(&state_dir, json, network.then_some(limit)),
         Command::Ca { command } => ca_cmd::run(command),
+        Command::Service { command, state_dir } => {
+            let request = match command {
+                ServiceCommand::List => control::ServiceRequest::List,
+                ServiceCommand::Add {
+                    name,
+                    port,
+                    priority,
+                    weight,
+                    txt,
+                } => control::ServiceRequest::Add(config::ServiceEntry {
+                    name,
+                    port,
+                    priority,
+                    weight,
+                    txt,
+                }),
+                ServiceCommand::Remove { name } => control::ServiceRequest::Remove(name),
+            };
+            control::service_command(&state_dir, &request)
+        }
     }
 }
