@@ -48,8 +48,15 @@ fn a_slurm_pool_finds_its_controller_by_srv_and_runs_jobs() {
         stdout.contains("_slurmctld._tcp SRV 0 0 6817 ctl.wow.internal."),
         "{stdout}"
     );
+    // By their wow names, at their guests' virtual addresses (then, in
+    // the plain run, at the underlay's).
     for w in ["w1", "w2", "w3", "w4"] {
-        assert!(stdout.contains(&format!("\n{w} idle 2")), "{w}: {stdout}");
+        for net in ["10.128.", "192.168.70."] {
+            assert!(
+                stdout.contains(&format!("\n{w} idle 2 {net}")),
+                "{w} {net}: {stdout}"
+            );
+        }
     }
     for run in ["wow", "plain"] {
         assert!(
