@@ -708,8 +708,19 @@ impl Server {
             Pending::ServiceLookup { query, waiters, .. } => {
                 self.service_lookups.remove(&query);
                 self.waiting -= waiters.len();
+                let local = match &query.host {
+                    Some(h) => self.zone.services().get(&query.name, h).is_some(),
+                    None => self
+                        .zone
+                        .services()
+                        .of_service(&query.name)
+                        .next()
+                        .is_some(),
+                };
                 let remote = match result {
                     StoreResult::FoundServices(found) => found,
+                    // The registrations here still stand.
+                    StoreResult::Failed if local => Vec::new(),
                     StoreResult::Failed => {
                         for w in &waiters {
                             self.servfail(w);

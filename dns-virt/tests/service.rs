@@ -279,8 +279,9 @@ fn services_travel_through_the_store() {
     assert_eq!(r.answers.len(), 1);
 }
 
-/// A store that never answers: the service query gets SERVFAIL at its
-/// deadline and nothing waits on.
+/// A store that never answers: at the deadline a service query gets
+/// SERVFAIL, or the registrations here if there are any, and nothing waits
+/// on.
 #[test]
 fn an_unanswered_service_lookup_times_out() {
     let now = Instant::now();
@@ -288,11 +289,19 @@ fn an_unanswered_service_lookup_times_out() {
         mode: Mode::Decentralised,
         ..Config::default()
     });
+    s.register_service("_y._tcp", "here", Service::new("here", 1), None)
+        .unwrap();
+    while s.poll_store_request().is_some() {}
     assert!(ask(&mut s, now, "_x._tcp.wow.internal.", RecordType::SRV).is_none());
-    assert_eq!(s.waiting(), 1);
+    assert!(ask(&mut s, now, "_y._tcp.wow.internal.", RecordType::SRV).is_none());
+    assert_eq!(s.waiting(), 2);
     let deadline = s.poll_timeout().unwrap();
     s.handle_timeout(deadline);
     assert_eq!(s.waiting(), 0);
     let r = Message::from_vec(&s.poll_transmit().unwrap().payload).unwrap();
     assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    // The registration here is answered without the store.
+    let r = Message::from_vec(&s.poll_transmit().unwrap().payload).unwrap();
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(r.answers.len(), 1);
 }
