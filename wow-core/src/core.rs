@@ -1739,8 +1739,8 @@ impl<S: LeaseStore> Core<S> {
     }
 
     /// Withdraws service `name`; returns whether it was registered. Other
-    /// nodes stop finding it at once; a copy cached in the DHT's replicas
-    /// goes within [`SERVICE_TTL`].
+    /// nodes stop finding it once the one-second overwrite has reached the
+    /// DHT and run out; a replica it missed goes within [`SERVICE_TTL`].
     pub fn remove_service(&mut self, now: Instant, name: &str) -> bool {
         let Ok(name) = dns_virt::service::service_name(name) else {
             return false;
