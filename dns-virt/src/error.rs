@@ -131,3 +131,31 @@ pub enum ForwardError {
     #[error("upstream reply answers another question")]
     OtherQuestion,
 }
+
+/// Why a service registration or its encoded value was refused
+/// ([`crate::service`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// Not `_service._proto` (RFC 2782).
+    #[error("service name is not `_service._proto`")]
+    InvalidServiceName,
+    /// The host registering it is not a host name of the zone.
+    #[error("invalid host name")]
+    InvalidHost,
+    /// The target is not a lowercase host name of the zone.
+    #[error("invalid target name")]
+    InvalidTarget,
+    /// Too many TXT strings, or too many octets of them.
+    #[error("too much TXT data")]
+    TooMuchText,
+    /// The value ends inside a field.
+    #[error("service value truncated")]
+    Truncated,
+    /// Octets after the last field.
+    #[error("octets after the service value")]
+    Trailing,
+    /// An encoding version this crate does not know.
+    #[error("unknown service value version")]
+    Version,
+}

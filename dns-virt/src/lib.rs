@@ -13,7 +13,11 @@
 //! - in [`Mode::Decentralised`], registered names are published into the
 //!   overlay's DHT and unknown names looked up there, through a sans-IO
 //!   [`store`] contract;
-//! - answers: A, PTR, SOA, NS; NXDOMAIN and NODATA with the SOA
+//! - hosts register services ([`service`]): SRV and TXT at
+//!   `_service._proto.<host>.<zone>` and, one SRV per registrant, at
+//!   `_service._proto.<zone>`, with the targets' A records as additional
+//!   data; in decentralised mode published and looked up in the store too;
+//! - answers: A, PTR, SOA, NS, SRV, TXT; NXDOMAIN and NODATA with the SOA
 //!   (RFC 2308); REFUSED outside the zones, or split DNS: forwarded upstream
 //!   under a fresh message ID, replies checked and cached ([`Config::forward`]);
 //!   FORMERR, NOTIMP;
@@ -74,6 +78,7 @@ pub mod error;
 mod forward;
 pub mod rule;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod table;
 #[cfg(feature = "smoltcp")]
@@ -81,13 +86,16 @@ pub mod tcp;
 pub mod wire;
 pub mod zone;
 
-pub use error::{ForwardError, FrameError, LoadError, QueryError, RegisterError, TableError};
+pub use error::{
+    ForwardError, FrameError, LoadError, QueryError, RegisterError, ServiceError, TableError,
+};
 pub use rule::{AddressRule, RuleName};
 pub use server::{Config, Event, Forward, Mode, Server, Stats, Transmit};
+pub use service::{Service, ServiceTable};
 pub use store::{MemoryStore, MemoryStoreConfig, RequestId, StoreRequest, StoreResult};
 pub use table::{NameTable, TableBuilder};
 pub use wire::{Request, TcpFramer, Transport};
-pub use zone::{Answer, Outcome, Response, Zone, ZoneConfig};
+pub use zone::{Answer, Outcome, Response, ServiceQuery, Zone, ZoneConfig};
 
 #[cfg(feature = "smoltcp")]
 pub use tcp::{MemDevice, TcpEndpoint};

@@ -4,7 +4,8 @@
 //!
 //! - **inputs** `handle_input` (one DNS message from UDP or TCP),
 //!   `handle_store_response`, `handle_forward_response`, `handle_timeout`;
-//! - **commands** `register`, `unregister`;
+//! - **commands** `register`, `unregister`, `register_service`,
+//!   `unregister_service`;
 //! - **outputs** `poll_transmit` (after `handle_input` and every result),
 //!   `poll_store_request` (after `handle_input` in decentralised mode and
 //!   after commands), `poll_forward` (after `handle_input` with forwarding
@@ -19,11 +20,12 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
-use crate::error::{ForwardError, QueryError, RegisterError};
+use crate::error::{ForwardError, QueryError, RegisterError, ServiceError};
 use crate::forward::{self, Cache, Key};
+use crate::service::{Service, service_name};
 use crate::store::{RequestId, StoreRequest, StoreResult};
 use crate::wire::{Request, Sections, Transport, emit_truncated, frame_tcp};
-use crate::zone::{Answer, Outcome, Response, Zone, ZoneConfig, refused};
+use crate::zone::{Answer, Outcome, Response, ServiceQuery, Zone, ZoneConfig, refused};
 
 /// Where names come from besides the local table.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -167,6 +169,11 @@ enum Pending {
     Publish {
         name: String,
     },
+    ServiceLookup {
+        query: ServiceQuery,
+        deadline: Instant,
+        waiters: Vec<Waiter>,
+    },
     Forward {
         deadline: Instant,
         key: Key,
@@ -207,6 +214,7 @@ pub struct Server {
     zone: Zone,
     pending: HashMap<RequestId, Pending>,
     lookups_by_name: HashMap<String, RequestId>,
+    service_lookups: HashMap<ServiceQuery, RequestId>,
     forwards_by_key: HashMap<Key, RequestId>,
     cache: Cache,
     waiting: usize,
@@ -235,6 +243,7 @@ impl Server {
             zone,
             pending: HashMap::new(),
             lookups_by_name: HashMap::new(),
+            service_lookups: HashMap::new(),
             forwards_by_key: HashMap::new(),
             waiting: 0,
             next_id: 1,
@@ -315,6 +324,22 @@ impl Server {
                 }
                 _ => {
                     let r = self.zone.reverse_response(&waiter.request, addr, None);
+                    self.reply(&waiter, &r);
+                }
+            },
+            Answer::Service(query) => match self.config.mode {
+                // A host's own registration here is the answer; every
+                // registrant of a service may be elsewhere.
+                Mode::Decentralised
+                    if query
+                        .host
+                        .as_ref()
+                        .is_none_or(|h| self.zone.services().get(&query.name, h).is_none()) =>
+                {
+                    self.start_service_lookup(now, waiter, query)
+                }
+                _ => {
+                    let r = self.zone.service_response(&waiter.request, &query, &[]);
                     self.reply(&waiter, &r);
                 }
             },
@@ -430,6 +455,36 @@ impl Server {
         );
     }
 
+    fn start_service_lookup(&mut self, now: Instant, waiter: Waiter, query: ServiceQuery) {
+        if self.waiting >= self.config.max_pending {
+            return self.servfail(&waiter);
+        }
+        if let Some(id) = self.service_lookups.get(&query)
+            && let Some(Pending::ServiceLookup { waiters, .. }) = self.pending.get_mut(id)
+        {
+            waiters.push(waiter);
+            self.waiting += 1;
+            return;
+        }
+        let id = self.new_id();
+        self.stats.lookups += 1;
+        self.store_requests.push_back(StoreRequest::LookupService {
+            id,
+            name: query.name.clone(),
+            host: query.host.clone(),
+        });
+        self.service_lookups.insert(query.clone(), id);
+        self.waiting += 1;
+        self.pending.insert(
+            id,
+            Pending::ServiceLookup {
+                query,
+                deadline: now + self.config.lookup_timeout,
+                waiters: vec![waiter],
+            },
+        );
+    }
+
     fn reply(&mut self, waiter: &Waiter, response: &Response) {
         let mut out = std::mem::take(&mut self.scratch);
         self.zone
@@ -504,6 +559,58 @@ impl Server {
     /// `ip6.arpa` answers ([`Zone::set_ipv6_addrs`]).
     pub fn set_ipv6_addrs(&mut self, addr: Ipv4Addr, v6: &[std::net::Ipv6Addr]) {
         self.zone.set_ipv6_addrs(addr, v6);
+    }
+
+    /// Registers `service` under `name` (`_service._proto`) for `host`
+    /// (relative to the zone, or absolute inside it). In decentralised mode
+    /// it is also published for `ttl` (default [`Config::publish_ttl`]):
+    /// call again before it runs out to keep it in the store.
+    pub fn register_service(
+        &mut self,
+        name: &str,
+        host: &str,
+        service: Service,
+        ttl: Option<Duration>,
+    ) -> Result<(), ServiceError> {
+        let name = service_name(name)?;
+        let host = self
+            .zone
+            .relative(host)
+            .ok_or(ServiceError::InvalidHost)?
+            .to_ascii_lowercase();
+        self.zone
+            .insert_service(&name, &host, service.clone(), None)?;
+        if self.config.mode == Mode::Decentralised {
+            let id = self.new_id();
+            self.store_requests.push_back(StoreRequest::PublishService {
+                id,
+                name: name.clone(),
+                host,
+                service,
+                ttl: ttl.unwrap_or(self.config.publish_ttl),
+            });
+            self.pending.insert(id, Pending::Publish { name });
+        }
+        Ok(())
+    }
+
+    /// Removes `host`'s registration of service `name`; in decentralised
+    /// mode it is withdrawn from the store too.
+    pub fn unregister_service(&mut self, name: &str, host: &str) -> Option<Service> {
+        let name = service_name(name).ok()?;
+        let host = self.zone.relative(host)?.to_ascii_lowercase();
+        let prev = self.zone.remove_service(&name, &host)?;
+        if self.config.mode == Mode::Decentralised {
+            let id = self.new_id();
+            self.store_requests
+                .push_back(StoreRequest::UnpublishService {
+                    id,
+                    name: name.clone(),
+                    host,
+                });
+            self.pending.insert(id, Pending::Publish { name });
+        }
+        Some(prev)
     }
 
     /// Removes `name`; in decentralised mode it is withdrawn from the store
@@ -588,7 +695,10 @@ impl Server {
                             self.reply(w, &r);
                         }
                     }
-                    StoreResult::NotFound | StoreResult::Done | StoreResult::FoundName { .. } => {
+                    StoreResult::NotFound
+                    | StoreResult::Done
+                    | StoreResult::FoundName { .. }
+                    | StoreResult::FoundServices(_) => {
                         let r = self.zone.nxdomain();
                         for w in &waiters {
                             self.reply(w, &r);
@@ -599,6 +709,35 @@ impl Server {
                             self.servfail(w);
                         }
                     }
+                }
+            }
+            Pending::ServiceLookup { query, waiters, .. } => {
+                self.service_lookups.remove(&query);
+                self.waiting -= waiters.len();
+                let local = match &query.host {
+                    Some(h) => self.zone.services().get(&query.name, h).is_some(),
+                    None => self
+                        .zone
+                        .services()
+                        .of_service(&query.name)
+                        .next()
+                        .is_some(),
+                };
+                let remote = match result {
+                    StoreResult::FoundServices(found) => found,
+                    // The registrations here still stand.
+                    StoreResult::Failed if local => Vec::new(),
+                    StoreResult::Failed => {
+                        for w in &waiters {
+                            self.servfail(w);
+                        }
+                        return;
+                    }
+                    _ => Vec::new(),
+                };
+                for w in &waiters {
+                    let r = self.zone.service_response(&w.request, &query, &remote);
+                    self.reply(w, &r);
                 }
             }
             Pending::Forward { key, waiters, .. } => {
@@ -681,9 +820,9 @@ impl Server {
             .pending
             .iter()
             .filter(|(_, p)| match p {
-                Pending::Lookup { deadline, .. } | Pending::Forward { deadline, .. } => {
-                    *deadline <= now
-                }
+                Pending::Lookup { deadline, .. }
+                | Pending::ServiceLookup { deadline, .. }
+                | Pending::Forward { deadline, .. } => *deadline <= now,
                 Pending::Publish { .. } => false,
             })
             .map(|(id, _)| *id)
@@ -701,16 +840,20 @@ impl Server {
             .pending
             .values()
             .filter_map(|p| match p {
-                Pending::Lookup { deadline, .. } | Pending::Forward { deadline, .. } => {
-                    Some(*deadline)
-                }
+                Pending::Lookup { deadline, .. }
+                | Pending::ServiceLookup { deadline, .. }
+                | Pending::Forward { deadline, .. } => Some(*deadline),
                 Pending::Publish { .. } => None,
             })
             .min();
-        match (pending, self.zone.table().next_expiry()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            pending,
+            self.zone.table().next_expiry(),
+            self.zone.services().next_expiry(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next response to send.

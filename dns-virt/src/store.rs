@@ -21,6 +21,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use rand::{RngExt, SeedableRng};
+
+use crate::service::Service;
 use rand_chacha::ChaCha8Rng;
 
 /// Identifies one store request of one server.
@@ -64,6 +66,39 @@ pub enum StoreRequest {
         /// Lowercase relative name.
         name: String,
     },
+    /// Find the registrations of service `name` (`_service._proto`): by
+    /// `host` only, or by every host.
+    LookupService {
+        /// Request id, returned with the result.
+        id: RequestId,
+        /// Lowercase service name.
+        name: String,
+        /// Lowercase relative host name, or `None` for every registrant.
+        host: Option<String>,
+    },
+    /// Publish `host`'s registration of service `name` for `ttl`, under the
+    /// host and among every registrant of the service.
+    PublishService {
+        /// Request id, returned with the result.
+        id: RequestId,
+        /// Lowercase service name.
+        name: String,
+        /// Lowercase relative host name.
+        host: String,
+        /// The registration.
+        service: Service,
+        /// How long it lives in the store.
+        ttl: Duration,
+    },
+    /// Withdraw `host`'s registration of service `name`.
+    UnpublishService {
+        /// Request id, returned with the result.
+        id: RequestId,
+        /// Lowercase service name.
+        name: String,
+        /// Lowercase relative host name.
+        host: String,
+    },
 }
 
 impl StoreRequest {
@@ -73,7 +108,10 @@ impl StoreRequest {
             StoreRequest::Lookup { id, .. }
             | StoreRequest::LookupAddress { id, .. }
             | StoreRequest::Publish { id, .. }
-            | StoreRequest::Unpublish { id, .. } => *id,
+            | StoreRequest::Unpublish { id, .. }
+            | StoreRequest::LookupService { id, .. }
+            | StoreRequest::PublishService { id, .. }
+            | StoreRequest::UnpublishService { id, .. } => *id,
         }
     }
 }
@@ -96,6 +134,8 @@ pub enum StoreResult {
         /// Remaining lifetime in the store.
         ttl: Duration,
     },
+    /// Service lookup: the registrations found (possibly none).
+    FoundServices(Vec<Service>),
     /// Lookup: no such name (or address).
     NotFound,
     /// Publish or unpublish done.
@@ -133,6 +173,7 @@ pub struct MemoryStore {
     rng: ChaCha8Rng,
     records: HashMap<String, (Ipv4Addr, Instant)>,
     by_addr: HashMap<Ipv4Addr, String>,
+    services: HashMap<(String, String), (Service, Instant)>,
     queue: BinaryHeap<Reverse<(Instant, u64)>>,
     inflight: HashMap<u64, (usize, StoreRequest)>,
     seq: u64,
@@ -146,6 +187,7 @@ impl MemoryStore {
             rng: ChaCha8Rng::seed_from_u64(seed),
             records: HashMap::new(),
             by_addr: HashMap::new(),
+            services: HashMap::new(),
             queue: BinaryHeap::new(),
             inflight: HashMap::new(),
             seq: 0,
@@ -218,6 +260,37 @@ impl MemoryStore {
                 {
                     self.by_addr.remove(&addr);
                 }
+                StoreResult::Done
+            }
+            StoreRequest::LookupService {
+                ref name, ref host, ..
+            } => {
+                let mut found: Vec<Service> = self
+                    .services
+                    .iter()
+                    .filter(|((n, h), (_, expires_at))| {
+                        n == name && host.as_ref().is_none_or(|x| x == h) && *expires_at > at
+                    })
+                    .map(|(_, (s, _))| s.clone())
+                    .collect();
+                found.sort_by(|a, b| a.target.cmp(&b.target));
+                StoreResult::FoundServices(found)
+            }
+            StoreRequest::PublishService {
+                ref name,
+                ref host,
+                ref service,
+                ttl,
+                ..
+            } => {
+                self.services
+                    .insert((name.clone(), host.clone()), (service.clone(), at + ttl));
+                StoreResult::Done
+            }
+            StoreRequest::UnpublishService {
+                ref name, ref host, ..
+            } => {
+                self.services.remove(&(name.clone(), host.clone()));
                 StoreResult::Done
             }
         };

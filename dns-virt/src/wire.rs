@@ -118,6 +118,9 @@ pub struct Sections {
     pub answers: Vec<Record>,
     /// Authority section.
     pub authorities: Vec<Record>,
+    /// Additional section (besides the OPT); dropped first when the
+    /// response would not fit (RFC 2181 §9).
+    pub additionals: Vec<Record>,
 }
 
 /// Writes the response to `req` into `out` (cleared first) and returns whether
@@ -151,16 +154,16 @@ pub fn emit_response(
         out.clear();
         let mut enc = BinEncoder::new(out);
         let none: [Record; 0] = [];
-        let (answers, authorities) = match sections {
-            Some(s) => (&s.answers[..], &s.authorities[..]),
-            None => (&none[..], &none[..]),
+        let (answers, authorities, additionals) = match sections {
+            Some(s) => (&s.answers[..], &s.authorities[..], &s.additionals[..]),
+            None => (&none[..], &none[..], &none[..]),
         };
         hickory_proto::op::emit_message_parts(
             metadata,
             &mut std::iter::once(&req.query),
             &mut answers.iter(),
             &mut authorities.iter(),
-            &mut none.iter(),
+            &mut additionals.iter(),
             edns.as_ref(),
             None,
             &mut enc,
@@ -169,6 +172,16 @@ pub fn emit_response(
     };
     if emit(&metadata, Some(sections), out) && out.len() <= limit {
         return false;
+    }
+    if !sections.additionals.is_empty() {
+        let bare = Sections {
+            answers: sections.answers.clone(),
+            authorities: sections.authorities.clone(),
+            additionals: Vec::new(),
+        };
+        if emit(&metadata, Some(&bare), out) && out.len() <= limit {
+            return false;
+        }
     }
     metadata.truncation = true;
     // Header, question and OPT always fit 512 octets (a name is at most 255).

@@ -11,12 +11,13 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use hickory_proto::op::{OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, NS, PTR, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use crate::error::{LoadError, QueryError, TableError};
+use crate::error::{LoadError, QueryError, ServiceError, TableError};
 use crate::rule::{AddressRule, parse_reverse_labels};
+use crate::service::{Service, ServiceTable, is_service_label};
 use crate::table::NameTable;
 use crate::wire::{Request, Sections, Transport, emit_header_only, emit_response};
 
@@ -93,6 +94,20 @@ pub enum Answer {
     MissingReverse(Ipv4Addr),
     /// The name is outside both zones: REFUSED, or forwarded upstream.
     Outside,
+    /// A service name (`_service._proto[.<host>].<zone>`): answered by
+    /// [`Zone::service_response`] from the registrations here, and a
+    /// decentralised server's store.
+    Service(ServiceQuery),
+}
+
+/// A question for a service: its name and, for `_service._proto.<host>`,
+/// the host (both lowercase, the host relative to the zone).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceQuery {
+    /// `_service._proto`.
+    pub name: String,
+    /// The registering host, or `None` for every registrant.
+    pub host: Option<String>,
 }
 
 /// What [`Zone::respond`] did with a query.
@@ -123,6 +138,7 @@ pub struct Zone {
     config: ZoneConfig,
     rule: AddressRule,
     table: NameTable,
+    services: ServiceTable,
     reverse: Name,
     ns_name: Name,
     hostmaster: Name,
@@ -177,6 +193,7 @@ impl Zone {
             hostmaster,
             serial: 1,
             table,
+            services: ServiceTable::new(),
             config,
         }
     }
@@ -228,9 +245,37 @@ impl Zone {
         prev
     }
 
-    /// Removes names whose lifetime is over; returns how many.
+    /// The registered services.
+    pub fn services(&self) -> &ServiceTable {
+        &self.services
+    }
+
+    /// Registers `service` under `name` (`_service._proto`) for `host`
+    /// (relative to the zone); see [`ServiceTable::insert`].
+    pub fn insert_service(
+        &mut self,
+        name: &str,
+        host: &str,
+        service: Service,
+        expires_at: Option<Instant>,
+    ) -> Result<Option<Service>, ServiceError> {
+        let prev = self.services.insert(name, host, service, expires_at)?;
+        self.serial = self.serial.wrapping_add(1);
+        Ok(prev)
+    }
+
+    /// Removes the registration of `name` by `host`.
+    pub fn remove_service(&mut self, name: &str, host: &str) -> Option<Service> {
+        let prev = self.services.remove(name, host);
+        if prev.is_some() {
+            self.serial = self.serial.wrapping_add(1);
+        }
+        prev
+    }
+
+    /// Removes names and services whose lifetime is over; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let n = self.table.expire(now);
+        let n = self.table.expire(now) + self.services.expire(now);
         if n > 0 {
             self.serial = self.serial.wrapping_add(1);
         }
@@ -381,8 +426,8 @@ impl Zone {
             rcode,
             authoritative: true,
             sections: Sections {
-                answers: Vec::new(),
                 authorities: vec![self.soa(apex, ttl)],
+                ..Sections::default()
             },
         }
     }
@@ -393,7 +438,7 @@ impl Zone {
             authoritative: true,
             sections: Sections {
                 answers,
-                authorities: Vec::new(),
+                ..Sections::default()
             },
         }
     }
@@ -474,6 +519,12 @@ impl Zone {
                 for (slot, label) in labels.iter_mut().zip(rel) {
                     *slot = label;
                     count += 1;
+                }
+                if let [service, proto, host @ ..] = &labels[..count]
+                    && is_service_label(service)
+                    && is_service_label(proto)
+                {
+                    return Answer::Service(service_query(service, proto, host));
                 }
                 let addr = self.lookup_forward(labels[..count].iter().copied());
                 let Some(addr) = addr else {
@@ -559,6 +610,77 @@ impl Zone {
             Some(name) => Answer::Ready(self.ptr_response_in(Apex::Reverse6, qname, qtype, name)),
             None => nxdomain(),
         }
+    }
+
+    /// The response to a service question: the registrations here, then
+    /// `remote` ones (a decentralised server's store, which answered the
+    /// same question; those of a target already answered here are
+    /// skipped). SRV records for SRV, TXT records
+    /// (from registrations with TXT strings) for TXT, both for ANY, with
+    /// the A records of targets known here in the additional section
+    /// (RFC 2782 "Usage rules"). NXDOMAIN without registrations, NODATA
+    /// for other types.
+    pub fn service_response(
+        &self,
+        req: &Request,
+        query: &ServiceQuery,
+        remote: &[Service],
+    ) -> Response {
+        let local: Vec<&Service> = match &query.host {
+            Some(host) => self.services.get(&query.name, host).into_iter().collect(),
+            None => self
+                .services
+                .of_service(&query.name)
+                .map(|(_, s)| s)
+                .collect(),
+        };
+        let mut found = local;
+        for s in remote {
+            if !found.iter().any(|f| f.target == s.target) {
+                found.push(s);
+            }
+        }
+        if found.is_empty() {
+            return self.nxdomain();
+        }
+        let qname = req.query.name();
+        let qtype = req.query.query_type();
+        let ttl = self.config.ttl;
+        let mut answers = Vec::new();
+        let mut additionals = Vec::new();
+        if matches!(qtype, RecordType::SRV | RecordType::ANY) {
+            for s in &found {
+                let Ok(target) =
+                    Name::from_ascii(&s.target).and_then(|n| n.append_domain(&self.config.zone))
+                else {
+                    continue;
+                };
+                let labels: Vec<&[u8]> = s.target.split('.').map(str::as_bytes).collect();
+                if let Some(addr) = self.lookup_forward(labels.iter().copied()) {
+                    additionals.push(Record::from_rdata(target.clone(), ttl, RData::A(A(addr))));
+                }
+                answers.push(Record::from_rdata(
+                    qname.clone(),
+                    ttl,
+                    RData::SRV(SRV::new(s.priority, s.weight, s.port, target)),
+                ));
+            }
+        }
+        if matches!(qtype, RecordType::TXT | RecordType::ANY) {
+            for s in found.iter().filter(|s| !s.txt.is_empty()) {
+                answers.push(Record::from_rdata(
+                    qname.clone(),
+                    ttl,
+                    RData::TXT(TXT::from_bytes(s.txt.iter().map(Vec::as_slice).collect())),
+                ));
+            }
+        }
+        if answers.is_empty() {
+            return self.negative(Apex::Forward, ResponseCode::NoError);
+        }
+        let mut response = self.positive(answers);
+        response.sections.additionals = additionals;
+        response
     }
 
     /// Address of a relative forward name given as labels. Never allocates.
@@ -701,6 +823,7 @@ impl Zone {
             Answer::Ready(r) => r,
             Answer::Missing => self.nxdomain(),
             Answer::MissingReverse(addr) => self.reverse_response(&req, addr, None),
+            Answer::Service(query) => self.service_response(&req, &query, &[]),
             Answer::Outside => refused(),
         };
         let truncated = self.emit(&req, &response, transport, out);
@@ -726,6 +849,17 @@ impl Zone {
             rcode,
             truncated: false,
         }
+    }
+}
+
+/// The lowercase service query of labels `service`, `proto`, `host…`.
+fn service_query(service: &[u8], proto: &[u8], host: &[&[u8]]) -> ServiceQuery {
+    let lower = |b: &[u8]| String::from_utf8_lossy(b).to_ascii_lowercase();
+    let host =
+        (!host.is_empty()).then(|| host.iter().map(|l| lower(l)).collect::<Vec<_>>().join("."));
+    ServiceQuery {
+        name: format!("{}.{}", lower(service), lower(proto)),
+        host,
     }
 }
 

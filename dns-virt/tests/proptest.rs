@@ -91,7 +91,7 @@ proptest! {
                 .iter()
                 .map(|a| Record::from_rdata(qname.clone(), 60, RData::A(A(Ipv4Addr::from(*a)))))
                 .collect(),
-            authorities: Vec::new(),
+            ..Sections::default()
         };
         let transport = if tcp { Transport::Tcp } else { Transport::Udp };
         let limit = req.response_limit(transport, server_max);
@@ -182,5 +182,43 @@ proptest! {
         let mut out = Vec::new();
         zone.respond(&bytes, Transport::Udp, &mut out);
         prop_assert!(out.len() <= 1232);
+    }
+}
+
+fn service() -> impl Strategy<Value = dns_virt::Service> {
+    (
+        any::<u16>(),
+        any::<u16>(),
+        any::<u16>(),
+        "[a-z0-9][a-z0-9-]{0,20}(\\.[a-z0-9][a-z0-9-]{0,20}){0,2}",
+        prop::collection::vec(prop::collection::vec(any::<u8>(), 0..30), 0..10),
+    )
+        .prop_map(|(priority, weight, port, target, txt)| dns_virt::Service {
+            priority,
+            weight,
+            port,
+            target,
+            txt,
+        })
+}
+
+proptest! {
+    /// A service value decodes to what was encoded, and any cut of it is
+    /// refused.
+    #[test]
+    fn service_value_round_trip(s in service(), cut in any::<prop::sample::Index>()) {
+        let bytes = s.to_bytes().unwrap();
+        prop_assert_eq!(bytes.len(), s.encoded_len());
+        prop_assert_eq!(dns_virt::Service::decode(&bytes), Ok(s));
+        let cut = cut.index(bytes.len());
+        prop_assert!(dns_virt::Service::decode(&bytes[..cut]).is_err());
+    }
+
+    /// Whatever decodes re-encodes to the same bytes.
+    #[test]
+    fn service_value_decode_encode(bytes in prop::collection::vec(any::<u8>(), 0..80)) {
+        if let Ok(s) = dns_virt::Service::decode(&bytes) {
+            prop_assert_eq!(s.to_bytes().unwrap(), bytes);
+        }
     }
 }

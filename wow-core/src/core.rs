@@ -93,6 +93,12 @@ const PUBLISH_TTL: Duration = Duration::from_secs(3600);
 pub const OPENING_HOLD: Duration = Duration::from_millis(200);
 /// At most this many IPv6 addresses of the guest are remembered.
 const GUEST_V6_LIMIT: usize = 8;
+/// How long a service registration lives in the DHT: it is refreshed every
+/// [`SERVICE_REFRESH`] while registered, so it outlives a departed node by
+/// at most this.
+pub const SERVICE_TTL: Duration = Duration::from_secs(180);
+/// How often registered services are published again.
+pub const SERVICE_REFRESH: Duration = Duration::from_secs(60);
 /// Lifetime of a CRL published in the DHT (re-published on every refresh).
 const CRL_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -301,6 +307,7 @@ enum DhtJob {
     CaLookup,
     DnsLookup(dns_virt::RequestId),
     DnsPublish(dns_virt::RequestId),
+    DnsServiceLookup(dns_virt::RequestId),
     Publish,
     /// A get for the driver ([`Core::dht_get_values`]).
     Values,
@@ -326,6 +333,11 @@ pub struct Core<S: LeaseStore> {
     guest_mac: Option<[u8; 6]>,
     guest_addr: Option<Ipv4Addr>,
     guest_name: Option<String>,
+    /// Services the guest offers, by name (`_service._proto`); their
+    /// targets are the guest's name.
+    services: std::collections::BTreeMap<String, dns_virt::Service>,
+    /// When the services are published again.
+    services_refresh_at: Option<Instant>,
     routes: HashMap<Ipv4Addr, Route>,
     negative: HashMap<Ipv4Addr, Instant>,
     lookups: HashMap<Ipv4Addr, Lookup>,
@@ -496,6 +508,16 @@ pub fn os_random_u64() -> u64 {
         panic!("the operating system's random source failed: {e}");
     }
     u64::from_le_bytes(b)
+}
+
+/// The DHT keys of `host`'s registration of service `name`: under the
+/// host (`wow/srv/<name>/<host>`) and among every registrant
+/// (`wow/srv/<name>`).
+fn service_keys(name: &str, host: &str) -> [Vec<u8>; 2] {
+    [
+        dht_key("srv", format!("{name}/{host}").as_bytes()),
+        dht_key("srv", name.as_bytes()),
+    ]
 }
 
 fn dht_key(kind: &str, suffix: &[u8]) -> Vec<u8> {
@@ -714,6 +736,8 @@ impl<S: LeaseStore> Core<S> {
             guest_mac: None,
             guest_addr: None,
             guest_name: None,
+            services: std::collections::BTreeMap::new(),
+            services_refresh_at: None,
             routes: HashMap::new(),
             negative: HashMap::new(),
             lookups: HashMap::new(),
@@ -2122,7 +2146,92 @@ impl<S: LeaseStore> Core<S> {
             self.publish_guest(now);
             self.publish_ca(now);
         }
+        if self.services_refresh_at.is_some_and(|t| t <= now) {
+            self.publish_services(now);
+        }
         self.pump(now);
+    }
+
+    /// Registers service `name` (`_service._proto`) of the guest: SRV (and
+    /// TXT) records under the guest's name with the guest's name as target,
+    /// published in the DHT for [`SERVICE_TTL`] and refreshed while
+    /// registered (from the guest's first lease with a name on). The
+    /// target in `service` is ignored. Replaces an earlier registration of
+    /// the same name.
+    pub fn add_service(
+        &mut self,
+        now: Instant,
+        name: &str,
+        service: dns_virt::Service,
+    ) -> Result<(), dns_virt::ServiceError> {
+        let name = dns_virt::service::service_name(name)?;
+        let mut check = service.clone();
+        check.target = "guest".into();
+        check.validate()?;
+        self.services.insert(name, service);
+        self.publish_services(now);
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Withdraws service `name`; returns whether it was registered. Other
+    /// nodes stop finding it once the one-second overwrite has reached the
+    /// DHT and run out; a replica it missed goes within [`SERVICE_TTL`].
+    pub fn remove_service(&mut self, now: Instant, name: &str) -> bool {
+        let Ok(name) = dns_virt::service::service_name(name) else {
+            return false;
+        };
+        let Some(mut service) = self.services.remove(&name) else {
+            return false;
+        };
+        if let Some(host) = self.guest_name.clone() {
+            self.dns.unregister_service(&name, &host);
+            // The DHT has no delete: our slot is overwritten with a record
+            // that lives one second.
+            service.target = host.clone();
+            if let Ok(value) = service.to_bytes() {
+                for key in service_keys(&name, &host) {
+                    if let Ok(id) = self
+                        .overlay
+                        .dht_put(now, &key, &value, Duration::from_secs(1))
+                    {
+                        self.jobs.insert(id, DhtJob::Publish);
+                    }
+                }
+            }
+        }
+        if self.services.is_empty() {
+            self.services_refresh_at = None;
+        }
+        self.pump(now);
+        true
+    }
+
+    /// The guest's registered services, by name (targets not filled in).
+    pub fn services(&self) -> impl Iterator<Item = (&str, &dns_virt::Service)> {
+        self.services.iter().map(|(n, s)| (n.as_str(), s))
+    }
+
+    /// Registers every service under the guest's name with the DNS server
+    /// (which publishes them) and schedules the next refresh.
+    fn publish_services(&mut self, now: Instant) {
+        self.services_refresh_at = None;
+        let Some(host) = self.guest_name.clone().filter(|_| !self.guest_addr_lost) else {
+            return;
+        };
+        for (name, service) in &self.services {
+            let mut service = service.clone();
+            service.target = host.clone();
+            if let Err(e) = self
+                .dns
+                .register_service(name, &host, service, Some(SERVICE_TTL))
+            {
+                tracing::warn!(%name, error = %e, "service not registered");
+            }
+        }
+        if !self.services.is_empty() {
+            self.services_refresh_at = Some(now + SERVICE_REFRESH);
+        }
     }
 
     /// Publishes `guest IP → this node` and `name → guest IP` in the DHT.
@@ -2243,6 +2352,7 @@ impl<S: LeaseStore> Core<S> {
             .min()
             .into_iter()
             .chain(self.republish_at)
+            .chain(self.services_refresh_at)
             .chain(self.enrolment.as_ref().and_then(|e| e.poll_timeout()))
             .min();
         [
@@ -2968,6 +3078,27 @@ impl<S: LeaseStore> Core<S> {
                 };
                 self.dns.handle_store_response(now, rid, result);
             }
+            DhtJob::DnsServiceLookup(rid) => {
+                let result = match &outcome {
+                    // The policy admitted only well-formed registrations;
+                    // one per target, the newest.
+                    DhtOutcome::Ok(values) => {
+                        let mut found: Vec<dns_virt::Service> = Vec::new();
+                        for s in values
+                            .iter()
+                            .rev()
+                            .filter_map(|v| dns_virt::Service::decode(v).ok())
+                        {
+                            if !found.iter().any(|f| f.target == s.target) {
+                                found.push(s);
+                            }
+                        }
+                        dns_virt::StoreResult::FoundServices(found)
+                    }
+                    _ => dns_virt::StoreResult::Failed,
+                };
+                self.dns.handle_store_response(now, rid, result);
+            }
             DhtJob::DnsPublish(rid) => {
                 let result = match outcome {
                     DhtOutcome::Ok(_) => dns_virt::StoreResult::Done,
@@ -3044,12 +3175,19 @@ impl<S: LeaseStore> Core<S> {
                         && old != name
                     {
                         self.dns.unregister(&old);
+                        for service in self.services.keys() {
+                            self.dns.unregister_service(service, &old);
+                        }
                     }
                     if let Err(e) = self.dns.register(now, &name, addr, None) {
                         tracing::warn!(%name, error = %e, "name not registered");
                     }
                 }
+                let changed = self.guest_name.as_deref() != Some(name.as_str());
                 self.guest_name = Some(name);
+                if changed {
+                    self.publish_services(now);
+                }
             }
             self.events.push_back(CoreEvent::Leased {
                 addr,
@@ -3067,8 +3205,12 @@ impl<S: LeaseStore> Core<S> {
             tracing::warn!(%addr, "address claimed by another node: given up");
             if let Some(name) = self.guest_name.take() {
                 self.dns.unregister(&name);
+                for service in self.services.keys() {
+                    self.dns.unregister_service(service, &name);
+                }
             }
             self.guest_addr_lost = true;
+            self.services_refresh_at = None;
         }
     }
 
@@ -3166,8 +3308,40 @@ impl<S: LeaseStore> Core<S> {
                     )
                     .map(|j| (j, DhtJob::DnsPublish(id))),
             ),
-            // The DHT has no delete: the record expires with its TTL.
-            R::Unpublish { id, .. } => {
+            R::LookupService { id, name, host } => {
+                let key = match &host {
+                    Some(h) => service_keys(&name, h)[0].clone(),
+                    None => dht_key("srv", name.as_bytes()),
+                };
+                (
+                    id,
+                    self.overlay
+                        .dht_get(now, &key)
+                        .map(|j| (j, DhtJob::DnsServiceLookup(id))),
+                )
+            }
+            R::PublishService {
+                id,
+                name,
+                host,
+                service,
+                ttl,
+            } => {
+                let [by_host, all] = service_keys(&name, &host);
+                let value = service.to_bytes().unwrap_or_default();
+                if let Ok(job) = self.overlay.dht_put(now, &all, &value, ttl) {
+                    self.jobs.insert(job, DhtJob::Publish);
+                }
+                (
+                    id,
+                    self.overlay
+                        .dht_put(now, &by_host, &value, ttl)
+                        .map(|j| (j, DhtJob::DnsPublish(id))),
+                )
+            }
+            // The DHT has no delete: the record expires with its TTL
+            // (a withdrawn service is overwritten by `remove_service`).
+            R::Unpublish { id, .. } | R::UnpublishService { id, .. } => {
                 self.dns
                     .handle_store_response(now, id, dns_virt::StoreResult::Done);
                 return;

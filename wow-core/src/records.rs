@@ -11,6 +11,7 @@
 //! | `name/<host>` | the writer's certificate (the record's credential) binds `<host>` (`<host>.<zone>` dNSName) and the value is its certified IP | the value is a guest address of the network |
 //! | `ip/<addr>` | the certificate binds `<addr>` (the value is a ring address) | the value is a ring address |
 //! | `lease/<addr>` | `<addr>` is in the network; a certified writer may claim only its certified address (uncertified writers may claim, for enrolment; certified claims win, see [`claim_rank`]) | `<addr>` is in the network |
+//! | `srv/<service>/<host>`, `srv/<service>` | the value is a service registration ([`dns_virt::Service`]) of `<service>` (`_name._proto`); the certificate binds `<host>` (when given) and the registration's SRV target | the value is a service registration of `<service>` |
 //! | `ca` | the value is the CA's signed announcement naming the writer's key | any |
 //! | `crl` | the value is a CRL manifest signed by the CA (any node may relay it) | any |
 //! | `crl-chunk/…` | any (readers check each chunk against the signed manifest) | any |
@@ -227,6 +228,21 @@ impl NodePolicy {
                     _ => true,
                 }
             }
+            b"srv" => {
+                let Some((host, target)) = service_record(suffix, &record.value) else {
+                    return false;
+                };
+                if !with_ca {
+                    return true;
+                }
+                match self.standing(now, record) {
+                    Standing::Certified { names, .. } => {
+                        host.is_none_or(|h| self.name_bound(&names, &h))
+                            && self.name_bound(&names, &target)
+                    }
+                    _ => false,
+                }
+            }
             b"ca" => match self.ca.as_ref() {
                 None => true,
                 Some(verifier) => crate::enrol::verify_announcement(verifier, &record.value)
@@ -282,6 +298,28 @@ pub fn name_value(bytes: &[u8]) -> Option<(Ipv4Addr, impl Iterator<Item = u64> +
         .chunks_exact(8)
         .filter_map(|c| <[u8; 8]>::try_from(c).ok().map(u64::from_be_bytes));
     Some((Ipv4Addr::from(*v4), iids))
+}
+
+/// The host (if the key names one) and SRV target of a service record
+/// with key suffix `<service>[/<host>]`, if the key and value are well
+/// formed (a lowercase service name and host, a valid registration).
+fn service_record(suffix: &[u8], value: &[u8]) -> Option<(Option<String>, String)> {
+    let suffix = std::str::from_utf8(suffix).ok()?;
+    let (service, host) = match suffix.split_once('/') {
+        Some((s, h)) => (s, Some(h)),
+        None => (suffix, None),
+    };
+    if dns_virt::service::service_name(service).ok()? != service {
+        return None;
+    }
+    if host.is_some_and(|h| {
+        dns_virt::table::validate_name(h.as_bytes()).is_err()
+            || h.bytes().any(|b| b.is_ascii_uppercase())
+    }) {
+        return None;
+    }
+    let registration = dns_virt::Service::decode(value).ok()?;
+    Some((host.map(str::to_owned), registration.target))
 }
 
 fn ipv4(bytes: &[u8]) -> Option<Ipv4Addr> {

@@ -93,6 +93,12 @@
 //! check_secs = 300                  # look for a newer release in the DHT this often
 //! health_secs = 30                  # a new binary not healthy (joined) by then
 //!                                   # is rolled back
+//! [[service]]                       # SRV (and TXT) under the guest's name and, with
+//! name = "_slurmctld._tcp"          # the others', at _slurmctld._tcp.<domain>
+//! port = 6817
+//! priority = 0                      # lower first (default 0)
+//! weight = 0                        # share among equal priorities (default 0)
+//! txt = []                          # TXT strings, "key=value"
 //! ```
 //!
 //! Relative paths are relative to `state_dir`.
@@ -130,6 +136,8 @@ pub struct Config {
     pub firewall: FirewallSection,
     /// `[update]`.
     pub update: UpdateSection,
+    /// `[[service]]`: services the guest offers.
+    pub service: Vec<ServiceEntry>,
 }
 
 /// `[update]`: signed self-update (see [`crate::update`]).
@@ -155,6 +163,59 @@ impl Default for UpdateSection {
             channel: "stable".into(),
             check_secs: 300,
             health_secs: 30,
+        }
+    }
+}
+
+/// One `[[service]]` table (also the `wow-node service add` request): a
+/// service the guest offers, published as SRV (and TXT) records under the
+/// guest's name, with the guest's name as target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceEntry {
+    /// `_service._proto`, as `_slurmctld._tcp`.
+    pub name: String,
+    /// The port it listens on.
+    pub port: u16,
+    /// SRV priority (lower is tried first).
+    pub priority: u16,
+    /// SRV weight among equal priorities.
+    pub weight: u16,
+    /// TXT strings.
+    pub txt: Vec<String>,
+}
+
+impl ServiceEntry {
+    /// The checked name and registration (the target is filled in by the
+    /// core).
+    pub fn registration(&self) -> Result<(String, dns_virt::Service), String> {
+        let name = dns_virt::service::service_name(&self.name)
+            .map_err(|e| format!("service {:?}: {e}", self.name))?;
+        let service = dns_virt::Service {
+            priority: self.priority,
+            weight: self.weight,
+            port: self.port,
+            target: "guest".into(),
+            txt: self.txt.iter().map(|t| t.as_bytes().to_vec()).collect(),
+        };
+        service
+            .validate()
+            .map_err(|e| format!("service {name}: {e}"))?;
+        Ok((name, service))
+    }
+
+    /// The entry of a registration.
+    pub fn of(name: &str, service: &dns_virt::Service) -> ServiceEntry {
+        ServiceEntry {
+            name: name.to_owned(),
+            port: service.port,
+            priority: service.priority,
+            weight: service.weight,
+            txt: service
+                .txt
+                .iter()
+                .map(|t| String::from_utf8_lossy(t).into_owned())
+                .collect(),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! wow-node ca token|pending|approve|reject [--state-dir DIR] [--dir CA_DIR] ...
 //! wow-node release keygen --out KEY
 //! wow-node release publish --key KEY --binary PATH --version V [--channel C] [--url URL]
+//! wow-node service list|add|remove [--state-dir DIR] ...
 //! ```
 //!
 //! See `README.md` beside this crate for the operator guide.
@@ -123,6 +124,43 @@ enum Command {
         #[arg(last = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// The guest's services (SRV/TXT records under its name) on a running
+    /// node.
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+        /// The node's state directory.
+        #[arg(long, default_value = "/var/lib/wow-node", global = true)]
+        state_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// List the registered services.
+    List,
+    /// Register (or replace) a service of the guest.
+    Add {
+        /// `_service._proto`, as `_slurmctld._tcp`.
+        name: String,
+        /// The port it listens on.
+        #[arg(long)]
+        port: u16,
+        /// SRV priority (lower first).
+        #[arg(long, default_value_t = 0)]
+        priority: u16,
+        /// SRV weight among equal priorities.
+        #[arg(long, default_value_t = 0)]
+        weight: u16,
+        /// A TXT string (repeat for more).
+        #[arg(long)]
+        txt: Vec<String>,
+    },
+    /// Withdraw a service.
+    Remove {
+        /// `_service._proto`.
+        name: String,
+    },
 }
 
 fn init_tracing() {
@@ -184,5 +222,25 @@ fn main() -> ExitCode {
             exe,
             args,
         } => update::watchdog(pid, &state_dir, &version, health_secs, &exe, &args),
+        Command::Service { command, state_dir } => {
+            let request = match command {
+                ServiceCommand::List => control::ServiceRequest::List,
+                ServiceCommand::Add {
+                    name,
+                    port,
+                    priority,
+                    weight,
+                    txt,
+                } => control::ServiceRequest::Add(config::ServiceEntry {
+                    name,
+                    port,
+                    priority,
+                    weight,
+                    txt,
+                }),
+                ServiceCommand::Remove { name } => control::ServiceRequest::Remove(name),
+            };
+            control::service_command(&state_dir, &request)
+        }
     }
 }

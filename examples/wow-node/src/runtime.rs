@@ -427,6 +427,12 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         tracing::info!(%server, "TURN server configured as the relay of last resort");
     }
     core.set_firewall(config.firewall.rules()?, config.firewall.limits());
+    for entry in &config.service {
+        let (name, service) = entry.registration()?;
+        core.add_service(now, &name, service)
+            .map_err(|e| format!("service {name}: {e}"))?;
+        tracing::info!(%name, port = entry.port, "service registered for the guest");
+    }
     // Our interfaces' addresses as host candidates, for peers behind our
     // own NAT (bound to all addresses only); read again every 30 s.
     let mut host_candidates = crate::interfaces::HostCandidates::new(socket.local_addr().ok(), now);
@@ -488,6 +494,10 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     )>(8);
     let (release_tx, mut release_rx) =
         tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<String>>(4);
+    let (service_tx, mut service_rx) = tokio::sync::mpsc::channel::<(
+        crate::control::ServiceRequest,
+        tokio::sync::oneshot::Sender<String>,
+    )>(8);
     let (walk_tx, mut walk_rx) = tokio::sync::mpsc::channel::<(
         crate::control::WalkRequest,
         tokio::sync::oneshot::Sender<String>,
@@ -613,8 +623,9 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     let ca_tx = ca_tx.clone();
                     let walk_tx = walk_tx.clone();
                     let release_tx = release_tx.clone();
+                    let service_tx = service_tx.clone();
                     tokio::spawn(async move {
-                        let mut line = [0u8; 64];
+                        let mut line = [0u8; crate::control::MAX_REQUEST];
                         let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut line))
                             .await
                             .ok()
@@ -622,6 +633,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                             .unwrap_or(0);
                         let request = String::from_utf8_lossy(&line[..n]).into_owned();
                         let walk = crate::control::WalkRequest::parse(&request);
+                        let service = crate::control::ServiceRequest::parse(&request);
                         let answer = match crate::enrol::CaRequest::parse(&request) {
                             None if request.trim() == "health" => health,
                             None if request.trim() == "release publish" => {
@@ -632,6 +644,19 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                                     String::new()
                                 }
                             }
+                            // Services change the core, in the main loop.
+                            None if service.is_some() => match service {
+                                Some(Ok(s)) => {
+                                    let (tx, rx) = tokio::sync::oneshot::channel();
+                                    if service_tx.send((s, tx)).await.is_ok() {
+                                        rx.await.unwrap_or_default()
+                                    } else {
+                                        String::new()
+                                    }
+                                }
+                                Some(Err(e)) => format!("error: {e}\n"),
+                                None => String::new(),
+                            },
                             // The walk runs on the core too.
                             None if walk.is_some() => {
                                 let (tx, rx) = tokio::sync::oneshot::channel();
@@ -680,6 +705,11 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     }
                     Err(e) => updater.install_failed(&e),
                 }
+            }
+            Some((request, reply)) = service_rx.recv() => {
+                let answer = request.execute(Instant::now(), &mut core);
+                tracing::info!(command = ?request, %answer, "service command");
+                let _ = reply.send(answer);
             }
             Some((request, reply)) = walk_rx.recv() => {
                 match core.start_walk(Instant::now(), request.limit) {

@@ -263,6 +263,111 @@ fn names_outside_the_network_are_refused_even_without_a_ca() {
     assert!(policy.accept(now, PolicyStage::Store, &inside));
 }
 
+fn service(target: &str) -> Vec<u8> {
+    dns_virt::Service::new(target, 6817).to_bytes().unwrap()
+}
+
+#[test]
+fn attack_service_registered_under_anothers_name_is_refused() {
+    let mut w = world();
+    let (mut a, mut m) = (signer(&w.alice), signer(&w.mallory));
+    let under_alice = key("srv", b"_slurmctld._tcp/alice");
+    // Control: Alice's own registration under her name.
+    let own = signed(
+        &mut a,
+        &under_alice,
+        &service("alice"),
+        &w.alice.certificate,
+    );
+    assert!(taken(&mut w, &own));
+    // Mallory, certified, registers under Alice's name, pointing at
+    // herself: clients of Alice's service would go to her.
+    let r = signed(
+        &mut m,
+        &under_alice,
+        &service("mallory"),
+        &w.mallory.certificate,
+    );
+    assert!(
+        !taken(&mut w, &r),
+        "an insider registered a service under another's name"
+    );
+    // With Alice's certificate copied onto her own key.
+    let r = signed(
+        &mut m,
+        &under_alice,
+        &service("alice"),
+        &w.alice.certificate,
+    );
+    assert!(
+        !taken(&mut w, &r),
+        "a copied certificate vouched for a service"
+    );
+    // An uncertified writer.
+    let mut outsider = KeySigner::ed25519_from_seed(&[7; 32], 1);
+    let r = signed(&mut outsider, &under_alice, &service("alice"), &[]);
+    assert!(
+        !taken(&mut w, &r),
+        "an uncertified writer registered a service"
+    );
+}
+
+#[test]
+fn attack_service_pointing_at_anothers_name_is_refused() {
+    let mut w = world();
+    let (mut a, mut m) = (signer(&w.alice), signer(&w.mallory));
+    let all = key("srv", b"_slurmctld._tcp");
+    let own = signed(&mut a, &all, &service("alice"), &w.alice.certificate);
+    assert!(taken(&mut w, &own));
+    let own = signed(&mut m, &all, &service("mallory"), &w.mallory.certificate);
+    assert!(taken(&mut w, &own));
+    // Mallory adds an SRV to the service's list naming Alice as target
+    // (clients sent to a host that never offered it), under the list…
+    let r = signed(&mut m, &all, &service("alice"), &w.mallory.certificate);
+    assert!(
+        !taken(&mut w, &r),
+        "an insider pointed a service at another's name"
+    );
+    // … or under her own name.
+    let r = signed(
+        &mut m,
+        &key("srv", b"_slurmctld._tcp/mallory"),
+        &service("alice"),
+        &w.mallory.certificate,
+    );
+    assert!(
+        !taken(&mut w, &r),
+        "an insider pointed her own service at another's name"
+    );
+}
+
+#[test]
+fn service_records_must_be_well_formed_even_without_a_ca() {
+    let settings = wow_core::demo::settings();
+    let now = Instant::now();
+    let mut policy = NodePolicy::new(
+        now,
+        SystemTime::now(),
+        settings.network,
+        settings.gateway_addr,
+        &settings.domain,
+        None,
+    );
+    let mut s = KeySigner::ed25519_from_seed(&[3; 32], 1);
+    let good = signed(&mut s, &key("srv", b"_x._tcp/h1"), &service("h1"), &[]);
+    assert!(policy.accept(now, PolicyStage::Store, &good));
+    for (k, v) in [
+        (key("srv", b"_x._tcp/h1"), b"junk".to_vec()),
+        (key("srv", b"x._tcp/h1"), service("h1")),
+        (key("srv", b"_X._tcp"), service("h1")),
+        (key("srv", b"_x._tcp/H1"), service("h1")),
+        (key("srv", b"_x._tcp/a..b"), service("h1")),
+    ] {
+        let r = signed(&mut s, &k, &v, &[]);
+        assert!(!policy.accept(now, PolicyStage::Store, &r), "{k:?}");
+    }
+}
+
 // ----- end to end: a certified insider publishes another guest's name -----
 
 const MALLORY_EP: SocketAddr =

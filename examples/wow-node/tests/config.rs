@@ -34,6 +34,19 @@ fn documented_example_parses() {
     assert_eq!(c.network.allocation, AllocationMode::Dht);
     assert_eq!(c.confine.allow_tcp_ports, vec![22]);
     assert_eq!(c.tap.underlay_mtu, 1500);
+    assert_eq!(c.service.len(), 1);
+    let (name, service) = c.service[0].registration().unwrap();
+    assert_eq!((name.as_str(), service.port), ("_slurmctld._tcp", 6817));
+}
+
+#[test]
+fn bad_services_are_refused() {
+    let c: Config = toml::from_str("[[service]]\nname = \"slurmctld\"\nport = 1\n").unwrap();
+    assert!(c.service[0].registration().is_err());
+    let c: Config =
+        toml::from_str("[[service]]\nname = \"_a._tcp\"\ntxt = [\"x\"]\nport = 1\n").unwrap();
+    assert_eq!(c.service[0].registration().unwrap().1.txt, [b"x".to_vec()]);
+    assert!(toml::from_str::<Config>("[[service]]\nname = \"_a._tcp\"\nhost = \"x\"\n").is_err());
 }
 
 #[test]
