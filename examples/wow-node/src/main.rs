@@ -8,11 +8,12 @@
 //! wow-node status [--json] [--network [--limit N]] [--state-dir DIR]
 //! wow-node ca init|issue|revoke|crl|list --dir DIR ...
 //! wow-node ca token|pending|approve|reject [--state-dir DIR] [--dir CA_DIR] ...
+//! wow-node appliance init|develop|clean|publish|release|reset-home|... --dir STATE ...
 //! ```
 //!
 //! See `README.md` beside this crate for the operator guide.
 
-use wow_node::{ca_cmd, config, confine, control, demo, runtime};
+use wow_node::{appliance, ca_cmd, config, confine, control, demo, runtime};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,6 +94,12 @@ enum Command {
         #[command(subcommand)]
         command: ca_cmd::CaCommand,
     },
+    /// The appliance's stacked file systems (base, module, home) on
+    /// overlayfs: develop, clean, publish, release.
+    Appliance {
+        #[command(subcommand)]
+        command: appliance::ApplianceCommand,
+    },
 }
 
 fn init_tracing() {
@@ -145,5 +152,6 @@ fn main() -> ExitCode {
             state_dir,
         } => control::status_command(&state_dir, json, network.then_some(limit)),
         Command::Ca { command } => ca_cmd::run(command),
+        Command::Appliance { command } => appliance::run(command),
     }
 }
