@@ -437,3 +437,41 @@ fn readme_lists_the_default_clean_patterns() {
         );
     }
 }
+
+#[test]
+fn image_base_is_loop_mounted_and_can_replace_a_directory_base() {
+    if !tool_available("mksquashfs") {
+        skip(
+            "image_base",
+            "`mksquashfs` (squashfs-tools) is not installed",
+        );
+        return;
+    }
+    let Some(f) = Fixture::developed("image_base") else {
+        return;
+    };
+    f.write("base2/etc/hostname", "image\n");
+    f.write("base2/etc/motd", "motd2\n");
+    let out = Command::new("mksquashfs")
+        .args(["base2", "base2.sqfs", "-quiet", "-noappend"])
+        .current_dir(f.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    f.ok(&["publish", "--dir", "state", "--out", "web.wowm"]);
+    let out = f.ns("W release --dir state --module web.wowm --mount mnt
+         echo user > mnt/user-file
+         W update-base --dir state base2.sqfs
+         cat mnt/etc/hostname mnt/etc/app.conf mnt/user-file
+         test ! -e mnt/etc/motd && echo motd-still-gone
+         mountpoint -q state/base.mnt && echo image-mounted
+         W umount --dir state
+         mountpoint -q state/base.mnt || echo image-unmounted");
+    assert!(out.contains("image\ndev\nuser\n"), "{out}");
+    assert!(out.contains("motd-still-gone"), "{out}");
+    assert!(
+        out.contains("image-mounted") && out.contains("image-unmounted"),
+        "{out}"
+    );
+    assert_eq!(f.status()["base"]["kind"], "image");
+}
