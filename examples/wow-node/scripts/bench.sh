@@ -104,6 +104,9 @@ rss() { awk '/VmRSS/{print $2}' /proc/$1/status; }
 # measures ping and iperf3 P=1/4 into $RES/wow[-host]-P$P.json, stops them.
 measure_wow() {
   local mode=$1 label=wow-node sa=$NA sb=$NB ifc=wow0 n pids_before=${#PIDS[@]}
+  # Another machine is the guest now: its node has no lease for it yet (the
+  # in-guest run's lease, for the TAP's own MAC, would hold the address).
+  [ "$mode" = host ] && rm -f "$RES/a/leases.json" "$RES/b/leases.json"
   ip netns exec "$NA" "$BIN" up --config "$RES/a/node.toml" >"$RES/a-$mode.log" 2>&1 & PIDS+=($!); PA=$!
   sleep 0.3
   ip netns exec "$NB" "$BIN" up --config "$RES/b/node.toml" >"$RES/b-$mode.log" 2>&1 & PIDS+=($!); PB=$!
@@ -143,10 +146,8 @@ measure_wow() {
   done
   if [ "$mode" = guest ]; then
     # The next mode starts the nodes afresh: stop these and their guests.
-    for p in "${PIDS[@]:$pids_before}"; do kill "$p" 2>/dev/null; done
+    for p in "${PIDS[@]:$pids_before}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]:$pids_before}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
-    [ -s "$RES/a/dhclient.pid" ] && kill "$(cat "$RES/a/dhclient.pid")" 2>/dev/null
-    [ -s "$RES/b/dhclient.pid" ] && kill "$(cat "$RES/b/dhclient.pid")" 2>/dev/null
     sleep 0.5
   fi
 }
