@@ -572,10 +572,12 @@ impl Appliance {
             self.umount()?;
         }
         change(self)?;
-        if let Some(at) = remount {
-            self.mount(self.state.mode, &at)?;
+        // The change is on disk before the mount that may fail.
+        self.save()?;
+        match remount {
+            Some(at) => self.mount(self.state.mode, &at),
+            None => Ok(()),
         }
-        self.save()
     }
 
     /// `develop`: base ro + module rw at `target`.
