@@ -475,3 +475,23 @@ fn image_base_is_loop_mounted_and_can_replace_a_directory_base() {
     );
     assert_eq!(f.status()["base"]["kind"], "image");
 }
+
+#[test]
+fn attack_publish_refuses_a_key_file_others_can_read() {
+    let Some((f, _)) = signed_fixture("key_perms") else {
+        return;
+    };
+    fs::set_permissions(f.path("module.key"), fs::Permissions::from_mode(0o644)).unwrap();
+    let out = f.appliance(&[
+        "publish",
+        "--dir",
+        "state",
+        "--out",
+        "x.wowm",
+        "--key",
+        "module.key",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("readable by others"), "{}", text(&out));
+    assert!(!f.path("x.wowm").exists());
+}
