@@ -9,7 +9,13 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
-    let mut s = Server::new(t0, std::time::SystemTime::UNIX_EPOCH, Config::default(), MemoryStore::new()).expect("server");
+    let mut s = Server::new(
+        t0,
+        std::time::SystemTime::UNIX_EPOCH,
+        Config::default(),
+        MemoryStore::new(),
+    )
+    .expect("server");
     let _ = wire::parse_frame(data);
     let _ = s.handle_frame(t0, data);
     while let Some(frame) = s.poll_frame() {

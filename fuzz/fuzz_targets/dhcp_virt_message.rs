@@ -27,7 +27,13 @@ fn server(directory: bool, t0: Instant) -> Server<MemoryStore> {
             max_attempts: 3,
         };
     }
-    Server::new(t0, std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000), c, MemoryStore::new()).expect("server")
+    Server::new(
+        t0,
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+        c,
+        MemoryStore::new(),
+    )
+    .expect("server")
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -10,7 +10,8 @@ use dns_virt::{Config, Server, Transport};
 use libfuzzer_sys::fuzz_target;
 
 /// `www.example.` A, ID 0x1234, RD.
-const QUERY: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03www\x07example\x00\x00\x01\x00\x01";
+const QUERY: &[u8] =
+    b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03www\x07example\x00\x00\x01\x00\x01";
 
 fuzz_target!(|data: &[u8]| {
     let now = Instant::now();

@@ -35,7 +35,8 @@ fuzz_target!(|data: &[u8]| {
         ..PunchConfig::default()
     };
     let mut now = Instant::now();
-    let mut session = PunchSession::new_with_insecure_seed(now, config, &local, &remote, 1).unwrap();
+    let mut session =
+        PunchSession::new_with_insecure_seed(now, config, &local, &remote, 1).unwrap();
     let sources: [SocketAddr; 3] = [
         "10.0.1.1:4000".parse().unwrap(),
         "203.0.113.9:4000".parse().unwrap(),

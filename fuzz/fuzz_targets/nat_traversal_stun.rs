@@ -38,7 +38,8 @@ fuzz_target!(|data: &[u8]| {
     let now = std::time::Instant::now();
     let server = "192.0.2.1:3478".parse().unwrap();
     let mut waiting = TurnClient::new_with_insecure_seed(now, TurnConfig::new(server), 1).unwrap();
-    let mut allocated = TurnClient::new_with_insecure_seed(now, TurnConfig::new(server), 1).unwrap();
+    let mut allocated =
+        TurnClient::new_with_insecure_seed(now, TurnConfig::new(server), 1).unwrap();
     let request = Repr::parse_bytes(&allocated.poll_transmit().unwrap().payload).unwrap();
     let mut success = Repr::binding_request(request.transaction_id);
     success.class = Class::Success;

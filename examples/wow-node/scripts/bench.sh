@@ -8,8 +8,11 @@
 # Prints every figure, the ratio of wow-node to the best peer, each node's
 # idle RSS and the nodes' CPU per Gbit/s.
 #
-# Usage (root): examples/wow-node/scripts/bench.sh [peer modes...]
-#   default peer modes: raw wg nebula   (see dataplane.sh; missing peers are skipped)
+# Usage (root): examples/wow-node/scripts/bench.sh [modes...]
+#   default modes: raw wg nebula   (peers, see dataplane.sh; missing peers are skipped)
+#   host: also measure wow-node in host mode (the node outside the machine it
+#     serves: each node's TAP bridged by host-mode.sh to a veth into a separate
+#     guest namespace), after the usual in-guest run with the same nodes' configs
 # Env: DUR=10 (seconds per iperf3 run), INSECURE=1 (wow-node without SAs),
 #      WOW_BIN=path (use this wow-node binary instead of building one),
 #      MTU=N (guest MTU override, e.g. 8192: datagrams are IP-fragmented on the
@@ -24,6 +27,10 @@ ROOT=$(cd "$HERE/../../.." && pwd)
 PEERS=${PEERS_DIR:-$ROOT/../shared/peers}
 DUR=${DUR:-10}
 MODES=("$@"); [ ${#MODES[@]} -gt 0 ] || MODES=(raw wg nebula)
+WOW_MODES=(guest) PEER_MODES=()
+for m in "${MODES[@]}"; do
+  if [ "$m" = host ]; then WOW_MODES+=(host); else PEER_MODES+=("$m"); fi
+done
 [ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
 for c in ip iperf3 jq dhclient ping; do command -v $c >/dev/null || { echo "missing $c" >&2; exit 1; }; done
 
@@ -40,7 +47,7 @@ fi
 
 RES=$(mktemp -d /tmp/wow-bench.XXXXXX)
 S=$$
-NA=wbA$S NB=wbB$S VA=wvA$S VB=wvB$S
+NA=wbA$S NB=wbB$S VA=wvA$S VB=wvB$S GA=wgA$S GB=wgB$S
 UA=10.99.0.1 UB=10.99.0.2
 PIDS=()
 cleanup() {
@@ -48,13 +55,16 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
   sleep 1
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-  ip netns del "$NA" 2>/dev/null; ip netns del "$NB" 2>/dev/null
-  rm -rf "/etc/netns/$NA" "/etc/netns/$NB" "$RES"
+  for n in "$NA" "$NB" "$GA" "$GB"; do ip netns del "$n" 2>/dev/null; rm -rf "/etc/netns/$n"; done
+  rm -rf "$RES"
 }
 trap cleanup EXIT INT TERM
 
-echo "== peers (dataplane.sh ${MODES[*]}, DUR=$DUR)"
-RESULTS_DIR=$RES DUR=$DUR bash "$PEERS/dataplane.sh" "${MODES[@]}" | tee "$RES/peers.txt" || true
+: >"$RES/peers.txt"
+if [ ${#PEER_MODES[@]} -gt 0 ]; then
+  echo "== peers (dataplane.sh ${PEER_MODES[*]}, DUR=$DUR)"
+  RESULTS_DIR=$RES DUR=$DUR bash "$PEERS/dataplane.sh" "${PEER_MODES[@]}" | tee "$RES/peers.txt" || true
+fi
 
 echo "== wow-node"
 ip netns add "$NA"; ip netns add "$NB"
@@ -86,37 +96,63 @@ for n in a b; do
   printf '[node]\nstate_dir = "%s"\nlisten = "%s"\nbootstrap = %s\n\n[network]\ncidr = "10.128.0.0/16"\n\n%s\n%s\n%s' \
     "$RES/$n" "$listen" "$boot" "$SEC" "$TAP" "$FW" >"$RES/$n/node.toml"
 done
-ip netns exec "$NA" "$BIN" up --config "$RES/a/node.toml" >"$RES/a.log" 2>&1 & PIDS+=($!); PA=$!
-sleep 0.3
-ip netns exec "$NB" "$BIN" up --config "$RES/b/node.toml" >"$RES/b.log" 2>&1 & PIDS+=($!); PB=$!
-sleep 1
-lease_guest "$NA" "$RES/a"
-lease_guest "$NB" "$RES/b"
-BADDR=$(guest_addr "$NB")
-echo "guest B at $BADDR"
-wait_ping "$NA" "$BADDR" || echo "no echo reply from guest B yet"
-
 rss() { awk '/VmRSS/{print $2}' /proc/$1/status; }
-echo -e "idle RSS: node A $(rss $PA) kB, node B $(rss $PB) kB" | tee "$RES/wow.txt"
+: >"$RES/wow.txt"
 
-RTT=$(ip netns exec "$NA" ping -c 20 -i 0.05 -q "$BADDR" | awk -F/ '/rtt/{print $5}')
-RAWRTT=$(ip netns exec "$NA" ping -c 20 -i 0.05 -q "$UB" | awk -F/ '/rtt/{print $5}')
-echo -e "ping RTT: veth ${RAWRTT} ms, wow-node ${RTT} ms" | tee -a "$RES/wow.txt"
+# measure_wow MODE: starts both nodes, leases the guests (guest: the node's
+# own namespace on wow0; host: a separate namespace bridged to the TAP),
+# measures ping and iperf3 P=1/4 into $RES/wow[-host]-P$P.json, stops them.
+measure_wow() {
+  local mode=$1 label=wow-node sa=$NA sb=$NB ifc=wow0 n pids_before=${#PIDS[@]}
+  # Another machine is the guest now: its node has no lease for it yet (the
+  # in-guest run's lease, for the TAP's own MAC, would hold the address).
+  [ "$mode" = host ] && rm -f "$RES/a/leases.json" "$RES/b/leases.json"
+  ip netns exec "$NA" "$BIN" up --config "$RES/a/node.toml" >"$RES/a-$mode.log" 2>&1 & PIDS+=($!); PA=$!
+  sleep 0.3
+  ip netns exec "$NB" "$BIN" up --config "$RES/b/node.toml" >"$RES/b-$mode.log" 2>&1 & PIDS+=($!); PB=$!
+  sleep 1
+  if [ "$mode" = host ]; then
+    label=wow-node-host sa=$GA sb=$GB ifc=eth0
+    for n in A B; do
+      local node=wb$n$S guest=wg$n$S
+      ip netns add "$guest"; ip -n "$guest" link set lo up
+      ip link add "gv$n$S" netns "$node" type veth peer name eth0 netns "$guest"
+      ip netns exec "$node" bash "$HERE/host-mode.sh" up wow0 br0 "gv$n$S"
+    done
+  fi
+  lease_guest "$sa" "$RES/a" "$ifc"
+  lease_guest "$sb" "$RES/b" "$ifc"
+  BADDR=$(guest_addr "$sb" "$ifc")
+  echo "[$mode] guest B at $BADDR"
+  wait_ping "$sa" "$BADDR" || echo "no echo reply from guest B yet"
+  echo -e "[$mode] idle RSS: node A $(rss $PA) kB, node B $(rss $PB) kB" | tee -a "$RES/wow.txt"
+  RTT=$(ip netns exec "$sa" ping -c 20 -i 0.05 -q "$BADDR" | awk -F/ '/rtt/{print $5}')
+  RAWRTT=$(ip netns exec "$NA" ping -c 20 -i 0.05 -q "$UB" | awk -F/ '/rtt/{print $5}')
+  echo -e "[$mode] ping RTT: veth ${RAWRTT} ms, $label ${RTT} ms" | tee -a "$RES/wow.txt"
+  ip netns exec "$sb" iperf3 -s -B "$BADDR" >/dev/null 2>&1 & PIDS+=($!)
+  local server=$!
+  sleep 0.5
+  for P in 1 4; do
+    t0=$(( $(ticks $PA) + $(ticks $PB) ))
+    ip netns exec "$sa" timeout $((DUR + 30)) iperf3 -c "$BADDR" -t "$DUR" -P $P -J >"$RES/wow${label#wow-node}-P$P.json"
+    t1=$(( $(ticks $PA) + $(ticks $PB) ))
+    bps=$(jq '.end.sum_received.bits_per_second' "$RES/wow${label#wow-node}-P$P.json")
+    cpu=$(awk -v d=$((t1 - t0)) -v s="$DUR" 'BEGIN{printf "%.0f", d / s}')
+    gbps=$(awk -v b="$bps" 'BEGIN{printf "%.3f", b/1e9}')
+    per=$(awk -v c="$cpu" -v g="$gbps" 'BEGIN{ if (g > 0) printf "%.0f", c / g; else print "n/a"}')
+    line=$(printf "%s\tP=%s\t%.0f Mbit/s\tnodes_cpu=%s%%_of_1core\tcpu_per_Gbit/s=%s%%_of_1core" \
+      "$label" $P "$(awk -v b="$bps" 'BEGIN{print b/1e6}')" "$cpu" "$per")
+    echo "$line" | tee -a "$RES/wow.txt"
+  done
+  if [ "$mode" = guest ]; then
+    # The next mode starts the nodes afresh: stop these and their guests.
+    for p in "${PIDS[@]:$pids_before}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]:$pids_before}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
+    sleep 0.5
+  fi
+}
 
-ip netns exec "$NB" iperf3 -s -B "$BADDR" >/dev/null 2>&1 & PIDS+=($!)
-sleep 0.5
-for P in 1 4; do
-  t0=$(( $(ticks $PA) + $(ticks $PB) ))
-  ip netns exec "$NA" timeout $((DUR + 30)) iperf3 -c "$BADDR" -t "$DUR" -P $P -J >"$RES/wow-P$P.json"
-  t1=$(( $(ticks $PA) + $(ticks $PB) ))
-  bps=$(jq '.end.sum_received.bits_per_second' "$RES/wow-P$P.json")
-  cpu=$(awk -v d=$((t1 - t0)) -v s="$DUR" 'BEGIN{printf "%.0f", d / s}')
-  gbps=$(awk -v b="$bps" 'BEGIN{printf "%.3f", b/1e9}')
-  per=$(awk -v c="$cpu" -v g="$gbps" 'BEGIN{ if (g > 0) printf "%.0f", c / g; else print "n/a"}')
-  line=$(printf "wow-node\tP=%s\t%.0f Mbit/s\tnodes_cpu=%s%%_of_1core\tcpu_per_Gbit/s=%s%%_of_1core" \
-    $P "$(awk -v b="$bps" 'BEGIN{print b/1e6}')" "$cpu" "$per")
-  echo "$line" | tee -a "$RES/wow.txt"
-done
+for mode in "${WOW_MODES[@]}"; do measure_wow "$mode"; done
 if [ -n "$FW" ]; then
   echo "firewall of node B: $("$BIN" status --state-dir "$RES/b" --json | jq -c .firewall)" | tee -a "$RES/wow.txt"
 fi
@@ -125,6 +161,9 @@ echo
 echo "== summary (DUR=$DUR s, $(nproc) cores)"
 grep -h "P=" "$RES/peers.txt" "$RES/wow.txt" | awk -F'\t' '{ n = NF > 5 ? $2 : $1; p = NF > 5 ? $3 : $2; r = NF > 5 ? $4 : $3; printf "%-14s %-4s %s\n", n, p, r }'
 for P in 1 4; do
+  if [ -s "$RES/wow-host-P$P.json" ]; then
+    awk -v g="$(jq '.end.sum_received.bits_per_second' "$RES/wow-P$P.json")"         -v h="$(jq '.end.sum_received.bits_per_second' "$RES/wow-host-P$P.json")" -v p=$P       'BEGIN { printf "P=%s: wow-node in the guest %.0f Mbit/s, on the host (bridged) %.0f Mbit/s (host/guest = %.2f)\n", p, g / 1e6, h / 1e6, h / g }'
+  fi
   wow=$(jq '.end.sum_received.bits_per_second' "$RES/wow-P$P.json")
   best=$(grep -h "P=$P" "$RES/peers.txt" | awk -F'\t' '$2 != "raw" { split($4, a, " "); if (a[1] > m) { m = a[1]; n = $2 } } END { print m + 0, n }')
   raw=$(grep -h "P=$P" "$RES/peers.txt" | awk -F'\t' '$2 == "raw" { split($4, a, " "); print a[1] + 0 }')

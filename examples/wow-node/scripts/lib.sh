@@ -1,19 +1,19 @@
 # Shared by bench.sh and bench-relay.sh (sourced). Expects RES (results
 # directory) and the PIDS array (processes to kill on exit).
 
-# lease_guest NETNS DIR: runs ISC dhclient once on the namespace's wow0
-# (leases and pid file in DIR) and keeps its pid for cleanup.
+# lease_guest NETNS DIR [IFACE]: runs ISC dhclient once on the namespace's
+# IFACE (default wow0; leases and pid file in DIR) and keeps its pid for cleanup.
 lease_guest() {
-  local ns=$1 dir=$2
+  local ns=$1 dir=$2 ifc=${3:-wow0}
   mkdir -p "/etc/netns/$ns"; : >"/etc/netns/$ns/resolv.conf"
-  ip netns exec "$ns" timeout 30 dhclient -1 -4 -lf "$dir/dhclient.leases" -pf "$dir/dhclient.pid" wow0
+  ip netns exec "$ns" timeout 30 dhclient -1 -4 -lf "$dir/dhclient.leases" -pf "$dir/dhclient.pid" "$ifc"
   for _ in $(seq 20); do [ -s "$dir/dhclient.pid" ] && break; sleep 0.1; done
   if [ -s "$dir/dhclient.pid" ]; then PIDS+=("$(cat "$dir/dhclient.pid")"); fi
 }
 
-# guest_addr NETNS: the IPv4 address on the namespace's wow0.
+# guest_addr NETNS [IFACE]: the IPv4 address on the namespace's IFACE (wow0).
 guest_addr() {
-  ip -n "$1" -4 -o addr show dev wow0 | awk '{print $4}' | cut -d/ -f1
+  ip -n "$1" -4 -o addr show dev "${2:-wow0}" | awk '{print $4}' | cut -d/ -f1
 }
 
 # wait_ping NETNS ADDR: up to 15 s for a first echo reply.

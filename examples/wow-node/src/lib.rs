@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod appliance;
 pub mod ca_cmd;
 pub mod ca_writer;
 pub mod config;

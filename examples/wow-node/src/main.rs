@@ -11,11 +11,12 @@
 //! wow-node release keygen --out KEY
 //! wow-node release publish --key KEY --binary PATH --version V [--channel C] [--url URL]
 //! wow-node service list|add|remove [--state-dir DIR] ...
+//! wow-node appliance init|develop|clean|publish|release|reset-home|... --dir STATE ...
 //! ```
 //!
 //! See `README.md` beside this crate for the operator guide.
 
-use wow_node::{ca_cmd, config, confine, control, demo, runtime, update};
+use wow_node::{appliance, ca_cmd, config, confine, control, demo, runtime, update};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -133,6 +134,12 @@ enum Command {
         #[arg(long, default_value = "/var/lib/wow-node", global = true)]
         state_dir: PathBuf,
     },
+    /// The appliance's stacked file systems (base, module, home) on
+    /// overlayfs: develop, clean, publish, release.
+    Appliance {
+        #[command(subcommand)]
+        command: appliance::ApplianceCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,5 +249,6 @@ fn main() -> ExitCode {
             };
             control::service_command(&state_dir, &request)
         }
+        Command::Appliance { command } => appliance::run(command),
     }
 }
