@@ -147,6 +147,10 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     // Descriptors kept open across a self-update's exec: adopted before
     // this process opens anything else.
     let (mut inherited_udp, mut inherited_tap) = crate::update::inherited();
+    // Before anything slow (traceroute, TAP): a SIGTERM that arrives while
+    // the node starts ends it cleanly instead of killing it.
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let Identity {
         key,
         certificate,
@@ -404,8 +408,6 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         .map_err(|e| format!("cannot bind {}: {e}", socket_path.display()))?;
     let _socket_file = SocketFile(socket_path);
 
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let disk = Disk {
         crl: crl_path,
         crl_cache: state_dir.join(CRL_CACHE_FILE),
