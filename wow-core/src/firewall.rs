@@ -28,6 +28,11 @@
 //!   group the rule lists; the peer is the host named (virtual IP, or a
 //!   name of its certificate, or the first label of one); the peer's
 //!   address is in the CIDR.
+//! - IPv6 ([`Firewall::set_ipv6`]): a peer is the guest whose /64 holds
+//!   its IPv6 address, so IPv4 hosts and CIDRs also cover the peer's IPv6
+//!   packets. An IPv6 CIDR matches an IPv6 packet by the peer's address,
+//!   and an IPv4 packet when the peer's whole /64 lies inside it; an IPv6
+//!   host address names the peer whose /64 holds it.
 //! - Outbound, a peer whose certificate is not known yet (no security
 //!   association so far) holds no groups and names: a rule that needs them
 //!   does not match it.
@@ -41,11 +46,11 @@
 //! another overlay wants it.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use ipsec_ca::{GroupError, Groups};
 
 /// IP protocol numbers the firewall tells apart.
@@ -134,8 +139,10 @@ impl PortRange {
 /// The host part of a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Host {
-    /// The peer with this virtual IP.
+    /// The peer with this virtual IPv4 address.
     Ip(Ipv4Addr),
+    /// The peer whose /64 holds this virtual IPv6 address.
+    Ip6(Ipv6Addr),
     /// The peer whose certificate names this host (`db` or
     /// `db.wow.internal`, lowercase).
     Name(String),
@@ -144,8 +151,10 @@ pub enum Host {
 impl FromStr for Host {
     type Err = RuleError;
     fn from_str(s: &str) -> Result<Self, RuleError> {
-        if let Ok(ip) = s.parse() {
-            return Ok(Host::Ip(ip));
+        match s.parse() {
+            Ok(IpAddr::V4(ip)) => return Ok(Host::Ip(ip)),
+            Ok(IpAddr::V6(ip)) => return Ok(Host::Ip6(ip)),
+            Err(_) => {}
         }
         let name = s.trim_end_matches('.').to_ascii_lowercase();
         if ipsec_ca::csr::is_dns_name(&name) {
@@ -172,8 +181,8 @@ pub enum RuleError {
     /// A malformed group.
     #[error(transparent)]
     Group(#[from] GroupError),
-    /// Neither an IPv4 address nor a host name.
-    #[error("host {0:?} is neither an IPv4 address nor a host name")]
+    /// Neither an IP address nor a host name.
+    #[error("host {0:?} is neither an IP address nor a host name")]
     BadHost(String),
 }
 
@@ -188,8 +197,8 @@ pub struct Rule {
     pub groups: Groups,
     /// The peer; `None`: any.
     pub host: Option<Host>,
-    /// The network the peer's address is in; `None`: any.
-    pub cidr: Option<Ipv4Net>,
+    /// The network the peer's address is in (IPv4 or IPv6); `None`: any.
+    pub cidr: Option<IpNet>,
 }
 
 impl Rule {
@@ -212,7 +221,7 @@ impl Rule {
         port: &str,
         groups: &[String],
         host: Option<&str>,
-        cidr: Option<Ipv4Net>,
+        cidr: Option<IpNet>,
     ) -> Result<Self, RuleError> {
         let protocol: Protocol = proto.parse()?;
         let ports = PortRange::parse(port)?;
@@ -233,7 +242,16 @@ impl Rule {
         })
     }
 
-    fn matches(&self, packet: &Summary, peer_ip: Ipv4Addr, peer: Option<&PeerInfo<'_>>) -> bool {
+    /// Whether the rule matches `packet`, whose peer-side address is
+    /// `peer_addr`, held by the guest at `peer_ip`.
+    fn matches(
+        &self,
+        packet: &Summary,
+        peer_addr: IpAddr,
+        peer_ip: Ipv4Addr,
+        plan: Option<&crate::ipv6::Plan>,
+        peer: Option<&PeerInfo<'_>>,
+    ) -> bool {
         if !self.protocol.matches(packet.proto) {
             return false;
         }
@@ -242,14 +260,21 @@ impl Rule {
         {
             return false;
         }
-        if let Some(cidr) = self.cidr
-            && !cidr.contains(&peer_ip)
-        {
+        let in_cidr = match (self.cidr, peer_addr) {
+            (None, _) => true,
+            (Some(IpNet::V4(net)), _) => net.contains(&peer_ip),
+            (Some(IpNet::V6(net)), IpAddr::V6(addr)) => net.contains(&addr),
+            (Some(IpNet::V6(net)), IpAddr::V4(_)) => plan
+                .and_then(|p| p.subnet_of(peer_ip))
+                .is_some_and(|subnet| net.contains(&subnet)),
+        };
+        if !in_cidr {
             return false;
         }
         match &self.host {
             None => {}
             Some(Host::Ip(ip)) if *ip == peer_ip => {}
+            Some(Host::Ip6(ip)) if plan.and_then(|p| p.owner_of(*ip)) == Some(peer_ip) => {}
             Some(Host::Name(name)) if peer.is_some_and(|p| p.has_name(name)) => {}
             Some(_) => return false,
         }
@@ -713,6 +738,7 @@ impl Firewall {
                 s.dst,
             ),
         };
+        let peer_addr = peer_ip;
         let peer_ip = match peer_ip {
             IpAddr::V4(a) => Some(a),
             IpAddr::V6(a) => self.ipv6.and_then(|p| p.owner_of(a)),
@@ -738,7 +764,10 @@ impl Firewall {
         let allow = if rules.is_empty() {
             self.counters.no_rules += 1;
             Allow::NoRules
-        } else if rules.iter().any(|r| r.matches(&s, peer_ip, peer)) {
+        } else if rules
+            .iter()
+            .any(|r| r.matches(&s, peer_addr, peer_ip, self.ipv6.as_ref(), peer))
+        {
             if inbound {
                 self.counters.in_rule += 1;
             } else {
@@ -1022,13 +1051,90 @@ mod test {
     #[test]
     fn cidr_rules() {
         let now = Instant::now();
-        let net: Ipv4Net = "10.128.0.0/30".parse().unwrap();
+        let net: ipnet::Ipv4Net = "10.128.0.0/30".parse().unwrap();
         let mut fw = inbound_only(vec![
-            Rule::parse("any", "any", &[], None, Some(net)).unwrap(),
+            Rule::parse("any", "any", &[], None, Some(net.into())).unwrap(),
         ]);
         assert!(fw.inbound(now, &tcp(PEER, 1, GUEST, 5), None).is_allowed());
         let far = Ipv4Addr::new(10, 128, 0, 9);
         assert!(!fw.inbound(now, &tcp(far, 1, GUEST, 5), None).is_allowed());
+    }
+
+    fn plan() -> crate::ipv6::Plan {
+        crate::ipv6::Plan::new(
+            "10.128.0.0/16".parse().unwrap(),
+            "fd12:3456:789a::/48".parse().unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn ipv6_cidr_rules_match_by_address_and_by_whole_subnet() {
+        let now = Instant::now();
+        // PEER (10.128.0.3) holds fd12:3456:789a:3::/64; a /62 from :0 holds
+        // the /64s of .0 to .3, so PEER but not 10.128.0.4.
+        let cidr = "fd12:3456:789a::/62".parse().unwrap();
+        let mut fw = inbound_only(vec![
+            Rule::parse("tcp", "any", &[], None, Some(cidr)).unwrap(),
+        ]);
+        fw.set_ipv6(Some(plan()));
+        let far = Ipv4Addr::new(10, 128, 0, 4);
+        let guest = v6(GUEST, 0x10);
+        assert!(
+            fw.inbound(now, &tcp6(v6(PEER, 1), 9, guest, 22, true), None)
+                .is_allowed()
+        );
+        assert!(
+            !fw.inbound(now, &tcp6(v6(far, 1), 9, guest, 22, true), None)
+                .is_allowed()
+        );
+        // The same rule covers the peer's IPv4 packets: its /64 is inside.
+        assert!(fw.inbound(now, &tcp(PEER, 9, GUEST, 22), None).is_allowed());
+        assert!(!fw.inbound(now, &tcp(far, 9, GUEST, 22), None).is_allowed());
+
+        // A /128: exactly one address; IPv4 packets cannot be in it.
+        let one = std::net::Ipv6Addr::from(v6(PEER, 1));
+        let mut fw = inbound_only(vec![
+            Rule::parse("tcp", "any", &[], None, Some(IpNet::from(IpAddr::V6(one)))).unwrap(),
+        ]);
+        fw.set_ipv6(Some(plan()));
+        assert!(
+            fw.inbound(now, &tcp6(v6(PEER, 1), 9, guest, 22, true), None)
+                .is_allowed()
+        );
+        assert!(
+            !fw.inbound(now, &tcp6(v6(PEER, 2), 9, guest, 22, true), None)
+                .is_allowed()
+        );
+        assert!(!fw.inbound(now, &tcp(PEER, 9, GUEST, 22), None).is_allowed());
+
+        // Without an IPv6 plan an IPv6 CIDR matches no IPv4 packet.
+        let mut fw = inbound_only(vec![
+            Rule::parse("tcp", "any", &[], None, Some(cidr)).unwrap(),
+        ]);
+        assert!(!fw.inbound(now, &tcp(PEER, 9, GUEST, 22), None).is_allowed());
+    }
+
+    #[test]
+    fn ipv6_host_names_the_peer_whose_subnet_holds_it() {
+        let now = Instant::now();
+        let host = std::net::Ipv6Addr::from(v6(PEER, 0x77)).to_string();
+        let mut fw = inbound_only(vec![
+            Rule::parse("tcp", "22", &[], Some(&host), None).unwrap(),
+        ]);
+        fw.set_ipv6(Some(plan()));
+        let far = Ipv4Addr::new(10, 128, 0, 4);
+        assert!(fw.inbound(now, &tcp(PEER, 9, GUEST, 22), None).is_allowed());
+        assert!(
+            fw.inbound(now, &tcp6(v6(PEER, 5), 9, v6(GUEST, 1), 22, true), None)
+                .is_allowed()
+        );
+        assert!(!fw.inbound(now, &tcp(far, 9, GUEST, 22), None).is_allowed());
+        // Without a plan the address names nobody.
+        let mut fw = inbound_only(vec![
+            Rule::parse("tcp", "22", &[], Some(&host), None).unwrap(),
+        ]);
+        assert!(!fw.inbound(now, &tcp(PEER, 9, GUEST, 22), None).is_allowed());
     }
 
     #[test]

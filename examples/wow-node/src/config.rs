@@ -77,8 +77,10 @@
 //! proto = "tcp"
 //! port = 22                         # a port, "8000-8100" or "any" (tcp/udp only)
 //! groups = ["admin"]                # the peer's certificate carries every one
-//! # host = "db"                     # the peer: a virtual IP or a certified name
-//! # cidr = "10.128.0.0/24"          # the peer's address is in it
+//! # host = "db"                     # the peer: a virtual IP (v4, or v6 in its /64)
+//!                                   # or a certified name
+//! # cidr = "10.128.0.0/24"          # the peer's address is in it; an IPv6 CIDR
+//!                                   # also covers IPv4 from a /64 inside it
 //! # [[firewall.outbound]]           # the same keys; none: the guest sends anything
 //!
 //! [turn]
@@ -300,8 +302,8 @@ pub struct FirewallRule {
     pub groups: Vec<String>,
     /// The peer: a virtual IP or a host name of its certificate.
     pub host: Option<String>,
-    /// The network the peer's address is in.
-    pub cidr: Option<Ipv4Net>,
+    /// The network the peer's address is in (IPv4 or IPv6).
+    pub cidr: Option<ipnet::IpNet>,
 }
 
 impl FirewallSection {

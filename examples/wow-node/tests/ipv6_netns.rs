@@ -261,9 +261,10 @@ fn guests_autoconfigure_ipv6_and_ping_and_iperf_across() {
     a.stop();
 }
 
-/// `iperf3 -6` from `client` to `addr` port `port` (a server there on
-/// `server`): whether a one-second run completes.
+/// `iperf3` (`-6` for an IPv6 `addr`) from `client` to `addr` port
+/// `port` (a server there on `server`): whether a one-second run completes.
 fn tcp6_connects(client: &Host, server: &Host, addr: &str, port: &str) -> bool {
+    let family = if addr.contains(':') { "-6" } else { "-4" };
     let _server = server
         .ns
         .spawn("iperf3", &["-s", "-B", addr, "-p", port])
@@ -276,7 +277,7 @@ fn tcp6_connects(client: &Host, server: &Host, addr: &str, port: &str) -> bool {
             &[
                 "15",
                 "iperf3",
-                "-6",
+                family,
                 "-c",
                 addr,
                 "-p",
@@ -315,10 +316,15 @@ fn the_firewall_applies_to_ipv6() {
     issue(ca.path(), ALPHA, "alpha", a.state.path());
     issue(ca.path(), BRAVO, "bravo", b.state.path());
     let extra = format!("ipv6 = true\nula = \"{ULA}\"\n{SECURITY}");
-    // alpha lets in ICMP (v4 and v6) and TCP 2222 from bravo's address.
+    // alpha lets in ICMP (v4 and v6), TCP 2222 from bravo's address, TCP
+    // 3333 from bravo's /64 (an IPv6 CIDR: it also covers bravo's IPv4
+    // packets) and TCP 4444 from another guest's /64.
+    let (bravo_net, other_net) = (subnet(BRAVO), subnet("10.128.0.77"));
     let rules = format!(
         "\n[[firewall.inbound]]\nproto = \"icmp\"\n\
-         [[firewall.inbound]]\nproto = \"tcp\"\nport = 2222\nhost = \"{BRAVO}\"\n"
+         [[firewall.inbound]]\nproto = \"tcp\"\nport = 2222\nhost = \"{BRAVO}\"\n\
+         [[firewall.inbound]]\nproto = \"tcp\"\nport = 3333\ncidr = \"{bravo_net}\"\n\
+         [[firewall.inbound]]\nproto = \"tcp\"\nport = 4444\ncidr = \"{other_net}\"\n"
     );
     a.write_config(&[], "0.0.0.0:4000", &[], &format!("{extra}{rules}"));
     b.write_config(&["198.51.1.1:4000"], "0.0.0.0:4000", &[], &extra);
@@ -364,6 +370,22 @@ fn the_firewall_applies_to_ipv6() {
     assert!(
         !tcp6_connects(&b, &a, &a6, "5201"),
         "bravo reached a port no rule allows over IPv6"
+    );
+    // By IPv6 CIDR: bravo's /64 passes, over IPv6 and over IPv4; another
+    // guest's /64 does not admit bravo.
+    assert!(
+        tcp6_connects(&b, &a, &a6, "3333"),
+        "bravo's /64 does not pass its CIDR rule over IPv6:\n{}",
+        a.log()
+    );
+    assert!(
+        tcp6_connects(&b, &a, ALPHA, "3333"),
+        "bravo's IPv4 packets do not pass the CIDR rule of its /64:\n{}",
+        a.log()
+    );
+    assert!(
+        !tcp6_connects(&b, &a, &a6, "4444"),
+        "bravo passed a CIDR rule for another guest's /64"
     );
     // alpha's own connection out over IPv6: the replies are tracked.
     assert!(
