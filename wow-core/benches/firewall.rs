@@ -1,6 +1,7 @@
 //! The firewall's cost per packet: no rules, 50 rules with the packet's
-//! flow tracked (every packet after a flow's first), and 50 rules walked
-//! to the last (a flow's first packet).
+//! flow tracked (every packet after a flow's first; one flow, and four
+//! flows in turn), and 50 rules walked to the last (a flow's first
+//! packet).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::Instant;
@@ -42,6 +43,20 @@ fn bench(c: &mut Criterion) {
     assert!(fw.inbound(now, &p, None).is_allowed());
     c.bench_function("firewall/50 rules, tracked flow", |b| {
         b.iter(|| fw.inbound(now, &p, None))
+    });
+    // Four tracked flows in turn (4 iperf3 streams): the last-flow
+    // shortcut misses every time, so each packet pays the hash look-up.
+    let mut four = Firewall::new(rules(50), Limits::default());
+    let streams: Vec<Vec<u8>> = (0..4u16).map(|i| packet(40_000 + i)).collect();
+    for p in &streams {
+        assert!(four.inbound(now, p, None).is_allowed());
+    }
+    let mut turn = 0usize;
+    c.bench_function("firewall/50 rules, 4 tracked flows in turn", |b| {
+        b.iter(|| {
+            turn = (turn + 1) % 4;
+            four.inbound(now, &streams[turn], None)
+        })
     });
     let mut sport = 0u16;
     let limits = Limits {

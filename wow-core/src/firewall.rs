@@ -521,7 +521,7 @@ fn summarize(packet: &[u8]) -> Option<Summary> {
 }
 
 /// A flow, from the guest's side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FlowKey {
     proto: u8,
     local: IpAddr,
@@ -529,6 +529,30 @@ struct FlowKey {
     local_port: u16,
     remote_port: u16,
 }
+
+impl std::hash::Hash for FlowKey {
+    /// One write of the key's bytes (per field, the hashing was most of a
+    /// tracked packet's time). IPv4 addresses are hashed as their IPv4-mapped IPv6 form;
+    /// equality still tells the families apart.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let v6 = |a: IpAddr| match a {
+            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            IpAddr::V6(a) => a.octets(),
+        };
+        let mut bytes = [0u8; 37];
+        bytes[0] = self.proto;
+        bytes[1..17].copy_from_slice(&v6(self.local));
+        bytes[17..33].copy_from_slice(&v6(self.remote));
+        bytes[33..35].copy_from_slice(&self.local_port.to_be_bytes());
+        bytes[35..37].copy_from_slice(&self.remote_port.to_be_bytes());
+        state.write(&bytes);
+    }
+}
+
+/// How stale a flow's recorded last use may be while packets of it keep
+/// coming through [`ConnTrack::last`] without a table look-up (at most this
+/// early, an idle flow expires).
+const TOUCH_GRANULE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]
 struct Flow {
@@ -540,21 +564,30 @@ struct Flow {
 /// The bounded flow table.
 #[derive(Debug)]
 struct ConnTrack {
-    flows: HashMap<FlowKey, Flow>,
+    /// Keyed by what peers send (addresses, ports): aHash with keys from
+    /// the OS, so nobody can aim packets at one bucket, at a fraction of
+    /// SipHash's cost per packet.
+    flows: HashMap<FlowKey, Flow, ahash::RandomState>,
     /// Flows in insertion order, for eviction; entries whose generation no
     /// longer matches are stale and skipped (and compacted away).
     order: VecDeque<(FlowKey, u64)>,
     next_generation: u64,
     limits: Limits,
+    /// The flow used last and when its `last_seen` was written: a bulk
+    /// transfer's packets (and its replies: one key from the guest's side)
+    /// skip the hash look-up until [`TOUCH_GRANULE`] has passed. Always a
+    /// flow present in `flows`.
+    last: Option<(FlowKey, Instant)>,
 }
 
 impl ConnTrack {
     fn new(limits: Limits) -> Self {
         ConnTrack {
-            flows: HashMap::new(),
+            flows: HashMap::with_hasher(ahash::RandomState::new()),
             order: VecDeque::new(),
             next_generation: 0,
             limits,
+            last: None,
         }
     }
 
@@ -569,14 +602,24 @@ impl ConnTrack {
     /// Whether `key` is a live flow; refreshes it if so, forgets it if idle.
     fn touch(&mut self, key: &FlowKey, now: Instant) -> bool {
         let idle = self.idle(key.proto);
+        if let Some((last, written)) = &self.last
+            && last == key
+            && now.saturating_duration_since(*written) < TOUCH_GRANULE.min(idle)
+        {
+            return true;
+        }
         let Some(flow) = self.flows.get_mut(key) else {
             return false;
         };
         if now.saturating_duration_since(flow.last_seen) > idle {
             self.flows.remove(key);
+            if self.last.is_some_and(|(k, _)| k == *key) {
+                self.last = None;
+            }
             return false;
         }
         flow.last_seen = now;
+        self.last = Some((*key, now));
         true
     }
 
@@ -595,6 +638,9 @@ impl ConnTrack {
                 .is_some_and(|f| f.generation == generation)
             {
                 self.flows.remove(&old);
+                if self.last.is_some_and(|(k, _)| k == old) {
+                    self.last = None;
+                }
                 evicted += 1;
             }
         }
@@ -608,6 +654,7 @@ impl ConnTrack {
             },
         );
         self.order.push_back((key, generation));
+        self.last = Some((key, now));
         if self.order.len() > 2 * max {
             let flows = &self.flows;
             self.order
@@ -1135,6 +1182,66 @@ mod test {
             Rule::parse("tcp", "22", &[], Some(&host), None).unwrap(),
         ]);
         assert!(!fw.inbound(now, &tcp(PEER, 9, GUEST, 22), None).is_allowed());
+    }
+
+    #[test]
+    fn a_busy_flow_stays_tracked_and_expires_once_idle_despite_the_last_flow_shortcut() {
+        let mut fw = inbound_only(vec![rule("tcp", "22")]);
+        let idle = Limits::default().udp_idle;
+        let t0 = Instant::now();
+        assert!(fw.outbound(t0, &udp(GUEST, 5, PEER, 6), None).is_allowed());
+        // Packets every 300 ms for twice the idle time: never forgotten.
+        let mut t = t0;
+        while t < t0 + 2 * idle {
+            t += Duration::from_millis(300);
+            assert_eq!(
+                fw.inbound(t, &udp(PEER, 6, GUEST, 5), None),
+                Decision::Allow(Allow::Tracked)
+            );
+        }
+        // Then silence past the idle time: dropped, shortcut or not.
+        let late = t + idle + TOUCH_GRANULE;
+        assert!(!fw.inbound(late, &udp(PEER, 6, GUEST, 5), None).is_allowed());
+        // Another flow in between takes the shortcut's place; each keeps
+        // its own time.
+        assert!(
+            fw.outbound(late, &udp(GUEST, 7, PEER, 8), None)
+                .is_allowed()
+        );
+        assert!(
+            fw.outbound(late, &udp(GUEST, 9, PEER, 10), None)
+                .is_allowed()
+        );
+        let later = late + idle - Duration::from_secs(2);
+        assert!(
+            fw.inbound(later, &udp(PEER, 8, GUEST, 7), None)
+                .is_allowed()
+        );
+        assert!(
+            fw.inbound(later, &udp(PEER, 10, GUEST, 9), None)
+                .is_allowed()
+        );
+    }
+
+    #[test]
+    fn attack_an_evicted_flow_does_not_pass_through_the_last_flow_shortcut() {
+        let mut fw = Firewall::new(
+            Rules {
+                inbound: vec![rule("tcp", "22")],
+                outbound: vec![],
+            },
+            Limits {
+                max_flows: 1,
+                ..Limits::default()
+            },
+        );
+        let now = Instant::now();
+        assert!(fw.outbound(now, &udp(GUEST, 5, PEER, 6), None).is_allowed());
+        assert!(fw.inbound(now, &udp(PEER, 6, GUEST, 5), None).is_allowed());
+        // A second flow evicts the first (table of one).
+        assert!(fw.outbound(now, &udp(GUEST, 7, PEER, 8), None).is_allowed());
+        assert!(!fw.inbound(now, &udp(PEER, 6, GUEST, 5), None).is_allowed());
+        assert!(fw.inbound(now, &udp(PEER, 8, GUEST, 7), None).is_allowed());
     }
 
     #[test]

@@ -13,6 +13,10 @@
 #   host: also measure wow-node in host mode (the node outside the machine it
 #     serves: each node's TAP bridged by host-mode.sh to a veth into a separate
 #     guest namespace), after the usual in-guest run with the same nodes' configs
+#   fw: after the usual run (no rules), run again with FIREWALL rules (default
+#     50) in both nodes; ROUNDS=N (default 1) alternates N such pairs; prints
+#     each round's ratios with/without (throughput, and the nodes' CPU per
+#     Gbit/s, which moves less with the machine's load) and their medians
 # Env: DUR=10 (seconds per iperf3 run), INSECURE=1 (wow-node without SAs),
 #      WOW_BIN=path (use this wow-node binary instead of building one),
 #      MTU=N (guest MTU override, e.g. 8192: datagrams are IP-fragmented on the
@@ -29,7 +33,10 @@ DUR=${DUR:-10}
 MODES=("$@"); [ ${#MODES[@]} -gt 0 ] || MODES=(raw wg nebula)
 WOW_MODES=(guest) PEER_MODES=()
 for m in "${MODES[@]}"; do
-  if [ "$m" = host ]; then WOW_MODES+=(host); else PEER_MODES+=("$m"); fi
+  case $m in
+    host|fw) WOW_MODES+=("$m") ;;
+    *) PEER_MODES+=("$m") ;;
+  esac
 done
 [ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
 for c in ip iperf3 jq dhclient ping; do command -v $c >/dev/null || { echo "missing $c" >&2; exit 1; }; done
@@ -83,6 +90,8 @@ fi
 TAP=""
 [ -n "${MTU:-}" ] && TAP=$'[tap]\nmtu = '"$MTU"$'\n'
 FW=""
+FW_ONLY=0
+if [[ " ${WOW_MODES[*]} " == *" fw "* ]]; then FIREWALL=${FIREWALL:-50} FW_ONLY=1; fi
 if [ "${FIREWALL:-0}" -ge 2 ]; then
   for i in $(seq 1 $((FIREWALL - 2))); do
     FW+=$'[[firewall.inbound]]\nproto = "tcp"\nport = '"$((10000 + i))"$'\ngroups = ["g'"$i"$'"]\n'
@@ -93,8 +102,13 @@ fi
 for n in a b; do
   mkdir -p "$RES/$n"
   if [ $n = a ]; then listen=$UA:4000 boot='[]'; else listen=$UB:4000 boot="[\"$UA:4000\"]"; fi
-  printf '[node]\nstate_dir = "%s"\nlisten = "%s"\nbootstrap = %s\n\n[network]\ncidr = "10.128.0.0/16"\n\n%s\n%s\n%s' \
-    "$RES/$n" "$listen" "$boot" "$SEC" "$TAP" "$FW" >"$RES/$n/node.toml"
+  conf() {
+    printf '[node]\nstate_dir = "%s"\nlisten = "%s"\nbootstrap = %s\n\n[network]\ncidr = "10.128.0.0/16"\n\n%s\n%s\n%s' \
+      "$RES/$n" "$listen" "$boot" "$SEC" "$TAP" "$1"
+  }
+  # fw mode: the usual run has no rules, the fw run FIREWALL of them.
+  if [ $FW_ONLY = 1 ]; then conf "" >"$RES/$n/node.toml"; else conf "$FW" >"$RES/$n/node.toml"; fi
+  conf "$FW" >"$RES/$n/node-fw.toml"
 done
 rss() { awk '/VmRSS/{print $2}' /proc/$1/status; }
 : >"$RES/wow.txt"
@@ -103,13 +117,14 @@ rss() { awk '/VmRSS/{print $2}' /proc/$1/status; }
 # own namespace on wow0; host: a separate namespace bridged to the TAP),
 # measures ping and iperf3 P=1/4 into $RES/wow[-host]-P$P.json, stops them.
 measure_wow() {
-  local mode=$1 label=wow-node sa=$NA sb=$NB ifc=wow0 n pids_before=${#PIDS[@]}
+  local mode=$1 label=wow-node sa=$NA sb=$NB ifc=wow0 n pids_before=${#PIDS[@]} config=node.toml
+  [ "$mode" = fw ] && label=wow-node-fw config=node-fw.toml
   # Another machine is the guest now: its node has no lease for it yet (the
   # in-guest run's lease, for the TAP's own MAC, would hold the address).
   [ "$mode" = host ] && rm -f "$RES/a/leases.json" "$RES/b/leases.json"
-  ip netns exec "$NA" "$BIN" up --config "$RES/a/node.toml" >"$RES/a-$mode.log" 2>&1 & PIDS+=($!); PA=$!
+  ip netns exec "$NA" "$BIN" up --config "$RES/a/$config" >"$RES/a-$mode.log" 2>&1 & PIDS+=($!); PA=$!
   sleep 0.3
-  ip netns exec "$NB" "$BIN" up --config "$RES/b/node.toml" >"$RES/b-$mode.log" 2>&1 & PIDS+=($!); PB=$!
+  ip netns exec "$NB" "$BIN" up --config "$RES/b/$config" >"$RES/b-$mode.log" 2>&1 & PIDS+=($!); PB=$!
   sleep 1
   if [ "$mode" = host ]; then
     label=wow-node-host sa=$GA sb=$GB ifc=eth0
@@ -139,12 +154,18 @@ measure_wow() {
     bps=$(jq '.end.sum_received.bits_per_second' "$RES/wow${label#wow-node}-P$P.json")
     cpu=$(awk -v d=$((t1 - t0)) -v s="$DUR" 'BEGIN{printf "%.0f", d / s}')
     gbps=$(awk -v b="$bps" 'BEGIN{printf "%.3f", b/1e9}')
-    per=$(awk -v c="$cpu" -v g="$gbps" 'BEGIN{ if (g > 0) printf "%.0f", c / g; else print "n/a"}')
+    per=$(awk -v c="$cpu" -v g="$gbps" 'BEGIN{ if (g > 0) printf "%.1f", c / g; else print "n/a"}')
     line=$(printf "%s\tP=%s\t%.0f Mbit/s\tnodes_cpu=%s%%_of_1core\tcpu_per_Gbit/s=%s%%_of_1core" \
       "$label" $P "$(awk -v b="$bps" 'BEGIN{print b/1e6}')" "$cpu" "$per")
     echo "$line" | tee -a "$RES/wow.txt"
   done
-  if [ "$mode" = guest ]; then
+  if [ "$mode" = fw ]; then
+    echo "[fw] firewall of node B: $("$BIN" status --state-dir "$RES/b" --json | jq -c .firewall)" | tee -a "$RES/wow.txt"
+    echo "FWRTT $RTT" >>"$RES/rtt.txt"
+  elif [ "$mode" = guest ]; then
+    echo "RTT $RTT" >>"$RES/rtt.txt"
+  fi
+  if [ "$mode" != host ]; then
     # The next mode starts the nodes afresh: stop these and their guests.
     for p in "${PIDS[@]:$pids_before}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]:$pids_before}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
@@ -152,8 +173,15 @@ measure_wow() {
   fi
 }
 
-for mode in "${WOW_MODES[@]}"; do measure_wow "$mode"; done
-if [ -n "$FW" ]; then
+for mode in "${WOW_MODES[@]}"; do
+  if [ "$mode" = fw ]; then
+    measure_wow fw
+    for _ in $(seq 2 "${ROUNDS:-1}"); do measure_wow guest; measure_wow fw; done
+  else
+    measure_wow "$mode"
+  fi
+done
+if [ -n "$FW" ] && [ $FW_ONLY = 0 ]; then
   echo "firewall of node B: $("$BIN" status --state-dir "$RES/b" --json | jq -c .firewall)" | tee -a "$RES/wow.txt"
 fi
 
@@ -161,6 +189,23 @@ echo
 echo "== summary (DUR=$DUR s, $(nproc) cores)"
 grep -h "P=" "$RES/peers.txt" "$RES/wow.txt" | awk -F'\t' '{ n = NF > 5 ? $2 : $1; p = NF > 5 ? $3 : $2; r = NF > 5 ? $4 : $3; printf "%-14s %-4s %s\n", n, p, r }'
 for P in 1 4; do
+  if [ -s "$RES/wow-fw-P$P.json" ]; then
+    # Rounds in order: each wow-node line pairs with the wow-node-fw line after it.
+    awk -F'\t' -v p="P=$P" -v n="$FIREWALL" '
+      function median(a, k,   i, j, t) {
+        for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+      }
+      $2 != p { next }
+      { split($3, m, " "); split($5, c, "="); sub("%.*", "", c[2]) }
+      $1 == "wow-node" { g = m[1]; gc = c[2] }
+      $1 == "wow-node-fw" && g > 0 {
+        k++; tr[k] = m[1] / g; cr[k] = gc > 0 ? c[2] / gc : 0
+        printf "%s round %d: without rules %.0f Mbit/s (%s%% core/Gbit/s), with %s rules %.0f Mbit/s (%s%%): throughput with/without %.3f, CPU per Gbit/s with/without %.3f\n", p, k, g, gc, n, m[1], c[2], tr[k], cr[k]
+      }
+      END { if (k > 1) printf "%s median of %d rounds: throughput with/without %.3f, CPU per Gbit/s with/without %.3f\n", p, k, median(tr, k), median(cr, k) }
+    ' "$RES/wow.txt"
+  fi
   if [ -s "$RES/wow-host-P$P.json" ]; then
     awk -v g="$(jq '.end.sum_received.bits_per_second' "$RES/wow-P$P.json")"         -v h="$(jq '.end.sum_received.bits_per_second' "$RES/wow-host-P$P.json")" -v p=$P       'BEGIN { printf "P=%s: wow-node in the guest %.0f Mbit/s, on the host (bridged) %.0f Mbit/s (host/guest = %.2f)\n", p, g / 1e6, h / 1e6, h / g }'
   fi
@@ -175,3 +220,6 @@ for P in 1 4; do
     if (r > 0) printf "; raw veth %.0f Mbit/s (wow = %.1f%% of it)", r, 100 * w / r
     printf "\n" }'
 done
+if [ -s "$RES/rtt.txt" ] && grep -q FWRTT "$RES/rtt.txt"; then
+  awk '$1 == "RTT" { r = r " " $2 } $1 == "FWRTT" { f = f " " $2 } END { printf "ping RTT (ms, each round): without rules%s; with rules%s\n", r, f }' "$RES/rtt.txt"
+fi
