@@ -878,11 +878,12 @@ impl<S: LeaseStore> Core<S> {
         if !self.firewall.is_active() {
             return true;
         }
-        let info = self.firewall_peers.get(peer).filter(|_| authenticated);
+        let peers = &self.firewall_peers;
+        let info = || peers.get(peer).filter(|_| authenticated);
         let decision = if inbound {
-            self.firewall.inbound(now, packet, info.as_ref())
+            self.firewall.inbound_with(now, packet, info)
         } else {
-            self.firewall.outbound(now, packet, info.as_ref())
+            self.firewall.outbound_with(now, packet, info)
         };
         decision.is_allowed()
     }

@@ -731,6 +731,18 @@ impl Firewall {
         packet: &[u8],
         peer: Option<&PeerInfo<'_>>,
     ) -> Decision {
+        self.decide(now, Direction::Inbound, packet, || peer.copied())
+    }
+
+    /// [`Firewall::inbound`], asking `peer` for the peer's groups and
+    /// names only when a rule must be walked (not for a tracked flow's
+    /// packets, most of them).
+    pub fn inbound_with<'a>(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        peer: impl FnOnce() -> Option<PeerInfo<'a>>,
+    ) -> Decision {
         self.decide(now, Direction::Inbound, packet, peer)
     }
 
@@ -742,15 +754,26 @@ impl Firewall {
         packet: &[u8],
         peer: Option<&PeerInfo<'_>>,
     ) -> Decision {
+        self.decide(now, Direction::Outbound, packet, || peer.copied())
+    }
+
+    /// [`Firewall::outbound`] with the peer looked up only when needed
+    /// (see [`Firewall::inbound_with`]).
+    pub fn outbound_with<'a>(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        peer: impl FnOnce() -> Option<PeerInfo<'a>>,
+    ) -> Decision {
         self.decide(now, Direction::Outbound, packet, peer)
     }
 
-    fn decide(
+    fn decide<'a>(
         &mut self,
         now: Instant,
         direction: Direction,
         packet: &[u8],
-        peer: Option<&PeerInfo<'_>>,
+        peer: impl FnOnce() -> Option<PeerInfo<'a>>,
     ) -> Decision {
         if !self.is_active() {
             return Decision::Allow(Allow::NoRules);
@@ -811,23 +834,23 @@ impl Firewall {
         let allow = if rules.is_empty() {
             self.counters.no_rules += 1;
             Allow::NoRules
-        } else if rules
-            .iter()
-            .any(|r| r.matches(&s, peer_addr, peer_ip, self.ipv6.as_ref(), peer))
-        {
-            if inbound {
-                self.counters.in_rule += 1;
-            } else {
-                self.counters.out_rule += 1;
+        } else {
+            // The peer's groups and names: looked up only now.
+            let peer = peer();
+            let plan = self.ipv6.as_ref();
+            let matched = rules
+                .iter()
+                .any(|r| r.matches(&s, peer_addr, peer_ip, plan, peer.as_ref()));
+            match (matched, inbound) {
+                (true, true) => self.counters.in_rule += 1,
+                (true, false) => self.counters.out_rule += 1,
+                (false, true) => self.counters.in_dropped += 1,
+                (false, false) => self.counters.out_dropped += 1,
+            }
+            if !matched {
+                return Decision::Drop(Drop::NoRule);
             }
             Allow::Rule
-        } else {
-            if inbound {
-                self.counters.in_dropped += 1;
-            } else {
-                self.counters.out_dropped += 1;
-            }
-            return Decision::Drop(Drop::NoRule);
         };
         self.counters.evicted += self.conntrack.insert(key, now);
         Decision::Allow(allow)
