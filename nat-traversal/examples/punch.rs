@@ -5,8 +5,13 @@
 //! punch connect --bind 10.0.0.2:4000 --rendezvous 192.0.2.1:3478 \
 //!       --id alice --peer bob [--stun 192.0.2.9:3478] [--timeout 10] \
 //!       [--turn 192.0.2.3:3478 [--turn-user U --turn-password P]] \
-//!       [--relay-first --punch-delay-ms 400] [--guess 8] [--opening-ttls 2,3|none]
+//!       [--relay-first --punch-delay-ms 400] [--guess 8] [--opening-ttls auto|2,3|none]
 //! ```
+//!
+//! The opening probes' TTLs default to `auto`: one step per NAT we are
+//! behind, counted by a traceroute toward the rendezvous
+//! ([`nat_traversal::depth`]; the I/O is wow-node's `traceroute.rs`,
+//! included here).
 //!
 //! The rendezvous answers STUN Binding requests (so it is also an observer
 //! and works with any STUN client), forwards offers (and `punch_agent`'s
@@ -25,6 +30,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+
+#[path = "../../examples/wow-node/src/traceroute.rs"]
+mod traceroute;
 use nat_traversal::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, NatReport};
 use nat_traversal::link::{Link, LinkEvent, PathKind, Route, session_key};
 use nat_traversal::punch::{PunchConfig, PunchEvent, PunchSession};
@@ -79,7 +87,8 @@ enum Mode {
         #[arg(long, default_value_t = 0)]
         guess: u16,
         /// IP TTLs of the opening probes (comma-separated, `none` for
-        /// none; default the library's, or `$PUNCH_OPENING_TTLS`).
+        /// none, `auto` (default, or `$PUNCH_OPENING_TTLS`): one per NAT
+        /// counted by a traceroute toward the rendezvous).
         #[arg(long)]
         opening_ttls: Option<String>,
         /// Authenticated frames to receive from the peer.
@@ -141,8 +150,9 @@ fn main() -> ExitCode {
         } => {
             let opening_ttls = match opening_ttls
                 .or_else(|| std::env::var("PUNCH_OPENING_TTLS").ok())
-                .map(|v| parse_ttls(&v))
-                .transpose()
+                .filter(|v| v != "auto")
+                .map(|v| parse_ttls(&v).map(Some))
+                .unwrap_or_else(|| Ok(auto_opening_ttls(rendezvous)))
             {
                 Ok(t) => t,
                 Err(e) => {
@@ -294,6 +304,18 @@ struct ConnectArgs {
     punch_delay: Duration,
     turn: Option<SocketAddr>,
     turn_credentials: Option<TurnCredentials>,
+}
+
+/// The opening TTLs for our NAT depth, from a traceroute toward the
+/// rendezvous (a public host); `None` (the library's default) when the
+/// depth is unknown.
+fn auto_opening_ttls(rendezvous: SocketAddr) -> Option<Vec<u8>> {
+    let SocketAddr::V4(target) = rendezvous else {
+        return None;
+    };
+    let (depth, hops) = traceroute::nat_depth_blocking(target);
+    eprintln!("NAT depth {depth:?} (traceroute {hops:?})");
+    depth.map(nat_traversal::depth::opening_ttls)
 }
 
 /// `2,3` or `none`.

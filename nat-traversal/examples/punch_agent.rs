@@ -21,6 +21,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+#[path = "../../examples/wow-node/src/traceroute.rs"]
+mod traceroute;
+
 use nat_traversal::Transmit;
 use nat_traversal::agent::{Agent, AgentConfig, AgentEvent, Input, Signal};
 use nat_traversal::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent};
@@ -143,9 +146,21 @@ fn run(args: &Args) -> Result<String, String> {
         t0.elapsed().as_millis()
     );
     let mut config = AgentConfig::default();
-    // Experiments: the sessions' opening probes and hold.
-    if let Ok(v) = std::env::var("PUNCH_OPENING_TTLS") {
-        config.punch.opening_ttls = v.split(',').filter_map(|t| t.parse().ok()).collect();
+    // The sessions' opening probes: one step per NAT we are behind
+    // (traceroute toward the rendezvous), unless an experiment sets them.
+    match std::env::var("PUNCH_OPENING_TTLS") {
+        Ok(v) if v != "auto" => {
+            config.punch.opening_ttls = v.split(',').filter_map(|t| t.parse().ok()).collect();
+        }
+        _ => {
+            if let SocketAddr::V4(target) = args.rendezvous {
+                let (depth, hops) = traceroute::nat_depth_blocking(target);
+                eprintln!("NAT depth {depth:?} (traceroute {hops:?})");
+                if let Some(depth) = depth {
+                    config.punch.opening_ttls = nat_traversal::depth::opening_ttls(depth);
+                }
+            }
+        }
     }
     if let Some(ms) = std::env::var("PUNCH_OPENING_HOLD_MS")
         .ok()

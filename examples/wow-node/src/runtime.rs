@@ -271,11 +271,12 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             _ => None,
         })
         .map(|target| {
-            tokio::spawn(crate::traceroute::hops(
-                target,
-                nat_traversal::depth::MAX_DEPTH + 1,
-                Duration::from_millis(200),
-            ))
+            let probes =
+                crate::traceroute::Probes::send(target, nat_traversal::depth::MAX_DEPTH + 1);
+            tokio::spawn(async move {
+                tokio::time::sleep(crate::traceroute::WAIT).await;
+                probes.hops()
+            })
         });
     if let Some(reflexive) = discover_reflexive(&socket, &config.node.bootstrap).await
         && !endpoints.contains(&reflexive)

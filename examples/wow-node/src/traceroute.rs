@@ -10,6 +10,10 @@
 //! reaches the host itself, the host answers Port Unreachable (a public
 //! address: the end of the NATs), where the overlay port would have taken
 //! it in silence.
+//!
+//! Blocking-free and runtime-free ([`Probes::send`], wait, then
+//! [`Probes::hops`]): nat-traversal's `punch` and `punch_agent` examples
+//! include this same file for their `--opening-ttls auto`.
 
 use std::io::IoSliceMut;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -27,27 +31,52 @@ const ICMP_UNREACHABLE: u8 = 3;
 /// `SO_EE_ORIGIN_ICMP`: the error came from an ICMP message.
 const ORIGIN_ICMP: u8 = 2;
 
-/// The router (or host) that answered each TTL from 1 to `max_ttl` toward
-/// `target`'s address, waiting `wait` for the answers; `None` where none
-/// came.
-/// Stops at the hop where the target itself answered.
-pub async fn hops(target: SocketAddrV4, max_ttl: u8, wait: Duration) -> Vec<Option<Ipv4Addr>> {
-    let sockets: Vec<Option<UdpSocket>> = (1..=max_ttl)
-        .map(|ttl| {
-            let port = TRACEROUTE_PORT.saturating_add(u16::from(ttl));
-            probe(SocketAddrV4::new(*target.ip(), port), ttl).ok()
-        })
-        .collect();
-    tokio::time::sleep(wait).await;
-    let mut hops = Vec::new();
-    for socket in &sockets {
-        let answer = socket.as_ref().and_then(answer);
-        hops.push(answer.map(|(addr, _)| addr));
-        if answer.is_some_and(|(_, reached)| reached) {
-            break;
-        }
+/// How long to wait between [`Probes::send`] and [`Probes::hops`]: the
+/// routers of the first hops answer within a few milliseconds.
+pub const WAIT: Duration = Duration::from_millis(200);
+
+/// One probe datagram per TTL, sent; their sockets hold the answers.
+#[derive(Debug)]
+pub struct Probes(Vec<Option<UdpSocket>>);
+
+impl Probes {
+    /// Sends one datagram with each TTL from 1 to `max_ttl` toward
+    /// `target`'s address (a TTL whose socket fails is skipped).
+    pub fn send(target: SocketAddrV4, max_ttl: u8) -> Probes {
+        Probes(
+            (1..=max_ttl)
+                .map(|ttl| {
+                    let port = TRACEROUTE_PORT.saturating_add(u16::from(ttl));
+                    probe(SocketAddrV4::new(*target.ip(), port), ttl).ok()
+                })
+                .collect(),
+        )
     }
-    hops
+
+    /// The router (or host) that answered each TTL so far; `None` where
+    /// none did. Stops at the hop where the target itself answered. Call
+    /// it [`WAIT`] after [`Probes::send`].
+    pub fn hops(&self) -> Vec<Option<Ipv4Addr>> {
+        let mut hops = Vec::new();
+        for socket in &self.0 {
+            let answer = socket.as_ref().and_then(answer);
+            hops.push(answer.map(|(addr, _)| addr));
+            if answer.is_some_and(|(_, reached)| reached) {
+                break;
+            }
+        }
+        hops
+    }
+}
+
+/// The NAT depth toward `target` (a public host), blocking for [`WAIT`]:
+/// the depth ([`nat_traversal::depth::nat_depth`]) and the hops it was read
+/// from (for the log).
+pub fn nat_depth_blocking(target: SocketAddrV4) -> (Option<u8>, Vec<Option<Ipv4Addr>>) {
+    let probes = Probes::send(target, nat_traversal::depth::MAX_DEPTH + 1);
+    std::thread::sleep(WAIT);
+    let hops = probes.hops();
+    (nat_traversal::depth::nat_depth(&hops), hops)
 }
 
 fn probe(target: SocketAddrV4, ttl: u8) -> std::io::Result<UdpSocket> {
