@@ -2111,6 +2111,13 @@ impl<S: LeaseStore> Core<S> {
         self.defer_crypto = on;
     }
 
+    /// Crypto jobs waiting for [`Core::take_crypto_jobs`]: a runtime stops
+    /// reading input for a while when this grows, as for
+    /// [`Core::tap_backlog`].
+    pub fn crypto_backlog(&self) -> usize {
+        self.crypto_jobs.len()
+    }
+
     /// Moves the crypto jobs the core left into `jobs` (appended), oldest
     /// first.
     pub fn take_crypto_jobs(&mut self, jobs: &mut Vec<CryptoJob>) {
