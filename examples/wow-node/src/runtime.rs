@@ -6,10 +6,10 @@
 //! SIGINT/SIGTERM. After each input it drains the core's outputs: frames to
 //! the TAP, datagrams to the socket, events to the log.
 //! On the CA node, the CA's state changes are written by a thread of their
-//! own ([`crate::ca_writer`]). With more than one CPU, the AEAD of data
-//! packets runs on a small pool of threads as well ([`CryptoPool`]): the
-//! core leaves it as jobs ([`Core::set_deferred_crypto`]), and everything
-//! else, replay checks included, stays on the task.
+//! own ([`crate::ca_writer`]). With `WOW_CRYPTO_WORKERS=N`, the AEAD of
+//! data packets runs on a small pool of threads as well ([`CryptoPool`]):
+//! the core leaves it as jobs ([`Core::set_deferred_crypto`]), and
+//! everything else, replay checks included, stays on the task.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -979,15 +979,15 @@ impl Drop for CryptoPool {
 }
 
 impl CryptoPool {
-    /// The workers to start: [`CRYPTO_WORKERS_ENV`], else one per CPU
-    /// beyond the first, at most 3.
+    /// The workers to start: [`CRYPTO_WORKERS_ENV`], else none. On the
+    /// shared 2-core machine this was measured on, the pool cost half as
+    /// much CPU again per Gbit/s and brought no throughput (the README's
+    /// figures), so it is opt-in until it pays.
     fn workers_wanted() -> usize {
         std::env::var(CRYPTO_WORKERS_ENV)
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).min(3))
-            })
+            .unwrap_or(0)
     }
 
     fn start(count: usize) -> CryptoPool {

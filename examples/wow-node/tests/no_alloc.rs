@@ -40,6 +40,50 @@ fn number(frame: &[u8]) -> u32 {
 
 #[test]
 fn forwarding_guest_packets_allocates_nothing() {
+    forwarding_allocates_nothing(false);
+}
+
+/// The same with the core's crypto deferred (`Core::set_deferred_crypto`,
+/// as the runtime runs it with worker threads): the jobs, their buffers and
+/// their results are reused too. The jobs run on this thread here.
+#[test]
+fn forwarding_with_deferred_crypto_allocates_nothing() {
+    forwarding_allocates_nothing(true);
+}
+
+/// Moves every datagram between the cores until none is left, running the
+/// crypto jobs they leave first ([`exchange`] for deferred crypto).
+fn exchange_deferred(
+    cores: &mut [Node],
+    endpoints: &[std::net::SocketAddr],
+    now: Instant,
+    buf: &mut [u8],
+    jobs: &mut Vec<wow_core::CryptoJob>,
+    done: &mut Vec<wow_core::CryptoDone>,
+) {
+    loop {
+        let mut any = false;
+        for i in 0..cores.len() {
+            cores[i].take_crypto_jobs(jobs);
+            if !jobs.is_empty() {
+                any = true;
+                done.extend(jobs.drain(..).map(wow_core::CryptoJob::run));
+                cores[i].complete_crypto(now, done.drain(..));
+            }
+            while let Some((to, len)) = cores[i].poll_udp(buf) {
+                any = true;
+                if let Some(j) = endpoints.iter().position(|e| *e == to) {
+                    cores[j].handle_udp(now, endpoints[i], &buf[..len]);
+                }
+            }
+        }
+        if !any {
+            return;
+        }
+    }
+}
+
+fn forwarding_allocates_nothing(deferred: bool) {
     let base = Instant::now();
     let (mut ca, ca_der) = support::ca("no-alloc test CA");
     let (mut cores, endpoints) = support::cores(2, base);
@@ -85,6 +129,10 @@ fn forwarding_guest_packets_allocates_nothing() {
     }
     assert!(cores[0].sa_count() > 0 && cores[1].sa_count() > 0);
     let gateway = demo::settings().gateway_mac;
+    for core in &mut cores {
+        core.set_deferred_crypto(deferred);
+    }
+    let (mut jobs, mut done) = (Vec::with_capacity(64), Vec::with_capacity(64));
 
     // Frames built beforehand: the measured loop only moves them.
     const PACKETS: u32 = 2000;
@@ -106,7 +154,11 @@ fn forwarding_guest_packets_allocates_nothing() {
                 for (i, core) in cores.iter_mut().enumerate() {
                     core.handle_tap_frame(now, &frames[n as usize][i]);
                 }
-                exchange(cores, &endpoints, now, &mut buf);
+                if deferred {
+                    exchange_deferred(cores, &endpoints, now, &mut buf, &mut jobs, &mut done);
+                } else {
+                    exchange(cores, &endpoints, now, &mut buf);
+                }
                 for (i, core) in cores.iter_mut().enumerate() {
                     while let Some(f) = core.poll_tap_frame() {
                         received[i].push(number(f));
