@@ -364,36 +364,32 @@ impl Net {
     /// packets on the wire are added to `captured`.
     fn exchange_deferred(&mut self, captured: &mut Vec<(Ipv4Addr, Vec<u8>)>) -> usize {
         let mut ran = 0;
-        loop {
-            let mut any = false;
-            for i in 0..self.cores.len() {
-                let mut jobs = Vec::new();
-                self.cores[i].take_crypto_jobs(&mut jobs);
-                if !jobs.is_empty() {
-                    any = true;
-                    ran += jobs.len();
-                    let done = std::thread::spawn(move || {
-                        jobs.into_iter()
-                            .map(wow_core::CryptoJob::run)
-                            .collect::<Vec<_>>()
-                    })
-                    .join()
-                    .unwrap();
-                    self.cores[i].complete_crypto(self.now, done);
-                }
-                while let Some((to, len)) = self.cores[i].poll_udp(&mut self.buf) {
-                    any = true;
-                    captured.extend(sa_body(&self.buf[..len]));
-                    if let Some(j) = self.endpoints.iter().position(|e| *e == to) {
-                        let from = self.endpoints[i];
-                        self.cores[j].handle_udp(self.now, from, &self.buf[..len]);
-                    }
-                }
-            }
-            if !any {
-                return ran;
-            }
-        }
+        let now = self.now;
+        let crypto = |core: &mut Node| {
+            let mut jobs = Vec::new();
+            core.take_crypto_jobs(&mut jobs);
+            ran += jobs.len();
+            let any = !jobs.is_empty();
+            let done = std::thread::spawn(move || {
+                jobs.into_iter()
+                    .map(wow_core::CryptoJob::run)
+                    .collect::<Vec<_>>()
+            })
+            .join()
+            .unwrap();
+            core.complete_crypto(now, done);
+            any
+        };
+        let seen = |_: usize, datagram: &[u8]| captured.extend(sa_body(datagram));
+        support::exchange_hooked(
+            &mut self.cores,
+            &self.endpoints,
+            now,
+            &mut self.buf,
+            crypto,
+            seen,
+        );
+        ran
     }
 
     fn run_deferred(&mut self, ms: u64, captured: &mut Vec<(Ipv4Addr, Vec<u8>)>) -> usize {

@@ -10,7 +10,7 @@
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use support::{Node, exchange, smol};
+use support::{Node, exchange, exchange_hooked, smol};
 use wow_core::demo;
 use wow_core::guest::Guest;
 use wow_test_hosts::alloc_count::{CountingAlloc, Region};
@@ -49,38 +49,6 @@ fn forwarding_guest_packets_allocates_nothing() {
 #[test]
 fn forwarding_with_deferred_crypto_allocates_nothing() {
     forwarding_allocates_nothing(true);
-}
-
-/// Moves every datagram between the cores until none is left, running the
-/// crypto jobs they leave first ([`exchange`] for deferred crypto).
-fn exchange_deferred(
-    cores: &mut [Node],
-    endpoints: &[std::net::SocketAddr],
-    now: Instant,
-    buf: &mut [u8],
-    jobs: &mut Vec<wow_core::CryptoJob>,
-    done: &mut Vec<wow_core::CryptoDone>,
-) {
-    loop {
-        let mut any = false;
-        for i in 0..cores.len() {
-            cores[i].take_crypto_jobs(jobs);
-            if !jobs.is_empty() {
-                any = true;
-                done.extend(jobs.drain(..).map(wow_core::CryptoJob::run));
-                cores[i].complete_crypto(now, done.drain(..));
-            }
-            while let Some((to, len)) = cores[i].poll_udp(buf) {
-                any = true;
-                if let Some(j) = endpoints.iter().position(|e| *e == to) {
-                    cores[j].handle_udp(now, endpoints[i], &buf[..len]);
-                }
-            }
-        }
-        if !any {
-            return;
-        }
-    }
 }
 
 fn forwarding_allocates_nothing(deferred: bool) {
@@ -155,7 +123,15 @@ fn forwarding_allocates_nothing(deferred: bool) {
                     core.handle_tap_frame(now, &frames[n as usize][i]);
                 }
                 if deferred {
-                    exchange_deferred(cores, &endpoints, now, &mut buf, &mut jobs, &mut done);
+                    // The jobs run here, their buffers reused.
+                    let crypto = |core: &mut Node| {
+                        core.take_crypto_jobs(&mut jobs);
+                        done.extend(jobs.drain(..).map(wow_core::CryptoJob::run));
+                        let any = !done.is_empty();
+                        core.complete_crypto(now, done.drain(..));
+                        any
+                    };
+                    exchange_hooked(cores, &endpoints, now, &mut buf, crypto, |_, _| {});
                 } else {
                     exchange(cores, &endpoints, now, &mut buf);
                 }
