@@ -81,7 +81,7 @@ use crate::entropy::Entropy;
 use crate::error::{AuthError, HandshakeError, Rejection, SealError};
 use crate::handshake::{Established, HandshakeSeeds, Initiator, Responder, Role};
 use crate::policy::{Action, Policy};
-use crate::sa::{InboundSa, OutboundSa};
+use crate::sa::{InboundSa, OpenJob, Opened, OutboundSa, SealJob};
 use crate::wire::{
     self, COOKIE_REPLY_LEN, HEADER_LEN, HandshakeRepr, INIT_MACS_LEN, MAX_PLAINTEXT_LEN, Packet,
     Suite, SuiteSet,
@@ -207,6 +207,31 @@ pub enum OpenOutput<'a> {
     Keepalive,
 }
 
+/// What [`Endpoint::prepare_seal`] did with a packet.
+#[derive(Debug)]
+pub enum PreparedSeal {
+    /// The packet has its sequence number and header and was moved into
+    /// the job: run [`SealJob::seal`] (on any thread) and send the result
+    /// to the destination.
+    Job(SealJob),
+    /// As [`SealOutput::Bypass`]: the buffer is unchanged.
+    Bypass,
+    /// As [`SealOutput::HandshakeNeeded`]: the packet was queued (copied),
+    /// the buffer is unchanged.
+    HandshakeNeeded,
+}
+
+/// What [`Endpoint::prepare_open`] found in a datagram.
+#[derive(Debug)]
+pub enum PreparedOpen {
+    /// A data packet that passed the cheap checks, moved into the job:
+    /// run [`OpenJob::open`] (on any thread), then hand the result to
+    /// [`Endpoint::complete_open`].
+    Job(OpenJob),
+    /// A handshake message, consumed as by [`Endpoint::open`].
+    Handshake,
+}
+
 /// The verdict on a packet that arrived without protection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -223,13 +248,20 @@ enum Plaintext<'a> {
         out: &'a mut Vec<u8>,
     },
     InPlace(&'a mut Vec<u8>),
+    /// Sequence number and header only; the AEAD runs in the job.
+    Deferred {
+        buffer: &'a mut Vec<u8>,
+        job: Option<SealJob>,
+    },
 }
 
 impl Plaintext<'_> {
     fn plaintext(&self) -> &[u8] {
         match self {
             Plaintext::Copy { plaintext, .. } => plaintext,
-            Plaintext::InPlace(buffer) => buffer.get(HEADER_LEN..).unwrap_or_default(),
+            Plaintext::InPlace(buffer) | Plaintext::Deferred { buffer, .. } => {
+                buffer.get(HEADER_LEN..).unwrap_or_default()
+            }
         }
     }
 
@@ -237,6 +269,12 @@ impl Plaintext<'_> {
         match self {
             Plaintext::Copy { plaintext, out } => sa.seal(plaintext, out),
             Plaintext::InPlace(buffer) => sa.seal_in_place(buffer),
+            Plaintext::Deferred { buffer, job } => {
+                let prepared = sa.prepare_seal(buffer)?;
+                let seq = prepared.sequence_number();
+                *job = Some(prepared);
+                Ok(seq)
+            }
         }
     }
 }
@@ -621,7 +659,7 @@ impl<A: PeerAuthenticator> Endpoint<A> {
         self.seal_inner(
             now,
             destination,
-            Plaintext::Copy {
+            &mut Plaintext::Copy {
                 plaintext: packet,
                 out,
             },
@@ -642,14 +680,42 @@ impl<A: PeerAuthenticator> Endpoint<A> {
         if buffer.len() < HEADER_LEN {
             return Err(SealError::NoHeadroom);
         }
-        self.seal_inner(now, destination, Plaintext::InPlace(buffer))
+        self.seal_inner(now, destination, &mut Plaintext::InPlace(buffer))
+    }
+
+    /// Like [`seal_in_place`](Self::seal_in_place), with the encryption
+    /// left to the caller, who may run it on another thread: the SA
+    /// lookup, lifetimes, rekeying, sequence number and header happen
+    /// here, in order. On [`PreparedSeal::Job`] the buffer was moved into
+    /// the job (`buffer` is left empty); otherwise it is unchanged.
+    ///
+    /// A job whose result is never sent costs only its sequence number.
+    pub fn prepare_seal(
+        &mut self,
+        now: Instant,
+        destination: IpAddr,
+        buffer: &mut Vec<u8>,
+    ) -> Result<PreparedSeal, SealError> {
+        if buffer.len() < HEADER_LEN {
+            return Err(SealError::NoHeadroom);
+        }
+        let mut packet = Plaintext::Deferred { buffer, job: None };
+        let output = self.seal_inner(now, destination, &mut packet)?;
+        Ok(match (output, packet) {
+            (SealOutput::Sealed, Plaintext::Deferred { job: Some(job), .. }) => {
+                PreparedSeal::Job(job)
+            }
+            (SealOutput::Bypass, _) => PreparedSeal::Bypass,
+            // Sealed always leaves a job.
+            _ => PreparedSeal::HandshakeNeeded,
+        })
     }
 
     fn seal_inner(
         &mut self,
         now: Instant,
         destination: IpAddr,
-        mut packet: Plaintext<'_>,
+        packet: &mut Plaintext<'_>,
     ) -> Result<SealOutput, SealError> {
         let len = packet.plaintext().len();
         if len > MAX_PLAINTEXT_LEN {
@@ -794,26 +860,103 @@ impl<A: PeerAuthenticator> Endpoint<A> {
             };
         }
         let result = self.open_data(now, source, datagram);
-        if let Err(rejection) = &result {
-            match rejection {
-                Rejection::Wire(_) => self.stats.malformed += 1,
-                Rejection::UnknownSpi(_) | Rejection::WrongPeer { .. } => {
-                    self.stats.unknown_spi += 1;
-                }
-                Rejection::Replayed(_) | Rejection::OutsideWindow(_) => self.stats.replayed += 1,
-                _ => self.stats.authentication_failed += 1,
-            }
-        }
+        self.count(result.as_ref().err());
         result
     }
 
-    fn open_data<'a>(
+    /// Counts a refused data packet.
+    fn count(&mut self, rejection: Option<&Rejection>) {
+        match rejection {
+            None => {}
+            Some(Rejection::Wire(_)) => self.stats.malformed += 1,
+            Some(Rejection::UnknownSpi(_) | Rejection::WrongPeer { .. }) => {
+                self.stats.unknown_spi += 1;
+            }
+            Some(Rejection::Replayed(_) | Rejection::OutsideWindow(_)) => self.stats.replayed += 1,
+            Some(_) => self.stats.authentication_failed += 1,
+        }
+    }
+
+    /// Like [`open`](Self::open), with the authentication and decryption
+    /// of data packets left to the caller, who may run them on another
+    /// thread: handshake messages are handled here as by `open`; a data
+    /// packet is checked (SA, peer, lifetime, and the replay window as an
+    /// early refusal) and moved into a job (`datagram` is left empty).
+    /// Nothing is recorded, and nothing is delivered, until
+    /// [`complete_open`](Self::complete_open) takes the job's result. On
+    /// error `datagram` is unchanged.
+    pub fn prepare_open(
         &mut self,
         now: Instant,
         source: IpAddr,
-        datagram: &'a mut [u8],
+        datagram: &mut Vec<u8>,
+    ) -> Result<PreparedOpen, Rejection> {
+        if wire::is_handshake(datagram) {
+            return self
+                .open(now, source, datagram)
+                .map(|_| PreparedOpen::Handshake);
+        }
+        let result = self
+            .inbound_entry(now, source, datagram)
+            .and_then(|entry| entry.sa.prepare_open(datagram))
+            .map(PreparedOpen::Job);
+        self.count(result.as_ref().err());
+        result
+    }
+
+    /// Takes a packet an [`OpenJob`] from [`prepare_open`](Self::prepare_open)
+    /// processed, from `source` (the one given to `prepare_open`). It is
+    /// accepted only if it authenticated, under the SA that is still
+    /// installed for its SPI and `source`, still within its lifetime, and
+    /// its sequence number is still new (a copy may have been accepted
+    /// meanwhile); only then does the replay window move and the SA count
+    /// as used. The plaintext is `opened`'s.
+    pub fn complete_open<'a>(
+        &mut self,
+        now: Instant,
+        source: IpAddr,
+        opened: &'a Opened,
     ) -> Result<OpenOutput<'a>, Rejection> {
-        let spi = Packet::new_checked(&*datagram)?.spi();
+        let result = self.complete_data(now, source, opened);
+        self.count(result.as_ref().err());
+        result
+    }
+
+    fn complete_data<'a>(
+        &mut self,
+        now: Instant,
+        source: IpAddr,
+        opened: &'a Opened,
+    ) -> Result<OpenOutput<'a>, Rejection> {
+        let spi = opened.spi();
+        let entry = self.live_entry(now, source, spi)?;
+        entry.sa.accept(opened)?;
+        let plaintext = opened.plaintext().ok_or(Rejection::Authentication)?;
+        self.received(now, source, spi);
+        Ok(if plaintext.is_empty() {
+            OpenOutput::Keepalive
+        } else {
+            OpenOutput::Plaintext(plaintext)
+        })
+    }
+
+    /// The inbound SA a data packet names, if it is `source`'s and alive.
+    fn inbound_entry(
+        &mut self,
+        now: Instant,
+        source: IpAddr,
+        datagram: &[u8],
+    ) -> Result<&mut InboundEntry, Rejection> {
+        let spi = Packet::new_checked(datagram)?.spi();
+        self.live_entry(now, source, spi)
+    }
+
+    fn live_entry(
+        &mut self,
+        now: Instant,
+        source: IpAddr,
+        spi: u32,
+    ) -> Result<&mut InboundEntry, Rejection> {
         let entry = self
             .inbound
             .get_mut(&spi)
@@ -827,12 +970,30 @@ impl<A: PeerAuthenticator> Endpoint<A> {
         if now >= entry.expires_at {
             return Err(Rejection::UnknownSpi(spi));
         }
-        let plaintext = entry.sa.open(datagram)?;
+        Ok(entry)
+    }
+
+    /// An authenticated packet arrived on inbound SA `spi`.
+    fn received(&mut self, now: Instant, source: IpAddr, spi: u32) {
+        let Some(entry) = self.inbound.get_mut(&spi) else {
+            return;
+        };
         let first = entry.last_received_at.is_none();
         entry.last_received_at = Some(now);
         if first {
             self.on_first_packet(now, source, spi);
         }
+    }
+
+    fn open_data<'a>(
+        &mut self,
+        now: Instant,
+        source: IpAddr,
+        datagram: &'a mut [u8],
+    ) -> Result<OpenOutput<'a>, Rejection> {
+        let spi = Packet::new_checked(&*datagram)?.spi();
+        let plaintext = self.live_entry(now, source, spi)?.sa.open(datagram)?;
+        self.received(now, source, spi);
         Ok(if plaintext.is_empty() {
             OpenOutput::Keepalive
         } else {

@@ -105,12 +105,15 @@ pub mod sa;
 pub mod wire;
 
 pub use auth::{LocalIdentity, PeerAuthenticator, SignatureAlgorithm, VerifiedPeer};
-pub use endpoint::{Config, Endpoint, Event, OpenOutput, SealOutput, Stats, Transmit, Verdict};
+pub use endpoint::{
+    Config, Endpoint, Event, OpenOutput, PreparedOpen, PreparedSeal, SealOutput, Stats, Transmit,
+    Verdict,
+};
 pub use error::{AuthError, HandshakeError, IdentityError, Rejection, SealError, WireError};
 pub use handshake::Role;
 pub use policy::{Action, Policy};
 pub use replay::REPLAY_WINDOW;
-pub use sa::{InboundSa, OutboundSa, SaKeys};
+pub use sa::{InboundSa, OpenJob, Opened, OutboundSa, SaKeys, SealJob};
 pub use wire::{Suite, SuiteSet};
 
 #[cfg(test)]

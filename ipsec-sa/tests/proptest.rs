@@ -118,6 +118,72 @@ proptest! {
         prop_assert_eq!(in_sa.open(&mut sealed).unwrap(), &plaintext[..]);
     }
 
+    /// The split path: prepare_seal + SealJob::seal gives the packet
+    /// seal_in_place gives; a tampered packet opened as a job is refused
+    /// and moves nothing; deliveries of copies, some inline and some as jobs
+    /// accepted in a shuffled order after all were opened, accept each
+    /// packet exactly once.
+    #[test]
+    fn split_path_matches_inline_and_accepts_each_packet_once(
+        suite in suite(),
+        key in any::<[u8; 32]>(),
+        plaintext in proptest::collection::vec(any::<u8>(), 0..1500),
+        flip in any::<prop::sample::Index>(),
+        deliveries in proptest::collection::vec((0usize..40, any::<bool>()), 1..120),
+        order in any::<u64>(),
+    ) {
+        let keys = SaKeys { key, salt: [9, 8, 7, 6] };
+        let mut inline = OutboundSa::new(0x4242, suite, &keys);
+        let mut split = OutboundSa::new(0x4242, suite, &keys);
+        let mut in_sa = InboundSa::new(0x4242, suite, &keys);
+        let mut packets = Vec::new();
+        for _ in 0..40 {
+            let mut a = vec![0; ipsec_sa::wire::HEADER_LEN];
+            a.extend_from_slice(&plaintext);
+            let mut b = a.clone();
+            inline.seal_in_place(&mut a).unwrap();
+            let sealed = split.prepare_seal(&mut b).unwrap().seal().unwrap();
+            prop_assert_eq!(&sealed, &a);
+            packets.push(sealed);
+        }
+        let mut tampered = packets[0].clone();
+        let at = flip.index(tampered.len());
+        tampered[at] ^= 1;
+        if let Ok(job) = in_sa.prepare_open(&mut tampered) {
+            prop_assert!(in_sa.accept(&job.open()).is_err());
+        }
+        prop_assert_eq!(in_sa.packets(), 0);
+        let delivered: HashSet<usize> = deliveries.iter().map(|(i, _)| *i).collect();
+        let mut accepted = vec![0u32; packets.len()];
+        let mut opened = Vec::new();
+        for (i, as_job) in deliveries {
+            let mut copy = packets[i].clone();
+            if as_job {
+                if let Ok(job) = in_sa.prepare_open(&mut copy) {
+                    opened.push((i, job.open()));
+                }
+            } else if in_sa.open(&mut copy).is_ok() {
+                accepted[i] += 1;
+            }
+        }
+        // Accept the jobs' results in a scrambled order.
+        let len = opened.len().max(1) as u64;
+        opened.rotate_left((order % len) as usize);
+        if order % 2 == 1 {
+            opened.reverse();
+        }
+        for (i, o) in &opened {
+            if in_sa.accept(o).is_ok() {
+                accepted[*i] += 1;
+            }
+        }
+        // All 40 are inside the window: each delivered one once, no other.
+        for (i, n) in accepted.iter().enumerate() {
+            prop_assert_eq!(*n, u32::from(delivered.contains(&i)), "{:?}", accepted);
+        }
+        prop_assert_eq!(in_sa.packets(), accepted.iter().map(|n| u64::from(*n)).sum::<u64>());
+    }
+
     #[test]
     fn replay_window_matches_model(seqs in proptest::collection::vec(1u64..6000, 1..400)) {
         let mut window = ReplayWindow::new();

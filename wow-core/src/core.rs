@@ -15,6 +15,19 @@
 //! [`Core::poll_event`]. Events of one machine become calls on another
 //! here: a DHCP lease becomes a DNS record and a DHT mapping, a DHT answer
 //! releases queued packets, a DNS miss becomes a DHT lookup.
+//!
+//! # Encryption off the driver's thread
+//!
+//! By default the core seals and opens every data packet itself, inside
+//! the calls above. A driver with cores to spare turns on
+//! [`Core::set_deferred_crypto`]: the core then does everything but the
+//! AEAD (routing, firewall, sequence numbers and replay checks stay here,
+//! in order) and leaves [`CryptoJob`]s, which the driver takes with
+//! [`Core::take_crypto_jobs`], runs on any thread ([`CryptoJob::run`]) and
+//! hands back to [`Core::complete_crypto`] before draining the outputs. A
+//! received packet is delivered, and moves a route or a replay window, only
+//! in `complete_crypto`, once it authenticated. The core itself starts no
+//! thread.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -27,7 +40,7 @@ use dhcp_virt::{
 };
 use ipnet::Ipv4Net;
 use ipsec_ca::Verifier;
-use ipsec_sa::{OpenOutput, SealOutput};
+use ipsec_sa::{OpenOutput, PreparedOpen, PreparedSeal, SealOutput};
 use overlay_core::wire::DhtOp;
 use overlay_core::{Address, DhtOutcome};
 use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, UdpPacket};
@@ -76,6 +89,75 @@ const TAP_QUEUE_LIMIT: usize = 4096;
 /// Spare frame buffers kept for reuse (a guest-MTU frame each): more than
 /// a runtime's batch (see [`Core::tap_backlog`]) needs.
 const TAP_FREE_LIMIT: usize = 1024;
+/// Crypto job buffers kept for reuse ([`Core::set_deferred_crypto`]).
+const JOB_FREE_LIMIT: usize = 1024;
+
+/// The AEAD half of one data packet, left by the core under
+/// [`Core::set_deferred_crypto`]: `Send`, holds its packet and a shared
+/// handle on its SA's key. Run it on any thread, then give the result to
+/// [`Core::complete_crypto`].
+#[derive(Debug)]
+pub struct CryptoJob(Job);
+
+#[derive(Debug)]
+enum Job {
+    Seal {
+        dst: Ipv4Addr,
+        job: ipsec_sa::SealJob,
+    },
+    Open {
+        peer_ip: Ipv4Addr,
+        source: Address,
+        hops: u8,
+        job: ipsec_sa::OpenJob,
+    },
+}
+
+/// A [`CryptoJob`] that ran, for [`Core::complete_crypto`].
+#[derive(Debug)]
+pub struct CryptoDone(Done);
+
+#[derive(Debug)]
+enum Done {
+    Sealed {
+        dst: Ipv4Addr,
+        packet: Result<Vec<u8>, ipsec_sa::SealError>,
+    },
+    Opened {
+        peer_ip: Ipv4Addr,
+        source: Address,
+        hops: u8,
+        opened: ipsec_sa::Opened,
+    },
+}
+
+impl CryptoJob {
+    /// Seals or authenticates and decrypts the packet.
+    pub fn run(self) -> CryptoDone {
+        CryptoDone(match self.0 {
+            Job::Seal { dst, job } => Done::Sealed {
+                dst,
+                packet: job.seal(),
+            },
+            Job::Open {
+                peer_ip,
+                source,
+                hops,
+                job,
+            } => Done::Opened {
+                peer_ip,
+                source,
+                hops,
+                opened: job.open(),
+            },
+        })
+    }
+
+    /// Whether it seals an outgoing packet (else it opens a received one).
+    pub fn is_seal(&self) -> bool {
+        matches!(self.0, Job::Seal { .. })
+    }
+}
 /// Lifetime of the DHT records this node publishes (re-published on lease
 /// renewal, which the guest does at half the lease).
 const PUBLISH_TTL: Duration = Duration::from_secs(3600);
@@ -426,6 +508,11 @@ pub struct Core<S: LeaseStore> {
     seal_buf: Vec<u8>,
     payload_buf: Vec<u8>,
     open_buf: Vec<u8>,
+    /// [`Core::set_deferred_crypto`].
+    defer_crypto: bool,
+    crypto_jobs: Vec<CryptoJob>,
+    /// Job buffers to reuse.
+    job_free: Vec<Vec<u8>>,
 }
 
 /// Why the core could not start.
@@ -788,6 +875,9 @@ impl<S: LeaseStore> Core<S> {
             seal_buf: Vec::with_capacity(2048),
             payload_buf: Vec::with_capacity(2048),
             open_buf: Vec::with_capacity(2048),
+            defer_crypto: false,
+            crypto_jobs: Vec::new(),
+            job_free: Vec::new(),
         };
         core.restore_guest();
         Ok(core)
@@ -2012,6 +2102,95 @@ impl<S: LeaseStore> Core<S> {
         self.route_ip(now, dst, packet);
     }
 
+    /// Leaves the AEAD of data packets to the driver (off by default): see
+    /// [encryption off the driver's thread](self#encryption-off-the-drivers-thread).
+    /// While it is on, every call that takes input may leave jobs; take
+    /// them with [`Core::take_crypto_jobs`] and complete them before
+    /// draining the outputs. Turning it off leaves the jobs already made
+    /// valid.
+    pub fn set_deferred_crypto(&mut self, on: bool) {
+        self.defer_crypto = on;
+    }
+
+    /// Crypto jobs waiting for [`Core::take_crypto_jobs`]: a runtime stops
+    /// reading input for a while when this grows, as for
+    /// [`Core::tap_backlog`].
+    pub fn crypto_backlog(&self) -> usize {
+        self.crypto_jobs.len()
+    }
+
+    /// Moves the crypto jobs the core left into `jobs` (appended), oldest
+    /// first.
+    pub fn take_crypto_jobs(&mut self, jobs: &mut Vec<CryptoJob>) {
+        jobs.append(&mut self.crypto_jobs);
+    }
+
+    /// Takes jobs that ran, in any order: sealed packets go to their peers;
+    /// received ones are accepted by their SA (which refuses any that did
+    /// not authenticate, came under an SA since replaced or expired, or
+    /// repeat one accepted meanwhile) and only then delivered and let move
+    /// their peer's route.
+    pub fn complete_crypto(&mut self, now: Instant, done: impl IntoIterator<Item = CryptoDone>) {
+        for CryptoDone(done) in done {
+            match done {
+                Done::Sealed { dst, packet } => match packet {
+                    Ok(packet) => {
+                        self.counters.sealed += 1;
+                        self.send_overlay(now, dst, Kind::Sa, &packet);
+                        self.recycle_job(packet);
+                    }
+                    Err(e) => {
+                        tracing::debug!(%dst, error = %e, "seal refused");
+                        self.counters.dropped_policy += 1;
+                    }
+                },
+                Done::Opened {
+                    peer_ip,
+                    source,
+                    hops,
+                    opened,
+                } => {
+                    self.on_opened(now, peer_ip, source, hops, &opened);
+                    self.recycle_job(opened.into_buffer());
+                }
+            }
+        }
+        self.pump(now);
+    }
+
+    fn on_opened(
+        &mut self,
+        now: Instant,
+        peer_ip: Ipv4Addr,
+        source: Address,
+        hops: u8,
+        opened: &ipsec_sa::Opened,
+    ) {
+        let Some(sa) = self.sa.as_mut() else {
+            self.counters.dropped_policy += 1;
+            return;
+        };
+        match sa.complete_open(now, IpAddr::V4(peer_ip), opened) {
+            Ok(OpenOutput::Plaintext(p)) => {
+                self.counters.opened += 1;
+                self.on_peer_packet(now, peer_ip, source, hops, true, p);
+            }
+            // Decrypted under an SA: authenticated.
+            Ok(OpenOutput::Keepalive) => self.learn(now, peer_ip, source, hops),
+            Ok(OpenOutput::Handshake) => {}
+            Err(e) => {
+                tracing::debug!(peer = %peer_ip, error = %e, "open refused");
+                self.counters.dropped_policy += 1;
+            }
+        }
+    }
+
+    fn recycle_job(&mut self, buffer: Vec<u8>) {
+        if self.job_free.len() < JOB_FREE_LIMIT && buffer.capacity() > 0 {
+            self.job_free.push(buffer);
+        }
+    }
+
     /// A datagram from the underlay socket.
     pub fn handle_udp(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         if !bytes.is_empty() {
@@ -2385,6 +2564,25 @@ impl<S: LeaseStore> Core<S> {
             self.send_overlay(now, dst, Kind::Plain, packet);
             return;
         };
+        if self.defer_crypto {
+            let mut buffer = self.job_free.pop().unwrap_or_default();
+            buffer.clear();
+            buffer.resize(ipsec_sa::wire::HEADER_LEN, 0);
+            buffer.extend_from_slice(packet);
+            match sa.prepare_seal(now, IpAddr::V4(dst), &mut buffer) {
+                Ok(PreparedSeal::Job(job)) => {
+                    self.crypto_jobs.push(CryptoJob(Job::Seal { dst, job }));
+                }
+                Ok(PreparedSeal::Bypass) => self.send_overlay(now, dst, Kind::Plain, packet),
+                Ok(PreparedSeal::HandshakeNeeded) => tracing::debug!(%dst, "key exchange started"),
+                Err(e) => {
+                    tracing::debug!(%dst, error = %e, "seal refused");
+                    self.counters.dropped_policy += 1;
+                }
+            }
+            self.recycle_job(buffer);
+            return;
+        }
         let mut out = std::mem::take(&mut self.seal_buf);
         match sa.seal(now, IpAddr::V4(dst), packet, &mut out) {
             Ok(SealOutput::Sealed) => {
@@ -2546,6 +2744,34 @@ impl<S: LeaseStore> Core<S> {
         let mut plaintext = std::mem::take(&mut self.open_buf);
         plaintext.clear();
         match (repr.kind, self.sa.as_mut()) {
+            (Kind::Sa, Some(sa)) if self.defer_crypto => {
+                self.open_buf = plaintext;
+                let completed = sa.stats().handshakes_completed;
+                let mut buffer = self.job_free.pop().unwrap_or_default();
+                buffer.clear();
+                buffer.extend_from_slice(body);
+                match sa.prepare_open(now, IpAddr::V4(peer_ip), &mut buffer) {
+                    Ok(PreparedOpen::Job(job)) => self.crypto_jobs.push(CryptoJob(Job::Open {
+                        peer_ip,
+                        source,
+                        hops,
+                        job,
+                    })),
+                    Ok(PreparedOpen::Handshake) => {
+                        // As below: only a completed exchange proves who
+                        // the peer is.
+                        if sa.stats().handshakes_completed > completed {
+                            self.learn(now, peer_ip, source, hops);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %peer_ip, error = %e, "open refused");
+                        self.counters.dropped_policy += 1;
+                    }
+                }
+                self.recycle_job(buffer);
+                return;
+            }
             (Kind::Sa, Some(sa)) => {
                 let completed = sa.stats().handshakes_completed;
                 match sa.open(now, IpAddr::V4(peer_ip), body) {
@@ -2607,16 +2833,31 @@ impl<S: LeaseStore> Core<S> {
                 return;
             }
         }
+        self.on_peer_packet(now, peer_ip, source, hops, authenticated, &plaintext);
+        self.open_buf = plaintext;
+    }
+
+    /// A packet from `peer_ip` (authenticated, or plaintext the policy let
+    /// in), through `source`: checked, firewalled and delivered.
+    fn on_peer_packet(
+        &mut self,
+        now: Instant,
+        peer_ip: Ipv4Addr,
+        source: Address,
+        hops: u8,
+        authenticated: bool,
+        plaintext: &[u8],
+    ) {
         // The inner source must be the peer's (authenticated) address, or
         // in IPv6 lie in the /64 derived from it.
         let valid = match plaintext.first().map(|b| b >> 4) {
-            Some(6) => self.v6_from_peer(peer_ip, &plaintext),
+            Some(6) => self.v6_from_peer(peer_ip, plaintext),
             _ => matches!(
-                Ipv4Packet::new_checked(&plaintext[..]),
+                Ipv4Packet::new_checked(plaintext),
                 Ok(ip) if ip.src_addr() == peer_ip && Some(ip.dst_addr()) == self.guest_addr
             ),
         };
-        let valid = valid && self.firewall_allows(now, true, peer_ip, authenticated, &plaintext);
+        let valid = valid && self.firewall_allows(now, true, peer_ip, authenticated, plaintext);
         if valid {
             // Plaintext from a public host is delivered (the policy lets it
             // through) but never moves its route: that comes from the
@@ -2625,11 +2866,10 @@ impl<S: LeaseStore> Core<S> {
                 self.learn(now, peer_ip, source, hops);
             }
             self.peers.entry(peer_ip).or_default().packets_in += 1;
-            self.deliver_ip(&plaintext);
+            self.deliver_ip(plaintext);
         } else {
             self.counters.dropped_policy += 1;
         }
-        self.open_buf = plaintext;
     }
 
     /// Whether IPv6 `packet` comes from the /64 of `peer_ip` and goes to

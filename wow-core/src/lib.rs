@@ -110,7 +110,9 @@ pub mod update;
 pub mod walk;
 pub mod wire;
 
-pub use crate::core::{Core, CoreError, CoreEvent, Counters, Credentials, CrlStatus, Settings};
+pub use crate::core::{
+    Core, CoreError, CoreEvent, Counters, Credentials, CrlStatus, CryptoDone, CryptoJob, Settings,
+};
 pub use demo::DemoCa;
 #[cfg(feature = "test-util")]
 pub use demo::DemoNode;

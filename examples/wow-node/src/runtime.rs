@@ -6,7 +6,10 @@
 //! SIGINT/SIGTERM. After each input it drains the core's outputs: frames to
 //! the TAP, datagrams to the socket, events to the log.
 //! On the CA node, the CA's state changes are written by a thread of their
-//! own ([`crate::ca_writer`]).
+//! own ([`crate::ca_writer`]). With `WOW_CRYPTO_WORKERS=N`, the AEAD of
+//! data packets runs on a small pool of threads as well ([`CryptoPool`]):
+//! the core leaves it as jobs ([`Core::set_deferred_crypto`]), and
+//! everything else, replay checks included, stays on the task.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -38,6 +41,12 @@ const TAP_FRAME_BUDGET: usize = 192;
 /// Frames for the guest at which the socket stops being read until they
 /// are written.
 const TAP_BACKLOG: usize = 512;
+/// Crypto jobs below which a batch runs on the task alone: handing a few
+/// packets to a thread costs more than sealing them.
+const CRYPTO_SPLIT_MIN: usize = 8;
+/// The environment variable that sets the crypto worker threads (0: the
+/// task seals and opens inline, as a library user's core does).
+const CRYPTO_WORKERS_ENV: &str = "WOW_CRYPTO_WORKERS";
 
 /// Runs the node until SIGINT/SIGTERM.
 pub fn up(config_path: &Path, confine: bool) -> ExitCode {
@@ -519,6 +528,11 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         segmenter: tap_offload::Segmenter::new(),
         coalescer: tap_offload::Coalescer::new(),
     };
+    let mut crypto = CryptoPool::start(CryptoPool::workers_wanted());
+    if crypto.workers > 0 {
+        core.set_deferred_crypto(true);
+        tracing::info!(workers = crypto.workers, "AEAD on worker threads");
+    }
     let mut out = Outbox {
         buf: vec![0u8; crate::udp::MAX_BATCH_BYTES + OUT_ROOM],
         // Datagrams larger than the underlay MTU are IP-fragmented, which
@@ -530,6 +544,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         tracing::debug!("UDP GRO not available");
     }
     loop {
+        crypto.run(&mut core, Instant::now());
         flush(&mut core, &socket, &tap, &mut tap_io, &mut out).await;
         if let Some(w) = &ca_writer {
             w.flush();
@@ -546,7 +561,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                 if r.is_ok() {
                     let now = Instant::now();
                     for _ in 0..UDP_BATCH {
-                        if core.tap_backlog() >= TAP_BACKLOG {
+                        if core.tap_backlog() + core.crypto_backlog() >= TAP_BACKLOG {
                             // Let the guest drain first: frames are
                             // buffers held.
                             break;
@@ -914,6 +929,166 @@ impl Lan {
                 }
             }
         }
+    }
+}
+
+/// Jobs per share of a batch: a worker takes one share at a time.
+const CRYPTO_SHARE: usize = 32;
+
+/// The shares of the current batch, between the task and the workers.
+#[derive(Default)]
+struct Shares {
+    /// Shares nobody took yet, numbered in batch order.
+    todo: std::collections::VecDeque<(usize, Vec<wow_core::CryptoJob>)>,
+    /// Shares run, by number.
+    done: Vec<(usize, Vec<wow_core::CryptoDone>)>,
+    /// Shares a worker is running.
+    running: usize,
+    /// The pool is gone: workers end.
+    closed: bool,
+}
+
+#[derive(Default)]
+struct PoolState {
+    shares: std::sync::Mutex<Shares>,
+    /// Signalled when shares are queued (workers wait on it).
+    work: std::sync::Condvar,
+    /// Signalled when a worker finished a share (the task waits on it).
+    finished: std::sync::Condvar,
+}
+
+/// Runs the core's crypto jobs ([`Core::set_deferred_crypto`]) on the task
+/// and a few threads. Each batch (what one wake-up read: it runs as soon as
+/// the reads would block or hit their budget, never waiting for a timer or
+/// a fuller batch) is cut into shares of [`CRYPTO_SHARE`] jobs; the task
+/// runs shares itself until none is left, so it waits only for shares a
+/// worker already started (never for a worker the scheduler has not run,
+/// on a loaded machine), then completes them all in batch order.
+struct CryptoPool {
+    state: std::sync::Arc<PoolState>,
+    workers: usize,
+    jobs: Vec<wow_core::CryptoJob>,
+}
+
+impl Drop for CryptoPool {
+    fn drop(&mut self) {
+        if let Ok(mut shares) = self.state.shares.lock() {
+            shares.closed = true;
+        }
+        self.state.work.notify_all();
+    }
+}
+
+impl CryptoPool {
+    /// The workers to start: [`CRYPTO_WORKERS_ENV`], else none. On the
+    /// shared 2-core machine this was measured on, the pool cost half as
+    /// much CPU again per Gbit/s and brought no throughput (the README's
+    /// figures), so it is opt-in until it pays.
+    fn workers_wanted() -> usize {
+        std::env::var(CRYPTO_WORKERS_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn start(count: usize) -> CryptoPool {
+        let state = std::sync::Arc::new(PoolState::default());
+        let workers = (0..count)
+            .filter(|i| {
+                let state = std::sync::Arc::clone(&state);
+                std::thread::Builder::new()
+                    .name(format!("wow-crypto-{i}"))
+                    .spawn(move || crypto_worker(&state))
+                    .map_err(|e| tracing::warn!(error = %e, "no crypto worker"))
+                    .is_ok()
+            })
+            .count();
+        CryptoPool {
+            state,
+            workers,
+            jobs: Vec::new(),
+        }
+    }
+
+    /// Runs the jobs the core left and completes them.
+    fn run<S: dhcp_virt::LeaseStore>(&mut self, core: &mut Core<S>, now: Instant) {
+        core.take_crypto_jobs(&mut self.jobs);
+        if self.jobs.is_empty() {
+            return;
+        }
+        if self.workers == 0 || self.jobs.len() < CRYPTO_SPLIT_MIN {
+            let done: Vec<_> = self.jobs.drain(..).map(wow_core::CryptoJob::run).collect();
+            core.complete_crypto(now, done);
+            return;
+        }
+        let Ok(mut shares) = self.state.shares.lock() else {
+            // A worker panicked holding the lock: jobs dropped.
+            self.jobs.clear();
+            return;
+        };
+        let mut number = 0;
+        while !self.jobs.is_empty() {
+            let rest = self.jobs.split_off(CRYPTO_SHARE.min(self.jobs.len()));
+            shares
+                .todo
+                .push_back((number, std::mem::replace(&mut self.jobs, rest)));
+            number += 1;
+        }
+        self.state.work.notify_all();
+        // Take shares until none is left, then wait for the running ones.
+        loop {
+            if let Some((n, jobs)) = shares.todo.pop_front() {
+                drop(shares);
+                let done: Vec<_> = jobs.into_iter().map(wow_core::CryptoJob::run).collect();
+                let Ok(mut again) = self.state.shares.lock() else {
+                    return;
+                };
+                again.done.push((n, done));
+                shares = again;
+            } else if shares.running > 0 {
+                let Ok(waited) = self.state.finished.wait(shares) else {
+                    return;
+                };
+                shares = waited;
+            } else {
+                break;
+            }
+        }
+        let mut done = std::mem::take(&mut shares.done);
+        drop(shares);
+        done.sort_unstable_by_key(|(n, _)| *n);
+        for (_, share) in done {
+            core.complete_crypto(now, share);
+        }
+    }
+}
+
+/// A crypto worker: runs shares until the pool is dropped.
+fn crypto_worker(state: &PoolState) {
+    let Ok(mut shares) = state.shares.lock() else {
+        return;
+    };
+    loop {
+        if shares.closed {
+            return;
+        }
+        let Some((n, jobs)) = shares.todo.pop_front() else {
+            let Ok(waited) = state.work.wait(shares) else {
+                return;
+            };
+            shares = waited;
+            continue;
+        };
+        shares.running += 1;
+        drop(shares);
+        let done: Vec<_> = jobs.into_iter().map(wow_core::CryptoJob::run).collect();
+        let Ok(mut again) = state.shares.lock() else {
+            return;
+        };
+        again.done.push((n, done));
+        again.running -= 1;
+        state.finished.notify_all();
+        shares = again;
     }
 }
 

@@ -182,22 +182,35 @@ impl Net {
     /// Sends `n` UDP packets from core `from`'s guest to the other guest and
     /// returns how many the other core hands its guest.
     fn carry(&mut self, from: usize, n: u32) -> usize {
-        let to = 1 - from;
-        let gateway = self.cores[from].settings().gateway_mac;
-        let mac = self.cores[from].guest_mac().unwrap();
         for k in 0..n {
-            let f = udp_frame(mac, gateway, self.addrs[from], self.addrs[to], 40000, k);
+            let f = self.guest_frame(from, k);
             self.cores[from].handle_tap_frame(self.now, &f);
             exchange(&mut self.cores, &self.endpoints, self.now, &mut self.buf);
         }
         self.run(200);
-        let mut got = 0;
-        while let Some(f) = self.cores[to].poll_tap_frame() {
-            if f.len() > 42 && f[14 + 9] == 17 {
-                got += 1;
-            }
-        }
-        got
+        self.udp_to_guest(1 - from)
+    }
+
+    /// UDP packet `k` from core `from`'s guest to the other guest.
+    fn guest_frame(&self, from: usize, k: u32) -> Vec<u8> {
+        let gateway = self.cores[from].settings().gateway_mac;
+        let mac = self.cores[from].guest_mac().unwrap();
+        udp_frame(
+            mac,
+            gateway,
+            self.addrs[from],
+            self.addrs[1 - from],
+            40000,
+            k,
+        )
+    }
+
+    /// Drains the frames core `to` has for its guest; returns how many
+    /// were UDP packets.
+    fn udp_to_guest(&mut self, to: usize) -> usize {
+        std::iter::from_fn(|| self.cores[to].poll_tap_frame().map(<[u8]>::to_vec))
+            .filter(|f| f.len() > 42 && f[14 + 9] == 17)
+            .count()
     }
 }
 
@@ -320,4 +333,155 @@ fn attack_plaintext_from_a_public_host_does_not_capture_its_route() {
         Some(attacker()),
         "plaintext claiming a public host rerouted it to the sender"
     );
+}
+
+// ----- the deferred crypto path (`Core::set_deferred_crypto`) -----
+
+/// The body of a data packet under an SA in an underlay datagram, if it
+/// is one (what an eavesdropper on the path captures).
+fn sa_body(datagram: &[u8]) -> Option<(Ipv4Addr, Vec<u8>)> {
+    let Ok(Message::Routed(routed)) = Message::parse(datagram) else {
+        return None;
+    };
+    let Payload::Data(payload) = routed.payload else {
+        return None;
+    };
+    let packet = wow_core::wire::Packet::new_checked(&payload[..]).ok()?;
+    let repr = Repr::parse(&packet).ok()?;
+    (repr.kind == Kind::Sa).then(|| (repr.source, packet.body().to_vec()))
+}
+
+impl Net {
+    /// Both cores leave their AEAD work to the driver from now on.
+    fn defer_crypto(&mut self) {
+        for core in &mut self.cores {
+            core.set_deferred_crypto(true);
+        }
+    }
+
+    /// [`exchange`] for cores that defer their crypto: jobs run on a worker
+    /// thread before the outputs are drained. Returns the jobs run; SA data
+    /// packets on the wire are added to `captured`.
+    fn exchange_deferred(&mut self, captured: &mut Vec<(Ipv4Addr, Vec<u8>)>) -> usize {
+        let mut ran = 0;
+        let now = self.now;
+        let crypto = |core: &mut Node| {
+            let mut jobs = Vec::new();
+            core.take_crypto_jobs(&mut jobs);
+            ran += jobs.len();
+            let any = !jobs.is_empty();
+            let done = std::thread::spawn(move || {
+                jobs.into_iter()
+                    .map(wow_core::CryptoJob::run)
+                    .collect::<Vec<_>>()
+            })
+            .join()
+            .unwrap();
+            core.complete_crypto(now, done);
+            any
+        };
+        let seen = |_: usize, datagram: &[u8]| captured.extend(sa_body(datagram));
+        support::exchange_hooked(
+            &mut self.cores,
+            &self.endpoints,
+            now,
+            &mut self.buf,
+            crypto,
+            seen,
+        );
+        ran
+    }
+
+    fn run_deferred(&mut self, ms: u64, captured: &mut Vec<(Ipv4Addr, Vec<u8>)>) -> usize {
+        let mut ran = 0;
+        for _ in 0..ms / 2 {
+            self.now += Duration::from_millis(2);
+            support::tick(&mut self.cores, self.now);
+            ran += self.exchange_deferred(captured);
+        }
+        ran
+    }
+
+    /// [`Net::carry`] over the deferred path: returns the packets delivered
+    /// and the jobs run.
+    fn carry_deferred(
+        &mut self,
+        from: usize,
+        n: u32,
+        captured: &mut Vec<(Ipv4Addr, Vec<u8>)>,
+    ) -> (usize, usize) {
+        for k in 0..n {
+            let f = self.guest_frame(from, k);
+            self.cores[from].handle_tap_frame(self.now, &f);
+        }
+        let ran = self.run_deferred(200, captured);
+        (self.udp_to_guest(1 - from), ran)
+    }
+}
+
+#[test]
+fn deferred_crypto_carries_traffic_both_ways() {
+    let mut net = certified_pair();
+    net.defer_crypto();
+    let mut captured = Vec::new();
+    // Each packet is sealed by one job and opened by another.
+    assert_eq!(net.carry_deferred(0, 30, &mut captured), (30, 60));
+    assert_eq!(net.carry_deferred(1, 30, &mut captured), (30, 60));
+    // And back to the inline path, on the same SAs.
+    for core in &mut net.cores {
+        core.set_deferred_crypto(false);
+    }
+    assert_eq!(net.carry(0, 10), 10);
+}
+
+/// An eavesdropper replays B's packets to A (through its own overlay link)
+/// and sends forged ones in B's name, to a core that opens on workers:
+/// the replays are refused by the window after authentication, the forged
+/// ones by authentication; neither reaches the guest nor moves B's route
+/// or A's replay window (B's next packets still arrive).
+#[test]
+fn attack_replayed_and_forged_packets_on_the_deferred_path_are_refused() {
+    let mut net = certified_pair();
+    net.defer_crypto();
+    let [a_ip, b_ip] = net.addrs;
+    let b_address = net.cores[1].overlay().address();
+    let mut captured = Vec::new();
+    assert_eq!(net.carry_deferred(1, 5, &mut captured).0, 5);
+    let from_b: Vec<Vec<u8>> = captured
+        .iter()
+        .filter(|(src, _)| *src == b_ip)
+        .map(|(_, body)| body.clone())
+        .collect();
+    assert!(from_b.len() >= 5, "setup: B's packets seen on the wire");
+    let repr = Repr {
+        kind: Kind::Sa,
+        source: b_ip,
+        destination: a_ip,
+    };
+    let opened = net.cores[0].counters().opened;
+    let mut attempts = Vec::new();
+    for body in &from_b {
+        attempts.push(body.clone());
+        // Forged: a sequence number far ahead, same ciphertext.
+        let mut forged = body.clone();
+        forged[4..12].copy_from_slice(&1_000_000u64.to_be_bytes());
+        attempts.push(forged);
+    }
+    for body in attempts {
+        net.inject(0, repr, &body);
+        net.run_deferred(20, &mut captured);
+        assert_eq!(
+            net.udp_to_guest(0),
+            0,
+            "a replayed or forged packet reached the guest"
+        );
+        assert_eq!(net.route(0, b_ip), Some(b_address), "B's route moved");
+    }
+    assert_eq!(net.cores[0].counters().opened, opened);
+    let stats = net.cores[0].sa_stats().unwrap();
+    assert!(
+        stats.replayed >= 5 && stats.authentication_failed >= 5,
+        "{stats:?}"
+    );
+    assert_eq!(net.carry_deferred(1, 10, &mut captured).0, 10);
 }

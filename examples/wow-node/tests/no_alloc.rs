@@ -10,7 +10,7 @@
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use support::{Node, exchange, smol};
+use support::{Node, exchange, exchange_hooked, smol};
 use wow_core::demo;
 use wow_core::guest::Guest;
 use wow_test_hosts::alloc_count::{CountingAlloc, Region};
@@ -40,6 +40,18 @@ fn number(frame: &[u8]) -> u32 {
 
 #[test]
 fn forwarding_guest_packets_allocates_nothing() {
+    forwarding_allocates_nothing(false);
+}
+
+/// The same with the core's crypto deferred (`Core::set_deferred_crypto`,
+/// as the runtime runs it with worker threads): the jobs, their buffers and
+/// their results are reused too. The jobs run on this thread here.
+#[test]
+fn forwarding_with_deferred_crypto_allocates_nothing() {
+    forwarding_allocates_nothing(true);
+}
+
+fn forwarding_allocates_nothing(deferred: bool) {
     let base = Instant::now();
     let (mut ca, ca_der) = support::ca("no-alloc test CA");
     let (mut cores, endpoints) = support::cores(2, base);
@@ -85,6 +97,10 @@ fn forwarding_guest_packets_allocates_nothing() {
     }
     assert!(cores[0].sa_count() > 0 && cores[1].sa_count() > 0);
     let gateway = demo::settings().gateway_mac;
+    for core in &mut cores {
+        core.set_deferred_crypto(deferred);
+    }
+    let (mut jobs, mut done) = (Vec::with_capacity(64), Vec::with_capacity(64));
 
     // Frames built beforehand: the measured loop only moves them.
     const PACKETS: u32 = 2000;
@@ -106,7 +122,19 @@ fn forwarding_guest_packets_allocates_nothing() {
                 for (i, core) in cores.iter_mut().enumerate() {
                     core.handle_tap_frame(now, &frames[n as usize][i]);
                 }
-                exchange(cores, &endpoints, now, &mut buf);
+                if deferred {
+                    // The jobs run here, their buffers reused.
+                    let crypto = |core: &mut Node| {
+                        core.take_crypto_jobs(&mut jobs);
+                        done.extend(jobs.drain(..).map(wow_core::CryptoJob::run));
+                        let any = !done.is_empty();
+                        core.complete_crypto(now, done.drain(..));
+                        any
+                    };
+                    exchange_hooked(cores, &endpoints, now, &mut buf, crypto, |_, _| {});
+                } else {
+                    exchange(cores, &endpoints, now, &mut buf);
+                }
                 for (i, core) in cores.iter_mut().enumerate() {
                     while let Some(f) = core.poll_tap_frame() {
                         received[i].push(number(f));

@@ -42,11 +42,28 @@ pub fn cores(n: usize, now: Instant) -> (Vec<Node>, Vec<SocketAddr>) {
 
 /// Moves every datagram between the cores until none is left.
 pub fn exchange(cores: &mut [Node], endpoints: &[SocketAddr], now: Instant, buf: &mut [u8]) {
+    exchange_hooked(cores, endpoints, now, buf, |_| false, |_, _| {});
+}
+
+/// [`exchange`] for cores with deferred crypto
+/// (`Core::set_deferred_crypto`): before a core's datagrams are drained,
+/// `crypto` runs the jobs it left (and says whether there were any); every
+/// datagram is shown to `seen` with its sender's index.
+pub fn exchange_hooked(
+    cores: &mut [Node],
+    endpoints: &[SocketAddr],
+    now: Instant,
+    buf: &mut [u8],
+    mut crypto: impl FnMut(&mut Node) -> bool,
+    mut seen: impl FnMut(usize, &[u8]),
+) {
     loop {
         let mut any = false;
         for i in 0..cores.len() {
+            any |= crypto(&mut cores[i]);
             while let Some((to, len)) = cores[i].poll_udp(buf) {
                 any = true;
+                seen(i, &buf[..len]);
                 if let Some(j) = endpoints.iter().position(|e| *e == to) {
                     cores[j].handle_udp(now, endpoints[i], &buf[..len]);
                 }
