@@ -17,7 +17,7 @@
 # before and after.
 #
 # Usage (root, from the project root):  dns-virt/benches/vs-dnsmasq.sh
-# Env: N=1000000 Q=100000 DUR=20 CLIENTS=1 THREADS=1 READERS=1 (dns-serve's
+# Env: N=1000000 Q=100000 DUR=20 CLIENTS=1 THREADS=(cores) READERS=1 (dns-serve's
 #      --threads/--readers) SKIP_PEER=1 (ours only) DNS_SERVE=path (a
 #      dns-serve binary to measure instead of building this tree's)
 #      DNS_SERVE_ARGS (more dns-serve flags, such as --no-gso)
@@ -29,7 +29,7 @@ set -eu
 
 if [ -n "${SHORT:-}" ]; then N=${N:-10000} Q=${Q:-10000} DUR=${DUR:-3}; fi
 N=${N:-1000000} Q=${Q:-100000} DUR=${DUR:-20} CLIENTS=${CLIENTS:-1}
-THREADS=${THREADS:-1} READERS=${READERS:-1}
+THREADS=${THREADS:-$(nproc)} READERS=${READERS:-1}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RES=${RESULTS_DIR:-/tmp/wow-peer-results}
 mkdir -p "$RES"
