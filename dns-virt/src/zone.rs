@@ -830,9 +830,12 @@ impl Zone {
         self.respond_general(query, transport, out)
     }
 
-    /// Answers the common query in place; false (and `out` untouched) when
-    /// the query does not qualify or the name is not registered.
-    fn respond_fast(&self, query: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
+    /// Answers the common query (one question, class IN, type A, no EDNS
+    /// option, for a name with an address here) from its bytes, without
+    /// decoding it: the header and question copied, the A record appended.
+    /// Returns false, leaving `out` untouched, for every other query; those
+    /// need [`Zone::respond_general`] or, in a [`crate::Server`], the store.
+    pub fn respond_fast(&self, query: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
         let Some(q) = FastQuery::parse(query) else {
             return false;
         };

@@ -8,7 +8,9 @@
 
 use std::net::Ipv4Addr;
 
-use dns_virt::{Outcome, Transport, Zone, ZoneConfig};
+use std::time::Instant;
+
+use dns_virt::{Config, Mode, Outcome, Server, Transport, Zone, ZoneConfig};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RData;
 use proptest::prelude::*;
@@ -204,6 +206,34 @@ proptest! {
                 let (_, fast, general) = both(&zone, &query, transport);
                 prop_assert_eq!(fast, general);
             }
+        }
+    }
+
+    /// The server state machine takes the same path: whatever it answers
+    /// at once to a query the fast path takes is the general path's answer.
+    #[test]
+    fn server_fast_answers_as_the_general_path(shape in shapes(), decentralised: bool) {
+        let query = encode(&shape);
+        let reference = zone(1232);
+        let now = Instant::now();
+        let mut server = Server::new(Config {
+            zone: reference.config().clone(),
+            mode: if decentralised { Mode::Decentralised } else { Mode::Local },
+            ..Config::default()
+        });
+        for (name, addr) in reference.table().iter() {
+            server.register(now, name, addr, None).unwrap();
+        }
+        let mut out = Vec::new();
+        let fast = server.zone().respond_fast(&query, Transport::Udp, &mut out);
+        let mut general = Vec::new();
+        server.zone().respond_general(&query, Transport::Udp, &mut general);
+        server.handle_input(now, "10.128.0.2:5353".parse().unwrap(), Transport::Udp, &query);
+        if fast {
+            prop_assert_eq!(&out, &general);
+            let sent = server.poll_transmit().unwrap();
+            prop_assert_eq!(&sent.payload, &general);
+            prop_assert!(server.poll_transmit().is_none());
         }
     }
 
