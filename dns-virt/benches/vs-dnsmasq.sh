@@ -34,7 +34,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RES=${RESULTS_DIR:-/tmp/wow-peer-results}
 mkdir -p "$RES"
 [ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
-for c in ip dnsperf dig awk cargo; do command -v $c >/dev/null || { echo "missing $c" >&2; exit 1; }; done
+for c in ip dnsperf dig awk ${DNS_SERVE:-cargo}; do command -v $c >/dev/null || { echo "missing $c" >&2; exit 1; }; done
 [ -n "${SKIP_PEER:-}" ] || command -v dnsmasq >/dev/null || { echo "missing dnsmasq" >&2; exit 1; }
 TCK=$(getconf CLK_TCK)
 

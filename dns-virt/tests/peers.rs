@@ -359,3 +359,43 @@ fn dnsperf_gets_every_batched_answer() {
     assert!(near(field("NXDOMAIN"), 2), "{out}");
     assert!(near(field("REFUSED"), 1), "{out}");
 }
+
+/// `benches/vs-dnsmasq.sh` in its short mode (10,000 names, 1 s of dnsperf)
+/// against this build's dns-serve: both servers answer and the table of
+/// ratios, with answers per server CPU-second, comes out.
+#[test]
+fn bench_script_short_mode_measures_both_servers() {
+    if !require(
+        "bench_script_short_mode_measures_both_servers",
+        &["dnsmasq", "dnsperf", "dig"],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("vs").unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/vs-dnsmasq.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .env("SHORT", "1")
+        .env("DUR", "1")
+        .env("DNS_SERVE", example_bin("dns-serve"))
+        .env("RESULTS_DIR", dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("answers per server CPU-second"))
+        .unwrap_or_else(|| panic!("no ratio table:\n{stdout}\n{stderr}"));
+    let numbers: Vec<f64> = row
+        .split_whitespace()
+        .filter_map(|w| w.trim_end_matches('x').parse().ok())
+        .collect();
+    assert_eq!(numbers.len(), 3, "{row}");
+    assert!(numbers.iter().all(|n| *n > 0.0), "{row}");
+    for server in ["\tdnsmasq\t", "\tdns-serve\t"] {
+        let line = stdout.lines().find(|l| l.contains(server)).unwrap();
+        assert!(line.contains("lost=0 "), "{line}");
+    }
+}
