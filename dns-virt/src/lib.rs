@@ -75,6 +75,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+mod fast;
 mod forward;
 pub mod rule;
 pub mod server;

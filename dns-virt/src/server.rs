@@ -287,6 +287,17 @@ impl Server {
         bytes: &[u8],
     ) {
         self.stats.queries += 1;
+        // A registered name's A record: the same bytes as the general path
+        // below, without decoding the query.
+        let mut out = std::mem::take(&mut self.scratch);
+        let fast = self.zone.respond_fast(bytes, transport, &mut out);
+        if fast {
+            self.queue(from, transport, &out);
+        }
+        self.scratch = out;
+        if fast {
+            return;
+        }
         let request = match Request::parse(bytes) {
             Ok(r) => r,
             Err(e) => {

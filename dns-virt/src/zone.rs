@@ -16,10 +16,11 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::error::{LoadError, QueryError, ServiceError, TableError};
+use crate::fast::{FastQuery, write_a_answer};
 use crate::rule::{AddressRule, parse_reverse_labels};
 use crate::service::{Service, ServiceTable, is_service_label};
 use crate::table::NameTable;
-use crate::wire::{Request, Sections, Transport, emit_header_only, emit_response};
+use crate::wire::{MIN_UDP_PAYLOAD, Request, Sections, Transport, emit_header_only, emit_response};
 
 /// Configuration of the virtual zone.
 #[derive(Clone, Debug)]
@@ -813,7 +814,80 @@ impl Zone {
     /// NXDOMAIN, names outside the zones REFUSED (RFC 1035 §4.1.1), a
     /// malformed query FORMERR and other opcodes NOTIMP. The response (bytes
     /// without TCP framing) goes into `out`.
+    ///
+    /// The common query (one question, class IN, type A, for a registered
+    /// name, in a query with no EDNS option) is answered without decoding it: the
+    /// query's header and question copied, a pre-encoded A record appended.
+    /// Every other query takes [`Zone::respond_general`]; both give the same
+    /// bytes for the common query.
     pub fn respond(&self, query: &[u8], transport: Transport, out: &mut Vec<u8>) -> Outcome {
+        if self.respond_fast(query, transport, out) {
+            return Outcome::Answered {
+                rcode: ResponseCode::NoError,
+                truncated: false,
+            };
+        }
+        self.respond_general(query, transport, out)
+    }
+
+    /// Answers the common query (one question, class IN, type A, no EDNS
+    /// option, for a name with an address here) from its bytes, without
+    /// decoding it: the header and question copied, the A record appended.
+    /// Returns false, leaving `out` untouched, for every other query; those
+    /// need [`Zone::respond_general`] or, in a [`crate::Server`], the store.
+    pub fn respond_fast(&self, query: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
+        let Some(q) = FastQuery::parse(query) else {
+            return false;
+        };
+        let n = q.labels().len();
+        let Some(rel) = n.checked_sub(self.zone_labels).filter(|r| *r > 0) else {
+            return false;
+        };
+        let in_zone = self
+            .config
+            .zone
+            .iter()
+            .zip(q.labels().skip(rel))
+            .all(|(a, b)| a.eq_ignore_ascii_case(b));
+        if !in_zone {
+            return false;
+        }
+        let mut first = q.labels();
+        if let (Some(service), Some(proto)) = (first.next(), first.next())
+            && rel >= 2
+            && is_service_label(service)
+            && is_service_label(proto)
+        {
+            return false;
+        }
+        let Some(addr) = self.lookup_forward(q.labels().take(rel)) else {
+            return false;
+        };
+        let limit = match (transport, q.edns_payload) {
+            (Transport::Tcp, _) => usize::from(u16::MAX),
+            (Transport::Udp, payload) => usize::from(
+                payload
+                    .unwrap_or(MIN_UDP_PAYLOAD)
+                    .max(MIN_UDP_PAYLOAD)
+                    .min(self.config.max_udp_payload),
+            ),
+        };
+        if q.answer_len() > limit {
+            return false;
+        }
+        write_a_answer(&q, addr, self.config.ttl, self.config.max_udp_payload, out);
+        true
+    }
+
+    /// [`Zone::respond`] without the fast path: every query decoded with
+    /// `hickory-proto`, answered by [`Zone::answer`], encoded by
+    /// [`emit_response`].
+    pub fn respond_general(
+        &self,
+        query: &[u8],
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
         out.clear();
         let req = match Request::parse(query) {
             Ok(req) => req,

@@ -303,3 +303,99 @@ fn glibc_resolves_through_resolv_conf() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
 }
+
+/// dnsperf (one socket, 100 queries outstanding) gets batches of answers,
+/// equal-size ones sent as one UDP GSO message: every query is answered
+/// exactly once, with the right response code, in the file's proportions.
+#[test]
+fn dnsperf_gets_every_batched_answer() {
+    if !require("dnsperf_gets_every_batched_answer", &["dnsperf", "dig"]) {
+        return;
+    }
+    let s = setup();
+    let dir = TempDir::new("dp").unwrap();
+    let queries = dir.path().join("queries");
+    // Per cycle of 10: 6 NOERROR with an A (two sizes), 1 NOERROR NODATA,
+    // 2 NXDOMAIN, 1 REFUSED.
+    std::fs::write(
+        &queries,
+        "web.wow.internal A\nmail.wow.internal A\nWEB.wow.internal A\n\
+         db.rack1.wow.internal A\nweb.wow.internal A\nc010128000005.wow.internal A\n\
+         web.wow.internal AAAA\nnope.wow.internal A\nnope2.wow.internal A\nexample.com A\n",
+    )
+    .unwrap();
+    let out = s
+        .client
+        .run_ok(
+            "dnsperf",
+            &[
+                "-s",
+                SERVER,
+                "-d",
+                queries.to_str().unwrap(),
+                "-l",
+                "2",
+                "-c",
+                "1",
+            ],
+        )
+        .unwrap();
+    let field = |key: &str| -> u64 {
+        let line = out.lines().find(|l| l.contains(key)).unwrap_or("");
+        let rest = line.split(key).nth(1).unwrap_or("");
+        rest.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in\n{out}"))
+    };
+    let sent = field("Queries sent:");
+    let completed = field("Queries completed:");
+    assert!(sent > 1000, "{out}");
+    assert_eq!(completed, sent, "{out}");
+    assert_eq!(field("Queries lost:"), 0, "{out}");
+    // dnsperf sends the file in order, over and over.
+    let near = |got: u64, per_ten: u64| got.abs_diff(sent * per_ten / 10) <= 10;
+    assert!(near(field("NOERROR"), 7), "{out}");
+    assert!(near(field("NXDOMAIN"), 2), "{out}");
+    assert!(near(field("REFUSED"), 1), "{out}");
+}
+
+/// `benches/vs-dnsmasq.sh` in its short mode (10,000 names, 1 s of dnsperf)
+/// against this build's dns-serve: both servers answer and the table of
+/// ratios, with answers per server CPU-second, comes out.
+#[test]
+fn bench_script_short_mode_measures_both_servers() {
+    if !require(
+        "bench_script_short_mode_measures_both_servers",
+        &["dnsmasq", "dnsperf", "dig"],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("vs").unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/vs-dnsmasq.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .env("SHORT", "1")
+        .env("DUR", "1")
+        .env("DNS_SERVE", example_bin("dns-serve"))
+        .env("RESULTS_DIR", dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("answers per server CPU-second"))
+        .unwrap_or_else(|| panic!("no ratio table:\n{stdout}\n{stderr}"));
+    let numbers: Vec<f64> = row
+        .split_whitespace()
+        .filter_map(|w| w.trim_end_matches('x').parse().ok())
+        .collect();
+    assert_eq!(numbers.len(), 3, "{row}");
+    assert!(numbers.iter().all(|n| *n > 0.0), "{row}");
+    for server in ["\tdnsmasq\t", "\tdns-serve\t"] {
+        let line = stdout.lines().find(|l| l.contains(server)).unwrap();
+        assert!(line.contains("lost=0 "), "{line}");
+    }
+}
