@@ -8,8 +8,10 @@
 //! systemd `LISTEN_FDS` crates (`listenfd`, `sd-listen-fds`) cover sockets
 //! only and still leave the TAP's `RawFd` to the caller, and tun-rs's
 //! `AsyncDevice::from_fd` is itself `unsafe` (it also refuses a descriptor
-//! opened with `IFF_VNET_HDR`, so the TAP is handed over only with
-//! `[tap] offload = false`). Before it takes ownership, [`adopt`] checks
+//! opened with `IFF_VNET_HDR`, so the TAP descriptor is handed over only
+//! with `[tap] offload = false`; with offloads the device is made
+//! persistent instead, [`set_persist`], and attached again by name).
+//! Before it takes ownership, [`adopt`] checks
 //! that the number is open (`fstat`), that it is the kind expected (a UDP
 //! socket: `S_IFSOCK` and `SO_TYPE` datagram; the TAP: the character
 //! device 10:200, `/dev/net/tun`), and that nothing else in this process
@@ -144,6 +146,31 @@ pub fn tap_from_fd(fd: OwnedFd) -> std::io::Result<tun_rs::AsyncDevice> {
     // (checked and adopted by `adopt`, ownership moved in here); tun-rs
     // takes ownership and refuses one opened with IFF_VNET_HDR.
     unsafe { tun_rs::AsyncDevice::from_fd(raw) }
+}
+
+/// Sets (`true`) or clears (`false`) `TUNSETPERSIST` on the TAP device
+/// `tap` is attached to. A persistent device outlives its last
+/// descriptor: the self-update sets it before an exec with offloads (the
+/// descriptor cannot be handed over, see the module docs) so that the
+/// guest's addresses and routes stay while the new binary attaches again
+/// by name, and clears it once attached.
+#[allow(unsafe_code)]
+pub fn set_persist(tap: &impl AsRawFd, persist: bool) -> Result<(), FdError> {
+    let fd = tap.as_raw_fd();
+    // SAFETY: `tap` holds the descriptor open for the whole call;
+    // TUNSETPERSIST takes its argument by value (an integer, not a
+    // pointer), so no memory is read or written through it.
+    let rc = unsafe {
+        nix::libc::ioctl(
+            fd,
+            nix::libc::TUNSETPERSIST,
+            nix::libc::c_ulong::from(persist),
+        )
+    };
+    if rc < 0 {
+        return Err(FdError::Os(fd, nix::Error::last()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -362,15 +362,22 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     // (keyed by hardware address) keeps its lease across restarts.
     let a = address.to_bytes();
     let tap_mac = [0x02, 0x57, a[0], a[1], a[2], a[3]];
+    // After an update with offloads the device outlived the exec
+    // (persistent): attach to it as it is, without setting its MAC again
+    // (that flushes the guest's neighbours).
+    let persisted = crate::update::tap_left_persistent(&state_dir, &config.tap.name)
+        && Path::new("/sys/class/net").join(&config.tap.name).exists();
     let open_tap = |offload: bool| {
-        tun_rs::DeviceBuilder::new()
+        let builder = tun_rs::DeviceBuilder::new()
             .name(&config.tap.name)
             .layer(tun_rs::Layer::L2)
-            .mac_addr(tap_mac)
-            .mtu(mtu)
             .offload(offload)
-            .enable(true)
-            .build_async()
+            .enable(true);
+        if persisted {
+            builder.build_async()
+        } else {
+            builder.mac_addr(tap_mac).mtu(mtu).build_async()
+        }
     };
     // With offloads the guest's kernel hands over TCP super-frames (one
     // read for up to 64 KiB) and takes merged ones back (see `offload`).
@@ -393,6 +400,10 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             Err(e) => return Err(format!("cannot open TAP {}: {e}", config.tap.name)),
         },
     };
+    if persisted || crate::update::tap_left_persistent(&state_dir, &config.tap.name) {
+        crate::update::unpersist_tap(&state_dir, &tap);
+        tracing::info!(tap = %config.tap.name, "TAP kept across the update attached again");
+    }
     tracing::info!(
         tap = %config.tap.name,
         mtu,
@@ -836,6 +847,14 @@ fn exec(
     tap: &tun_rs::AsyncDevice,
     offload: bool,
 ) {
+    // tun-rs adopts no descriptor opened with offloads (vnet header): the
+    // device is left persistent instead and the new binary attaches to it
+    // by name, so the guest keeps its link, addresses and routes.
+    if offload
+        && let Err(e) = crate::update::persist_tap(&config.node.state_dir, &config.tap.name, tap)
+    {
+        tracing::warn!(error = %e, "TAP not made persistent: the new binary creates it again");
+    }
     let error = crate::update::exec(
         installed,
         updater.running(),
@@ -843,11 +862,13 @@ fn exec(
         Duration::from_secs(config.update.health_secs),
         crate::update::Handover {
             udp: socket,
-            // tun-rs adopts no descriptor opened with offloads (vnet
-            // header): then the new binary opens the TAP again.
+            // With offloads: persistent, attached again by name.
             tap: (!offload).then_some(tap),
         },
     );
+    if offload {
+        crate::update::unpersist_tap(&config.node.state_dir, tap);
+    }
     updater.install_failed(&crate::update::InstallError::Io(error));
 }
 

@@ -663,6 +663,51 @@ pub fn inherited() -> (Option<std::os::fd::OwnedFd>, Option<std::os::fd::OwnedFd
     (adopt(udp, fdpass::Kind::Udp), adopt(tap, fdpass::Kind::Tap))
 }
 
+/// In the state directory while this node's TAP is left persistent for
+/// an exec (holds the device's name): the next start that attaches to the
+/// device clears the flag and removes the file, so that a crash between
+/// the two leaves no persistent device behind for good.
+pub const TAP_PERSIST_FILE: &str = "tap.persist";
+
+/// Whether the previous process left the TAP `name` persistent for us.
+pub fn tap_left_persistent(state_dir: &Path, name: &str) -> bool {
+    std::fs::read_to_string(state_dir.join(TAP_PERSIST_FILE)).is_ok_and(|n| n.trim() == name)
+}
+
+/// Makes `tap` persistent before an exec, recording it first in
+/// [`TAP_PERSIST_FILE`] (written atomically).
+pub fn persist_tap(
+    state_dir: &Path,
+    name: &str,
+    tap: &impl std::os::fd::AsRawFd,
+) -> Result<(), String> {
+    let path = state_dir.join(TAP_PERSIST_FILE);
+    let temp = state_dir.join(format!("{TAP_PERSIST_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&temp)?;
+        std::io::Write::write_all(&mut f, name.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&temp, &path)?;
+        std::fs::File::open(state_dir)?.sync_all()
+    };
+    write().map_err(|e| format!("{}: {e}", path.display()))?;
+    fdpass::set_persist(tap, true).map_err(|e| {
+        let _ = std::fs::remove_file(&path);
+        e.to_string()
+    })
+}
+
+/// Clears the persistence [`persist_tap`] set (after attaching again, or
+/// when the exec failed) and removes [`TAP_PERSIST_FILE`].
+pub fn unpersist_tap(state_dir: &Path, tap: &impl std::os::fd::AsRawFd) {
+    match fdpass::set_persist(tap, false) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(state_dir.join(TAP_PERSIST_FILE));
+        }
+        Err(e) => tracing::warn!(error = %e, "TAP left persistent"),
+    }
+}
+
 /// `[update] keys` parsed; an error names the bad one.
 pub fn parse_keys(keys: &[String]) -> Result<Vec<[u8; 32]>, String> {
     keys.iter()

@@ -17,13 +17,15 @@ mod host;
 use host::{BIN, Host};
 
 /// A copy of the node binary for one host (the update replaces it),
-/// without debug information (smaller to publish).
+/// without debug information (smaller to publish). `WOW_TEST_UPDATE_BIN`
+/// names another build to start from (to measure an older one's gap).
 fn own_binary(dir: &Path) -> PathBuf {
     let path = dir.join("wow-node");
+    let bin = std::env::var("WOW_TEST_UPDATE_BIN").unwrap_or_else(|_| BIN.to_string());
     let out = std::process::Command::new("strip")
         .args(["--strip-debug", "-o"])
         .arg(&path)
-        .arg(BIN)
+        .arg(bin)
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -297,4 +299,175 @@ fn a_node_updates_under_a_tcp_stream_and_rolls_back_a_broken_release() {
         || std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .is_ok_and(|s| s.contains(") Z "))));
     a.stop();
+}
+
+/// `ip` output for the guest's side of the TAP: its IPv4 addresses and
+/// routes.
+fn guest_link(h: &Host) -> (String, String) {
+    let addrs =
+        h.ns.run_ok("ip", &["-4", "-o", "addr", "show", "dev", "wow0"])
+            .unwrap_or_default();
+    let routes =
+        h.ns.run_ok("ip", &["-4", "route", "show"])
+            .unwrap_or_default();
+    let addrs = addrs
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect::<Vec<_>>()
+        .join(" ");
+    (addrs, routes)
+}
+
+#[test]
+fn with_offloads_and_certificates_the_guest_keeps_its_link_across_an_update() {
+    if !require(
+        "with_offloads_and_certificates_the_guest_keeps_its_link_across_an_update",
+        &["dhclient", "ping", "iperf3", "python3", "strip", "stdbuf"],
+    ) {
+        return;
+    }
+    let mut a = Host::new("uo", "alpha");
+    let mut b = Host::new("up", "bravo");
+    a.ns.veth_to(&b.ns, "eth0", "eth0").unwrap();
+    a.ns.addr_add("eth0", "192.168.62.1/24").unwrap();
+    b.ns.addr_add("eth0", "192.168.62.2/24").unwrap();
+    // CA-issued certificates for fixed addresses: every SA needs a
+    // certificate check.
+    let ca = wow_test_hosts::TempDir::new("uca").unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    let ca_dir = ca.path().to_str().unwrap();
+    run(&["ca", "init", "--dir", ca_dir]);
+    for (h, ip) in [(&a, "10.128.0.10"), (&b, "10.128.0.20")] {
+        let out = h.state.path().to_str().unwrap();
+        run(&["ca", "issue", "--dir", ca_dir, "--ip", ip, "--out", out]);
+    }
+    let key = a.state.path().join("release.key");
+    let public =
+        a.ns.run_ok(BIN, &["release", "keygen", "--out", key.to_str().unwrap()])
+            .unwrap();
+    let node = "lan_discovery = false\nport_mapping = false\n";
+    // Offloads are the default: no [tap] section.
+    let security = "[security]\nca_cert = \"ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\n";
+    a.write_config_with(&[], "192.168.62.1:4000", &[], node, security);
+    b.write_config_with(
+        &["192.168.62.1:4000"],
+        "192.168.62.2:4000",
+        &[],
+        node,
+        &format!(
+            "{security}[update]\nkeys = [\"{}\"]\ncheck_secs = 1\nhealth_secs = 8\n",
+            public.trim()
+        ),
+    );
+    let exe_a = own_binary(a.state.path());
+    let exe_b = own_binary(b.state.path());
+    start(&mut a, &exe_a);
+    start(&mut b, &exe_b);
+    assert_eq!(a.dhcp(), "10.128.0.10");
+    assert_eq!(b.dhcp(), "10.128.0.20");
+    let addr_b = "10.128.0.20";
+    assert!(
+        wait_until(Duration::from_secs(20), || a.ping(addr_b)),
+        "no ping:\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+    assert!(b.log().contains("offload=true"), "{}", b.log());
+    let link_before = guest_link(&b);
+    assert!(link_before.0.contains("10.128.0.20/"), "{link_before:?}");
+
+    let www = a.state.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let new = www.join("wow-node");
+    // The release: the same build as 99.0.0.
+    std::fs::copy(&exe_a, &new).unwrap();
+    let _http =
+        a.ns.spawn(
+            "python3",
+            &[
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                "192.168.62.1",
+                "--directory",
+                www.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    let url = "http://192.168.62.1:8080/wow-node";
+
+    // One TCP connection open across the update (iperf3 from A's guest to
+    // B's), and pings every 10 ms for the gap.
+    let _server = b.ns.spawn("iperf3", &["-s", "-1", "-B", addr_b]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut iperf =
+        a.ns.spawn(
+            "iperf3",
+            &["-c", addr_b, "-t", "12", "-b", "20M", "-i", "1", "-f", "m"],
+        )
+        .unwrap();
+    let ping =
+        a.ns.spawn("stdbuf", &["-oL", "ping", "-D", "-i", "0.01", addr_b])
+            .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let answer = release(&a, &key, &new, "99.0.0", url);
+    assert!(answer.contains("publishing 99.0.0"), "{answer}");
+    assert!(
+        wait_until(Duration::from_secs(30), || try_status(&b).is_some_and(
+            |s| s["update"]["running"] == "99.0.0" && s["joined"] == true
+        )),
+        "B did not update:\n{}\n{}",
+        b.status(false),
+        b.log()
+    );
+    let iperf_ok = iperf
+        .wait_timeout(Duration::from_secs(30))
+        .unwrap()
+        .is_some_and(|s| s.success());
+    std::thread::sleep(Duration::from_millis(200));
+    let log = ping.log();
+    drop(ping);
+    // Up to now: replies that never came back count as one long gap.
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("bytes from"))
+        .and_then(|l| l.strip_prefix('[')?.split(']').next()?.parse::<f64>().ok())
+        .unwrap_or(end);
+    let (gap, replies) = longest_gap(&log);
+    let gap = gap.max(end - last);
+    let link_after = guest_link(&b);
+    // Key exchanges B completed since the exec (its counters restart).
+    let handshakes = b.status_json()["sa_handshakes"].clone();
+    eprintln!(
+        "update with offloads and certificates: longest ping gap {gap:.3} s ({replies} replies, -i 0.01); \
+         iperf3 exit {}; key exchanges by B since the exec: {handshakes}; link kept {}",
+        if iperf_ok { "0" } else { "FAILED" },
+        link_after == link_before,
+    );
+    assert_eq!(
+        link_after,
+        link_before,
+        "the guest's addresses and routes changed:\n{}",
+        b.log()
+    );
+    assert!(
+        iperf_ok,
+        "the TCP connection broke:\n{}\n{}",
+        iperf.log(),
+        b.log()
+    );
+    a.stop();
+    let pid = update_status(&b)["pid"].as_u64().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
 }
