@@ -101,6 +101,7 @@ pub mod error;
 pub mod handshake;
 pub mod policy;
 pub mod replay;
+pub mod resume;
 pub mod sa;
 pub mod wire;
 
