@@ -16,6 +16,8 @@
 //! here: a DHCP lease becomes a DNS record and a DHT mapping, a DHT answer
 //! releases queued packets, a DNS miss becomes a DHT lookup.
 
+mod resume;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};

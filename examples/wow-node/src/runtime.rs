@@ -146,7 +146,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
     // Descriptors kept open across a self-update's exec: adopted before
     // this process opens anything else.
-    let (mut inherited_udp, mut inherited_tap) = crate::update::inherited();
+    let (mut inherited_udp, mut inherited_tap, inherited_sas) = crate::update::inherited();
     // Before anything slow (traceroute, TAP): a SIGTERM that arrives while
     // the node starts ends it cleanly instead of killing it.
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
@@ -357,6 +357,14 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     membership
         .start(&mut core, now, SystemTime::now())
         .map_err(|e| e.to_string())?;
+    // The previous process's SAs: the guest's peers need no new key
+    // exchange. A refused state (stale, forged) leaves fresh exchanges.
+    if let Some(state) = inherited_sas {
+        match core.import_sa_state(now, &state) {
+            Ok(peers) => tracing::info!(peers, "security associations kept across the update"),
+            Err(e) => tracing::warn!(error = %e, "SA state refused: fresh key exchanges"),
+        }
+    }
 
     // A stable MAC for the guest's side of the TAP, so that its DHCP client
     // (keyed by hardware address) keeps its lease across restarts.
@@ -714,7 +722,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     Ok(done) => {
                         // Frames and datagrams already queued go out first.
                         flush(&mut core, &socket, &tap, &mut tap_io, &mut out).await;
-                        exec(&mut updater, &done, &config, &socket, &tap, offload);
+                        exec(&mut updater, &done, &config, &core, &socket, &tap, offload);
                     }
                     Err(e) => updater.install_failed(&e),
                 }
@@ -839,10 +847,11 @@ async fn installed(
 
 /// Execs an installed release, keeping the UDP socket and (without
 /// offloads) the TAP open; returns only if that failed.
-fn exec(
+fn exec<S: dhcp_virt::LeaseStore>(
     updater: &mut crate::update::Updater,
     installed: &crate::update::Installed,
     config: &Config,
+    core: &Core<S>,
     socket: &UdpSocket,
     tap: &tun_rs::AsyncDevice,
     offload: bool,
@@ -855,6 +864,15 @@ fn exec(
     {
         tracing::warn!(error = %e, "TAP not made persistent: the new binary creates it again");
     }
+    // Exported last: nothing is sealed after it (the exec follows).
+    let state = match core.export_sa_state(Instant::now()) {
+        Some(Ok(bytes)) => Some(zeroize::Zeroizing::new(bytes)),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "SA state not exported: fresh key exchanges");
+            None
+        }
+        None => None,
+    };
     let error = crate::update::exec(
         installed,
         updater.running(),
@@ -864,6 +882,7 @@ fn exec(
             udp: socket,
             // With offloads: persistent, attached again by name.
             tap: (!offload).then_some(tap),
+            state: state.as_deref().map(|s| &s[..]),
         },
     );
     if offload {

@@ -643,11 +643,25 @@ async fn http_get(url: &str) -> Result<Vec<u8>, String> {
 
 /// The descriptors named in [`fdpass::ENV_FDS`], adopted (each checked;
 /// one that fails is left alone and logged).
-pub fn inherited() -> (Option<std::os::fd::OwnedFd>, Option<std::os::fd::OwnedFd>) {
+pub fn inherited() -> Inherited {
     let Ok(text) = std::env::var(fdpass::ENV_FDS) else {
-        return (None, None);
+        return (None, None, None);
     };
     let (udp, tap) = fdpass::parse(&text);
+    // The SA state is read at once and its descriptor closed.
+    let state = fdpass::parse_state(&text).and_then(|fd| {
+        match fdpass::adopt(fd, fdpass::Kind::State).map(fdpass::read_state) {
+            Ok(Ok(bytes)) => Some(bytes),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "SA state not read");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SA state descriptor not adopted");
+                None
+            }
+        }
+    });
     let adopt = |fd: Option<i32>, kind| {
         fd.and_then(|fd| match fdpass::adopt(fd, kind) {
             Ok(owned) => {
@@ -660,8 +674,20 @@ pub fn inherited() -> (Option<std::os::fd::OwnedFd>, Option<std::os::fd::OwnedFd
             }
         })
     };
-    (adopt(udp, fdpass::Kind::Udp), adopt(tap, fdpass::Kind::Tap))
+    (
+        adopt(udp, fdpass::Kind::Udp),
+        adopt(tap, fdpass::Kind::Tap),
+        state,
+    )
 }
+
+/// What [`inherited`] returns: the UDP socket, the TAP and the SA state
+/// (read, its descriptor closed).
+pub type Inherited = (
+    Option<std::os::fd::OwnedFd>,
+    Option<std::os::fd::OwnedFd>,
+    Option<zeroize::Zeroizing<Vec<u8>>>,
+);
 
 /// In the state directory while this node's TAP is left persistent for
 /// an exec (holds the device's name): the next start that attaches to the
@@ -789,6 +815,10 @@ pub struct Handover<'a> {
     pub udp: &'a tokio::net::UdpSocket,
     /// The TAP device, when it can be adopted (no offloads).
     pub tap: Option<&'a tun_rs::AsyncDevice>,
+    /// The security associations ([`wow_core::core::Core::export_sa_state`]),
+    /// passed to the new binary only (not the watchdog) in a sealed memory
+    /// file.
+    pub state: Option<&'a [u8]>,
 }
 
 /// Why a release was not installed.
@@ -880,6 +910,18 @@ pub fn exec(
         let _ = std::fs::rename(prev, exe);
         return format!("cannot start the update watchdog: {e}");
     }
+    // The SA state (keys) goes to the new binary alone: the watchdog,
+    // started above, never holds it; a rollback starts fresh exchanges.
+    let state = fds.state.and_then(|bytes| {
+        fdpass::write_state(bytes)
+            .and_then(|fd| fdpass::keep_across_exec(&fd).map(|()| fd))
+            .map_err(|e| tracing::warn!(error = %e, "SA state not handed over"))
+            .ok()
+    });
+    let env_fds = match &state {
+        Some(fd) => format!("{env_fds},sa={}", fd.as_raw_fd()),
+        None => env_fds,
+    };
     tracing::info!(
         from = %running,
         to = %manifest.version,

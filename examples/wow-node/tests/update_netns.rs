@@ -465,6 +465,14 @@ fn with_offloads_and_certificates_the_guest_keeps_its_link_across_an_update() {
         iperf.log(),
         b.log()
     );
+    // The SAs came along: no key exchange after the exec.
+    assert!(
+        b.log()
+            .contains("security associations kept across the update peers=1"),
+        "{}",
+        b.log()
+    );
+    assert_eq!(handshakes, 0, "{}", b.log());
     a.stop();
     let pid = update_status(&b)["pid"].as_u64().unwrap();
     let _ = std::process::Command::new("kill")
