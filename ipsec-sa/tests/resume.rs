@@ -156,3 +156,33 @@ fn attack_truncated_forged_or_stale_state_is_refused_and_a_fresh_exchange_follow
     p.drive();
     assert_eq!(p.to_b, vec![b"again".to_vec()]);
 }
+
+#[test]
+fn a_peer_sealing_with_lost_sas_gets_a_fresh_exchange_at_once() {
+    let (mut p, ca, cert, key) = established();
+    // A restarts without its state (refused or none): B still seals with
+    // its SAs, unknown to A's successor.
+    p.a = successor(&p, &ca, &cert, &key);
+    let before = handshakes(&p.events_b);
+    assert_eq!(p.send(false, b"into the void"), SealOutput::Sealed);
+    p.drive();
+    assert!(
+        matches!(p.rejections_a[..], [Rejection::UnknownSpi(_)]),
+        "{:?}",
+        p.rejections_a
+    );
+    // As the embedding does on that rejection: a fresh exchange at once
+    // (only one: a second call while it runs does nothing). B's next
+    // packet arrives under new SAs, well before B's own rekey.
+    let now = p.clock.now();
+    assert!(p.a.handle_unknown_spi(now, p.b_ip));
+    assert!(!p.a.handle_unknown_spi(now, p.b_ip));
+    p.collect();
+    p.drive();
+    assert!(p.a.has_sa(p.b_ip), "no fresh exchange");
+    assert!(!p.a.handle_unknown_spi(p.clock.now(), p.b_ip));
+    assert!(handshakes(&p.events_b) > before);
+    assert_eq!(p.send(false, b"again"), SealOutput::Sealed);
+    p.drive();
+    assert_eq!(p.to_a, vec![b"again".to_vec()]);
+}

@@ -382,8 +382,12 @@ fn with_offloads_and_certificates_the_guest_keeps_its_link_across_an_update() {
     let www = a.state.path().join("www");
     std::fs::create_dir_all(&www).unwrap();
     let new = www.join("wow-node");
-    // The release: the same build as 99.0.0.
-    std::fs::copy(&exe_a, &new).unwrap();
+    // The release: the same build as 99.0.0 (or `WOW_TEST_RELEASE_BIN`,
+    // to measure an update from an older build).
+    match std::env::var("WOW_TEST_RELEASE_BIN") {
+        Ok(bin) => std::fs::copy(bin, &new).unwrap(),
+        Err(_) => std::fs::copy(&exe_a, &new).unwrap(),
+    };
     let _http =
         a.ns.spawn(
             "python3",

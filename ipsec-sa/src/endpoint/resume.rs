@@ -2,11 +2,13 @@
 //! handed to the next process of a self-update (format and checks in
 //! [`crate::resume`]).
 
+use core::net::IpAddr;
 use std::collections::HashSet;
 use std::time::{Instant, UNIX_EPOCH};
 
 use super::{Endpoint, InboundEntry, OutboundEntry, PeerCertificate};
 use crate::auth::{PeerAuthenticator, VerifiedPeer, verify_signature};
+use crate::policy::Action;
 use crate::replay::ReplayWindow;
 use crate::resume::{
     InboundState, MAX_STATE_AGE, OutboundState, PeerState, ResumeError, SEQUENCE_MARGIN, State,
@@ -130,6 +132,30 @@ impl<A: PeerAuthenticator> Endpoint<A> {
             self.resume_peer(now, peer, &v);
         }
         Ok(count)
+    }
+
+    /// A packet from `peer` for an SPI unknown here, while this side has
+    /// no SA with it: this side lost its SAs (a restart whose state was
+    /// refused or never handed over) and the peer still seals with its
+    /// old ones, which it would do until its own rekey. Starts a fresh key
+    /// exchange at once. Does nothing while an SA or an exchange with
+    /// `peer` exists, or when the policy lets `peer` send in the clear.
+    /// Returns whether an exchange started.
+    pub fn handle_unknown_spi(&mut self, now: Instant, peer: IpAddr) -> bool {
+        if self.config.policy.action(peer) == Action::Bypass
+            || peer == self.config.local_ip
+            || self.has_sa(peer)
+            || self
+                .peers
+                .get(&peer)
+                .is_some_and(|p| p.initiating.is_some() || p.unconfirmed.is_some())
+        {
+            return false;
+        }
+        self.maybe_rekey(now, peer);
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.initiating.is_some())
     }
 
     fn resume_peer(&mut self, now: Instant, state: PeerState, verified: &VerifiedPeer) {
