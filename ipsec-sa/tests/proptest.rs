@@ -270,8 +270,8 @@ fn resume_state() -> impl Strategy<Value = ipsec_sa::resume::State> {
             },
         );
     let ip = prop_oneof![
-        any::<[u8; 4]>().prop_map(|b| std::net::IpAddr::from(b)),
-        any::<[u8; 16]>().prop_map(|b| std::net::IpAddr::from(b)),
+        any::<[u8; 4]>().prop_map(std::net::IpAddr::from),
+        any::<[u8; 16]>().prop_map(std::net::IpAddr::from),
     ];
     let peer = (
         ip,

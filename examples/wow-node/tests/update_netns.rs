@@ -351,7 +351,19 @@ fn with_offloads_and_certificates_the_guest_keeps_its_link_across_an_update() {
     let node = "lan_discovery = false\nport_mapping = false\n";
     // Offloads are the default: no [tap] section.
     let security = "[security]\nca_cert = \"ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\n";
-    a.write_config_with(&[], "192.168.62.1:4000", &[], node, security);
+    // With a CA, a node stores release manifests only under keys it
+    // knows: A, which may own the DHT key, knows the release key but
+    // follows another channel (it publishes, it does not update).
+    a.write_config_with(
+        &[],
+        "192.168.62.1:4000",
+        &[],
+        node,
+        &format!(
+            "{security}[update]\nkeys = [\"{}\"]\nchannel = \"publisher\"\n",
+            public.trim()
+        ),
+    );
     b.write_config_with(
         &["192.168.62.1:4000"],
         "192.168.62.2:4000",
@@ -424,9 +436,10 @@ fn with_offloads_and_certificates_the_guest_keeps_its_link_across_an_update() {
         wait_until(Duration::from_secs(30), || try_status(&b).is_some_and(
             |s| s["update"]["running"] == "99.0.0" && s["joined"] == true
         )),
-        "B did not update:\n{}\n{}",
+        "B did not update:\n{}\n{}\nA:\n{}",
         b.status(false),
-        b.log()
+        b.log(),
+        a.log()
     );
     let iperf_ok = iperf
         .wait_timeout(Duration::from_secs(30))
@@ -457,6 +470,14 @@ fn with_offloads_and_certificates_the_guest_keeps_its_link_across_an_update() {
         if iperf_ok { "0" } else { "FAILED" },
         link_after == link_before,
     );
+    // The node's side of the gap: from the exec to its first lines.
+    let log = b.log();
+    let timeline: Vec<&str> = log
+        .lines()
+        .skip_while(|l| !l.contains("release installed: exec"))
+        .take(12)
+        .collect();
+    eprintln!("B after the exec:\n{}", timeline.join("\n"));
     assert_eq!(
         link_after,
         link_before,
