@@ -14,13 +14,7 @@ use ipsec_sa::{Event, Rejection, SealOutput};
 
 /// A pair with SAs, and A's credentials (to build A's successor).
 fn established() -> (Pair, TestCa, Vec<u8>, Vec<u8>) {
-    let ca = TestCa::new();
-    let clock = Clock::new();
-    let (ca_cert, ca_key) = ca.issue(ip(A));
-    let (cb_cert, cb_key) = ca.issue(ip(B));
-    let a = endpoint(config(A), &ca_cert, &ca_key, ca.authenticator(), &clock, 1);
-    let b = endpoint(config(B), &cb_cert, &cb_key, ca.authenticator(), &clock, 2);
-    let mut p = Pair::from_endpoints(clock, a, b);
+    let (mut p, ca, (cert, key)) = Pair::new_with_a_credentials();
     p.establish();
     for i in 0..10u8 {
         assert_eq!(p.send(i % 2 == 0, &[i; 50]), SealOutput::Sealed);
@@ -28,7 +22,7 @@ fn established() -> (Pair, TestCa, Vec<u8>, Vec<u8>) {
     p.drive();
     p.to_a.clear();
     p.to_b.clear();
-    (p, ca, ca_cert, ca_key)
+    (p, ca, cert, key)
 }
 
 /// A's successor: same credentials, another seed, no SAs yet.

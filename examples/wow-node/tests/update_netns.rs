@@ -71,6 +71,23 @@ fn release(h: &Host, key: &Path, binary: &Path, version: &str, url: &str) -> Str
     h.ns.run_ok(BIN, &args).unwrap()
 }
 
+/// Serves `dir` over HTTP on `ip`:8080 in `h`'s namespace; returns the
+/// server and the release's URL.
+fn serve(h: &Host, dir: &Path, ip: &str) -> (Process, String) {
+    let dir = dir.to_str().unwrap();
+    let args = [
+        "-m",
+        "http.server",
+        "8080",
+        "--bind",
+        ip,
+        "--directory",
+        dir,
+    ];
+    let server = h.ns.spawn("python3", &args).unwrap();
+    (server, format!("http://{ip}:8080/wow-node"))
+}
+
 /// `status --json`, or nothing while the node is between binaries.
 fn try_status(h: &Host) -> Option<serde_json::Value> {
     let state = h.state.path().to_str().unwrap();
@@ -167,21 +184,8 @@ fn a_node_updates_under_a_tcp_stream_and_rolls_back_a_broken_release() {
     std::fs::create_dir_all(&www).unwrap();
     let new = www.join("wow-node");
     std::fs::copy(&exe_a, &new).unwrap();
-    let _http =
-        a.ns.spawn(
-            "python3",
-            &[
-                "-m",
-                "http.server",
-                "8080",
-                "--bind",
-                "192.168.61.1",
-                "--directory",
-                www.to_str().unwrap(),
-            ],
-        )
-        .unwrap();
-    let url = "http://192.168.61.1:8080/wow-node";
+    let (_http, url) = serve(&a, &www, "192.168.61.1");
+    let url = url.as_str();
 
     // The streams: iperf3 A -> B for 14 s, ping every 50 ms.
     let _server = b.ns.spawn("iperf3", &["-s", "-1", "-B", &addr_b]).unwrap();
@@ -400,21 +404,8 @@ fn with_offloads_and_certificates_the_guest_keeps_its_link_across_an_update() {
         Ok(bin) => std::fs::copy(bin, &new).unwrap(),
         Err(_) => std::fs::copy(&exe_a, &new).unwrap(),
     };
-    let _http =
-        a.ns.spawn(
-            "python3",
-            &[
-                "-m",
-                "http.server",
-                "8080",
-                "--bind",
-                "192.168.62.1",
-                "--directory",
-                www.to_str().unwrap(),
-            ],
-        )
-        .unwrap();
-    let url = "http://192.168.62.1:8080/wow-node";
+    let (_http, url) = serve(&a, &www, "192.168.62.1");
+    let url = url.as_str();
 
     // One TCP connection open across the update (iperf3 from A's guest to
     // B's), and pings every 10 ms for the gap.
