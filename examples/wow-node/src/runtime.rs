@@ -262,10 +262,14 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     // peers behind other NATs can punch to it.
     // Meanwhile, how many NATs we are behind (a traceroute toward the
     // first bootstrap node): the punch sessions' opening steps follow it.
+    // After an update the previous binary's measure stands (the host's
+    // NATs did not move in the exec): no traceroute in the update's gap.
+    let inherited_depth = crate::update::inherited_nat_depth();
     let depth_probe = config
         .node
         .bootstrap
         .iter()
+        .filter(|_| inherited_depth.is_none())
         .find_map(|e| match e {
             std::net::SocketAddr::V4(v4) if !v4.ip().is_loopback() => Some(*v4),
             _ => None,
@@ -329,6 +333,10 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             }
             None => tracing::info!(?hops, "NAT depth unknown: default opening steps"),
         }
+    }
+    if let Some(Some(depth)) = inherited_depth {
+        tracing::info!(depth, "NAT depth kept across the update");
+        core.set_nat_depth(depth);
     }
     if core.central_leases().is_some() {
         // The allocator's table of the network's leases: every grant is on
@@ -883,6 +891,7 @@ fn exec<S: dhcp_virt::LeaseStore>(
             // With offloads: persistent, attached again by name.
             tap: (!offload).then_some(tap),
             state: state.as_deref().map(|s| &s[..]),
+            nat_depth: core.nat_depth(),
         },
     );
     if offload {

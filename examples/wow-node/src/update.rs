@@ -35,6 +35,9 @@ const INSTALLED_FILE: &str = "installed";
 const REFUSED_FILE: &str = "refused";
 /// Set for the new binary after an update: `FROM TO HEALTH_SECS`.
 pub const ENV_UPDATED: &str = "WOW_NODE_UPDATED";
+/// Set for the new binary after an update: the NAT depth the old one
+/// measured (`N`, or `unknown`), so that it starts without a traceroute.
+pub const ENV_NAT_DEPTH: &str = "WOW_NODE_NAT_DEPTH";
 /// Set for the old binary after a rollback: the version refused.
 pub const ENV_ROLLED_BACK: &str = "WOW_NODE_ROLLED_BACK";
 /// DHT lifetime of a release's records (the overlay's maximum).
@@ -819,6 +822,18 @@ pub struct Handover<'a> {
     /// passed to the new binary only (not the watchdog) in a sealed memory
     /// file.
     pub state: Option<&'a [u8]>,
+    /// The NAT depth measured at start (`None`: unknown).
+    pub nat_depth: Option<u8>,
+}
+
+/// The NAT depth the previous binary measured, when this process is its
+/// update: `Some(None)` if it was unknown, `None` if not handed over.
+pub fn inherited_nat_depth() -> Option<Option<u8>> {
+    std::env::var_os(fdpass::ENV_FDS)?;
+    match std::env::var(ENV_NAT_DEPTH).ok()?.as_str() {
+        "unknown" => Some(None),
+        n => n.parse().ok().map(Some),
+    }
 }
 
 /// Why a release was not installed.
@@ -931,6 +946,11 @@ pub fn exec(
     let e = std::process::Command::new(exe)
         .args(&args)
         .env(fdpass::ENV_FDS, &env_fds)
+        .env(
+            ENV_NAT_DEPTH,
+            fds.nat_depth
+                .map_or_else(|| "unknown".to_string(), |d| d.to_string()),
+        )
         .env(
             ENV_UPDATED,
             format!("{running} {} {}", manifest.version, health.as_secs()),

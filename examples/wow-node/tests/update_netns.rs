@@ -452,6 +452,17 @@ fn with_offloads_and_certificates_the_guest_keeps_its_link_across_an_update() {
         .unwrap_or(end);
     let (gap, replies) = longest_gap(&log);
     let gap = gap.max(end - last);
+    // Where the longest silence began (Unix time), to set beside B's log.
+    let times: Vec<f64> = log
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+        .collect();
+    let gap_from = times
+        .windows(2)
+        .find(|w| w[1] - w[0] >= gap)
+        .map_or(last, |w| w[0]);
+    eprintln!("longest silence from {gap_from:.3} (Unix time)");
     let link_after = guest_link(&b);
     // Key exchanges B completed since the exec (its counters restart).
     let handshakes = b.status_json()["sa_handshakes"].clone();
