@@ -462,7 +462,30 @@ fn with_offloads_and_certificates_the_guest_keeps_its_link_across_an_update() {
         .windows(2)
         .find(|w| w[1] - w[0] >= gap)
         .map_or(last, |w| w[0]);
-    eprintln!("longest silence from {gap_from:.3} (Unix time)");
+    // The silence around the exec itself (the log's time of day against
+    // ping's Unix time).
+    let exec_at = b
+        .log()
+        .lines()
+        .find(|l| l.contains("release installed: exec"))
+        .and_then(|l| {
+            l.get(11..26)?
+                .split(':')
+                .map(str::parse::<f64>)
+                .collect::<Result<Vec<_>, _>>()
+                .ok()
+        })
+        .map(|hms| hms[0] * 3600.0 + hms[1] * 60.0 + hms[2]);
+    let across_exec = exec_at.map_or(f64::NAN, |at| {
+        let day = |t: f64| t.rem_euclid(86_400.0);
+        times
+            .windows(2)
+            .find(|w| day(w[0]) <= at && at <= day(w[1]))
+            .map_or(end - last, |w| w[1] - w[0])
+    });
+    eprintln!(
+        "longest silence from {gap_from:.3} (Unix time); silence across the exec {across_exec:.3} s"
+    );
     let link_after = guest_link(&b);
     // Key exchanges B completed since the exec (its counters restart).
     let handshakes = b.status_json()["sa_handshakes"].clone();
