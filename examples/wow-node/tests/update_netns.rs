@@ -529,3 +529,70 @@ fn with_offloads_and_certificates_the_guest_keeps_its_link_across_an_update() {
         .args(["-TERM", &pid.to_string()])
         .status();
 }
+
+/// Certified hosts A and B (10.128.0.10 and .20) with their nodes running
+/// `WOW_TEST_UPDATE_BIN` or this build, the guests leased.
+fn certified_pair(tag_a: &str, tag_b: &str, subnet: &str) -> (Host, Host, Vec<PathBuf>) {
+    let mut a = Host::new(tag_a, "alpha");
+    let mut b = Host::new(tag_b, "bravo");
+    a.ns.veth_to(&b.ns, "eth0", "eth0").unwrap();
+    a.ns.addr_add("eth0", &format!("{subnet}.1/24")).unwrap();
+    b.ns.addr_add("eth0", &format!("{subnet}.2/24")).unwrap();
+    let ca = wow_test_hosts::TempDir::new("uca").unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    let ca_dir = ca.path().to_str().unwrap();
+    run(&["ca", "init", "--dir", ca_dir]);
+    for (h, ip) in [(&a, "10.128.0.10"), (&b, "10.128.0.20")] {
+        let out = h.state.path().to_str().unwrap();
+        run(&["ca", "issue", "--dir", ca_dir, "--ip", ip, "--out", out]);
+    }
+    let node = "lan_discovery = false\nport_mapping = false\n";
+    let security = "[security]\nca_cert = \"ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\n";
+    a.write_config_with(&[], &format!("{subnet}.1:4000"), &[], node, security);
+    b.write_config_with(
+        &[&format!("{subnet}.1:4000")],
+        &format!("{subnet}.2:4000"),
+        &[],
+        node,
+        security,
+    );
+    let exes = vec![own_binary(a.state.path()), own_binary(b.state.path())];
+    start(&mut a, &exes[0]);
+    start(&mut b, &exes[1]);
+    assert_eq!(a.dhcp(), "10.128.0.10");
+    assert_eq!(b.dhcp(), "10.128.0.20");
+    (a, b, exes)
+}
+
+#[test]
+fn a_restarted_node_answers_its_peers_stale_sas_with_a_fresh_exchange() {
+    if !require(
+        "a_restarted_node_answers_its_peers_stale_sas_with_a_fresh_exchange",
+        &["dhclient", "ping", "strip"],
+    ) {
+        return;
+    }
+    let (a, mut b, exes) = certified_pair("ur", "us", "192.168.63");
+    assert!(
+        wait_until(Duration::from_secs(20), || a.ping("10.128.0.20")),
+        "no ping:\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+    // B restarts without its SAs (as after a refused state); A keeps
+    // sealing with the old ones. Only A speaks: B's guest only answers.
+    b.release_dhcp();
+    b.stop();
+    start(&mut b, &exes[1]);
+    assert_eq!(b.dhcp(), "10.128.0.20");
+    // Without the fresh exchange, A's packets die at B (unknown SPI) until
+    // A's own rekey, two minutes later.
+    assert!(
+        wait_until(Duration::from_secs(8), || a.ping("10.128.0.20")),
+        "A's traffic still refused by the restarted B:\n{}",
+        b.status(false)
+    );
+}
