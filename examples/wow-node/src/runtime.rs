@@ -405,7 +405,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     // An adopted TAP has no offloads (only such a TAP is handed over).
     let (tap, offload) = match adopted {
         Some(tap) => (tap, false),
-        None => match open_tap(config.tap.offload) {
+        None => match open_tap_after_exec(&open_tap, config.tap.offload, persisted).await {
             Ok(tap) => (tap, config.tap.offload),
             Err(e) if config.tap.offload => {
                 tracing::warn!(error = %e, "TAP offloads refused: frames go one by one");
@@ -829,6 +829,28 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     // Waits for the CA's last writes.
     drop(ca_writer);
     Ok(())
+}
+
+/// Opens the TAP; on a device left persistent by the previous process,
+/// waits out `EBUSY` (up to a second): its queue may detach a moment
+/// after the exec, when the kernel releases a file that an exiting thread
+/// still held from a work queue.
+async fn open_tap_after_exec(
+    open: &impl Fn(bool) -> std::io::Result<tun_rs::AsyncDevice>,
+    offload: bool,
+    persisted: bool,
+) -> std::io::Result<tun_rs::AsyncDevice> {
+    let mut result = open(offload);
+    for _ in 0..200 {
+        match &result {
+            Err(e) if persisted && e.raw_os_error() == Some(nix::libc::EBUSY) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                result = open(offload);
+            }
+            _ => break,
+        }
+    }
+    result
 }
 
 type Installing =
