@@ -330,60 +330,34 @@ fn with_offloads_and_certificates_the_guest_keeps_its_link_across_an_update() {
     ) {
         return;
     }
-    let mut a = Host::new("uo", "alpha");
-    let mut b = Host::new("up", "bravo");
-    a.ns.veth_to(&b.ns, "eth0", "eth0").unwrap();
-    a.ns.addr_add("eth0", "192.168.62.1/24").unwrap();
-    b.ns.addr_add("eth0", "192.168.62.2/24").unwrap();
+    // The release key, made outside the hosts.
+    let keys = wow_test_hosts::TempDir::new("ukey").unwrap();
+    let key = keys.path().join("release.key");
+    let out = std::process::Command::new(BIN)
+        .args(["release", "keygen", "--out", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let public = String::from_utf8(out.stdout).unwrap();
     // CA-issued certificates for fixed addresses: every SA needs a
-    // certificate check.
-    let ca = wow_test_hosts::TempDir::new("uca").unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(BIN).args(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {out:?}");
-    };
-    let ca_dir = ca.path().to_str().unwrap();
-    run(&["ca", "init", "--dir", ca_dir]);
-    for (h, ip) in [(&a, "10.128.0.10"), (&b, "10.128.0.20")] {
-        let out = h.state.path().to_str().unwrap();
-        run(&["ca", "issue", "--dir", ca_dir, "--ip", ip, "--out", out]);
-    }
-    let key = a.state.path().join("release.key");
-    let public =
-        a.ns.run_ok(BIN, &["release", "keygen", "--out", key.to_str().unwrap()])
-            .unwrap();
-    let node = "lan_discovery = false\nport_mapping = false\n";
-    // Offloads are the default: no [tap] section.
-    let security = "[security]\nca_cert = \"ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\n";
-    // With a CA, a node stores release manifests only under keys it
-    // knows: A, which may own the DHT key, knows the release key but
-    // follows another channel (it publishes, it does not update).
-    a.write_config_with(
-        &[],
-        "192.168.62.1:4000",
-        &[],
-        node,
-        &format!(
-            "{security}[update]\nkeys = [\"{}\"]\nchannel = \"publisher\"\n",
-            public.trim()
-        ),
+    // certificate check. With a CA, a node stores release manifests only
+    // under keys it knows: A, which may own the DHT key, knows the release
+    // key but follows another channel (it publishes, it does not update).
+    let (mut a, b, exes) = certified_pair(
+        ["uo", "up"],
+        "192.168.62",
+        [
+            &format!(
+                "[update]\nkeys = [\"{}\"]\nchannel = \"publisher\"\n",
+                public.trim()
+            ),
+            &format!(
+                "[update]\nkeys = [\"{}\"]\ncheck_secs = 1\nhealth_secs = 8\n",
+                public.trim()
+            ),
+        ],
     );
-    b.write_config_with(
-        &["192.168.62.1:4000"],
-        "192.168.62.2:4000",
-        &[],
-        node,
-        &format!(
-            "{security}[update]\nkeys = [\"{}\"]\ncheck_secs = 1\nhealth_secs = 8\n",
-            public.trim()
-        ),
-    );
-    let exe_a = own_binary(a.state.path());
-    let exe_b = own_binary(b.state.path());
-    start(&mut a, &exe_a);
-    start(&mut b, &exe_b);
-    assert_eq!(a.dhcp(), "10.128.0.10");
-    assert_eq!(b.dhcp(), "10.128.0.20");
+    let exe_a = &exes[0];
     let addr_b = "10.128.0.20";
     assert!(
         wait_until(Duration::from_secs(20), || a.ping(addr_b)),
@@ -402,7 +376,7 @@ fn with_offloads_and_certificates_the_guest_keeps_its_link_across_an_update() {
     // to measure an update from an older build).
     match std::env::var("WOW_TEST_RELEASE_BIN") {
         Ok(bin) => std::fs::copy(bin, &new).unwrap(),
-        Err(_) => std::fs::copy(&exe_a, &new).unwrap(),
+        Err(_) => std::fs::copy(exe_a, &new).unwrap(),
     };
     let (_http, url) = serve(&a, &www, "192.168.62.1");
     let url = url.as_str();
@@ -531,8 +505,10 @@ fn with_offloads_and_certificates_the_guest_keeps_its_link_across_an_update() {
 }
 
 /// Certified hosts A and B (10.128.0.10 and .20) with their nodes running
-/// `WOW_TEST_UPDATE_BIN` or this build, the guests leased.
-fn certified_pair(tag_a: &str, tag_b: &str, subnet: &str) -> (Host, Host, Vec<PathBuf>) {
+/// `WOW_TEST_UPDATE_BIN` or this build (`extra` added to each config),
+/// the guests leased. Offloads are the default: no `[tap]` section.
+fn certified_pair(tags: [&str; 2], subnet: &str, extra: [&str; 2]) -> (Host, Host, Vec<PathBuf>) {
+    let [tag_a, tag_b] = tags;
     let mut a = Host::new(tag_a, "alpha");
     let mut b = Host::new(tag_b, "bravo");
     a.ns.veth_to(&b.ns, "eth0", "eth0").unwrap();
@@ -551,13 +527,14 @@ fn certified_pair(tag_a: &str, tag_b: &str, subnet: &str) -> (Host, Host, Vec<Pa
     }
     let node = "lan_discovery = false\nport_mapping = false\n";
     let security = "[security]\nca_cert = \"ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\n";
-    a.write_config_with(&[], &format!("{subnet}.1:4000"), &[], node, security);
+    let a_config = format!("{security}{}", extra[0]);
+    a.write_config_with(&[], &format!("{subnet}.1:4000"), &[], node, &a_config);
     b.write_config_with(
         &[&format!("{subnet}.1:4000")],
         &format!("{subnet}.2:4000"),
         &[],
         node,
-        security,
+        &format!("{security}{}", extra[1]),
     );
     let exes = vec![own_binary(a.state.path()), own_binary(b.state.path())];
     start(&mut a, &exes[0]);
@@ -575,7 +552,7 @@ fn a_restarted_node_answers_its_peers_stale_sas_with_a_fresh_exchange() {
     ) {
         return;
     }
-    let (a, mut b, exes) = certified_pair("ur", "us", "192.168.63");
+    let (a, mut b, exes) = certified_pair(["ur", "us"], "192.168.63", ["", ""]);
     assert!(
         wait_until(Duration::from_secs(20), || a.ping("10.128.0.20")),
         "no ping:\n{}\n{}",
