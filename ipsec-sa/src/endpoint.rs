@@ -71,6 +71,8 @@
 //! reachability. Responder slots in all are capped at
 //! [`Config::max_pending_handshakes`].
 
+mod resume;
+
 use core::net::IpAddr;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};

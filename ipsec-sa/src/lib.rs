@@ -22,6 +22,8 @@
 //!   first contact, so that a responder keeps no state for, and sends its
 //!   certificate to no one but, whoever receives the claimed address's
 //!   traffic; per-source caps and rate limits;
+//! - a handover of the established SAs to the next process of a
+//!   self-update ([`resume`]): signed, dated, refused all or nothing;
 //! - key erasure: SA keys, Noise split outputs, handshake seeds and cookie
 //!   secrets are wiped (`zeroize`) when dropped. Keys inside `ring` and
 //!   `snow` are theirs to manage: `ring` holds only expanded AEAD keys, and
@@ -101,6 +103,7 @@ pub mod error;
 pub mod handshake;
 pub mod policy;
 pub mod replay;
+pub mod resume;
 pub mod sa;
 pub mod wire;
 

@@ -3,7 +3,8 @@
 
 use crate::error::Rejection;
 
-const WORDS: usize = 32;
+/// Words of the bitmap.
+pub(crate) const WORDS: usize = 32;
 const BITS: u64 = (WORDS as u64) * 64;
 const _: () = assert!(REPLAY_WINDOW >= 1024);
 
@@ -37,6 +38,16 @@ impl ReplayWindow {
     /// Highest sequence number accepted so far.
     pub const fn highest(&self) -> u64 {
         self.top
+    }
+
+    /// The highest sequence number and the bitmap, for a handover.
+    pub(crate) fn to_parts(&self) -> (u64, [u64; WORDS]) {
+        (self.top, self.bitmap)
+    }
+
+    /// A window from [`ReplayWindow::to_parts`].
+    pub(crate) const fn from_parts(top: u64, bitmap: [u64; WORDS]) -> Self {
+        ReplayWindow { top, bitmap }
     }
 
     fn slot(seq: u64) -> (usize, u64) {

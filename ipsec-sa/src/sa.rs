@@ -33,8 +33,9 @@ use crate::error::{Rejection, SealError, WireError};
 use crate::replay::ReplayWindow;
 use crate::wire::{HEADER_LEN, MAX_PLAINTEXT_LEN, Packet, PacketRepr, Suite, TAG_LEN};
 
-/// Key bytes and nonce salt for one SA; wiped on drop. The SAs hand the
-/// key to `ring` and keep no copy of it (ring's key schedule is opaque).
+/// Key bytes and nonce salt for one SA; wiped on drop. The SAs keep a
+/// copy beside ring's (opaque) key schedule only so that they can be
+/// handed to the next process of a self-update ([`crate::resume`]).
 #[derive(Clone, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct SaKeys {
     /// The AEAD key.
@@ -76,6 +77,9 @@ pub struct OutboundSa {
     spi: u32,
     suite: Suite,
     key: Arc<LessSafeKey>,
+    /// The key bytes, kept (wiped on drop) only for a handover to the next
+    /// process ([`crate::resume`]).
+    keys: SaKeys,
     salt: [u8; 4],
     /// Last sequence number used (0: none yet).
     sequence_number: u64,
@@ -99,10 +103,25 @@ impl OutboundSa {
             spi,
             suite,
             key: make_key(suite, keys),
+            keys: keys.clone(),
             salt: keys.salt,
             sequence_number: 0,
             bytes: 0,
         }
+    }
+
+    /// An SA carried over from another process: the next packet uses
+    /// `sequence_number + 1`.
+    pub(crate) fn resumed(spi: u32, suite: Suite, keys: &SaKeys, sequence_number: u64) -> Self {
+        OutboundSa {
+            sequence_number,
+            ..OutboundSa::new(spi, suite, keys)
+        }
+    }
+
+    /// The key bytes, for a handover.
+    pub(crate) fn keys(&self) -> &SaKeys {
+        &self.keys
     }
 
     /// The SPI written into every packet.
@@ -258,6 +277,8 @@ pub struct InboundSa {
     spi: u32,
     suite: Suite,
     key: Arc<LessSafeKey>,
+    /// The key bytes, kept (wiped on drop) only for a handover.
+    keys: SaKeys,
     salt: [u8; 4],
     window: ReplayWindow,
     packets: u64,
@@ -281,11 +302,30 @@ impl InboundSa {
             spi,
             suite,
             key: make_key(suite, keys),
+            keys: keys.clone(),
             salt: keys.salt,
             window: ReplayWindow::new(),
             packets: 0,
             bytes: 0,
         }
+    }
+
+    /// An SA carried over from another process, with its replay window.
+    pub(crate) fn resumed(spi: u32, suite: Suite, keys: &SaKeys, window: ReplayWindow) -> Self {
+        InboundSa {
+            window,
+            ..InboundSa::new(spi, suite, keys)
+        }
+    }
+
+    /// The key bytes, for a handover.
+    pub(crate) fn keys(&self) -> &SaKeys {
+        &self.keys
+    }
+
+    /// The replay window, for a handover.
+    pub(crate) fn window(&self) -> &ReplayWindow {
+        &self.window
     }
 
     /// The SPI this SA accepts.

@@ -29,6 +29,8 @@
 //! in `complete_crypto`, once it authenticated. The core itself starts no
 //! thread.
 
+mod resume;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
@@ -2798,6 +2800,13 @@ impl<S: LeaseStore> Core<S> {
                         return;
                     }
                     Err(e) => {
+                        // The peer seals with SAs we lost (a restart):
+                        // a fresh exchange now, not at its rekey.
+                        if matches!(e, ipsec_sa::Rejection::UnknownSpi(_))
+                            && sa.handle_unknown_spi(now, IpAddr::V4(peer_ip))
+                        {
+                            tracing::debug!(peer = %peer_ip, "unknown SPI: key exchange started");
+                        }
                         tracing::debug!(peer = %peer_ip, error = %e, "open refused");
                         self.open_buf = plaintext;
                         self.counters.dropped_policy += 1;

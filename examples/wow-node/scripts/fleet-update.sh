@@ -10,13 +10,16 @@
 #
 # Usage (root): examples/wow-node/scripts/fleet-update.sh
 # Env: N=10, CHECK=5 (check_secs), WOW_BIN=path (default: the debug build,
-#      built if missing), DEBUG info (RUST_LOG of the nodes, default info).
+#      built if missing), DEBUG info (RUST_LOG of the nodes, default info),
+#      OFFLOAD=false (`[tap] offload`: true keeps the TAP persistent
+#      across the exec instead of handing its descriptor over).
 set -eu
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
 N=${N:-10}
 CHECK=${CHECK:-5}
+OFFLOAD=${OFFLOAD:-false}
 [ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
 for c in ip jq python3 strip; do command -v $c >/dev/null || { echo "missing $c" >&2; exit 1; }; done
 if [ -z "${WOW_BIN:-}" ]; then
@@ -72,7 +75,7 @@ lan_discovery = false
 port_mapping = false
 
 [tap]
-offload = false
+offload = $OFFLOAD
 
 [update]
 keys = ["$PUBLIC"]

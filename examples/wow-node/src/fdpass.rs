@@ -8,8 +8,10 @@
 //! systemd `LISTEN_FDS` crates (`listenfd`, `sd-listen-fds`) cover sockets
 //! only and still leave the TAP's `RawFd` to the caller, and tun-rs's
 //! `AsyncDevice::from_fd` is itself `unsafe` (it also refuses a descriptor
-//! opened with `IFF_VNET_HDR`, so the TAP is handed over only with
-//! `[tap] offload = false`). Before it takes ownership, [`adopt`] checks
+//! opened with `IFF_VNET_HDR`, so the TAP descriptor is handed over only
+//! with `[tap] offload = false`; with offloads the device is made
+//! persistent instead, [`set_persist`], and attached again by name).
+//! Before it takes ownership, [`adopt`] checks
 //! that the number is open (`fstat`), that it is the kind expected (a UDP
 //! socket: `S_IFSOCK` and `SO_TYPE` datagram; the TAP: the character
 //! device 10:200, `/dev/net/tun`), and that nothing else in this process
@@ -32,6 +34,55 @@ pub enum Kind {
     Udp,
     /// An open `/dev/net/tun` (major 10, minor 200).
     Tap,
+    /// The security associations' state ([`write_state`]): an anonymous
+    /// memory file named [`STATE_NAME`].
+    State,
+}
+
+/// The name of the memory file holding the SA state across the exec.
+pub const STATE_NAME: &str = "wow-sa-state";
+
+/// The SA-state descriptor named in `text` (`sa=N`), if any.
+pub fn parse_state(text: &str) -> Option<RawFd> {
+    text.split(',')
+        .find_map(|part| part.strip_prefix("sa="))
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 2)
+}
+
+/// Writes `bytes` (keys: the SA state) into an anonymous memory file —
+/// never a file on disk — sealed against any change, positioned at its
+/// start, closed on exec until [`keep_across_exec`].
+pub fn write_state(bytes: &[u8]) -> Result<OwnedFd, FdError> {
+    use nix::fcntl::SealFlag;
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let fd = memfd_create(
+        STATE_NAME,
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .map_err(|e| FdError::Os(-1, e))?;
+    let raw = fd.as_raw_fd();
+    let mut file = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut file, bytes)
+        .map_err(|e| FdError::Os(raw, nix::Error::from_raw(e.raw_os_error().unwrap_or(0))))?;
+    std::io::Seek::rewind(&mut file)
+        .map_err(|e| FdError::Os(raw, nix::Error::from_raw(e.raw_os_error().unwrap_or(0))))?;
+    let fd = OwnedFd::from(file);
+    let seals = SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE
+        | SealFlag::F_SEAL_SEAL;
+    fcntl(fd.as_fd(), FcntlArg::F_ADD_SEALS(seals)).map_err(|e| FdError::Os(raw, e))?;
+    Ok(fd)
+}
+
+/// Reads the SA state from an adopted [`Kind::State`] descriptor once and
+/// closes it (the memory file goes with its last descriptor).
+pub fn read_state(fd: OwnedFd) -> std::io::Result<zeroize::Zeroizing<Vec<u8>>> {
+    let mut file = std::fs::File::from(fd);
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    std::io::Read::read_to_end(&mut file, &mut bytes)?;
+    Ok(bytes)
 }
 
 /// Why an inherited descriptor was not adopted.
@@ -113,6 +164,13 @@ pub fn adopt(fd: RawFd, kind: Kind) -> Result<OwnedFd, FdError> {
                 && nix::sys::stat::major(st.st_rdev) == 10
                 && nix::sys::stat::minor(st.st_rdev) == 200
         }
+        Kind::State => {
+            file_type == SFlag::S_IFREG
+                && std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok_and(|p| {
+                    p.to_string_lossy()
+                        .starts_with(&format!("/memfd:{STATE_NAME}"))
+                })
+        }
     };
     if !ok {
         return Err(FdError::WrongKind { fd, kind });
@@ -146,6 +204,31 @@ pub fn tap_from_fd(fd: OwnedFd) -> std::io::Result<tun_rs::AsyncDevice> {
     unsafe { tun_rs::AsyncDevice::from_fd(raw) }
 }
 
+/// Sets (`true`) or clears (`false`) `TUNSETPERSIST` on the TAP device
+/// `tap` is attached to. A persistent device outlives its last
+/// descriptor: the self-update sets it before an exec with offloads (the
+/// descriptor cannot be handed over, see the module docs) so that the
+/// guest's addresses and routes stay while the new binary attaches again
+/// by name, and clears it once attached.
+#[allow(unsafe_code)]
+pub fn set_persist(tap: &impl AsRawFd, persist: bool) -> Result<(), FdError> {
+    let fd = tap.as_raw_fd();
+    // SAFETY: `tap` holds the descriptor open for the whole call;
+    // TUNSETPERSIST takes its argument by value (an integer, not a
+    // pointer), so no memory is read or written through it.
+    let rc = unsafe {
+        nix::libc::ioctl(
+            fd,
+            nix::libc::TUNSETPERSIST,
+            nix::libc::c_ulong::from(persist),
+        )
+    };
+    if rc < 0 {
+        return Err(FdError::Os(fd, nix::Error::last()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -156,6 +239,29 @@ mod test {
         assert_eq!(parse(&format(None, Some(9))), (None, Some(9)));
         assert_eq!(parse("udp=1,tap=x"), (None, None));
         assert_eq!(parse(""), (None, None));
+    }
+
+    #[test]
+    fn state_goes_through_a_sealed_memory_file() {
+        assert_eq!(parse_state("udp=9,sa=12"), Some(12));
+        assert_eq!(parse_state("udp=9"), None);
+        let fd = write_state(b"state bytes").unwrap();
+        let n = std::os::fd::IntoRawFd::into_raw_fd(fd);
+        // Not a socket or TAP; a plain file is not a state descriptor.
+        assert!(matches!(
+            adopt(n, Kind::Udp),
+            Err(FdError::WrongKind { .. })
+        ));
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert!(matches!(
+            adopt(file.as_raw_fd(), Kind::State),
+            Err(FdError::WrongKind { .. })
+        ));
+        let owned = adopt(n, Kind::State).unwrap();
+        // Sealed: no writes.
+        let mut writer = std::fs::File::from(owned.try_clone().unwrap());
+        assert!(std::io::Write::write_all(&mut writer, b"x").is_err());
+        assert_eq!(&read_state(owned).unwrap()[..], b"state bytes");
     }
 
     #[test]

@@ -155,7 +155,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
         .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
     // Descriptors kept open across a self-update's exec: adopted before
     // this process opens anything else.
-    let (mut inherited_udp, mut inherited_tap) = crate::update::inherited();
+    let (mut inherited_udp, mut inherited_tap, inherited_sas) = crate::update::inherited();
     // Before anything slow (traceroute, TAP): a SIGTERM that arrives while
     // the node starts ends it cleanly instead of killing it.
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
@@ -271,10 +271,14 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     // peers behind other NATs can punch to it.
     // Meanwhile, how many NATs we are behind (a traceroute toward the
     // first bootstrap node): the punch sessions' opening steps follow it.
+    // After an update the previous binary's measure stands (the host's
+    // NATs did not move in the exec): no traceroute in the update's gap.
+    let inherited_depth = crate::update::inherited_nat_depth();
     let depth_probe = config
         .node
         .bootstrap
         .iter()
+        .filter(|_| inherited_depth.is_none())
         .find_map(|e| match e {
             std::net::SocketAddr::V4(v4) if !v4.ip().is_loopback() => Some(*v4),
             _ => None,
@@ -340,6 +344,10 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             None => tracing::info!(?hops, "NAT depth unknown: default opening steps"),
         }
     }
+    if let Some(Some(depth)) = inherited_depth {
+        tracing::info!(depth, "NAT depth kept across the update");
+        core.set_nat_depth(depth);
+    }
     if core.central_leases().is_some() {
         // The allocator's table of the network's leases: every grant is on
         // disk before it is answered.
@@ -367,20 +375,35 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     membership
         .start(&mut core, now, SystemTime::now())
         .map_err(|e| e.to_string())?;
+    // The previous process's SAs: the guest's peers need no new key
+    // exchange. A refused state (stale, forged) leaves fresh exchanges.
+    if let Some(state) = inherited_sas {
+        match core.import_sa_state(now, &state) {
+            Ok(peers) => tracing::info!(peers, "security associations kept across the update"),
+            Err(e) => tracing::warn!(error = %e, "SA state refused: fresh key exchanges"),
+        }
+    }
 
     // A stable MAC for the guest's side of the TAP, so that its DHCP client
     // (keyed by hardware address) keeps its lease across restarts.
     let a = address.to_bytes();
     let tap_mac = [0x02, 0x57, a[0], a[1], a[2], a[3]];
+    // After an update with offloads the device outlived the exec
+    // (persistent): attach to it as it is, without setting its MAC again
+    // (that flushes the guest's neighbours).
+    let persisted = crate::update::tap_left_persistent(&state_dir, &config.tap.name)
+        && Path::new("/sys/class/net").join(&config.tap.name).exists();
     let open_tap = |offload: bool| {
-        tun_rs::DeviceBuilder::new()
+        let builder = tun_rs::DeviceBuilder::new()
             .name(&config.tap.name)
             .layer(tun_rs::Layer::L2)
-            .mac_addr(tap_mac)
-            .mtu(mtu)
             .offload(offload)
-            .enable(true)
-            .build_async()
+            .enable(true);
+        if persisted {
+            builder.build_async()
+        } else {
+            builder.mac_addr(tap_mac).mtu(mtu).build_async()
+        }
     };
     // With offloads the guest's kernel hands over TCP super-frames (one
     // read for up to 64 KiB) and takes merged ones back (see `offload`).
@@ -392,7 +415,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     // An adopted TAP has no offloads (only such a TAP is handed over).
     let (tap, offload) = match adopted {
         Some(tap) => (tap, false),
-        None => match open_tap(config.tap.offload) {
+        None => match open_tap_after_exec(&open_tap, config.tap.offload, persisted).await {
             Ok(tap) => (tap, config.tap.offload),
             Err(e) if config.tap.offload => {
                 tracing::warn!(error = %e, "TAP offloads refused: frames go one by one");
@@ -403,6 +426,10 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             Err(e) => return Err(format!("cannot open TAP {}: {e}", config.tap.name)),
         },
     };
+    if persisted || crate::update::tap_left_persistent(&state_dir, &config.tap.name) {
+        crate::update::unpersist_tap(&state_dir, &tap);
+        tracing::info!(tap = %config.tap.name, "TAP kept across the update attached again");
+    }
     tracing::info!(
         tap = %config.tap.name,
         mtu,
@@ -719,7 +746,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     Ok(done) => {
                         // Frames and datagrams already queued go out first.
                         flush(&mut core, &socket, &tap, &mut tap_io, &mut out).await;
-                        exec(&mut updater, &done, &config, &socket, &tap, offload);
+                        exec(&mut updater, &done, &config, &core, &socket, &tap, offload);
                     }
                     Err(e) => updater.install_failed(&e),
                 }
@@ -820,6 +847,28 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Opens the TAP; on a device left persistent by the previous process,
+/// waits out `EBUSY` (up to a second): its queue may detach a moment
+/// after the exec, when the kernel releases a file that an exiting thread
+/// still held from a work queue.
+async fn open_tap_after_exec(
+    open: &impl Fn(bool) -> std::io::Result<tun_rs::AsyncDevice>,
+    offload: bool,
+    persisted: bool,
+) -> std::io::Result<tun_rs::AsyncDevice> {
+    let mut result = open(offload);
+    for _ in 0..200 {
+        match &result {
+            Err(e) if persisted && e.raw_os_error() == Some(nix::libc::EBUSY) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                result = open(offload);
+            }
+            _ => break,
+        }
+    }
+    result
+}
+
 type Installing =
     tokio::task::JoinHandle<Result<crate::update::Installed, crate::update::InstallError>>;
 
@@ -844,14 +893,32 @@ async fn installed(
 
 /// Execs an installed release, keeping the UDP socket and (without
 /// offloads) the TAP open; returns only if that failed.
-fn exec(
+fn exec<S: dhcp_virt::LeaseStore>(
     updater: &mut crate::update::Updater,
     installed: &crate::update::Installed,
     config: &Config,
+    core: &Core<S>,
     socket: &UdpSocket,
     tap: &tun_rs::AsyncDevice,
     offload: bool,
 ) {
+    // tun-rs adopts no descriptor opened with offloads (vnet header): the
+    // device is left persistent instead and the new binary attaches to it
+    // by name, so the guest keeps its link, addresses and routes.
+    if offload
+        && let Err(e) = crate::update::persist_tap(&config.node.state_dir, &config.tap.name, tap)
+    {
+        tracing::warn!(error = %e, "TAP not made persistent: the new binary creates it again");
+    }
+    // Exported last: nothing is sealed after it (the exec follows).
+    let state = match core.export_sa_state(Instant::now()) {
+        Some(Ok(bytes)) => Some(zeroize::Zeroizing::new(bytes)),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "SA state not exported: fresh key exchanges");
+            None
+        }
+        None => None,
+    };
     let error = crate::update::exec(
         installed,
         updater.running(),
@@ -859,11 +926,15 @@ fn exec(
         Duration::from_secs(config.update.health_secs),
         crate::update::Handover {
             udp: socket,
-            // tun-rs adopts no descriptor opened with offloads (vnet
-            // header): then the new binary opens the TAP again.
+            // With offloads: persistent, attached again by name.
             tap: (!offload).then_some(tap),
+            state: state.as_deref().map(|s| &s[..]),
+            nat_depth: core.nat_depth(),
         },
     );
+    if offload {
+        crate::update::unpersist_tap(&config.node.state_dir, tap);
+    }
     updater.install_failed(&crate::update::InstallError::Io(error));
 }
 

@@ -35,6 +35,9 @@ const INSTALLED_FILE: &str = "installed";
 const REFUSED_FILE: &str = "refused";
 /// Set for the new binary after an update: `FROM TO HEALTH_SECS`.
 pub const ENV_UPDATED: &str = "WOW_NODE_UPDATED";
+/// Set for the new binary after an update: the NAT depth the old one
+/// measured (`N`, or `unknown`), so that it starts without a traceroute.
+pub const ENV_NAT_DEPTH: &str = "WOW_NODE_NAT_DEPTH";
 /// Set for the old binary after a rollback: the version refused.
 pub const ENV_ROLLED_BACK: &str = "WOW_NODE_ROLLED_BACK";
 /// DHT lifetime of a release's records (the overlay's maximum).
@@ -643,11 +646,25 @@ async fn http_get(url: &str) -> Result<Vec<u8>, String> {
 
 /// The descriptors named in [`fdpass::ENV_FDS`], adopted (each checked;
 /// one that fails is left alone and logged).
-pub fn inherited() -> (Option<std::os::fd::OwnedFd>, Option<std::os::fd::OwnedFd>) {
+pub fn inherited() -> Inherited {
     let Ok(text) = std::env::var(fdpass::ENV_FDS) else {
-        return (None, None);
+        return (None, None, None);
     };
     let (udp, tap) = fdpass::parse(&text);
+    // The SA state is read at once and its descriptor closed.
+    let state = fdpass::parse_state(&text).and_then(|fd| {
+        match fdpass::adopt(fd, fdpass::Kind::State).map(fdpass::read_state) {
+            Ok(Ok(bytes)) => Some(bytes),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "SA state not read");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SA state descriptor not adopted");
+                None
+            }
+        }
+    });
     let adopt = |fd: Option<i32>, kind| {
         fd.and_then(|fd| match fdpass::adopt(fd, kind) {
             Ok(owned) => {
@@ -660,7 +677,64 @@ pub fn inherited() -> (Option<std::os::fd::OwnedFd>, Option<std::os::fd::OwnedFd
             }
         })
     };
-    (adopt(udp, fdpass::Kind::Udp), adopt(tap, fdpass::Kind::Tap))
+    (
+        adopt(udp, fdpass::Kind::Udp),
+        adopt(tap, fdpass::Kind::Tap),
+        state,
+    )
+}
+
+/// What [`inherited`] returns: the UDP socket, the TAP and the SA state
+/// (read, its descriptor closed).
+pub type Inherited = (
+    Option<std::os::fd::OwnedFd>,
+    Option<std::os::fd::OwnedFd>,
+    Option<zeroize::Zeroizing<Vec<u8>>>,
+);
+
+/// In the state directory while this node's TAP is left persistent for
+/// an exec (holds the device's name): the next start that attaches to the
+/// device clears the flag and removes the file, so that a crash between
+/// the two leaves no persistent device behind for good.
+pub const TAP_PERSIST_FILE: &str = "tap.persist";
+
+/// Whether the previous process left the TAP `name` persistent for us.
+pub fn tap_left_persistent(state_dir: &Path, name: &str) -> bool {
+    std::fs::read_to_string(state_dir.join(TAP_PERSIST_FILE)).is_ok_and(|n| n.trim() == name)
+}
+
+/// Makes `tap` persistent before an exec, recording it first in
+/// [`TAP_PERSIST_FILE`] (written atomically).
+pub fn persist_tap(
+    state_dir: &Path,
+    name: &str,
+    tap: &impl std::os::fd::AsRawFd,
+) -> Result<(), String> {
+    let path = state_dir.join(TAP_PERSIST_FILE);
+    let temp = state_dir.join(format!("{TAP_PERSIST_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&temp)?;
+        std::io::Write::write_all(&mut f, name.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&temp, &path)?;
+        std::fs::File::open(state_dir)?.sync_all()
+    };
+    write().map_err(|e| format!("{}: {e}", path.display()))?;
+    fdpass::set_persist(tap, true).map_err(|e| {
+        let _ = std::fs::remove_file(&path);
+        e.to_string()
+    })
+}
+
+/// Clears the persistence [`persist_tap`] set (after attaching again, or
+/// when the exec failed) and removes [`TAP_PERSIST_FILE`].
+pub fn unpersist_tap(state_dir: &Path, tap: &impl std::os::fd::AsRawFd) {
+    match fdpass::set_persist(tap, false) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(state_dir.join(TAP_PERSIST_FILE));
+        }
+        Err(e) => tracing::warn!(error = %e, "TAP left persistent"),
+    }
 }
 
 /// `[update] keys` parsed; an error names the bad one.
@@ -744,6 +818,22 @@ pub struct Handover<'a> {
     pub udp: &'a tokio::net::UdpSocket,
     /// The TAP device, when it can be adopted (no offloads).
     pub tap: Option<&'a tun_rs::AsyncDevice>,
+    /// The security associations ([`wow_core::core::Core::export_sa_state`]),
+    /// passed to the new binary only (not the watchdog) in a sealed memory
+    /// file.
+    pub state: Option<&'a [u8]>,
+    /// The NAT depth measured at start (`None`: unknown).
+    pub nat_depth: Option<u8>,
+}
+
+/// The NAT depth the previous binary measured, when this process is its
+/// update: `Some(None)` if it was unknown, `None` if not handed over.
+pub fn inherited_nat_depth() -> Option<Option<u8>> {
+    std::env::var_os(fdpass::ENV_FDS)?;
+    match std::env::var(ENV_NAT_DEPTH).ok()?.as_str() {
+        "unknown" => Some(None),
+        n => n.parse().ok().map(Some),
+    }
 }
 
 /// Why a release was not installed.
@@ -835,6 +925,18 @@ pub fn exec(
         let _ = std::fs::rename(prev, exe);
         return format!("cannot start the update watchdog: {e}");
     }
+    // The SA state (keys) goes to the new binary alone: the watchdog,
+    // started above, never holds it; a rollback starts fresh exchanges.
+    let state = fds.state.and_then(|bytes| {
+        fdpass::write_state(bytes)
+            .and_then(|fd| fdpass::keep_across_exec(&fd).map(|()| fd))
+            .map_err(|e| tracing::warn!(error = %e, "SA state not handed over"))
+            .ok()
+    });
+    let env_fds = match &state {
+        Some(fd) => format!("{env_fds},sa={}", fd.as_raw_fd()),
+        None => env_fds,
+    };
     tracing::info!(
         from = %running,
         to = %manifest.version,
@@ -844,6 +946,11 @@ pub fn exec(
     let e = std::process::Command::new(exe)
         .args(&args)
         .env(fdpass::ENV_FDS, &env_fds)
+        .env(
+            ENV_NAT_DEPTH,
+            fds.nat_depth
+                .map_or_else(|| "unknown".to_string(), |d| d.to_string()),
+        )
         .env(
             ENV_UPDATED,
             format!("{running} {} {}", manifest.version, health.as_secs()),

@@ -118,13 +118,20 @@ pub struct Pair<A = TestAuthenticator> {
 impl Pair<TestAuthenticator> {
     /// Two hosts with certificates from one CA.
     pub fn new() -> (Pair, TestCa) {
+        let (pair, ca, _) = Pair::new_with_a_credentials();
+        (pair, ca)
+    }
+
+    /// [`Pair::new`], also returning A's certificate and key (to build
+    /// another A).
+    pub fn new_with_a_credentials() -> (Pair, TestCa, (Vec<u8>, Vec<u8>)) {
         let ca = TestCa::new();
         let clock = Clock::new();
         let (ca_cert, ca_key) = ca.issue(ip(A));
         let (cb_cert, cb_key) = ca.issue(ip(B));
         let a = endpoint(config(A), &ca_cert, &ca_key, ca.authenticator(), &clock, 1);
         let b = endpoint(config(B), &cb_cert, &cb_key, ca.authenticator(), &clock, 2);
-        (Pair::from_endpoints(clock, a, b), ca)
+        (Pair::from_endpoints(clock, a, b), ca, (ca_cert, ca_key))
     }
 }
 
