@@ -15,7 +15,7 @@
 //! | `ca` | the value is the CA's signed announcement naming the writer's key | any |
 //! | `crl` | the value is a CRL manifest signed by the CA (any node may relay it) | any |
 //! | `crl-chunk/…` | any (readers check each chunk against the signed manifest) | any |
-//! | `release/<channel>` | the value is a release manifest signed by a configured release key ([`crate::update`]) | the same with keys configured, else any |
+//! | `release/<channel>` | the value is a release manifest signed by a configured release key ([`crate::update`]); without keys, a well-formed manifest of `<channel>` from a certified writer | the same with keys configured, else any |
 //! | `release-chunk/…` | any (readers check each chunk along the manifest's hash chain) | any |
 //! | anything else | refused | any |
 //!
@@ -261,7 +261,18 @@ impl NodePolicy {
                 crate::update::verify(&record.value, &self.release_keys)
                     .is_ok_and(|m| m.channel.as_bytes() == suffix)
             }
-            b"release" => !with_ca,
+            // Without keys a node cannot check the signature, but it may
+            // be the record's home in the DHT: with a CA it stores a
+            // well-formed manifest for this channel from a certified
+            // writer (readers with keys verify it), so nodes without
+            // `[update] keys` do not cut the others off from releases.
+            b"release" => {
+                !with_ca
+                    || (!matches!(self.standing(now, record), Standing::None)
+                        && crate::update::split_signed(&record.value)
+                            .and_then(|s| crate::update::Manifest::parse_body(s.body))
+                            .is_ok_and(|m| m.channel.as_bytes() == suffix))
+            }
             b"release-chunk" => true,
             _ => !with_ca,
         }

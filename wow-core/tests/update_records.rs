@@ -65,7 +65,9 @@ fn attack_release_manifest_of_unknown_key_not_stored() {
             good.chunk(0).unwrap()
         ));
     }
-    // Without keys: an open network stores anything, a CA network nothing.
+    // Without keys: an open network stores anything, a CA network nothing
+    // from an uncertified writer (examples/wow-node/tests/attack_records.rs
+    // has the certified writer's case).
     assert!(accepts(
         &mut policy(false),
         b"wow/release/stable",

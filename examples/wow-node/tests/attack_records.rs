@@ -474,3 +474,42 @@ fn attack_name_takeover_end_to_end_the_other_guest_still_resolves_the_owner() {
         certified[0]
     );
 }
+
+/// A node of a CA network without `[update] keys` may be the home of
+/// `wow/release/<channel>`: it stores a well-formed manifest of that
+/// channel from a certified writer (readers with keys check the signature),
+/// so it does not cut the fleet off from releases; an outsider's, junk, or
+/// another channel's manifest it refuses.
+#[test]
+fn attack_release_record_on_a_node_without_release_keys() {
+    let mut w = world();
+    let release = wow_core::update::ReleaseKey::generate().unwrap();
+    let v = "2.0.0".parse().unwrap();
+    let publication =
+        wow_core::update::Publication::new(&release, "stable", v, &[1u8; 3000], None).unwrap();
+    let mut a = signer(&w.alice);
+    let stable = key("release", b"stable");
+    let r = signed(&mut a, &stable, &publication.signed, &w.alice.certificate);
+    assert!(
+        taken(&mut w, &r),
+        "a certified writer's release was refused by a node without keys"
+    );
+    let r = signed(
+        &mut a,
+        &key("release", b"testing"),
+        &publication.signed,
+        &w.alice.certificate,
+    );
+    assert!(
+        !taken(&mut w, &r),
+        "a manifest stored under another channel"
+    );
+    let r = signed(&mut a, &stable, b"junk", &w.alice.certificate);
+    assert!(!taken(&mut w, &r), "junk stored as a release");
+    let mut outsider = KeySigner::ed25519_from_seed(&[7; 32], 1);
+    let r = signed(&mut outsider, &stable, &publication.signed, &[]);
+    assert!(
+        !taken(&mut w, &r),
+        "an uncertified writer published a release"
+    );
+}
