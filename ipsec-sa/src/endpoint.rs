@@ -95,6 +95,11 @@ const MAX_UNPROTECTED_SOURCES: usize = 65_536;
 /// Sources whose init rate is tracked at once; a new source beyond this is
 /// treated as over its rate until older entries expire.
 const MAX_RATE_SOURCES: usize = 65_536;
+/// Key exchanges [`Endpoint::handle_unknown_spi`] starts per second, all
+/// peers together: packets under unknown SPIs are unauthenticated, so
+/// anyone can send them in any peer's name, and each exchange costs a
+/// look-up and an init toward that peer.
+pub const MAX_UNKNOWN_SPI_EXCHANGES_PER_SECOND: u32 = 8;
 /// Peers remembered as reachable after an authenticated handshake.
 const MAX_RECENT_PEERS: usize = 65_536;
 /// How long an authenticated handshake with a peer spares its later inits
@@ -479,6 +484,8 @@ pub struct Endpoint<A> {
     /// When each peer last completed an authenticated handshake.
     recent_peers: HashMap<IpAddr, Instant>,
     init_rates: HashMap<IpAddr, RateWindow>,
+    /// Exchanges started for unknown SPIs in the current second.
+    unknown_spi_rate: RateWindow,
     stats: Stats,
 }
 
@@ -549,6 +556,10 @@ impl<A: PeerAuthenticator> Endpoint<A> {
             cookies: CookieChecker::new(),
             recent_peers: HashMap::new(),
             init_rates: HashMap::new(),
+            unknown_spi_rate: RateWindow {
+                start: now,
+                count: 0,
+            },
             stats: Stats::default(),
         }
     }

@@ -180,3 +180,28 @@ fn a_peer_sealing_with_lost_sas_gets_a_fresh_exchange_at_once() {
     p.drive();
     assert_eq!(p.to_a, vec![b"again".to_vec()]);
 }
+
+/// Packets under unknown SPIs are unauthenticated: a flood of them in the
+/// names of a thousand peers starts at most
+/// `MAX_UNKNOWN_SPI_EXCHANGES_PER_SECOND` key exchanges a second, not a
+/// thousand (each one a look-up and an init toward that peer).
+#[test]
+fn attack_unknown_spi_flood_in_many_peers_names_starts_few_exchanges() {
+    let (mut p, _ca) = Pair::new();
+    let limit = ipsec_sa::endpoint::MAX_UNKNOWN_SPI_EXCHANGES_PER_SECOND;
+    let claimed = |i: u32| -> std::net::IpAddr {
+        std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 1, 1, 0)) + i).into()
+    };
+    let now = p.clock.now();
+    let started = (0..1000)
+        .filter(|&i| p.a.handle_unknown_spi(now, claimed(i)))
+        .count();
+    assert_eq!(started, limit as usize, "one exchange per forged packet");
+    // The next second has a fresh allowance, no more.
+    p.clock.advance(Duration::from_secs(1));
+    let now = p.clock.now();
+    let started = (1000..2000)
+        .filter(|&i| p.a.handle_unknown_spi(now, claimed(i)))
+        .count();
+    assert_eq!(started, limit as usize);
+}

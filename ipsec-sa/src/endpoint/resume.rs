@@ -4,7 +4,7 @@
 
 use core::net::IpAddr;
 use std::collections::HashSet;
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::{Endpoint, InboundEntry, OutboundEntry, PeerCertificate};
 use crate::auth::{PeerAuthenticator, VerifiedPeer, verify_signature};
@@ -139,7 +139,10 @@ impl<A: PeerAuthenticator> Endpoint<A> {
     /// refused or never handed over) and the peer still seals with its
     /// old ones, which it would do until its own rekey. Starts a fresh key
     /// exchange at once. Does nothing while an SA or an exchange with
-    /// `peer` exists, or when the policy lets `peer` send in the clear.
+    /// `peer` exists, when the policy lets `peer` send in the clear, or
+    /// when [`MAX_UNKNOWN_SPI_EXCHANGES_PER_SECOND`](super::MAX_UNKNOWN_SPI_EXCHANGES_PER_SECOND)
+    /// exchanges have started this second (such packets prove nothing:
+    /// a flood claiming many peers must not turn into as many exchanges).
     /// Returns whether an exchange started.
     pub fn handle_unknown_spi(&mut self, now: Instant, peer: IpAddr) -> bool {
         if self.config.policy.action(peer) == Action::Bypass
@@ -152,6 +155,15 @@ impl<A: PeerAuthenticator> Endpoint<A> {
         {
             return false;
         }
+        let rate = &mut self.unknown_spi_rate;
+        if now.saturating_duration_since(rate.start) >= Duration::from_secs(1) {
+            rate.start = now;
+            rate.count = 0;
+        }
+        if rate.count >= super::MAX_UNKNOWN_SPI_EXCHANGES_PER_SECOND {
+            return false;
+        }
+        rate.count += 1;
         self.maybe_rekey(now, peer);
         self.peers
             .get(&peer)
