@@ -7,7 +7,7 @@
 //! the TAP, datagrams to the socket, events to the log.
 //! On the CA node, the CA's state changes are written by a thread of their
 //! own ([`crate::ca_writer`]). With `WOW_CRYPTO_WORKERS=N`, the AEAD of
-//! data packets runs on a small pool of threads as well ([`CryptoPool`]):
+//! data packets runs on a small pool of threads as well (`CryptoPool`):
 //! the core leaves it as jobs ([`Core::set_deferred_crypto`]), and
 //! everything else, replay checks included, stays on the task.
 
