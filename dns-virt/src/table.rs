@@ -653,9 +653,16 @@ fn radix_sort_high(keys: &mut Vec<u64>, scratch: &mut Vec<u64>) {
 }
 
 /// Compares a stored dotted lowercase name with wire labels, ignoring case.
+///
+/// A wire label may hold any octet, a dot included; stored names never have
+/// a dot inside a label, so such a label matches nothing (the one label
+/// `c.d` is not the two labels `c` and `d`).
 #[inline]
 fn labels_eq<'a>(mut stored: &[u8], labels: impl Iterator<Item = &'a [u8]>) -> bool {
     for (i, label) in labels.enumerate() {
+        if label.contains(&b'.') {
+            return false;
+        }
         if i > 0 {
             match stored.split_first() {
                 Some((b'.', rest)) => stored = rest,
@@ -720,6 +727,9 @@ mod test {
         let labels: [&[u8]; 2] = [b"wEb", b"rAck1"];
         assert_eq!(t.get_labels(labels.into_iter()), Some(a(1)));
         let labels: [&[u8]; 2] = [b"web", b"rack"];
+        assert_eq!(t.get_labels(labels.into_iter()), None);
+        // One wire label holding a dot is not two labels.
+        let labels: [&[u8]; 1] = [b"web.rack1"];
         assert_eq!(t.get_labels(labels.into_iter()), None);
         assert_eq!(t.insert("web.rack1", a(2), None), Ok(Some(a(1))));
         assert_eq!(t.name_of(a(1)), None);

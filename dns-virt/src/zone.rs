@@ -521,6 +521,12 @@ impl Zone {
                     *slot = label;
                     count += 1;
                 }
+                // A wire label may hold a dot; no name here has one inside
+                // a label, and joined with dots it would pose as two labels
+                // (to the service table and a decentralised store).
+                if labels[..count].iter().any(|l| l.contains(&b'.')) {
+                    return Answer::Ready(self.nxdomain());
+                }
                 if let [service, proto, host @ ..] = &labels[..count]
                     && is_service_label(service)
                     && is_service_label(proto)

@@ -299,3 +299,77 @@ fn common_query_is_answered_with_case_and_edns() {
     );
     assert_eq!(m.edns.as_ref().unwrap().max_payload(), 1232);
 }
+
+/// A wire label holding a dot is one label: `c.d` as a single label under
+/// the zone is not the registered two-label name `c.d`, on either path.
+#[test]
+fn a_label_with_a_dot_is_not_two_labels() {
+    let zone = zone(1232);
+    let name_at = 12;
+    let mut query = encode(&Shape {
+        id: 0x1234,
+        flags: [0x01, 0x00],
+        counts: None,
+        name: "c.d.wow.internal".into(),
+        case: 0,
+        qtype: 1,
+        qclass: 1,
+        opt: None,
+        trailing: Vec::new(),
+    });
+    // The two labels as sent by `encode` are answered …
+    let (bytes, _, _) = both(&zone, &query, Transport::Udp);
+    let m = Message::from_vec(&bytes).unwrap();
+    assert_eq!(
+        m.answers[0].data,
+        RData::A(Ipv4Addr::new(10, 128, 1, 4).into())
+    );
+    // … the one label `c.d` (length 3, then `c`, `.`, `d`) is not.
+    assert_eq!(&query[name_at..name_at + 4], b"\x01c\x01d");
+    query.splice(name_at..name_at + 4, *b"\x03c.d");
+    let (bytes, outcome, _) = both(&zone, &query, Transport::Udp);
+    assert_eq!(
+        outcome,
+        Outcome::Answered {
+            rcode: ResponseCode::NXDomain,
+            truncated: false
+        }
+    );
+    assert!(Message::from_vec(&bytes).unwrap().answers.is_empty());
+}
+
+/// Nor does a decentralised server take such a label to its store, or
+/// read it as a service's host: it answers NXDOMAIN at once.
+#[test]
+fn a_label_with_a_dot_never_reaches_the_store() {
+    let now = Instant::now();
+    let mut server = Server::new(Config {
+        zone: zone(1232).config().clone(),
+        mode: Mode::Decentralised,
+        ..Config::default()
+    });
+    for (wire, qtype) in [
+        (&b"\x03c.d\x03wow\x08internal\x00"[..], 1u16),
+        (b"\x04_sip\x04_udp\x03c.d\x03wow\x08internal\x00", 33),
+    ] {
+        let mut query = vec![0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        query.extend_from_slice(wire);
+        query.extend_from_slice(&qtype.to_be_bytes());
+        query.extend_from_slice(&1u16.to_be_bytes());
+        server.handle_input(
+            now,
+            "10.128.0.2:5353".parse().unwrap(),
+            Transport::Udp,
+            &query,
+        );
+        assert!(server.poll_store_request().is_none(), "{wire:02x?}");
+        let sent = server.poll_transmit().expect("an answer at once");
+        let m = Message::from_vec(&sent.payload).unwrap();
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{wire:02x?}"
+        );
+        assert!(m.answers.is_empty());
+    }
+}
