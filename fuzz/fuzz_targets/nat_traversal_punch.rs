@@ -1,13 +1,15 @@
 //! The punching state machine's message input: a sequence of datagrams
 //! (and clock steps) from a few source addresses into a running session.
-//! Forged input must never make it report a connection.
+//! Forged input must never make it report a connection, in the first
+//! attempt or the patient one after it (short quiet periods, so the clock
+//! steps reach it).
 #![no_main]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use nat_traversal::punch::{PunchConfig, PunchEvent, PunchSession};
+use nat_traversal::punch::{Patience, PunchConfig, PunchEvent, PunchSession};
 use nat_traversal::wire::{Candidate, CandidateKind, Offer};
 
 fn offer(from: &str, to: &str, password: &[u8], addr: &str) -> Offer {
@@ -32,6 +34,12 @@ fuzz_target!(|data: &[u8]| {
     let remote = offer("b", "a", b"remote password", "10.0.1.1:4000");
     let config = PunchConfig {
         port_guess_range: 4,
+        patience: Some(Patience {
+            quiet: Duration::from_secs(1),
+            refresh_interval: Duration::from_millis(300),
+            round: Duration::from_millis(500),
+            rounds: 3,
+        }),
         ..PunchConfig::default()
     };
     let mut now = Instant::now();

@@ -21,6 +21,13 @@
 //! few authenticated frames and prints as its last line `path=direct
 //! time_ms=N` or `path=relay time_ms=N` (exit 0), or why it failed (exit
 //! 1).
+//!
+//! With `PUNCH_PATIENCE=SECS` in the environment a failed punch is
+//! followed by the patient attempt ([`nat_traversal::punch::Patience`],
+//! quiet periods of SECS): `connect` relays meanwhile, waits for that
+//! attempt to end, and reports `path=direct` with the time from the
+//! peer's offer to the patient path, if it found one. (Experiments:
+//! `PUNCH_OPENING_HOLD_MS` overrides the opening hold.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -35,7 +42,7 @@ use clap::{Parser, Subcommand};
 mod traceroute;
 use nat_traversal::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, NatReport};
 use nat_traversal::link::{Link, LinkEvent, PathKind, Route, session_key};
-use nat_traversal::punch::{PunchConfig, PunchEvent, PunchSession};
+use nat_traversal::punch::{DEFAULT_PATIENCE, Patience, PunchConfig, PunchEvent, PunchSession};
 use nat_traversal::server::{Server, ServerConfig};
 use nat_traversal::turn::{TurnClient, TurnConfig, TurnCredentials, TurnEvent};
 use nat_traversal::wire::{Candidate, CandidateKind, Offer, SignalRepr, signal, stun};
@@ -481,45 +488,21 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
     let mut sequences = std::collections::BTreeSet::new();
     let mut first_frame_at: Option<Instant> = None;
     let mut done_at: Option<Instant> = None;
+    let mut patient_direct_at: Option<Instant> = None;
+    let mut was_waiting = false;
     let mut buf = [0u8; 2048];
     let mut peer_unknown = false;
     loop {
         let now = Instant::now();
         if now >= deadline {
+            if let Some(p) = punch.as_ref() {
+                log!("punch metrics: {:?}", p.metrics());
+            }
             return Err(match (&link, &punch) {
                 (None, _) if peer_unknown => format!("peer {} never registered", args.peer),
                 (None, _) => format!("no offer from peer {}", args.peer),
                 _ => format!("received {received} of {} frames", args.packets),
             });
-        }
-        if let Some(done) = done_at
-            && now >= done
-        {
-            let link = link.as_ref().unwrap();
-            let m = link.metrics();
-            let path = match link.route() {
-                Some(Route::Direct(_)) => "direct",
-                _ => "relay",
-            };
-            log!("link metrics: {m:?}");
-            let p = punch.as_ref().map(|p| p.metrics()).unwrap_or_default();
-            // Sequence numbers missing below the highest one received.
-            let gaps = sequences
-                .last()
-                .map_or(0, |max| max + 1 - sequences.len() as u64);
-            println!(
-                "probes_sent={} frames_direct={} frames_relay={} relay={relay_kind} gaps={gaps} total_ms={}",
-                p.probes_sent,
-                m.received_direct,
-                m.received_relay,
-                now.duration_since(t0).as_millis()
-            );
-            // Time to first packet: from the peer's offer to its first frame.
-            let ms = first_frame_at
-                .unwrap()
-                .duration_since(punch_started_at)
-                .as_millis();
-            return Ok(format!("path={path} time_ms={ms}"));
         }
         // Offers until the peer is clearly talking to us.
         if now >= next_offer_at && first_frame_at.is_none() {
@@ -552,6 +535,19 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
                 },
                 None => config,
             };
+            let config = match std::env::var("PUNCH_PATIENCE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                Some(secs) => PunchConfig {
+                    patience: Some(Patience {
+                        quiet: Duration::from_secs(secs),
+                        ..DEFAULT_PATIENCE
+                    }),
+                    ..config
+                },
+                None => config,
+            };
             // Relayed candidates are the TURN path, not punch targets.
             let mut direct = offer.clone();
             direct
@@ -580,6 +576,12 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
                     PunchEvent::Connected(o) => {
                         log!("punched: {o:?}");
                         l.use_route(Route::Direct(o.remote));
+                        if o.patient {
+                            patient_direct_at = Some(now);
+                            if done_at.is_some() {
+                                done_at = Some(now + Duration::from_millis(600));
+                            }
+                        }
                         // With --relay-first, keep going a little on the
                         // direct path so the upgrade is exercised.
                         if args.relay_first && done_at.is_some() {
@@ -595,6 +597,48 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
                     _ => {}
                 }
             }
+        }
+        // The patient attempt, if any, decides the path: wait for it.
+        let waiting = punch.as_ref().is_some_and(PunchSession::is_patient);
+        if waiting != was_waiting {
+            was_waiting = waiting;
+            let m = punch.as_ref().map(PunchSession::metrics);
+            log!(
+                "patient attempt {}: {m:?}",
+                if waiting { "starts" } else { "ends" }
+            );
+        }
+        if let Some(done) = done_at
+            && now >= done
+            && !waiting
+        {
+            let link = link.as_ref().unwrap();
+            let m = link.metrics();
+            let path = match link.route() {
+                Some(Route::Direct(_)) => "direct",
+                _ => "relay",
+            };
+            log!("link metrics: {m:?}");
+            let p = punch.as_ref().map(|p| p.metrics()).unwrap_or_default();
+            // Sequence numbers missing below the highest one received.
+            let gaps = sequences
+                .last()
+                .map_or(0, |max| max + 1 - sequences.len() as u64);
+            println!(
+                "probes_sent={} frames_direct={} frames_relay={} relay={relay_kind} gaps={gaps} total_ms={}",
+                p.probes_sent,
+                m.received_direct,
+                m.received_relay,
+                now.duration_since(t0).as_millis()
+            );
+            // Time to first packet: from the peer's offer to its first frame
+            // (or, for the patient attempt's path, to that path).
+            let ms = patient_direct_at
+                .or(first_frame_at)
+                .unwrap()
+                .duration_since(punch_started_at)
+                .as_millis();
+            return Ok(format!("path={path} time_ms={ms}"));
         }
         // Data frames, resent until the peer has had enough.
         if let Some(l) = link.as_mut()
@@ -630,7 +674,7 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
         if let Some(at) = punch.as_ref().and_then(|p| p.poll_timeout()) {
             wake = wake.min(at);
         }
-        if let Some(d) = done_at {
+        if let Some(d) = done_at.filter(|_| !waiting) {
             wake = wake.min(d);
         }
         let Some((from, bytes)) = recv(&socket, wake, &mut buf) else {

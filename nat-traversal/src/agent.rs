@@ -67,7 +67,10 @@
 //! sessions start within a signalling trip of each other (the answer
 //! offer starts the peer's), so both sides' NATs are open before either
 //! side's full checks arrive. A TTL cannot separate two NATs one hop
-//! apart.
+//! apart: for those the sessions' patient attempt (on by default,
+//! [`PunchConfig::patience`](crate::punch::PunchConfig::patience)) takes
+//! over after the failure, and the agent keeps quiet toward the peer
+//! meanwhile ([`Agent::is_patient`]).
 //!
 //! # Example
 //!
@@ -141,7 +144,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
 use crate::error::Error;
-use crate::punch::{PunchConfig, PunchEvent, PunchSession};
+use crate::punch::{DEFAULT_PATIENCE, PunchConfig, PunchEvent, PunchSession};
 use crate::turn::{TurnClient, TurnConfig, TurnEvent, TurnFailure};
 use crate::wire::stun;
 use crate::wire::{Candidate, CandidateKind, Offer};
@@ -155,7 +158,10 @@ pub const DEFAULT_OPEN_TTL: u8 = 2;
 /// Agent configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
-    /// The connectivity checks of every session.
+    /// The connectivity checks of every session. The default turns on
+    /// [`PunchConfig::patience`] ([`DEFAULT_PATIENCE`]): after a failed
+    /// punch the agent stays quiet toward the peer's reflexive endpoints
+    /// and tries once more in turns (NATs one hop apart).
     pub punch: PunchConfig,
     /// "Open our own NAT first": the IP TTL of the empty datagram sent to
     /// each endpoint of a peer we link to or that asks us to punch, before
@@ -192,7 +198,10 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
-            punch: PunchConfig::default(),
+            punch: PunchConfig {
+                patience: Some(DEFAULT_PATIENCE),
+                ..PunchConfig::default()
+            },
             open_ttl: Some(DEFAULT_OPEN_TTL),
             open_per_peer: 4,
             max_open_queue: 64,
@@ -286,8 +295,11 @@ pub struct AgentStats {
     pub started: u64,
     /// Sessions that found a direct path.
     pub connected: u64,
-    /// Sessions that gave up.
+    /// Sessions that gave up (a patient attempt may still follow).
     pub failed: u64,
+    /// Of `connected`: paths the patient attempt found after a failure
+    /// ([`PunchConfig::patience`](crate::punch::PunchConfig::patience)).
+    pub patient_connected: u64,
     /// NAT-opening datagrams queued.
     pub opened: u64,
     /// Datagrams dropped by [`AgentConfig::unheard_budget`].
@@ -376,6 +388,8 @@ pub struct Agent<P> {
     unheard: HashMap<SocketAddr, Budget>,
     /// The latest `now` we were given (`poll_transmit` takes none).
     clock: Option<Instant>,
+    /// The endpoints patient attempts wait on ([`Agent::is_quiet`]).
+    quiet: Vec<SocketAddr>,
 }
 
 impl<P: Clone + Eq + Hash + Display> Agent<P> {
@@ -412,6 +426,7 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
             heard: HashSet::new(),
             unheard: HashMap::new(),
             clock: None,
+            quiet: Vec::new(),
         }
     }
 
@@ -560,6 +575,10 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
     /// [`AgentConfig::request_interval`], one exchange per peer at a time).
     pub fn connect(&mut self, now: Instant, peer: P, endpoints: &[SocketAddr]) {
         self.tick(now);
+        if self.is_patient(&peer) {
+            // Quiet toward the peer until the patient attempt ends.
+            return;
+        }
         let endpoints = self.usable(endpoints);
         self.open_nat(&endpoints);
         self.request(now, peer);
@@ -581,8 +600,50 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
                 }
             }
         }
+        if self.is_patient(&peer) {
+            return;
+        }
         self.open_nat(&endpoints);
         self.request(now, peer);
+    }
+
+    /// Whether the patient attempt with `peer` runs (the punch failed and
+    /// [`PunchConfig::patience`] is on): the agent sends the peer nothing
+    /// but that attempt's datagrams, and neither should the caller send to
+    /// the peer's reflexive endpoints ([`Agent::is_quiet_toward`]); an
+    /// [`AgentEvent::Punched`] may still come.
+    pub fn is_patient(&self, peer: &P) -> bool {
+        self.exchanges
+            .get(peer)
+            .and_then(|e| e.session.as_ref())
+            .is_some_and(PunchSession::is_patient)
+    }
+
+    /// Whether `endpoint` is one the patient attempt with `peer` waits on:
+    /// anything the caller sends there (a link request) would spoil it.
+    pub fn is_quiet_toward(&self, peer: &P, endpoint: SocketAddr) -> bool {
+        self.exchanges
+            .get(peer)
+            .and_then(|e| e.session.as_ref())
+            .is_some_and(|s| s.is_quiet_toward(endpoint))
+    }
+
+    /// Whether any patient attempt waits on `endpoint`: the caller should
+    /// drop whatever else it would send there (an overlay's link requests,
+    /// say), or it spoils the attempt. Cheap when no attempt runs (the data
+    /// path may ask for every datagram).
+    pub fn is_quiet(&self, endpoint: SocketAddr) -> bool {
+        !self.quiet.is_empty() && self.quiet.contains(&endpoint)
+    }
+
+    /// Recomputes [`Agent::is_quiet`]'s endpoints after sessions changed.
+    fn refresh_quiet(&mut self) {
+        self.quiet.clear();
+        for e in self.exchanges.values() {
+            if let Some(s) = e.session.as_ref() {
+                self.quiet.extend(s.quiet_endpoints());
+            }
+        }
     }
 
     /// Whether a punch exchange with `peer` is under way: started and not
@@ -651,6 +712,8 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
         exchange.session = Some(session);
         exchange.remote_ufrag = Some(remote.ufrag.clone());
         let answer = exchange.local.clone();
+        // A new session replaces any patient one.
+        self.refresh_quiet();
         self.stats.started += 1;
         self.push_event(AgentEvent::Signal {
             peer,
@@ -850,7 +913,7 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
 
     /// A punch request and an offer to `peer`, rate-limited.
     fn request(&mut self, now: Instant, peer: P) {
-        if self.endpoints.is_empty() && self.host.is_empty() {
+        if (self.endpoints.is_empty() && self.host.is_empty()) || self.is_patient(&peer) {
             return;
         }
         if self
@@ -951,8 +1014,12 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
     fn expire(&mut self, now: Instant) {
         let lifetime = self.config.exchange_lifetime;
         self.exchanges.retain(|_, e| {
-            e.session.as_ref().is_some_and(|s| s.is_checking()) || now < e.started_at + lifetime
+            e.session
+                .as_ref()
+                .is_some_and(|s| s.is_checking() || s.is_patient())
+                || now < e.started_at + lifetime
         });
+        self.refresh_quiet();
     }
 
     /// Turns the sessions' outcomes into events.
@@ -970,6 +1037,9 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
             match event {
                 PunchEvent::Connected(outcome) => {
                     self.stats.connected += 1;
+                    if outcome.patient {
+                        self.stats.patient_connected += 1;
+                    }
                     self.push_event(AgentEvent::Punched {
                         peer,
                         remote: outcome.remote,
@@ -989,6 +1059,7 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
                 }
             }
         }
+        self.refresh_quiet();
     }
 
     /// Acts on the TURN client's events.
@@ -1276,7 +1347,7 @@ mod test {
         let mut at = now;
         while let Some(t) = a
             .poll_timeout()
-            .filter(|t| *t < now + Duration::from_secs(60))
+            .filter(|t| *t <= now + PunchConfig::default().deadline)
         {
             transmits(&mut a);
             at = t;
@@ -1294,8 +1365,65 @@ mod test {
             ]
         );
         assert_eq!(a.stats().failed, 1);
-        // The finished exchange is forgotten after its lifetime: a new
-        // connect starts a new one, with new credentials.
+        // The patient attempt follows (the default): quiet toward the
+        // peer's reflexive endpoint, and no new exchange meanwhile.
+        assert!(a.is_patient(&"b".into()));
+        assert!(a.is_quiet_toward(&"b".into(), ep("198.51.100.2:4000")));
+        assert!(!a.is_quiet_toward(&"b".into(), ep(RELAYED)));
+        a.handle_timeout(now + Duration::from_secs(11));
+        a.connect(
+            now + Duration::from_secs(11),
+            "b".into(),
+            &[ep("198.51.100.2:4000")],
+        );
+        a.handle_endpoints(
+            now + Duration::from_secs(11),
+            "b".into(),
+            &[ep("198.51.100.2:4000")],
+        );
+        assert_eq!(events(&mut a), []);
+        assert!(
+            transmits(&mut a)
+                .iter()
+                .all(|t| t.destination != ep("198.51.100.2:4000")),
+            "nothing to the peer during the quiet period"
+        );
+        // Once it is over the exchange is forgotten: a new connect starts
+        // a new one, with new credentials.
+        while let Some(t) = a.poll_timeout().filter(|_| a.is_patient(&"b".into())) {
+            transmits(&mut a);
+            a.handle_timeout(t);
+        }
+        assert!(at < now + Duration::from_secs(400));
+        let later = now + Duration::from_secs(400);
+        a.handle_timeout(later);
+        a.connect(later, "b".into(), &[]);
+        let again = offer_in(&events(&mut a));
+        assert_ne!(again.ufrag, first.ufrag);
+    }
+
+    /// Without patience the exchange ends with the failure.
+    #[test]
+    fn without_patience_a_failed_exchange_is_forgotten_after_its_lifetime() {
+        let now = Instant::now();
+        let config = AgentConfig {
+            punch: PunchConfig::default(),
+            ..AgentConfig::default()
+        };
+        let mut a = agent("a", "192.0.2.1:4000", config);
+        let mut b = agent("b", "198.51.100.2:4000", AgentConfig::default());
+        b.connect(now, "a".into(), &[]);
+        let offer = offer_in(&events(&mut b));
+        a.handle_offer(now, "b".into(), &offer);
+        let first = offer_in(&events(&mut a));
+        let mut at = now;
+        while let Some(t) = a.poll_timeout() {
+            transmits(&mut a);
+            at = t;
+            a.handle_timeout(at);
+        }
+        assert_eq!(at, now + PunchConfig::default().deadline);
+        assert!(!a.is_patient(&"b".into()));
         a.handle_timeout(now + Duration::from_secs(11));
         a.connect(now + Duration::from_secs(11), "b".into(), &[]);
         let again = offer_in(&events(&mut a));

@@ -38,6 +38,43 @@
 //! Host candidates get no opening probes (there is no NAT between hosts on
 //! one LAN). An authenticated request from a pair's address proves the
 //! peer's NATs open toward us: that pair's full probes start at once.
+//!
+//! # Patience: NATs one hop apart
+//!
+//! No TTL separates two NATs that are neighbours (one hop apart, as on a
+//! shared carrier or campus network): a probe that leaves our NAT is
+//! delivered to the peer's NAT itself, whatever TTL it has left, and if it
+//! arrives before the peer's own first packet toward us has passed that
+//! NAT, the entry it leaves makes the NAT remap the peer. Linux picks the
+//! new port at random, so it cannot be guessed. Both sides' first packets
+//! would have to cross in flight.
+//!
+//! With [`PunchConfig::patience`] a session whose deadline passed with no
+//! path (it reports [`PunchEvent::Failed`] as before, so the caller relays)
+//! tries once more, in turns, on the peer's server-reflexive candidates:
+//!
+//! 1. both sides send the peer nothing for [`Patience::quiet`] (longer than
+//!    the NATs' UDP timeout), so every entry the failed checks left expires;
+//! 2. the controlling side (the *opener*) sends its opening probes
+//!    ([`PunchConfig::opening_ttls`]): they open its NATs toward the peer
+//!    (and leave an entry at the peer's NAT, which is expected), and from
+//!    then on, every [`Patience::refresh_interval`], a probe with an IP
+//!    TTL one less than the highest opening TTL (its NAT depth): it
+//!    refreshes the opener's own mappings and dies at its outermost NAT,
+//!    before the peer's, so the entry at the peer's NAT is left to expire;
+//! 3. the controlled side (the *responder*) waits another quiet period for
+//!    that, then sends full checks for [`Patience::round`]; they leave its
+//!    NAT with its usual port, arrive at the opener's NAT as answers, and
+//!    the usual triggered check connects both sides
+//!    ([`PunchEvent::Connected`], after the `Failed`). Further rounds
+//!    follow after quiet periods twice as long each time (a NAT with a
+//!    longer UDP timeout than [`Patience::quiet`]), up to
+//!    [`Patience::rounds`].
+//!
+//! It costs one opening per attempt, a refresh probe every few seconds
+//! that never leaves our NATs, and a few rounds of checks; and the direct
+//! path comes after about two quiet periods (70 s with the default
+//! 35 s). Only authenticated checks ever make a path.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -85,7 +122,41 @@ pub struct PunchConfig {
     /// the peer's outermost NAT before the peer has opened it. Default
     /// [`DEFAULT_OPENING_HOLD`].
     pub opening_hold: Duration,
+    /// What to do once the deadline passed with no path: `None` (the
+    /// default) ends the session with [`PunchEvent::Failed`]; `Some` reports
+    /// the failure and then tries once more in turns (see the
+    /// [module docs](self#patience-nats-one-hop-apart)). Needs opening
+    /// probes ([`PunchConfig::opening_ttls`], from the NAT depth).
+    pub patience: Option<Patience>,
 }
+
+/// The patient attempt after a failed punch (see the
+/// [module docs](self#patience-nats-one-hop-apart)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Patience {
+    /// Silence toward the peer before the opener opens, and before the
+    /// responder's first round: more than the UDP timeout of both sides'
+    /// NATs for a flow that saw no answer (Linux: 30 s).
+    pub quiet: Duration,
+    /// Time between two of the opener's refresh probes: less than its
+    /// NATs' UDP timeout.
+    pub refresh_interval: Duration,
+    /// Length of one round of the responder's checks.
+    pub round: Duration,
+    /// Rounds at most; round `k` follows `quiet × 2^k` of silence.
+    pub rounds: u32,
+}
+
+/// The default [`Patience`]: 35 s quiet (Linux's 30 s UDP timeout and
+/// some skew), refresh every 5 s, three rounds of 2 s (after 35, 70 and
+/// 140 s of silence), so a path comes about 75 s after the failure and the
+/// attempt ends after about 290 s.
+pub const DEFAULT_PATIENCE: Patience = Patience {
+    quiet: Duration::from_secs(35),
+    refresh_interval: Duration::from_secs(5),
+    round: Duration::from_secs(2),
+    rounds: 3,
+};
 
 /// The default [`PunchConfig::opening_hold`]: the opening steps of a peer
 /// behind [`crate::depth::MAX_DEPTH`] NATs (4 × 20 ms) and 20 ms of skew.
@@ -114,6 +185,7 @@ impl Default for PunchConfig {
             opening_ttls: DEFAULT_OPENING_TTLS.to_vec(),
             opening_interval: Duration::from_millis(20),
             opening_hold: DEFAULT_OPENING_HOLD,
+            patience: None,
         }
     }
 }
@@ -135,6 +207,9 @@ pub struct PunchOutcome {
     pub time_to_connect: Duration,
     /// Probes sent so far.
     pub probes_sent: u32,
+    /// Whether the patient attempt found the path, after a failure
+    /// ([`PunchConfig::patience`]).
+    pub patient: bool,
 }
 
 /// Why a punch failed.
@@ -169,6 +244,9 @@ pub struct PunchMetrics {
     pub guess_probes_sent: u32,
     /// Opening probes (low IP TTL) sent; not in `probes_sent`.
     pub opening_probes_sent: u32,
+    /// The patient opener's refresh probes (low IP TTL); not in
+    /// `probes_sent` nor `opening_probes_sent`.
+    pub refresh_probes_sent: u32,
     /// Authenticated requests answered.
     pub responses_sent: u32,
     /// Authenticated requests received.
@@ -190,8 +268,28 @@ struct Pair {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Checking,
+    /// The deadline passed ([`PunchEvent::Failed`] reported): the patient
+    /// attempt runs.
+    Patient,
     Connected,
     Failed,
+}
+
+/// The schedule of a patient attempt, from the failure.
+#[derive(Debug, Clone)]
+struct PatientPlan {
+    /// Whether we open (controlling) or run the rounds (controlled).
+    opener: bool,
+    /// The reflexive pairs the attempt is about.
+    pairs: Vec<usize>,
+    /// The opener's refresh TTL (0: none).
+    refresh_ttl: u8,
+    /// The opener's next refresh probe.
+    next_refresh_at: Instant,
+    /// The responder's rounds: start and end, in order.
+    rounds: VecDeque<(Instant, Instant)>,
+    /// The end of the attempt.
+    ends_at: Instant,
 }
 
 /// How many outstanding transaction ids are remembered.
@@ -225,6 +323,8 @@ pub struct PunchSession {
     events: VecDeque<PunchEvent>,
     /// Opening probes still to send: when, to which pair, with which TTL.
     opening: VecDeque<(Instant, usize, u8)>,
+    /// The patient attempt, once the deadline passed (with patience on).
+    patient: Option<PatientPlan>,
 }
 
 /// Pair priority (RFC 8445 §6.1.2.3), `g` the controlling side's candidate.
@@ -309,6 +409,7 @@ impl PunchSession {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             opening: VecDeque::new(),
+            patient: None,
             config,
         };
         for c in &remote.candidates {
@@ -413,9 +514,37 @@ impl PunchSession {
         self.metrics
     }
 
-    /// Whether checks are still running.
+    /// Whether checks are still running (the first attempt; not the
+    /// patient one).
     pub fn is_checking(&self) -> bool {
         self.state == State::Checking
+    }
+
+    /// Whether the patient attempt runs: the first attempt failed and
+    /// [`PunchConfig::patience`] is on. The caller should send nothing else
+    /// to the peer's reflexive endpoints meanwhile (a datagram reaching a
+    /// neighbour NAT first spoils the attempt).
+    pub fn is_patient(&self) -> bool {
+        self.state == State::Patient
+    }
+
+    /// The endpoints the patient attempt waits on (none unless it runs).
+    pub fn quiet_endpoints(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.patient
+            .as_ref()
+            .filter(|_| self.state == State::Patient)
+            .into_iter()
+            .flat_map(|p| p.pairs.iter().map(|&i| self.pairs[i].remote))
+    }
+
+    /// Whether the patient attempt runs and waits on `remote` (one of the
+    /// peer's server-reflexive candidates): nothing else should go there.
+    pub fn is_quiet_toward(&self, remote: SocketAddr) -> bool {
+        self.state == State::Patient
+            && self
+                .patient
+                .as_ref()
+                .is_some_and(|p| p.pairs.iter().any(|&i| self.pairs[i].remote == remote))
     }
 
     fn probe(&mut self, index: usize, now: Instant) {
@@ -474,6 +603,9 @@ impl PunchSession {
 
     /// Send the next paced check, or fail once the deadline passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Patient {
+            return self.patient_timeout(now);
+        }
         if self.state != State::Checking {
             return;
         }
@@ -484,6 +616,7 @@ impl PunchSession {
                     probes_sent: self.metrics.probes_sent,
                     requests_received: self.metrics.requests_received,
                 }));
+            self.start_patience(now);
             return;
         }
         self.send_opening(now);
@@ -509,6 +642,146 @@ impl PunchSession {
                 .unwrap_or(self.deadline_at)
                 .max(now + self.config.check_interval);
         }
+    }
+
+    /// Plans the patient attempt, if [`PunchConfig::patience`] is on and
+    /// there is something to try.
+    fn start_patience(&mut self, now: Instant) {
+        let Some(patience) = self.config.patience else {
+            return;
+        };
+        let Some(&top) = self.config.opening_ttls.iter().max() else {
+            return;
+        };
+        let pairs: Vec<usize> = (0..self.pairs.len())
+            .filter(|&i| {
+                let p = &self.pairs[i];
+                p.kind == CandidateKind::ServerReflexive && !p.guessed
+            })
+            .collect();
+        if pairs.is_empty() || patience.rounds == 0 {
+            return;
+        }
+        self.opening.clear();
+        let opens_at = now + patience.quiet;
+        let mut rounds = VecDeque::new();
+        let mut silence = patience.quiet;
+        let mut at = opens_at;
+        for _ in 0..patience.rounds {
+            let start = at + silence;
+            rounds.push_back((start, start + patience.round));
+            at = start + patience.round;
+            silence = silence.saturating_mul(2);
+        }
+        // Two more seconds for the skew between the two sides' failures.
+        let ends_at = at + Duration::from_secs(2);
+        let opener = self.controlling;
+        if opener {
+            let mut at = opens_at;
+            for &ttl in &self.config.opening_ttls {
+                for &i in &pairs {
+                    self.opening.push_back((at, i, ttl));
+                }
+                at += self.config.opening_interval;
+            }
+        }
+        self.patient = Some(PatientPlan {
+            opener,
+            pairs,
+            refresh_ttl: top.saturating_sub(1),
+            next_refresh_at: opens_at + patience.refresh_interval,
+            rounds: if opener { VecDeque::new() } else { rounds },
+            ends_at,
+        });
+        self.state = State::Patient;
+    }
+
+    /// The patient attempt's timers: the opener's openings and refreshes,
+    /// the responder's rounds of checks.
+    fn patient_timeout(&mut self, now: Instant) {
+        let Some(plan) = self.patient.as_mut() else {
+            self.state = State::Failed;
+            return;
+        };
+        if now >= plan.ends_at {
+            self.state = State::Failed;
+            self.opening.clear();
+            return;
+        }
+        if plan.opener {
+            let refresh = plan.refresh_ttl > 0 && now >= plan.next_refresh_at;
+            let ttl = plan.refresh_ttl;
+            let pairs = plan.pairs.clone();
+            if refresh {
+                let interval = self.config.patience.map_or(Duration::from_secs(5), |p| {
+                    p.refresh_interval.max(Duration::from_millis(100))
+                });
+                while plan.next_refresh_at <= now {
+                    plan.next_refresh_at += interval;
+                }
+            }
+            self.send_opening(now);
+            if refresh {
+                for i in pairs {
+                    self.send_probe(i, Some(ttl));
+                    self.metrics.opening_probes_sent -= 1;
+                    self.metrics.refresh_probes_sent += 1;
+                }
+            }
+            return;
+        }
+        while plan.rounds.front().is_some_and(|&(_, end)| end <= now) {
+            plan.rounds.pop_front();
+        }
+        let Some(&(start, _)) = plan.rounds.front() else {
+            return;
+        };
+        if now < start || now < self.next_check_at {
+            return;
+        }
+        let pairs = plan.pairs.clone();
+        // A new round: every pair's checks start over.
+        for &i in &pairs {
+            let p = &mut self.pairs[i];
+            if p.next_probe_at < start {
+                p.probes = 0;
+                p.next_probe_at = start;
+            }
+        }
+        let best = pairs
+            .iter()
+            .copied()
+            .filter(|&i| self.eligible(&self.pairs[i], now))
+            .min_by_key(|&i| (self.pairs[i].probes, i));
+        if let Some(i) = best {
+            self.probe(i, now);
+        }
+        self.next_check_at = now + self.config.check_interval;
+    }
+
+    /// When the patient attempt next needs [`PunchSession::handle_timeout`].
+    fn patient_wake(&self) -> Option<Instant> {
+        let plan = self.patient.as_ref()?;
+        let mut next = plan.ends_at;
+        if plan.opener {
+            if plan.refresh_ttl > 0 {
+                next = next.min(plan.next_refresh_at);
+            }
+            if let Some(&(at, _, _)) = self.opening.front() {
+                next = next.min(at);
+            }
+        } else if let Some(&(start, _)) = plan.rounds.front() {
+            let probe = plan
+                .pairs
+                .iter()
+                .map(|&i| &self.pairs[i])
+                .filter(|p| p.next_probe_at >= start && p.probes < self.config.max_probes_per_pair)
+                .map(|p| p.next_probe_at)
+                .min()
+                .unwrap_or(start);
+            next = next.min(probe.max(start).max(self.next_check_at));
+        }
+        Some(next)
     }
 
     /// Handle a datagram from `from`. Returns whether it was an
@@ -561,7 +834,7 @@ impl PunchSession {
                 ttl: None,
             });
         }
-        if self.state == State::Checking {
+        if matches!(self.state, State::Checking | State::Patient) {
             // Triggered check (RFC 8445 §7.3.1.4): probe the source now.
             let priority = msg
                 .attributes
@@ -580,7 +853,12 @@ impl PunchSession {
                     p.next_probe_at = p.next_probe_at.min(now);
                 }
             }
-            if self.pairs[i].probes < self.config.max_probes_per_pair {
+            // The patient attempt's answer comes after the first attempt
+            // used up the pair's probes: an authenticated request is worth
+            // a check back whatever the count.
+            if self.pairs[i].probes < self.config.max_probes_per_pair
+                || self.state == State::Patient
+            {
                 self.probe(i, now);
             }
         }
@@ -612,8 +890,10 @@ impl PunchSession {
             return false;
         }
         self.first_packet_at.get_or_insert(now);
-        if self.state == State::Checking {
+        if matches!(self.state, State::Checking | State::Patient) {
+            let patient = self.state == State::Patient;
             self.state = State::Connected;
+            self.opening.clear();
             let outcome = PunchOutcome {
                 remote: from,
                 remote_kind: pair.kind,
@@ -625,6 +905,7 @@ impl PunchSession {
                     .saturating_duration_since(self.started_at),
                 time_to_connect: now.saturating_duration_since(self.started_at),
                 probes_sent: self.metrics.probes_sent,
+                patient,
             };
             self.events.push_back(PunchEvent::Connected(outcome));
         }
@@ -638,6 +919,9 @@ impl PunchSession {
 
     /// When [`PunchSession::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == State::Patient {
+            return self.patient_wake();
+        }
         (self.state == State::Checking).then(|| {
             let next = self.next_check_at.min(self.deadline_at);
             self.opening

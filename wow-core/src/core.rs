@@ -347,6 +347,9 @@ pub struct Counters {
     pub dropped_no_route: u64,
     /// Packets dropped by security policy (unprotected or bad).
     pub dropped_policy: u64,
+    /// Overlay datagrams held back from an endpoint a patient punch
+    /// attempt waits on ([`nat_traversal::agent::Agent::is_quiet`]).
+    pub dropped_quiet: u64,
     /// Frames or datagrams that did not parse.
     pub malformed: u64,
     /// Direct paths found by authenticated punch sessions.
@@ -762,6 +765,9 @@ impl<S: LeaseStore> Core<S> {
         let agent_config = nat_traversal::agent::AgentConfig {
             punch: nat_traversal::punch::PunchConfig {
                 opening_hold: OPENING_HOLD,
+                // After a failed punch, one more attempt in turns: NATs
+                // one hop apart (the agent's default).
+                patience: Some(nat_traversal::punch::DEFAULT_PATIENCE),
                 ..Default::default()
             },
             ..Default::default()
@@ -2506,10 +2512,17 @@ impl<S: LeaseStore> Core<S> {
         }
         let (mut to, mut n) = loop {
             let (to, n) = self.overlay.poll_transmit_into(buf)?;
-            if self.underlay_allowed(to) {
-                break (to, n);
+            if !self.underlay_allowed(to) {
+                tracing::debug!(%to, "underlay datagram to a virtual or loopback address dropped");
+                continue;
             }
-            tracing::debug!(%to, "underlay datagram to a virtual or loopback address dropped");
+            // A patient punch attempt waits on this endpoint (a neighbour
+            // NAT's entry must expire): the overlay's link requests wait.
+            if self.agent.is_quiet(to) {
+                self.counters.dropped_quiet += 1;
+                continue;
+            }
+            break (to, n);
         };
         if let Some(relayed) = self.agent.relay_in_place(to, buf, n) {
             // Answered through the TURN relay the peer came through.
@@ -2713,7 +2726,11 @@ impl<S: LeaseStore> Core<S> {
             // never matches. Endpoints heard when no punch is under way
             // (such as a TURN relayed address offered after punching
             // failed) are tried at once.
+            // Nor while the patient attempt after a failed punch waits on
+            // the peer's reflexive endpoints: a link request there would
+            // reach a neighbour NAT first and spoil it.
             if !self.agent.is_punching(&source) {
+                endpoints.retain(|e| !self.agent.is_quiet_toward(&source, *e));
                 self.overlay.handle_link_candidates(now, source, &endpoints);
             }
             return;

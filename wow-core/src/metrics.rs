@@ -140,6 +140,7 @@ pub fn encode(status: &Status) -> Result<String, std::fmt::Error> {
             (vec![("reason", "no_route")], c.dropped_no_route),
             (vec![("reason", "policy")], c.dropped_policy),
             (vec![("reason", "malformed")], c.malformed),
+            (vec![("reason", "quiet")], c.dropped_quiet),
         ],
     );
     counter(
