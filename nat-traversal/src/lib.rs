@@ -87,7 +87,9 @@ pub use error::{Error, WireError};
 pub use keepalive::{KeepAlive, KeepAliveConfig, KeepAliveEvent};
 pub use link::{Link, LinkEvent, PathKind};
 pub use portmap::{PortMapConfig, PortMapError, PortMapEvent, PortMapProtocol, PortMapper};
-pub use punch::{PunchConfig, PunchEvent, PunchFailure, PunchOutcome, PunchSession};
+pub use punch::{
+    BirthdayConfig, BirthdayRole, PunchConfig, PunchEvent, PunchFailure, PunchOutcome, PunchSession,
+};
 pub use server::{Server, ServerConfig};
 pub use turn::{TurnClient, TurnConfig, TurnCredentials, TurnEvent, TurnFailure};
 pub use wire::{Candidate, CandidateKind, Offer};
@@ -100,6 +102,9 @@ pub enum Socket {
     Primary,
     /// The server's second socket (RFC 5780 alternate port).
     Alternate,
+    /// One of the extra sockets a punch session asks for to probe a
+    /// symmetric NAT (see [`punch::PunchSession::extra_sockets`]), by index.
+    Extra(u16),
 }
 
 /// A datagram to send.

@@ -12,7 +12,8 @@
 //! `punch_agent` (give its path with `--bin`; the rendezvous is the `punch`
 //! binary next to it); `--program node` runs two `wow-node`s and a public
 //! bootstrap node (give `--bin target/debug/wow-node`; see
-//! [`wow_test_hosts::nat::node`]). `--verbose` prints every trial, and both logs of
+//! [`wow_test_hosts::nat::node`]). `--verbose` prints every trial (with the
+//! `punch` example's `probes_sent=` line of each side), and both logs of
 //! each trial that was not direct where direct was expected. Exit 1 when a
 //! row misses its target.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -128,6 +129,13 @@ fn main() -> ExitCode {
                 Ok(t) => {
                     if args.verbose {
                         println!("{kind} #{i}: a={:?} b={:?}", t.a, t.b);
+                        // The punch example's counters (probes sent).
+                        for (side, log) in [("a", &t.log_a), ("b", &t.log_b)] {
+                            if let Some(line) = log.lines().find(|l| l.starts_with("probes_sent="))
+                            {
+                                println!("  {side}: {line}");
+                            }
+                        }
                         if kind.direct_expected() && t.direct_ms().is_none() {
                             println!("--- a\n{}--- b\n{}---", t.log_a, t.log_b);
                         }
