@@ -3,6 +3,7 @@
 //! ```text
 //! nat-matrix --bin target/debug/examples/punch [--program punch|agent|node]
 //!            [--trials N] [--timeout SECS] [--only TEXT]... [--list] [--verbose]
+//!            [--arg ARG]...
 //! ```
 //!
 //! For every pair kind of [`standard_kinds`] (those whose name contains one
@@ -15,7 +16,8 @@
 //! [`wow_test_hosts::nat::node`]). `--verbose` prints every trial (with the
 //! `punch` example's `probes_sent=` line of each side), and both logs of
 //! each trial that was not direct where direct was expected. Exit 1 when a
-//! row misses its target.
+//! row misses its target. `--arg` passes one more argument to the `punch`
+//! example's `connect` (for example `--arg --birthday`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -33,6 +35,7 @@ struct Args {
     only: Vec<String>,
     list: bool,
     verbose: bool,
+    extra: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -45,6 +48,7 @@ fn parse_args() -> Result<Args, String> {
         only: vec![],
         list: false,
         verbose: false,
+        extra: vec![],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,6 +70,7 @@ fn parse_args() -> Result<Args, String> {
             "--only" => args.only.push(value()?),
             "--list" => args.list = true,
             "--verbose" => args.verbose = true,
+            "--arg" => args.extra.push(value()?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -104,7 +109,7 @@ fn main() -> ExitCode {
     let program = if args.agent {
         Program::Agent(args.bin.clone())
     } else {
-        Program::Punch(args.bin.clone())
+        Program::PunchWith(args.bin.clone(), args.extra.clone())
     };
     println!(
         "program={} trials={} timeout={:?}",
