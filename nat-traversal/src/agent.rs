@@ -155,7 +155,8 @@ pub const DEFAULT_OPEN_TTL: u8 = 2;
 /// Agent configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
-    /// The connectivity checks of every session.
+    /// The connectivity checks of every session (without
+    /// [`PunchConfig::birthday`]: the agent drives one socket).
     pub punch: PunchConfig,
     /// "Open our own NAT first": the IP TTL of the empty datagram sent to
     /// each endpoint of a peer we link to or that asks us to punch, before
@@ -634,7 +635,12 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
         let Some(exchange) = self.exchanges.get_mut(&peer) else {
             return;
         };
-        let config = self.config.punch.clone();
+        // The agent has one socket: no birthday probing (its extra
+        // sockets would have nowhere to go).
+        let config = PunchConfig {
+            birthday: None,
+            ..self.config.punch.clone()
+        };
         let session = match self.rng.as_mut() {
             None => PunchSession::new(now, config, &exchange.local, &usable),
             Some(rng) => PunchSession::new_with_insecure_seed(

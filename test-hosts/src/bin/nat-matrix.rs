@@ -3,7 +3,7 @@
 //! ```text
 //! nat-matrix --bin target/debug/examples/punch [--program punch|agent|node]
 //!            [--trials N] [--timeout SECS] [--only TEXT]... [--list] [--verbose]
-//!            [--arg ARG]...
+//!            [--arg ARG]... [--logs]
 //! ```
 //!
 //! For every pair kind of [`standard_kinds`] (those whose name contains one
@@ -17,7 +17,8 @@
 //! `punch` example's `probes_sent=` line of each side), and both logs of
 //! each trial that was not direct where direct was expected. Exit 1 when a
 //! row misses its target. `--arg` passes one more argument to the `punch`
-//! example's `connect` (for example `--arg --birthday`).
+//! example's `connect` (for example `--arg --birthday`); `--logs` prints
+//! both logs of every trial.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ struct Args {
     list: bool,
     verbose: bool,
     extra: Vec<String>,
+    logs: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -49,6 +51,7 @@ fn parse_args() -> Result<Args, String> {
         list: false,
         verbose: false,
         extra: vec![],
+        logs: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -71,6 +74,7 @@ fn parse_args() -> Result<Args, String> {
             "--list" => args.list = true,
             "--verbose" => args.verbose = true,
             "--arg" => args.extra.push(value()?),
+            "--logs" => args.logs = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -144,6 +148,9 @@ fn main() -> ExitCode {
                         if kind.direct_expected() && t.direct_ms().is_none() {
                             println!("--- a\n{}--- b\n{}---", t.log_a, t.log_b);
                         }
+                    }
+                    if args.logs {
+                        println!("{kind} #{i}\n--- a\n{}--- b\n{}---", t.log_a, t.log_b);
                     }
                     trials.push(t);
                 }
