@@ -13,7 +13,9 @@
 //! - [`server`]: a STUN Binding server, so every node is an observer.
 //! - [`discovery`]: reflexive address from several observers, and NAT
 //!   mapping/filtering classification (RFC 4787, RFC 5780).
-//! - [`punch`]: ICE-like authenticated connectivity checks (RFC 8445).
+//! - [`punch`]: ICE-like authenticated connectivity checks (RFC 8445),
+//!   with optional birthday probing between a symmetric NAT and a cone
+//!   ([`Socket::Extra`] sockets on the symmetric side).
 //! - [`keepalive`]: binding keep-alives whose interval adapts to the
 //!   binding lifetime.
 //! - [`link`]: authenticated data frames over a direct path or a relay,

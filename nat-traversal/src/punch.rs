@@ -70,6 +70,17 @@
 //! Between two symmetric NATs the chance is about N·M / 64512² (both ports
 //! must match), which is why that case is off unless
 //! [`BirthdayConfig::both_symmetric`] asks for it (for measurements).
+//!
+//! It is off by default: probes to random ports of the peer's address look
+//! like a port scan and, behind a carrier-grade NAT, land on other
+//! subscribers; and the I/O shell must open the extra sockets (on the
+//! primary socket's local address, any port), send each [`Transmit`] from
+//! the socket its [`Transmit::source`] names, feed what they receive to
+//! [`PunchSession::handle_input_on`], and carry the path's data on
+//! [`PunchOutcome::local_socket`]. Without opening TTLs the extra sockets'
+//! datagrams go out at full TTL. In the NAT matrix (port-restricted cone
+//! against `masquerade fully-random`): direct 40 of 40 with the defaults
+//! (medians 458 and 299 ms in two runs of 20), against 0 of 20 without.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -118,8 +129,8 @@ pub struct PunchConfig {
     /// [`DEFAULT_OPENING_HOLD`].
     pub opening_hold: Duration,
     /// Birthday probing between a symmetric NAT and a cone (see the
-    /// [module docs](self#birthday-probing)); `None` (the default) turns
-    /// it off.
+    /// [module docs](self#birthday-probing), which say what the I/O shell
+    /// must do for it); `None` (the default) turns it off.
     pub birthday: Option<BirthdayConfig>,
 }
 
@@ -137,7 +148,7 @@ pub struct BirthdayConfig {
     /// Time between two of the cone side's probes, and between two of the
     /// symmetric side's batches of [`BirthdayConfig::sockets_per_step`]
     /// datagrams. Default 2 ms (1024 probes take about 2 s; 500 a second
-    /// of 108-byte datagrams is about 430 kbit/s).
+    /// of 100-byte datagrams is about 400 kbit/s).
     pub interval: Duration,
     /// Extra-socket datagrams the symmetric side sends each
     /// [`BirthdayConfig::interval`]: it opens its ports well before the
