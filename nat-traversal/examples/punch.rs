@@ -6,7 +6,15 @@
 //!       --id alice --peer bob [--stun 192.0.2.9:3478] [--timeout 10] \
 //!       [--turn 192.0.2.3:3478 [--turn-user U --turn-password P]] \
 //!       [--relay-first --punch-delay-ms 400] [--guess 8] [--opening-ttls auto|2,3|none]
+//!       [--birthday [--birthday-both]]
 //! ```
+//!
+//! `--birthday` (or `PUNCH_BIRTHDAY=1`, `PUNCH_BIRTHDAY=both` for
+//! `--birthday-both`) turns on the library's birthday probing
+//! ([`nat_traversal::punch::BirthdayConfig`]): the offer then holds every
+//! observer's view of our address (two ports say "symmetric"), and a
+//! session that opens ports gets its extra sockets here, bound to the
+//! `--bind` address.
 //!
 //! The opening probes' TTLs default to `auto`: one step per NAT we are
 //! behind, counted by a traceroute toward the rendezvous
@@ -42,7 +50,9 @@ use clap::{Parser, Subcommand};
 mod traceroute;
 use nat_traversal::discovery::{Discovery, DiscoveryConfig, DiscoveryEvent, NatReport};
 use nat_traversal::link::{Link, LinkEvent, PathKind, Route, session_key};
-use nat_traversal::punch::{DEFAULT_PATIENCE, Patience, PunchConfig, PunchEvent, PunchSession};
+use nat_traversal::punch::{
+    BirthdayConfig, DEFAULT_PATIENCE, Patience, PunchConfig, PunchEvent, PunchSession,
+};
 use nat_traversal::server::{Server, ServerConfig};
 use nat_traversal::turn::{TurnClient, TurnConfig, TurnCredentials, TurnEvent};
 use nat_traversal::wire::{Candidate, CandidateKind, Offer, SignalRepr, signal, stun};
@@ -107,6 +117,12 @@ enum Mode {
         /// Wait this long after the offer before punching, milliseconds.
         #[arg(long, default_value_t = 0)]
         punch_delay_ms: u64,
+        /// Birthday probing between a symmetric NAT and a cone.
+        #[arg(long)]
+        birthday: bool,
+        /// Birthday probing also between two symmetric NATs (measurements).
+        #[arg(long)]
+        birthday_both: bool,
         /// A TURN server to relay through instead of the rendezvous.
         #[arg(long)]
         turn: Option<SocketAddr>,
@@ -154,7 +170,12 @@ fn main() -> ExitCode {
             turn,
             turn_user,
             turn_password,
+            birthday,
+            birthday_both,
         } => {
+            let env = std::env::var("PUNCH_BIRTHDAY").unwrap_or_default();
+            let birthday_both = birthday_both || env == "both";
+            let birthday = birthday || birthday_both || env == "1";
             let opening_ttls = match opening_ttls
                 .or_else(|| std::env::var("PUNCH_OPENING_TTLS").ok())
                 .filter(|v| v != "auto")
@@ -180,6 +201,10 @@ fn main() -> ExitCode {
                 packets,
                 relay_first,
                 punch_delay: Duration::from_millis(punch_delay_ms),
+                birthday: birthday.then(|| BirthdayConfig {
+                    both_symmetric: birthday_both,
+                    ..BirthdayConfig::default()
+                }),
                 turn,
                 turn_credentials: turn_user
                     .zip(turn_password)
@@ -287,7 +312,7 @@ fn rendezvous(listen: SocketAddr, alternate_port: Option<u16>) {
                 while let Some(t) = server.poll_transmit() {
                     let sock = match t.source {
                         Socket::Alternate => alternate.as_ref().unwrap_or(&primary),
-                        Socket::Primary => &primary,
+                        _ => &primary,
                     };
                     let _ = sock.send_to(&t.payload, t.destination);
                 }
@@ -309,6 +334,7 @@ struct ConnectArgs {
     packets: u32,
     relay_first: bool,
     punch_delay: Duration,
+    birthday: Option<BirthdayConfig>,
     turn: Option<SocketAddr>,
     turn_credentials: Option<TurnCredentials>,
 }
@@ -333,6 +359,19 @@ fn parse_ttls(text: &str) -> Result<Vec<u8>, String> {
     text.split(',')
         .map(|t| t.trim().parse::<u8>().map_err(|e| format!("{t:?}: {e}")))
         .collect()
+}
+
+/// Sends a transmit from the socket it names (the primary `socket` or
+/// one of the punch session's `extras`).
+fn send_via(socket: &UdpSocket, extras: &[UdpSocket], t: Transmit) {
+    match t.source {
+        Socket::Extra(i) => {
+            if let Some(s) = extras.get(usize::from(i)) {
+                send(s, t);
+            }
+        }
+        _ => send(socket, t),
+    }
 }
 
 /// Sends a transmit, with the IP TTL it asks for.
@@ -455,6 +494,19 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
     if let Some(srflx) = report.reflexive.filter(|r| *r != local) {
         candidates.push(Candidate::new(CandidateKind::ServerReflexive, srflx, 65535));
     }
+    if args.birthday.is_some() {
+        // Every observer's view: two ports tell the peer we map per
+        // destination (`punch::maps_per_destination`).
+        for mapped in report.observations.iter().filter_map(|o| o.mapped) {
+            if mapped != local && candidates.iter().all(|c| c.address != mapped) {
+                candidates.push(Candidate::new(
+                    CandidateKind::ServerReflexive,
+                    mapped,
+                    65535,
+                ));
+            }
+        }
+    }
     let mut turn = match args.turn {
         Some(server) => {
             let mut config = TurnConfig::new(server);
@@ -479,6 +531,10 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
     let relay_kind = if turn.is_some() { "turn" } else { "rendezvous" };
 
     let mut punch: Option<PunchSession> = None;
+    // The punch session's extra sockets (birthday probing), and the one
+    // the direct path uses (`None`: the primary).
+    let mut extras: Vec<UdpSocket> = Vec::new();
+    let mut path_socket: Option<usize> = None;
     let mut pending_punch: Option<(Offer, Instant)> = None;
     let mut punch_started_at = t0;
     let mut link: Option<Link> = None;
@@ -515,6 +571,7 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
             let config = PunchConfig {
                 deadline: args.punch_timeout,
                 port_guess_range: args.guess,
+                birthday: args.birthday.clone(),
                 ..PunchConfig::default()
             };
             let config = match &args.opening_ttls {
@@ -556,6 +613,18 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
             punch = Some(
                 PunchSession::new(now, config, &our_offer, &direct).map_err(|e| e.to_string())?,
             );
+            let p = punch.as_ref().unwrap();
+            log!(
+                "birthday role {:?}, {} extra sockets",
+                p.birthday_role(),
+                p.extra_sockets()
+            );
+            for _ in 0..p.extra_sockets() {
+                let s = UdpSocket::bind(SocketAddr::new(local.ip(), 0))
+                    .map_err(|e| format!("extra socket: {e}"))?;
+                s.set_nonblocking(true).map_err(|e| e.to_string())?;
+                extras.push(s);
+            }
         }
         // TURN timers (retransmissions, permission refresh).
         if let Some(client) = turn.as_mut() {
@@ -568,13 +637,16 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
         if let Some(p) = punch.as_mut() {
             p.handle_timeout(now);
             while let Some(t) = p.poll_transmit() {
-                send(&socket, t);
+                send_via(&socket, &extras, t);
             }
             while let Some(ev) = p.poll_event() {
                 let l = link.as_mut().unwrap();
                 match ev {
                     PunchEvent::Connected(o) => {
                         log!("punched: {o:?}");
+                        if let Socket::Extra(i) = o.local_socket {
+                            path_socket = Some(usize::from(i));
+                        }
                         l.use_route(Route::Direct(o.remote));
                         if o.patient {
                             patient_direct_at = Some(now);
@@ -625,8 +697,9 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
                 .last()
                 .map_or(0, |max| max + 1 - sequences.len() as u64);
             println!(
-                "probes_sent={} frames_direct={} frames_relay={} relay={relay_kind} gaps={gaps} total_ms={}",
+                "probes_sent={} birthday_probes_sent={} frames_direct={} frames_relay={} relay={relay_kind} gaps={gaps} total_ms={}",
                 p.probes_sent,
+                p.birthday_probes_sent,
                 m.received_direct,
                 m.received_relay,
                 now.duration_since(t0).as_millis()
@@ -650,7 +723,8 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
             while let Some(t) = l.poll_transmit() {
                 match t.route {
                     Route::Direct(to) => {
-                        let _ = socket.send_to(&t.payload, to);
+                        let from = path_socket.and_then(|i| extras.get(i)).unwrap_or(&socket);
+                        let _ = from.send_to(&t.payload, to);
                     }
                     Route::Relay => match (turn.as_mut(), turn_peer) {
                         (Some(client), Some(peer)) => {
@@ -677,89 +751,114 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
         if let Some(d) = done_at.filter(|_| !waiting) {
             wake = wake.min(d);
         }
-        let Some((from, bytes)) = recv(&socket, wake, &mut buf) else {
-            continue;
-        };
-        let now = Instant::now();
-        let mut data: Option<(PathKind, Vec<u8>)> = None;
-        if signal::is_signal(&bytes) {
-            match SignalRepr::parse_bytes(&bytes) {
-                Ok(SignalRepr::Offer(offer))
-                    if from == args.rendezvous && offer.from == args.peer && link.is_none() =>
-                {
-                    log!("offer from {}: {:?}", offer.from, offer.candidates);
-                    // Answer at once so the peer need not wait a period.
-                    let _ = socket.send_to(&offer_bytes, args.rendezvous);
-                    pending_punch = Some((offer.clone(), now + args.punch_delay));
-                    if let Some(client) = turn.as_mut() {
-                        turn_peer = offer
-                            .candidates
-                            .iter()
-                            .find(|c| c.kind == CandidateKind::Relayed)
-                            .map(|c| c.address);
-                        if let Some(peer) = turn_peer {
-                            client.create_permission(now, peer.ip());
-                        }
-                    }
-                    let mut l = Link::new(now, &session_key(&our_offer, &offer));
-                    if args.relay_first {
-                        // Talk through the relay at once; upgrade when punched.
-                        l.use_route(Route::Relay);
-                    }
-                    link = Some(l);
-                    punch_started_at = now;
-                }
-                Ok(SignalRepr::UnknownPeer { .. }) => peer_unknown = true,
-                Ok(SignalRepr::Relay { peer, payload })
-                    if from == args.rendezvous && peer == args.peer =>
-                {
-                    data = Some((PathKind::Relay, payload));
-                }
-                Ok(SignalRepr::Data { .. }) => data = Some((PathKind::Direct, bytes)),
-                _ => {}
-            }
-        } else if let Some(client) = turn.as_mut()
-            && client.handle_input(now, from, &bytes)
-        {
-            while let Some(ev) = client.poll_event() {
-                match ev {
-                    TurnEvent::Data { peer, data: frame } if Some(peer) == turn_peer => {
-                        data = Some((PathKind::Relay, frame));
-                    }
-                    other => log!("turn: {other:?}"),
-                }
-            }
-        } else if stun::is_stun(&bytes) || bytes.first().is_some_and(|b| *b < 4) {
-            let claimed = punch
-                .as_mut()
-                .is_some_and(|p| p.handle_input(now, from, &bytes));
-            if !claimed {
-                server.handle_input(Socket::Primary, from, &bytes);
-            }
-            for t in punch
-                .as_mut()
-                .map(|p| std::iter::from_fn(|| p.poll_transmit()).collect::<Vec<_>>())
-                .unwrap_or_default()
-                .into_iter()
-                .chain(std::iter::from_fn(|| server.poll_transmit()))
-            {
-                send(&socket, t);
+        if !extras.is_empty() {
+            // The extra sockets are polled, not waited on.
+            wake = wake.min(Instant::now() + Duration::from_millis(2));
+        }
+        let mut inputs = vec![];
+        if let Some((from, bytes)) = recv(&socket, wake, &mut buf) {
+            inputs.push((Socket::Primary, from, bytes));
+        }
+        for (i, s) in extras.iter().enumerate() {
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                inputs.push((Socket::Extra(i as u16), from, buf[..n].to_vec()));
             }
         }
-        if let (Some((path, frame)), Some(l)) = (data, link.as_mut())
-            && l.handle_input(now, path, &frame)
-        {
-            while let Some(ev) = l.poll_event() {
-                if let LinkEvent::Received { path, sequence, .. } = ev {
-                    received += 1;
-                    sequences.insert(sequence);
-                    first_frame_at.get_or_insert(now);
-                    log!("frame {received} via {path:?}");
+        for (on, from, bytes) in inputs {
+            let now = Instant::now();
+            let mut data: Option<(PathKind, Vec<u8>)> = None;
+            if on != Socket::Primary {
+                // An extra socket: punch checks and the direct path's frames.
+                if signal::is_signal(&bytes) {
+                    if let Ok(SignalRepr::Data { .. }) = SignalRepr::parse_bytes(&bytes) {
+                        data = Some((PathKind::Direct, bytes));
+                    }
+                } else if let Some(p) = punch.as_mut()
+                    && p.handle_input_on(now, on, from, &bytes)
+                {
+                    while let Some(t) = p.poll_transmit() {
+                        send_via(&socket, &extras, t);
+                    }
+                }
+            } else if signal::is_signal(&bytes) {
+                match SignalRepr::parse_bytes(&bytes) {
+                    Ok(SignalRepr::Offer(offer))
+                        if from == args.rendezvous && offer.from == args.peer && link.is_none() =>
+                    {
+                        log!("offer from {}: {:?}", offer.from, offer.candidates);
+                        // Answer at once so the peer need not wait a period.
+                        let _ = socket.send_to(&offer_bytes, args.rendezvous);
+                        pending_punch = Some((offer.clone(), now + args.punch_delay));
+                        if let Some(client) = turn.as_mut() {
+                            turn_peer = offer
+                                .candidates
+                                .iter()
+                                .find(|c| c.kind == CandidateKind::Relayed)
+                                .map(|c| c.address);
+                            if let Some(peer) = turn_peer {
+                                client.create_permission(now, peer.ip());
+                            }
+                        }
+                        let mut l = Link::new(now, &session_key(&our_offer, &offer));
+                        if args.relay_first {
+                            // Talk through the relay at once; upgrade when punched.
+                            l.use_route(Route::Relay);
+                        }
+                        link = Some(l);
+                        punch_started_at = now;
+                    }
+                    Ok(SignalRepr::UnknownPeer { .. }) => peer_unknown = true,
+                    Ok(SignalRepr::Relay { peer, payload })
+                        if from == args.rendezvous && peer == args.peer =>
+                    {
+                        data = Some((PathKind::Relay, payload));
+                    }
+                    Ok(SignalRepr::Data { .. }) => data = Some((PathKind::Direct, bytes)),
+                    _ => {}
+                }
+            } else if let Some(client) = turn.as_mut()
+                && client.handle_input(now, from, &bytes)
+            {
+                while let Some(ev) = client.poll_event() {
+                    match ev {
+                        TurnEvent::Data { peer, data: frame } if Some(peer) == turn_peer => {
+                            data = Some((PathKind::Relay, frame));
+                        }
+                        other => log!("turn: {other:?}"),
+                    }
+                }
+            } else if stun::is_stun(&bytes) || bytes.first().is_some_and(|b| *b < 4) {
+                let claimed = punch
+                    .as_mut()
+                    .is_some_and(|p| p.handle_input(now, from, &bytes));
+                if !claimed {
+                    server.handle_input(Socket::Primary, from, &bytes);
+                }
+                for t in punch
+                    .as_mut()
+                    .map(|p| std::iter::from_fn(|| p.poll_transmit()).collect::<Vec<_>>())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain(std::iter::from_fn(|| server.poll_transmit()))
+                {
+                    send_via(&socket, &extras, t);
                 }
             }
-            if received >= args.packets && done_at.is_none() {
-                // Linger so the peer gets its frames and punch answers too.
-                done_at = Some(now + Duration::from_millis(600));
+            if let (Some((path, frame)), Some(l)) = (data, link.as_mut())
+                && l.handle_input(now, path, &frame)
+            {
+                while let Some(ev) = l.poll_event() {
+                    if let LinkEvent::Received { path, sequence, .. } = ev {
+                        received += 1;
+                        sequences.insert(sequence);
+                        first_frame_at.get_or_insert(now);
+                        log!("frame {received} via {path:?}");
+                    }
+                }
+                if received >= args.packets && done_at.is_none() {
+                    // Linger so the peer gets its frames and punch answers too.
+                    done_at = Some(now + Duration::from_millis(600));
+                }
             }
         }
     }

@@ -161,7 +161,8 @@ pub struct AgentConfig {
     /// The connectivity checks of every session. The default turns on
     /// [`PunchConfig::patience`] ([`DEFAULT_PATIENCE`]): after a failed
     /// punch the agent stays quiet toward the peer's reflexive endpoints
-    /// and tries once more in turns (NATs one hop apart).
+    /// and tries once more in turns (NATs one hop apart). Never with
+    /// [`PunchConfig::birthday`]: the agent drives one socket.
     pub punch: PunchConfig,
     /// "Open our own NAT first": the IP TTL of the empty datagram sent to
     /// each endpoint of a peer we link to or that asks us to punch, before
@@ -695,7 +696,12 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
         let Some(exchange) = self.exchanges.get_mut(&peer) else {
             return;
         };
-        let config = self.config.punch.clone();
+        // The agent has one socket: no birthday probing (its extra
+        // sockets would have nowhere to go).
+        let config = PunchConfig {
+            birthday: None,
+            ..self.config.punch.clone()
+        };
         let session = match self.rng.as_mut() {
             None => PunchSession::new(now, config, &exchange.local, &usable),
             Some(rng) => PunchSession::new_with_insecure_seed(

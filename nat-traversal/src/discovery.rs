@@ -433,6 +433,7 @@ mod test {
                     let from = match r.source {
                         Socket::Primary => servers[s].config().primary,
                         Socket::Alternate => servers[s].config().alternate.unwrap(),
+                        Socket::Extra(_) => unreachable!("servers answer from their own sockets"),
                     };
                     if r.source == Socket::Alternate && filter_other_port {
                         continue;

@@ -13,7 +13,9 @@
 //! - [`server`]: a STUN Binding server, so every node is an observer.
 //! - [`discovery`]: reflexive address from several observers, and NAT
 //!   mapping/filtering classification (RFC 4787, RFC 5780).
-//! - [`punch`]: ICE-like authenticated connectivity checks (RFC 8445).
+//! - [`punch`]: ICE-like authenticated connectivity checks (RFC 8445),
+//!   with optional birthday probing between a symmetric NAT and a cone
+//!   ([`Socket::Extra`] sockets on the symmetric side).
 //! - [`keepalive`]: binding keep-alives whose interval adapts to the
 //!   binding lifetime.
 //! - [`link`]: authenticated data frames over a direct path or a relay,
@@ -87,7 +89,9 @@ pub use error::{Error, WireError};
 pub use keepalive::{KeepAlive, KeepAliveConfig, KeepAliveEvent};
 pub use link::{Link, LinkEvent, PathKind};
 pub use portmap::{PortMapConfig, PortMapError, PortMapEvent, PortMapProtocol, PortMapper};
-pub use punch::{PunchConfig, PunchEvent, PunchFailure, PunchOutcome, PunchSession};
+pub use punch::{
+    BirthdayConfig, BirthdayRole, PunchConfig, PunchEvent, PunchFailure, PunchOutcome, PunchSession,
+};
 pub use server::{Server, ServerConfig};
 pub use turn::{TurnClient, TurnConfig, TurnCredentials, TurnEvent, TurnFailure};
 pub use wire::{Candidate, CandidateKind, Offer};
@@ -100,6 +104,9 @@ pub enum Socket {
     Primary,
     /// The server's second socket (RFC 5780 alternate port).
     Alternate,
+    /// One of the extra sockets a punch session asks for to probe a
+    /// symmetric NAT (see [`punch::PunchSession::extra_sockets`]), by index.
+    Extra(u16),
 }
 
 /// A datagram to send.

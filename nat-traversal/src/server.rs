@@ -131,8 +131,8 @@ impl Server {
                 ));
             } else if change_port {
                 reply_from = match socket {
-                    Socket::Primary => Socket::Alternate,
                     Socket::Alternate => Socket::Primary,
+                    _ => Socket::Alternate,
                 };
             }
         }
@@ -140,6 +140,7 @@ impl Server {
             let origin = match reply_from {
                 Socket::Primary => Some(self.config.primary),
                 Socket::Alternate => self.config.alternate,
+                Socket::Extra(_) => None,
             };
             if request.is_modern() {
                 response.attributes.push(Attribute::XorMappedAddress(from));

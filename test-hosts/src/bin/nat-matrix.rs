@@ -3,6 +3,7 @@
 //! ```text
 //! nat-matrix --bin target/debug/examples/punch [--program punch|agent|node]
 //!            [--trials N] [--timeout SECS] [--only TEXT]... [--list] [--verbose]
+//!            [--arg ARG]... [--logs]
 //! ```
 //!
 //! For every pair kind of [`standard_kinds`] (those whose name contains one
@@ -12,9 +13,12 @@
 //! `punch_agent` (give its path with `--bin`; the rendezvous is the `punch`
 //! binary next to it); `--program node` runs two `wow-node`s and a public
 //! bootstrap node (give `--bin target/debug/wow-node`; see
-//! [`wow_test_hosts::nat::node`]). `--verbose` prints every trial, and both logs of
+//! [`wow_test_hosts::nat::node`]). `--verbose` prints every trial (with the
+//! `punch` example's `probes_sent=` line of each side), and both logs of
 //! each trial that was not direct where direct was expected. Exit 1 when a
-//! row misses its target.
+//! row misses its target. `--arg` passes one more argument to the `punch`
+//! example's `connect` (for example `--arg --birthday`); `--logs` prints
+//! both logs of every trial.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -32,6 +36,8 @@ struct Args {
     only: Vec<String>,
     list: bool,
     verbose: bool,
+    extra: Vec<String>,
+    logs: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -44,6 +50,8 @@ fn parse_args() -> Result<Args, String> {
         only: vec![],
         list: false,
         verbose: false,
+        extra: vec![],
+        logs: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -65,6 +73,8 @@ fn parse_args() -> Result<Args, String> {
             "--only" => args.only.push(value()?),
             "--list" => args.list = true,
             "--verbose" => args.verbose = true,
+            "--arg" => args.extra.push(value()?),
+            "--logs" => args.logs = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -103,7 +113,7 @@ fn main() -> ExitCode {
     let program = if args.agent {
         Program::Agent(args.bin.clone())
     } else {
-        Program::Punch(args.bin.clone())
+        Program::PunchWith(args.bin.clone(), args.extra.clone())
     };
     println!(
         "program={} trials={} timeout={:?}",
@@ -128,9 +138,19 @@ fn main() -> ExitCode {
                 Ok(t) => {
                     if args.verbose {
                         println!("{kind} #{i}: a={:?} b={:?}", t.a, t.b);
+                        // The punch example's counters (probes sent).
+                        for (side, log) in [("a", &t.log_a), ("b", &t.log_b)] {
+                            if let Some(line) = log.lines().find(|l| l.starts_with("probes_sent="))
+                            {
+                                println!("  {side}: {line}");
+                            }
+                        }
                         if kind.direct_expected() && t.direct_ms().is_none() {
                             println!("--- a\n{}--- b\n{}---", t.log_a, t.log_b);
                         }
+                    }
+                    if args.logs {
+                        println!("{kind} #{i}\n--- a\n{}--- b\n{}---", t.log_a, t.log_b);
                     }
                     trials.push(t);
                 }

@@ -26,6 +26,9 @@ pub enum Program {
     /// rendezvous relay as fallback): its binary. Its `time_ms` runs from
     /// the peer's offer to the first frame.
     Punch(PathBuf),
+    /// [`Program::Punch`] with more `connect` arguments (such as
+    /// `--birthday`).
+    PunchWith(PathBuf, Vec<String>),
     /// `nat-traversal/examples/punch_agent.rs` (the `Agent`, no relay): its
     /// binary. Its `time_ms` runs from its start to the punched path.
     Agent(PathBuf),
@@ -35,7 +38,7 @@ impl Program {
     /// The program's name, for the table.
     pub fn name(&self) -> &'static str {
         match self {
-            Program::Punch(_) => "punch",
+            Program::Punch(_) | Program::PunchWith(..) => "punch",
             Program::Agent(_) => "punch_agent",
         }
     }
@@ -239,6 +242,12 @@ pub fn run_trial(program: &Program, kind: &PairKind, timeout: Duration) -> io::R
                 args.extend(common);
                 ns.spawn(bin, &args)
             }
+            Program::PunchWith(bin, more) => {
+                let mut args = vec!["connect", "--stun", &stun];
+                args.extend(common);
+                args.extend(more.iter().map(String::as_str));
+                ns.spawn(bin, &args)
+            }
             Program::Agent(bin) => ns.spawn(bin, &common),
         }
     };
@@ -262,7 +271,7 @@ pub fn run_trial(program: &Program, kind: &PairKind, timeout: Duration) -> io::R
 /// and a second one on SERVER_B:3478 (an observer for the mapping test).
 fn start_rendezvous(internet: &Netns, program: &Program) -> io::Result<[Process; 2]> {
     let rendezvous_bin = match program {
-        Program::Punch(p) => p.clone(),
+        Program::Punch(p) | Program::PunchWith(p, _) => p.clone(),
         // The agent talks to the punch example's rendezvous, built next to it.
         Program::Agent(p) => p.with_file_name("punch"),
     };
