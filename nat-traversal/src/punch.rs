@@ -71,6 +71,17 @@
 //!    longer UDP timeout than [`Patience::quiet`]), up to
 //!    [`Patience::rounds`].
 //!
+//! Linux keeps an expired conntrack entry until something looks it up or
+//! its garbage collector reaches it, and a new flow from a host port takes
+//! the public port of any entry of that host port it still finds, expired
+//! or not. A port the first attempt was remapped to would so come back
+//! (in the NAT matrix, half the trials failed this way). So a second
+//! before the opener's opening and before each of the responder's rounds,
+//! the session *primes*: it sends every address the first attempt probed
+//! (host candidates included) a probe with the refresh TTL. The probe
+//! dies at our outermost NAT, but that NAT looks its flow up first and so
+//! collects the expired entry; nothing new is made there.
+//!
 //! It costs one opening per attempt, a refresh probe every few seconds
 //! that never leaves our NATs, and a few rounds of checks; and the direct
 //! path comes after about two quiet periods (70 s with the default
@@ -475,12 +486,22 @@ struct PatientPlan {
     next_refresh_at: Instant,
     /// The responder's rounds: start and end, in order.
     rounds: VecDeque<(Instant, Instant)>,
+    /// When to send the priming probes (before the opening, before each
+    /// round).
+    primes: VecDeque<Instant>,
     /// The end of the attempt.
     ends_at: Instant,
 }
 
 /// How many outstanding transaction ids are remembered.
 const MAX_OUTSTANDING: usize = 256;
+
+/// How long before the patient opener's opening and the responder's
+/// rounds the priming probes go (see the module docs).
+const PRIME_LEAD: Duration = Duration::from_secs(1);
+
+/// Priming probes per patient step at most.
+const MAX_PRIMES: usize = 64;
 
 /// One punch attempt towards one peer. Feed it every STUN datagram from
 /// the shared socket ([`PunchSession::handle_input`] says whether it was
@@ -985,6 +1006,12 @@ impl PunchSession {
         // Two more seconds for the skew between the two sides' failures.
         let ends_at = at + Duration::from_secs(2);
         let opener = self.controlling;
+        let lead = PRIME_LEAD.min(patience.quiet);
+        let primes = if opener {
+            VecDeque::from([opens_at - lead])
+        } else {
+            rounds.iter().map(|&(start, _)| start - lead).collect()
+        };
         if opener {
             let mut at = opens_at;
             for &ttl in &self.config.opening_ttls {
@@ -1000,6 +1027,7 @@ impl PunchSession {
             refresh_ttl: top.saturating_sub(1),
             next_refresh_at: opens_at + patience.refresh_interval,
             rounds: if opener { VecDeque::new() } else { rounds },
+            primes,
             ends_at,
         });
         self.state = State::Patient;
@@ -1017,6 +1045,28 @@ impl PunchSession {
             self.opening.clear();
             return;
         }
+        let mut prime = false;
+        while plan.primes.front().is_some_and(|&at| at <= now) {
+            plan.primes.pop_front();
+            prime = plan.refresh_ttl > 0;
+        }
+        if prime {
+            let ttl = plan.refresh_ttl;
+            // Every address the first attempt sent to (those flows' entries
+            // are the ones to collect), a bounded number.
+            let probed: Vec<usize> = (0..self.pairs.len())
+                .filter(|&i| self.pairs[i].probes > 0)
+                .take(MAX_PRIMES)
+                .collect();
+            for i in probed {
+                self.send_probe(i, Some(ttl));
+                self.metrics.opening_probes_sent -= 1;
+                self.metrics.refresh_probes_sent += 1;
+            }
+        }
+        let Some(plan) = self.patient.as_mut() else {
+            return;
+        };
         if plan.opener {
             let refresh = plan.refresh_ttl > 0 && now >= plan.next_refresh_at;
             let ttl = plan.refresh_ttl;
@@ -1072,6 +1122,11 @@ impl PunchSession {
     fn patient_wake(&self) -> Option<Instant> {
         let plan = self.patient.as_ref()?;
         let mut next = plan.ends_at;
+        if plan.refresh_ttl > 0
+            && let Some(&at) = plan.primes.front()
+        {
+            next = next.min(at);
+        }
         if plan.opener {
             if plan.refresh_ttl > 0 {
                 next = next.min(plan.next_refresh_at);
