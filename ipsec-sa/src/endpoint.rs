@@ -250,9 +250,11 @@ pub enum Verdict {
 
 /// A plaintext to seal: copied into an output buffer, or sealed in place.
 enum Plaintext<'a> {
+    /// Copied into `out` after its first `keep` bytes.
     Copy {
         plaintext: &'a [u8],
         out: &'a mut Vec<u8>,
+        keep: usize,
     },
     InPlace(&'a mut Vec<u8>),
     /// Sequence number and header only; the AEAD runs in the job.
@@ -274,7 +276,14 @@ impl Plaintext<'_> {
 
     fn seal_with(&mut self, sa: &mut OutboundSa) -> Result<u64, SealError> {
         match self {
-            Plaintext::Copy { plaintext, out } => sa.seal(plaintext, out),
+            Plaintext::Copy {
+                plaintext,
+                out,
+                keep,
+            } => {
+                out.truncate(*keep);
+                sa.seal_append(plaintext, out)
+            }
             Plaintext::InPlace(buffer) => sa.seal_in_place(buffer),
             Plaintext::Deferred { buffer, job } => {
                 let prepared = sa.prepare_seal(buffer)?;
@@ -669,14 +678,27 @@ impl<A: PeerAuthenticator> Endpoint<A> {
         packet: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<SealOutput, SealError> {
-        self.seal_inner(
-            now,
-            destination,
-            &mut Plaintext::Copy {
-                plaintext: packet,
-                out,
-            },
-        )
+        self.seal_after(now, destination, packet, out, 0)
+    }
+
+    /// Like [`seal`](Self::seal), the packet written after the first
+    /// `keep` bytes of `out` (a header of the caller's, in the buffer it
+    /// sends: the plaintext is copied once). On [`SealOutput::Sealed`]
+    /// `out` holds those bytes and the packet; otherwise it is untouched.
+    pub fn seal_after(
+        &mut self,
+        now: Instant,
+        destination: IpAddr,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+        keep: usize,
+    ) -> Result<SealOutput, SealError> {
+        let packet = &mut Plaintext::Copy {
+            plaintext: packet,
+            out,
+            keep,
+        };
+        self.seal_inner(now, destination, packet)
     }
 
     /// Like [`seal`](Self::seal), without copying the plaintext: `buffer`

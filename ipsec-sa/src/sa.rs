@@ -157,6 +157,34 @@ impl OutboundSa {
         self.seal_in_place(out)
     }
 
+    /// Seals `plaintext` into a data packet appended to `out`, after what
+    /// it holds (a caller's own header, say): one copy, into the buffer
+    /// that is sent. On error `out` is unchanged. Returns the sequence
+    /// number used.
+    pub fn seal_append(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<u64, SealError> {
+        if plaintext.len() > MAX_PLAINTEXT_LEN {
+            return Err(SealError::TooLarge(plaintext.len()));
+        }
+        let start = out.len();
+        out.reserve(HEADER_LEN + plaintext.len() + TAG_LEN);
+        out.extend_from_slice(&[0; HEADER_LEN]);
+        out.extend_from_slice(plaintext);
+        let sealed = self.next_sequence_number(&out[start..]).and_then(|seq| {
+            seal_body(&self.key, self.salt, self.spi, seq, &mut out[start..]).map(|tag| (seq, tag))
+        });
+        match sealed {
+            Ok((seq, tag)) => {
+                out.extend_from_slice(tag.as_ref());
+                self.commit(seq, plaintext.len());
+                Ok(seq)
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
     /// Seals in place, without copying the plaintext: `buffer` holds
     /// [`HEADER_LEN`] bytes of headroom (any content) followed by the
     /// plaintext. On success it holds the packet (header written, tag
@@ -583,6 +611,25 @@ mod test {
         let mut short = vec![0; HEADER_LEN - 1];
         assert_eq!(b.seal_in_place(&mut short), Err(SealError::NoHeadroom));
         assert_eq!(short.len(), HEADER_LEN - 1);
+        assert_eq!(b.packets(), 1);
+    }
+
+    #[test]
+    fn appended_equals_copying_after_the_prefix() {
+        let (mut a, mut in_sa) = pair(Suite::Aes256Gcm);
+        let (mut b, _) = pair(Suite::Aes256Gcm);
+        let mut copied = Vec::new();
+        a.seal(b"payload", &mut copied).unwrap();
+        let mut appended = b"prefix".to_vec();
+        assert_eq!(b.seal_append(b"payload", &mut appended), Ok(1));
+        assert_eq!(&appended[..6], b"prefix");
+        assert_eq!(&appended[6..], &copied[..]);
+        assert_eq!(in_sa.open(&mut appended[6..]).unwrap(), b"payload");
+        // Refused: the prefix alone, the sequence number unused.
+        let mut too_long = b"prefix".to_vec();
+        let huge = vec![0; MAX_PLAINTEXT_LEN + 1];
+        assert!(b.seal_append(&huge, &mut too_long).is_err());
+        assert_eq!(too_long, b"prefix");
         assert_eq!(b.packets(), 1);
     }
 

@@ -3,15 +3,32 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use etherparse::checksum::u64_16bit_word;
-
 use crate::{ETH_LEN, OffloadError, PROTO_UDP, put16};
 
-/// The sum of `bytes` as 16-bit words (8 bytes at a time).
+/// The sum of `bytes` as 16-bit words.
+///
+/// Summed as native-order 32-bit words into a `u64` (no carry is lost
+/// below 2^32 words), a loop without a carry chain that the compiler
+/// vectorises, then folded: RFC 1071 §2's sum does not depend on the
+/// word width nor the byte order. It runs for every segment the node
+/// cuts, over every byte of it.
 pub(crate) fn data(bytes: &[u8]) -> u16 {
-    let native = !u64_16bit_word::ones_complement(u64_16bit_word::add_slice(0, bytes));
+    let mut words = bytes.chunks_exact(4);
+    let mut sum: u64 = (&mut words)
+        .map(|w| u64::from(w.try_into().map(u32::from_ne_bytes).unwrap_or(0)))
+        .sum();
+    // The last 1 to 3 bytes, padded with zeros (an odd last byte is the
+    // high half of a word, RFC 1071).
+    let mut tail = [0u8; 4];
+    for (t, b) in tail.iter_mut().zip(words.remainder()) {
+        *t = *b;
+    }
+    sum += u64::from(u32::from_ne_bytes(tail));
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
     // Summed in native order: the folded sum's bytes are the big-endian sum.
-    u16::from_be_bytes(native.to_ne_bytes())
+    u16::from_be_bytes((sum as u16).to_ne_bytes())
 }
 
 /// The ones'-complement sum of sums.

@@ -250,3 +250,19 @@ fn udpv6_super_frames_are_cut_with_valid_checksums() {
         assert!(udp.verify_checksum(&src, &dst));
     }
 }
+
+proptest::proptest! {
+    /// The vectorised sum is RFC 1071's: 16-bit big-endian words, an odd
+    /// last byte padded with zero, carries folded back in.
+    #[test]
+    fn data_sum_is_rfc_1071(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..3000)) {
+        let mut sum: u32 = bytes
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w.get(1).copied().unwrap_or(0)])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        proptest::prop_assert_eq!(checksum::data(&bytes), sum as u16);
+    }
+}

@@ -512,7 +512,6 @@ pub struct Core<S: LeaseStore> {
     counters: Counters,
     seal_buf: Vec<u8>,
     payload_buf: Vec<u8>,
-    open_buf: Vec<u8>,
     /// [`Core::set_deferred_crypto`].
     defer_crypto: bool,
     crypto_jobs: Vec<CryptoJob>,
@@ -882,7 +881,6 @@ impl<S: LeaseStore> Core<S> {
             counters: Counters::default(),
             seal_buf: Vec::with_capacity(2048),
             payload_buf: Vec::with_capacity(2048),
-            open_buf: Vec::with_capacity(2048),
             defer_crypto: false,
             crypto_jobs: Vec::new(),
             job_free: Vec::new(),
@@ -2598,6 +2596,36 @@ impl<S: LeaseStore> Core<S> {
             self.recycle_job(buffer);
             return;
         }
+        if let (Some(source), Some(route)) = (self.guest_addr, self.routes.get(&dst).copied()) {
+            // The usual case, a known route: the packet is sealed straight
+            // into the buffer it leaves in, after the wow header (one copy
+            // of the plaintext instead of three).
+            let mut out = self.overlay.data_buffer();
+            let repr = wire::Repr {
+                kind: Kind::Sa,
+                source,
+                destination: dst,
+            };
+            repr.emit_with_body(&[], &mut out);
+            let header = out.len();
+            match sa.seal_after(now, IpAddr::V4(dst), packet, &mut out, header) {
+                Ok(SealOutput::Sealed) => {
+                    self.counters.sealed += 1;
+                    if self.overlay.send(now, route.address, out).is_err() {
+                        self.counters.dropped_no_route += 1;
+                    }
+                    return;
+                }
+                Ok(SealOutput::Bypass) => self.send_overlay(now, dst, Kind::Plain, packet),
+                Ok(SealOutput::HandshakeNeeded) => tracing::debug!(%dst, "key exchange started"),
+                Err(e) => {
+                    tracing::debug!(%dst, error = %e, "seal refused");
+                    self.counters.dropped_policy += 1;
+                }
+            }
+            self.overlay.recycle(out);
+            return;
+        }
         let mut out = std::mem::take(&mut self.seal_buf);
         match sa.seal(now, IpAddr::V4(dst), packet, &mut out) {
             Ok(SealOutput::Sealed) => {
@@ -2758,13 +2786,9 @@ impl<S: LeaseStore> Core<S> {
         // authenticated and the node learns from plaintext, as before.
         let mut authenticated = self.sa.is_none();
         let body = &mut payload[wire::HEADER_LEN..];
-        // The packet goes to `open_buf` (kept between packets): decrypted
-        // there, or copied there when unprotected.
-        let mut plaintext = std::mem::take(&mut self.open_buf);
-        plaintext.clear();
-        match (repr.kind, self.sa.as_mut()) {
+        // The packet is decrypted in place and delivered from there.
+        let packet: &[u8] = match (repr.kind, self.sa.as_mut()) {
             (Kind::Sa, Some(sa)) if self.defer_crypto => {
-                self.open_buf = plaintext;
                 let completed = sa.stats().handshakes_completed;
                 let mut buffer = self.job_free.pop().unwrap_or_default();
                 buffer.clear();
@@ -2797,11 +2821,10 @@ impl<S: LeaseStore> Core<S> {
                     Ok(OpenOutput::Plaintext(p)) => {
                         self.counters.opened += 1;
                         authenticated = true;
-                        plaintext.extend_from_slice(p);
+                        p
                     }
                     Ok(OpenOutput::Keepalive) => {
                         // Decrypted under an SA: authenticated.
-                        self.open_buf = plaintext;
                         self.learn(now, peer_ip, source, hops);
                         return;
                     }
@@ -2810,7 +2833,6 @@ impl<S: LeaseStore> Core<S> {
                         // anyone's name); the messages that complete an SA
                         // carry the peer's certificate and signature.
                         let done = sa.stats().handshakes_completed > completed;
-                        self.open_buf = plaintext;
                         if done {
                             self.learn(now, peer_ip, source, hops);
                         }
@@ -2825,7 +2847,6 @@ impl<S: LeaseStore> Core<S> {
                             tracing::debug!(peer = %peer_ip, "unknown SPI: key exchange started");
                         }
                         tracing::debug!(peer = %peer_ip, error = %e, "open refused");
-                        self.open_buf = plaintext;
                         self.counters.dropped_policy += 1;
                         return;
                     }
@@ -2833,34 +2854,29 @@ impl<S: LeaseStore> Core<S> {
             }
             (Kind::Sa, None) => {
                 // We hold no certificate: we cannot take part.
-                self.open_buf = plaintext;
                 self.counters.dropped_policy += 1;
                 return;
             }
             (Kind::Plain, Some(sa)) => {
                 if sa.handle_unprotected(now, IpAddr::V4(peer_ip)) == ipsec_sa::Verdict::Drop {
-                    self.open_buf = plaintext;
                     self.counters.dropped_policy += 1;
                     return;
                 }
-                plaintext.extend_from_slice(body);
+                body
             }
             (Kind::Plain, None) => {
                 if self.closed && !self.settings.public_hosts.contains(&peer_ip) {
                     // Not enrolled yet: nothing enters in plaintext.
-                    self.open_buf = plaintext;
                     self.counters.dropped_policy += 1;
                     return;
                 }
-                plaintext.extend_from_slice(body);
+                body
             }
             (Kind::Punch | Kind::Enrol | Kind::Offer | Kind::Crl | Kind::Walk | Kind::Alloc, _) => {
-                self.open_buf = plaintext;
                 return;
             }
-        }
-        self.on_peer_packet(now, peer_ip, source, hops, authenticated, &plaintext);
-        self.open_buf = plaintext;
+        };
+        self.on_peer_packet(now, peer_ip, source, hops, authenticated, packet);
     }
 
     /// A packet from `peer_ip` (authenticated, or plaintext the policy let
@@ -3031,7 +3047,10 @@ impl<S: LeaseStore> Core<S> {
         };
         self.counters.packets_delivered += 1;
         let mut frame = self.tap_buffer();
-        frame.resize(14 + packet.len(), 0);
+        // The header's room, then the packet: written once (no zeroing).
+        frame.clear();
+        frame.extend_from_slice(&[0; 14]);
+        frame.extend_from_slice(packet);
         let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
         eth.set_dst_addr(EthernetAddress(guest_mac));
         eth.set_src_addr(EthernetAddress(self.settings.gateway_mac));
@@ -3040,7 +3059,6 @@ impl<S: LeaseStore> Core<S> {
         } else {
             EthernetProtocol::Ipv4
         });
-        eth.payload_mut().copy_from_slice(packet);
         self.push_tap(frame);
     }
 

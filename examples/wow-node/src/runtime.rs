@@ -67,7 +67,16 @@ pub fn up(config_path: &Path, confine: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, confine)) {
+    // The node runs as a spawned task, not as `block_on`'s own future:
+    // waking that one writes the driver's eventfd (one more system call
+    // and one more `epoll_wait` per wake-up), a task's wake from the
+    // I/O driver only queues it.
+    let node = runtime.block_on(async {
+        tokio::spawn(run(config, confine))
+            .await
+            .unwrap_or_else(|e| Err(format!("the node's task ended: {e}")))
+    });
+    match node {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -570,6 +579,13 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     if !crate::udp::enable_gro(&socket) {
         tracing::debug!("UDP GRO not available");
     }
+    // The two timers live across iterations and move only when their
+    // deadline does: a new timer per wake-up costs a timer-wheel insert
+    // and removal each.
+    let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+    let core_timer = tokio::time::sleep_until(far);
+    let lan_timer = tokio::time::sleep_until(far);
+    tokio::pin!(core_timer, lan_timer);
     loop {
         crypto.run(&mut core, Instant::now());
         flush(&mut core, &socket, &tap, &mut tap_io, &mut out).await;
@@ -583,6 +599,16 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
             .min(now + Duration::from_secs(1))
             .min(membership.poll_timeout())
             .min(updater.poll_timeout());
+        let deadline = tokio::time::Instant::from_std(deadline);
+        if core_timer.deadline() != deadline {
+            core_timer.as_mut().reset(deadline);
+        }
+        if let Some(l) = &lan {
+            let lan_deadline = tokio::time::Instant::from_std(l.discovery.poll_timeout());
+            if lan_timer.deadline() != lan_deadline {
+                lan_timer.as_mut().reset(lan_deadline);
+            }
+        }
         tokio::select! {
             r = socket.readable() => {
                 if r.is_ok() {
@@ -626,7 +652,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     Err(e) => return Err(format!("TAP read: {e}")),
                 }
             }
-            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
+            () = &mut core_timer => {}
             r = Lan::recv(lan.as_ref(), &mut lan_buf) => {
                 if let (Ok((n, from)), Some(l)) = (r, lan.as_mut()) {
                     l.discovery.set_alone(core.overlay().connections().is_empty());
@@ -644,9 +670,7 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
                     }
                 }
             }
-            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(
-                lan.as_ref().map_or(now + Duration::from_secs(3600), |l| l.discovery.poll_timeout())
-            )) => {
+            () = &mut lan_timer, if lan.is_some() => {
                 if let Some(l) = lan.as_mut() {
                     let alone = core.overlay().connections().is_empty();
                     l.announce(Instant::now(), alone, &config.tap.name).await;

@@ -868,6 +868,14 @@ impl<I: Identity> Node<I> {
         Ok(())
     }
 
+    /// An empty buffer from the node's pool, with room for
+    /// [`MAX_DATA_LEN`] bytes: fill it and pass it to [`send`](Self::send),
+    /// and the payload is written once, where it is sent from (what
+    /// [`send_slice`](Self::send_slice) copies, a caller can build here).
+    pub fn data_buffer(&mut self) -> Vec<u8> {
+        self.pool.take()
+    }
+
     /// Sends a copy of `payload` to the node with address `destination`
     /// (exact mode). The copy goes into a buffer from the node's pool, which
     /// [`poll_transmit_into`](Self::poll_transmit_into) takes back once the
