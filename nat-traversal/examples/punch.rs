@@ -6,7 +6,7 @@
 //!       --id alice --peer bob [--stun 192.0.2.9:3478] [--timeout 10] \
 //!       [--turn 192.0.2.3:3478 [--turn-user U --turn-password P]] \
 //!       [--relay-first --punch-delay-ms 400] [--guess 8] [--opening-ttls auto|2,3|none]
-//!       [--birthday [--birthday-both]]
+//!       [--birthday [--birthday-both]] [--patience SECS]
 //! ```
 //!
 //! `--birthday` (or `PUNCH_BIRTHDAY=1`, `PUNCH_BIRTHDAY=both` for
@@ -30,7 +30,7 @@
 //! time_ms=N` or `path=relay time_ms=N` (exit 0), or why it failed (exit
 //! 1).
 //!
-//! With `PUNCH_PATIENCE=SECS` in the environment a failed punch is
+//! With `--patience SECS` (or `PUNCH_PATIENCE=SECS`) a failed punch is
 //! followed by the patient attempt ([`nat_traversal::punch::Patience`],
 //! quiet periods of SECS): `connect` relays meanwhile, waits for that
 //! attempt to end, and reports `path=direct` with the time from the
@@ -123,6 +123,11 @@ enum Mode {
         /// Birthday probing also between two symmetric NATs (measurements).
         #[arg(long)]
         birthday_both: bool,
+        /// After a failed punch, the patient attempt with quiet periods of
+        /// this many seconds (or `$PUNCH_PATIENCE`): relays meanwhile and
+        /// waits for that attempt's outcome.
+        #[arg(long)]
+        patience: Option<u64>,
         /// A TURN server to relay through instead of the rendezvous.
         #[arg(long)]
         turn: Option<SocketAddr>,
@@ -172,6 +177,7 @@ fn main() -> ExitCode {
             turn_password,
             birthday,
             birthday_both,
+            patience,
         } => {
             let env = std::env::var("PUNCH_BIRTHDAY").unwrap_or_default();
             let birthday_both = birthday_both || env == "both";
@@ -205,6 +211,15 @@ fn main() -> ExitCode {
                     both_symmetric: birthday_both,
                     ..BirthdayConfig::default()
                 }),
+                patience: patience
+                    .or_else(|| std::env::var("PUNCH_PATIENCE").ok()?.parse().ok())
+                    .map(|secs| Patience {
+                        quiet: Duration::from_secs(secs),
+                        // Well inside a UDP timeout a little under the quiet.
+                        refresh_interval: (Duration::from_secs(secs) / 4)
+                            .min(DEFAULT_PATIENCE.refresh_interval),
+                        ..DEFAULT_PATIENCE
+                    }),
                 turn,
                 turn_credentials: turn_user
                     .zip(turn_password)
@@ -335,6 +350,7 @@ struct ConnectArgs {
     relay_first: bool,
     punch_delay: Duration,
     birthday: Option<BirthdayConfig>,
+    patience: Option<Patience>,
     turn: Option<SocketAddr>,
     turn_credentials: Option<TurnCredentials>,
 }
@@ -592,18 +608,9 @@ fn connect(args: &ConnectArgs) -> Result<String, String> {
                 },
                 None => config,
             };
-            let config = match std::env::var("PUNCH_PATIENCE")
-                .ok()
-                .and_then(|v| v.parse().ok())
-            {
-                Some(secs) => PunchConfig {
-                    patience: Some(Patience {
-                        quiet: Duration::from_secs(secs),
-                        ..DEFAULT_PATIENCE
-                    }),
-                    ..config
-                },
-                None => config,
+            let config = PunchConfig {
+                patience: args.patience,
+                ..config
             };
             // Relayed candidates are the TURN path, not punch targets.
             let mut direct = offer.clone();
