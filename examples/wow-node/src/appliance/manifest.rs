@@ -386,51 +386,44 @@ fn match_components(pattern: &[&str], path: &[&str]) -> bool {
     if matches!(steps.last(), Some(Step::AnyRun)) {
         steps.insert(steps.len() - 1, Step::AnyOne);
     }
-    let (mut p, mut n) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while let Some(&name) = path.get(n) {
-        match steps.get(p) {
-            Some(Step::AnyRun) => {
-                star = Some((p, n));
-                p += 1;
-            }
-            Some(Step::AnyOne) => {
-                p += 1;
-                n += 1;
-            }
-            Some(Step::Glob(g)) if glob_component(g, name) => {
-                p += 1;
-                n += 1;
-            }
-            _ => match star {
-                Some((sp, sn)) => {
-                    p = sp + 1;
-                    n = sn + 1;
-                    star = Some((sp, sn + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    steps
-        .get(p..)
-        .is_some_and(|rest| rest.iter().all(|s| matches!(s, Step::AnyRun)))
+    wildcard(
+        &steps,
+        path,
+        |s| matches!(s, Step::AnyRun),
+        |s, name| match s {
+            Step::AnyOne => true,
+            Step::Glob(g) => glob_component(g, name),
+            Step::AnyRun => false,
+        },
+    )
 }
 
 /// `*` and `?` within one component.
 fn glob_component(pattern: &str, name: &str) -> bool {
     let pattern: Vec<char> = pattern.chars().collect();
     let name: Vec<char> = name.chars().collect();
-    // Iterative wildcard match with one backtrack point.
+    wildcard(&pattern, &name, |&c| c == '*', |&c, &n| c == '?' || c == n)
+}
+
+/// Whether `items` match `pattern`, whose stars (`is_star`) match any run
+/// of items and whose other tokens match one item each (`one`): the
+/// iterative wildcard algorithm with one backtrack point, O(pattern ×
+/// items) steps.
+fn wildcard<P, I>(
+    pattern: &[P],
+    items: &[I],
+    is_star: impl Fn(&P) -> bool,
+    one: impl Fn(&P, &I) -> bool,
+) -> bool {
     let (mut p, mut n) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
+    while let Some(item) = items.get(n) {
         match pattern.get(p) {
-            Some('*') => {
+            Some(t) if is_star(t) => {
                 star = Some((p, n));
                 p += 1;
             }
-            Some(&c) if c == '?' || Some(&c) == name.get(n) => {
+            Some(t) if one(t, item) => {
                 p += 1;
                 n += 1;
             }
@@ -446,7 +439,7 @@ fn glob_component(pattern: &str, name: &str) -> bool {
     }
     pattern
         .get(p..)
-        .is_some_and(|rest| rest.iter().all(|&c| c == '*'))
+        .is_some_and(|rest| rest.iter().all(is_star))
 }
 
 #[cfg(test)]
