@@ -18,14 +18,23 @@
 //! each trial that was not direct where direct was expected. Exit 1 when a
 //! row misses its target. `--arg` passes one more argument to the `punch`
 //! example's `connect` (for example `--arg --birthday`); `--logs` prints
-//! both logs of every trial.
+//! both logs of every trial. Neighbour NATs (the `(shared)` kinds) are
+//! direct only through the patient attempt after a failed punch: their
+//! trials get at least 110 s, and the `punch` example `--patience 35`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use wow_test_hosts::nat::Layout;
 use wow_test_hosts::nat::matrix::{Program, Row, run_trial, standard_kinds, table};
+
+/// The least trial timeout for neighbour NATs (see `main`).
+const NEIGHBOUR_TIMEOUT: Duration = Duration::from_secs(110);
+/// The punch example's quiet periods for them: Linux's 30 s UDP timeout
+/// and some (nat-traversal's `DEFAULT_PATIENCE`).
+const PATIENCE_SECS: u64 = 35;
 
 struct Args {
     bin: PathBuf,
@@ -127,12 +136,35 @@ fn main() -> ExitCode {
     );
     let mut rows = vec![];
     for kind in &kinds {
+        // Neighbour NATs get a direct path only from the patient attempt
+        // after the first one fails (about 75 s with Linux's 30 s UDP
+        // timeout): they get the time, and the punch example its
+        // `--patience` (the Agent and the node have it by default).
+        let neighbour = kind.layout == Layout::Shared;
+        let timeout = if neighbour {
+            args.timeout.max(NEIGHBOUR_TIMEOUT)
+        } else {
+            args.timeout
+        };
+        let program = match &program {
+            Program::PunchWith(bin, extra)
+                if neighbour && !extra.iter().any(|a| a == "--patience") =>
+            {
+                let mut extra = extra.clone();
+                extra.extend(["--patience".to_string(), PATIENCE_SECS.to_string()]);
+                Program::PunchWith(bin.clone(), extra)
+            }
+            other => other.clone(),
+        };
+        if neighbour {
+            println!("{kind}: timeout {timeout:?}, patient attempt after the first");
+        }
         let mut trials = vec![];
         for i in 0..args.trials {
             let trial = if args.node {
-                wow_test_hosts::nat::node::run_node_trial(&args.bin, kind, args.timeout)
+                wow_test_hosts::nat::node::run_node_trial(&args.bin, kind, timeout)
             } else {
-                run_trial(&program, kind, args.timeout)
+                run_trial(&program, kind, timeout)
             };
             match trial {
                 Ok(t) => {
