@@ -509,3 +509,67 @@ fn join_without_endpoints_is_loud_and_set_endpoints_fixes_it() {
         assert_eq!(n.connections().len(), 2, "node {i} linked to both others");
     }
 }
+
+/// A relay that restarts (same address and endpoint, no memory of its
+/// links) drops what arrives on links it no longer knows and answers
+/// `Close(Unneeded)`. The sender routes what it sent through the relay
+/// since the link fell quiet another way: nothing is lost to a stale link.
+/// Without the copies the first message after the restart is lost (the
+/// crowd's single-echo pings failed this way seconds after a churn round).
+#[test]
+fn messages_sent_to_a_restarted_relay_are_routed_another_way() {
+    let mut now = Instant::now();
+    // 0x70 (node 0) is nearer the destination 0x80 (node 3) than 0x40
+    // (node 2), so node 1 (0x10), which cannot reach node 3, routes
+    // through node 0.
+    let prefixes = [0x70u8, 0x10, 0x40, 0x80];
+    let address = |p: u8| {
+        let mut bytes = [0u8; 20];
+        bytes[0] = p;
+        Address::from_bytes(bytes)
+    };
+    let mut nodes: Vec<Node> = prefixes
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            let i = i as u8 + 1;
+            Node::new_with_insecure_seed(now, config(i), address(p), u64::from(i))
+        })
+        .collect();
+    nodes[0].join(now, &[]).unwrap();
+    for n in &mut nodes[1..] {
+        n.join(now, &[ep(1)]).unwrap();
+    }
+    let blocked = [(1, 3)];
+    pump_except(&mut nodes, &mut now, Duration::from_secs(30), &blocked);
+    let dest = nodes[3].address();
+    nodes[1].send(now, dest, b"before".to_vec()).unwrap();
+    let events = pump_except(&mut nodes, &mut now, Duration::from_millis(100), &blocked);
+    assert!(events[3].iter().any(|e| matches!(
+        e,
+        Event::Delivered { payload, hops: 2, .. } if payload == b"before"
+    )));
+    // Node 0 is killed (silent for a while) and restarts: a new process,
+    // same address and endpoint.
+    let dead = [(1, 3), (0, 1), (0, 2), (0, 3)];
+    pump_except(&mut nodes, &mut now, Duration::from_millis(1500), &dead);
+    nodes[0] = Node::new_with_insecure_seed(now, config(1), address(0x70), 99);
+    nodes[0].join(now, &[]).unwrap();
+    nodes[1].send(now, dest, b"after".to_vec()).unwrap();
+    let events = pump_except(&mut nodes, &mut now, Duration::from_millis(300), &blocked);
+    assert!(
+        events[1]
+            .iter()
+            .any(|e| matches!(e, Event::Disconnected { peer, .. } if *peer == address(0x70))),
+        "the stale link is closed: {:?}",
+        events[1]
+    );
+    assert!(
+        events[3].iter().any(|e| matches!(
+            e,
+            Event::Delivered { payload, .. } if payload == b"after"
+        )),
+        "{:?}",
+        events[3]
+    );
+}

@@ -3187,7 +3187,8 @@ impl<S: LeaseStore> Core<S> {
                 self.schedule_republish(now);
                 self.events.push_back(CoreEvent::Link { peer, up: true })
             }
-            E::Disconnected { peer, .. } => {
+            E::Disconnected { peer, reason } => {
+                tracing::debug!(%peer, ?reason, "overlay link down");
                 self.events.push_back(CoreEvent::Link { peer, up: false })
             }
             E::Delivered {
@@ -3270,6 +3271,13 @@ impl<S: LeaseStore> Core<S> {
                     self.send_punch_request(now, peer, &endpoints);
                 }
             }
+            E::Dropped {
+                source,
+                destination,
+                reason,
+            } => {
+                tracing::debug!(%source, %destination, ?reason, "overlay dropped a routed message")
+            }
             _ => {}
         }
     }
@@ -3308,7 +3316,11 @@ impl<S: LeaseStore> Core<S> {
                 };
                 match found {
                     Some(address) => {
-                        tracing::debug!(%ip, %address, "route found in the DHT");
+                        let took_ms = self
+                            .lookups
+                            .get(&ip)
+                            .map(|l| now.saturating_duration_since(l.started_at).as_millis());
+                        tracing::debug!(%ip, %address, ?took_ms, "route found in the DHT");
                         self.routes.insert(
                             ip,
                             Route {

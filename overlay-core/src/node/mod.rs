@@ -475,6 +475,11 @@ pub struct Node<I: Identity = OpenIdentity> {
     pending_dht: Vec<PendingDht>,
     near_changed_at: Instant,
     lost: Vec<Lost>,
+    /// Copies of routed messages sent on links that had been quiet, kept
+    /// until the peer is heard from again: if it answers `Close` (it
+    /// restarted and no longer knows the link), they are routed again
+    /// another way instead of being lost ([`route::Unanswered`]).
+    unanswered: Vec<route::Unanswered>,
     demand: Vec<Demand>,
     bootstrap: Vec<SocketAddr>,
     bootstrap_next: usize,
@@ -602,6 +607,7 @@ impl<I: Identity> Node<I> {
             pending_dht: Vec::new(),
             near_changed_at: now,
             lost: Vec::new(),
+            unanswered: Vec::new(),
             demand: Vec::new(),
             bootstrap: Vec::new(),
             bootstrap_next: 0,
@@ -1129,6 +1135,10 @@ impl<I: Identity> Node<I> {
         {
             c.last_heard_at = now;
             c.unanswered_since = None;
+            if !self.unanswered.is_empty() && !matches!(message, Message::Close { .. }) {
+                // The peer is alive: what we sent it is its to handle.
+                self.unanswered.retain(|u| u.endpoint != from);
+            }
         }
         match message {
             Message::LinkRequest(req) => self.on_link_request(now, from, req),
@@ -1164,6 +1174,12 @@ impl<I: Identity> Node<I> {
                     self.drop_connection(now, i, DisconnectReason::Closed(reason));
                     if let Some((peer, endpoint, roles)) = relink {
                         self.relink(now, peer, endpoint, roles, 1);
+                    }
+                    if reason == CloseReason::Unneeded {
+                        // The peer does not know the link (it restarted):
+                        // what we routed through it since it fell quiet
+                        // was dropped there; route it another way.
+                        self.reroute_unanswered(now, from);
                     }
                 }
             }
@@ -1210,6 +1226,9 @@ impl<I: Identity> Node<I> {
         while self.next_tick_at <= now {
             self.next_tick_at += self.config.tick_duration.max(Duration::from_millis(1));
         }
+        let keep = self.config.suspect_timeout;
+        self.unanswered
+            .retain(|u| now.saturating_duration_since(u.sent_at) < keep);
         self.tick(now);
     }
 

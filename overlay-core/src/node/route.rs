@@ -1,6 +1,7 @@
 //! Routing of messages and the node's own requests (echo and DHT):
 //! forwarding, delivery, retries.
 
+use core::net::SocketAddr;
 use std::time::Instant;
 
 use super::{DhtOutcome, DropReason, Event, Node, Transmit};
@@ -8,7 +9,41 @@ use crate::address::Address;
 use crate::error::NodeError;
 use crate::identity::Identity;
 use crate::routing::{NextHop, next_hop};
-use crate::wire::{DhtOp, Message, Mode, Payload, Routed};
+use crate::wire::{DhtOp, DhtRequest, Message, Mode, Payload, Routed};
+
+/// Most copies kept per link by [`Node::forward`] for
+/// [`Node::reroute_unanswered`].
+const UNANSWERED_PER_LINK: usize = 4;
+/// Most copies kept in all.
+const UNANSWERED_MAX: usize = 64;
+
+/// A copy of a routed message that may arrive twice without harm
+/// ([`harmless_twice`]) sent on a link that had been quiet for a tick or
+/// more: a peer that restarted (same address and endpoint, no
+/// memory of the link) drops it and answers `Close(Unneeded)`, and the
+/// copy is then routed another way. Dropped when the peer is heard from,
+/// or after [`Config::suspect_timeout`](super::Config::suspect_timeout).
+#[derive(Debug, Clone)]
+pub(super) struct Unanswered {
+    pub(super) endpoint: SocketAddr,
+    pub(super) sent_at: Instant,
+    msg: Routed,
+}
+
+/// Whether a payload may be delivered twice without harm (a copy routed
+/// again may be): data (datagrams), echoes, DHT gets and replies. Never
+/// puts and creates (a create decided by two nodes could have two
+/// winners) or ConnectToMe.
+fn harmless_twice(payload: &Payload) -> bool {
+    match payload {
+        Payload::Data(_)
+        | Payload::EchoRequest { .. }
+        | Payload::EchoReply { .. }
+        | Payload::DhtReply { .. } => true,
+        Payload::DhtRequest { request, .. } => matches!(**request, DhtRequest::Get { .. }),
+        Payload::ConnectToMe { .. } => false,
+    }
+}
 
 #[derive(Debug, Clone)]
 pub(super) enum RequestKind {
@@ -98,6 +133,19 @@ impl<I: Identity> Node<I> {
         }
         let ep = c.endpoint;
         let next = c.address;
+        // A link quiet for a tick may lead to a peer that restarted: keep a
+        // copy until it shows it is alive (bounded; busy links copy nothing).
+        if now.saturating_duration_since(c.last_heard_at) >= self.config.tick_duration
+            && harmless_twice(&msg.payload)
+            && self.unanswered.len() < UNANSWERED_MAX
+            && self.unanswered.iter().filter(|u| u.endpoint == ep).count() < UNANSWERED_PER_LINK
+        {
+            self.unanswered.push(Unanswered {
+                endpoint: ep,
+                sent_at: now,
+                msg: msg.clone(),
+            });
+        }
         if self.config.forward_events && previous.is_some() {
             self.events.push_back(Event::Forwarded {
                 destination: msg.destination,
@@ -108,6 +156,25 @@ impl<I: Identity> Node<I> {
             destination: ep,
             message: Message::Routed(msg),
         });
+    }
+
+    /// Routes again, another way, the copies of messages sent to
+    /// `endpoint` since its link fell quiet (its peer said it has no such
+    /// link: they were dropped there). Each is routed again once; one
+    /// the peer handled before it restarted (or before it closed a link it
+    /// did have) arrives twice, which datagrams allow.
+    pub(super) fn reroute_unanswered(&mut self, now: Instant, endpoint: SocketAddr) {
+        if self.unanswered.is_empty() {
+            return;
+        }
+        let (again, keep): (Vec<Unanswered>, Vec<Unanswered>) = self
+            .unanswered
+            .drain(..)
+            .partition(|u| u.endpoint == endpoint);
+        self.unanswered = keep;
+        for u in again {
+            self.route(now, None, u.msg);
+        }
     }
 
     pub(super) fn drop_routed(&mut self, msg: Routed, reason: DropReason) {

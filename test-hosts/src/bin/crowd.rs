@@ -121,6 +121,7 @@ type InFlight = JoinHandle<(String, usize, Probe)>;
 struct Tally {
     n: usize,
     by_ip: usize,
+    by_ip_3s: usize,
     by_name: usize,
     lookup: usize,
     lookup_ms: Vec<u64>,
@@ -130,6 +131,7 @@ impl Tally {
     fn add(&mut self, p: &Probe) {
         self.n += 1;
         self.by_ip += usize::from(p.by_ip);
+        self.by_ip_3s += usize::from(p.by_ip_3s);
         self.by_name += usize::from(p.by_name);
         self.lookup += usize::from(p.lookup);
         if let Some(ms) = p.lookup_ms {
@@ -147,8 +149,9 @@ impl Tally {
 
     fn row(&self) -> String {
         format!(
-            "ping by IP {}, by name {}, DNS/DHT lookup {} (median {} ms, p90 {} ms, max {} ms)",
+            "ping by IP {} (within 3 s: {}), by name {}, DNS/DHT lookup {} (median {} ms, p90 {} ms, max {} ms)",
             Self::pct(self.by_ip, self.n),
+            Self::pct(self.by_ip_3s, self.n),
             Self::pct(self.by_name, self.n),
             Self::pct(self.lookup, self.n),
             quantile(&self.lookup_ms, 0.5),
@@ -159,7 +162,7 @@ impl Tally {
 
     fn json(&self) -> serde_json::Value {
         json!({
-            "probes": self.n, "ping_ip_ok": self.by_ip, "ping_name_ok": self.by_name,
+            "probes": self.n, "ping_ip_ok": self.by_ip, "ping_ip_3s_ok": self.by_ip_3s, "ping_name_ok": self.by_name,
             "lookup_ok": self.lookup,
             "lookup_ms_median": quantile(&self.lookup_ms, 0.5),
             "lookup_ms_p90": quantile(&self.lookup_ms, 0.9),
