@@ -480,6 +480,10 @@ struct PatientPlan {
     opener: bool,
     /// The reflexive pairs the attempt is about.
     pairs: Vec<usize>,
+    /// Every address the first attempt probed (at most [`MAX_PRIMES`]):
+    /// nothing else may go there meanwhile, and priming collects their
+    /// flows.
+    quiet: Vec<SocketAddr>,
     /// The opener's refresh TTL (0: none).
     refresh_ttl: u8,
     /// The opener's next refresh probe.
@@ -861,17 +865,19 @@ impl PunchSession {
             .as_ref()
             .filter(|_| self.state == State::Patient)
             .into_iter()
-            .flat_map(|p| p.pairs.iter().map(|&i| self.pairs[i].remote))
+            .flat_map(|p| p.quiet.iter().copied())
     }
 
-    /// Whether the patient attempt runs and waits on `remote` (one of the
-    /// peer's server-reflexive candidates): nothing else should go there.
+    /// Whether the patient attempt runs and waits on `remote`: one of the
+    /// peer's candidates (host ones too: a flow from our port that stays
+    /// alive there lends its remapped port to the opening) that the first
+    /// attempt probed. Nothing else should go there.
     pub fn is_quiet_toward(&self, remote: SocketAddr) -> bool {
         self.state == State::Patient
             && self
                 .patient
                 .as_ref()
-                .is_some_and(|p| p.pairs.iter().any(|&i| self.pairs[i].remote == remote))
+                .is_some_and(|p| p.quiet.contains(&remote))
     }
 
     fn probe(&mut self, index: usize, now: Instant) {
@@ -1021,9 +1027,17 @@ impl PunchSession {
                 at += self.config.opening_interval;
             }
         }
+        let quiet = self
+            .pairs
+            .iter()
+            .filter(|p| p.probes > 0)
+            .map(|p| p.remote)
+            .take(MAX_PRIMES)
+            .collect();
         self.patient = Some(PatientPlan {
             opener,
             pairs,
+            quiet,
             refresh_ttl: top.saturating_sub(1),
             next_refresh_at: opens_at + patience.refresh_interval,
             rounds: if opener { VecDeque::new() } else { rounds },

@@ -420,7 +420,17 @@ fn patient_sides_keep_quiet() {
     let mut sent: [Vec<(f64, Option<u8>)>; 2] = [Vec::new(), Vec::new()];
     let mut now = t0;
     let mut failed_at = None;
+    let mut checked_quiet = false;
     while now < t0 + Duration::from_secs(40) {
+        if a.is_patient() && !checked_quiet {
+            // Quiet toward every address the first attempt probed (the
+            // peer's LAN address too), nothing else.
+            let b_host: SocketAddr = "192.168.2.10:5000".parse().unwrap();
+            assert!(a.is_quiet_toward(b_pub) && a.is_quiet_toward(b_host));
+            assert!(!a.is_quiet_toward("203.0.113.1:5000".parse().unwrap()));
+            assert_eq!(a.quiet_endpoints().count(), 2);
+            checked_quiet = true;
+        }
         for (i, s) in [&mut a, &mut b].into_iter().enumerate() {
             s.handle_timeout(now);
             while let Some(t) = s.poll_transmit() {
@@ -438,6 +448,7 @@ fn patient_sides_keep_quiet() {
         now += TICK;
     }
     let failed = failed_at.unwrap();
+    assert!(checked_quiet);
     assert!(a.is_patient() || b.is_patient() || now > t0 + Duration::from_secs(35));
     let after = |i: usize| -> Vec<(f64, Option<u8>)> {
         sent[i]
