@@ -764,9 +764,12 @@ impl<S: LeaseStore> Core<S> {
         let agent_config = nat_traversal::agent::AgentConfig {
             punch: nat_traversal::punch::PunchConfig {
                 opening_hold: OPENING_HOLD,
-                // After a failed punch, one more attempt in turns: NATs
-                // one hop apart (the agent's default).
-                patience: Some(nat_traversal::punch::DEFAULT_PATIENCE),
+                // Not yet: with the patient attempt on, a failed punch
+                // between two nodes that still had a working overlay path
+                // made the core drop that traffic (the in-memory ring of
+                // 32 guests lost echo replies). Off until the quiet drop
+                // spares live overlay links.
+                patience: None,
                 ..Default::default()
             },
             ..Default::default()
