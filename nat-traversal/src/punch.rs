@@ -424,6 +424,19 @@ pub struct PunchMetrics {
     pub rejected: u32,
 }
 
+/// What a probe is for: how it is counted in [`PunchMetrics`] and the IP
+/// TTL it is sent with.
+#[derive(Debug, Clone, Copy)]
+enum Probe {
+    /// A connectivity check, with the socket's TTL.
+    Check,
+    /// Opens our own NATs; dies before the peer's.
+    Opening(u8),
+    /// Keeps our mapping alive or collects a stale conntrack entry during
+    /// a patient attempt; dies at our outermost NAT.
+    Refresh(u8),
+}
+
 #[derive(Debug, Clone)]
 struct Pair {
     local: Socket,
@@ -804,7 +817,11 @@ impl PunchSession {
                 pair.probes = 1;
             }
             self.metrics.birthday_probes_sent += 1;
-            self.send_probe(i, if open { ttl } else { None });
+            let kind = match ttl {
+                Some(ttl) if open => Probe::Opening(ttl),
+                _ => Probe::Check,
+            };
+            self.send_probe(i, kind);
         }
     }
 
@@ -836,7 +853,7 @@ impl PunchSession {
                 break;
             }
             self.opening.pop_front();
-            self.send_probe(index, Some(ttl));
+            self.send_probe(index, Probe::Opening(ttl));
         }
     }
 
@@ -885,12 +902,12 @@ impl PunchSession {
         pair.probes += 1;
         pair.passive = false;
         pair.next_probe_at = now + self.config.retransmit_interval;
-        self.send_probe(index, None);
+        self.send_probe(index, Probe::Check);
     }
 
-    /// Queues one authenticated Binding request to pair `index`, with IP
-    /// TTL `ttl` (`None`: the socket's).
-    fn send_probe(&mut self, index: usize, ttl: Option<u8>) {
+    /// Queues one authenticated Binding request to pair `index`, counted
+    /// and sent with the IP TTL its `kind` asks for.
+    fn send_probe(&mut self, index: usize, kind: Probe) {
         let mut id = [0; 12];
         self.rng.fill_bytes(&mut id);
         let id = TransactionId(id);
@@ -909,14 +926,23 @@ impl PunchSession {
             debug_assert!(false, "probe does not encode");
             return;
         };
-        if ttl.is_some() {
-            self.metrics.opening_probes_sent += 1;
-        } else {
-            self.metrics.probes_sent += 1;
-            if pair.guessed {
-                self.metrics.guess_probes_sent += 1;
+        let ttl = match kind {
+            Probe::Check => {
+                self.metrics.probes_sent += 1;
+                if pair.guessed {
+                    self.metrics.guess_probes_sent += 1;
+                }
+                None
             }
-        }
+            Probe::Opening(ttl) => {
+                self.metrics.opening_probes_sent += 1;
+                Some(ttl)
+            }
+            Probe::Refresh(ttl) => {
+                self.metrics.refresh_probes_sent += 1;
+                Some(ttl)
+            }
+        };
         if self.outstanding.len() >= self.max_outstanding {
             self.outstanding.pop_front();
         }
@@ -1073,9 +1099,7 @@ impl PunchSession {
                 .take(MAX_PRIMES)
                 .collect();
             for i in probed {
-                self.send_probe(i, Some(ttl));
-                self.metrics.opening_probes_sent -= 1;
-                self.metrics.refresh_probes_sent += 1;
+                self.send_probe(i, Probe::Refresh(ttl));
             }
         }
         let Some(plan) = self.patient.as_mut() else {
@@ -1096,9 +1120,7 @@ impl PunchSession {
             self.send_opening(now);
             if refresh {
                 for i in pairs {
-                    self.send_probe(i, Some(ttl));
-                    self.metrics.opening_probes_sent -= 1;
-                    self.metrics.refresh_probes_sent += 1;
+                    self.send_probe(i, Probe::Refresh(ttl));
                 }
             }
             return;

@@ -38,44 +38,63 @@ fn pump_except<I: Identity>(
     duration: Duration,
     blocked: &[(usize, usize)],
 ) -> Vec<Vec<Event>> {
+    pump_with(nodes, now, duration, blocked, &[])
+}
+
+/// [`pump`] through [`Node::poll_transmit_into_holding`]: node `i` withholds
+/// link handshakes from the endpoints in `quiet[i]`.
+fn pump_holding(
+    nodes: &mut [Node],
+    now: &mut Instant,
+    duration: Duration,
+    quiet: &[Vec<SocketAddr>],
+) -> Vec<Vec<Event>> {
+    pump_with(nodes, now, duration, &[], quiet)
+}
+
+/// The index of the node at endpoint `e` (ep(i + 1)).
+fn index_of(e: SocketAddr) -> usize {
+    usize::from(
+        e.ip()
+            .to_string()
+            .rsplit('.')
+            .next()
+            .unwrap()
+            .parse::<u8>()
+            .unwrap(),
+    ) - 1
+}
+
+fn pump_with<I: Identity>(
+    nodes: &mut [Node<I>],
+    now: &mut Instant,
+    duration: Duration,
+    blocked: &[(usize, usize)],
+    quiet: &[Vec<SocketAddr>],
+) -> Vec<Vec<Event>> {
     let mut events = vec![Vec::new(); nodes.len()];
+    let mut buf = vec![0u8; wire::MAX_MESSAGE_LEN];
     let end = *now + duration;
     while *now < end {
         let mut in_flight = Vec::new();
         for (i, n) in nodes.iter_mut().enumerate() {
-            while let Some(t) = n.poll_transmit() {
-                in_flight.push((ep(i as u8 + 1), t));
+            let held = quiet.get(i).map_or(&[][..], |q| &q[..]);
+            // Through the real encoding.
+            while let Some((to, len)) =
+                n.poll_transmit_into_holding(&mut buf, |e| held.contains(&e))
+            {
+                in_flight.push((i, index_of(to), buf[..len].to_vec()));
             }
             while let Some(e) = n.poll_event() {
                 events[i].push(e);
             }
         }
-        for (from, t) in in_flight {
-            let to = usize::from(
-                t.destination
-                    .ip()
-                    .to_string()
-                    .rsplit('.')
-                    .next()
-                    .unwrap()
-                    .parse::<u8>()
-                    .unwrap(),
-            ) - 1;
-            let from_index = usize::from(
-                from.ip()
-                    .to_string()
-                    .rsplit('.')
-                    .next()
-                    .unwrap()
-                    .parse::<u8>()
-                    .unwrap(),
-            ) - 1;
-            if blocked.contains(&(from_index, to)) || blocked.contains(&(to, from_index)) {
+        for (from, to, bytes) in in_flight {
+            if blocked.contains(&(from, to)) || blocked.contains(&(to, from)) {
                 continue;
             }
             if let Some(n) = nodes.get_mut(to) {
-                // Through the real encoding.
-                n.handle_input(*now, from, &t.message.to_vec()).unwrap();
+                n.handle_input(*now, ep(from as u8 + 1), &bytes).unwrap();
             }
         }
         *now += Duration::from_millis(10);
@@ -88,14 +107,20 @@ fn pump_except<I: Identity>(
     events
 }
 
-#[test]
-fn two_nodes_join_and_exchange_data() {
-    let mut now = Instant::now();
+/// Nodes "a" (ep(1)) and "b" (ep(2)), b joining through a.
+fn two_joining(now: Instant) -> [Node; 2] {
     let a = Node::new_with_insecure_seed(now, config(1), Address::from_key(b"a"), 1);
     let b = Node::new_with_insecure_seed(now, config(2), Address::from_key(b"b"), 2);
     let mut nodes = [a, b];
     nodes[0].join(now, &[]).unwrap();
     nodes[1].join(now, &[ep(1)]).unwrap();
+    nodes
+}
+
+#[test]
+fn two_nodes_join_and_exchange_data() {
+    let mut now = Instant::now();
+    let mut nodes = two_joining(now);
     let events = pump(&mut nodes, &mut now, Duration::from_secs(3));
     assert!(events[0].contains(&Event::Joined));
     assert!(events[1].contains(&Event::Joined));
@@ -249,11 +274,7 @@ fn identity_hook_can_refuse_a_peer() {
 #[test]
 fn leave_closes_links_and_goes_quiet() {
     let mut now = Instant::now();
-    let a = Node::new_with_insecure_seed(now, config(1), Address::from_key(b"a"), 1);
-    let b = Node::new_with_insecure_seed(now, config(2), Address::from_key(b"b"), 2);
-    let mut nodes = [a, b];
-    nodes[0].join(now, &[]).unwrap();
-    nodes[1].join(now, &[ep(1)]).unwrap();
+    let mut nodes = two_joining(now);
     pump(&mut nodes, &mut now, Duration::from_secs(3));
     nodes[1].leave(now);
     assert!(nodes[1].poll_timeout().is_none());
@@ -572,4 +593,36 @@ fn messages_sent_to_a_restarted_relay_are_routed_another_way() {
         "{:?}",
         events[3]
     );
+}
+
+#[test]
+fn held_endpoints_get_no_link_handshakes_but_established_links_keep_their_traffic() {
+    let mut now = Instant::now();
+    let mut nodes = two_joining(now);
+    // Node 0 keeps quiet toward node 1: node 1's link requests arrive, but
+    // no answer leaves, so no link forms.
+    let quiet = [vec![ep(2)], vec![]];
+    pump_holding(&mut nodes, &mut now, Duration::from_secs(3), &quiet);
+    assert_eq!(nodes[0].connections().len(), 0);
+    assert_eq!(nodes[1].connections().len(), 0);
+    let withheld = nodes[0].stats().link_handshakes_withheld;
+    assert!(withheld > 0);
+    assert_eq!(nodes[1].stats().link_handshakes_withheld, 0);
+    // Released: the next retry links them.
+    let open = [vec![], vec![]];
+    let events = pump_holding(&mut nodes, &mut now, Duration::from_secs(15), &open);
+    assert!(events[1].contains(&Event::Joined), "{:?}", events[1]);
+    assert_eq!(nodes[0].connections().len(), 1);
+    assert_eq!(nodes[0].stats().link_handshakes_withheld, withheld);
+    // Quiet again, toward an endpoint an established link uses: its data
+    // and keep-alives still flow, both ways.
+    let dest = nodes[1].address();
+    nodes[0].send(now, dest, b"still".to_vec()).unwrap();
+    let events = pump_holding(&mut nodes, &mut now, Duration::from_secs(120), &quiet);
+    assert!(events[1].iter().any(|e| matches!(
+        e,
+        Event::Delivered { payload, hops: 1, .. } if payload == b"still"
+    )));
+    assert_eq!(nodes[0].connections().len(), 1, "{:?}", events[0]);
+    assert_eq!(nodes[0].stats().link_handshakes_withheld, withheld);
 }

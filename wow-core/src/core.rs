@@ -347,8 +347,9 @@ pub struct Counters {
     pub dropped_no_route: u64,
     /// Packets dropped by security policy (unprotected or bad).
     pub dropped_policy: u64,
-    /// Overlay datagrams held back from an endpoint a patient punch
-    /// attempt waits on ([`nat_traversal::agent::Agent::is_quiet`]).
+    /// Overlay link handshakes held back from an endpoint a patient punch
+    /// attempt waits on ([`nat_traversal::agent::Agent::is_quiet`]); an
+    /// established link's traffic is never held.
     pub dropped_quiet: u64,
     /// Frames or datagrams that did not parse.
     pub malformed: u64,
@@ -764,12 +765,12 @@ impl<S: LeaseStore> Core<S> {
         let agent_config = nat_traversal::agent::AgentConfig {
             punch: nat_traversal::punch::PunchConfig {
                 opening_hold: OPENING_HOLD,
-                // Not yet: with the patient attempt on, a failed punch
-                // between two nodes that still had a working overlay path
-                // made the core drop that traffic (the in-memory ring of
-                // 32 guests lost echo replies). Off until the quiet drop
-                // spares live overlay links.
-                patience: None,
+                // After a failed punch, the patient attempt connects two
+                // NATs one hop apart that accept packets to themselves
+                // (nat_traversal::punch::Patience); meanwhile the
+                // overlay's link handshakes toward the peer wait
+                // (`poll_udp`), its established links do not.
+                patience: Some(nat_traversal::punch::DEFAULT_PATIENCE),
                 ..Default::default()
             },
             ..Default::default()
@@ -2512,15 +2513,20 @@ impl<S: LeaseStore> Core<S> {
             }
         }
         let (mut to, mut n) = loop {
-            let (to, n) = self.overlay.poll_transmit_into(buf)?;
+            // A patient punch attempt waits on some endpoints (a neighbour
+            // NAT's entry must expire): the overlay's link handshakes there
+            // wait; established links' traffic never does.
+            let agent = &self.agent;
+            let mut withheld = 0;
+            let next = self.overlay.poll_transmit_into_holding(buf, |to| {
+                let quiet = agent.is_quiet(to);
+                withheld += u64::from(quiet);
+                quiet
+            });
+            self.counters.dropped_quiet += withheld;
+            let (to, n) = next?;
             if !self.underlay_allowed(to) {
                 tracing::debug!(%to, "underlay datagram to a virtual or loopback address dropped");
-                continue;
-            }
-            // A patient punch attempt waits on this endpoint (a neighbour
-            // NAT's entry must expire): the overlay's link requests wait.
-            if self.agent.is_quiet(to) {
-                self.counters.dropped_quiet += 1;
                 continue;
             }
             break (to, n);

@@ -448,6 +448,10 @@ pub struct Stats {
     /// Messages [`Node::poll_transmit_into`] skipped because they did not
     /// fit the caller's buffer.
     pub transmits_skipped: u64,
+    /// Link requests and replies that
+    /// [`Node::poll_transmit_into_holding`] withheld from an endpoint its
+    /// caller keeps quiet toward.
+    pub link_handshakes_withheld: u64,
     /// DHT records dropped (not stored, not returned), by reason.
     pub records_rejected: RecordRejections,
     /// DHT and echo replies whose id matched no pending request of ours
@@ -785,7 +789,34 @@ impl<I: Identity> Node<I> {
     /// message. A message longer than `buf` is skipped (dropped and counted
     /// in [`Stats::transmits_skipped`]), never truncated.
     pub fn poll_transmit_into(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        self.poll_transmit_into_holding(buf, |_| false)
+    }
+
+    /// [`poll_transmit_into`](Self::poll_transmit_into) that withholds
+    /// link handshakes from endpoints the caller must keep quiet toward,
+    /// such as those a NAT traversal module's patient punch attempt waits
+    /// on (a neighbour NAT's conntrack entry must expire before the
+    /// attempt can work, and any datagram there keeps it alive).
+    ///
+    /// `hold` is asked only about link requests and replies to an endpoint
+    /// that no established link uses; where it answers `true` the message
+    /// is dropped and counted in [`Stats::link_handshakes_withheld`]. The
+    /// link attempt itself goes on (its retries are asked again), and the
+    /// traffic of established links is never held, whatever `hold` says.
+    pub fn poll_transmit_into_holding(
+        &mut self,
+        buf: &mut [u8],
+        mut hold: impl FnMut(SocketAddr) -> bool,
+    ) -> Option<(SocketAddr, usize)> {
         while let Some(t) = self.transmits.pop_front() {
+            if matches!(t.message, Message::LinkRequest(_) | Message::LinkReply(_))
+                && self.table.position_by_endpoint(t.destination).is_none()
+                && hold(t.destination)
+            {
+                t.message.recycle_into(&mut self.pool);
+                self.stats.link_handshakes_withheld += 1;
+                continue;
+            }
             let written = (t.message.buffer_len() <= buf.len()).then(|| t.message.emit(buf));
             t.message.recycle_into(&mut self.pool);
             match written {
