@@ -21,9 +21,12 @@
 //! 1. We want a path to `peer`: [`Agent::connect`] with whatever endpoints
 //!    of the peer we know. The agent sends [`Signal::Endpoints`] (ours: "open
 //!    your NAT toward these and try them") and [`Signal::Offer`] (fresh
-//!    credentials and our candidates), and, with the policy on, an empty
-//!    datagram with a low IP TTL ([`AgentConfig::open_ttl`]) to each known
-//!    endpoint of the peer.
+//!    credentials and our candidates), and, with the policy on, empty
+//!    datagrams with low IP TTLs ([`AgentConfig::open_ttl`], one per NAT
+//!    of ours) to each known endpoint of the peer. A punch request while
+//!    our exchange waits for the peer's offer, or while our session is
+//!    checking, carries our offer again: a lost offer or answer costs one
+//!    request interval, not the exchange.
 //! 2. The peer's agent gets the endpoints ([`Agent::handle_endpoints`]):
 //!    it opens its own NAT toward them the same way, permits them on its
 //!    TURN allocation and signals back. Offers
@@ -166,7 +169,10 @@ pub struct AgentConfig {
     pub punch: PunchConfig,
     /// "Open our own NAT first": the IP TTL of the empty datagram sent to
     /// each endpoint of a peer we link to or that asks us to punch, before
-    /// anything else goes to it. `None` turns the policy off.
+    /// anything else goes to it; one more datagram goes with each higher
+    /// TTL of [`PunchConfig::opening_ttls`], so that a carrier-grade NAT
+    /// behind the home one opens too (set from the measured depth with
+    /// [`Agent::set_opening_ttls`]). `None` turns the policy off.
     pub open_ttl: Option<u8>,
     /// Endpoints of one peer that get an opening datagram.
     pub open_per_peer: usize,
@@ -305,6 +311,9 @@ pub struct AgentStats {
     pub opened: u64,
     /// Datagrams dropped by [`AgentConfig::unheard_budget`].
     pub unheard_dropped: u64,
+    /// Offers (ours, or our answer) signalled again with a later punch
+    /// request, while the peer may not have them.
+    pub offers_resent: u64,
 }
 
 #[derive(Debug)]
@@ -377,7 +386,7 @@ pub struct Agent<P> {
     host: Vec<SocketAddr>,
     exchanges: HashMap<P, Exchange>,
     requested: HashMap<P, Instant>,
-    opening: VecDeque<SocketAddr>,
+    opening: VecDeque<(SocketAddr, u8)>,
     relay: Option<Relay>,
     /// `None`: the operating system's random source.
     rng: Option<ChaCha8Rng>,
@@ -558,14 +567,35 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
     /// "Open our own NAT first": queues an empty datagram with
     /// [`AgentConfig::open_ttl`] to (the first few of) `endpoints`. A no-op
     /// with the policy off.
+    ///
+    /// One datagram goes with [`AgentConfig::open_ttl`] and one with each
+    /// higher TTL of the sessions' opening steps
+    /// ([`Agent::set_opening_ttls`]): every NAT of ours opens, the
+    /// carrier-grade one behind a home NAT too. Otherwise a peer whose
+    /// session starts before ours (our answer was lost on the way, say)
+    /// sends checks that reach our outer NAT before we send anything
+    /// through it, and they leave the conntrack entry that makes it remap
+    /// our port.
     pub fn open_nat(&mut self, endpoints: &[SocketAddr]) {
-        if self.config.open_ttl.is_none() {
+        let Some(first) = self.config.open_ttl else {
             return;
-        }
+        };
+        let higher = self
+            .config
+            .punch
+            .opening_ttls
+            .iter()
+            .copied()
+            .filter(|t| *t > first);
+        let mut ttls: Vec<u8> = std::iter::once(first).chain(higher).collect();
+        ttls.sort_unstable();
+        ttls.dedup();
         for e in endpoints.iter().take(self.config.open_per_peer) {
-            if self.opening.len() < self.config.max_open_queue {
-                self.opening.push_back(*e);
-                self.stats.opened += 1;
+            for &ttl in &ttls {
+                if self.opening.len() < self.config.max_open_queue {
+                    self.opening.push_back((*e, ttl));
+                    self.stats.opened += 1;
+                }
             }
         }
     }
@@ -833,13 +863,13 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
     /// Datagrams to an endpoint that never sent us anything count against
     /// [`AgentConfig::unheard_budget`]; beyond it they are dropped.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        while let Some(destination) = self.opening.pop_front() {
+        while let Some((destination, ttl)) = self.opening.pop_front() {
             if self.within_budget(destination) {
                 return Some(Transmit {
                     source: Socket::Primary,
                     destination,
                     payload: Vec::new(),
-                    ttl: self.config.open_ttl,
+                    ttl: Some(ttl),
                 });
             }
         }
@@ -941,6 +971,19 @@ impl<P: Clone + Eq + Hash + Display> Agent<P> {
         });
         self.expire(now);
         if let Some(offer) = self.start(now, peer.clone()) {
+            self.push_event(AgentEvent::Signal {
+                peer,
+                signal: Signal::Offer(offer),
+            });
+        } else if let Some(e) = self.exchanges.get(&peer)
+            && e.session.as_ref().is_none_or(PunchSession::is_checking)
+        {
+            // Our offer or our answer may have been lost (an overlay still
+            // joining drops routed messages): the peer would never start
+            // its session, and ours would fail. The same offer again; a
+            // peer that has it ignores it.
+            let offer = e.local.clone();
+            self.stats.offers_resent += 1;
             self.push_event(AgentEvent::Signal {
                 peer,
                 signal: Signal::Offer(offer),
@@ -1337,6 +1380,87 @@ mod test {
         assert_eq!(signals, 6);
         assert_eq!(a.stats().connected, 1);
         assert_eq!(b.stats().started, 1);
+    }
+
+    /// Behind a home NAT and a carrier-grade NAT (opening steps 2 and 3),
+    /// the datagrams that open our NATs before the peer hears of us leave
+    /// both; a host behind one NAT sends no TTL-3 datagram.
+    #[test]
+    fn opening_datagrams_leave_every_nat_of_ours() {
+        for (ttls, expect) in [
+            (vec![2, 3], vec![2, 3]),
+            (vec![2], vec![2]),
+            (vec![], vec![2]),
+        ] {
+            let now = Instant::now();
+            let mut a = agent("a", "192.0.2.1:4000", AgentConfig::default());
+            a.set_opening_ttls(ttls.clone());
+            let peer = [ep("198.51.100.2:4000"), ep("198.51.100.3:4000")];
+            a.connect(now, "b".into(), &peer);
+            let sent: Vec<(SocketAddr, Option<u8>)> = transmits(&mut a)
+                .into_iter()
+                .map(|t| {
+                    assert!(t.payload.is_empty());
+                    (t.destination, t.ttl)
+                })
+                .collect();
+            let want: Vec<(SocketAddr, Option<u8>)> = peer
+                .iter()
+                .flat_map(|e| expect.iter().map(|t| (*e, Some(*t))))
+                .collect();
+            assert_eq!(sent, want, "{ttls:?}");
+            assert_eq!(a.stats().opened, want.len() as u64);
+        }
+    }
+
+    /// The overlay that carries signals drops some while it is joining:
+    /// when our answer is lost, the peer never starts its session, ours
+    /// fails, and the peer's carrier NAT is spoiled by our checks. The
+    /// next punch request carries our offer again.
+    #[test]
+    fn a_lost_answer_goes_again_with_the_next_request() {
+        let (a_ep, b_ep) = (ep("192.0.2.1:4000"), ep("198.51.100.2:4000"));
+        let t0 = Instant::now();
+        let mut a = agent("a", "192.0.2.1:4000", AgentConfig::default());
+        let mut b = agent("b", "198.51.100.2:4000", AgentConfig::default());
+        // Both sides' overlays attempt the link at once.
+        a.connect(t0, "b".into(), &[b_ep]);
+        b.connect(t0, "a".into(), &[a_ep]);
+        // b's signals arrive; a's offer and its answer are lost.
+        deliver(&mut b, b_ep, &mut a, t0, &mut Vec::new());
+        assert_eq!(a.stats().started, 1);
+        let lost = events(&mut a);
+        assert_eq!(
+            lost.iter()
+                .filter(|e| matches!(
+                    e,
+                    AgentEvent::Signal {
+                        signal: Signal::Offer(_),
+                        ..
+                    }
+                ))
+                .count(),
+            2,
+            "{lost:?}"
+        );
+        while a.poll_transmit().is_some() {}
+        assert_eq!(b.stats().started, 0);
+        // The overlays retry two seconds later: requests both ways.
+        let t1 = t0 + Duration::from_secs(2);
+        b.connect(t1, "a".into(), &[a_ep]);
+        a.connect(t1, "b".into(), &[b_ep]);
+        let mut punched = Vec::new();
+        for i in 0..20 {
+            let now = t1 + Duration::from_millis(20 * i);
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+            deliver(&mut b, b_ep, &mut a, now, &mut punched);
+            deliver(&mut a, a_ep, &mut b, now, &mut punched);
+        }
+        punched.sort();
+        assert_eq!(punched, [("a".into(), a_ep), ("b".into(), b_ep)]);
+        assert_eq!(b.stats().started, 1);
+        assert!(a.stats().offers_resent >= 1);
     }
 
     #[test]
