@@ -25,21 +25,7 @@ else
   bin=$target/debug/wow-node
 fi
 cargo build -q -p wow-test-hosts --bin crowd
-# The runner cleans up after itself; if it is killed, this removes its
-# namespaces (and the processes in them), /etc/netns entries and scratch files.
-cleanup() {
-  local p=$(($1 % 100000)) ns pid
-  for ns in $(ip netns list | awk '{print $1}' | grep -E "^w(hub|c)${p}x[0-9]+$"); do
-    for pid in $(ip netns pids "$ns"); do kill -9 "$pid" 2>/dev/null || true; done
-    ip netns del "$ns" || true
-    rm -rf "/etc/netns/$ns"
-  done
-  rm -rf /tmp/wow-test-hosts/w*"${p}"x*
-}
-"$target/debug/crowd" --bin "$bin" "$@" &
-pid=$!
-trap 'kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; cleanup $pid; exit 130' INT TERM
-rc=0
-wait $pid || rc=$?
-cleanup $pid
-exit $rc
+# The runner cleans up after itself; if it is killed, this removes what it
+# left (namespaces, their processes, scratch files).
+source test-hosts/scripts/cleanup.sh
+run_and_clean "$target/debug/crowd" --bin "$bin" "$@"

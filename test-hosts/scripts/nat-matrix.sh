@@ -33,4 +33,7 @@ case "$program" in
   node) bin=$target/debug/wow-node ;;
   *) echo "--program: punch, agent or node" >&2; exit 2 ;;
 esac
-exec "$target/debug/nat-matrix" --bin "$bin" "${args[@]}"
+# The runner cleans up after itself; if it is killed, this removes what it
+# left (namespaces, their processes, scratch files).
+source test-hosts/scripts/cleanup.sh
+run_and_clean "$target/debug/nat-matrix" --bin "$bin" "${args[@]}"
