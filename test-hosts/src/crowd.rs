@@ -39,7 +39,8 @@ pub struct CrowdOptions {
     pub bin: PathBuf,
     /// `RUST_LOG` for the nodes.
     pub rust_log: String,
-    /// Where logs of crashed nodes are copied (none: not kept).
+    /// Where logs of crashed nodes, and of every incarnation of every
+    /// node, are copied (none: not kept).
     pub out_dir: Option<PathBuf>,
     /// Configure each node's underlay address as `advertise`d, so that it
     /// advertises an endpoint even when its STUN discovery at start gets
@@ -438,7 +439,21 @@ impl Crowd {
 
     /// SIGKILLs member `i`'s node (its usage recorded first).
     pub fn kill(&mut self, i: usize) {
+        self.keep_log(i);
         self.members[i].kill();
+    }
+
+    /// With [`CrowdOptions::out_dir`], writes the log of member `i`'s
+    /// current incarnation there (`node<i>-<namespace>-<restarts>.log`), so that a
+    /// failed probe can be followed through every node it crossed.
+    fn keep_log(&self, i: usize) {
+        let (Some(dir), Some(node)) = (&self.opts.out_dir, self.members[i].node.as_ref()) else {
+            return;
+        };
+        let _ = std::fs::create_dir_all(dir);
+        let m = &self.members[i];
+        let name = format!("node{i}-{}-{}.log", m.ns.name(), m.restarts);
+        let _ = std::fs::write(dir.join(name), node.log());
     }
 
     /// Starts member `i` again on its state directory; its guest's DHCP
@@ -638,6 +653,9 @@ impl Crowd {
 
 impl Drop for Crowd {
     fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.keep_log(i);
+        }
         for m in &mut self.members {
             kill_dhclient(m.state.path());
         }
