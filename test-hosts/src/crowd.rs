@@ -639,6 +639,9 @@ impl Crowd {
     /// an overloaded machine takes minutes) after recording its usage.
     pub fn stop_all(&mut self) {
         let _ = self.usage();
+        for i in 0..self.members.len() {
+            self.keep_log(i);
+        }
         for m in &mut self.members {
             if let Some(mut p) = m.node.take() {
                 p.kill();
@@ -653,9 +656,6 @@ impl Crowd {
 
 impl Drop for Crowd {
     fn drop(&mut self) {
-        for i in 0..self.members.len() {
-            self.keep_log(i);
-        }
         for m in &mut self.members {
             kill_dhclient(m.state.path());
         }
