@@ -626,3 +626,25 @@ fn held_endpoints_get_no_link_handshakes_but_established_links_keep_their_traffi
     assert_eq!(nodes[0].connections().len(), 1, "{:?}", events[0]);
     assert_eq!(nodes[0].stats().link_handshakes_withheld, withheld);
 }
+
+#[test]
+fn held_gets_and_retried_requests_are_counted() {
+    let mut now = Instant::now();
+    let mut nodes = two_joining(now);
+    pump(&mut nodes, &mut now, Duration::from_millis(500));
+    assert_eq!(nodes[0].connections().len(), 1);
+    // A get for a key nobody holds, right after the near sets changed:
+    // whichever node is responsible holds it until they have settled.
+    nodes[1].dht_get(now, b"nobody").unwrap();
+    let events = pump(&mut nodes, &mut now, Duration::from_secs(3));
+    assert_eq!(nodes[0].stats().requests_retried, 0);
+    assert_eq!(nodes[1].stats().requests_retried, 0);
+    assert!(events[1].iter().any(|e| matches!(e, Event::Dht { .. })));
+    let held: u64 = nodes.iter().map(|n| n.stats().dht_requests_held).sum();
+    assert_eq!(held, 1);
+    // An echo whose answer never comes is sent again.
+    let dest = nodes[1].address();
+    nodes[0].echo(now, dest).unwrap();
+    pump_except(&mut nodes, &mut now, Duration::from_secs(3), &[(0, 1)]);
+    assert!(nodes[0].stats().requests_retried >= 1);
+}

@@ -232,6 +232,18 @@ pub fn encode(status: &Status) -> Result<String, std::fmt::Error> {
         "DHT requests refused: too many waiting",
         o.dht_requests_refused,
     );
+    counter(
+        &mut r,
+        "dht_requests_held",
+        "DHT requests for a key not held that waited for the near set to settle",
+        o.dht_requests_held,
+    );
+    counter(
+        &mut r,
+        "overlay_requests_retried",
+        "Echo and DHT requests sent again (no answer in time)",
+        o.requests_retried,
+    );
     let rejected: Vec<(Labels, u64)> = o
         .records_rejected
         .iter()

@@ -40,6 +40,11 @@ pub struct OverlayCounters {
     pub unmatched_replies: u64,
     /// DHT requests refused: too many waiting.
     pub dht_requests_refused: u64,
+    /// DHT gets and creates for a key this node lacked that waited for its
+    /// near set to settle.
+    pub dht_requests_held: u64,
+    /// Echo and DHT requests of this node sent again (no answer in time).
+    pub requests_retried: u64,
     /// DHT records refused, by reason: bad signature, wrong key, policy,
     /// stale, full, quota.
     pub records_rejected: [(&'static str, u64); 6],
@@ -54,6 +59,8 @@ impl OverlayCounters {
             dropped: s.dropped,
             unmatched_replies: s.unmatched_replies,
             dht_requests_refused: s.dht_requests_refused,
+            dht_requests_held: s.dht_requests_held,
+            requests_retried: s.requests_retried,
             records_rejected: [
                 ("bad_signature", r.bad_signature),
                 ("wrong_key", r.wrong_key),

@@ -220,6 +220,7 @@ impl<I: Identity> Node<I> {
             self.reply_dht(now, source, id, DhtStatus::QuotaExceeded, Vec::new());
             return;
         }
+        self.stats.dht_requests_held += 1;
         let settle = self.config.dht_settle_duration;
         let hold = if op == DhtOp::Create {
             settle / 4

@@ -460,6 +460,13 @@ pub struct Stats {
     pub unmatched_replies: u64,
     /// DHT requests refused because too many were waiting to be decided.
     pub dht_requests_refused: u64,
+    /// DHT gets and creates for a key we do not hold that waited for our
+    /// near set to settle ([`Config::dht_settle_duration`]) before we
+    /// answered.
+    pub dht_requests_held: u64,
+    /// Echo and DHT requests of ours sent again after
+    /// [`Config::request_timeout`] passed without an answer.
+    pub requests_retried: u64,
 }
 
 /// A node of the overlay (see the [crate docs](crate) for how to drive it).

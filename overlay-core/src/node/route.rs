@@ -269,6 +269,7 @@ impl<I: Identity> Node<I> {
             resend.push((r.destination, r.mode, r.payload.clone()));
             true
         });
+        self.stats.requests_retried += resend.len() as u64;
         for (destination, mode, payload) in resend {
             let msg = self.routed(destination, mode, payload);
             self.route(now, None, msg);
