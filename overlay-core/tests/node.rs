@@ -54,15 +54,10 @@ fn pump_holding(
 
 /// The index of the node at endpoint `e` (ep(i + 1)).
 fn index_of(e: SocketAddr) -> usize {
-    usize::from(
-        e.ip()
-            .to_string()
-            .rsplit('.')
-            .next()
-            .unwrap()
-            .parse::<u8>()
-            .unwrap(),
-    ) - 1
+    match e.ip() {
+        std::net::IpAddr::V4(ip) => usize::from(ip.octets()[3]) - 1,
+        std::net::IpAddr::V6(_) => unreachable!("the pump's endpoints are IPv4"),
+    }
 }
 
 fn pump_with<I: Identity>(

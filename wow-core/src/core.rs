@@ -935,7 +935,11 @@ impl<S: LeaseStore> Core<S> {
     }
     /// Traffic counters.
     pub fn counters(&self) -> Counters {
-        self.counters
+        Counters {
+            // The overlay counts what it withheld for us.
+            dropped_quiet: self.overlay.stats().link_handshakes_withheld,
+            ..self.counters
+        }
     }
     /// Whether private-prefix traffic is protected (a certificate is loaded).
     pub fn is_secure(&self) -> bool {
@@ -2517,14 +2521,9 @@ impl<S: LeaseStore> Core<S> {
             // NAT's entry must expire): the overlay's link handshakes there
             // wait; established links' traffic never does.
             let agent = &self.agent;
-            let mut withheld = 0;
-            let next = self.overlay.poll_transmit_into_holding(buf, |to| {
-                let quiet = agent.is_quiet(to);
-                withheld += u64::from(quiet);
-                quiet
-            });
-            self.counters.dropped_quiet += withheld;
-            let (to, n) = next?;
+            let (to, n) = self
+                .overlay
+                .poll_transmit_into_holding(buf, |to| agent.is_quiet(to))?;
             if !self.underlay_allowed(to) {
                 tracing::debug!(%to, "underlay datagram to a virtual or loopback address dropped");
                 continue;
