@@ -295,6 +295,42 @@ impl Sim {
         index
     }
 
+    /// Kills the node in slot `index` without warning and starts a new
+    /// process in its place at once: the same address and endpoint (an
+    /// identity kept on disk), no memory of links or records, joining
+    /// through up to `bootstrap` random live nodes. Returns false if the
+    /// slot held no live node.
+    pub fn restart(&mut self, index: usize, bootstrap: usize) -> bool {
+        let Some(address) = self.node(index).map(Node::address) else {
+            return false;
+        };
+        self.crash(index);
+        let mut eps = Vec::new();
+        for _ in 0..bootstrap {
+            if let Some(b) = self.random_live() {
+                let e = endpoint_of(b);
+                if !eps.contains(&e) {
+                    eps.push(e);
+                }
+            }
+        }
+        let seed = self.rng.next_u64();
+        let mut config = self.config.node.clone();
+        config.endpoints = vec![endpoint_of(index)];
+        let now = self.now();
+        let mut node = Node::new_with_insecure_seed(now, config, address, seed);
+        // Cannot fail: the node has an endpoint and has not left.
+        let joined = node.join(now, &eps);
+        debug_assert!(joined.is_ok());
+        let slot = &mut self.slots[index];
+        slot.node = Some(node);
+        slot.timer_at = u64::MAX;
+        slot.spawned_at = self.now;
+        slot.joined_at = None;
+        self.drain(index);
+        true
+    }
+
     /// Kills a node without warning.
     pub fn crash(&mut self, index: usize) {
         if let Some(s) = self.slots.get_mut(index) {

@@ -67,6 +67,19 @@ fn pump_with<I: Identity>(
     blocked: &[(usize, usize)],
     quiet: &[Vec<SocketAddr>],
 ) -> Vec<Vec<Event>> {
+    pump_filtered(nodes, now, duration, blocked, quiet, |_, _, _| true)
+}
+
+/// [`pump_with`], delivering only the messages `pass(from, to, message)`
+/// lets through.
+fn pump_filtered<I: Identity>(
+    nodes: &mut [Node<I>],
+    now: &mut Instant,
+    duration: Duration,
+    blocked: &[(usize, usize)],
+    quiet: &[Vec<SocketAddr>],
+    mut pass: impl FnMut(usize, usize, &Message) -> bool,
+) -> Vec<Vec<Event>> {
     let mut events = vec![Vec::new(); nodes.len()];
     let mut buf = vec![0u8; wire::MAX_MESSAGE_LEN];
     let end = *now + duration;
@@ -86,6 +99,9 @@ fn pump_with<I: Identity>(
         }
         for (from, to, bytes) in in_flight {
             if blocked.contains(&(from, to)) || blocked.contains(&(to, from)) {
+                continue;
+            }
+            if !pass(from, to, &Message::parse(&bytes).unwrap()) {
                 continue;
             }
             if let Some(n) = nodes.get_mut(to) {
@@ -642,4 +658,149 @@ fn held_gets_and_retried_requests_are_counted() {
     nodes[0].echo(now, dest).unwrap();
     pump_except(&mut nodes, &mut now, Duration::from_secs(3), &[(0, 1)]);
     assert!(nodes[0].stats().requests_retried >= 1);
+}
+
+/// Three nodes joined in a ring (ep(1), ep(2), ep(3)), a key whose
+/// responsible node is node 0, and the key put (replicated to all three).
+fn three_with_a_record(now: &mut Instant) -> (Vec<Node>, Vec<u8>) {
+    let mut nodes: Vec<Node> = (1..=3u8)
+        .map(|i| Node::new_with_insecure_seed(*now, config(i), Address::from_key(&[i]), i.into()))
+        .collect();
+    nodes[0].join(*now, &[]).unwrap();
+    nodes[1].join(*now, &[ep(1)]).unwrap();
+    nodes[2].join(*now, &[ep(1)]).unwrap();
+    pump(&mut nodes, now, Duration::from_secs(10));
+    let key = (0u32..)
+        .map(|k| format!("k{k}").into_bytes())
+        .find(|k| {
+            let ka = Address::from_key(k);
+            let d = |i: usize| nodes[i].address().distance_to(ka);
+            d(0) < d(1) && d(0) < d(2)
+        })
+        .unwrap();
+    nodes[1]
+        .dht_put(*now, &key, b"v", Duration::from_secs(3600))
+        .unwrap();
+    pump(&mut nodes, now, Duration::from_secs(1));
+    for n in &nodes {
+        assert!(n.dht_store().contains(*now, &key), "replicated everywhere");
+    }
+    (nodes, key)
+}
+
+/// Node 0 killed and restarted (same address and endpoint, empty store),
+/// joining through node 2.
+fn restart_first(nodes: &mut [Node], now: Instant) {
+    let a = nodes[0].address();
+    nodes[0] = Node::new_with_insecure_seed(now, config(1), a, 77);
+    nodes[0].join(now, &[ep(3)]).unwrap();
+}
+
+fn dht_answer(events: &[Event]) -> Option<Vec<Vec<u8>>> {
+    events.iter().find_map(|e| match e {
+        Event::Dht {
+            outcome: overlay_core::DhtOutcome::Ok(v),
+            ..
+        } => Some(v.clone()),
+        _ => None,
+    })
+}
+
+fn is_store(m: &Message) -> bool {
+    matches!(m, Message::DhtStore(_))
+}
+
+fn is_fetch(m: &Message) -> bool {
+    matches!(m, Message::Routed(r) if r.mode == wire::Mode::Exact
+        && matches!(r.payload, wire::Payload::DhtRequest { .. }))
+}
+
+#[test]
+fn a_restarted_node_gets_its_records_back_from_neighbours_that_kept_the_link() {
+    let mut now = Instant::now();
+    let (mut nodes, key) = three_with_a_record(&mut now);
+    // Killed and restarted before the others noticed: they keep their
+    // links to it and see its handshakes as on links they have.
+    restart_first(&mut nodes, now);
+    pump(&mut nodes, &mut now, Duration::from_secs(5));
+    assert!(
+        nodes[0].dht_store().contains(now, &key),
+        "the neighbours handed the record back"
+    );
+}
+
+#[test]
+fn a_node_missing_a_record_it_is_responsible_for_asks_its_replicas() {
+    let mut now = Instant::now();
+    let (mut nodes, key) = three_with_a_record(&mut now);
+    // The handoffs to the restarted node are lost on the way.
+    restart_first(&mut nodes, now);
+    let no_handoff = |_: usize, to: usize, m: &Message| !(to == 0 && is_store(m));
+    pump_filtered(
+        &mut nodes,
+        &mut now,
+        Duration::from_secs(5),
+        &[],
+        &[],
+        no_handoff,
+    );
+    assert!(!nodes[0].dht_store().contains(now, &key));
+    // A get reaches it (it is responsible) after its near set settled:
+    // its replicas have the record, so the answer is not "absent".
+    nodes[1].dht_get(now, &key).unwrap();
+    let events = pump_filtered(
+        &mut nodes,
+        &mut now,
+        Duration::from_secs(3),
+        &[],
+        &[],
+        no_handoff,
+    );
+    assert_eq!(dht_answer(&events[1]), Some(vec![b"v".to_vec()]));
+    assert_eq!(nodes[0].stats().dht_misses_checked, 1);
+    assert!(nodes[0].stats().dht_fetches_sent >= 1);
+}
+
+#[test]
+fn a_get_held_while_the_near_set_settles_is_answered_when_the_record_arrives() {
+    let mut now = Instant::now();
+    let (mut nodes, key) = three_with_a_record(&mut now);
+    restart_first(&mut nodes, now);
+    // No handoff and no answer to its fetches reach the restarted node:
+    // the get waits for its near set to settle...
+    let lossy = |_: usize, to: usize, m: &Message| !(is_fetch(m) || to == 0 && is_store(m));
+    pump_filtered(
+        &mut nodes,
+        &mut now,
+        Duration::from_millis(500),
+        &[],
+        &[],
+        lossy,
+    );
+    nodes[1].dht_get(now, &key).unwrap();
+    let events = pump_filtered(
+        &mut nodes,
+        &mut now,
+        Duration::from_millis(100),
+        &[],
+        &[],
+        lossy,
+    );
+    assert_eq!(dht_answer(&events[1]), None);
+    assert_eq!(nodes[0].stats().dht_requests_held, 1, "held while settling");
+    // ...until the writer puts the record again: the get is answered at
+    // once, not when the near set has settled.
+    nodes[2]
+        .dht_put(now, &key, b"w", Duration::from_secs(3600))
+        .unwrap();
+    let events = pump_filtered(
+        &mut nodes,
+        &mut now,
+        Duration::from_millis(100),
+        &[],
+        &[],
+        lossy,
+    );
+    assert_eq!(dht_answer(&events[1]), Some(vec![b"w".to_vec()]));
+    assert_eq!(nodes[0].stats().dht_held_gets_answered_early, 1);
 }

@@ -219,6 +219,99 @@ fn churn_keeps_routes_and_dht_working() {
     }
 }
 
+/// The live node nearest `key`'s address: the one responsible for it.
+fn responsible(sim: &Sim, key: &[u8]) -> usize {
+    let ka = Address::from_key(key);
+    sim.live()
+        .into_iter()
+        .min_by_key(|&i| sim.node(i).map(|n| n.address().distance_to(ka)))
+        .unwrap()
+}
+
+#[test]
+fn gets_right_after_the_responsible_node_restarts_are_answered_at_once() {
+    // The node responsible for a key is killed and restarted (same
+    // address, empty store, as a crowd node with its identity on disk).
+    // Gets that reach it before its near neighbours have handed the
+    // record back wait for its near set to settle; they are answered as
+    // soon as the record arrives (handoff) or a near neighbour it asked
+    // has it, not seconds later.
+    let seed = 31;
+    let mut sim = build(40, seed, |_| {});
+    let settle = Config::default().dht_settle_duration;
+    let keys: Vec<Vec<u8>> = (0..12).map(|k| format!("r{k}").into_bytes()).collect();
+    for k in &keys {
+        let a = sim.random_live().unwrap();
+        sim.dht(a, DhtOp::Put, k, b"v", TTL);
+    }
+    sim.run_for(Duration::from_secs(5));
+    let held_before: u64 = sim
+        .live()
+        .iter()
+        .map(|&i| sim.node(i).unwrap().stats().dht_requests_held)
+        .sum();
+    let mut asked = 0;
+    let mut fast = 0;
+    let mut answered = 0;
+    for (round, k) in keys.iter().enumerate() {
+        let r = responsible(&sim, k);
+        assert!(sim.restart(r, 3));
+        // Readers ask at several moments while the node rejoins.
+        let mut ids = Vec::new();
+        for _ in 0..6 {
+            sim.run_for(Duration::from_millis(150));
+            let mut g = sim.random_live().unwrap();
+            while g == r {
+                g = sim.random_live().unwrap();
+            }
+            ids.push(sim.dht(g, DhtOp::Get, k, &[], TTL).unwrap());
+        }
+        // "At once": well inside the settle period, before any retry.
+        sim.run_for(settle / 2);
+        for id in &ids {
+            asked += 1;
+            let o = sim.take_outcome(*id);
+            if let Some(Outcome::Dht(_, DhtOutcome::Ok(v))) = o {
+                assert!(!v.is_empty(), "seed {seed} round {round}: an empty answer");
+                fast += 1;
+            }
+        }
+        sim.run_for(Duration::from_secs(10));
+        for id in &ids {
+            let o = sim.take_outcome(*id);
+            if let Some(Outcome::Dht(_, DhtOutcome::Ok(v))) = o {
+                assert!(!v.is_empty(), "seed {seed} round {round}: an empty answer");
+                answered += 1;
+            }
+        }
+    }
+    let held: u64 = sim
+        .live()
+        .iter()
+        .map(|&i| sim.node(i).unwrap().stats().dht_requests_held)
+        .sum::<u64>()
+        - held_before;
+    let early: u64 = sim
+        .live()
+        .iter()
+        .map(|&i| sim.node(i).unwrap().stats().dht_held_gets_answered_early)
+        .sum();
+    eprintln!(
+        "seed {seed}: {asked} gets, {fast} answered within {:?}, {} later; {held} held, {early} of them answered early",
+        settle / 2,
+        answered
+    );
+    assert!(
+        held > 0,
+        "seed {seed}: no get was held: the test misses the window"
+    );
+    assert_eq!(fast + answered, asked, "seed {seed}: every get answered");
+    assert_eq!(
+        fast, asked,
+        "seed {seed}: {answered} gets waited for the settle period"
+    );
+}
+
 #[test]
 fn partition_heals_into_one_ring() {
     let seed = 31;

@@ -240,6 +240,24 @@ pub fn encode(status: &Status) -> Result<String, std::fmt::Error> {
     );
     counter(
         &mut r,
+        "dht_misses_checked",
+        "DHT gets for a key not held, though responsible, checked with the replicas first",
+        o.dht_misses_checked,
+    );
+    counter(
+        &mut r,
+        "dht_held_gets_answered_early",
+        "Waiting DHT gets answered with records before their time",
+        o.dht_held_gets_answered_early,
+    );
+    counter(
+        &mut r,
+        "dht_fetches_sent",
+        "DHT gets sent to near neighbours for waiting gets",
+        o.dht_fetches_sent,
+    );
+    counter(
+        &mut r,
         "overlay_requests_retried",
         "Echo and DHT requests sent again (no answer in time)",
         o.requests_retried,

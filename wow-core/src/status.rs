@@ -43,6 +43,14 @@ pub struct OverlayCounters {
     /// DHT gets and creates for a key this node lacked that waited for its
     /// near set to settle.
     pub dht_requests_held: u64,
+    /// DHT gets for a key this node lacked, though responsible for it,
+    /// checked with the near neighbours holding its replicas first.
+    pub dht_misses_checked: u64,
+    /// Waiting gets answered with records early (a replica had it, or it
+    /// arrived while they waited).
+    pub dht_held_gets_answered_early: u64,
+    /// Gets sent to near neighbours on behalf of waiting gets.
+    pub dht_fetches_sent: u64,
     /// Echo and DHT requests of this node sent again (no answer in time).
     pub requests_retried: u64,
     /// DHT records refused, by reason: bad signature, wrong key, policy,
@@ -60,6 +68,9 @@ impl OverlayCounters {
             unmatched_replies: s.unmatched_replies,
             dht_requests_refused: s.dht_requests_refused,
             dht_requests_held: s.dht_requests_held,
+            dht_misses_checked: s.dht_misses_checked,
+            dht_held_gets_answered_early: s.dht_held_gets_answered_early,
+            dht_fetches_sent: s.dht_fetches_sent,
             requests_retried: s.requests_retried,
             records_rejected: [
                 ("bad_signature", r.bad_signature),

@@ -25,6 +25,23 @@ pub(super) struct PendingDht {
     pub(super) decide_at: Instant,
 }
 
+/// A get of ours, sent straight to the near neighbours that should hold
+/// replicas of `key`, on behalf of gets for `key` that reached us, the
+/// node responsible for it, when our store lacks it (we restarted, or the
+/// node that held it just went away): the first correctly signed,
+/// accepted record that comes back answers them at once. Once every
+/// neighbour asked has answered without one, gets held only for this
+/// check are answered (empty); gets held while our near set settles
+/// still wait for it.
+#[derive(Debug, Clone)]
+pub(super) struct Fetch {
+    pub(super) id: u64,
+    pub(super) key: Vec<u8>,
+    /// Neighbours asked that have not answered yet.
+    pub(super) outstanding: usize,
+    pub(super) expires_at: Instant,
+}
+
 /// The node's record signer (boxed; `Debug` shows only the writer).
 pub(super) struct Signer(pub(super) Box<dyn RecordSigner>);
 
@@ -91,8 +108,9 @@ impl<I: Identity> Node<I> {
             if !known && !self.admit(now, PolicyStage::Store, &r.record) {
                 continue;
             }
-            if let Err(e) = self.dht.insert(now, &r.record, ttl) {
-                self.stats.records_rejected.count(e);
+            match self.dht.insert(now, &r.record, ttl) {
+                Ok(_) => self.answer_held_gets(now, &r.record.key),
+                Err(e) => self.stats.records_rejected.count(e),
             }
         }
     }
@@ -174,11 +192,15 @@ impl<I: Identity> Node<I> {
         Ok(id)
     }
 
+    /// A DHT request delivered to us. Closest-mode gets and creates for a
+    /// key we lack wait while our near set settles; an exact-mode get
+    /// (another node's [`Fetch`]) is answered from our store at once.
     pub(super) fn on_dht_request(
         &mut self,
         now: Instant,
         source: Address,
         hops: u8,
+        mode: Mode,
         id: u64,
         request: Box<DhtRequest>,
     ) {
@@ -189,18 +211,25 @@ impl<I: Identity> Node<I> {
             return;
         }
         let op = request.op();
-        let wait = op != DhtOp::Put
-            && !self.dht.contains(now, request.key())
-            && (op == DhtOp::Create
-                || now < self.near_changed_at + self.config.dht_settle_duration);
-        if !wait {
+        let lacking =
+            op != DhtOp::Put && mode == Mode::Closest && !self.dht.contains(now, request.key());
+        let settle = self.config.dht_settle_duration;
+        let settling = now < self.near_changed_at + settle;
+        // A get for a key we lack, outside a settle period, is checked
+        // with the replicas first (briefly: `settle / 4` at most).
+        let check = lacking
+            && op == DhtOp::Get
+            && !settling
+            && !self.replica_links(request.key()).is_empty();
+        if !(lacking && (op == DhtOp::Create || settling) || check) {
             let (status, records) = self.serve_dht(now, &request);
             self.reply_dht(now, source, id, status, records);
             return;
         }
         // Decide later: once the near set has been stable for a while (so
         // handoffs from the previous responsible node have arrived) and,
-        // for creates, after concurrent creates have queued up.
+        // for creates, after concurrent creates have queued up; or, for a
+        // checked get, once the replicas have answered.
         if self
             .pending_dht
             .iter()
@@ -216,24 +245,146 @@ impl<I: Identity> Node<I> {
         if from_source >= self.config.dht_max_pending_per_peer
             || self.pending_dht.len() >= self.config.dht_max_pending
         {
+            if check {
+                // No room to wait: answer from what we hold.
+                let (status, records) = self.serve_dht(now, &request);
+                self.reply_dht(now, source, id, status, records);
+                return;
+            }
             self.stats.dht_requests_refused += 1;
             self.reply_dht(now, source, id, DhtStatus::QuotaExceeded, Vec::new());
             return;
         }
-        self.stats.dht_requests_held += 1;
-        let settle = self.config.dht_settle_duration;
-        let hold = if op == DhtOp::Create {
-            settle / 4
+        let decide_at = if check {
+            self.stats.dht_misses_checked += 1;
+            now + settle / 4
         } else {
-            Duration::ZERO
+            self.stats.dht_requests_held += 1;
+            let hold = if op == DhtOp::Create {
+                settle / 4
+            } else {
+                Duration::ZERO
+            };
+            (now + hold).max(self.near_changed_at + settle)
         };
+        let fetch = (op == DhtOp::Get).then(|| request.key().to_vec());
         self.pending_dht.push(PendingDht {
             source,
             id,
             request,
             hops,
-            decide_at: (now + hold).max(self.near_changed_at + settle),
+            decide_at,
         });
+        if let Some(key) = fetch {
+            self.fetch(now, key);
+        }
+    }
+
+    /// Asks the near neighbours that should hold replicas of `key` for
+    /// it ([`Fetch`]), unless a fetch for `key` is already out (several
+    /// held gets for one key share it). Bounded by
+    /// [`Config::dht_max_pending`](super::Config::dht_max_pending).
+    fn fetch(&mut self, now: Instant, key: Vec<u8>) {
+        self.fetches.retain(|f| f.expires_at > now);
+        if self.fetches.len() >= self.config.dht_max_pending
+            || self.fetches.iter().any(|f| f.key == key)
+        {
+            return;
+        }
+        let targets: Vec<Address> = self
+            .replica_links(&key)
+            .into_iter()
+            .filter_map(|i| self.table.get(i).map(|c| c.address))
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let targets_len = targets.len();
+        let id = self.fresh_id();
+        for t in targets {
+            let payload = Payload::DhtRequest {
+                id,
+                request: Box::new(DhtRequest::Get { key: key.clone() }),
+            };
+            let msg = self.routed(t, Mode::Exact, payload);
+            self.route(now, None, msg);
+        }
+        self.stats.dht_fetches_sent += 1;
+        self.fetches.push(Fetch {
+            id,
+            key,
+            outstanding: targets_len,
+            expires_at: now + self.config.dht_settle_duration,
+        });
+    }
+
+    /// A reply to one of our [`Fetch`]es (`at` in `self.fetches`): records
+    /// for the key, correctly signed and accepted by the policy, answer
+    /// the gets held for it. When every neighbour asked has answered
+    /// without one, the gets held only for this check are decided now.
+    fn on_fetch_reply(&mut self, now: Instant, at: usize, status: DhtStatus, records: Vec<Record>) {
+        let key = self.fetches[at].key.clone();
+        let mut kept = Vec::with_capacity(records.len());
+        if status == DhtStatus::Ok {
+            for r in records {
+                if r.key != key {
+                    self.stats.records_rejected.count(RecordRejection::WrongKey);
+                } else if self.admit(now, PolicyStage::Read, &r) {
+                    kept.push(r);
+                }
+            }
+        }
+        if !kept.is_empty() {
+            self.fetches.swap_remove(at);
+            self.answer_held(now, &key, &kept);
+            return;
+        }
+        let f = &mut self.fetches[at];
+        f.outstanding = f.outstanding.saturating_sub(1);
+        if f.outstanding > 0 {
+            return;
+        }
+        self.fetches.swap_remove(at);
+        if now < self.near_changed_at + self.config.dht_settle_duration {
+            // Settling: a handoff may still come from a neighbour we have
+            // not linked yet.
+            return;
+        }
+        let mut due = false;
+        for p in &mut self.pending_dht {
+            if is_get_of(&p.request, &key) && p.decide_at > now {
+                p.decide_at = now;
+                due = true;
+            }
+        }
+        if due {
+            self.decide_pending_dht(now);
+        }
+    }
+
+    /// Answers at once the gets held for `key` now that our store holds
+    /// it (a handoff, republish or put arrived while they waited).
+    fn answer_held_gets(&mut self, now: Instant, key: &[u8]) {
+        if !self.pending_dht.iter().any(|p| is_get_of(&p.request, key)) {
+            return;
+        }
+        let records = self.dht.get(now, key);
+        if !records.is_empty() {
+            self.answer_held(now, key, &records);
+        }
+    }
+
+    fn answer_held(&mut self, now: Instant, key: &[u8], records: &[Record]) {
+        let (answer, keep): (Vec<PendingDht>, Vec<PendingDht>) = self
+            .pending_dht
+            .drain(..)
+            .partition(|p| is_get_of(&p.request, key));
+        self.pending_dht = keep;
+        self.fetches.retain(|f| f.key != key);
+        for p in answer {
+            self.stats.dht_held_gets_answered_early += 1;
+            self.reply_dht(now, p.source, p.id, DhtStatus::Ok, records.to_vec());
+        }
     }
 
     /// A DHT reply counts only if it names one of our pending DHT
@@ -249,6 +400,10 @@ impl<I: Identity> Node<I> {
         status: DhtStatus,
         records: Vec<Record>,
     ) {
+        if let Some(at) = self.fetches.iter().position(|f| f.id == id) {
+            self.on_fetch_reply(now, at, status, records);
+            return;
+        }
         let Some(p) = self
             .requests
             .iter()
@@ -329,6 +484,10 @@ impl<I: Identity> Node<I> {
         let (due, rest): (Vec<PendingDht>, Vec<PendingDht>) =
             self.pending_dht.drain(..).partition(|p| p.decide_at <= now);
         self.pending_dht = rest;
+        let pending = &self.pending_dht;
+        self.fetches.retain(|f| {
+            f.expires_at > now && pending.iter().any(|p| is_get_of(&p.request, &f.key))
+        });
         for p in due {
             let ka = Address::from_key(p.request.key());
             let mine = self.address.distance_to(ka);
@@ -383,6 +542,7 @@ impl<I: Identity> Node<I> {
         match self.dht.insert(now, record, ttl) {
             Ok(_) => {
                 self.replicate(now, &record.key);
+                self.answer_held_gets(now, &record.key);
                 (DhtStatus::Ok, Vec::new())
             }
             Err(e) => {
@@ -481,4 +641,8 @@ impl<I: Identity> Node<I> {
             self.push_replicas(ep, &records);
         }
     }
+}
+
+fn is_get_of(request: &DhtRequest, key: &[u8]) -> bool {
+    matches!(request, DhtRequest::Get { key: k } if k == key)
 }

@@ -154,8 +154,11 @@ pub struct Config {
     /// [`DhtStatus::QuotaExceeded`](crate::wire::DhtStatus::QuotaExceeded) and changes nothing.
     pub dht_quotas: Quotas,
     /// Most DHT requests from one source address waiting to be decided
-    /// (creates, and gets while the near set settles); more are answered
-    /// with [`DhtStatus::QuotaExceeded`](crate::wire::DhtStatus::QuotaExceeded).
+    /// (creates, and gets for a key we lack while the near set settles or
+    /// the replicas are asked); more creates and settling gets are
+    /// answered with
+    /// [`DhtStatus::QuotaExceeded`](crate::wire::DhtStatus::QuotaExceeded),
+    /// more checked gets from the store as it is.
     pub dht_max_pending_per_peer: usize,
     /// Most DHT requests waiting to be decided, from all sources.
     pub dht_max_pending: usize,
@@ -464,6 +467,18 @@ pub struct Stats {
     /// near set to settle ([`Config::dht_settle_duration`]) before we
     /// answered.
     pub dht_requests_held: u64,
+    /// Gets for a key we lacked, with our near set stable, that waited
+    /// (briefly) while we asked the near neighbours holding its replicas:
+    /// we are responsible for the key, so an empty store here means we
+    /// restarted or its last holder just went away, not that it is absent.
+    pub dht_misses_checked: u64,
+    /// Waiting gets (held or checked) answered with records before their
+    /// time: a replica we asked had the record, or it reached us (a
+    /// handoff, a republish or a put) while they waited.
+    pub dht_held_gets_answered_early: u64,
+    /// Gets we sent to near neighbours for waiting gets (one per key,
+    /// however many neighbours were asked).
+    pub dht_fetches_sent: u64,
     /// Echo and DHT requests of ours sent again after
     /// [`Config::request_timeout`] passed without an answer.
     pub requests_retried: u64,
@@ -484,6 +499,9 @@ pub struct Node<I: Identity = OpenIdentity> {
     pending_ctms: Vec<PendingCtm>,
     requests: Vec<PendingRequest>,
     pending_dht: Vec<PendingDht>,
+    /// Gets of ours to near neighbours for keys whose gets we hold
+    /// (`dht::Fetch`).
+    fetches: Vec<dht::Fetch>,
     near_changed_at: Instant,
     lost: Vec<Lost>,
     /// Copies of routed messages sent on links that had been quiet, kept
@@ -616,6 +634,7 @@ impl<I: Identity> Node<I> {
             pending_ctms: Vec::new(),
             requests: Vec::new(),
             pending_dht: Vec::new(),
+            fetches: Vec::new(),
             near_changed_at: now,
             lost: Vec::new(),
             unanswered: Vec::new(),
@@ -1173,9 +1192,24 @@ impl<I: Identity> Node<I> {
         {
             c.last_heard_at = now;
             c.unanswered_since = None;
-            if !self.unanswered.is_empty() && !matches!(message, Message::Close { .. }) {
-                // The peer is alive: what we sent it is its to handle.
-                self.unanswered.retain(|u| u.endpoint != from);
+            // The peer is alive and knows the link: what we sent it a
+            // while ago (a tick: far longer than a datagram takes) is its
+            // to handle. Not what we sent just now: the peer may have
+            // sent this before our message arrived, and closed the link
+            // since (a restarted node trims the links it was given at
+            // once). A handshake proves nothing (a peer that restarted
+            // asks for links at once, and its Close for what it dropped
+            // may follow), nor does a Close.
+            if !self.unanswered.is_empty()
+                && !matches!(
+                    message,
+                    Message::Close { .. } | Message::LinkRequest(_) | Message::LinkReply(_)
+                )
+            {
+                let tick = self.config.tick_duration;
+                self.unanswered.retain(|u| {
+                    u.endpoint != from || now.saturating_duration_since(u.sent_at) < tick
+                });
             }
         }
         match message {
@@ -1213,12 +1247,13 @@ impl<I: Identity> Node<I> {
                     if let Some((peer, endpoint, roles)) = relink {
                         self.relink(now, peer, endpoint, roles, 1);
                     }
-                    if reason == CloseReason::Unneeded {
-                        // The peer does not know the link (it restarted):
-                        // what we routed through it since it fell quiet
-                        // was dropped there; route it another way.
-                        self.reroute_unanswered(now, from);
-                    }
+                }
+                if reason == CloseReason::Unneeded {
+                    // The peer does not know the link (it restarted, or it
+                    // closed the link and we have since dropped it too):
+                    // what we routed through it that it has not handled
+                    // was dropped there; route it another way.
+                    self.reroute_unanswered(now, from);
                 }
             }
             Message::Neighbors {
@@ -1385,6 +1420,7 @@ impl<I: Identity> Node<I> {
         release(&mut self.probes);
         release(&mut self.requests);
         release(&mut self.pending_dht);
+        release(&mut self.fetches);
         release(&mut self.lost);
         release(&mut self.demand);
     }

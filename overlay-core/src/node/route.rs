@@ -134,8 +134,12 @@ impl<I: Identity> Node<I> {
         let ep = c.endpoint;
         let next = c.address;
         // A link quiet for a tick may lead to a peer that restarted: keep a
-        // copy until it shows it is alive (bounded; busy links copy nothing).
-        if now.saturating_duration_since(c.last_heard_at) >= self.config.tick_duration
+        // copy until it shows it is alive (bounded; busy links copy no
+        // data). Echoes and DHT gets and replies are few and each one
+        // lost costs a request timeout: they are copied on any link, as a
+        // peer killed and restarted within a tick leaves no quiet spell.
+        let quiet = now.saturating_duration_since(c.last_heard_at) >= self.config.tick_duration;
+        if (quiet || !matches!(msg.payload, Payload::Data(_)))
             && harmless_twice(&msg.payload)
             && self.unanswered.len() < UNANSWERED_MAX
             && self.unanswered.iter().filter(|u| u.endpoint == ep).count() < UNANSWERED_PER_LINK
@@ -226,7 +230,7 @@ impl<I: Identity> Node<I> {
                 self.finish_echo(id, msg.source, request_hops)
             }
             Payload::DhtRequest { id, request } => {
-                self.on_dht_request(now, msg.source, msg.hops, id, request)
+                self.on_dht_request(now, msg.source, msg.hops, msg.mode, id, request)
             }
             Payload::DhtReply {
                 id,
