@@ -266,24 +266,7 @@ impl Sim {
     /// (none: it starts a ring of its own). Returns its slot.
     pub fn spawn(&mut self, bootstrap: usize) -> usize {
         let index = self.slots.len();
-        let mut eps = Vec::new();
-        for _ in 0..bootstrap {
-            if let Some(b) = self.random_live() {
-                let e = endpoint_of(b);
-                if !eps.contains(&e) {
-                    eps.push(e);
-                }
-            }
-        }
-        let address = Address::random(&mut self.rng);
-        let seed = self.rng.next_u64();
-        let mut config = self.config.node.clone();
-        config.endpoints = vec![endpoint_of(index)];
-        let now = self.now();
-        let mut node = Node::new_with_insecure_seed(now, config, address, seed);
-        // Cannot fail: the node has an endpoint and has not left.
-        let joined = node.join(now, &eps);
-        debug_assert!(joined.is_ok());
+        let node = self.joining_node(index, None, bootstrap);
         self.slots.push(Slot {
             node: Some(node),
             group: 0,
@@ -293,6 +276,30 @@ impl Sim {
         });
         self.drain(index);
         index
+    }
+
+    /// A node for slot `index` at `address` (a random one when `None`),
+    /// joining through up to `bootstrap` random live nodes.
+    fn joining_node(&mut self, index: usize, address: Option<Address>, bootstrap: usize) -> Node {
+        let mut eps = Vec::new();
+        for _ in 0..bootstrap {
+            if let Some(b) = self.random_live() {
+                let e = endpoint_of(b);
+                if !eps.contains(&e) {
+                    eps.push(e);
+                }
+            }
+        }
+        let address = address.unwrap_or_else(|| Address::random(&mut self.rng));
+        let seed = self.rng.next_u64();
+        let mut config = self.config.node.clone();
+        config.endpoints = vec![endpoint_of(index)];
+        let now = self.now();
+        let mut node = Node::new_with_insecure_seed(now, config, address, seed);
+        // Cannot fail: the node has an endpoint and has not left.
+        let joined = node.join(now, &eps);
+        debug_assert!(joined.is_ok());
+        node
     }
 
     /// Kills the node in slot `index` without warning and starts a new
@@ -305,23 +312,7 @@ impl Sim {
             return false;
         };
         self.crash(index);
-        let mut eps = Vec::new();
-        for _ in 0..bootstrap {
-            if let Some(b) = self.random_live() {
-                let e = endpoint_of(b);
-                if !eps.contains(&e) {
-                    eps.push(e);
-                }
-            }
-        }
-        let seed = self.rng.next_u64();
-        let mut config = self.config.node.clone();
-        config.endpoints = vec![endpoint_of(index)];
-        let now = self.now();
-        let mut node = Node::new_with_insecure_seed(now, config, address, seed);
-        // Cannot fail: the node has an endpoint and has not left.
-        let joined = node.join(now, &eps);
-        debug_assert!(joined.is_ok());
+        let node = self.joining_node(index, Some(address), bootstrap);
         let slot = &mut self.slots[index];
         slot.node = Some(node);
         slot.timer_at = u64::MAX;

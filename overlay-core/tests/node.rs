@@ -70,6 +70,17 @@ fn pump_with<I: Identity>(
     pump_filtered(nodes, now, duration, blocked, quiet, |_, _, _| true)
 }
 
+/// [`pump`], delivering only the messages `pass(from, to, message)` lets
+/// through.
+fn pump_passing(
+    nodes: &mut [Node],
+    now: &mut Instant,
+    duration: Duration,
+    pass: impl FnMut(usize, usize, &Message) -> bool,
+) -> Vec<Vec<Event>> {
+    pump_filtered(nodes, now, duration, &[], &[], pass)
+}
+
 /// [`pump_with`], delivering only the messages `pass(from, to, message)`
 /// lets through.
 fn pump_filtered<I: Identity>(
@@ -736,26 +747,12 @@ fn a_node_missing_a_record_it_is_responsible_for_asks_its_replicas() {
     // The handoffs to the restarted node are lost on the way.
     restart_first(&mut nodes, now);
     let no_handoff = |_: usize, to: usize, m: &Message| !(to == 0 && is_store(m));
-    pump_filtered(
-        &mut nodes,
-        &mut now,
-        Duration::from_secs(5),
-        &[],
-        &[],
-        no_handoff,
-    );
+    pump_passing(&mut nodes, &mut now, Duration::from_secs(5), no_handoff);
     assert!(!nodes[0].dht_store().contains(now, &key));
     // A get reaches it (it is responsible) after its near set settled:
     // its replicas have the record, so the answer is not "absent".
     nodes[1].dht_get(now, &key).unwrap();
-    let events = pump_filtered(
-        &mut nodes,
-        &mut now,
-        Duration::from_secs(3),
-        &[],
-        &[],
-        no_handoff,
-    );
+    let events = pump_passing(&mut nodes, &mut now, Duration::from_secs(3), no_handoff);
     assert_eq!(dht_answer(&events[1]), Some(vec![b"v".to_vec()]));
     assert_eq!(nodes[0].stats().dht_misses_checked, 1);
     assert!(nodes[0].stats().dht_fetches_sent >= 1);
@@ -769,23 +766,9 @@ fn a_get_held_while_the_near_set_settles_is_answered_when_the_record_arrives() {
     // No handoff and no answer to its fetches reach the restarted node:
     // the get waits for its near set to settle...
     let lossy = |_: usize, to: usize, m: &Message| !(is_fetch(m) || to == 0 && is_store(m));
-    pump_filtered(
-        &mut nodes,
-        &mut now,
-        Duration::from_millis(500),
-        &[],
-        &[],
-        lossy,
-    );
+    pump_passing(&mut nodes, &mut now, Duration::from_millis(500), lossy);
     nodes[1].dht_get(now, &key).unwrap();
-    let events = pump_filtered(
-        &mut nodes,
-        &mut now,
-        Duration::from_millis(100),
-        &[],
-        &[],
-        lossy,
-    );
+    let events = pump_passing(&mut nodes, &mut now, Duration::from_millis(100), lossy);
     assert_eq!(dht_answer(&events[1]), None);
     assert_eq!(nodes[0].stats().dht_requests_held, 1, "held while settling");
     // ...until the writer puts the record again: the get is answered at
@@ -793,14 +776,7 @@ fn a_get_held_while_the_near_set_settles_is_answered_when_the_record_arrives() {
     nodes[2]
         .dht_put(now, &key, b"w", Duration::from_secs(3600))
         .unwrap();
-    let events = pump_filtered(
-        &mut nodes,
-        &mut now,
-        Duration::from_millis(100),
-        &[],
-        &[],
-        lossy,
-    );
+    let events = pump_passing(&mut nodes, &mut now, Duration::from_millis(100), lossy);
     assert_eq!(dht_answer(&events[1]), Some(vec![b"w".to_vec()]));
     assert_eq!(nodes[0].stats().dht_held_gets_answered_early, 1);
 }
