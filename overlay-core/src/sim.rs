@@ -93,6 +93,9 @@ pub enum Outcome {
 #[derive(Debug)]
 struct Slot {
     node: Option<Node>,
+    /// The address of the slot's node (kept after a crash, for
+    /// [`Sim::restart`]).
+    address: Address,
     group: u8,
     timer_at: u64,
     spawned_at: u64,
@@ -268,6 +271,7 @@ impl Sim {
         let index = self.slots.len();
         let node = self.joining_node(index, None, bootstrap);
         self.slots.push(Slot {
+            address: node.address(),
             node: Some(node),
             group: 0,
             timer_at: u64::MAX,
@@ -302,13 +306,14 @@ impl Sim {
         node
     }
 
-    /// Kills the node in slot `index` without warning and starts a new
-    /// process in its place at once: the same address and endpoint (an
-    /// identity kept on disk), no memory of links or records, joining
-    /// through up to `bootstrap` random live nodes. Returns false if the
-    /// slot held no live node.
+    /// Kills the node in slot `index` without warning (if it is alive) and
+    /// starts a new process in its place at once: the same address and
+    /// endpoint (an identity kept on disk), no memory of links or records,
+    /// joining through up to `bootstrap` random live nodes. A slot
+    /// [`crash`](Self::crash)ed earlier comes back this way after its
+    /// downtime. Returns false if there is no such slot.
     pub fn restart(&mut self, index: usize, bootstrap: usize) -> bool {
-        let Some(address) = self.node(index).map(Node::address) else {
+        let Some(address) = self.slots.get(index).map(|s| s.address) else {
             return false;
         };
         self.crash(index);

@@ -413,6 +413,7 @@ impl<I: Identity> Node<I> {
             return;
         };
         let pending = self.requests.swap_remove(p);
+        self.sample_rtt(now, from, &pending);
         let RequestKind::Dht(op) = pending.kind else {
             return;
         };

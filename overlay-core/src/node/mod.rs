@@ -110,10 +110,24 @@ pub struct Config {
     pub link_retry_duration: Duration,
     /// Link-request attempts before giving up.
     pub link_attempts: u8,
-    /// Time before an echo or DHT request is first retried (later retries
-    /// back off by half this each).
+    /// Time before an echo or DHT request is first retried while no
+    /// answer has been measured, and the longest first wait ever. Once
+    /// answers come back the wait follows their round trips as TCP's
+    /// retransmission timer does (RFC 6298: smoothed RTT + 4 × its
+    /// variation, from answers to requests sent once), between
+    /// [`min_request_timeout`](Self::min_request_timeout) and this: a
+    /// request lost on the way (a relay killed that instant) costs a
+    /// few round trips, not seconds. Later retries double the wait, up
+    /// to this plus half of it per attempt.
     pub request_timeout: Duration,
-    /// Attempts per echo or DHT request.
+    /// The shortest wait before an echo or DHT request is retried,
+    /// however short the measured round trips (see
+    /// [`request_timeout`](Self::request_timeout)).
+    pub min_request_timeout: Duration,
+    /// Sends per echo or DHT request. A request fails when no answer has
+    /// come as long after it was first sent as these attempts take with
+    /// [`request_timeout`](Self::request_timeout) and its back-off (14 s
+    /// with the defaults), however short the measured round trips.
     pub request_attempts: u8,
     /// ConnectToMe messages a joining node sends (one per
     /// `request_timeout`) before it counts itself joined through the links
@@ -211,6 +225,7 @@ impl Default for Config {
             link_retry_duration: Duration::from_secs(1),
             link_attempts: 3,
             request_timeout: Duration::from_secs(2),
+            min_request_timeout: Duration::from_millis(200),
             request_attempts: 4,
             join_attempts: 4,
             near_check_duration: Duration::from_secs(30),
@@ -499,6 +514,8 @@ pub struct Node<I: Identity = OpenIdentity> {
     pending_ctms: Vec<PendingCtm>,
     requests: Vec<PendingRequest>,
     pending_dht: Vec<PendingDht>,
+    /// Round trips of our echo and DHT requests (none measured yet: `None`).
+    rtt: Option<route::RttEstimate>,
     /// Gets of ours to near neighbours for keys whose gets we hold
     /// (`dht::Fetch`).
     fetches: Vec<dht::Fetch>,
@@ -634,6 +651,7 @@ impl<I: Identity> Node<I> {
             pending_ctms: Vec::new(),
             requests: Vec::new(),
             pending_dht: Vec::new(),
+            rtt: None,
             fetches: Vec::new(),
             near_changed_at: now,
             lost: Vec::new(),
@@ -862,8 +880,15 @@ impl<I: Identity> Node<I> {
     /// `None` after [`leave`](Self::leave).
     pub fn poll_timeout(&self) -> Option<Instant> {
         (!self.left).then(|| {
-            self.rebind_probe_due()
-                .map_or(self.next_tick_at, |t| t.min(self.next_tick_at))
+            let t = self
+                .rebind_probe_due()
+                .map_or(self.next_tick_at, |t| t.min(self.next_tick_at));
+            // A request due again between ticks goes at once: its wait
+            // follows measured round trips, far shorter than a tick.
+            self.requests
+                .iter()
+                .map(|r| r.retry_at)
+                .fold(t, Instant::min)
         })
     }
 
@@ -1294,6 +1319,9 @@ impl<I: Identity> Node<I> {
         }
         self.rebind_probe(now);
         if now < self.next_tick_at {
+            if self.requests.iter().any(|r| r.retry_at <= now) {
+                self.retry_requests(now);
+            }
             return;
         }
         while self.next_tick_at <= now {

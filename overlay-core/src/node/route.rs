@@ -2,7 +2,7 @@
 //! forwarding, delivery, retries.
 
 use core::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{DhtOutcome, DropReason, Event, Node, Transmit};
 use crate::address::Address;
@@ -60,6 +60,39 @@ pub(super) struct PendingRequest {
     pub(super) payload: Payload,
     pub(super) attempts: u8,
     pub(super) retry_at: Instant,
+    /// When it was first sent (a round-trip sample if the first attempt
+    /// is answered).
+    pub(super) sent_at: Instant,
+}
+
+/// The round-trip estimate of echo and DHT requests, as TCP keeps its
+/// retransmission timer (RFC 6298): smoothed RTT and its variation, from
+/// answers to requests sent once (Karn: an answer to a retried request
+/// could be to either copy).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RttEstimate {
+    srtt: Duration,
+    rttvar: Duration,
+}
+
+impl RttEstimate {
+    pub(super) fn first(rtt: Duration) -> RttEstimate {
+        RttEstimate {
+            srtt: rtt,
+            rttvar: rtt / 2,
+        }
+    }
+
+    pub(super) fn update(&mut self, rtt: Duration) {
+        let err = rtt.abs_diff(self.srtt);
+        self.rttvar = (self.rttvar * 3 + err) / 4;
+        self.srtt = (self.srtt * 7 + rtt) / 8;
+    }
+
+    /// Smoothed RTT + 4 × variation.
+    pub(super) fn timeout(&self) -> Duration {
+        self.srtt + self.rttvar * 4
+    }
 }
 
 impl<I: Identity> Node<I> {
@@ -82,7 +115,8 @@ impl<I: Identity> Node<I> {
             mode,
             payload: payload.clone(),
             attempts: 1,
-            retry_at: now + self.config.request_timeout,
+            retry_at: now + self.request_timeout(),
+            sent_at: now,
         });
         let msg = self.routed(destination, mode, payload);
         self.route(now, None, msg);
@@ -213,7 +247,7 @@ impl<I: Identity> Node<I> {
             } => self.on_connect_to_me(now, msg.source, roles, nonce, endpoints),
             Payload::EchoRequest { id } => {
                 if msg.source == self.address {
-                    self.finish_echo(id, self.address, 0);
+                    self.finish_echo(now, id, self.address, 0);
                     return;
                 }
                 let reply = self.routed(
@@ -227,7 +261,7 @@ impl<I: Identity> Node<I> {
                 self.route(now, None, reply);
             }
             Payload::EchoReply { id, request_hops } => {
-                self.finish_echo(id, msg.source, request_hops)
+                self.finish_echo(now, id, msg.source, request_hops)
             }
             Payload::DhtRequest { id, request } => {
                 self.on_dht_request(now, msg.source, msg.hops, msg.mode, id, request)
@@ -241,35 +275,81 @@ impl<I: Identity> Node<I> {
     }
 
     /// An echo reply counts only from the node the echo went to.
-    pub(super) fn finish_echo(&mut self, id: u64, from: Address, hops: u8) {
+    pub(super) fn finish_echo(&mut self, now: Instant, id: u64, from: Address, hops: u8) {
         match self.requests.iter().position(|r| {
             r.id == id && matches!(r.kind, RequestKind::Echo) && r.destination == from
         }) {
             Some(p) => {
-                self.requests.swap_remove(p);
+                let r = self.requests.swap_remove(p);
+                self.sample_rtt(now, from, &r);
                 self.events.push_back(Event::EchoReply { id, hops });
             }
             None => self.stats.unmatched_replies += 1,
         }
     }
 
+    /// How long a request waits for its answer before it is sent again:
+    /// the round-trip estimate between [`Config::min_request_timeout`]
+    /// and [`Config::request_timeout`] (the latter until answers have
+    /// been measured).
+    ///
+    /// [`Config::min_request_timeout`]: super::Config::min_request_timeout
+    /// [`Config::request_timeout`]: super::Config::request_timeout
+    pub(super) fn request_timeout(&self) -> Duration {
+        let max = self.config.request_timeout;
+        match self.rtt {
+            Some(e) => e
+                .timeout()
+                .clamp(self.config.min_request_timeout.min(max), max),
+            None => max,
+        }
+    }
+
+    /// Feeds the answer to `r` (from `from`) to the round-trip estimate:
+    /// only answers to requests sent once, from another node.
+    pub(super) fn sample_rtt(&mut self, now: Instant, from: Address, r: &PendingRequest) {
+        if r.attempts != 1 || from == self.address {
+            return;
+        }
+        let rtt = now.saturating_duration_since(r.sent_at);
+        match &mut self.rtt {
+            Some(e) => e.update(rtt),
+            None => self.rtt = Some(RttEstimate::first(rtt)),
+        }
+    }
+
     pub(super) fn retry_requests(&mut self, now: Instant) {
         let mut resend = Vec::new();
         let mut failed = Vec::new();
-        let attempts = self.config.request_attempts;
-        let timeout = self.config.request_timeout;
+        let attempts = self.config.request_attempts.max(1);
+        let max = self.config.request_timeout;
+        let timeout = self.request_timeout();
+        // However short the measured round trips, a request is given as
+        // long as with `request_timeout` before it fails: a dead hop on
+        // the path takes the suspect timeout to be noticed, and a node
+        // may hold a DHT request while its near set settles.
+        let patience: Duration = (1..=attempts)
+            .map(|k| max.mul_f64(1.0 + 0.5 * f64::from(k - 1)))
+            .sum();
         self.requests.retain_mut(|r| {
             if r.retry_at > now {
                 return true;
             }
             if r.attempts >= attempts {
+                let give_up = r.sent_at + patience;
+                if now < give_up {
+                    r.retry_at = give_up;
+                    return true;
+                }
                 failed.push((r.id, r.kind.clone()));
                 return false;
             }
             r.attempts += 1;
-            // Back off: a dead hop on the path takes the suspect timeout
-            // to be noticed.
-            r.retry_at = now + timeout.mul_f64(1.0 + 0.5 * f64::from(r.attempts - 1));
+            // Back off: doubling the measured wait, never longer than
+            // with `request_timeout` (half of it more per attempt).
+            let k = r.attempts - 1;
+            let doubled = timeout.saturating_mul(1 << k.min(16));
+            r.retry_at = now + doubled.min(max.mul_f64(1.0 + 0.5 * f64::from(k)));
             resend.push((r.destination, r.mode, r.payload.clone()));
             true
         });
