@@ -217,10 +217,16 @@ impl<I: Identity> Node<I> {
         let settling = now < self.near_changed_at + settle;
         // A get for a key we lack, outside a settle period, is checked
         // with the replicas first (briefly: `settle / 4` at most).
-        let check = lacking
-            && op == DhtOp::Get
-            && !settling
-            && !self.replica_links(request.key()).is_empty();
+        // The near neighbours a get for a key we lack asks ([`Fetch`]).
+        let targets: Vec<Address> = if lacking && op == DhtOp::Get {
+            self.replica_links(request.key())
+                .into_iter()
+                .filter_map(|i| self.table.get(i).map(|c| c.address))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let check = !settling && !targets.is_empty();
         if !(lacking && (op == DhtOp::Create || settling) || check) {
             let (status, records) = self.serve_dht(now, &request);
             self.reply_dht(now, source, id, status, records);
@@ -267,7 +273,7 @@ impl<I: Identity> Node<I> {
             };
             (now + hold).max(self.near_changed_at + settle)
         };
-        let fetch = (op == DhtOp::Get).then(|| request.key().to_vec());
+        let key = request.key().to_vec();
         self.pending_dht.push(PendingDht {
             source,
             id,
@@ -275,28 +281,21 @@ impl<I: Identity> Node<I> {
             hops,
             decide_at,
         });
-        if let Some(key) = fetch {
-            self.fetch(now, key);
-        }
+        self.fetch(now, key, targets);
     }
 
-    /// Asks the near neighbours that should hold replicas of `key` for
-    /// it ([`Fetch`]), unless a fetch for `key` is already out (several
-    /// held gets for one key share it). Bounded by
-    /// [`Config::dht_max_pending`](super::Config::dht_max_pending).
-    fn fetch(&mut self, now: Instant, key: Vec<u8>) {
+    /// Asks `targets`, the near neighbours that should hold replicas of
+    /// `key`, for it ([`Fetch`]; none for creates), unless a fetch for
+    /// `key` is already out (several held gets for one key share it).
+    /// Bounded by [`Config::dht_max_pending`](super::Config::dht_max_pending).
+    fn fetch(&mut self, now: Instant, key: Vec<u8>, targets: Vec<Address>) {
+        if targets.is_empty() {
+            return;
+        }
         self.fetches.retain(|f| f.expires_at > now);
         if self.fetches.len() >= self.config.dht_max_pending
             || self.fetches.iter().any(|f| f.key == key)
         {
-            return;
-        }
-        let targets: Vec<Address> = self
-            .replica_links(&key)
-            .into_iter()
-            .filter_map(|i| self.table.get(i).map(|c| c.address))
-            .collect();
-        if targets.is_empty() {
             return;
         }
         let targets_len = targets.len();
@@ -322,18 +321,20 @@ impl<I: Identity> Node<I> {
     /// for the key, correctly signed and accepted by the policy, answer
     /// the gets held for it. When every neighbour asked has answered
     /// without one, the gets held only for this check are decided now.
-    fn on_fetch_reply(&mut self, now: Instant, at: usize, status: DhtStatus, records: Vec<Record>) {
+    fn on_fetch_reply(
+        &mut self,
+        now: Instant,
+        at: usize,
+        from: Address,
+        status: DhtStatus,
+        records: Vec<Record>,
+    ) {
         let key = self.fetches[at].key.clone();
-        let mut kept = Vec::with_capacity(records.len());
-        if status == DhtStatus::Ok {
-            for r in records {
-                if r.key != key {
-                    self.stats.records_rejected.count(RecordRejection::WrongKey);
-                } else if self.admit(now, PolicyStage::Read, &r) {
-                    kept.push(r);
-                }
-            }
-        }
+        let kept = if status == DhtStatus::Ok {
+            self.readable(now, &key, from, records)
+        } else {
+            Vec::new()
+        };
         if !kept.is_empty() {
             self.fetches.swap_remove(at);
             self.answer_held(now, &key, &kept);
@@ -401,7 +402,7 @@ impl<I: Identity> Node<I> {
         records: Vec<Record>,
     ) {
         if let Some(at) = self.fetches.iter().position(|f| f.id == id) {
-            self.on_fetch_reply(now, at, status, records);
+            self.on_fetch_reply(now, at, from, status, records);
             return;
         }
         let Some(p) = self
@@ -421,21 +422,7 @@ impl<I: Identity> Node<I> {
             Payload::DhtRequest { request, .. } => request.key(),
             _ => &[][..],
         };
-        let mut kept = Vec::with_capacity(records.len());
-        for r in records {
-            if r.key != key {
-                self.stats.records_rejected.count(RecordRejection::WrongKey);
-            } else if from == self.address {
-                // From our own store: verified when stored.
-                if self.policy.0.accept(now, PolicyStage::Read, &r) {
-                    kept.push(r);
-                } else {
-                    self.stats.records_rejected.count(RecordRejection::Policy);
-                }
-            } else if self.admit(now, PolicyStage::Read, &r) {
-                kept.push(r);
-            }
-        }
+        let kept = self.readable(now, key, from, records);
         let values = || kept.iter().map(|r| r.value.clone()).collect();
         let outcome = match status {
             DhtStatus::Ok => DhtOutcome::Ok(values()),
@@ -451,6 +438,34 @@ impl<I: Identity> Node<I> {
             outcome,
             records: kept,
         });
+    }
+
+    /// The records of a reply from `from` that a reader may believe: for
+    /// `key`, correctly signed (already checked when stored, if from our
+    /// own store) and accepted by the policy. Counts the rest.
+    fn readable(
+        &mut self,
+        now: Instant,
+        key: &[u8],
+        from: Address,
+        records: Vec<Record>,
+    ) -> Vec<Record> {
+        let mut kept = Vec::with_capacity(records.len());
+        for r in records {
+            if r.key != key {
+                self.stats.records_rejected.count(RecordRejection::WrongKey);
+            } else if from == self.address {
+                // From our own store: verified when stored.
+                if self.policy.0.accept(now, PolicyStage::Read, &r) {
+                    kept.push(r);
+                } else {
+                    self.stats.records_rejected.count(RecordRejection::Policy);
+                }
+            } else if self.admit(now, PolicyStage::Read, &r) {
+                kept.push(r);
+            }
+        }
+        kept
     }
 
     pub(super) fn reply_dht(

@@ -581,14 +581,7 @@ impl<I: Identity> Node<I> {
                     c.endpoint = from;
                     c.last_heard_at = now;
                 }
-                // A peer we are linked with asks for a link again: it may
-                // have restarted, and then it dropped what we routed
-                // through it since; its Close for those may come after
-                // this request, or never. Route the copies another way
-                // (each may arrive twice, which they allow), and hand it
-                // the records it should hold again.
-                self.reroute_unanswered(now, from);
-                self.rehandoff(now, i);
+                self.handshook_again(now, i);
                 i
             }
             None => self.add_connection(now, req.sender, from),
@@ -772,11 +765,7 @@ impl<I: Identity> Node<I> {
                     moved = c.endpoint != from;
                     c.endpoint = from;
                 }
-                // As for a request on a link we have (on_link_request): a
-                // peer that restarted may have dropped what we routed
-                // through it before this handshake, and lost its records.
-                self.reroute_unanswered(now, from);
-                self.rehandoff(now, i);
+                self.handshook_again(now, i);
                 i
             }
             None => self.add_connection(now, rep.sender, from),
@@ -889,16 +878,20 @@ impl<I: Identity> Node<I> {
         self.enforce_limit(now);
     }
 
-    /// Hands the peer of link `i` (a near neighbour that handshook again
-    /// on a link we have: perhaps it restarted with an empty store) the
-    /// records it should hold, as for a new near link. Without this a
-    /// node killed and restarted before its neighbours noticed never got
-    /// its records back, and answered gets for them empty.
-    fn rehandoff(&mut self, now: Instant, i: usize) {
-        if let Some(c) = self.table.get(i)
-            && c.mine.contains(Roles::NEAR)
-        {
-            let (addr, ep) = (c.address, c.endpoint);
+    /// The peer of link `i` made a handshake (request or accepted reply)
+    /// on a link we have: it may have restarted, and then it dropped what
+    /// we routed through it since (its Close for those may come after
+    /// the handshake, or never) and lost its records. The copies are
+    /// routed another way (each may arrive twice, which they allow), and
+    /// a near neighbour is handed the records it should hold, as on a new
+    /// near link: without this a node killed and restarted before its
+    /// neighbours noticed never got its records back, and answered gets
+    /// for them empty.
+    fn handshook_again(&mut self, now: Instant, i: usize) {
+        let Some(c) = self.table.get(i) else { return };
+        let (addr, ep, near) = (c.address, c.endpoint, c.mine.contains(Roles::NEAR));
+        self.reroute_unanswered(now, ep);
+        if near {
             self.handoff_to(now, addr, ep);
         }
     }
