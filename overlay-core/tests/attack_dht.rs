@@ -38,21 +38,36 @@ fn config(i: usize) -> Config {
 /// Delivers everything in flight (through the encoding) and runs timers
 /// for `duration` in 10 ms steps; returns each node's events.
 fn pump(nodes: &mut [Node], now: &mut Instant, duration: Duration) -> Vec<Vec<Event>> {
+    pump_filtered(nodes, now, duration, |_, _, _| true)
+}
+
+/// [`pump`], delivering only the datagrams `keep(from, to, message)`
+/// passes (node indices).
+fn pump_filtered(
+    nodes: &mut [Node],
+    now: &mut Instant,
+    duration: Duration,
+    mut keep: impl FnMut(usize, usize, &Message) -> bool,
+) -> Vec<Vec<Event>> {
     let mut events = vec![Vec::new(); nodes.len()];
     let end = *now + duration;
     while *now < end {
         let mut in_flight = Vec::new();
         for (i, n) in nodes.iter_mut().enumerate() {
             while let Some(t) = n.poll_transmit() {
-                in_flight.push((ep(i), t));
+                in_flight.push((i, t));
             }
             while let Some(e) = n.poll_event() {
                 events[i].push(e);
             }
         }
         for (from, t) in in_flight {
-            if let Some(n) = nodes.get_mut(index_of(t.destination)) {
-                n.handle_input(*now, from, &t.message.to_vec()).unwrap();
+            let to = index_of(t.destination);
+            if !keep(from, to, &t.message) {
+                continue;
+            }
+            if let Some(n) = nodes.get_mut(to) {
+                n.handle_input(*now, ep(from), &t.message.to_vec()).unwrap();
             }
         }
         *now += Duration::from_millis(10);
@@ -446,4 +461,129 @@ fn attack_pending_request_growth_from_one_peer() {
     }
     assert!(nodes[v].dht_pending() <= 40, "{}", nodes[v].dht_pending());
     assert!(nodes[v].stats().dht_requests_refused >= 150);
+}
+
+/// A node responsible for a key it lacks (its handoff was lost) asks the
+/// near neighbours holding replicas before it answers "absent". Mallory,
+/// one of them, learns the fetch's id and tries to hide the record: she
+/// answers empty many times, "from" every other neighbour too (a routed
+/// message's source is only a claim), and with a forged record in the
+/// real writer's name and one for another key. Only one answer per
+/// neighbour asked, over that neighbour's own link, counts toward
+/// "nobody has it", and records are believed only if they are for the
+/// key and correctly signed: the reader gets the real value from the
+/// honest replicas.
+#[test]
+fn attack_fetch_replies_hide_a_record() {
+    let mut now = Instant::now();
+    let mut nodes = ring((0..4).map(config).collect(), &mut now);
+    let r = 4;
+    let late = Node::new_with_insecure_seed(now, config(r), Address::from_key(b"node-4"), 4);
+    // A key the late node will be responsible for, written before it joins.
+    let key = (0..)
+        .map(|i| format!("hidden-{i}").into_bytes())
+        .find(|k| {
+            let ka = Address::from_key(k);
+            let mine = late.address().distance_to(ka);
+            nodes.iter().all(|n| mine < n.address().distance_to(ka))
+        })
+        .unwrap();
+    nodes[0].dht_put(now, &key, b"real", TTL).unwrap();
+    pump(&mut nodes, &mut now, Duration::from_secs(1));
+    let mut nodes: Vec<Node> = nodes.into_iter().chain([late]).collect();
+    nodes[r].join(now, &[ep(0)]).unwrap();
+    // Its handoffs (and republishes) are lost.
+    let no_store_to_r =
+        |_: usize, to: usize, m: &Message| !(to == r && matches!(m, Message::DhtStore(_)));
+    pump_filtered(&mut nodes, &mut now, Duration::from_secs(8), no_store_to_r);
+    assert!(nodes[r].is_joined());
+    assert!(
+        !nodes[r].dht_store().contains(now, &key),
+        "the handoff was lost"
+    );
+
+    let v = 1;
+    let id = nodes[v].dht_get(now, &key).unwrap();
+    let r_addr = nodes[r].address();
+    // Step until the fetch reaches the replicas; note who was asked.
+    let mut fetch: Option<u64> = None;
+    let mut asked = Vec::new();
+    let mut events = vec![Vec::new(); nodes.len()];
+    for _ in 0..100 {
+        let step = pump_filtered(
+            &mut nodes,
+            &mut now,
+            Duration::from_millis(10),
+            |_, to, m| {
+                if let Message::Routed(Routed {
+                    source,
+                    mode: Mode::Exact,
+                    payload: Payload::DhtRequest { id, request },
+                    ..
+                }) = m
+                    && *source == r_addr
+                    && matches!(**request, DhtRequest::Get { .. })
+                {
+                    fetch = Some(*id);
+                    asked.push(to);
+                }
+                true
+            },
+        );
+        for (all, new) in events.iter_mut().zip(step) {
+            all.extend(new);
+        }
+        if fetch.is_some() {
+            break;
+        }
+    }
+    let fetch = fetch.expect("the responsible node asked its replicas");
+    assert!(asked.len() >= 2, "asked {asked:?}");
+    let m = asked[0];
+    // Mallory's replies, before any honest one arrives.
+    let real_writer = nodes[0].record_writer();
+    let mut claimed = sign(&mut mallory(), &key, b"forged", 600, b"").unwrap();
+    claimed.writer = real_writer;
+    let other = sign(&mut mallory(), b"another key", b"forged", 600, b"").unwrap();
+    for &a in &asked {
+        let claim = nodes[a].address();
+        for records in [vec![], vec![claimed.clone()], vec![other.clone()], vec![]] {
+            let reply = routed(
+                claim,
+                r_addr,
+                Mode::Exact,
+                Payload::DhtReply {
+                    id: fetch,
+                    status: DhtStatus::Ok,
+                    records,
+                },
+            );
+            nodes[r].handle_input(now, ep(m), &reply.to_vec()).unwrap();
+        }
+    }
+    // Mallory's own store would give the record away: drop her real reply.
+    let step = pump_filtered(
+        &mut nodes,
+        &mut now,
+        Duration::from_secs(2),
+        |from, to, msg| {
+            !(from == m
+                && to == r
+                && matches!(msg, Message::Routed(Routed { payload: Payload::DhtReply { id, .. }, .. }) if *id == fetch))
+        },
+    );
+    for (all, new) in events.iter_mut().zip(step) {
+        all.extend(new);
+    }
+    let answers = dht_events(&events[v], id);
+    assert_eq!(answers.len(), 1, "one answer per request");
+    let (outcome, records) = &answers[0];
+    assert_eq!(
+        *outcome,
+        DhtOutcome::Ok(vec![b"real".to_vec()]),
+        "the honest replicas' record reached the reader: {records:?}"
+    );
+    let stats = nodes[r].stats();
+    assert!(stats.records_rejected.bad_signature >= 1);
+    assert!(stats.dht_fetches_sent >= 1);
 }

@@ -37,8 +37,11 @@ pub(super) struct PendingDht {
 pub(super) struct Fetch {
     pub(super) id: u64,
     pub(super) key: Vec<u8>,
-    /// Neighbours asked that have not answered yet.
-    pub(super) outstanding: usize,
+    /// Neighbours asked that have not answered yet. A reply counts only
+    /// once per neighbour and only over that neighbour's own link (a
+    /// routed message's source is a claim; the link it came on is not),
+    /// so no node can answer "absent" for the others.
+    pub(super) asked: Vec<Address>,
     pub(super) expires_at: Instant,
 }
 
@@ -298,9 +301,8 @@ impl<I: Identity> Node<I> {
         {
             return;
         }
-        let targets_len = targets.len();
         let id = self.fresh_id();
-        for t in targets {
+        for &t in &targets {
             let payload = Payload::DhtRequest {
                 id,
                 request: Box::new(DhtRequest::Get { key: key.clone() }),
@@ -312,20 +314,23 @@ impl<I: Identity> Node<I> {
         self.fetches.push(Fetch {
             id,
             key,
-            outstanding: targets_len,
+            asked: targets,
             expires_at: now + self.config.dht_settle_duration,
         });
     }
 
     /// A reply to one of our [`Fetch`]es (`at` in `self.fetches`): records
     /// for the key, correctly signed and accepted by the policy, answer
-    /// the gets held for it. When every neighbour asked has answered
-    /// without one, the gets held only for this check are decided now.
+    /// the gets held for it, whoever sent them. When every neighbour asked
+    /// has answered without one, each over its own link (`via`, the peer
+    /// of the link the reply came on), the gets held only for this check
+    /// are decided now.
     fn on_fetch_reply(
         &mut self,
         now: Instant,
         at: usize,
         from: Address,
+        via: Option<Address>,
         status: DhtStatus,
         records: Vec<Record>,
     ) {
@@ -341,8 +346,12 @@ impl<I: Identity> Node<I> {
             return;
         }
         let f = &mut self.fetches[at];
-        f.outstanding = f.outstanding.saturating_sub(1);
-        if f.outstanding > 0 {
+        if via != Some(from) {
+            return;
+        }
+        let before = f.asked.len();
+        f.asked.retain(|&a| a != from);
+        if f.asked.len() == before || !f.asked.is_empty() {
             return;
         }
         self.fetches.swap_remove(at);
@@ -392,17 +401,19 @@ impl<I: Identity> Node<I> {
     /// requests (ids are random). The responder of a closest-mode request
     /// is not known in advance, so any node may answer; its records are
     /// believed only if they are for the key asked, correctly signed and
-    /// accepted by the record policy.
+    /// accepted by the record policy. `via` is the peer of the link the
+    /// reply came on (`None`: from ourselves).
     pub(super) fn finish_dht(
         &mut self,
         now: Instant,
         id: u64,
         from: Address,
+        via: Option<Address>,
         status: DhtStatus,
         records: Vec<Record>,
     ) {
         if let Some(at) = self.fetches.iter().position(|f| f.id == id) {
-            self.on_fetch_reply(now, at, from, status, records);
+            self.on_fetch_reply(now, at, from, via, status, records);
             return;
         }
         let Some(p) = self
@@ -477,7 +488,7 @@ impl<I: Identity> Node<I> {
         records: Vec<Record>,
     ) {
         if source == self.address {
-            self.finish_dht(now, id, source, status, records);
+            self.finish_dht(now, id, source, None, status, records);
         } else {
             let reply = Payload::DhtReply {
                 id,

@@ -136,7 +136,7 @@ impl<I: Identity> Node<I> {
             self.config.lookahead,
         );
         match hop {
-            NextHop::Local => self.deliver(now, msg),
+            NextHop::Local => self.deliver(now, previous, msg),
             NextHop::NotFound => self.drop_routed(msg, DropReason::NotFound),
             NextHop::Forward(i) => self.forward(now, i, previous, msg),
         }
@@ -230,7 +230,7 @@ impl<I: Identity> Node<I> {
         Message::Routed(msg).recycle_into(&mut self.pool);
     }
 
-    pub(super) fn deliver(&mut self, now: Instant, msg: Routed) {
+    pub(super) fn deliver(&mut self, now: Instant, previous: Option<usize>, msg: Routed) {
         match msg.payload {
             Payload::Data(payload) => {
                 self.count_demand(now, msg.source);
@@ -270,7 +270,10 @@ impl<I: Identity> Node<I> {
                 id,
                 status,
                 records,
-            } => self.finish_dht(now, id, msg.source, status, records),
+            } => {
+                let via = previous.and_then(|i| self.table.get(i)).map(|c| c.address);
+                self.finish_dht(now, id, msg.source, via, status, records)
+            }
         }
     }
 
