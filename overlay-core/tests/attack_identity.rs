@@ -37,6 +37,13 @@ struct Net {
     outside: Vec<(SocketAddr, SocketAddr, Message)>,
     /// Every datagram delivered between nodes: (from, to, bytes).
     log: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Nodes that receive nothing (their datagrams are lost).
+    deaf: Vec<bool>,
+    /// Nodes behind a filtering NAT: they receive only from endpoints
+    /// they have sent to (`opened`).
+    filtering: Vec<bool>,
+    /// (node, endpoint) pairs: the node has sent to the endpoint.
+    opened: Vec<(usize, SocketAddr)>,
 }
 
 impl Net {
@@ -63,6 +70,9 @@ impl Net {
             events: vec![Vec::new(); n],
             outside: Vec::new(),
             log: Vec::new(),
+            deaf: vec![false; n],
+            filtering: vec![false; n],
+            opened: Vec::new(),
         }
     }
 
@@ -109,6 +119,9 @@ impl Net {
             let mut in_flight = Vec::new();
             for (i, n) in self.nodes.iter_mut().enumerate() {
                 while let Some(t) = n.poll_transmit() {
+                    if !self.opened.contains(&(i, t.destination)) {
+                        self.opened.push((i, t.destination));
+                    }
                     in_flight.push((self.at[i], t));
                 }
                 while let Some(e) = n.poll_event() {
@@ -120,6 +133,10 @@ impl Net {
             }
             for (from, t) in in_flight {
                 match self.index_of(t.destination) {
+                    Some(to)
+                        if self.deaf.get(to) == Some(&true)
+                            || (self.filtering.get(to) == Some(&true)
+                                && !self.opened.contains(&(to, from))) => {}
                     Some(to) => {
                         let bytes = t.message.to_vec();
                         self.nodes[to].handle_input(self.now, from, &bytes).unwrap();
@@ -648,6 +665,59 @@ fn a_rebound_node_gets_its_links_back() {
     }
     assert!(linked > 0, "nobody linked to node 1");
     assert!(net.delivers(2, 1, b"after"));
+}
+
+/// Node 1's NAT rebinds while it streams to node 2, which sits behind a
+/// filtering NAT (it hears only endpoints it has sent to), and node 1's
+/// next datagram to node 0 (public) brings node 0's report of the new
+/// endpoint *before* node 1's own rebind probe (500 ms) fires — and that
+/// probe last fired long ago, for an unrelated silence. The link to
+/// node 2, silent since the change, must be dropped at the report (its
+/// traffic goes through node 0 while it is made again), not kept until
+/// the suspect timeout (2 s): the report alone says our datagrams now
+/// come from elsewhere.
+#[test]
+fn a_rebinding_reported_before_the_probe_still_drops_the_links_it_broke() {
+    let mut net = Net::ring_with(vec![key(1), key(2), key(3)], Duration::from_millis(500));
+    let two = net.nodes[2].address();
+    // Long ago: node 2 is unreachable for 800 ms while node 1 sends to
+    // it, so node 1's rebind probe fires; then all is well for 10 s.
+    net.deaf[2] = true;
+    let now = net.now;
+    net.nodes[1].send(now, two, b"unheard".to_vec()).unwrap();
+    net.run(Duration::from_millis(800));
+    net.deaf[2] = false;
+    net.run(Duration::from_secs(10));
+    assert!(net.delivers(1, 2, b"before"));
+    assert!(net.delivers(2, 1, b"before"));
+    // The rebinding. Node 1 streams to node 2 (lost at node 2's NAT) and
+    // talks to node 0, which answers "unneeded" and, after the handshake,
+    // reports the new endpoint.
+    net.filtering[2] = true;
+    net.at[1] = rebound();
+    net.events[1].clear();
+    let rebound_at = net.now;
+    let now = net.now;
+    net.nodes[1].send(now, two, b"stream".to_vec()).unwrap();
+    let zero = net.nodes[0].address();
+    net.nodes[1].send(now, zero, b"hello".to_vec()).unwrap();
+    net.run(Duration::from_millis(300));
+    assert!(
+        net.events[1]
+            .iter()
+            .any(|e| matches!(e, Event::MappingChanged { endpoint } if *endpoint == rebound())),
+        "node 0 reported the new endpoint"
+    );
+    let dropped_at = net.events[1]
+        .iter()
+        .any(|e| matches!(e, Event::Disconnected { peer, .. } if *peer == two));
+    assert!(
+        dropped_at,
+        "the link to node 2 was kept {:?} after the report",
+        net.now - rebound_at
+    );
+    // Node 1's traffic reaches node 2 again at once (through node 0).
+    assert!(net.delivers(1, 2, b"after"));
 }
 
 /// A ping and a data message claiming to be node 1, sent from a new

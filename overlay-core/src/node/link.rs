@@ -293,14 +293,22 @@ impl<I: Identity> Node<I> {
 
     /// Our datagrams now come from `endpoint` (as `reporter` sees them):
     /// peers behind filtering NATs neither hear us nor reach us at the old
-    /// endpoint. A link that got no answer since the last rebind probe is
-    /// stale: it is dropped at once (its traffic takes other links) and made
-    /// again through the NAT-traversal hook ([`Event::LinkAttempt`]), which
-    /// opens our new mapping toward the peer. Nothing the peer sent moves
-    /// the link: only the new authenticated handshake does.
+    /// endpoint. A link waiting for an answer that has not heard from its
+    /// peer since the rebind probe that led to this report (or at all, if
+    /// no probe did: the report came first) is stale: it is dropped at
+    /// once (its traffic takes other links) and made again through the
+    /// NAT-traversal hook ([`Event::LinkAttempt`]), which opens our new
+    /// mapping toward the peer. Nothing the peer sent moves the link: only
+    /// the new authenticated handshake does.
     fn on_mapping_changed(&mut self, now: Instant, reporter: Address, endpoint: SocketAddr) {
         self.events.push_back(Event::MappingChanged { endpoint });
-        let since = self.rebind_probed_at.unwrap_or(now);
+        // A probe older than one probe period belongs to an earlier
+        // silence: links heard from since then tell nothing about this
+        // change.
+        let since = self
+            .rebind_probed_at
+            .filter(|&p| now.saturating_duration_since(p) <= self.config.rebind_probe_duration)
+            .unwrap_or(now);
         let stale: Vec<(usize, Address, SocketAddr, Roles)> = self
             .table
             .iter()
