@@ -46,11 +46,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-ip netns add "$NA"; ip netns add "$NB"
-ip -n "$NA" link set lo up; ip -n "$NB" link set lo up
-ip link add "$VA" netns "$NA" type veth peer name "$VB" netns "$NB"
-ip -n "$NA" addr add $UA/24 dev "$VA"; ip -n "$NA" link set "$VA" up
-ip -n "$NB" addr add $UB/24 dev "$VB"; ip -n "$NB" link set "$VB" up
+veth_pair "$NA" "$NB" "$VA" "$VB" $UA $UB
 
 # One node, a ring of its own; its guest (the namespace's own stack on wow0)
 # takes a lease, and with it a name in the node's zone.
@@ -78,7 +74,6 @@ done
 [ "$(ip netns exec "$NA" dig +short +time=1 +tries=1 @$UB "$NAME" A)" = "$ADDR" ] || { echo "dnsmasq does not answer" >&2; exit 1; }
 
 echo "$NAME A" >"$RES/queries"
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 # measure LABEL SERVER PID: DUR s of dnsperf (one client socket) from the
 # guest's namespace; one tab-separated line: label, qps, answers, CPU s,
 # answers per CPU-second, mean latency (ms).

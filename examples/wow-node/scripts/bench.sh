@@ -74,11 +74,7 @@ if [ ${#PEER_MODES[@]} -gt 0 ]; then
 fi
 
 echo "== wow-node"
-ip netns add "$NA"; ip netns add "$NB"
-ip -n "$NA" link set lo up; ip -n "$NB" link set lo up
-ip link add "$VA" netns "$NA" type veth peer name "$VB" netns "$NB"
-ip -n "$NA" addr add $UA/24 dev "$VA"; ip -n "$NA" link set "$VA" up
-ip -n "$NB" addr add $UB/24 dev "$VB"; ip -n "$NB" link set "$VB" up
+veth_pair "$NA" "$NB" "$VA" "$VB" $UA $UB
 
 SEC=""
 if [ "${INSECURE:-0}" != 1 ]; then

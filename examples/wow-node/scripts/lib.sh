@@ -1,4 +1,4 @@
-# Shared by bench.sh and bench-relay.sh (sourced). Expects RES (results
+# Shared by bench.sh, bench-dns.sh and bench-relay.sh (sourced). Expects RES (results
 # directory) and the PIDS array (processes to kill on exit).
 
 # lease_guest NETNS DIR [IFACE]: runs ISC dhclient once on the namespace's
@@ -24,3 +24,13 @@ wait_ping() {
 
 # ticks PID: user+system CPU ticks of a process.
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+
+# veth_pair NS_A NS_B VETH_A VETH_B ADDR_A ADDR_B: two new namespaces (lo up)
+# joined by one veth pair, ADDR_A/24 and ADDR_B/24 on its ends.
+veth_pair() {
+  ip netns add "$1"; ip netns add "$2"
+  ip -n "$1" link set lo up; ip -n "$2" link set lo up
+  ip link add "$3" netns "$1" type veth peer name "$4" netns "$2"
+  ip -n "$1" addr add "$5/24" dev "$3"; ip -n "$1" link set "$3" up
+  ip -n "$2" addr add "$6/24" dev "$4"; ip -n "$2" link set "$4" up
+}
