@@ -1,6 +1,6 @@
 //! Feeds arbitrary bytes to tap-offload as a read from an offload TAP
 //! (virtio-net header + frame): the segmenter cuts it, the coalescer
-//! merges the pieces back. Nothing may panic; every piece fits the
+//! merges the pieces back (TCP segments and UDP datagrams). Nothing may panic; every piece fits the
 //! input's frame; what the coalescer writes starts with a header that
 //! round-trips, never exceeds one TAP write, and is cut again without
 //! error.
@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let mut read = data.to_vec();
     let mut seg = Segmenter::new();
     let mut gro = Coalescer::new();
+    gro.merge_udp(true);
     let mut writes = Vec::new();
     let frame_len = data.len().saturating_sub(VNET_HDR_LEN);
     let _ = seg.split(&mut read, |frame| {

@@ -1,9 +1,10 @@
-//! Merging TCPv4 segments for the guest into super-frames (GRO).
+//! Merging TCPv4 segments and UDPv4 datagrams for the guest into
+//! super-frames (GRO).
 
 use crate::checksum;
 use crate::{
-    ETH_LEN, F_NEEDS_CSUM, GSO_TCPV4, MAX_MERGE, MAX_READ, PROTO_TCP, TCP_ACK, TCP_PSH,
-    VNET_HDR_LEN, VnetHdr, be16, be32, ipv4_header, put16,
+    ETH_LEN, F_NEEDS_CSUM, GSO_TCPV4, GSO_UDP_L4, MAX_MERGE, MAX_READ, PROTO_TCP, PROTO_UDP,
+    TCP_ACK, TCP_PSH, VNET_HDR_LEN, VnetHdr, be16, be32, ipv4_header, put16,
 };
 
 /// The run of segments being merged.
@@ -11,14 +12,14 @@ use crate::{
 struct Run {
     /// IPv4 header length.
     ihl: usize,
-    /// TCP header length.
+    /// Transport header length: TCP's data offset, or 8 for UDP.
     doff: usize,
     /// Payload bytes of the first segment: every one but the last has it.
     mss: usize,
-    /// Sequence number the next segment must have.
-    next_seq: u32,
+    /// TCP: the sequence number the next segment must have. `None`: UDP.
+    next_seq: Option<u32>,
     segments: u16,
-    /// A short or PSH segment ended the run.
+    /// A short (or, for TCP, PSH) segment ended the run.
     closed: bool,
 }
 
@@ -28,6 +29,11 @@ struct Run {
 /// Use: [`Coalescer::push`] frames in order; when it returns `false`, write
 /// [`Coalescer::finish`] to the TAP and push the frame again (an empty
 /// coalescer takes any frame).
+///
+/// TCPv4 segments are always merged (every offload TAP takes TSO
+/// frames); UDPv4 datagrams only after [`Coalescer::merge_udp`], for a TAP
+/// whose kernel took the USO offloads (Linux 6.2 and later: older ones
+/// refuse the write).
 #[derive(Debug)]
 pub struct Coalescer {
     /// The virtio-net header room, then the (merged) frame.
@@ -36,6 +42,8 @@ pub struct Coalescer {
     run: Option<Run>,
     /// `buf` was handed out by [`Coalescer::finish`].
     finished: bool,
+    /// UDPv4 datagrams are merged too.
+    udp: bool,
 }
 
 impl Default for Coalescer {
@@ -44,15 +52,29 @@ impl Default for Coalescer {
     }
 }
 
-/// A TCPv4 segment that may be merged: header lengths and payload length.
-fn mergeable(frame: &[u8]) -> Option<(usize, usize, usize)> {
+/// A TCPv4 segment or (with `udp`) a UDPv4 datagram that may be merged:
+/// header lengths, payload length and whether it is TCP.
+fn mergeable(frame: &[u8], udp: bool) -> Option<(usize, usize, usize, bool)> {
     let (ihl, protocol) = ipv4_header(frame).ok()?;
     // No IP options (a merged header would repeat them), no fragments.
-    if ihl != 20 || protocol != PROTO_TCP || be16(frame, ETH_LEN + 6) & 0x3fff != 0 {
+    if ihl != 20 || be16(frame, ETH_LEN + 6) & 0x3fff != 0 {
         return None;
     }
     let l4 = ETH_LEN + ihl;
     let total = usize::from(be16(frame, ETH_LEN + 2));
+    if protocol == PROTO_UDP && udp {
+        // Linux's UDP GRO: the UDP length is the IP payload's (no padded
+        // datagram), the checksum is not zero, there is a payload.
+        if ETH_LEN + total > frame.len() || total < ihl + 8 {
+            return None;
+        }
+        let len = usize::from(be16(frame, l4 + 4));
+        let merge = len == total - ihl && be16(frame, l4 + 6) != 0 && len > 8;
+        return merge.then_some((ihl, 8, len - 8, false));
+    }
+    if protocol != PROTO_TCP {
+        return None;
+    }
     if frame.len() < l4 + 20 || total < ihl + 20 || ETH_LEN + total > frame.len() {
         return None;
     }
@@ -63,7 +85,7 @@ fn mergeable(frame: &[u8]) -> Option<(usize, usize, usize)> {
         return None;
     }
     let len = total - ihl - doff;
-    (len > 0).then_some((ihl, doff, len))
+    (len > 0).then_some((ihl, doff, len, true))
 }
 
 impl Coalescer {
@@ -73,7 +95,19 @@ impl Coalescer {
             buf: Vec::with_capacity(MAX_READ),
             run: None,
             finished: false,
+            udp: false,
         }
+    }
+
+    /// Merges UDPv4 datagrams of one flow too (as Linux's UDP GRO: same
+    /// addresses, ports, TOS, TTL and DF; equal sizes but the last; a
+    /// non-zero checksum; at most [`MAX_MERGE`]), written as USO
+    /// super-frames. Only for a TAP that took the USO offloads; the
+    /// guest's kernel cuts them again for a socket that does not ask for
+    /// GRO. Off by default.
+    pub fn merge_udp(&mut self, on: bool) -> &mut Coalescer {
+        self.udp = on;
+        self
     }
 
     /// Whether no frame is held.
@@ -90,7 +124,7 @@ impl Coalescer {
         }
         if self.buf.is_empty() {
             self.buf.resize(VNET_HDR_LEN, 0);
-            self.run = mergeable(frame).map(|(ihl, doff, len)| {
+            self.run = mergeable(frame, self.udp).map(|(ihl, doff, len, tcp)| {
                 let l4 = ETH_LEN + ihl;
                 let end = ETH_LEN + ihl + doff + len;
                 self.buf.extend_from_slice(&frame[..end]);
@@ -98,9 +132,9 @@ impl Coalescer {
                     ihl,
                     doff,
                     mss: len,
-                    next_seq: be32(frame, l4 + 4).wrapping_add(len as u32),
+                    next_seq: tcp.then(|| be32(frame, l4 + 4).wrapping_add(len as u32)),
                     segments: 1,
-                    closed: frame[l4 + 13] & TCP_PSH != 0,
+                    closed: tcp && frame[l4 + 13] & TCP_PSH != 0,
                 }
             });
             if self.run.is_none() {
@@ -114,7 +148,7 @@ impl Coalescer {
         if run.closed || run.segments >= MAX_MERGE {
             return false;
         }
-        let Some((ihl, doff, len)) = mergeable(frame) else {
+        let Some((ihl, doff, len, tcp)) = mergeable(frame, self.udp) else {
             return false;
         };
         let held = &self.buf[VNET_HDR_LEN..];
@@ -122,25 +156,32 @@ impl Coalescer {
         let headers = l4 + doff;
         if ihl != run.ihl
             || doff != run.doff
+            || tcp != run.next_seq.is_some()
             || len > run.mss
             || held.len() - ETH_LEN + len > 65535
-            || be32(frame, l4 + 4) != run.next_seq
             // Ethernet header, TOS, DF, TTL, protocol, addresses.
             || frame[..ETH_LEN + 2] != held[..ETH_LEN + 2]
             || frame[ETH_LEN + 6..ETH_LEN + 10] != held[ETH_LEN + 6..ETH_LEN + 10]
             || frame[ETH_LEN + 12..l4] != held[ETH_LEN + 12..l4]
-            // Ports; then ACK number, header length, window; then options.
+            // Ports.
             || frame[l4..l4 + 4] != held[l4..l4 + 4]
-            || frame[l4 + 8..l4 + 13] != held[l4 + 8..l4 + 13]
-            || frame[l4 + 14..l4 + 16] != held[l4 + 14..l4 + 16]
-            || frame[l4 + 20..headers] != held[l4 + 20..headers]
         {
             return false;
         }
+        if let Some(next_seq) = run.next_seq {
+            // Sequence; ACK number, header length, window; options.
+            if be32(frame, l4 + 4) != next_seq
+                || frame[l4 + 8..l4 + 13] != held[l4 + 8..l4 + 13]
+                || frame[l4 + 14..l4 + 16] != held[l4 + 14..l4 + 16]
+                || frame[l4 + 20..headers] != held[l4 + 20..headers]
+            {
+                return false;
+            }
+            run.next_seq = Some(next_seq.wrapping_add(len as u32));
+        }
         self.buf.extend_from_slice(&frame[headers..headers + len]);
-        run.next_seq = run.next_seq.wrapping_add(len as u32);
         run.segments += 1;
-        let psh = frame[l4 + 13] & TCP_PSH != 0;
+        let psh = tcp && frame[l4 + 13] & TCP_PSH != 0;
         if psh {
             let at = VNET_HDR_LEN + l4 + 13;
             self.buf[at] |= TCP_PSH;
@@ -165,17 +206,26 @@ impl Coalescer {
             put16(frame, ETH_LEN + 2, (frame.len() - ETH_LEN) as u16);
             checksum::fix_ip(frame, run.ihl);
             let (src, dst) = checksum::ip_addrs(frame);
-            let tcp_len = (frame.len() - l4) as u32;
+            let l4_len = frame.len() - l4;
+            let (protocol, gso_type, csum_offset) = match run.next_seq {
+                Some(_) => (PROTO_TCP, GSO_TCPV4, 16),
+                None => {
+                    // The UDP length covers the merged payload, as after
+                    // the kernel's own UDP GRO.
+                    put16(frame, l4 + 4, l4_len as u16);
+                    (PROTO_UDP, GSO_UDP_L4, 6)
+                }
+            };
             // Partial checksum: the pseudo-header sum, not complemented.
-            let pseudo = checksum::pseudo_header_v4(&src, &dst, PROTO_TCP, tcp_len);
-            put16(frame, l4 + 16, pseudo);
+            let pseudo = checksum::pseudo_header_v4(&src, &dst, protocol, l4_len as u32);
+            put16(frame, l4 + csum_offset, pseudo);
             hdr = VnetHdr {
                 flags: F_NEEDS_CSUM,
-                gso_type: GSO_TCPV4,
+                gso_type,
                 hdr_len: (l4 + run.doff) as u16,
                 gso_size: run.mss as u16,
                 csum_start: l4 as u16,
-                csum_offset: 16,
+                csum_offset: csum_offset as u16,
             };
         }
         self.buf[..VNET_HDR_LEN].copy_from_slice(&hdr.to_bytes());

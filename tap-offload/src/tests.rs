@@ -8,7 +8,10 @@ use smoltcp::wire::{IpAddress, Ipv4Packet, UdpPacket};
 mod support;
 
 use super::*;
-use support::{DST, SRC, TCP_SYN, assert_valid_tcp, split_all, tcp_frame, tso, with_hdr};
+use support::{
+    DST, SRC, TCP_SYN, assert_valid_tcp, assert_valid_udp, split_all, tcp_frame, tso, udp_frame,
+    with_hdr,
+};
 
 #[test]
 fn header_round_trips() {
@@ -164,6 +167,87 @@ fn only_what_gro_would_merge_is_merged() {
     assert_eq!(VnetHdr::parse(gro.finish()).unwrap(), VnetHdr::default());
     assert!(gro.is_empty());
     assert!(gro.finish().is_empty());
+}
+
+#[test]
+fn udp_merges_only_where_linux_udp_gro_would() {
+    let d = |id: u16, len: usize| udp_frame(40000, id, &vec![id as u8; len]);
+    // Off by default: a TAP without USO refuses such writes.
+    let mut gro = Coalescer::new();
+    assert!(gro.push(&d(1, 100)));
+    assert!(!gro.push(&d(2, 100)));
+    assert_eq!(VnetHdr::parse(gro.finish()).unwrap(), VnetHdr::default());
+
+    gro.merge_udp(true);
+    let sent = [d(1, 100), d(2, 100), d(3, 100), d(4, 50)];
+    for f in &sent {
+        assert!(gro.push(f));
+    }
+    // After a shorter one the run is closed.
+    assert!(!gro.push(&d(5, 100)));
+    let mut out = gro.finish().to_vec();
+    let hdr = VnetHdr::parse(&out).unwrap();
+    assert_eq!(
+        hdr,
+        VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_UDP_L4,
+            hdr_len: (ETH_LEN + 28) as u16,
+            gso_size: 100,
+            csum_start: (ETH_LEN + 20) as u16,
+            csum_offset: 6,
+        }
+    );
+    assert_eq!(out.len(), VNET_HDR_LEN + ETH_LEN + 28 + 350);
+    let l4 = VNET_HDR_LEN + ETH_LEN + 20;
+    assert_eq!(be16(&out, l4 + 4), 8 + 350, "the UDP length covers all");
+    // Cut again (as the guest's kernel does): the datagrams, valid.
+    let again = split_all(&mut out).unwrap();
+    assert_eq!(again.len(), 4);
+    for (a, s) in again.iter().zip(&sent) {
+        assert_eq!(assert_valid_udp(a), assert_valid_udp(s));
+    }
+
+    // Larger than the first, another port, another TTL: not merged.
+    assert!(gro.push(&d(1, 100)));
+    assert!(!gro.push(&d(2, 101)));
+    assert!(!gro.push(&udp_frame(40001, 2, &[2; 100])));
+    let mut ttl = d(2, 100);
+    ttl[ETH_LEN + 8] = 63;
+    checksum::fix_ip(&mut ttl, 20);
+    assert!(!gro.push(&ttl));
+    // A TCP segment does not join a UDP run.
+    let mut tcp = tcp_frame(1, TCP_ACK, &[], &[2; 100]);
+    checksum::fix_ip(&mut tcp, 20);
+    assert!(!gro.push(&tcp));
+    // A zero checksum, a padded datagram, a fragment: not merged.
+    let mut zero = d(2, 100);
+    put16(&mut zero, ETH_LEN + 26, 0);
+    assert!(!gro.push(&zero));
+    let mut padded = d(2, 100);
+    put16(&mut padded, ETH_LEN + 24, 100);
+    assert!(!gro.push(&padded));
+    let mut fragment = d(2, 100);
+    put16(&mut fragment, ETH_LEN + 6, 0x2000);
+    assert!(!gro.push(&fragment));
+    let _ = gro.finish();
+    // A lone datagram that cannot merge stands alone, unchanged.
+    assert!(gro.push(&zero));
+    assert!(!gro.push(&zero));
+    let out = gro.finish();
+    assert_eq!(VnetHdr::parse(out).unwrap(), VnetHdr::default());
+    assert_eq!(&out[VNET_HDR_LEN..], &zero[..]);
+
+    // At most MAX_MERGE datagrams, and never more than 64 KiB of IP.
+    assert!(gro.push(&d(0, 10)));
+    for i in 1..MAX_MERGE {
+        assert!(gro.push(&d(i, 10)));
+    }
+    assert!(!gro.push(&d(99, 10)));
+    let _ = gro.finish();
+    assert!(gro.push(&d(0, 30_000)));
+    assert!(gro.push(&d(1, 30_000)));
+    assert!(!gro.push(&d(2, 30_000)));
 }
 
 /// An Ethernet frame with IPv6 `next` (TCP or UDP) and `payload` from

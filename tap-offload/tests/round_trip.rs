@@ -8,10 +8,12 @@ mod support;
 
 use proptest::prelude::*;
 use support::{
-    ETH_LEN, TCP_ACK, TCP_PSH, TIMESTAMPS, assert_valid_tcp, coalesce_all, completed, put16,
-    split_all, tcp_frame, tso, with_hdr,
+    ETH_LEN, TCP_ACK, TCP_PSH, TIMESTAMPS, assert_valid_tcp, assert_valid_udp, coalesce_all,
+    coalesce_all_with, completed, put16, split_all, tcp_frame, tso, udp_frame, with_hdr,
 };
-use tap_offload::{Coalescer, GSO_TCPV4, MAX_MERGE, Segmenter, VNET_HDR_LEN, VnetHdr};
+use tap_offload::{
+    Coalescer, GSO_TCPV4, GSO_UDP_L4, MAX_MERGE, MAX_READ, Segmenter, VNET_HDR_LEN, VnetHdr,
+};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
@@ -103,6 +105,54 @@ proptest! {
         }
         prop_assert_eq!(merged, stream);
         prop_assert_eq!(again, segments);
+    }
+
+    /// UDP datagrams of a few flows, of any sizes, merged then cut again
+    /// (as the guest's kernel cuts a USO write for a socket without GRO):
+    /// the same datagrams in the same order, valid, and no more writes
+    /// than datagrams.
+    #[test]
+    fn udp_datagrams_merge_and_cut_back(
+        sent in proptest::collection::vec((0u16..3, 1usize..1500), 1..200),
+    ) {
+        let frames: Vec<Vec<u8>> = sent
+            .iter()
+            .enumerate()
+            .map(|(i, (flow, len))| {
+                let payload: Vec<u8> = (0..*len).map(|j| (i + j) as u8).collect();
+                udp_frame(40000 + flow, i as u16, &payload)
+            })
+            .collect();
+        let writes = coalesce_all_with(true, frames.iter().map(Vec::as_slice));
+        prop_assert!(writes.len() <= frames.len());
+        let mut again = Vec::new();
+        for w in &writes {
+            prop_assert!(w.len() <= MAX_READ);
+            let hdr = VnetHdr::parse(w).unwrap();
+            prop_assert!(hdr.gso_type == GSO_UDP_L4 || hdr == VnetHdr::default());
+            again.extend(split_all(&mut w.clone()).unwrap());
+        }
+        prop_assert_eq!(again.len(), frames.len());
+        for (a, f) in again.iter().zip(&frames) {
+            prop_assert_eq!(assert_valid_udp(a), assert_valid_udp(f));
+        }
+    }
+
+    /// One flow of `n` equal datagrams (and maybe a shorter last one):
+    /// one write per [`MAX_MERGE`] datagrams, no fewer merged.
+    #[test]
+    fn a_udp_flow_takes_one_write_per_64_datagrams(
+        n in 1usize..300,
+        size in 1usize..1000,
+        short_last in any::<bool>(),
+    ) {
+        let mut frames: Vec<Vec<u8>> =
+            (0..n).map(|i| udp_frame(40000, i as u16, &vec![i as u8; size])).collect();
+        if short_last && size > 1 {
+            frames.push(udp_frame(40000, n as u16, &vec![1; size - 1]));
+        }
+        let writes = coalesce_all_with(true, frames.iter().map(Vec::as_slice));
+        prop_assert_eq!(writes.len(), frames.len().div_ceil(usize::from(MAX_MERGE)));
     }
 
     /// Arbitrary reads never panic the segmenter or the coalescer.

@@ -76,7 +76,7 @@ done
 echo "$NAME A" >"$RES/queries"
 # measure LABEL SERVER PID: DUR s of dnsperf (one client socket) from the
 # guest's namespace; one tab-separated line: label, qps, answers, CPU s,
-# answers per CPU-second, mean latency (ms).
+# answers per CPU-second, mean latency (ms), queries lost (unanswered).
 measure() {
   local label=$1 server=$2 pid=$3 t0 t1 out
   t0=$(ticks "$pid")
@@ -84,11 +84,12 @@ measure() {
   t1=$(ticks "$pid")
   awk -v l="$label" -v t=$((t1 - t0)) -v hz="$TCK" '
     /Queries completed:/ { done = $3 }
+    /Queries lost:/ { lost = $3 }
     /Queries per second:/ { qps = $4 }
     /Average Latency/ { lat = $4 * 1000 }
     END {
       cpu = t / hz
-      printf "%s\t%.0f qps\t%d answers\t%.2f CPU-s\t%.0f answers/CPU-s\t%.3f ms\n", l, qps, done, cpu, (cpu > 0 ? done / cpu : 0), lat
+      printf "%s\t%.0f qps\t%d answers\t%.2f CPU-s\t%.0f answers/CPU-s\t%.3f ms\t%d lost\n", l, qps, done, cpu, (cpu > 0 ? done / cpu : 0), lat, lost
     }' <<<"$out"
 }
 

@@ -559,10 +559,16 @@ async fn run(config: Config, confine: bool) -> Result<(), String> {
     let mut udp_buf = vec![0u8; 65536];
     let mut cmsg_buf = crate::udp::cmsg_buffer();
     let mut tap_buf = vec![0u8; tap_offload::MAX_READ];
+    let mut coalescer = tap_offload::Coalescer::new();
+    // UDP datagrams of one flow (a guest's DNS client, QUIC, iperf3 -u)
+    // go to the guest merged only where the kernel took USO (Linux 6.2+).
+    let udp_gso = offload && tap.udp_gso();
+    coalescer.merge_udp(udp_gso);
+    tracing::debug!(offload, udp_gso, "TAP offloads");
     let mut tap_io = TapIo {
         offload,
         segmenter: tap_offload::Segmenter::new(),
-        coalescer: tap_offload::Coalescer::new(),
+        coalescer,
     };
     let mut crypto = CryptoPool::start(CryptoPool::workers_wanted());
     if crypto.workers > 0 {

@@ -170,25 +170,41 @@ fn leased_pair_on(mut t: Topology, a_extra: &str, b_extra: &str) -> (Topology, S
     (t, addr_a, addr_b)
 }
 
-/// An iperf3 TCP run of `secs` seconds from `client`'s guest to the
-/// server's guest at `server_addr`; the bits per second received.
-fn iperf(client: &Host, server: &Host, server_addr: &str, secs: u32) -> f64 {
+/// An iperf3 run from `client`'s guest to the server's guest at
+/// `server_addr` with the client's `args` (after `-c`); its JSON report.
+fn iperf_json(client: &Host, server: &Host, server_addr: &str, args: &[&str]) -> serde_json::Value {
     let _server = server
         .ns
         .spawn("iperf3", &["-s", "-1", "-B", server_addr])
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let out = client
-        .ns
-        .run_ok(
-            "iperf3",
-            &["-c", server_addr, "-t", &secs.to_string(), "-J"],
-        )
-        .unwrap();
-    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut all = vec!["-c", server_addr, "-J"];
+    all.extend_from_slice(args);
+    let out = client.ns.run_ok("iperf3", &all).unwrap();
+    serde_json::from_str(&out).unwrap()
+}
+
+/// An iperf3 TCP run of `secs` seconds from `client`'s guest to the
+/// server's guest at `server_addr`; the bits per second received.
+fn iperf(client: &Host, server: &Host, server_addr: &str, secs: u32) -> f64 {
+    let json = iperf_json(client, server, server_addr, &["-t", &secs.to_string()]);
     json["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap()
+}
+
+/// An iperf3 UDP run (`-b 300M -l 1200`, `secs` seconds) from `client`'s
+/// guest to the server's guest: datagrams sent and lost, as the receiver
+/// counted them.
+fn iperf_udp(client: &Host, server: &Host, server_addr: &str, secs: u32) -> (u64, u64) {
+    let secs = secs.to_string();
+    let args = ["-u", "-b", "300M", "-l", "1200", "-t", &secs];
+    let json = iperf_json(client, server, server_addr, &args);
+    let sum = &json["end"]["sum_received"];
+    (
+        sum["packets"].as_u64().unwrap(),
+        sum["lost_packets"].as_u64().unwrap(),
+    )
 }
 
 fn bootstrap() -> &'static [&'static str] {
@@ -273,6 +289,12 @@ fn guests_behind_nats_get_leases_names_ping_and_iperf() {
     let bps = iperf(a, b, &addr_b, 10);
     eprintln!("iperf3 over wow-node: {:.1} Mbit/s", bps / 1e6);
     assert!(bps > 1e6, "{bps} bit/s");
+    // UDP across the overlay: the far node hands a burst of one flow's
+    // datagrams to its guest as USO writes (where the kernel has USO),
+    // which the guest's kernel cuts again for iperf3's socket.
+    let (sent, lost) = iperf_udp(a, b, &addr_b, 3);
+    eprintln!("iperf3 -u over wow-node: {sent} datagrams, {lost} lost");
+    assert!(sent > 1000 && lost * 2 < sent, "{sent} sent, {lost} lost");
 
     // Neither NAT forwards a port: each node learned its reflexive endpoint
     // by STUN from the bootstrap node, the overlay advertises it, and the

@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket};
+use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket, UdpPacket};
 use tap_offload::{
     Coalescer, F_NEEDS_CSUM, GSO_TCPV4, OffloadError, Segmenter, VNET_HDR_LEN, VnetHdr,
 };
@@ -50,6 +50,41 @@ pub fn tcp_frame(seq: u32, flags: u8, options: &[u8], payload: &[u8]) -> Vec<u8>
     f[t + 20..t + doff].copy_from_slice(options);
     f.extend_from_slice(payload);
     f
+}
+
+/// An Ethernet+IPv4+UDP datagram from `SRC:sport` to `DST:53` with IP ID
+/// `id` and complete checksums.
+pub fn udp_frame(sport: u16, id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = tcp_frame(0, 0, &[], &[]);
+    f.truncate(ETH_LEN + 20);
+    f[ETH_LEN + 9] = 17;
+    put16(&mut f, ETH_LEN + 2, (28 + payload.len()) as u16);
+    put16(&mut f, ETH_LEN + 4, id);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&53u16.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    Ipv4Packet::new_unchecked(&mut f[ETH_LEN..]).fill_checksum();
+    UdpPacket::new_unchecked(&mut f[ETH_LEN + 20..])
+        .fill_checksum(&IpAddress::Ipv4(SRC), &IpAddress::Ipv4(DST));
+    f
+}
+
+/// Checks a UDPv4 frame's lengths and checksums; its source port and
+/// payload.
+pub fn assert_valid_udp(frame: &[u8]) -> (u16, Vec<u8>) {
+    let ip = Ipv4Packet::new_checked(&frame[ETH_LEN..]).unwrap();
+    assert!(ip.verify_checksum(), "IPv4 checksum");
+    assert_eq!(usize::from(ip.total_len()), frame.len() - ETH_LEN);
+    let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+    assert_ne!(udp.checksum(), 0, "a UDP checksum");
+    assert!(
+        udp.verify_checksum(&IpAddress::Ipv4(SRC), &IpAddress::Ipv4(DST)),
+        "UDP checksum"
+    );
+    assert_eq!(usize::from(udp.len()), 8 + udp.payload().len());
+    (udp.src_port(), udp.payload().to_vec())
 }
 
 /// One TAP read: `hdr`, then `frame`.
@@ -98,7 +133,16 @@ pub fn split_all(read: &mut [u8]) -> Result<Vec<Vec<u8>>, OffloadError> {
 
 /// Every TAP write the coalescer makes of `frames`, in order.
 pub fn coalesce_all<'a>(frames: impl IntoIterator<Item = &'a [u8]>) -> Vec<Vec<u8>> {
+    coalesce_all_with(false, frames)
+}
+
+/// [`coalesce_all`], merging UDP datagrams too if `udp`.
+pub fn coalesce_all_with<'a>(
+    udp: bool,
+    frames: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<Vec<u8>> {
     let mut gro = Coalescer::new();
+    gro.merge_udp(udp);
     let mut writes = Vec::new();
     for f in frames {
         if !gro.push(f) {
