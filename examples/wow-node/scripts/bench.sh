@@ -9,7 +9,8 @@
 # idle RSS and the nodes' CPU per Gbit/s.
 #
 # Usage (root): examples/wow-node/scripts/bench.sh [modes...]
-#   default modes: raw wg nebula   (peers, see dataplane.sh; missing peers are skipped)
+#   default modes: raw wg nebula   (peers, see dataplane.sh; missing peers are skipped;
+#     without dataplane.sh, raw is measured over this script's own veth pair)
 #   host: also measure wow-node in host mode (the node outside the machine it
 #     serves: each node's TAP bridged by host-mode.sh to a veth into a separate
 #     guest namespace), after the usual in-guest run with the same nodes' configs
@@ -17,7 +18,11 @@
 #     50) in both nodes; ROUNDS=N (default 1) alternates N such pairs; prints
 #     each round's ratios with/without (throughput, and the nodes' CPU per
 #     Gbit/s, which moves less with the machine's load) and their medians
+# Each wow-node line also gives the machine's busy share during the run (all
+# cores): what is left idle bounds what more threads could add.
 # Env: DUR=10 (seconds per iperf3 run), INSECURE=1 (wow-node without SAs),
+#      SHORT=1 (DUR=2: a quick check that the script works),
+#      PEERS_DIR=path (where dataplane.sh is; default ../shared/peers),
 #      WOW_BIN=path (use this wow-node binary instead of building one),
 #      MTU=N (guest MTU override, e.g. 8192: datagrams are IP-fragmented on the
 #      1500-byte veth; default: derived from the underlay, 1384),
@@ -29,6 +34,7 @@ set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
 PEERS=${PEERS_DIR:-$ROOT/../shared/peers}
+if [ -n "${SHORT:-}" ]; then DUR=${DUR:-2}; fi
 DUR=${DUR:-10}
 MODES=("$@"); [ ${#MODES[@]} -gt 0 ] || MODES=(raw wg nebula)
 WOW_MODES=(guest) PEER_MODES=()
@@ -68,13 +74,41 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 : >"$RES/peers.txt"
+RAW_HERE=0
 if [ ${#PEER_MODES[@]} -gt 0 ]; then
-  echo "== peers (dataplane.sh ${PEER_MODES[*]}, DUR=$DUR)"
-  RESULTS_DIR=$RES DUR=$DUR bash "$PEERS/dataplane.sh" "${PEER_MODES[@]}" | tee "$RES/peers.txt" || true
+  if [ -f "$PEERS/dataplane.sh" ]; then
+    echo "== peers (dataplane.sh ${PEER_MODES[*]}, DUR=$DUR)"
+    RESULTS_DIR=$RES DUR=$DUR bash "$PEERS/dataplane.sh" "${PEER_MODES[@]}" | tee "$RES/peers.txt" || true
+  else
+    echo "== no $PEERS/dataplane.sh: peers skipped; raw veth measured over this script's veth pair"
+    [[ " ${PEER_MODES[*]} " == *" raw "* ]] && RAW_HERE=1
+  fi
 fi
 
 echo "== wow-node"
 veth_pair "$NA" "$NB" "$VA" "$VB" $UA $UB
+
+# iperf_line LABEL MODE P JSON B0 T0: one line as dataplane.sh writes them
+# (date, mode, P, Mbit/s, retransmits, machine busy %) from a finished run
+# and the sysbusy figures taken before it.
+iperf_line() {
+  local b1 t1 bps
+  read -r b1 t1 < <(sysbusy)
+  bps=$(jq '.end.sum_received.bits_per_second' "$4")
+  printf "%s\t%s\tP=%s\t%.0f Mbit/s\tretr=%s\tmachine_busy=%s%%\n" "$(date +%F)" "$2" "$3" \
+    "$(awk -v b="$bps" 'BEGIN{print b/1e6}')" "$(jq '.end.sum_sent.retransmits // 0' "$4")" \
+    "$(awk -v b=$((b1 - $5)) -v t=$((t1 - $6)) 'BEGIN{printf "%.0f", t ? 100*b/t : 0}')"
+}
+if [ $RAW_HERE = 1 ]; then
+  ip netns exec "$NB" iperf3 -s -B $UB >/dev/null 2>&1 & PIDS+=($!); RAWSRV=$!
+  sleep 0.5
+  for P in 1 4; do
+    read -r b0 t0 < <(sysbusy)
+    ip netns exec "$NA" timeout $((DUR + 30)) iperf3 -c $UB -t "$DUR" -P $P -J >"$RES/raw-P$P.json"
+    iperf_line raw raw $P "$RES/raw-P$P.json" "$b0" "$t0" | tee -a "$RES/peers.txt"
+  done
+  kill $RAWSRV 2>/dev/null || true
+fi
 
 SEC=""
 if [ "${INSECURE:-0}" != 1 ]; then
@@ -145,14 +179,17 @@ measure_wow() {
   sleep 0.5
   for P in 1 4; do
     t0=$(( $(ticks $PA) + $(ticks $PB) ))
+    read -r b0 bt0 < <(sysbusy)
     ip netns exec "$sa" timeout $((DUR + 30)) iperf3 -c "$BADDR" -t "$DUR" -P $P -J >"$RES/wow${label#wow-node}-P$P.json"
+    read -r b1 bt1 < <(sysbusy)
     t1=$(( $(ticks $PA) + $(ticks $PB) ))
     bps=$(jq '.end.sum_received.bits_per_second' "$RES/wow${label#wow-node}-P$P.json")
     cpu=$(awk -v d=$((t1 - t0)) -v s="$DUR" 'BEGIN{printf "%.0f", d / s}')
     gbps=$(awk -v b="$bps" 'BEGIN{printf "%.3f", b/1e9}')
     per=$(awk -v c="$cpu" -v g="$gbps" 'BEGIN{ if (g > 0) printf "%.1f", c / g; else print "n/a"}')
-    line=$(printf "%s\tP=%s\t%.0f Mbit/s\tnodes_cpu=%s%%_of_1core\tcpu_per_Gbit/s=%s%%_of_1core" \
-      "$label" $P "$(awk -v b="$bps" 'BEGIN{print b/1e6}')" "$cpu" "$per")
+    busy=$(awk -v b=$((b1 - b0)) -v t=$((bt1 - bt0)) 'BEGIN{printf "%.0f", t ? 100*b/t : 0}')
+    line=$(printf "%s\tP=%s\t%.0f Mbit/s\tnodes_cpu=%s%%_of_1core\tcpu_per_Gbit/s=%s%%_of_1core\tmachine_busy=%s%%" \
+      "$label" $P "$(awk -v b="$bps" 'BEGIN{print b/1e6}')" "$cpu" "$per" "$busy")
     echo "$line" | tee -a "$RES/wow.txt"
   done
   if [ "$mode" = fw ]; then
@@ -183,7 +220,7 @@ fi
 
 echo
 echo "== summary (DUR=$DUR s, $(nproc) cores)"
-grep -h "P=" "$RES/peers.txt" "$RES/wow.txt" | awk -F'\t' '{ n = NF > 5 ? $2 : $1; p = NF > 5 ? $3 : $2; r = NF > 5 ? $4 : $3; printf "%-14s %-4s %s\n", n, p, r }'
+grep -h "P=" "$RES/peers.txt" "$RES/wow.txt" | awk -F'\t' '{ w = $1 ~ /^wow-node/; n = w ? $1 : $2; p = w ? $2 : $3; r = w ? $3 : $4; printf "%-14s %-4s %s\n", n, p, r }'
 for P in 1 4; do
   if [ -s "$RES/wow-fw-P$P.json" ]; then
     # Rounds in order: each wow-node line pairs with the wow-node-fw line after it.

@@ -25,6 +25,10 @@ wait_ping() {
 # ticks PID: user+system CPU ticks of a process.
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
+# sysbusy: the whole machine's busy and total CPU ticks so far (/proc/stat,
+# all cores; busy = user, nice, system, irq, softirq, steal).
+sysbusy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9; exit}' /proc/stat; }
+
 # veth_pair NS_A NS_B VETH_A VETH_B ADDR_A ADDR_B: two new namespaces (lo up)
 # joined by one veth pair, ADDR_A/24 and ADDR_B/24 on its ends.
 veth_pair() {
