@@ -77,6 +77,17 @@ pub(crate) fn ip_addrs(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
     (a(ETH_LEN + 12), a(ETH_LEN + 16))
 }
 
+/// The IPv6 source and destination of an Ethernet frame (bounds checked
+/// by the caller).
+pub(crate) fn ip6_addrs(frame: &[u8]) -> (Ipv6Addr, Ipv6Addr) {
+    let a = |i: usize| {
+        let mut o = [0u8; 16];
+        o.copy_from_slice(&frame[i..i + 16]);
+        Ipv6Addr::from(o)
+    };
+    (a(ETH_LEN + 8), a(ETH_LEN + 24))
+}
+
 /// Rewrites the IPv4 header checksum of `frame` (header at [`ETH_LEN`]).
 pub(crate) fn fix_ip(frame: &mut [u8], ihl: usize) {
     put16(frame, ETH_LEN + 10, 0);
@@ -90,12 +101,8 @@ pub(crate) fn fix_l4(frame: &mut [u8], l4: usize, field: usize, protocol: u8) {
     put16(frame, l4 + field, 0);
     let len = frame.len() - l4;
     let pseudo = if frame[ETH_LEN] >> 4 == 6 {
-        let a = |i: usize| {
-            let mut o = [0u8; 16];
-            o.copy_from_slice(&frame[i..i + 16]);
-            Ipv6Addr::from(o)
-        };
-        pseudo_header_v6(&a(ETH_LEN + 8), &a(ETH_LEN + 24), protocol, len as u32)
+        let (src, dst) = ip6_addrs(frame);
+        pseudo_header_v6(&src, &dst, protocol, len as u32)
     } else {
         let (src, dst) = ip_addrs(frame);
         pseudo_header_v4(&src, &dst, protocol, len as u32)

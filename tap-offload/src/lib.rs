@@ -13,15 +13,16 @@
 //!   segmentation (TSO) and UDP segmentation (USO) over IPv4 and IPv6
 //!   (without extension headers), and completion of partial checksums
 //!   ([`F_NEEDS_CSUM`]).
-//! - [`Coalescer`] merges consecutive in-order segments of one TCPv4 flow
-//!   into one super-frame with a GSO header, which the guest's stack takes
-//!   whole, like its own GRO. Only segments that Linux GRO would merge are
-//!   merged: same addresses, ports, ACK, window, options, TTL and TOS;
+//! - [`Coalescer`] merges consecutive in-order segments of one TCP flow
+//!   (IPv4 or IPv6) into one super-frame with a GSO header, which the
+//!   guest's stack takes whole, like its own GRO. Only segments that Linux
+//!   GRO would merge are merged: same addresses, ports, ACK, window,
+//!   options, TTL or hop limit, TOS or traffic class and flow label;
 //!   contiguous sequence numbers; flags ACK (and PSH on the last); equal
 //!   sizes but for the last; at most [`MAX_MERGE`] of them. With
 //!   [`Coalescer::merge_udp`] (a TAP that took USO) it merges consecutive
-//!   UDPv4 datagrams of one flow the same way (Linux's UDP GRO rules), so
-//!   a burst of answers to one client socket is one write.
+//!   UDP datagrams of one flow the same way (Linux's UDP GRO rules), so a
+//!   burst of answers to one client socket is one write.
 //!
 //! Merged frames carry a partial checksum (the pseudo-header sum, as the
 //! kernel's own GRO leaves it); the caller vouches for the segments they
@@ -32,8 +33,8 @@
 //! The crate does no I/O: bytes in, bytes out. It works on Ethernet frames
 //! (a TAP), not on bare IP packets (a TUN: see `tun-rs`'s offload module
 //! for that). IPv6 super-frames with extension headers are refused
-//! ([`OffloadError::NotIpv6`]); only TCPv4 and UDPv4 flows are merged
-//! (IPv6 frames go to the guest one by one). Malformed reads give an [`OffloadError`], never a
+//! ([`OffloadError::NotIpv6`]) and, like IPv4 frames with options or
+//! fragments, never merged. Malformed reads give an [`OffloadError`], never a
 //! panic; both types keep their buffer between calls, so the steady state
 //! allocates nothing.
 //!

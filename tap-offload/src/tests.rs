@@ -335,6 +335,65 @@ fn udpv6_super_frames_are_cut_with_valid_checksums() {
     }
 }
 
+/// The frames a TSO/USO read of `frame` is cut into, merged back by a
+/// coalescer (UDP merging on): its TAP writes.
+fn cut_and_merge(hdr: VnetHdr, frame: &[u8]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let segments = split_all(&mut with_hdr(hdr, frame)).unwrap();
+    let mut gro = Coalescer::new();
+    gro.merge_udp(true);
+    let mut writes = Vec::new();
+    for s in &segments {
+        if !gro.push(s) {
+            writes.push(gro.finish().to_vec());
+            assert!(gro.push(s));
+        }
+    }
+    writes.push(gro.finish().to_vec());
+    (segments, writes)
+}
+
+#[test]
+fn ipv6_tcp_segments_and_udp_datagrams_are_merged() {
+    // TCPv6: four segments (PSH on the last) become one TSO6 write that
+    // cuts into the very same segments.
+    let payload: Vec<u8> = (0..3500u32).map(|i| (i % 251) as u8).collect();
+    let (segments, writes) =
+        cut_and_merge(gso6(GSO_TCPV6, 20, 1000, 16), &v6_frame(true, &payload));
+    assert_eq!((segments.len(), writes.len()), (4, 1));
+    let hdr = VnetHdr::parse(&writes[0]).unwrap();
+    assert_eq!(hdr, gso6(GSO_TCPV6, 20, 1000, 16));
+    assert_eq!(writes[0].len(), VNET_HDR_LEN + ETH_LEN + 40 + 20 + 3500);
+    assert_eq!(be16(&writes[0], VNET_HDR_LEN + ETH_LEN + 4), 20 + 3500);
+    assert_eq!(split_all(&mut writes[0].clone()).unwrap(), segments);
+
+    // UDPv6: three datagrams become one USO write, and back.
+    let (segments, writes) =
+        cut_and_merge(gso6(GSO_UDP_L4, 8, 1200, 6), &v6_frame(false, &[9; 2500]));
+    assert_eq!((segments.len(), writes.len()), (3, 1));
+    assert_eq!(
+        VnetHdr::parse(&writes[0]).unwrap(),
+        gso6(GSO_UDP_L4, 8, 1200, 6)
+    );
+    assert_eq!(split_all(&mut writes[0].clone()).unwrap(), segments);
+
+    // Another hop limit, flow label or address: not merged.
+    let one = |f: &dyn Fn(&mut Vec<u8>)| {
+        let (mut segments, _) =
+            cut_and_merge(gso6(GSO_UDP_L4, 8, 1200, 6), &v6_frame(false, &[9; 2400]));
+        f(&mut segments[1]);
+        let mut gro = Coalescer::new();
+        gro.merge_udp(true);
+        assert!(gro.push(&segments[0]));
+        gro.push(&segments[1])
+    };
+    assert!(one(&|_| ()));
+    assert!(!one(&|s| s[ETH_LEN + 7] = 63));
+    assert!(!one(&|s| s[ETH_LEN + 3] ^= 1));
+    assert!(!one(&|s| s[ETH_LEN + 39] ^= 1));
+    // An IPv4 datagram does not join an IPv6 run.
+    assert!(!one(&|s| *s = udp_frame(40000, 1, &[9; 1200])));
+}
+
 proptest::proptest! {
     /// The vectorised sum is RFC 1071's: 16-bit big-endian words, an odd
     /// last byte padded with zero, carries folded back in.

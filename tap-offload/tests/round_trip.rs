@@ -9,10 +9,12 @@ mod support;
 use proptest::prelude::*;
 use support::{
     ETH_LEN, TCP_ACK, TCP_PSH, TIMESTAMPS, assert_valid_tcp, assert_valid_udp, coalesce_all,
-    coalesce_all_with, completed, put16, split_all, tcp_frame, tso, udp_frame, with_hdr,
+    coalesce_all_with, completed, put16, split_all, tcp_frame, tcp6_frame, tso, tso6, udp_frame,
+    with_hdr,
 };
 use tap_offload::{
-    Coalescer, GSO_TCPV4, GSO_UDP_L4, MAX_MERGE, MAX_READ, Segmenter, VNET_HDR_LEN, VnetHdr,
+    Coalescer, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, MAX_MERGE, MAX_READ, Segmenter, VNET_HDR_LEN,
+    VnetHdr,
 };
 
 proptest! {
@@ -153,6 +155,30 @@ proptest! {
         }
         let writes = coalesce_all_with(true, frames.iter().map(Vec::as_slice));
         prop_assert_eq!(writes.len(), frames.len().div_ceil(usize::from(MAX_MERGE)));
+    }
+
+    /// TCPv6 too: a super-frame cut by TSO6, merged, gives one TSO6 write
+    /// per [`MAX_MERGE`] segments that cuts into the very same segments.
+    #[test]
+    fn tcpv6_segment_then_coalesce_round_trips(
+        len in 1usize..20_000,
+        mss in 200u16..1440,
+        psh in any::<bool>(),
+        seq in any::<u32>(),
+    ) {
+        let payload: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7)).collect();
+        let read = &mut with_hdr(tso6(mss, 20), &tcp6_frame(seq, psh, &payload));
+        let segments = split_all(read).unwrap();
+        prop_assert_eq!(segments.len(), len.div_ceil(usize::from(mss)));
+        let writes = coalesce_all(segments.iter().map(Vec::as_slice));
+        prop_assert_eq!(writes.len(), segments.len().div_ceil(usize::from(MAX_MERGE)));
+        let mut again = Vec::new();
+        for w in &writes {
+            let h = VnetHdr::parse(w).unwrap();
+            prop_assert!(h.gso_type == GSO_TCPV6 || h == VnetHdr::default());
+            again.extend(split_all(&mut w.clone()).unwrap());
+        }
+        prop_assert_eq!(again, segments);
     }
 
     /// Arbitrary reads never panic the segmenter or the coalescer.

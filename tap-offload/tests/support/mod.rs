@@ -71,6 +71,21 @@ pub fn udp_frame(sport: u16, id: u16, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// An Ethernet+IPv6+TCP frame (ACK, PSH if `psh`) with `payload` from
+/// fd00::11 to fd00::12; checksum left as the builder wrote it.
+pub fn tcp6_frame(seq: u32, psh: bool, payload: &[u8]) -> Vec<u8> {
+    let src = "fd00::11".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let dst = "fd00::12".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv6(src, dst, 64)
+        .tcp(40000, 5201, seq, 65535)
+        .ack(77);
+    let b = if psh { b.psh() } else { b };
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
 /// Checks a UDPv4 frame's lengths and checksums; its source port and
 /// payload.
 pub fn assert_valid_udp(frame: &[u8]) -> (u16, Vec<u8>) {
@@ -96,12 +111,21 @@ pub fn with_hdr(hdr: VnetHdr, frame: &[u8]) -> Vec<u8> {
 
 /// The header of a TCPv4 super-frame with a TCP header of `doff` bytes.
 pub fn tso(mss: u16, doff: usize) -> VnetHdr {
+    tso_at(GSO_TCPV4, 20, mss, doff)
+}
+
+/// A TSO6 header for a frame whose TCP header is `doff` bytes.
+pub fn tso6(mss: u16, doff: usize) -> VnetHdr {
+    tso_at(tap_offload::GSO_TCPV6, 40, mss, doff)
+}
+
+fn tso_at(gso_type: u8, ip_len: usize, mss: u16, doff: usize) -> VnetHdr {
     VnetHdr {
         flags: F_NEEDS_CSUM,
-        gso_type: GSO_TCPV4,
-        hdr_len: (ETH_LEN + 20 + doff) as u16,
+        gso_type,
+        hdr_len: (ETH_LEN + ip_len + doff) as u16,
         gso_size: mss,
-        csum_start: (ETH_LEN + 20) as u16,
+        csum_start: (ETH_LEN + ip_len) as u16,
         csum_offset: 16,
     }
 }
