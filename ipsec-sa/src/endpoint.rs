@@ -482,8 +482,10 @@ pub struct Endpoint<A> {
     authenticator: A,
     rng: Entropy,
     clock_anchor: (Instant, SystemTime),
-    peers: HashMap<IpAddr, Peer>,
-    inbound: HashMap<u32, InboundEntry>,
+    peers: HashMap<IpAddr, Peer, ahash::RandomState>,
+    /// By SPI, which the network picks: aHash keyed from the OS (a
+    /// fraction of SipHash's cost per packet, as unpredictable).
+    inbound: HashMap<u32, InboundEntry, ahash::RandomState>,
     initiators: HashMap<u32, PendingInitiator>,
     responders: HashMap<u32, PendingResponder>,
     transmits: VecDeque<Transmit>,
@@ -555,8 +557,8 @@ impl<A: PeerAuthenticator> Endpoint<A> {
             authenticator,
             rng,
             clock_anchor: (now, wall_now),
-            peers: HashMap::new(),
-            inbound: HashMap::new(),
+            peers: HashMap::default(),
+            inbound: HashMap::default(),
             initiators: HashMap::new(),
             responders: HashMap::new(),
             transmits: VecDeque::new(),

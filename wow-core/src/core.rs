@@ -32,6 +32,11 @@
 mod resume;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+
+/// The maps a data packet touches (routes, peers): aHash keyed from the OS
+/// (`ahash`'s runtime RNG), a fraction of SipHash's cost per packet and
+/// still unpredictable to whoever picks the keys.
+type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -426,9 +431,9 @@ pub struct Core<S: LeaseStore> {
     services: std::collections::BTreeMap<String, dns_virt::Service>,
     /// When the services are published again.
     services_refresh_at: Option<Instant>,
-    routes: HashMap<Ipv4Addr, Route>,
-    negative: HashMap<Ipv4Addr, Instant>,
-    lookups: HashMap<Ipv4Addr, Lookup>,
+    routes: FastMap<Ipv4Addr, Route>,
+    negative: FastMap<Ipv4Addr, Instant>,
+    lookups: FastMap<Ipv4Addr, Lookup>,
     jobs: HashMap<u64, DhtJob>,
     /// The guest's address was lost to another claimant (not published
     /// until the guest leases again).
@@ -444,8 +449,8 @@ pub struct Core<S: LeaseStore> {
     crl_published: Option<crate::crl_dht::Published>,
     /// When the CA node re-issues its CRL (half its validity).
     crl_reissue_at: Option<SystemTime>,
-    peers: HashMap<Ipv4Addr, PeerInfo>,
-    sa_peers: HashSet<IpAddr>,
+    peers: FastMap<Ipv4Addr, PeerInfo>,
+    sa_peers: HashSet<IpAddr, ahash::RandomState>,
     /// Rules between the guest and its peers ([`Core::set_firewall`]).
     firewall: crate::firewall::Firewall,
     /// The groups and names of the peers with an SA, for the firewall.
@@ -836,9 +841,9 @@ impl<S: LeaseStore> Core<S> {
             guest_name: None,
             services: std::collections::BTreeMap::new(),
             services_refresh_at: None,
-            routes: HashMap::new(),
-            negative: HashMap::new(),
-            lookups: HashMap::new(),
+            routes: FastMap::default(),
+            negative: FastMap::default(),
+            lookups: FastMap::default(),
             jobs: HashMap::new(),
             guest_addr_lost: false,
             crl: crate::crl_dht::Fetcher::default(),
@@ -846,8 +851,8 @@ impl<S: LeaseStore> Core<S> {
             crl_grace: None,
             crl_published: None,
             crl_reissue_at: None,
-            peers: HashMap::new(),
-            sa_peers: HashSet::new(),
+            peers: FastMap::default(),
+            sa_peers: HashSet::default(),
             firewall: crate::firewall::Firewall::default(),
             firewall_peers: crate::firewall::PeerTable::default(),
             stun,
