@@ -69,6 +69,10 @@ impl Default for Coalescer {
     }
 }
 
+/// DHCP and DHCPv6 ports: their clients read through packet sockets,
+/// which see a merged frame whole, so their datagrams are never merged.
+const DHCP_PORTS: [u16; 4] = [67, 68, 546, 547];
+
 /// A TCP segment or (with `udp`) a UDP datagram, over IPv4 without
 /// options or IPv6 without extension headers, that may be merged.
 fn mergeable(frame: &[u8], udp: bool) -> Option<Segment> {
@@ -94,7 +98,10 @@ fn mergeable(frame: &[u8], udp: bool) -> Option<Segment> {
             return None;
         }
         let len = usize::from(be16(frame, l4 + 4));
-        let merge = len == total - ip_len && be16(frame, l4 + 6) != 0 && len > 8;
+        let dhcp = [be16(frame, l4), be16(frame, l4 + 2)]
+            .iter()
+            .any(|p| DHCP_PORTS.contains(p));
+        let merge = len == total - ip_len && be16(frame, l4 + 6) != 0 && len > 8 && !dhcp;
         return merge.then_some(Segment {
             ip_len,
             doff: 8,
@@ -153,7 +160,9 @@ impl Coalescer {
     /// label; equal sizes but the last; a non-zero checksum; at most
     /// [`MAX_MERGE`]), written as USO super-frames. Only for a TAP that
     /// took the USO offloads; the guest's kernel cuts them again for a
-    /// socket that does not ask for GRO. Off by default.
+    /// socket that does not ask for GRO. DHCP datagrams (ports 67, 68,
+    /// 546, 547) are never merged: DHCP clients read through packet
+    /// sockets, which would see the merged frame whole. Off by default.
     pub fn merge_udp(&mut self, on: bool) -> &mut Coalescer {
         self.udp = on;
         self

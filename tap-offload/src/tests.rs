@@ -231,6 +231,15 @@ fn udp_merges_only_where_linux_udp_gro_would() {
     put16(&mut fragment, ETH_LEN + 6, 0x2000);
     assert!(!gro.push(&fragment));
     let _ = gro.finish();
+    // DHCP replies (read through packet sockets) are never merged.
+    let _ = gro.finish();
+    let mut offer = d(1, 300);
+    put16(&mut offer, ETH_LEN + 20, 67);
+    put16(&mut offer, ETH_LEN + 22, 68);
+    checksum::fix_l4(&mut offer, ETH_LEN + 20, 6, PROTO_UDP);
+    assert!(gro.push(&offer));
+    assert!(!gro.push(&offer));
+    let _ = gro.finish();
     // A lone datagram that cannot merge stands alone, unchanged.
     assert!(gro.push(&zero));
     assert!(!gro.push(&zero));
