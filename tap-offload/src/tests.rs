@@ -9,8 +9,8 @@ mod support;
 
 use super::*;
 use support::{
-    DST, SRC, TCP_SYN, assert_valid_tcp, assert_valid_udp, split_all, tcp_frame, tso, udp_frame,
-    with_hdr,
+    DST, SRC, TCP_SYN, assert_valid_tcp, assert_valid_udp, gso, split_all, tcp_frame, tso,
+    udp_frame, with_hdr,
 };
 
 #[test]
@@ -71,14 +71,7 @@ fn udp_super_frames_are_cut() {
     f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 0]);
     f.extend_from_slice(&payload);
     put16(&mut f, ETH_LEN + 2, (20 + 8 + payload.len()) as u16);
-    let hdr = VnetHdr {
-        flags: F_NEEDS_CSUM,
-        gso_type: GSO_UDP_L4,
-        hdr_len: (ETH_LEN + 28) as u16,
-        gso_size: 1200,
-        csum_start: (ETH_LEN + 20) as u16,
-        csum_offset: 6,
-    };
+    let hdr = gso(GSO_UDP_L4, 20, 8, 1200, 6);
     let out = split_all(&mut with_hdr(hdr, &f)).unwrap();
     assert_eq!(out.len(), 3);
     let mut joined = Vec::new();
@@ -187,17 +180,7 @@ fn udp_merges_only_where_linux_udp_gro_would() {
     assert!(!gro.push(&d(5, 100)));
     let mut out = gro.finish().to_vec();
     let hdr = VnetHdr::parse(&out).unwrap();
-    assert_eq!(
-        hdr,
-        VnetHdr {
-            flags: F_NEEDS_CSUM,
-            gso_type: GSO_UDP_L4,
-            hdr_len: (ETH_LEN + 28) as u16,
-            gso_size: 100,
-            csum_start: (ETH_LEN + 20) as u16,
-            csum_offset: 6,
-        }
-    );
+    assert_eq!(hdr, gso(GSO_UDP_L4, 20, 8, 100, 6));
     assert_eq!(out.len(), VNET_HDR_LEN + ETH_LEN + 28 + 350);
     let l4 = VNET_HDR_LEN + ETH_LEN + 20;
     assert_eq!(be16(&out, l4 + 4), 8 + 350, "the UDP length covers all");
@@ -282,14 +265,7 @@ fn v6_frame(tcp: bool, payload: &[u8]) -> Vec<u8> {
 /// The header of an IPv6 super-frame of `gso_type` whose L4 header is
 /// `l4_len` bytes, cut into `size`, its checksum field at `csum_offset`.
 fn gso6(gso_type: u8, l4_len: usize, size: u16, csum_offset: u16) -> VnetHdr {
-    VnetHdr {
-        flags: F_NEEDS_CSUM,
-        gso_type,
-        hdr_len: (ETH_LEN + 40 + l4_len) as u16,
-        gso_size: size,
-        csum_start: (ETH_LEN + 40) as u16,
-        csum_offset,
-    }
+    gso(gso_type, 40, l4_len, size, csum_offset)
 }
 
 fn v6_addrs() -> (IpAddress, IpAddress) {

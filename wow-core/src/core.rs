@@ -32,11 +32,6 @@
 mod resume;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-
-/// The maps a data packet touches (routes, peers): aHash keyed from the OS
-/// (`ahash`'s runtime RNG), a fraction of SipHash's cost per packet and
-/// still unpredictable to whoever picks the keys.
-type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -53,6 +48,11 @@ use overlay_core::{Address, DhtOutcome};
 use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, UdpPacket};
 
 use crate::wire::{self, Kind};
+
+/// The maps a data packet touches (routes, peers): aHash keyed from the OS
+/// (`ahash`'s runtime RNG), a fraction of SipHash's cost per packet and
+/// still unpredictable to whoever picks the keys.
+type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 
 /// Bytes the underlay adds: IPv4 (20) + UDP (8).
 pub const UNDERLAY_OVERHEAD: usize = 28;

@@ -27,23 +27,13 @@ fn bench_dns_script_short_mode_measures_both_servers() {
             .lines()
             .find(|l| l.starts_with(server))
             .unwrap_or_else(|| panic!("no line for {server}:\n{stdout}\n{stderr}"));
-        let answers: u64 = line
-            .split('\t')
-            .find_map(|f| f.strip_suffix(" answers")?.parse().ok())
-            .unwrap_or_else(|| panic!("no answer count: {line}"));
+        let answers: u64 = suffixed(line, " answers");
         assert!(answers > 0, "{line}");
-        let per_cpu: f64 = line
-            .split('\t')
-            .find_map(|f| f.strip_suffix(" answers/CPU-s")?.parse().ok())
-            .unwrap_or_else(|| panic!("no answers per CPU-second: {line}"));
-        assert!(per_cpu > 0.0, "{line}");
+        assert!(suffixed::<f64>(line, " answers/CPU-s") > 0.0, "{line}");
         // Every query is answered (dnsperf waits for stragglers): the
         // node's answers reach the guest's socket, one by one or merged
         // into USO writes the guest's kernel cuts again.
-        let lost: u64 = line
-            .split('\t')
-            .find_map(|f| f.strip_suffix(" lost")?.parse().ok())
-            .unwrap_or_else(|| panic!("no lost count: {line}"));
+        let lost: u64 = suffixed(line, " lost");
         assert!(lost * 100 <= answers + lost, "over 1 % lost: {line}");
     }
     let ratio = stdout
@@ -77,6 +67,13 @@ fn short_run(name: &str, args: &[&str], envs: &[(&str, &str)]) -> (String, Strin
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{name}: {stdout}\n{stderr}");
     (stdout, stderr)
+}
+
+/// The figure of the tab-separated field of `line` that ends in `suffix`.
+fn suffixed<T: std::str::FromStr>(line: &str, suffix: &str) -> T {
+    line.split('\t')
+        .find_map(|f| f.strip_suffix(suffix)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {suffix:?} field in {line:?}"))
 }
 
 /// The figure after `prefix` in one of `line`'s tab-separated fields,
@@ -117,28 +114,14 @@ fn bench_script_short_mode_measures_wow_node_and_the_raw_veth() {
             .lines()
             .find(|l| l.starts_with(&format!("wow-node\t{p}\t")))
             .unwrap_or_else(|| panic!("no wow-node {p} line:\n{stdout}\n{stderr}"));
-        let mbit: f64 = wow
-            .split('\t')
-            .nth(2)
-            .unwrap()
-            .trim_end_matches(" Mbit/s")
-            .parse()
-            .unwrap();
-        assert!(mbit > 0.0, "{wow}");
+        assert!(suffixed::<f64>(wow, " Mbit/s") > 0.0, "{wow}");
         assert!(field(wow, "nodes_cpu=") > 0.0, "{wow}");
         assert!(field(wow, "machine_busy=") > 0.0, "{wow}");
         let raw = stdout
             .lines()
             .find(|l| l.contains(&format!("\traw\t{p}\t")))
             .unwrap_or_else(|| panic!("no raw {p} line:\n{stdout}"));
-        let raw_mbit: f64 = raw
-            .split('\t')
-            .nth(3)
-            .unwrap()
-            .trim_end_matches(" Mbit/s")
-            .parse()
-            .unwrap();
-        assert!(raw_mbit > 0.0, "{raw}");
+        assert!(suffixed::<f64>(raw, " Mbit/s") > 0.0, "{raw}");
         let share = stdout
             .lines()
             .find(|l| l.starts_with(&format!("{p}: wow-node ")))

@@ -111,22 +111,25 @@ pub fn with_hdr(hdr: VnetHdr, frame: &[u8]) -> Vec<u8> {
 
 /// The header of a TCPv4 super-frame with a TCP header of `doff` bytes.
 pub fn tso(mss: u16, doff: usize) -> VnetHdr {
-    tso_at(GSO_TCPV4, 20, mss, doff)
+    gso(GSO_TCPV4, 20, doff, mss, 16)
 }
 
 /// A TSO6 header for a frame whose TCP header is `doff` bytes.
 pub fn tso6(mss: u16, doff: usize) -> VnetHdr {
-    tso_at(tap_offload::GSO_TCPV6, 40, mss, doff)
+    gso(tap_offload::GSO_TCPV6, 40, doff, mss, 16)
 }
 
-fn tso_at(gso_type: u8, ip_len: usize, mss: u16, doff: usize) -> VnetHdr {
+/// The header of a super-frame of `gso_type` with an IP header of `ip_len`
+/// bytes and an L4 header of `l4_len`, cut into `size`, its partial
+/// checksum at `csum_offset` from the L4 header.
+pub fn gso(gso_type: u8, ip_len: usize, l4_len: usize, size: u16, csum_offset: u16) -> VnetHdr {
     VnetHdr {
         flags: F_NEEDS_CSUM,
         gso_type,
-        hdr_len: (ETH_LEN + ip_len + doff) as u16,
-        gso_size: mss,
+        hdr_len: (ETH_LEN + ip_len + l4_len) as u16,
+        gso_size: size,
         csum_start: (ETH_LEN + ip_len) as u16,
-        csum_offset: 16,
+        csum_offset,
     }
 }
 
